@@ -1,0 +1,428 @@
+//! The device: the phone app. It keeps one connection to a gateway and reconnects (with
+//! jittered, capped backoff) when it is lost; keeps an outbox keyed by client message id and
+//! retries until sent ✓, always with the same id; drops duplicates by id; shows each
+//! conversation in sequence-number order, holding messages back after a gap and fetching the
+//! gap from the server; acks every message it receives (even duplicates, so the server can
+//! delete the inbox entry); and drains its inbox after every (re)connect.
+//!
+//! Randomness (gateway choice, jitter) comes only from the seeded generator it is given.
+//!
+//! Inputs: `Connected`, `ConnectFailed`, `Down`, `Disconnected`, `Action`, `Timeout`.
+//! Outputs: `Connect`, `Up`, `Disconnect`, `Observe`. Timers: reconnect, heartbeat, handshake,
+//! per-message retry, per-conversation gap repair, drain retry.
+
+use crate::limits::{
+    DRAIN_RETRY_MS, GAP_FETCH_SEQS_MAX, GAP_REPAIR_DELAY_MS, GAP_RETRY_MS, HANDSHAKE_TIMEOUT_MS,
+    HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, OUTBOX_IN_FLIGHT_MAX, OUTBOX_RETRY_MS_MAX,
+    OUTBOX_RETRY_MS_MIN, RECONNECT_BACKOFF_MS_MAX, RECONNECT_BACKOFF_MS_MIN,
+};
+use crate::proto::{ConvId, DeviceId, Down, InboxCursor, Message, Millis, MsgId, Path, Seq, Up};
+use crate::routing::device_token;
+use crate::timers::Timers;
+use crate::{Action, DisconnectReason, Effect, Input, Machine, Observation, Topology};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    Down,
+    Connecting,
+    Handshaking,
+    Ready,
+}
+
+#[derive(Clone, Debug)]
+struct Outgoing {
+    conv: ConvId,
+    body: Vec<u8>,
+    sent_at: Millis,
+    attempts: u32,
+    transmitted: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Slot {
+    Theirs(Message, Path),
+    Mine,
+}
+
+#[derive(Clone, Debug)]
+struct ConvView {
+    /// The first sequence number not yet shown (or filled by one of our own messages).
+    next_seq: Seq,
+    /// Known messages after a gap, waiting for it to fill.
+    held: BTreeMap<Seq, Slot>,
+    /// Every id received here, for dedup.
+    seen: BTreeSet<MsgId>,
+}
+
+impl Default for ConvView {
+    fn default() -> Self {
+        ConvView { next_seq: 1, held: BTreeMap::new(), seen: BTreeSet::new() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Reconnect,
+    Heartbeat,
+    Handshake,
+    Retry(MsgId),
+    Gap(ConvId),
+    Drain,
+}
+
+/// A device.
+#[derive(Clone, Debug)]
+pub struct Device {
+    id: DeviceId,
+    topo: Topology,
+    rng: ChaCha8Rng,
+    link: Link,
+    gateway: u16,
+    epoch: u64,
+    online: bool,
+    reconnect_failures: u32,
+    last_heard: Millis,
+    outbox: BTreeMap<MsgId, Outgoing>,
+    next_n: u32,
+    convs: BTreeMap<ConvId, ConvView>,
+    drain: Option<Option<InboxCursor>>,
+    timers: Timers<Timer>,
+}
+
+impl Device {
+    /// A device, offline until its first `GoOnline` (or started with `online` true, in which
+    /// case it connects on its first `Timeout`). `seed` drives its generator.
+    pub fn new(id: DeviceId, topo: Topology, seed: u64, online: bool) -> Device {
+        let mut timers = Timers::default();
+        if online {
+            timers.set(Timer::Reconnect, 0);
+        }
+        Device {
+            id,
+            topo,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            link: Link::Down,
+            gateway: 0,
+            epoch: 0,
+            online,
+            reconnect_failures: 0,
+            last_heard: 0,
+            outbox: BTreeMap::new(),
+            next_n: 0,
+            convs: BTreeMap::new(),
+            drain: None,
+            timers,
+        }
+    }
+
+    /// This device's id.
+    pub fn id(&self) -> DeviceId {
+        self.id
+    }
+
+    /// Messages composed but not yet sent ✓.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Whether the device has a welcomed connection.
+    pub fn is_ready(&self) -> bool {
+        self.link == Link::Ready
+    }
+
+    fn observe(out: &mut Vec<Effect>, o: Observation) {
+        out.push(Effect::Observe(o));
+    }
+
+    /// Capped exponential backoff with jitter in [delay/2, delay].
+    fn backoff(&mut self, min: Millis, max: Millis, attempts: u32) -> Millis {
+        let delay = min.saturating_mul(1 << attempts.min(16)).min(max);
+        self.rng.gen_range(delay / 2..=delay)
+    }
+
+    fn schedule_reconnect(&mut self, now: Millis) {
+        if self.online {
+            let d = self.backoff(RECONNECT_BACKOFF_MS_MIN, RECONNECT_BACKOFF_MS_MAX, self.reconnect_failures);
+            self.reconnect_failures = self.reconnect_failures.saturating_add(1);
+            self.timers.set(Timer::Reconnect, now + d);
+        }
+    }
+
+    fn link_lost(&mut self, now: Millis, reason: DisconnectReason, close: bool, out: &mut Vec<Effect>) {
+        if self.link == Link::Down {
+            return;
+        }
+        if close {
+            out.push(Effect::Disconnect);
+        }
+        self.link = Link::Down;
+        self.drain = None;
+        for t in [Timer::Heartbeat, Timer::Handshake, Timer::Drain] {
+            self.timers.cancel(&t);
+        }
+        Self::observe(out, Observation::Disconnected { reason });
+        self.schedule_reconnect(now);
+    }
+
+    fn connect(&mut self, out: &mut Vec<Effect>) {
+        self.gateway = self.rng.gen_range(0..self.topo.gateways.max(1));
+        self.link = Link::Connecting;
+        out.push(Effect::Connect { gateway: self.gateway });
+    }
+
+    fn in_flight(&self) -> usize {
+        self.outbox.values().filter(|o| o.transmitted).count()
+    }
+
+    fn transmit(&mut self, now: Millis, id: MsgId, out: &mut Vec<Effect>) {
+        let attempts = match self.outbox.get(&id) {
+            Some(o) => o.attempts,
+            None => return,
+        };
+        let delay = self.backoff(OUTBOX_RETRY_MS_MIN, OUTBOX_RETRY_MS_MAX, attempts);
+        let Some(o) = self.outbox.get_mut(&id) else { return };
+        o.transmitted = true;
+        o.attempts = o.attempts.saturating_add(1);
+        out.push(Effect::Up(Up::Send { conv: o.conv, id, body: o.body.clone(), sent_at: o.sent_at }));
+        self.timers.set(Timer::Retry(id), now + delay);
+    }
+
+    /// Send untransmitted outbox entries while the in-flight window has room.
+    fn fill_window(&mut self, now: Millis, out: &mut Vec<Effect>) {
+        if self.link != Link::Ready {
+            return;
+        }
+        let room = OUTBOX_IN_FLIGHT_MAX.saturating_sub(self.in_flight());
+        let next: Vec<MsgId> = self.outbox.iter().filter(|(_, o)| !o.transmitted).map(|(id, _)| *id).take(room).collect();
+        for id in next {
+            self.transmit(now, id, out);
+        }
+    }
+
+    fn start_drain(&mut self, now: Millis, after: Option<InboxCursor>, out: &mut Vec<Effect>) {
+        self.drain = Some(after);
+        out.push(Effect::Up(Up::Drain { after }));
+        self.timers.set(Timer::Drain, now + DRAIN_RETRY_MS);
+    }
+
+    fn on_welcome(&mut self, now: Millis, epoch: u64, out: &mut Vec<Effect>) {
+        if self.link != Link::Handshaking || epoch != self.epoch {
+            return;
+        }
+        self.link = Link::Ready;
+        self.reconnect_failures = 0;
+        self.timers.cancel(&Timer::Handshake);
+        Self::observe(out, Observation::Connected { gateway: self.gateway, epoch });
+        self.start_drain(now, None, out);
+        // Everything unacknowledged goes again on the new connection, same ids.
+        for o in self.outbox.values_mut() {
+            o.transmitted = false;
+        }
+        self.fill_window(now, out);
+    }
+
+    fn on_sent(&mut self, now: Millis, conv: ConvId, id: MsgId, seq: Seq, out: &mut Vec<Effect>) {
+        if self.outbox.remove(&id).is_some() {
+            self.timers.cancel(&Timer::Retry(id));
+            Self::observe(out, Observation::Acked { id, conv, seq });
+        }
+        self.fill_slot(now, conv, seq, Slot::Mine, out);
+        self.fill_window(now, out);
+    }
+
+    fn fill_slot(&mut self, now: Millis, conv: ConvId, seq: Seq, slot: Slot, out: &mut Vec<Effect>) {
+        let view = self.convs.entry(conv).or_default();
+        if seq >= view.next_seq {
+            view.held.entry(seq).or_insert(slot);
+        }
+        self.advance(now, conv, out);
+    }
+
+    /// Show everything contiguous; arm gap repair if something is still held back.
+    fn advance(&mut self, now: Millis, conv: ConvId, out: &mut Vec<Effect>) {
+        let view = self.convs.entry(conv).or_default();
+        while let Some(entry) = view.held.first_entry() {
+            if *entry.key() != view.next_seq {
+                break;
+            }
+            let (seq, slot) = entry.remove_entry();
+            view.next_seq = seq + 1;
+            if let Slot::Theirs(msg, path) = slot {
+                let o = Observation::Displayed { id: msg.id, conv, seq, path, body: msg.body, sent_at: msg.sent_at };
+                out.push(Effect::Observe(o));
+            }
+        }
+        match view.held.first_key_value() {
+            Some((&first, _)) => {
+                if !self.timers.is_set(&Timer::Gap(conv)) {
+                    let (from, to) = (view.next_seq, first - 1);
+                    Self::observe(out, Observation::GapDetected { conv, from, to });
+                    self.timers.set(Timer::Gap(conv), now + GAP_REPAIR_DELAY_MS);
+                }
+            }
+            None => self.timers.cancel(&Timer::Gap(conv)),
+        }
+    }
+
+    fn on_deliver(&mut self, now: Millis, msg: Message, path: Path, out: &mut Vec<Effect>) {
+        let (conv, seq, id) = (msg.conv, msg.seq, msg.id);
+        out.push(Effect::Up(Up::Ack { conv, seq }));
+        if id.device == self.id {
+            // Our own message came back through a fetch: it is stored, so it counts as ✓.
+            self.on_sent(now, conv, id, seq, out);
+            return;
+        }
+        let view = self.convs.entry(conv).or_default();
+        if !view.seen.insert(id) || seq < view.next_seq || view.held.contains_key(&seq) {
+            Self::observe(out, Observation::DuplicateDropped { id, conv, seq, path });
+            return;
+        }
+        view.held.insert(seq, Slot::Theirs(msg, path));
+        self.advance(now, conv, out);
+    }
+
+    fn on_down(&mut self, now: Millis, frame: Down, out: &mut Vec<Effect>) {
+        if self.link == Link::Down || self.link == Link::Connecting {
+            return;
+        }
+        self.last_heard = now;
+        match frame {
+            Down::Welcome { epoch } => self.on_welcome(now, epoch, out),
+            Down::Refused { reason, .. } => Self::observe(out, Observation::Refused { reason }),
+            Down::Sent { conv, id, seq } => self.on_sent(now, conv, id, seq, out),
+            Down::Deliver { msg, path } => self.on_deliver(now, msg, path, out),
+            Down::DrainPage { next, more } => {
+                if self.drain.is_some() {
+                    if more {
+                        self.start_drain(now, next, out);
+                    } else {
+                        self.drain = None;
+                        self.timers.cancel(&Timer::Drain);
+                        Self::observe(out, Observation::DrainComplete);
+                    }
+                }
+            }
+            Down::DrainHint => {
+                if self.link == Link::Ready && self.drain.is_none() {
+                    self.start_drain(now, None, out);
+                }
+            }
+            Down::Pong => {}
+        }
+    }
+
+    fn on_action(&mut self, now: Millis, action: Action, out: &mut Vec<Effect>) {
+        match action {
+            Action::SendDirect { to, body } => {
+                let id = MsgId { device: self.id, n: self.next_n };
+                self.next_n += 1;
+                let conv = ConvId::direct(self.id.user, to);
+                Self::observe(out, Observation::Sent { id, conv, body: body.clone() });
+                self.outbox.insert(id, Outgoing { conv, body, sent_at: now, attempts: 0, transmitted: false });
+                self.fill_window(now, out);
+            }
+            Action::GoOffline => {
+                self.online = false;
+                self.timers.cancel(&Timer::Reconnect);
+                self.link_lost(now, DisconnectReason::UserOffline, true, out);
+            }
+            Action::GoOnline => {
+                if !self.online {
+                    self.online = true;
+                    self.reconnect_failures = 0;
+                    if self.link == Link::Down {
+                        self.connect(out);
+                    }
+                }
+            }
+            Action::DropConnection => self.link_lost(now, DisconnectReason::Dropped, true, out),
+        }
+    }
+
+    fn on_timer(&mut self, now: Millis, timer: Timer, out: &mut Vec<Effect>) {
+        match timer {
+            Timer::Reconnect => {
+                if self.online && self.link == Link::Down {
+                    self.connect(out);
+                }
+            }
+            Timer::Heartbeat => {
+                if self.link == Link::Down || self.link == Link::Connecting {
+                    return;
+                }
+                if now.saturating_sub(self.last_heard) >= HEARTBEAT_TIMEOUT_MS {
+                    self.link_lost(now, DisconnectReason::HeartbeatTimeout, true, out);
+                } else {
+                    out.push(Effect::Up(Up::Ping));
+                    self.timers.set(Timer::Heartbeat, now + HEARTBEAT_INTERVAL_MS);
+                }
+            }
+            Timer::Handshake => {
+                if self.link == Link::Handshaking {
+                    self.link_lost(now, DisconnectReason::HeartbeatTimeout, true, out);
+                }
+            }
+            Timer::Retry(id) => {
+                if self.link == Link::Ready && self.outbox.contains_key(&id) {
+                    self.transmit(now, id, out);
+                }
+            }
+            Timer::Gap(conv) => {
+                let Some(view) = self.convs.get(&conv) else { return };
+                let Some((&first, _)) = view.held.first_key_value() else { return };
+                if self.link == Link::Ready {
+                    let from = view.next_seq;
+                    let to = (first - 1).min(from + GAP_FETCH_SEQS_MAX - 1);
+                    out.push(Effect::Up(Up::Fetch { conv, from, to }));
+                    Self::observe(out, Observation::GapFetch { conv, from, to });
+                }
+                self.timers.set(Timer::Gap(conv), now + GAP_RETRY_MS);
+            }
+            Timer::Drain => {
+                if let (Link::Ready, Some(after)) = (self.link, self.drain) {
+                    self.start_drain(now, after, out);
+                }
+            }
+        }
+    }
+}
+
+impl Machine for Device {
+    fn handle(&mut self, now: Millis, input: Input, out: &mut Vec<Effect>) {
+        match input {
+            Input::Connected => {
+                if self.link == Link::Connecting {
+                    self.epoch += 1;
+                    self.link = Link::Handshaking;
+                    self.last_heard = now;
+                    let hello = Up::Hello { device: self.id, token: device_token(self.id), epoch: self.epoch };
+                    out.push(Effect::Up(hello));
+                    self.timers.set(Timer::Handshake, now + HANDSHAKE_TIMEOUT_MS);
+                    self.timers.set(Timer::Heartbeat, now + HEARTBEAT_INTERVAL_MS);
+                }
+            }
+            Input::ConnectFailed => {
+                if self.link == Link::Connecting {
+                    self.link = Link::Down;
+                    self.schedule_reconnect(now);
+                }
+            }
+            Input::Disconnected => self.link_lost(now, DisconnectReason::Closed, false, out),
+            Input::Down(frame) => self.on_down(now, frame, out),
+            Input::Action(action) => self.on_action(now, action, out),
+            Input::Timeout => {
+                while let Some(t) = self.timers.pop_due(now) {
+                    self.on_timer(now, t, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.next()
+    }
+}

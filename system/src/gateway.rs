@@ -1,0 +1,239 @@
+//! A gateway: holds device connections, binds each to a device by its token, registers it in
+//! the session service before letting the device drain or send, forwards device frames to the
+//! owning shard with the *authenticated* device attached, and passes shard frames down.
+//!
+//! Fault model it defends against: half-open connections (a phone that went silent without
+//! closing) are found by heartbeat timeout; a restarted session service is refilled by periodic
+//! re-registration, and a device whose entry had been lost is told to drain (pushes sent while
+//! the entry was missing went to its inbox).
+//!
+//! Inputs: `Accepted`, `FromConn`, `ConnClosed`, `Rpc` (`Registered`, `ToDevice`), `Timeout`.
+//! Outputs: `Down`, `CloseConn`, `Rpc`. Timers: heartbeat scan, register retry, refresh.
+
+use crate::limits::{HEARTBEAT_CHECK_MS, HEARTBEAT_TIMEOUT_MS, REGISTER_RETRY_MS, SESSION_REFRESH_MS};
+use crate::proto::{ConnId, DeviceId, Down, Host, Millis, Refusal, Rpc, Up};
+use crate::routing::{device_token, shard_for_conv, shard_for_user};
+use crate::timers::Timers;
+use crate::{Effect, Input, Machine, Topology};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConnState {
+    /// Accepted, no valid `Hello` yet.
+    Unbound,
+    /// Bound to a device, waiting for the session service.
+    Registering,
+    /// Registered and welcomed.
+    Ready,
+}
+
+#[derive(Clone, Debug)]
+struct Conn {
+    device: Option<DeviceId>,
+    epoch: u64,
+    last_heard: Millis,
+    state: ConnState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    HeartbeatScan,
+    Register(ConnId),
+    Refresh,
+}
+
+/// A gateway.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    index: u16,
+    topo: Topology,
+    conns: BTreeMap<ConnId, Conn>,
+    by_device: BTreeMap<DeviceId, ConnId>,
+    timers: Timers<Timer>,
+}
+
+impl Gateway {
+    /// Gateway number `index` (0-based) with no connections (first boot or after a crash).
+    pub fn new(index: u16, topo: Topology) -> Gateway {
+        Gateway {
+            index,
+            topo,
+            conns: BTreeMap::new(),
+            by_device: BTreeMap::new(),
+            timers: Timers::default(),
+        }
+    }
+
+    /// This gateway's index.
+    pub fn index(&self) -> u16 {
+        self.index
+    }
+
+    /// Devices with a ready connection here.
+    pub fn ready_devices(&self) -> usize {
+        self.conns.values().filter(|c| c.state == ConnState::Ready).count()
+    }
+
+    fn drop_conn(&mut self, conn: ConnId, close: bool, out: &mut Vec<Effect>) {
+        let Some(c) = self.conns.remove(&conn) else { return };
+        self.timers.cancel(&Timer::Register(conn));
+        if close {
+            out.push(Effect::CloseConn { conn });
+        }
+        if let Some(device) = c.device {
+            if self.by_device.get(&device) == Some(&conn) {
+                self.by_device.remove(&device);
+            }
+            let rpc = Rpc::Unregister { device, epoch: c.epoch };
+            out.push(Effect::Rpc { to: Host::Session, rpc });
+        }
+    }
+
+    fn refuse(conn: ConnId, reason: Refusal, out: &mut Vec<Effect>) {
+        out.push(Effect::Down { conn, frame: Down::Refused { reason, id: None } });
+    }
+
+    fn on_frame(&mut self, now: Millis, conn: ConnId, up: Up, out: &mut Vec<Effect>) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        c.last_heard = now;
+        match up {
+            Up::Ping => out.push(Effect::Down { conn, frame: Down::Pong }),
+            Up::Hello { device, token, epoch } => {
+                if c.state != ConnState::Unbound {
+                    return;
+                }
+                if !self.topo.has_user(device.user) || token != device_token(device) {
+                    Self::refuse(conn, Refusal::BadToken, out);
+                    self.drop_conn(conn, true, out);
+                    return;
+                }
+                c.device = Some(device);
+                c.epoch = epoch;
+                c.state = ConnState::Registering;
+                // One connection per device here: a newer one replaces the older.
+                if let Some(old) = self.by_device.insert(device, conn) {
+                    if old != conn {
+                        if let Some(o) = self.conns.remove(&old) {
+                            self.timers.cancel(&Timer::Register(old));
+                            out.push(Effect::CloseConn { conn: old });
+                            drop(o);
+                        }
+                    }
+                }
+                out.push(Effect::Rpc { to: Host::Session, rpc: Rpc::Register { device, epoch } });
+                self.timers.set(Timer::Register(conn), now + REGISTER_RETRY_MS);
+                self.timers.set_min(Timer::Refresh, now + SESSION_REFRESH_MS);
+            }
+            up => {
+                let (Some(device), ConnState::Ready) = (c.device, c.state) else {
+                    Self::refuse(conn, Refusal::NotAuthenticated, out);
+                    return;
+                };
+                let shard = match &up {
+                    Up::Send { conv, .. } | Up::Fetch { conv, .. } => shard_for_conv(*conv, self.topo.shards),
+                    _ => shard_for_user(device.user, self.topo.shards),
+                };
+                out.push(Effect::Rpc { to: Host::Shard(shard), rpc: Rpc::FromDevice { device, up } });
+            }
+        }
+    }
+
+    fn on_registered(&mut self, device: DeviceId, epoch: u64, current: bool, was_present: bool, out: &mut Vec<Effect>) {
+        let Some(&conn) = self.by_device.get(&device) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        if c.epoch != epoch {
+            return;
+        }
+        if !current {
+            // The device is connected elsewhere with a newer epoch: this connection is stale.
+            self.drop_conn(conn, true, out);
+            return;
+        }
+        match c.state {
+            ConnState::Registering => {
+                c.state = ConnState::Ready;
+                self.timers.cancel(&Timer::Register(conn));
+                out.push(Effect::Down { conn, frame: Down::Welcome { epoch } });
+            }
+            ConnState::Ready if !was_present => {
+                out.push(Effect::Down { conn, frame: Down::DrainHint });
+            }
+            _ => {}
+        }
+    }
+
+    fn on_timer(&mut self, now: Millis, timer: Timer, out: &mut Vec<Effect>) {
+        match timer {
+            Timer::HeartbeatScan => {
+                let dead: Vec<ConnId> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| now.saturating_sub(c.last_heard) >= HEARTBEAT_TIMEOUT_MS)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for conn in dead {
+                    self.drop_conn(conn, true, out);
+                }
+                if !self.conns.is_empty() {
+                    self.timers.set(Timer::HeartbeatScan, now + HEARTBEAT_CHECK_MS);
+                }
+            }
+            Timer::Register(conn) => {
+                if let Some(c) = self.conns.get(&conn) {
+                    if let (ConnState::Registering, Some(device)) = (c.state, c.device) {
+                        let rpc = Rpc::Register { device, epoch: c.epoch };
+                        out.push(Effect::Rpc { to: Host::Session, rpc });
+                        self.timers.set(Timer::Register(conn), now + REGISTER_RETRY_MS);
+                    }
+                }
+            }
+            Timer::Refresh => {
+                for c in self.conns.values().filter(|c| c.state == ConnState::Ready) {
+                    if let Some(device) = c.device {
+                        let rpc = Rpc::Register { device, epoch: c.epoch };
+                        out.push(Effect::Rpc { to: Host::Session, rpc });
+                    }
+                }
+                if !self.conns.is_empty() {
+                    self.timers.set(Timer::Refresh, now + SESSION_REFRESH_MS);
+                }
+            }
+        }
+    }
+}
+
+impl Machine for Gateway {
+    fn handle(&mut self, now: Millis, input: Input, out: &mut Vec<Effect>) {
+        match input {
+            Input::Accepted { conn } => {
+                let c = Conn { device: None, epoch: 0, last_heard: now, state: ConnState::Unbound };
+                self.conns.insert(conn, c);
+                self.timers.set_min(Timer::HeartbeatScan, now + HEARTBEAT_CHECK_MS);
+            }
+            Input::FromConn { conn, up } => self.on_frame(now, conn, up, out),
+            Input::ConnClosed { conn } => self.drop_conn(conn, false, out),
+            Input::Rpc { from: Host::Session, rpc: Rpc::Registered { device, epoch, current, was_present } } => {
+                self.on_registered(device, epoch, current, was_present, out);
+            }
+            Input::Rpc { from: Host::Shard(_), rpc: Rpc::ToDevice { device, down } } => {
+                // A device that is not (or no longer) here simply misses the push: the message
+                // is already in its inbox.
+                if let Some(&conn) = self.by_device.get(&device) {
+                    if self.conns.get(&conn).is_some_and(|c| c.state == ConnState::Ready) {
+                        out.push(Effect::Down { conn, frame: down });
+                    }
+                }
+            }
+            Input::Timeout => {
+                while let Some(t) = self.timers.pop_due(now) {
+                    self.on_timer(now, t, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.next()
+    }
+}

@@ -1,0 +1,278 @@
+//! # chatsim-system: the chat backend as sans-IO state machines
+//!
+//! This crate is the WhatsApp-style backend that every chatsim engine drives. It does no I/O:
+//! no sockets, no clock, no threads, no randomness of its own. Each component is handed
+//! `(now, input)` and answers with [`Effect`]s (frames to send, durable writes, what a user
+//! saw); an engine (madsim, turmoil, stateright, or an in-memory test harness) carries them.
+//!
+//! ```text
+//!  device ──Up──▶ gateway ──FromDevice──▶ shard(conv) ──Append──▶ storage
+//!    ▲               │  ▲                    │   ▲                    │ sync
+//!    │◀────Down──────┘  └──ToDevice──────────┘   └──Appended──────────┘
+//!    │                  gateway ──Register──▶ session ◀──Lookup── shard
+//! ```
+//!
+//! The life of a message: the device puts it in its outbox under a client id and sends it; the
+//! gateway stamps the authenticated sender and forwards it to the shard owning the
+//! conversation; the shard gives it the next sequence number and asks storage to append it to
+//! the log *and* park a copy in the recipient's inbox; only when storage has synced does the
+//! shard answer sent ✓ to the sender and push the message to the recipient's gateway (found in
+//! the session service). The recipient device orders by sequence number, holds back after a
+//! gap and fetches what is missing, drops duplicates by id, and acks; the ack deletes the inbox
+//! entry. A device that was away drains its inbox on reconnect, page by page.
+//!
+//! Layout:
+//! - [`proto`]: identifiers and every frame on the wire.
+//! - [`device`]: the phone app (outbox, retries, dedup, ordering, gap repair, reconnect).
+//! - [`gateway`]: device connections, authentication, heartbeats, routing.
+//! - [`session`]: user -> (gateway, epoch).
+//! - [`shard`]: sequence numbers, persist-then-ack, push, inbox drain.
+//! - [`storage`]: message logs and inboxes; durable only once synced.
+//! - [`limits`]: every bound, with its unit.
+//! - [`timers`]: the deadline set each component keeps.
+//! - [`routing`]: which shard owns what, and device tokens.
+
+pub mod device;
+pub mod gateway;
+pub mod limits;
+pub mod proto;
+pub mod routing;
+pub mod session;
+pub mod shard;
+pub mod storage;
+pub mod timers;
+
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+
+use proto::{ConnId, ConvId, Down, Host, Millis, MsgId, Path, Rpc, Seq, StorageOp, Up, UserId};
+use serde::{Deserialize, Serialize};
+
+/// What an engine hands a component.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A server-to-server message arrived.
+    Rpc {
+        /// Sender.
+        from: Host,
+        /// Message.
+        rpc: Rpc,
+    },
+    /// Gateway: a device opened a connection.
+    Accepted {
+        /// The gateway-local id the engine gave it.
+        conn: ConnId,
+    },
+    /// Gateway: a frame arrived on a device connection.
+    FromConn {
+        /// Which connection.
+        conn: ConnId,
+        /// The frame.
+        up: Up,
+    },
+    /// Gateway: a device connection closed (EOF or error).
+    ConnClosed {
+        /// Which connection.
+        conn: ConnId,
+    },
+    /// Device: the connection it asked for is open.
+    Connected,
+    /// Device: the connection it asked for could not be opened.
+    ConnectFailed,
+    /// Device: a frame arrived from the gateway.
+    Down(Down),
+    /// Device: the connection closed under it.
+    Disconnected,
+    /// Device: the user (workload) or the world (faults) did something.
+    Action(Action),
+    /// The deadline from `poll_timeout` passed. Spurious calls are harmless.
+    Timeout,
+}
+
+/// What a user or the world does to a device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// The user sends `body` to `to` in their direct conversation.
+    SendDirect {
+        /// The recipient.
+        to: UserId,
+        /// The text.
+        body: Vec<u8>,
+    },
+    /// The phone goes offline (airplane mode): close and stop reconnecting.
+    GoOffline,
+    /// The phone comes back online.
+    GoOnline,
+    /// The network drops the connection; the phone reconnects on its own.
+    DropConnection,
+}
+
+/// What a component asks its engine to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Send a message to another server.
+    Rpc {
+        /// Destination.
+        to: Host,
+        /// Message.
+        rpc: Rpc,
+    },
+    /// Gateway: send a frame down a device connection.
+    Down {
+        /// Which connection.
+        conn: ConnId,
+        /// The frame.
+        frame: Down,
+    },
+    /// Gateway: close a device connection.
+    CloseConn {
+        /// Which connection.
+        conn: ConnId,
+    },
+    /// Device: open a connection to this gateway (replacing any current one).
+    Connect {
+        /// Gateway index.
+        gateway: u16,
+    },
+    /// Device: send a frame on the current connection.
+    Up(Up),
+    /// Device: close the current connection. No `Disconnected` input follows.
+    Disconnect,
+    /// Storage: these operations are now durable; keep them outside the node.
+    Persist(Vec<StorageOp>),
+    /// Device: something the user could see, for the history.
+    Observe(Observation),
+}
+
+/// What a user could notice on one device: the history the checkers judge is made of these.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Observation {
+    /// The user pressed send.
+    Sent {
+        /// The client id.
+        id: MsgId,
+        /// Conversation.
+        conv: ConvId,
+        /// The text.
+        body: Vec<u8>,
+    },
+    /// Sent ✓: the server stored it under `seq`.
+    Acked {
+        /// The client id.
+        id: MsgId,
+        /// Conversation.
+        conv: ConvId,
+        /// Its sequence number.
+        seq: Seq,
+    },
+    /// A message appeared on screen.
+    Displayed {
+        /// Its id.
+        id: MsgId,
+        /// Conversation.
+        conv: ConvId,
+        /// Its sequence number.
+        seq: Seq,
+        /// How it arrived.
+        path: Path,
+        /// The text.
+        body: Vec<u8>,
+        /// The sender's compose time (for latency).
+        sent_at: Millis,
+    },
+    /// A message arrived again and was dropped by id.
+    DuplicateDropped {
+        /// Its id.
+        id: MsgId,
+        /// Conversation.
+        conv: ConvId,
+        /// Its sequence number.
+        seq: Seq,
+        /// How the copy arrived.
+        path: Path,
+    },
+    /// Messages after a gap are held back; the gap is `from..=to`.
+    GapDetected {
+        /// Conversation.
+        conv: ConvId,
+        /// First missing.
+        from: Seq,
+        /// Last missing.
+        to: Seq,
+    },
+    /// The device asked the server for a missing range.
+    GapFetch {
+        /// Conversation.
+        conv: ConvId,
+        /// First missing.
+        from: Seq,
+        /// Last missing.
+        to: Seq,
+    },
+    /// The connection is up and registered.
+    Connected {
+        /// Gateway index.
+        gateway: u16,
+        /// Connection epoch.
+        epoch: u64,
+    },
+    /// The connection is gone.
+    Disconnected {
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// The inbox drain reached the end.
+    DrainComplete,
+    /// The server refused something.
+    Refused {
+        /// Why.
+        reason: proto::Refusal,
+    },
+}
+
+/// Why a device's connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DisconnectReason {
+    /// The user went offline.
+    UserOffline,
+    /// The network dropped it (fault).
+    Dropped,
+    /// The peer closed it.
+    Closed,
+    /// No heartbeat answer in time.
+    HeartbeatTimeout,
+}
+
+/// The shape every component shares, so engines can drive any of them the same way.
+///
+/// Order of calls: `handle` with each input as it arrives; after every call, ask
+/// `poll_timeout` and call `handle(now, Input::Timeout)` once `now` reaches it.
+pub trait Machine {
+    /// Process one input at time `now`, appending what to do to `out`.
+    fn handle(&mut self, now: Millis, input: Input, out: &mut Vec<Effect>);
+    /// The earliest time this component wants `Input::Timeout`, if any.
+    fn poll_timeout(&self) -> Option<Millis>;
+}
+
+/// Which users exist and how many devices each has: the static directory every server knows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    /// Number of users (ids 0..users).
+    pub users: u32,
+    /// Number of gateways.
+    pub gateways: u16,
+    /// Number of chat shards.
+    pub shards: u16,
+}
+
+impl Topology {
+    /// The devices of `user` (one per user on the 1:1 path).
+    pub fn devices_of(&self, user: UserId) -> Vec<proto::DeviceId> {
+        vec![proto::DeviceId::primary(user)]
+    }
+
+    /// Whether `user` exists.
+    pub fn has_user(&self, user: UserId) -> bool {
+        user.0 < self.users
+    }
+}

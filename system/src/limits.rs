@@ -1,0 +1,61 @@
+//! Every bound in the backend, named with its unit. Simulated time is free under madsim, so
+//! timeouts are shorter than a production deployment's (WhatsApp-scale heartbeats are tens of
+//! seconds) to keep runs short, but their ratios are the production ones.
+
+use crate::proto::Millis;
+
+/// A device sends a ping this often while connected.
+pub const HEARTBEAT_INTERVAL_MS: Millis = 2_000;
+/// Either side gives up on a connection it has heard nothing on for this long.
+pub const HEARTBEAT_TIMEOUT_MS: Millis = 6_000;
+/// How often a gateway scans its connections for heartbeat timeouts.
+pub const HEARTBEAT_CHECK_MS: Millis = 1_000;
+
+/// First outbox retry delay; doubles per attempt up to the max, with full jitter.
+pub const OUTBOX_RETRY_MS_MIN: Millis = 1_000;
+/// Cap on the outbox retry delay.
+pub const OUTBOX_RETRY_MS_MAX: Millis = 8_000;
+/// Messages a device keeps unacknowledged at once; more wait in the outbox, unsent.
+pub const OUTBOX_IN_FLIGHT_MAX: usize = 64;
+
+/// First reconnect delay; doubles per failure up to the max, with full jitter so a crowd of
+/// phones does not reconnect in lockstep.
+pub const RECONNECT_BACKOFF_MS_MIN: Millis = 100;
+/// Cap on the reconnect delay.
+pub const RECONNECT_BACKOFF_MS_MAX: Millis = 5_000;
+/// A device that sent `Hello` gives up on the connection if `Welcome` does not follow.
+pub const HANDSHAKE_TIMEOUT_MS: Millis = 3_000;
+
+/// How long a device waits for a missing message before asking for it.
+pub const GAP_REPAIR_DELAY_MS: Millis = 500;
+/// How often it asks again while the gap persists.
+pub const GAP_RETRY_MS: Millis = 2_000;
+/// Largest range one gap fetch asks for.
+pub const GAP_FETCH_SEQS_MAX: u64 = 64;
+
+/// Inbox entries per drain page.
+pub const INBOX_PAGE_SIZE: u32 = 32;
+/// A device re-requests a drain page it has not received in this long.
+pub const DRAIN_RETRY_MS: Millis = 2_000;
+
+/// A gateway re-sends a `Register` the session service has not answered after this long.
+pub const REGISTER_RETRY_MS: Millis = 1_000;
+/// A gateway re-registers every live connection this often, so a restarted session service
+/// relearns the table (and the gateway learns its entries were lost).
+pub const SESSION_REFRESH_MS: Millis = 2_000;
+
+/// A shard re-sends a storage request that has not been answered after this long.
+pub const STORAGE_RETRY_MS: Millis = 500;
+/// Sends a shard queues per conversation before refusing with `Busy`.
+pub const CONV_QUEUE_MAX: usize = 256;
+/// A shard forgets a pending session lookup after this long (the inbox still has the message).
+pub const LOOKUP_TIMEOUT_MS: Millis = 2_000;
+
+/// Storage syncs its write buffer this long after the first unsynced write (group commit, the
+/// stand-in for an fsync). Writes are acknowledged only after the sync.
+pub const STORAGE_SYNC_MS: Millis = 2;
+
+/// Largest frame on the wire, in bytes; bigger frames are a protocol error.
+pub const FRAME_BYTES_MAX: usize = 1 << 20;
+/// Largest message body, in bytes (Signal's limit is 96 KiB).
+pub const BODY_BYTES_MAX: usize = 96 * 1024;

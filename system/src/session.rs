@@ -1,0 +1,102 @@
+//! The session service: device -> (gateway, connection epoch), so shards know where to push.
+//!
+//! Volatile on purpose (a Redis-like cache): a restart empties it and gateways refill it by
+//! re-registering every [`SESSION_REFRESH_MS`](crate::limits::SESSION_REFRESH_MS). Epochs come
+//! from the device's own connection counter, so a newer connection always wins: a late
+//! `Register` from a stale connection is refused, and an `Unregister` clears an entry only when
+//! its epoch still matches (a late disconnect must not erase a newer connection).
+//!
+//! Inputs: `Rpc` (`Register`, `Unregister`, `Lookup`). Outputs: `Rpc` answers. No timers.
+
+use crate::proto::{DeviceId, Host, Millis, Rpc};
+use crate::{Effect, Input, Machine, Topology};
+use std::collections::BTreeMap;
+
+/// The session service.
+#[derive(Clone, Debug)]
+pub struct Session {
+    topo: Topology,
+    table: BTreeMap<DeviceId, (u16, u64)>,
+}
+
+impl Session {
+    /// An empty table (first boot or after a crash).
+    pub fn new(topo: Topology) -> Session {
+        Session { topo, table: BTreeMap::new() }
+    }
+
+    /// Where `device` is registered, if anywhere.
+    pub fn entry(&self, device: DeviceId) -> Option<(u16, u64)> {
+        self.table.get(&device).copied()
+    }
+}
+
+impl Machine for Session {
+    fn handle(&mut self, _now: Millis, input: Input, out: &mut Vec<Effect>) {
+        let Input::Rpc { from, rpc } = input else { return };
+        match (from, rpc) {
+            (Host::Gateway(g), Rpc::Register { device, epoch }) => {
+                let (current, was_present) = match self.table.get(&device) {
+                    Some(&(_, e)) if e > epoch => (false, false),
+                    Some(&entry) => (true, entry == (g, epoch)),
+                    None => (true, false),
+                };
+                if current {
+                    self.table.insert(device, (g, epoch));
+                }
+                let rpc = Rpc::Registered { device, epoch, current, was_present };
+                out.push(Effect::Rpc { to: from, rpc });
+            }
+            (Host::Gateway(_), Rpc::Unregister { device, epoch }) => {
+                if self.table.get(&device).is_some_and(|&(_, e)| e == epoch) {
+                    self.table.remove(&device);
+                }
+            }
+            (Host::Shard(_), Rpc::Lookup { req, user }) => {
+                let at = self
+                    .topo
+                    .devices_of(user)
+                    .into_iter()
+                    .filter_map(|d| self.table.get(&d).map(|&(g, _)| (d, g)))
+                    .collect();
+                out.push(Effect::Rpc { to: from, rpc: Rpc::Located { req, at } });
+            }
+            _ => {}
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::UserId;
+
+    fn send(s: &mut Session, from: Host, rpc: Rpc) -> Vec<Effect> {
+        let mut out = Vec::new();
+        s.handle(0, Input::Rpc { from, rpc }, &mut out);
+        out
+    }
+
+    // The classic bug: a phone moves from gateway 1 to gateway 2, then gateway 1 notices the
+    // old connection died and unregisters. That must not erase the new entry.
+    #[test]
+    fn late_unregister_of_an_older_epoch_keeps_the_newer_connection() {
+        let topo = Topology { users: 2, gateways: 2, shards: 1 };
+        let mut s = Session::new(topo);
+        let d = DeviceId::primary(UserId(1));
+        send(&mut s, Host::Gateway(0), Rpc::Register { device: d, epoch: 1 });
+        send(&mut s, Host::Gateway(1), Rpc::Register { device: d, epoch: 2 });
+        send(&mut s, Host::Gateway(0), Rpc::Unregister { device: d, epoch: 1 });
+        assert_eq!(s.entry(d), Some((1, 2)));
+        // A stale re-registration is refused and told so.
+        let out = send(&mut s, Host::Gateway(0), Rpc::Register { device: d, epoch: 1 });
+        assert!(matches!(out[0], Effect::Rpc { rpc: Rpc::Registered { current: false, .. }, .. }));
+        assert_eq!(s.entry(d), Some((1, 2)));
+        send(&mut s, Host::Gateway(1), Rpc::Unregister { device: d, epoch: 2 });
+        assert_eq!(s.entry(d), None);
+    }
+}

@@ -1,0 +1,278 @@
+//! Storage: conversation logs (clustered by sequence number) and per-device inboxes.
+//!
+//! Fault model: a crash loses every write not yet synced. Writes collect in a buffer and are
+//! synced together [`STORAGE_SYNC_MS`] after the first one (group commit); only then are they
+//! acknowledged and handed to the engine as [`Effect::Persist`], which keeps them outside the
+//! node. Reads see synced data only, so nobody can observe a write a crash could still undo.
+//! Appends are idempotent by message id and must carry the next sequence number.
+//!
+//! Inputs: `Rpc` (`LoadConv`, `Append`, `ReadInbox`, `ReadLog`, `DeleteInbox`) and `Timeout`
+//! (the sync). Outputs: `Rpc` answers and `Persist`.
+
+use crate::limits::STORAGE_SYNC_MS;
+use crate::proto::{ConvId, DeviceId, Host, InboxCursor, Message, Millis, MsgId, Rpc, Seq, StorageOp};
+use crate::{Effect, Input, Machine};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The durable contents of a storage node. The engine keeps a copy of this outside the node,
+/// updated from `Persist` effects, and hands it back on restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StorageState {
+    logs: BTreeMap<ConvId, BTreeMap<Seq, Message>>,
+    ids: BTreeMap<MsgId, (ConvId, Seq)>,
+    inboxes: BTreeMap<DeviceId, BTreeSet<(ConvId, Seq)>>,
+}
+
+impl StorageState {
+    /// Apply one durable operation. Both the node and the engine's outside copy use this, so
+    /// they cannot drift apart.
+    pub fn apply(&mut self, op: &StorageOp) {
+        match op {
+            StorageOp::Append { msg, recipients } => {
+                self.ids.insert(msg.id, (msg.conv, msg.seq));
+                for r in recipients {
+                    self.inboxes.entry(*r).or_default().insert((msg.conv, msg.seq));
+                }
+                self.logs.entry(msg.conv).or_default().insert(msg.seq, msg.clone());
+            }
+            StorageOp::DeleteInbox { device, conv, seq } => {
+                if let Some(inbox) = self.inboxes.get_mut(device) {
+                    inbox.remove(&(*conv, *seq));
+                    if inbox.is_empty() {
+                        self.inboxes.remove(device);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The last sequence number in a conversation's log (0 when empty).
+    pub fn last_seq(&self, conv: ConvId) -> Seq {
+        self.logs
+            .get(&conv)
+            .and_then(|l| l.last_key_value())
+            .map_or(0, |(s, _)| *s)
+    }
+
+    /// Where a message id sits, if it was ever appended.
+    pub fn find(&self, id: MsgId) -> Option<(ConvId, Seq)> {
+        self.ids.get(&id).copied()
+    }
+
+    /// Number of inbox entries over all devices.
+    pub fn inbox_entries(&self) -> usize {
+        self.inboxes.values().map(BTreeSet::len).sum()
+    }
+
+    /// Number of messages over all logs.
+    pub fn messages(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Buffered {
+    op: Option<StorageOp>,
+    reply: Option<(Host, Rpc)>,
+}
+
+/// A storage node.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    durable: StorageState,
+    buffer: Vec<Buffered>,
+    sync_at: Option<Millis>,
+}
+
+impl Storage {
+    /// A node recovering `durable` (empty on first boot).
+    pub fn new(durable: StorageState) -> Storage {
+        Storage {
+            durable,
+            buffer: Vec::new(),
+            sync_at: None,
+        }
+    }
+
+    /// What a crash would keep right now.
+    pub fn durable(&self) -> &StorageState {
+        &self.durable
+    }
+
+    fn buffer(&mut self, now: Millis, op: Option<StorageOp>, reply: Option<(Host, Rpc)>) {
+        self.buffer.push(Buffered { op, reply });
+        self.sync_at.get_or_insert(now + STORAGE_SYNC_MS);
+    }
+
+    fn buffered_append(&self, id: MsgId) -> Option<Seq> {
+        self.buffer.iter().find_map(|b| match &b.op {
+            Some(StorageOp::Append { msg, .. }) if msg.id == id => Some(msg.seq),
+            _ => None,
+        })
+    }
+
+    fn last_seq_incl_buffer(&self, conv: ConvId) -> Seq {
+        let buffered = self.buffer.iter().filter_map(|b| match &b.op {
+            Some(StorageOp::Append { msg, .. }) if msg.conv == conv => Some(msg.seq),
+            _ => None,
+        });
+        buffered.fold(self.durable.last_seq(conv), Seq::max)
+    }
+
+    fn read_inbox(&self, device: DeviceId, after: Option<InboxCursor>, limit: u32) -> (Vec<Message>, Option<InboxCursor>, bool) {
+        let Some(inbox) = self.durable.inboxes.get(&device) else {
+            return (Vec::new(), after, false);
+        };
+        let mut iter = inbox
+            .iter()
+            .filter(|(c, s)| after.is_none_or(|a| (*c, *s) > (a.conv, a.seq)));
+        let mut page = Vec::new();
+        let mut next = after;
+        for (conv, seq) in iter.by_ref().take(limit as usize) {
+            let msg = self.durable.logs.get(conv).and_then(|l| l.get(seq));
+            let msg = msg.expect("an inbox entry is only written together with its log entry");
+            page.push(msg.clone());
+            next = Some(InboxCursor { conv: *conv, seq: *seq });
+        }
+        let more = iter.next().is_some();
+        (page, next, more)
+    }
+
+    fn sync(&mut self, out: &mut Vec<Effect>) {
+        self.sync_at = None;
+        let buffer = std::mem::take(&mut self.buffer);
+        let mut ops = Vec::new();
+        let mut replies = Vec::new();
+        for b in buffer {
+            if let Some(op) = b.op {
+                self.durable.apply(&op);
+                ops.push(op);
+            }
+            replies.extend(b.reply);
+        }
+        if !ops.is_empty() {
+            out.push(Effect::Persist(ops));
+        }
+        for (to, rpc) in replies {
+            out.push(Effect::Rpc { to, rpc });
+        }
+    }
+
+    fn on_rpc(&mut self, now: Millis, from: Host, rpc: Rpc, out: &mut Vec<Effect>) {
+        match rpc {
+            Rpc::LoadConv { conv } => {
+                let last_seq = self.last_seq_incl_buffer(conv);
+                out.push(Effect::Rpc { to: from, rpc: Rpc::ConvLoaded { conv, last_seq } });
+            }
+            Rpc::Append { msg, recipients } => {
+                let (conv, id) = (msg.conv, msg.id);
+                if let Some((_, seq)) = self.durable.find(id) {
+                    let rpc = Rpc::Appended { conv, id, seq, duplicate: true };
+                    out.push(Effect::Rpc { to: from, rpc });
+                } else if let Some(seq) = self.buffered_append(id) {
+                    // Answer once the first copy is durable, never before.
+                    let rpc = Rpc::Appended { conv, id, seq, duplicate: true };
+                    self.buffer(now, None, Some((from, rpc)));
+                } else {
+                    let last_seq = self.last_seq_incl_buffer(conv);
+                    if msg.seq != last_seq + 1 {
+                        out.push(Effect::Rpc { to: from, rpc: Rpc::AppendConflict { conv, id, last_seq } });
+                    } else {
+                        let rpc = Rpc::Appended { conv, id, seq: msg.seq, duplicate: false };
+                        self.buffer(now, Some(StorageOp::Append { msg, recipients }), Some((from, rpc)));
+                    }
+                }
+            }
+            Rpc::DeleteInbox { device, conv, seq } => {
+                self.buffer(now, Some(StorageOp::DeleteInbox { device, conv, seq }), None);
+            }
+            Rpc::ReadInbox { req, device, after, limit } => {
+                let (entries, next, more) = self.read_inbox(device, after, limit);
+                out.push(Effect::Rpc { to: from, rpc: Rpc::InboxPage { req, entries, next, more } });
+            }
+            Rpc::ReadLog { req, conv, from: lo, to: hi } => {
+                let msgs = self
+                    .durable
+                    .logs
+                    .get(&conv)
+                    .map(|l| l.range(lo..=hi.max(lo)).map(|(_, m)| m.clone()).collect())
+                    .unwrap_or_default();
+                out.push(Effect::Rpc { to: from, rpc: Rpc::LogRange { req, msgs } });
+            }
+            // Anything else is not addressed to storage; a confused peer must not crash it.
+            _ => {}
+        }
+    }
+}
+
+impl Machine for Storage {
+    fn handle(&mut self, now: Millis, input: Input, out: &mut Vec<Effect>) {
+        match input {
+            Input::Rpc { from, rpc } => self.on_rpc(now, from, rpc, out),
+            Input::Timeout => {
+                if self.sync_at.is_some_and(|at| at <= now) {
+                    self.sync(out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.sync_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::UserId;
+
+    fn msg(seq: Seq, n: u32) -> Message {
+        let device = DeviceId::primary(UserId(1));
+        Message {
+            conv: ConvId::direct(UserId(1), UserId(2)),
+            seq,
+            id: MsgId { device, n },
+            body: vec![],
+            sent_at: 0,
+        }
+    }
+
+    fn append(s: &mut Storage, now: Millis, m: Message) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let rpc = Rpc::Append { msg: m, recipients: vec![DeviceId::primary(UserId(2))] };
+        s.handle(now, Input::Rpc { from: Host::Shard(0), rpc }, &mut out);
+        out
+    }
+
+    // The whole point of persist-before-ack: no answer may leave before the sync, and a crash
+    // before it keeps nothing.
+    #[test]
+    fn append_is_answered_only_after_sync_and_lost_if_crashed_before() {
+        let mut s = Storage::new(StorageState::default());
+        assert!(append(&mut s, 10, msg(1, 1)).is_empty(), "answered before sync");
+        assert_eq!(s.poll_timeout(), Some(10 + STORAGE_SYNC_MS));
+        let crashed = Storage::new(s.durable().clone());
+        assert_eq!(crashed.durable().messages(), 0);
+
+        let mut out = Vec::new();
+        s.handle(12, Input::Timeout, &mut out);
+        assert!(matches!(out[0], Effect::Persist(_)));
+        assert!(matches!(out[1], Effect::Rpc { rpc: Rpc::Appended { seq: 1, duplicate: false, .. }, .. }));
+        assert_eq!(s.durable().inbox_entries(), 1);
+    }
+
+    // A retried append must not take a second sequence number, and a skipped one is refused.
+    #[test]
+    fn appends_are_idempotent_by_id_and_must_be_contiguous() {
+        let mut s = Storage::new(StorageState::default());
+        append(&mut s, 0, msg(1, 1));
+        let mut out = Vec::new();
+        s.handle(5, Input::Timeout, &mut out);
+        let again = append(&mut s, 6, msg(2, 1));
+        assert!(matches!(again[0], Effect::Rpc { rpc: Rpc::Appended { seq: 1, duplicate: true, .. }, .. }));
+        let skipped = append(&mut s, 6, msg(3, 2));
+        assert!(matches!(skipped[0], Effect::Rpc { rpc: Rpc::AppendConflict { last_seq: 1, .. }, .. }));
+    }
+}

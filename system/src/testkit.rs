@@ -1,0 +1,353 @@
+//! An in-memory engine for tests, in the style of quinn-proto's test harness: every component
+//! in one struct, frames in a time-ordered queue with a fixed link latency, virtual time that
+//! jumps to the next event. `step` runs one event, `run_until` drives to a time and refuses to
+//! spin forever (a livelock fails the test instead of hanging it).
+
+use crate::device::Device;
+use crate::gateway::Gateway;
+use crate::proto::{ConnId, DeviceId, Host, Millis, UserId};
+use crate::session::Session;
+use crate::shard::Shard;
+use crate::storage::{Storage, StorageState};
+use crate::{Action, Effect, Input, Machine, Observation, Topology};
+use std::collections::BTreeMap;
+
+/// One-way latency of every link, in ms.
+pub const LINK_LATENCY_MS: Millis = 1;
+/// `run_until` gives up after this many events: far more than any test needs.
+pub const STEPS_MAX: usize = 1_000_000;
+
+/// Every component of a small deployment, driven in memory.
+pub struct Cluster {
+    /// Virtual now.
+    pub now: Millis,
+    topo: Topology,
+    gateways: Vec<Gateway>,
+    session: Session,
+    shards: Vec<Shard>,
+    storage: Storage,
+    durable: StorageState,
+    devices: BTreeMap<DeviceId, Device>,
+    conns: BTreeMap<DeviceId, (u16, ConnId)>,
+    queue: BTreeMap<(Millis, u64), (Host, Input)>,
+    next_event: u64,
+    next_conn: u64,
+    /// Everything every device observed, in order.
+    pub observations: Vec<(Millis, DeviceId, Observation)>,
+}
+
+impl Cluster {
+    /// A cluster with every device online and connecting at time 0.
+    pub fn new(topo: Topology) -> Cluster {
+        let devices = (0..topo.users)
+            .flat_map(|u| topo.devices_of(UserId(u)))
+            .map(|d| (d, Device::new(d, topo.clone(), u64::from(d.user.0) + 1, true)))
+            .collect();
+        Cluster {
+            now: 0,
+            gateways: (0..topo.gateways).map(|i| Gateway::new(i, topo.clone())).collect(),
+            session: Session::new(topo.clone()),
+            shards: (0..topo.shards).map(|i| Shard::new(i, topo.clone())).collect(),
+            storage: Storage::new(StorageState::default()),
+            durable: StorageState::default(),
+            devices,
+            conns: BTreeMap::new(),
+            queue: BTreeMap::new(),
+            next_event: 0,
+            next_conn: 0,
+            observations: Vec::new(),
+            topo,
+        }
+    }
+
+    /// What storage would keep if it crashed now.
+    pub fn durable(&self) -> &StorageState {
+        &self.durable
+    }
+
+    /// Mutable access to a device (for assertions on its state).
+    pub fn device(&self, d: DeviceId) -> &Device {
+        &self.devices[&d]
+    }
+
+    fn machine(&mut self, host: Host) -> Option<&mut dyn Machine> {
+        Some(match host {
+            Host::Gateway(i) => self.gateways.get_mut(usize::from(i))? as &mut dyn Machine,
+            Host::Session => &mut self.session,
+            Host::Shard(i) => self.shards.get_mut(usize::from(i))?,
+            Host::Storage(_) => &mut self.storage,
+            Host::Device(d) => self.devices.get_mut(&d)?,
+        })
+    }
+
+    fn enqueue(&mut self, to: Host, input: Input) {
+        self.next_event += 1;
+        self.queue.insert((self.now + LINK_LATENCY_MS, self.next_event), (to, input));
+    }
+
+    /// Hand `input` to `host` now and carry out its effects.
+    pub fn input(&mut self, host: Host, input: Input) {
+        let now = self.now;
+        let mut out = Vec::new();
+        let Some(m) = self.machine(host) else { return };
+        m.handle(now, input, &mut out);
+        for e in out {
+            self.effect(host, e);
+        }
+    }
+
+    /// A user action on a device, now.
+    pub fn act(&mut self, d: DeviceId, action: Action) {
+        self.input(Host::Device(d), Input::Action(action));
+    }
+
+    fn device_at(&self, gateway: u16, conn: ConnId) -> Option<DeviceId> {
+        self.conns.iter().find(|(_, c)| **c == (gateway, conn)).map(|(d, _)| *d)
+    }
+
+    fn effect(&mut self, host: Host, e: Effect) {
+        match (host, e) {
+            (_, Effect::Rpc { to, rpc }) => self.enqueue(to, Input::Rpc { from: host, rpc }),
+            (Host::Gateway(g), Effect::Down { conn, frame }) => {
+                if let Some(d) = self.device_at(g, conn) {
+                    self.enqueue(Host::Device(d), Input::Down(frame));
+                }
+            }
+            (Host::Gateway(g), Effect::CloseConn { conn }) => {
+                if let Some(d) = self.device_at(g, conn) {
+                    self.conns.remove(&d);
+                    self.enqueue(Host::Device(d), Input::Disconnected);
+                }
+            }
+            (Host::Device(d), Effect::Connect { gateway }) => {
+                self.close_device_conn(d);
+                self.next_conn += 1;
+                let conn = ConnId(self.next_conn);
+                self.conns.insert(d, (gateway, conn));
+                self.enqueue(Host::Gateway(gateway), Input::Accepted { conn });
+                self.enqueue(Host::Device(d), Input::Connected);
+            }
+            (Host::Device(d), Effect::Up(up)) => {
+                if let Some(&(g, conn)) = self.conns.get(&d) {
+                    self.enqueue(Host::Gateway(g), Input::FromConn { conn, up });
+                }
+            }
+            (Host::Device(d), Effect::Disconnect) => self.close_device_conn(d),
+            (Host::Device(d), Effect::Observe(o)) => self.observations.push((self.now, d, o)),
+            (Host::Storage(_), Effect::Persist(ops)) => ops.iter().for_each(|op| self.durable.apply(op)),
+            (h, e) => panic!("{h} produced an effect it has no business producing: {e:?}"),
+        }
+    }
+
+    fn close_device_conn(&mut self, d: DeviceId) {
+        if let Some((g, conn)) = self.conns.remove(&d) {
+            self.enqueue(Host::Gateway(g), Input::ConnClosed { conn });
+        }
+    }
+
+    /// Crash `host` and restart it at once with only its durable state: queued inputs to it
+    /// are lost, and a gateway's connections close.
+    pub fn crash(&mut self, host: Host) {
+        self.queue.retain(|_, (h, _)| *h != host);
+        match host {
+            Host::Gateway(g) => {
+                self.gateways[usize::from(g)] = Gateway::new(g, self.topo.clone());
+                let gone: Vec<DeviceId> = self.conns.iter().filter(|(_, c)| c.0 == g).map(|(d, _)| *d).collect();
+                for d in gone {
+                    self.conns.remove(&d);
+                    self.enqueue(Host::Device(d), Input::Disconnected);
+                }
+            }
+            Host::Session => self.session = Session::new(self.topo.clone()),
+            Host::Shard(s) => self.shards[usize::from(s)] = Shard::new(s, self.topo.clone()),
+            Host::Storage(_) => self.storage = Storage::new(self.durable.clone()),
+            Host::Device(_) => panic!("devices do not crash in this harness"),
+        }
+    }
+
+    fn next_timer(&self) -> Option<(Millis, Host)> {
+        let hosts = self.gateways.iter().map(|g| (g.poll_timeout(), Host::Gateway(g.index())))
+            .chain([(self.session.poll_timeout(), Host::Session), (self.storage.poll_timeout(), Host::Storage(0))])
+            .chain(self.shards.iter().map(|s| (s.poll_timeout(), Host::Shard(s.index()))))
+            .chain(self.devices.iter().map(|(d, m)| (m.poll_timeout(), Host::Device(*d))));
+        hosts.filter_map(|(t, h)| t.map(|t| (t, h))).min()
+    }
+
+    /// Run the next event (a frame or a timer) no later than `until`; false when none is due.
+    pub fn step(&mut self, until: Millis) -> bool {
+        let frame = self.queue.first_key_value().map(|(k, _)| k.0);
+        let timer = self.next_timer();
+        match (frame, timer) {
+            (Some(f), t) if f <= until && t.is_none_or(|(t, _)| f <= t) => {
+                let ((at, _), (host, input)) = self.queue.pop_first().expect("just peeked");
+                self.now = self.now.max(at);
+                self.input(host, input);
+            }
+            (_, Some((t, host))) if t <= until => {
+                self.now = self.now.max(t);
+                self.input(host, Input::Timeout);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Drive until virtual time `until`, then set the clock there.
+    pub fn run_until(&mut self, until: Millis) {
+        for _ in 0..STEPS_MAX {
+            if !self.step(until) {
+                self.now = self.now.max(until);
+                return;
+            }
+        }
+        panic!("no quiescence after {STEPS_MAX} events: livelock before t={until}");
+    }
+
+    /// Advance virtual time by `ms`.
+    pub fn run_for(&mut self, ms: Millis) {
+        self.run_until(self.now + ms);
+    }
+
+    /// The observations of one device matching `f`.
+    pub fn seen<'a>(&'a self, d: DeviceId, f: impl Fn(&Observation) -> bool + 'a) -> impl Iterator<Item = &'a Observation> + 'a {
+        self.observations.iter().filter(move |(_, dd, o)| *dd == d && f(o)).map(|(_, _, o)| o)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{ConvId, Path};
+
+    fn topo() -> Topology {
+        Topology { users: 2, gateways: 2, shards: 2 }
+    }
+    const A: DeviceId = DeviceId { user: UserId(0), index: 0 };
+    const B: DeviceId = DeviceId { user: UserId(1), index: 0 };
+
+    fn send(c: &mut Cluster, from: DeviceId, to: DeviceId, text: &str) {
+        c.act(from, Action::SendDirect { to: to.user, body: text.as_bytes().to_vec() });
+    }
+
+    fn displayed(c: &Cluster, d: DeviceId) -> Vec<(u64, String, Path)> {
+        c.seen(d, |o| matches!(o, Observation::Displayed { .. }))
+            .map(|o| match o {
+                Observation::Displayed { seq, body, path, .. } => (*seq, String::from_utf8_lossy(body).into_owned(), *path),
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    // The happy path end to end: ✓ for the sender, the message live on the recipient, in order.
+    #[test]
+    fn a_message_between_two_online_users_is_acked_and_displayed_live() {
+        let mut c = Cluster::new(topo());
+        c.run_for(1_000);
+        send(&mut c, A, B, "hi");
+        send(&mut c, A, B, "there");
+        c.run_for(1_000);
+        assert_eq!(c.seen(A, |o| matches!(o, Observation::Acked { .. })).count(), 2);
+        assert_eq!(
+            displayed(&c, B),
+            vec![(1, "hi".into(), Path::Live), (2, "there".into(), Path::Live)]
+        );
+        assert_eq!(c.durable().inbox_entries(), 0, "acked entries must be deleted");
+    }
+
+    // Offline recipient: the message waits in the inbox and arrives by drain on reconnect.
+    #[test]
+    fn an_offline_recipient_gets_the_message_from_its_inbox_on_reconnect() {
+        let mut c = Cluster::new(topo());
+        c.run_for(1_000);
+        c.act(B, Action::GoOffline);
+        send(&mut c, A, B, "while you were out");
+        c.run_for(2_000);
+        assert!(displayed(&c, B).is_empty());
+        assert_eq!(c.durable().inbox_entries(), 1);
+        c.act(B, Action::GoOnline);
+        c.run_for(2_000);
+        assert_eq!(displayed(&c, B), vec![(1, "while you were out".into(), Path::Inbox)]);
+        assert!(c.seen(B, |o| matches!(o, Observation::DrainComplete)).count() >= 1);
+        assert_eq!(c.durable().inbox_entries(), 0);
+    }
+
+    // Storage crashing before its sync must cost the ✓, never the message: the sender retries
+    // with the same id and the recipient shows it once.
+    #[test]
+    fn a_storage_crash_before_sync_delays_the_ack_and_the_retry_is_shown_once() {
+        let mut c = Cluster::new(topo());
+        c.run_for(1_000);
+        send(&mut c, A, B, "fragile");
+        // Send -> gateway -> shard (load conv) -> storage -> shard -> storage: crash in between.
+        c.run_for(4);
+        c.crash(Host::Storage(0));
+        c.run_for(1);
+        assert_eq!(c.seen(A, |o| matches!(o, Observation::Acked { .. })).count(), 0);
+        c.run_for(20_000);
+        assert_eq!(c.seen(A, |o| matches!(o, Observation::Acked { .. })).count(), 1);
+        assert_eq!(displayed(&c, B).len(), 1);
+        assert_eq!(c.durable().messages(), 1);
+    }
+
+    // Crash every server role mid-conversation; every message still arrives exactly once, in
+    // order, once things settle.
+    #[test]
+    fn crashes_of_every_server_role_lose_nothing_and_duplicate_nothing() {
+        let mut c = Cluster::new(topo());
+        c.run_for(1_000);
+        for i in 0..20u32 {
+            send(&mut c, A, B, &format!("a{i}"));
+            send(&mut c, B, A, &format!("b{i}"));
+            c.run_for(3);
+            let victim = [Host::Gateway(0), Host::Shard(0), Host::Storage(0), Host::Session, Host::Gateway(1), Host::Shard(1)][i as usize % 6];
+            c.crash(victim);
+            c.run_for(50);
+        }
+        c.run_for(60_000);
+        for (d, prefix) in [(B, "a"), (A, "b")] {
+            let shown = displayed(&c, d);
+            let bodies: Vec<String> = shown.iter().map(|s| s.1.clone()).collect();
+            let want: Vec<String> = (0..20).map(|i| format!("{prefix}{i}")).collect();
+            let mut sorted = bodies.clone();
+            sorted.sort();
+            let mut want_sorted = want.clone();
+            want_sorted.sort();
+            assert_eq!(sorted, want_sorted, "{d} shows {bodies:?}");
+            assert!(shown.windows(2).all(|w| w[0].0 < w[1].0), "{d} out of order: {shown:?}");
+        }
+        assert_eq!(c.device(A).outbox_len(), 0);
+        assert_eq!(c.device(B).outbox_len(), 0);
+    }
+
+    // A message held after a gap is shown only once the gap is fetched, and in order: driven
+    // on the device alone so nothing but the fetch can fill the gap.
+    #[test]
+    fn a_gap_is_held_back_and_repaired_by_fetch() {
+        use crate::device::Device;
+        use crate::limits::GAP_REPAIR_DELAY_MS;
+        use crate::proto::{Down, Message, MsgId, Up};
+        let conv = ConvId::direct(A.user, B.user);
+        let msg = |seq: u64| Message { conv, seq, id: MsgId { device: A, n: seq as u32 }, body: vec![seq as u8], sent_at: 0 };
+        let mut d = Device::new(B, topo(), 1, true);
+        let mut out = Vec::new();
+        d.handle(0, Input::Timeout, &mut out);
+        d.handle(1, Input::Connected, &mut out);
+        d.handle(2, Input::Down(Down::Welcome { epoch: 1 }), &mut out);
+        out.clear();
+        d.handle(3, Input::Down(Down::Deliver { msg: msg(1), path: Path::Live }), &mut out);
+        d.handle(4, Input::Down(Down::Deliver { msg: msg(3), path: Path::Live }), &mut out);
+        let shown = |out: &[Effect]| -> Vec<u64> {
+            out.iter().filter_map(|e| match e { Effect::Observe(Observation::Displayed { seq, .. }) => Some(*seq), _ => None }).collect()
+        };
+        assert_eq!(shown(&out), vec![1], "3 must wait for 2");
+        assert!(out.contains(&Effect::Observe(Observation::GapDetected { conv, from: 2, to: 2 })));
+        out.clear();
+        d.handle(4 + GAP_REPAIR_DELAY_MS, Input::Timeout, &mut out);
+        assert!(out.contains(&Effect::Up(Up::Fetch { conv, from: 2, to: 2 })), "{out:?}");
+        out.clear();
+        d.handle(600, Input::Down(Down::Deliver { msg: msg(2), path: Path::Fetch }), &mut out);
+        d.handle(601, Input::Down(Down::Deliver { msg: msg(2), path: Path::Inbox }), &mut out);
+        assert_eq!(shown(&out), vec![2, 3]);
+        assert!(out.iter().any(|e| matches!(e, Effect::Observe(Observation::DuplicateDropped { seq: 2, .. }))));
+    }
+}
