@@ -1,1 +1,19 @@
+//! # chatsim: the chat backend under deterministic simulation, attacked and judged
+//!
+//! Layout:
+//! - [`scenario`]: the TOML scenario schema, loading and validation (errors name file, line,
+//!   field).
+//! - [`plan`]: per-seed workload and fault schedule drawn from a scenario's ranges.
+//! - [`engine`]: engines driving `chatsim-system`; [`engine::madsim`] is the main one.
+//! - [`wire`]: length-delimited postcard framing on (simulated) TCP.
+//! - [`run`]: one seed end to end: plan, engine, checkers, stats, trace hash.
+//! - [`output`]: the one-screen summary, JSON and the replay log.
+//!
+//! The checkers themselves live in `chatsim-judge` and read only the history.
 
+pub mod engine;
+pub mod output;
+pub mod plan;
+pub mod run;
+pub mod scenario;
+pub mod wire;

@@ -1,1 +1,126 @@
-fn main() {}
+//! The `chatsim` command line. Exit codes: 0 every invariant holds, 1 an invariant is broken,
+//! 2 bad input or usage, 3 the simulation itself failed (a panic, with the seed to replay).
+
+use chatsim::output::{json, replay_log, summary};
+use chatsim::run::{run_seed, RunError};
+use chatsim::scenario::{Scenario, ScenarioError};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Deterministic simulation of a WhatsApp-style chat backend, attacked with faults and judged
+/// against the guarantees users care about.
+#[derive(Parser)]
+#[command(name = "chatsim", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one seed of a scenario and judge it.
+    Run {
+        /// The scenario file (see `chatsim scenarios`).
+        scenario: PathBuf,
+        /// The seed: the same scenario and seed always give the same trace hash.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a run's history as a readable log, one event per line, simulated time first.
+    Replay {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// The seed to replay.
+        #[arg(long)]
+        seed: u64,
+    },
+    /// List the scenario files in a folder with their one-line descriptions.
+    Scenarios {
+        /// The folder to list.
+        #[arg(default_value = "scenarios")]
+        dir: PathBuf,
+    },
+}
+
+const EXIT_BROKEN: u8 = 1;
+const EXIT_BAD_INPUT: u8 = 2;
+const EXIT_ENGINE: u8 = 3;
+
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+fn load(path: &Path) -> Result<Scenario, ExitCode> {
+    Scenario::load(path).map_err(|e: ScenarioError| fail(EXIT_BAD_INPUT, e))
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_BAD_INPUT } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Run { scenario, seed, json: as_json } => {
+            let s = match load(&scenario) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            match run_seed(&s, seed) {
+                Ok(r) => {
+                    if as_json {
+                        println!("{}", json(&r));
+                    } else {
+                        print!("{}", summary(&r));
+                    }
+                    if r.passed() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(EXIT_BROKEN)
+                    }
+                }
+                Err(e @ RunError::Panicked { .. }) | Err(e @ RunError::NoEngine) => fail(EXIT_ENGINE, e),
+            }
+        }
+        Command::Replay { scenario, seed } => {
+            let s = match load(&scenario) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            match run_seed(&s, seed) {
+                Ok(r) => {
+                    print!("{}", replay_log(&r.history));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(EXIT_ENGINE, e),
+            }
+        }
+        Command::Scenarios { dir } => {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) => return fail(EXIT_BAD_INPUT, format!("{}: cannot list: {e}", dir.display())),
+            };
+            let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
+            files.sort();
+            let mut code = ExitCode::SUCCESS;
+            for f in files {
+                match Scenario::load(&f) {
+                    Ok(s) => println!("{:<28} {}", f.display(), s.summary()),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        code = ExitCode::from(EXIT_BAD_INPUT);
+                    }
+                }
+            }
+            code
+        }
+    }
+}

@@ -1,1 +1,14 @@
+//! # chatsim-judge: histories and the invariant checkers that judge them
+//!
+//! Checkers live apart from the system they judge and read only a [`History`]: what each
+//! device observed and which faults were injected when. Each returns the violations it found,
+//! naming the messages, devices and times involved, so a report can point at them.
+//!
+//! - [`history`]: the event types and the history container.
+//! - [`checkers`]: `no_loss`, `exactly_once`, `conversation_order`, `liveness`.
 
+pub mod checkers;
+pub mod history;
+
+pub use checkers::{check_all, Verdict, Violation};
+pub use history::{Event, Fault, History, Record};

@@ -1,0 +1,491 @@
+//! The madsim engine: every server and every device is a madsim node, frames travel over
+//! madsim's simulated TCP, and a nemesis task on the supervisor node injects the plan's faults.
+//!
+//! The driver is deliberately thin: it turns socket events into [`Input`]s and [`Effect`]s
+//! into socket writes; all protocol logic lives in `chatsim-system`. It is written against the
+//! tokio API (`madsim-tokio`), so the node code also compiles against real tokio.
+//!
+//! Durable state (storage's synced records) lives in [`Shared`], outside the nodes, so a kill
+//! keeps exactly what was synced. Traps handled here, measured: madsim's `write_all` only
+//! buffers until `flush()`; restarting a node that was not killed panics ("address in use"),
+//! so the nemesis kills before it restarts and tracks which hosts are down.
+
+use super::RawRun;
+use crate::plan::{device_fault, derive_seed, server_hosts, Plan, WorldAction};
+use crate::scenario::Scenario;
+use crate::wire::{decode, encode, Wire};
+use bytes::{Bytes, BytesMut};
+use chatsim_judge::{Event, Fault, History};
+use chatsim_system::device::Device;
+use chatsim_system::gateway::Gateway;
+use chatsim_system::proto::{ConnId, DeviceId, Envelope, Host, Millis, UserId};
+use chatsim_system::session::Session;
+use chatsim_system::shard::Shard;
+use chatsim_system::storage::{Storage, StorageState};
+use chatsim_system::{Action, Effect, Input, Machine, Topology};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::time::{sleep_until, Instant};
+
+/// The port every server listens on.
+const PORT: u16 = 7000;
+/// Read buffer per connection, in bytes.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// The simulated address of a host. Simulated only: madsim never touches a real network.
+pub fn addr_of(host: Host) -> SocketAddr {
+    let ip = match host {
+        Host::Gateway(i) => Ipv4Addr::new(10, 1, 0, i as u8 + 1),
+        Host::Session => Ipv4Addr::new(10, 2, 0, 1),
+        Host::Shard(i) => Ipv4Addr::new(10, 3, 0, i as u8 + 1),
+        Host::Storage(i) => Ipv4Addr::new(10, 4, 0, i as u8 + 1),
+        Host::Device(d) => {
+            let u = d.user.0;
+            Ipv4Addr::new(10, 16 + (u >> 16) as u8 * 4 + d.index, (u >> 8) as u8, u as u8)
+        }
+    };
+    SocketAddr::new(IpAddr::V4(ip), PORT)
+}
+
+/// State shared by every node of one run; it is what survives a kill.
+struct Shared {
+    t0: Instant,
+    topo: Topology,
+    seed: u64,
+    history: Mutex<History>,
+    durable: Mutex<StorageState>,
+    digest: Mutex<Sha256>,
+    frames: AtomicU64,
+}
+
+impl Shared {
+    fn now(&self) -> Millis {
+        self.t0.elapsed().as_millis() as Millis
+    }
+
+    fn record(&self, t: Millis, event: Event) {
+        self.history.lock().expect("no thread ever panics holding it").push(t, event);
+    }
+
+    fn delivered(&self, now: Millis, at: Host, frame: &[u8]) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        let mut d = self.digest.lock().expect("no thread ever panics holding it");
+        d.update(now.to_le_bytes());
+        d.update(at.to_string().as_bytes());
+        d.update(frame);
+    }
+}
+
+/// Pump one connection: write what arrives on `outgoing` (flushing each frame, since madsim
+/// only sends on flush) and hand every decoded frame to `on_frame`. Ends, closing the
+/// connection, when `outgoing` is dropped, the peer closes, or a frame is bad.
+async fn run_conn(
+    mut stream: TcpStream,
+    mut outgoing: UnboundedReceiver<Bytes>,
+    mut on_frame: impl FnMut(Wire, &[u8]),
+) {
+    let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    loop {
+        tokio::select! {
+            biased;
+            msg = outgoing.recv() => match msg {
+                Some(bytes) => {
+                    if stream.write_all(&bytes).await.is_err() || stream.flush().await.is_err() {
+                        return;
+                    }
+                }
+                None => return,
+            },
+            // read_buf is cancel-safe: a frame half-read when a write wins the race stays in `buf`.
+            n = stream.read_buf(&mut buf) => {
+                if !matches!(n, Ok(n) if n > 0) {
+                    return;
+                }
+                loop {
+                    let raw = buf.clone();
+                    match decode(&mut buf) {
+                        Ok(Some(w)) => on_frame(w, &raw[..raw.len() - buf.len()]),
+                        Ok(None) => break,
+                        Err(_) => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Outgoing server-to-server links, one connection per destination, opened on first use and
+/// reopened after a failure. A frame that cannot be delivered is dropped, as a network would:
+/// the protocol's own retries cover it.
+struct Peers {
+    links: BTreeMap<Host, UnboundedSender<Bytes>>,
+}
+
+impl Peers {
+    fn send(&mut self, to: Host, frame: Bytes) {
+        let tx = self.links.entry(to).or_insert_with(|| {
+            let (tx, rx) = unbounded_channel();
+            tokio::spawn(peer_link(to, rx));
+            tx
+        });
+        let _ = tx.send(frame);
+    }
+}
+
+async fn peer_link(to: Host, mut rx: UnboundedReceiver<Bytes>) {
+    while let Some(first) = rx.recv().await {
+        let Ok(mut stream) = TcpStream::connect(addr_of(to)).await else { continue };
+        if stream.write_all(&first).await.is_err() || stream.flush().await.is_err() {
+            continue;
+        }
+        while let Some(frame) = rx.recv().await {
+            if stream.write_all(&frame).await.is_err() || stream.flush().await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+enum ServerEvent {
+    Opened(ConnId, UnboundedSender<Bytes>),
+    Frame(ConnId, Wire),
+    Closed(ConnId),
+}
+
+fn new_machine(host: Host, sh: &Shared) -> Box<dyn Machine> {
+    let topo = sh.topo.clone();
+    match host {
+        Host::Gateway(i) => Box::new(Gateway::new(i, topo)),
+        Host::Session => Box::new(Session::new(topo)),
+        Host::Shard(i) => Box::new(Shard::new(i, topo)),
+        Host::Storage(_) => Box::new(Storage::new(sh.durable.lock().expect("never poisoned").clone())),
+        Host::Device(_) => unreachable!("devices run device_main"),
+    }
+}
+
+async fn server_main(host: Host, sh: Arc<Shared>) {
+    let mut machine = new_machine(host, &sh);
+    let listener = TcpListener::bind(addr_of(host)).await.expect("a restarted node's old socket was released by the kill");
+    let (tx, mut rx) = unbounded_channel::<ServerEvent>();
+    let accept_tx = tx.clone();
+    let accept_sh = sh.clone();
+    tokio::spawn(async move {
+        let mut next = 0u64;
+        while let Ok((stream, _)) = listener.accept().await {
+            next += 1;
+            let conn = ConnId(next);
+            let (wtx, wrx) = unbounded_channel();
+            let _ = accept_tx.send(ServerEvent::Opened(conn, wtx));
+            let (etx, sh) = (accept_tx.clone(), accept_sh.clone());
+            tokio::spawn(async move {
+                run_conn(stream, wrx, |w, raw| {
+                    sh.delivered(sh.now(), host, raw);
+                    let _ = etx.send(ServerEvent::Frame(conn, w));
+                })
+                .await;
+                let _ = etx.send(ServerEvent::Closed(conn));
+            });
+        }
+    });
+    let mut peers = Peers { links: BTreeMap::new() };
+    let mut writers: BTreeMap<ConnId, UnboundedSender<Bytes>> = BTreeMap::new();
+    let mut device_conns: BTreeSet<ConnId> = BTreeSet::new();
+    let mut out = Vec::new();
+    loop {
+        let deadline = machine.poll_timeout().map(|t| sh.t0 + Duration::from_millis(t));
+        let input = tokio::select! {
+            biased;
+            ev = rx.recv() => match ev.expect("this task holds a sender") {
+                ServerEvent::Opened(conn, w) => {
+                    writers.insert(conn, w);
+                    continue;
+                }
+                ServerEvent::Frame(_, Wire::Server(Envelope { from, rpc })) => Input::Rpc { from, rpc },
+                ServerEvent::Frame(conn, Wire::Up(up)) => {
+                    if device_conns.insert(conn) {
+                        machine.handle(sh.now(), Input::Accepted { conn }, &mut out);
+                    }
+                    Input::FromConn { conn, up }
+                }
+                ServerEvent::Frame(_, Wire::Down(_)) => continue,
+                ServerEvent::Closed(conn) => {
+                    writers.remove(&conn);
+                    if !device_conns.remove(&conn) {
+                        continue;
+                    }
+                    Input::ConnClosed { conn }
+                }
+            },
+            _ = sleep_until(deadline.unwrap_or_else(|| sh.t0 + Duration::from_secs(86_400 * 365))), if deadline.is_some() => Input::Timeout,
+        };
+        machine.handle(sh.now(), input, &mut out);
+        for effect in out.drain(..) {
+            match effect {
+                Effect::Rpc { to, rpc } => peers.send(to, encode(&Wire::Server(Envelope { from: host, rpc }))),
+                Effect::Down { conn, frame } => {
+                    if let Some(w) = writers.get(&conn) {
+                        let _ = w.send(encode(&Wire::Down(frame)));
+                    }
+                }
+                Effect::CloseConn { conn } => {
+                    // Dropping the writer ends the connection's task, which closes the socket.
+                    writers.remove(&conn);
+                    device_conns.remove(&conn);
+                }
+                Effect::Persist(ops) => {
+                    let mut d = sh.durable.lock().expect("never poisoned");
+                    ops.iter().for_each(|op| d.apply(op));
+                }
+                e @ (Effect::Connect { .. } | Effect::Up(_) | Effect::Disconnect | Effect::Observe(_)) => {
+                    unreachable!("{host} is a server and produced a device effect: {e:?}")
+                }
+            }
+        }
+    }
+}
+
+enum DeviceEvent {
+    Connected(u64),
+    ConnectFailed(u64),
+    Frame(u64, Wire),
+    Closed(u64),
+}
+
+async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool, sh: Arc<Shared>) {
+    let mut machine = Device::new(id, sh.topo.clone(), derive_seed(sh.seed, 0x6465_7600 + u64::from(id.user.0)), online);
+    let mut actions = actions.into_iter().peekable();
+    let (tx, mut rx) = unbounded_channel::<DeviceEvent>();
+    let mut conn: Option<(u64, UnboundedSender<Bytes>)> = None;
+    let mut gen = 0u64;
+    let mut out = Vec::new();
+    let me = Host::Device(id);
+    loop {
+        let next_action = actions.peek().map(|(t, _)| *t);
+        let deadline = [machine.poll_timeout(), next_action].into_iter().flatten().min();
+        let deadline_at = deadline.map(|t| sh.t0 + Duration::from_millis(t));
+        let current = conn.as_ref().map(|c| c.0);
+        let input = tokio::select! {
+            biased;
+            ev = rx.recv() => match ev.expect("this task holds a sender") {
+                DeviceEvent::Connected(g) if Some(g) == current => Input::Connected,
+                DeviceEvent::ConnectFailed(g) if Some(g) == current => {
+                    conn = None;
+                    Input::ConnectFailed
+                }
+                DeviceEvent::Frame(g, Wire::Down(down)) if Some(g) == current => Input::Down(down),
+                DeviceEvent::Closed(g) if Some(g) == current => {
+                    conn = None;
+                    Input::Disconnected
+                }
+                _ => continue,
+            },
+            _ = sleep_until(deadline_at.unwrap_or_else(|| sh.t0 + Duration::from_secs(86_400 * 365))), if deadline_at.is_some() => {
+                let now = sh.now();
+                match actions.next_if(|(t, _)| *t <= now) {
+                    Some((_, action)) => {
+                        if let Some(f) = device_fault(id, &action) {
+                            sh.record(now, Event::Fault(f));
+                        }
+                        Input::Action(action)
+                    }
+                    None => Input::Timeout,
+                }
+            }
+        };
+        let now = sh.now();
+        machine.handle(now, input, &mut out);
+        for effect in out.drain(..) {
+            match effect {
+                Effect::Connect { gateway } => {
+                    gen += 1;
+                    let (wtx, wrx) = unbounded_channel();
+                    conn = Some((gen, wtx));
+                    let (tx, sh, g) = (tx.clone(), sh.clone(), gen);
+                    tokio::spawn(async move {
+                        match TcpStream::connect(addr_of(Host::Gateway(gateway))).await {
+                            Err(_) => {
+                                let _ = tx.send(DeviceEvent::ConnectFailed(g));
+                            }
+                            Ok(stream) => {
+                                let _ = tx.send(DeviceEvent::Connected(g));
+                                run_conn(stream, wrx, |w, raw| {
+                                    sh.delivered(sh.now(), me, raw);
+                                    let _ = tx.send(DeviceEvent::Frame(g, w));
+                                })
+                                .await;
+                                let _ = tx.send(DeviceEvent::Closed(g));
+                            }
+                        }
+                    });
+                }
+                Effect::Up(up) => {
+                    if let Some((_, w)) = &conn {
+                        let _ = w.send(encode(&Wire::Up(up)));
+                    }
+                }
+                Effect::Disconnect => conn = None,
+                Effect::Observe(o) => sh.history.lock().expect("never poisoned").observe(now, id, o),
+                e => unreachable!("a device produced a server effect: {e:?}"),
+            }
+        }
+    }
+}
+
+/// Run one seed of `scenario` under madsim. Call it on a fresh thread per seed: madsim's
+/// determinism was seen to hold per fresh thread.
+pub fn run(scenario: &Scenario, seed: u64, plan: Plan) -> RawRun {
+    let lat = scenario.network.latency_ms;
+    let mut config = madsim::Config::default();
+    config.net.packet_loss_rate = 0.0;
+    config.net.send_latency = Duration::from_millis(lat.lo)..Duration::from_millis(lat.hi) + Duration::from_micros(1);
+    let rt = madsim::runtime::Runtime::with_seed_and_config(seed, config);
+    let topo = Topology { users: scenario.topology.users, gateways: scenario.topology.gateways, shards: scenario.topology.shards };
+    let hosts = server_hosts(scenario);
+    rt.block_on(world(topo, seed, hosts, plan))
+}
+
+async fn world(topo: Topology, seed: u64, hosts: Vec<Host>, plan: Plan) -> RawRun {
+    let handle = madsim::runtime::Handle::current();
+    let net = madsim::net::NetSim::current();
+    let users = topo.users;
+    let sh = Arc::new(Shared {
+        t0: Instant::now(),
+        topo,
+        seed,
+        history: Mutex::new(History::new(users)),
+        durable: Mutex::new(StorageState::default()),
+        digest: Mutex::new(Sha256::new()),
+        frames: AtomicU64::new(0),
+    });
+    let mut nodes = BTreeMap::new();
+    for host in hosts {
+        let s = sh.clone();
+        let node = handle
+            .create_node()
+            .name(host.to_string())
+            .ip(addr_of(host).ip())
+            .init(move || server_main(host, s.clone()))
+            .build();
+        nodes.insert(host, node.id());
+    }
+    for u in 0..users {
+        let d = DeviceId::primary(UserId(u));
+        let actions = plan.device.get(&d).cloned().unwrap_or_default();
+        let online = plan.online_at_start.contains(&d);
+        let s = sh.clone();
+        let host = Host::Device(d);
+        let node = handle
+            .create_node()
+            .name(host.to_string())
+            .ip(addr_of(host).ip())
+            .init(move || device_main(d, actions.clone(), online, s.clone()))
+            .build();
+        nodes.insert(host, node.id());
+    }
+
+    // The nemesis.
+    let mut down = BTreeSet::new();
+    let mut clogged = BTreeSet::new();
+    let mut partitions: Vec<(Vec<Host>, Vec<Host>)> = Vec::new();
+    let node = |h: &Host| *nodes.get(h).expect("every planned host has a node");
+    let cut = |a: &[Host], b: &[Host], on: bool| {
+        for x in a {
+            for y in b {
+                if on {
+                    net.clog_link(node(x), node(y));
+                    net.clog_link(node(y), node(x));
+                } else {
+                    net.unclog_link(node(x), node(y));
+                    net.unclog_link(node(y), node(x));
+                }
+            }
+        }
+    };
+    for (t, action) in plan.world {
+        sleep_until(sh.t0 + Duration::from_millis(t)).await;
+        let now = sh.now();
+        match action {
+            WorldAction::Fault(f) => {
+                match &f {
+                    Fault::Kill(h) => {
+                        handle.kill(node(h));
+                        down.insert(*h);
+                    }
+                    Fault::Restart(h) => {
+                        if down.remove(h) {
+                            handle.restart(node(h));
+                        }
+                    }
+                    Fault::Clog(h) => {
+                        net.clog_node(node(h));
+                        clogged.insert(*h);
+                    }
+                    Fault::DeviceSilent(d) => {
+                        net.clog_node(node(&Host::Device(*d)));
+                        clogged.insert(Host::Device(*d));
+                    }
+                    Fault::Unclog(h) => {
+                        if clogged.remove(h) {
+                            net.unclog_node(node(h));
+                        }
+                    }
+                    Fault::DeviceUnsilent(d) => {
+                        if clogged.remove(&Host::Device(*d)) {
+                            net.unclog_node(node(&Host::Device(*d)));
+                        }
+                    }
+                    Fault::Partition(a, b) => {
+                        cut(a, b, true);
+                        partitions.push((a.clone(), b.clone()));
+                    }
+                    Fault::PartitionHealed(a, b) => {
+                        if let Some(i) = partitions.iter().position(|p| p.0 == *a && p.1 == *b) {
+                            partitions.remove(i);
+                            cut(a, b, false);
+                        }
+                    }
+                    Fault::DeviceOffline(_) | Fault::DeviceOnline(_) | Fault::DeviceDrop(_) => {}
+                }
+                sh.record(now, Event::Fault(f));
+            }
+            WorldAction::HealAll => {
+                for h in std::mem::take(&mut down) {
+                    handle.restart(node(&h));
+                    sh.record(now, Event::Fault(Fault::Restart(h)));
+                }
+                for h in std::mem::take(&mut clogged) {
+                    net.unclog_node(node(&h));
+                    let f = match h {
+                        Host::Device(d) => Fault::DeviceUnsilent(d),
+                        h => Fault::Unclog(h),
+                    };
+                    sh.record(now, Event::Fault(f));
+                }
+                for (a, b) in std::mem::take(&mut partitions) {
+                    cut(&a, &b, false);
+                    sh.record(now, Event::Fault(Fault::PartitionHealed(a, b)));
+                }
+                sh.record(now, Event::Healed);
+            }
+        }
+    }
+    sleep_until(sh.t0 + Duration::from_millis(plan.end_at)).await;
+    let mut history = std::mem::take(&mut *sh.history.lock().expect("never poisoned"));
+    history.end = plan.end_at;
+    let digest = sh.digest.lock().expect("never poisoned").clone().finalize();
+    let inbox_left = sh.durable.lock().expect("never poisoned").inbox_entries();
+    RawRun {
+        history,
+        frames: sh.frames.load(Ordering::Relaxed),
+        frame_digest: digest.into(),
+        sim_ms: sh.now(),
+        inbox_left,
+    }
+}

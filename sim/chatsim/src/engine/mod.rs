@@ -1,0 +1,23 @@
+//! Engines that drive the `system/` state machines. Each takes a scenario, a seed and a plan and
+//! returns the raw outcome of the run; judging happens elsewhere ([`crate::run`]).
+
+use chatsim_judge::History;
+use chatsim_system::proto::Millis;
+
+#[cfg(madsim)]
+pub mod madsim;
+
+/// What an engine hands back from one run.
+#[derive(Debug)]
+pub struct RawRun {
+    /// Everything devices observed and every fault injected.
+    pub history: History,
+    /// Frames delivered between hosts.
+    pub frames: u64,
+    /// Digest of every delivered frame (time, receiver, bytes), in delivery order.
+    pub frame_digest: [u8; 32],
+    /// Simulated time at the end.
+    pub sim_ms: Millis,
+    /// Inbox entries left in durable storage at the end.
+    pub inbox_left: usize,
+}

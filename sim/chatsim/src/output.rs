@@ -1,0 +1,80 @@
+//! What a person or a tool reads: the one-screen summary, the JSON object, and the replay log
+//! (one history event per line, simulated time first).
+
+use crate::run::RunReport;
+use chatsim_judge::{Event, History};
+use chatsim_system::Observation;
+use std::fmt::Write;
+
+/// Violations listed per invariant in the summary; the JSON has them all.
+pub const SUMMARY_VIOLATIONS_MAX: usize = 5;
+
+/// The one-screen summary of a run.
+pub fn summary(r: &RunReport) -> String {
+    let mut s = String::new();
+    let st = &r.stats;
+    let _ = writeln!(s, "chatsim run: {} ({}), seed {}, engine {}", r.scenario, r.scenario_path, r.seed, r.engine);
+    let _ = writeln!(s, "  {:<20} {:<8} {:>9} {:>11}", "invariant", "verdict", "checked", "violations");
+    for v in &r.invariants {
+        let verdict = if v.holds { "holds" } else { "BROKEN" };
+        let _ = writeln!(s, "  {:<20} {:<8} {:>9} {:>11}", v.name, verdict, v.checked, v.violations.len());
+    }
+    for v in r.invariants.iter().filter(|v| !v.holds) {
+        let _ = writeln!(s, "  {} violations (first {} of {}):", v.name, SUMMARY_VIOLATIONS_MAX.min(v.violations.len()), v.violations.len());
+        for x in v.violations.iter().take(SUMMARY_VIOLATIONS_MAX) {
+            let _ = writeln!(s, "    - {}", x.detail);
+        }
+    }
+    let _ = writeln!(
+        s,
+        "  messages: {} sent, {} acked, {} delivered ({} duplicates dropped, {} gaps detected)",
+        st.messages_sent, st.messages_acked, st.messages_delivered, st.duplicates_dropped, st.gaps_detected
+    );
+    let _ = writeln!(s, "  faults: {}   frames: {}   inbox entries left: {}", st.faults, st.frames, st.inbox_left);
+    let speed = if st.wall_seconds > 0.0 { st.sim_seconds / st.wall_seconds } else { 0.0 };
+    let _ = writeln!(s, "  time: {:.1} s simulated in {:.2} s wall ({speed:.0}x)", st.sim_seconds, st.wall_seconds);
+    let _ = writeln!(s, "  trace hash: {}", r.trace_hash);
+    let _ = writeln!(s, "  replay: {}", r.replay);
+    let _ = writeln!(s, "  verdict: {}", if r.passed() { "PASS" } else { "FAIL" });
+    s
+}
+
+/// The run as one JSON object (the same schema `--json` prints).
+pub fn json(r: &RunReport) -> String {
+    serde_json::to_string_pretty(r).expect("reports are serialisable")
+}
+
+fn text(b: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(b))
+}
+
+/// The history as a readable log, one event per line.
+pub fn replay_log(h: &History) -> String {
+    let mut s = String::new();
+    for r in &h.records {
+        let line = match &r.event {
+            Event::Healed => "world  every fault healed".to_string(),
+            Event::Fault(f) => format!("world  fault: {f}"),
+            Event::Device { device, obs } => {
+                let what = match obs {
+                    Observation::Sent { id, conv, body } => format!("sends {id} in {conv}: {}", text(body)),
+                    Observation::Acked { id, seq, .. } => format!("sent ✓ {id} as seq {seq}"),
+                    Observation::Displayed { id, conv, seq, path, body, .. } => {
+                        format!("shows {id} seq {seq} in {conv} via {path}: {}", text(body))
+                    }
+                    Observation::DuplicateDropped { id, seq, path, .. } => format!("drops duplicate {id} seq {seq} (via {path})"),
+                    Observation::GapDetected { conv, from, to } => format!("holds back {conv}: gap {from}..={to}"),
+                    Observation::GapFetch { conv, from, to } => format!("fetches {conv} {from}..={to}"),
+                    Observation::Connected { gateway, epoch } => format!("connected to gateway-{} (epoch {epoch})", gateway + 1),
+                    Observation::Disconnected { reason } => format!("disconnected ({reason:?})"),
+                    Observation::DrainComplete => "inbox drained".to_string(),
+                    Observation::Refused { reason } => format!("refused: {reason:?}"),
+                };
+                format!("{device}  {what}")
+            }
+        };
+        let _ = writeln!(s, "{:>9} ms  {line}", r.t);
+    }
+    let _ = writeln!(s, "{:>9} ms  world  run ends", h.end);
+    s
+}

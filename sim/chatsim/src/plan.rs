@@ -1,0 +1,209 @@
+//! The per-seed plan: every send and every fault of one run, drawn from the scenario's ranges
+//! with a generator seeded by the run's seed alone (swarm testing: each seed gets its own fault
+//! mix). The plan is fixed before the simulation starts, so it is the same on every engine.
+
+use crate::scenario::{FaultKind, Role, Scenario};
+use chatsim_judge::Fault;
+use chatsim_system::proto::{DeviceId, Host, Millis, UserId};
+use chatsim_system::Action;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Something the world does to a server host or the network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorldAction {
+    /// Inject (or end) a fault.
+    Fault(Fault),
+    /// Heal everything still broken.
+    HealAll,
+}
+
+/// Everything that will happen in one run, by time.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// Per device: user actions and device-level faults, in time order.
+    pub device: BTreeMap<DeviceId, Vec<(Millis, Action)>>,
+    /// World actions (server faults, partitions, the heal), in time order.
+    pub world: Vec<(Millis, WorldAction)>,
+    /// Devices that start online (all of them, on the 1:1 path).
+    pub online_at_start: BTreeSet<DeviceId>,
+    /// When everything heals.
+    pub heal_at: Millis,
+    /// When the run ends.
+    pub end_at: Millis,
+}
+
+/// A seed for one component's generator, derived from the run seed so no two components draw
+/// the same stream (splitmix64's finaliser).
+pub fn derive_seed(seed: u64, salt: u64) -> u64 {
+    let mut z = seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Every server host of the scenario's topology in a fixed order.
+pub fn server_hosts(s: &Scenario) -> Vec<Host> {
+    let t = &s.topology;
+    let mut hosts: Vec<Host> = (0..t.gateways).map(Host::Gateway).collect();
+    hosts.push(Host::Session);
+    hosts.extend((0..t.shards).map(Host::Shard));
+    hosts.push(Host::Storage(0));
+    hosts
+}
+
+fn hosts_of(s: &Scenario, roles: &[Role]) -> Vec<Host> {
+    server_hosts(s)
+        .into_iter()
+        .filter(|h| {
+            roles.iter().any(|r| {
+                matches!(
+                    (r, h),
+                    (Role::Gateway, Host::Gateway(_)) | (Role::Session, Host::Session) | (Role::Shard, Host::Shard(_)) | (Role::Storage, Host::Storage(_))
+                )
+            })
+        })
+        .collect()
+}
+
+fn draw(rng: &mut ChaCha8Rng, r: crate::scenario::Range) -> u64 {
+    rng.gen_range(r.lo..=r.hi)
+}
+
+/// Draw the plan for `seed`.
+pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, 0x706c_616e));
+    let users = s.topology.users;
+    let heal_at = s.run.heal_at_ms;
+    let mut plan = Plan { heal_at, end_at: s.end_ms(), ..Plan::default() };
+    let devices: Vec<DeviceId> = (0..users).map(|u| DeviceId::primary(UserId(u))).collect();
+    plan.online_at_start = devices.iter().copied().collect();
+
+    // Conversations: distinct pairs, drawn per seed.
+    let mut pairs = BTreeSet::new();
+    while pairs.len() < s.workload.conversations as usize {
+        let a = rng.gen_range(0..users);
+        let b = rng.gen_range(0..users);
+        if a != b {
+            pairs.insert((a.min(b), a.max(b)));
+        }
+    }
+    let pairs: Vec<(u32, u32)> = pairs.into_iter().collect();
+    let mut counter: BTreeMap<u32, u32> = BTreeMap::new();
+    for _ in 0..s.workload.messages {
+        let (a, b) = pairs[rng.gen_range(0..pairs.len())];
+        let (from, to) = if rng.gen_bool(0.5) { (a, b) } else { (b, a) };
+        let t = draw(&mut rng, s.workload.send_window_ms);
+        let n = counter.entry(from).or_default();
+        *n += 1;
+        // Bodies are unique per sender: the checkers identify a message by (sender, text).
+        let body = format!("u{from}->u{to} #{n}").into_bytes();
+        plan.device.entry(DeviceId::primary(UserId(from))).or_default().push((t, Action::SendDirect { to: UserId(to), body }));
+    }
+
+    // Faults. A host or device is hit by at most one fault at a time, so every fault's end
+    // undoes exactly that fault.
+    let mut busy: BTreeMap<String, Vec<(Millis, Millis)>> = BTreeMap::new();
+    let mut free = |key: String, from: Millis, to: Millis| -> bool {
+        let spans = busy.entry(key).or_default();
+        if spans.iter().any(|&(a, b)| from <= b && a <= to) {
+            return false;
+        }
+        spans.push((from, to));
+        true
+    };
+    for f in &s.faults {
+        let count = draw(&mut rng, f.count);
+        for _ in 0..count {
+            let start = draw(&mut rng, f.window_ms);
+            let end = f.duration_ms.map_or(start, |d| (start + draw(&mut rng, d)).min(heal_at));
+            match f.kind {
+                FaultKind::Kill | FaultKind::Clog => {
+                    let hosts = hosts_of(s, &f.targets);
+                    let host = hosts[rng.gen_range(0..hosts.len())];
+                    if !free(host.to_string(), start, end) {
+                        continue;
+                    }
+                    let (on, off) = if f.kind == FaultKind::Kill {
+                        (Fault::Kill(host), Fault::Restart(host))
+                    } else {
+                        (Fault::Clog(host), Fault::Unclog(host))
+                    };
+                    plan.world.push((start, WorldAction::Fault(on)));
+                    plan.world.push((end, WorldAction::Fault(off)));
+                }
+                FaultKind::Partition => {
+                    let mut hosts = hosts_of(s, &f.targets);
+                    hosts.shuffle(&mut rng);
+                    let k = rng.gen_range(1..hosts.len());
+                    let (a, b) = hosts.split_at(k);
+                    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+                    a.sort();
+                    b.sort();
+                    if !free("partition".into(), start, end) {
+                        continue;
+                    }
+                    plan.world.push((start, WorldAction::Fault(Fault::Partition(a.clone(), b.clone()))));
+                    plan.world.push((end, WorldAction::Fault(Fault::PartitionHealed(a, b))));
+                }
+                FaultKind::DeviceDrop | FaultKind::DeviceOffline | FaultKind::DeviceSilent => {
+                    let d = devices[rng.gen_range(0..devices.len())];
+                    if !free(d.to_string(), start, end) {
+                        continue;
+                    }
+                    match f.kind {
+                        FaultKind::DeviceDrop => plan.device.entry(d).or_default().push((start, Action::DropConnection)),
+                        FaultKind::DeviceOffline => {
+                            let acts = plan.device.entry(d).or_default();
+                            acts.push((start, Action::GoOffline));
+                            acts.push((end, Action::GoOnline));
+                        }
+                        _ => {
+                            plan.world.push((start, WorldAction::Fault(Fault::DeviceSilent(d))));
+                            plan.world.push((end, WorldAction::Fault(Fault::DeviceUnsilent(d))));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    plan.world.push((heal_at, WorldAction::HealAll));
+    // Stable sorts keep the drawing order for equal times, so the plan is a pure function of
+    // the seed.
+    plan.world.sort_by_key(|(t, _)| *t);
+    for acts in plan.device.values_mut() {
+        acts.sort_by_key(|(t, _)| *t);
+    }
+    plan
+}
+
+/// The device-level fault an action stands for, for the history.
+pub fn device_fault(d: DeviceId, a: &Action) -> Option<Fault> {
+    match a {
+        Action::GoOffline => Some(Fault::DeviceOffline(d)),
+        Action::GoOnline => Some(Fault::DeviceOnline(d)),
+        Action::DropConnection => Some(Fault::DeviceDrop(d)),
+        Action::SendDirect { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    // The plan is the seed's alone: same seed, same plan; another seed, another plan.
+    #[test]
+    fn plans_are_a_pure_function_of_the_seed() {
+        let s = Scenario::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenarios/reconnect-storm.toml"))).expect("scenario");
+        let (a, b, c) = (make_plan(&s, 1), make_plan(&s, 1), make_plan(&s, 2));
+        assert_eq!(format!("{:?}", a.device), format!("{:?}", b.device));
+        assert_eq!(a.world, b.world);
+        assert_ne!(format!("{:?}", a.device), format!("{:?}", c.device));
+        let sends: usize = a.device.values().flatten().filter(|(_, x)| matches!(x, Action::SendDirect { .. })).count();
+        assert_eq!(sends, s.workload.messages as usize);
+        assert!(a.world.iter().all(|(t, _)| *t <= a.heal_at));
+    }
+}

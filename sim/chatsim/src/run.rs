@@ -1,0 +1,167 @@
+//! One seed, start to finish: draw the plan, run it on an engine in a fresh thread, judge the
+//! history, and summarise. Everything a report or a CI gate needs comes out as a [`RunReport`].
+
+use crate::engine::RawRun;
+use crate::plan::make_plan;
+use crate::scenario::Scenario;
+use chatsim_judge::checkers::{check_all, Bounds};
+use chatsim_judge::{Event, History, Verdict};
+use chatsim_system::Observation;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::time::Instant;
+use thiserror::Error;
+
+/// Which engine ran.
+pub const ENGINE_MADSIM: &str = "madsim";
+
+/// A run that produced no verdict.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// The simulation itself panicked: a bug in the system or the driver, with the seed that
+    /// shows it.
+    #[error("the simulation panicked on seed {seed}: {message}")]
+    Panicked {
+        /// The seed.
+        seed: u64,
+        /// The panic message.
+        message: String,
+    },
+    /// This binary was built without `--cfg madsim`.
+    #[error("this chatsim was built without --cfg madsim; build it with the workspace's .cargo/config.toml")]
+    NoEngine,
+}
+
+/// Counts that describe a run.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Stats {
+    /// Messages users pressed send on.
+    pub messages_sent: usize,
+    /// Of those, how many got sent ✓.
+    pub messages_acked: usize,
+    /// (message, device) displays, duplicates excluded.
+    pub messages_delivered: usize,
+    /// Duplicate copies dropped by devices.
+    pub duplicates_dropped: usize,
+    /// Gaps devices detected.
+    pub gaps_detected: usize,
+    /// Faults injected (each start and end counts).
+    pub faults: usize,
+    /// Frames delivered between hosts.
+    pub frames: u64,
+    /// Inbox entries left in storage at the end.
+    pub inbox_left: usize,
+    /// Simulated seconds.
+    pub sim_seconds: f64,
+    /// Wall-clock seconds of this run (not part of the trace).
+    pub wall_seconds: f64,
+}
+
+/// The outcome of one seed.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    /// Scenario name (file stem).
+    pub scenario: String,
+    /// Scenario file as given.
+    pub scenario_path: String,
+    /// The seed.
+    pub seed: u64,
+    /// Which engine ran it.
+    pub engine: &'static str,
+    /// Digest of everything observable in the run; same scenario and seed, same hash.
+    pub trace_hash: String,
+    /// One verdict per invariant.
+    pub invariants: Vec<Verdict>,
+    /// Counts.
+    pub stats: Stats,
+    /// The command that replays this run.
+    pub replay: String,
+    /// The full history (not serialised into the summary JSON).
+    #[serde(skip)]
+    pub history: History,
+}
+
+impl RunReport {
+    /// Whether every invariant holds.
+    pub fn passed(&self) -> bool {
+        self.invariants.iter().all(|v| v.holds)
+    }
+}
+
+/// The trace hash: the frame digest and the encoded history, hashed together.
+pub fn trace_hash(raw: &RawRun) -> String {
+    let mut h = Sha256::new();
+    h.update(raw.frame_digest);
+    h.update(postcard::to_allocvec(&raw.history).expect("histories are serialisable"));
+    h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn stats(raw: &RawRun, wall_seconds: f64) -> Stats {
+    let mut s = Stats { frames: raw.frames, inbox_left: raw.inbox_left, sim_seconds: raw.sim_ms as f64 / 1000.0, wall_seconds, ..Stats::default() };
+    let mut delivered = BTreeSet::new();
+    for r in &raw.history.records {
+        match &r.event {
+            Event::Device { obs: Observation::Sent { .. }, .. } => s.messages_sent += 1,
+            Event::Device { obs: Observation::Acked { .. }, .. } => s.messages_acked += 1,
+            Event::Device { device, obs: Observation::Displayed { id, .. } } => {
+                delivered.insert((*device, *id));
+            }
+            Event::Device { obs: Observation::DuplicateDropped { .. }, .. } => s.duplicates_dropped += 1,
+            Event::Device { obs: Observation::GapDetected { .. }, .. } => s.gaps_detected += 1,
+            Event::Fault(_) => s.faults += 1,
+            _ => {}
+        }
+    }
+    s.messages_delivered = delivered.len();
+    s
+}
+
+/// The command that replays `seed` of the scenario at `path`.
+pub fn replay_command(path: &str, seed: u64) -> String {
+    format!("cargo run --release -p chatsim -- run {path} --seed {seed}")
+}
+
+/// Run one seed on a fresh thread and judge it.
+pub fn run_seed(scenario: &Scenario, seed: u64) -> Result<RunReport, RunError> {
+    let plan = make_plan(scenario, seed);
+    let s = scenario.clone();
+    let started = Instant::now();
+    let raw = std::thread::Builder::new()
+        .name(format!("seed-{seed}"))
+        .spawn(move || engine_run(&s, seed, plan))
+        .expect("the OS can spawn a thread")
+        .join()
+        .map_err(|e| RunError::Panicked {
+            seed,
+            message: e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "non-string panic".into()),
+        })??;
+    let wall = started.elapsed().as_secs_f64();
+    let bounds = Bounds { liveness_ms: scenario.run.liveness_ms };
+    let path = scenario.path.display().to_string();
+    Ok(RunReport {
+        scenario: scenario.name(),
+        replay: replay_command(&path, seed),
+        scenario_path: path,
+        seed,
+        engine: ENGINE_MADSIM,
+        trace_hash: trace_hash(&raw),
+        invariants: check_all(&raw.history, bounds),
+        stats: stats(&raw, wall),
+        history: raw.history,
+    })
+}
+
+#[cfg(madsim)]
+fn engine_run(s: &Scenario, seed: u64, plan: crate::plan::Plan) -> Result<RawRun, RunError> {
+    Ok(crate::engine::madsim::run(s, seed, plan))
+}
+
+#[cfg(not(madsim))]
+fn engine_run(_: &Scenario, _: u64, _: crate::plan::Plan) -> Result<RawRun, RunError> {
+    Err(RunError::NoEngine)
+}

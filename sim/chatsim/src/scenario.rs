@@ -1,0 +1,375 @@
+//! Scenario files: the TOML schema, loading, and validation. A scenario gives *ranges*; each
+//! seed draws concrete values inside them (see [`crate::plan`]), which is swarm testing: one
+//! file covers many fault mixes. Unknown fields are errors, and every error names the file,
+//! the line where there is one, and the field.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// The most users a scenario may ask for on the 1:1 path.
+pub const USERS_MAX: u32 = 200_000;
+/// The most messages a scenario may ask for.
+pub const MESSAGES_MAX: u32 = 10_000_000;
+/// The longest simulated run, in ms (one simulated day).
+pub const RUN_MS_MAX: u64 = 86_400_000;
+
+/// Why a scenario could not be used. Every variant names the file.
+#[derive(Debug, Error)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or does not fit the schema (unknown or missing field,
+    /// wrong type). The message carries the line and column.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{path}: field `{field}`: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Dotted path of the field.
+        field: String,
+        /// Why it is wrong.
+        reason: String,
+    },
+}
+
+/// An inclusive range `[lo, hi]`, written as a two-element array in TOML.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(from = "[u64; 2]")]
+pub struct Range {
+    /// Lower bound.
+    pub lo: u64,
+    /// Upper bound.
+    pub hi: u64,
+}
+
+impl From<[u64; 2]> for Range {
+    fn from([lo, hi]: [u64; 2]) -> Self {
+        Range { lo, hi }
+    }
+}
+
+impl Range {
+    fn check(&self, path: &Path, field: &str) -> Result<(), ScenarioError> {
+        if self.lo > self.hi {
+            return Err(invalid(path, field, format!("range [{}, {}] has its lower bound above its upper", self.lo, self.hi)));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(path: &Path, field: &str, reason: impl Into<String>) -> ScenarioError {
+    ScenarioError::Invalid { path: path.to_owned(), field: field.to_owned(), reason: reason.into() }
+}
+
+/// A scenario file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// One line saying what the scenario shows (the story goes in the file's comments).
+    pub description: String,
+    /// Hosts and users.
+    pub topology: TopologySpec,
+    /// Who sends what, when.
+    pub workload: WorkloadSpec,
+    /// Link behaviour.
+    #[serde(default)]
+    pub network: NetworkSpec,
+    /// Phases of the run and the bounds checkers use.
+    pub run: RunSpec,
+    /// Faults, each drawn per seed within its ranges.
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<FaultSpec>,
+    /// Where the scenario was loaded from (not a TOML field).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// Hosts and users.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologySpec {
+    /// Users, each with one phone.
+    pub users: u32,
+    /// Gateways.
+    pub gateways: u16,
+    /// Chat shards.
+    pub shards: u16,
+}
+
+/// Who sends what, when.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSpec {
+    /// Messages sent in the whole run.
+    pub messages: u32,
+    /// Distinct 1:1 conversations the messages are spread over (drawn per seed).
+    pub conversations: u32,
+    /// Sends happen at uniformly drawn times in this window (ms).
+    pub send_window_ms: Range,
+}
+
+/// Link behaviour.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// One-way latency of every frame, drawn per frame (ms). Frames on one connection stay in
+    /// order; frames on different connections overtake each other.
+    #[serde(default = "default_latency")]
+    pub latency_ms: Range,
+}
+
+fn default_latency() -> Range {
+    Range { lo: 1, hi: 10 }
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        NetworkSpec { latency_ms: default_latency() }
+    }
+}
+
+/// Phases of the run and the bounds checkers use.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// Every fault is healed at this time (ms): killed hosts restart, links unclog, devices
+    /// come back online.
+    pub heal_at_ms: u64,
+    /// The run goes on this long after the heal, so the system can converge (ms).
+    pub settle_ms: u64,
+    /// After the heal, every acked message must be displayed within this bound (ms).
+    pub liveness_ms: u64,
+}
+
+/// What kind of fault.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// Kill a server host; restart it after `duration_ms`.
+    Kill,
+    /// Clog a server host (frames held, not lost) for `duration_ms`.
+    Clog,
+    /// Split the hosts of the target roles into two sides for `duration_ms`.
+    Partition,
+    /// Drop a device's connection; it reconnects on its own.
+    DeviceDrop,
+    /// A device goes offline for `duration_ms`.
+    DeviceOffline,
+    /// A device goes silent without closing (half-open) for `duration_ms`.
+    DeviceSilent,
+}
+
+/// A server role a fault may target.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Gateways.
+    Gateway,
+    /// The session service.
+    Session,
+    /// Chat shards.
+    Shard,
+    /// Storage.
+    Storage,
+}
+
+/// One fault line: how many, when, how long.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// What kind.
+    pub kind: FaultKind,
+    /// Server roles it may hit (server faults only; device faults pick devices).
+    #[serde(default)]
+    pub targets: Vec<Role>,
+    /// How many, drawn per seed.
+    pub count: Range,
+    /// When each one starts (ms), drawn per fault.
+    pub window_ms: Range,
+    /// How long each one lasts (ms), drawn per fault; cut short by the heal.
+    #[serde(default)]
+    pub duration_ms: Option<Range>,
+}
+
+impl Scenario {
+    /// Read, parse and validate a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: path.to_owned(), source })?;
+        Scenario::parse(path, &text)
+    }
+
+    /// Parse and validate scenario text; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+        let mut s: Scenario = toml::from_str(text)
+            .map_err(|e| ScenarioError::Parse { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })?;
+        s.path = path.to_owned();
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// The scenario's name: its file stem.
+    pub fn name(&self) -> String {
+        self.path.file_stem().map_or_else(|| "scenario".into(), |s| s.to_string_lossy().into_owned())
+    }
+
+    /// When the run ends (ms).
+    pub fn end_ms(&self) -> u64 {
+        self.run.heal_at_ms.max(self.workload.send_window_ms.hi) + self.run.settle_ms
+    }
+
+    fn validate(&self) -> Result<(), ScenarioError> {
+        let p = self.path.as_path();
+        let t = &self.topology;
+        if !(2..=USERS_MAX).contains(&t.users) {
+            return Err(invalid(p, "topology.users", format!("must be between 2 and {USERS_MAX}, is {}", t.users)));
+        }
+        if !(1..=64).contains(&t.gateways) {
+            return Err(invalid(p, "topology.gateways", format!("must be between 1 and 64, is {}", t.gateways)));
+        }
+        if !(1..=64).contains(&t.shards) {
+            return Err(invalid(p, "topology.shards", format!("must be between 1 and 64, is {}", t.shards)));
+        }
+        let w = &self.workload;
+        if w.messages > MESSAGES_MAX {
+            return Err(invalid(p, "workload.messages", format!("must be at most {MESSAGES_MAX}, is {}", w.messages)));
+        }
+        let pairs = u64::from(t.users) * u64::from(t.users - 1) / 2;
+        if w.conversations == 0 || u64::from(w.conversations) > pairs {
+            return Err(invalid(p, "workload.conversations", format!("must be between 1 and {pairs} (pairs of {} users), is {}", t.users, w.conversations)));
+        }
+        w.send_window_ms.check(p, "workload.send_window_ms")?;
+        self.network.latency_ms.check(p, "network.latency_ms")?;
+        if self.network.latency_ms.lo == 0 {
+            return Err(invalid(p, "network.latency_ms", "latency must be at least 1 ms"));
+        }
+        if self.end_ms() > RUN_MS_MAX {
+            return Err(invalid(p, "run", format!("the run would last {} ms, more than {RUN_MS_MAX}", self.end_ms())));
+        }
+        if self.run.liveness_ms == 0 || self.run.liveness_ms > self.run.settle_ms {
+            return Err(invalid(p, "run.liveness_ms", format!("must be between 1 and run.settle_ms ({}), is {}", self.run.settle_ms, self.run.liveness_ms)));
+        }
+        for (i, f) in self.faults.iter().enumerate() {
+            let field = |name: &str| format!("fault[{i}].{name}");
+            f.count.check(p, &field("count"))?;
+            f.window_ms.check(p, &field("window_ms"))?;
+            if f.window_ms.hi > self.run.heal_at_ms {
+                return Err(invalid(p, &field("window_ms"), format!("faults must start before run.heal_at_ms ({})", self.run.heal_at_ms)));
+            }
+            let server = matches!(f.kind, FaultKind::Kill | FaultKind::Clog | FaultKind::Partition);
+            if server && f.targets.is_empty() {
+                return Err(invalid(p, &field("targets"), "a server fault needs at least one target role"));
+            }
+            if !server && !f.targets.is_empty() {
+                return Err(invalid(p, &field("targets"), "device faults pick devices; remove `targets`"));
+            }
+            match (f.kind, f.duration_ms) {
+                (FaultKind::DeviceDrop, Some(_)) => {
+                    return Err(invalid(p, &field("duration_ms"), "a dropped connection has no duration"));
+                }
+                (FaultKind::DeviceDrop, None) => {}
+                (_, None) => return Err(invalid(p, &field("duration_ms"), "missing: how long the fault lasts")),
+                (_, Some(d)) => d.check(p, &field("duration_ms"))?,
+            }
+            if f.kind == FaultKind::Partition && self.hosts_of(&f.targets) < 2 {
+                return Err(invalid(p, &field("targets"), "a partition needs at least two hosts among its target roles"));
+            }
+        }
+        Ok(())
+    }
+
+    /// How many hosts the roles cover.
+    pub fn hosts_of(&self, roles: &[Role]) -> usize {
+        let t = &self.topology;
+        let mut roles = roles.to_vec();
+        roles.sort();
+        roles.dedup();
+        roles
+            .iter()
+            .map(|r| match r {
+                Role::Gateway => usize::from(t.gateways),
+                Role::Shard => usize::from(t.shards),
+                Role::Session | Role::Storage => 1,
+            })
+            .sum()
+    }
+
+    /// The one-line description: what `chatsim scenarios` lists.
+    pub fn summary(&self) -> &str {
+        &self.description
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+description = "ok"
+[topology]
+users = 4
+gateways = 2
+shards = 2
+[workload]
+messages = 10
+conversations = 2
+send_window_ms = [0, 1000]
+[run]
+heal_at_ms = 2000
+settle_ms = 5000
+liveness_ms = 4000
+[[fault]]
+kind = "kill"
+targets = ["shard"]
+count = [1, 2]
+window_ms = [100, 1000]
+duration_ms = [10, 100]
+"#;
+
+    fn err(text: &str) -> String {
+        Scenario::parse(Path::new("x.toml"), text).expect_err("must be refused").to_string()
+    }
+
+    // The schema accepts a well-formed file.
+    #[test]
+    fn a_well_formed_scenario_loads() {
+        let s = Scenario::parse(Path::new("x.toml"), GOOD).expect("valid");
+        assert_eq!(s.faults.len(), 1);
+        assert_eq!(s.end_ms(), 7000);
+    }
+
+    // Typos must not be silently ignored: the message names file, line and field.
+    #[test]
+    fn an_unknown_field_is_an_error_naming_file_line_and_field() {
+        let e = err(&GOOD.replace("shards = 2", "shards = 2\nshardz = 3"));
+        assert!(e.starts_with("x.toml: "), "{e}");
+        assert!(e.contains("line 7"), "{e}");
+        assert!(e.contains("shardz"), "{e}");
+        let e = err(&GOOD.replace("kind = \"kill\"", "kind = \"kill\"\nseverity = 3"));
+        assert!(e.contains("severity"), "{e}");
+    }
+
+    // Values out of range are refused with the field's dotted path.
+    #[test]
+    fn out_of_range_values_name_their_field() {
+        assert!(err(&GOOD.replace("users = 4", "users = 1")).contains("`topology.users`"));
+        assert!(err(&GOOD.replace("count = [1, 2]", "count = [3, 2]")).contains("`fault[0].count`"));
+        assert!(err(&GOOD.replace("window_ms = [100, 1000]", "window_ms = [100, 9000]")).contains("`fault[0].window_ms`"));
+        assert!(err(&GOOD.replace("conversations = 2", "conversations = 7")).contains("`workload.conversations`"));
+        assert!(err(&GOOD.replace("liveness_ms = 4000", "liveness_ms = 6000")).contains("`run.liveness_ms`"));
+        assert!(err("description = 3").contains("x.toml: "));
+    }
+}

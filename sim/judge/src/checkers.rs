@@ -1,0 +1,858 @@
+//! The invariant checkers: `no_loss`, `exactly_once`, `conversation_order` and `liveness`.
+//!
+//! This module owns what "correct" means for a run. Each checker reads only a [`History`]
+//! (what devices showed their users, and when faults healed) and returns a [`Verdict`] listing
+//! every [`Violation`] it found, naming the message, device, conversation and time involved.
+//!
+//! A *logical message* is identified by (sender device, body), not by [`MsgId`]: a buggy system
+//! may resend the same text under a new id, and a user would still see the same message twice.
+//! Workloads keep bodies unique per sender, so this identification is exact for them.
+//!
+//! Everything is built from ordered maps and iterated in history order, so the same history
+//! always yields the same violations in the same order, and cost stays `O(n log n)`.
+
+use crate::history::{Event, History};
+use chatsim_system::proto::{ConvId, DeviceId, Millis, MsgId, Seq};
+use chatsim_system::Observation;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Name of the no-loss invariant: every acked message is displayed on every recipient.
+pub const NO_LOSS: &str = "no_loss";
+/// Name of the exactly-once invariant: no device displays a message twice.
+pub const EXACTLY_ONCE: &str = "exactly_once";
+/// Name of the ordering invariant: displays follow sequence numbers, which everyone agrees on.
+pub const CONVERSATION_ORDER: &str = "conversation_order";
+/// Name of the liveness invariant: once faults heal, sends are acked and displayed in bounded time.
+pub const LIVENESS: &str = "liveness";
+/// Every invariant, in the order [`check_all`] reports them.
+pub const INVARIANTS: [&str; 4] = [NO_LOSS, EXACTLY_ONCE, CONVERSATION_ORDER, LIVENESS];
+
+/// One broken promise, with enough context for a report to point at it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// Which invariant (one of [`INVARIANTS`]).
+    pub invariant: &'static str,
+    /// The message concerned (its [`MsgId`], e.g. `u1.d0#3`), when there is one.
+    pub message: Option<String>,
+    /// The message's text, when known.
+    pub body: Option<String>,
+    /// The device that saw (or should have seen) it.
+    pub device: Option<String>,
+    /// The conversation.
+    pub conv: Option<String>,
+    /// When the violation became visible (an ack, a repeated display, a missed deadline).
+    pub at: Option<Millis>,
+    /// One readable sentence describing what went wrong.
+    pub detail: String,
+}
+
+/// The outcome of one checker over one history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// Which invariant (one of [`INVARIANTS`]).
+    pub name: &'static str,
+    /// True when no violation was found.
+    pub holds: bool,
+    /// Every violation found, in the order the history revealed them.
+    pub violations: Vec<Violation>,
+    /// How many items were judged (e.g. (message, recipient) pairs), so a vacuous pass shows.
+    pub checked: usize,
+}
+
+/// Bounds the liveness check uses.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    /// After faults heal (or after the send/ack, if later), how long a message may take to be
+    /// acked to its sender and displayed on each recipient.
+    pub liveness_ms: Millis,
+}
+
+/// Run every checker, in [`INVARIANTS`] order.
+pub fn check_all(h: &History, bounds: Bounds) -> Vec<Verdict> {
+    vec![
+        no_loss(h),
+        exactly_once(h),
+        conversation_order(h),
+        liveness(h, bounds),
+    ]
+}
+
+/// Every message acked to its sender is displayed on every recipient device before the run
+/// ends. One violation per (message, recipient) that never showed it, dated at the ack.
+pub fn no_loss(h: &History) -> Verdict {
+    let ix = Index::build(h);
+    let shown = FirstDisplays::build(h);
+    let mut violations = Vec::new();
+    let mut checked = 0;
+    for ack in first_acks(h, &ix) {
+        for r in h.recipients(ack.conv, ack.id.device) {
+            checked += 1;
+            if shown.by_msg.contains_key(&(r, ack.msg)) {
+                continue;
+            }
+            // Shown under the same id with other text is still a loss: the user never saw
+            // what was sent. Saying so saves the reader a hunt.
+            let detail = match shown.by_id.get(&(r, ack.id)) {
+                Some(t) => format!(
+                    "acked at {} ms with seq {}, displayed on {r} at {t} ms only with different text",
+                    ack.t, ack.seq
+                ),
+                None => format!("acked at {} ms with seq {}, never displayed on {r}", ack.t, ack.seq),
+            };
+            violations.push(
+                Violation::new(NO_LOSS, ack.t, detail)
+                    .message(ack.id)
+                    .body(ack.msg)
+                    .device(r)
+                    .conv(ack.conv),
+            );
+        }
+    }
+    Verdict::new(NO_LOSS, violations, checked)
+}
+
+/// No device displays the same logical message twice, whether under the same [`MsgId`] or
+/// under a new one carrying the same text. One violation per extra display, dated at it.
+pub fn exactly_once(h: &History) -> Verdict {
+    let mut by_msg: BTreeMap<(DeviceId, Logical<'_>), (Millis, MsgId)> = BTreeMap::new();
+    let mut by_id: BTreeMap<(DeviceId, MsgId), Millis> = BTreeMap::new();
+    let mut violations = Vec::new();
+    let mut checked = 0;
+    for (t, device, obs) in observations(h) {
+        let Observation::Displayed { id, conv, body, .. } = obs else {
+            continue;
+        };
+        checked += 1;
+        let msg = Logical::Text {
+            sender: id.device,
+            body,
+        };
+        let prior = by_msg
+            .get(&(device, msg))
+            .copied()
+            .or_else(|| by_id.get(&(device, *id)).map(|t0| (*t0, *id)));
+        if let Some((t0, id0)) = prior {
+            let detail = if id0 == *id {
+                format!("displayed again on {device} at {t} ms (first displayed at {t0} ms)")
+            } else {
+                format!("displayed again on {device} at {t} ms as {id} (first displayed at {t0} ms as {id0})")
+            };
+            violations.push(
+                Violation::new(EXACTLY_ONCE, t, detail)
+                    .message(*id)
+                    .body(msg)
+                    .device(device)
+                    .conv(*conv),
+            );
+        }
+        by_msg.entry((device, msg)).or_insert((t, *id));
+        by_id.entry((device, *id)).or_insert(t);
+    }
+    Verdict::new(EXACTLY_ONCE, violations, checked)
+}
+
+/// Each device displays each conversation's messages in strictly increasing seq order, every
+/// observer (the sender's ack, every display) agrees on each message's seq, and no two logical
+/// messages share one (conversation, seq).
+pub fn conversation_order(h: &History) -> Verdict {
+    let ix = Index::build(h);
+    let mut last_shown: BTreeMap<(DeviceId, ConvId), (Seq, MsgId)> = BTreeMap::new();
+    let mut seq_of: BTreeMap<Logical<'_>, Claim> = BTreeMap::new();
+    let mut holder: BTreeMap<(ConvId, Seq), (Logical<'_>, Claim)> = BTreeMap::new();
+    // One report per distinct disagreement: a message shown on many devices with the same
+    // wrong seq is one bug, not one per retry.
+    let mut reported_seq: BTreeSet<(Logical<'_>, Seq)> = BTreeSet::new();
+    let mut reported_slot: BTreeSet<(ConvId, Seq, Logical<'_>)> = BTreeSet::new();
+    let mut violations = Vec::new();
+    let mut checked = 0;
+    for (t, device, obs) in observations(h) {
+        let (id, conv, seq, msg, acked) = match obs {
+            Observation::Acked { id, conv, seq } => (*id, *conv, *seq, ix.logical(*id), true),
+            Observation::Displayed {
+                id,
+                conv,
+                seq,
+                body,
+                ..
+            } => (
+                *id,
+                *conv,
+                *seq,
+                Logical::Text {
+                    sender: id.device,
+                    body,
+                },
+                false,
+            ),
+            _ => continue,
+        };
+        checked += 1;
+        let claim = Claim {
+            t,
+            device,
+            id,
+            seq,
+            acked,
+        };
+
+        if !acked {
+            if let Some((prev, prev_id)) = last_shown.insert((device, conv), (seq, id)) {
+                if seq <= prev {
+                    let detail =
+                        format!("displayed on {device} at {t} ms with seq {seq} after seq {prev} ({prev_id}) in {conv}");
+                    violations.push(
+                        Violation::new(CONVERSATION_ORDER, t, detail)
+                            .message(id)
+                            .body(msg)
+                            .device(device)
+                            .conv(conv),
+                    );
+                }
+            }
+        }
+
+        let first = *seq_of.entry(msg).or_insert(claim);
+        if first.seq != seq && reported_seq.insert((msg, seq)) {
+            let detail = format!(
+                "{} with seq {seq}, but {} with seq {}",
+                claim.describe(),
+                first.describe(),
+                first.seq
+            );
+            violations.push(
+                Violation::new(CONVERSATION_ORDER, t, detail)
+                    .message(id)
+                    .body(msg)
+                    .device(device)
+                    .conv(conv),
+            );
+        }
+
+        let (owner, owner_claim) = *holder.entry((conv, seq)).or_insert((msg, claim));
+        if owner != msg && reported_slot.insert((conv, seq, msg)) {
+            let detail = format!(
+                "{} with seq {seq} in {conv}, but that seq already belongs to {}{} ({})",
+                claim.describe(),
+                owner_claim.id,
+                owner.quoted(),
+                owner_claim.how()
+            );
+            violations.push(
+                Violation::new(CONVERSATION_ORDER, t, detail)
+                    .message(id)
+                    .body(msg)
+                    .device(device)
+                    .conv(conv),
+            );
+        }
+    }
+    Verdict::new(CONVERSATION_ORDER, violations, checked)
+}
+
+/// Once faults heal, the system makes progress: every acked message is displayed on every
+/// recipient within `bounds.liveness_ms` of max(heal time, ack time), and every sent message
+/// is acked within `bounds.liveness_ms` of max(heal time, send time). A deadline after the end
+/// of the run with nothing observed yet cannot be judged and is skipped; `checked` counts only
+/// the deadlines judged. Violations are dated at the missed deadline.
+pub fn liveness(h: &History, bounds: Bounds) -> Verdict {
+    let ix = Index::build(h);
+    let shown = FirstDisplays::build(h);
+    let healed = h.healed_at().unwrap_or(0);
+    let deadline = |t: Millis| healed.max(t).saturating_add(bounds.liveness_ms);
+    // Says which clock the deadline ran from, so a reader can tell "slow after heal" from
+    // "slow in calm weather".
+    let since = |t: Millis, what: &str| {
+        if healed > t {
+            format!("the heal at {healed} ms")
+        } else {
+            format!("the {what} at {t} ms")
+        }
+    };
+    let acks = first_acks(h, &ix);
+    let mut violations = Vec::new();
+    let mut checked = 0;
+
+    let first_ack_at: BTreeMap<Logical<'_>, Millis> = acks.iter().map(|a| (a.msg, a.t)).collect();
+    for (t, _, obs) in observations(h) {
+        let Observation::Sent { id, conv, body } = obs else {
+            continue;
+        };
+        let msg = Logical::Text {
+            sender: id.device,
+            body,
+        };
+        let due = deadline(t);
+        let detail = match first_ack_at.get(&msg) {
+            Some(&a) if a <= due => None,
+            Some(&a) => Some(format!(
+                "sent at {t} ms, acked at {a} ms: {} ms after its deadline of {due} ms ({} ms after {})",
+                a - due,
+                bounds.liveness_ms,
+                since(t, "send")
+            )),
+            None if due > h.end => continue,
+            None => Some(format!(
+                "sent at {t} ms, never acked by the end at {} ms: {} ms past its deadline of {due} ms ({} ms after {})",
+                h.end,
+                h.end - due,
+                bounds.liveness_ms,
+                since(t, "send")
+            )),
+        };
+        checked += 1;
+        if let Some(detail) = detail {
+            violations.push(
+                Violation::new(LIVENESS, due, detail)
+                    .message(*id)
+                    .body(msg)
+                    .device(id.device)
+                    .conv(*conv),
+            );
+        }
+    }
+
+    for ack in &acks {
+        let due = deadline(ack.t);
+        for r in h.recipients(ack.conv, ack.id.device) {
+            let detail = match shown.by_msg.get(&(r, ack.msg)) {
+                Some(&d) if d <= due => None,
+                Some(&d) => Some(format!(
+                    "acked at {} ms, displayed on {r} at {d} ms: {} ms after its deadline of {due} ms ({} ms after {})",
+                    ack.t,
+                    d - due,
+                    bounds.liveness_ms,
+                    since(ack.t, "ack")
+                )),
+                None if due > h.end => continue,
+                None => Some(format!(
+                    "acked at {} ms, never displayed on {r} by the end at {} ms: {} ms past its deadline of {due} ms ({} ms after {})",
+                    ack.t,
+                    h.end,
+                    h.end - due,
+                    bounds.liveness_ms,
+                    since(ack.t, "ack")
+                )),
+            };
+            checked += 1;
+            if let Some(detail) = detail {
+                violations.push(
+                    Violation::new(LIVENESS, due, detail)
+                        .message(ack.id)
+                        .body(ack.msg)
+                        .device(r)
+                        .conv(ack.conv),
+                );
+            }
+        }
+    }
+
+    // Deadlines grow with event time for both kinds, so a stable sort by deadline interleaves
+    // the two passes back into history order.
+    violations.sort_by_key(|v| v.at);
+    Verdict::new(LIVENESS, violations, checked)
+}
+
+impl Violation {
+    fn new(invariant: &'static str, at: Millis, detail: String) -> Violation {
+        Violation {
+            invariant,
+            message: None,
+            body: None,
+            device: None,
+            conv: None,
+            at: Some(at),
+            detail,
+        }
+    }
+
+    fn message(mut self, id: MsgId) -> Violation {
+        self.message = Some(id.to_string());
+        self
+    }
+
+    fn body(mut self, msg: Logical<'_>) -> Violation {
+        self.body = msg.text();
+        self
+    }
+
+    fn device(mut self, device: DeviceId) -> Violation {
+        self.device = Some(device.to_string());
+        self
+    }
+
+    fn conv(mut self, conv: ConvId) -> Violation {
+        self.conv = Some(conv.to_string());
+        self
+    }
+}
+
+impl Verdict {
+    fn new(name: &'static str, violations: Vec<Violation>, checked: usize) -> Verdict {
+        Verdict {
+            name,
+            holds: violations.is_empty(),
+            violations,
+            checked,
+        }
+    }
+}
+
+/// A logical message: who composed it and what it says. `Unknown` covers an ack whose id was
+/// never seen sent or displayed, so its text cannot be recovered; such a message can only be
+/// matched by id, and since no display carries that id it never collides with a `Text` key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Logical<'a> {
+    Text { sender: DeviceId, body: &'a [u8] },
+    Unknown(MsgId),
+}
+
+impl Logical<'_> {
+    fn text(self) -> Option<String> {
+        match self {
+            Logical::Text { body, .. } => Some(String::from_utf8_lossy(body).into_owned()),
+            Logical::Unknown(_) => None,
+        }
+    }
+
+    /// ` "text"` for detail sentences, or nothing when the text is unknown.
+    fn quoted(self) -> String {
+        self.text().map(|b| format!(" {b:?}")).unwrap_or_default()
+    }
+}
+
+/// What the history says each [`MsgId`]'s text is, so an ack (which carries no body) can be
+/// tied to its logical message.
+struct Index<'a> {
+    bodies: BTreeMap<MsgId, &'a [u8]>,
+}
+
+impl<'a> Index<'a> {
+    fn build(h: &'a History) -> Index<'a> {
+        let mut bodies = BTreeMap::new();
+        let mut displayed = BTreeMap::new();
+        for (_, _, obs) in observations(h) {
+            match obs {
+                Observation::Sent { id, body, .. } => {
+                    bodies.entry(*id).or_insert(body.as_slice());
+                }
+                Observation::Displayed { id, body, .. } => {
+                    displayed.entry(*id).or_insert(body.as_slice());
+                }
+                _ => {}
+            }
+        }
+        // The sender's own Sent is authoritative; a display only names the text of an id the
+        // sender never recorded sending (a system-invented resend).
+        for (id, body) in displayed {
+            bodies.entry(id).or_insert(body);
+        }
+        Index { bodies }
+    }
+
+    fn logical(&self, id: MsgId) -> Logical<'a> {
+        match self.bodies.get(&id) {
+            Some(body) => Logical::Text {
+                sender: id.device,
+                body,
+            },
+            None => Logical::Unknown(id),
+        }
+    }
+}
+
+/// The first time each device displayed each logical message, and each id.
+struct FirstDisplays<'a> {
+    by_msg: BTreeMap<(DeviceId, Logical<'a>), Millis>,
+    by_id: BTreeMap<(DeviceId, MsgId), Millis>,
+}
+
+impl<'a> FirstDisplays<'a> {
+    // Every recorded display counts: the history stops at the end of the run.
+    fn build(h: &'a History) -> FirstDisplays<'a> {
+        let mut by_msg = BTreeMap::new();
+        let mut by_id = BTreeMap::new();
+        for (t, device, obs) in observations(h) {
+            if let Observation::Displayed { id, body, .. } = obs {
+                by_msg
+                    .entry((
+                        device,
+                        Logical::Text {
+                            sender: id.device,
+                            body,
+                        },
+                    ))
+                    .or_insert(t);
+                by_id.entry((device, *id)).or_insert(t);
+            }
+        }
+        FirstDisplays { by_msg, by_id }
+    }
+}
+
+/// The first ✓ a logical message got.
+struct Ack<'a> {
+    t: Millis,
+    id: MsgId,
+    conv: ConvId,
+    seq: Seq,
+    msg: Logical<'a>,
+}
+
+/// The first ack of each logical message, in history order. Later acks (retries, or a resend
+/// under a new id) promise nothing new, so judging them again would only repeat violations.
+fn first_acks<'a>(h: &'a History, ix: &Index<'a>) -> Vec<Ack<'a>> {
+    let mut seen = BTreeSet::new();
+    let mut acks = Vec::new();
+    for (t, _, obs) in observations(h) {
+        if let Observation::Acked { id, conv, seq } = obs {
+            let msg = ix.logical(*id);
+            if seen.insert(msg) {
+                acks.push(Ack {
+                    t,
+                    id: *id,
+                    conv: *conv,
+                    seq: *seq,
+                    msg,
+                });
+            }
+        }
+    }
+    acks
+}
+
+/// Who first claimed a seq for a message (or a message for a seq), for detail sentences.
+#[derive(Clone, Copy)]
+struct Claim {
+    t: Millis,
+    device: DeviceId,
+    id: MsgId,
+    seq: Seq,
+    acked: bool,
+}
+
+impl Claim {
+    /// "u0.d0#1 acked to u0.d0 at 20 ms"
+    fn describe(&self) -> String {
+        format!("{} {}", self.id, self.how())
+    }
+
+    /// "acked to u0.d0 at 20 ms"
+    fn how(&self) -> String {
+        let how = if self.acked {
+            "acked to"
+        } else {
+            "displayed on"
+        };
+        format!("{how} {} at {} ms", self.device, self.t)
+    }
+}
+
+/// Every device observation with its time, in history order.
+fn observations(h: &History) -> impl Iterator<Item = (Millis, DeviceId, &Observation)> {
+    h.records.iter().filter_map(|r| match &r.event {
+        Event::Device { device, obs } => Some((r.t, *device, obs)),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Fault;
+    use chatsim_system::proto::{Host, Path, UserId};
+
+    const BOUNDS: Bounds = Bounds { liveness_ms: 100 };
+
+    fn dev(u: u32) -> DeviceId {
+        DeviceId::primary(UserId(u))
+    }
+
+    fn conv(a: u32, b: u32) -> ConvId {
+        ConvId::direct(UserId(a), UserId(b))
+    }
+
+    fn mid(u: u32, n: u32) -> MsgId {
+        MsgId { device: dev(u), n }
+    }
+
+    fn history(end: Millis) -> History {
+        let mut h = History::new(3);
+        h.end = end;
+        h
+    }
+
+    /// User `from` presses send on message `n` to user `to`.
+    fn sent(h: &mut History, t: Millis, from: u32, n: u32, to: u32, body: &str) {
+        h.observe(
+            t,
+            dev(from),
+            Observation::Sent {
+                id: mid(from, n),
+                conv: conv(from, to),
+                body: body.into(),
+            },
+        );
+    }
+
+    /// User `from`'s message `n` to `to` gets its ✓ with `seq`.
+    fn acked(h: &mut History, t: Millis, from: u32, n: u32, to: u32, seq: Seq) {
+        h.observe(
+            t,
+            dev(from),
+            Observation::Acked {
+                id: mid(from, n),
+                conv: conv(from, to),
+                seq,
+            },
+        );
+    }
+
+    /// User `on` displays user `from`'s message `n`.
+    fn shown(h: &mut History, t: Millis, on: u32, from: u32, n: u32, seq: Seq, body: &str) {
+        let obs = Observation::Displayed {
+            id: mid(from, n),
+            conv: conv(from, on),
+            seq,
+            path: Path::Live,
+            body: body.into(),
+            sent_at: 0,
+        };
+        h.observe(t, dev(on), obs);
+    }
+
+    /// A full, well-behaved exchange: sent, acked, displayed, in both directions.
+    fn send_and_deliver(
+        h: &mut History,
+        t: Millis,
+        from: u32,
+        n: u32,
+        to: u32,
+        seq: Seq,
+        body: &str,
+    ) {
+        sent(h, t, from, n, to, body);
+        acked(h, t + 10, from, n, to, seq);
+        shown(h, t + 20, to, from, n, seq, body);
+    }
+
+    fn clean() -> History {
+        let mut h = history(1000);
+        h.push(0, Event::Fault(Fault::Kill(Host::Shard(0))));
+        h.push(5, Event::Fault(Fault::Restart(Host::Shard(0))));
+        h.push(5, Event::Healed);
+        send_and_deliver(&mut h, 10, 0, 1, 1, 1, "hi");
+        send_and_deliver(&mut h, 40, 1, 1, 0, 2, "yo");
+        send_and_deliver(&mut h, 70, 2, 1, 0, 1, "hey");
+        send_and_deliver(&mut h, 100, 0, 2, 1, 3, "again");
+        h
+    }
+
+    fn only(v: &Verdict) -> &Violation {
+        assert_eq!(
+            v.violations.len(),
+            1,
+            "expected one violation, got {:#?}",
+            v.violations
+        );
+        &v.violations[0]
+    }
+
+    // A well-behaved run passes every invariant, reported in INVARIANTS order, and each
+    // checker actually examined something (not a vacuous pass).
+    #[test]
+    fn clean_history_passes_all_four() {
+        let verdicts = check_all(&clean(), BOUNDS);
+        assert_eq!(
+            verdicts.iter().map(|v| v.name).collect::<Vec<_>>(),
+            INVARIANTS
+        );
+        for v in &verdicts {
+            assert!(v.holds, "{} failed: {:#?}", v.name, v.violations);
+            assert!(v.checked > 0, "{} checked nothing", v.name);
+        }
+    }
+
+    // An acked message that never reaches its recipient is reported by no_loss, naming the
+    // message, its text, the recipient and the ack time.
+    #[test]
+    fn no_loss_catches_acked_message_never_displayed() {
+        let mut h = clean();
+        sent(&mut h, 200, 0, 3, 2, "lost");
+        acked(&mut h, 210, 0, 3, 2, 1);
+        let v = no_loss(&h);
+        assert!(!v.holds);
+        let x = only(&v);
+        assert_eq!(x.message.as_deref(), Some("u0.d0#3"));
+        assert_eq!(x.body.as_deref(), Some("lost"));
+        assert_eq!(x.device.as_deref(), Some("u2.d0"));
+        assert_eq!(x.conv, Some(conv(0, 2).to_string()));
+        assert_eq!(x.at, Some(210));
+        assert!(
+            x.detail.contains("never displayed on u2.d0"),
+            "{}",
+            x.detail
+        );
+    }
+
+    // A message sent but never acked promises nothing, so no_loss does not flag it.
+    #[test]
+    fn no_loss_ignores_unacked_send() {
+        let mut h = clean();
+        sent(&mut h, 200, 0, 3, 2, "pending");
+        assert!(no_loss(&h).holds);
+    }
+
+    // The same id displayed twice on one device is one extra display, dated at the repeat.
+    #[test]
+    fn exactly_once_catches_same_id_displayed_twice() {
+        let mut h = clean();
+        shown(&mut h, 300, 1, 0, 1, 1, "hi");
+        let v = exactly_once(&h);
+        let x = only(&v);
+        assert_eq!(x.message.as_deref(), Some("u0.d0#1"));
+        assert_eq!(x.device.as_deref(), Some("u1.d0"));
+        assert_eq!(x.at, Some(300));
+    }
+
+    // A resend of the same text under a new id is still the same message to the user.
+    #[test]
+    fn exactly_once_catches_same_text_resent_under_new_id() {
+        let mut h = clean();
+        shown(&mut h, 300, 1, 0, 9, 4, "hi");
+        let v = exactly_once(&h);
+        let x = only(&v);
+        assert_eq!(x.message.as_deref(), Some("u0.d0#9"));
+        assert_eq!(x.body.as_deref(), Some("hi"));
+        assert_eq!(x.device.as_deref(), Some("u1.d0"));
+        assert_eq!(x.at, Some(300));
+        assert!(x.detail.contains("as u0.d0#1"), "{}", x.detail);
+    }
+
+    // Two devices displaying the same text from different senders are different messages.
+    #[test]
+    fn exactly_once_allows_same_text_from_different_senders() {
+        let mut h = history(1000);
+        send_and_deliver(&mut h, 10, 1, 1, 0, 1, "same");
+        send_and_deliver(&mut h, 40, 2, 1, 0, 1, "same");
+        assert!(exactly_once(&h).holds);
+    }
+
+    // A device showing seq 2 before seq 1 in one conversation breaks display order; the
+    // violation names the late message and both seqs.
+    #[test]
+    fn conversation_order_catches_out_of_order_display() {
+        let mut h = history(1000);
+        sent(&mut h, 10, 0, 1, 1, "first");
+        sent(&mut h, 11, 0, 2, 1, "second");
+        acked(&mut h, 20, 0, 1, 1, 1);
+        acked(&mut h, 21, 0, 2, 1, 2);
+        shown(&mut h, 30, 1, 0, 2, 2, "second");
+        shown(&mut h, 31, 1, 0, 1, 1, "first");
+        let v = conversation_order(&h);
+        let x = only(&v);
+        assert_eq!(x.message.as_deref(), Some("u0.d0#1"));
+        assert_eq!(x.device.as_deref(), Some("u1.d0"));
+        assert_eq!(x.at, Some(31));
+        assert!(x.detail.contains("seq 1 after seq 2"), "{}", x.detail);
+    }
+
+    // Seqs in different conversations are independent: interleaving them is not disorder.
+    #[test]
+    fn conversation_order_is_per_conversation() {
+        let mut h = history(1000);
+        send_and_deliver(&mut h, 10, 1, 1, 0, 5, "a");
+        send_and_deliver(&mut h, 40, 2, 1, 0, 1, "b");
+        assert!(conversation_order(&h).holds);
+    }
+
+    // The sender acked with seq 1 but the recipient shows seq 2: observers disagree.
+    #[test]
+    fn conversation_order_catches_seq_disagreement() {
+        let mut h = history(1000);
+        sent(&mut h, 10, 0, 1, 1, "hi");
+        acked(&mut h, 20, 0, 1, 1, 1);
+        shown(&mut h, 30, 1, 0, 1, 2, "hi");
+        let v = conversation_order(&h);
+        let x = only(&v);
+        assert_eq!(x.message.as_deref(), Some("u0.d0#1"));
+        assert_eq!(x.device.as_deref(), Some("u1.d0"));
+        assert_eq!(x.at, Some(30));
+        assert!(
+            x.detail.contains("with seq 2") && x.detail.contains("with seq 1"),
+            "{}",
+            x.detail
+        );
+    }
+
+    // Two different messages acked with the same seq in one conversation collide.
+    #[test]
+    fn conversation_order_catches_two_messages_sharing_a_seq() {
+        let mut h = history(1000);
+        sent(&mut h, 10, 0, 1, 1, "a");
+        acked(&mut h, 20, 0, 1, 1, 1);
+        sent(&mut h, 30, 1, 1, 0, "b");
+        acked(&mut h, 40, 1, 1, 0, 1);
+        let v = conversation_order(&h);
+        let x = only(&v);
+        assert_eq!(x.message.as_deref(), Some("u1.d0#1"));
+        assert_eq!(x.at, Some(40));
+        assert!(x.detail.contains("u0.d0#1 \"a\""), "{}", x.detail);
+    }
+
+    // Liveness is measured from the heal: a message acked during a fault may wait until
+    // heal + bound, and one displayed after that is late by the difference.
+    #[test]
+    fn liveness_catches_late_display_after_heal() {
+        let mut h = history(1000);
+        h.push(50, Event::Fault(Fault::Clog(Host::Gateway(0))));
+        sent(&mut h, 90, 0, 1, 1, "on time");
+        sent(&mut h, 91, 0, 2, 1, "late");
+        acked(&mut h, 100, 0, 1, 1, 1);
+        acked(&mut h, 101, 0, 2, 1, 2);
+        h.push(500, Event::Fault(Fault::Unclog(Host::Gateway(0))));
+        h.push(500, Event::Healed);
+        shown(&mut h, 590, 1, 0, 1, 1, "on time");
+        shown(&mut h, 700, 1, 0, 2, 2, "late");
+        let v = liveness(&h, BOUNDS);
+        let x = only(&v);
+        assert_eq!(x.message.as_deref(), Some("u0.d0#2"));
+        assert_eq!(x.device.as_deref(), Some("u1.d0"));
+        assert_eq!(x.at, Some(600));
+        assert!(
+            x.detail.contains("100 ms after its deadline of 600 ms"),
+            "{}",
+            x.detail
+        );
+        assert!(x.detail.contains("the heal at 500 ms"), "{}", x.detail);
+    }
+
+    // A send that is never acked, with its deadline inside the run, is a liveness violation.
+    #[test]
+    fn liveness_catches_unacked_send() {
+        let mut h = clean();
+        sent(&mut h, 300, 2, 2, 1, "stuck");
+        let v = liveness(&h, BOUNDS);
+        let x = only(&v);
+        assert_eq!(x.message.as_deref(), Some("u2.d0#2"));
+        assert_eq!(x.device.as_deref(), Some("u2.d0"));
+        assert_eq!(x.at, Some(400));
+        assert!(x.detail.contains("never acked"), "{}", x.detail);
+    }
+
+    // When the run ends before a deadline, a missing ack or display cannot be judged yet.
+    #[test]
+    fn liveness_skips_deadlines_after_end() {
+        let mut h = clean();
+        sent(&mut h, 950, 0, 3, 2, "unacked");
+        sent(&mut h, 960, 1, 2, 2, "undisplayed");
+        acked(&mut h, 970, 1, 2, 2, 1);
+        let v = liveness(&h, BOUNDS);
+        assert!(v.holds, "{:#?}", v.violations);
+        assert_eq!(
+            v.checked,
+            liveness(&clean(), BOUNDS).checked + 1,
+            "only the in-time ack is judged"
+        );
+    }
+}
