@@ -3,18 +3,19 @@
 //! retries until sent ✓, always with the same id; drops duplicates by id; shows each
 //! conversation in sequence-number order, holding messages back after a gap and fetching the
 //! gap from the server; acks every message it receives (even duplicates, so the server can
-//! delete the inbox entry); and drains its inbox after every (re)connect.
+//! delete the inbox entry); and drains its inbox after every (re)connect and periodically
+//! while connected (the backstop for a push that was lost).
 //!
 //! Randomness (gateway choice, jitter) comes only from the seeded generator it is given.
 //!
 //! Inputs: `Connected`, `ConnectFailed`, `Down`, `Disconnected`, `Action`, `Timeout`.
 //! Outputs: `Connect`, `Up`, `Disconnect`, `Observe`. Timers: reconnect, heartbeat, handshake,
-//! per-message retry, per-conversation gap repair, drain retry.
+//! per-message retry, per-conversation gap repair, drain retry, periodic inbox sync.
 
 use crate::limits::{
     DRAIN_RETRY_MS, GAP_FETCH_SEQS_MAX, GAP_REPAIR_DELAY_MS, GAP_RETRY_MS, HANDSHAKE_TIMEOUT_MS,
-    HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, OUTBOX_IN_FLIGHT_MAX, OUTBOX_RETRY_MS_MAX,
-    OUTBOX_RETRY_MS_MIN, RECONNECT_BACKOFF_MS_MAX, RECONNECT_BACKOFF_MS_MIN,
+    HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, INBOX_SYNC_MS, OUTBOX_IN_FLIGHT_MAX,
+    OUTBOX_RETRY_MS_MAX, OUTBOX_RETRY_MS_MIN, RECONNECT_BACKOFF_MS_MAX, RECONNECT_BACKOFF_MS_MIN,
 };
 use crate::proto::{ConvId, DeviceId, Down, InboxCursor, Message, Millis, MsgId, Path, Seq, Up};
 use crate::routing::device_token;
@@ -59,7 +60,11 @@ struct ConvView {
 
 impl Default for ConvView {
     fn default() -> Self {
-        ConvView { next_seq: 1, held: BTreeMap::new(), seen: BTreeSet::new() }
+        ConvView {
+            next_seq: 1,
+            held: BTreeMap::new(),
+            seen: BTreeSet::new(),
+        }
     }
 }
 
@@ -71,6 +76,7 @@ enum Timer {
     Retry(MsgId),
     Gap(ConvId),
     Drain,
+    Sync,
 }
 
 /// A device.
@@ -145,13 +151,23 @@ impl Device {
 
     fn schedule_reconnect(&mut self, now: Millis) {
         if self.online {
-            let d = self.backoff(RECONNECT_BACKOFF_MS_MIN, RECONNECT_BACKOFF_MS_MAX, self.reconnect_failures);
+            let d = self.backoff(
+                RECONNECT_BACKOFF_MS_MIN,
+                RECONNECT_BACKOFF_MS_MAX,
+                self.reconnect_failures,
+            );
             self.reconnect_failures = self.reconnect_failures.saturating_add(1);
             self.timers.set(Timer::Reconnect, now + d);
         }
     }
 
-    fn link_lost(&mut self, now: Millis, reason: DisconnectReason, close: bool, out: &mut Vec<Effect>) {
+    fn link_lost(
+        &mut self,
+        now: Millis,
+        reason: DisconnectReason,
+        close: bool,
+        out: &mut Vec<Effect>,
+    ) {
         if self.link == Link::Down {
             return;
         }
@@ -160,7 +176,12 @@ impl Device {
         }
         self.link = Link::Down;
         self.drain = None;
-        for t in [Timer::Heartbeat, Timer::Handshake, Timer::Drain] {
+        for t in [
+            Timer::Heartbeat,
+            Timer::Handshake,
+            Timer::Drain,
+            Timer::Sync,
+        ] {
             self.timers.cancel(&t);
         }
         Self::observe(out, Observation::Disconnected { reason });
@@ -170,7 +191,9 @@ impl Device {
     fn connect(&mut self, out: &mut Vec<Effect>) {
         self.gateway = self.rng.gen_range(0..self.topo.gateways.max(1));
         self.link = Link::Connecting;
-        out.push(Effect::Connect { gateway: self.gateway });
+        out.push(Effect::Connect {
+            gateway: self.gateway,
+        });
     }
 
     fn in_flight(&self) -> usize {
@@ -183,10 +206,17 @@ impl Device {
             None => return,
         };
         let delay = self.backoff(OUTBOX_RETRY_MS_MIN, OUTBOX_RETRY_MS_MAX, attempts);
-        let Some(o) = self.outbox.get_mut(&id) else { return };
+        let Some(o) = self.outbox.get_mut(&id) else {
+            return;
+        };
         o.transmitted = true;
         o.attempts = o.attempts.saturating_add(1);
-        out.push(Effect::Up(Up::Send { conv: o.conv, id, body: o.body.clone(), sent_at: o.sent_at }));
+        out.push(Effect::Up(Up::Send {
+            conv: o.conv,
+            id,
+            body: o.body.clone(),
+            sent_at: o.sent_at,
+        }));
         self.timers.set(Timer::Retry(id), now + delay);
     }
 
@@ -196,7 +226,13 @@ impl Device {
             return;
         }
         let room = OUTBOX_IN_FLIGHT_MAX.saturating_sub(self.in_flight());
-        let next: Vec<MsgId> = self.outbox.iter().filter(|(_, o)| !o.transmitted).map(|(id, _)| *id).take(room).collect();
+        let next: Vec<MsgId> = self
+            .outbox
+            .iter()
+            .filter(|(_, o)| !o.transmitted)
+            .map(|(id, _)| *id)
+            .take(room)
+            .collect();
         for id in next {
             self.transmit(now, id, out);
         }
@@ -215,7 +251,13 @@ impl Device {
         self.link = Link::Ready;
         self.reconnect_failures = 0;
         self.timers.cancel(&Timer::Handshake);
-        Self::observe(out, Observation::Connected { gateway: self.gateway, epoch });
+        Self::observe(
+            out,
+            Observation::Connected {
+                gateway: self.gateway,
+                epoch,
+            },
+        );
         self.start_drain(now, None, out);
         // Everything unacknowledged goes again on the new connection, same ids.
         for o in self.outbox.values_mut() {
@@ -233,7 +275,14 @@ impl Device {
         self.fill_window(now, out);
     }
 
-    fn fill_slot(&mut self, now: Millis, conv: ConvId, seq: Seq, slot: Slot, out: &mut Vec<Effect>) {
+    fn fill_slot(
+        &mut self,
+        now: Millis,
+        conv: ConvId,
+        seq: Seq,
+        slot: Slot,
+        out: &mut Vec<Effect>,
+    ) {
         let view = self.convs.entry(conv).or_default();
         if seq >= view.next_seq {
             view.held.entry(seq).or_insert(slot);
@@ -251,7 +300,14 @@ impl Device {
             let (seq, slot) = entry.remove_entry();
             view.next_seq = seq + 1;
             if let Slot::Theirs(msg, path) = slot {
-                let o = Observation::Displayed { id: msg.id, conv, seq, path, body: msg.body, sent_at: msg.sent_at };
+                let o = Observation::Displayed {
+                    id: msg.id,
+                    conv,
+                    seq,
+                    path,
+                    body: msg.body,
+                    sent_at: msg.sent_at,
+                };
                 out.push(Effect::Observe(o));
             }
         }
@@ -277,7 +333,15 @@ impl Device {
         }
         let view = self.convs.entry(conv).or_default();
         if !view.seen.insert(id) || seq < view.next_seq || view.held.contains_key(&seq) {
-            Self::observe(out, Observation::DuplicateDropped { id, conv, seq, path });
+            Self::observe(
+                out,
+                Observation::DuplicateDropped {
+                    id,
+                    conv,
+                    seq,
+                    path,
+                },
+            );
             return;
         }
         view.held.insert(seq, Slot::Theirs(msg, path));
@@ -301,6 +365,7 @@ impl Device {
                     } else {
                         self.drain = None;
                         self.timers.cancel(&Timer::Drain);
+                        self.timers.set(Timer::Sync, now + INBOX_SYNC_MS);
                         Self::observe(out, Observation::DrainComplete);
                     }
                 }
@@ -317,11 +382,30 @@ impl Device {
     fn on_action(&mut self, now: Millis, action: Action, out: &mut Vec<Effect>) {
         match action {
             Action::SendDirect { to, body } => {
-                let id = MsgId { device: self.id, n: self.next_n };
+                let id = MsgId {
+                    device: self.id,
+                    n: self.next_n,
+                };
                 self.next_n += 1;
                 let conv = ConvId::direct(self.id.user, to);
-                Self::observe(out, Observation::Sent { id, conv, body: body.clone() });
-                self.outbox.insert(id, Outgoing { conv, body, sent_at: now, attempts: 0, transmitted: false });
+                Self::observe(
+                    out,
+                    Observation::Sent {
+                        id,
+                        conv,
+                        body: body.clone(),
+                    },
+                );
+                self.outbox.insert(
+                    id,
+                    Outgoing {
+                        conv,
+                        body,
+                        sent_at: now,
+                        attempts: 0,
+                        transmitted: false,
+                    },
+                );
                 self.fill_window(now, out);
             }
             Action::GoOffline => {
@@ -357,7 +441,8 @@ impl Device {
                     self.link_lost(now, DisconnectReason::HeartbeatTimeout, true, out);
                 } else {
                     out.push(Effect::Up(Up::Ping));
-                    self.timers.set(Timer::Heartbeat, now + HEARTBEAT_INTERVAL_MS);
+                    self.timers
+                        .set(Timer::Heartbeat, now + HEARTBEAT_INTERVAL_MS);
                 }
             }
             Timer::Handshake => {
@@ -371,8 +456,12 @@ impl Device {
                 }
             }
             Timer::Gap(conv) => {
-                let Some(view) = self.convs.get(&conv) else { return };
-                let Some((&first, _)) = view.held.first_key_value() else { return };
+                let Some(view) = self.convs.get(&conv) else {
+                    return;
+                };
+                let Some((&first, _)) = view.held.first_key_value() else {
+                    return;
+                };
                 if self.link == Link::Ready {
                     let from = view.next_seq;
                     let to = (first - 1).min(from + GAP_FETCH_SEQS_MAX - 1);
@@ -386,6 +475,11 @@ impl Device {
                     self.start_drain(now, after, out);
                 }
             }
+            Timer::Sync => {
+                if self.link == Link::Ready && self.drain.is_none() {
+                    self.start_drain(now, None, out);
+                }
+            }
         }
     }
 }
@@ -393,22 +487,24 @@ impl Device {
 impl Machine for Device {
     fn handle(&mut self, now: Millis, input: Input, out: &mut Vec<Effect>) {
         match input {
-            Input::Connected => {
-                if self.link == Link::Connecting {
-                    self.epoch += 1;
-                    self.link = Link::Handshaking;
-                    self.last_heard = now;
-                    let hello = Up::Hello { device: self.id, token: device_token(self.id), epoch: self.epoch };
-                    out.push(Effect::Up(hello));
-                    self.timers.set(Timer::Handshake, now + HANDSHAKE_TIMEOUT_MS);
-                    self.timers.set(Timer::Heartbeat, now + HEARTBEAT_INTERVAL_MS);
-                }
+            Input::Connected if self.link == Link::Connecting => {
+                self.epoch += 1;
+                self.link = Link::Handshaking;
+                self.last_heard = now;
+                let hello = Up::Hello {
+                    device: self.id,
+                    token: device_token(self.id),
+                    epoch: self.epoch,
+                };
+                out.push(Effect::Up(hello));
+                self.timers
+                    .set(Timer::Handshake, now + HANDSHAKE_TIMEOUT_MS);
+                self.timers
+                    .set(Timer::Heartbeat, now + HEARTBEAT_INTERVAL_MS);
             }
-            Input::ConnectFailed => {
-                if self.link == Link::Connecting {
-                    self.link = Link::Down;
-                    self.schedule_reconnect(now);
-                }
+            Input::ConnectFailed if self.link == Link::Connecting => {
+                self.link = Link::Down;
+                self.schedule_reconnect(now);
             }
             Input::Disconnected => self.link_lost(now, DisconnectReason::Closed, false, out),
             Input::Down(frame) => self.on_down(now, frame, out),

@@ -10,7 +10,9 @@
 //! Inputs: `Accepted`, `FromConn`, `ConnClosed`, `Rpc` (`Registered`, `ToDevice`), `Timeout`.
 //! Outputs: `Down`, `CloseConn`, `Rpc`. Timers: heartbeat scan, register retry, refresh.
 
-use crate::limits::{HEARTBEAT_CHECK_MS, HEARTBEAT_TIMEOUT_MS, REGISTER_RETRY_MS, SESSION_REFRESH_MS};
+use crate::limits::{
+    HEARTBEAT_CHECK_MS, HEARTBEAT_TIMEOUT_MS, REGISTER_RETRY_MS, SESSION_REFRESH_MS,
+};
 use crate::proto::{ConnId, DeviceId, Down, Host, Millis, Refusal, Rpc, Up};
 use crate::routing::{device_token, shard_for_conv, shard_for_user};
 use crate::timers::Timers;
@@ -71,11 +73,16 @@ impl Gateway {
 
     /// Devices with a ready connection here.
     pub fn ready_devices(&self) -> usize {
-        self.conns.values().filter(|c| c.state == ConnState::Ready).count()
+        self.conns
+            .values()
+            .filter(|c| c.state == ConnState::Ready)
+            .count()
     }
 
     fn drop_conn(&mut self, conn: ConnId, close: bool, out: &mut Vec<Effect>) {
-        let Some(c) = self.conns.remove(&conn) else { return };
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
         self.timers.cancel(&Timer::Register(conn));
         if close {
             out.push(Effect::CloseConn { conn });
@@ -84,21 +91,39 @@ impl Gateway {
             if self.by_device.get(&device) == Some(&conn) {
                 self.by_device.remove(&device);
             }
-            let rpc = Rpc::Unregister { device, epoch: c.epoch };
-            out.push(Effect::Rpc { to: Host::Session, rpc });
+            let rpc = Rpc::Unregister {
+                device,
+                epoch: c.epoch,
+            };
+            out.push(Effect::Rpc {
+                to: Host::Session,
+                rpc,
+            });
         }
     }
 
     fn refuse(conn: ConnId, reason: Refusal, out: &mut Vec<Effect>) {
-        out.push(Effect::Down { conn, frame: Down::Refused { reason, id: None } });
+        out.push(Effect::Down {
+            conn,
+            frame: Down::Refused { reason, id: None },
+        });
     }
 
     fn on_frame(&mut self, now: Millis, conn: ConnId, up: Up, out: &mut Vec<Effect>) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         c.last_heard = now;
         match up {
-            Up::Ping => out.push(Effect::Down { conn, frame: Down::Pong }),
-            Up::Hello { device, token, epoch } => {
+            Up::Ping => out.push(Effect::Down {
+                conn,
+                frame: Down::Pong,
+            }),
+            Up::Hello {
+                device,
+                token,
+                epoch,
+            } => {
                 if c.state != ConnState::Unbound {
                     return;
                 }
@@ -112,17 +137,19 @@ impl Gateway {
                 c.state = ConnState::Registering;
                 // One connection per device here: a newer one replaces the older.
                 if let Some(old) = self.by_device.insert(device, conn) {
-                    if old != conn {
-                        if let Some(o) = self.conns.remove(&old) {
-                            self.timers.cancel(&Timer::Register(old));
-                            out.push(Effect::CloseConn { conn: old });
-                            drop(o);
-                        }
+                    if old != conn && self.conns.remove(&old).is_some() {
+                        self.timers.cancel(&Timer::Register(old));
+                        out.push(Effect::CloseConn { conn: old });
                     }
                 }
-                out.push(Effect::Rpc { to: Host::Session, rpc: Rpc::Register { device, epoch } });
-                self.timers.set(Timer::Register(conn), now + REGISTER_RETRY_MS);
-                self.timers.set_min(Timer::Refresh, now + SESSION_REFRESH_MS);
+                out.push(Effect::Rpc {
+                    to: Host::Session,
+                    rpc: Rpc::Register { device, epoch },
+                });
+                self.timers
+                    .set(Timer::Register(conn), now + REGISTER_RETRY_MS);
+                self.timers
+                    .set_min(Timer::Refresh, now + SESSION_REFRESH_MS);
             }
             up => {
                 let (Some(device), ConnState::Ready) = (c.device, c.state) else {
@@ -130,17 +157,33 @@ impl Gateway {
                     return;
                 };
                 let shard = match &up {
-                    Up::Send { conv, .. } | Up::Fetch { conv, .. } => shard_for_conv(*conv, self.topo.shards),
+                    Up::Send { conv, .. } | Up::Fetch { conv, .. } => {
+                        shard_for_conv(*conv, self.topo.shards)
+                    }
                     _ => shard_for_user(device.user, self.topo.shards),
                 };
-                out.push(Effect::Rpc { to: Host::Shard(shard), rpc: Rpc::FromDevice { device, up } });
+                out.push(Effect::Rpc {
+                    to: Host::Shard(shard),
+                    rpc: Rpc::FromDevice { device, up },
+                });
             }
         }
     }
 
-    fn on_registered(&mut self, device: DeviceId, epoch: u64, current: bool, was_present: bool, out: &mut Vec<Effect>) {
-        let Some(&conn) = self.by_device.get(&device) else { return };
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+    fn on_registered(
+        &mut self,
+        device: DeviceId,
+        epoch: u64,
+        current: bool,
+        was_present: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(&conn) = self.by_device.get(&device) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         if c.epoch != epoch {
             return;
         }
@@ -153,10 +196,16 @@ impl Gateway {
             ConnState::Registering => {
                 c.state = ConnState::Ready;
                 self.timers.cancel(&Timer::Register(conn));
-                out.push(Effect::Down { conn, frame: Down::Welcome { epoch } });
+                out.push(Effect::Down {
+                    conn,
+                    frame: Down::Welcome { epoch },
+                });
             }
             ConnState::Ready if !was_present => {
-                out.push(Effect::Down { conn, frame: Down::DrainHint });
+                out.push(Effect::Down {
+                    conn,
+                    frame: Down::DrainHint,
+                });
             }
             _ => {}
         }
@@ -175,23 +224,37 @@ impl Gateway {
                     self.drop_conn(conn, true, out);
                 }
                 if !self.conns.is_empty() {
-                    self.timers.set(Timer::HeartbeatScan, now + HEARTBEAT_CHECK_MS);
+                    self.timers
+                        .set(Timer::HeartbeatScan, now + HEARTBEAT_CHECK_MS);
                 }
             }
             Timer::Register(conn) => {
                 if let Some(c) = self.conns.get(&conn) {
                     if let (ConnState::Registering, Some(device)) = (c.state, c.device) {
-                        let rpc = Rpc::Register { device, epoch: c.epoch };
-                        out.push(Effect::Rpc { to: Host::Session, rpc });
-                        self.timers.set(Timer::Register(conn), now + REGISTER_RETRY_MS);
+                        let rpc = Rpc::Register {
+                            device,
+                            epoch: c.epoch,
+                        };
+                        out.push(Effect::Rpc {
+                            to: Host::Session,
+                            rpc,
+                        });
+                        self.timers
+                            .set(Timer::Register(conn), now + REGISTER_RETRY_MS);
                     }
                 }
             }
             Timer::Refresh => {
                 for c in self.conns.values().filter(|c| c.state == ConnState::Ready) {
                     if let Some(device) = c.device {
-                        let rpc = Rpc::Register { device, epoch: c.epoch };
-                        out.push(Effect::Rpc { to: Host::Session, rpc });
+                        let rpc = Rpc::Register {
+                            device,
+                            epoch: c.epoch,
+                        };
+                        out.push(Effect::Rpc {
+                            to: Host::Session,
+                            rpc,
+                        });
                     }
                 }
                 if !self.conns.is_empty() {
@@ -206,20 +269,42 @@ impl Machine for Gateway {
     fn handle(&mut self, now: Millis, input: Input, out: &mut Vec<Effect>) {
         match input {
             Input::Accepted { conn } => {
-                let c = Conn { device: None, epoch: 0, last_heard: now, state: ConnState::Unbound };
+                let c = Conn {
+                    device: None,
+                    epoch: 0,
+                    last_heard: now,
+                    state: ConnState::Unbound,
+                };
                 self.conns.insert(conn, c);
-                self.timers.set_min(Timer::HeartbeatScan, now + HEARTBEAT_CHECK_MS);
+                self.timers
+                    .set_min(Timer::HeartbeatScan, now + HEARTBEAT_CHECK_MS);
             }
             Input::FromConn { conn, up } => self.on_frame(now, conn, up, out),
             Input::ConnClosed { conn } => self.drop_conn(conn, false, out),
-            Input::Rpc { from: Host::Session, rpc: Rpc::Registered { device, epoch, current, was_present } } => {
+            Input::Rpc {
+                from: Host::Session,
+                rpc:
+                    Rpc::Registered {
+                        device,
+                        epoch,
+                        current,
+                        was_present,
+                    },
+            } => {
                 self.on_registered(device, epoch, current, was_present, out);
             }
-            Input::Rpc { from: Host::Shard(_), rpc: Rpc::ToDevice { device, down } } => {
+            Input::Rpc {
+                from: Host::Shard(_),
+                rpc: Rpc::ToDevice { device, down },
+            } => {
                 // A device that is not (or no longer) here simply misses the push: the message
                 // is already in its inbox.
                 if let Some(&conn) = self.by_device.get(&device) {
-                    if self.conns.get(&conn).is_some_and(|c| c.state == ConnState::Ready) {
+                    if self
+                        .conns
+                        .get(&conn)
+                        .is_some_and(|c| c.state == ConnState::Ready)
+                    {
                         out.push(Effect::Down { conn, frame: down });
                     }
                 }

@@ -35,6 +35,11 @@ pub const GAP_FETCH_SEQS_MAX: u64 = 64;
 
 /// Inbox entries per drain page.
 pub const INBOX_PAGE_SIZE: u32 = 32;
+/// A connected device drains its inbox again this long after its last complete drain. Pushes
+/// are fire-and-forget (a shard that crashes, or a frame lost to a partition, leaves the message
+/// only in the inbox); this sync is what bounds how long such a message can wait while the
+/// device stays connected. Matrix clients long-poll `/sync` for the same reason.
+pub const INBOX_SYNC_MS: Millis = 15_000;
 /// A device re-requests a drain page it has not received in this long.
 pub const DRAIN_RETRY_MS: Millis = 2_000;
 

@@ -26,12 +26,14 @@ pub fn shard_for_user(user: UserId, shards: u16) -> u16 {
 /// The token a device presents in `Hello`. A stand-in for a real credential: what matters to
 /// the simulation is that a gateway binds a connection only to the device the token names.
 pub fn device_token(device: DeviceId) -> u64 {
-    fnv1a(&[
-        b"chatsim-token".as_slice(),
-        &device.user.0.to_le_bytes(),
-        &[device.index],
-    ]
-    .concat())
+    fnv1a(
+        &[
+            b"chatsim-token".as_slice(),
+            &device.user.0.to_le_bytes(),
+            &[device.index],
+        ]
+        .concat(),
+    )
 }
 
 #[cfg(test)]

@@ -22,7 +22,10 @@ pub struct Session {
 impl Session {
     /// An empty table (first boot or after a crash).
     pub fn new(topo: Topology) -> Session {
-        Session { topo, table: BTreeMap::new() }
+        Session {
+            topo,
+            table: BTreeMap::new(),
+        }
     }
 
     /// Where `device` is registered, if anywhere.
@@ -33,7 +36,9 @@ impl Session {
 
 impl Machine for Session {
     fn handle(&mut self, _now: Millis, input: Input, out: &mut Vec<Effect>) {
-        let Input::Rpc { from, rpc } = input else { return };
+        let Input::Rpc { from, rpc } = input else {
+            return;
+        };
         match (from, rpc) {
             (Host::Gateway(g), Rpc::Register { device, epoch }) => {
                 let (current, was_present) = match self.table.get(&device) {
@@ -44,13 +49,18 @@ impl Machine for Session {
                 if current {
                     self.table.insert(device, (g, epoch));
                 }
-                let rpc = Rpc::Registered { device, epoch, current, was_present };
+                let rpc = Rpc::Registered {
+                    device,
+                    epoch,
+                    current,
+                    was_present,
+                };
                 out.push(Effect::Rpc { to: from, rpc });
             }
-            (Host::Gateway(_), Rpc::Unregister { device, epoch }) => {
-                if self.table.get(&device).is_some_and(|&(_, e)| e == epoch) {
-                    self.table.remove(&device);
-                }
+            (Host::Gateway(_), Rpc::Unregister { device, epoch })
+                if self.table.get(&device).is_some_and(|&(_, e)| e == epoch) =>
+            {
+                self.table.remove(&device);
             }
             (Host::Shard(_), Rpc::Lookup { req, user }) => {
                 let at = self
@@ -59,7 +69,10 @@ impl Machine for Session {
                     .into_iter()
                     .filter_map(|d| self.table.get(&d).map(|&(g, _)| (d, g)))
                     .collect();
-                out.push(Effect::Rpc { to: from, rpc: Rpc::Located { req, at } });
+                out.push(Effect::Rpc {
+                    to: from,
+                    rpc: Rpc::Located { req, at },
+                });
             }
             _ => {}
         }
@@ -85,18 +98,63 @@ mod tests {
     // old connection died and unregisters. That must not erase the new entry.
     #[test]
     fn late_unregister_of_an_older_epoch_keeps_the_newer_connection() {
-        let topo = Topology { users: 2, gateways: 2, shards: 1 };
+        let topo = Topology {
+            users: 2,
+            gateways: 2,
+            shards: 1,
+        };
         let mut s = Session::new(topo);
         let d = DeviceId::primary(UserId(1));
-        send(&mut s, Host::Gateway(0), Rpc::Register { device: d, epoch: 1 });
-        send(&mut s, Host::Gateway(1), Rpc::Register { device: d, epoch: 2 });
-        send(&mut s, Host::Gateway(0), Rpc::Unregister { device: d, epoch: 1 });
+        send(
+            &mut s,
+            Host::Gateway(0),
+            Rpc::Register {
+                device: d,
+                epoch: 1,
+            },
+        );
+        send(
+            &mut s,
+            Host::Gateway(1),
+            Rpc::Register {
+                device: d,
+                epoch: 2,
+            },
+        );
+        send(
+            &mut s,
+            Host::Gateway(0),
+            Rpc::Unregister {
+                device: d,
+                epoch: 1,
+            },
+        );
         assert_eq!(s.entry(d), Some((1, 2)));
         // A stale re-registration is refused and told so.
-        let out = send(&mut s, Host::Gateway(0), Rpc::Register { device: d, epoch: 1 });
-        assert!(matches!(out[0], Effect::Rpc { rpc: Rpc::Registered { current: false, .. }, .. }));
+        let out = send(
+            &mut s,
+            Host::Gateway(0),
+            Rpc::Register {
+                device: d,
+                epoch: 1,
+            },
+        );
+        assert!(matches!(
+            out[0],
+            Effect::Rpc {
+                rpc: Rpc::Registered { current: false, .. },
+                ..
+            }
+        ));
         assert_eq!(s.entry(d), Some((1, 2)));
-        send(&mut s, Host::Gateway(1), Rpc::Unregister { device: d, epoch: 2 });
+        send(
+            &mut s,
+            Host::Gateway(1),
+            Rpc::Unregister {
+                device: d,
+                epoch: 2,
+            },
+        );
         assert_eq!(s.entry(d), None);
     }
 }

@@ -13,8 +13,12 @@
 //! `InboxPage`, `LogRange` from storage; `Located` from the session service), `Timeout`.
 //! Outputs: `Rpc`. Timers: storage retry per conversation, expiry of pending lookups and reads.
 
-use crate::limits::{CONV_QUEUE_MAX, GAP_FETCH_SEQS_MAX, INBOX_PAGE_SIZE, LOOKUP_TIMEOUT_MS, STORAGE_RETRY_MS};
-use crate::proto::{ConvId, DeviceId, Down, Host, Message, Millis, MsgId, Path, Refusal, Rpc, Seq, Up};
+use crate::limits::{
+    CONV_QUEUE_MAX, GAP_FETCH_SEQS_MAX, INBOX_PAGE_SIZE, LOOKUP_TIMEOUT_MS, STORAGE_RETRY_MS,
+};
+use crate::proto::{
+    ConvId, DeviceId, Down, Host, Message, Millis, MsgId, Path, Refusal, Rpc, Seq, Up,
+};
 use crate::timers::Timers;
 use crate::{Effect, Input, Machine, Topology};
 use std::collections::{BTreeMap, VecDeque};
@@ -83,18 +87,25 @@ impl Shard {
 
     /// Sends queued or in flight over all conversations.
     pub fn queued(&self) -> usize {
-        self.convs.values().map(|c| c.queue.len() + usize::from(c.in_flight.is_some())).sum()
+        self.convs
+            .values()
+            .map(|c| c.queue.len() + usize::from(c.in_flight.is_some()))
+            .sum()
     }
 
     fn request(&mut self, now: Millis, p: Pending) -> u64 {
         self.next_req += 1;
         self.pending.insert(self.next_req, p);
-        self.timers.set(Timer::Expire(self.next_req), now + LOOKUP_TIMEOUT_MS);
+        self.timers
+            .set(Timer::Expire(self.next_req), now + LOOKUP_TIMEOUT_MS);
         self.next_req
     }
 
     fn to_device(device: DeviceId, gateway: u16, down: Down, out: &mut Vec<Effect>) {
-        out.push(Effect::Rpc { to: Host::Gateway(gateway), rpc: Rpc::ToDevice { device, down } });
+        out.push(Effect::Rpc {
+            to: Host::Gateway(gateway),
+            rpc: Rpc::ToDevice { device, down },
+        });
     }
 
     /// The devices that must receive a message in `conv` sent by `sender`.
@@ -110,9 +121,18 @@ impl Shard {
     }
 
     fn send_append(&self, conv: ConvId, p: &PendingSend, seq: Seq, out: &mut Vec<Effect>) {
-        let msg = Message { conv, seq, id: p.id, body: p.body.clone(), sent_at: p.sent_at };
+        let msg = Message {
+            conv,
+            seq,
+            id: p.id,
+            body: p.body.clone(),
+            sent_at: p.sent_at,
+        };
         let recipients = self.recipients(conv, p.device);
-        out.push(Effect::Rpc { to: STORAGE, rpc: Rpc::Append { msg, recipients } });
+        out.push(Effect::Rpc {
+            to: STORAGE,
+            rpc: Rpc::Append { msg, recipients },
+        });
     }
 
     /// Start the next write of `conv` if none is in flight.
@@ -124,8 +144,12 @@ impl Shard {
         let Some(last) = c.last_seq else {
             if !c.loading && !c.queue.is_empty() {
                 c.loading = true;
-                out.push(Effect::Rpc { to: STORAGE, rpc: Rpc::LoadConv { conv } });
-                self.timers.set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
+                out.push(Effect::Rpc {
+                    to: STORAGE,
+                    rpc: Rpc::LoadConv { conv },
+                });
+                self.timers
+                    .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
             }
             return;
         };
@@ -135,12 +159,22 @@ impl Shard {
         };
         c.in_flight = Some((p.clone(), last + 1));
         self.send_append(conv, &p, last + 1, out);
-        self.timers.set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
+        self.timers
+            .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
     }
 
-    fn on_send(&mut self, now: Millis, device: DeviceId, gateway: u16, conv: ConvId, id: MsgId, body: Vec<u8>, sent_at: Millis, out: &mut Vec<Effect>) {
+    fn on_send(&mut self, now: Millis, conv: ConvId, send: PendingSend, out: &mut Vec<Effect>) {
+        let (device, gateway, id) = (send.device, send.gateway, send.id);
         if id.device != device || !self.is_member(conv, device) {
-            Self::to_device(device, gateway, Down::Refused { reason: Refusal::NotMember, id: Some(id) }, out);
+            Self::to_device(
+                device,
+                gateway,
+                Down::Refused {
+                    reason: Refusal::NotMember,
+                    id: Some(id),
+                },
+                out,
+            );
             return;
         }
         let c = self.convs.entry(conv).or_default();
@@ -154,47 +188,120 @@ impl Shard {
             return;
         }
         if c.queue.len() >= CONV_QUEUE_MAX {
-            Self::to_device(device, gateway, Down::Refused { reason: Refusal::Busy, id: Some(id) }, out);
+            Self::to_device(
+                device,
+                gateway,
+                Down::Refused {
+                    reason: Refusal::Busy,
+                    id: Some(id),
+                },
+                out,
+            );
             return;
         }
-        c.queue.push_back(PendingSend { device, gateway, id, body, sent_at });
+        c.queue.push_back(send);
         self.pump(now, conv, out);
     }
 
-    fn on_appended(&mut self, now: Millis, conv: ConvId, id: MsgId, seq: Seq, out: &mut Vec<Effect>) {
-        let Some(c) = self.convs.get_mut(&conv) else { return };
-        let Some((p, _)) = c.in_flight.take_if(|(p, _)| p.id == id) else { return };
+    fn on_appended(
+        &mut self,
+        now: Millis,
+        conv: ConvId,
+        id: MsgId,
+        seq: Seq,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(c) = self.convs.get_mut(&conv) else {
+            return;
+        };
+        let Some((p, _)) = c.in_flight.take_if(|(p, _)| p.id == id) else {
+            return;
+        };
         c.last_seq = Some(c.last_seq.unwrap_or(0).max(seq));
         self.timers.cancel(&Timer::Storage(conv));
         // Durable: now, and only now, the sender may see ✓.
         Self::to_device(p.device, p.gateway, Down::Sent { conv, id, seq }, out);
-        let msg = Message { conv, seq, id, body: p.body, sent_at: p.sent_at };
+        let msg = Message {
+            conv,
+            seq,
+            id,
+            body: p.body,
+            sent_at: p.sent_at,
+        };
         if let Some(peer) = conv.direct_peer(p.device.user) {
             let req = self.request(now, Pending::Push(msg));
-            out.push(Effect::Rpc { to: Host::Session, rpc: Rpc::Lookup { req, user: peer } });
+            out.push(Effect::Rpc {
+                to: Host::Session,
+                rpc: Rpc::Lookup { req, user: peer },
+            });
         }
         self.pump(now, conv, out);
     }
 
-    fn on_from_device(&mut self, now: Millis, gateway: u16, device: DeviceId, up: Up, out: &mut Vec<Effect>) {
+    fn on_from_device(
+        &mut self,
+        now: Millis,
+        gateway: u16,
+        device: DeviceId,
+        up: Up,
+        out: &mut Vec<Effect>,
+    ) {
         match up {
-            Up::Send { conv, id, body, sent_at } => self.on_send(now, device, gateway, conv, id, body, sent_at, out),
+            Up::Send {
+                conv,
+                id,
+                body,
+                sent_at,
+            } => {
+                let send = PendingSend {
+                    device,
+                    gateway,
+                    id,
+                    body,
+                    sent_at,
+                };
+                self.on_send(now, conv, send, out);
+            }
             Up::Ack { conv, seq } => {
-                out.push(Effect::Rpc { to: STORAGE, rpc: Rpc::DeleteInbox { device, conv, seq } });
+                out.push(Effect::Rpc {
+                    to: STORAGE,
+                    rpc: Rpc::DeleteInbox { device, conv, seq },
+                });
             }
             Up::Drain { after } => {
                 let req = self.request(now, Pending::Drain { device, gateway });
-                let rpc = Rpc::ReadInbox { req, device, after, limit: INBOX_PAGE_SIZE };
+                let rpc = Rpc::ReadInbox {
+                    req,
+                    device,
+                    after,
+                    limit: INBOX_PAGE_SIZE,
+                };
                 out.push(Effect::Rpc { to: STORAGE, rpc });
             }
             Up::Fetch { conv, from, to } => {
                 if !self.is_member(conv, device) {
-                    Self::to_device(device, gateway, Down::Refused { reason: Refusal::NotMember, id: None }, out);
+                    Self::to_device(
+                        device,
+                        gateway,
+                        Down::Refused {
+                            reason: Refusal::NotMember,
+                            id: None,
+                        },
+                        out,
+                    );
                     return;
                 }
                 let to = to.min(from.saturating_add(GAP_FETCH_SEQS_MAX - 1));
                 let req = self.request(now, Pending::Fetch { device, gateway });
-                out.push(Effect::Rpc { to: STORAGE, rpc: Rpc::ReadLog { req, conv, from, to } });
+                out.push(Effect::Rpc {
+                    to: STORAGE,
+                    rpc: Rpc::ReadLog {
+                        req,
+                        conv,
+                        from,
+                        to,
+                    },
+                });
             }
             Up::Hello { .. } | Up::Ping => {}
         }
@@ -213,19 +320,37 @@ impl Shard {
             }
             Rpc::Appended { conv, id, seq, .. } => self.on_appended(now, conv, id, seq, out),
             Rpc::AppendConflict { conv, id, last_seq } => {
-                let Some(c) = self.convs.get_mut(&conv) else { return };
-                let Some((p, seq)) = c.in_flight.as_mut().filter(|(p, _)| p.id == id) else { return };
+                let Some(c) = self.convs.get_mut(&conv) else {
+                    return;
+                };
+                let Some((p, seq)) = c.in_flight.as_mut().filter(|(p, _)| p.id == id) else {
+                    return;
+                };
                 *seq = last_seq + 1;
                 c.last_seq = Some(last_seq);
                 let (p, seq) = (p.clone(), *seq);
                 self.send_append(conv, &p, seq, out);
-                self.timers.set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
+                self.timers
+                    .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
             }
-            Rpc::InboxPage { req, entries, next, more } => {
+            Rpc::InboxPage {
+                req,
+                entries,
+                next,
+                more,
+            } => {
                 if let Some(Pending::Drain { device, gateway }) = self.pending.remove(&req) {
                     self.timers.cancel(&Timer::Expire(req));
                     for msg in entries {
-                        Self::to_device(device, gateway, Down::Deliver { msg, path: Path::Inbox }, out);
+                        Self::to_device(
+                            device,
+                            gateway,
+                            Down::Deliver {
+                                msg,
+                                path: Path::Inbox,
+                            },
+                            out,
+                        );
                     }
                     Self::to_device(device, gateway, Down::DrainPage { next, more }, out);
                 }
@@ -234,7 +359,15 @@ impl Shard {
                 if let Some(Pending::Fetch { device, gateway }) = self.pending.remove(&req) {
                     self.timers.cancel(&Timer::Expire(req));
                     for msg in msgs {
-                        Self::to_device(device, gateway, Down::Deliver { msg, path: Path::Fetch }, out);
+                        Self::to_device(
+                            device,
+                            gateway,
+                            Down::Deliver {
+                                msg,
+                                path: Path::Fetch,
+                            },
+                            out,
+                        );
                     }
                 }
             }
@@ -243,26 +376,42 @@ impl Shard {
     }
 
     fn on_located(&mut self, req: u64, at: Vec<(DeviceId, u16)>, out: &mut Vec<Effect>) {
-        let Some(Pending::Push(msg)) = self.pending.remove(&req) else { return };
+        let Some(Pending::Push(msg)) = self.pending.remove(&req) else {
+            return;
+        };
         self.timers.cancel(&Timer::Expire(req));
         let recipients = self.recipients(msg.conv, msg.id.device);
         for (device, gateway) in at.into_iter().filter(|(d, _)| recipients.contains(d)) {
-            Self::to_device(device, gateway, Down::Deliver { msg: msg.clone(), path: Path::Live }, out);
+            Self::to_device(
+                device,
+                gateway,
+                Down::Deliver {
+                    msg: msg.clone(),
+                    path: Path::Live,
+                },
+                out,
+            );
         }
     }
 
     fn on_timer(&mut self, now: Millis, timer: Timer, out: &mut Vec<Effect>) {
         match timer {
             Timer::Storage(conv) => {
-                let Some(c) = self.convs.get(&conv) else { return };
+                let Some(c) = self.convs.get(&conv) else {
+                    return;
+                };
                 if c.loading {
-                    out.push(Effect::Rpc { to: STORAGE, rpc: Rpc::LoadConv { conv } });
+                    out.push(Effect::Rpc {
+                        to: STORAGE,
+                        rpc: Rpc::LoadConv { conv },
+                    });
                 } else if let Some((p, seq)) = &c.in_flight {
                     self.send_append(conv, p, *seq, out);
                 } else {
                     return;
                 }
-                self.timers.set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
+                self.timers
+                    .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
             }
             // The device retries drains and fetches; the inbox keeps undelivered pushes.
             Timer::Expire(req) => {
@@ -275,11 +424,20 @@ impl Shard {
 impl Machine for Shard {
     fn handle(&mut self, now: Millis, input: Input, out: &mut Vec<Effect>) {
         match input {
-            Input::Rpc { from: Host::Gateway(g), rpc: Rpc::FromDevice { device, up } } => {
+            Input::Rpc {
+                from: Host::Gateway(g),
+                rpc: Rpc::FromDevice { device, up },
+            } => {
                 self.on_from_device(now, g, device, up, out);
             }
-            Input::Rpc { from: Host::Session, rpc: Rpc::Located { req, at } } => self.on_located(req, at, out),
-            Input::Rpc { from: Host::Storage(_), rpc } => self.on_storage(now, rpc, out),
+            Input::Rpc {
+                from: Host::Session,
+                rpc: Rpc::Located { req, at },
+            } => self.on_located(req, at, out),
+            Input::Rpc {
+                from: Host::Storage(_),
+                rpc,
+            } => self.on_storage(now, rpc, out),
             Input::Timeout => {
                 while let Some(t) = self.timers.pop_due(now) {
                     self.on_timer(now, t, out);

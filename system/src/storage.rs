@@ -10,7 +10,9 @@
 //! (the sync). Outputs: `Rpc` answers and `Persist`.
 
 use crate::limits::STORAGE_SYNC_MS;
-use crate::proto::{ConvId, DeviceId, Host, InboxCursor, Message, Millis, MsgId, Rpc, Seq, StorageOp};
+use crate::proto::{
+    ConvId, DeviceId, Host, InboxCursor, Message, Millis, MsgId, Rpc, Seq, StorageOp,
+};
 use crate::{Effect, Input, Machine};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,9 +33,15 @@ impl StorageState {
             StorageOp::Append { msg, recipients } => {
                 self.ids.insert(msg.id, (msg.conv, msg.seq));
                 for r in recipients {
-                    self.inboxes.entry(*r).or_default().insert((msg.conv, msg.seq));
+                    self.inboxes
+                        .entry(*r)
+                        .or_default()
+                        .insert((msg.conv, msg.seq));
                 }
-                self.logs.entry(msg.conv).or_default().insert(msg.seq, msg.clone());
+                self.logs
+                    .entry(msg.conv)
+                    .or_default()
+                    .insert(msg.seq, msg.clone());
             }
             StorageOp::DeleteInbox { device, conv, seq } => {
                 if let Some(inbox) = self.inboxes.get_mut(device) {
@@ -119,7 +127,12 @@ impl Storage {
         buffered.fold(self.durable.last_seq(conv), Seq::max)
     }
 
-    fn read_inbox(&self, device: DeviceId, after: Option<InboxCursor>, limit: u32) -> (Vec<Message>, Option<InboxCursor>, bool) {
+    fn read_inbox(
+        &self,
+        device: DeviceId,
+        after: Option<InboxCursor>,
+        limit: u32,
+    ) -> (Vec<Message>, Option<InboxCursor>, bool) {
         let Some(inbox) = self.durable.inboxes.get(&device) else {
             return (Vec::new(), after, false);
         };
@@ -132,7 +145,10 @@ impl Storage {
             let msg = self.durable.logs.get(conv).and_then(|l| l.get(seq));
             let msg = msg.expect("an inbox entry is only written together with its log entry");
             page.push(msg.clone());
-            next = Some(InboxCursor { conv: *conv, seq: *seq });
+            next = Some(InboxCursor {
+                conv: *conv,
+                seq: *seq,
+            });
         }
         let more = iter.next().is_some();
         (page, next, more)
@@ -162,42 +178,92 @@ impl Storage {
         match rpc {
             Rpc::LoadConv { conv } => {
                 let last_seq = self.last_seq_incl_buffer(conv);
-                out.push(Effect::Rpc { to: from, rpc: Rpc::ConvLoaded { conv, last_seq } });
+                out.push(Effect::Rpc {
+                    to: from,
+                    rpc: Rpc::ConvLoaded { conv, last_seq },
+                });
             }
             Rpc::Append { msg, recipients } => {
                 let (conv, id) = (msg.conv, msg.id);
                 if let Some((_, seq)) = self.durable.find(id) {
-                    let rpc = Rpc::Appended { conv, id, seq, duplicate: true };
+                    let rpc = Rpc::Appended {
+                        conv,
+                        id,
+                        seq,
+                        duplicate: true,
+                    };
                     out.push(Effect::Rpc { to: from, rpc });
                 } else if let Some(seq) = self.buffered_append(id) {
                     // Answer once the first copy is durable, never before.
-                    let rpc = Rpc::Appended { conv, id, seq, duplicate: true };
+                    let rpc = Rpc::Appended {
+                        conv,
+                        id,
+                        seq,
+                        duplicate: true,
+                    };
                     self.buffer(now, None, Some((from, rpc)));
                 } else {
                     let last_seq = self.last_seq_incl_buffer(conv);
                     if msg.seq != last_seq + 1 {
-                        out.push(Effect::Rpc { to: from, rpc: Rpc::AppendConflict { conv, id, last_seq } });
+                        out.push(Effect::Rpc {
+                            to: from,
+                            rpc: Rpc::AppendConflict { conv, id, last_seq },
+                        });
                     } else {
-                        let rpc = Rpc::Appended { conv, id, seq: msg.seq, duplicate: false };
-                        self.buffer(now, Some(StorageOp::Append { msg, recipients }), Some((from, rpc)));
+                        let rpc = Rpc::Appended {
+                            conv,
+                            id,
+                            seq: msg.seq,
+                            duplicate: false,
+                        };
+                        self.buffer(
+                            now,
+                            Some(StorageOp::Append { msg, recipients }),
+                            Some((from, rpc)),
+                        );
                     }
                 }
             }
             Rpc::DeleteInbox { device, conv, seq } => {
-                self.buffer(now, Some(StorageOp::DeleteInbox { device, conv, seq }), None);
+                self.buffer(
+                    now,
+                    Some(StorageOp::DeleteInbox { device, conv, seq }),
+                    None,
+                );
             }
-            Rpc::ReadInbox { req, device, after, limit } => {
+            Rpc::ReadInbox {
+                req,
+                device,
+                after,
+                limit,
+            } => {
                 let (entries, next, more) = self.read_inbox(device, after, limit);
-                out.push(Effect::Rpc { to: from, rpc: Rpc::InboxPage { req, entries, next, more } });
+                out.push(Effect::Rpc {
+                    to: from,
+                    rpc: Rpc::InboxPage {
+                        req,
+                        entries,
+                        next,
+                        more,
+                    },
+                });
             }
-            Rpc::ReadLog { req, conv, from: lo, to: hi } => {
+            Rpc::ReadLog {
+                req,
+                conv,
+                from: lo,
+                to: hi,
+            } => {
                 let msgs = self
                     .durable
                     .logs
                     .get(&conv)
                     .map(|l| l.range(lo..=hi.max(lo)).map(|(_, m)| m.clone()).collect())
                     .unwrap_or_default();
-                out.push(Effect::Rpc { to: from, rpc: Rpc::LogRange { req, msgs } });
+                out.push(Effect::Rpc {
+                    to: from,
+                    rpc: Rpc::LogRange { req, msgs },
+                });
             }
             // Anything else is not addressed to storage; a confused peer must not crash it.
             _ => {}
@@ -209,11 +275,7 @@ impl Machine for Storage {
     fn handle(&mut self, now: Millis, input: Input, out: &mut Vec<Effect>) {
         match input {
             Input::Rpc { from, rpc } => self.on_rpc(now, from, rpc, out),
-            Input::Timeout => {
-                if self.sync_at.is_some_and(|at| at <= now) {
-                    self.sync(out);
-                }
-            }
+            Input::Timeout if self.sync_at.is_some_and(|at| at <= now) => self.sync(out),
             _ => {}
         }
     }
@@ -241,8 +303,18 @@ mod tests {
 
     fn append(s: &mut Storage, now: Millis, m: Message) -> Vec<Effect> {
         let mut out = Vec::new();
-        let rpc = Rpc::Append { msg: m, recipients: vec![DeviceId::primary(UserId(2))] };
-        s.handle(now, Input::Rpc { from: Host::Shard(0), rpc }, &mut out);
+        let rpc = Rpc::Append {
+            msg: m,
+            recipients: vec![DeviceId::primary(UserId(2))],
+        };
+        s.handle(
+            now,
+            Input::Rpc {
+                from: Host::Shard(0),
+                rpc,
+            },
+            &mut out,
+        );
         out
     }
 
@@ -251,7 +323,10 @@ mod tests {
     #[test]
     fn append_is_answered_only_after_sync_and_lost_if_crashed_before() {
         let mut s = Storage::new(StorageState::default());
-        assert!(append(&mut s, 10, msg(1, 1)).is_empty(), "answered before sync");
+        assert!(
+            append(&mut s, 10, msg(1, 1)).is_empty(),
+            "answered before sync"
+        );
         assert_eq!(s.poll_timeout(), Some(10 + STORAGE_SYNC_MS));
         let crashed = Storage::new(s.durable().clone());
         assert_eq!(crashed.durable().messages(), 0);
@@ -259,7 +334,17 @@ mod tests {
         let mut out = Vec::new();
         s.handle(12, Input::Timeout, &mut out);
         assert!(matches!(out[0], Effect::Persist(_)));
-        assert!(matches!(out[1], Effect::Rpc { rpc: Rpc::Appended { seq: 1, duplicate: false, .. }, .. }));
+        assert!(matches!(
+            out[1],
+            Effect::Rpc {
+                rpc: Rpc::Appended {
+                    seq: 1,
+                    duplicate: false,
+                    ..
+                },
+                ..
+            }
+        ));
         assert_eq!(s.durable().inbox_entries(), 1);
     }
 
@@ -271,8 +356,24 @@ mod tests {
         let mut out = Vec::new();
         s.handle(5, Input::Timeout, &mut out);
         let again = append(&mut s, 6, msg(2, 1));
-        assert!(matches!(again[0], Effect::Rpc { rpc: Rpc::Appended { seq: 1, duplicate: true, .. }, .. }));
+        assert!(matches!(
+            again[0],
+            Effect::Rpc {
+                rpc: Rpc::Appended {
+                    seq: 1,
+                    duplicate: true,
+                    ..
+                },
+                ..
+            }
+        ));
         let skipped = append(&mut s, 6, msg(3, 2));
-        assert!(matches!(skipped[0], Effect::Rpc { rpc: Rpc::AppendConflict { last_seq: 1, .. }, .. }));
+        assert!(matches!(
+            skipped[0],
+            Effect::Rpc {
+                rpc: Rpc::AppendConflict { last_seq: 1, .. },
+                ..
+            }
+        ));
     }
 }

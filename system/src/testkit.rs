@@ -41,13 +41,22 @@ impl Cluster {
     pub fn new(topo: Topology) -> Cluster {
         let devices = (0..topo.users)
             .flat_map(|u| topo.devices_of(UserId(u)))
-            .map(|d| (d, Device::new(d, topo.clone(), u64::from(d.user.0) + 1, true)))
+            .map(|d| {
+                (
+                    d,
+                    Device::new(d, topo.clone(), u64::from(d.user.0) + 1, true),
+                )
+            })
             .collect();
         Cluster {
             now: 0,
-            gateways: (0..topo.gateways).map(|i| Gateway::new(i, topo.clone())).collect(),
+            gateways: (0..topo.gateways)
+                .map(|i| Gateway::new(i, topo.clone()))
+                .collect(),
             session: Session::new(topo.clone()),
-            shards: (0..topo.shards).map(|i| Shard::new(i, topo.clone())).collect(),
+            shards: (0..topo.shards)
+                .map(|i| Shard::new(i, topo.clone()))
+                .collect(),
             storage: Storage::new(StorageState::default()),
             durable: StorageState::default(),
             devices,
@@ -82,7 +91,8 @@ impl Cluster {
 
     fn enqueue(&mut self, to: Host, input: Input) {
         self.next_event += 1;
-        self.queue.insert((self.now + LINK_LATENCY_MS, self.next_event), (to, input));
+        self.queue
+            .insert((self.now + LINK_LATENCY_MS, self.next_event), (to, input));
     }
 
     /// Hand `input` to `host` now and carry out its effects.
@@ -102,7 +112,10 @@ impl Cluster {
     }
 
     fn device_at(&self, gateway: u16, conn: ConnId) -> Option<DeviceId> {
-        self.conns.iter().find(|(_, c)| **c == (gateway, conn)).map(|(d, _)| *d)
+        self.conns
+            .iter()
+            .find(|(_, c)| **c == (gateway, conn))
+            .map(|(d, _)| *d)
     }
 
     fn effect(&mut self, host: Host, e: Effect) {
@@ -134,7 +147,9 @@ impl Cluster {
             }
             (Host::Device(d), Effect::Disconnect) => self.close_device_conn(d),
             (Host::Device(d), Effect::Observe(o)) => self.observations.push((self.now, d, o)),
-            (Host::Storage(_), Effect::Persist(ops)) => ops.iter().for_each(|op| self.durable.apply(op)),
+            (Host::Storage(_), Effect::Persist(ops)) => {
+                ops.iter().for_each(|op| self.durable.apply(op))
+            }
             (h, e) => panic!("{h} produced an effect it has no business producing: {e:?}"),
         }
     }
@@ -152,7 +167,12 @@ impl Cluster {
         match host {
             Host::Gateway(g) => {
                 self.gateways[usize::from(g)] = Gateway::new(g, self.topo.clone());
-                let gone: Vec<DeviceId> = self.conns.iter().filter(|(_, c)| c.0 == g).map(|(d, _)| *d).collect();
+                let gone: Vec<DeviceId> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.0 == g)
+                    .map(|(d, _)| *d)
+                    .collect();
                 for d in gone {
                     self.conns.remove(&d);
                     self.enqueue(Host::Device(d), Input::Disconnected);
@@ -166,10 +186,24 @@ impl Cluster {
     }
 
     fn next_timer(&self) -> Option<(Millis, Host)> {
-        let hosts = self.gateways.iter().map(|g| (g.poll_timeout(), Host::Gateway(g.index())))
-            .chain([(self.session.poll_timeout(), Host::Session), (self.storage.poll_timeout(), Host::Storage(0))])
-            .chain(self.shards.iter().map(|s| (s.poll_timeout(), Host::Shard(s.index()))))
-            .chain(self.devices.iter().map(|(d, m)| (m.poll_timeout(), Host::Device(*d))));
+        let hosts = self
+            .gateways
+            .iter()
+            .map(|g| (g.poll_timeout(), Host::Gateway(g.index())))
+            .chain([
+                (self.session.poll_timeout(), Host::Session),
+                (self.storage.poll_timeout(), Host::Storage(0)),
+            ])
+            .chain(
+                self.shards
+                    .iter()
+                    .map(|s| (s.poll_timeout(), Host::Shard(s.index()))),
+            )
+            .chain(
+                self.devices
+                    .iter()
+                    .map(|(d, m)| (m.poll_timeout(), Host::Device(*d))),
+            );
         hosts.filter_map(|(t, h)| t.map(|t| (t, h))).min()
     }
 
@@ -209,8 +243,15 @@ impl Cluster {
     }
 
     /// The observations of one device matching `f`.
-    pub fn seen<'a>(&'a self, d: DeviceId, f: impl Fn(&Observation) -> bool + 'a) -> impl Iterator<Item = &'a Observation> + 'a {
-        self.observations.iter().filter(move |(_, dd, o)| *dd == d && f(o)).map(|(_, _, o)| o)
+    pub fn seen<'a>(
+        &'a self,
+        d: DeviceId,
+        f: impl Fn(&Observation) -> bool + 'a,
+    ) -> impl Iterator<Item = &'a Observation> + 'a {
+        self.observations
+            .iter()
+            .filter(move |(_, dd, o)| *dd == d && f(o))
+            .map(|(_, _, o)| o)
     }
 }
 
@@ -220,19 +261,37 @@ mod tests {
     use crate::proto::{ConvId, Path};
 
     fn topo() -> Topology {
-        Topology { users: 2, gateways: 2, shards: 2 }
+        Topology {
+            users: 2,
+            gateways: 2,
+            shards: 2,
+        }
     }
-    const A: DeviceId = DeviceId { user: UserId(0), index: 0 };
-    const B: DeviceId = DeviceId { user: UserId(1), index: 0 };
+    const A: DeviceId = DeviceId {
+        user: UserId(0),
+        index: 0,
+    };
+    const B: DeviceId = DeviceId {
+        user: UserId(1),
+        index: 0,
+    };
 
     fn send(c: &mut Cluster, from: DeviceId, to: DeviceId, text: &str) {
-        c.act(from, Action::SendDirect { to: to.user, body: text.as_bytes().to_vec() });
+        c.act(
+            from,
+            Action::SendDirect {
+                to: to.user,
+                body: text.as_bytes().to_vec(),
+            },
+        );
     }
 
     fn displayed(c: &Cluster, d: DeviceId) -> Vec<(u64, String, Path)> {
         c.seen(d, |o| matches!(o, Observation::Displayed { .. }))
             .map(|o| match o {
-                Observation::Displayed { seq, body, path, .. } => (*seq, String::from_utf8_lossy(body).into_owned(), *path),
+                Observation::Displayed {
+                    seq, body, path, ..
+                } => (*seq, String::from_utf8_lossy(body).into_owned(), *path),
                 _ => unreachable!(),
             })
             .collect()
@@ -246,12 +305,23 @@ mod tests {
         send(&mut c, A, B, "hi");
         send(&mut c, A, B, "there");
         c.run_for(1_000);
-        assert_eq!(c.seen(A, |o| matches!(o, Observation::Acked { .. })).count(), 2);
+        assert_eq!(
+            c.seen(A, |o| matches!(o, Observation::Acked { .. }))
+                .count(),
+            2
+        );
         assert_eq!(
             displayed(&c, B),
-            vec![(1, "hi".into(), Path::Live), (2, "there".into(), Path::Live)]
+            vec![
+                (1, "hi".into(), Path::Live),
+                (2, "there".into(), Path::Live)
+            ]
         );
-        assert_eq!(c.durable().inbox_entries(), 0, "acked entries must be deleted");
+        assert_eq!(
+            c.durable().inbox_entries(),
+            0,
+            "acked entries must be deleted"
+        );
     }
 
     // Offline recipient: the message waits in the inbox and arrives by drain on reconnect.
@@ -266,8 +336,15 @@ mod tests {
         assert_eq!(c.durable().inbox_entries(), 1);
         c.act(B, Action::GoOnline);
         c.run_for(2_000);
-        assert_eq!(displayed(&c, B), vec![(1, "while you were out".into(), Path::Inbox)]);
-        assert!(c.seen(B, |o| matches!(o, Observation::DrainComplete)).count() >= 1);
+        assert_eq!(
+            displayed(&c, B),
+            vec![(1, "while you were out".into(), Path::Inbox)]
+        );
+        assert!(
+            c.seen(B, |o| matches!(o, Observation::DrainComplete))
+                .count()
+                >= 1
+        );
         assert_eq!(c.durable().inbox_entries(), 0);
     }
 
@@ -282,9 +359,17 @@ mod tests {
         c.run_for(4);
         c.crash(Host::Storage(0));
         c.run_for(1);
-        assert_eq!(c.seen(A, |o| matches!(o, Observation::Acked { .. })).count(), 0);
+        assert_eq!(
+            c.seen(A, |o| matches!(o, Observation::Acked { .. }))
+                .count(),
+            0
+        );
         c.run_for(20_000);
-        assert_eq!(c.seen(A, |o| matches!(o, Observation::Acked { .. })).count(), 1);
+        assert_eq!(
+            c.seen(A, |o| matches!(o, Observation::Acked { .. }))
+                .count(),
+            1
+        );
         assert_eq!(displayed(&c, B).len(), 1);
         assert_eq!(c.durable().messages(), 1);
     }
@@ -299,7 +384,14 @@ mod tests {
             send(&mut c, A, B, &format!("a{i}"));
             send(&mut c, B, A, &format!("b{i}"));
             c.run_for(3);
-            let victim = [Host::Gateway(0), Host::Shard(0), Host::Storage(0), Host::Session, Host::Gateway(1), Host::Shard(1)][i as usize % 6];
+            let victim = [
+                Host::Gateway(0),
+                Host::Shard(0),
+                Host::Storage(0),
+                Host::Session,
+                Host::Gateway(1),
+                Host::Shard(1),
+            ][i as usize % 6];
             c.crash(victim);
             c.run_for(50);
         }
@@ -313,7 +405,10 @@ mod tests {
             let mut want_sorted = want.clone();
             want_sorted.sort();
             assert_eq!(sorted, want_sorted, "{d} shows {bodies:?}");
-            assert!(shown.windows(2).all(|w| w[0].0 < w[1].0), "{d} out of order: {shown:?}");
+            assert!(
+                shown.windows(2).all(|w| w[0].0 < w[1].0),
+                "{d} out of order: {shown:?}"
+            );
         }
         assert_eq!(c.device(A).outbox_len(), 0);
         assert_eq!(c.device(B).outbox_len(), 0);
@@ -327,27 +422,83 @@ mod tests {
         use crate::limits::GAP_REPAIR_DELAY_MS;
         use crate::proto::{Down, Message, MsgId, Up};
         let conv = ConvId::direct(A.user, B.user);
-        let msg = |seq: u64| Message { conv, seq, id: MsgId { device: A, n: seq as u32 }, body: vec![seq as u8], sent_at: 0 };
+        let msg = |seq: u64| Message {
+            conv,
+            seq,
+            id: MsgId {
+                device: A,
+                n: seq as u32,
+            },
+            body: vec![seq as u8],
+            sent_at: 0,
+        };
         let mut d = Device::new(B, topo(), 1, true);
         let mut out = Vec::new();
         d.handle(0, Input::Timeout, &mut out);
         d.handle(1, Input::Connected, &mut out);
         d.handle(2, Input::Down(Down::Welcome { epoch: 1 }), &mut out);
         out.clear();
-        d.handle(3, Input::Down(Down::Deliver { msg: msg(1), path: Path::Live }), &mut out);
-        d.handle(4, Input::Down(Down::Deliver { msg: msg(3), path: Path::Live }), &mut out);
+        d.handle(
+            3,
+            Input::Down(Down::Deliver {
+                msg: msg(1),
+                path: Path::Live,
+            }),
+            &mut out,
+        );
+        d.handle(
+            4,
+            Input::Down(Down::Deliver {
+                msg: msg(3),
+                path: Path::Live,
+            }),
+            &mut out,
+        );
         let shown = |out: &[Effect]| -> Vec<u64> {
-            out.iter().filter_map(|e| match e { Effect::Observe(Observation::Displayed { seq, .. }) => Some(*seq), _ => None }).collect()
+            out.iter()
+                .filter_map(|e| match e {
+                    Effect::Observe(Observation::Displayed { seq, .. }) => Some(*seq),
+                    _ => None,
+                })
+                .collect()
         };
         assert_eq!(shown(&out), vec![1], "3 must wait for 2");
-        assert!(out.contains(&Effect::Observe(Observation::GapDetected { conv, from: 2, to: 2 })));
+        assert!(out.contains(&Effect::Observe(Observation::GapDetected {
+            conv,
+            from: 2,
+            to: 2
+        })));
         out.clear();
         d.handle(4 + GAP_REPAIR_DELAY_MS, Input::Timeout, &mut out);
-        assert!(out.contains(&Effect::Up(Up::Fetch { conv, from: 2, to: 2 })), "{out:?}");
+        assert!(
+            out.contains(&Effect::Up(Up::Fetch {
+                conv,
+                from: 2,
+                to: 2
+            })),
+            "{out:?}"
+        );
         out.clear();
-        d.handle(600, Input::Down(Down::Deliver { msg: msg(2), path: Path::Fetch }), &mut out);
-        d.handle(601, Input::Down(Down::Deliver { msg: msg(2), path: Path::Inbox }), &mut out);
+        d.handle(
+            600,
+            Input::Down(Down::Deliver {
+                msg: msg(2),
+                path: Path::Fetch,
+            }),
+            &mut out,
+        );
+        d.handle(
+            601,
+            Input::Down(Down::Deliver {
+                msg: msg(2),
+                path: Path::Inbox,
+            }),
+            &mut out,
+        );
         assert_eq!(shown(&out), vec![2, 3]);
-        assert!(out.iter().any(|e| matches!(e, Effect::Observe(Observation::DuplicateDropped { seq: 2, .. }))));
+        assert!(out.iter().any(|e| matches!(
+            e,
+            Effect::Observe(Observation::DuplicateDropped { seq: 2, .. })
+        )));
     }
 }

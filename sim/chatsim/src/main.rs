@@ -69,7 +69,11 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run { scenario, seed, json: as_json } => {
+        Command::Run {
+            scenario,
+            seed,
+            json: as_json,
+        } => {
             let s = match load(&scenario) {
                 Ok(s) => s,
                 Err(code) => return code,
@@ -87,7 +91,9 @@ fn main() -> ExitCode {
                         ExitCode::from(EXIT_BROKEN)
                     }
                 }
-                Err(e @ RunError::Panicked { .. }) | Err(e @ RunError::NoEngine) => fail(EXIT_ENGINE, e),
+                Err(e @ RunError::Panicked { .. }) | Err(e @ RunError::NoEngine) => {
+                    fail(EXIT_ENGINE, e)
+                }
             }
         }
         Command::Replay { scenario, seed } => {
@@ -106,9 +112,17 @@ fn main() -> ExitCode {
         Command::Scenarios { dir } => {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(e) => e,
-                Err(e) => return fail(EXIT_BAD_INPUT, format!("{}: cannot list: {e}", dir.display())),
+                Err(e) => {
+                    return fail(
+                        EXIT_BAD_INPUT,
+                        format!("{}: cannot list: {e}", dir.display()),
+                    )
+                }
             };
-            let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
             files.sort();
             let mut code = ExitCode::SUCCESS;
             for f in files {

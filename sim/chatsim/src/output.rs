@@ -13,14 +13,35 @@ pub const SUMMARY_VIOLATIONS_MAX: usize = 5;
 pub fn summary(r: &RunReport) -> String {
     let mut s = String::new();
     let st = &r.stats;
-    let _ = writeln!(s, "chatsim run: {} ({}), seed {}, engine {}", r.scenario, r.scenario_path, r.seed, r.engine);
-    let _ = writeln!(s, "  {:<20} {:<8} {:>9} {:>11}", "invariant", "verdict", "checked", "violations");
+    let _ = writeln!(
+        s,
+        "chatsim run: {} ({}), seed {}, engine {}",
+        r.scenario, r.scenario_path, r.seed, r.engine
+    );
+    let _ = writeln!(
+        s,
+        "  {:<20} {:<8} {:>9} {:>11}",
+        "invariant", "verdict", "checked", "violations"
+    );
     for v in &r.invariants {
         let verdict = if v.holds { "holds" } else { "BROKEN" };
-        let _ = writeln!(s, "  {:<20} {:<8} {:>9} {:>11}", v.name, verdict, v.checked, v.violations.len());
+        let _ = writeln!(
+            s,
+            "  {:<20} {:<8} {:>9} {:>11}",
+            v.name,
+            verdict,
+            v.checked,
+            v.violations.len()
+        );
     }
     for v in r.invariants.iter().filter(|v| !v.holds) {
-        let _ = writeln!(s, "  {} violations (first {} of {}):", v.name, SUMMARY_VIOLATIONS_MAX.min(v.violations.len()), v.violations.len());
+        let _ = writeln!(
+            s,
+            "  {} violations (first {} of {}):",
+            v.name,
+            SUMMARY_VIOLATIONS_MAX.min(v.violations.len()),
+            v.violations.len()
+        );
         for x in v.violations.iter().take(SUMMARY_VIOLATIONS_MAX) {
             let _ = writeln!(s, "    - {}", x.detail);
         }
@@ -28,11 +49,27 @@ pub fn summary(r: &RunReport) -> String {
     let _ = writeln!(
         s,
         "  messages: {} sent, {} acked, {} delivered ({} duplicates dropped, {} gaps detected)",
-        st.messages_sent, st.messages_acked, st.messages_delivered, st.duplicates_dropped, st.gaps_detected
+        st.messages_sent,
+        st.messages_acked,
+        st.messages_delivered,
+        st.duplicates_dropped,
+        st.gaps_detected
     );
-    let _ = writeln!(s, "  faults: {}   frames: {}   inbox entries left: {}", st.faults, st.frames, st.inbox_left);
-    let speed = if st.wall_seconds > 0.0 { st.sim_seconds / st.wall_seconds } else { 0.0 };
-    let _ = writeln!(s, "  time: {:.1} s simulated in {:.2} s wall ({speed:.0}x)", st.sim_seconds, st.wall_seconds);
+    let _ = writeln!(
+        s,
+        "  faults: {}   frames: {}   inbox entries left: {}",
+        st.faults, st.frames, st.inbox_left
+    );
+    let speed = if st.wall_seconds > 0.0 {
+        st.sim_seconds / st.wall_seconds
+    } else {
+        0.0
+    };
+    let _ = writeln!(
+        s,
+        "  time: {:.1} s simulated in {:.2} s wall ({speed:.0}x)",
+        st.sim_seconds, st.wall_seconds
+    );
     let _ = writeln!(s, "  trace hash: {}", r.trace_hash);
     let _ = writeln!(s, "  replay: {}", r.replay);
     let _ = writeln!(s, "  verdict: {}", if r.passed() { "PASS" } else { "FAIL" });
@@ -57,15 +94,32 @@ pub fn replay_log(h: &History) -> String {
             Event::Fault(f) => format!("world  fault: {f}"),
             Event::Device { device, obs } => {
                 let what = match obs {
-                    Observation::Sent { id, conv, body } => format!("sends {id} in {conv}: {}", text(body)),
+                    Observation::Sent { id, conv, body } => {
+                        format!("sends {id} in {conv}: {}", text(body))
+                    }
                     Observation::Acked { id, seq, .. } => format!("sent ✓ {id} as seq {seq}"),
-                    Observation::Displayed { id, conv, seq, path, body, .. } => {
+                    Observation::Displayed {
+                        id,
+                        conv,
+                        seq,
+                        path,
+                        body,
+                        ..
+                    } => {
                         format!("shows {id} seq {seq} in {conv} via {path}: {}", text(body))
                     }
-                    Observation::DuplicateDropped { id, seq, path, .. } => format!("drops duplicate {id} seq {seq} (via {path})"),
-                    Observation::GapDetected { conv, from, to } => format!("holds back {conv}: gap {from}..={to}"),
-                    Observation::GapFetch { conv, from, to } => format!("fetches {conv} {from}..={to}"),
-                    Observation::Connected { gateway, epoch } => format!("connected to gateway-{} (epoch {epoch})", gateway + 1),
+                    Observation::DuplicateDropped { id, seq, path, .. } => {
+                        format!("drops duplicate {id} seq {seq} (via {path})")
+                    }
+                    Observation::GapDetected { conv, from, to } => {
+                        format!("holds back {conv}: gap {from}..={to}")
+                    }
+                    Observation::GapFetch { conv, from, to } => {
+                        format!("fetches {conv} {from}..={to}")
+                    }
+                    Observation::Connected { gateway, epoch } => {
+                        format!("connected to gateway-{} (epoch {epoch})", gateway + 1)
+                    }
                     Observation::Disconnected { reason } => format!("disconnected ({reason:?})"),
                     Observation::DrainComplete => "inbox drained".to_string(),
                     Observation::Refused { reason } => format!("refused: {reason:?}"),

@@ -61,7 +61,10 @@ fn hosts_of(s: &Scenario, roles: &[Role]) -> Vec<Host> {
             roles.iter().any(|r| {
                 matches!(
                     (r, h),
-                    (Role::Gateway, Host::Gateway(_)) | (Role::Session, Host::Session) | (Role::Shard, Host::Shard(_)) | (Role::Storage, Host::Storage(_))
+                    (Role::Gateway, Host::Gateway(_))
+                        | (Role::Session, Host::Session)
+                        | (Role::Shard, Host::Shard(_))
+                        | (Role::Storage, Host::Storage(_))
                 )
             })
         })
@@ -77,7 +80,11 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
     let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, 0x706c_616e));
     let users = s.topology.users;
     let heal_at = s.run.heal_at_ms;
-    let mut plan = Plan { heal_at, end_at: s.end_ms(), ..Plan::default() };
+    let mut plan = Plan {
+        heal_at,
+        end_at: s.end_ms(),
+        ..Plan::default()
+    };
     let devices: Vec<DeviceId> = (0..users).map(|u| DeviceId::primary(UserId(u))).collect();
     plan.online_at_start = devices.iter().copied().collect();
 
@@ -100,7 +107,16 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
         *n += 1;
         // Bodies are unique per sender: the checkers identify a message by (sender, text).
         let body = format!("u{from}->u{to} #{n}").into_bytes();
-        plan.device.entry(DeviceId::primary(UserId(from))).or_default().push((t, Action::SendDirect { to: UserId(to), body }));
+        plan.device
+            .entry(DeviceId::primary(UserId(from)))
+            .or_default()
+            .push((
+                t,
+                Action::SendDirect {
+                    to: UserId(to),
+                    body,
+                },
+            ));
     }
 
     // Faults. A host or device is hit by at most one fault at a time, so every fault's end
@@ -118,7 +134,9 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
         let count = draw(&mut rng, f.count);
         for _ in 0..count {
             let start = draw(&mut rng, f.window_ms);
-            let end = f.duration_ms.map_or(start, |d| (start + draw(&mut rng, d)).min(heal_at));
+            let end = f
+                .duration_ms
+                .map_or(start, |d| (start + draw(&mut rng, d)).min(heal_at));
             match f.kind {
                 FaultKind::Kill | FaultKind::Clog => {
                     let hosts = hosts_of(s, &f.targets);
@@ -145,8 +163,12 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
                     if !free("partition".into(), start, end) {
                         continue;
                     }
-                    plan.world.push((start, WorldAction::Fault(Fault::Partition(a.clone(), b.clone()))));
-                    plan.world.push((end, WorldAction::Fault(Fault::PartitionHealed(a, b))));
+                    plan.world.push((
+                        start,
+                        WorldAction::Fault(Fault::Partition(a.clone(), b.clone())),
+                    ));
+                    plan.world
+                        .push((end, WorldAction::Fault(Fault::PartitionHealed(a, b))));
                 }
                 FaultKind::DeviceDrop | FaultKind::DeviceOffline | FaultKind::DeviceSilent => {
                     let d = devices[rng.gen_range(0..devices.len())];
@@ -154,15 +176,21 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
                         continue;
                     }
                     match f.kind {
-                        FaultKind::DeviceDrop => plan.device.entry(d).or_default().push((start, Action::DropConnection)),
+                        FaultKind::DeviceDrop => plan
+                            .device
+                            .entry(d)
+                            .or_default()
+                            .push((start, Action::DropConnection)),
                         FaultKind::DeviceOffline => {
                             let acts = plan.device.entry(d).or_default();
                             acts.push((start, Action::GoOffline));
                             acts.push((end, Action::GoOnline));
                         }
                         _ => {
-                            plan.world.push((start, WorldAction::Fault(Fault::DeviceSilent(d))));
-                            plan.world.push((end, WorldAction::Fault(Fault::DeviceUnsilent(d))));
+                            plan.world
+                                .push((start, WorldAction::Fault(Fault::DeviceSilent(d))));
+                            plan.world
+                                .push((end, WorldAction::Fault(Fault::DeviceUnsilent(d))));
                         }
                     }
                 }
@@ -197,12 +225,21 @@ mod tests {
     // The plan is the seed's alone: same seed, same plan; another seed, another plan.
     #[test]
     fn plans_are_a_pure_function_of_the_seed() {
-        let s = Scenario::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenarios/reconnect-storm.toml"))).expect("scenario");
+        let s = Scenario::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scenarios/reconnect-storm.toml"
+        )))
+        .expect("scenario");
         let (a, b, c) = (make_plan(&s, 1), make_plan(&s, 1), make_plan(&s, 2));
         assert_eq!(format!("{:?}", a.device), format!("{:?}", b.device));
         assert_eq!(a.world, b.world);
         assert_ne!(format!("{:?}", a.device), format!("{:?}", c.device));
-        let sends: usize = a.device.values().flatten().filter(|(_, x)| matches!(x, Action::SendDirect { .. })).count();
+        let sends: usize = a
+            .device
+            .values()
+            .flatten()
+            .filter(|(_, x)| matches!(x, Action::SendDirect { .. }))
+            .count();
         assert_eq!(sends, s.workload.messages as usize);
         assert!(a.world.iter().all(|(t, _)| *t <= a.heal_at));
     }

@@ -94,21 +94,45 @@ pub fn trace_hash(raw: &RawRun) -> String {
     let mut h = Sha256::new();
     h.update(raw.frame_digest);
     h.update(postcard::to_allocvec(&raw.history).expect("histories are serialisable"));
-    h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn stats(raw: &RawRun, wall_seconds: f64) -> Stats {
-    let mut s = Stats { frames: raw.frames, inbox_left: raw.inbox_left, sim_seconds: raw.sim_ms as f64 / 1000.0, wall_seconds, ..Stats::default() };
+    let mut s = Stats {
+        frames: raw.frames,
+        inbox_left: raw.inbox_left,
+        sim_seconds: raw.sim_ms as f64 / 1000.0,
+        wall_seconds,
+        ..Stats::default()
+    };
     let mut delivered = BTreeSet::new();
     for r in &raw.history.records {
         match &r.event {
-            Event::Device { obs: Observation::Sent { .. }, .. } => s.messages_sent += 1,
-            Event::Device { obs: Observation::Acked { .. }, .. } => s.messages_acked += 1,
-            Event::Device { device, obs: Observation::Displayed { id, .. } } => {
+            Event::Device {
+                obs: Observation::Sent { .. },
+                ..
+            } => s.messages_sent += 1,
+            Event::Device {
+                obs: Observation::Acked { .. },
+                ..
+            } => s.messages_acked += 1,
+            Event::Device {
+                device,
+                obs: Observation::Displayed { id, .. },
+            } => {
                 delivered.insert((*device, *id));
             }
-            Event::Device { obs: Observation::DuplicateDropped { .. }, .. } => s.duplicates_dropped += 1,
-            Event::Device { obs: Observation::GapDetected { .. }, .. } => s.gaps_detected += 1,
+            Event::Device {
+                obs: Observation::DuplicateDropped { .. },
+                ..
+            } => s.duplicates_dropped += 1,
+            Event::Device {
+                obs: Observation::GapDetected { .. },
+                ..
+            } => s.gaps_detected += 1,
             Event::Fault(_) => s.faults += 1,
             _ => {}
         }
@@ -141,7 +165,9 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> Result<RunReport, RunError> {
                 .unwrap_or_else(|| "non-string panic".into()),
         })??;
     let wall = started.elapsed().as_secs_f64();
-    let bounds = Bounds { liveness_ms: scenario.run.liveness_ms };
+    let bounds = Bounds {
+        liveness_ms: scenario.run.liveness_ms,
+    };
     let path = scenario.path.display().to_string();
     Ok(RunReport {
         scenario: scenario.name(),

@@ -65,14 +65,25 @@ impl From<[u64; 2]> for Range {
 impl Range {
     fn check(&self, path: &Path, field: &str) -> Result<(), ScenarioError> {
         if self.lo > self.hi {
-            return Err(invalid(path, field, format!("range [{}, {}] has its lower bound above its upper", self.lo, self.hi)));
+            return Err(invalid(
+                path,
+                field,
+                format!(
+                    "range [{}, {}] has its lower bound above its upper",
+                    self.lo, self.hi
+                ),
+            ));
         }
         Ok(())
     }
 }
 
 fn invalid(path: &Path, field: &str, reason: impl Into<String>) -> ScenarioError {
-    ScenarioError::Invalid { path: path.to_owned(), field: field.to_owned(), reason: reason.into() }
+    ScenarioError::Invalid {
+        path: path.to_owned(),
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 /// A scenario file.
@@ -138,7 +149,9 @@ fn default_latency() -> Range {
 
 impl Default for NetworkSpec {
     fn default() -> Self {
-        NetworkSpec { latency_ms: default_latency() }
+        NetworkSpec {
+            latency_ms: default_latency(),
+        }
     }
 }
 
@@ -208,14 +221,19 @@ pub struct FaultSpec {
 impl Scenario {
     /// Read, parse and validate a scenario file.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Scenario::parse(path, &text)
     }
 
     /// Parse and validate scenario text; `path` is only used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
-        let mut s: Scenario = toml::from_str(text)
-            .map_err(|e| ScenarioError::Parse { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })?;
+        let mut s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
         s.path = path.to_owned();
         s.validate()?;
         Ok(s)
@@ -223,7 +241,9 @@ impl Scenario {
 
     /// The scenario's name: its file stem.
     pub fn name(&self) -> String {
-        self.path.file_stem().map_or_else(|| "scenario".into(), |s| s.to_string_lossy().into_owned())
+        self.path
+            .file_stem()
+            .map_or_else(|| "scenario".into(), |s| s.to_string_lossy().into_owned())
     }
 
     /// When the run ends (ms).
@@ -235,57 +255,130 @@ impl Scenario {
         let p = self.path.as_path();
         let t = &self.topology;
         if !(2..=USERS_MAX).contains(&t.users) {
-            return Err(invalid(p, "topology.users", format!("must be between 2 and {USERS_MAX}, is {}", t.users)));
+            return Err(invalid(
+                p,
+                "topology.users",
+                format!("must be between 2 and {USERS_MAX}, is {}", t.users),
+            ));
         }
         if !(1..=64).contains(&t.gateways) {
-            return Err(invalid(p, "topology.gateways", format!("must be between 1 and 64, is {}", t.gateways)));
+            return Err(invalid(
+                p,
+                "topology.gateways",
+                format!("must be between 1 and 64, is {}", t.gateways),
+            ));
         }
         if !(1..=64).contains(&t.shards) {
-            return Err(invalid(p, "topology.shards", format!("must be between 1 and 64, is {}", t.shards)));
+            return Err(invalid(
+                p,
+                "topology.shards",
+                format!("must be between 1 and 64, is {}", t.shards),
+            ));
         }
         let w = &self.workload;
         if w.messages > MESSAGES_MAX {
-            return Err(invalid(p, "workload.messages", format!("must be at most {MESSAGES_MAX}, is {}", w.messages)));
+            return Err(invalid(
+                p,
+                "workload.messages",
+                format!("must be at most {MESSAGES_MAX}, is {}", w.messages),
+            ));
         }
         let pairs = u64::from(t.users) * u64::from(t.users - 1) / 2;
         if w.conversations == 0 || u64::from(w.conversations) > pairs {
-            return Err(invalid(p, "workload.conversations", format!("must be between 1 and {pairs} (pairs of {} users), is {}", t.users, w.conversations)));
+            return Err(invalid(
+                p,
+                "workload.conversations",
+                format!(
+                    "must be between 1 and {pairs} (pairs of {} users), is {}",
+                    t.users, w.conversations
+                ),
+            ));
         }
         w.send_window_ms.check(p, "workload.send_window_ms")?;
         self.network.latency_ms.check(p, "network.latency_ms")?;
         if self.network.latency_ms.lo == 0 {
-            return Err(invalid(p, "network.latency_ms", "latency must be at least 1 ms"));
+            return Err(invalid(
+                p,
+                "network.latency_ms",
+                "latency must be at least 1 ms",
+            ));
         }
         if self.end_ms() > RUN_MS_MAX {
-            return Err(invalid(p, "run", format!("the run would last {} ms, more than {RUN_MS_MAX}", self.end_ms())));
+            return Err(invalid(
+                p,
+                "run",
+                format!(
+                    "the run would last {} ms, more than {RUN_MS_MAX}",
+                    self.end_ms()
+                ),
+            ));
         }
         if self.run.liveness_ms == 0 || self.run.liveness_ms > self.run.settle_ms {
-            return Err(invalid(p, "run.liveness_ms", format!("must be between 1 and run.settle_ms ({}), is {}", self.run.settle_ms, self.run.liveness_ms)));
+            return Err(invalid(
+                p,
+                "run.liveness_ms",
+                format!(
+                    "must be between 1 and run.settle_ms ({}), is {}",
+                    self.run.settle_ms, self.run.liveness_ms
+                ),
+            ));
         }
         for (i, f) in self.faults.iter().enumerate() {
             let field = |name: &str| format!("fault[{i}].{name}");
             f.count.check(p, &field("count"))?;
             f.window_ms.check(p, &field("window_ms"))?;
             if f.window_ms.hi > self.run.heal_at_ms {
-                return Err(invalid(p, &field("window_ms"), format!("faults must start before run.heal_at_ms ({})", self.run.heal_at_ms)));
+                return Err(invalid(
+                    p,
+                    &field("window_ms"),
+                    format!(
+                        "faults must start before run.heal_at_ms ({})",
+                        self.run.heal_at_ms
+                    ),
+                ));
             }
-            let server = matches!(f.kind, FaultKind::Kill | FaultKind::Clog | FaultKind::Partition);
+            let server = matches!(
+                f.kind,
+                FaultKind::Kill | FaultKind::Clog | FaultKind::Partition
+            );
             if server && f.targets.is_empty() {
-                return Err(invalid(p, &field("targets"), "a server fault needs at least one target role"));
+                return Err(invalid(
+                    p,
+                    &field("targets"),
+                    "a server fault needs at least one target role",
+                ));
             }
             if !server && !f.targets.is_empty() {
-                return Err(invalid(p, &field("targets"), "device faults pick devices; remove `targets`"));
+                return Err(invalid(
+                    p,
+                    &field("targets"),
+                    "device faults pick devices; remove `targets`",
+                ));
             }
             match (f.kind, f.duration_ms) {
                 (FaultKind::DeviceDrop, Some(_)) => {
-                    return Err(invalid(p, &field("duration_ms"), "a dropped connection has no duration"));
+                    return Err(invalid(
+                        p,
+                        &field("duration_ms"),
+                        "a dropped connection has no duration",
+                    ));
                 }
                 (FaultKind::DeviceDrop, None) => {}
-                (_, None) => return Err(invalid(p, &field("duration_ms"), "missing: how long the fault lasts")),
+                (_, None) => {
+                    return Err(invalid(
+                        p,
+                        &field("duration_ms"),
+                        "missing: how long the fault lasts",
+                    ))
+                }
                 (_, Some(d)) => d.check(p, &field("duration_ms"))?,
             }
             if f.kind == FaultKind::Partition && self.hosts_of(&f.targets) < 2 {
-                return Err(invalid(p, &field("targets"), "a partition needs at least two hosts among its target roles"));
+                return Err(invalid(
+                    p,
+                    &field("targets"),
+                    "a partition needs at least two hosts among its target roles",
+                ));
             }
         }
         Ok(())
@@ -340,7 +433,9 @@ duration_ms = [10, 100]
 "#;
 
     fn err(text: &str) -> String {
-        Scenario::parse(Path::new("x.toml"), text).expect_err("must be refused").to_string()
+        Scenario::parse(Path::new("x.toml"), text)
+            .expect_err("must be refused")
+            .to_string()
     }
 
     // The schema accepts a well-formed file.
@@ -367,9 +462,16 @@ duration_ms = [10, 100]
     fn out_of_range_values_name_their_field() {
         assert!(err(&GOOD.replace("users = 4", "users = 1")).contains("`topology.users`"));
         assert!(err(&GOOD.replace("count = [1, 2]", "count = [3, 2]")).contains("`fault[0].count`"));
-        assert!(err(&GOOD.replace("window_ms = [100, 1000]", "window_ms = [100, 9000]")).contains("`fault[0].window_ms`"));
-        assert!(err(&GOOD.replace("conversations = 2", "conversations = 7")).contains("`workload.conversations`"));
-        assert!(err(&GOOD.replace("liveness_ms = 4000", "liveness_ms = 6000")).contains("`run.liveness_ms`"));
+        assert!(
+            err(&GOOD.replace("window_ms = [100, 1000]", "window_ms = [100, 9000]"))
+                .contains("`fault[0].window_ms`")
+        );
+        assert!(err(&GOOD.replace("conversations = 2", "conversations = 7"))
+            .contains("`workload.conversations`"));
+        assert!(
+            err(&GOOD.replace("liveness_ms = 4000", "liveness_ms = 6000"))
+                .contains("`run.liveness_ms`")
+        );
         assert!(err("description = 3").contains("x.toml: "));
     }
 }

@@ -65,7 +65,11 @@ mod tests {
     // A frame split at every possible byte boundary must still decode exactly once.
     #[test]
     fn frames_survive_arbitrary_splits_and_oversize_is_refused() {
-        let frames = [Wire::Up(Up::Ping), Wire::Down(Down::Pong), Wire::Up(Up::Drain { after: None })];
+        let frames = [
+            Wire::Up(Up::Ping),
+            Wire::Down(Down::Pong),
+            Wire::Up(Up::Drain { after: None }),
+        ];
         let bytes: Vec<u8> = frames.iter().flat_map(|f| encode(f).to_vec()).collect();
         for cut in 0..bytes.len() {
             let mut buf = BytesMut::new();

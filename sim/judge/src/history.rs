@@ -73,7 +73,11 @@ pub struct History {
 impl History {
     /// An empty history for `users` users.
     pub fn new(users: u32) -> History {
-        History { records: Vec::new(), users, end: 0 }
+        History {
+            records: Vec::new(),
+            users,
+            end: 0,
+        }
     }
 
     /// Append an event at `t`.
@@ -88,7 +92,10 @@ impl History {
 
     /// When faults were healed, if they were.
     pub fn healed_at(&self) -> Option<Millis> {
-        self.records.iter().find(|r| r.event == Event::Healed).map(|r| r.t)
+        self.records
+            .iter()
+            .find(|r| r.event == Event::Healed)
+            .map(|r| r.t)
     }
 
     /// The devices that must display a message the `sender` device sent in `conv`: every
@@ -108,14 +115,21 @@ impl History {
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let side = |hs: &[Host]| hs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let side = |hs: &[Host]| {
+            hs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         match self {
             Fault::Kill(h) => write!(f, "kill {h}"),
             Fault::Restart(h) => write!(f, "restart {h}"),
             Fault::Clog(h) => write!(f, "clog {h}"),
             Fault::Unclog(h) => write!(f, "unclog {h}"),
             Fault::Partition(a, b) => write!(f, "partition [{}] | [{}]", side(a), side(b)),
-            Fault::PartitionHealed(a, b) => write!(f, "heal partition [{}] | [{}]", side(a), side(b)),
+            Fault::PartitionHealed(a, b) => {
+                write!(f, "heal partition [{}] | [{}]", side(a), side(b))
+            }
             Fault::DeviceOffline(d) => write!(f, "{d} goes offline"),
             Fault::DeviceOnline(d) => write!(f, "{d} comes online"),
             Fault::DeviceDrop(d) => write!(f, "{d} loses its connection"),

@@ -10,5 +10,5 @@
 pub mod checkers;
 pub mod history;
 
-pub use checkers::{check_all, Verdict, Violation};
+pub use checkers::{check_all, Bounds, Verdict, Violation};
 pub use history::{Event, Fault, History, Record};

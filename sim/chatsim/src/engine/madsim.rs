@@ -11,7 +11,7 @@
 //! so the nemesis kills before it restarts and tracks which hosts are down.
 
 use super::RawRun;
-use crate::plan::{device_fault, derive_seed, server_hosts, Plan, WorldAction};
+use crate::plan::{derive_seed, device_fault, server_hosts, Plan, WorldAction};
 use crate::scenario::Scenario;
 use crate::wire::{decode, encode, Wire};
 use bytes::{Bytes, BytesMut};
@@ -48,7 +48,12 @@ pub fn addr_of(host: Host) -> SocketAddr {
         Host::Storage(i) => Ipv4Addr::new(10, 4, 0, i as u8 + 1),
         Host::Device(d) => {
             let u = d.user.0;
-            Ipv4Addr::new(10, 16 + (u >> 16) as u8 * 4 + d.index, (u >> 8) as u8, u as u8)
+            Ipv4Addr::new(
+                10,
+                16 + (u >> 16) as u8 * 4 + d.index,
+                (u >> 8) as u8,
+                u as u8,
+            )
         }
     };
     SocketAddr::new(IpAddr::V4(ip), PORT)
@@ -71,12 +76,18 @@ impl Shared {
     }
 
     fn record(&self, t: Millis, event: Event) {
-        self.history.lock().expect("no thread ever panics holding it").push(t, event);
+        self.history
+            .lock()
+            .expect("no thread ever panics holding it")
+            .push(t, event);
     }
 
     fn delivered(&self, now: Millis, at: Host, frame: &[u8]) {
         self.frames.fetch_add(1, Ordering::Relaxed);
-        let mut d = self.digest.lock().expect("no thread ever panics holding it");
+        let mut d = self
+            .digest
+            .lock()
+            .expect("no thread ever panics holding it");
         d.update(now.to_le_bytes());
         d.update(at.to_string().as_bytes());
         d.update(frame);
@@ -139,15 +150,26 @@ impl Peers {
     }
 }
 
+async fn write_frame(stream: &mut TcpStream, frame: &[u8]) -> bool {
+    stream.write_all(frame).await.is_ok() && stream.flush().await.is_ok()
+}
+
 async fn peer_link(to: Host, mut rx: UnboundedReceiver<Bytes>) {
-    while let Some(first) = rx.recv().await {
-        let Ok(mut stream) = TcpStream::connect(addr_of(to)).await else { continue };
-        if stream.write_all(&first).await.is_err() || stream.flush().await.is_err() {
-            continue;
+    let mut stream: Option<TcpStream> = None;
+    while let Some(frame) = rx.recv().await {
+        // A write to a connection whose peer has restarted fails at once (the peer's socket is
+        // gone, like a TCP reset): the frame was not sent, so it goes again on a fresh
+        // connection. A frame that cannot get through a fresh one either is dropped, as a
+        // network would drop it; the protocol's own retries cover that.
+        if let Some(s) = stream.as_mut() {
+            if write_frame(s, &frame).await {
+                continue;
+            }
         }
-        while let Some(frame) = rx.recv().await {
-            if stream.write_all(&frame).await.is_err() || stream.flush().await.is_err() {
-                break;
+        stream = None;
+        if let Ok(mut s) = TcpStream::connect(addr_of(to)).await {
+            if write_frame(&mut s, &frame).await {
+                stream = Some(s);
             }
         }
     }
@@ -165,14 +187,18 @@ fn new_machine(host: Host, sh: &Shared) -> Box<dyn Machine> {
         Host::Gateway(i) => Box::new(Gateway::new(i, topo)),
         Host::Session => Box::new(Session::new(topo)),
         Host::Shard(i) => Box::new(Shard::new(i, topo)),
-        Host::Storage(_) => Box::new(Storage::new(sh.durable.lock().expect("never poisoned").clone())),
+        Host::Storage(_) => Box::new(Storage::new(
+            sh.durable.lock().expect("never poisoned").clone(),
+        )),
         Host::Device(_) => unreachable!("devices run device_main"),
     }
 }
 
 async fn server_main(host: Host, sh: Arc<Shared>) {
     let mut machine = new_machine(host, &sh);
-    let listener = TcpListener::bind(addr_of(host)).await.expect("a restarted node's old socket was released by the kill");
+    let listener = TcpListener::bind(addr_of(host))
+        .await
+        .expect("a restarted node's old socket was released by the kill");
     let (tx, mut rx) = unbounded_channel::<ServerEvent>();
     let accept_tx = tx.clone();
     let accept_sh = sh.clone();
@@ -194,12 +220,16 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
             });
         }
     });
-    let mut peers = Peers { links: BTreeMap::new() };
+    let mut peers = Peers {
+        links: BTreeMap::new(),
+    };
     let mut writers: BTreeMap<ConnId, UnboundedSender<Bytes>> = BTreeMap::new();
     let mut device_conns: BTreeSet<ConnId> = BTreeSet::new();
     let mut out = Vec::new();
     loop {
-        let deadline = machine.poll_timeout().map(|t| sh.t0 + Duration::from_millis(t));
+        let deadline = machine
+            .poll_timeout()
+            .map(|t| sh.t0 + Duration::from_millis(t));
         let input = tokio::select! {
             biased;
             ev = rx.recv() => match ev.expect("this task holds a sender") {
@@ -228,7 +258,9 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
         machine.handle(sh.now(), input, &mut out);
         for effect in out.drain(..) {
             match effect {
-                Effect::Rpc { to, rpc } => peers.send(to, encode(&Wire::Server(Envelope { from: host, rpc }))),
+                Effect::Rpc { to, rpc } => {
+                    peers.send(to, encode(&Wire::Server(Envelope { from: host, rpc })))
+                }
                 Effect::Down { conn, frame } => {
                     if let Some(w) = writers.get(&conn) {
                         let _ = w.send(encode(&Wire::Down(frame)));
@@ -243,7 +275,10 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
                     let mut d = sh.durable.lock().expect("never poisoned");
                     ops.iter().for_each(|op| d.apply(op));
                 }
-                e @ (Effect::Connect { .. } | Effect::Up(_) | Effect::Disconnect | Effect::Observe(_)) => {
+                e @ (Effect::Connect { .. }
+                | Effect::Up(_)
+                | Effect::Disconnect
+                | Effect::Observe(_)) => {
                     unreachable!("{host} is a server and produced a device effect: {e:?}")
                 }
             }
@@ -259,7 +294,12 @@ enum DeviceEvent {
 }
 
 async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool, sh: Arc<Shared>) {
-    let mut machine = Device::new(id, sh.topo.clone(), derive_seed(sh.seed, 0x6465_7600 + u64::from(id.user.0)), online);
+    let mut machine = Device::new(
+        id,
+        sh.topo.clone(),
+        derive_seed(sh.seed, 0x6465_7600 + u64::from(id.user.0)),
+        online,
+    );
     let mut actions = actions.into_iter().peekable();
     let (tx, mut rx) = unbounded_channel::<DeviceEvent>();
     let mut conn: Option<(u64, UnboundedSender<Bytes>)> = None;
@@ -268,7 +308,10 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
     let me = Host::Device(id);
     loop {
         let next_action = actions.peek().map(|(t, _)| *t);
-        let deadline = [machine.poll_timeout(), next_action].into_iter().flatten().min();
+        let deadline = [machine.poll_timeout(), next_action]
+            .into_iter()
+            .flatten()
+            .min();
         let deadline_at = deadline.map(|t| sh.t0 + Duration::from_millis(t));
         let current = conn.as_ref().map(|c| c.0);
         let input = tokio::select! {
@@ -331,24 +374,44 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
                     }
                 }
                 Effect::Disconnect => conn = None,
-                Effect::Observe(o) => sh.history.lock().expect("never poisoned").observe(now, id, o),
+                Effect::Observe(o) => sh
+                    .history
+                    .lock()
+                    .expect("never poisoned")
+                    .observe(now, id, o),
                 e => unreachable!("a device produced a server effect: {e:?}"),
             }
         }
     }
 }
 
-/// Run one seed of `scenario` under madsim. Call it on a fresh thread per seed: madsim's
-/// determinism was seen to hold per fresh thread.
-pub fn run(scenario: &Scenario, seed: u64, plan: Plan) -> RawRun {
+/// The madsim configuration for a scenario: its per-frame latency range.
+pub fn config(scenario: &Scenario) -> madsim::Config {
     let lat = scenario.network.latency_ms;
     let mut config = madsim::Config::default();
     config.net.packet_loss_rate = 0.0;
-    config.net.send_latency = Duration::from_millis(lat.lo)..Duration::from_millis(lat.hi) + Duration::from_micros(1);
-    let rt = madsim::runtime::Runtime::with_seed_and_config(seed, config);
-    let topo = Topology { users: scenario.topology.users, gateways: scenario.topology.gateways, shards: scenario.topology.shards };
-    let hosts = server_hosts(scenario);
-    rt.block_on(world(topo, seed, hosts, plan))
+    // madsim's range is half-open; the scenario's is inclusive.
+    config.net.send_latency =
+        Duration::from_millis(lat.lo)..Duration::from_millis(lat.hi) + Duration::from_micros(1);
+    config
+}
+
+/// Run one seed of `scenario` under madsim. Call it on a fresh thread per seed: madsim's
+/// determinism was seen to hold per fresh thread.
+pub fn run(scenario: &Scenario, seed: u64, plan: Plan) -> RawRun {
+    let rt = madsim::runtime::Runtime::with_seed_and_config(seed, config(scenario));
+    rt.block_on(simulate(scenario, seed, plan))
+}
+
+/// The run itself, inside a madsim runtime the caller made (tests use madsim's own
+/// determinism check this way).
+pub async fn simulate(scenario: &Scenario, seed: u64, plan: Plan) -> RawRun {
+    let topo = Topology {
+        users: scenario.topology.users,
+        gateways: scenario.topology.gateways,
+        shards: scenario.topology.shards,
+    };
+    world(topo, seed, server_hosts(scenario), plan).await
 }
 
 async fn world(topo: Topology, seed: u64, hosts: Vec<Host>, plan: Plan) -> RawRun {

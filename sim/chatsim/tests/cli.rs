@@ -1,0 +1,175 @@
+//! The `chatsim` binary as users and CI see it: exit codes, messages naming file, line and
+//! field, JSON fields, and determinism across two processes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn chatsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chatsim"))
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .output()
+        .expect("the binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn scratch(name: &str, text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("chatsim-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write scratch scenario");
+    path.display().to_string()
+}
+
+fn json_of(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).expect("--json prints one JSON object")
+}
+
+// The same scenario and seed must give the same trace hash in two separate processes (std's
+// hash keys differ per process, so this catches HashMap iteration leaking into behaviour).
+#[test]
+fn two_processes_agree_on_the_trace_hash_and_the_json_has_the_promised_fields() {
+    let a = chatsim(&[
+        "run",
+        "scenarios/partition-heal.toml",
+        "--seed",
+        "7",
+        "--json",
+    ]);
+    let b = chatsim(&[
+        "run",
+        "scenarios/partition-heal.toml",
+        "--seed",
+        "7",
+        "--json",
+    ]);
+    assert_eq!(a.status.code(), Some(0), "{}", stderr(&a));
+    let (ja, jb) = (json_of(&a), json_of(&b));
+    assert_eq!(ja["trace_hash"], jb["trace_hash"]);
+    assert_eq!(ja["scenario"], "partition-heal");
+    assert_eq!(ja["seed"], 7);
+    assert_eq!(ja["engine"], "madsim");
+    let names: Vec<&str> = ja["invariants"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| v["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        names,
+        ["no_loss", "exactly_once", "conversation_order", "liveness"]
+    );
+    assert!(ja["invariants"][0]["holds"].as_bool().expect("bool"));
+    assert!(ja["invariants"][0]["violations"].is_array());
+    for field in [
+        "messages_sent",
+        "messages_acked",
+        "messages_delivered",
+        "sim_seconds",
+        "wall_seconds",
+        "frames",
+    ] {
+        assert!(ja["stats"][field].is_number(), "stats.{field} missing");
+    }
+}
+
+// The summary says what a person needs: verdicts, counts, the hash and the replay command.
+#[test]
+fn the_summary_names_invariants_counts_hash_and_replay_command() {
+    let o = chatsim(&["run", "scenarios/smoke.toml", "--seed", "3"]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "no_loss",
+        "holds",
+        "messages:",
+        "trace hash:",
+        "run scenarios/smoke.toml --seed 3",
+        "verdict: PASS",
+    ] {
+        assert!(out.contains(needle), "summary lacks {needle:?}:\n{out}");
+    }
+    let replay = chatsim(&["replay", "scenarios/smoke.toml", "--seed", "3"]);
+    let log = String::from_utf8_lossy(&replay.stdout);
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" ms  u") && l.contains("shows")),
+        "{log}"
+    );
+}
+
+// Bad input exits 2 with a message naming the file, the line and the field; never a panic.
+#[test]
+fn bad_input_exits_2_naming_file_line_and_field() {
+    let o = chatsim(&["run", "scenarios/no-such-file.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no-such-file.toml"), "{}", stderr(&o));
+
+    let good = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/smoke.toml"),
+    )
+    .expect("smoke");
+    let typo = scratch(
+        "typo.toml",
+        &good.replace("shards = 2", "shards = 2\nshard_count = 2"),
+    );
+    let o = chatsim(&["run", &typo]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("typo.toml") && e.contains("shard_count") && e.contains("line"),
+        "{e}"
+    );
+
+    let broken = scratch("broken.toml", "description = \"x\"\n[topology\nusers = 3\n");
+    let o = chatsim(&["run", &broken]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("broken.toml") && stderr(&o).contains("line 2"),
+        "{}",
+        stderr(&o)
+    );
+
+    let range = scratch(
+        "range.toml",
+        &good.replace("latency_ms = [1, 10]", "latency_ms = [10, 1]"),
+    );
+    let o = chatsim(&["run", &range]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("`network.latency_ms`"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = chatsim(&["run", "scenarios/smoke.toml", "--no-such-flag"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = chatsim(&["run", "scenarios/smoke.toml", "--seed", "minus-one"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!stderr(&o).contains("panicked"));
+}
+
+// `chatsim scenarios` lists every file with its description.
+#[test]
+fn scenarios_lists_every_file_with_its_description() {
+    let o = chatsim(&["scenarios"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for name in [
+        "smoke",
+        "gateway-crash",
+        "shard-crash-after-persist",
+        "partition-heal",
+        "offline-inbox",
+        "reconnect-storm",
+    ] {
+        assert!(
+            out.contains(&format!("{name}.toml")),
+            "missing {name}:\n{out}"
+        );
+    }
+    assert!(out.contains("no faults"), "{out}");
+}
