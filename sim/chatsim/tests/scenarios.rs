@@ -103,16 +103,11 @@ fn madsim_determinism_check_passes_on_a_faulty_scenario() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/gateway-crash.toml");
         Scenario::load(&path).expect("valid")
     }
-    fn one_run() -> impl std::future::Future<Output = usize> {
-        async {
-            let s = scenario();
-            let plan = chatsim::plan::make_plan(&s, 3);
-            chatsim::engine::madsim::simulate(&s, 3, plan)
-                .await
-                .history
-                .records
-                .len()
-        }
+    async fn one_run() -> usize {
+        let s = scenario();
+        let plan = chatsim::plan::make_plan(&s, 3);
+        let raw = chatsim::engine::madsim::simulate(&s, 3, plan).await;
+        raw.history.records.len()
     }
     let config = chatsim::engine::madsim::config(&scenario());
     let events =
