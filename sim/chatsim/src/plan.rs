@@ -54,20 +54,21 @@ pub fn server_hosts(s: &Scenario) -> Vec<Host> {
     hosts
 }
 
+/// The role a host plays.
+pub fn role_of(h: Host) -> Role {
+    match h {
+        Host::Gateway(_) => Role::Gateway,
+        Host::Session => Role::Session,
+        Host::Shard(_) => Role::Shard,
+        Host::Storage(_) => Role::Storage,
+        Host::Device(_) => Role::Device,
+    }
+}
+
 fn hosts_of(s: &Scenario, roles: &[Role]) -> Vec<Host> {
     server_hosts(s)
         .into_iter()
-        .filter(|h| {
-            roles.iter().any(|r| {
-                matches!(
-                    (r, h),
-                    (Role::Gateway, Host::Gateway(_))
-                        | (Role::Session, Host::Session)
-                        | (Role::Shard, Host::Shard(_))
-                        | (Role::Storage, Host::Storage(_))
-                )
-            })
-        })
+        .filter(|h| roles.contains(&role_of(*h)))
         .collect()
 }
 

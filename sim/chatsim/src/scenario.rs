@@ -141,6 +141,22 @@ pub struct NetworkSpec {
     /// order; frames on different connections overtake each other.
     #[serde(default = "default_latency")]
     pub latency_ms: Range,
+    /// Extra latency on the links from one role to another.
+    #[serde(default, rename = "link")]
+    pub links: Vec<LinkSpec>,
+}
+
+/// Extra one-way latency on every connection from hosts of one role to hosts of another,
+/// drawn per frame; frames on one connection still arrive in order.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    /// The sending role.
+    pub from: Role,
+    /// The receiving role.
+    pub to: Role,
+    /// Extra latency added to each frame (ms).
+    pub extra_latency_ms: Range,
 }
 
 fn default_latency() -> Range {
@@ -151,6 +167,7 @@ impl Default for NetworkSpec {
     fn default() -> Self {
         NetworkSpec {
             latency_ms: default_latency(),
+            links: Vec::new(),
         }
     }
 }
@@ -190,6 +207,8 @@ pub enum FaultKind {
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
+    /// Phones (only as a link end in `[[network.link]]`; faults pick devices themselves).
+    Device,
     /// Gateways.
     Gateway,
     /// The session service.
@@ -303,6 +322,21 @@ impl Scenario {
                 "latency must be at least 1 ms",
             ));
         }
+        for (i, l) in self.network.links.iter().enumerate() {
+            l.extra_latency_ms
+                .check(p, &format!("network.link[{i}].extra_latency_ms"))?;
+            let device_link = matches!(
+                (l.from, l.to),
+                (Role::Device, Role::Gateway) | (Role::Gateway, Role::Device)
+            );
+            if (l.from == Role::Device || l.to == Role::Device) && !device_link {
+                return Err(invalid(
+                    p,
+                    &format!("network.link[{i}]"),
+                    "devices only talk to gateways",
+                ));
+            }
+        }
         if self.end_ms() > RUN_MS_MAX {
             return Err(invalid(
                 p,
@@ -341,6 +375,13 @@ impl Scenario {
                 f.kind,
                 FaultKind::Kill | FaultKind::Clog | FaultKind::Partition
             );
+            if f.targets.contains(&Role::Device) {
+                return Err(invalid(
+                    p,
+                    &field("targets"),
+                    "`device` is not a server role; use a device-* fault kind",
+                ));
+            }
             if server && f.targets.is_empty() {
                 return Err(invalid(
                     p,
@@ -384,6 +425,15 @@ impl Scenario {
         Ok(())
     }
 
+    /// The extra latency range on links from `from` to `to`, if the scenario sets one.
+    pub fn extra_latency(&self, from: Role, to: Role) -> Option<Range> {
+        self.network
+            .links
+            .iter()
+            .find(|l| l.from == from && l.to == to)
+            .map(|l| l.extra_latency_ms)
+    }
+
     /// How many hosts the roles cover.
     pub fn hosts_of(&self, roles: &[Role]) -> usize {
         let t = &self.topology;
@@ -396,6 +446,7 @@ impl Scenario {
                 Role::Gateway => usize::from(t.gateways),
                 Role::Shard => usize::from(t.shards),
                 Role::Session | Role::Storage => 1,
+                Role::Device => 0,
             })
             .sum()
     }

@@ -11,8 +11,8 @@
 //! so the nemesis kills before it restarts and tracks which hosts are down.
 
 use super::RawRun;
-use crate::plan::{derive_seed, device_fault, server_hosts, Plan, WorldAction};
-use crate::scenario::Scenario;
+use crate::plan::{derive_seed, device_fault, role_of, server_hosts, Plan, WorldAction};
+use crate::scenario::{Range, Role, Scenario};
 use crate::wire::{decode, encode, Wire};
 use bytes::{Bytes, BytesMut};
 use chatsim_judge::{Event, Fault, History};
@@ -23,6 +23,8 @@ use chatsim_system::session::Session;
 use chatsim_system::shard::Shard;
 use chatsim_system::storage::{Storage, StorageState};
 use chatsim_system::{Action, Effect, Input, Machine, Topology};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -68,6 +70,7 @@ struct Shared {
     durable: Mutex<StorageState>,
     digest: Mutex<Sha256>,
     frames: AtomicU64,
+    links: BTreeMap<(Role, Role), Range>,
 }
 
 impl Shared {
@@ -80,6 +83,42 @@ impl Shared {
             .lock()
             .expect("no thread ever panics holding it")
             .push(t, event);
+    }
+
+    /// Wrap a connection's outgoing frames in the scenario's extra latency for `from -> to`, if
+    /// it sets one. `nth` tells this connection from earlier ones between the same hosts, so
+    /// each draws its own latencies.
+    fn delayed(
+        &self,
+        from: Host,
+        to: Host,
+        nth: u64,
+        rx: UnboundedReceiver<Bytes>,
+    ) -> UnboundedReceiver<Bytes> {
+        let Some(&range) = self.links.get(&(role_of(from), role_of(to))) else {
+            return rx;
+        };
+        let salt = format!("{from}->{to}#{nth}")
+            .bytes()
+            .fold(0, |h, b| derive_seed(h, u64::from(b)));
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(self.seed, salt));
+        let (tx, out) = unbounded_channel();
+        let mut rx = rx;
+        tokio::spawn(async move {
+            // Deadlines never go backwards, so frames on one connection stay in order.
+            let mut last = Instant::now();
+            while let Some(frame) = rx.recv().await {
+                let at = (Instant::now()
+                    + Duration::from_millis(rng.gen_range(range.lo..=range.hi)))
+                .max(last);
+                last = at;
+                sleep_until(at).await;
+                if tx.send(frame).is_err() {
+                    return;
+                }
+            }
+        });
+        out
     }
 
     fn delivered(&self, now: Millis, at: Host, frame: &[u8]) {
@@ -140,10 +179,10 @@ struct Peers {
 }
 
 impl Peers {
-    fn send(&mut self, to: Host, frame: Bytes) {
+    fn send(&mut self, sh: &Shared, from: Host, to: Host, frame: Bytes) {
         let tx = self.links.entry(to).or_insert_with(|| {
             let (tx, rx) = unbounded_channel();
-            tokio::spawn(peer_link(to, rx));
+            tokio::spawn(peer_link(to, sh.delayed(from, to, 0, rx)));
             tx
         });
         let _ = tx.send(frame);
@@ -208,6 +247,9 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
             next += 1;
             let conn = ConnId(next);
             let (wtx, wrx) = unbounded_channel();
+            // Only a gateway writes on accepted connections, and only to devices.
+            let wrx =
+                accept_sh.delayed(host, Host::Device(DeviceId::primary(UserId(0))), next, wrx);
             let _ = accept_tx.send(ServerEvent::Opened(conn, wtx));
             let (etx, sh) = (accept_tx.clone(), accept_sh.clone());
             tokio::spawn(async move {
@@ -258,9 +300,12 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
         machine.handle(sh.now(), input, &mut out);
         for effect in out.drain(..) {
             match effect {
-                Effect::Rpc { to, rpc } => {
-                    peers.send(to, encode(&Wire::Server(Envelope { from: host, rpc })))
-                }
+                Effect::Rpc { to, rpc } => peers.send(
+                    &sh,
+                    host,
+                    to,
+                    encode(&Wire::Server(Envelope { from: host, rpc })),
+                ),
                 Effect::Down { conn, frame } => {
                     if let Some(w) = writers.get(&conn) {
                         let _ = w.send(encode(&Wire::Down(frame)));
@@ -349,6 +394,7 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
                 Effect::Connect { gateway } => {
                     gen += 1;
                     let (wtx, wrx) = unbounded_channel();
+                    let wrx = sh.delayed(me, Host::Gateway(gateway), gen, wrx);
                     conn = Some((gen, wtx));
                     let (tx, sh, g) = (tx.clone(), sh.clone(), gen);
                     tokio::spawn(async move {
@@ -406,15 +452,27 @@ pub fn run(scenario: &Scenario, seed: u64, plan: Plan) -> RawRun {
 /// The run itself, inside a madsim runtime the caller made (tests use madsim's own
 /// determinism check this way).
 pub async fn simulate(scenario: &Scenario, seed: u64, plan: Plan) -> RawRun {
+    let links = scenario
+        .network
+        .links
+        .iter()
+        .map(|l| ((l.from, l.to), l.extra_latency_ms))
+        .collect();
     let topo = Topology {
         users: scenario.topology.users,
         gateways: scenario.topology.gateways,
         shards: scenario.topology.shards,
     };
-    world(topo, seed, server_hosts(scenario), plan).await
+    world(topo, seed, server_hosts(scenario), plan, links).await
 }
 
-async fn world(topo: Topology, seed: u64, hosts: Vec<Host>, plan: Plan) -> RawRun {
+async fn world(
+    topo: Topology,
+    seed: u64,
+    hosts: Vec<Host>,
+    plan: Plan,
+    links: BTreeMap<(Role, Role), Range>,
+) -> RawRun {
     let handle = madsim::runtime::Handle::current();
     let net = madsim::net::NetSim::current();
     let users = topo.users;
@@ -426,6 +484,7 @@ async fn world(topo: Topology, seed: u64, hosts: Vec<Host>, plan: Plan) -> RawRu
         durable: Mutex::new(StorageState::default()),
         digest: Mutex::new(Sha256::new()),
         frames: AtomicU64::new(0),
+        links,
     });
     let mut nodes = BTreeMap::new();
     for host in hosts {
