@@ -19,6 +19,13 @@ use crate::timers::Timers;
 use crate::{Effect, Input, Machine, Topology};
 use std::collections::BTreeMap;
 
+fn to_session(out: &mut Vec<Effect>, rpc: Rpc) {
+    out.push(Effect::Rpc {
+        to: Host::Session,
+        rpc,
+    });
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ConnState {
     /// Accepted, no valid `Hello` yet.
@@ -95,10 +102,7 @@ impl Gateway {
                 device,
                 epoch: c.epoch,
             };
-            out.push(Effect::Rpc {
-                to: Host::Session,
-                rpc,
-            });
+            to_session(out, rpc);
         }
     }
 
@@ -142,10 +146,7 @@ impl Gateway {
                         out.push(Effect::CloseConn { conn: old });
                     }
                 }
-                out.push(Effect::Rpc {
-                    to: Host::Session,
-                    rpc: Rpc::Register { device, epoch },
-                });
+                to_session(out, Rpc::Register { device, epoch });
                 self.timers
                     .set(Timer::Register(conn), now + REGISTER_RETRY_MS);
                 self.timers
@@ -235,10 +236,7 @@ impl Gateway {
                             device,
                             epoch: c.epoch,
                         };
-                        out.push(Effect::Rpc {
-                            to: Host::Session,
-                            rpc,
-                        });
+                        to_session(out, rpc);
                         self.timers
                             .set(Timer::Register(conn), now + REGISTER_RETRY_MS);
                     }
@@ -251,10 +249,7 @@ impl Gateway {
                             device,
                             epoch: c.epoch,
                         };
-                        out.push(Effect::Rpc {
-                            to: Host::Session,
-                            rpc,
-                        });
+                        to_session(out, rpc);
                     }
                 }
                 if !self.conns.is_empty() {
