@@ -127,7 +127,7 @@ fn main() -> ExitCode {
             let mut code = ExitCode::SUCCESS;
             for f in files {
                 match Scenario::load(&f) {
-                    Ok(s) => println!("{:<28} {}", f.display(), s.summary()),
+                    Ok(s) => println!("{:<28} {}", f.display(), s.description),
                     Err(e) => {
                         eprintln!("error: {e}");
                         code = ExitCode::from(EXIT_BAD_INPUT);

@@ -110,30 +110,22 @@ fn stats(raw: &RawRun, wall_seconds: f64) -> Stats {
     };
     let mut delivered = BTreeSet::new();
     for r in &raw.history.records {
-        match &r.event {
-            Event::Device {
-                obs: Observation::Sent { .. },
-                ..
-            } => s.messages_sent += 1,
-            Event::Device {
-                obs: Observation::Acked { .. },
-                ..
-            } => s.messages_acked += 1,
-            Event::Device {
-                device,
-                obs: Observation::Displayed { id, .. },
-            } => {
+        let (device, obs) = match &r.event {
+            Event::Device { device, obs } => (device, obs),
+            Event::Fault(_) => {
+                s.faults += 1;
+                continue;
+            }
+            Event::Healed => continue,
+        };
+        match obs {
+            Observation::Sent { .. } => s.messages_sent += 1,
+            Observation::Acked { .. } => s.messages_acked += 1,
+            Observation::Displayed { id, .. } => {
                 delivered.insert((*device, *id));
             }
-            Event::Device {
-                obs: Observation::DuplicateDropped { .. },
-                ..
-            } => s.duplicates_dropped += 1,
-            Event::Device {
-                obs: Observation::GapDetected { .. },
-                ..
-            } => s.gaps_detected += 1,
-            Event::Fault(_) => s.faults += 1,
+            Observation::DuplicateDropped { .. } => s.duplicates_dropped += 1,
+            Observation::GapDetected { .. } => s.gaps_detected += 1,
             _ => {}
         }
     }

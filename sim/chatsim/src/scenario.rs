@@ -450,11 +450,6 @@ impl Scenario {
             })
             .sum()
     }
-
-    /// The one-line description: what `chatsim scenarios` lists.
-    pub fn summary(&self) -> &str {
-        &self.description
-    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! of one [`Wire`] frame. Decoding separates "not enough bytes yet" (`Ok(None)`) from bad input
 //! (`Err`), so a reader can be cancelled and resumed without losing a frame.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use chatsim_system::limits::FRAME_BYTES_MAX;
 use chatsim_system::proto::{Down, Envelope, Up};
 use serde::{Deserialize, Serialize};
@@ -41,8 +41,9 @@ pub fn encode(w: &Wire) -> Bytes {
     Bytes::from(buf)
 }
 
-/// Take one complete frame off the front of `buf`, if there is one.
-pub fn decode(buf: &mut BytesMut) -> Result<Option<Wire>, WireError> {
+/// Take one complete frame off the front of `buf`, if there is one, with its bytes on the wire
+/// (length prefix included), so a caller can digest exactly what travelled without copying.
+pub fn decode(buf: &mut BytesMut) -> Result<Option<(Wire, Bytes)>, WireError> {
     if buf.len() < LEN_BYTES {
         return Ok(None);
     }
@@ -53,9 +54,9 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Wire>, WireError> {
     if buf.len() < LEN_BYTES + len {
         return Ok(None);
     }
-    buf.advance(LEN_BYTES);
-    let body = buf.split_to(len);
-    Ok(Some(postcard::from_bytes(&body)?))
+    let raw = buf.split_to(LEN_BYTES + len).freeze();
+    let wire = postcard::from_bytes(&raw[LEN_BYTES..])?;
+    Ok(Some((wire, raw)))
 }
 
 #[cfg(test)]
@@ -76,7 +77,8 @@ mod tests {
             let mut got = Vec::new();
             for part in [&bytes[..cut], &bytes[cut..]] {
                 buf.extend_from_slice(part);
-                while let Some(f) = decode(&mut buf).expect("valid") {
+                while let Some((f, raw)) = decode(&mut buf).expect("valid") {
+                    assert_eq!(raw, encode(&f), "the raw bytes are the frame as sent");
                     got.push(f);
                 }
             }

@@ -91,14 +91,14 @@ impl Shared {
     fn delayed(
         &self,
         from: Host,
-        to: Host,
+        to: Role,
         nth: u64,
         rx: UnboundedReceiver<Bytes>,
     ) -> UnboundedReceiver<Bytes> {
-        let Some(&range) = self.links.get(&(role_of(from), role_of(to))) else {
+        let Some(&range) = self.links.get(&(role_of(from), to)) else {
             return rx;
         };
-        let salt = format!("{from}->{to}#{nth}")
+        let salt = format!("{from}->{to:?}#{nth}")
             .bytes()
             .fold(0, |h, b| derive_seed(h, u64::from(b)));
         let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(self.seed, salt));
@@ -128,7 +128,9 @@ impl Shared {
             .lock()
             .expect("no thread ever panics holding it");
         d.update(now.to_le_bytes());
-        d.update(at.to_string().as_bytes());
+        let mut host = [0u8; 16];
+        let host = postcard::to_slice(&at, &mut host).expect("a Host encodes in under 16 bytes");
+        d.update(&*host);
         d.update(frame);
     }
 }
@@ -159,9 +161,8 @@ async fn run_conn(
                     return;
                 }
                 loop {
-                    let raw = buf.clone();
                     match decode(&mut buf) {
-                        Ok(Some(w)) => on_frame(w, &raw[..raw.len() - buf.len()]),
+                        Ok(Some((w, raw))) => on_frame(w, &raw),
                         Ok(None) => break,
                         Err(_) => return,
                     }
@@ -182,7 +183,7 @@ impl Peers {
     fn send(&mut self, sh: &Shared, from: Host, to: Host, frame: Bytes) {
         let tx = self.links.entry(to).or_insert_with(|| {
             let (tx, rx) = unbounded_channel();
-            tokio::spawn(peer_link(to, sh.delayed(from, to, 0, rx)));
+            tokio::spawn(peer_link(to, sh.delayed(from, role_of(to), 0, rx)));
             tx
         });
         let _ = tx.send(frame);
@@ -248,8 +249,7 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
             let conn = ConnId(next);
             let (wtx, wrx) = unbounded_channel();
             // Only a gateway writes on accepted connections, and only to devices.
-            let wrx =
-                accept_sh.delayed(host, Host::Device(DeviceId::primary(UserId(0))), next, wrx);
+            let wrx = accept_sh.delayed(host, Role::Device, next, wrx);
             let _ = accept_tx.send(ServerEvent::Opened(conn, wtx));
             let (etx, sh) = (accept_tx.clone(), accept_sh.clone());
             tokio::spawn(async move {
@@ -394,7 +394,7 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
                 Effect::Connect { gateway } => {
                     gen += 1;
                     let (wtx, wrx) = unbounded_channel();
-                    let wrx = sh.delayed(me, Host::Gateway(gateway), gen, wrx);
+                    let wrx = sh.delayed(me, Role::Gateway, gen, wrx);
                     conn = Some((gen, wtx));
                     let (tx, sh, g) = (tx.clone(), sh.clone(), gen);
                     tokio::spawn(async move {
