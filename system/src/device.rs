@@ -12,15 +12,17 @@
 //! Outputs: `Connect`, `Up`, `Disconnect`, `Observe`. Timers: reconnect, heartbeat, handshake,
 //! per-message retry, per-conversation gap repair, drain retry, periodic inbox sync.
 
+use crate::bugs::Bug;
 use crate::limits::{
-    DRAIN_RETRY_MS, GAP_FETCH_SEQS_MAX, GAP_REPAIR_DELAY_MS, GAP_RETRY_MS, HANDSHAKE_TIMEOUT_MS,
-    HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, INBOX_SYNC_MS, OUTBOX_IN_FLIGHT_MAX,
-    OUTBOX_RETRY_MS_MAX, OUTBOX_RETRY_MS_MIN, RECONNECT_BACKOFF_MS_MAX, RECONNECT_BACKOFF_MS_MIN,
+    CLOCK_SKEW_MS_MAX, DRAIN_RETRY_MS, GAP_FETCH_SEQS_MAX, GAP_REPAIR_DELAY_MS, GAP_RETRY_MS,
+    HANDSHAKE_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, INBOX_SYNC_MS,
+    OUTBOX_IN_FLIGHT_MAX, OUTBOX_RETRY_MS_MAX, OUTBOX_RETRY_MS_MIN, RECONNECT_BACKOFF_MS_MAX,
+    RECONNECT_BACKOFF_MS_MIN,
 };
 use crate::proto::{ConvId, DeviceId, Down, InboxCursor, Message, Millis, MsgId, Path, Seq, Up};
 use crate::routing::device_token;
 use crate::timers::Timers;
-use crate::{Action, DisconnectReason, Effect, Input, Machine, Observation, Topology};
+use crate::{Action, Deployment, DisconnectReason, Effect, Input, Machine, Observation};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -83,7 +85,7 @@ enum Timer {
 #[derive(Clone, Debug)]
 pub struct Device {
     id: DeviceId,
-    topo: Topology,
+    topo: Deployment,
     rng: ChaCha8Rng,
     link: Link,
     gateway: u16,
@@ -95,21 +97,28 @@ pub struct Device {
     next_n: u32,
     convs: BTreeMap<ConvId, ConvView>,
     drain: Option<Option<InboxCursor>>,
+    /// Only with `early-queue-empty`: where every drain resumes.
+    drain_floor: Option<InboxCursor>,
+    /// This phone's clock minus true time: phones disagree, which is why nothing orders by it.
+    clock_skew_ms: i64,
     timers: Timers<Timer>,
 }
 
 impl Device {
     /// A device, offline until its first `GoOnline` (or started with `online` true, in which
     /// case it connects on its first `Timeout`). `seed` drives its generator.
-    pub fn new(id: DeviceId, topo: Topology, seed: u64, online: bool) -> Device {
+    pub fn new(id: DeviceId, topo: Deployment, seed: u64, online: bool) -> Device {
         let mut timers = Timers::default();
         if online {
             timers.set(Timer::Reconnect, 0);
         }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let skew = CLOCK_SKEW_MS_MAX as i64;
+        let clock_skew_ms = rng.gen_range(-skew..=skew);
         Device {
             id,
             topo,
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng,
             link: Link::Down,
             gateway: 0,
             epoch: 0,
@@ -120,6 +129,8 @@ impl Device {
             next_n: 0,
             convs: BTreeMap::new(),
             drain: None,
+            drain_floor: None,
+            clock_skew_ms,
             timers,
         }
     }
@@ -139,6 +150,15 @@ impl Device {
         self.link == Link::Ready
     }
 
+    fn bug(&self, bug: Bug) -> bool {
+        self.topo.bugs.has(bug)
+    }
+
+    /// What this phone's clock says at true time `now`.
+    fn local_clock(&self, now: Millis) -> Millis {
+        now.saturating_add_signed(self.clock_skew_ms)
+    }
+
     fn observe(out: &mut Vec<Effect>, o: Observation) {
         out.push(Effect::Observe(o));
     }
@@ -151,11 +171,18 @@ impl Device {
 
     fn schedule_reconnect(&mut self, now: Millis) {
         if self.online {
-            let d = self.backoff(
-                RECONNECT_BACKOFF_MS_MIN,
-                RECONNECT_BACKOFF_MS_MAX,
-                self.reconnect_failures,
-            );
+            let d = if self.bug(Bug::NoReconnectJitter) {
+                let shift = self.reconnect_failures.min(16);
+                RECONNECT_BACKOFF_MS_MIN
+                    .saturating_mul(1 << shift)
+                    .min(RECONNECT_BACKOFF_MS_MAX)
+            } else {
+                self.backoff(
+                    RECONNECT_BACKOFF_MS_MIN,
+                    RECONNECT_BACKOFF_MS_MAX,
+                    self.reconnect_failures,
+                )
+            };
             self.reconnect_failures = self.reconnect_failures.saturating_add(1);
             self.timers.set(Timer::Reconnect, now + d);
         }
@@ -175,6 +202,10 @@ impl Device {
             out.push(Effect::Disconnect);
         }
         self.link = Link::Down;
+        if let (Some(reached), true) = (self.drain, self.bug(Bug::EarlyQueueEmpty)) {
+            self.drain_floor = self.drain_floor.max(reached);
+            Self::observe(out, Observation::DrainComplete);
+        }
         self.drain = None;
         for t in [
             Timer::Heartbeat,
@@ -200,11 +231,30 @@ impl Device {
         self.outbox.values().filter(|o| o.transmitted).count()
     }
 
-    fn transmit(&mut self, now: Millis, id: MsgId, out: &mut Vec<Effect>) {
+    fn transmit(&mut self, now: Millis, mut id: MsgId, out: &mut Vec<Effect>) {
         let attempts = match self.outbox.get(&id) {
             Some(o) => o.attempts,
             None => return,
         };
+        if attempts > 0 && self.bug(Bug::NewIdPerRetry) {
+            let o = self.outbox.remove(&id).expect("looked up above");
+            self.timers.cancel(&Timer::Retry(id));
+            id = MsgId {
+                device: self.id,
+                n: self.next_n,
+            };
+            self.next_n += 1;
+            // To the phone it is a new message: the server cannot tell it is a retry.
+            Self::observe(
+                out,
+                Observation::Sent {
+                    id,
+                    conv: o.conv,
+                    body: o.body.clone(),
+                },
+            );
+            self.outbox.insert(id, o);
+        }
         let delay = self.backoff(OUTBOX_RETRY_MS_MIN, OUTBOX_RETRY_MS_MAX, attempts);
         let Some(o) = self.outbox.get_mut(&id) else {
             return;
@@ -239,6 +289,11 @@ impl Device {
     }
 
     fn start_drain(&mut self, now: Millis, after: Option<InboxCursor>, out: &mut Vec<Effect>) {
+        let after = if self.bug(Bug::EarlyQueueEmpty) {
+            after.max(self.drain_floor)
+        } else {
+            after
+        };
         self.drain = Some(after);
         out.push(Effect::Up(Up::Drain { after }));
         self.timers.set(Timer::Drain, now + DRAIN_RETRY_MS);
@@ -300,15 +355,7 @@ impl Device {
             let (seq, slot) = entry.remove_entry();
             view.next_seq = seq + 1;
             if let Slot::Theirs(msg, path) = slot {
-                let o = Observation::Displayed {
-                    id: msg.id,
-                    conv,
-                    seq,
-                    path,
-                    body: msg.body,
-                    sent_at: msg.sent_at,
-                };
-                out.push(Effect::Observe(o));
+                Self::show(out, &msg, path);
             }
         }
         match view.held.first_key_value() {
@@ -323,6 +370,18 @@ impl Device {
         }
     }
 
+    fn show(out: &mut Vec<Effect>, msg: &Message, path: Path) {
+        let o = Observation::Displayed {
+            id: msg.id,
+            conv: msg.conv,
+            seq: msg.seq,
+            path,
+            body: msg.body.clone(),
+            sent_at: msg.sent_at,
+        };
+        out.push(Effect::Observe(o));
+    }
+
     fn on_deliver(&mut self, now: Millis, msg: Message, path: Path, out: &mut Vec<Effect>) {
         let (conv, seq, id) = (msg.conv, msg.seq, msg.id);
         out.push(Effect::Up(Up::Ack { conv, seq }));
@@ -331,8 +390,30 @@ impl Device {
             self.on_sent(now, conv, id, seq, out);
             return;
         }
+        let bugs = &self.topo.bugs;
         let view = self.convs.entry(conv).or_default();
-        if !view.seen.insert(id) || seq < view.next_seq || view.held.contains_key(&seq) {
+        let repeat = !view.seen.insert(id);
+        if bugs.has(Bug::NoClientDedup) && (repeat || seq < view.next_seq) {
+            Self::show(out, &msg, path);
+            return;
+        }
+        if bugs.has(Bug::OrderByTimestamp) && !repeat {
+            // Shown at once, placed by the sender's clock: no waiting for a gap to fill.
+            view.next_seq = view.next_seq.max(seq + 1);
+            Self::show(out, &msg, path);
+            return;
+        }
+        if bugs.has(Bug::NoGapRepair)
+            && !repeat
+            && seq >= view.next_seq
+            && !view.held.contains_key(&seq)
+        {
+            // Shows what it has; whatever was missing before it is given up on.
+            view.next_seq = seq + 1;
+            Self::show(out, &msg, path);
+            return;
+        }
+        if repeat || seq < view.next_seq || view.held.contains_key(&seq) {
             Self::observe(
                 out,
                 Observation::DuplicateDropped {
@@ -359,6 +440,9 @@ impl Device {
             Down::Sent { conv, id, seq } => self.on_sent(now, conv, id, seq, out),
             Down::Deliver { msg, path } => self.on_deliver(now, msg, path, out),
             Down::DrainPage { next, more } => {
+                if self.bug(Bug::EarlyQueueEmpty) {
+                    self.drain_floor = self.drain_floor.max(next);
+                }
                 if self.drain.is_some() {
                     if more {
                         self.start_drain(now, next, out);
@@ -396,12 +480,13 @@ impl Device {
                         body: body.clone(),
                     },
                 );
+                let sent_at = self.local_clock(now);
                 self.outbox.insert(
                     id,
                     Outgoing {
                         conv,
                         body,
-                        sent_at: now,
+                        sent_at,
                         attempts: 0,
                         transmitted: false,
                     },

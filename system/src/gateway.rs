@@ -10,13 +10,14 @@
 //! Inputs: `Accepted`, `FromConn`, `ConnClosed`, `Rpc` (`Registered`, `ToDevice`), `Timeout`.
 //! Outputs: `Down`, `CloseConn`, `Rpc`. Timers: heartbeat scan, register retry, refresh.
 
+use crate::bugs::Bug;
 use crate::limits::{
     HEARTBEAT_CHECK_MS, HEARTBEAT_TIMEOUT_MS, REGISTER_RETRY_MS, SESSION_REFRESH_MS,
 };
 use crate::proto::{ConnId, DeviceId, Down, Host, Millis, Refusal, Rpc, Up};
 use crate::routing::{device_token, shard_for_conv, shard_for_user};
 use crate::timers::Timers;
-use crate::{Effect, Input, Machine, Topology};
+use crate::{Deployment, Effect, Input, Machine};
 use std::collections::BTreeMap;
 
 fn to_session(out: &mut Vec<Effect>, rpc: Rpc) {
@@ -55,7 +56,7 @@ enum Timer {
 #[derive(Clone, Debug)]
 pub struct Gateway {
     index: u16,
-    topo: Topology,
+    topo: Deployment,
     conns: BTreeMap<ConnId, Conn>,
     by_device: BTreeMap<DeviceId, ConnId>,
     timers: Timers<Timer>,
@@ -63,7 +64,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// Gateway number `index` (0-based) with no connections (first boot or after a crash).
-    pub fn new(index: u16, topo: Topology) -> Gateway {
+    pub fn new(index: u16, topo: Deployment) -> Gateway {
         Gateway {
             index,
             topo,
@@ -145,6 +146,16 @@ impl Gateway {
                         self.timers.cancel(&Timer::Register(old));
                         out.push(Effect::CloseConn { conn: old });
                     }
+                }
+                if self.topo.bugs.has(Bug::NoSessionService) {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.state = ConnState::Ready;
+                    }
+                    out.push(Effect::Down {
+                        conn,
+                        frame: Down::Welcome { epoch },
+                    });
+                    return;
                 }
                 to_session(out, Rpc::Register { device, epoch });
                 self.timers
@@ -300,6 +311,21 @@ impl Machine for Gateway {
                         .get(&conn)
                         .is_some_and(|c| c.state == ConnState::Ready)
                     {
+                        if let (Down::Deliver { msg, .. }, true) =
+                            (&down, self.topo.bugs.has(Bug::SocketWriteIsDelivery))
+                        {
+                            // The write went into the socket buffer; that is not the phone.
+                            let up = Up::Ack {
+                                conv: msg.conv,
+                                seq: msg.seq,
+                            };
+                            let shard = shard_for_user(device.user, self.topo.shards);
+                            let rpc = Rpc::FromDevice { device, up };
+                            out.push(Effect::Rpc {
+                                to: Host::Shard(shard),
+                                rpc,
+                            });
+                        }
                         out.push(Effect::Down { conn, frame: down });
                     }
                 }

@@ -29,9 +29,11 @@
 //! - [`shard`]: sequence numbers, persist-then-ack, push, inbox drain.
 //! - [`storage`]: message logs and inboxes; durable only once synced.
 //! - [`limits`]: every bound, with its unit.
+//! - [`bugs`]: the bug zoo: classic wrong designs as switches, off by default.
 //! - [`timers`]: the deadline set each component keeps.
 //! - [`routing`]: which shard owns what, and device tokens.
 
+pub mod bugs;
 pub mod device;
 pub mod gateway;
 pub mod limits;
@@ -254,18 +256,21 @@ pub trait Machine {
     fn poll_timeout(&self) -> Option<Millis>;
 }
 
-/// Which users exist and how many devices each has: the static directory every server knows.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Topology {
+/// What every component is configured with: the static directory of users and hosts, and the
+/// bug-zoo switches in force (none in a correct deployment).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
     /// Number of users (ids 0..users).
     pub users: u32,
     /// Number of gateways.
     pub gateways: u16,
     /// Number of chat shards.
     pub shards: u16,
+    /// Classic design mistakes switched on (see [`bugs`]); empty for the real design.
+    pub bugs: bugs::Bugs,
 }
 
-impl Topology {
+impl Deployment {
     /// The devices of `user` (one per user on the 1:1 path).
     pub fn devices_of(&self, user: UserId) -> Vec<proto::DeviceId> {
         vec![proto::DeviceId::primary(user)]

@@ -26,6 +26,10 @@ pub const RECONNECT_BACKOFF_MS_MAX: Millis = 5_000;
 /// A device that sent `Hello` gives up on the connection if `Welcome` does not follow.
 pub const HANDSHAKE_TIMEOUT_MS: Millis = 3_000;
 
+/// Phone clocks are off from true time by up to this much either way (drawn per device), which
+/// is why nothing may order messages by the sender's timestamp.
+pub const CLOCK_SKEW_MS_MAX: Millis = 3_000;
+
 /// How long a device waits for a missing message before asking for it.
 pub const GAP_REPAIR_DELAY_MS: Millis = 500;
 /// How often it asks again while the gap persists.

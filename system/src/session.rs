@@ -8,20 +8,21 @@
 //!
 //! Inputs: `Rpc` (`Register`, `Unregister`, `Lookup`). Outputs: `Rpc` answers. No timers.
 
+use crate::bugs::Bug;
 use crate::proto::{DeviceId, Host, Millis, Rpc};
-use crate::{Effect, Input, Machine, Topology};
+use crate::{Deployment, Effect, Input, Machine};
 use std::collections::BTreeMap;
 
 /// The session service.
 #[derive(Clone, Debug)]
 pub struct Session {
-    topo: Topology,
+    topo: Deployment,
     table: BTreeMap<DeviceId, (u16, u64)>,
 }
 
 impl Session {
     /// An empty table (first boot or after a crash).
-    pub fn new(topo: Topology) -> Session {
+    pub fn new(topo: Deployment) -> Session {
         Session {
             topo,
             table: BTreeMap::new(),
@@ -58,7 +59,8 @@ impl Machine for Session {
                 out.push(Effect::Rpc { to: from, rpc });
             }
             (Host::Gateway(_), Rpc::Unregister { device, epoch })
-                if self.table.get(&device).is_some_and(|&(_, e)| e == epoch) =>
+                if self.topo.bugs.has(Bug::SessionClearWithoutEpoch)
+                    || self.table.get(&device).is_some_and(|&(_, e)| e == epoch) =>
             {
                 self.table.remove(&device);
             }
@@ -98,10 +100,11 @@ mod tests {
     // old connection died and unregisters. That must not erase the new entry.
     #[test]
     fn late_unregister_of_an_older_epoch_keeps_the_newer_connection() {
-        let topo = Topology {
+        let topo = Deployment {
             users: 2,
             gateways: 2,
             shards: 1,
+            ..Deployment::default()
         };
         let mut s = Session::new(topo);
         let d = DeviceId::primary(UserId(1));

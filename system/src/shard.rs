@@ -13,6 +13,7 @@
 //! `InboxPage`, `LogRange` from storage; `Located` from the session service), `Timeout`.
 //! Outputs: `Rpc`. Timers: storage retry per conversation, expiry of pending lookups and reads.
 
+use crate::bugs::Bug;
 use crate::limits::{
     CONV_QUEUE_MAX, GAP_FETCH_SEQS_MAX, INBOX_PAGE_SIZE, LOOKUP_TIMEOUT_MS, STORAGE_RETRY_MS,
 };
@@ -20,7 +21,7 @@ use crate::proto::{
     ConvId, DeviceId, Down, Host, Message, Millis, MsgId, Path, Refusal, Rpc, Seq, Up,
 };
 use crate::timers::Timers;
-use crate::{Effect, Input, Machine, Topology};
+use crate::{Deployment, Effect, Input, Machine};
 use std::collections::{BTreeMap, VecDeque};
 
 /// The storage node every shard writes to (one in this design; replicated later).
@@ -60,7 +61,7 @@ enum Timer {
 #[derive(Clone, Debug)]
 pub struct Shard {
     index: u16,
-    topo: Topology,
+    topo: Deployment,
     convs: BTreeMap<ConvId, Conv>,
     pending: BTreeMap<u64, Pending>,
     next_req: u64,
@@ -69,7 +70,7 @@ pub struct Shard {
 
 impl Shard {
     /// Shard number `index` with empty memory (first boot or after a crash).
-    pub fn new(index: u16, topo: Topology) -> Shard {
+    pub fn new(index: u16, topo: Deployment) -> Shard {
         Shard {
             index,
             topo,
@@ -128,7 +129,11 @@ impl Shard {
             body: p.body.clone(),
             sent_at: p.sent_at,
         };
-        let recipients = self.recipients(conv, p.device);
+        let recipients = if self.topo.bugs.has(Bug::NoOfflineInbox) {
+            Vec::new()
+        } else {
+            self.recipients(conv, p.device)
+        };
         out.push(Effect::Rpc {
             to: STORAGE,
             rpc: Rpc::Append { msg, recipients },
@@ -159,6 +164,14 @@ impl Shard {
         };
         c.in_flight = Some((p.clone(), last + 1));
         self.send_append(conv, &p, last + 1, out);
+        if self.topo.bugs.has(Bug::AckBeforePersist) {
+            let sent = Down::Sent {
+                conv,
+                id: p.id,
+                seq: last + 1,
+            };
+            Self::to_device(p.device, p.gateway, sent, out);
+        }
         self.timers
             .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
     }
@@ -228,7 +241,15 @@ impl Shard {
             body: p.body,
             sent_at: p.sent_at,
         };
-        if let Some(peer) = conv.direct_peer(p.device.user) {
+        if self.topo.bugs.has(Bug::NoSessionService) {
+            // Without a directory the only gateway this shard knows is the sender's.
+            let at = self
+                .recipients(conv, p.device)
+                .into_iter()
+                .map(|d| (d, p.gateway))
+                .collect();
+            self.push(msg, at, out);
+        } else if let Some(peer) = conv.direct_peer(p.device.user) {
             let req = self.request(now, Pending::Push(msg));
             out.push(Effect::Rpc {
                 to: Host::Session,
@@ -342,6 +363,9 @@ impl Shard {
                 if let Some(Pending::Drain { device, gateway }) = self.pending.remove(&req) {
                     self.timers.cancel(&Timer::Expire(req));
                     for msg in entries {
+                        if self.topo.bugs.has(Bug::DeleteInboxOnPush) {
+                            Self::delete_inbox(device, &msg, out);
+                        }
                         Self::to_device(
                             device,
                             gateway,
@@ -380,8 +404,25 @@ impl Shard {
             return;
         };
         self.timers.cancel(&Timer::Expire(req));
+        self.push(msg, at, out);
+    }
+
+    fn delete_inbox(device: DeviceId, msg: &Message, out: &mut Vec<Effect>) {
+        let rpc = Rpc::DeleteInbox {
+            device,
+            conv: msg.conv,
+            seq: msg.seq,
+        };
+        out.push(Effect::Rpc { to: STORAGE, rpc });
+    }
+
+    /// Push `msg` live to each recipient device at its gateway.
+    fn push(&self, msg: Message, at: Vec<(DeviceId, u16)>, out: &mut Vec<Effect>) {
         let recipients = self.recipients(msg.conv, msg.id.device);
         for (device, gateway) in at.into_iter().filter(|(d, _)| recipients.contains(d)) {
+            if self.topo.bugs.has(Bug::DeleteInboxOnPush) {
+                Self::delete_inbox(device, &msg, out);
+            }
             Self::to_device(
                 device,
                 gateway,

@@ -9,7 +9,7 @@ use crate::proto::{ConnId, DeviceId, Host, Millis, UserId};
 use crate::session::Session;
 use crate::shard::Shard;
 use crate::storage::{Storage, StorageState};
-use crate::{Action, Effect, Input, Machine, Observation, Topology};
+use crate::{Action, Deployment, Effect, Input, Machine, Observation};
 use std::collections::BTreeMap;
 
 /// One-way latency of every link, in ms.
@@ -21,7 +21,7 @@ pub const STEPS_MAX: usize = 1_000_000;
 pub struct Cluster {
     /// Virtual now.
     pub now: Millis,
-    topo: Topology,
+    topo: Deployment,
     gateways: Vec<Gateway>,
     session: Session,
     shards: Vec<Shard>,
@@ -38,7 +38,7 @@ pub struct Cluster {
 
 impl Cluster {
     /// A cluster with every device online and connecting at time 0.
-    pub fn new(topo: Topology) -> Cluster {
+    pub fn new(topo: Deployment) -> Cluster {
         let devices = (0..topo.users)
             .flat_map(|u| topo.devices_of(UserId(u)))
             .map(|d| {
@@ -260,11 +260,12 @@ mod tests {
     use super::*;
     use crate::proto::{ConvId, Path};
 
-    fn topo() -> Topology {
-        Topology {
+    fn topo() -> Deployment {
+        Deployment {
             users: 2,
             gateways: 2,
             shards: 2,
+            ..Deployment::default()
         }
     }
     const A: DeviceId = DeviceId {

@@ -4,6 +4,7 @@
 use chatsim::output::{json, replay_log, summary};
 use chatsim::run::{run_seed, RunError};
 use chatsim::scenario::{Scenario, ScenarioError};
+use chatsim_system::bugs::{Bug, ZOO};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,6 +30,9 @@ enum Command {
         /// Print one JSON object instead of the summary.
         #[arg(long)]
         json: bool,
+        /// Switch on a bug-zoo mistake (repeatable; see `chatsim bugs`).
+        #[arg(long = "bug", value_name = "NAME")]
+        bugs: Vec<Bug>,
     },
     /// Print a run's history as a readable log, one event per line, simulated time first.
     Replay {
@@ -37,7 +41,13 @@ enum Command {
         /// The seed to replay.
         #[arg(long)]
         seed: u64,
+        /// Bug-zoo mistakes that were on (repeatable).
+        #[arg(long = "bug", value_name = "NAME")]
+        bugs: Vec<Bug>,
     },
+    /// List the bug zoo: each classic mistake, the invariant that catches it, and the
+    /// scenario that shows it.
+    Bugs,
     /// List the scenario files in a folder with their one-line descriptions.
     Scenarios {
         /// The folder to list.
@@ -73,12 +83,13 @@ fn main() -> ExitCode {
             scenario,
             seed,
             json: as_json,
+            bugs,
         } => {
             let s = match load(&scenario) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            match run_seed(&s, seed) {
+            match run_seed(&s, seed, &bugs.into_iter().collect()) {
                 Ok(r) => {
                     if as_json {
                         println!("{}", json(&r));
@@ -96,18 +107,40 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Replay { scenario, seed } => {
+        Command::Replay {
+            scenario,
+            seed,
+            bugs,
+        } => {
             let s = match load(&scenario) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            match run_seed(&s, seed) {
+            match run_seed(&s, seed, &bugs.into_iter().collect()) {
                 Ok(r) => {
                     print!("{}", replay_log(&r.history));
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(EXIT_ENGINE, e),
             }
+        }
+        Command::Bugs => {
+            println!(
+                "{:<28} {:<20} {:<27} mistake",
+                "bug", "caught by", "scenario"
+            );
+            for b in &ZOO {
+                let scenario = if b.available {
+                    b.scenario.to_string()
+                } else {
+                    format!("({}: not built)", b.scenario)
+                };
+                println!(
+                    "{:<28} {:<20} {:<27} {}",
+                    b.name, b.caught_by, scenario, b.mistake
+                );
+            }
+            ExitCode::SUCCESS
         }
         Command::Scenarios { dir } => {
             let entries = match std::fs::read_dir(&dir) {

@@ -6,6 +6,7 @@ use crate::plan::make_plan;
 use crate::scenario::Scenario;
 use chatsim_judge::checkers::{check_all, Bounds};
 use chatsim_judge::{Event, History, Verdict};
+use chatsim_system::bugs::Bugs;
 use chatsim_system::Observation;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -69,6 +70,8 @@ pub struct RunReport {
     pub seed: u64,
     /// Which engine ran it.
     pub engine: &'static str,
+    /// Bug-zoo switches that were on (empty for the real design).
+    pub bugs: Vec<String>,
     /// Digest of everything observable in the run; same scenario and seed, same hash.
     pub trace_hash: String,
     /// One verdict per invariant.
@@ -134,18 +137,20 @@ fn stats(raw: &RawRun, wall_seconds: f64) -> Stats {
 }
 
 /// The command that replays `seed` of the scenario at `path`.
-pub fn replay_command(path: &str, seed: u64) -> String {
-    format!("cargo run --release -p chatsim -- run {path} --seed {seed}")
+pub fn replay_command(path: &str, seed: u64, bugs: &Bugs) -> String {
+    let flags: String = bugs.iter().map(|b| format!(" --bug {b}")).collect();
+    format!("cargo run --release -p chatsim -- run {path} --seed {seed}{flags}")
 }
 
 /// Run one seed on a fresh thread and judge it.
-pub fn run_seed(scenario: &Scenario, seed: u64) -> Result<RunReport, RunError> {
+pub fn run_seed(scenario: &Scenario, seed: u64, bugs: &Bugs) -> Result<RunReport, RunError> {
     let plan = make_plan(scenario, seed);
     let s = scenario.clone();
+    let engine_bugs = bugs.clone();
     let started = Instant::now();
     let raw = std::thread::Builder::new()
         .name(format!("seed-{seed}"))
-        .spawn(move || engine_run(&s, seed, plan))
+        .spawn(move || engine_run(&s, seed, plan, engine_bugs))
         .expect("the OS can spawn a thread")
         .join()
         .map_err(|e| RunError::Panicked {
@@ -163,7 +168,8 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> Result<RunReport, RunError> {
     let path = scenario.path.display().to_string();
     Ok(RunReport {
         scenario: scenario.name(),
-        replay: replay_command(&path, seed),
+        replay: replay_command(&path, seed, bugs),
+        bugs: bugs.iter().map(|b| b.to_string()).collect(),
         scenario_path: path,
         seed,
         engine: ENGINE_MADSIM,
@@ -175,11 +181,16 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> Result<RunReport, RunError> {
 }
 
 #[cfg(madsim)]
-fn engine_run(s: &Scenario, seed: u64, plan: crate::plan::Plan) -> Result<RawRun, RunError> {
-    Ok(crate::engine::madsim::run(s, seed, plan))
+fn engine_run(
+    s: &Scenario,
+    seed: u64,
+    plan: crate::plan::Plan,
+    bugs: Bugs,
+) -> Result<RawRun, RunError> {
+    Ok(crate::engine::madsim::run(s, seed, plan, bugs))
 }
 
 #[cfg(not(madsim))]
-fn engine_run(_: &Scenario, _: u64, _: crate::plan::Plan) -> Result<RawRun, RunError> {
+fn engine_run(_: &Scenario, _: u64, _: crate::plan::Plan, _: Bugs) -> Result<RawRun, RunError> {
     Err(RunError::NoEngine)
 }

@@ -3,6 +3,7 @@
 
 use chatsim::run::run_seed;
 use chatsim::scenario::Scenario;
+use chatsim_system::bugs::Bugs;
 use std::path::{Path, PathBuf};
 
 /// Seeds every scenario must pass (the foundation issue's bar).
@@ -31,7 +32,7 @@ fn every_scenario_passes_seeds_1_to_20() {
     for path in scenario_files() {
         let s = Scenario::load(&path).expect("scenario files are valid");
         for seed in SEEDS {
-            let r = run_seed(&s, seed).expect("the simulation runs");
+            let r = run_seed(&s, seed, &Bugs::none()).expect("the simulation runs");
             if !r.passed() {
                 let broken: Vec<String> = r
                     .invariants
@@ -72,9 +73,9 @@ fn every_scenario_passes_seeds_1_to_20() {
 fn same_seed_gives_the_same_trace_hash_in_one_process_for_every_scenario() {
     for path in scenario_files() {
         let s = Scenario::load(&path).expect("valid");
-        let a = run_seed(&s, 7).expect("runs");
-        let b = run_seed(&s, 7).expect("runs");
-        let c = run_seed(&s, 8).expect("runs");
+        let a = run_seed(&s, 7, &Bugs::none()).expect("runs");
+        let b = run_seed(&s, 7, &Bugs::none()).expect("runs");
+        let c = run_seed(&s, 8, &Bugs::none()).expect("runs");
         assert_eq!(
             a.trace_hash,
             b.trace_hash,
@@ -106,7 +107,7 @@ fn madsim_determinism_check_passes_on_a_faulty_scenario() {
     async fn one_run() -> usize {
         let s = scenario();
         let plan = chatsim::plan::make_plan(&s, 3);
-        let raw = chatsim::engine::madsim::simulate(&s, 3, plan).await;
+        let raw = chatsim::engine::madsim::simulate(&s, 3, plan, Bugs::none()).await;
         raw.history.records.len()
     }
     let config = chatsim::engine::madsim::config(&scenario());

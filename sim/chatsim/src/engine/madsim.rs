@@ -16,13 +16,14 @@ use crate::scenario::{Range, Role, Scenario};
 use crate::wire::{decode, encode, Wire};
 use bytes::{Bytes, BytesMut};
 use chatsim_judge::{Event, Fault, History};
+use chatsim_system::bugs::Bugs;
 use chatsim_system::device::Device;
 use chatsim_system::gateway::Gateway;
 use chatsim_system::proto::{ConnId, DeviceId, Envelope, Host, Millis, UserId};
 use chatsim_system::session::Session;
 use chatsim_system::shard::Shard;
 use chatsim_system::storage::{Storage, StorageState};
-use chatsim_system::{Action, Effect, Input, Machine, Topology};
+use chatsim_system::{Action, Deployment, Effect, Input, Machine};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
@@ -64,7 +65,7 @@ pub fn addr_of(host: Host) -> SocketAddr {
 /// State shared by every node of one run; it is what survives a kill.
 struct Shared {
     t0: Instant,
-    topo: Topology,
+    topo: Deployment,
     seed: u64,
     history: Mutex<History>,
     durable: Mutex<StorageState>,
@@ -444,30 +445,31 @@ pub fn config(scenario: &Scenario) -> madsim::Config {
 
 /// Run one seed of `scenario` under madsim. Call it on a fresh thread per seed: madsim's
 /// determinism was seen to hold per fresh thread.
-pub fn run(scenario: &Scenario, seed: u64, plan: Plan) -> RawRun {
+pub fn run(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) -> RawRun {
     let rt = madsim::runtime::Runtime::with_seed_and_config(seed, config(scenario));
-    rt.block_on(simulate(scenario, seed, plan))
+    rt.block_on(simulate(scenario, seed, plan, bugs))
 }
 
 /// The run itself, inside a madsim runtime the caller made (tests use madsim's own
 /// determinism check this way).
-pub async fn simulate(scenario: &Scenario, seed: u64, plan: Plan) -> RawRun {
+pub async fn simulate(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) -> RawRun {
     let links = scenario
         .network
         .links
         .iter()
         .map(|l| ((l.from, l.to), l.extra_latency_ms))
         .collect();
-    let topo = Topology {
+    let topo = Deployment {
         users: scenario.topology.users,
         gateways: scenario.topology.gateways,
         shards: scenario.topology.shards,
+        bugs,
     };
     world(topo, seed, server_hosts(scenario), plan, links).await
 }
 
 async fn world(
-    topo: Topology,
+    topo: Deployment,
     seed: u64,
     hosts: Vec<Host>,
     plan: Plan,

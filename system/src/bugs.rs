@@ -1,0 +1,191 @@
+//! The bug zoo: the classic wrong answers to "design WhatsApp", as switches. All are off in the
+//! real design; a run turns some on to show that the testbed sees each mistake (a checker that
+//! never fails proves nothing). Each entry names the mistake, the invariant expected to catch
+//! it and the scenario that shows it.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+/// One classic mistake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Bug {
+    /// The shard answers ✓ before storage has synced the message.
+    AckBeforePersist,
+    /// Devices order a conversation by the sender's clock, showing each message on arrival.
+    OrderByTimestamp,
+    /// Devices show every copy they receive.
+    NoClientDedup,
+    /// A retry gets a fresh client id, so the server cannot recognise it.
+    NewIdPerRetry,
+    /// No session service: a shard pushes only through the sender's gateway.
+    NoSessionService,
+    /// A disconnect clears the session entry whatever its epoch.
+    SessionClearWithoutEpoch,
+    /// Nothing is parked for offline recipients.
+    NoOfflineInbox,
+    /// The inbox entry is deleted when the shard pushes, not when the device acks.
+    DeleteInboxOnPush,
+    /// The gateway treats a successful socket write as delivery and acks for the device.
+    SocketWriteIsDelivery,
+    /// A drain cut short by a lost connection is taken as complete, and the next drain resumes
+    /// after the last entry handed out.
+    EarlyQueueEmpty,
+    /// A reader moves past a sequence number reserved but not yet written.
+    ReaderSkipsUnfinishedSeq,
+    /// Devices neither hold back after a gap nor fetch it: they show what they have.
+    NoGapRepair,
+    /// A shard that takes over a conversation does not fence out the old owner.
+    UnfencedFailover,
+    /// The sender's ✓ waits for the group fan-out.
+    SyncFanout,
+    /// Read receipts are sent before the message was delivered.
+    ReadBeforeDelivered,
+    /// Receipts are sent once and never retried.
+    FireAndForgetReceipts,
+    /// Only the links are encrypted: servers see plaintext.
+    TlsOnly,
+    /// Presence changes are broadcast to every user, not to those looking.
+    PresenceBroadcastAll,
+    /// Devices reconnect after a fixed delay, all in lockstep.
+    NoReconnectJitter,
+}
+
+/// What the zoo says about one bug.
+#[derive(Clone, Copy, Debug)]
+pub struct BugInfo {
+    /// The bug.
+    pub bug: Bug,
+    /// Its name on the command line.
+    pub name: &'static str,
+    /// The mistake in one line.
+    pub mistake: &'static str,
+    /// The invariant (or bound check) expected to catch it.
+    pub caught_by: &'static str,
+    /// The scenario file (stem) that shows it.
+    pub scenario: &'static str,
+    /// False while the part of the design it breaks is not built yet (groups, receipts,
+    /// presence, encryption, failover).
+    pub available: bool,
+}
+
+/// Every bug in the zoo.
+pub const ZOO: [BugInfo; 19] = [
+    BugInfo { bug: Bug::AckBeforePersist, name: "ack-before-persist", mistake: "the shard answers sent ✓ before storage has synced the message", caught_by: "no_loss", scenario: "shard-crash-after-persist", available: true },
+    BugInfo { bug: Bug::OrderByTimestamp, name: "order-by-timestamp", mistake: "phones order a conversation by the sender's clock and show messages on arrival", caught_by: "conversation_order", scenario: "offline-inbox", available: true },
+    BugInfo { bug: Bug::NoClientDedup, name: "no-client-dedup", mistake: "phones show every copy they receive instead of dropping repeats by message id", caught_by: "exactly_once", scenario: "partition-heal", available: true },
+    BugInfo { bug: Bug::NewIdPerRetry, name: "new-id-per-retry", mistake: "a retry gets a fresh client id, so the server stores the message twice", caught_by: "exactly_once", scenario: "partition-heal", available: true },
+    BugInfo { bug: Bug::NoSessionService, name: "no-session-service", mistake: "no session service: a shard pushes only through the sender's own gateway", caught_by: "liveness", scenario: "smoke", available: true },
+    BugInfo { bug: Bug::SessionClearWithoutEpoch, name: "session-clear-without-epoch", mistake: "a late disconnect clears the session entry of a newer connection", caught_by: "liveness", scenario: "reconnect-storm", available: true },
+    BugInfo { bug: Bug::NoOfflineInbox, name: "no-offline-inbox", mistake: "nothing is parked for offline recipients", caught_by: "no_loss", scenario: "offline-inbox", available: true },
+    BugInfo { bug: Bug::DeleteInboxOnPush, name: "delete-inbox-on-push", mistake: "the inbox entry is deleted when the shard pushes, not when the phone acks", caught_by: "no_loss", scenario: "reconnect-storm", available: true },
+    BugInfo { bug: Bug::SocketWriteIsDelivery, name: "socket-write-is-delivery", mistake: "the gateway acks for the phone once the socket write succeeds", caught_by: "no_loss", scenario: "reconnect-storm", available: true },
+    BugInfo { bug: Bug::EarlyQueueEmpty, name: "early-queue-empty", mistake: "a drain cut short by a lost connection counts as complete; the next one resumes past it", caught_by: "no_loss", scenario: "offline-inbox", available: true },
+    BugInfo { bug: Bug::ReaderSkipsUnfinishedSeq, name: "reader-skips-unfinished-seq", mistake: "a reader moves past a sequence number reserved but not yet written", caught_by: "no_loss", scenario: "shard-crash-after-persist", available: false },
+    BugInfo { bug: Bug::NoGapRepair, name: "no-gap-repair", mistake: "phones show what they have instead of holding back after a gap and fetching it", caught_by: "conversation_order", scenario: "partition-heal", available: true },
+    BugInfo { bug: Bug::UnfencedFailover, name: "unfenced-failover", mistake: "a shard taking over a conversation does not fence out the old owner", caught_by: "conversation_order", scenario: "shard-failover", available: false },
+    BugInfo { bug: Bug::SyncFanout, name: "sync-fanout", mistake: "the sender's ✓ waits for the group fan-out", caught_by: "ack_latency", scenario: "group-fanout", available: false },
+    BugInfo { bug: Bug::ReadBeforeDelivered, name: "read-before-delivered", mistake: "read receipts are sent before the message was delivered", caught_by: "receipts", scenario: "receipts", available: false },
+    BugInfo { bug: Bug::FireAndForgetReceipts, name: "fire-and-forget-receipts", mistake: "receipts are sent once and never retried", caught_by: "receipts", scenario: "receipts", available: false },
+    BugInfo { bug: Bug::TlsOnly, name: "tls-only", mistake: "only links are encrypted: servers see plaintext", caught_by: "e2e_confidential", scenario: "smoke", available: false },
+    BugInfo { bug: Bug::PresenceBroadcastAll, name: "presence-broadcast-all", mistake: "presence changes go to every user, not to those looking", caught_by: "presence_load", scenario: "presence", available: false },
+    BugInfo { bug: Bug::NoReconnectJitter, name: "no-reconnect-jitter", mistake: "phones reconnect after fixed delays, all in lockstep", caught_by: "reconnect_load", scenario: "reconnect-storm", available: true },
+];
+
+impl Bug {
+    /// The zoo's entry for this bug.
+    pub fn info(self) -> &'static BugInfo {
+        ZOO.iter()
+            .find(|i| i.bug == self)
+            .expect("every Bug has a ZOO entry")
+    }
+}
+
+impl fmt::Display for Bug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.info().name)
+    }
+}
+
+/// A bug name that is not in the zoo.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownBug(pub String);
+
+impl fmt::Display for UnknownBug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = ZOO.iter().map(|i| i.name).collect();
+        write!(
+            f,
+            "unknown bug `{}`; the zoo has: {}",
+            self.0,
+            names.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for UnknownBug {}
+
+impl FromStr for Bug {
+    type Err = UnknownBug;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ZOO.iter()
+            .find(|i| i.name == s)
+            .map(|i| i.bug)
+            .ok_or_else(|| UnknownBug(s.to_string()))
+    }
+}
+
+/// The set of bugs switched on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bugs(BTreeSet<Bug>);
+
+impl Bugs {
+    /// No bugs: the real design.
+    pub fn none() -> Bugs {
+        Bugs::default()
+    }
+
+    /// Whether `bug` is on.
+    pub fn has(&self, bug: Bug) -> bool {
+        self.0.contains(&bug)
+    }
+
+    /// The bugs switched on, in a fixed order.
+    pub fn iter(&self) -> impl Iterator<Item = Bug> + '_ {
+        self.0.iter().copied()
+    }
+
+    /// Whether any bug is on.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<Bug> for Bugs {
+    fn from_iter<I: IntoIterator<Item = Bug>>(iter: I) -> Self {
+        Bugs(iter.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Every bug has exactly one entry and its name parses back to it.
+    #[test]
+    fn every_bug_round_trips_through_its_name() {
+        for info in &ZOO {
+            assert_eq!(info.name.parse::<Bug>(), Ok(info.bug));
+            assert_eq!(info.bug.info().name, info.name);
+        }
+        let names: BTreeSet<&str> = ZOO.iter().map(|i| i.name).collect();
+        assert_eq!(names.len(), ZOO.len());
+        assert!("ack-after-persist"
+            .parse::<Bug>()
+            .unwrap_err()
+            .to_string()
+            .contains("ack-before-persist"));
+    }
+}
