@@ -4,6 +4,10 @@
 use chatsim::output::{json, replay_log, summary};
 use chatsim::run::{run_seed, RunError};
 use chatsim::scenario::{Scenario, ScenarioError};
+use chatsim::swarm::{
+    junit as junit_xml, seeds_of, summary as swarm_summary, swarm, write_atomic, SeedRange,
+    Shard as SwarmShard,
+};
 use chatsim_system::bugs::{Bug, ZOO};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -44,6 +48,29 @@ enum Command {
         /// Bug-zoo mistakes that were on (repeatable).
         #[arg(long = "bug", value_name = "NAME")]
         bugs: Vec<Bug>,
+    },
+    /// Run many seeds of a scenario in parallel and count what broke.
+    Swarm {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// Seeds to run, inclusive: `1..100`.
+        #[arg(long, default_value = "1..20")]
+        seeds: SeedRange,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Switch on a bug-zoo mistake (repeatable).
+        #[arg(long = "bug", value_name = "NAME")]
+        bugs: Vec<Bug>,
+        /// Print one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+        /// Also write JUnit XML here: one testcase per seed and invariant.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Run only every N-th seed starting at I (`I/N`, 0 <= I < N) to split a range over jobs.
+        #[arg(long, default_value = "0/1")]
+        shard: SwarmShard,
     },
     /// List the bug zoo: each classic mistake, the invariant that catches it, and the
     /// scenario that shows it.
@@ -122,6 +149,51 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(EXIT_ENGINE, e),
+            }
+        }
+        Command::Swarm {
+            scenario,
+            seeds,
+            jobs,
+            bugs,
+            json: as_json,
+            junit,
+            shard,
+        } => {
+            let s = match load(&scenario) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let jobs =
+                jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let report = swarm(
+                &s,
+                &seeds_of(seeds, shard),
+                jobs,
+                &bugs.into_iter().collect(),
+            );
+            if let Some(path) = junit {
+                if let Err(e) = write_atomic(&path, &junit_xml(&report)) {
+                    return fail(
+                        EXIT_BAD_INPUT,
+                        format!("{}: cannot write JUnit XML: {e}", path.display()),
+                    );
+                }
+            }
+            if as_json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("reports are serialisable")
+                );
+            } else {
+                print!("{}", swarm_summary(&report));
+            }
+            if !report.panicked_seeds.is_empty() {
+                ExitCode::from(EXIT_ENGINE)
+            } else if report.seeds_failed > 0 {
+                ExitCode::from(EXIT_BROKEN)
+            } else {
+                ExitCode::SUCCESS
             }
         }
         Command::Bugs => {

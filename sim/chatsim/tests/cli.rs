@@ -173,3 +173,59 @@ fn scenarios_lists_every_file_with_its_description() {
     }
     assert!(out.contains("no faults"), "{out}");
 }
+
+// A swarm with a zoo bug on fails, names its failing seeds in JSON and writes one JUnit
+// testcase per seed and invariant; sharding splits the range.
+#[test]
+fn swarm_reports_failing_seeds_in_json_and_junit_and_shards_split_the_range() {
+    let junit = std::env::temp_dir().join(format!("chatsim-junit-{}.xml", std::process::id()));
+    let junit_arg = junit.display().to_string();
+    let o = chatsim(&[
+        "swarm",
+        "scenarios/partition-heal.toml",
+        "--seeds",
+        "1..4",
+        "--jobs",
+        "2",
+        "--bug",
+        "no-client-dedup",
+        "--json",
+        "--junit",
+        &junit_arg,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let j = json_of(&o);
+    assert_eq!(j["seeds_run"], 4);
+    assert!(j["seeds_failed"].as_u64().expect("number") > 0);
+    assert!(j["failing_seeds"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .all(|s| s.is_u64()));
+    assert!(j["invariants"]["exactly_once"].as_u64().expect("count") > 0);
+    let xml = std::fs::read_to_string(&junit).expect("junit written");
+    assert_eq!(xml.matches("<testcase ").count(), 4 * 4);
+    assert!(xml.contains("<failure message="));
+    std::fs::remove_file(&junit).ok();
+
+    let o = chatsim(&[
+        "swarm",
+        "scenarios/smoke.toml",
+        "--seeds",
+        "1..5",
+        "--shard",
+        "1/2",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(json_of(&o)["seeds_run"], 2, "seeds 2 and 4");
+    let o = chatsim(&["swarm", "scenarios/smoke.toml", "--seeds", "5..1"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = chatsim(&["run", "scenarios/smoke.toml", "--bug", "no-such-bug"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("ack-before-persist"),
+        "lists the zoo: {}",
+        stderr(&o)
+    );
+}

@@ -1,0 +1,422 @@
+//! Swarm runs: many seeds of one scenario, in parallel across seeds (each seed is still one
+//! deterministic run on its own fresh thread), each seed drawing its own fault mix from the
+//! scenario's ranges. Aggregates per-invariant counts, names the first failing seeds with the
+//! command that replays each, and writes JUnit XML for CI systems.
+
+use crate::run::{run_seed, RunError, RunReport};
+use crate::scenario::Scenario;
+use chatsim_judge::checkers::INVARIANTS;
+use chatsim_system::bugs::Bugs;
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Instant;
+
+/// Failing seeds listed in the text summary; the JSON lists all.
+pub const FAILING_SEEDS_SHOWN_MAX: usize = 10;
+
+/// An inclusive seed range, written `A..B` or `A..=B` (both inclusive: `1..20` is 20 seeds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeedRange {
+    /// First seed.
+    pub first: u64,
+    /// Last seed.
+    pub last: u64,
+}
+
+impl FromStr for SeedRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, b) = s
+            .split_once("..=")
+            .or_else(|| s.split_once(".."))
+            .ok_or_else(|| {
+                format!("`{s}` is not a seed range: write A..B (inclusive), e.g. 1..100")
+            })?;
+        let parse = |x: &str| {
+            x.trim()
+                .parse::<u64>()
+                .map_err(|e| format!("`{x}` in `{s}`: {e}"))
+        };
+        let (first, last) = (parse(a)?, parse(b)?);
+        if first > last {
+            return Err(format!("`{s}`: the first seed is above the last"));
+        }
+        Ok(SeedRange { first, last })
+    }
+}
+
+/// Which part of a seed range this process runs: every `count`-th seed starting at `index`,
+/// so N CI jobs (or Kubernetes indexed jobs) split one range with no coordination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This job's index, `0..count`.
+    pub index: u64,
+    /// How many jobs share the range.
+    pub count: u64,
+}
+
+impl FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` is not a shard: write I/N, e.g. 0/4"))?;
+        let parse = |x: &str| {
+            x.trim()
+                .parse::<u64>()
+                .map_err(|e| format!("`{x}` in `{s}`: {e}"))
+        };
+        let (index, count) = (parse(i)?, parse(n)?);
+        if count == 0 || index >= count {
+            return Err(format!("`{s}`: need 0 <= I < N"));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+/// The seeds a shard of a range runs, in order.
+pub fn seeds_of(range: SeedRange, shard: Shard) -> Vec<u64> {
+    (range.first..=range.last)
+        .skip(shard.index as usize)
+        .step_by(shard.count as usize)
+        .collect()
+}
+
+/// One seed that failed, as the summary shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failure {
+    /// The seed.
+    pub seed: u64,
+    /// Invariants it broke (or `panic`).
+    pub broken: Vec<String>,
+    /// The first violation's detail.
+    pub first_violation: String,
+    /// The command that replays it.
+    pub replay: String,
+}
+
+/// The outcome of a swarm.
+#[derive(Clone, Debug, Serialize)]
+pub struct SwarmReport {
+    /// Scenario name.
+    pub scenario: String,
+    /// Engine.
+    pub engine: &'static str,
+    /// Bugs switched on.
+    pub bugs: Vec<String>,
+    /// Seeds this process ran.
+    pub seeds_run: usize,
+    /// Of those, how many broke an invariant or panicked.
+    pub seeds_failed: usize,
+    /// Their seeds, in order.
+    pub failing_seeds: Vec<u64>,
+    /// Per invariant: how many seeds broke it.
+    pub invariants: BTreeMap<String, usize>,
+    /// Seeds whose simulation panicked.
+    pub panicked_seeds: Vec<u64>,
+    /// Details of each failing seed.
+    pub failures: Vec<Failure>,
+    /// Wall seconds for the whole swarm.
+    pub wall_seconds: f64,
+    /// Every seed's outcome, in seed order (for JUnit and reports).
+    #[serde(skip)]
+    pub per_seed: Vec<(u64, Result<RunReport, String>)>,
+}
+
+/// Run `seeds` of `scenario` on `jobs` worker threads.
+pub fn swarm(scenario: &Scenario, seeds: &[u64], jobs: usize, bugs: &Bugs) -> SwarmReport {
+    let started = Instant::now();
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(seeds.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} seeds, {msg}",
+            )
+            .expect("the template is valid"),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let failed = std::sync::atomic::AtomicUsize::new(0);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs.max(1))
+        .thread_name(|i| format!("swarm-{i}"))
+        .build()
+        .expect("the OS can start worker threads");
+    let results: Vec<(u64, Result<RunReport, String>)> = pool.install(|| {
+        seeds
+            .par_iter()
+            .map(|&seed| {
+                let r = run_seed(scenario, seed, bugs).map_err(|e: RunError| e.to_string());
+                let ok = matches!(&r, Ok(rep) if rep.passed());
+                let nfailed = failed
+                    .fetch_add(usize::from(!ok), std::sync::atomic::Ordering::Relaxed)
+                    + usize::from(!ok);
+                match &bar {
+                    Some(bar) => {
+                        bar.inc(1);
+                        bar.set_message(format!("{nfailed} failing"));
+                    }
+                    None => eprintln!("seed {seed}: {}", if ok { "pass" } else { "FAIL" }),
+                }
+                (seed, r)
+            })
+            .collect()
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    summarise(scenario, bugs, results, started.elapsed().as_secs_f64())
+}
+
+fn summarise(
+    scenario: &Scenario,
+    bugs: &Bugs,
+    results: Vec<(u64, Result<RunReport, String>)>,
+    wall_seconds: f64,
+) -> SwarmReport {
+    let mut invariants: BTreeMap<String, usize> =
+        INVARIANTS.iter().map(|n| (n.to_string(), 0)).collect();
+    let mut failures = Vec::new();
+    let mut panicked_seeds = Vec::new();
+    for (seed, r) in &results {
+        match r {
+            Ok(rep) if rep.passed() => {}
+            Ok(rep) => {
+                let broken: Vec<String> = rep
+                    .invariants
+                    .iter()
+                    .filter(|v| !v.holds)
+                    .map(|v| v.name.to_string())
+                    .collect();
+                for b in &broken {
+                    *invariants.entry(b.clone()).or_default() += 1;
+                }
+                let first_violation = rep
+                    .invariants
+                    .iter()
+                    .flat_map(|v| v.violations.first())
+                    .map(|v| v.detail.clone())
+                    .next()
+                    .unwrap_or_default();
+                failures.push(Failure {
+                    seed: *seed,
+                    broken,
+                    first_violation,
+                    replay: rep.replay.clone(),
+                });
+            }
+            Err(e) => {
+                panicked_seeds.push(*seed);
+                let replay =
+                    crate::run::replay_command(&scenario.path.display().to_string(), *seed, bugs);
+                failures.push(Failure {
+                    seed: *seed,
+                    broken: vec!["panic".into()],
+                    first_violation: e.clone(),
+                    replay,
+                });
+            }
+        }
+    }
+    SwarmReport {
+        scenario: scenario.name(),
+        engine: crate::run::ENGINE_MADSIM,
+        bugs: bugs.iter().map(|b| b.to_string()).collect(),
+        seeds_run: results.len(),
+        seeds_failed: failures.len(),
+        failing_seeds: failures.iter().map(|f| f.seed).collect(),
+        invariants,
+        panicked_seeds,
+        failures,
+        wall_seconds,
+        per_seed: results,
+    }
+}
+
+/// The swarm's text summary.
+pub fn summary(r: &SwarmReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let bugs = if r.bugs.is_empty() {
+        String::new()
+    } else {
+        format!(", bugs: {}", r.bugs.join(" "))
+    };
+    let _ = writeln!(
+        s,
+        "chatsim swarm: {}, {} seeds on {}{bugs}",
+        r.scenario, r.seeds_run, r.engine
+    );
+    let _ = writeln!(s, "  {:<20} {:>14}", "invariant", "seeds broken");
+    for (name, n) in &r.invariants {
+        let _ = writeln!(s, "  {name:<20} {n:>14}");
+    }
+    if !r.panicked_seeds.is_empty() {
+        let _ = writeln!(s, "  {:<20} {:>14}", "(panicked)", r.panicked_seeds.len());
+    }
+    let _ = writeln!(s, "  failing seeds: {} of {}", r.seeds_failed, r.seeds_run);
+    for f in r.failures.iter().take(FAILING_SEEDS_SHOWN_MAX) {
+        let _ = writeln!(
+            s,
+            "    seed {}: {} -- {}",
+            f.seed,
+            f.broken.join(", "),
+            f.first_violation
+        );
+        let _ = writeln!(s, "      replay: {}", f.replay);
+    }
+    if r.failures.len() > FAILING_SEEDS_SHOWN_MAX {
+        let _ = writeln!(
+            s,
+            "    ... and {} more (see --json)",
+            r.failures.len() - FAILING_SEEDS_SHOWN_MAX
+        );
+    }
+    let rate = if r.wall_seconds > 0.0 {
+        r.seeds_run as f64 / r.wall_seconds * 60.0
+    } else {
+        0.0
+    };
+    let _ = writeln!(
+        s,
+        "  wall: {:.1} s ({rate:.0} seeds per minute)",
+        r.wall_seconds
+    );
+    let _ = writeln!(
+        s,
+        "  verdict: {}",
+        if r.seeds_failed == 0 { "PASS" } else { "FAIL" }
+    );
+    s
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+/// JUnit XML: one testcase per seed and invariant, so CI systems show each failure natively.
+pub fn junit(r: &SwarmReport) -> String {
+    use std::fmt::Write;
+    let cases = r.per_seed.len() * INVARIANTS.len();
+    let failures: usize = r
+        .per_seed
+        .iter()
+        .map(|(_, res)| match res {
+            Ok(rep) => rep.invariants.iter().filter(|v| !v.holds).count(),
+            Err(_) => INVARIANTS.len(),
+        })
+        .sum();
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let name = xml_escape(&r.scenario);
+    let _ = writeln!(
+        x,
+        "<testsuites name=\"chatsim\" tests=\"{cases}\" failures=\"{failures}\" time=\"{:.3}\">",
+        r.wall_seconds
+    );
+    let _ = writeln!(
+        x,
+        "  <testsuite name=\"{name}\" tests=\"{cases}\" failures=\"{failures}\" time=\"{:.3}\">",
+        r.wall_seconds
+    );
+    for (seed, res) in &r.per_seed {
+        for inv in INVARIANTS {
+            let time = res.as_ref().map_or(0.0, |rep| rep.stats.wall_seconds);
+            let _ = write!(
+                x,
+                "    <testcase classname=\"{name}.seed-{seed}\" name=\"{inv}\" time=\"{time:.3}\""
+            );
+            let failure = match res {
+                Ok(rep) => rep
+                    .invariants
+                    .iter()
+                    .find(|v| v.name == inv && !v.holds)
+                    .map(|v| {
+                        let details: Vec<String> = v
+                            .violations
+                            .iter()
+                            .take(20)
+                            .map(|x| x.detail.clone())
+                            .collect();
+                        (
+                            format!("{} violations of {inv}", v.violations.len()),
+                            format!("{}\nreplay: {}", details.join("\n"), rep.replay),
+                        )
+                    }),
+                Err(e) => Some(("the simulation panicked".to_string(), e.clone())),
+            };
+            match failure {
+                None => x.push_str("/>\n"),
+                Some((message, body)) => {
+                    let _ = writeln!(
+                        x,
+                        ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>",
+                        xml_escape(&message),
+                        xml_escape(&body)
+                    );
+                }
+            }
+        }
+    }
+    x.push_str("  </testsuite>\n</testsuites>\n");
+    x
+}
+
+/// Write `contents` to `path` atomically: a temporary file beside it, then a rename, so an
+/// interrupted run never leaves a half-written file over a good one.
+pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let file = path
+        .file_name()
+        .map_or_else(|| "out".into(), |f| f.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{file}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Ranges are inclusive either way they are written, and bad ones say why.
+    #[test]
+    fn seed_ranges_and_shards_parse_and_split_a_range_without_overlap() {
+        assert_eq!("1..20".parse(), Ok(SeedRange { first: 1, last: 20 }));
+        assert_eq!("3..=3".parse(), Ok(SeedRange { first: 3, last: 3 }));
+        assert!("20..1".parse::<SeedRange>().is_err());
+        assert!("x..2".parse::<SeedRange>().is_err());
+        assert!("4/4".parse::<Shard>().is_err());
+        let range = SeedRange { first: 1, last: 10 };
+        let mut all: Vec<u64> = (0..3)
+            .flat_map(|i| seeds_of(range, Shard { index: i, count: 3 }))
+            .collect();
+        assert_eq!(seeds_of(range, Shard { index: 1, count: 3 }), vec![2, 5, 8]);
+        all.sort();
+        assert_eq!(all, (1..=10).collect::<Vec<_>>());
+    }
+
+    // The XML escapes what must be escaped, so a violation's text cannot break the file.
+    #[test]
+    fn xml_escaping_covers_markup_characters() {
+        assert_eq!(
+            xml_escape(r#"<a href="x">&'"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&apos;"
+        );
+    }
+}
