@@ -454,11 +454,6 @@ impl Device {
                     }
                 }
             }
-            Down::DrainHint => {
-                if self.link == Link::Ready && self.drain.is_none() {
-                    self.start_drain(now, None, out);
-                }
-            }
             Down::Pong => {}
         }
     }

@@ -3,17 +3,16 @@
 //! owning shard with the *authenticated* device attached, and passes shard frames down.
 //!
 //! Fault model it defends against: half-open connections (a phone that went silent without
-//! closing) are found by heartbeat timeout; a restarted session service is refilled by periodic
-//! re-registration, and a device whose entry had been lost is told to drain (pushes sent while
-//! the entry was missing went to its inbox).
+//! closing) are found by an idle timeout, longer than the phone's own (a gateway is slower to
+//! give up on a phone than the phone on it), so a phone that moved may already be registered
+//! elsewhere when its old gateway unregisters: the session service's epoch check is what keeps
+//! that late unregister from erasing the new entry.
 //!
 //! Inputs: `Accepted`, `FromConn`, `ConnClosed`, `Rpc` (`Registered`, `ToDevice`), `Timeout`.
-//! Outputs: `Down`, `CloseConn`, `Rpc`. Timers: heartbeat scan, register retry, refresh.
+//! Outputs: `Down`, `CloseConn`, `Rpc`. Timers: idle scan, register retry.
 
 use crate::bugs::Bug;
-use crate::limits::{
-    HEARTBEAT_CHECK_MS, HEARTBEAT_TIMEOUT_MS, REGISTER_RETRY_MS, SESSION_REFRESH_MS,
-};
+use crate::limits::{GATEWAY_IDLE_TIMEOUT_MS, HEARTBEAT_CHECK_MS, REGISTER_RETRY_MS};
 use crate::proto::{ConnId, DeviceId, Down, Host, Millis, Refusal, Rpc, Up};
 use crate::routing::{device_token, shard_for_conv, shard_for_user};
 use crate::timers::Timers;
@@ -49,7 +48,6 @@ struct Conn {
 enum Timer {
     HeartbeatScan,
     Register(ConnId),
-    Refresh,
 }
 
 /// A gateway.
@@ -160,8 +158,6 @@ impl Gateway {
                 to_session(out, Rpc::Register { device, epoch });
                 self.timers
                     .set(Timer::Register(conn), now + REGISTER_RETRY_MS);
-                self.timers
-                    .set_min(Timer::Refresh, now + SESSION_REFRESH_MS);
             }
             up => {
                 let (Some(device), ConnState::Ready) = (c.device, c.state) else {
@@ -169,7 +165,7 @@ impl Gateway {
                     return;
                 };
                 let shard = match &up {
-                    Up::Send { conv, .. } | Up::Fetch { conv, .. } => {
+                    Up::Send { conv, .. } | Up::Fetch { conv, .. } | Up::Ack { conv, .. } => {
                         shard_for_conv(*conv, self.topo.shards)
                     }
                     _ => shard_for_user(device.user, self.topo.shards),
@@ -187,7 +183,6 @@ impl Gateway {
         device: DeviceId,
         epoch: u64,
         current: bool,
-        was_present: bool,
         out: &mut Vec<Effect>,
     ) {
         let Some(&conn) = self.by_device.get(&device) else {
@@ -204,22 +199,13 @@ impl Gateway {
             self.drop_conn(conn, true, out);
             return;
         }
-        match c.state {
-            ConnState::Registering => {
-                c.state = ConnState::Ready;
-                self.timers.cancel(&Timer::Register(conn));
-                out.push(Effect::Down {
-                    conn,
-                    frame: Down::Welcome { epoch },
-                });
-            }
-            ConnState::Ready if !was_present => {
-                out.push(Effect::Down {
-                    conn,
-                    frame: Down::DrainHint,
-                });
-            }
-            _ => {}
+        if c.state == ConnState::Registering {
+            c.state = ConnState::Ready;
+            self.timers.cancel(&Timer::Register(conn));
+            out.push(Effect::Down {
+                conn,
+                frame: Down::Welcome { epoch },
+            });
         }
     }
 
@@ -229,7 +215,7 @@ impl Gateway {
                 let dead: Vec<ConnId> = self
                     .conns
                     .iter()
-                    .filter(|(_, c)| now.saturating_sub(c.last_heard) >= HEARTBEAT_TIMEOUT_MS)
+                    .filter(|(_, c)| now.saturating_sub(c.last_heard) >= GATEWAY_IDLE_TIMEOUT_MS)
                     .map(|(id, _)| *id)
                     .collect();
                 for conn in dead {
@@ -251,20 +237,6 @@ impl Gateway {
                         self.timers
                             .set(Timer::Register(conn), now + REGISTER_RETRY_MS);
                     }
-                }
-            }
-            Timer::Refresh => {
-                for c in self.conns.values().filter(|c| c.state == ConnState::Ready) {
-                    if let Some(device) = c.device {
-                        let rpc = Rpc::Register {
-                            device,
-                            epoch: c.epoch,
-                        };
-                        to_session(out, rpc);
-                    }
-                }
-                if !self.conns.is_empty() {
-                    self.timers.set(Timer::Refresh, now + SESSION_REFRESH_MS);
                 }
             }
         }
@@ -294,10 +266,9 @@ impl Machine for Gateway {
                         device,
                         epoch,
                         current,
-                        was_present,
                     },
             } => {
-                self.on_registered(device, epoch, current, was_present, out);
+                self.on_registered(device, epoch, current, out);
             }
             Input::Rpc {
                 from: Host::Shard(_),
@@ -319,7 +290,7 @@ impl Machine for Gateway {
                                 conv: msg.conv,
                                 seq: msg.seq,
                             };
-                            let shard = shard_for_user(device.user, self.topo.shards);
+                            let shard = shard_for_conv(msg.conv, self.topo.shards);
                             let rpc = Rpc::FromDevice { device, up };
                             out.push(Effect::Rpc {
                                 to: Host::Shard(shard),

@@ -142,6 +142,13 @@ pub enum Effect {
     Disconnect,
     /// Storage: these operations are now durable; keep them outside the node.
     Persist(Vec<StorageOp>),
+    /// Session service: this entry is now durable (`None`: removed); keep it outside the node.
+    PersistSession {
+        /// The device.
+        device: proto::DeviceId,
+        /// Its (gateway, epoch), or `None` when cleared.
+        entry: Option<(u16, u64)>,
+    },
     /// Device: something the user could see, for the history.
     Observe(Observation),
 }

@@ -8,6 +8,9 @@ use crate::proto::Millis;
 pub const HEARTBEAT_INTERVAL_MS: Millis = 2_000;
 /// Either side gives up on a connection it has heard nothing on for this long.
 pub const HEARTBEAT_TIMEOUT_MS: Millis = 6_000;
+/// A gateway gives up on a connection it has heard nothing on for this long: longer than the
+/// phone's own timeout, since dropping a live phone costs a reconnect storm.
+pub const GATEWAY_IDLE_TIMEOUT_MS: Millis = 10_000;
 /// How often a gateway scans its connections for heartbeat timeouts.
 pub const HEARTBEAT_CHECK_MS: Millis = 1_000;
 
@@ -39,24 +42,32 @@ pub const GAP_FETCH_SEQS_MAX: u64 = 64;
 
 /// Inbox entries per drain page.
 pub const INBOX_PAGE_SIZE: u32 = 32;
-/// A connected device drains its inbox again this long after its last complete drain. Pushes
-/// are fire-and-forget (a shard that crashes, or a frame lost to a partition, leaves the message
-/// only in the inbox); this sync is what bounds how long such a message can wait while the
-/// device stays connected. Matrix clients long-poll `/sync` for the same reason.
-pub const INBOX_SYNC_MS: Millis = 15_000;
+/// A connected device drains its inbox again this long after its last complete drain: the last
+/// line of defence, for a message whose shard gave up pushing it (`PUSH_ATTEMPTS_MAX`). Longer
+/// than every scenario's liveness bound on purpose, so a run that needs it to pass is a failing
+/// run: the pushes and their retries must do the work.
+pub const INBOX_SYNC_MS: Millis = 60_000;
 /// A device re-requests a drain page it has not received in this long.
 pub const DRAIN_RETRY_MS: Millis = 2_000;
 
 /// A gateway re-sends a `Register` the session service has not answered after this long.
 pub const REGISTER_RETRY_MS: Millis = 1_000;
-/// A gateway re-registers every live connection this often, so a restarted session service
-/// relearns the table (and the gateway learns its entries were lost).
-pub const SESSION_REFRESH_MS: Millis = 2_000;
 
 /// A shard re-sends a storage request that has not been answered after this long.
 pub const STORAGE_RETRY_MS: Millis = 500;
 /// Sends a shard queues per conversation before refusing with `Busy`.
 pub const CONV_QUEUE_MAX: usize = 256;
+/// First retry of a push the device has not acked; doubles per attempt up to the max.
+pub const PUSH_RETRY_MS_MIN: Millis = 1_000;
+/// Cap on the push retry delay.
+pub const PUSH_RETRY_MS_MAX: Millis = 8_000;
+/// Push attempts per delivery before the shard leaves it to the inbox alone (about 80 s of
+/// trying, longer than any partition the scenarios hold).
+pub const PUSH_ATTEMPTS_MAX: u32 = 12;
+/// Deliveries one shard tracks at once; past this the inbox alone carries new messages.
+pub const DELIVERIES_TRACKED_MAX: usize = 1_000_000;
+/// Inbox entries per page of a restarted shard's sweep.
+pub const SWEEP_PAGE_SIZE: u32 = 256;
 /// A shard forgets a pending session lookup after this long (the inbox still has the message).
 pub const LOOKUP_TIMEOUT_MS: Millis = 2_000;
 

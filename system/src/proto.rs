@@ -226,8 +226,6 @@ pub enum Down {
         /// Whether more entries remain after this page.
         more: bool,
     },
-    /// The server may have parked messages you have not seen: drain your inbox.
-    DrainHint,
     /// Heartbeat answer.
     Pong,
 }
@@ -272,9 +270,6 @@ pub enum Rpc {
         epoch: u64,
         /// False when the table already holds a newer epoch: this connection is stale.
         current: bool,
-        /// False when the table held no entry for this exact connection before: the session
-        /// service lost it (a restart), so pushes may have been missed.
-        was_present: bool,
     },
     /// Gateway -> session: the connection with this epoch is gone.
     Unregister {
@@ -380,6 +375,31 @@ pub enum Rpc {
         conv: ConvId,
         /// Sequence number.
         seq: Seq,
+    },
+    /// Shard -> storage (after a shard restart): inbox entries of conversations this shard
+    /// owns, so it can take their deliveries up again.
+    ReadPending {
+        /// Matches the answer.
+        req: u64,
+        /// The asking shard.
+        shard: u16,
+        /// How many shards own conversations.
+        shards: u16,
+        /// Start after this (device, conversation, seq).
+        after: Option<(DeviceId, ConvId, Seq)>,
+        /// Page size.
+        limit: u32,
+    },
+    /// Storage -> shard: a page of pending inbox entries.
+    PendingPage {
+        /// The question's `req`.
+        req: u64,
+        /// Each entry's device and message.
+        entries: Vec<(DeviceId, Message)>,
+        /// Where the next page starts.
+        next: Option<(DeviceId, ConvId, Seq)>,
+        /// Whether entries remain after this page.
+        more: bool,
     },
     /// Shard -> storage: read the log between `from` and `to` inclusive.
     ReadLog {

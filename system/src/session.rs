@@ -1,32 +1,34 @@
 //! The session service: device -> (gateway, connection epoch), so shards know where to push.
 //!
-//! Volatile on purpose (a Redis-like cache): a restart empties it and gateways refill it by
-//! re-registering every [`SESSION_REFRESH_MS`](crate::limits::SESSION_REFRESH_MS). Epochs come
-//! from the device's own connection counter, so a newer connection always wins: a late
-//! `Register` from a stale connection is refused, and an `Unregister` clears an entry only when
-//! its epoch still matches (a late disconnect must not erase a newer connection).
+//! Durable, like a Redis with an append-only file synced on every write: each change is handed
+//! to the engine as [`Effect::PersistSession`] before it is answered, and a restart recovers the
+//! table. Epochs come from the device's own connection counter, so a newer connection always
+//! wins: a late `Register` from a stale connection is refused, and an `Unregister` clears an
+//! entry only when its epoch still matches (a late disconnect must not erase a newer
+//! connection).
 //!
-//! Inputs: `Rpc` (`Register`, `Unregister`, `Lookup`). Outputs: `Rpc` answers. No timers.
+//! Inputs: `Rpc` (`Register`, `Unregister`, `Lookup`). Outputs: `Rpc` answers,
+//! `PersistSession`. No timers.
 
 use crate::bugs::Bug;
 use crate::proto::{DeviceId, Host, Millis, Rpc};
 use crate::{Deployment, Effect, Input, Machine};
 use std::collections::BTreeMap;
 
+/// The session table: device -> (gateway index, connection epoch).
+pub type SessionTable = BTreeMap<DeviceId, (u16, u64)>;
+
 /// The session service.
 #[derive(Clone, Debug)]
 pub struct Session {
     topo: Deployment,
-    table: BTreeMap<DeviceId, (u16, u64)>,
+    table: SessionTable,
 }
 
 impl Session {
-    /// An empty table (first boot or after a crash).
-    pub fn new(topo: Deployment) -> Session {
-        Session {
-            topo,
-            table: BTreeMap::new(),
-        }
+    /// A session service recovering `table` (empty on first boot).
+    pub fn new(topo: Deployment, table: SessionTable) -> Session {
+        Session { topo, table }
     }
 
     /// Where `device` is registered, if anywhere.
@@ -42,19 +44,17 @@ impl Machine for Session {
         };
         match (from, rpc) {
             (Host::Gateway(g), Rpc::Register { device, epoch }) => {
-                let (current, was_present) = match self.table.get(&device) {
-                    Some(&(_, e)) if e > epoch => (false, false),
-                    Some(&entry) => (true, entry == (g, epoch)),
-                    None => (true, false),
-                };
-                if current {
-                    self.table.insert(device, (g, epoch));
+                let current = self.table.get(&device).is_none_or(|&(_, e)| e <= epoch);
+                if current && self.table.insert(device, (g, epoch)) != Some((g, epoch)) {
+                    out.push(Effect::PersistSession {
+                        device,
+                        entry: Some((g, epoch)),
+                    });
                 }
                 let rpc = Rpc::Registered {
                     device,
                     epoch,
                     current,
-                    was_present,
                 };
                 out.push(Effect::Rpc { to: from, rpc });
             }
@@ -63,6 +63,10 @@ impl Machine for Session {
                     || self.table.get(&device).is_some_and(|&(_, e)| e == epoch) =>
             {
                 self.table.remove(&device);
+                out.push(Effect::PersistSession {
+                    device,
+                    entry: None,
+                });
             }
             (Host::Shard(_), Rpc::Lookup { req, user }) => {
                 let at = self
@@ -106,7 +110,7 @@ mod tests {
             shards: 1,
             ..Deployment::default()
         };
-        let mut s = Session::new(topo);
+        let mut s = Session::new(topo, SessionTable::new());
         let d = DeviceId::primary(UserId(1));
         send(
             &mut s,

@@ -4,18 +4,27 @@
 //! session service and pushes through their gateways. It also serves inbox drains, gap
 //! fetches and acks for the users it owns by hash.
 //!
+//! Delivery is the shard's job until the device acks: every push is tracked per recipient
+//! device and retried with capped backoff while the session service says the device is
+//! connected (a push into a dead connection, or lost to a partition, goes again). When the device
+//! is not connected the shard stops: the device drains its inbox when it connects. Acks come to
+//! the conversation's shard, which stops tracking and deletes the inbox entry.
+//!
 //! The shard keeps nothing durable: a restarted shard reloads a conversation's last sequence
-//! number from storage on first use. Writes for one conversation go one at a time, so sequence
+//! number from storage on first use, and sweeps storage's inboxes for its conversations to take
+//! up the deliveries its previous life was tracking. Writes for one conversation go one at a time, so sequence
 //! numbers are contiguous; storage refuses a non-contiguous one and dedups by message id, so a
 //! retry after a crash can never take a second number.
 //!
 //! Inputs: `Rpc` (`FromDevice` from gateways; `ConvLoaded`, `Appended`, `AppendConflict`,
 //! `InboxPage`, `LogRange` from storage; `Located` from the session service), `Timeout`.
-//! Outputs: `Rpc`. Timers: storage retry per conversation, expiry of pending lookups and reads.
+//! Outputs: `Rpc`. Timers: storage retry per conversation, push retry per delivery, the boot
+//! sweep, expiry of pending lookups and reads.
 
 use crate::bugs::Bug;
 use crate::limits::{
-    CONV_QUEUE_MAX, GAP_FETCH_SEQS_MAX, INBOX_PAGE_SIZE, LOOKUP_TIMEOUT_MS, STORAGE_RETRY_MS,
+    CONV_QUEUE_MAX, DELIVERIES_TRACKED_MAX, GAP_FETCH_SEQS_MAX, INBOX_PAGE_SIZE, LOOKUP_TIMEOUT_MS,
+    PUSH_ATTEMPTS_MAX, PUSH_RETRY_MS_MAX, PUSH_RETRY_MS_MIN, STORAGE_RETRY_MS, SWEEP_PAGE_SIZE,
 };
 use crate::proto::{
     ConvId, DeviceId, Down, Host, Message, Millis, MsgId, Path, Refusal, Rpc, Seq, Up,
@@ -44,16 +53,28 @@ struct Conv {
     in_flight: Option<(PendingSend, Seq)>,
 }
 
+/// One message on its way to one device: (device, conversation, sequence number).
+type DeliveryKey = (DeviceId, ConvId, Seq);
+
+#[derive(Clone, Debug)]
+struct Delivery {
+    msg: Message,
+    attempts: u32,
+}
+
 #[derive(Clone, Debug)]
 enum Pending {
-    Push(Message),
+    Locate(DeliveryKey),
     Drain { device: DeviceId, gateway: u16 },
     Fetch { device: DeviceId, gateway: u16 },
+    Sweep { after: Option<DeliveryKey> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Storage(ConvId),
+    Push(DeliveryKey),
+    Sweep,
     Expire(u64),
 }
 
@@ -64,6 +85,7 @@ pub struct Shard {
     topo: Deployment,
     convs: BTreeMap<ConvId, Conv>,
     pending: BTreeMap<u64, Pending>,
+    deliveries: BTreeMap<DeliveryKey, Delivery>,
     next_req: u64,
     timers: Timers<Timer>,
 }
@@ -71,14 +93,23 @@ pub struct Shard {
 impl Shard {
     /// Shard number `index` with empty memory (first boot or after a crash).
     pub fn new(index: u16, topo: Deployment) -> Shard {
+        let mut timers = Timers::default();
+        // First thing after (re)boot: take up the deliveries a previous life left unfinished.
+        timers.set(Timer::Sweep, 0);
         Shard {
             index,
             topo,
             convs: BTreeMap::new(),
             pending: BTreeMap::new(),
+            deliveries: BTreeMap::new(),
             next_req: 0,
-            timers: Timers::default(),
+            timers,
         }
+    }
+
+    /// Deliveries being tracked until their device acks.
+    pub fn tracked(&self) -> usize {
+        self.deliveries.len()
     }
 
     /// This shard's index.
@@ -241,20 +272,13 @@ impl Shard {
             body: p.body,
             sent_at: p.sent_at,
         };
-        if self.topo.bugs.has(Bug::NoSessionService) {
-            // Without a directory the only gateway this shard knows is the sender's.
-            let at = self
-                .recipients(conv, p.device)
-                .into_iter()
-                .map(|d| (d, p.gateway))
-                .collect();
-            self.push(msg, at, out);
-        } else if let Some(peer) = conv.direct_peer(p.device.user) {
-            let req = self.request(now, Pending::Push(msg));
-            out.push(Effect::Rpc {
-                to: Host::Session,
-                rpc: Rpc::Lookup { req, user: peer },
-            });
+        for device in self.recipients(conv, p.device) {
+            if self.topo.bugs.has(Bug::NoSessionService) {
+                // Without a directory the only gateway this shard knows is the sender's.
+                self.push(device, &msg, p.gateway, out);
+            } else {
+                self.track(now, device, msg.clone(), out);
+            }
         }
         self.pump(now, conv, out);
     }
@@ -284,6 +308,7 @@ impl Shard {
                 self.on_send(now, conv, send, out);
             }
             Up::Ack { conv, seq } => {
+                self.untrack((device, conv, seq));
                 out.push(Effect::Rpc {
                     to: STORAGE,
                     rpc: Rpc::DeleteInbox { device, conv, seq },
@@ -379,6 +404,22 @@ impl Shard {
                     Self::to_device(device, gateway, Down::DrainPage { next, more }, out);
                 }
             }
+            Rpc::PendingPage {
+                req,
+                entries,
+                next,
+                more,
+            } => {
+                if let Some(Pending::Sweep { .. }) = self.pending.remove(&req) {
+                    self.timers.cancel(&Timer::Expire(req));
+                    for (device, msg) in entries {
+                        self.track(now, device, msg, out);
+                    }
+                    if more {
+                        self.sweep(now, next, out);
+                    }
+                }
+            }
             Rpc::LogRange { req, msgs } => {
                 if let Some(Pending::Fetch { device, gateway }) = self.pending.remove(&req) {
                     self.timers.cancel(&Timer::Expire(req));
@@ -399,12 +440,71 @@ impl Shard {
         }
     }
 
+    /// Start tracking the delivery of `msg` to `device` and make the first attempt.
+    fn track(&mut self, now: Millis, device: DeviceId, msg: Message, out: &mut Vec<Effect>) {
+        let key = (device, msg.conv, msg.seq);
+        if self.deliveries.contains_key(&key) {
+            return;
+        }
+        if self.deliveries.len() >= DELIVERIES_TRACKED_MAX {
+            // Over the bound the inbox alone carries it: the device drains on connect.
+            return;
+        }
+        self.deliveries.insert(key, Delivery { msg, attempts: 0 });
+        self.attempt(now, key, out);
+    }
+
+    fn untrack(&mut self, key: DeliveryKey) {
+        self.deliveries.remove(&key);
+        self.timers.cancel(&Timer::Push(key));
+    }
+
+    /// One delivery attempt: ask where the device is; retry later unless it acks first.
+    fn attempt(&mut self, now: Millis, key: DeliveryKey, out: &mut Vec<Effect>) {
+        let Some(d) = self.deliveries.get_mut(&key) else {
+            return;
+        };
+        if d.attempts >= PUSH_ATTEMPTS_MAX {
+            // Given up; the message still waits in the inbox for the device's next drain.
+            self.untrack(key);
+            return;
+        }
+        d.attempts += 1;
+        let delay = PUSH_RETRY_MS_MIN
+            .saturating_mul(1 << (d.attempts - 1).min(16))
+            .min(PUSH_RETRY_MS_MAX);
+        self.timers.set(Timer::Push(key), now + delay);
+        let req = self.request(now, Pending::Locate(key));
+        let rpc = Rpc::Lookup {
+            req,
+            user: key.0.user,
+        };
+        out.push(Effect::Rpc {
+            to: Host::Session,
+            rpc,
+        });
+    }
+
     fn on_located(&mut self, req: u64, at: Vec<(DeviceId, u16)>, out: &mut Vec<Effect>) {
-        let Some(Pending::Push(msg)) = self.pending.remove(&req) else {
+        let Some(Pending::Locate(key)) = self.pending.remove(&req) else {
             return;
         };
         self.timers.cancel(&Timer::Expire(req));
-        self.push(msg, at, out);
+        let Some(d) = self.deliveries.get(&key) else {
+            return;
+        };
+        match at.iter().find(|(device, _)| *device == key.0) {
+            Some(&(device, gateway)) => {
+                let msg = d.msg.clone();
+                self.push(device, &msg, gateway, out);
+                if self.topo.bugs.has(Bug::DeleteInboxOnPush) {
+                    // Pushed counts as delivered: no entry, no retry.
+                    self.untrack(key);
+                }
+            }
+            // Not connected: it drains its inbox when it connects, so stop here.
+            None => self.untrack(key),
+        }
     }
 
     fn delete_inbox(device: DeviceId, msg: &Message, out: &mut Vec<Effect>) {
@@ -416,23 +516,28 @@ impl Shard {
         out.push(Effect::Rpc { to: STORAGE, rpc });
     }
 
-    /// Push `msg` live to each recipient device at its gateway.
-    fn push(&self, msg: Message, at: Vec<(DeviceId, u16)>, out: &mut Vec<Effect>) {
-        let recipients = self.recipients(msg.conv, msg.id.device);
-        for (device, gateway) in at.into_iter().filter(|(d, _)| recipients.contains(d)) {
-            if self.topo.bugs.has(Bug::DeleteInboxOnPush) {
-                Self::delete_inbox(device, &msg, out);
-            }
-            Self::to_device(
-                device,
-                gateway,
-                Down::Deliver {
-                    msg: msg.clone(),
-                    path: Path::Live,
-                },
-                out,
-            );
+    /// Push `msg` live to `device` at `gateway`.
+    fn push(&self, device: DeviceId, msg: &Message, gateway: u16, out: &mut Vec<Effect>) {
+        if self.topo.bugs.has(Bug::DeleteInboxOnPush) {
+            Self::delete_inbox(device, msg, out);
         }
+        let down = Down::Deliver {
+            msg: msg.clone(),
+            path: Path::Live,
+        };
+        Self::to_device(device, gateway, down, out);
+    }
+
+    fn sweep(&mut self, now: Millis, after: Option<DeliveryKey>, out: &mut Vec<Effect>) {
+        let req = self.request(now, Pending::Sweep { after });
+        let rpc = Rpc::ReadPending {
+            req,
+            shard: self.index,
+            shards: self.topo.shards,
+            after,
+            limit: SWEEP_PAGE_SIZE,
+        };
+        out.push(Effect::Rpc { to: STORAGE, rpc });
     }
 
     fn on_timer(&mut self, now: Millis, timer: Timer, out: &mut Vec<Effect>) {
@@ -454,9 +559,14 @@ impl Shard {
                 self.timers
                     .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
             }
-            // The device retries drains and fetches; the inbox keeps undelivered pushes.
+            Timer::Push(key) => self.attempt(now, key, out),
+            Timer::Sweep => self.sweep(now, None, out),
+            // The device retries drains and fetches, and a delivery's own timer retries its
+            // lookup; only an unanswered sweep page is asked for again here.
             Timer::Expire(req) => {
-                self.pending.remove(&req);
+                if let Some(Pending::Sweep { after }) = self.pending.remove(&req) {
+                    self.sweep(now, after, out);
+                }
             }
         }
     }

@@ -13,6 +13,7 @@ use crate::limits::STORAGE_SYNC_MS;
 use crate::proto::{
     ConvId, DeviceId, Host, InboxCursor, Message, Millis, MsgId, Rpc, Seq, StorageOp,
 };
+use crate::routing::shard_for_conv;
 use crate::{Effect, Input, Machine};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,6 +78,13 @@ impl StorageState {
         self.ids.len()
     }
 }
+
+/// A page of a sweep: entries, where the next page starts, whether there is one.
+type PendingPage = (
+    Vec<(DeviceId, Message)>,
+    Option<(DeviceId, ConvId, Seq)>,
+    bool,
+);
 
 #[derive(Clone, Debug)]
 struct Buffered {
@@ -149,6 +157,33 @@ impl Storage {
                 conv: *conv,
                 seq: *seq,
             });
+        }
+        let more = iter.next().is_some();
+        (page, next, more)
+    }
+
+    /// Inbox entries whose conversation `shard` owns, after `after`. A full scan: it runs once
+    /// per shard restart, never on the message path.
+    fn read_pending(
+        &self,
+        shard: u16,
+        shards: u16,
+        after: Option<(DeviceId, ConvId, Seq)>,
+        limit: u32,
+    ) -> PendingPage {
+        let mut iter = self
+            .durable
+            .inboxes
+            .iter()
+            .flat_map(|(d, entries)| entries.iter().map(move |(c, s)| (*d, *c, *s)))
+            .filter(|k| after.is_none_or(|a| *k > a) && shard_for_conv(k.1, shards) == shard);
+        let mut page = Vec::new();
+        let mut next = after;
+        for (device, conv, seq) in iter.by_ref().take(limit as usize) {
+            let msg = self.durable.logs.get(&conv).and_then(|l| l.get(&seq));
+            let msg = msg.expect("an inbox entry is only written together with its log entry");
+            page.push((device, msg.clone()));
+            next = Some((device, conv, seq));
         }
         let more = iter.next().is_some();
         (page, next, more)
@@ -247,6 +282,22 @@ impl Storage {
                         more,
                     },
                 });
+            }
+            Rpc::ReadPending {
+                req,
+                shard,
+                shards,
+                after,
+                limit,
+            } => {
+                let (entries, next, more) = self.read_pending(shard, shards, after, limit);
+                let rpc = Rpc::PendingPage {
+                    req,
+                    entries,
+                    next,
+                    more,
+                };
+                out.push(Effect::Rpc { to: from, rpc });
             }
             Rpc::ReadLog {
                 req,

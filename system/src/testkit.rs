@@ -6,7 +6,7 @@
 use crate::device::Device;
 use crate::gateway::Gateway;
 use crate::proto::{ConnId, DeviceId, Host, Millis, UserId};
-use crate::session::Session;
+use crate::session::{Session, SessionTable};
 use crate::shard::Shard;
 use crate::storage::{Storage, StorageState};
 use crate::{Action, Deployment, Effect, Input, Machine, Observation};
@@ -27,6 +27,7 @@ pub struct Cluster {
     shards: Vec<Shard>,
     storage: Storage,
     durable: StorageState,
+    session_durable: SessionTable,
     devices: BTreeMap<DeviceId, Device>,
     conns: BTreeMap<DeviceId, (u16, ConnId)>,
     queue: BTreeMap<(Millis, u64), (Host, Input)>,
@@ -53,12 +54,13 @@ impl Cluster {
             gateways: (0..topo.gateways)
                 .map(|i| Gateway::new(i, topo.clone()))
                 .collect(),
-            session: Session::new(topo.clone()),
+            session: Session::new(topo.clone(), SessionTable::new()),
             shards: (0..topo.shards)
                 .map(|i| Shard::new(i, topo.clone()))
                 .collect(),
             storage: Storage::new(StorageState::default()),
             durable: StorageState::default(),
+            session_durable: SessionTable::new(),
             devices,
             conns: BTreeMap::new(),
             queue: BTreeMap::new(),
@@ -147,6 +149,14 @@ impl Cluster {
             }
             (Host::Device(d), Effect::Disconnect) => self.close_device_conn(d),
             (Host::Device(d), Effect::Observe(o)) => self.observations.push((self.now, d, o)),
+            (Host::Session, Effect::PersistSession { device, entry }) => match entry {
+                Some(e) => {
+                    self.session_durable.insert(device, e);
+                }
+                None => {
+                    self.session_durable.remove(&device);
+                }
+            },
             (Host::Storage(_), Effect::Persist(ops)) => {
                 ops.iter().for_each(|op| self.durable.apply(op))
             }
@@ -178,7 +188,9 @@ impl Cluster {
                     self.enqueue(Host::Device(d), Input::Disconnected);
                 }
             }
-            Host::Session => self.session = Session::new(self.topo.clone()),
+            Host::Session => {
+                self.session = Session::new(self.topo.clone(), self.session_durable.clone())
+            }
             Host::Shard(s) => self.shards[usize::from(s)] = Shard::new(s, self.topo.clone()),
             Host::Storage(_) => self.storage = Storage::new(self.durable.clone()),
             Host::Device(_) => panic!("devices do not crash in this harness"),

@@ -20,7 +20,7 @@ use chatsim_system::bugs::Bugs;
 use chatsim_system::device::Device;
 use chatsim_system::gateway::Gateway;
 use chatsim_system::proto::{ConnId, DeviceId, Envelope, Host, Millis, UserId};
-use chatsim_system::session::Session;
+use chatsim_system::session::{Session, SessionTable};
 use chatsim_system::shard::Shard;
 use chatsim_system::storage::{Storage, StorageState};
 use chatsim_system::{Action, Deployment, Effect, Input, Machine};
@@ -69,6 +69,7 @@ struct Shared {
     seed: u64,
     history: Mutex<History>,
     durable: Mutex<StorageState>,
+    session_durable: Mutex<SessionTable>,
     digest: Mutex<Sha256>,
     frames: AtomicU64,
     links: BTreeMap<(Role, Role), Range>,
@@ -226,7 +227,10 @@ fn new_machine(host: Host, sh: &Shared) -> Box<dyn Machine> {
     let topo = sh.topo.clone();
     match host {
         Host::Gateway(i) => Box::new(Gateway::new(i, topo)),
-        Host::Session => Box::new(Session::new(topo)),
+        Host::Session => Box::new(Session::new(
+            topo,
+            sh.session_durable.lock().expect("never poisoned").clone(),
+        )),
         Host::Shard(i) => Box::new(Shard::new(i, topo)),
         Host::Storage(_) => Box::new(Storage::new(
             sh.durable.lock().expect("never poisoned").clone(),
@@ -316,6 +320,13 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
                     // Dropping the writer ends the connection's task, which closes the socket.
                     writers.remove(&conn);
                     device_conns.remove(&conn);
+                }
+                Effect::PersistSession { device, entry } => {
+                    let mut table = sh.session_durable.lock().expect("never poisoned");
+                    match entry {
+                        Some(e) => table.insert(device, e),
+                        None => table.remove(&device),
+                    };
                 }
                 Effect::Persist(ops) => {
                     let mut d = sh.durable.lock().expect("never poisoned");
@@ -484,6 +495,7 @@ async fn world(
         seed,
         history: Mutex::new(History::new(users)),
         durable: Mutex::new(StorageState::default()),
+        session_durable: Mutex::new(SessionTable::new()),
         digest: Mutex::new(Sha256::new()),
         frames: AtomicU64::new(0),
         links,
