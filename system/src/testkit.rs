@@ -35,6 +35,8 @@ pub struct Cluster {
     next_conn: u64,
     /// Everything every device observed, in order.
     pub observations: Vec<(Millis, DeviceId, Observation)>,
+    /// Server-to-server messages into these hosts are lost (a lossy link, not a crash).
+    pub lossy: std::collections::BTreeSet<Host>,
 }
 
 impl Cluster {
@@ -67,6 +69,7 @@ impl Cluster {
             next_event: 0,
             next_conn: 0,
             observations: Vec::new(),
+            lossy: std::collections::BTreeSet::new(),
             topo,
         }
     }
@@ -122,7 +125,11 @@ impl Cluster {
 
     fn effect(&mut self, host: Host, e: Effect) {
         match (host, e) {
-            (_, Effect::Rpc { to, rpc }) => self.enqueue(to, Input::Rpc { from: host, rpc }),
+            (_, Effect::Rpc { to, rpc }) => {
+                if !self.lossy.contains(&to) {
+                    self.enqueue(to, Input::Rpc { from: host, rpc });
+                }
+            }
             (Host::Gateway(g), Effect::Down { conn, frame }) => {
                 if let Some(d) = self.device_at(g, conn) {
                     self.enqueue(Host::Device(d), Input::Down(frame));
@@ -513,5 +520,53 @@ mod tests {
             e,
             Effect::Observe(Observation::DuplicateDropped { seq: 2, .. })
         )));
+    }
+
+    fn reconnects(c: &Cluster, d: DeviceId) -> usize {
+        c.seen(d, |o| matches!(o, Observation::Connected { .. }))
+            .count()
+    }
+
+    // A push lost on its way (the shard-to-gateway link drops it) is retried by the shard until
+    // the device acks: the message arrives live, without waiting for a reconnect or a sync.
+    #[test]
+    fn a_lost_push_is_retried_until_the_device_acks() {
+        let mut c = Cluster::new(topo());
+        c.run_for(1_000);
+        c.lossy.extend([Host::Gateway(0), Host::Gateway(1)]);
+        send(&mut c, A, B, "lost once");
+        c.run_for(200);
+        assert!(
+            displayed(&c, B).is_empty(),
+            "the first push must have been lost"
+        );
+        c.lossy.clear();
+        c.run_for(3_000);
+        assert_eq!(displayed(&c, B), vec![(1, "lost once".into(), Path::Live)]);
+        assert_eq!(reconnects(&c, B), 1, "delivered without reconnecting");
+        assert_eq!(c.durable().inbox_entries(), 0);
+    }
+
+    // A shard that restarts forgets the deliveries it was tracking; its boot sweep over the
+    // inboxes takes them up again, so the recipient still gets the message live.
+    #[test]
+    fn a_restarted_shard_sweeps_the_inboxes_and_pushes_what_was_pending() {
+        let mut c = Cluster::new(topo());
+        c.run_for(1_000);
+        let conv = ConvId::direct(A.user, B.user);
+        let owner = Host::Shard(crate::routing::shard_for_conv(conv, 2));
+        // Lose the first push, then crash the shard before its retry.
+        c.lossy.extend([Host::Gateway(0), Host::Gateway(1)]);
+        send(&mut c, A, B, "after the crash");
+        c.run_for(200);
+        c.lossy.clear();
+        assert!(displayed(&c, B).is_empty());
+        c.crash(owner);
+        c.run_for(500);
+        assert_eq!(
+            displayed(&c, B),
+            vec![(1, "after the crash".into(), Path::Live)]
+        );
+        assert_eq!(reconnects(&c, B), 1);
     }
 }
