@@ -222,9 +222,9 @@ impl Device {
     fn connect(&mut self, out: &mut Vec<Effect>) {
         self.gateway = self.rng.gen_range(0..self.topo.gateways.max(1));
         self.link = Link::Connecting;
-        out.push(Effect::Connect {
-            gateway: self.gateway,
-        });
+        let gateway = self.gateway;
+        Self::observe(out, Observation::Connecting { gateway });
+        out.push(Effect::Connect { gateway });
     }
 
     fn in_flight(&self) -> usize {

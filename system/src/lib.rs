@@ -218,6 +218,11 @@ pub enum Observation {
         /// Last missing.
         to: Seq,
     },
+    /// The phone starts opening a connection (each attempt, successful or not).
+    Connecting {
+        /// Gateway index.
+        gateway: u16,
+    },
     /// The connection is up and registered.
     Connected {
         /// Gateway index.

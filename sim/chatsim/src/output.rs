@@ -117,6 +117,9 @@ pub fn replay_log(h: &History) -> String {
                     Observation::GapFetch { conv, from, to } => {
                         format!("fetches {conv} {from}..={to}")
                     }
+                    Observation::Connecting { gateway } => {
+                        format!("connecting to gateway-{}", gateway + 1)
+                    }
                     Observation::Connected { gateway, epoch } => {
                         format!("connected to gateway-{} (epoch {epoch})", gateway + 1)
                     }

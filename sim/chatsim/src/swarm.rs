@@ -5,7 +5,7 @@
 
 use crate::run::{run_seed, RunError, RunReport};
 use crate::scenario::Scenario;
-use chatsim_judge::checkers::INVARIANTS;
+use chatsim_judge::checkers::CHECKS;
 use chatsim_system::bugs::Bugs;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -184,7 +184,7 @@ fn summarise(
     wall_seconds: f64,
 ) -> SwarmReport {
     let mut invariants: BTreeMap<String, usize> =
-        INVARIANTS.iter().map(|n| (n.to_string(), 0)).collect();
+        CHECKS.iter().map(|n| (n.to_string(), 0)).collect();
     let mut failures = Vec::new();
     let mut panicked_seeds = Vec::new();
     for (seed, r) in &results {
@@ -310,13 +310,13 @@ fn xml_escape(s: &str) -> String {
 /// JUnit XML: one testcase per seed and invariant, so CI systems show each failure natively.
 pub fn junit(r: &SwarmReport) -> String {
     use std::fmt::Write;
-    let cases = r.per_seed.len() * INVARIANTS.len();
+    let cases = r.per_seed.len() * CHECKS.len();
     let failures: usize = r
         .per_seed
         .iter()
         .map(|(_, res)| match res {
             Ok(rep) => rep.invariants.iter().filter(|v| !v.holds).count(),
-            Err(_) => INVARIANTS.len(),
+            Err(_) => CHECKS.len(),
         })
         .sum();
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -332,7 +332,7 @@ pub fn junit(r: &SwarmReport) -> String {
         r.wall_seconds
     );
     for (seed, res) in &r.per_seed {
-        for inv in INVARIANTS {
+        for inv in CHECKS {
             let time = res.as_ref().map_or(0.0, |rep| rep.stats.wall_seconds);
             let _ = write!(
                 x,

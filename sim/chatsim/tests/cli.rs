@@ -60,7 +60,13 @@ fn two_processes_agree_on_the_trace_hash_and_the_json_has_the_promised_fields() 
         .collect();
     assert_eq!(
         names,
-        ["no_loss", "exactly_once", "conversation_order", "liveness"]
+        [
+            "no_loss",
+            "exactly_once",
+            "conversation_order",
+            "liveness",
+            "reconnect_load"
+        ]
     );
     assert!(ja["invariants"][0]["holds"].as_bool().expect("bool"));
     assert!(ja["invariants"][0]["violations"].is_array());
@@ -204,7 +210,7 @@ fn swarm_reports_failing_seeds_in_json_and_junit_and_shards_split_the_range() {
         .all(|s| s.is_u64()));
     assert!(j["invariants"]["exactly_once"].as_u64().expect("count") > 0);
     let xml = std::fs::read_to_string(&junit).expect("junit written");
-    assert_eq!(xml.matches("<testcase ").count(), 4 * 4);
+    assert_eq!(xml.matches("<testcase ").count(), 4 * 5);
     assert!(xml.contains("<failure message="));
     std::fs::remove_file(&junit).ok();
 

@@ -6,7 +6,9 @@
 //!
 //! - [`history`]: the event types and the history container.
 //! - [`checkers`]: `no_loss`, `exactly_once`, `conversation_order`, `liveness`.
+//! - [`bounds`]: cost checks (`reconnect_load`) for mistakes that show as load, not wrong answers.
 
+pub mod bounds;
 pub mod checkers;
 pub mod history;
 
