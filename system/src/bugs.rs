@@ -29,8 +29,8 @@ pub enum Bug {
     DeleteInboxOnPush,
     /// The gateway treats a successful socket write as delivery and acks for the device.
     SocketWriteIsDelivery,
-    /// A drain cut short by a lost connection is taken as complete, and the next drain resumes
-    /// after the last entry handed out.
+    /// A drain cut short by a lost connection is taken as complete, so the next connection
+    /// fetches no backlog.
     EarlyQueueEmpty,
     /// A reader moves past a sequence number reserved but not yet written.
     ReaderSkipsUnfinishedSeq,
@@ -73,7 +73,7 @@ pub struct BugInfo {
 /// Every bug in the zoo.
 pub const ZOO: [BugInfo; 19] = [
     BugInfo { bug: Bug::AckBeforePersist, name: "ack-before-persist", mistake: "the shard answers sent ✓ before storage has synced the message", caught_by: "no_loss", scenario: "shard-crash-after-persist", available: true },
-    BugInfo { bug: Bug::OrderByTimestamp, name: "order-by-timestamp", mistake: "phones order a conversation by the sender's clock and show messages on arrival", caught_by: "conversation_order", scenario: "offline-inbox", available: true },
+    BugInfo { bug: Bug::OrderByTimestamp, name: "order-by-timestamp", mistake: "phones order a conversation by the sender's clock and show messages on arrival", caught_by: "conversation_order", scenario: "reconnect-storm", available: true },
     BugInfo { bug: Bug::NoClientDedup, name: "no-client-dedup", mistake: "phones show every copy they receive instead of dropping repeats by message id", caught_by: "exactly_once", scenario: "partition-heal", available: true },
     BugInfo { bug: Bug::NewIdPerRetry, name: "new-id-per-retry", mistake: "a retry gets a fresh client id, so the server stores the message twice", caught_by: "exactly_once", scenario: "partition-heal", available: true },
     BugInfo { bug: Bug::NoSessionService, name: "no-session-service", mistake: "no session service: a shard pushes only through the sender's own gateway", caught_by: "liveness", scenario: "smoke", available: true },
@@ -81,9 +81,9 @@ pub const ZOO: [BugInfo; 19] = [
     BugInfo { bug: Bug::NoOfflineInbox, name: "no-offline-inbox", mistake: "nothing is parked for offline recipients", caught_by: "no_loss", scenario: "silent-phone", available: true },
     BugInfo { bug: Bug::DeleteInboxOnPush, name: "delete-inbox-on-push", mistake: "the inbox entry is deleted when the shard pushes, not when the phone acks", caught_by: "no_loss", scenario: "silent-phone", available: true },
     BugInfo { bug: Bug::SocketWriteIsDelivery, name: "socket-write-is-delivery", mistake: "the gateway acks for the phone once the socket write succeeds", caught_by: "no_loss", scenario: "silent-phone", available: true },
-    BugInfo { bug: Bug::EarlyQueueEmpty, name: "early-queue-empty", mistake: "a drain cut short by a lost connection counts as complete; the next one resumes past it", caught_by: "no_loss", scenario: "offline-inbox", available: true },
+    BugInfo { bug: Bug::EarlyQueueEmpty, name: "early-queue-empty", mistake: "a drain cut short by a lost connection counts as complete, so the next connection fetches no backlog", caught_by: "liveness", scenario: "slow-drain", available: true },
     BugInfo { bug: Bug::ReaderSkipsUnfinishedSeq, name: "reader-skips-unfinished-seq", mistake: "a reader moves past a sequence number reserved but not yet written", caught_by: "no_loss", scenario: "shard-crash-after-persist", available: false },
-    BugInfo { bug: Bug::NoGapRepair, name: "no-gap-repair", mistake: "phones show what they have instead of holding back after a gap and fetching it", caught_by: "conversation_order", scenario: "partition-heal", available: true },
+    BugInfo { bug: Bug::NoGapRepair, name: "no-gap-repair", mistake: "phones show what they have instead of holding back after a gap and fetching it", caught_by: "no_loss", scenario: "partition-heal", available: true },
     BugInfo { bug: Bug::UnfencedFailover, name: "unfenced-failover", mistake: "a shard taking over a conversation does not fence out the old owner", caught_by: "conversation_order", scenario: "shard-failover", available: false },
     BugInfo { bug: Bug::SyncFanout, name: "sync-fanout", mistake: "the sender's ✓ waits for the group fan-out", caught_by: "ack_latency", scenario: "group-fanout", available: false },
     BugInfo { bug: Bug::ReadBeforeDelivered, name: "read-before-delivered", mistake: "read receipts are sent before the message was delivered", caught_by: "receipts", scenario: "receipts", available: false },

@@ -97,8 +97,8 @@ pub struct Device {
     next_n: u32,
     convs: BTreeMap<ConvId, ConvView>,
     drain: Option<Option<InboxCursor>>,
-    /// Only with `early-queue-empty`: where every drain resumes.
-    drain_floor: Option<InboxCursor>,
+    /// Only with `early-queue-empty`: the phone believes its backlog is done.
+    believes_drained: bool,
     /// This phone's clock minus true time: phones disagree, which is why nothing orders by it.
     clock_skew_ms: i64,
     timers: Timers<Timer>,
@@ -129,7 +129,7 @@ impl Device {
             next_n: 0,
             convs: BTreeMap::new(),
             drain: None,
-            drain_floor: None,
+            believes_drained: false,
             clock_skew_ms,
             timers,
         }
@@ -202,8 +202,9 @@ impl Device {
             out.push(Effect::Disconnect);
         }
         self.link = Link::Down;
-        if let (Some(reached), true) = (self.drain, self.bug(Bug::EarlyQueueEmpty)) {
-            self.drain_floor = self.drain_floor.max(reached);
+        if self.drain.is_some() && self.bug(Bug::EarlyQueueEmpty) {
+            // The drain was cut short, yet the app marks its backlog done.
+            self.believes_drained = true;
             Self::observe(out, Observation::DrainComplete);
         }
         self.drain = None;
@@ -289,11 +290,6 @@ impl Device {
     }
 
     fn start_drain(&mut self, now: Millis, after: Option<InboxCursor>, out: &mut Vec<Effect>) {
-        let after = if self.bug(Bug::EarlyQueueEmpty) {
-            after.max(self.drain_floor)
-        } else {
-            after
-        };
         self.drain = Some(after);
         out.push(Effect::Up(Up::Drain { after }));
         self.timers.set(Timer::Drain, now + DRAIN_RETRY_MS);
@@ -313,7 +309,12 @@ impl Device {
                 epoch,
             },
         );
-        self.start_drain(now, None, out);
+        if self.believes_drained {
+            // "Queue empty" already fired, so the app sees no backlog to fetch.
+            self.timers.set(Timer::Sync, now + INBOX_SYNC_MS);
+        } else {
+            self.start_drain(now, None, out);
+        }
         // Everything unacknowledged goes again on the new connection, same ids.
         for o in self.outbox.values_mut() {
             o.transmitted = false;
@@ -440,14 +441,12 @@ impl Device {
             Down::Sent { conv, id, seq } => self.on_sent(now, conv, id, seq, out),
             Down::Deliver { msg, path } => self.on_deliver(now, msg, path, out),
             Down::DrainPage { next, more } => {
-                if self.bug(Bug::EarlyQueueEmpty) {
-                    self.drain_floor = self.drain_floor.max(next);
-                }
                 if self.drain.is_some() {
                     if more {
                         self.start_drain(now, next, out);
                     } else {
                         self.drain = None;
+                        self.believes_drained = false;
                         self.timers.cancel(&Timer::Drain);
                         self.timers.set(Timer::Sync, now + INBOX_SYNC_MS);
                         Self::observe(out, Observation::DrainComplete);

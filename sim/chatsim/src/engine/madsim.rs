@@ -27,7 +27,7 @@ use chatsim_system::{Action, Deployment, Effect, Input, Machine};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -107,16 +107,30 @@ impl Shared {
         let (tx, out) = unbounded_channel();
         let mut rx = rx;
         tokio::spawn(async move {
-            // Deadlines never go backwards, so frames on one connection stay in order.
+            // Each frame's deadline is drawn when it is written, and deadlines never go
+            // backwards, so frames on one connection stay in order without waiting on each
+            // other: extra latency, not a narrower pipe.
+            let mut queue: VecDeque<(Instant, Bytes)> = VecDeque::new();
             let mut last = Instant::now();
-            while let Some(frame) = rx.recv().await {
-                let at = (Instant::now()
-                    + Duration::from_millis(rng.gen_range(range.lo..=range.hi)))
-                .max(last);
-                last = at;
-                sleep_until(at).await;
-                if tx.send(frame).is_err() {
-                    return;
+            let mut open = true;
+            while open || !queue.is_empty() {
+                let front = queue.front().map(|(at, _)| *at);
+                tokio::select! {
+                    biased;
+                    frame = rx.recv(), if open => match frame {
+                        Some(frame) => {
+                            let extra = Duration::from_millis(rng.gen_range(range.lo..=range.hi));
+                            last = (Instant::now() + extra).max(last);
+                            queue.push_back((last, frame));
+                        }
+                        None => open = false,
+                    },
+                    _ = sleep_until(front.unwrap_or(last)), if front.is_some() => {
+                        let (_, frame) = queue.pop_front().expect("front was Some");
+                        if tx.send(frame).is_err() {
+                            return;
+                        }
+                    }
                 }
             }
         });
