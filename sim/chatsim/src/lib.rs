@@ -8,6 +8,7 @@
 //! - [`wire`]: length-delimited postcard framing on (simulated) TCP.
 //! - [`run`]: one seed end to end: plan, engine, checkers, stats, trace hash.
 //! - [`output`]: the one-screen summary, JSON and the replay log.
+//! - [`shrink`]: a failing seed cut down to a minimal explicit scenario and its story.
 //! - [`swarm`]: many seeds in parallel, per-invariant counts, JUnit XML.
 //!
 //! The checkers themselves live in `chatsim-judge` and read only the history.
@@ -17,5 +18,6 @@ pub mod output;
 pub mod plan;
 pub mod run;
 pub mod scenario;
+pub mod shrink;
 pub mod swarm;
 pub mod wire;

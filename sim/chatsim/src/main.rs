@@ -4,11 +4,12 @@
 use chatsim::output::{json, replay_log, summary};
 use chatsim::run::{run_seed, RunError};
 use chatsim::scenario::{Scenario, ScenarioError};
+use chatsim::shrink::{shrink, ShrinkError};
 use chatsim::swarm::{
     junit as junit_xml, seeds_of, summary as swarm_summary, swarm, write_atomic, SeedRange,
     Shard as SwarmShard,
 };
-use chatsim_system::bugs::{Bug, ZOO};
+use chatsim_system::bugs::{Bug, Bugs, ZOO};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -72,6 +73,37 @@ enum Command {
         #[arg(long, default_value = "0/1")]
         shard: SwarmShard,
     },
+    /// Cut a failing seed down to a minimal explicit scenario that still breaks the same
+    /// invariant, write it, and tell its story.
+    Shrink {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// The failing seed.
+        #[arg(long)]
+        seed: u64,
+        /// Bug-zoo mistakes that were on (repeatable).
+        #[arg(long = "bug", value_name = "NAME")]
+        bugs: Vec<Bug>,
+        /// The invariant to keep broken (default: the first one the seed breaks).
+        #[arg(long)]
+        invariant: Option<String>,
+        /// Where to write the shrunk scenario (default: reports/<scenario>-<seed>-shrunk.toml).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Run a zoo bug's scenario seed by seed until its invariant breaks, then shrink that seed.
+    /// Exit 1 when the bug was caught, 0 when the budget ran out first.
+    Hunt {
+        /// The bug to hunt.
+        #[arg(long)]
+        bug: Bug,
+        /// Seeds to try, from 1.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// Where to write the shrunk scenario.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// List the bug zoo: each classic mistake, the invariant that catches it, and the
     /// scenario that shows it.
     Bugs,
@@ -94,6 +126,46 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
 
 fn load(path: &Path) -> Result<Scenario, ExitCode> {
     Scenario::load(path).map_err(|e: ScenarioError| fail(EXIT_BAD_INPUT, e))
+}
+
+fn shrink_and_write(
+    s: &Scenario,
+    seed: u64,
+    bugs: &Bugs,
+    invariant: Option<&str>,
+    out: Option<PathBuf>,
+) -> ExitCode {
+    let shrunk = match shrink(s, seed, bugs, invariant) {
+        Ok(x) => x,
+        Err(e @ ShrinkError::Run(_)) => return fail(EXIT_ENGINE, e),
+        Err(e) => return fail(EXIT_BAD_INPUT, e),
+    };
+    let out =
+        out.unwrap_or_else(|| PathBuf::from(format!("reports/{}-{seed}-shrunk.toml", s.name())));
+    if let Err(e) = write_atomic(&out, &shrunk.text) {
+        return fail(
+            EXIT_BAD_INPUT,
+            format!("{}: cannot write: {e}", out.display()),
+        );
+    }
+    println!(
+        "shrunk {} seed {seed}: {} events -> {} ({} runs); `{}` still breaks",
+        s.name(),
+        shrunk.events_before,
+        shrunk.events_after,
+        shrunk.runs,
+        shrunk.invariant
+    );
+    for line in &shrunk.story {
+        println!("  {line}");
+    }
+    let flags: String = bugs.iter().map(|b| format!(" --bug {b}")).collect();
+    println!(
+        "written to {}; replay: cargo run --release -p chatsim -- run {} --seed {seed}{flags}",
+        out.display(),
+        out.display()
+    );
+    ExitCode::from(EXIT_BROKEN)
 }
 
 fn main() -> ExitCode {
@@ -195,6 +267,59 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::SUCCESS
             }
+        }
+        Command::Shrink {
+            scenario,
+            seed,
+            bugs,
+            invariant,
+            out,
+        } => {
+            let s = match load(&scenario) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let bugs: Bugs = bugs.into_iter().collect();
+            shrink_and_write(&s, seed, &bugs, invariant.as_deref(), out)
+        }
+        Command::Hunt { bug, seeds, out } => {
+            let info = bug.info();
+            if !info.available {
+                return fail(
+                    EXIT_BAD_INPUT,
+                    format!(
+                        "`{bug}` needs a part of the design that is not built yet ({})",
+                        info.scenario
+                    ),
+                );
+            }
+            let s = match load(&Path::new("scenarios").join(format!("{}.toml", info.scenario))) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let bugs: Bugs = [bug].into_iter().collect();
+            for seed in 1..=seeds {
+                match run_seed(&s, seed, &bugs) {
+                    Ok(r)
+                        if r.invariants
+                            .iter()
+                            .any(|v| v.name == info.caught_by && !v.holds) =>
+                    {
+                        println!(
+                            "caught `{bug}` on seed {seed} of {}: {} broke; shrinking",
+                            info.scenario, info.caught_by
+                        );
+                        return shrink_and_write(&s, seed, &bugs, Some(info.caught_by), out);
+                    }
+                    Ok(_) => {}
+                    Err(e) => return fail(EXIT_ENGINE, e),
+                }
+            }
+            println!(
+                "`{bug}` was not caught by {} in {seeds} seeds of {}",
+                info.caught_by, info.scenario
+            );
+            ExitCode::SUCCESS
         }
         Command::Bugs => {
             println!(

@@ -2,7 +2,7 @@
 //! with a generator seeded by the run's seed alone (swarm testing: each seed gets its own fault
 //! mix). The plan is fixed before the simulation starts, so it is the same on every engine.
 
-use crate::scenario::{FaultKind, Role, Scenario};
+use crate::scenario::{parse_host, EventAction, FaultKind, Role, Scenario, ScheduledEvent};
 use chatsim_judge::Fault;
 use chatsim_system::proto::{DeviceId, Host, Millis, UserId};
 use chatsim_system::Action;
@@ -198,6 +198,9 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
             }
         }
     }
+    for e in &s.schedule {
+        add_event(&mut plan, s, e);
+    }
     plan.world.push((heal_at, WorldAction::HealAll));
     // Stable sorts keep the drawing order for equal times, so the plan is a pure function of
     // the seed.
@@ -206,6 +209,150 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
         acts.sort_by_key(|(t, _)| *t);
     }
     plan
+}
+
+fn host(s: &Scenario, name: &str) -> Host {
+    parse_host(name, s.topology.gateways, s.topology.shards)
+        .expect("validated when the scenario was loaded")
+}
+
+fn side(s: &Scenario, names: &[String]) -> Vec<Host> {
+    let mut hosts: Vec<Host> = names.iter().map(|n| host(s, n)).collect();
+    hosts.sort();
+    hosts
+}
+
+/// Put one explicit event into the plan.
+fn add_event(plan: &mut Plan, s: &Scenario, e: &ScheduledEvent) {
+    let t = e.at_ms;
+    let device = || {
+        DeviceId::primary(UserId(
+            e.user.expect("validated: device events name a user"),
+        ))
+    };
+    let mut world = |f: Fault| plan.world.push((t, WorldAction::Fault(f)));
+    let device_action = match e.action {
+        EventAction::Send => Some(Action::SendDirect {
+            to: UserId(e.to.expect("validated: sends name a recipient")),
+            body: e.text.clone().unwrap_or_default().into_bytes(),
+        }),
+        EventAction::Offline => Some(Action::GoOffline),
+        EventAction::Online => Some(Action::GoOnline),
+        EventAction::Drop => Some(Action::DropConnection),
+        EventAction::Silent => {
+            world(Fault::DeviceSilent(device()));
+            None
+        }
+        EventAction::Unsilent => {
+            world(Fault::DeviceUnsilent(device()));
+            None
+        }
+        EventAction::Kill => {
+            world(Fault::Kill(host(s, e.host.as_deref().unwrap_or_default())));
+            None
+        }
+        EventAction::Restart => {
+            world(Fault::Restart(host(
+                s,
+                e.host.as_deref().unwrap_or_default(),
+            )));
+            None
+        }
+        EventAction::Clog => {
+            world(Fault::Clog(host(s, e.host.as_deref().unwrap_or_default())));
+            None
+        }
+        EventAction::Unclog => {
+            world(Fault::Unclog(host(
+                s,
+                e.host.as_deref().unwrap_or_default(),
+            )));
+            None
+        }
+        EventAction::Partition => {
+            world(Fault::Partition(side(s, &e.side_a), side(s, &e.side_b)));
+            None
+        }
+        EventAction::HealPartition => {
+            world(Fault::PartitionHealed(
+                side(s, &e.side_a),
+                side(s, &e.side_b),
+            ));
+            None
+        }
+    };
+    if let Some(a) = device_action {
+        plan.device.entry(device()).or_default().push((t, a));
+    }
+}
+
+/// The plan as explicit events (everything but the final heal), in time order: what a shrunk
+/// scenario file stores.
+pub fn plan_events(plan: &Plan) -> Vec<ScheduledEvent> {
+    let blank = |at_ms, action| ScheduledEvent {
+        at_ms,
+        action,
+        user: None,
+        to: None,
+        text: None,
+        host: None,
+        side_a: Vec::new(),
+        side_b: Vec::new(),
+    };
+    let names = |hs: &[Host]| hs.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let mut events = Vec::new();
+    for (d, acts) in &plan.device {
+        for (t, a) in acts {
+            let mut e = blank(*t, EventAction::Send);
+            e.user = Some(d.user.0);
+            match a {
+                Action::SendDirect { to, body } => {
+                    e.to = Some(to.0);
+                    e.text = Some(String::from_utf8_lossy(body).into_owned());
+                }
+                Action::GoOffline => e.action = EventAction::Offline,
+                Action::GoOnline => e.action = EventAction::Online,
+                Action::DropConnection => e.action = EventAction::Drop,
+            }
+            events.push(e);
+        }
+    }
+    for (t, w) in &plan.world {
+        let WorldAction::Fault(f) = w else { continue };
+        let mut e = blank(*t, EventAction::Kill);
+        match f {
+            Fault::Kill(h) | Fault::Restart(h) | Fault::Clog(h) | Fault::Unclog(h) => {
+                e.action = match f {
+                    Fault::Kill(_) => EventAction::Kill,
+                    Fault::Restart(_) => EventAction::Restart,
+                    Fault::Clog(_) => EventAction::Clog,
+                    _ => EventAction::Unclog,
+                };
+                e.host = Some(h.to_string());
+            }
+            Fault::Partition(a, b) | Fault::PartitionHealed(a, b) => {
+                e.action = if matches!(f, Fault::Partition(..)) {
+                    EventAction::Partition
+                } else {
+                    EventAction::HealPartition
+                };
+                e.side_a = names(a);
+                e.side_b = names(b);
+            }
+            Fault::DeviceSilent(d) | Fault::DeviceUnsilent(d) => {
+                e.action = if matches!(f, Fault::DeviceSilent(_)) {
+                    EventAction::Silent
+                } else {
+                    EventAction::Unsilent
+                };
+                e.user = Some(d.user.0);
+            }
+            Fault::DeviceOffline(_) | Fault::DeviceOnline(_) | Fault::DeviceDrop(_) => continue,
+        }
+        events.push(e);
+    }
+    events.sort_by_key(|e| e.at_ms);
+    events
 }
 
 /// The device-level fault an action stands for, for the history.

@@ -47,7 +47,7 @@ pub enum ScenarioError {
 }
 
 /// An inclusive range `[lo, hi]`, written as a two-element array in TOML.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(from = "[u64; 2]")]
 pub struct Range {
     /// Lower bound.
@@ -94,7 +94,8 @@ pub struct Scenario {
     pub description: String,
     /// Hosts and users.
     pub topology: TopologySpec,
-    /// Who sends what, when.
+    /// Who sends what, when, drawn per seed (none when absent).
+    #[serde(default)]
     pub workload: WorkloadSpec,
     /// Link behaviour.
     #[serde(default)]
@@ -104,6 +105,10 @@ pub struct Scenario {
     /// Faults, each drawn per seed within its ranges.
     #[serde(default, rename = "fault")]
     pub faults: Vec<FaultSpec>,
+    /// Explicit events at fixed times, on top of anything drawn: what `chatsim shrink` writes,
+    /// so a stored failure does not depend on the seed's draws.
+    #[serde(default, rename = "event")]
+    pub schedule: Vec<ScheduledEvent>,
     /// Where the scenario was loaded from (not a TOML field).
     #[serde(skip)]
     pub path: PathBuf,
@@ -122,7 +127,7 @@ pub struct TopologySpec {
 }
 
 /// Who sends what, when.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadSpec {
     /// Messages sent in the whole run.
@@ -131,6 +136,99 @@ pub struct WorkloadSpec {
     pub conversations: u32,
     /// Sends happen at uniformly drawn times in this window (ms).
     pub send_window_ms: Range,
+}
+
+/// What an explicit event does.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventAction {
+    /// `user` sends `text` to `to`.
+    Send,
+    /// `user`'s phone goes offline.
+    Offline,
+    /// `user`'s phone comes back online.
+    Online,
+    /// `user`'s connection drops.
+    Drop,
+    /// `user`'s phone goes silent (half-open).
+    Silent,
+    /// `user`'s phone is reachable again.
+    Unsilent,
+    /// Kill `host`.
+    Kill,
+    /// Restart `host`.
+    Restart,
+    /// Clog `host`.
+    Clog,
+    /// Unclog `host`.
+    Unclog,
+    /// Partition `side_a` from `side_b`.
+    Partition,
+    /// Heal the partition between `side_a` and `side_b`.
+    HealPartition,
+}
+
+/// One explicit event.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledEvent {
+    /// When (ms).
+    pub at_ms: u64,
+    /// What.
+    pub action: EventAction,
+    /// The user whose phone acts (device actions).
+    #[serde(default)]
+    pub user: Option<u32>,
+    /// The recipient (`send`).
+    #[serde(default)]
+    pub to: Option<u32>,
+    /// The text (`send`).
+    #[serde(default)]
+    pub text: Option<String>,
+    /// The server host, e.g. `shard-1` (server actions).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// One side of a partition.
+    #[serde(default)]
+    pub side_a: Vec<String>,
+    /// The other side.
+    #[serde(default)]
+    pub side_b: Vec<String>,
+}
+
+/// Parse a host name as the simulator prints it (`gateway-1`, `session`, `shard-2`,
+/// `storage-1`), checking it exists in a topology with `gateways` and `shards`.
+pub fn parse_host(name: &str, gateways: u16, shards: u16) -> Option<chatsim_system::proto::Host> {
+    use chatsim_system::proto::Host;
+    if name == "session" {
+        return Some(Host::Session);
+    }
+    let (role, n) = name.rsplit_once('-')?;
+    let i = n.parse::<u16>().ok()?.checked_sub(1)?;
+    match role {
+        "gateway" if i < gateways => Some(Host::Gateway(i)),
+        "shard" if i < shards => Some(Host::Shard(i)),
+        "storage" if i == 0 => Some(Host::Storage(0)),
+        _ => None,
+    }
+}
+
+/// The TOML name of an event action.
+pub fn action_name(a: EventAction) -> &'static str {
+    match a {
+        EventAction::Send => "send",
+        EventAction::Offline => "offline",
+        EventAction::Online => "online",
+        EventAction::Drop => "drop",
+        EventAction::Silent => "silent",
+        EventAction::Unsilent => "unsilent",
+        EventAction::Kill => "kill",
+        EventAction::Restart => "restart",
+        EventAction::Clog => "clog",
+        EventAction::Unclog => "unclog",
+        EventAction::Partition => "partition",
+        EventAction::HealPartition => "heal-partition",
+    }
 }
 
 /// Link behaviour.
@@ -267,7 +365,12 @@ impl Scenario {
 
     /// When the run ends (ms).
     pub fn end_ms(&self) -> u64 {
-        self.run.heal_at_ms.max(self.workload.send_window_ms.hi) + self.run.settle_ms
+        let last_event = self.schedule.iter().map(|e| e.at_ms).max().unwrap_or(0);
+        self.run
+            .heal_at_ms
+            .max(self.workload.send_window_ms.hi)
+            .max(last_event)
+            + self.run.settle_ms
     }
 
     fn validate(&self) -> Result<(), ScenarioError> {
@@ -303,7 +406,7 @@ impl Scenario {
             ));
         }
         let pairs = u64::from(t.users) * u64::from(t.users - 1) / 2;
-        if w.conversations == 0 || u64::from(w.conversations) > pairs {
+        if (w.messages > 0 && w.conversations == 0) || u64::from(w.conversations) > pairs {
             return Err(invalid(
                 p,
                 "workload.conversations",
@@ -321,6 +424,16 @@ impl Scenario {
                 "network.latency_ms",
                 "latency must be at least 1 ms",
             ));
+        }
+        if w.messages == 0 && self.schedule.is_empty() {
+            return Err(invalid(
+                p,
+                "workload",
+                "no messages: give `workload.messages` or `[[event]]` sends",
+            ));
+        }
+        for (i, e) in self.schedule.iter().enumerate() {
+            self.validate_event(i, e)?;
         }
         for (i, l) in self.network.links.iter().enumerate() {
             l.extra_latency_ms
@@ -432,6 +545,74 @@ impl Scenario {
             .iter()
             .find(|l| l.from == from && l.to == to)
             .map(|l| l.extra_latency_ms)
+    }
+
+    fn validate_event(&self, i: usize, e: &ScheduledEvent) -> Result<(), ScenarioError> {
+        let p = self.path.as_path();
+        let field = |name: &str| format!("event[{i}].{name}");
+        let t = &self.topology;
+        let user_ok = |u: Option<u32>, name: &str| match u {
+            Some(u) if u < t.users => Ok(()),
+            Some(u) => Err(invalid(
+                p,
+                &field(name),
+                format!("user {u} does not exist (users = {})", t.users),
+            )),
+            None => Err(invalid(
+                p,
+                &field(name),
+                format!("missing: `{}` needs it", action_name(e.action)),
+            )),
+        };
+        let host_ok = |h: &str, name: &str| {
+            parse_host(h, t.gateways, t.shards)
+                .map(|_| ())
+                .ok_or_else(|| {
+                    invalid(
+                        p,
+                        &field(name),
+                        format!("`{h}` is not a host of this topology"),
+                    )
+                })
+        };
+        match e.action {
+            EventAction::Send => {
+                user_ok(e.user, "user")?;
+                user_ok(e.to, "to")?;
+                if e.user == e.to {
+                    return Err(invalid(p, &field("to"), "a user cannot message themselves"));
+                }
+                if e.text.is_none() {
+                    return Err(invalid(p, &field("text"), "missing: what is sent"));
+                }
+            }
+            EventAction::Offline
+            | EventAction::Online
+            | EventAction::Drop
+            | EventAction::Silent
+            | EventAction::Unsilent => {
+                user_ok(e.user, "user")?;
+            }
+            EventAction::Kill | EventAction::Restart | EventAction::Clog | EventAction::Unclog => {
+                host_ok(e.host.as_deref().unwrap_or(""), "host")?;
+            }
+            EventAction::Partition | EventAction::HealPartition => {
+                if e.side_a.is_empty() || e.side_b.is_empty() {
+                    return Err(invalid(
+                        p,
+                        &field("side_a"),
+                        "a partition needs hosts on both sides",
+                    ));
+                }
+                for h in &e.side_a {
+                    host_ok(h, "side_a")?;
+                }
+                for h in &e.side_b {
+                    host_ok(h, "side_b")?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// How many hosts the roles cover.

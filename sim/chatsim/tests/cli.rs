@@ -235,3 +235,38 @@ fn swarm_reports_failing_seeds_in_json_and_junit_and_shards_split_the_range() {
         stderr(&o)
     );
 }
+
+// hunt catches a bug and writes a shrunk scenario that replays it; shrinking a passing seed or
+// hunting a bug whose part of the design is not built is refused as bad input.
+#[test]
+fn hunt_writes_a_replayable_shrunk_scenario_and_refuses_what_it_cannot_do() {
+    let out = std::env::temp_dir().join(format!("chatsim-hunt-{}.toml", std::process::id()));
+    let out_arg = out.display().to_string();
+    let o = chatsim(&[
+        "hunt",
+        "--bug",
+        "no-client-dedup",
+        "--seeds",
+        "5",
+        "--out",
+        &out_arg,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(said.contains("exactly_once"), "{said}");
+    let r = chatsim(&["run", &out_arg, "--seed", "1", "--bug", "no-client-dedup"]);
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "the shrunk file replays the failure"
+    );
+    let r = chatsim(&["run", &out_arg, "--seed", "1"]);
+    assert_eq!(r.status.code(), Some(0), "and passes without the bug");
+    std::fs::remove_file(&out).ok();
+
+    let o = chatsim(&["shrink", "scenarios/smoke.toml", "--seed", "1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("nothing to shrink"), "{}", stderr(&o));
+    let o = chatsim(&["hunt", "--bug", "tls-only"]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -4,15 +4,18 @@
 
 use chatsim::run::run_seed;
 use chatsim::scenario::Scenario;
+use chatsim::shrink::shrink;
 use chatsim_system::bugs::{Bugs, ZOO};
 use std::path::Path;
 
 /// Seeds tried per bug before the gate gives up. Measured: every bug below is caught within
 /// its first 2 seeds; 20 leaves room for changes that shift the traces.
 const SEED_BUDGET: u64 = 20;
+/// The longest shrunk story (in events) the zoo accepts. Measured: at most 11.
+const SHRUNK_EVENTS_MAX: usize = 30;
 
 #[test]
-fn every_available_zoo_bug_is_caught_by_its_named_invariant_within_the_seed_budget() {
+fn every_available_zoo_bug_is_caught_within_the_seed_budget_and_shrinks_to_a_short_story() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
     let mut missed = Vec::new();
     let mut caught = Vec::new();
@@ -26,17 +29,52 @@ fn every_available_zoo_bug_is_caught_by_its_named_invariant_within_the_seed_budg
                 .iter()
                 .any(|v| v.name == info.caught_by && !v.holds)
         });
-        match first {
-            Some(seed) => caught.push(format!(
-                "{} by {} at seed {seed}",
-                info.name, info.caught_by
-            )),
-            None => missed.push(format!(
+        let Some(seed) = first else {
+            missed.push(format!(
                 "{} ({} on {})",
                 info.name, info.caught_by, info.scenario
-            )),
-        }
+            ));
+            continue;
+        };
+        // Shrink the catch: a short explicit story that still breaks the same invariant with
+        // the bug, and passes without it, so the bug and nothing else is what breaks it.
+        let shrunk = shrink(&scenario, seed, &bugs, Some(info.caught_by)).expect("shrinks");
+        assert!(
+            shrunk.events_after <= SHRUNK_EVENTS_MAX,
+            "{}: {} events left",
+            info.name,
+            shrunk.events_after
+        );
+        assert!(
+            shrunk.story.len() <= SHRUNK_EVENTS_MAX,
+            "{}: story of {} lines",
+            info.name,
+            shrunk.story.len()
+        );
+        let replay = Scenario::parse(Path::new("shrunk.toml"), &shrunk.text)
+            .expect("the shrunk file parses");
+        let with_bug = run_seed(&replay, seed, &bugs).expect("runs");
+        assert!(
+            with_bug
+                .invariants
+                .iter()
+                .any(|v| v.name == info.caught_by && !v.holds),
+            "{}: the shrunk file does not reproduce {}",
+            info.name,
+            info.caught_by
+        );
+        let clean = run_seed(&replay, seed, &Bugs::none()).expect("runs");
+        assert!(
+            clean.passed(),
+            "{}: the shrunk file fails without the bug too",
+            info.name
+        );
+        caught.push(format!(
+            "{} by {} at seed {seed}, shrunk to {} events",
+            info.name, info.caught_by, shrunk.events_after
+        ));
     }
+    eprintln!("{}", caught.join("\n"));
     assert!(
         missed.is_empty(),
         "not caught within {SEED_BUDGET} seeds: {missed:?}\ncaught: {caught:?}"

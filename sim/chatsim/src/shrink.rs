@@ -1,0 +1,530 @@
+//! Shrinking: turn a failing seed into the smallest explicit scenario that still breaks the
+//! same invariant. The seed's plan becomes a list of explicit events; delta debugging
+//! (ddmin) removes chunks of them (a fault and its end go together) while the invariant still
+//! breaks; then the topology is trimmed to the users still involved and the heal moved as
+//! early as the remaining faults allow. The result is written as a scenario file with an
+//! explicit `[[event]]` schedule, so it replays without the seed's draws, and told as a short
+//! story.
+
+use crate::plan::{make_plan, plan_events};
+use crate::run::{run_seed, RunError, RunReport};
+use crate::scenario::{action_name, EventAction, Role, Scenario, ScheduledEvent, WorkloadSpec};
+use chatsim_judge::{Event, Fault};
+use chatsim_system::bugs::Bugs;
+use chatsim_system::Observation;
+use std::fmt::Write;
+
+/// Simulation runs one shrink may spend.
+pub const SHRINK_RUNS_MAX: usize = 2_000;
+/// Lines in a story.
+pub const STORY_LINES_MAX: usize = 30;
+
+/// What shrinking produced.
+#[derive(Clone, Debug)]
+pub struct Shrunk {
+    /// The minimal scenario (path unset).
+    pub scenario: Scenario,
+    /// Its text, ready to write.
+    pub text: String,
+    /// The invariant that still breaks.
+    pub invariant: String,
+    /// The story of the violation.
+    pub story: Vec<String>,
+    /// Events before and after.
+    pub events_before: usize,
+    /// Events in the shrunk schedule.
+    pub events_after: usize,
+    /// Simulation runs spent.
+    pub runs: usize,
+    /// The final run.
+    pub report: RunReport,
+}
+
+/// Why shrinking could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ShrinkError {
+    /// The seed passes: nothing to shrink.
+    #[error("seed {seed} of {scenario} breaks no invariant{with}: nothing to shrink")]
+    Passes {
+        /// Scenario name.
+        scenario: String,
+        /// The seed.
+        seed: u64,
+        /// " with bugs …" or empty.
+        with: String,
+    },
+    /// The named invariant did not break on this seed.
+    #[error("seed {seed} does not break `{invariant}` (it breaks: {broken})")]
+    NotBroken {
+        /// The seed.
+        seed: u64,
+        /// The invariant asked for.
+        invariant: String,
+        /// What did break.
+        broken: String,
+    },
+    /// The simulation failed.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// A unit ddmin removes: one event, or a fault's start together with its end.
+type Unit = Vec<ScheduledEvent>;
+
+fn pair_key(e: &ScheduledEvent) -> Option<(bool, String)> {
+    let who = || format!("{:?}{:?}{:?}{:?}", e.user, e.host, e.side_a, e.side_b);
+    match e.action {
+        EventAction::Kill
+        | EventAction::Clog
+        | EventAction::Offline
+        | EventAction::Silent
+        | EventAction::Partition => Some((true, format!("{}{}", starts_of(e.action), who()))),
+        EventAction::Restart
+        | EventAction::Unclog
+        | EventAction::Online
+        | EventAction::Unsilent
+        | EventAction::HealPartition => Some((false, format!("{}{}", starts_of(e.action), who()))),
+        EventAction::Send | EventAction::Drop => None,
+    }
+}
+
+fn starts_of(a: EventAction) -> &'static str {
+    match a {
+        EventAction::Kill | EventAction::Restart => "kill",
+        EventAction::Clog | EventAction::Unclog => "clog",
+        EventAction::Offline | EventAction::Online => "offline",
+        EventAction::Silent | EventAction::Unsilent => "silent",
+        EventAction::Partition | EventAction::HealPartition => "partition",
+        EventAction::Send | EventAction::Drop => "",
+    }
+}
+
+/// Group events into units: each fault start with the next matching end.
+fn units(events: Vec<ScheduledEvent>) -> Vec<Unit> {
+    let mut out: Vec<Unit> = Vec::new();
+    let mut open: Vec<(String, usize)> = Vec::new();
+    for e in events {
+        match pair_key(&e) {
+            Some((true, k)) => {
+                open.push((k, out.len()));
+                out.push(vec![e]);
+            }
+            Some((false, k)) => match open.iter().position(|(o, _)| *o == k) {
+                Some(i) => {
+                    let (_, at) = open.remove(i);
+                    out[at].push(e);
+                }
+                None => out.push(vec![e]),
+            },
+            None => out.push(vec![e]),
+        }
+    }
+    out
+}
+
+fn flatten(units: &[Unit]) -> Vec<ScheduledEvent> {
+    let mut v: Vec<ScheduledEvent> = units.iter().flatten().cloned().collect();
+    v.sort_by_key(|e| e.at_ms);
+    v
+}
+
+struct Trial<'a> {
+    base: &'a Scenario,
+    seed: u64,
+    bugs: &'a Bugs,
+    invariant: String,
+    runs: usize,
+}
+
+impl Trial<'_> {
+    fn variant(&self, events: Vec<ScheduledEvent>) -> Scenario {
+        let mut s = self.base.clone();
+        s.workload = WorkloadSpec::default();
+        s.faults = Vec::new();
+        s.schedule = events;
+        s
+    }
+
+    /// Whether the variant still breaks the invariant (false once the run budget is spent).
+    fn fails(&mut self, s: &Scenario) -> Option<RunReport> {
+        if self.runs >= SHRINK_RUNS_MAX {
+            return None;
+        }
+        self.runs += 1;
+        let r = run_seed(s, self.seed, self.bugs).ok()?;
+        r.invariants
+            .iter()
+            .any(|v| v.name == self.invariant && !v.holds)
+            .then_some(r)
+    }
+}
+
+/// ddmin over units: remove chunks while the invariant still breaks.
+fn ddmin(trial: &mut Trial<'_>, mut units: Vec<Unit>) -> Vec<Unit> {
+    let mut n = 2usize;
+    while units.len() >= 2 {
+        let chunk = units.len().div_ceil(n);
+        let chunks = n;
+        let mut reduced = false;
+        for i in 0..chunks {
+            let (lo, hi) = (i * chunk, ((i + 1) * chunk).min(units.len()));
+            if lo >= hi {
+                continue;
+            }
+            let rest: Vec<Unit> = units[..lo].iter().chain(&units[hi..]).cloned().collect();
+            let s = trial.variant(flatten(&rest));
+            if trial.fails(&s).is_some() {
+                units = rest;
+                n = (n - 1).max(2);
+                reduced = true;
+                break;
+            }
+        }
+        if !reduced {
+            if n >= units.len() {
+                break;
+            }
+            n = (n * 2).min(units.len());
+        }
+    }
+    units
+}
+
+/// Shrink `seed` of `scenario` with `bugs` until `invariant` (default: the first broken one)
+/// breaks with as few events as ddmin finds.
+pub fn shrink(
+    scenario: &Scenario,
+    seed: u64,
+    bugs: &Bugs,
+    invariant: Option<&str>,
+) -> Result<Shrunk, ShrinkError> {
+    let original = run_seed(scenario, seed, bugs)?;
+    let broken: Vec<&str> = original
+        .invariants
+        .iter()
+        .filter(|v| !v.holds)
+        .map(|v| v.name)
+        .collect();
+    let invariant = match invariant {
+        Some(i) if broken.contains(&i) => i.to_string(),
+        Some(i) => {
+            return Err(ShrinkError::NotBroken {
+                seed,
+                invariant: i.to_string(),
+                broken: broken.join(", "),
+            });
+        }
+        None => match broken.first() {
+            Some(i) => i.to_string(),
+            None => {
+                let with = if bugs.is_empty() {
+                    String::new()
+                } else {
+                    format!(" with bugs {}", original.bugs.join(" "))
+                };
+                return Err(ShrinkError::Passes {
+                    scenario: scenario.name(),
+                    seed,
+                    with,
+                });
+            }
+        },
+    };
+    let events = plan_events(&make_plan(scenario, seed));
+    let events_before = events.len();
+    let mut trial = Trial {
+        base: scenario,
+        seed,
+        bugs,
+        invariant: invariant.clone(),
+        runs: 0,
+    };
+
+    // The explicit schedule must still fail before anything is removed; if the conversion
+    // itself changed the run, shrinking would chase a different failure.
+    let mut best = trial.variant(events.clone());
+    let mut report = trial.fails(&best).unwrap_or(original);
+    let kept = ddmin(&mut trial, units(events));
+    let candidate = trial.variant(flatten(&kept));
+    if let Some(r) = trial.fails(&candidate) {
+        best = candidate;
+        report = r;
+    }
+
+    // Fewer users: drop the ones no remaining event names (ids are kept, so ownership by hash
+    // does not move).
+    let involved = best
+        .schedule
+        .iter()
+        .flat_map(|e| [e.user, e.to])
+        .flatten()
+        .max();
+    if let Some(max) = involved {
+        let mut fewer = best.clone();
+        fewer.topology.users = (max + 1).max(2);
+        if fewer.topology.users < best.topology.users {
+            if let Some(r) = trial.fails(&fewer) {
+                best = fewer;
+                report = r;
+            }
+        }
+    }
+    // A shorter run: heal right after the last remaining event.
+    let last = best.schedule.iter().map(|e| e.at_ms).max().unwrap_or(0);
+    if last < best.run.heal_at_ms {
+        let mut sooner = best.clone();
+        sooner.run.heal_at_ms = last + 1;
+        if let Some(r) = trial.fails(&sooner) {
+            best = sooner;
+            report = r;
+        }
+    }
+
+    let story = story(&report, &invariant);
+    let events_after = best.schedule.len();
+    let text = scenario_text(
+        &best,
+        scenario,
+        seed,
+        bugs,
+        &invariant,
+        &story,
+        events_before,
+    );
+    Ok(Shrunk {
+        scenario: best,
+        text,
+        invariant,
+        story,
+        events_before,
+        events_after,
+        runs: trial.runs,
+        report,
+    })
+}
+
+fn secs(t: u64) -> String {
+    format!("{:.3}s", t as f64 / 1000.0)
+}
+
+/// The violation as a few lines: every fault, and what happened to the violating message.
+pub fn story(r: &RunReport, invariant: &str) -> Vec<String> {
+    let Some(v) = r
+        .invariants
+        .iter()
+        .find(|v| v.name == invariant)
+        .and_then(|v| v.violations.first())
+    else {
+        return vec![format!("{invariant} broke")];
+    };
+    let mut lines = Vec::new();
+    for rec in &r.history.records {
+        let line = match &rec.event {
+            Event::Fault(f) => Some(match f {
+                Fault::Kill(h) => format!("{h} crashed at {}", secs(rec.t)),
+                Fault::Restart(h) => format!("{h} restarted at {}", secs(rec.t)),
+                f => format!("{f} at {}", secs(rec.t)),
+            }),
+            Event::Healed => Some(format!("every fault healed at {}", secs(rec.t))),
+            Event::Device { device, obs } => {
+                let mine = |id: &chatsim_system::proto::MsgId| {
+                    v.message.as_deref() == Some(id.to_string().as_str())
+                };
+                match obs {
+                    Observation::Sent { id, conv, .. } if mine(id) => Some(format!(
+                        "{id} sent by {device} in {conv} at {}",
+                        secs(rec.t)
+                    )),
+                    Observation::Acked { id, seq, .. } if mine(id) => Some(format!(
+                        "{id} acked ✓ to {device} at {} as seq {seq}",
+                        secs(rec.t)
+                    )),
+                    Observation::Displayed { id, path, .. } if mine(id) => Some(format!(
+                        "{id} shown on {device} at {} via {path}",
+                        secs(rec.t)
+                    )),
+                    Observation::Disconnected { reason }
+                        if v.device.as_deref() == Some(device.to_string().as_str()) =>
+                    {
+                        Some(format!(
+                            "{device} disconnected ({reason:?}) at {}",
+                            secs(rec.t)
+                        ))
+                    }
+                    _ => None,
+                }
+            }
+        };
+        lines.extend(line);
+    }
+    if lines.len() > STORY_LINES_MAX - 1 {
+        let cut = lines.len() - (STORY_LINES_MAX - 1);
+        lines.drain(..cut);
+        lines.insert(0, format!("({cut} earlier lines left out)"));
+    }
+    lines.push(format!("{invariant}: {}", v.detail));
+    lines
+}
+
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Device => "device",
+        Role::Gateway => "gateway",
+        Role::Session => "session",
+        Role::Shard => "shard",
+        Role::Storage => "storage",
+    }
+}
+
+fn scenario_text(
+    s: &Scenario,
+    from: &Scenario,
+    seed: u64,
+    bugs: &Bugs,
+    invariant: &str,
+    story: &[String],
+    before: usize,
+) -> String {
+    let flags: String = bugs.iter().map(|b| format!(" --bug {b}")).collect();
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "# Shrunk by `chatsim shrink {} --seed {seed}{flags}`:",
+        from.path.display()
+    );
+    let _ = writeln!(
+        t,
+        "# {before} events became {}; `{invariant}` still breaks.",
+        s.schedule.len()
+    );
+    let _ = writeln!(t, "#\n# The story:");
+    for l in story {
+        let _ = writeln!(t, "#   {l}");
+    }
+    let _ = writeln!(
+        t,
+        "#\n# Replay it: cargo run --release -p chatsim -- run THIS_FILE --seed {seed}{flags}"
+    );
+    let _ = writeln!(
+        t,
+        "# The schedule below is explicit; the seed still drives network latencies and jitter."
+    );
+    let _ = writeln!(
+        t,
+        "description = {}",
+        quote(&format!(
+            "shrunk from {} seed {seed}: {invariant}",
+            from.name()
+        ))
+    );
+    let tp = &s.topology;
+    let _ = writeln!(
+        t,
+        "\n[topology]\nusers = {}\ngateways = {}\nshards = {}",
+        tp.users, tp.gateways, tp.shards
+    );
+    let n = &s.network;
+    let _ = writeln!(
+        t,
+        "\n[network]\nlatency_ms = [{}, {}]",
+        n.latency_ms.lo, n.latency_ms.hi
+    );
+    for l in &n.links {
+        let _ = writeln!(
+            t,
+            "\n[[network.link]]\nfrom = \"{}\"\nto = \"{}\"\nextra_latency_ms = [{}, {}]",
+            role_name(l.from),
+            role_name(l.to),
+            l.extra_latency_ms.lo,
+            l.extra_latency_ms.hi
+        );
+    }
+    let r = &s.run;
+    let _ = writeln!(
+        t,
+        "\n[run]\nheal_at_ms = {}\nsettle_ms = {}\nliveness_ms = {}",
+        r.heal_at_ms, r.settle_ms, r.liveness_ms
+    );
+    for e in &s.schedule {
+        let _ = writeln!(
+            t,
+            "\n[[event]]\nat_ms = {}\naction = \"{}\"",
+            e.at_ms,
+            action_name(e.action)
+        );
+        if let Some(u) = e.user {
+            let _ = writeln!(t, "user = {u}");
+        }
+        if let Some(u) = e.to {
+            let _ = writeln!(t, "to = {u}");
+        }
+        if let Some(x) = &e.text {
+            let _ = writeln!(t, "text = {}", quote(x));
+        }
+        if let Some(h) = &e.host {
+            let _ = writeln!(t, "host = {}", quote(h));
+        }
+        let list = |v: &[String]| v.iter().map(|h| quote(h)).collect::<Vec<_>>().join(", ");
+        if !e.side_a.is_empty() {
+            let _ = writeln!(
+                t,
+                "side_a = [{}]\nside_b = [{}]",
+                list(&e.side_a),
+                list(&e.side_b)
+            );
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn scenario(name: &str) -> Scenario {
+        Scenario::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../scenarios/{name}.toml")),
+        )
+        .expect("valid")
+    }
+
+    // A seed's plan written out as explicit events replays the very same run: the schedule is
+    // a faithful stand-in for the seed's draws.
+    #[test]
+    fn a_plan_written_as_explicit_events_replays_the_same_trace() {
+        let s = scenario("gateway-crash");
+        let original = run_seed(&s, 4, &Bugs::none()).expect("runs");
+        let trial = Trial {
+            base: &s,
+            seed: 4,
+            bugs: &Bugs::none(),
+            invariant: String::new(),
+            runs: 0,
+        };
+        let explicit = trial.variant(plan_events(&make_plan(&s, 4)));
+        let text = scenario_text(&explicit, &s, 4, &Bugs::none(), "none", &[], 0);
+        let reloaded =
+            Scenario::parse(Path::new("shrunk.toml"), &text).expect("the written file parses");
+        let again = run_seed(&reloaded, 4, &Bugs::none()).expect("runs");
+        assert_eq!(original.trace_hash, again.trace_hash);
+    }
+
+    // Faults shrink as units: a kill is never kept without its restart.
+    #[test]
+    fn a_fault_start_and_its_end_form_one_unit() {
+        let s = scenario("shard-crash-after-persist");
+        let events = plan_events(&make_plan(&s, 2));
+        let us = units(events.clone());
+        assert_eq!(us.iter().map(Vec::len).sum::<usize>(), events.len());
+        for u in us.iter().filter(|u| u[0].action == EventAction::Kill) {
+            assert_eq!(u.len(), 2, "{u:?}");
+            assert_eq!(u[1].action, EventAction::Restart);
+            assert_eq!(u[0].host, u[1].host);
+        }
+    }
+}
