@@ -7,6 +7,7 @@
 //! - [`engine`]: engines driving `chatsim-system`; [`engine::madsim`] is the main one.
 //! - [`wire`]: length-delimited postcard framing on (simulated) TCP.
 //! - [`run`]: one seed end to end: plan, engine, checkers, stats, trace hash.
+//! - [`report`]: the report folder: HTML page, charts, sequence diagram, JSON files.
 //! - [`output`]: the one-screen summary, JSON and the replay log.
 //! - [`shrink`]: a failing seed cut down to a minimal explicit scenario and its story.
 //! - [`swarm`]: many seeds in parallel, per-invariant counts, JUnit XML.
@@ -16,6 +17,7 @@
 pub mod engine;
 pub mod output;
 pub mod plan;
+pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod shrink;

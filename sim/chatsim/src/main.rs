@@ -2,12 +2,12 @@
 //! 2 bad input or usage, 3 the simulation itself failed (a panic, with the seed to replay).
 
 use chatsim::output::{json, replay_log, summary};
+use chatsim::report::{default_run_dir, write_atomic, write_run_report, write_swarm_report};
 use chatsim::run::{run_seed, RunError};
 use chatsim::scenario::{Scenario, ScenarioError};
 use chatsim::shrink::{shrink, ShrinkError};
 use chatsim::swarm::{
-    junit as junit_xml, seeds_of, summary as swarm_summary, swarm, write_atomic, SeedRange,
-    Shard as SwarmShard,
+    junit as junit_xml, seeds_of, summary as swarm_summary, swarm, SeedRange, Shard as SwarmShard,
 };
 use chatsim_system::bugs::{Bug, Bugs, ZOO};
 use clap::{Parser, Subcommand};
@@ -38,6 +38,16 @@ enum Command {
         /// Switch on a bug-zoo mistake (repeatable; see `chatsim bugs`).
         #[arg(long = "bug", value_name = "NAME")]
         bugs: Vec<Bug>,
+        /// Write the report here (default: reports/<scenario>-<seed>/).
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+        /// Write no report.
+        #[arg(long, conflicts_with = "report")]
+        no_report: bool,
+        /// The message the sequence diagram follows, e.g. u3.d0#7 (default: the first
+        /// violation's message).
+        #[arg(long, value_name = "ID")]
+        trace_message: Option<String>,
     },
     /// Print a run's history as a readable log, one event per line, simulated time first.
     Replay {
@@ -72,6 +82,12 @@ enum Command {
         /// Run only every N-th seed starting at I (`I/N`, 0 <= I < N) to split a range over jobs.
         #[arg(long, default_value = "0/1")]
         shard: SwarmShard,
+        /// Write the swarm report here (default: reports/<scenario>-swarm/).
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+        /// Write no report.
+        #[arg(long, conflicts_with = "report")]
+        no_report: bool,
     },
     /// Cut a failing seed down to a minimal explicit scenario that still breaks the same
     /// invariant, write it, and tell its story.
@@ -183,6 +199,9 @@ fn main() -> ExitCode {
             seed,
             json: as_json,
             bugs,
+            report,
+            no_report,
+            trace_message,
         } => {
             let s = match load(&scenario) {
                 Ok(s) => s,
@@ -194,6 +213,18 @@ fn main() -> ExitCode {
                         println!("{}", json(&r));
                     } else {
                         print!("{}", summary(&r));
+                    }
+                    if !no_report {
+                        let dir = report.unwrap_or_else(|| default_run_dir(&r));
+                        match write_run_report(&dir, &r, &s, trace_message.as_deref()) {
+                            Ok(()) => eprintln!("report: {}", dir.join("index.html").display()),
+                            Err(e) => {
+                                return fail(
+                                    EXIT_BAD_INPUT,
+                                    format!("cannot write the report: {e}"),
+                                )
+                            }
+                        }
                     }
                     if r.passed() {
                         ExitCode::SUCCESS
@@ -231,6 +262,8 @@ fn main() -> ExitCode {
             json: as_json,
             junit,
             shard,
+            report: report_dir,
+            no_report,
         } => {
             let s = match load(&scenario) {
                 Ok(s) => s,
@@ -245,11 +278,19 @@ fn main() -> ExitCode {
                 &bugs.into_iter().collect(),
             );
             if let Some(path) = junit {
-                if let Err(e) = write_atomic(&path, &junit_xml(&report)) {
+                if let Err(e) = write_atomic(&path, junit_xml(&report)) {
                     return fail(
                         EXIT_BAD_INPUT,
                         format!("{}: cannot write JUnit XML: {e}", path.display()),
                     );
+                }
+            }
+            if !no_report {
+                let dir = report_dir
+                    .unwrap_or_else(|| PathBuf::from(format!("reports/{}-swarm", s.name())));
+                match write_swarm_report(&dir, &report, &s) {
+                    Ok(()) => eprintln!("report: {}", dir.join("index.html").display()),
+                    Err(e) => return fail(EXIT_BAD_INPUT, format!("cannot write the report: {e}")),
                 }
             }
             if as_json {

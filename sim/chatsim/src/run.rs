@@ -83,6 +83,12 @@ pub struct RunReport {
     /// The full history (not serialised into the summary JSON).
     #[serde(skip)]
     pub history: History,
+    /// Every delivered frame, for the sequence diagram (not serialised).
+    #[serde(skip)]
+    pub frame_log: Vec<crate::wire::FrameRecord>,
+    /// Inbox depth samples, for the timeline (not serialised).
+    #[serde(skip)]
+    pub samples: Vec<(chatsim_system::proto::Millis, usize)>,
 }
 
 impl RunReport {
@@ -177,6 +183,8 @@ pub fn run_seed(scenario: &Scenario, seed: u64, bugs: &Bugs) -> Result<RunReport
         invariants: check_all(&raw.history, bounds),
         stats: stats(&raw, wall),
         history: raw.history,
+        frame_log: raw.frame_log,
+        samples: raw.samples,
     })
 }
 

@@ -12,7 +12,6 @@ use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::Path;
 use std::str::FromStr;
 use std::time::Instant;
 
@@ -372,22 +371,6 @@ pub fn junit(r: &SwarmReport) -> String {
     }
     x.push_str("  </testsuite>\n</testsuites>\n");
     x
-}
-
-/// Write `contents` to `path` atomically: a temporary file beside it, then a rename, so an
-/// interrupted run never leaves a half-written file over a good one.
-pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let file = path
-        .file_name()
-        .map_or_else(|| "out".into(), |f| f.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{file}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, contents)?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use chatsim_system::limits::FRAME_BYTES_MAX;
-use chatsim_system::proto::{Down, Envelope, Up};
+use chatsim_system::proto::{ConvId, Down, Envelope, Host, Millis, MsgId, Rpc, Seq, Up};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -17,6 +17,112 @@ pub enum Wire {
     Up(Up),
     /// Gateway to device.
     Down(Down),
+}
+
+/// One frame on the wire: what travels, who sent it and when (the header a sequence diagram
+/// needs; the system itself never reads it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    /// The sending host.
+    pub from: Host,
+    /// Simulated send time.
+    pub sent_ms: Millis,
+    /// The payload.
+    pub wire: Wire,
+}
+
+/// A frame as the engine logged it on delivery.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FrameRecord {
+    /// Sender.
+    pub from: Host,
+    /// Receiver.
+    pub to: Host,
+    /// Simulated send time.
+    pub sent_ms: Millis,
+    /// Simulated delivery time.
+    pub recv_ms: Millis,
+    /// A short label, e.g. `Append seq 4`.
+    pub label: String,
+    /// The message it concerns, when it names one by id.
+    pub msg: Option<MsgId>,
+    /// The message it concerns, when it names one by (conversation, seq).
+    pub key: Option<(ConvId, Seq)>,
+}
+
+fn describe_up(up: &Up) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
+    match up {
+        Up::Hello { epoch, .. } => (format!("Hello (epoch {epoch})"), None, None),
+        Up::Send { id, .. } => (format!("Send {id}"), Some(*id), None),
+        Up::Ack { conv, seq } => (format!("Ack seq {seq}"), None, Some((*conv, *seq))),
+        Up::Drain { .. } => ("Drain".into(), None, None),
+        Up::Fetch { from, to, .. } => (format!("Fetch {from}..={to}"), None, None),
+        Up::Ping => ("Ping".into(), None, None),
+    }
+}
+
+fn describe_down(down: &Down) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
+    match down {
+        Down::Welcome { .. } => ("Welcome".into(), None, None),
+        Down::Refused { reason, id } => (format!("Refused {reason:?}"), *id, None),
+        Down::Sent { id, seq, conv } => {
+            (format!("Sent ✓ seq {seq}"), Some(*id), Some((*conv, *seq)))
+        }
+        Down::Deliver { msg, path } => (
+            format!("Deliver seq {} ({path})", msg.seq),
+            Some(msg.id),
+            Some((msg.conv, msg.seq)),
+        ),
+        Down::DrainPage { more, .. } => (format!("DrainPage more={more}"), None, None),
+        Down::Pong => ("Pong".into(), None, None),
+    }
+}
+
+/// A short label for a frame and the message it concerns, for sequence diagrams.
+pub fn describe(w: &Wire) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
+    match w {
+        Wire::Up(up) => describe_up(up),
+        Wire::Down(down) => describe_down(down),
+        Wire::Server(Envelope { rpc, .. }) => match rpc {
+            Rpc::FromDevice { up, .. } => describe_up(up),
+            Rpc::ToDevice { down, .. } => describe_down(down),
+            Rpc::Append { msg, .. } => (
+                format!("Append seq {}", msg.seq),
+                Some(msg.id),
+                Some((msg.conv, msg.seq)),
+            ),
+            Rpc::Appended { id, seq, conv, .. } => (
+                format!("Appended seq {seq}"),
+                Some(*id),
+                Some((*conv, *seq)),
+            ),
+            Rpc::AppendConflict { id, last_seq, .. } => {
+                (format!("AppendConflict last {last_seq}"), Some(*id), None)
+            }
+            Rpc::DeleteInbox { conv, seq, .. } => {
+                (format!("DeleteInbox seq {seq}"), None, Some((*conv, *seq)))
+            }
+            Rpc::Lookup { user, .. } => (format!("Lookup {user}"), None, None),
+            Rpc::Located { at, .. } => (format!("Located ({} devices)", at.len()), None, None),
+            Rpc::Register { epoch, .. } => (format!("Register (epoch {epoch})"), None, None),
+            Rpc::Registered { current, .. } => {
+                (format!("Registered current={current}"), None, None)
+            }
+            Rpc::Unregister { epoch, .. } => (format!("Unregister (epoch {epoch})"), None, None),
+            Rpc::LoadConv { .. } => ("LoadConv".into(), None, None),
+            Rpc::ConvLoaded { last_seq, .. } => (format!("ConvLoaded last {last_seq}"), None, None),
+            Rpc::ReadInbox { .. } => ("ReadInbox".into(), None, None),
+            Rpc::InboxPage { entries, .. } => {
+                (format!("InboxPage ({})", entries.len()), None, None)
+            }
+            Rpc::ReadPending { .. } => ("ReadPending".into(), None, None),
+            Rpc::PendingPage { entries, .. } => {
+                (format!("PendingPage ({})", entries.len()), None, None)
+            }
+            Rpc::ReadLog { from, to, .. } => (format!("ReadLog {from}..={to}"), None, None),
+            Rpc::LogRange { msgs, .. } => (format!("LogRange ({})", msgs.len()), None, None),
+        },
+    }
 }
 
 /// A frame that cannot be decoded.
@@ -33,8 +139,8 @@ pub enum WireError {
 const LEN_BYTES: usize = 4;
 
 /// Encode one frame with its length prefix.
-pub fn encode(w: &Wire) -> Bytes {
-    let body = postcard::to_allocvec(w).expect("every Wire value is serialisable");
+pub fn encode(f: &Frame) -> Bytes {
+    let body = postcard::to_allocvec(f).expect("every Frame is serialisable");
     let mut buf = Vec::with_capacity(LEN_BYTES + body.len());
     buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
     buf.extend_from_slice(&body);
@@ -43,7 +149,7 @@ pub fn encode(w: &Wire) -> Bytes {
 
 /// Take one complete frame off the front of `buf`, if there is one, with its bytes on the wire
 /// (length prefix included), so a caller can digest exactly what travelled without copying.
-pub fn decode(buf: &mut BytesMut) -> Result<Option<(Wire, Bytes)>, WireError> {
+pub fn decode(buf: &mut BytesMut) -> Result<Option<(Frame, Bytes)>, WireError> {
     if buf.len() < LEN_BYTES {
         return Ok(None);
     }
@@ -66,10 +172,15 @@ mod tests {
     // A frame split at every possible byte boundary must still decode exactly once.
     #[test]
     fn frames_survive_arbitrary_splits_and_oversize_is_refused() {
+        let frame = |wire| Frame {
+            from: Host::Session,
+            sent_ms: 7,
+            wire,
+        };
         let frames = [
-            Wire::Up(Up::Ping),
-            Wire::Down(Down::Pong),
-            Wire::Up(Up::Drain { after: None }),
+            frame(Wire::Up(Up::Ping)),
+            frame(Wire::Down(Down::Pong)),
+            frame(Wire::Up(Up::Drain { after: None })),
         ];
         let bytes: Vec<u8> = frames.iter().flat_map(|f| encode(f).to_vec()).collect();
         for cut in 0..bytes.len() {

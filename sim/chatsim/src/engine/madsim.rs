@@ -13,7 +13,7 @@
 use super::RawRun;
 use crate::plan::{derive_seed, device_fault, role_of, server_hosts, Plan, WorldAction};
 use crate::scenario::{Range, Role, Scenario};
-use crate::wire::{decode, encode, Wire};
+use crate::wire::{decode, describe, encode, Frame, FrameRecord, Wire};
 use bytes::{Bytes, BytesMut};
 use chatsim_judge::{Event, Fault, History};
 use chatsim_system::bugs::Bugs;
@@ -39,6 +39,10 @@ use tokio::time::{sleep_until, Instant};
 
 /// The port every server listens on.
 const PORT: u16 = 7000;
+/// Frames kept in the run's frame log (for sequence diagrams); later ones are only counted.
+const FRAME_LOG_MAX: usize = 500_000;
+/// How often the sampler records storage's inbox depth, in simulated ms.
+const SAMPLE_MS: Millis = 250;
 /// Read buffer per connection, in bytes.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
 
@@ -72,6 +76,8 @@ struct Shared {
     session_durable: Mutex<SessionTable>,
     digest: Mutex<Sha256>,
     frames: AtomicU64,
+    frame_log: Mutex<Vec<FrameRecord>>,
+    samples: Mutex<Vec<(Millis, usize)>>,
     links: BTreeMap<(Role, Role), Range>,
 }
 
@@ -137,8 +143,22 @@ impl Shared {
         out
     }
 
-    fn delivered(&self, now: Millis, at: Host, frame: &[u8]) {
+    fn delivered(&self, now: Millis, at: Host, raw: &[u8], frame: &Frame) {
         self.frames.fetch_add(1, Ordering::Relaxed);
+        let mut log = self.frame_log.lock().expect("never poisoned");
+        if log.len() < FRAME_LOG_MAX {
+            let (label, msg, key) = describe(&frame.wire);
+            log.push(FrameRecord {
+                from: frame.from,
+                to: at,
+                sent_ms: frame.sent_ms,
+                recv_ms: now,
+                label,
+                msg,
+                key,
+            });
+        }
+        drop(log);
         let mut d = self
             .digest
             .lock()
@@ -147,7 +167,7 @@ impl Shared {
         let mut host = [0u8; 16];
         let host = postcard::to_slice(&at, &mut host).expect("a Host encodes in under 16 bytes");
         d.update(&*host);
-        d.update(frame);
+        d.update(raw);
     }
 }
 
@@ -157,7 +177,7 @@ impl Shared {
 async fn run_conn(
     mut stream: TcpStream,
     mut outgoing: UnboundedReceiver<Bytes>,
-    mut on_frame: impl FnMut(Wire, &[u8]),
+    mut on_frame: impl FnMut(Frame, &[u8]),
 ) {
     let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
     loop {
@@ -178,7 +198,7 @@ async fn run_conn(
                 }
                 loop {
                     match decode(&mut buf) {
-                        Ok(Some((w, raw))) => on_frame(w, &raw),
+                        Ok(Some((f, raw))) => on_frame(f, &raw),
                         Ok(None) => break,
                         Err(_) => return,
                     }
@@ -272,9 +292,9 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
             let _ = accept_tx.send(ServerEvent::Opened(conn, wtx));
             let (etx, sh) = (accept_tx.clone(), accept_sh.clone());
             tokio::spawn(async move {
-                run_conn(stream, wrx, |w, raw| {
-                    sh.delivered(sh.now(), host, raw);
-                    let _ = etx.send(ServerEvent::Frame(conn, w));
+                run_conn(stream, wrx, |f, raw| {
+                    sh.delivered(sh.now(), host, raw, &f);
+                    let _ = etx.send(ServerEvent::Frame(conn, f.wire));
                 })
                 .await;
                 let _ = etx.send(ServerEvent::Closed(conn));
@@ -323,11 +343,19 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
                     &sh,
                     host,
                     to,
-                    encode(&Wire::Server(Envelope { from: host, rpc })),
+                    encode(&Frame {
+                        from: host,
+                        sent_ms: sh.now(),
+                        wire: Wire::Server(Envelope { from: host, rpc }),
+                    }),
                 ),
                 Effect::Down { conn, frame } => {
                     if let Some(w) = writers.get(&conn) {
-                        let _ = w.send(encode(&Wire::Down(frame)));
+                        let _ = w.send(encode(&Frame {
+                            from: host,
+                            sent_ms: sh.now(),
+                            wire: Wire::Down(frame),
+                        }));
                     }
                 }
                 Effect::CloseConn { conn } => {
@@ -430,9 +458,9 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
                             }
                             Ok(stream) => {
                                 let _ = tx.send(DeviceEvent::Connected(g));
-                                run_conn(stream, wrx, |w, raw| {
-                                    sh.delivered(sh.now(), me, raw);
-                                    let _ = tx.send(DeviceEvent::Frame(g, w));
+                                run_conn(stream, wrx, |f, raw| {
+                                    sh.delivered(sh.now(), me, raw, &f);
+                                    let _ = tx.send(DeviceEvent::Frame(g, f.wire));
                                 })
                                 .await;
                                 let _ = tx.send(DeviceEvent::Closed(g));
@@ -442,7 +470,11 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
                 }
                 Effect::Up(up) => {
                     if let Some((_, w)) = &conn {
-                        let _ = w.send(encode(&Wire::Up(up)));
+                        let _ = w.send(encode(&Frame {
+                            from: me,
+                            sent_ms: now,
+                            wire: Wire::Up(up),
+                        }));
                     }
                 }
                 Effect::Disconnect => conn = None,
@@ -512,6 +544,8 @@ async fn world(
         session_durable: Mutex::new(SessionTable::new()),
         digest: Mutex::new(Sha256::new()),
         frames: AtomicU64::new(0),
+        frame_log: Mutex::new(Vec::new()),
+        samples: Mutex::new(Vec::new()),
         links,
     });
     let mut nodes = BTreeMap::new();
@@ -539,6 +573,27 @@ async fn world(
             .build();
         nodes.insert(host, node.id());
     }
+
+    // The sampler: server-side state no device can see, for the report's timeline.
+    let sampler_sh = sh.clone();
+    let end_at = plan.end_at;
+    tokio::spawn(async move {
+        let mut t = 0;
+        while t <= end_at {
+            sleep_until(sampler_sh.t0 + Duration::from_millis(t)).await;
+            let inbox = sampler_sh
+                .durable
+                .lock()
+                .expect("never poisoned")
+                .inbox_entries();
+            sampler_sh
+                .samples
+                .lock()
+                .expect("never poisoned")
+                .push((t, inbox));
+            t += SAMPLE_MS;
+        }
+    });
 
     // The nemesis.
     let mut down = BTreeSet::new();
@@ -630,6 +685,8 @@ async fn world(
     let mut history = std::mem::take(&mut *sh.history.lock().expect("never poisoned"));
     history.end = plan.end_at;
     let digest = sh.digest.lock().expect("never poisoned").clone().finalize();
+    let frame_log = std::mem::take(&mut *sh.frame_log.lock().expect("never poisoned"));
+    let samples = std::mem::take(&mut *sh.samples.lock().expect("never poisoned"));
     let inbox_left = sh.durable.lock().expect("never poisoned").inbox_entries();
     RawRun {
         history,
@@ -637,5 +694,7 @@ async fn world(
         frame_digest: digest.into(),
         sim_ms: sh.now(),
         inbox_left,
+        frame_log,
+        samples,
     }
 }

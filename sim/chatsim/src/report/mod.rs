@@ -1,0 +1,584 @@
+//! Reports a person would rather look at, and files a CI system can read: per run a folder with
+//! `index.html` (one self-contained page: the scenario's story and parameters, the fault
+//! schedule, the invariant table with every violation, the replay command, the charts),
+//! charts as SVG and PNG, `sequence.svg`, `run.json` and `history.jsonl`; per swarm a page with
+//! the failing seeds and charts. Every file is written atomically (a temporary file, then a
+//! rename), so an interrupted run never leaves a half-written report over a good one.
+
+pub mod charts;
+pub mod sequence;
+
+use crate::run::RunReport;
+use crate::scenario::Scenario;
+use crate::swarm::SwarmReport;
+use charts::{bar_chart, line_chart, Series, Window};
+use chatsim_judge::checkers::CHECKS;
+use chatsim_judge::{Event, Fault, History};
+use chatsim_system::proto::{Millis, MsgId, Path as DeliveryPath};
+use chatsim_system::Observation;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+/// Violations listed per invariant on the page (all of them are in `run.json`).
+pub const PAGE_VIOLATIONS_MAX: usize = 200;
+/// Faults listed in the schedule table.
+pub const PAGE_FAULTS_MAX: usize = 300;
+
+/// Write `contents` to `path` atomically: a temporary file beside it, then a rename.
+pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let file = path
+        .file_name()
+        .map_or_else(|| "out".into(), |f| f.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{file}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The default folder for a run's report.
+pub fn default_run_dir(r: &RunReport) -> PathBuf {
+    PathBuf::from(format!("reports/{}-{}", r.scenario, r.seed))
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn secs(t: Millis) -> f64 {
+    t as f64 / 1000.0
+}
+
+/// The comment lines that open a scenario file: its story.
+pub fn story_of(scenario: &Scenario) -> Vec<String> {
+    let text = std::fs::read_to_string(&scenario.path).unwrap_or_default();
+    text.lines()
+        .take_while(|l| l.starts_with('#') || l.trim().is_empty())
+        .map(|l| l.trim_start_matches('#').trim().to_string())
+        .collect()
+}
+
+/// Fault windows from the history: each fault's start paired with its end.
+pub fn fault_windows(h: &History) -> Vec<Window> {
+    let mut open: Vec<(Fault, Millis)> = Vec::new();
+    let mut out = Vec::new();
+    let ends = |start: &Fault, end: &Fault| match (start, end) {
+        (Fault::Kill(a), Fault::Restart(b)) | (Fault::Clog(a), Fault::Unclog(b)) => a == b,
+        (Fault::Partition(a, b), Fault::PartitionHealed(c, d)) => a == c && b == d,
+        (Fault::DeviceOffline(a), Fault::DeviceOnline(b))
+        | (Fault::DeviceSilent(a), Fault::DeviceUnsilent(b)) => a == b,
+        _ => false,
+    };
+    for r in &h.records {
+        let Event::Fault(f) = &r.event else { continue };
+        match f {
+            Fault::Kill(_)
+            | Fault::Clog(_)
+            | Fault::Partition(..)
+            | Fault::DeviceOffline(_)
+            | Fault::DeviceSilent(_) => open.push((f.clone(), r.t)),
+            Fault::DeviceDrop(_) => out.push(Window {
+                from: secs(r.t),
+                to: secs(r.t) + 0.05,
+                label: f.to_string(),
+            }),
+            end => {
+                if let Some(i) = open.iter().position(|(s, _)| ends(s, end)) {
+                    let (s, t0) = open.remove(i);
+                    out.push(Window {
+                        from: secs(t0),
+                        to: secs(r.t),
+                        label: s.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    out.extend(open.into_iter().map(|(s, t0)| Window {
+        from: secs(t0),
+        to: secs(h.end),
+        label: s.to_string(),
+    }));
+    out.sort_by(|a, b| a.from.total_cmp(&b.from));
+    out
+}
+
+/// Delivery latency (display time minus send time) per path, in ms.
+pub fn latencies(h: &History) -> BTreeMap<DeliveryPath, Vec<f64>> {
+    let mut sent: BTreeMap<MsgId, Millis> = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out: BTreeMap<DeliveryPath, Vec<f64>> = BTreeMap::new();
+    for r in &h.records {
+        match &r.event {
+            Event::Device {
+                obs: Observation::Sent { id, .. },
+                ..
+            } => {
+                sent.entry(*id).or_insert(r.t);
+            }
+            Event::Device {
+                device,
+                obs: Observation::Displayed { id, path, .. },
+            } => {
+                if let (true, Some(t0)) = (seen.insert((*device, *id)), sent.get(id)) {
+                    out.entry(*path)
+                        .or_default()
+                        .push(r.t.saturating_sub(*t0) as f64);
+                }
+            }
+            _ => {}
+        }
+    }
+    for v in out.values_mut() {
+        v.sort_by(f64::total_cmp);
+    }
+    out
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// A step line: each value holds until the next change, and the last one until `end`.
+fn steps(changes: &[(f64, f64)], end: f64) -> Vec<(f64, f64)> {
+    let mut pts = Vec::with_capacity(changes.len() * 2 + 1);
+    let mut prev = 0.0;
+    for &(x, y) in changes {
+        pts.push((x, prev));
+        pts.push((x, y));
+        prev = y;
+    }
+    pts.push((end, prev));
+    pts
+}
+
+/// Connected devices, messages in flight (sent, not yet acked) and inbox depth over time.
+pub fn timeline(h: &History, samples: &[(Millis, usize)]) -> Vec<Series> {
+    let mut connected = std::collections::BTreeSet::new();
+    let mut acked = std::collections::BTreeSet::new();
+    let (mut in_flight, mut conn_pts, mut flight_pts) = (0i64, vec![(0.0, 0.0)], vec![(0.0, 0.0)]);
+    for r in &h.records {
+        let Event::Device { device, obs } = &r.event else {
+            continue;
+        };
+        let x = secs(r.t);
+        match obs {
+            Observation::Connected { .. } => {
+                connected.insert(*device);
+                conn_pts.push((x, connected.len() as f64));
+            }
+            Observation::Disconnected { .. } => {
+                connected.remove(device);
+                conn_pts.push((x, connected.len() as f64));
+            }
+            Observation::Sent { .. } => {
+                in_flight += 1;
+                flight_pts.push((x, in_flight as f64));
+            }
+            Observation::Acked { id, .. } if acked.insert(*id) => {
+                in_flight -= 1;
+                flight_pts.push((x, in_flight as f64));
+            }
+            _ => {}
+        }
+    }
+    let end = secs(h.end);
+    vec![
+        Series {
+            name: "connected devices".into(),
+            points: steps(&conn_pts, end),
+        },
+        Series {
+            name: "messages in flight (sent, no ✓ yet)".into(),
+            points: steps(&flight_pts, end),
+        },
+        Series {
+            name: "inbox entries in storage".into(),
+            points: samples.iter().map(|(t, n)| (secs(*t), *n as f64)).collect(),
+        },
+    ]
+}
+
+fn chart_block(stem: &str, caption: &str) -> String {
+    format!(
+        r#"<figure><img src="{stem}.svg" alt="{caption}" width="900" height="420"><figcaption>{caption} (<a href="{stem}.png">PNG</a>, <a href="{stem}.svg">SVG</a>)</figcaption></figure>"#,
+        caption = esc(caption)
+    )
+}
+
+const STYLE: &str = "body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
+.ok{color:#185c18;font-weight:bold}.bad{color:#b00;font-weight:bold}pre{background:#f6f6f6;padding:8px;overflow-x:auto}
+code{background:#f3f3f3;padding:1px 4px}figure{margin:1.5em 0}figcaption{color:#555;font-size:90%}";
+
+/// A tiny check the CI's browser test reads: a script error or an image that did not load
+/// marks the page, so a headless browser's DOM dump shows it.
+const CHECK_SCRIPT: &str = r#"<script>
+window.addEventListener('error', function () { document.body.setAttribute('data-check', 'script-error'); });
+window.addEventListener('load', function () {
+  var bad = Array.prototype.filter.call(document.images, function (i) { return !i.complete || i.naturalWidth === 0; });
+  if (document.body.getAttribute('data-check') !== 'script-error') {
+    document.body.setAttribute('data-check', bad.length ? 'broken-images' : 'ok');
+  }
+});
+</script>"#;
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head>\n<body data-check=\"pending\">\n{body}\n{CHECK_SCRIPT}\n</body></html>\n",
+        esc(title)
+    )
+}
+
+/// Write the report of one run into `dir`; `trace` picks the message the sequence diagram
+/// follows (default: the first violation's message, else the first message sent).
+pub fn write_run_report(
+    dir: &Path,
+    r: &RunReport,
+    scenario: &Scenario,
+    trace: Option<&str>,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let w = |name: &str, contents: String| {
+        write_atomic(&dir.join(name), contents)
+            .map_err(|e| format!("{}: {e}", dir.join(name).display()))
+    };
+    let h = &r.history;
+
+    w("run.json", crate::output::json(r))?;
+    let mut jsonl = String::new();
+    for rec in &h.records {
+        jsonl.push_str(&serde_json::to_string(rec).expect("records are serialisable"));
+        jsonl.push('\n');
+    }
+    w("history.jsonl", jsonl)?;
+
+    // Charts go to temporary names first and are renamed into place, like every other file.
+    let tmp = dir.join(format!(".charts-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let lat = latencies(h);
+    let all: Vec<f64> = {
+        let mut v: Vec<f64> = lat.values().flatten().copied().collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let series: Vec<Series> = lat
+        .iter()
+        .map(|(path, v)| Series {
+            name: format!("{path} ({} deliveries)", v.len()),
+            points: v
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (*x, (i + 1) as f64 / v.len() as f64))
+                .collect(),
+        })
+        .collect();
+    let (p50, p95, p99) = (
+        percentile(&all, 0.5),
+        percentile(&all, 0.95),
+        percentile(&all, 0.99),
+    );
+    let markers = [
+        (p50, format!("p50 {p50:.0} ms")),
+        (p95, format!("p95 {p95:.0} ms")),
+        (p99, format!("p99 {p99:.0} ms")),
+    ];
+    line_chart(
+        &tmp,
+        "latency",
+        "Delivery latency (CDF), by path",
+        "ms from send to display",
+        "fraction delivered",
+        &series,
+        &[],
+        &markers,
+    )?;
+    let windows = fault_windows(h);
+    line_chart(
+        &tmp,
+        "timeline",
+        "Devices, messages in flight and inbox depth; faults shaded",
+        "simulated seconds",
+        "count",
+        &timeline(h, &r.samples),
+        &windows,
+        &[],
+    )?;
+    for stem in ["latency", "timeline"] {
+        for ext in ["svg", "png"] {
+            let name = format!("{stem}.{ext}");
+            std::fs::rename(tmp.join(&name), dir.join(&name))
+                .map_err(|e| format!("{}: {e}", dir.join(&name).display()))?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    let first_violation = r
+        .invariants
+        .iter()
+        .flat_map(|v| v.violations.iter())
+        .find(|v| v.message.is_some());
+    let focus_id = trace
+        .map(str::to_string)
+        .or_else(|| first_violation.and_then(|v| v.message.clone()))
+        .or_else(|| {
+            h.records.iter().find_map(|rec| match &rec.event {
+                Event::Device {
+                    obs: Observation::Sent { id, .. },
+                    ..
+                } => Some(id.to_string()),
+                _ => None,
+            })
+        });
+    let focus = focus_id.as_deref().map(|id| sequence::focus(h, id));
+    let title = match (&focus, first_violation) {
+        (Some(f), Some(v)) if Some(&f.id) == v.message.as_ref() => format!(
+            "{} seed {}: {} broken for {}",
+            r.scenario, r.seed, v.invariant, f.id
+        ),
+        (Some(f), _) => format!("{} seed {}: message {}", r.scenario, r.seed, f.id),
+        (None, _) => format!("{} seed {}", r.scenario, r.seed),
+    };
+    w(
+        "sequence.svg",
+        sequence::sequence_svg(&r.frame_log, h, focus.as_ref(), &title),
+    )?;
+
+    w("index.html", run_page(r, scenario, p50, p95, p99))
+}
+
+fn run_page(r: &RunReport, scenario: &Scenario, p50: f64, p95: f64, p99: f64) -> String {
+    let mut b = String::new();
+    let verdict = if r.passed() {
+        r#"<span class="ok">PASS</span>"#
+    } else {
+        r#"<span class="bad">FAIL</span>"#
+    };
+    let _ = writeln!(
+        b,
+        "<h1>chatsim: {} seed {} {verdict}</h1>",
+        esc(&r.scenario),
+        r.seed
+    );
+    let bugs = if r.bugs.is_empty() {
+        "none (the real design)".to_string()
+    } else {
+        r.bugs.join(", ")
+    };
+    let _ = writeln!(
+        b,
+        "<p>Engine <b>{}</b>, bug-zoo switches: <b>{}</b>, trace hash <code>{}</code>.<br>Replay: <code>{}</code></p>",
+        r.engine,
+        esc(&bugs),
+        r.trace_hash,
+        esc(&r.replay)
+    );
+    let _ = writeln!(
+        b,
+        "<h2>The story</h2><p>{}</p>",
+        story_of(scenario)
+            .iter()
+            .map(|l| if l.is_empty() {
+                "</p><p>".to_string()
+            } else {
+                esc(l) + " "
+            })
+            .collect::<String>()
+    );
+    let _ = writeln!(b, "<h2>Invariants</h2><table><tr><th>check</th><th>verdict</th><th>checked</th><th>violations</th></tr>");
+    for v in &r.invariants {
+        let verdict = if v.holds {
+            r#"<span class="ok">holds</span>"#
+        } else {
+            r#"<span class="bad">BROKEN</span>"#
+        };
+        let _ = writeln!(
+            b,
+            "<tr><td>{}</td><td>{verdict}</td><td>{}</td><td>{}</td></tr>",
+            v.name,
+            v.checked,
+            v.violations.len()
+        );
+    }
+    b.push_str("</table>\n");
+    for v in r.invariants.iter().filter(|v| !v.holds) {
+        let _ = writeln!(b, "<h3>{} violations ({} of {})</h3><table><tr><th>message</th><th>text</th><th>device</th><th>conversation</th><th>at (ms)</th><th>what happened</th></tr>", v.name, v.violations.len().min(PAGE_VIOLATIONS_MAX), v.violations.len());
+        for x in v.violations.iter().take(PAGE_VIOLATIONS_MAX) {
+            let o = |s: &Option<String>| esc(s.as_deref().unwrap_or(""));
+            let _ = writeln!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                o(&x.message),
+                o(&x.body),
+                o(&x.device),
+                o(&x.conv),
+                x.at.map_or(String::new(), |t| t.to_string()),
+                esc(&x.detail)
+            );
+        }
+        b.push_str("</table>\n");
+    }
+    let st = &r.stats;
+    let _ = writeln!(
+        b,
+        "<h2>Counts</h2><p>{} messages sent, {} acked, {} delivered ({} duplicates dropped, {} gaps detected); {} faults; {} frames; {} inbox entries left; {:.1} s simulated in {:.2} s wall. Delivery latency p50 {p50:.0} ms, p95 {p95:.0} ms, p99 {p99:.0} ms.</p>",
+        st.messages_sent, st.messages_acked, st.messages_delivered, st.duplicates_dropped, st.gaps_detected, st.faults, st.frames, st.inbox_left, st.sim_seconds, st.wall_seconds
+    );
+    b.push_str("<h2>Charts</h2>\n");
+    b.push_str(&chart_block(
+        "latency",
+        "Delivery latency CDF by path (live push, inbox drain, gap fetch), p50/p95/p99 marked",
+    ));
+    b.push_str(&chart_block(
+        "timeline",
+        "Connected devices, messages in flight and inbox depth over time, fault windows shaded",
+    ));
+    b.push_str("<p>Fan-out cost by group size: groups are not built yet, so there is nothing to chart.</p>\n");
+    b.push_str("<h2>Sequence diagram</h2>\n");
+    b.push_str(r#"<figure><img src="sequence.svg" alt="message sequence diagram"><figcaption>The frames of the violating (or traced) message, faults marked (<a href="sequence.svg">SVG</a>)</figcaption></figure>"#);
+    let _ = writeln!(
+        b,
+        "<h2>Fault schedule</h2><table><tr><th>at (ms)</th><th>fault</th></tr>"
+    );
+    let faults: Vec<_> = r
+        .history
+        .records
+        .iter()
+        .filter(|rec| matches!(rec.event, Event::Fault(_) | Event::Healed))
+        .collect();
+    for rec in faults.iter().take(PAGE_FAULTS_MAX) {
+        let what = match &rec.event {
+            Event::Fault(f) => f.to_string(),
+            _ => "every fault healed".into(),
+        };
+        let _ = writeln!(b, "<tr><td>{}</td><td>{}</td></tr>", rec.t, esc(&what));
+    }
+    b.push_str("</table>\n");
+    if faults.len() > PAGE_FAULTS_MAX {
+        let _ = writeln!(
+            b,
+            "<p>{} more in history.jsonl.</p>",
+            faults.len() - PAGE_FAULTS_MAX
+        );
+    }
+    let text = std::fs::read_to_string(&scenario.path).unwrap_or_default();
+    let _ = writeln!(
+        b,
+        "<h2>Parameters</h2><p>The scenario file, <code>{}</code>:</p><pre>{}</pre>",
+        esc(&scenario.path.display().to_string()),
+        esc(&text)
+    );
+    b.push_str(r#"<p>Files: <a href="run.json">run.json</a>, <a href="history.jsonl">history.jsonl</a> (one event per line), <a href="sequence.svg">sequence.svg</a>.</p>"#);
+    page(&format!("chatsim {} seed {}", r.scenario, r.seed), &b)
+}
+
+/// Write a swarm's report into `dir`.
+pub fn write_swarm_report(dir: &Path, r: &SwarmReport, scenario: &Scenario) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let w = |name: &str, contents: String| {
+        write_atomic(&dir.join(name), contents)
+            .map_err(|e| format!("{}: {e}", dir.join(name).display()))
+    };
+    w(
+        "swarm.json",
+        serde_json::to_string_pretty(r).expect("reports are serialisable"),
+    )?;
+    let tmp = dir.join(format!(".charts-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let bars: Vec<(String, f64)> = CHECKS
+        .iter()
+        .map(|c| (c.to_string(), *r.invariants.get(*c).unwrap_or(&0) as f64))
+        .collect();
+    bar_chart(
+        &tmp,
+        "failures",
+        "Seeds that broke each check",
+        "seeds",
+        &bars,
+    )?;
+    let walls: Vec<f64> = r
+        .per_seed
+        .iter()
+        .filter_map(|(_, x)| x.as_ref().ok().map(|rep| rep.stats.wall_seconds * 1000.0))
+        .collect();
+    let max = walls.iter().copied().fold(1.0_f64, f64::max);
+    let bins = 12usize;
+    let width = max / bins as f64;
+    let mut hist = vec![0.0; bins];
+    for x in &walls {
+        hist[((x / width) as usize).min(bins - 1)] += 1.0;
+    }
+    let hist_bars: Vec<(String, f64)> = hist
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (format!("{:.0}", (i as f64 + 0.5) * width), *n))
+        .collect();
+    bar_chart(
+        &tmp,
+        "walltime",
+        "Wall time per seed (ms, bin centres)",
+        "seeds",
+        &hist_bars,
+    )?;
+    for stem in ["failures", "walltime"] {
+        for ext in ["svg", "png"] {
+            let name = format!("{stem}.{ext}");
+            std::fs::rename(tmp.join(&name), dir.join(&name))
+                .map_err(|e| format!("{}: {e}", dir.join(&name).display()))?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    let mut b = String::new();
+    let verdict = if r.seeds_failed == 0 {
+        r#"<span class="ok">PASS</span>"#
+    } else {
+        r#"<span class="bad">FAIL</span>"#
+    };
+    let _ = writeln!(b, "<h1>chatsim swarm: {} {verdict}</h1><p>{} seeds on {}, {} failed; bug-zoo switches: {}; {:.1} s wall.</p>", esc(&r.scenario), r.seeds_run, r.engine, r.seeds_failed, esc(&if r.bugs.is_empty() { "none".to_string() } else { r.bugs.join(", ") }), r.wall_seconds);
+    let _ = writeln!(
+        b,
+        "<h2>The story</h2><p>{}</p>",
+        story_of(scenario)
+            .iter()
+            .map(|l| if l.is_empty() {
+                "</p><p>".to_string()
+            } else {
+                esc(l) + " "
+            })
+            .collect::<String>()
+    );
+    b.push_str("<h2>Checks</h2><table><tr><th>check</th><th>seeds broken</th></tr>");
+    for (name, n) in &r.invariants {
+        let _ = write!(b, "<tr><td>{name}</td><td>{n}</td></tr>");
+    }
+    b.push_str("</table>\n<h2>Failing seeds</h2><table><tr><th>seed</th><th>broken</th><th>first violation</th><th>replay</th></tr>");
+    for f in &r.failures {
+        let _ = writeln!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            f.seed,
+            esc(&f.broken.join(", ")),
+            esc(&f.first_violation),
+            esc(&f.replay)
+        );
+    }
+    b.push_str("</table>\n");
+    b.push_str(&chart_block("failures", "Seeds that broke each check"));
+    b.push_str(&chart_block("walltime", "Histogram of wall time per seed"));
+    w(
+        "index.html",
+        page(&format!("chatsim swarm {}", r.scenario), &b),
+    )
+}
