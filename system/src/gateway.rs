@@ -130,7 +130,7 @@ impl Gateway {
                 if c.state != ConnState::Unbound {
                     return;
                 }
-                if !self.topo.has_user(device.user) || token != device_token(device) {
+                if !self.topo.has_device(device) || token != device_token(device) {
                     Self::refuse(conn, Refusal::BadToken, out);
                     self.drop_conn(conn, true, out);
                     return;

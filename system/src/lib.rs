@@ -278,18 +278,46 @@ pub struct Deployment {
     pub gateways: u16,
     /// Number of chat shards.
     pub shards: u16,
+    /// Devices per user: a primary phone and up to [`limits::COMPANIONS_MAX`] companions
+    /// (0 is read as 1).
+    pub devices_per_user: u8,
     /// Classic design mistakes switched on (see [`bugs`]); empty for the real design.
     pub bugs: bugs::Bugs,
 }
 
 impl Deployment {
-    /// The devices of `user` (one per user on the 1:1 path).
+    /// The devices of `user`: the primary (index 0) first, then its companions.
     pub fn devices_of(&self, user: UserId) -> Vec<proto::DeviceId> {
-        vec![proto::DeviceId::primary(user)]
+        (0..self.devices_per_user.max(1))
+            .map(|index| proto::DeviceId { user, index })
+            .collect()
     }
 
     /// Whether `user` exists.
     pub fn has_user(&self, user: UserId) -> bool {
         user.0 < self.users
+    }
+
+    /// Whether `device` exists.
+    pub fn has_device(&self, device: proto::DeviceId) -> bool {
+        self.has_user(device.user) && device.index < self.devices_per_user.max(1)
+    }
+
+    /// Who gets a copy of a message `sender` sent in `conv`: every device of the other member,
+    /// and the sender's own other devices (so a user's companions show what the phone sent).
+    pub fn recipients(&self, conv: ConvId, sender: proto::DeviceId) -> Vec<proto::DeviceId> {
+        let Some(peer) = conv
+            .direct_peer(sender.user)
+            .filter(|p| self.has_user(*p) && *p != sender.user)
+        else {
+            return Vec::new();
+        };
+        let mut out = self.devices_of(peer);
+        out.extend(
+            self.devices_of(sender.user)
+                .into_iter()
+                .filter(|d| *d != sender),
+        );
+        out
     }
 }

@@ -4,6 +4,9 @@
 
 use crate::proto::Millis;
 
+/// Companion devices a user may have beside the primary phone (WhatsApp allows four).
+pub const COMPANIONS_MAX: u8 = 4;
+
 /// A device sends a ping this often while connected.
 pub const HEARTBEAT_INTERVAL_MS: Millis = 2_000;
 /// Either side gives up on a connection it has heard nothing on for this long.

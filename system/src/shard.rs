@@ -142,9 +142,7 @@ impl Shard {
 
     /// The devices that must receive a message in `conv` sent by `sender`.
     fn recipients(&self, conv: ConvId, sender: DeviceId) -> Vec<DeviceId> {
-        conv.direct_peer(sender.user)
-            .map(|peer| self.topo.devices_of(peer))
-            .unwrap_or_default()
+        self.topo.recipients(conv, sender)
     }
 
     fn is_member(&self, conv: ConvId, device: DeviceId) -> bool {

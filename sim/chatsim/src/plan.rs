@@ -86,7 +86,15 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
         end_at: s.end_ms(),
         ..Plan::default()
     };
-    let devices: Vec<DeviceId> = (0..users).map(|u| DeviceId::primary(UserId(u))).collect();
+    let per_user = s.topology.devices_per_user.max(1);
+    let devices: Vec<DeviceId> = (0..users)
+        .flat_map(|u| {
+            (0..per_user).map(move |index| DeviceId {
+                user: UserId(u),
+                index,
+            })
+        })
+        .collect();
     plan.online_at_start = devices.iter().copied().collect();
 
     // Conversations: distinct pairs, drawn per seed.
@@ -108,8 +116,18 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
         *n += 1;
         // Bodies are unique per sender: the checkers identify a message by (sender, text).
         let body = format!("u{from}->u{to} #{n}").into_bytes();
+        // The user writes from any of their devices (no draw with one, so single-device plans
+        // stay as they were).
+        let index = if per_user > 1 {
+            rng.gen_range(0..per_user)
+        } else {
+            0
+        };
         plan.device
-            .entry(DeviceId::primary(UserId(from)))
+            .entry(DeviceId {
+                user: UserId(from),
+                index,
+            })
             .or_default()
             .push((
                 t,
@@ -225,10 +243,9 @@ fn side(s: &Scenario, names: &[String]) -> Vec<Host> {
 /// Put one explicit event into the plan.
 fn add_event(plan: &mut Plan, s: &Scenario, e: &ScheduledEvent) {
     let t = e.at_ms;
-    let device = || {
-        DeviceId::primary(UserId(
-            e.user.expect("validated: device events name a user"),
-        ))
+    let device = || DeviceId {
+        user: UserId(e.user.expect("validated: device events name a user")),
+        index: e.device.unwrap_or(0),
     };
     let mut world = |f: Fault| plan.world.push((t, WorldAction::Fault(f)));
     let device_action = match e.action {
@@ -293,6 +310,7 @@ pub fn plan_events(plan: &Plan) -> Vec<ScheduledEvent> {
         at_ms,
         action,
         user: None,
+        device: None,
         to: None,
         text: None,
         host: None,
@@ -305,6 +323,7 @@ pub fn plan_events(plan: &Plan) -> Vec<ScheduledEvent> {
         for (t, a) in acts {
             let mut e = blank(*t, EventAction::Send);
             e.user = Some(d.user.0);
+            e.device = (d.index > 0).then_some(d.index);
             match a {
                 Action::SendDirect { to, body } => {
                     e.to = Some(to.0);
@@ -346,6 +365,8 @@ pub fn plan_events(plan: &Plan) -> Vec<ScheduledEvent> {
                     EventAction::Unsilent
                 };
                 e.user = Some(d.user.0);
+                e.device = (d.index > 0).then_some(d.index);
+                e.device = (d.index > 0).then_some(d.index);
             }
             Fault::DeviceOffline(_) | Fault::DeviceOnline(_) | Fault::DeviceDrop(_) => continue,
         }

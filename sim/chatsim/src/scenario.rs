@@ -124,6 +124,13 @@ pub struct TopologySpec {
     pub gateways: u16,
     /// Chat shards.
     pub shards: u16,
+    /// Devices per user: the primary phone plus companions (1 to 5).
+    #[serde(default = "one_device")]
+    pub devices_per_user: u8,
+}
+
+fn one_device() -> u8 {
+    1
 }
 
 /// Who sends what, when.
@@ -179,6 +186,9 @@ pub struct ScheduledEvent {
     /// The user whose phone acts (device actions).
     #[serde(default)]
     pub user: Option<u32>,
+    /// Which of the user's devices (0, the primary, when absent).
+    #[serde(default)]
+    pub device: Option<u8>,
     /// The recipient (`send`).
     #[serde(default)]
     pub to: Option<u32>,
@@ -397,6 +407,18 @@ impl Scenario {
                 format!("must be between 1 and 64, is {}", t.shards),
             ));
         }
+        let devices_max = 1 + chatsim_system::limits::COMPANIONS_MAX;
+        if !(1..=devices_max).contains(&t.devices_per_user) {
+            return Err(invalid(
+                p,
+                "topology.devices_per_user",
+                format!(
+                    "must be between 1 and {devices_max} (a phone and up to {} companions), is {}",
+                    devices_max - 1,
+                    t.devices_per_user
+                ),
+            ));
+        }
         let w = &self.workload;
         if w.messages > MESSAGES_MAX {
             return Err(invalid(
@@ -575,6 +597,16 @@ impl Scenario {
                     )
                 })
         };
+        if e.device.is_some_and(|d| d >= t.devices_per_user) {
+            return Err(invalid(
+                p,
+                &field("device"),
+                format!(
+                    "device index must be below topology.devices_per_user ({})",
+                    t.devices_per_user
+                ),
+            ));
+        }
         match e.action {
             EventAction::Send => {
                 user_ok(e.user, "user")?;

@@ -424,8 +424,8 @@ fn scenario_text(
     let tp = &s.topology;
     let _ = writeln!(
         t,
-        "\n[topology]\nusers = {}\ngateways = {}\nshards = {}",
-        tp.users, tp.gateways, tp.shards
+        "\n[topology]\nusers = {}\ngateways = {}\nshards = {}\ndevices_per_user = {}",
+        tp.users, tp.gateways, tp.shards, tp.devices_per_user
     );
     let n = &s.network;
     let _ = writeln!(
@@ -458,6 +458,9 @@ fn scenario_text(
         );
         if let Some(u) = e.user {
             let _ = writeln!(t, "user = {u}");
+        }
+        if let Some(d) = e.device {
+            let _ = writeln!(t, "device = {d}");
         }
         if let Some(u) = e.to {
             let _ = writeln!(t, "to = {u}");

@@ -34,6 +34,7 @@ fn event(at_ms: u64, action: EventAction) -> ScheduledEvent {
         at_ms,
         action,
         user: None,
+        device: None,
         to: None,
         text: None,
         host: None,

@@ -68,16 +68,29 @@ pub struct History {
     pub users: u32,
     /// When the run ended (simulated ms).
     pub end: Millis,
+    /// Devices per user (index 0 is the primary phone); 0 is read as 1.
+    #[serde(default)]
+    pub devices_per_user: u8,
 }
 
 impl History {
-    /// An empty history for `users` users.
+    /// An empty history for `users` users with one device each.
     pub fn new(users: u32) -> History {
+        History::with_devices(users, 1)
+    }
+
+    /// An empty history for `users` users with `devices_per_user` devices each.
+    pub fn with_devices(users: u32, devices_per_user: u8) -> History {
         History {
             records: Vec::new(),
             users,
             end: 0,
+            devices_per_user,
         }
+    }
+
+    fn devices_of(&self, user: UserId) -> impl Iterator<Item = DeviceId> {
+        (0..self.devices_per_user.max(1)).map(move |index| DeviceId { user, index })
     }
 
     /// Append an event at `t`.
@@ -99,17 +112,23 @@ impl History {
     }
 
     /// The devices that must display a message the `sender` device sent in `conv`: every
-    /// device of the other member of the direct conversation.
+    /// device of the other member of the direct conversation, and the sender's own other
+    /// devices (a user's companions show what their phone sent). Written here from the spec,
+    /// not borrowed from the system, so a wrong recipient list there is caught, not copied.
     pub fn recipients(&self, conv: ConvId, sender: DeviceId) -> Vec<DeviceId> {
-        conv.direct_peer(sender.user)
+        let Some(peer) = conv
+            .direct_peer(sender.user)
             .filter(|p| p.0 < self.users && *p != sender.user)
-            .map(|p| vec![DeviceId::primary(p)])
-            .unwrap_or_default()
+        else {
+            return Vec::new();
+        };
+        let own = self.devices_of(sender.user).filter(|d| *d != sender);
+        self.devices_of(peer).chain(own).collect()
     }
 
     /// All devices in the run.
-    pub fn devices(&self) -> impl Iterator<Item = DeviceId> {
-        (0..self.users).map(|u| DeviceId::primary(UserId(u)))
+    pub fn devices(&self) -> impl Iterator<Item = DeviceId> + '_ {
+        (0..self.users).flat_map(|u| self.devices_of(UserId(u)))
     }
 }
 
@@ -136,5 +155,69 @@ impl fmt::Display for Fault {
             Fault::DeviceSilent(d) => write!(f, "{d} goes silent (half-open)"),
             Fault::DeviceUnsilent(d) => write!(f, "{d} is reachable again"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkers::no_loss;
+    use chatsim_system::proto::MsgId;
+
+    // With companions, a message is owed to the other member's devices and to the sender's own
+    // other devices; a companion left without its copy is a loss.
+    #[test]
+    fn a_senders_companion_without_its_copy_is_a_loss() {
+        let (a0, a1) = (
+            DeviceId {
+                user: UserId(0),
+                index: 0,
+            },
+            DeviceId {
+                user: UserId(0),
+                index: 1,
+            },
+        );
+        let (b0, b1) = (
+            DeviceId {
+                user: UserId(1),
+                index: 0,
+            },
+            DeviceId {
+                user: UserId(1),
+                index: 1,
+            },
+        );
+        let conv = ConvId::direct(UserId(0), UserId(1));
+        let mut h = History::with_devices(2, 2);
+        assert_eq!(h.recipients(conv, a0), vec![b0, b1, a1]);
+        assert_eq!(h.devices().count(), 4);
+        let id = MsgId { device: a0, n: 0 };
+        let body = b"hi".to_vec();
+        h.observe(
+            1,
+            a0,
+            Observation::Sent {
+                id,
+                conv,
+                body: body.clone(),
+            },
+        );
+        h.observe(2, a0, Observation::Acked { id, conv, seq: 1 });
+        for d in [b0, b1] {
+            let obs = Observation::Displayed {
+                id,
+                conv,
+                seq: 1,
+                path: chatsim_system::proto::Path::Live,
+                body: body.clone(),
+                sent_at: 0,
+            };
+            h.observe(3, d, obs);
+        }
+        h.end = 10_000;
+        let v = no_loss(&h);
+        assert_eq!(v.violations.len(), 1, "{:?}", v.violations);
+        assert_eq!(v.violations[0].device.as_deref(), Some("u0.d1"));
     }
 }

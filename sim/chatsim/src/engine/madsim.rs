@@ -396,7 +396,11 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
     let mut machine = Device::new(
         id,
         sh.topo.clone(),
-        derive_seed(sh.seed, 0x6465_7600 + u64::from(id.user.0)),
+        // Index 0 keeps the salt single-device runs always had.
+        derive_seed(
+            sh.seed,
+            0x6465_7600 + u64::from(id.user.0) + (u64::from(id.index) << 40),
+        ),
         online,
     );
     let mut actions = actions.into_iter().peekable();
@@ -520,6 +524,7 @@ pub async fn simulate(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) ->
         users: scenario.topology.users,
         gateways: scenario.topology.gateways,
         shards: scenario.topology.shards,
+        devices_per_user: scenario.topology.devices_per_user,
         bugs,
     };
     world(topo, seed, server_hosts(scenario), plan, links).await
@@ -535,11 +540,12 @@ async fn world(
     let handle = madsim::runtime::Handle::current();
     let net = madsim::net::NetSim::current();
     let users = topo.users;
+    let devices_per_user = topo.devices_per_user;
     let sh = Arc::new(Shared {
         t0: Instant::now(),
         topo,
         seed,
-        history: Mutex::new(History::new(users)),
+        history: Mutex::new(History::with_devices(users, devices_per_user)),
         durable: Mutex::new(StorageState::default()),
         session_durable: Mutex::new(SessionTable::new()),
         digest: Mutex::new(Sha256::new()),
@@ -559,8 +565,7 @@ async fn world(
             .build();
         nodes.insert(host, node.id());
     }
-    for u in 0..users {
-        let d = DeviceId::primary(UserId(u));
+    for d in (0..users).flat_map(|u| sh.topo.devices_of(UserId(u))) {
         let actions = plan.device.get(&d).cloned().unwrap_or_default();
         let online = plan.online_at_start.contains(&d);
         let s = sh.clone();
