@@ -88,7 +88,7 @@ pub const ZOO: [BugInfo; 19] = [
     BugInfo { bug: Bug::SyncFanout, name: "sync-fanout", mistake: "the sender's ✓ waits for the group fan-out", caught_by: "ack_latency", scenario: "group-fanout", available: false },
     BugInfo { bug: Bug::ReadBeforeDelivered, name: "read-before-delivered", mistake: "read receipts are sent before the message was delivered", caught_by: "receipts", scenario: "receipts", available: false },
     BugInfo { bug: Bug::FireAndForgetReceipts, name: "fire-and-forget-receipts", mistake: "receipts are sent once and never retried", caught_by: "receipts", scenario: "receipts", available: false },
-    BugInfo { bug: Bug::TlsOnly, name: "tls-only", mistake: "only links are encrypted: servers see plaintext", caught_by: "e2e_confidential", scenario: "smoke", available: false },
+    BugInfo { bug: Bug::TlsOnly, name: "tls-only", mistake: "only links are encrypted: servers see plaintext", caught_by: "e2e_confidential", scenario: "smoke", available: true },
     BugInfo { bug: Bug::PresenceBroadcastAll, name: "presence-broadcast-all", mistake: "presence changes go to every user, not to those looking", caught_by: "presence_load", scenario: "presence", available: false },
     BugInfo { bug: Bug::NoReconnectJitter, name: "no-reconnect-jitter", mistake: "phones reconnect after fixed delays, all in lockstep", caught_by: "reconnect_load", scenario: "reconnect-storm", available: true },
 ];

@@ -13,6 +13,7 @@
 //! per-message retry, per-conversation gap repair, drain retry, periodic inbox sync.
 
 use crate::bugs::Bug;
+use crate::e2e::{Bundle, KeyPair, Session};
 use crate::limits::{
     CLOCK_SKEW_MS_MAX, DRAIN_RETRY_MS, GAP_FETCH_SEQS_MAX, GAP_REPAIR_DELAY_MS, GAP_RETRY_MS,
     HANDSHAKE_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, INBOX_SYNC_MS,
@@ -101,6 +102,10 @@ pub struct Device {
     believes_drained: bool,
     /// This phone's clock minus true time: phones disagree, which is why nothing orders by it.
     clock_skew_ms: i64,
+    /// This device's key pair (its public half is in the deployment's directory).
+    keys: KeyPair,
+    /// One session per peer device, set up on first use.
+    sessions: BTreeMap<DeviceId, Session>,
     timers: Timers<Timer>,
 }
 
@@ -112,6 +117,7 @@ impl Device {
         if online {
             timers.set(Timer::Reconnect, 0);
         }
+        let keys = crate::e2e::keypair(seed);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let skew = CLOCK_SKEW_MS_MAX as i64;
         let clock_skew_ms = rng.gen_range(-skew..=skew);
@@ -131,6 +137,8 @@ impl Device {
             drain: None,
             believes_drained: false,
             clock_skew_ms,
+            keys,
+            sessions: BTreeMap::new(),
             timers,
         }
     }
@@ -262,11 +270,14 @@ impl Device {
         };
         o.transmitted = true;
         o.attempts = o.attempts.saturating_add(1);
+        let (conv, sent_at, plaintext) = (o.conv, o.sent_at, o.body.clone());
+        // Sealed at each transmission: deterministic for one id, and right for a new one.
+        let body = self.seal(conv, id, &plaintext);
         out.push(Effect::Up(Up::Send {
-            conv: o.conv,
+            conv,
             id,
-            body: o.body.clone(),
-            sent_at: o.sent_at,
+            body,
+            sent_at,
         }));
         self.timers.set(Timer::Retry(id), now + delay);
     }
@@ -383,13 +394,56 @@ impl Device {
         out.push(Effect::Observe(o));
     }
 
-    fn on_deliver(&mut self, now: Millis, msg: Message, path: Path, out: &mut Vec<Effect>) {
+    /// The body servers see: one copy per recipient device, sealed for that device (plaintext
+    /// copies with `tls-only`).
+    fn seal(&mut self, conv: ConvId, id: MsgId, plaintext: &[u8]) -> Vec<u8> {
+        let tls_only = self.bug(Bug::TlsOnly);
+        let mut copies = Vec::new();
+        for to in self.topo.recipients(conv, self.id) {
+            if tls_only {
+                copies.push((to, plaintext.to_vec()));
+            } else if let Some(session) = self.session(to) {
+                copies.push((to, session.seal(id, plaintext)));
+            }
+            // A device missing from the directory cannot be written to.
+        }
+        Bundle { copies }.encode()
+    }
+
+    fn session(&mut self, peer: DeviceId) -> Option<&Session> {
+        if !self.sessions.contains_key(&peer) {
+            let key = self.topo.keys.get(&peer)?;
+            let session = Session::new(&self.keys, self.id, peer, key);
+            self.sessions.insert(peer, session);
+        }
+        self.sessions.get(&peer)
+    }
+
+    /// This device's plaintext of a delivered message, if it can open it.
+    fn open(&mut self, msg: &Message) -> Option<Vec<u8>> {
+        let bundle = Bundle::decode(&msg.body)?;
+        let copy = bundle.copy_for(self.id)?;
+        if self.bug(Bug::TlsOnly) {
+            return Some(copy.to_vec());
+        }
+        self.session(msg.id.device)?.open(msg.id, copy)
+    }
+
+    fn on_deliver(&mut self, now: Millis, mut msg: Message, path: Path, out: &mut Vec<Effect>) {
         let (conv, seq, id) = (msg.conv, msg.seq, msg.id);
         out.push(Effect::Up(Up::Ack { conv, seq }));
         if id.device == self.id {
             // Our own message came back through a fetch: it is stored, so it counts as ✓.
             self.on_sent(now, conv, id, seq, out);
             return;
+        }
+        match self.open(&msg) {
+            Some(plaintext) => msg.body = plaintext,
+            None => {
+                // Acked all the same: redelivering a copy that cannot be opened helps nobody.
+                Self::observe(out, Observation::Undecryptable { id, conv, seq });
+                return;
+            }
         }
         let bugs = &self.topo.bugs;
         let view = self.convs.entry(conv).or_default();

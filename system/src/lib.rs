@@ -27,6 +27,7 @@
 //! - [`gateway`]: device connections, authentication, heartbeats, routing.
 //! - [`session`]: user -> (gateway, epoch).
 //! - [`shard`]: sequence numbers, persist-then-ack, push, inbox drain.
+//! - [`e2e`]: per-device keys and sealing: servers relay ciphertext only.
 //! - [`storage`]: message logs and inboxes; durable only once synced.
 //! - [`limits`]: every bound, with its unit.
 //! - [`bugs`]: the bug zoo: classic wrong designs as switches, off by default.
@@ -35,6 +36,7 @@
 
 pub mod bugs;
 pub mod device;
+pub mod e2e;
 pub mod gateway;
 pub mod limits;
 pub mod proto;
@@ -237,6 +239,15 @@ pub enum Observation {
     },
     /// The inbox drain reached the end.
     DrainComplete,
+    /// A delivered copy could not be opened (missing, or sealed for someone else).
+    Undecryptable {
+        /// Its id.
+        id: MsgId,
+        /// Conversation.
+        conv: ConvId,
+        /// Its sequence number.
+        seq: Seq,
+    },
     /// The server refused something.
     Refused {
         /// Why.
@@ -283,6 +294,8 @@ pub struct Deployment {
     pub devices_per_user: u8,
     /// Classic design mistakes switched on (see [`bugs`]); empty for the real design.
     pub bugs: bugs::Bugs,
+    /// Every device's public key (the stand-in for a key server).
+    pub keys: std::collections::BTreeMap<proto::DeviceId, [u8; 32]>,
 }
 
 impl Deployment {

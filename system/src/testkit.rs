@@ -42,14 +42,18 @@ pub struct Cluster {
 impl Cluster {
     /// A cluster with every device online and connecting at time 0.
     pub fn new(topo: Deployment) -> Cluster {
-        let devices = (0..topo.users)
+        let mut topo = topo;
+        let seed_of = |d: DeviceId| u64::from(d.user.0) * 8 + u64::from(d.index) + 1;
+        let all: Vec<DeviceId> = (0..topo.users)
             .flat_map(|u| topo.devices_of(UserId(u)))
-            .map(|d| {
-                (
-                    d,
-                    Device::new(d, topo.clone(), u64::from(d.user.0) + 1, true),
-                )
-            })
+            .collect();
+        topo.keys = all
+            .iter()
+            .map(|d| (*d, crate::e2e::keypair(seed_of(*d)).public))
+            .collect();
+        let devices = all
+            .into_iter()
+            .map(|d| (d, Device::new(d, topo.clone(), seed_of(d), true)))
             .collect();
         Cluster {
             now: 0,
@@ -439,20 +443,32 @@ mod tests {
     #[test]
     fn a_gap_is_held_back_and_repaired_by_fetch() {
         use crate::device::Device;
+        use crate::e2e::{keypair, seal, Bundle};
         use crate::limits::GAP_REPAIR_DELAY_MS;
         use crate::proto::{Down, Message, MsgId, Up};
         let conv = ConvId::direct(A.user, B.user);
-        let msg = |seq: u64| Message {
-            conv,
-            seq,
-            id: MsgId {
+        let (ka, kb) = (keypair(100), keypair(1));
+        let mut t = topo();
+        t.keys = [(A, ka.public), (B, kb.public)].into_iter().collect();
+        let msg = |seq: u64| {
+            let id = MsgId {
                 device: A,
                 n: seq as u32,
-            },
-            body: vec![seq as u8],
-            sent_at: 0,
+            };
+            let copy = seal(&ka, B, &kb.public, id, &[seq as u8]);
+            let body = Bundle {
+                copies: vec![(B, copy)],
+            }
+            .encode();
+            Message {
+                conv,
+                seq,
+                id,
+                body,
+                sent_at: 0,
+            }
         };
-        let mut d = Device::new(B, topo(), 1, true);
+        let mut d = Device::new(B, t, 1, true);
         let mut out = Vec::new();
         d.handle(0, Input::Timeout, &mut out);
         d.handle(1, Input::Connected, &mut out);

@@ -125,6 +125,9 @@ pub fn replay_log(h: &History) -> String {
                     }
                     Observation::Disconnected { reason } => format!("disconnected ({reason:?})"),
                     Observation::DrainComplete => "inbox drained".to_string(),
+                    Observation::Undecryptable { id, seq, .. } => {
+                        format!("cannot open {id} seq {seq}")
+                    }
                     Observation::Refused { reason } => format!("refused: {reason:?}"),
                 };
                 format!("{device}  {what}")

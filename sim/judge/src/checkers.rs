@@ -26,13 +26,20 @@ pub const CONVERSATION_ORDER: &str = "conversation_order";
 /// Name of the liveness invariant: once faults heal, sends are acked and displayed in bounded time.
 pub const LIVENESS: &str = "liveness";
 /// Every invariant, in the order [`check_all`] reports them.
-pub const INVARIANTS: [&str; 4] = [NO_LOSS, EXACTLY_ONCE, CONVERSATION_ORDER, LIVENESS];
-/// Every check [`check_all`] runs, invariants first, then bound checks, in its order.
-pub const CHECKS: [&str; 5] = [
+pub const INVARIANTS: [&str; 5] = [
     NO_LOSS,
     EXACTLY_ONCE,
     CONVERSATION_ORDER,
     LIVENESS,
+    crate::confidential::E2E_CONFIDENTIAL,
+];
+/// Every check [`check_all`] runs, invariants first, then bound checks, in its order.
+pub const CHECKS: [&str; 6] = [
+    NO_LOSS,
+    EXACTLY_ONCE,
+    CONVERSATION_ORDER,
+    LIVENESS,
+    crate::confidential::E2E_CONFIDENTIAL,
     crate::bounds::RECONNECT_LOAD,
 ];
 
@@ -83,6 +90,7 @@ pub fn check_all(h: &History, bounds: Bounds) -> Vec<Verdict> {
         exactly_once(h),
         conversation_order(h),
         liveness(h, bounds),
+        crate::confidential::e2e_confidential(h),
         crate::bounds::reconnect_load(h),
     ]
 }
@@ -668,8 +676,9 @@ mod tests {
     }
 
     // A well-behaved run passes every check, reported in CHECKS order, and each invariant
-    // checker actually examined something (not a vacuous pass). The history has no reconnects,
-    // so the reconnect bound has nothing to count; bounds.rs tests it.
+    // checker actually examined something (not a vacuous pass). The history has no reconnects
+    // and no server frames, so the reconnect bound and confidentiality have nothing to look at;
+    // bounds.rs and confidential.rs test them.
     #[test]
     fn clean_history_passes_all_four() {
         let verdicts = check_all(&clean(), BOUNDS);
@@ -677,7 +686,9 @@ mod tests {
         for v in &verdicts {
             assert!(v.holds, "{} failed: {:#?}", v.name, v.violations);
             assert!(
-                v.checked > 0 || !INVARIANTS.contains(&v.name),
+                v.checked > 0
+                    || !INVARIANTS.contains(&v.name)
+                    || v.name == crate::confidential::E2E_CONFIDENTIAL,
                 "{} checked nothing",
                 v.name
             );

@@ -71,6 +71,21 @@ pub struct History {
     /// Devices per user (index 0 is the primary phone); 0 is read as 1.
     #[serde(default)]
     pub devices_per_user: u8,
+    /// Every frame a server host received, bytes and all: what servers could see. Not part
+    /// of the serialised history (the trace hash already covers every frame).
+    #[serde(skip)]
+    pub server_frames: Vec<ServerFrame>,
+}
+
+/// One frame as a server host received it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerFrame {
+    /// When it arrived.
+    pub t: Millis,
+    /// Which server.
+    pub host: Host,
+    /// Its bytes on the wire.
+    pub bytes: Vec<u8>,
 }
 
 impl History {
@@ -86,6 +101,7 @@ impl History {
             users,
             end: 0,
             devices_per_user,
+            server_frames: Vec::new(),
         }
     }
 

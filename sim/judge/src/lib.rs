@@ -6,10 +6,12 @@
 //!
 //! - [`history`]: the event types and the history container.
 //! - [`checkers`]: `no_loss`, `exactly_once`, `conversation_order`, `liveness`.
+//! - [`confidential`]: `e2e_confidential`, over every byte servers received.
 //! - [`bounds`]: cost checks (`reconnect_load`) for mistakes that show as load, not wrong answers.
 
 pub mod bounds;
 pub mod checkers;
+pub mod confidential;
 pub mod history;
 
 pub use checkers::{check_all, Bounds, Verdict, Violation};

@@ -15,6 +15,7 @@ use crate::plan::{derive_seed, device_fault, role_of, server_hosts, Plan, WorldA
 use crate::scenario::{Range, Role, Scenario};
 use crate::wire::{decode, describe, encode, Frame, FrameRecord, Wire};
 use bytes::{Bytes, BytesMut};
+use chatsim_judge::history::ServerFrame;
 use chatsim_judge::{Event, Fault, History};
 use chatsim_system::bugs::Bugs;
 use chatsim_system::device::Device;
@@ -77,6 +78,7 @@ struct Shared {
     digest: Mutex<Sha256>,
     frames: AtomicU64,
     frame_log: Mutex<Vec<FrameRecord>>,
+    server_frames: Mutex<Vec<ServerFrame>>,
     samples: Mutex<Vec<(Millis, usize)>>,
     links: BTreeMap<(Role, Role), Range>,
 }
@@ -144,6 +146,18 @@ impl Shared {
     }
 
     fn delivered(&self, now: Millis, at: Host, raw: &[u8], frame: &Frame) {
+        if !matches!(at, Host::Device(_)) {
+            let bytes = raw.to_vec();
+            let seen = ServerFrame {
+                t: now,
+                host: at,
+                bytes,
+            };
+            self.server_frames
+                .lock()
+                .expect("never poisoned")
+                .push(seen);
+        }
         self.frames.fetch_add(1, Ordering::Relaxed);
         let mut log = self.frame_log.lock().expect("never poisoned");
         if log.len() < FRAME_LOG_MAX {
@@ -393,16 +407,7 @@ enum DeviceEvent {
 }
 
 async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool, sh: Arc<Shared>) {
-    let mut machine = Device::new(
-        id,
-        sh.topo.clone(),
-        // Index 0 keeps the salt single-device runs always had.
-        derive_seed(
-            sh.seed,
-            0x6465_7600 + u64::from(id.user.0) + (u64::from(id.index) << 40),
-        ),
-        online,
-    );
+    let mut machine = Device::new(id, sh.topo.clone(), device_seed(sh.seed, id), online);
     let mut actions = actions.into_iter().peekable();
     let (tx, mut rx) = unbounded_channel::<DeviceEvent>();
     let mut conn: Option<(u64, UnboundedSender<Bytes>)> = None;
@@ -493,6 +498,15 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
     }
 }
 
+/// The seed of one device's generator (and so of its keys). Index 0 keeps the salt
+/// single-device runs always had.
+pub fn device_seed(seed: u64, d: DeviceId) -> u64 {
+    derive_seed(
+        seed,
+        0x6465_7600 + u64::from(d.user.0) + (u64::from(d.index) << 40),
+    )
+}
+
 /// The madsim configuration for a scenario: its per-frame latency range.
 pub fn config(scenario: &Scenario) -> madsim::Config {
     let lat = scenario.network.latency_ms;
@@ -526,7 +540,13 @@ pub async fn simulate(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) ->
         shards: scenario.topology.shards,
         devices_per_user: scenario.topology.devices_per_user,
         bugs,
+        keys: Default::default(),
     };
+    let mut topo = topo;
+    topo.keys = (0..topo.users)
+        .flat_map(|u| topo.devices_of(UserId(u)))
+        .map(|d| (d, chatsim_system::e2e::keypair(device_seed(seed, d)).public))
+        .collect();
     world(topo, seed, server_hosts(scenario), plan, links).await
 }
 
@@ -551,6 +571,7 @@ async fn world(
         digest: Mutex::new(Sha256::new()),
         frames: AtomicU64::new(0),
         frame_log: Mutex::new(Vec::new()),
+        server_frames: Mutex::new(Vec::new()),
         samples: Mutex::new(Vec::new()),
         links,
     });
@@ -689,6 +710,7 @@ async fn world(
     sleep_until(sh.t0 + Duration::from_millis(plan.end_at)).await;
     let mut history = std::mem::take(&mut *sh.history.lock().expect("never poisoned"));
     history.end = plan.end_at;
+    history.server_frames = std::mem::take(&mut *sh.server_frames.lock().expect("never poisoned"));
     let digest = sh.digest.lock().expect("never poisoned").clone().finalize();
     let frame_log = std::mem::take(&mut *sh.frame_log.lock().expect("never poisoned"));
     let samples = std::mem::take(&mut *sh.samples.lock().expect("never poisoned"));
