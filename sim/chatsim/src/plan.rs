@@ -306,17 +306,7 @@ fn add_event(plan: &mut Plan, s: &Scenario, e: &ScheduledEvent) {
 /// The plan as explicit events (everything but the final heal), in time order: what a shrunk
 /// scenario file stores.
 pub fn plan_events(plan: &Plan) -> Vec<ScheduledEvent> {
-    let blank = |at_ms, action| ScheduledEvent {
-        at_ms,
-        action,
-        user: None,
-        device: None,
-        to: None,
-        text: None,
-        host: None,
-        side_a: Vec::new(),
-        side_b: Vec::new(),
-    };
+    let blank = ScheduledEvent::new;
     let names = |hs: &[Host]| hs.iter().map(ToString::to_string).collect::<Vec<_>>();
     let mut events = Vec::new();
     for (d, acts) in &plan.device {

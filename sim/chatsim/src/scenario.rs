@@ -206,6 +206,23 @@ pub struct ScheduledEvent {
     pub side_b: Vec<String>,
 }
 
+impl ScheduledEvent {
+    /// An event with only its time and action set; the caller fills in who and what.
+    pub fn new(at_ms: u64, action: EventAction) -> ScheduledEvent {
+        ScheduledEvent {
+            at_ms,
+            action,
+            user: None,
+            device: None,
+            to: None,
+            text: None,
+            host: None,
+            side_a: Vec::new(),
+            side_b: Vec::new(),
+        }
+    }
+}
+
 /// Parse a host name as the simulator prints it (`gateway-1`, `session`, `shard-2`,
 /// `storage-1`), checking it exists in a topology with `gateways` and `shards`.
 pub fn parse_host(name: &str, gateways: u16, shards: u16) -> Option<chatsim_system::proto::Host> {

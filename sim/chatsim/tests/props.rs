@@ -30,17 +30,7 @@ liveness_ms = 15000
 "#;
 
 fn event(at_ms: u64, action: EventAction) -> ScheduledEvent {
-    ScheduledEvent {
-        at_ms,
-        action,
-        user: None,
-        device: None,
-        to: None,
-        text: None,
-        host: None,
-        side_a: Vec::new(),
-        side_b: Vec::new(),
-    }
+    ScheduledEvent::new(at_ms, action)
 }
 
 /// A send: (time, from, offset to the recipient).

@@ -65,6 +65,45 @@ pub fn story_of(scenario: &Scenario) -> Vec<String> {
         .collect()
 }
 
+/// The scenario's story as HTML paragraphs (blank comment lines separate them).
+fn story_html(scenario: &Scenario) -> String {
+    let text: String = story_of(scenario)
+        .iter()
+        .map(|l| {
+            if l.is_empty() {
+                "</p><p>".to_string()
+            } else {
+                esc(l) + " "
+            }
+        })
+        .collect();
+    format!("<h2>The story</h2><p>{text}</p>\n")
+}
+
+/// Render charts into a temporary folder inside `dir`, then move them into place, so a
+/// half-drawn chart never replaces a good one.
+fn draw_charts(
+    dir: &Path,
+    stems: &[&str],
+    draw: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<(), String> {
+    let tmp = dir.join(format!(".charts-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let drawn = draw(&tmp);
+    let moved = drawn.and_then(|()| {
+        for stem in stems {
+            for ext in ["svg", "png"] {
+                let name = format!("{stem}.{ext}");
+                std::fs::rename(tmp.join(&name), dir.join(&name))
+                    .map_err(|e| format!("{}: {e}", dir.join(&name).display()))?;
+            }
+        }
+        Ok(())
+    });
+    let _ = std::fs::remove_dir_all(&tmp);
+    moved
+}
+
 /// Fault windows from the history: each fault's start paired with its end.
 pub fn fault_windows(h: &History) -> Vec<Window> {
     let mut open: Vec<(Fault, Millis)> = Vec::new();
@@ -264,9 +303,6 @@ pub fn write_run_report(
     }
     w("history.jsonl", jsonl)?;
 
-    // Charts go to temporary names first and are renamed into place, like every other file.
-    let tmp = dir.join(format!(".charts-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
     let lat = latencies(h);
     let all: Vec<f64> = {
         let mut v: Vec<f64> = lat.values().flatten().copied().collect();
@@ -294,35 +330,30 @@ pub fn write_run_report(
         (p95, format!("p95 {p95:.0} ms")),
         (p99, format!("p99 {p99:.0} ms")),
     ];
-    line_chart(
-        &tmp,
-        "latency",
-        "Delivery latency (CDF), by path",
-        "ms from send to display",
-        "fraction delivered",
-        &series,
-        &[],
-        &markers,
-    )?;
     let windows = fault_windows(h);
-    line_chart(
-        &tmp,
-        "timeline",
-        "Devices, messages in flight and inbox depth; faults shaded",
-        "simulated seconds",
-        "count",
-        &timeline(h, &r.samples),
-        &windows,
-        &[],
-    )?;
-    for stem in ["latency", "timeline"] {
-        for ext in ["svg", "png"] {
-            let name = format!("{stem}.{ext}");
-            std::fs::rename(tmp.join(&name), dir.join(&name))
-                .map_err(|e| format!("{}: {e}", dir.join(&name).display()))?;
-        }
-    }
-    let _ = std::fs::remove_dir_all(&tmp);
+    let lines = timeline(h, &r.samples);
+    draw_charts(dir, &["latency", "timeline"], |tmp| {
+        line_chart(
+            tmp,
+            "latency",
+            "Delivery latency (CDF), by path",
+            "ms from send to display",
+            "fraction delivered",
+            &series,
+            &[],
+            &markers,
+        )?;
+        line_chart(
+            tmp,
+            "timeline",
+            "Devices, messages in flight and inbox depth; faults shaded",
+            "simulated seconds",
+            "count",
+            &lines,
+            &windows,
+            &[],
+        )
+    })?;
 
     let first_violation = r
         .invariants
@@ -384,18 +415,7 @@ fn run_page(r: &RunReport, scenario: &Scenario, p50: f64, p95: f64, p99: f64) ->
         r.trace_hash,
         esc(&r.replay)
     );
-    let _ = writeln!(
-        b,
-        "<h2>The story</h2><p>{}</p>",
-        story_of(scenario)
-            .iter()
-            .map(|l| if l.is_empty() {
-                "</p><p>".to_string()
-            } else {
-                esc(l) + " "
-            })
-            .collect::<String>()
-    );
+    b.push_str(&story_html(scenario));
     let _ = writeln!(b, "<h2>Invariants</h2><table><tr><th>check</th><th>verdict</th><th>checked</th><th>violations</th></tr>");
     for v in &r.invariants {
         let verdict = if v.holds {
@@ -494,19 +514,10 @@ pub fn write_swarm_report(dir: &Path, r: &SwarmReport, scenario: &Scenario) -> R
         "swarm.json",
         serde_json::to_string_pretty(r).expect("reports are serialisable"),
     )?;
-    let tmp = dir.join(format!(".charts-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
     let bars: Vec<(String, f64)> = CHECKS
         .iter()
         .map(|c| (c.to_string(), *r.invariants.get(*c).unwrap_or(&0) as f64))
         .collect();
-    bar_chart(
-        &tmp,
-        "failures",
-        "Seeds that broke each check",
-        "seeds",
-        &bars,
-    )?;
     let walls: Vec<f64> = r
         .per_seed
         .iter()
@@ -524,21 +535,22 @@ pub fn write_swarm_report(dir: &Path, r: &SwarmReport, scenario: &Scenario) -> R
         .enumerate()
         .map(|(i, n)| (format!("{:.0}", (i as f64 + 0.5) * width), *n))
         .collect();
-    bar_chart(
-        &tmp,
-        "walltime",
-        "Wall time per seed (ms, bin centres)",
-        "seeds",
-        &hist_bars,
-    )?;
-    for stem in ["failures", "walltime"] {
-        for ext in ["svg", "png"] {
-            let name = format!("{stem}.{ext}");
-            std::fs::rename(tmp.join(&name), dir.join(&name))
-                .map_err(|e| format!("{}: {e}", dir.join(&name).display()))?;
-        }
-    }
-    let _ = std::fs::remove_dir_all(&tmp);
+    draw_charts(dir, &["failures", "walltime"], |tmp| {
+        bar_chart(
+            tmp,
+            "failures",
+            "Seeds that broke each check",
+            "seeds",
+            &bars,
+        )?;
+        bar_chart(
+            tmp,
+            "walltime",
+            "Wall time per seed (ms, bin centres)",
+            "seeds",
+            &hist_bars,
+        )
+    })?;
 
     let mut b = String::new();
     let verdict = if r.seeds_failed == 0 {
@@ -547,18 +559,7 @@ pub fn write_swarm_report(dir: &Path, r: &SwarmReport, scenario: &Scenario) -> R
         r#"<span class="bad">FAIL</span>"#
     };
     let _ = writeln!(b, "<h1>chatsim swarm: {} {verdict}</h1><p>{} seeds on {}, {} failed; bug-zoo switches: {}; {:.1} s wall.</p>", esc(&r.scenario), r.seeds_run, r.engine, r.seeds_failed, esc(&if r.bugs.is_empty() { "none".to_string() } else { r.bugs.join(", ") }), r.wall_seconds);
-    let _ = writeln!(
-        b,
-        "<h2>The story</h2><p>{}</p>",
-        story_of(scenario)
-            .iter()
-            .map(|l| if l.is_empty() {
-                "</p><p>".to_string()
-            } else {
-                esc(l) + " "
-            })
-            .collect::<String>()
-    );
+    b.push_str(&story_html(scenario));
     b.push_str("<h2>Checks</h2><table><tr><th>check</th><th>seeds broken</th></tr>");
     for (name, n) in &r.invariants {
         let _ = write!(b, "<tr><td>{name}</td><td>{n}</td></tr>");
