@@ -134,9 +134,13 @@ impl Shared {
                         None => open = false,
                     },
                     _ = sleep_until(front.unwrap_or(last)), if front.is_some() => {
-                        let (_, frame) = queue.pop_front().expect("front was Some");
-                        if tx.send(frame).is_err() {
-                            return;
+                        // Everything due goes now: madsim sleeps at least 1 ms, so releasing one
+                        // frame per wake-up would cap the link at 1,000 frames a second.
+                        let now = Instant::now();
+                        while let Some((_, frame)) = queue.pop_front_if(|(at, _)| *at <= now) {
+                            if tx.send(frame).is_err() {
+                                return;
+                            }
                         }
                     }
                 }
@@ -159,6 +163,7 @@ impl Shared {
                 .push(seen);
         }
         self.frames.fetch_add(1, Ordering::Relaxed);
+
         let mut log = self.frame_log.lock().expect("never poisoned");
         if log.len() < FRAME_LOG_MAX {
             let (label, msg, key) = describe(&frame.wire);
@@ -185,19 +190,59 @@ impl Shared {
     }
 }
 
-/// Pump one connection: write what arrives on `outgoing` (flushing each frame, since madsim
-/// only sends on flush) and hand every decoded frame to `on_frame`. Ends, closing the
-/// connection, when `outgoing` is dropped, the peer closes, or a frame is bad.
+/// The least time between two payloads written on one connection. madsim carries one payload
+/// per flush, and a receiving socket takes at least 1 ms per payload when payloads queue up
+/// (its `sleep_until` never sleeps less), so a busy connection writing a payload per frame
+/// would be capped at 1,000 frames a second and back up. Frames written within this pace are
+/// coalesced into one payload, as TCP coalesces a burst into segments; an idle connection
+/// writes at once, so quiet links gain no latency.
+const WRITE_PACE: Duration = Duration::from_millis(2);
+
+/// The next payload to write: the next frame and whatever else is queued by the time the
+/// pace allows another write.
+async fn next_payload(
+    rx: &mut UnboundedReceiver<Bytes>,
+    last: &mut Option<Instant>,
+) -> Option<Bytes> {
+    let first = rx.recv().await?;
+    if let Some(due) = last
+        .map(|l| l + WRITE_PACE)
+        .filter(|due| *due > Instant::now())
+    {
+        sleep_until(due).await;
+    }
+    *last = Some(Instant::now());
+    Some(batch(first, rx))
+}
+
+/// Every frame already waiting on `rx` after `first`, as one buffer.
+fn batch(first: Bytes, rx: &mut UnboundedReceiver<Bytes>) -> Bytes {
+    let Ok(second) = rx.try_recv() else {
+        return first;
+    };
+    let mut buf = BytesMut::with_capacity(first.len() + second.len());
+    buf.extend_from_slice(&first);
+    buf.extend_from_slice(&second);
+    while let Ok(more) = rx.try_recv() {
+        buf.extend_from_slice(&more);
+    }
+    buf.freeze()
+}
+
+/// Pump one connection: write what arrives on `outgoing` (a burst as one payload, flushed,
+/// since madsim only sends on flush) and hand every decoded frame to `on_frame`. Ends, closing
+/// the connection, when `outgoing` is dropped, the peer closes, or a frame is bad.
 async fn run_conn(
     mut stream: TcpStream,
     mut outgoing: UnboundedReceiver<Bytes>,
     mut on_frame: impl FnMut(Frame, &[u8]),
 ) {
     let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let mut last_write = None;
     loop {
         tokio::select! {
             biased;
-            msg = outgoing.recv() => match msg {
+            msg = next_payload(&mut outgoing, &mut last_write) => match msg {
                 Some(bytes) => {
                     if stream.write_all(&bytes).await.is_err() || stream.flush().await.is_err() {
                         return;
@@ -246,7 +291,8 @@ async fn write_frame(stream: &mut TcpStream, frame: &[u8]) -> bool {
 
 async fn peer_link(to: Host, mut rx: UnboundedReceiver<Bytes>) {
     let mut stream: Option<TcpStream> = None;
-    while let Some(frame) = rx.recv().await {
+    let mut last_write = None;
+    while let Some(frame) = next_payload(&mut rx, &mut last_write).await {
         // A write to a connection whose peer has restarted fails at once (the peer's socket is
         // gone, like a TCP reset): the frame was not sent, so it goes again on a fresh
         // connection. A frame that cannot get through a fresh one either is dropped, as a
@@ -715,6 +761,7 @@ async fn world(
     let frame_log = std::mem::take(&mut *sh.frame_log.lock().expect("never poisoned"));
     let samples = std::mem::take(&mut *sh.samples.lock().expect("never poisoned"));
     let inbox_left = sh.durable.lock().expect("never poisoned").inbox_entries();
+
     RawRun {
         history,
         frames: sh.frames.load(Ordering::Relaxed),
