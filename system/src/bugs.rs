@@ -85,7 +85,7 @@ pub const ZOO: [BugInfo; 19] = [
     BugInfo { bug: Bug::ReaderSkipsUnfinishedSeq, name: "reader-skips-unfinished-seq", mistake: "a reader moves past a sequence number reserved but not yet written", caught_by: "no_loss", scenario: "shard-crash-after-persist", available: false },
     BugInfo { bug: Bug::NoGapRepair, name: "no-gap-repair", mistake: "phones show what they have instead of holding back after a gap and fetching it", caught_by: "no_loss", scenario: "partition-heal", available: true },
     BugInfo { bug: Bug::UnfencedFailover, name: "unfenced-failover", mistake: "a shard taking over a conversation does not fence out the old owner", caught_by: "conversation_order", scenario: "shard-failover", available: false },
-    BugInfo { bug: Bug::SyncFanout, name: "sync-fanout", mistake: "the sender's ✓ waits for the group fan-out", caught_by: "ack_latency", scenario: "group-fanout", available: false },
+    BugInfo { bug: Bug::SyncFanout, name: "sync-fanout", mistake: "the shard writes and pushes to each group member in turn before answering ✓", caught_by: "ack_latency", scenario: "group-fanout", available: true },
     BugInfo { bug: Bug::ReadBeforeDelivered, name: "read-before-delivered", mistake: "read receipts are sent before the message was delivered", caught_by: "receipts", scenario: "receipts", available: false },
     BugInfo { bug: Bug::FireAndForgetReceipts, name: "fire-and-forget-receipts", mistake: "receipts are sent once and never retried", caught_by: "receipts", scenario: "receipts", available: false },
     BugInfo { bug: Bug::TlsOnly, name: "tls-only", mistake: "only links are encrypted: servers see plaintext", caught_by: "e2e_confidential", scenario: "smoke", available: true },

@@ -6,27 +6,41 @@
 //! delete the inbox entry); and drains its inbox after every (re)connect and periodically
 //! while connected (the backstop for a push that was lost).
 //!
-//! Randomness (gateway choice, jitter) comes only from the seeded generator it is given.
+//! In a group the device knows the membership only from the group's own log: each change is
+//! an entry with a sequence number, applied when the device shows it in order (its own change
+//! once ✓). It seals group texts under its sender key for the membership version it knows and
+//! says which version that was; the shard refuses a stale one, and the device retries once it
+//! has caught up. A device added to a group starts its view at the change that added it.
+//!
+//! Randomness (gateway choice, jitter, sender keys) comes only from the seeded generator it is
+//! given.
 //!
 //! Inputs: `Connected`, `ConnectFailed`, `Down`, `Disconnected`, `Action`, `Timeout`.
 //! Outputs: `Connect`, `Up`, `Disconnect`, `Observe`. Timers: reconnect, heartbeat, handshake,
 //! per-message retry, per-conversation gap repair, drain retry, periodic inbox sync.
 
 use crate::bugs::Bug;
-use crate::e2e::{Bundle, KeyPair, Session};
+use crate::e2e::{Bundle, GroupSealed, KeyPair, Session};
 use crate::limits::{
     CLOCK_SKEW_MS_MAX, DRAIN_RETRY_MS, GAP_FETCH_SEQS_MAX, GAP_REPAIR_DELAY_MS, GAP_RETRY_MS,
     HANDSHAKE_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, INBOX_SYNC_MS,
     OUTBOX_IN_FLIGHT_MAX, OUTBOX_RETRY_MS_MAX, OUTBOX_RETRY_MS_MIN, RECONNECT_BACKOFF_MS_MAX,
     RECONNECT_BACKOFF_MS_MIN,
 };
-use crate::proto::{ConvId, DeviceId, Down, InboxCursor, Message, Millis, MsgId, Path, Seq, Up};
+use crate::proto::{
+    ConvId, DeviceId, Down, GroupOp, InboxCursor, Message, Millis, MsgId, Path, Refusal, Seq, Up,
+    UserId,
+};
 use crate::routing::device_token;
 use crate::timers::Timers;
 use crate::{Action, Deployment, DisconnectReason, Effect, Input, Machine, Observation};
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
+
+/// A group text ready to send: body, the membership version it was sealed for, and the
+/// sender key sealed per member device (empty once distributed).
+type SealedGroup = (Vec<u8>, Seq, Vec<(DeviceId, Vec<u8>)>);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Link {
@@ -43,12 +57,16 @@ struct Outgoing {
     sent_at: Millis,
     attempts: u32,
     transmitted: bool,
+    op: Option<GroupOp>,
+    /// The membership version whose sender key the last transmission carried, if it did.
+    carried_key: Option<Seq>,
 }
 
 #[derive(Clone, Debug)]
 enum Slot {
     Theirs(Message, Path),
-    Mine,
+    /// One of ours, stored; a membership change of ours is applied when the view reaches it.
+    Mine(Option<GroupOp>),
 }
 
 #[derive(Clone, Debug)]
@@ -59,6 +77,15 @@ struct ConvView {
     held: BTreeMap<Seq, Slot>,
     /// Every id received here, for dedup.
     seen: BTreeSet<MsgId>,
+    /// Groups: the members as of `version` (the last change shown).
+    members: BTreeSet<UserId>,
+    /// Groups: sequence number of the last membership change shown (0: none yet).
+    version: Seq,
+    /// Groups: whether this device's user is a member, as far as the view has got.
+    joined: bool,
+    /// The log is known to reach at least this far (a `StaleMembers` refusal said so): what
+    /// lies between here and `next_seq` is a gap to fetch even with nothing held.
+    known_end: Seq,
 }
 
 impl Default for ConvView {
@@ -67,6 +94,10 @@ impl Default for ConvView {
             next_seq: 1,
             held: BTreeMap::new(),
             seen: BTreeSet::new(),
+            members: BTreeSet::new(),
+            version: 0,
+            joined: false,
+            known_end: 0,
         }
     }
 }
@@ -106,6 +137,12 @@ pub struct Device {
     keys: KeyPair,
     /// One session per peer device, set up on first use.
     sessions: BTreeMap<DeviceId, Session>,
+    /// Our sender keys, per (group, membership version).
+    my_keys: BTreeMap<(ConvId, Seq), [u8; 32]>,
+    /// (group, version) whose key a stored message of ours has carried to every member.
+    distributed: BTreeSet<(ConvId, Seq)>,
+    /// Other devices' sender keys, per (device, group, version).
+    peer_keys: BTreeMap<(DeviceId, ConvId, Seq), [u8; 32]>,
     timers: Timers<Timer>,
 }
 
@@ -139,6 +176,9 @@ impl Device {
             clock_skew_ms,
             keys,
             sessions: BTreeMap::new(),
+            my_keys: BTreeMap::new(),
+            distributed: BTreeSet::new(),
+            peer_keys: BTreeMap::new(),
             timers,
         }
     }
@@ -259,7 +299,10 @@ impl Device {
                 Observation::Sent {
                     id,
                     conv: o.conv,
-                    body: o.body.clone(),
+                    body: o
+                        .op
+                        .as_ref()
+                        .map_or_else(|| o.body.clone(), |op| op.describe(id).into_bytes()),
                 },
             );
             self.outbox.insert(id, o);
@@ -270,14 +313,28 @@ impl Device {
         };
         o.transmitted = true;
         o.attempts = o.attempts.saturating_add(1);
-        let (conv, sent_at, plaintext) = (o.conv, o.sent_at, o.body.clone());
-        // Sealed at each transmission: deterministic for one id, and right for a new one.
-        let body = self.seal(conv, id, &plaintext);
+        let (conv, sent_at, plaintext, op) = (o.conv, o.sent_at, o.body.clone(), o.op.clone());
+        // Sealed at each transmission: deterministic for one id, and right for a new one (or
+        // for a membership that changed since the last try).
+        let (body, version, keys) = if !conv.is_group() {
+            (self.seal(conv, id, &plaintext), 0, Vec::new())
+        } else if op.is_some() {
+            let version = self.convs.get(&conv).map_or(0, |v| v.version);
+            (Vec::new(), version, Vec::new())
+        } else {
+            self.seal_group(conv, id, &plaintext)
+        };
+        if let Some(o) = self.outbox.get_mut(&id) {
+            o.carried_key = (!keys.is_empty()).then_some(version);
+        }
         out.push(Effect::Up(Up::Send {
             conv,
             id,
             body,
             sent_at,
+            op,
+            version,
+            keys,
         }));
         self.timers.set(Timer::Retry(id), now + delay);
     }
@@ -334,12 +391,50 @@ impl Device {
     }
 
     fn on_sent(&mut self, now: Millis, conv: ConvId, id: MsgId, seq: Seq, out: &mut Vec<Effect>) {
-        if self.outbox.remove(&id).is_some() {
+        let mut op = None;
+        if let Some(o) = self.outbox.remove(&id) {
             self.timers.cancel(&Timer::Retry(id));
             Self::observe(out, Observation::Acked { id, conv, seq });
+            if let Some(version) = o.carried_key {
+                // Every member device now has our key for this version in its copy.
+                self.distributed.insert((conv, version));
+            }
+            op = o.op;
         }
-        self.fill_slot(now, conv, seq, Slot::Mine, out);
+        self.fill_slot(now, conv, seq, Slot::Mine(op), out);
         self.fill_window(now, out);
+    }
+
+    fn on_refused(
+        &mut self,
+        now: Millis,
+        reason: Refusal,
+        id: Option<MsgId>,
+        out: &mut Vec<Effect>,
+    ) {
+        if let (Refusal::StaleMembers { version }, Some(id)) = (reason, id) {
+            // Behind on the membership: fetch up to the version the shard named rather than
+            // wait for the change's fan-out to reach us.
+            if let Some(conv) = self.outbox.get(&id).map(|o| o.conv) {
+                let view = self.convs.entry(conv).or_default();
+                view.known_end = view.known_end.max(version);
+                self.advance(now, conv, out);
+            }
+        }
+        // Final answers take the message out of the outbox; `Busy` and `StaleMembers` leave it
+        // for the retry timer (by then the device has usually caught up with the membership).
+        let fatal = matches!(
+            reason,
+            Refusal::NotMember | Refusal::GroupFull | Refusal::BadGroupOp
+        );
+        let mut fin = false;
+        if let Some(id) = id.filter(|_| fatal) {
+            if self.outbox.remove(&id).is_some() {
+                self.timers.cancel(&Timer::Retry(id));
+                fin = true;
+            }
+        }
+        Self::observe(out, Observation::Refused { reason, id, fin });
     }
 
     fn fill_slot(
@@ -360,26 +455,182 @@ impl Device {
     /// Show everything contiguous; arm gap repair if something is still held back.
     fn advance(&mut self, now: Millis, conv: ConvId, out: &mut Vec<Effect>) {
         let view = self.convs.entry(conv).or_default();
+        let mut ready = Vec::new();
         while let Some(entry) = view.held.first_entry() {
             if *entry.key() != view.next_seq {
                 break;
             }
             let (seq, slot) = entry.remove_entry();
             view.next_seq = seq + 1;
-            if let Slot::Theirs(msg, path) = slot {
-                Self::show(out, &msg, path);
+            ready.push((seq, slot));
+        }
+        for (seq, slot) in ready {
+            match slot {
+                Slot::Theirs(msg, path) => self.display(out, &msg, path),
+                Slot::Mine(Some(op)) => {
+                    let view = self.convs.entry(conv).or_default();
+                    let mut members = view.members.clone();
+                    match op {
+                        GroupOp::Create { members: first } => {
+                            members = first.into_iter().collect();
+                            members.insert(self.id.user);
+                        }
+                        GroupOp::Add { user } => {
+                            members.insert(user);
+                        }
+                        GroupOp::Remove { user } => {
+                            members.remove(&user);
+                        }
+                    }
+                    self.apply_members(out, conv, seq, members);
+                }
+                Slot::Mine(None) => {}
             }
         }
-        match view.held.first_key_value() {
-            Some((&first, _)) => {
+        let view = self.convs.entry(conv).or_default();
+        match Self::gap_end(view) {
+            Some(end) => {
                 if !self.timers.is_set(&Timer::Gap(conv)) {
-                    let (from, to) = (view.next_seq, first - 1);
+                    let (from, to) = (view.next_seq, end);
                     Self::observe(out, Observation::GapDetected { conv, from, to });
                     self.timers.set(Timer::Gap(conv), now + GAP_REPAIR_DELAY_MS);
                 }
             }
             None => self.timers.cancel(&Timer::Gap(conv)),
         }
+    }
+
+    /// The last sequence number of the gap in front of the view, if there is one: before the
+    /// first message held back, or up to where the log is known to reach.
+    fn gap_end(view: &ConvView) -> Option<Seq> {
+        match view.held.first_key_value() {
+            Some((&first, _)) => Some(first - 1),
+            None => (view.known_end >= view.next_seq).then_some(view.known_end),
+        }
+    }
+
+    /// The view moved past a membership change at `seq`.
+    fn apply_members(
+        &mut self,
+        out: &mut Vec<Effect>,
+        conv: ConvId,
+        seq: Seq,
+        members: BTreeSet<UserId>,
+    ) {
+        let me = self.id.user;
+        let view = self.convs.entry(conv).or_default();
+        view.version = seq;
+        view.joined = members.contains(&me);
+        if !view.joined {
+            // Removed: nothing after this is ours to wait for.
+            view.held.clear();
+            view.known_end = 0;
+            self.timers.cancel(&Timer::Gap(conv));
+        }
+        let members: Vec<UserId> = members.iter().copied().collect();
+        view.members = members.iter().copied().collect();
+        Self::observe(out, Observation::MembersChanged { conv, seq, members });
+    }
+
+    /// Show a message that reached its place in order: open a group text under its sender's
+    /// key, apply a membership change.
+    fn display(&mut self, out: &mut Vec<Effect>, msg: &Message, path: Path) {
+        if !msg.conv.is_group() {
+            return Self::show(out, msg, path);
+        }
+        if let Some(event) = &msg.event {
+            let shown = Message {
+                body: event.op.describe(msg.id).into_bytes(),
+                keys: Vec::new(),
+                ..msg.clone()
+            };
+            Self::show(out, &shown, path);
+            let members = event.members.iter().copied().collect();
+            return self.apply_members(out, msg.conv, msg.seq, members);
+        }
+        match self.open_group(msg) {
+            Some(plaintext) => {
+                let shown = Message {
+                    body: plaintext,
+                    keys: Vec::new(),
+                    ..msg.clone()
+                };
+                Self::show(out, &shown, path);
+            }
+            None => Self::observe(
+                out,
+                Observation::Undecryptable {
+                    id: msg.id,
+                    conv: msg.conv,
+                    seq: msg.seq,
+                },
+            ),
+        }
+    }
+
+    fn open_group(&mut self, msg: &Message) -> Option<Vec<u8>> {
+        if self.bug(Bug::TlsOnly) {
+            return Some(msg.body.clone());
+        }
+        let sealed = GroupSealed::decode(&msg.body)?;
+        let key = self
+            .peer_keys
+            .get(&(msg.id.device, msg.conv, sealed.version))?;
+        crate::e2e::group_open(key, msg.conv, msg.id, &sealed)
+    }
+
+    /// Keep the sender key a group message carries for us, whatever happens to the message.
+    fn take_keys(&mut self, msg: &Message) {
+        let Some((_, copy)) = msg.keys.iter().find(|(d, _)| *d == self.id) else {
+            return;
+        };
+        let sender = msg.id.device;
+        let Some(opened) = self.session(sender).and_then(|s| s.open(msg.id, copy)) else {
+            return;
+        };
+        if let Some((version, key)) = crate::e2e::decode_sender_key(&opened) {
+            self.peer_keys.insert((sender, msg.conv, version), key);
+        }
+    }
+
+    /// The devices a group message of ours goes to, as far as our view knows.
+    fn group_recipients(&self, conv: ConvId) -> Vec<DeviceId> {
+        self.convs.get(&conv).map_or_else(Vec::new, |v| {
+            v.members
+                .iter()
+                .flat_map(|u| self.topo.devices_of(*u))
+                .filter(|d| *d != self.id)
+                .collect()
+        })
+    }
+
+    /// Seal a group text under our sender key for the membership version we know; the key
+    /// itself goes along, sealed per member device, until a message carrying it is stored.
+    fn seal_group(&mut self, conv: ConvId, id: MsgId, plaintext: &[u8]) -> SealedGroup {
+        let version = self.convs.get(&conv).map_or(0, |v| v.version);
+        if self.bug(Bug::TlsOnly) {
+            return (plaintext.to_vec(), version, Vec::new());
+        }
+        let key = match self.my_keys.get(&(conv, version)) {
+            Some(k) => *k,
+            None => {
+                let mut k = [0u8; 32];
+                self.rng.fill_bytes(&mut k);
+                self.my_keys.insert((conv, version), k);
+                k
+            }
+        };
+        let mut keys = Vec::new();
+        if !self.distributed.contains(&(conv, version)) {
+            let wire = crate::e2e::encode_sender_key(version, &key);
+            for to in self.group_recipients(conv) {
+                if let Some(session) = self.session(to) {
+                    keys.push((to, session.seal(id, &wire)));
+                }
+            }
+        }
+        let body = crate::e2e::group_seal(&key, conv, version, id, plaintext);
+        (body, version, keys)
     }
 
     fn show(out: &mut Vec<Effect>, msg: &Message, path: Path) {
@@ -437,25 +688,43 @@ impl Device {
             self.on_sent(now, conv, id, seq, out);
             return;
         }
-        match self.open(&msg) {
-            Some(plaintext) => msg.body = plaintext,
-            None => {
-                // Acked all the same: redelivering a copy that cannot be opened helps nobody.
-                Self::observe(out, Observation::Undecryptable { id, conv, seq });
-                return;
+        if conv.is_group() {
+            // Group texts are opened when shown (the sender key may ride on an earlier
+            // message still on its way); keys are kept as soon as they arrive.
+            self.take_keys(&msg);
+            let me = self.id.user;
+            let view = self.convs.entry(conv).or_default();
+            let adds_me = msg
+                .event
+                .as_ref()
+                .is_some_and(|e| e.members.binary_search(&me).is_ok());
+            if adds_me && !view.joined && seq > view.next_seq {
+                // Our membership starts here: nothing before it is ours to wait for.
+                view.next_seq = seq;
+                view.held.retain(|s, _| *s >= seq);
+            }
+        } else {
+            match self.open(&msg) {
+                Some(plaintext) => msg.body = plaintext,
+                None => {
+                    // Acked all the same: redelivering a copy that cannot be opened helps
+                    // nobody.
+                    Self::observe(out, Observation::Undecryptable { id, conv, seq });
+                    return;
+                }
             }
         }
         let bugs = &self.topo.bugs;
         let view = self.convs.entry(conv).or_default();
         let repeat = !view.seen.insert(id);
         if bugs.has(Bug::NoClientDedup) && (repeat || seq < view.next_seq) {
-            Self::show(out, &msg, path);
+            self.display(out, &msg, path);
             return;
         }
         if bugs.has(Bug::OrderByTimestamp) && !repeat {
             // Shown at once, placed by the sender's clock: no waiting for a gap to fill.
             view.next_seq = view.next_seq.max(seq + 1);
-            Self::show(out, &msg, path);
+            self.display(out, &msg, path);
             return;
         }
         if bugs.has(Bug::NoGapRepair)
@@ -465,7 +734,7 @@ impl Device {
         {
             // Shows what it has; whatever was missing before it is given up on.
             view.next_seq = seq + 1;
-            Self::show(out, &msg, path);
+            self.display(out, &msg, path);
             return;
         }
         if repeat || seq < view.next_seq || view.held.contains_key(&seq) {
@@ -491,7 +760,7 @@ impl Device {
         self.last_heard = now;
         match frame {
             Down::Welcome { epoch } => self.on_welcome(now, epoch, out),
-            Down::Refused { reason, .. } => Self::observe(out, Observation::Refused { reason }),
+            Down::Refused { reason, id } => self.on_refused(now, reason, id, out),
             Down::Sent { conv, id, seq } => self.on_sent(now, conv, id, seq, out),
             Down::Deliver { msg, path } => self.on_deliver(now, msg, path, out),
             Down::DrainPage { next, more } => {
@@ -514,32 +783,22 @@ impl Device {
     fn on_action(&mut self, now: Millis, action: Action, out: &mut Vec<Effect>) {
         match action {
             Action::SendDirect { to, body } => {
-                let id = MsgId {
-                    device: self.id,
-                    n: self.next_n,
-                };
-                self.next_n += 1;
-                let conv = ConvId::direct(self.id.user, to);
-                Self::observe(
-                    out,
-                    Observation::Sent {
-                        id,
-                        conv,
-                        body: body.clone(),
-                    },
-                );
-                let sent_at = self.local_clock(now);
-                self.outbox.insert(
-                    id,
-                    Outgoing {
-                        conv,
-                        body,
-                        sent_at,
-                        attempts: 0,
-                        transmitted: false,
-                    },
-                );
-                self.fill_window(now, out);
+                self.compose(now, ConvId::direct(self.id.user, to), body, None, out)
+            }
+            Action::SendGroup { group, body } => {
+                self.compose(now, ConvId::group(group), body, None, out)
+            }
+            Action::CreateGroup { group, members } => {
+                let op = GroupOp::Create { members };
+                self.compose(now, ConvId::group(group), Vec::new(), Some(op), out)
+            }
+            Action::AddMember { group, user } => {
+                let op = GroupOp::Add { user };
+                self.compose(now, ConvId::group(group), Vec::new(), Some(op), out)
+            }
+            Action::RemoveMember { group, user } => {
+                let op = GroupOp::Remove { user };
+                self.compose(now, ConvId::group(group), Vec::new(), Some(op), out)
             }
             Action::GoOffline => {
                 self.online = false;
@@ -557,6 +816,48 @@ impl Device {
             }
             Action::DropConnection => self.link_lost(now, DisconnectReason::Dropped, true, out),
         }
+    }
+
+    /// Put a new message (or membership change) in the outbox under a fresh id.
+    fn compose(
+        &mut self,
+        now: Millis,
+        conv: ConvId,
+        body: Vec<u8>,
+        op: Option<GroupOp>,
+        out: &mut Vec<Effect>,
+    ) {
+        let id = MsgId {
+            device: self.id,
+            n: self.next_n,
+        };
+        self.next_n += 1;
+        let shown = match &op {
+            Some(op) => op.describe(id).into_bytes(),
+            None => body.clone(),
+        };
+        Self::observe(
+            out,
+            Observation::Sent {
+                id,
+                conv,
+                body: shown,
+            },
+        );
+        let sent_at = self.local_clock(now);
+        self.outbox.insert(
+            id,
+            Outgoing {
+                conv,
+                body,
+                sent_at,
+                attempts: 0,
+                transmitted: false,
+                op,
+                carried_key: None,
+            },
+        );
+        self.fill_window(now, out);
     }
 
     fn on_timer(&mut self, now: Millis, timer: Timer, out: &mut Vec<Effect>) {
@@ -592,12 +893,12 @@ impl Device {
                 let Some(view) = self.convs.get(&conv) else {
                     return;
                 };
-                let Some((&first, _)) = view.held.first_key_value() else {
+                let Some(end) = Self::gap_end(view) else {
                     return;
                 };
                 if self.link == Link::Ready {
                     let from = view.next_seq;
-                    let to = (first - 1).min(from + GAP_FETCH_SEQS_MAX - 1);
+                    let to = end.min(from + GAP_FETCH_SEQS_MAX - 1);
                     out.push(Effect::Up(Up::Fetch { conv, from, to }));
                     Self::observe(out, Observation::GapFetch { conv, from, to });
                 }

@@ -26,7 +26,8 @@
 //! - [`device`]: the phone app (outbox, retries, dedup, ordering, gap repair, reconnect).
 //! - [`gateway`]: device connections, authentication, heartbeats, routing.
 //! - [`session`]: user -> (gateway, epoch).
-//! - [`shard`]: sequence numbers, persist-then-ack, push, inbox drain.
+//! - [`shard`]: sequence numbers, persist-then-ack, push, inbox drain, group membership and
+//!   fan-out.
 //! - [`e2e`]: per-device keys and sealing: servers relay ciphertext only.
 //! - [`storage`]: message logs and inboxes; durable only once synced.
 //! - [`limits`]: every bound, with its unit.
@@ -100,6 +101,34 @@ pub enum Action {
     SendDirect {
         /// The recipient.
         to: UserId,
+        /// The text.
+        body: Vec<u8>,
+    },
+    /// The user creates group number `group` with these members (and themselves).
+    CreateGroup {
+        /// The group's number.
+        group: u32,
+        /// Who else is in it.
+        members: Vec<UserId>,
+    },
+    /// The user adds someone to a group they are in.
+    AddMember {
+        /// The group's number.
+        group: u32,
+        /// Who.
+        user: UserId,
+    },
+    /// The user removes someone from a group they are in (themselves: they leave).
+    RemoveMember {
+        /// The group's number.
+        group: u32,
+        /// Who.
+        user: UserId,
+    },
+    /// The user sends `body` to a group.
+    SendGroup {
+        /// The group's number.
+        group: u32,
         /// The text.
         body: Vec<u8>,
     },
@@ -252,6 +281,23 @@ pub enum Observation {
     Refused {
         /// Why.
         reason: proto::Refusal,
+        /// The message concerned, if any.
+        #[serde(default)]
+        id: Option<MsgId>,
+        /// True when the message is dropped for good (the user sees it failed); false when the
+        /// phone will try again.
+        #[serde(default)]
+        fin: bool,
+    },
+    /// The device's view of a group's membership moved past a change (its own, once ✓ and in
+    /// order, or someone else's, when displayed): from `seq` on, these are the members.
+    MembersChanged {
+        /// The group.
+        conv: ConvId,
+        /// The change's sequence number.
+        seq: Seq,
+        /// Every member after it, sorted.
+        members: Vec<UserId>,
     },
 }
 

@@ -7,6 +7,12 @@ use crate::proto::Millis;
 /// Companion devices a user may have beside the primary phone (WhatsApp allows four).
 pub const COMPANIONS_MAX: u8 = 4;
 
+/// Members a group may have (WhatsApp's cap); a join past it is refused with `GroupFull`.
+pub const GROUP_MEMBERS_MAX: usize = 1_024;
+/// Devices one group fan-out step parks inbox entries for and pushes to. A crash loses at
+/// most one step's progress, and a step is redone idempotently.
+pub const FANOUT_STEP_DEVICES: usize = 64;
+
 /// A device sends a ping this often while connected.
 pub const HEARTBEAT_INTERVAL_MS: Millis = 2_000;
 /// Either side gives up on a connection it has heard nothing on for this long.
@@ -69,6 +75,10 @@ pub const PUSH_RETRY_MS_MAX: Millis = 8_000;
 pub const PUSH_ATTEMPTS_MAX: u32 = 12;
 /// Deliveries one shard tracks at once; past this the inbox alone carries new messages.
 pub const DELIVERIES_TRACKED_MAX: usize = 1_000_000;
+/// Fan-out jobs per page of a restarted shard's sweep. A job carries its message with every
+/// member device's sealed key (up to 5,120 of them, about 300 KiB), so one per page keeps a
+/// page well under [`FRAME_BYTES_MAX`].
+pub const FANOUT_JOBS_PAGE: usize = 1;
 /// Inbox entries per page of a restarted shard's sweep.
 pub const SWEEP_PAGE_SIZE: u32 = 256;
 /// A shard forgets a pending session lookup after this long (the inbox still has the message).

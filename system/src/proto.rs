@@ -33,11 +33,29 @@ impl DeviceId {
 }
 
 /// A conversation. A direct (1:1) conversation's id is derived from its two members, so both
-/// sides name it the same way without asking a server.
+/// sides name it the same way without asking a server; a group's id is its number with the top
+/// bit set, a range no pair of user ids (below 2^31) can reach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ConvId(pub u64);
 
+const GROUP_BIT: u64 = 1 << 63;
+
 impl ConvId {
+    /// Group number `n`.
+    pub fn group(n: u32) -> ConvId {
+        ConvId(GROUP_BIT | u64::from(n))
+    }
+
+    /// Whether this is a group (not a direct conversation).
+    pub fn is_group(self) -> bool {
+        self.0 & GROUP_BIT != 0
+    }
+
+    /// The group's number, if this is a group.
+    pub fn group_number(self) -> Option<u32> {
+        self.is_group().then_some(self.0 as u32)
+    }
+
     /// The direct conversation between `a` and `b` (order does not matter).
     pub fn direct(a: UserId, b: UserId) -> ConvId {
         let (lo, hi) = if a <= b { (a.0, b.0) } else { (b.0, a.0) };
@@ -49,8 +67,12 @@ impl ConvId {
         (UserId((self.0 >> 32) as u32), UserId(self.0 as u32))
     }
 
-    /// The member of a direct conversation who is not `me`, or `None` if `me` is not in it.
+    /// The member of a direct conversation who is not `me`, or `None` if `me` is not in it
+    /// (or this is a group).
     pub fn direct_peer(self, me: UserId) -> Option<UserId> {
+        if self.is_group() {
+            return None;
+        }
         let (a, b) = self.direct_members();
         if a == me {
             Some(b)
@@ -91,6 +113,51 @@ pub enum Host {
     Device(DeviceId),
 }
 
+/// A change to a group's membership, as a member asks for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupOp {
+    /// Create the group with these members (the creator is added if missing).
+    Create {
+        /// The first members.
+        members: Vec<UserId>,
+    },
+    /// Add a user.
+    Add {
+        /// Who.
+        user: UserId,
+    },
+    /// Remove a user (a member removing themselves leaves).
+    Remove {
+        /// Who.
+        user: UserId,
+    },
+}
+
+impl GroupOp {
+    /// The line a device shows for this change, made unique by the change's id (the checkers
+    /// tell messages apart by sender and text, and the same member may be added twice).
+    pub fn describe(&self, id: MsgId) -> String {
+        match self {
+            GroupOp::Create { members } => {
+                format!("{id}: creates the group with {} others", members.len())
+            }
+            GroupOp::Add { user } => format!("{id}: adds {user}"),
+            GroupOp::Remove { user } => format!("{id}: removes {user}"),
+        }
+    }
+}
+
+/// A membership change as the log stores it: the op and the member list after it. Membership
+/// is routing metadata, so servers see it (as WhatsApp's servers do); message bodies stay
+/// sealed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupEvent {
+    /// What changed.
+    pub op: GroupOp,
+    /// Every member after the change, sorted.
+    pub members: Vec<UserId>,
+}
+
 /// A stored and delivered chat message. `body` is opaque bytes to every server.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
@@ -100,10 +167,31 @@ pub struct Message {
     pub seq: Seq,
     /// The sender's id for it; the sender device is `id.device`.
     pub id: MsgId,
-    /// The payload (plaintext until end-to-end encryption lands).
+    /// The payload: sealed per device (direct) or under the sender's key (group).
     pub body: Vec<u8>,
     /// The sender's clock when composed: shown to users, never used for ordering.
     pub sent_at: Millis,
+    /// Set when this entry is a group membership change instead of a text.
+    #[serde(default)]
+    pub event: Option<GroupEvent>,
+    /// The sender's group key, sealed once per recipient device (only on the first message
+    /// after a membership change). Servers hand each device its own entry and nobody else's,
+    /// as WhatsApp's servers split a stanza's per-device parts.
+    #[serde(default)]
+    pub keys: Vec<(DeviceId, Vec<u8>)>,
+}
+
+impl Message {
+    /// This message as `device` receives it: only its own sealed key, if any.
+    pub fn for_device(&self, device: DeviceId) -> Message {
+        let mut m = Message {
+            keys: Vec::new(),
+            ..self.clone()
+        };
+        m.keys
+            .extend(self.keys.iter().filter(|(d, _)| *d == device).cloned());
+        m
+    }
 }
 
 /// How a message reached a device: the checkers and reports split latency by path.
@@ -139,7 +227,8 @@ pub enum Up {
         /// Strictly increasing per device across connections.
         epoch: u64,
     },
-    /// Send a message (first try or a retry: the id is the same).
+    /// Send a message or a group membership change (first try or a retry: the id is the
+    /// same).
     Send {
         /// Target conversation.
         conv: ConvId,
@@ -149,6 +238,17 @@ pub enum Up {
         body: Vec<u8>,
         /// Client clock at compose time.
         sent_at: Millis,
+        /// A membership change instead of a text (groups only).
+        #[serde(default)]
+        op: Option<GroupOp>,
+        /// Groups: the membership version (sequence number of the last membership change) the
+        /// sender sealed for. The shard refuses a stale one, since members added since could
+        /// not read it (WhatsApp's participant hash does the same). 0 for direct messages.
+        #[serde(default)]
+        version: Seq,
+        /// Groups: the sender's key sealed per recipient device (see [`Message::keys`]).
+        #[serde(default)]
+        keys: Vec<(DeviceId, Vec<u8>)>,
     },
     /// I have stored this message: the server may delete its inbox entry.
     Ack {
@@ -186,6 +286,17 @@ pub enum Refusal {
     NotMember,
     /// The conversation's queue is full; retry later.
     Busy,
+    /// The group already has [`crate::limits::GROUP_MEMBERS_MAX`] members.
+    GroupFull,
+    /// The group's membership changed since the sender's version: catch up, seal again, retry.
+    StaleMembers {
+        /// The current version: the log reaches at least this far, so the phone fetches up
+        /// to it instead of waiting for a push that may be slow.
+        version: Seq,
+    },
+    /// A membership change that makes no sense (adding a member, removing a non-member,
+    /// creating a group that exists, naming a user who does not exist).
+    BadGroupOp,
 }
 
 /// Frames a gateway sends down to a device.
@@ -234,12 +345,29 @@ pub enum Down {
 /// synced, hands them to the engine to keep outside the node (a crash keeps only those).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StorageOp {
-    /// Append a message to its conversation log and park a copy in each recipient's inbox.
+    /// Append a message to its conversation log and park a copy in each recipient's inbox
+    /// (direct), or queue its fan-out (group).
     Append {
         /// The message, with its sequence number.
         msg: Message,
-        /// Devices that must receive it; each gets an inbox entry.
+        /// Devices that get an inbox entry now, with the append.
         recipients: Vec<DeviceId>,
+        /// Devices the group fan-out will reach, in order: a durable job the shard works
+        /// through after answering ✓.
+        #[serde(default)]
+        fanout: Vec<DeviceId>,
+    },
+    /// One step of a group fan-out: park inbox entries for `devices` and move the job's cursor
+    /// to `next` (the job is gone once `next` reaches its end).
+    FanoutStep {
+        /// Conversation.
+        conv: ConvId,
+        /// Sequence number of the message being fanned out.
+        seq: Seq,
+        /// The devices of this step.
+        devices: Vec<DeviceId>,
+        /// The job's cursor after this step.
+        next: u32,
     },
     /// A device acked a message: drop its inbox entry.
     DeleteInbox {
@@ -317,13 +445,63 @@ pub enum Rpc {
         conv: ConvId,
         /// Its last durable sequence number (0 when empty).
         last_seq: Seq,
+        /// Groups: the current membership version and members (`None`: no such group).
+        members: Option<(Seq, Vec<UserId>)>,
     },
-    /// Shard -> storage: append this message (seq must be the next one) and park inbox copies.
+    /// Shard -> storage: append this message (seq must be the next one) and park inbox copies
+    /// or queue the group fan-out.
     Append {
         /// The message, with the sequence number the shard chose.
         msg: Message,
-        /// Devices that get an inbox entry.
+        /// Devices that get an inbox entry with the append.
         recipients: Vec<DeviceId>,
+        /// Devices for the durable fan-out job (groups).
+        fanout: Vec<DeviceId>,
+    },
+    /// Shard -> storage: one fan-out step (see [`StorageOp::FanoutStep`]).
+    FanoutStep {
+        /// Conversation.
+        conv: ConvId,
+        /// Sequence number.
+        seq: Seq,
+        /// Index of this step's first device in the job.
+        from: u32,
+        /// This step's devices.
+        devices: Vec<DeviceId>,
+    },
+    /// Storage -> shard: the step is durable; the job's cursor is now `next`.
+    FanoutStepped {
+        /// Conversation.
+        conv: ConvId,
+        /// Sequence number.
+        seq: Seq,
+        /// The job's cursor.
+        next: u32,
+    },
+    /// Shard -> storage: unfinished fan-out jobs of conversations this shard owns (after a
+    /// restart, or of one conversation after a duplicate append).
+    ReadFanouts {
+        /// Matches the answer.
+        req: u64,
+        /// The asking shard.
+        shard: u16,
+        /// How many shards own conversations.
+        shards: u16,
+        /// Only this conversation, if set.
+        conv: Option<ConvId>,
+        /// Start after this job.
+        after: Option<(ConvId, Seq)>,
+    },
+    /// Storage -> shard: a page of unfinished jobs.
+    Fanouts {
+        /// The question's `req`.
+        req: u64,
+        /// Each job: the message, its devices, and the cursor.
+        jobs: Vec<(Message, Vec<DeviceId>, u32)>,
+        /// The last job in this page, where the next starts.
+        next: Option<(ConvId, Seq)>,
+        /// Whether jobs remain after this page.
+        more: bool,
     },
     /// Storage -> shard: the append is durable (or was already: `duplicate`).
     Appended {
@@ -401,7 +579,9 @@ pub enum Rpc {
         /// Whether entries remain after this page.
         more: bool,
     },
-    /// Shard -> storage: read the log between `from` and `to` inclusive.
+    /// Shard -> storage: read the log between `from` and `to` inclusive, as `reader` may see
+    /// it: in a group, only what was sent while they were a member, plus the change that next
+    /// adds them (so a device that does not know where its membership starts learns it).
     ReadLog {
         /// Matches the answer.
         req: u64,
@@ -411,6 +591,8 @@ pub enum Rpc {
         from: Seq,
         /// Last sequence number.
         to: Seq,
+        /// Who reads (messages come back with only this device's sealed key).
+        reader: DeviceId,
     },
     /// Storage -> shard: the requested log range (only durable entries).
     LogRange {
@@ -444,6 +626,9 @@ impl fmt::Display for DeviceId {
 
 impl fmt::Display for ConvId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(n) = self.group_number() {
+            return write!(f, "g{n}");
+        }
         let (a, b) = self.direct_members();
         write!(f, "c({a},{b})")
     }
@@ -490,5 +675,17 @@ mod tests {
         assert_eq!(ConvId::direct(a, b).direct_members(), (b, a));
         assert_eq!(ConvId::direct(a, b).direct_peer(a), Some(b));
         assert_eq!(ConvId::direct(a, b).direct_peer(UserId(9)), None);
+    }
+
+    // A group id must never collide with a direct one, or a group's log would be some pair's.
+    #[test]
+    fn group_ids_are_apart_from_direct_ones() {
+        let g = ConvId::group(7);
+        assert!(g.is_group() && g.group_number() == Some(7));
+        assert_eq!(g.direct_peer(UserId(0)), None);
+        let d = ConvId::direct(UserId(0), UserId(7));
+        assert!(!d.is_group() && d.group_number().is_none());
+        assert_ne!(g, d);
+        assert_eq!(g.to_string(), "g7");
     }
 }

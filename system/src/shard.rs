@@ -10,6 +10,15 @@
 //! is not connected the shard stops: the device drains its inbox when it connects. Acks come to
 //! the conversation's shard, which stops tracking and deletes the inbox entry.
 //!
+//! Groups: membership changes are entries in the group's own log, so the membership in force
+//! when a message takes its sequence number decides who receives it. A group message is
+//! appended with a durable fan-out job (its recipient devices); ✓ goes to the sender as soon
+//! as that append is synced, and the shard then works the job off in steps of
+//! [`FANOUT_STEP_DEVICES`] (park inbox entries and move the cursor in one write, then push),
+//! one job at a time per group so members see its messages in order. A restarted shard reads
+//! the unfinished jobs and resumes at their cursors: nobody is skipped, and a step redone after a
+//! crash only parks entries that exist already (devices drop the repeated push by id).
+//!
 //! The shard keeps nothing durable: a restarted shard reloads a conversation's last sequence
 //! number from storage on first use, and sweeps storage's inboxes for its conversations to take
 //! up the deliveries its previous life was tracking. Writes for one conversation go one at a time, so sequence
@@ -23,15 +32,17 @@
 
 use crate::bugs::Bug;
 use crate::limits::{
-    CONV_QUEUE_MAX, DELIVERIES_TRACKED_MAX, GAP_FETCH_SEQS_MAX, INBOX_PAGE_SIZE, LOOKUP_TIMEOUT_MS,
-    PUSH_ATTEMPTS_MAX, PUSH_RETRY_MS_MAX, PUSH_RETRY_MS_MIN, STORAGE_RETRY_MS, SWEEP_PAGE_SIZE,
+    CONV_QUEUE_MAX, DELIVERIES_TRACKED_MAX, FANOUT_STEP_DEVICES, GAP_FETCH_SEQS_MAX,
+    GROUP_MEMBERS_MAX, INBOX_PAGE_SIZE, LOOKUP_TIMEOUT_MS, PUSH_ATTEMPTS_MAX, PUSH_RETRY_MS_MAX,
+    PUSH_RETRY_MS_MIN, STORAGE_RETRY_MS, SWEEP_PAGE_SIZE,
 };
 use crate::proto::{
-    ConvId, DeviceId, Down, Host, Message, Millis, MsgId, Path, Refusal, Rpc, Seq, Up,
+    ConvId, DeviceId, Down, GroupEvent, GroupOp, Host, Message, Millis, MsgId, Path, Refusal, Rpc,
+    Seq, Up, UserId,
 };
 use crate::timers::Timers;
 use crate::{Deployment, Effect, Input, Machine};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// The storage node every shard writes to (one in this design; replicated later).
 const STORAGE: Host = Host::Storage(0);
@@ -43,14 +54,52 @@ struct PendingSend {
     id: MsgId,
     body: Vec<u8>,
     sent_at: Millis,
+    op: Option<GroupOp>,
+    version: Seq,
+    keys: Vec<(DeviceId, Vec<u8>)>,
+}
+
+/// A write on its way to storage: the message with its sequence number, and who gets it.
+#[derive(Clone, Debug)]
+struct InFlight {
+    device: DeviceId,
+    gateway: u16,
+    msg: Message,
+    /// Inbox entries written with the append (direct messages).
+    recipients: Vec<DeviceId>,
+    /// The fan-out job written with the append (groups).
+    fanout: Vec<DeviceId>,
+    /// Kept so a conflict can put the send back in the queue as it came.
+    send: PendingSend,
+}
+
+#[derive(Clone, Debug)]
+struct Group {
+    version: Seq,
+    members: BTreeSet<UserId>,
 }
 
 #[derive(Clone, Debug, Default)]
 struct Conv {
     last_seq: Option<Seq>,
+    /// Groups: the membership in force (`None` until loaded, or when the group does not exist).
+    group: Option<Group>,
     loading: bool,
     queue: VecDeque<PendingSend>,
-    in_flight: Option<(PendingSend, Seq)>,
+    in_flight: Option<InFlight>,
+    /// Only with `sync-fanout`: the next write waits until this conversation's fan-out is done.
+    blocked: bool,
+}
+
+/// A group message's fan-out in progress.
+#[derive(Clone, Debug)]
+struct Job {
+    msg: Message,
+    devices: Vec<DeviceId>,
+    next: u32,
+    stepping: bool,
+    /// Only with `sync-fanout`: the ✓ held back until the job is done.
+    ack: Option<(DeviceId, u16)>,
 }
 
 /// One message on its way to one device: (device, conversation, sequence number).
@@ -65,15 +114,28 @@ struct Delivery {
 #[derive(Clone, Debug)]
 enum Pending {
     Locate(DeliveryKey),
-    Drain { device: DeviceId, gateway: u16 },
-    Fetch { device: DeviceId, gateway: u16 },
-    Sweep { after: Option<DeliveryKey> },
+    Drain {
+        device: DeviceId,
+        gateway: u16,
+    },
+    Fetch {
+        device: DeviceId,
+        gateway: u16,
+    },
+    Sweep {
+        after: Option<DeliveryKey>,
+    },
+    Fanouts {
+        conv: Option<ConvId>,
+        after: Option<(ConvId, Seq)>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Storage(ConvId),
     Push(DeliveryKey),
+    Fanout((ConvId, Seq)),
     Sweep,
     Expire(u64),
 }
@@ -86,6 +148,7 @@ pub struct Shard {
     convs: BTreeMap<ConvId, Conv>,
     pending: BTreeMap<u64, Pending>,
     deliveries: BTreeMap<DeliveryKey, Delivery>,
+    jobs: BTreeMap<(ConvId, Seq), Job>,
     next_req: u64,
     timers: Timers<Timer>,
 }
@@ -102,6 +165,7 @@ impl Shard {
             convs: BTreeMap::new(),
             pending: BTreeMap::new(),
             deliveries: BTreeMap::new(),
+            jobs: BTreeMap::new(),
             next_req: 0,
             timers,
         }
@@ -115,6 +179,11 @@ impl Shard {
     /// This shard's index.
     pub fn index(&self) -> u16 {
         self.index
+    }
+
+    /// Group fan-outs not finished yet.
+    pub fn fanouts(&self) -> usize {
+        self.jobs.len()
     }
 
     /// Sends queued or in flight over all conversations.
@@ -140,105 +209,206 @@ impl Shard {
         });
     }
 
-    /// The devices that must receive a message in `conv` sent by `sender`.
-    fn recipients(&self, conv: ConvId, sender: DeviceId) -> Vec<DeviceId> {
-        self.topo.recipients(conv, sender)
-    }
-
     fn is_member(&self, conv: ConvId, device: DeviceId) -> bool {
         conv.direct_peer(device.user)
             .is_some_and(|peer| peer != device.user && self.topo.has_user(peer))
     }
 
-    fn send_append(&self, conv: ConvId, p: &PendingSend, seq: Seq, out: &mut Vec<Effect>) {
-        let msg = Message {
+    fn refuse(
+        device: DeviceId,
+        gateway: u16,
+        reason: Refusal,
+        id: Option<MsgId>,
+        out: &mut Vec<Effect>,
+    ) {
+        Self::to_device(device, gateway, Down::Refused { reason, id }, out);
+    }
+
+    /// Hand `msg` to `device`, with only its own sealed key.
+    fn deliver(device: DeviceId, gateway: u16, msg: &Message, path: Path, out: &mut Vec<Effect>) {
+        let down = Down::Deliver {
+            msg: msg.for_device(device),
+            path,
+        };
+        Self::to_device(device, gateway, down, out);
+    }
+
+    fn send_append(f: &InFlight, out: &mut Vec<Effect>) {
+        out.push(Effect::Rpc {
+            to: STORAGE,
+            rpc: Rpc::Append {
+                msg: f.msg.clone(),
+                recipients: f.recipients.clone(),
+                fanout: f.fanout.clone(),
+            },
+        });
+    }
+
+    /// Give `p` sequence number `seq`, or say why not. For a group this is the moment the
+    /// membership decides: who receives it, and whether the sender may post at all.
+    fn admit(&self, conv: ConvId, p: &PendingSend, seq: Seq) -> Result<InFlight, Refusal> {
+        let mut msg = Message {
             conv,
             seq,
             id: p.id,
             body: p.body.clone(),
             sent_at: p.sent_at,
+            event: None,
+            keys: Vec::new(),
         };
-        let recipients = if self.topo.bugs.has(Bug::NoOfflineInbox) {
-            Vec::new()
-        } else {
-            self.recipients(conv, p.device)
+        if !conv.is_group() {
+            let recipients = if self.topo.bugs.has(Bug::NoOfflineInbox) {
+                Vec::new()
+            } else {
+                self.topo.recipients(conv, p.device)
+            };
+            return Ok(InFlight {
+                device: p.device,
+                gateway: p.gateway,
+                msg,
+                recipients,
+                fanout: Vec::new(),
+                send: p.clone(),
+            });
+        }
+        let group = self.convs.get(&conv).and_then(|c| c.group.as_ref());
+        let sender = p.device.user;
+        let (before, after): (BTreeSet<UserId>, BTreeSet<UserId>) = match (&p.op, group) {
+            (Some(GroupOp::Create { members }), None) if seq == 1 => {
+                let mut after: BTreeSet<UserId> = members.iter().copied().collect();
+                after.insert(sender);
+                if !after.iter().all(|u| self.topo.has_user(*u)) {
+                    return Err(Refusal::BadGroupOp);
+                }
+                if after.len() > GROUP_MEMBERS_MAX {
+                    return Err(Refusal::GroupFull);
+                }
+                (BTreeSet::new(), after)
+            }
+            (Some(GroupOp::Create { .. }), _) => return Err(Refusal::BadGroupOp),
+            (_, None) => return Err(Refusal::NotMember),
+            (op, Some(g)) => {
+                if !g.members.contains(&sender) {
+                    return Err(Refusal::NotMember);
+                }
+                if p.version != g.version {
+                    let version = g.version;
+                    return Err(Refusal::StaleMembers { version });
+                }
+                let mut after = g.members.clone();
+                match op {
+                    Some(GroupOp::Add { user }) => {
+                        if !self.topo.has_user(*user) || g.members.contains(user) {
+                            return Err(Refusal::BadGroupOp);
+                        }
+                        if g.members.len() >= GROUP_MEMBERS_MAX {
+                            return Err(Refusal::GroupFull);
+                        }
+                        after.insert(*user);
+                    }
+                    Some(GroupOp::Remove { user }) if !g.members.contains(user) => {
+                        return Err(Refusal::BadGroupOp);
+                    }
+                    Some(GroupOp::Remove { user }) => {
+                        after.remove(user);
+                    }
+                    _ => {}
+                }
+                (g.members.clone(), after)
+            }
         };
-        out.push(Effect::Rpc {
-            to: STORAGE,
-            rpc: Rpc::Append { msg, recipients },
-        });
+        // A membership change goes to the old members and the new (a removed member learns
+        // it was removed; an added one learns the whole list); a text goes to the members.
+        let users: BTreeSet<UserId> = before.union(&after).copied().collect();
+        let fanout = users
+            .iter()
+            .flat_map(|u| self.topo.devices_of(*u))
+            .filter(|d| *d != p.device)
+            .collect();
+        if let Some(op) = p.op.clone() {
+            msg.event = Some(GroupEvent {
+                op,
+                members: after.into_iter().collect(),
+            });
+        }
+        msg.keys = p.keys.clone();
+        Ok(InFlight {
+            device: p.device,
+            gateway: p.gateway,
+            msg,
+            recipients: Vec::new(),
+            fanout,
+            send: p.clone(),
+        })
     }
 
     /// Start the next write of `conv` if none is in flight.
     fn pump(&mut self, now: Millis, conv: ConvId, out: &mut Vec<Effect>) {
-        let c = self.convs.entry(conv).or_default();
-        if c.in_flight.is_some() {
-            return;
-        }
-        let Some(last) = c.last_seq else {
-            if !c.loading && !c.queue.is_empty() {
-                c.loading = true;
-                out.push(Effect::Rpc {
-                    to: STORAGE,
-                    rpc: Rpc::LoadConv { conv },
-                });
-                self.timers
-                    .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
+        loop {
+            let c = self.convs.entry(conv).or_default();
+            if c.in_flight.is_some() || c.blocked {
+                return;
             }
-            return;
-        };
-        let Some(p) = c.queue.pop_front() else {
-            self.timers.cancel(&Timer::Storage(conv));
-            return;
-        };
-        c.in_flight = Some((p.clone(), last + 1));
-        self.send_append(conv, &p, last + 1, out);
-        if self.topo.bugs.has(Bug::AckBeforePersist) {
-            let sent = Down::Sent {
-                conv,
-                id: p.id,
-                seq: last + 1,
+            let Some(last) = c.last_seq else {
+                if !c.loading && !c.queue.is_empty() {
+                    c.loading = true;
+                    out.push(Effect::Rpc {
+                        to: STORAGE,
+                        rpc: Rpc::LoadConv { conv },
+                    });
+                    self.timers
+                        .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
+                }
+                return;
             };
-            Self::to_device(p.device, p.gateway, sent, out);
+            let Some(p) = c.queue.pop_front() else {
+                self.timers.cancel(&Timer::Storage(conv));
+                return;
+            };
+            let flight = match self.admit(conv, &p, last + 1) {
+                Ok(f) => f,
+                Err(reason) => {
+                    Self::refuse(p.device, p.gateway, reason, Some(p.id), out);
+                    continue;
+                }
+            };
+            Self::send_append(&flight, out);
+            if self.topo.bugs.has(Bug::AckBeforePersist) {
+                let sent = Down::Sent {
+                    conv,
+                    id: flight.msg.id,
+                    seq: last + 1,
+                };
+                Self::to_device(flight.device, flight.gateway, sent, out);
+            }
+            self.convs.entry(conv).or_default().in_flight = Some(flight);
+            self.timers
+                .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
+            return;
         }
-        self.timers
-            .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
     }
 
     fn on_send(&mut self, now: Millis, conv: ConvId, send: PendingSend, out: &mut Vec<Effect>) {
         let (device, gateway, id) = (send.device, send.gateway, send.id);
-        if id.device != device || !self.is_member(conv, device) {
-            Self::to_device(
-                device,
-                gateway,
-                Down::Refused {
-                    reason: Refusal::NotMember,
-                    id: Some(id),
-                },
-                out,
-            );
+        // Group membership is checked when the sequence number is assigned, not here: it may
+        // change while the send waits in the queue.
+        if id.device != device || (!conv.is_group() && !self.is_member(conv, device)) {
+            Self::refuse(device, gateway, Refusal::NotMember, Some(id), out);
             return;
         }
         let c = self.convs.entry(conv).or_default();
         // A retry of a send already queued or in flight: answer on the newest connection.
-        if let Some((p, _)) = c.in_flight.as_mut().filter(|(p, _)| p.id == id) {
-            p.gateway = gateway;
+        if let Some(f) = c.in_flight.as_mut().filter(|f| f.msg.id == id) {
+            f.gateway = gateway;
             return;
         }
         if let Some(p) = c.queue.iter_mut().find(|p| p.id == id) {
-            p.gateway = gateway;
+            // A retry resealed for a newer membership replaces what was queued.
+            *p = send;
             return;
         }
         if c.queue.len() >= CONV_QUEUE_MAX {
-            Self::to_device(
-                device,
-                gateway,
-                Down::Refused {
-                    reason: Refusal::Busy,
-                    id: Some(id),
-                },
-                out,
-            );
+            Self::refuse(device, gateway, Refusal::Busy, Some(id), out);
             return;
         }
         c.queue.push_back(send);
@@ -251,34 +421,164 @@ impl Shard {
         conv: ConvId,
         id: MsgId,
         seq: Seq,
+        duplicate: bool,
         out: &mut Vec<Effect>,
     ) {
         let Some(c) = self.convs.get_mut(&conv) else {
             return;
         };
-        let Some((p, _)) = c.in_flight.take_if(|(p, _)| p.id == id) else {
+        let Some(f) = c.in_flight.take_if(|f| f.msg.id == id) else {
             return;
         };
         c.last_seq = Some(c.last_seq.unwrap_or(0).max(seq));
         self.timers.cancel(&Timer::Storage(conv));
-        // Durable: now, and only now, the sender may see ✓.
-        Self::to_device(p.device, p.gateway, Down::Sent { conv, id, seq }, out);
-        let msg = Message {
-            conv,
-            seq,
-            id,
-            body: p.body,
-            sent_at: p.sent_at,
-        };
-        for device in self.recipients(conv, p.device) {
-            if self.topo.bugs.has(Bug::NoSessionService) {
-                // Without a directory the only gateway this shard knows is the sender's.
-                self.push(device, &msg, p.gateway, out);
+        if conv.is_group() {
+            let sync = self.topo.bugs.has(Bug::SyncFanout) && !duplicate;
+            if duplicate {
+                // Stored by an earlier life of this shard (its membership change is in what we
+                // loaded); its fan-out job may still be waiting in storage.
+                Self::to_device(f.device, f.gateway, Down::Sent { conv, id, seq }, out);
+                self.read_fanouts(now, Some(conv), None, out);
             } else {
-                self.track(now, device, msg.clone(), out);
+                if let Some(e) = &f.msg.event {
+                    c.group = Some(Group {
+                        version: seq,
+                        members: e.members.iter().copied().collect(),
+                    });
+                }
+                if sync {
+                    c.blocked = true;
+                } else {
+                    // Durable: ✓ now; the fan-out follows on its own.
+                    Self::to_device(f.device, f.gateway, Down::Sent { conv, id, seq }, out);
+                }
+                let job = Job {
+                    msg: f.msg,
+                    devices: f.fanout,
+                    next: 0,
+                    stepping: false,
+                    ack: sync.then_some((f.device, f.gateway)),
+                };
+                self.jobs.insert((conv, seq), job);
+                self.fanout_pump(now, conv, out);
+            }
+        } else {
+            // Durable: now, and only now, the sender may see ✓.
+            Self::to_device(f.device, f.gateway, Down::Sent { conv, id, seq }, out);
+            let msg = Message { seq, ..f.msg };
+            for device in self.topo.recipients(conv, f.device) {
+                if self.topo.bugs.has(Bug::NoSessionService) {
+                    // Without a directory the only gateway this shard knows is the sender's.
+                    self.push(device, &msg, f.gateway, out);
+                } else {
+                    self.track(now, device, msg.clone(), out);
+                }
             }
         }
         self.pump(now, conv, out);
+    }
+
+    /// Step the oldest unfinished fan-out of `conv`, unless a step is already out.
+    fn fanout_pump(&mut self, now: Millis, conv: ConvId, out: &mut Vec<Effect>) {
+        let step = self.step_devices();
+        let Some((&key, job)) = self.jobs.range_mut((conv, 0)..=(conv, Seq::MAX)).next() else {
+            return;
+        };
+        if job.stepping {
+            return;
+        }
+        job.stepping = true;
+        Self::send_step(key, job, step, out);
+        self.timers.set(Timer::Fanout(key), now + STORAGE_RETRY_MS);
+    }
+
+    /// Devices per fan-out step. With `sync-fanout`, the naive loop: one write per member,
+    /// all inside the send path.
+    fn step_devices(&self) -> usize {
+        if self.topo.bugs.has(Bug::SyncFanout) {
+            1
+        } else {
+            FANOUT_STEP_DEVICES
+        }
+    }
+
+    fn send_step(key: (ConvId, Seq), job: &Job, step: usize, out: &mut Vec<Effect>) {
+        let from = job.next as usize;
+        let to = (from + step).min(job.devices.len());
+        let rpc = Rpc::FanoutStep {
+            conv: key.0,
+            seq: key.1,
+            from: job.next,
+            devices: job.devices[from.min(to)..to].to_vec(),
+        };
+        out.push(Effect::Rpc { to: STORAGE, rpc });
+    }
+
+    fn on_fanout_stepped(
+        &mut self,
+        now: Millis,
+        key: (ConvId, Seq),
+        next: u32,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        if next <= job.next && !job.devices.is_empty() {
+            return; // An answer to a step already counted.
+        }
+        let parked: Vec<DeviceId> =
+            job.devices[job.next as usize..(next as usize).min(job.devices.len())].to_vec();
+        job.next = next;
+        job.stepping = false;
+        let msg = job.msg.clone();
+        let done = next as usize >= job.devices.len();
+        self.timers.cancel(&Timer::Fanout(key));
+        for device in parked {
+            self.track(now, device, msg.for_device(device), out);
+        }
+        if done {
+            if let Some(job) = self.jobs.remove(&key) {
+                if let Some((device, gateway)) = job.ack {
+                    let sent = Down::Sent {
+                        conv: key.0,
+                        id: msg.id,
+                        seq: key.1,
+                    };
+                    Self::to_device(device, gateway, sent, out);
+                }
+            }
+            if let Some(c) = self.convs.get_mut(&key.0) {
+                if c.blocked
+                    && !self
+                        .jobs
+                        .range((key.0, 0)..=(key.0, Seq::MAX))
+                        .any(|(_, j)| j.ack.is_some())
+                {
+                    c.blocked = false;
+                    self.pump(now, key.0, out);
+                }
+            }
+        }
+        self.fanout_pump(now, key.0, out);
+    }
+
+    fn read_fanouts(
+        &mut self,
+        now: Millis,
+        conv: Option<ConvId>,
+        after: Option<(ConvId, Seq)>,
+        out: &mut Vec<Effect>,
+    ) {
+        let req = self.request(now, Pending::Fanouts { conv, after });
+        let rpc = Rpc::ReadFanouts {
+            req,
+            shard: self.index,
+            shards: self.topo.shards,
+            conv,
+            after,
+        };
+        out.push(Effect::Rpc { to: STORAGE, rpc });
     }
 
     fn on_from_device(
@@ -295,6 +595,9 @@ impl Shard {
                 id,
                 body,
                 sent_at,
+                op,
+                version,
+                keys,
             } => {
                 let send = PendingSend {
                     device,
@@ -302,6 +605,9 @@ impl Shard {
                     id,
                     body,
                     sent_at,
+                    op,
+                    version,
+                    keys,
                 };
                 self.on_send(now, conv, send, out);
             }
@@ -323,16 +629,9 @@ impl Shard {
                 out.push(Effect::Rpc { to: STORAGE, rpc });
             }
             Up::Fetch { conv, from, to } => {
-                if !self.is_member(conv, device) {
-                    Self::to_device(
-                        device,
-                        gateway,
-                        Down::Refused {
-                            reason: Refusal::NotMember,
-                            id: None,
-                        },
-                        out,
-                    );
+                // In a group, storage shows the reader only what they may see.
+                if !conv.is_group() && !self.is_member(conv, device) {
+                    Self::refuse(device, gateway, Refusal::NotMember, None, out);
                     return;
                 }
                 let to = to.min(from.saturating_add(GAP_FETCH_SEQS_MAX - 1));
@@ -344,6 +643,7 @@ impl Shard {
                         conv,
                         from,
                         to,
+                        reader: device,
                     },
                 });
             }
@@ -353,29 +653,73 @@ impl Shard {
 
     fn on_storage(&mut self, now: Millis, rpc: Rpc, out: &mut Vec<Effect>) {
         match rpc {
-            Rpc::ConvLoaded { conv, last_seq } => {
+            Rpc::ConvLoaded {
+                conv,
+                last_seq,
+                members,
+            } => {
                 let c = self.convs.entry(conv).or_default();
                 if c.loading {
                     c.loading = false;
                     c.last_seq = Some(last_seq);
+                    c.group = members.map(|(version, members)| Group {
+                        version,
+                        members: members.into_iter().collect(),
+                    });
                     self.timers.cancel(&Timer::Storage(conv));
                     self.pump(now, conv, out);
                 }
             }
-            Rpc::Appended { conv, id, seq, .. } => self.on_appended(now, conv, id, seq, out),
-            Rpc::AppendConflict { conv, id, last_seq } => {
+            Rpc::Appended {
+                conv,
+                id,
+                seq,
+                duplicate,
+            } => self.on_appended(now, conv, id, seq, duplicate, out),
+            Rpc::AppendConflict { conv, id, .. } => {
                 let Some(c) = self.convs.get_mut(&conv) else {
                     return;
                 };
-                let Some((p, seq)) = c.in_flight.as_mut().filter(|(p, _)| p.id == id) else {
+                let Some(f) = c.in_flight.take_if(|f| f.msg.id == id) else {
                     return;
                 };
-                *seq = last_seq + 1;
-                c.last_seq = Some(last_seq);
-                let (p, seq) = (p.clone(), *seq);
-                self.send_append(conv, &p, seq, out);
-                self.timers
-                    .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
+                // Our idea of the conversation is behind storage's (a lost write, or an
+                // earlier life's): reload it, membership included, and admit the send again.
+                c.queue.push_front(f.send);
+                c.last_seq = None;
+                c.group = None;
+                self.timers.cancel(&Timer::Storage(conv));
+                self.pump(now, conv, out);
+            }
+            Rpc::FanoutStepped { conv, seq, next } => {
+                self.on_fanout_stepped(now, (conv, seq), next, out)
+            }
+            Rpc::Fanouts {
+                req,
+                jobs,
+                next,
+                more,
+            } => {
+                if let Some(Pending::Fanouts { conv, .. }) = self.pending.remove(&req) {
+                    if more {
+                        self.read_fanouts(now, conv, next, out);
+                    }
+                    self.timers.cancel(&Timer::Expire(req));
+                    let mut convs = BTreeSet::new();
+                    for (msg, devices, next) in jobs {
+                        convs.insert(msg.conv);
+                        self.jobs.entry((msg.conv, msg.seq)).or_insert(Job {
+                            msg,
+                            devices,
+                            next,
+                            stepping: false,
+                            ack: None,
+                        });
+                    }
+                    for conv in convs {
+                        self.fanout_pump(now, conv, out);
+                    }
+                }
             }
             Rpc::InboxPage {
                 req,
@@ -389,15 +733,7 @@ impl Shard {
                         if self.topo.bugs.has(Bug::DeleteInboxOnPush) {
                             Self::delete_inbox(device, &msg, out);
                         }
-                        Self::to_device(
-                            device,
-                            gateway,
-                            Down::Deliver {
-                                msg,
-                                path: Path::Inbox,
-                            },
-                            out,
-                        );
+                        Self::deliver(device, gateway, &msg, Path::Inbox, out);
                     }
                     Self::to_device(device, gateway, Down::DrainPage { next, more }, out);
                 }
@@ -411,7 +747,7 @@ impl Shard {
                 if let Some(Pending::Sweep { .. }) = self.pending.remove(&req) {
                     self.timers.cancel(&Timer::Expire(req));
                     for (device, msg) in entries {
-                        self.track(now, device, msg, out);
+                        self.track(now, device, msg.for_device(device), out);
                     }
                     if more {
                         self.sweep(now, next, out);
@@ -422,15 +758,7 @@ impl Shard {
                 if let Some(Pending::Fetch { device, gateway }) = self.pending.remove(&req) {
                     self.timers.cancel(&Timer::Expire(req));
                     for msg in msgs {
-                        Self::to_device(
-                            device,
-                            gateway,
-                            Down::Deliver {
-                                msg,
-                                path: Path::Fetch,
-                            },
-                            out,
-                        );
+                        Self::deliver(device, gateway, &msg, Path::Fetch, out);
                     }
                 }
             }
@@ -519,11 +847,7 @@ impl Shard {
         if self.topo.bugs.has(Bug::DeleteInboxOnPush) {
             Self::delete_inbox(device, msg, out);
         }
-        let down = Down::Deliver {
-            msg: msg.clone(),
-            path: Path::Live,
-        };
-        Self::to_device(device, gateway, down, out);
+        Self::deliver(device, gateway, msg, Path::Live, out);
     }
 
     fn sweep(&mut self, now: Millis, after: Option<DeliveryKey>, out: &mut Vec<Effect>) {
@@ -549,8 +873,8 @@ impl Shard {
                         to: STORAGE,
                         rpc: Rpc::LoadConv { conv },
                     });
-                } else if let Some((p, seq)) = &c.in_flight {
-                    self.send_append(conv, p, *seq, out);
+                } else if let Some(f) = &c.in_flight {
+                    Self::send_append(f, out);
                 } else {
                     return;
                 }
@@ -558,14 +882,24 @@ impl Shard {
                     .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
             }
             Timer::Push(key) => self.attempt(now, key, out),
-            Timer::Sweep => self.sweep(now, None, out),
-            // The device retries drains and fetches, and a delivery's own timer retries its
-            // lookup; only an unanswered sweep page is asked for again here.
-            Timer::Expire(req) => {
-                if let Some(Pending::Sweep { after }) = self.pending.remove(&req) {
-                    self.sweep(now, after, out);
+            Timer::Fanout(key) => {
+                let step = self.step_devices();
+                if let Some(job) = self.jobs.get(&key).filter(|j| j.stepping) {
+                    Self::send_step(key, job, step, out);
+                    self.timers.set(Timer::Fanout(key), now + STORAGE_RETRY_MS);
                 }
             }
+            Timer::Sweep => {
+                self.sweep(now, None, out);
+                self.read_fanouts(now, None, None, out);
+            }
+            // The device retries drains and fetches, and a delivery's own timer retries its
+            // lookup; only an unanswered sweep page is asked for again here.
+            Timer::Expire(req) => match self.pending.remove(&req) {
+                Some(Pending::Sweep { after }) => self.sweep(now, after, out),
+                Some(Pending::Fanouts { conv, after }) => self.read_fanouts(now, conv, after, out),
+                _ => {}
+            },
         }
     }
 }

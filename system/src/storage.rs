@@ -1,4 +1,5 @@
-//! Storage: conversation logs (clustered by sequence number) and per-device inboxes.
+//! Storage: conversation logs (clustered by sequence number), per-device inboxes, group
+//! membership history, and the durable queue of group fan-out jobs.
 //!
 //! Fault model: a crash loses every write not yet synced. Writes collect in a buffer and are
 //! synced together [`STORAGE_SYNC_MS`] after the first one (group commit); only then are they
@@ -6,12 +7,18 @@
 //! node. Reads see synced data only, so nobody can observe a write a crash could still undo.
 //! Appends are idempotent by message id and must carry the next sequence number.
 //!
-//! Inputs: `Rpc` (`LoadConv`, `Append`, `ReadInbox`, `ReadLog`, `DeleteInbox`) and `Timeout`
-//! (the sync). Outputs: `Rpc` answers and `Persist`.
+//! A group message is appended with its fan-out job (the devices it must reach, fixed by the
+//! membership when its sequence number was assigned); the shard then works the job off step by
+//! step, each step parking inbox entries and moving the job's cursor in one durable write, so a
+//! crashed shard's successor resumes where the cursor stands.
+//!
+//! Inputs: `Rpc` (`LoadConv`, `Append`, `FanoutStep`, `ReadFanouts`, `ReadInbox`, `ReadLog`,
+//! `ReadPending`, `DeleteInbox`) and `Timeout` (the sync). Outputs: `Rpc` answers and
+//! `Persist`.
 
-use crate::limits::STORAGE_SYNC_MS;
+use crate::limits::{FANOUT_JOBS_PAGE, STORAGE_SYNC_MS};
 use crate::proto::{
-    ConvId, DeviceId, Host, InboxCursor, Message, Millis, MsgId, Rpc, Seq, StorageOp,
+    ConvId, DeviceId, Host, InboxCursor, Message, Millis, MsgId, Rpc, Seq, StorageOp, UserId,
 };
 use crate::routing::shard_for_conv;
 use crate::{Effect, Input, Machine};
@@ -24,6 +31,10 @@ pub struct StorageState {
     logs: BTreeMap<ConvId, BTreeMap<Seq, Message>>,
     ids: BTreeMap<MsgId, (ConvId, Seq)>,
     inboxes: BTreeMap<DeviceId, BTreeSet<(ConvId, Seq)>>,
+    /// Per group: (sequence number of a membership change, members after it), in order.
+    groups: BTreeMap<ConvId, Vec<(Seq, Vec<UserId>)>>,
+    /// Unfinished fan-out jobs: (conversation, seq) -> (devices, cursor).
+    fanouts: BTreeMap<(ConvId, Seq), (Vec<DeviceId>, u32)>,
 }
 
 impl StorageState {
@@ -31,18 +42,41 @@ impl StorageState {
     /// they cannot drift apart.
     pub fn apply(&mut self, op: &StorageOp) {
         match op {
-            StorageOp::Append { msg, recipients } => {
+            StorageOp::Append {
+                msg,
+                recipients,
+                fanout,
+            } => {
                 self.ids.insert(msg.id, (msg.conv, msg.seq));
-                for r in recipients {
-                    self.inboxes
-                        .entry(*r)
+                self.park(recipients, msg.conv, msg.seq);
+                if let Some(event) = &msg.event {
+                    self.groups
+                        .entry(msg.conv)
                         .or_default()
-                        .insert((msg.conv, msg.seq));
+                        .push((msg.seq, event.members.clone()));
+                }
+                if !fanout.is_empty() {
+                    self.fanouts
+                        .insert((msg.conv, msg.seq), (fanout.clone(), 0));
                 }
                 self.logs
                     .entry(msg.conv)
                     .or_default()
                     .insert(msg.seq, msg.clone());
+            }
+            StorageOp::FanoutStep {
+                conv,
+                seq,
+                devices,
+                next,
+            } => {
+                self.park(devices, *conv, *seq);
+                if let Some((all, cursor)) = self.fanouts.get_mut(&(*conv, *seq)) {
+                    *cursor = (*cursor).max(*next);
+                    if *cursor as usize >= all.len() {
+                        self.fanouts.remove(&(*conv, *seq));
+                    }
+                }
             }
             StorageOp::DeleteInbox { device, conv, seq } => {
                 if let Some(inbox) = self.inboxes.get_mut(device) {
@@ -53,6 +87,32 @@ impl StorageState {
                 }
             }
         }
+    }
+
+    fn park(&mut self, devices: &[DeviceId], conv: ConvId, seq: Seq) {
+        for d in devices {
+            self.inboxes.entry(*d).or_default().insert((conv, seq));
+        }
+    }
+
+    /// A group's current (version, members), if it exists.
+    pub fn members(&self, conv: ConvId) -> Option<(Seq, Vec<UserId>)> {
+        self.groups.get(&conv).and_then(|h| h.last()).cloned()
+    }
+
+    /// Whether `user` was a member of `conv` when sequence number `seq` was assigned (that is,
+    /// after every membership change before it).
+    pub fn member_at(&self, conv: ConvId, seq: Seq, user: UserId) -> bool {
+        let Some(history) = self.groups.get(&conv) else {
+            return false;
+        };
+        let before = history.partition_point(|(s, _)| *s < seq);
+        before > 0 && history[before - 1].1.binary_search(&user).is_ok()
+    }
+
+    /// Unfinished fan-out jobs.
+    pub fn fanouts_pending(&self) -> usize {
+        self.fanouts.len()
     }
 
     /// The last sequence number in a conversation's log (0 when empty).
@@ -135,6 +195,53 @@ impl Storage {
         buffered.fold(self.durable.last_seq(conv), Seq::max)
     }
 
+    /// A group's membership including buffered changes: the shard's next sequence number
+    /// counts buffered appends, so its membership must too.
+    fn members_incl_buffer(&self, conv: ConvId) -> Option<(Seq, Vec<UserId>)> {
+        let mut buffered = self.buffer.iter().filter_map(|b| match &b.op {
+            Some(StorageOp::Append { msg, .. }) if msg.conv == conv => {
+                msg.event.as_ref().map(|e| (msg.seq, e.members.clone()))
+            }
+            _ => None,
+        });
+        buffered.next_back().or_else(|| self.durable.members(conv))
+    }
+
+    /// The log between `lo` and `hi` as `device` may see it (see [`Rpc::ReadLog`]), each
+    /// message with only that device's sealed key: a page of group messages with every
+    /// member's keys would not fit in a frame.
+    fn read_log(&self, conv: ConvId, lo: Seq, hi: Seq, device: DeviceId) -> Vec<Message> {
+        let reader = device.user;
+        let Some(log) = self.durable.logs.get(&conv) else {
+            return Vec::new();
+        };
+        let in_range = log.range(lo..=hi.max(lo)).map(|(_, m)| m);
+        if !conv.is_group() {
+            return in_range.map(|m| m.for_device(device)).collect();
+        }
+        let joins = |m: &Message| {
+            m.event
+                .as_ref()
+                .is_some_and(|e| e.members.binary_search(&reader).is_ok())
+        };
+        let mut msgs: Vec<Message> = in_range
+            .filter(|m| self.durable.member_at(conv, m.seq, reader) || joins(m))
+            .map(|m| m.for_device(device))
+            .collect();
+        if !self.durable.member_at(conv, lo, reader) {
+            // Where the reader's membership starts, even past `hi`: without it a new member
+            // holding a later message would ask for the same empty range forever.
+            let first_join = log
+                .range(lo..)
+                .map(|(_, m)| m)
+                .find(|m| joins(m) && !self.durable.member_at(conv, m.seq, reader));
+            if let Some(m) = first_join.filter(|m| m.seq > hi) {
+                msgs.push(m.for_device(device));
+            }
+        }
+        msgs
+    }
+
     fn read_inbox(
         &self,
         device: DeviceId,
@@ -152,7 +259,7 @@ impl Storage {
         for (conv, seq) in iter.by_ref().take(limit as usize) {
             let msg = self.durable.logs.get(conv).and_then(|l| l.get(seq));
             let msg = msg.expect("an inbox entry is only written together with its log entry");
-            page.push(msg.clone());
+            page.push(msg.for_device(device));
             next = Some(InboxCursor {
                 conv: *conv,
                 seq: *seq,
@@ -182,7 +289,7 @@ impl Storage {
         for (device, conv, seq) in iter.by_ref().take(limit as usize) {
             let msg = self.durable.logs.get(&conv).and_then(|l| l.get(&seq));
             let msg = msg.expect("an inbox entry is only written together with its log entry");
-            page.push((device, msg.clone()));
+            page.push((device, msg.for_device(device)));
             next = Some((device, conv, seq));
         }
         let more = iter.next().is_some();
@@ -213,12 +320,72 @@ impl Storage {
         match rpc {
             Rpc::LoadConv { conv } => {
                 let last_seq = self.last_seq_incl_buffer(conv);
+                let members = self.members_incl_buffer(conv);
                 out.push(Effect::Rpc {
                     to: from,
-                    rpc: Rpc::ConvLoaded { conv, last_seq },
+                    rpc: Rpc::ConvLoaded {
+                        conv,
+                        last_seq,
+                        members,
+                    },
                 });
             }
-            Rpc::Append { msg, recipients } => {
+            Rpc::FanoutStep {
+                conv,
+                seq,
+                from: start,
+                devices,
+            } => {
+                let next = start.saturating_add(devices.len() as u32);
+                let op = StorageOp::FanoutStep {
+                    conv,
+                    seq,
+                    devices,
+                    next,
+                };
+                let reply = Rpc::FanoutStepped { conv, seq, next };
+                self.buffer(now, Some(op), Some((from, reply)));
+            }
+            Rpc::ReadFanouts {
+                req,
+                shard,
+                shards,
+                conv,
+                after,
+            } => {
+                let mut iter = self
+                    .durable
+                    .fanouts
+                    .iter()
+                    .filter(|(k, _)| after.is_none_or(|a| **k > a))
+                    .filter(|((c, _), _)| {
+                        conv.map_or(shard_for_conv(*c, shards) == shard, |only| only == *c)
+                    });
+                let mut jobs = Vec::new();
+                let mut next = after;
+                for ((c, s), (devices, cursor)) in iter.by_ref().take(FANOUT_JOBS_PAGE) {
+                    let msg = self.durable.logs.get(c).and_then(|l| l.get(s));
+                    let msg =
+                        msg.expect("a fan-out job is only written together with its log entry");
+                    jobs.push((msg.clone(), devices.clone(), *cursor));
+                    next = Some((*c, *s));
+                }
+                let more = iter.next().is_some();
+                out.push(Effect::Rpc {
+                    to: from,
+                    rpc: Rpc::Fanouts {
+                        req,
+                        jobs,
+                        next,
+                        more,
+                    },
+                });
+            }
+            Rpc::Append {
+                msg,
+                recipients,
+                fanout,
+            } => {
                 let (conv, id) = (msg.conv, msg.id);
                 if let Some((_, seq)) = self.durable.find(id) {
                     let rpc = Rpc::Appended {
@@ -251,11 +418,12 @@ impl Storage {
                             seq: msg.seq,
                             duplicate: false,
                         };
-                        self.buffer(
-                            now,
-                            Some(StorageOp::Append { msg, recipients }),
-                            Some((from, rpc)),
-                        );
+                        let op = StorageOp::Append {
+                            msg,
+                            recipients,
+                            fanout,
+                        };
+                        self.buffer(now, Some(op), Some((from, rpc)));
                     }
                 }
             }
@@ -304,13 +472,9 @@ impl Storage {
                 conv,
                 from: lo,
                 to: hi,
+                reader,
             } => {
-                let msgs = self
-                    .durable
-                    .logs
-                    .get(&conv)
-                    .map(|l| l.range(lo..=hi.max(lo)).map(|(_, m)| m.clone()).collect())
-                    .unwrap_or_default();
+                let msgs = self.read_log(conv, lo, hi, reader);
                 out.push(Effect::Rpc {
                     to: from,
                     rpc: Rpc::LogRange { req, msgs },
@@ -349,6 +513,8 @@ mod tests {
             id: MsgId { device, n },
             body: vec![],
             sent_at: 0,
+            event: None,
+            keys: vec![],
         }
     }
 
@@ -357,6 +523,7 @@ mod tests {
         let rpc = Rpc::Append {
             msg: m,
             recipients: vec![DeviceId::primary(UserId(2))],
+            fanout: vec![],
         };
         s.handle(
             now,

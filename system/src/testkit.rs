@@ -466,6 +466,8 @@ mod tests {
                 id,
                 body,
                 sent_at: 0,
+                event: None,
+                keys: Vec::new(),
             }
         };
         let mut d = Device::new(B, t, 1, true);
@@ -584,5 +586,195 @@ mod tests {
             vec![(1, "after the crash".into(), Path::Live)]
         );
         assert_eq!(reconnects(&c, B), 1);
+    }
+
+    fn user(u: u32) -> DeviceId {
+        DeviceId::primary(UserId(u))
+    }
+
+    fn group_topo(users: u32) -> Deployment {
+        Deployment {
+            users,
+            gateways: 2,
+            shards: 2,
+            ..Deployment::default()
+        }
+    }
+
+    fn refusals(c: &Cluster, d: DeviceId) -> Vec<crate::proto::Refusal> {
+        c.seen(d, |o| matches!(o, Observation::Refused { .. }))
+            .map(|o| match o {
+                Observation::Refused { reason, .. } => *reason,
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    /// What a device showed, membership lines ("u0.d0#3: adds u5") left out.
+    fn texts(c: &Cluster, d: DeviceId) -> Vec<String> {
+        let is_change = |b: &str| {
+            b.split_once(": ")
+                .is_some_and(|(id, _)| id.starts_with('u') && id.contains(".d") && id.contains('#'))
+        };
+        displayed(c, d)
+            .into_iter()
+            .map(|(_, b, _)| b)
+            .filter(|b| !is_change(b))
+            .collect()
+    }
+
+    // Membership at the moment of sequencing decides who receives a group message: a removed
+    // member sees nothing sent after the removal, an added one nothing sent before the add, and
+    // everyone in between sees it all, in one order.
+    #[test]
+    fn group_membership_at_sequencing_decides_who_receives() {
+        let mut c = Cluster::new(group_topo(4));
+        c.run_for(1_000);
+        let (a, b, cc, d) = (user(0), user(1), user(2), user(3));
+        c.act(
+            a,
+            Action::CreateGroup {
+                group: 1,
+                members: vec![b.user, cc.user],
+            },
+        );
+        c.run_for(500);
+        let say = |c: &mut Cluster, from: DeviceId, text: &str| {
+            c.act(
+                from,
+                Action::SendGroup {
+                    group: 1,
+                    body: text.as_bytes().to_vec(),
+                },
+            );
+        };
+        say(&mut c, a, "before");
+        c.run_for(500);
+        c.act(
+            a,
+            Action::RemoveMember {
+                group: 1,
+                user: cc.user,
+            },
+        );
+        c.run_for(500);
+        c.act(
+            a,
+            Action::AddMember {
+                group: 1,
+                user: d.user,
+            },
+        );
+        c.run_for(500);
+        say(&mut c, b, "after");
+        c.run_for(3_000);
+        assert_eq!(texts(&c, b), vec!["before"]);
+        assert_eq!(
+            texts(&c, cc),
+            vec!["before"],
+            "a removed member saw a later message"
+        );
+        assert_eq!(texts(&c, d), vec!["after"], "an added member saw history");
+        assert_eq!(texts(&c, a), vec!["after"]);
+        let changes = |dev| {
+            c.seen(dev, |o| matches!(o, Observation::MembersChanged { .. }))
+                .count()
+        };
+        assert_eq!(changes(b), 3, "create, remove, add");
+        assert_eq!(changes(cc), 2, "create and its own removal");
+        assert_eq!(changes(d), 1, "only the add that brought it in");
+        assert!(c
+            .seen(d, |o| matches!(o, Observation::Undecryptable { .. }))
+            .next()
+            .is_none());
+        // The removed member can no longer post.
+        say(&mut c, cc, "still here?");
+        c.run_for(2_000);
+        assert_eq!(refusals(&c, cc), vec![crate::proto::Refusal::NotMember]);
+        assert_eq!(
+            c.device(cc).outbox_len(),
+            0,
+            "a final refusal leaves the outbox"
+        );
+        assert_eq!(c.durable().fanouts_pending(), 0);
+        assert_eq!(c.durable().inbox_entries(), 0);
+    }
+
+    // A group at the cap refuses one more member with a clear answer to the device.
+    #[test]
+    fn a_join_past_the_cap_is_refused_with_group_full() {
+        use crate::limits::GROUP_MEMBERS_MAX;
+        let users = GROUP_MEMBERS_MAX as u32 + 1;
+        let mut c = Cluster::new(group_topo(users));
+        c.run_for(1_000);
+        let members = (1..GROUP_MEMBERS_MAX as u32).map(UserId).collect();
+        c.act(user(0), Action::CreateGroup { group: 7, members });
+        c.run_for(2_000);
+        assert!(refusals(&c, user(0)).is_empty());
+        c.act(
+            user(0),
+            Action::AddMember {
+                group: 7,
+                user: UserId(users - 1),
+            },
+        );
+        c.run_for(2_000);
+        assert_eq!(
+            refusals(&c, user(0)),
+            vec![crate::proto::Refusal::GroupFull]
+        );
+        let last = user(GROUP_MEMBERS_MAX as u32 - 1);
+        assert_eq!(
+            c.seen(last, |o| matches!(o, Observation::MembersChanged { .. }))
+                .count(),
+            1
+        );
+    }
+
+    // A shard crash midway through a fan-out: its successor resumes at the job's cursor, so
+    // every member gets the message and nobody shows it twice; and the sender had its ✓ before
+    // the fan-out was done.
+    #[test]
+    fn a_fanout_interrupted_by_a_shard_crash_resumes_without_skips_or_repeats() {
+        let users = 300;
+        let mut c = Cluster::new(group_topo(users));
+        c.run_for(1_000);
+        let members: Vec<UserId> = (1..users).map(UserId).collect();
+        c.act(user(0), Action::CreateGroup { group: 3, members });
+        c.run_for(2_000);
+        let owner = Host::Shard(crate::routing::shard_for_conv(ConvId::group(3), 2));
+        c.act(
+            user(0),
+            Action::SendGroup {
+                group: 3,
+                body: b"to everyone".to_vec(),
+            },
+        );
+        let reached = |c: &Cluster| (1..users).filter(|u| texts(c, user(*u)).len() == 1).count();
+        // Run until the first step's members have it, then crash the owner.
+        while reached(&c) == 0 {
+            c.run_for(1);
+        }
+        let acked = c
+            .seen(user(0), |o| matches!(o, Observation::Acked { .. }))
+            .count();
+        assert_eq!(acked, 2, "✓ must not wait for the fan-out");
+        assert_eq!(
+            c.durable().fanouts_pending(),
+            1,
+            "crash must hit mid fan-out"
+        );
+        let reached = reached(&c);
+        assert!(
+            reached > 0 && reached < users as usize - 1,
+            "reached {reached}"
+        );
+        c.crash(owner);
+        c.run_for(5_000);
+        for u in 1..users {
+            assert_eq!(texts(&c, user(u)), vec!["to everyone"], "{}", user(u));
+        }
+        assert_eq!(c.durable().fanouts_pending(), 0);
+        assert_eq!(c.durable().inbox_entries(), 0);
     }
 }

@@ -151,11 +151,20 @@ fn shrink_and_write(
     invariant: Option<&str>,
     out: Option<PathBuf>,
 ) -> ExitCode {
-    let shrunk = match shrink(s, seed, bugs, invariant) {
-        Ok(x) => x,
-        Err(e @ ShrinkError::Run(_)) => return fail(EXIT_ENGINE, e),
-        Err(e) => return fail(EXIT_BAD_INPUT, e),
-    };
+    match shrink(s, seed, bugs, invariant) {
+        Ok(x) => write_shrunk(s, seed, bugs, &x, out),
+        Err(e @ ShrinkError::Run(_)) => fail(EXIT_ENGINE, e),
+        Err(e) => fail(EXIT_BAD_INPUT, e),
+    }
+}
+
+fn write_shrunk(
+    s: &Scenario,
+    seed: u64,
+    bugs: &Bugs,
+    shrunk: &chatsim::shrink::Shrunk,
+    out: Option<PathBuf>,
+) -> ExitCode {
     let out =
         out.unwrap_or_else(|| PathBuf::from(format!("reports/{}-{seed}-shrunk.toml", s.name())));
     if let Err(e) = write_atomic(&out, &shrunk.text) {
@@ -339,28 +348,28 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let bugs: Bugs = [bug].into_iter().collect();
-            for seed in 1..=seeds {
-                match run_seed(&s, seed, &bugs) {
-                    Ok(r)
-                        if r.invariants
-                            .iter()
-                            .any(|v| v.name == info.caught_by && !v.holds) =>
-                    {
-                        println!(
-                            "caught `{bug}` on seed {seed} of {}: {} broke; shrinking",
-                            info.scenario, info.caught_by
-                        );
-                        return shrink_and_write(&s, seed, &bugs, Some(info.caught_by), out);
-                    }
-                    Ok(_) => {}
-                    Err(e) => return fail(EXIT_ENGINE, e),
+            match chatsim::shrink::hunt(&s, &bugs, info.caught_by, seeds, 0) {
+                Ok(Some(h)) => {
+                    let seeds: Vec<String> = h.caught.iter().map(ToString::to_string).collect();
+                    println!(
+                        "caught `{bug}` on seeds {} of {}: {} broke; kept seed {}, the shortest story",
+                        seeds.join(", "),
+                        info.scenario,
+                        info.caught_by,
+                        h.seed
+                    );
+                    write_shrunk(&s, h.seed, &bugs, &h.shrunk, out)
                 }
+                Ok(None) => {
+                    println!(
+                        "`{bug}` was not caught by {} in {seeds} seeds of {}",
+                        info.caught_by, info.scenario
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e @ ShrinkError::Run(_)) => fail(EXIT_ENGINE, e),
+                Err(e) => fail(EXIT_BAD_INPUT, e),
             }
-            println!(
-                "`{bug}` was not caught by {} in {seeds} seeds of {}",
-                info.caught_by, info.scenario
-            );
-            ExitCode::SUCCESS
         }
         Command::Bugs => {
             println!(

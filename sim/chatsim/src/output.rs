@@ -128,7 +128,22 @@ pub fn replay_log(h: &History) -> String {
                     Observation::Undecryptable { id, seq, .. } => {
                         format!("cannot open {id} seq {seq}")
                     }
-                    Observation::Refused { reason } => format!("refused: {reason:?}"),
+                    Observation::Refused { reason, id, fin } => {
+                        let what = id.map_or_else(String::new, |id| format!(" {id}"));
+                        let then = if *fin { ", dropped" } else { ", will retry" };
+                        format!("refused{what}: {reason:?}{then}")
+                    }
+                    Observation::MembersChanged { conv, seq, members } => {
+                        let shown: Vec<String> =
+                            members.iter().take(8).map(ToString::to_string).collect();
+                        let more = members.len().saturating_sub(shown.len());
+                        let tail = if more > 0 {
+                            format!(" +{more}")
+                        } else {
+                            String::new()
+                        };
+                        format!("{conv} members at seq {seq}: {}{tail}", shown.join(","))
+                    }
                 };
                 format!("{device}  {what}")
             }

@@ -138,6 +138,10 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
             ));
     }
 
+    if let Some(g) = &s.workload.groups {
+        plan_groups(&mut plan, s, g, &mut rng, &mut counter);
+    }
+
     // Faults. A host or device is hit by at most one fault at a time, so every fault's end
     // undoes exactly that fault.
     let mut busy: BTreeMap<String, Vec<(Millis, Millis)>> = BTreeMap::new();
@@ -229,6 +233,113 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
     plan
 }
 
+/// Groups: each created by a drawn creator at `create_at_ms`; texts from whoever the plan
+/// believes is a member when they send; changes (adds of non-members, removals of anyone but
+/// the creator) by the creator. The server decides the real membership by sequence order, so
+/// a text from a user removed a moment earlier is refused, which is part of what is tested.
+fn plan_groups(
+    plan: &mut Plan,
+    s: &Scenario,
+    g: &crate::scenario::GroupsSpec,
+    rng: &mut ChaCha8Rng,
+    counter: &mut BTreeMap<u32, u32>,
+) {
+    let users = s.topology.users;
+    let per_user = s.topology.devices_per_user.max(1);
+    let mut creators = Vec::new();
+    // Per group, the plan's membership timeline: (time, members from then on).
+    let mut timelines: Vec<Vec<(Millis, BTreeSet<u32>)>> = Vec::new();
+    for group in 0..g.count {
+        let size = draw(rng, g.size) as usize;
+        let mut everyone: Vec<u32> = (0..users).collect();
+        everyone.shuffle(rng);
+        let members: BTreeSet<u32> = everyone[..size].iter().copied().collect();
+        let creator = everyone[0];
+        let others = members
+            .iter()
+            .filter(|u| **u != creator)
+            .map(|u| UserId(*u))
+            .collect();
+        plan.device
+            .entry(DeviceId::primary(UserId(creator)))
+            .or_default()
+            .push((
+                g.create_at_ms,
+                Action::CreateGroup {
+                    group,
+                    members: others,
+                },
+            ));
+        creators.push(creator);
+        timelines.push(vec![(g.create_at_ms, members)]);
+    }
+    let mut changes: Vec<(Millis, u32)> = (0..draw(rng, g.changes))
+        .map(|_| {
+            (
+                draw(rng, s.workload.send_window_ms),
+                rng.gen_range(0..g.count),
+            )
+        })
+        .collect();
+    changes.sort();
+    for (t, group) in changes {
+        let timeline = &mut timelines[group as usize];
+        let mut members = timeline.last().expect("created above").1.clone();
+        let creator = creators[group as usize];
+        let removable: Vec<u32> = members.iter().copied().filter(|u| *u != creator).collect();
+        let addable: Vec<u32> = (0..users).filter(|u| !members.contains(u)).collect();
+        // An add to a full group is still asked for: the server must refuse it.
+        let full = members.len() >= chatsim_system::limits::GROUP_MEMBERS_MAX;
+        let add = !addable.is_empty() && (removable.is_empty() || rng.gen_bool(0.5));
+        let action = if add {
+            let user = addable[rng.gen_range(0..addable.len())];
+            if !full {
+                members.insert(user);
+            }
+            Action::AddMember {
+                group,
+                user: UserId(user),
+            }
+        } else if let Some(&user) = removable.get(rng.gen_range(0..removable.len().max(1))) {
+            members.remove(&user);
+            Action::RemoveMember {
+                group,
+                user: UserId(user),
+            }
+        } else {
+            continue;
+        };
+        plan.device
+            .entry(DeviceId::primary(UserId(creator)))
+            .or_default()
+            .push((t, action));
+        timeline.push((t, members));
+    }
+    for _ in 0..g.messages {
+        let group = rng.gen_range(0..g.count);
+        let t = draw(rng, s.workload.send_window_ms);
+        let timeline = &timelines[group as usize];
+        let at = timeline.partition_point(|(from, _)| *from <= t).max(1) - 1;
+        let members: Vec<u32> = timeline[at].1.iter().copied().collect();
+        let from = members[rng.gen_range(0..members.len())];
+        let n = counter.entry(from).or_default();
+        *n += 1;
+        let body = format!("u{from}->g{group} #{n}").into_bytes();
+        let index = if per_user > 1 {
+            rng.gen_range(0..per_user)
+        } else {
+            0
+        };
+        plan.device
+            .entry(DeviceId {
+                user: UserId(from),
+                index,
+            })
+            .or_default()
+            .push((t, Action::SendGroup { group, body }));
+    }
+}
+
 fn host(s: &Scenario, name: &str) -> Host {
     parse_host(name, s.topology.gateways, s.topology.shards)
         .expect("validated when the scenario was loaded")
@@ -248,10 +359,30 @@ fn add_event(plan: &mut Plan, s: &Scenario, e: &ScheduledEvent) {
         index: e.device.unwrap_or(0),
     };
     let mut world = |f: Fault| plan.world.push((t, WorldAction::Fault(f)));
+    let group = || e.group.expect("validated: group actions name a group");
+    let member = || UserId(e.member.expect("validated: add and remove name a member"));
     let device_action = match e.action {
-        EventAction::Send => Some(Action::SendDirect {
-            to: UserId(e.to.expect("validated: sends name a recipient")),
-            body: e.text.clone().unwrap_or_default().into_bytes(),
+        EventAction::Send => Some(match e.group {
+            Some(group) => Action::SendGroup {
+                group,
+                body: e.text.clone().unwrap_or_default().into_bytes(),
+            },
+            None => Action::SendDirect {
+                to: UserId(e.to.expect("validated: sends name a recipient")),
+                body: e.text.clone().unwrap_or_default().into_bytes(),
+            },
+        }),
+        EventAction::CreateGroup => Some(Action::CreateGroup {
+            group: group(),
+            members: e.members.iter().map(|u| UserId(*u)).collect(),
+        }),
+        EventAction::AddMember => Some(Action::AddMember {
+            group: group(),
+            user: member(),
+        }),
+        EventAction::RemoveMember => Some(Action::RemoveMember {
+            group: group(),
+            user: member(),
         }),
         EventAction::Offline => Some(Action::GoOffline),
         EventAction::Online => Some(Action::GoOnline),
@@ -319,6 +450,24 @@ pub fn plan_events(plan: &Plan) -> Vec<ScheduledEvent> {
                     e.to = Some(to.0);
                     e.text = Some(String::from_utf8_lossy(body).into_owned());
                 }
+                Action::SendGroup { group, body } => {
+                    e.group = Some(*group);
+                    e.text = Some(String::from_utf8_lossy(body).into_owned());
+                }
+                Action::CreateGroup { group, members } => {
+                    e.action = EventAction::CreateGroup;
+                    e.group = Some(*group);
+                    e.members = members.iter().map(|u| u.0).collect();
+                }
+                Action::AddMember { group, user } | Action::RemoveMember { group, user } => {
+                    e.action = if matches!(a, Action::AddMember { .. }) {
+                        EventAction::AddMember
+                    } else {
+                        EventAction::RemoveMember
+                    };
+                    e.group = Some(*group);
+                    e.member = Some(user.0);
+                }
                 Action::GoOffline => e.action = EventAction::Offline,
                 Action::GoOnline => e.action = EventAction::Online,
                 Action::DropConnection => e.action = EventAction::Drop,
@@ -372,7 +521,11 @@ pub fn device_fault(d: DeviceId, a: &Action) -> Option<Fault> {
         Action::GoOffline => Some(Fault::DeviceOffline(d)),
         Action::GoOnline => Some(Fault::DeviceOnline(d)),
         Action::DropConnection => Some(Fault::DeviceDrop(d)),
-        Action::SendDirect { .. } => None,
+        Action::SendDirect { .. }
+        | Action::SendGroup { .. }
+        | Action::CreateGroup { .. }
+        | Action::AddMember { .. }
+        | Action::RemoveMember { .. } => None,
     }
 }
 

@@ -170,6 +170,7 @@ pub fn run_seed(scenario: &Scenario, seed: u64, bugs: &Bugs) -> Result<RunReport
     let wall = started.elapsed().as_secs_f64();
     let bounds = Bounds {
         liveness_ms: scenario.run.liveness_ms,
+        ack_p50_ms: scenario.run.ack_p50_ms,
     };
     let path = scenario.path.display().to_string();
     Ok(RunReport {

@@ -138,11 +138,38 @@ fn one_device() -> u8 {
 #[serde(deny_unknown_fields)]
 pub struct WorkloadSpec {
     /// Messages sent in the whole run.
+    #[serde(default)]
     pub messages: u32,
     /// Distinct 1:1 conversations the messages are spread over (drawn per seed).
+    #[serde(default)]
     pub conversations: u32,
     /// Sends happen at uniformly drawn times in this window (ms).
     pub send_window_ms: Range,
+    /// Groups and their traffic, drawn per seed (none when absent).
+    #[serde(default)]
+    pub groups: Option<GroupsSpec>,
+}
+
+/// Groups: created at the start, written to and reshaped during the send window.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupsSpec {
+    /// How many groups (numbered from 0).
+    pub count: u32,
+    /// Members of each group at creation, the creator included, drawn per group.
+    pub size: Range,
+    /// Group texts sent in the whole run, spread over the groups.
+    pub messages: u32,
+    /// Membership changes (an add or a removal by the group's creator) in the send window.
+    #[serde(default)]
+    pub changes: Range,
+    /// When the creators create their groups (ms).
+    #[serde(default = "default_create_at")]
+    pub create_at_ms: u64,
+}
+
+fn default_create_at() -> u64 {
+    200
 }
 
 /// What an explicit event does.
@@ -173,6 +200,12 @@ pub enum EventAction {
     Partition,
     /// Heal the partition between `side_a` and `side_b`.
     HealPartition,
+    /// `user` creates group `group` with `members` (and themselves).
+    CreateGroup,
+    /// `user` adds `member` to `group`.
+    AddMember,
+    /// `user` removes `member` from `group`.
+    RemoveMember,
 }
 
 /// One explicit event.
@@ -189,9 +222,18 @@ pub struct ScheduledEvent {
     /// Which of the user's devices (0, the primary, when absent).
     #[serde(default)]
     pub device: Option<u8>,
-    /// The recipient (`send`).
+    /// The recipient (`send` to a user).
     #[serde(default)]
     pub to: Option<u32>,
+    /// The group (`send` to a group, and the group actions).
+    #[serde(default)]
+    pub group: Option<u32>,
+    /// The first members (`create-group`).
+    #[serde(default)]
+    pub members: Vec<u32>,
+    /// Who is added or removed (`add-member`, `remove-member`).
+    #[serde(default)]
+    pub member: Option<u32>,
     /// The text (`send`).
     #[serde(default)]
     pub text: Option<String>,
@@ -215,6 +257,9 @@ impl ScheduledEvent {
             user: None,
             device: None,
             to: None,
+            group: None,
+            members: Vec::new(),
+            member: None,
             text: None,
             host: None,
             side_a: Vec::new(),
@@ -255,6 +300,9 @@ pub fn action_name(a: EventAction) -> &'static str {
         EventAction::Unclog => "unclog",
         EventAction::Partition => "partition",
         EventAction::HealPartition => "heal-partition",
+        EventAction::CreateGroup => "create-group",
+        EventAction::AddMember => "add-member",
+        EventAction::RemoveMember => "remove-member",
     }
 }
 
@@ -308,6 +356,14 @@ pub struct RunSpec {
     pub settle_ms: u64,
     /// After the heal, every acked message must be displayed within this bound (ms).
     pub liveness_ms: u64,
+    /// The median time from send to ✓ may be at most this (ms; the `ack_latency` bound).
+    /// Raise it only for links slow by design.
+    #[serde(default = "default_ack_p50")]
+    pub ack_p50_ms: u64,
+}
+
+fn default_ack_p50() -> u64 {
+    300
 }
 
 /// What kind of fault.
@@ -464,7 +520,43 @@ impl Scenario {
                 "latency must be at least 1 ms",
             ));
         }
-        if w.messages == 0 && self.schedule.is_empty() {
+        if let Some(g) = &w.groups {
+            let cap = (chatsim_system::limits::GROUP_MEMBERS_MAX as u64).min(u64::from(t.users));
+            if g.count == 0 {
+                return Err(invalid(p, "workload.groups.count", "must be at least 1"));
+            }
+            g.size.check(p, "workload.groups.size")?;
+            if g.size.lo < 2 || g.size.hi > cap {
+                return Err(invalid(
+                    p,
+                    "workload.groups.size",
+                    format!(
+                        "must lie within [2, {cap}] (the group cap and the users), is [{}, {}]",
+                        g.size.lo, g.size.hi
+                    ),
+                ));
+            }
+            if g.messages > MESSAGES_MAX {
+                return Err(invalid(
+                    p,
+                    "workload.groups.messages",
+                    format!("must be at most {MESSAGES_MAX}, is {}", g.messages),
+                ));
+            }
+            g.changes.check(p, "workload.groups.changes")?;
+            if g.create_at_ms > w.send_window_ms.lo {
+                return Err(invalid(
+                    p,
+                    "workload.groups.create_at_ms",
+                    format!(
+                        "groups must be created before the send window opens ({} ms)",
+                        w.send_window_ms.lo
+                    ),
+                ));
+            }
+        }
+        let group_messages = w.groups.as_ref().map_or(0, |g| g.messages);
+        if w.messages == 0 && group_messages == 0 && self.schedule.is_empty() {
             return Err(invalid(
                 p,
                 "workload",
@@ -627,12 +719,45 @@ impl Scenario {
         match e.action {
             EventAction::Send => {
                 user_ok(e.user, "user")?;
-                user_ok(e.to, "to")?;
-                if e.user == e.to {
-                    return Err(invalid(p, &field("to"), "a user cannot message themselves"));
+                match (e.to, e.group) {
+                    (Some(_), Some(_)) => {
+                        return Err(invalid(
+                            p,
+                            &field("group"),
+                            "a send goes `to` a user or to a `group`, not both",
+                        ))
+                    }
+                    (None, Some(_)) => {}
+                    _ => {
+                        user_ok(e.to, "to")?;
+                        if e.user == e.to {
+                            return Err(invalid(
+                                p,
+                                &field("to"),
+                                "a user cannot message themselves",
+                            ));
+                        }
+                    }
                 }
                 if e.text.is_none() {
                     return Err(invalid(p, &field("text"), "missing: what is sent"));
+                }
+            }
+            EventAction::CreateGroup | EventAction::AddMember | EventAction::RemoveMember => {
+                user_ok(e.user, "user")?;
+                if e.group.is_none() {
+                    return Err(invalid(
+                        p,
+                        &field("group"),
+                        format!("missing: `{}` needs it", action_name(e.action)),
+                    ));
+                }
+                if e.action == EventAction::CreateGroup {
+                    for m in &e.members {
+                        user_ok(Some(*m), "members")?;
+                    }
+                } else {
+                    user_ok(e.member, "member")?;
                 }
             }
             EventAction::Offline

@@ -53,7 +53,10 @@ pub struct FrameRecord {
 fn describe_up(up: &Up) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
     match up {
         Up::Hello { epoch, .. } => (format!("Hello (epoch {epoch})"), None, None),
-        Up::Send { id, .. } => (format!("Send {id}"), Some(*id), None),
+        Up::Send { id, op: None, .. } => (format!("Send {id}"), Some(*id), None),
+        Up::Send {
+            id, op: Some(op), ..
+        } => (format!("Send {id} ({op:?})"), Some(*id), None),
         Up::Ack { conv, seq } => (format!("Ack seq {seq}"), None, Some((*conv, *seq))),
         Up::Drain { .. } => ("Drain".into(), None, None),
         Up::Fetch { from, to, .. } => (format!("Fetch {from}..={to}"), None, None),
@@ -121,6 +124,23 @@ pub fn describe(w: &Wire) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
             }
             Rpc::ReadLog { from, to, .. } => (format!("ReadLog {from}..={to}"), None, None),
             Rpc::LogRange { msgs, .. } => (format!("LogRange ({})", msgs.len()), None, None),
+            Rpc::FanoutStep {
+                conv,
+                seq,
+                from,
+                devices,
+            } => (
+                format!("FanoutStep seq {seq} [{from}+{}]", devices.len()),
+                None,
+                Some((*conv, *seq)),
+            ),
+            Rpc::FanoutStepped { conv, seq, next } => (
+                format!("FanoutStepped seq {seq} at {next}"),
+                None,
+                Some((*conv, *seq)),
+            ),
+            Rpc::ReadFanouts { .. } => ("ReadFanouts".into(), None, None),
+            Rpc::Fanouts { jobs, .. } => (format!("Fanouts ({})", jobs.len()), None, None),
         },
     }
 }

@@ -4,7 +4,7 @@
 
 use chatsim::run::run_seed;
 use chatsim::scenario::Scenario;
-use chatsim::shrink::shrink;
+use chatsim::shrink::{hunt, Hunted};
 use chatsim_system::bugs::{Bugs, ZOO};
 use std::path::Path;
 
@@ -23,22 +23,24 @@ fn every_available_zoo_bug_is_caught_within_the_seed_budget_and_shrinks_to_a_sho
         let path = dir.join(format!("{}.toml", info.scenario));
         let scenario = Scenario::load(&path).expect("the zoo names an existing scenario");
         let bugs: Bugs = [info.bug].into_iter().collect();
-        let first = (1..=SEED_BUDGET).find(|&seed| {
-            let r = run_seed(&scenario, seed, &bugs).expect("the simulation runs");
-            r.invariants
-                .iter()
-                .any(|v| v.name == info.caught_by && !v.holds)
-        });
-        let Some(seed) = first else {
+        // Catch it, and shrink the catch: a short explicit story that still breaks the same
+        // invariant with the bug, and passes without it, so the bug and nothing else is what
+        // breaks it. The hunt shrinks up to three catching seeds and keeps the shortest.
+        let hunted = hunt(
+            &scenario,
+            &bugs,
+            info.caught_by,
+            SEED_BUDGET,
+            SHRUNK_EVENTS_MAX,
+        )
+        .expect("hunts");
+        let Some(Hunted { seed, shrunk, .. }) = hunted else {
             missed.push(format!(
                 "{} ({} on {})",
                 info.name, info.caught_by, info.scenario
             ));
             continue;
         };
-        // Shrink the catch: a short explicit story that still breaks the same invariant with
-        // the bug, and passes without it, so the bug and nothing else is what breaks it.
-        let shrunk = shrink(&scenario, seed, &bugs, Some(info.caught_by)).expect("shrinks");
         assert!(
             shrunk.events_after <= SHRUNK_EVENTS_MAX,
             "{}: {} events left",

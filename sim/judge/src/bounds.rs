@@ -3,10 +3,112 @@
 //! constants' docs).
 
 use crate::checkers::{Verdict, Violation};
-use crate::history::{Event, History};
-use chatsim_system::proto::{DeviceId, Millis};
+use crate::history::{Event, Fault, History};
+use chatsim_system::proto::{DeviceId, Millis, MsgId};
 use chatsim_system::Observation;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Name of the ack-latency bound: the sender's ✓ must not wait for work after the write.
+pub const ACK_LATENCY: &str = "ack_latency";
+
+/// Fewer calm acked messages than this and `ack_latency` does not judge: the median of a
+/// handful says nothing about cost (a shrunk story may keep three sends, all of them unlucky).
+pub const ACK_LATENCY_SAMPLES_MIN: usize = 10;
+
+/// The median time from pressing send to sent ✓ must stay within `limit_ms` (the scenario's
+/// `run.ack_p50_ms`), over messages sent and acked in calm weather: no server fault in force
+/// at the send or starting before the ✓, and the sending phone online, reachable and keeping
+/// its connection throughout. The median, not the tail: a correct design may make a message
+/// caught by bad luck wait, but a design whose ✓ waits for something slow (a group fan-out)
+/// is slow for most messages. The one violation names the median, the slowest message, and
+/// how many were judged.
+pub fn ack_latency(h: &History, limit_ms: Millis) -> Verdict {
+    // Per pending send: its time and the fault-start counts it saw, so a fault starting before
+    // its ✓ takes it out of the sample.
+    let mut sent: BTreeMap<MsgId, (Millis, u64, u64)> = BTreeMap::new();
+    let mut took: Vec<(Millis, Millis, MsgId, DeviceId)> = Vec::new();
+    let mut server_faults: usize = 0;
+    let mut server_starts: u64 = 0;
+    let mut device_starts: BTreeMap<DeviceId, u64> = BTreeMap::new();
+    let mut device_faults: BTreeSet<DeviceId> = BTreeSet::new();
+    for r in &h.records {
+        let (device, obs) = match &r.event {
+            Event::Device { device, obs } => (device, obs),
+            Event::Fault(f) => {
+                match f {
+                    Fault::Kill(_) | Fault::Clog(_) | Fault::Partition(..) => {
+                        server_faults += 1;
+                        server_starts += 1;
+                    }
+                    Fault::Restart(_) | Fault::Unclog(_) | Fault::PartitionHealed(..) => {
+                        server_faults = server_faults.saturating_sub(1)
+                    }
+                    Fault::DeviceOffline(d) | Fault::DeviceSilent(d) => {
+                        device_faults.insert(*d);
+                        *device_starts.entry(*d).or_default() += 1;
+                    }
+                    Fault::DeviceOnline(d) | Fault::DeviceUnsilent(d) => {
+                        device_faults.remove(d);
+                    }
+                    Fault::DeviceDrop(d) => *device_starts.entry(*d).or_default() += 1,
+                }
+                continue;
+            }
+            Event::Healed => {
+                server_faults = 0;
+                device_faults.clear();
+                continue;
+            }
+        };
+        match obs {
+            Observation::Sent { id, .. }
+                if server_faults == 0 && !device_faults.contains(device) =>
+            {
+                let mine = device_starts.get(device).copied().unwrap_or(0);
+                sent.entry(*id).or_insert((r.t, server_starts, mine));
+            }
+            Observation::Acked { id, .. } => {
+                let mine = device_starts.get(device).copied().unwrap_or(0);
+                if let Some((t0, servers, dev)) = sent.remove(id) {
+                    if servers == server_starts && dev == mine {
+                        took.push((r.t - t0, r.t, *id, *device));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let checked = took.len();
+    let mut violations = Vec::new();
+    if took.len() >= ACK_LATENCY_SAMPLES_MIN {
+        let mut ms: Vec<Millis> = took.iter().map(|x| x.0).collect();
+        ms.sort_unstable();
+        let p50 = ms[(ms.len() - 1) / 2];
+        if p50 > limit_ms {
+            let (worst, at, id, device) = *took
+                .iter()
+                .max_by_key(|x| (x.0, std::cmp::Reverse(x.2)))
+                .expect("non-empty");
+            violations.push(Violation {
+                invariant: ACK_LATENCY,
+                message: Some(id.to_string()),
+                body: None,
+                device: Some(device.to_string()),
+                conv: None,
+                at: Some(at),
+                detail: format!(
+                    "median send to ✓ is {p50} ms over {checked} acked messages (limit {limit_ms} ms); slowest {id}, {worst} ms: the ✓ waits for something it should not"
+                ),
+            });
+        }
+    }
+    Verdict {
+        name: ACK_LATENCY,
+        holds: violations.is_empty(),
+        violations,
+        checked,
+    }
+}
 
 /// Name of the reconnect-load bound: phones must not retry in lockstep.
 pub const RECONNECT_LOAD: &str = "reconnect_load";
@@ -101,6 +203,82 @@ mod tests {
             let device = DeviceId::primary(UserId(u));
             h.observe(t, device, Observation::Connecting { gateway: 0 });
         }
+    }
+
+    // A median ✓ over the limit is caught; a few slow acks (a crash's retries) among many
+    // fast ones are not.
+    #[test]
+    fn a_slow_median_ack_is_caught_and_a_slow_tail_is_not() {
+        let conv = chatsim_system::proto::ConvId::direct(UserId(0), UserId(1));
+        let d = DeviceId::primary(UserId(0));
+        let history = |slow: u32| {
+            let mut h = History::new(2);
+            for n in 0..10u32 {
+                let id = MsgId { device: d, n };
+                let t0 = u64::from(n) * 10_000;
+                let took = if n < slow { 5_000 } else { 30 };
+                h.observe(
+                    t0,
+                    d,
+                    Observation::Sent {
+                        id,
+                        conv,
+                        body: vec![],
+                    },
+                );
+                h.observe(
+                    t0 + took,
+                    d,
+                    Observation::Acked {
+                        id,
+                        conv,
+                        seq: u64::from(n) + 1,
+                    },
+                );
+            }
+            h
+        };
+        let tail = ack_latency(&history(3), 300);
+        assert!(tail.holds, "{:?}", tail.violations);
+        assert_eq!(tail.checked, 10);
+        // Sends made while a server is down are not judged, nor one whose ✓ comes after a
+        // fault started: a crash may hold them up.
+        let mut stormy = history(0);
+        stormy.records.insert(
+            0,
+            crate::history::Record {
+                t: 0,
+                event: Event::Fault(Fault::Kill(chatsim_system::proto::Host::Shard(0))),
+            },
+        );
+        assert_eq!(ack_latency(&stormy, 300).checked, 0);
+        let mut dropped = history(10);
+        dropped.records.insert(
+            1,
+            crate::history::Record {
+                t: 1,
+                event: Event::Fault(Fault::DeviceDrop(d)),
+            },
+        );
+        let v = ack_latency(&dropped, 300);
+        assert_eq!(
+            v.checked, 9,
+            "the first send's ✓ came after its phone lost the line"
+        );
+        assert!(
+            v.holds,
+            "fewer than {ACK_LATENCY_SAMPLES_MIN} judged: no verdict"
+        );
+        let slow = ack_latency(&history(6), 300);
+        assert!(!slow.holds);
+        assert!(
+            slow.violations[0]
+                .detail
+                .starts_with("median send to ✓ is 5000 ms"),
+            "{}",
+            slow.violations[0].detail
+        );
+        assert_eq!(slow.violations[0].message.as_deref(), Some("u0.d0#0"));
     }
 
     // Twenty phones retrying in the same millisecond is a burst; the same twenty spread over

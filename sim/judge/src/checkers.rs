@@ -34,12 +34,13 @@ pub const INVARIANTS: [&str; 5] = [
     crate::confidential::E2E_CONFIDENTIAL,
 ];
 /// Every check [`check_all`] runs, invariants first, then bound checks, in its order.
-pub const CHECKS: [&str; 6] = [
+pub const CHECKS: [&str; 7] = [
     NO_LOSS,
     EXACTLY_ONCE,
     CONVERSATION_ORDER,
     LIVENESS,
     crate::confidential::E2E_CONFIDENTIAL,
+    crate::bounds::ACK_LATENCY,
     crate::bounds::RECONNECT_LOAD,
 ];
 
@@ -81,6 +82,8 @@ pub struct Bounds {
     /// After faults heal (or after the send/ack, if later), how long a message may take to be
     /// acked to its sender and displayed on each recipient.
     pub liveness_ms: Millis,
+    /// The most the median send-to-✓ time may be (`ack_latency`).
+    pub ack_p50_ms: Millis,
 }
 
 /// Run every checker, in [`INVARIANTS`] order.
@@ -91,6 +94,7 @@ pub fn check_all(h: &History, bounds: Bounds) -> Vec<Verdict> {
         conversation_order(h),
         liveness(h, bounds),
         crate::confidential::e2e_confidential(h),
+        crate::bounds::ack_latency(h, bounds.ack_p50_ms),
         crate::bounds::reconnect_load(h),
     ]
 }
@@ -100,10 +104,11 @@ pub fn check_all(h: &History, bounds: Bounds) -> Vec<Verdict> {
 pub fn no_loss(h: &History) -> Verdict {
     let ix = Index::build(h);
     let shown = FirstDisplays::build(h);
+    let groups = h.memberships();
     let mut violations = Vec::new();
     let mut checked = 0;
     for ack in first_acks(h, &ix) {
-        for r in h.recipients(ack.conv, ack.id.device) {
+        for r in h.recipients_at(&groups, ack.conv, ack.seq, ack.id.device) {
             checked += 1;
             if shown.by_msg.contains_key(&(r, ack.msg)) {
                 continue;
@@ -291,10 +296,25 @@ pub fn liveness(h: &History, bounds: Bounds) -> Verdict {
     let mut checked = 0;
 
     let first_ack_at: BTreeMap<Logical<'_>, Millis> = acks.iter().map(|a| (a.msg, a.t)).collect();
+    // A send the server turned down for good (its sender was no longer in the group, the group
+    // was full) owes no ✓: the user was told it failed.
+    let refused: BTreeSet<MsgId> = observations(h)
+        .filter_map(|(_, _, o)| match o {
+            Observation::Refused {
+                id: Some(id),
+                fin: true,
+                ..
+            } => Some(*id),
+            _ => None,
+        })
+        .collect();
     for (t, _, obs) in observations(h) {
         let Observation::Sent { id, conv, body } = obs else {
             continue;
         };
+        if refused.contains(id) {
+            continue;
+        }
         let msg = Logical::Text {
             sender: id.device,
             body,
@@ -329,9 +349,10 @@ pub fn liveness(h: &History, bounds: Bounds) -> Verdict {
         }
     }
 
+    let groups = h.memberships();
     for ack in &acks {
         let due = deadline(ack.t);
-        for r in h.recipients(ack.conv, ack.id.device) {
+        for r in h.recipients_at(&groups, ack.conv, ack.seq, ack.id.device) {
             let detail = match shown.by_msg.get(&(r, ack.msg)) {
                 Some(&d) if d <= due => None,
                 Some(&d) => Some(format!(
@@ -579,7 +600,10 @@ mod tests {
     use crate::history::Fault;
     use chatsim_system::proto::{Host, Path, UserId};
 
-    const BOUNDS: Bounds = Bounds { liveness_ms: 100 };
+    const BOUNDS: Bounds = Bounds {
+        liveness_ms: 100,
+        ack_p50_ms: 300,
+    };
 
     fn dev(u: u32) -> DeviceId {
         DeviceId::primary(UserId(u))
@@ -860,6 +884,18 @@ mod tests {
         assert_eq!(x.device.as_deref(), Some("u2.d0"));
         assert_eq!(x.at, Some(400));
         assert!(x.detail.contains("never acked"), "{}", x.detail);
+        // The same send turned down for good owes no ✓; one the phone will retry still does.
+        let mut retried = h.clone();
+        let refusal = |fin| Observation::Refused {
+            reason: chatsim_system::proto::Refusal::NotMember,
+            id: Some(mid(2, 2)),
+            fin,
+        };
+        retried.observe(310, dev(2), refusal(false));
+        assert_eq!(liveness(&retried, BOUNDS).violations.len(), 1);
+        h.observe(310, dev(2), refusal(true));
+        let v = liveness(&h, BOUNDS);
+        assert!(v.holds, "{:?}", v.violations);
     }
 
     // When the run ends before a deadline, a missing ack or display cannot be judged yet.

@@ -2,10 +2,35 @@
 //! stamped with simulated time. This is all the checkers may look at (like Jepsen, they judge
 //! what users could notice, never a server's internal state).
 
-use chatsim_system::proto::{ConvId, DeviceId, Host, Millis, UserId};
+use chatsim_system::proto::{ConvId, DeviceId, Host, Millis, Seq, UserId};
 use chatsim_system::Observation;
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+
+/// Every group's membership changes as devices saw them: group -> seq -> members after it.
+/// Taken from the history (each device reports the changes its view moves past), so the
+/// judges learn who was owed a message without asking the system.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Memberships(BTreeMap<ConvId, BTreeMap<Seq, Vec<UserId>>>);
+
+impl Memberships {
+    /// The members of `conv` when `seq` was assigned: after every change before it.
+    pub fn before(&self, conv: ConvId, seq: Seq) -> &[UserId] {
+        self.0
+            .get(&conv)
+            .and_then(|m| m.range(..seq).next_back())
+            .map_or(&[], |(_, v)| v.as_slice())
+    }
+
+    /// The members after the change at `seq`, if `seq` is a membership change.
+    pub fn change_at(&self, conv: ConvId, seq: Seq) -> Option<&[UserId]> {
+        self.0
+            .get(&conv)
+            .and_then(|m| m.get(&seq))
+            .map(Vec::as_slice)
+    }
+}
 
 /// A fault the world injected (or healed). Device-level faults name the device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +165,47 @@ impl History {
         };
         let own = self.devices_of(sender.user).filter(|d| *d != sender);
         self.devices_of(peer).chain(own).collect()
+    }
+
+    /// Every group membership change some device reported (the first report of each wins;
+    /// devices that disagree on a sequence number are `conversation_order`'s business).
+    pub fn memberships(&self) -> Memberships {
+        let mut m: BTreeMap<ConvId, BTreeMap<Seq, Vec<UserId>>> = BTreeMap::new();
+        for r in &self.records {
+            if let Event::Device {
+                obs: Observation::MembersChanged { conv, seq, members },
+                ..
+            } = &r.event
+            {
+                m.entry(*conv)
+                    .or_default()
+                    .entry(*seq)
+                    .or_insert_with(|| members.clone());
+            }
+        }
+        Memberships(m)
+    }
+
+    /// The devices owed a message `sender` got sequence number `seq` for in `conv`. Direct:
+    /// as [`History::recipients`]. Group: every device of every member at that moment (a
+    /// membership change also goes to the members it adds), but the sender device itself.
+    pub fn recipients_at(
+        &self,
+        m: &Memberships,
+        conv: ConvId,
+        seq: Seq,
+        sender: DeviceId,
+    ) -> Vec<DeviceId> {
+        if !conv.is_group() {
+            return self.recipients(conv, sender);
+        }
+        let mut users: BTreeSet<UserId> = m.before(conv, seq).iter().copied().collect();
+        users.extend(m.change_at(conv, seq).unwrap_or_default().iter().copied());
+        users
+            .into_iter()
+            .flat_map(|u| self.devices_of(u))
+            .filter(|d| *d != sender)
+            .collect()
     }
 
     /// All devices in the run.
