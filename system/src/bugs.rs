@@ -50,6 +50,8 @@ pub enum Bug {
     PresenceBroadcastAll,
     /// Devices reconnect after a fixed delay, all in lockstep.
     NoReconnectJitter,
+    /// The shard sequences a group post without checking the sender is a member.
+    NoMemberCheck,
 }
 
 /// What the zoo says about one bug.
@@ -71,7 +73,7 @@ pub struct BugInfo {
 }
 
 /// Every bug in the zoo.
-pub const ZOO: [BugInfo; 19] = [
+pub const ZOO: [BugInfo; 20] = [
     BugInfo { bug: Bug::AckBeforePersist, name: "ack-before-persist", mistake: "the shard answers sent ✓ before storage has synced the message", caught_by: "no_loss", scenario: "shard-crash-after-persist", available: true },
     BugInfo { bug: Bug::OrderByTimestamp, name: "order-by-timestamp", mistake: "phones order a conversation by the sender's clock and show messages on arrival", caught_by: "conversation_order", scenario: "reconnect-storm", available: true },
     BugInfo { bug: Bug::NoClientDedup, name: "no-client-dedup", mistake: "phones show every copy they receive instead of dropping repeats by message id", caught_by: "exactly_once", scenario: "partition-heal", available: true },
@@ -91,6 +93,7 @@ pub const ZOO: [BugInfo; 19] = [
     BugInfo { bug: Bug::TlsOnly, name: "tls-only", mistake: "only links are encrypted: servers see plaintext", caught_by: "e2e_confidential", scenario: "smoke", available: true },
     BugInfo { bug: Bug::PresenceBroadcastAll, name: "presence-broadcast-all", mistake: "presence changes go to every user, not to those looking", caught_by: "presence_load", scenario: "presence", available: false },
     BugInfo { bug: Bug::NoReconnectJitter, name: "no-reconnect-jitter", mistake: "phones reconnect after fixed delays, all in lockstep", caught_by: "reconnect_load", scenario: "reconnect-storm", available: true },
+    BugInfo { bug: Bug::NoMemberCheck, name: "no-member-check", mistake: "the shard sequences a group post without checking that the sender is a member", caught_by: "authz", scenario: "groups", available: true },
 ];
 
 impl Bug {

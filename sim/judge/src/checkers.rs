@@ -26,20 +26,22 @@ pub const CONVERSATION_ORDER: &str = "conversation_order";
 /// Name of the liveness invariant: once faults heal, sends are acked and displayed in bounded time.
 pub const LIVENESS: &str = "liveness";
 /// Every invariant, in the order [`check_all`] reports them.
-pub const INVARIANTS: [&str; 5] = [
+pub const INVARIANTS: [&str; 6] = [
     NO_LOSS,
     EXACTLY_ONCE,
     CONVERSATION_ORDER,
     LIVENESS,
     crate::confidential::E2E_CONFIDENTIAL,
+    crate::authz::AUTHZ,
 ];
 /// Every check [`check_all`] runs, invariants first, then bound checks, in its order.
-pub const CHECKS: [&str; 7] = [
+pub const CHECKS: [&str; 8] = [
     NO_LOSS,
     EXACTLY_ONCE,
     CONVERSATION_ORDER,
     LIVENESS,
     crate::confidential::E2E_CONFIDENTIAL,
+    crate::authz::AUTHZ,
     crate::bounds::ACK_LATENCY,
     crate::bounds::RECONNECT_LOAD,
 ];
@@ -94,6 +96,7 @@ pub fn check_all(h: &History, bounds: Bounds) -> Vec<Verdict> {
         conversation_order(h),
         liveness(h, bounds),
         crate::confidential::e2e_confidential(h),
+        crate::authz::authz(h),
         crate::bounds::ack_latency(h, bounds.ack_p50_ms),
         crate::bounds::reconnect_load(h),
     ]
@@ -392,7 +395,7 @@ pub fn liveness(h: &History, bounds: Bounds) -> Verdict {
 }
 
 impl Violation {
-    fn new(invariant: &'static str, at: Millis, detail: String) -> Violation {
+    pub(crate) fn new(invariant: &'static str, at: Millis, detail: String) -> Violation {
         Violation {
             invariant,
             message: None,
@@ -404,7 +407,7 @@ impl Violation {
         }
     }
 
-    fn message(mut self, id: MsgId) -> Violation {
+    pub(crate) fn message(mut self, id: MsgId) -> Violation {
         self.message = Some(id.to_string());
         self
     }
@@ -414,19 +417,19 @@ impl Violation {
         self
     }
 
-    fn device(mut self, device: DeviceId) -> Violation {
+    pub(crate) fn device(mut self, device: DeviceId) -> Violation {
         self.device = Some(device.to_string());
         self
     }
 
-    fn conv(mut self, conv: ConvId) -> Violation {
+    pub(crate) fn conv(mut self, conv: ConvId) -> Violation {
         self.conv = Some(conv.to_string());
         self
     }
 }
 
 impl Verdict {
-    fn new(name: &'static str, violations: Vec<Violation>, checked: usize) -> Verdict {
+    pub(crate) fn new(name: &'static str, violations: Vec<Violation>, checked: usize) -> Verdict {
         Verdict {
             name,
             holds: violations.is_empty(),

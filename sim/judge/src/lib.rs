@@ -7,8 +7,10 @@
 //! - [`history`]: the event types and the history container.
 //! - [`checkers`]: `no_loss`, `exactly_once`, `conversation_order`, `liveness`.
 //! - [`confidential`]: `e2e_confidential`, over every byte servers received.
+//! - [`authz`]: `authz`, who may post to and read a group, and no posting as another user.
 //! - [`bounds`]: cost checks (`reconnect_load`) for mistakes that show as load, not wrong answers.
 
+pub mod authz;
 pub mod bounds;
 pub mod checkers;
 pub mod confidential;
