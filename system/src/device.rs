@@ -391,7 +391,21 @@ impl Device {
     }
 
     fn on_sent(&mut self, now: Millis, conv: ConvId, id: MsgId, seq: Seq, out: &mut Vec<Effect>) {
-        let mut op = None;
+        self.on_sent_with(now, conv, id, seq, None, out);
+    }
+
+    /// Sent ✓ (or our own message seen stored); `stored_op` is the membership change the
+    /// stored copy carries, used when the outbox no longer knows it.
+    fn on_sent_with(
+        &mut self,
+        now: Millis,
+        conv: ConvId,
+        id: MsgId,
+        seq: Seq,
+        stored_op: Option<GroupOp>,
+        out: &mut Vec<Effect>,
+    ) {
+        let mut op = stored_op;
         if let Some(o) = self.outbox.remove(&id) {
             self.timers.cancel(&Timer::Retry(id));
             Self::observe(out, Observation::Acked { id, conv, seq });
@@ -399,7 +413,7 @@ impl Device {
                 // Every member device now has our key for this version in its copy.
                 self.distributed.insert((conv, version));
             }
-            op = o.op;
+            op = o.op.or(op);
         }
         self.fill_slot(now, conv, seq, Slot::Mine(op), out);
         self.fill_window(now, out);
@@ -522,8 +536,9 @@ impl Device {
         view.version = seq;
         view.joined = members.contains(&me);
         if !view.joined {
-            // Removed: nothing after this is ours to wait for.
-            view.held.clear();
+            // Removed: nothing after this is ours to wait for, except what the server sent us
+            // because we were added back (it only sends what is owed).
+            view.held.retain(|s, _| *s > seq);
             view.known_end = 0;
             self.timers.cancel(&Timer::Gap(conv));
         }
@@ -585,11 +600,21 @@ impl Device {
             return;
         };
         let sender = msg.id.device;
-        let Some(opened) = self.session(sender).and_then(|s| s.open(msg.id, copy)) else {
+        // The copy's nonce depends on the version, which the body names.
+        let Some(sealed) = GroupSealed::decode(&msg.body) else {
             return;
         };
-        if let Some((version, key)) = crate::e2e::decode_sender_key(&opened) {
-            self.peer_keys.insert((sender, msg.conv, version), key);
+        let version = sealed.version;
+        let Some(opened) = self
+            .session(sender)
+            .and_then(|s| s.open_key(msg.id, version, copy))
+        else {
+            return;
+        };
+        if let Some((named, key)) = crate::e2e::decode_sender_key(&opened) {
+            if named == version {
+                self.peer_keys.insert((sender, msg.conv, version), key);
+            }
         }
     }
 
@@ -625,7 +650,7 @@ impl Device {
             let wire = crate::e2e::encode_sender_key(version, &key);
             for to in self.group_recipients(conv) {
                 if let Some(session) = self.session(to) {
-                    keys.push((to, session.seal(id, &wire)));
+                    keys.push((to, session.seal_key(id, version, &wire)));
                 }
             }
         }
@@ -684,10 +709,13 @@ impl Device {
         let (conv, seq, id) = (msg.conv, msg.seq, msg.id);
         out.push(Effect::Up(Up::Ack { conv, seq }));
         if id.device == self.id {
-            // Our own message came back through a fetch: it is stored, so it counts as ✓.
-            self.on_sent(now, conv, id, seq, out);
+            // Our own message came back through a fetch: it is stored, so it counts as ✓ (and
+            // a membership change of ours applies even if the outbox no longer has it).
+            let op = msg.event.map(|e| e.op);
+            self.on_sent_with(now, conv, id, seq, op, out);
             return;
         }
+        let mut jumped = false;
         if conv.is_group() {
             // Group texts are opened when shown (the sender key may ride on an earlier
             // message still on its way); keys are kept as soon as they arrive.
@@ -697,11 +725,13 @@ impl Device {
             let adds_me = msg
                 .event
                 .as_ref()
-                .is_some_and(|e| e.members.binary_search(&me).is_ok());
+                .is_some_and(|e| matches!(e.op, GroupOp::Add { user } if user == me));
             if adds_me && !view.joined && seq > view.next_seq {
-                // Our membership starts here: nothing before it is ours to wait for.
+                // Our membership starts here: nothing before it is ours to wait for. Only an
+                // add of us does this; any other change listing us is one we must not skip to.
                 view.next_seq = seq;
                 view.held.retain(|s, _| *s >= seq);
+                jumped = true;
             }
         } else {
             match self.open(&msg) {
@@ -747,6 +777,10 @@ impl Device {
                     path,
                 },
             );
+            if jumped {
+                // The add that starts our view was already held: show from it now.
+                self.advance(now, conv, out);
+            }
             return;
         }
         view.held.insert(seq, Slot::Theirs(msg, path));

@@ -100,6 +100,20 @@ fn nonce(id: MsgId) -> [u8; 12] {
     n
 }
 
+/// The nonce of a sender-key copy: a hash of (id, version), kept apart from message nonces
+/// by its domain label (96 bits of SHA-256: a collision is not a concern at any scale here).
+fn key_nonce(id: MsgId, version: Seq) -> [u8; 12] {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    h.update(b"chatsim-sender-key-copy");
+    h.update(nonce(id));
+    h.update(version.to_le_bytes());
+    let digest = h.finalize();
+    let mut n = [0u8; 12];
+    n.copy_from_slice(&digest[..12]);
+    n
+}
+
 /// The keys one device shares with one peer, one per direction: the X25519 agreement runs
 /// once per pair (as a Signal session is set up once), not once per message.
 #[derive(Clone)]
@@ -122,6 +136,22 @@ impl Session {
         self.outgoing
             .encrypt(Nonce::from_slice(&nonce(id)), plaintext)
             .expect("ChaCha20-Poly1305 encryption cannot fail for in-memory buffers")
+    }
+
+    /// Seal a sender key of membership `version` for the peer, riding on our message `id`.
+    /// Its own nonce: a retry of `id` under a newer version carries another key, and the same
+    /// (key, nonce) must never seal two plaintexts.
+    pub fn seal_key(&self, id: MsgId, version: Seq, key: &[u8]) -> Vec<u8> {
+        self.outgoing
+            .encrypt(Nonce::from_slice(&key_nonce(id, version)), key)
+            .expect("ChaCha20-Poly1305 encryption cannot fail for in-memory buffers")
+    }
+
+    /// Open a sender key the peer sealed with [`Session::seal_key`].
+    pub fn open_key(&self, id: MsgId, version: Seq, sealed: &[u8]) -> Option<Vec<u8>> {
+        self.incoming
+            .decrypt(Nonce::from_slice(&key_nonce(id, version)), sealed)
+            .ok()
     }
 
     /// Open the peer's message `id`.
@@ -328,6 +358,19 @@ mod tests {
             None,
             "moved to another group"
         );
+        // A sender-key copy's nonce depends on the version: a retry of one message id under
+        // a new version must not reuse (key, nonce).
+        let (kx, ky) = (keypair(5), keypair(6));
+        let b = DeviceId {
+            user: UserId(2),
+            index: 0,
+        };
+        let ab = Session::new(&kx, a, b, &ky.public);
+        let ba = Session::new(&ky, b, a, &kx.public);
+        let (c1, c2) = (ab.seal_key(id, 1, &old), ab.seal_key(id, 2, &old));
+        assert_ne!(c1, c2, "same nonce for two versions");
+        assert_eq!(ba.open_key(id, 1, &c1).as_deref(), Some(&old[..]));
+        assert_eq!(ba.open_key(id, 2, &c1), None);
         let wire = encode_sender_key(9, &new);
         assert_eq!(decode_sender_key(&wire), Some((9, new)));
         assert_eq!(decode_sender_key(&wire[..20]), None);

@@ -503,6 +503,23 @@ pub enum Rpc {
         /// Whether jobs remain after this page.
         more: bool,
     },
+    /// Shard -> storage: is this message id stored, and where? (Asked before refusing a group
+    /// send, which may be a retry of one already stored.) Answered once durable.
+    FindMsg {
+        /// Conversation.
+        conv: ConvId,
+        /// The id.
+        id: MsgId,
+    },
+    /// Storage -> shard: the answer to `FindMsg`.
+    MsgFound {
+        /// Conversation.
+        conv: ConvId,
+        /// The id.
+        id: MsgId,
+        /// Its sequence number, if it is stored.
+        seq: Option<Seq>,
+    },
     /// Storage -> shard: the append is durable (or was already: `duplicate`).
     Appended {
         /// Conversation.

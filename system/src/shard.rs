@@ -87,6 +87,9 @@ struct Conv {
     loading: bool,
     queue: VecDeque<PendingSend>,
     in_flight: Option<InFlight>,
+    /// A group send about to be refused, while storage says whether it is a retry of one
+    /// already stored (then it gets its ✓, not a refusal).
+    checking: Option<(PendingSend, Refusal)>,
     /// Only with `sync-fanout`: the next write waits until this conversation's fan-out is done.
     blocked: bool,
 }
@@ -349,7 +352,7 @@ impl Shard {
     fn pump(&mut self, now: Millis, conv: ConvId, out: &mut Vec<Effect>) {
         loop {
             let c = self.convs.entry(conv).or_default();
-            if c.in_flight.is_some() || c.blocked {
+            if c.in_flight.is_some() || c.checking.is_some() || c.blocked {
                 return;
             }
             let Some(last) = c.last_seq else {
@@ -370,6 +373,19 @@ impl Shard {
             };
             let flight = match self.admit(conv, &p, last + 1) {
                 Ok(f) => f,
+                Err(reason) if conv.is_group() => {
+                    // A retry of a send stored by an earlier life (its ✓ lost in a crash)
+                    // would be refused against the membership it changed itself, or after
+                    // its sender left: ask storage first.
+                    out.push(Effect::Rpc {
+                        to: STORAGE,
+                        rpc: Rpc::FindMsg { conv, id: p.id },
+                    });
+                    self.convs.entry(conv).or_default().checking = Some((p, reason));
+                    self.timers
+                        .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
+                    return;
+                }
                 Err(reason) => {
                     Self::refuse(p.device, p.gateway, reason, Some(p.id), out);
                     continue;
@@ -438,8 +454,11 @@ impl Shard {
         if conv.is_group() {
             let sync = self.topo.bugs.has(Bug::SyncFanout) && !duplicate;
             if duplicate {
-                // Stored by an earlier life of this shard (its membership change is in what we
-                // loaded); its fan-out job may still be waiting in storage.
+                // Stored by an earlier life of this shard: our idea of the conversation (its
+                // membership above all) may predate it, so reload before the next send; its
+                // fan-out job may still be waiting in storage.
+                c.last_seq = None;
+                c.group = None;
                 Self::to_device(f.device, f.gateway, Down::Sent { conv, id, seq }, out);
                 self.read_fanouts(now, Some(conv), None, out);
             } else {
@@ -484,12 +503,15 @@ impl Shard {
     /// Step the oldest unfinished fan-out of `conv`, unless a step is already out.
     fn fanout_pump(&mut self, now: Millis, conv: ConvId, out: &mut Vec<Effect>) {
         let step = self.step_devices();
-        let Some((&key, job)) = self.jobs.range_mut((conv, 0)..=(conv, Seq::MAX)).next() else {
-            return;
-        };
-        if job.stepping {
+        // One job at a time per group, the oldest first: a job read back after a restart may
+        // be older than one already stepping, and then waits for it.
+        let range = (conv, 0)..=(conv, Seq::MAX);
+        if self.jobs.range(range.clone()).any(|(_, j)| j.stepping) {
             return;
         }
+        let Some((&key, job)) = self.jobs.range_mut(range).next() else {
+            return;
+        };
         job.stepping = true;
         Self::send_step(key, job, step, out);
         self.timers.set(Timer::Fanout(key), now + STORAGE_RETRY_MS);
@@ -694,6 +716,26 @@ impl Shard {
                 self.timers.cancel(&Timer::Storage(conv));
                 self.pump(now, conv, out);
             }
+            Rpc::MsgFound { conv, id, seq } => {
+                let Some(c) = self.convs.get_mut(&conv) else {
+                    return;
+                };
+                let Some((p, reason)) = c.checking.take_if(|(p, _)| p.id == id) else {
+                    return;
+                };
+                self.timers.cancel(&Timer::Storage(conv));
+                match seq {
+                    Some(seq) => {
+                        // Stored before: ✓ it, and reload, since our membership predates it.
+                        c.last_seq = None;
+                        c.group = None;
+                        let sent = Down::Sent { conv, id, seq };
+                        Self::to_device(p.device, p.gateway, sent, out);
+                    }
+                    None => Self::refuse(p.device, p.gateway, reason, Some(p.id), out),
+                }
+                self.pump(now, conv, out);
+            }
             Rpc::FanoutStepped { conv, seq, next } => {
                 self.on_fanout_stepped(now, (conv, seq), next, out)
             }
@@ -876,6 +918,9 @@ impl Shard {
                         to: STORAGE,
                         rpc: Rpc::LoadConv { conv },
                     });
+                } else if let Some((p, _)) = &c.checking {
+                    let rpc = Rpc::FindMsg { conv, id: p.id };
+                    out.push(Effect::Rpc { to: STORAGE, rpc });
                 } else if let Some(f) = &c.in_flight {
                     Self::send_append(f, out);
                 } else {

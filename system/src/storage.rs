@@ -150,6 +150,8 @@ type PendingPage = (
 struct Buffered {
     op: Option<StorageOp>,
     reply: Option<(Host, Rpc)>,
+    /// A conversation to load for this host once the buffer is durable.
+    load: Option<(Host, ConvId)>,
 }
 
 /// A storage node.
@@ -176,7 +178,11 @@ impl Storage {
     }
 
     fn buffer(&mut self, now: Millis, op: Option<StorageOp>, reply: Option<(Host, Rpc)>) {
-        self.buffer.push(Buffered { op, reply });
+        self.buffer.push(Buffered {
+            op,
+            reply,
+            load: None,
+        });
         self.sync_at.get_or_insert(now + STORAGE_SYNC_MS);
     }
 
@@ -195,16 +201,12 @@ impl Storage {
         buffered.fold(self.durable.last_seq(conv), Seq::max)
     }
 
-    /// A group's membership including buffered changes: the shard's next sequence number
-    /// counts buffered appends, so its membership must too.
-    fn members_incl_buffer(&self, conv: ConvId) -> Option<(Seq, Vec<UserId>)> {
-        let mut buffered = self.buffer.iter().filter_map(|b| match &b.op {
-            Some(StorageOp::Append { msg, .. }) if msg.conv == conv => {
-                msg.event.as_ref().map(|e| (msg.seq, e.members.clone()))
-            }
-            _ => None,
-        });
-        buffered.next_back().or_else(|| self.durable.members(conv))
+    fn conv_loaded(&self, conv: ConvId) -> Rpc {
+        Rpc::ConvLoaded {
+            conv,
+            last_seq: self.durable.last_seq(conv),
+            members: self.durable.members(conv),
+        }
     }
 
     /// The log between `lo` and `hi` as `device` may see it (see [`Rpc::ReadLog`]), each
@@ -301,12 +303,19 @@ impl Storage {
         let buffer = std::mem::take(&mut self.buffer);
         let mut ops = Vec::new();
         let mut replies = Vec::new();
+        let mut loads = Vec::new();
         for b in buffer {
             if let Some(op) = b.op {
                 self.durable.apply(&op);
                 ops.push(op);
             }
             replies.extend(b.reply);
+            loads.extend(b.load);
+        }
+        // Loads answer from what is now durable: never a membership or a last sequence
+        // number that a crash could still take back.
+        for (to, conv) in loads {
+            replies.push((to, self.conv_loaded(conv)));
         }
         if !ops.is_empty() {
             out.push(Effect::Persist(ops));
@@ -319,16 +328,37 @@ impl Storage {
     fn on_rpc(&mut self, now: Millis, from: Host, rpc: Rpc, out: &mut Vec<Effect>) {
         match rpc {
             Rpc::LoadConv { conv } => {
-                let last_seq = self.last_seq_incl_buffer(conv);
-                let members = self.members_incl_buffer(conv);
-                out.push(Effect::Rpc {
-                    to: from,
-                    rpc: Rpc::ConvLoaded {
-                        conv,
-                        last_seq,
-                        members,
-                    },
-                });
+                if self.buffer.is_empty() {
+                    out.push(Effect::Rpc {
+                        to: from,
+                        rpc: self.conv_loaded(conv),
+                    });
+                } else {
+                    // Wait for the buffered writes: a buffered append may be this
+                    // conversation's, and answering with it before it is durable could hand
+                    // out a membership or sequence number a crash then takes back.
+                    self.buffer.push(Buffered {
+                        op: None,
+                        reply: None,
+                        load: Some((from, conv)),
+                    });
+                    self.sync_at.get_or_insert(now + STORAGE_SYNC_MS);
+                }
+            }
+            Rpc::FindMsg { conv, id } => {
+                let seq = self.durable.find(id).map(|(_, s)| s);
+                let found = self.buffered_append(id);
+                let rpc = Rpc::MsgFound {
+                    conv,
+                    id,
+                    seq: seq.or(found),
+                };
+                if seq.is_none() && found.is_some() {
+                    // Answer once that copy is durable, never before.
+                    self.buffer(now, None, Some((from, rpc)));
+                } else {
+                    out.push(Effect::Rpc { to: from, rpc });
+                }
             }
             Rpc::FanoutStep {
                 conv,
@@ -564,6 +594,55 @@ mod tests {
             }
         ));
         assert_eq!(s.durable().inbox_entries(), 1);
+    }
+
+    // A load while writes are buffered is answered only after the sync, from durable state:
+    // a crash before the sync must not leave a shard holding a sequence number it took back.
+    #[test]
+    fn a_load_waits_for_buffered_writes_and_reports_only_durable_state() {
+        let mut s = Storage::new(StorageState::default());
+        append(&mut s, 0, msg(1, 1));
+        let mut out = Vec::new();
+        let conv = ConvId::direct(UserId(1), UserId(2));
+        let load = Rpc::LoadConv { conv };
+        s.handle(
+            1,
+            Input::Rpc {
+                from: Host::Shard(0),
+                rpc: load.clone(),
+            },
+            &mut out,
+        );
+        assert!(out.is_empty(), "answered before the sync: {out:?}");
+        s.handle(2, Input::Timeout, &mut out);
+        assert!(out.iter().any(|e| matches!(
+            e,
+            Effect::Rpc {
+                rpc: Rpc::ConvLoaded { last_seq: 1, .. },
+                ..
+            }
+        )));
+        // The same load, buffered, on a node that crashes before the sync: the successor
+        // answers from what survived.
+        let mut s = Storage::new(StorageState::default());
+        append(&mut s, 0, msg(1, 1));
+        let mut s = Storage::new(s.durable().clone());
+        let mut out = Vec::new();
+        s.handle(
+            1,
+            Input::Rpc {
+                from: Host::Shard(0),
+                rpc: load,
+            },
+            &mut out,
+        );
+        assert!(matches!(
+            out[0],
+            Effect::Rpc {
+                rpc: Rpc::ConvLoaded { last_seq: 0, .. },
+                ..
+            }
+        ));
     }
 
     // A retried append must not take a second sequence number, and a skipped one is refused.

@@ -777,4 +777,75 @@ mod tests {
         assert_eq!(c.durable().fanouts_pending(), 0);
         assert_eq!(c.durable().inbox_entries(), 0);
     }
+
+    // A member that missed the group's creation and then sees a later change listing it must
+    // not skip ahead to that change: only an add of itself starts its view there. Driven on
+    // the device alone: the creation never arrives until the fetch brings it.
+    #[test]
+    fn a_member_that_missed_the_creation_waits_for_it_instead_of_skipping() {
+        use crate::device::Device;
+        use crate::proto::{Down, GroupEvent, GroupOp, Message, MsgId, Up};
+        let g = ConvId::group(4);
+        let (a, b) = (user(0), user(1));
+        let event = |seq: u64, op: GroupOp, members: &[u32]| Message {
+            conv: g,
+            seq,
+            id: MsgId {
+                device: a,
+                n: seq as u32,
+            },
+            body: Vec::new(),
+            sent_at: 0,
+            event: Some(GroupEvent {
+                op,
+                members: members.iter().map(|u| UserId(*u)).collect(),
+            }),
+            keys: Vec::new(),
+        };
+        let create = event(
+            1,
+            GroupOp::Create {
+                members: vec![UserId(1)],
+            },
+            &[0, 1],
+        );
+        let add = event(2, GroupOp::Add { user: UserId(2) }, &[0, 1, 2]);
+        let mut d = Device::new(b, group_topo(3), 1, true);
+        let mut out = Vec::new();
+        d.handle(0, Input::Timeout, &mut out);
+        d.handle(1, Input::Connected, &mut out);
+        d.handle(2, Input::Down(Down::Welcome { epoch: 1 }), &mut out);
+        out.clear();
+        let deliver = |msg: &Message| {
+            Input::Down(Down::Deliver {
+                msg: msg.clone(),
+                path: Path::Live,
+            })
+        };
+        d.handle(3, deliver(&add), &mut out);
+        let changes = |out: &[Effect]| -> Vec<u64> {
+            out.iter()
+                .filter_map(|e| match e {
+                    Effect::Observe(Observation::MembersChanged { seq, .. }) => Some(*seq),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert!(
+            changes(&out).is_empty(),
+            "skipped to a change that is not its own add"
+        );
+        d.handle(
+            3 + crate::limits::GAP_REPAIR_DELAY_MS,
+            Input::Timeout,
+            &mut out,
+        );
+        assert!(out.contains(&Effect::Up(Up::Fetch {
+            conv: g,
+            from: 1,
+            to: 1
+        })));
+        d.handle(600, deliver(&create), &mut out);
+        assert_eq!(changes(&out), vec![1, 2]);
+    }
 }

@@ -140,6 +140,8 @@ pub fn describe(w: &Wire) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
                 Some((*conv, *seq)),
             ),
             Rpc::ReadFanouts { .. } => ("ReadFanouts".into(), None, None),
+            Rpc::FindMsg { id, .. } => (format!("FindMsg {id}"), Some(*id), None),
+            Rpc::MsgFound { id, seq, .. } => (format!("MsgFound {seq:?}"), Some(*id), None),
             Rpc::Fanouts { jobs, .. } => (format!("Fanouts ({})", jobs.len()), None, None),
         },
     }

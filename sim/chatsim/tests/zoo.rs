@@ -1,4 +1,4 @@
-//! The bug zoo gate: every mistake the 1:1 path can express is caught by the invariant the zoo
+//! The bug zoo gate: every mistake the built design can express is caught by the check the zoo
 //! names for it, on its scenario, within the seed budget. A checker that never fails proves
 //! nothing; this is the test that the testbed can see.
 
@@ -8,10 +8,11 @@ use chatsim::shrink::{hunt, Hunted};
 use chatsim_system::bugs::{Bugs, ZOO};
 use std::path::Path;
 
-/// Seeds tried per bug before the gate gives up. Measured: every bug below is caught within
-/// its first 4 seeds; 20 leaves room for changes that shift the traces.
+/// Seeds tried per bug before the gate gives up. Measured (2026-11-29): every bug is caught
+/// within its first 6 seeds; 20 leaves room for changes that shift the traces.
 const SEED_BUDGET: u64 = 20;
-/// The longest shrunk story (in events) the zoo accepts. Measured: at most 11.
+/// The longest shrunk story (in events) the zoo accepts. Measured: at most 10 (the shortest
+/// of up to three catches per bug).
 const SHRUNK_EVENTS_MAX: usize = 30;
 
 #[test]
@@ -82,7 +83,7 @@ fn every_available_zoo_bug_is_caught_within_the_seed_budget_and_shrinks_to_a_sho
         "not caught within {SEED_BUDGET} seeds: {missed:?}\ncaught: {caught:?}"
     );
     assert!(
-        caught.len() >= 12,
+        caught.len() >= 15,
         "fewer zoo bugs available than before: {caught:?}"
     );
 }

@@ -198,13 +198,14 @@ impl Shared {
 /// writes at once, so quiet links gain no latency.
 const WRITE_PACE: Duration = Duration::from_millis(2);
 
-/// The next payload to write: the next frame and whatever else is queued by the time the
-/// pace allows another write.
-async fn next_payload(
+/// The payload to write after `first` arrived: wait out the pace, then take `first` and
+/// whatever else is queued by then. Call it only where it cannot be cancelled (never as a
+/// `select!` branch): `first` is already off the queue.
+async fn paced(
+    first: Bytes,
     rx: &mut UnboundedReceiver<Bytes>,
     last: &mut Option<Instant>,
-) -> Option<Bytes> {
-    let first = rx.recv().await?;
+) -> Bytes {
     if let Some(due) = last
         .map(|l| l + WRITE_PACE)
         .filter(|due| *due > Instant::now())
@@ -212,7 +213,7 @@ async fn next_payload(
         sleep_until(due).await;
     }
     *last = Some(Instant::now());
-    Some(batch(first, rx))
+    batch(first, rx)
 }
 
 /// Every frame already waiting on `rx` after `first`, as one buffer.
@@ -242,8 +243,11 @@ async fn run_conn(
     loop {
         tokio::select! {
             biased;
-            msg = next_payload(&mut outgoing, &mut last_write) => match msg {
-                Some(bytes) => {
+            msg = outgoing.recv() => match msg {
+                Some(first) => {
+                    // In the branch body, not the select: a read finishing during the pace
+                    // must not drop a frame already taken off the queue.
+                    let bytes = paced(first, &mut outgoing, &mut last_write).await;
                     if stream.write_all(&bytes).await.is_err() || stream.flush().await.is_err() {
                         return;
                     }
@@ -292,7 +296,8 @@ async fn write_frame(stream: &mut TcpStream, frame: &[u8]) -> bool {
 async fn peer_link(to: Host, mut rx: UnboundedReceiver<Bytes>) {
     let mut stream: Option<TcpStream> = None;
     let mut last_write = None;
-    while let Some(frame) = next_payload(&mut rx, &mut last_write).await {
+    while let Some(first) = rx.recv().await {
+        let frame = paced(first, &mut rx, &mut last_write).await;
         // A write to a connection whose peer has restarted fails at once (the peer's socket is
         // gone, like a TCP reset): the frame was not sent, so it goes again on a fresh
         // connection. A frame that cannot get through a fresh one either is dropped, as a
