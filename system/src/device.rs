@@ -878,6 +878,10 @@ impl Device {
                 body: shown,
             },
         );
+        if let Some(op) = &op {
+            let op = op.clone();
+            Self::observe(out, Observation::ChangeAsked { id, conv, op });
+        }
         let sent_at = self.local_clock(now);
         self.outbox.insert(
             id,

@@ -289,6 +289,16 @@ pub enum Observation {
         #[serde(default)]
         fin: bool,
     },
+    /// The user asked for a membership change (logged with its `Sent`): the judges rebuild
+    /// each group's membership from these, not from what the server says it became.
+    ChangeAsked {
+        /// The change's id.
+        id: MsgId,
+        /// The group.
+        conv: ConvId,
+        /// What was asked.
+        op: proto::GroupOp,
+    },
     /// The device's view of a group's membership moved past a change (its own, once ✓ and in
     /// order, or someone else's, when displayed): from `seq` on, these are the members.
     MembersChanged {

@@ -133,6 +133,9 @@ pub fn replay_log(h: &History) -> String {
                         let then = if *fin { ", dropped" } else { ", will retry" };
                         format!("refused{what}: {reason:?}{then}")
                     }
+                    Observation::ChangeAsked { id, conv, op } => {
+                        format!("asks for {id} in {conv}: {op:?}")
+                    }
                     Observation::MembersChanged { conv, seq, members } => {
                         let shown: Vec<String> =
                             members.iter().take(8).map(ToString::to_string).collect();

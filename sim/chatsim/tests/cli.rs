@@ -66,6 +66,7 @@ fn two_processes_agree_on_the_trace_hash_and_the_json_has_the_promised_fields() 
             "conversation_order",
             "liveness",
             "e2e_confidential",
+            "authz",
             "ack_latency",
             "reconnect_load"
         ]

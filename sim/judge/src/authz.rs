@@ -101,13 +101,42 @@ pub fn authz(h: &History) -> Verdict {
             _ => {}
         }
     }
+    // Every member list a device reported must be the one the users' changes make: a server
+    // that computes membership wrongly (drops a member, keeps a removed one) shows here.
+    for (t, device, conv, seq, reported) in h.reported_memberships() {
+        checked += 1;
+        let expected = groups.change_at(conv, seq);
+        if expected.is_some_and(|e| e != reported) {
+            violations.push(
+                Violation::new(
+                    AUTHZ,
+                    t,
+                    format!(
+                        "{device} was told the members of {conv} at seq {seq} are {}, but the changes users asked for make them {}",
+                        names(reported),
+                        names(expected.unwrap_or_default())
+                    ),
+                )
+                .device(device)
+                .conv(conv),
+            );
+        }
+    }
     Verdict::new(AUTHZ, violations, checked)
+}
+
+fn names(users: &[chatsim_system::proto::UserId]) -> String {
+    let shown: Vec<String> = users.iter().take(8).map(ToString::to_string).collect();
+    match users.len().saturating_sub(shown.len()) {
+        0 => format!("[{}]", shown.join(",")),
+        more => format!("[{} +{more}]", shown.join(",")),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chatsim_system::proto::{ConvId, DeviceId, Path, UserId};
+    use chatsim_system::proto::{ConvId, DeviceId, GroupOp, Path, UserId};
 
     fn dev(u: u32) -> DeviceId {
         DeviceId::primary(UserId(u))
@@ -139,10 +168,19 @@ mod tests {
             device: dev(0),
             n: 1,
         };
-        for (t, id, seq, m) in [
+        let ops = [
+            GroupOp::Create {
+                members: members(&[1]),
+            },
+            GroupOp::Remove { user: UserId(1) },
+        ];
+        for ((t, id, seq, m), op) in [
             (1, create, 1, members(&[0, 1])),
             (2, remove, 2, members(&[0])),
-        ] {
+        ]
+        .into_iter()
+        .zip(ops)
+        {
             h.observe(
                 t,
                 dev(0),
@@ -152,6 +190,7 @@ mod tests {
                     body: vec![],
                 },
             );
+            h.observe(t, dev(0), Observation::ChangeAsked { id, conv: g, op });
             h.observe(t, dev(0), Observation::Acked { id, conv: g, seq });
             h.observe(
                 t,
@@ -183,7 +222,35 @@ mod tests {
         );
         let v = authz(&h);
         assert!(v.holds, "{:?}", v.violations);
-        assert_eq!(v.checked, 3);
+        assert_eq!(v.checked, 5, "2 acks, 1 display, 2 member lists");
+    }
+
+    // A member list the server computed wrongly (it kept u1 after u1's removal) is caught
+    // against the changes users asked for, and the judges' recipients follow the users.
+    #[test]
+    fn a_membership_the_server_got_wrong_is_caught() {
+        let g = ConvId::group(1);
+        let mut h = group();
+        let wrong = vec![UserId(0), UserId(1)];
+        h.observe(
+            3,
+            dev(2),
+            Observation::MembersChanged {
+                conv: g,
+                seq: 2,
+                members: wrong,
+            },
+        );
+        let v = authz(&h);
+        assert_eq!(v.violations.len(), 1, "{:?}", v.violations);
+        assert!(
+            v.violations[0].detail.contains("make them [u0]"),
+            "{}",
+            v.violations[0].detail
+        );
+        let m = h.memberships();
+        assert_eq!(m.before(g, 3), &[UserId(0)]);
+        assert_eq!(m.change_at(g, 1), Some(&[UserId(0), UserId(1)][..]));
     }
 
     // A post acked to a removed member, a message shown to one, and a message nobody sent

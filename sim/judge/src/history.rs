@@ -2,7 +2,7 @@
 //! stamped with simulated time. This is all the checkers may look at (like Jepsen, they judge
 //! what users could notice, never a server's internal state).
 
-use chatsim_system::proto::{ConvId, DeviceId, Host, Millis, Seq, UserId};
+use chatsim_system::proto::{ConvId, DeviceId, GroupOp, Host, Millis, MsgId, Seq, UserId};
 use chatsim_system::Observation;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -167,23 +167,70 @@ impl History {
         self.devices_of(peer).chain(own).collect()
     }
 
-    /// Every group membership change some device reported (the first report of each wins;
-    /// devices that disagree on a sequence number are `conversation_order`'s business).
+    /// Every group's membership, rebuilt from the changes users asked for (`ChangeAsked`),
+    /// placed at the sequence number the history shows each one took (its ✓, or any device
+    /// showing it). Not from the member lists the server computed: a server that dropped a
+    /// member would have the judges agree with it. Changes that never took a sequence number
+    /// (refused) change nothing.
     pub fn memberships(&self) -> Memberships {
-        let mut m: BTreeMap<ConvId, BTreeMap<Seq, Vec<UserId>>> = BTreeMap::new();
+        let mut asked: BTreeMap<MsgId, (ConvId, GroupOp)> = BTreeMap::new();
+        let mut seq_of: BTreeMap<MsgId, Seq> = BTreeMap::new();
         for r in &self.records {
-            if let Event::Device {
-                obs: Observation::MembersChanged { conv, seq, members },
-                ..
-            } = &r.event
-            {
-                m.entry(*conv)
-                    .or_default()
-                    .entry(*seq)
-                    .or_insert_with(|| members.clone());
+            let Event::Device { obs, .. } = &r.event else {
+                continue;
+            };
+            match obs {
+                Observation::ChangeAsked { id, conv, op } => {
+                    asked.insert(*id, (*conv, op.clone()));
+                }
+                Observation::Acked { id, seq, .. } | Observation::Displayed { id, seq, .. } => {
+                    seq_of.entry(*id).or_insert(*seq);
+                }
+                _ => {}
+            }
+        }
+        let mut changes: BTreeMap<ConvId, BTreeMap<Seq, (MsgId, GroupOp)>> = BTreeMap::new();
+        for (id, (conv, op)) in asked {
+            if let Some(seq) = seq_of.get(&id) {
+                changes.entry(conv).or_default().insert(*seq, (id, op));
+            }
+        }
+        let mut m: BTreeMap<ConvId, BTreeMap<Seq, Vec<UserId>>> = BTreeMap::new();
+        for (conv, by_seq) in changes {
+            let mut members: BTreeSet<UserId> = BTreeSet::new();
+            let at = m.entry(conv).or_default();
+            for (seq, (id, op)) in by_seq {
+                match op {
+                    GroupOp::Create { members: first } => {
+                        members = first.into_iter().collect();
+                        members.insert(id.device.user);
+                    }
+                    GroupOp::Add { user } => {
+                        members.insert(user);
+                    }
+                    GroupOp::Remove { user } => {
+                        members.remove(&user);
+                    }
+                }
+                at.insert(seq, members.iter().copied().collect());
             }
         }
         Memberships(m)
+    }
+
+    /// Every membership change a device reported moving past, as (time, device, group, seq,
+    /// members), for comparison with [`History::memberships`].
+    pub fn reported_memberships(&self) -> Vec<(Millis, DeviceId, ConvId, Seq, &[UserId])> {
+        self.records
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::Device {
+                    device,
+                    obs: Observation::MembersChanged { conv, seq, members },
+                } => Some((r.t, *device, *conv, *seq, members.as_slice())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The devices owed a message `sender` got sequence number `seq` for in `conv`. Direct:
