@@ -111,6 +111,7 @@ enum Timer {
     Gap(ConvId),
     Drain,
     Sync,
+    Pull(ConvId),
 }
 
 /// A device.
@@ -143,6 +144,10 @@ pub struct Device {
     distributed: BTreeSet<(ConvId, Seq)>,
     /// Other devices' sender keys, per (device, group, version).
     peer_keys: BTreeMap<(DeviceId, ConvId, Seq), [u8; 32]>,
+    /// Groups read from their log whose end we must ask for, once connected: a membership
+    /// change we just applied may have made us a member, or the group big enough, after our
+    /// connection's pulls went out.
+    pulls_due: BTreeSet<ConvId>,
     timers: Timers<Timer>,
 }
 
@@ -179,6 +184,7 @@ impl Device {
             my_keys: BTreeMap::new(),
             distributed: BTreeSet::new(),
             peer_keys: BTreeMap::new(),
+            pulls_due: BTreeSet::new(),
             timers,
         }
     }
@@ -383,11 +389,28 @@ impl Device {
         } else {
             self.start_drain(now, None, out);
         }
+        // Groups read from their log parked nothing for us while we were away: ask how far
+        // each reaches, and fetch the rest.
+        let over = self.topo.fanout_on_read_over as usize;
+        let pulls: Vec<ConvId> = self
+            .convs
+            .iter()
+            .filter(|(c, v)| c.is_group() && v.joined && over > 0 && v.members.len() > over)
+            .map(|(c, _)| *c)
+            .collect();
+        for conv in pulls {
+            self.pull(now, conv, out);
+        }
         // Everything unacknowledged goes again on the new connection, same ids.
         for o in self.outbox.values_mut() {
             o.transmitted = false;
         }
         self.fill_window(now, out);
+    }
+
+    fn pull(&mut self, now: Millis, conv: ConvId, out: &mut Vec<Effect>) {
+        out.push(Effect::Up(Up::Pull { conv }));
+        self.timers.set(Timer::Pull(conv), now + DRAIN_RETRY_MS);
     }
 
     fn on_sent(&mut self, now: Millis, conv: ConvId, id: MsgId, seq: Seq, out: &mut Vec<Effect>) {
@@ -541,6 +564,10 @@ impl Device {
             view.held.retain(|s, _| *s > seq);
             view.known_end = 0;
             self.timers.cancel(&Timer::Gap(conv));
+        }
+        let over = self.topo.fanout_on_read_over as usize;
+        if view.joined && over > 0 && members.len() > over {
+            self.pulls_due.insert(conv);
         }
         let members: Vec<UserId> = members.iter().copied().collect();
         view.members = members.iter().copied().collect();
@@ -810,6 +837,14 @@ impl Device {
                     }
                 }
             }
+            Down::Pulled { conv, last } => {
+                self.timers.cancel(&Timer::Pull(conv));
+                let view = self.convs.entry(conv).or_default();
+                if view.joined {
+                    view.known_end = view.known_end.max(last);
+                    self.advance(now, conv, out);
+                }
+            }
             Down::Pong => {}
         }
     }
@@ -947,6 +982,11 @@ impl Device {
                     self.start_drain(now, after, out);
                 }
             }
+            Timer::Pull(conv) => {
+                if self.link == Link::Ready {
+                    self.pull(now, conv, out);
+                }
+            }
             Timer::Sync => {
                 if self.link == Link::Ready && self.drain.is_none() {
                     self.start_drain(now, None, out);
@@ -987,6 +1027,11 @@ impl Machine for Device {
                 }
             }
             _ => {}
+        }
+        if self.link == Link::Ready {
+            for conv in std::mem::take(&mut self.pulls_due) {
+                self.pull(now, conv, out);
+            }
         }
     }
 

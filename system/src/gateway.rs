@@ -165,9 +165,10 @@ impl Gateway {
                     return;
                 };
                 let shard = match &up {
-                    Up::Send { conv, .. } | Up::Fetch { conv, .. } | Up::Ack { conv, .. } => {
-                        shard_for_conv(*conv, self.topo.shards)
-                    }
+                    Up::Send { conv, .. }
+                    | Up::Fetch { conv, .. }
+                    | Up::Ack { conv, .. }
+                    | Up::Pull { conv } => shard_for_conv(*conv, self.topo.shards),
                     _ => shard_for_user(device.user, self.topo.shards),
                 };
                 out.push(Effect::Rpc {

@@ -350,6 +350,11 @@ pub struct Deployment {
     pub devices_per_user: u8,
     /// Classic design mistakes switched on (see [`bugs`]); empty for the real design.
     pub bugs: bugs::Bugs,
+    /// Groups with more members than this are read from their log (fan-out on read): their
+    /// texts park no inbox entries; online members get pushes and every member pulls on
+    /// connecting. 0: every group fans out on write.
+    #[serde(default)]
+    pub fanout_on_read_over: u32,
     /// Every device's public key (the stand-in for a key server).
     pub keys: std::collections::BTreeMap<proto::DeviceId, [u8; 32]>,
 }

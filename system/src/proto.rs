@@ -271,6 +271,12 @@ pub enum Up {
         /// Last missing sequence number.
         to: Seq,
     },
+    /// How far does this group's log reach? (A member asks on every connection, since a
+    /// group read from its log parks nothing in inboxes.)
+    Pull {
+        /// The group.
+        conv: ConvId,
+    },
     /// Heartbeat.
     Ping,
 }
@@ -337,6 +343,14 @@ pub enum Down {
         /// Whether more entries remain after this page.
         more: bool,
     },
+    /// The answer to `Pull`: the group's log is durable up to `last`; the device fetches what
+    /// it is missing up to there.
+    Pulled {
+        /// The group.
+        conv: ConvId,
+        /// Its last durable sequence number.
+        last: Seq,
+    },
     /// Heartbeat answer.
     Pong,
 }
@@ -356,6 +370,9 @@ pub enum StorageOp {
         /// through after answering ✓.
         #[serde(default)]
         fanout: Vec<DeviceId>,
+        /// Whether the job parks inbox entries (false: the group is read from its log).
+        #[serde(default = "yes")]
+        park: bool,
     },
     /// One step of a group fan-out: park inbox entries for `devices` and move the job's cursor
     /// to `next` (the job is gone once `next` reaches its end).
@@ -368,6 +385,10 @@ pub enum StorageOp {
         devices: Vec<DeviceId>,
         /// The job's cursor after this step.
         next: u32,
+        /// False for a group read from its log: the step only moves the cursor (its devices
+        /// get pushes, and pull what they miss).
+        #[serde(default = "yes")]
+        park: bool,
     },
     /// A device acked a message: drop its inbox entry.
     DeleteInbox {
@@ -378,6 +399,10 @@ pub enum StorageOp {
         /// Sequence number of the entry.
         seq: Seq,
     },
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Messages between servers. The sender is carried beside each (see [`Envelope`]).
@@ -457,6 +482,8 @@ pub enum Rpc {
         recipients: Vec<DeviceId>,
         /// Devices for the durable fan-out job (groups).
         fanout: Vec<DeviceId>,
+        /// Whether that job parks inbox entries (false: the group is read from its log).
+        park: bool,
     },
     /// Shard -> storage: one fan-out step (see [`StorageOp::FanoutStep`]).
     FanoutStep {
@@ -468,6 +495,8 @@ pub enum Rpc {
         from: u32,
         /// This step's devices.
         devices: Vec<DeviceId>,
+        /// Whether to park their inbox entries.
+        park: bool,
     },
     /// Storage -> shard: the step is durable; the job's cursor is now `next`.
     FanoutStepped {
@@ -496,8 +525,8 @@ pub enum Rpc {
     Fanouts {
         /// The question's `req`.
         req: u64,
-        /// Each job: the message, its devices, and the cursor.
-        jobs: Vec<(Message, Vec<DeviceId>, u32)>,
+        /// Each job: the message, its devices, the cursor, and whether it parks.
+        jobs: Vec<(Message, Vec<DeviceId>, u32, bool)>,
         /// The last job in this page, where the next starts.
         next: Option<(ConvId, Seq)>,
         /// Whether jobs remain after this page.

@@ -69,6 +69,8 @@ struct InFlight {
     recipients: Vec<DeviceId>,
     /// The fan-out job written with the append (groups).
     fanout: Vec<DeviceId>,
+    /// Whether that job parks inbox entries (false: the group is read from its log).
+    park: bool,
     /// Kept so a conflict can put the send back in the queue as it came.
     send: PendingSend,
 }
@@ -92,6 +94,8 @@ struct Conv {
     checking: Option<(PendingSend, Refusal)>,
     /// Only with `sync-fanout`: the next write waits until this conversation's fan-out is done.
     blocked: bool,
+    /// Devices waiting for a `Pulled` answer until the conversation is loaded.
+    pullers: Vec<(DeviceId, u16)>,
 }
 
 /// A group message's fan-out in progress.
@@ -101,6 +105,8 @@ struct Job {
     devices: Vec<DeviceId>,
     next: u32,
     stepping: bool,
+    /// False for a group read from its log: steps push without parking inbox entries.
+    park: bool,
     /// Only with `sync-fanout`: the ✓ held back until the job is done.
     ack: Option<(DeviceId, u16)>,
 }
@@ -243,6 +249,7 @@ impl Shard {
                 msg: f.msg.clone(),
                 recipients: f.recipients.clone(),
                 fanout: f.fanout.clone(),
+                park: f.park,
             },
         });
     }
@@ -271,6 +278,7 @@ impl Shard {
                 msg,
                 recipients,
                 fanout: Vec::new(),
+                park: true,
                 send: p.clone(),
             });
         }
@@ -331,6 +339,10 @@ impl Shard {
             .flat_map(|u| self.topo.devices_of(*u))
             .filter(|d| *d != p.device)
             .collect();
+        // Fan-out on read: a text to a group over the threshold parks nothing; membership
+        // changes always park, since a member must learn of a group to pull from it.
+        let over = self.topo.fanout_on_read_over;
+        let park = p.op.is_some() || over == 0 || before.len() <= over as usize;
         if let Some(op) = p.op.clone() {
             msg.event = Some(GroupEvent {
                 op,
@@ -344,6 +356,7 @@ impl Shard {
             msg,
             recipients: Vec::new(),
             fanout,
+            park,
             send: p.clone(),
         })
     }
@@ -479,6 +492,7 @@ impl Shard {
                     devices: f.fanout,
                     next: 0,
                     stepping: false,
+                    park: f.park,
                     ack: sync.then_some((f.device, f.gateway)),
                 };
                 self.jobs.insert((conv, seq), job);
@@ -535,6 +549,7 @@ impl Shard {
             seq: key.1,
             from: job.next,
             devices: job.devices[from.min(to)..to].to_vec(),
+            park: job.park,
         };
         out.push(Effect::Rpc { to: STORAGE, rpc });
     }
@@ -672,6 +687,26 @@ impl Shard {
                     },
                 });
             }
+            Up::Pull { conv } => {
+                let c = self.convs.entry(conv).or_default();
+                match c.last_seq {
+                    Some(last) => {
+                        Self::to_device(device, gateway, Down::Pulled { conv, last }, out)
+                    }
+                    None => {
+                        c.pullers.push((device, gateway));
+                        if !c.loading {
+                            c.loading = true;
+                            out.push(Effect::Rpc {
+                                to: STORAGE,
+                                rpc: Rpc::LoadConv { conv },
+                            });
+                            self.timers
+                                .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
+                        }
+                    }
+                }
+            }
             Up::Hello { .. } | Up::Ping => {}
         }
     }
@@ -691,6 +726,13 @@ impl Shard {
                         version,
                         members: members.into_iter().collect(),
                     });
+                    for (device, gateway) in std::mem::take(&mut c.pullers) {
+                        let pulled = Down::Pulled {
+                            conv,
+                            last: last_seq,
+                        };
+                        Self::to_device(device, gateway, pulled, out);
+                    }
                     self.timers.cancel(&Timer::Storage(conv));
                     self.pump(now, conv, out);
                 }
@@ -751,13 +793,14 @@ impl Shard {
                     }
                     self.timers.cancel(&Timer::Expire(req));
                     let mut convs = BTreeSet::new();
-                    for (msg, devices, next) in jobs {
+                    for (msg, devices, next, park) in jobs {
                         convs.insert(msg.conv);
                         self.jobs.entry((msg.conv, msg.seq)).or_insert(Job {
                             msg,
                             devices,
                             next,
                             stepping: false,
+                            park,
                             ack: None,
                         });
                     }

@@ -33,8 +33,10 @@ pub struct StorageState {
     inboxes: BTreeMap<DeviceId, BTreeSet<(ConvId, Seq)>>,
     /// Per group: (sequence number of a membership change, members after it), in order.
     groups: BTreeMap<ConvId, Vec<(Seq, Vec<UserId>)>>,
-    /// Unfinished fan-out jobs: (conversation, seq) -> (devices, cursor).
-    fanouts: BTreeMap<(ConvId, Seq), (Vec<DeviceId>, u32)>,
+    /// Inbox entries ever written (durable writes a fan-out on read saves).
+    parked: u64,
+    /// Unfinished fan-out jobs: (conversation, seq) -> (devices, cursor, parks entries).
+    fanouts: BTreeMap<(ConvId, Seq), (Vec<DeviceId>, u32, bool)>,
 }
 
 impl StorageState {
@@ -46,6 +48,7 @@ impl StorageState {
                 msg,
                 recipients,
                 fanout,
+                park,
             } => {
                 self.ids.insert(msg.id, (msg.conv, msg.seq));
                 self.park(recipients, msg.conv, msg.seq);
@@ -57,7 +60,7 @@ impl StorageState {
                 }
                 if !fanout.is_empty() {
                     self.fanouts
-                        .insert((msg.conv, msg.seq), (fanout.clone(), 0));
+                        .insert((msg.conv, msg.seq), (fanout.clone(), 0, *park));
                 }
                 self.logs
                     .entry(msg.conv)
@@ -69,9 +72,12 @@ impl StorageState {
                 seq,
                 devices,
                 next,
+                park,
             } => {
-                self.park(devices, *conv, *seq);
-                if let Some((all, cursor)) = self.fanouts.get_mut(&(*conv, *seq)) {
+                if *park {
+                    self.park(devices, *conv, *seq);
+                }
+                if let Some((all, cursor, _)) = self.fanouts.get_mut(&(*conv, *seq)) {
                     *cursor = (*cursor).max(*next);
                     if *cursor as usize >= all.len() {
                         self.fanouts.remove(&(*conv, *seq));
@@ -91,8 +97,15 @@ impl StorageState {
 
     fn park(&mut self, devices: &[DeviceId], conv: ConvId, seq: Seq) {
         for d in devices {
-            self.inboxes.entry(*d).or_default().insert((conv, seq));
+            if self.inboxes.entry(*d).or_default().insert((conv, seq)) {
+                self.parked += 1;
+            }
         }
+    }
+
+    /// Inbox entries written over the node's life (each counted once).
+    pub fn inbox_written(&self) -> u64 {
+        self.parked
     }
 
     /// A group's current (version, members), if it exists.
@@ -365,13 +378,18 @@ impl Storage {
                 seq,
                 from: start,
                 devices,
+                park,
             } => {
                 let next = start.saturating_add(devices.len() as u32);
+                // A step that parks nothing still moves the cursor durably, so a restarted
+                // shard's pushes resume where they stood.
+                let devices = if park { devices } else { Vec::new() };
                 let op = StorageOp::FanoutStep {
                     conv,
                     seq,
                     devices,
                     next,
+                    park,
                 };
                 let reply = Rpc::FanoutStepped { conv, seq, next };
                 self.buffer(now, Some(op), Some((from, reply)));
@@ -393,11 +411,11 @@ impl Storage {
                     });
                 let mut jobs = Vec::new();
                 let mut next = after;
-                for ((c, s), (devices, cursor)) in iter.by_ref().take(FANOUT_JOBS_PAGE) {
+                for ((c, s), (devices, cursor, park)) in iter.by_ref().take(FANOUT_JOBS_PAGE) {
                     let msg = self.durable.logs.get(c).and_then(|l| l.get(s));
                     let msg =
                         msg.expect("a fan-out job is only written together with its log entry");
-                    jobs.push((msg.clone(), devices.clone(), *cursor));
+                    jobs.push((msg.clone(), devices.clone(), *cursor, *park));
                     next = Some((*c, *s));
                 }
                 let more = iter.next().is_some();
@@ -415,6 +433,7 @@ impl Storage {
                 msg,
                 recipients,
                 fanout,
+                park,
             } => {
                 let (conv, id) = (msg.conv, msg.id);
                 if let Some((_, seq)) = self.durable.find(id) {
@@ -452,6 +471,7 @@ impl Storage {
                             msg,
                             recipients,
                             fanout,
+                            park,
                         };
                         self.buffer(now, Some(op), Some((from, rpc)));
                     }
@@ -554,6 +574,7 @@ mod tests {
             msg: m,
             recipients: vec![DeviceId::primary(UserId(2))],
             fanout: vec![],
+            park: true,
         };
         s.handle(
             now,

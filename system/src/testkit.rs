@@ -848,4 +848,36 @@ mod tests {
         d.handle(600, deliver(&create), &mut out);
         assert_eq!(changes(&out), vec![1, 2]);
     }
+
+    // Fan-out on read: a text to a group over the threshold parks no inbox entries; an online
+    // member gets it pushed, an offline one pulls it from the log when it reconnects.
+    #[test]
+    fn a_group_read_from_its_log_parks_nothing_and_an_offline_member_pulls() {
+        let mut topo = group_topo(5);
+        topo.fanout_on_read_over = 2;
+        let mut c = Cluster::new(topo);
+        c.run_for(1_000);
+        let members = (1..5).map(UserId).collect();
+        c.act(user(0), Action::CreateGroup { group: 2, members });
+        c.run_for(1_000);
+        let written = c.durable().inbox_written();
+        assert_eq!(written, 4, "the creation parks for every member");
+        c.act(user(4), Action::GoOffline);
+        for text in ["one", "two", "three"] {
+            let body = text.as_bytes().to_vec();
+            c.act(user(0), Action::SendGroup { group: 2, body });
+        }
+        c.run_for(2_000);
+        assert_eq!(
+            c.durable().inbox_written(),
+            written,
+            "texts parked inbox entries"
+        );
+        assert_eq!(texts(&c, user(1)), vec!["one", "two", "three"]);
+        assert!(texts(&c, user(4)).is_empty());
+        c.act(user(4), Action::GoOnline);
+        c.run_for(3_000);
+        assert_eq!(texts(&c, user(4)), vec!["one", "two", "three"]);
+        assert_eq!(c.durable().inbox_entries(), 0);
+    }
 }

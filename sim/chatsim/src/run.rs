@@ -53,6 +53,8 @@ pub struct Stats {
     pub frames: u64,
     /// Inbox entries left in storage at the end.
     pub inbox_left: usize,
+    /// Inbox entries storage wrote over the run.
+    pub inbox_written: u64,
     /// Simulated seconds.
     pub sim_seconds: f64,
     /// Wall-clock seconds of this run (not part of the trace).
@@ -113,6 +115,7 @@ fn stats(raw: &RawRun, wall_seconds: f64) -> Stats {
     let mut s = Stats {
         frames: raw.frames,
         inbox_left: raw.inbox_left,
+        inbox_written: raw.inbox_written,
         sim_seconds: raw.sim_ms as f64 / 1000.0,
         wall_seconds,
         ..Stats::default()

@@ -127,6 +127,10 @@ pub struct TopologySpec {
     /// Devices per user: the primary phone plus companions (1 to 5).
     #[serde(default = "one_device")]
     pub devices_per_user: u8,
+    /// Groups with more members than this are read from their log instead of fanned out into
+    /// inboxes (0, the default: every group fans out on write).
+    #[serde(default)]
+    pub fanout_on_read_over: u32,
 }
 
 fn one_device() -> u8 {

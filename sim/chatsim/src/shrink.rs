@@ -524,8 +524,8 @@ fn scenario_text(
     let tp = &s.topology;
     let _ = writeln!(
         t,
-        "\n[topology]\nusers = {}\ngateways = {}\nshards = {}\ndevices_per_user = {}",
-        tp.users, tp.gateways, tp.shards, tp.devices_per_user
+        "\n[topology]\nusers = {}\ngateways = {}\nshards = {}\ndevices_per_user = {}\nfanout_on_read_over = {}",
+        tp.users, tp.gateways, tp.shards, tp.devices_per_user, tp.fanout_on_read_over
     );
     let n = &s.network;
     let _ = writeln!(

@@ -60,6 +60,7 @@ fn describe_up(up: &Up) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
         Up::Ack { conv, seq } => (format!("Ack seq {seq}"), None, Some((*conv, *seq))),
         Up::Drain { .. } => ("Drain".into(), None, None),
         Up::Fetch { from, to, .. } => (format!("Fetch {from}..={to}"), None, None),
+        Up::Pull { .. } => ("Pull".into(), None, None),
         Up::Ping => ("Ping".into(), None, None),
     }
 }
@@ -77,6 +78,7 @@ fn describe_down(down: &Down) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) 
             Some((msg.conv, msg.seq)),
         ),
         Down::DrainPage { more, .. } => (format!("DrainPage more={more}"), None, None),
+        Down::Pulled { last, .. } => (format!("Pulled last {last}"), None, None),
         Down::Pong => ("Pong".into(), None, None),
     }
 }
@@ -129,8 +131,13 @@ pub fn describe(w: &Wire) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
                 seq,
                 from,
                 devices,
+                park,
             } => (
-                format!("FanoutStep seq {seq} [{from}+{}]", devices.len()),
+                format!(
+                    "FanoutStep seq {seq} [{from}+{}]{}",
+                    devices.len(),
+                    if *park { "" } else { " push only" }
+                ),
                 None,
                 Some((*conv, *seq)),
             ),

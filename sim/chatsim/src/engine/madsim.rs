@@ -453,7 +453,8 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
 enum DeviceEvent {
     Connected(u64),
     ConnectFailed(u64),
-    Frame(u64, Wire),
+    // Boxed: a frame is far bigger than the other events.
+    Frame(u64, Box<Wire>),
     Closed(u64),
 }
 
@@ -481,7 +482,10 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
                     conn = None;
                     Input::ConnectFailed
                 }
-                DeviceEvent::Frame(g, Wire::Down(down)) if Some(g) == current => Input::Down(down),
+                DeviceEvent::Frame(g, w) if Some(g) == current => match *w {
+                    Wire::Down(down) => Input::Down(down),
+                    _ => continue,
+                },
                 DeviceEvent::Closed(g) if Some(g) == current => {
                     conn = None;
                     Input::Disconnected
@@ -520,7 +524,7 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
                                 let _ = tx.send(DeviceEvent::Connected(g));
                                 run_conn(stream, wrx, |f, raw| {
                                     sh.delivered(sh.now(), me, raw, &f);
-                                    let _ = tx.send(DeviceEvent::Frame(g, f.wire));
+                                    let _ = tx.send(DeviceEvent::Frame(g, Box::new(f.wire)));
                                 })
                                 .await;
                                 let _ = tx.send(DeviceEvent::Closed(g));
@@ -590,6 +594,7 @@ pub async fn simulate(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) ->
         gateways: scenario.topology.gateways,
         shards: scenario.topology.shards,
         devices_per_user: scenario.topology.devices_per_user,
+        fanout_on_read_over: scenario.topology.fanout_on_read_over,
         bugs,
         keys: Default::default(),
     };
@@ -765,7 +770,10 @@ async fn world(
     let digest = sh.digest.lock().expect("never poisoned").clone().finalize();
     let frame_log = std::mem::take(&mut *sh.frame_log.lock().expect("never poisoned"));
     let samples = std::mem::take(&mut *sh.samples.lock().expect("never poisoned"));
-    let inbox_left = sh.durable.lock().expect("never poisoned").inbox_entries();
+    let (inbox_left, inbox_written) = {
+        let d = sh.durable.lock().expect("never poisoned");
+        (d.inbox_entries(), d.inbox_written())
+    };
 
     RawRun {
         history,
@@ -773,6 +781,7 @@ async fn world(
         frame_digest: digest.into(),
         sim_ms: sh.now(),
         inbox_left,
+        inbox_written,
         frame_log,
         samples,
     }

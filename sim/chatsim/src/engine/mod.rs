@@ -20,6 +20,8 @@ pub struct RawRun {
     pub sim_ms: Millis,
     /// Inbox entries left in durable storage at the end.
     pub inbox_left: usize,
+    /// Inbox entries durable storage wrote over the run.
+    pub inbox_written: u64,
     /// Every delivered frame (up to a bound), for sequence diagrams.
     pub frame_log: Vec<crate::wire::FrameRecord>,
     /// (time, inbox entries in durable storage), sampled periodically.
