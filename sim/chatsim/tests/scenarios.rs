@@ -12,7 +12,7 @@ const SEEDS: std::ops::RangeInclusive<u64> = 1..=20;
 /// The seeds this test runs for a scenario. big-group (1,024 members, every message sealed
 /// per device) takes about 7 s a seed in release, minutes for twenty in a test build, so the
 /// test runs its first three; `chatsim swarm scenarios/big-group.toml --seeds 1..20` is the
-/// full check (20 of 20 pass, measured 2026-11-28).
+/// full check (20 of 20 pass, measured 2026-11-29).
 fn seeds_for(s: &Scenario) -> std::ops::RangeInclusive<u64> {
     if s.name() == "big-group" {
         1..=3

@@ -349,4 +349,92 @@ mod tests {
         assert_eq!(v.violations.len(), 1, "{:?}", v.violations);
         assert_eq!(v.violations[0].device.as_deref(), Some("u0.d1"));
     }
+
+    // In a group, a text is owed to the members at its sequence number: a member then who
+    // never shows it is a loss; a member added after it is owed nothing.
+    #[test]
+    fn a_group_member_at_the_texts_seq_without_it_is_a_loss_and_a_later_one_is_not() {
+        use chatsim_system::proto::GroupOp;
+        let g = ConvId::group(3);
+        let dev = |u: u32| DeviceId::primary(UserId(u));
+        let mut h = History::new(4);
+        let create = MsgId {
+            device: dev(0),
+            n: 0,
+        };
+        let text = MsgId {
+            device: dev(0),
+            n: 1,
+        };
+        let add = MsgId {
+            device: dev(0),
+            n: 2,
+        };
+        let ops = [
+            (
+                create,
+                1,
+                GroupOp::Create {
+                    members: vec![UserId(1), UserId(2)],
+                },
+            ),
+            (add, 3, GroupOp::Add { user: UserId(3) }),
+        ];
+        for (id, seq, op) in ops {
+            h.observe(
+                seq,
+                dev(0),
+                Observation::Sent {
+                    id,
+                    conv: g,
+                    body: vec![],
+                },
+            );
+            h.observe(seq, dev(0), Observation::ChangeAsked { id, conv: g, op });
+            h.observe(seq, dev(0), Observation::Acked { id, conv: g, seq });
+        }
+        let body = b"to the group".to_vec();
+        h.observe(
+            2,
+            dev(0),
+            Observation::Sent {
+                id: text,
+                conv: g,
+                body: body.clone(),
+            },
+        );
+        h.observe(
+            2,
+            dev(0),
+            Observation::Acked {
+                id: text,
+                conv: g,
+                seq: 2,
+            },
+        );
+        let shown = Observation::Displayed {
+            id: text,
+            conv: g,
+            seq: 2,
+            path: chatsim_system::proto::Path::Live,
+            body,
+            sent_at: 0,
+        };
+        h.observe(4, dev(1), shown);
+        h.end = 10_000;
+        let m = h.memberships();
+        assert_eq!(
+            h.recipients_at(&m, g, 2, dev(0)),
+            vec![dev(1), dev(2)],
+            "the text is owed to u1 and u2, not to u3 added later"
+        );
+        let v = no_loss(&h);
+        let missing: Vec<_> = v
+            .violations
+            .iter()
+            .filter(|x| x.message.as_deref() == Some("u0.d0#1"))
+            .map(|x| x.device.clone())
+            .collect();
+        assert_eq!(missing, vec![Some("u2.d0".to_string())]);
+    }
 }
