@@ -104,6 +104,55 @@ fn draw_charts(
     moved
 }
 
+/// Fan-out cost by group size: for each group text every member device showed, the time
+/// from its ✓ to the last member's display, as the median per group size (members when it was
+/// sequenced). Empty when the run has no group texts.
+pub fn fanout_costs(h: &History) -> Vec<(f64, f64)> {
+    let groups = h.memberships();
+    let mut acked: BTreeMap<MsgId, (Millis, chatsim_system::proto::ConvId, u64)> = BTreeMap::new();
+    let mut shown: BTreeMap<(MsgId, chatsim_system::proto::DeviceId), Millis> = BTreeMap::new();
+    let mut texts = std::collections::BTreeSet::new();
+    for rec in &h.records {
+        let Event::Device { device, obs } = &rec.event else {
+            continue;
+        };
+        match obs {
+            Observation::Sent { id, conv, .. } if conv.is_group() => {
+                texts.insert(*id);
+            }
+            Observation::ChangeAsked { id, .. } => {
+                texts.remove(id);
+            }
+            Observation::Acked { id, conv, seq } if conv.is_group() => {
+                acked.entry(*id).or_insert((rec.t, *conv, *seq));
+            }
+            Observation::Displayed { id, conv, .. } if conv.is_group() => {
+                shown.entry((*id, *device)).or_insert(rec.t);
+            }
+            _ => {}
+        }
+    }
+    let mut by_size: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    for (id, (t, conv, seq)) in acked.into_iter().filter(|(id, _)| texts.contains(id)) {
+        let owed = h.recipients_at(&groups, conv, seq, id.device);
+        let last = owed
+            .iter()
+            .map(|d| shown.get(&(id, *d)).copied())
+            .try_fold(t, |m, x| x.map(|x| m.max(x)));
+        if let Some(last) = last.filter(|_| !owed.is_empty()) {
+            let size = groups.before(conv, seq).len();
+            by_size.entry(size).or_default().push((last - t) as f64);
+        }
+    }
+    by_size
+        .into_iter()
+        .map(|(size, mut v)| {
+            v.sort_by(f64::total_cmp);
+            (size as f64, percentile(&v, 0.5))
+        })
+        .collect()
+}
+
 /// Fault windows from the history: each fault's start paired with its end.
 pub fn fault_windows(h: &History) -> Vec<Window> {
     let mut open: Vec<(Fault, Millis)> = Vec::new();
@@ -332,7 +381,29 @@ pub fn write_run_report(
     ];
     let windows = fault_windows(h);
     let lines = timeline(h, &r.samples);
-    draw_charts(dir, &["latency", "timeline"], |tmp| {
+    let fanout = fanout_costs(h);
+    let stems: &[&str] = if fanout.is_empty() {
+        &["latency", "timeline"]
+    } else {
+        &["latency", "timeline", "fanout"]
+    };
+    draw_charts(dir, stems, |tmp| {
+        if !fanout.is_empty() {
+            let series = [Series {
+                name: "median, ✓ to the last member's display".into(),
+                points: fanout.clone(),
+            }];
+            line_chart(
+                tmp,
+                "fanout",
+                "Fan-out cost by group size",
+                "members when sequenced",
+                "ms",
+                &series,
+                &[],
+                &[],
+            )?;
+        }
         line_chart(
             tmp,
             "latency",
@@ -386,10 +457,18 @@ pub fn write_run_report(
         sequence::sequence_svg(&r.frame_log, h, focus.as_ref(), &title),
     )?;
 
-    w("index.html", run_page(r, scenario, p50, p95, p99))
+    w(
+        "index.html",
+        run_page(r, scenario, (p50, p95, p99), !fanout.is_empty()),
+    )
 }
 
-fn run_page(r: &RunReport, scenario: &Scenario, p50: f64, p95: f64, p99: f64) -> String {
+fn run_page(
+    r: &RunReport,
+    scenario: &Scenario,
+    (p50, p95, p99): (f64, f64, f64),
+    fanout: bool,
+) -> String {
     let mut b = String::new();
     let verdict = if r.passed() {
         r#"<span class="ok">PASS</span>"#
@@ -464,7 +543,16 @@ fn run_page(r: &RunReport, scenario: &Scenario, p50: f64, p95: f64, p99: f64) ->
         "timeline",
         "Connected devices, messages in flight and inbox depth over time, fault windows shaded",
     ));
-    b.push_str("<p>Fan-out cost by group size: groups are not built yet, so there is nothing to chart.</p>\n");
+    if fanout {
+        b.push_str(&chart_block(
+            "fanout",
+            "Fan-out cost by group size: median time from the sender's ✓ to the last member's display, per group size",
+        ));
+    } else {
+        b.push_str(
+            "<p>Fan-out cost by group size: this run has no group texts every member showed.</p>\n",
+        );
+    }
     b.push_str("<h2>Sequence diagram</h2>\n");
     b.push_str(r#"<figure><img src="sequence.svg" alt="message sequence diagram"><figcaption>The frames of the violating (or traced) message, faults marked (<a href="sequence.svg">SVG</a>)</figcaption></figure>"#);
     let _ = writeln!(
@@ -582,4 +670,69 @@ pub fn write_swarm_report(dir: &Path, r: &SwarmReport, scenario: &Scenario) -> R
         "index.html",
         page(&format!("chatsim swarm {}", r.scenario), &b),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatsim_system::proto::{ConvId, DeviceId, GroupOp, UserId};
+
+    // The fan-out cost of a group text is the time from its ✓ to the last member's display,
+    // keyed by the members it was sequenced for; a text some member never showed is left out.
+    #[test]
+    fn fanout_cost_is_ack_to_last_display_per_group_size() {
+        let g = ConvId::group(1);
+        let dev = |u: u32| DeviceId::primary(UserId(u));
+        let mut h = History::new(3);
+        let create = MsgId {
+            device: dev(0),
+            n: 0,
+        };
+        let op = GroupOp::Create {
+            members: vec![UserId(1), UserId(2)],
+        };
+        h.observe(
+            0,
+            dev(0),
+            Observation::ChangeAsked {
+                id: create,
+                conv: g,
+                op,
+            },
+        );
+        h.observe(
+            1,
+            dev(0),
+            Observation::Acked {
+                id: create,
+                conv: g,
+                seq: 1,
+            },
+        );
+        let shown = |id: MsgId, seq| Observation::Displayed {
+            id,
+            conv: g,
+            seq,
+            path: DeliveryPath::Live,
+            body: b"x".to_vec(),
+            sent_at: 0,
+        };
+        for (n, seq, t_ack, shows) in [
+            (1, 2, 10, vec![(1, 20), (2, 35)]),
+            (2, 3, 50, vec![(1, 60)]),
+        ] {
+            let id = MsgId { device: dev(0), n };
+            let sent = Observation::Sent {
+                id,
+                conv: g,
+                body: b"x".to_vec(),
+            };
+            h.observe(t_ack - 5, dev(0), sent);
+            h.observe(t_ack, dev(0), Observation::Acked { id, conv: g, seq });
+            for (u, t) in shows {
+                h.observe(t, dev(u), shown(id, seq));
+            }
+        }
+        assert_eq!(fanout_costs(&h), vec![(3.0, 25.0)]);
+    }
 }
