@@ -361,6 +361,22 @@ impl Shard {
         })
     }
 
+    /// Ask storage for the conversation's last sequence number and membership, unless a load
+    /// is already out (its retry timer covers a lost answer).
+    fn load(&mut self, now: Millis, conv: ConvId, out: &mut Vec<Effect>) {
+        let c = self.convs.entry(conv).or_default();
+        if c.loading {
+            return;
+        }
+        c.loading = true;
+        out.push(Effect::Rpc {
+            to: STORAGE,
+            rpc: Rpc::LoadConv { conv },
+        });
+        self.timers
+            .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
+    }
+
     /// Start the next write of `conv` if none is in flight.
     fn pump(&mut self, now: Millis, conv: ConvId, out: &mut Vec<Effect>) {
         loop {
@@ -369,14 +385,8 @@ impl Shard {
                 return;
             }
             let Some(last) = c.last_seq else {
-                if !c.loading && !c.queue.is_empty() {
-                    c.loading = true;
-                    out.push(Effect::Rpc {
-                        to: STORAGE,
-                        rpc: Rpc::LoadConv { conv },
-                    });
-                    self.timers
-                        .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
+                if !c.queue.is_empty() {
+                    self.load(now, conv, out);
                 }
                 return;
             };
@@ -695,15 +705,7 @@ impl Shard {
                     }
                     None => {
                         c.pullers.push((device, gateway));
-                        if !c.loading {
-                            c.loading = true;
-                            out.push(Effect::Rpc {
-                                to: STORAGE,
-                                rpc: Rpc::LoadConv { conv },
-                            });
-                            self.timers
-                                .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
-                        }
+                        self.load(now, conv, out);
                     }
                 }
             }

@@ -116,18 +116,8 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
         *n += 1;
         // Bodies are unique per sender: the checkers identify a message by (sender, text).
         let body = format!("u{from}->u{to} #{n}").into_bytes();
-        // The user writes from any of their devices (no draw with one, so single-device plans
-        // stay as they were).
-        let index = if per_user > 1 {
-            rng.gen_range(0..per_user)
-        } else {
-            0
-        };
         plan.device
-            .entry(DeviceId {
-                user: UserId(from),
-                index,
-            })
+            .entry(writer(&mut rng, from, per_user))
             .or_default()
             .push((
                 t,
@@ -325,18 +315,24 @@ fn plan_groups(
         let n = counter.entry(from).or_default();
         *n += 1;
         let body = format!("u{from}->g{group} #{n}").into_bytes();
-        let index = if per_user > 1 {
-            rng.gen_range(0..per_user)
-        } else {
-            0
-        };
         plan.device
-            .entry(DeviceId {
-                user: UserId(from),
-                index,
-            })
+            .entry(writer(rng, from, per_user))
             .or_default()
             .push((t, Action::SendGroup { group, body }));
+    }
+}
+
+/// The device user `from` writes from: any of theirs (no draw with one device, so
+/// single-device plans stay as they were).
+fn writer(rng: &mut ChaCha8Rng, from: u32, per_user: u8) -> DeviceId {
+    let index = if per_user > 1 {
+        rng.gen_range(0..per_user)
+    } else {
+        0
+    };
+    DeviceId {
+        user: UserId(from),
+        index,
     }
 }
 
