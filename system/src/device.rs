@@ -555,7 +555,9 @@ impl Device {
         members: BTreeSet<UserId>,
     ) {
         let me = self.id.user;
+        let over = self.topo.fanout_on_read_over as usize;
         let view = self.convs.entry(conv).or_default();
+        let read_before = over > 0 && view.joined && view.members.len() > over;
         view.version = seq;
         view.joined = members.contains(&me);
         if !view.joined {
@@ -565,8 +567,9 @@ impl Device {
             view.known_end = 0;
             self.timers.cancel(&Timer::Gap(conv));
         }
-        let over = self.topo.fanout_on_read_over as usize;
-        if view.joined && over > 0 && members.len() > over {
+        // Only on becoming a reader of this log (joining it, or it growing past the
+        // threshold): a group we already read was pulled when we connected.
+        if view.joined && over > 0 && members.len() > over && !read_before {
             self.pulls_due.insert(conv);
         }
         let members: Vec<UserId> = members.iter().copied().collect();

@@ -118,6 +118,8 @@ type DeliveryKey = (DeviceId, ConvId, Seq);
 struct Delivery {
     msg: Message,
     attempts: u32,
+    /// False for a text of a group read from its log: no inbox entry to delete on the ack.
+    parked: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -517,7 +519,7 @@ impl Shard {
                     // Without a directory the only gateway this shard knows is the sender's.
                     self.push(device, &msg, f.gateway, out);
                 } else {
-                    self.track(now, device, msg.clone(), out);
+                    self.track(now, device, msg.clone(), true, out);
                 }
             }
         }
@@ -582,10 +584,11 @@ impl Shard {
         job.next = next;
         job.stepping = false;
         let msg = job.msg.clone();
+        let park = job.park;
         let done = next as usize >= job.devices.len();
         self.timers.cancel(&Timer::Fanout(key));
         for device in parked {
-            self.track(now, device, msg.for_device(device), out);
+            self.track(now, device, msg.for_device(device), park, out);
         }
         if done {
             if let Some(job) = self.jobs.remove(&key) {
@@ -662,11 +665,17 @@ impl Shard {
                 self.on_send(now, conv, send, out);
             }
             Up::Ack { conv, seq } => {
-                self.untrack((device, conv, seq));
-                out.push(Effect::Rpc {
-                    to: STORAGE,
-                    rpc: Rpc::DeleteInbox { device, conv, seq },
-                });
+                // An ack of a delivery we do not track (a fetch, a drain) may still have an
+                // entry: delete unless we know there is none.
+                let key = (device, conv, seq);
+                let parked = self.deliveries.get(&key).is_none_or(|d| d.parked);
+                self.untrack(key);
+                if parked {
+                    out.push(Effect::Rpc {
+                        to: STORAGE,
+                        rpc: Rpc::DeleteInbox { device, conv, seq },
+                    });
+                }
             }
             Up::Drain { after } => {
                 let req = self.request(now, Pending::Drain { device, gateway });
@@ -837,7 +846,7 @@ impl Shard {
                 if let Some(Pending::Sweep { .. }) = self.pending.remove(&req) {
                     self.timers.cancel(&Timer::Expire(req));
                     for (device, msg) in entries {
-                        self.track(now, device, msg.for_device(device), out);
+                        self.track(now, device, msg.for_device(device), true, out);
                     }
                     if more {
                         self.sweep(now, next, out);
@@ -857,7 +866,14 @@ impl Shard {
     }
 
     /// Start tracking the delivery of `msg` to `device` and make the first attempt.
-    fn track(&mut self, now: Millis, device: DeviceId, msg: Message, out: &mut Vec<Effect>) {
+    fn track(
+        &mut self,
+        now: Millis,
+        device: DeviceId,
+        msg: Message,
+        parked: bool,
+        out: &mut Vec<Effect>,
+    ) {
         let key = (device, msg.conv, msg.seq);
         if self.deliveries.contains_key(&key) {
             return;
@@ -866,7 +882,12 @@ impl Shard {
             // Over the bound the inbox alone carries it: the device drains on connect.
             return;
         }
-        self.deliveries.insert(key, Delivery { msg, attempts: 0 });
+        let delivery = Delivery {
+            msg,
+            attempts: 0,
+            parked,
+        };
+        self.deliveries.insert(key, delivery);
         self.attempt(now, key, out);
     }
 
