@@ -24,12 +24,12 @@ use crate::e2e::{Bundle, GroupSealed, KeyPair, Session};
 use crate::limits::{
     CLOCK_SKEW_MS_MAX, DRAIN_RETRY_MS, GAP_FETCH_SEQS_MAX, GAP_REPAIR_DELAY_MS, GAP_RETRY_MS,
     HANDSHAKE_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, INBOX_SYNC_MS,
-    OUTBOX_IN_FLIGHT_MAX, OUTBOX_RETRY_MS_MAX, OUTBOX_RETRY_MS_MIN, RECONNECT_BACKOFF_MS_MAX,
-    RECONNECT_BACKOFF_MS_MIN,
+    OUTBOX_IN_FLIGHT_MAX, OUTBOX_RETRY_MS_MAX, OUTBOX_RETRY_MS_MIN, RECEIPT_DELAY_MS,
+    RECEIPT_RETRY_MS, RECONNECT_BACKOFF_MS_MAX, RECONNECT_BACKOFF_MS_MIN,
 };
 use crate::proto::{
-    ConvId, DeviceId, Down, GroupOp, InboxCursor, Message, Millis, MsgId, Path, Refusal, Seq, Up,
-    UserId,
+    ConvId, DeviceId, Down, GroupOp, InboxCursor, Message, Millis, MsgId, Path, Receipt,
+    ReceiptKind, Refusal, Seq, Up, UserId,
 };
 use crate::routing::device_token;
 use crate::timers::Timers;
@@ -66,7 +66,28 @@ struct Outgoing {
 enum Slot {
     Theirs(Message, Path),
     /// One of ours, stored; a membership change of ours is applied when the view reaches it.
-    Mine(Option<GroupOp>),
+    Mine(MsgId, Option<GroupOp>),
+}
+
+/// A receipt this device owes senders, until the server says it is stored.
+#[derive(Clone, Debug, Default)]
+struct ReceiptOut {
+    /// Cumulative mark to send.
+    want: Seq,
+    /// What the server has stored.
+    acked: Seq,
+    /// Messages covered and not yet acknowledged: seq -> sender device (whom to tell).
+    senders: BTreeMap<Seq, DeviceId>,
+}
+
+/// A text of ours on its way to ✓✓ and read.
+#[derive(Clone, Debug)]
+struct MineTicks {
+    id: MsgId,
+    /// The users it went to, as the view knew them at its sequence number.
+    recipients: BTreeSet<UserId>,
+    /// The ticks shown so far.
+    tick: Option<ReceiptKind>,
 }
 
 #[derive(Clone, Debug)]
@@ -112,6 +133,7 @@ enum Timer {
     Drain,
     Sync,
     Pull(ConvId),
+    Receipt(ConvId),
 }
 
 /// A device.
@@ -148,6 +170,16 @@ pub struct Device {
     /// change we just applied may have made us a member, or the group big enough, after our
     /// connection's pulls went out.
     pulls_due: BTreeSet<ConvId>,
+    /// The conversation the user has open on this device (what it shows is read at once).
+    open: Option<ConvId>,
+    /// Receipts owed, per (conversation, kind).
+    receipts_out: BTreeMap<(ConvId, ReceiptKind), ReceiptOut>,
+    /// Shown but not read yet: conversation -> seq -> sender device.
+    unread: BTreeMap<ConvId, BTreeMap<Seq, DeviceId>>,
+    /// Receipt marks other devices sent us: (conversation, reader, kind) -> seq.
+    marks: BTreeMap<(ConvId, DeviceId, ReceiptKind), Seq>,
+    /// Our texts not yet read by all, per conversation and seq.
+    mine: BTreeMap<ConvId, BTreeMap<Seq, MineTicks>>,
     timers: Timers<Timer>,
 }
 
@@ -185,6 +217,11 @@ impl Device {
             distributed: BTreeSet::new(),
             peer_keys: BTreeMap::new(),
             pulls_due: BTreeSet::new(),
+            open: None,
+            receipts_out: BTreeMap::new(),
+            unread: BTreeMap::new(),
+            marks: BTreeMap::new(),
+            mine: BTreeMap::new(),
             timers,
         }
     }
@@ -401,6 +438,16 @@ impl Device {
         for conv in pulls {
             self.pull(now, conv, out);
         }
+        // Receipts the server has not stored go again too.
+        let owed: BTreeSet<ConvId> = self
+            .receipts_out
+            .iter()
+            .filter(|(_, r)| r.want > r.acked)
+            .map(|((c, _), _)| *c)
+            .collect();
+        for conv in owed {
+            self.timers.set(Timer::Receipt(conv), now);
+        }
         // Everything unacknowledged goes again on the new connection, same ids.
         for o in self.outbox.values_mut() {
             o.transmitted = false;
@@ -438,7 +485,7 @@ impl Device {
             }
             op = o.op.or(op);
         }
-        self.fill_slot(now, conv, seq, Slot::Mine(op), out);
+        self.fill_slot(now, conv, seq, Slot::Mine(id, op), out);
         self.fill_window(now, out);
     }
 
@@ -503,8 +550,8 @@ impl Device {
         }
         for (seq, slot) in ready {
             match slot {
-                Slot::Theirs(msg, path) => self.display(out, &msg, path),
-                Slot::Mine(Some(op)) => {
+                Slot::Theirs(msg, path) => self.display(now, out, &msg, path),
+                Slot::Mine(_, Some(op)) => {
                     let view = self.convs.entry(conv).or_default();
                     let mut members = view.members.clone();
                     match op {
@@ -521,7 +568,7 @@ impl Device {
                     }
                     self.apply_members(out, conv, seq, members);
                 }
-                Slot::Mine(None) => {}
+                Slot::Mine(id, None) => self.track_mine(conv, seq, id, out),
             }
         }
         let view = self.convs.entry(conv).or_default();
@@ -579,9 +626,10 @@ impl Device {
 
     /// Show a message that reached its place in order: open a group text under its sender's
     /// key, apply a membership change.
-    fn display(&mut self, out: &mut Vec<Effect>, msg: &Message, path: Path) {
+    fn display(&mut self, now: Millis, out: &mut Vec<Effect>, msg: &Message, path: Path) {
         if !msg.conv.is_group() {
-            return Self::show(out, msg, path);
+            Self::show(out, msg, path);
+            return self.shown(now, msg, out);
         }
         if let Some(event) = &msg.event {
             let shown = Message {
@@ -601,6 +649,7 @@ impl Device {
                     ..msg.clone()
                 };
                 Self::show(out, &shown, path);
+                self.shown(now, msg, out);
             }
             None => Self::observe(
                 out,
@@ -622,6 +671,184 @@ impl Device {
             .peer_keys
             .get(&(msg.id.device, msg.conv, sealed.version))?;
         crate::e2e::group_open(key, msg.conv, msg.id, &sealed)
+    }
+
+    /// A text from someone else reached the screen: it is owed a delivered receipt, and a
+    /// read one at once if the conversation is open here.
+    fn shown(&mut self, now: Millis, msg: &Message, out: &mut Vec<Effect>) {
+        let (conv, seq, sender) = (msg.conv, msg.seq, msg.id.device);
+        if sender.user == self.id.user || msg.event.is_some() {
+            return;
+        }
+        let r = self
+            .receipts_out
+            .entry((conv, ReceiptKind::Delivered))
+            .or_default();
+        r.want = r.want.max(seq);
+        r.senders.insert(seq, sender);
+        if self.open == Some(conv) {
+            Self::observe(out, Observation::Read { conv, upto: seq });
+            let r = self
+                .receipts_out
+                .entry((conv, ReceiptKind::Read))
+                .or_default();
+            r.want = r.want.max(seq);
+            r.senders.insert(seq, sender);
+        } else {
+            self.unread.entry(conv).or_default().insert(seq, sender);
+        }
+        self.arm_receipts(now, conv);
+    }
+
+    /// Send this conversation's receipts soon (a burst of shows goes as one).
+    fn arm_receipts(&mut self, now: Millis, conv: ConvId) {
+        if !self.timers.is_set(&Timer::Receipt(conv)) {
+            self.timers
+                .set(Timer::Receipt(conv), now + RECEIPT_DELAY_MS);
+        }
+    }
+
+    fn send_receipts(&mut self, now: Millis, conv: ConvId, out: &mut Vec<Effect>) {
+        if self.link != Link::Ready {
+            return; // The welcome sends them.
+        }
+        let forget = self.bug(Bug::FireAndForgetReceipts);
+        let mut owed = false;
+        for kind in [ReceiptKind::Delivered, ReceiptKind::Read] {
+            let Some(r) = self.receipts_out.get_mut(&(conv, kind)) else {
+                continue;
+            };
+            if r.want <= r.acked {
+                continue;
+            }
+            let notify: BTreeSet<DeviceId> = r.senders.values().copied().collect();
+            out.push(Effect::Up(Up::Receipt {
+                conv,
+                kind,
+                upto: r.want,
+                notify: notify.into_iter().collect(),
+            }));
+            if forget {
+                // Sent is as good as stored, to this design.
+                r.acked = r.want;
+                r.senders.clear();
+            } else {
+                owed = true;
+            }
+        }
+        if owed {
+            self.timers
+                .set(Timer::Receipt(conv), now + RECEIPT_RETRY_MS);
+        }
+    }
+
+    fn on_receipt_ack(&mut self, conv: ConvId, kind: ReceiptKind, upto: Seq) {
+        if let Some(r) = self.receipts_out.get_mut(&(conv, kind)) {
+            r.acked = r.acked.max(upto);
+            r.senders.retain(|s, _| *s > upto);
+        }
+        let done = [ReceiptKind::Delivered, ReceiptKind::Read].iter().all(|k| {
+            self.receipts_out
+                .get(&(conv, *k))
+                .is_none_or(|r| r.want <= r.acked)
+        });
+        if done {
+            self.timers.cancel(&Timer::Receipt(conv));
+        }
+    }
+
+    /// A receipt for our messages: keep the newest mark per reader and kind, move the ticks
+    /// of what it covers, and say we saw it (so the server drops its copy).
+    fn on_receipt(&mut self, receipt: Receipt, out: &mut Vec<Effect>) {
+        out.push(Effect::Up(Up::ReceiptSeen { receipt }));
+        let key = (receipt.conv, receipt.reader, receipt.kind);
+        let mark = self.marks.entry(key).or_default();
+        if receipt.upto <= *mark {
+            return; // A repeat or an older one: marks never go back.
+        }
+        *mark = receipt.upto;
+        Self::observe(out, Observation::Receipt { receipt });
+        let seqs: Vec<Seq> = self
+            .mine
+            .get(&receipt.conv)
+            .map(|m| m.range(..=receipt.upto).map(|(s, _)| *s).collect())
+            .unwrap_or_default();
+        for seq in seqs {
+            self.update_ticks(receipt.conv, seq, out);
+        }
+    }
+
+    /// Our text at `seq` took its place in the view: from here on its ticks follow receipts.
+    fn track_mine(&mut self, conv: ConvId, seq: Seq, id: MsgId, out: &mut Vec<Effect>) {
+        let me = self.id.user;
+        let recipients: BTreeSet<UserId> = if conv.is_group() {
+            self.convs
+                .get(&conv)
+                .map(|v| v.members.iter().copied().filter(|u| *u != me).collect())
+                .unwrap_or_default()
+        } else {
+            conv.direct_peer(me)
+                .into_iter()
+                .filter(|u| *u != me)
+                .collect()
+        };
+        if recipients.is_empty() {
+            return;
+        }
+        let t = MineTicks {
+            id,
+            recipients,
+            tick: None,
+        };
+        self.mine.entry(conv).or_default().insert(seq, t);
+        // Receipts can overtake our own ✓.
+        self.update_ticks(conv, seq, out);
+    }
+
+    /// Delivered once every recipient user has it on some device; read once every one has
+    /// read it (WhatsApp's group ticks). Shown only when they move forward.
+    fn update_ticks(&mut self, conv: ConvId, seq: Seq, out: &mut Vec<Effect>) {
+        let Some(t) = self.mine.get(&conv).and_then(|m| m.get(&seq)) else {
+            return;
+        };
+        let mark = |user: UserId, kind: ReceiptKind| {
+            self.topo
+                .devices_of(user)
+                .into_iter()
+                .any(|d| self.marks.get(&(conv, d, kind)).is_some_and(|m| *m >= seq))
+        };
+        let all = |kind: ReceiptKind| t.recipients.iter().all(|u| mark(*u, kind));
+        let tick = if all(ReceiptKind::Read) {
+            Some(ReceiptKind::Read)
+        } else if t
+            .recipients
+            .iter()
+            .all(|u| mark(*u, ReceiptKind::Delivered) || mark(*u, ReceiptKind::Read))
+        {
+            Some(ReceiptKind::Delivered)
+        } else {
+            None
+        };
+        if tick <= t.tick {
+            return;
+        }
+        let id = t.id;
+        let tick = tick.expect("greater than the current tick, so set");
+        Self::observe(
+            out,
+            Observation::Ticks {
+                id,
+                conv,
+                seq,
+                tick,
+            },
+        );
+        let mine = self.mine.entry(conv).or_default();
+        if tick == ReceiptKind::Read {
+            mine.remove(&seq);
+        } else if let Some(t) = mine.get_mut(&seq) {
+            t.tick = Some(tick);
+        }
     }
 
     /// Keep the sender key a group message carries for us, whatever happens to the message.
@@ -778,13 +1005,13 @@ impl Device {
         let view = self.convs.entry(conv).or_default();
         let repeat = !view.seen.insert(id);
         if bugs.has(Bug::NoClientDedup) && (repeat || seq < view.next_seq) {
-            self.display(out, &msg, path);
+            self.display(now, out, &msg, path);
             return;
         }
         if bugs.has(Bug::OrderByTimestamp) && !repeat {
             // Shown at once, placed by the sender's clock: no waiting for a gap to fill.
             view.next_seq = view.next_seq.max(seq + 1);
-            self.display(out, &msg, path);
+            self.display(now, out, &msg, path);
             return;
         }
         if bugs.has(Bug::NoGapRepair)
@@ -794,7 +1021,7 @@ impl Device {
         {
             // Shows what it has; whatever was missing before it is given up on.
             view.next_seq = seq + 1;
-            self.display(out, &msg, path);
+            self.display(now, out, &msg, path);
             return;
         }
         if repeat || seq < view.next_seq || view.held.contains_key(&seq) {
@@ -813,7 +1040,19 @@ impl Device {
             }
             return;
         }
+        let sender = msg.id.device;
+        let text = msg.event.is_none() && sender.user != self.id.user;
         view.held.insert(seq, Slot::Theirs(msg, path));
+        if text && self.open == Some(conv) && self.bug(Bug::ReadBeforeDelivered) {
+            // Arrived in an open chat, so the app calls it read, gap or no gap.
+            let r = self
+                .receipts_out
+                .entry((conv, ReceiptKind::Read))
+                .or_default();
+            r.want = r.want.max(seq);
+            r.senders.insert(seq, sender);
+            self.arm_receipts(now, conv);
+        }
         self.advance(now, conv, out);
     }
 
@@ -848,6 +1087,8 @@ impl Device {
                     self.advance(now, conv, out);
                 }
             }
+            Down::ReceiptAck { conv, kind, upto } => self.on_receipt_ack(conv, kind, upto),
+            Down::Receipt { receipt } => self.on_receipt(receipt, out),
             Down::Pong => {}
         }
     }
@@ -887,6 +1128,39 @@ impl Device {
                 }
             }
             Action::DropConnection => self.link_lost(now, DisconnectReason::Dropped, true, out),
+            Action::OpenChat { conv } => self.open_chat(now, conv, out),
+            Action::CloseChat => self.open = None,
+        }
+    }
+
+    /// The user opens `conv`: everything shown there is read now.
+    fn open_chat(&mut self, now: Millis, conv: ConvId, out: &mut Vec<Effect>) {
+        self.open = Some(conv);
+        let mut read = self.unread.remove(&conv).unwrap_or_default();
+        if let Some((&upto, _)) = read.last_key_value() {
+            Self::observe(out, Observation::Read { conv, upto });
+        }
+        if self.bug(Bug::ReadBeforeDelivered) {
+            // Opening marks read whatever has arrived, shown or still held back.
+            let me = self.id.user;
+            if let Some(view) = self.convs.get(&conv) {
+                for (seq, slot) in &view.held {
+                    if let Slot::Theirs(m, _) = slot {
+                        if m.event.is_none() && m.id.device.user != me {
+                            read.insert(*seq, m.id.device);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some((&upto, _)) = read.last_key_value() {
+            let r = self
+                .receipts_out
+                .entry((conv, ReceiptKind::Read))
+                .or_default();
+            r.want = r.want.max(upto);
+            r.senders.extend(read);
+            self.arm_receipts(now, conv);
         }
     }
 
@@ -990,6 +1264,7 @@ impl Device {
                     self.pull(now, conv, out);
                 }
             }
+            Timer::Receipt(conv) => self.send_receipts(now, conv, out),
             Timer::Sync => {
                 if self.link == Link::Ready && self.drain.is_none() {
                     self.start_drain(now, None, out);

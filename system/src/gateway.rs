@@ -13,7 +13,7 @@
 
 use crate::bugs::Bug;
 use crate::limits::{GATEWAY_IDLE_TIMEOUT_MS, HEARTBEAT_CHECK_MS, REGISTER_RETRY_MS};
-use crate::proto::{ConnId, DeviceId, Down, Host, Millis, Refusal, Rpc, Up};
+use crate::proto::{ConnId, DeviceId, Down, Host, Millis, Receipt, Refusal, Rpc, Up};
 use crate::routing::{device_token, shard_for_conv, shard_for_user};
 use crate::timers::Timers;
 use crate::{Deployment, Effect, Input, Machine};
@@ -168,7 +168,11 @@ impl Gateway {
                     Up::Send { conv, .. }
                     | Up::Fetch { conv, .. }
                     | Up::Ack { conv, .. }
-                    | Up::Pull { conv } => shard_for_conv(*conv, self.topo.shards),
+                    | Up::Pull { conv }
+                    | Up::Receipt { conv, .. }
+                    | Up::ReceiptSeen {
+                        receipt: Receipt { conv, .. },
+                    } => shard_for_conv(*conv, self.topo.shards),
                     _ => shard_for_user(device.user, self.topo.shards),
                 };
                 out.push(Effect::Rpc {

@@ -138,6 +138,13 @@ pub enum Action {
     GoOnline,
     /// The network drops the connection; the phone reconnects on its own.
     DropConnection,
+    /// The user opens a conversation on this device: what it shows there is read.
+    OpenChat {
+        /// Which.
+        conv: ConvId,
+    },
+    /// The user leaves the open conversation.
+    CloseChat,
 }
 
 /// What a component asks its engine to do.
@@ -298,6 +305,31 @@ pub enum Observation {
         conv: ConvId,
         /// What was asked.
         op: proto::GroupOp,
+    },
+    /// The user read every message owed to this device in `conv` up to `upto` (the
+    /// conversation was open when they were shown, or was opened after).
+    Read {
+        /// Conversation.
+        conv: ConvId,
+        /// Up to which sequence number.
+        upto: Seq,
+    },
+    /// A sender device learned a reader's receipt mark moved forward.
+    Receipt {
+        /// The receipt.
+        receipt: proto::Receipt,
+    },
+    /// The ticks on one of this device's texts moved forward: delivered (✓✓) once every
+    /// recipient user has it on a device, read once every one has read it.
+    Ticks {
+        /// The text.
+        id: MsgId,
+        /// Conversation.
+        conv: ConvId,
+        /// Its sequence number.
+        seq: Seq,
+        /// Delivered or read.
+        tick: proto::ReceiptKind,
     },
     /// The device's view of a group's membership moved past a change (its own, once ✓ and in
     /// order, or someone else's, when displayed): from `seq` on, these are the members.

@@ -59,6 +59,14 @@ pub const INBOX_SYNC_MS: Millis = 60_000;
 /// A device re-requests a drain page it has not received in this long.
 pub const DRAIN_RETRY_MS: Millis = 2_000;
 
+/// A device waits this long after showing a message before sending its receipt, so a burst
+/// (a drain, a fetched gap) goes as one cumulative receipt instead of one per message.
+pub const RECEIPT_DELAY_MS: Millis = 200;
+/// A device re-sends a receipt the server has not acknowledged after this long.
+pub const RECEIPT_RETRY_MS: Millis = 2_000;
+/// Receipts handed to a device with the first page of its drain; the rest come with the next.
+pub const RECEIPTS_PAGE_MAX: usize = 256;
+
 /// A gateway re-sends a `Register` the session service has not answered after this long.
 pub const REGISTER_RETRY_MS: Millis = 1_000;
 

@@ -205,6 +205,30 @@ pub enum Path {
     Fetch,
 }
 
+/// Which receipt: the recipient device has the message (✓✓), or its user has read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ReceiptKind {
+    /// Delivered: the device stored and showed the message.
+    Delivered,
+    /// Read: the user looked at it (the conversation was open on that device).
+    Read,
+}
+
+/// A receipt as it travels to a sender device: `reader` has every message of `conv` it is
+/// owed up to `upto`, delivered or read. Cumulative, as XMPP stream management counts
+/// stanzas: a later receipt covers an earlier lost one, so retries and coalescing are safe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Conversation.
+    pub conv: ConvId,
+    /// The device that has (or whose user read) the messages.
+    pub reader: DeviceId,
+    /// Delivered or read.
+    pub kind: ReceiptKind,
+    /// Every message owed to `reader` up to this sequence number.
+    pub upto: Seq,
+}
+
 /// Where an inbox drain resumes: entries are ordered by (conversation, sequence).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct InboxCursor {
@@ -276,6 +300,24 @@ pub enum Up {
     Pull {
         /// The group.
         conv: ConvId,
+    },
+    /// A receipt from this device (the reader): retried until `ReceiptAck` says it is
+    /// stored. `notify` names the devices whose messages it covers (the reader knows who sent
+    /// what it showed; the server does not read bodies to find out).
+    Receipt {
+        /// Conversation.
+        conv: ConvId,
+        /// Delivered or read.
+        kind: ReceiptKind,
+        /// Cumulative: every owed message up to here.
+        upto: Seq,
+        /// Sender devices to tell.
+        notify: Vec<DeviceId>,
+    },
+    /// A sender device got this receipt: the server may drop its copy of it.
+    ReceiptSeen {
+        /// The receipt.
+        receipt: Receipt,
     },
     /// Heartbeat.
     Ping,
@@ -351,6 +393,20 @@ pub enum Down {
         /// Its last durable sequence number.
         last: Seq,
     },
+    /// The reader's receipt is stored: stop retrying it.
+    ReceiptAck {
+        /// Conversation.
+        conv: ConvId,
+        /// Delivered or read.
+        kind: ReceiptKind,
+        /// What was stored.
+        upto: Seq,
+    },
+    /// A receipt for messages this device sent; answer with `ReceiptSeen`.
+    Receipt {
+        /// The receipt.
+        receipt: Receipt,
+    },
     /// Heartbeat answer.
     Pong,
 }
@@ -389,6 +445,21 @@ pub enum StorageOp {
         /// get pushes, and pull what they miss).
         #[serde(default = "yes")]
         park: bool,
+    },
+    /// A receipt: keep the reader's mark (it only moves forward) and queue it for each sender
+    /// device to be told, one entry per (conversation, reader, kind) so repeats coalesce.
+    Receipt {
+        /// The receipt.
+        receipt: Receipt,
+        /// Sender devices that get it.
+        notify: Vec<DeviceId>,
+    },
+    /// A sender device has this receipt: drop its queued copy unless a newer one replaced it.
+    DeleteReceipt {
+        /// The sender device.
+        device: DeviceId,
+        /// The receipt it saw.
+        receipt: Receipt,
     },
     /// A device acked a message: drop its inbox entry.
     DeleteInbox {
@@ -586,10 +657,61 @@ pub enum Rpc {
         req: u64,
         /// Entries in (conversation, seq) order.
         entries: Vec<Message>,
+        /// Receipts waiting for this device (on the first page only).
+        #[serde(default)]
+        receipts: Vec<Receipt>,
         /// Where the next page starts.
         next: Option<InboxCursor>,
         /// Whether entries remain after this page.
         more: bool,
+    },
+    /// Shard -> storage: store a receipt (see [`StorageOp::Receipt`]); answered once durable.
+    PutReceipt {
+        /// The receipt.
+        receipt: Receipt,
+        /// Sender devices to tell.
+        notify: Vec<DeviceId>,
+        /// The gateway the reader came through, echoed back for its `ReceiptAck`.
+        via: u16,
+    },
+    /// Storage -> shard: the receipt is durable.
+    ReceiptStored {
+        /// The receipt.
+        receipt: Receipt,
+        /// Sender devices to tell.
+        notify: Vec<DeviceId>,
+        /// The reader's gateway.
+        via: u16,
+    },
+    /// Shard -> storage (after a shard restart): receipts queued for sender devices in
+    /// conversations this shard owns, so it can push them again.
+    ReadQueuedReceipts {
+        /// Matches the answer.
+        req: u64,
+        /// The asking shard.
+        shard: u16,
+        /// How many shards own conversations.
+        shards: u16,
+        /// Start after this (sender device, receipt).
+        after: Option<(DeviceId, Receipt)>,
+    },
+    /// Storage -> shard: a page of queued receipts.
+    QueuedReceipts {
+        /// The question's `req`.
+        req: u64,
+        /// Each sender device with a receipt for it.
+        receipts: Vec<(DeviceId, Receipt)>,
+        /// Where the next page starts.
+        next: Option<(DeviceId, Receipt)>,
+        /// Whether more remain.
+        more: bool,
+    },
+    /// Shard -> storage: a sender device saw this receipt. No answer.
+    ReceiptSeen {
+        /// The sender device.
+        device: DeviceId,
+        /// The receipt.
+        receipt: Receipt,
     },
     /// Shard -> storage: delete one inbox entry (the device acked it). No answer.
     DeleteInbox {

@@ -37,8 +37,8 @@ use crate::limits::{
     PUSH_RETRY_MS_MIN, STORAGE_RETRY_MS, SWEEP_PAGE_SIZE,
 };
 use crate::proto::{
-    ConvId, DeviceId, Down, GroupEvent, GroupOp, Host, Message, Millis, MsgId, Path, Refusal, Rpc,
-    Seq, Up, UserId,
+    ConvId, DeviceId, Down, GroupEvent, GroupOp, Host, Message, Millis, MsgId, Path, Receipt,
+    ReceiptKind, Refusal, Rpc, Seq, Up, UserId,
 };
 use crate::timers::Timers;
 use crate::{Deployment, Effect, Input, Machine};
@@ -122,9 +122,19 @@ struct Delivery {
     parked: bool,
 }
 
+/// One receipt on its way to one sender device: (sender device, conversation, reader, kind).
+type ReceiptPushKey = (DeviceId, ConvId, DeviceId, ReceiptKind);
+
+#[derive(Clone, Debug)]
+struct ReceiptPush {
+    upto: Seq,
+    attempts: u32,
+}
+
 #[derive(Clone, Debug)]
 enum Pending {
     Locate(DeliveryKey),
+    LocateReceipt(ReceiptPushKey),
     Drain {
         device: DeviceId,
         gateway: u16,
@@ -136,6 +146,9 @@ enum Pending {
     Sweep {
         after: Option<DeliveryKey>,
     },
+    ReceiptSweep {
+        after: Option<(DeviceId, Receipt)>,
+    },
     Fanouts {
         conv: Option<ConvId>,
         after: Option<(ConvId, Seq)>,
@@ -146,6 +159,7 @@ enum Pending {
 enum Timer {
     Storage(ConvId),
     Push(DeliveryKey),
+    ReceiptPush(ReceiptPushKey),
     Fanout((ConvId, Seq)),
     Sweep,
     Expire(u64),
@@ -159,6 +173,9 @@ pub struct Shard {
     convs: BTreeMap<ConvId, Conv>,
     pending: BTreeMap<u64, Pending>,
     deliveries: BTreeMap<DeliveryKey, Delivery>,
+    /// Receipts pushed to sender devices, retried until seen (or the device is not connected:
+    /// then its next drain brings them, from storage's queue).
+    receipt_pushes: BTreeMap<ReceiptPushKey, ReceiptPush>,
     jobs: BTreeMap<(ConvId, Seq), Job>,
     next_req: u64,
     timers: Timers<Timer>,
@@ -176,6 +193,7 @@ impl Shard {
             convs: BTreeMap::new(),
             pending: BTreeMap::new(),
             deliveries: BTreeMap::new(),
+            receipt_pushes: BTreeMap::new(),
             jobs: BTreeMap::new(),
             next_req: 0,
             timers,
@@ -718,8 +736,99 @@ impl Shard {
                     }
                 }
             }
+            Up::Receipt {
+                conv,
+                kind,
+                upto,
+                notify,
+            } => {
+                // Only a member may say it has a conversation's messages; in a group the
+                // notify list names senders, checked where it lands (each sender device drops
+                // a receipt for messages it never sent).
+                if !conv.is_group() && !self.is_member(conv, device) {
+                    Self::refuse(device, gateway, Refusal::NotMember, None, out);
+                    return;
+                }
+                let receipt = Receipt {
+                    conv,
+                    reader: device,
+                    kind,
+                    upto,
+                };
+                if self.topo.bugs.has(Bug::FireAndForgetReceipts) {
+                    // Passed on once, kept nowhere, acknowledged to nobody.
+                    for to in notify {
+                        self.push_receipt(now, to, receipt, false, out);
+                    }
+                    return;
+                }
+                let rpc = Rpc::PutReceipt {
+                    receipt,
+                    notify,
+                    via: gateway,
+                };
+                out.push(Effect::Rpc { to: STORAGE, rpc });
+            }
+            Up::ReceiptSeen { receipt } => {
+                let key = (device, receipt.conv, receipt.reader, receipt.kind);
+                if self
+                    .receipt_pushes
+                    .get(&key)
+                    .is_some_and(|p| p.upto <= receipt.upto)
+                {
+                    self.receipt_pushes.remove(&key);
+                    self.timers.cancel(&Timer::ReceiptPush(key));
+                }
+                let rpc = Rpc::ReceiptSeen { device, receipt };
+                out.push(Effect::Rpc { to: STORAGE, rpc });
+            }
             Up::Hello { .. } | Up::Ping => {}
         }
+    }
+
+    /// Tell `to` about `receipt` through its gateway; with `retry`, keep at it until the device
+    /// says it saw it (or is not connected).
+    fn push_receipt(
+        &mut self,
+        now: Millis,
+        to: DeviceId,
+        receipt: Receipt,
+        retry: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let key = (to, receipt.conv, receipt.reader, receipt.kind);
+        let p = self.receipt_pushes.entry(key).or_insert(ReceiptPush {
+            upto: 0,
+            attempts: 0,
+        });
+        p.upto = p.upto.max(receipt.upto);
+        // Without retries this first attempt is also the last.
+        p.attempts = if retry { 0 } else { PUSH_ATTEMPTS_MAX - 1 };
+        self.attempt_receipt(now, key, out);
+    }
+
+    fn attempt_receipt(&mut self, now: Millis, key: ReceiptPushKey, out: &mut Vec<Effect>) {
+        let Some(p) = self.receipt_pushes.get_mut(&key) else {
+            return;
+        };
+        if p.attempts >= PUSH_ATTEMPTS_MAX {
+            self.receipt_pushes.remove(&key);
+            return;
+        }
+        p.attempts += 1;
+        let delay = PUSH_RETRY_MS_MIN
+            .saturating_mul(1 << (p.attempts - 1).min(16))
+            .min(PUSH_RETRY_MS_MAX);
+        self.timers.set(Timer::ReceiptPush(key), now + delay);
+        let req = self.request(now, Pending::LocateReceipt(key));
+        let rpc = Rpc::Lookup {
+            req,
+            user: key.0.user,
+        };
+        out.push(Effect::Rpc {
+            to: Host::Session,
+            rpc,
+        });
     }
 
     fn on_storage(&mut self, now: Millis, rpc: Rpc, out: &mut Vec<Effect>) {
@@ -820,14 +929,49 @@ impl Shard {
                     }
                 }
             }
+            Rpc::QueuedReceipts {
+                req,
+                receipts,
+                next,
+                more,
+            } => {
+                if let Some(Pending::ReceiptSweep { .. }) = self.pending.remove(&req) {
+                    self.timers.cancel(&Timer::Expire(req));
+                    for (to, receipt) in receipts {
+                        self.push_receipt(now, to, receipt, true, out);
+                    }
+                    if more {
+                        self.sweep_receipts(now, next, out);
+                    }
+                }
+            }
+            Rpc::ReceiptStored {
+                receipt,
+                notify,
+                via,
+            } => {
+                let ack = Down::ReceiptAck {
+                    conv: receipt.conv,
+                    kind: receipt.kind,
+                    upto: receipt.upto,
+                };
+                Self::to_device(receipt.reader, via, ack, out);
+                for to in notify {
+                    self.push_receipt(now, to, receipt, true, out);
+                }
+            }
             Rpc::InboxPage {
                 req,
                 entries,
+                receipts,
                 next,
                 more,
             } => {
                 if let Some(Pending::Drain { device, gateway }) = self.pending.remove(&req) {
                     self.timers.cancel(&Timer::Expire(req));
+                    for receipt in receipts {
+                        Self::to_device(device, gateway, Down::Receipt { receipt }, out);
+                    }
                     for msg in entries {
                         if self.topo.bugs.has(Bug::DeleteInboxOnPush) {
                             Self::delete_inbox(device, &msg, out);
@@ -923,8 +1067,32 @@ impl Shard {
     }
 
     fn on_located(&mut self, req: u64, at: Vec<(DeviceId, u16)>, out: &mut Vec<Effect>) {
-        let Some(Pending::Locate(key)) = self.pending.remove(&req) else {
-            return;
+        let key = match self.pending.remove(&req) {
+            Some(Pending::Locate(key)) => key,
+            Some(Pending::LocateReceipt(key)) => {
+                self.timers.cancel(&Timer::Expire(req));
+                let Some(p) = self.receipt_pushes.get(&key) else {
+                    return;
+                };
+                let receipt = Receipt {
+                    conv: key.1,
+                    reader: key.2,
+                    kind: key.3,
+                    upto: p.upto,
+                };
+                match at.iter().find(|(device, _)| *device == key.0) {
+                    Some(&(device, gateway)) => {
+                        Self::to_device(device, gateway, Down::Receipt { receipt }, out);
+                    }
+                    // Not connected: storage keeps it for the device's next drain.
+                    None => {
+                        self.receipt_pushes.remove(&key);
+                        self.timers.cancel(&Timer::ReceiptPush(key));
+                    }
+                }
+                return;
+            }
+            _ => return,
         };
         self.timers.cancel(&Timer::Expire(req));
         let Some(d) = self.deliveries.get(&key) else {
@@ -959,6 +1127,23 @@ impl Shard {
             Self::delete_inbox(device, msg, out);
         }
         Self::deliver(device, gateway, msg, Path::Live, out);
+    }
+
+    /// Receipts a previous life stored but may not have pushed: push them again.
+    fn sweep_receipts(
+        &mut self,
+        now: Millis,
+        after: Option<(DeviceId, Receipt)>,
+        out: &mut Vec<Effect>,
+    ) {
+        let req = self.request(now, Pending::ReceiptSweep { after });
+        let rpc = Rpc::ReadQueuedReceipts {
+            req,
+            shard: self.index,
+            shards: self.topo.shards,
+            after,
+        };
+        out.push(Effect::Rpc { to: STORAGE, rpc });
     }
 
     fn sweep(&mut self, now: Millis, after: Option<DeliveryKey>, out: &mut Vec<Effect>) {
@@ -996,6 +1181,7 @@ impl Shard {
                     .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
             }
             Timer::Push(key) => self.attempt(now, key, out),
+            Timer::ReceiptPush(key) => self.attempt_receipt(now, key, out),
             Timer::Fanout(key) => {
                 let step = self.step_devices();
                 if let Some(job) = self.jobs.get(&key).filter(|j| j.stepping) {
@@ -1005,12 +1191,14 @@ impl Shard {
             }
             Timer::Sweep => {
                 self.sweep(now, None, out);
+                self.sweep_receipts(now, None, out);
                 self.read_fanouts(now, None, None, out);
             }
             // The device retries drains and fetches, and a delivery's own timer retries its
             // lookup; only an unanswered sweep page is asked for again here.
             Timer::Expire(req) => match self.pending.remove(&req) {
                 Some(Pending::Sweep { after }) => self.sweep(now, after, out),
+                Some(Pending::ReceiptSweep { after }) => self.sweep_receipts(now, after, out),
                 Some(Pending::Fanouts { conv, after }) => self.read_fanouts(now, conv, after, out),
                 _ => {}
             },

@@ -16,9 +16,10 @@
 //! `ReadPending`, `DeleteInbox`) and `Timeout` (the sync). Outputs: `Rpc` answers and
 //! `Persist`.
 
-use crate::limits::{FANOUT_JOBS_PAGE, STORAGE_SYNC_MS};
+use crate::limits::{FANOUT_JOBS_PAGE, RECEIPTS_PAGE_MAX, STORAGE_SYNC_MS};
 use crate::proto::{
-    ConvId, DeviceId, Host, InboxCursor, Message, Millis, MsgId, Rpc, Seq, StorageOp, UserId,
+    ConvId, DeviceId, Host, InboxCursor, Message, Millis, MsgId, Receipt, ReceiptKind, Rpc, Seq,
+    StorageOp, UserId,
 };
 use crate::routing::shard_for_conv;
 use crate::{Effect, Input, Machine};
@@ -37,7 +38,14 @@ pub struct StorageState {
     parked: u64,
     /// Unfinished fan-out jobs: (conversation, seq) -> (devices, cursor, parks entries).
     fanouts: BTreeMap<(ConvId, Seq), (Vec<DeviceId>, u32, bool)>,
+    /// Each reader's receipt marks: (conversation, reader, kind) -> up to which seq.
+    marks: BTreeMap<ReceiptKey, Seq>,
+    /// Receipts a sender device has not seen yet, one per (conversation, reader, kind).
+    receipt_inbox: BTreeMap<DeviceId, BTreeMap<ReceiptKey, Seq>>,
 }
+
+/// (conversation, reader device, kind): one receipt mark.
+type ReceiptKey = (ConvId, DeviceId, ReceiptKind);
 
 impl StorageState {
     /// Apply one durable operation. Both the node and the engine's outside copy use this, so
@@ -81,6 +89,28 @@ impl StorageState {
                     *cursor = (*cursor).max(*next);
                     if *cursor as usize >= all.len() {
                         self.fanouts.remove(&(*conv, *seq));
+                    }
+                }
+            }
+            StorageOp::Receipt { receipt: r, notify } => {
+                let key = (r.conv, r.reader, r.kind);
+                let mark = self.marks.entry(key).or_default();
+                *mark = (*mark).max(r.upto);
+                for d in notify {
+                    let queued = self.receipt_inbox.entry(*d).or_default();
+                    let q = queued.entry(key).or_default();
+                    *q = (*q).max(r.upto);
+                }
+            }
+            StorageOp::DeleteReceipt { device, receipt: r } => {
+                if let Some(queued) = self.receipt_inbox.get_mut(device) {
+                    let key = (r.conv, r.reader, r.kind);
+                    // Only if the device saw this one or a newer: a newer queued receipt stays.
+                    if queued.get(&key).is_some_and(|q| *q <= r.upto) {
+                        queued.remove(&key);
+                    }
+                    if queued.is_empty() {
+                        self.receipt_inbox.remove(device);
                     }
                 }
             }
@@ -144,6 +174,16 @@ impl StorageState {
     /// Number of inbox entries over all devices.
     pub fn inbox_entries(&self) -> usize {
         self.inboxes.values().map(BTreeSet::len).sum()
+    }
+
+    /// A reader's receipt mark (0: none).
+    pub fn mark(&self, conv: ConvId, reader: DeviceId, kind: ReceiptKind) -> Seq {
+        self.marks.get(&(conv, reader, kind)).copied().unwrap_or(0)
+    }
+
+    /// Receipts queued for sender devices, over all devices.
+    pub fn receipts_queued(&self) -> usize {
+        self.receipt_inbox.values().map(BTreeMap::len).sum()
     }
 
     /// Number of messages over all logs.
@@ -282,6 +322,23 @@ impl Storage {
         }
         let more = iter.next().is_some();
         (page, next, more)
+    }
+
+    /// The receipts queued for `device`, up to a page of them.
+    fn queued_receipts(&self, device: DeviceId) -> Vec<Receipt> {
+        let Some(queued) = self.durable.receipt_inbox.get(&device) else {
+            return Vec::new();
+        };
+        queued
+            .iter()
+            .take(RECEIPTS_PAGE_MAX)
+            .map(|(&(conv, reader, kind), &upto)| Receipt {
+                conv,
+                reader,
+                kind,
+                upto,
+            })
+            .collect()
     }
 
     /// Inbox entries whose conversation `shard` owns, after `after`. A full scan: it runs once
@@ -477,6 +534,59 @@ impl Storage {
                     }
                 }
             }
+            Rpc::PutReceipt {
+                receipt,
+                notify,
+                via,
+            } => {
+                let reply = Rpc::ReceiptStored {
+                    receipt,
+                    notify: notify.clone(),
+                    via,
+                };
+                let op = StorageOp::Receipt { receipt, notify };
+                self.buffer(now, Some(op), Some((from, reply)));
+            }
+            Rpc::ReadQueuedReceipts {
+                req,
+                shard,
+                shards,
+                after,
+            } => {
+                let start = after.map(|(d, r)| (d, (r.conv, r.reader, r.kind)));
+                let mut iter = self
+                    .durable
+                    .receipt_inbox
+                    .iter()
+                    .flat_map(|(d, q)| q.iter().map(move |(k, upto)| (*d, *k, *upto)))
+                    .filter(|(d, k, _)| {
+                        start.is_none_or(|s| (*d, *k) > s) && shard_for_conv(k.0, shards) == shard
+                    })
+                    .map(|(d, (conv, reader, kind), upto)| {
+                        let r = Receipt {
+                            conv,
+                            reader,
+                            kind,
+                            upto,
+                        };
+                        (d, r)
+                    });
+                let receipts: Vec<(DeviceId, Receipt)> =
+                    iter.by_ref().take(RECEIPTS_PAGE_MAX).collect();
+                let more = iter.next().is_some();
+                let next = receipts.last().copied().or(after);
+                let rpc = Rpc::QueuedReceipts {
+                    req,
+                    receipts,
+                    next,
+                    more,
+                };
+                out.push(Effect::Rpc { to: from, rpc });
+            }
+            Rpc::ReceiptSeen { device, receipt } => {
+                let op = StorageOp::DeleteReceipt { device, receipt };
+                self.buffer(now, Some(op), None);
+            }
             Rpc::DeleteInbox { device, conv, seq } => {
                 self.buffer(
                     now,
@@ -491,11 +601,17 @@ impl Storage {
                 limit,
             } => {
                 let (entries, next, more) = self.read_inbox(device, after, limit);
+                let receipts = if after.is_none() {
+                    self.queued_receipts(device)
+                } else {
+                    Vec::new()
+                };
                 out.push(Effect::Rpc {
                     to: from,
                     rpc: Rpc::InboxPage {
                         req,
                         entries,
+                        receipts,
                         next,
                         more,
                     },

@@ -133,6 +133,20 @@ pub fn replay_log(h: &History) -> String {
                         let then = if *fin { ", dropped" } else { ", will retry" };
                         format!("refused{what}: {reason:?}{then}")
                     }
+                    Observation::Read { conv, upto } => {
+                        format!("reads {conv} up to seq {upto}")
+                    }
+                    Observation::Receipt { receipt: r } => format!(
+                        "learns {} has {} up to seq {} ({:?})",
+                        r.reader, r.conv, r.upto, r.kind
+                    ),
+                    Observation::Ticks { id, seq, tick, .. } => {
+                        let ticks = match tick {
+                            chatsim_system::proto::ReceiptKind::Delivered => "✓✓",
+                            chatsim_system::proto::ReceiptKind::Read => "✓✓ read",
+                        };
+                        format!("shows {ticks} on {id} seq {seq}")
+                    }
                     Observation::ChangeAsked { id, conv, op } => {
                         format!("asks for {id} in {conv}: {op:?}")
                     }

@@ -4,7 +4,7 @@
 
 use crate::scenario::{parse_host, EventAction, FaultKind, Role, Scenario, ScheduledEvent};
 use chatsim_judge::Fault;
-use chatsim_system::proto::{DeviceId, Host, Millis, UserId};
+use chatsim_system::proto::{ConvId, DeviceId, Host, Millis, UserId};
 use chatsim_system::Action;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -128,9 +128,11 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
             ));
     }
 
+    let mut group_members = Vec::new();
     if let Some(g) = &s.workload.groups {
-        plan_groups(&mut plan, s, g, &mut rng, &mut counter);
+        group_members = plan_groups(&mut plan, s, g, &mut rng, &mut counter);
     }
+    plan_opens(&mut plan, s, &pairs, &group_members, &mut rng);
 
     // Faults. A host or device is hit by at most one fault at a time, so every fault's end
     // undoes exactly that fault.
@@ -227,13 +229,48 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
 /// believes is a member when they send; changes (adds of non-members, removals of anyone but
 /// the creator) by the creator. The server decides the real membership by sequence order, so
 /// a text from a user removed a moment earlier is refused, which is part of what is tested.
+/// Users open conversations they are in (a direct pair of theirs, or a group they were
+/// created into) and read them for a while. Drawn after everything else, so scenarios without
+/// opens keep their plans.
+fn plan_opens(
+    plan: &mut Plan,
+    s: &Scenario,
+    pairs: &[(u32, u32)],
+    groups: &[BTreeSet<u32>],
+    rng: &mut ChaCha8Rng,
+) {
+    let per_user = s.topology.devices_per_user.max(1);
+    let mut chats: Vec<(u32, ConvId)> = Vec::new();
+    for &(a, b) in pairs {
+        let conv = ConvId::direct(UserId(a), UserId(b));
+        chats.push((a, conv));
+        chats.push((b, conv));
+    }
+    for (g, members) in groups.iter().enumerate() {
+        let conv = ConvId::group(g as u32);
+        chats.extend(members.iter().map(|u| (*u, conv)));
+    }
+    if chats.is_empty() {
+        return;
+    }
+    for _ in 0..s.workload.opens {
+        let (user, conv) = chats[rng.gen_range(0..chats.len())];
+        let t = draw(rng, s.workload.send_window_ms);
+        let until = t + draw(rng, s.workload.open_ms);
+        let acts = plan.device.entry(writer(rng, user, per_user)).or_default();
+        acts.push((t, Action::OpenChat { conv }));
+        acts.push((until, Action::CloseChat));
+    }
+}
+
+/// Returns each group's members at creation.
 fn plan_groups(
     plan: &mut Plan,
     s: &Scenario,
     g: &crate::scenario::GroupsSpec,
     rng: &mut ChaCha8Rng,
     counter: &mut BTreeMap<u32, u32>,
-) {
+) -> Vec<BTreeSet<u32>> {
     let users = s.topology.users;
     let per_user = s.topology.devices_per_user.max(1);
     let mut creators = Vec::new();
@@ -320,6 +357,10 @@ fn plan_groups(
             .or_default()
             .push((t, Action::SendGroup { group, body }));
     }
+    timelines
+        .into_iter()
+        .map(|t| t.into_iter().next().map(|(_, m)| m).unwrap_or_default())
+        .collect()
 }
 
 /// The device user `from` writes from: any of theirs (no draw with one device, so
@@ -380,6 +421,16 @@ fn add_event(plan: &mut Plan, s: &Scenario, e: &ScheduledEvent) {
             group: group(),
             user: member(),
         }),
+        EventAction::Open => Some(Action::OpenChat {
+            conv: match e.group {
+                Some(g) => ConvId::group(g),
+                None => ConvId::direct(
+                    device().user,
+                    UserId(e.to.expect("validated: open names a conversation")),
+                ),
+            },
+        }),
+        EventAction::Close => Some(Action::CloseChat),
         EventAction::Offline => Some(Action::GoOffline),
         EventAction::Online => Some(Action::GoOnline),
         EventAction::Drop => Some(Action::DropConnection),
@@ -464,6 +515,14 @@ pub fn plan_events(plan: &Plan) -> Vec<ScheduledEvent> {
                     e.group = Some(*group);
                     e.member = Some(user.0);
                 }
+                Action::OpenChat { conv } => {
+                    e.action = EventAction::Open;
+                    match conv.group_number() {
+                        Some(g) => e.group = Some(g),
+                        None => e.to = conv.direct_peer(d.user).map(|u| u.0),
+                    }
+                }
+                Action::CloseChat => e.action = EventAction::Close,
                 Action::GoOffline => e.action = EventAction::Offline,
                 Action::GoOnline => e.action = EventAction::Online,
                 Action::DropConnection => e.action = EventAction::Drop,
@@ -521,7 +580,9 @@ pub fn device_fault(d: DeviceId, a: &Action) -> Option<Fault> {
         | Action::SendGroup { .. }
         | Action::CreateGroup { .. }
         | Action::AddMember { .. }
-        | Action::RemoveMember { .. } => None,
+        | Action::RemoveMember { .. }
+        | Action::OpenChat { .. }
+        | Action::CloseChat => None,
     }
 }
 

@@ -152,6 +152,20 @@ pub struct WorkloadSpec {
     /// Groups and their traffic, drawn per seed (none when absent).
     #[serde(default)]
     pub groups: Option<GroupsSpec>,
+    /// Times a user opens one of their conversations on one device and reads it, in the send
+    /// window (what read receipts report).
+    #[serde(default)]
+    pub opens: u32,
+    /// How long a conversation stays open (ms).
+    #[serde(default = "default_open_ms")]
+    pub open_ms: Range,
+}
+
+fn default_open_ms() -> Range {
+    Range {
+        lo: 1_000,
+        hi: 8_000,
+    }
 }
 
 /// Groups: created at the start, written to and reshaped during the send window.
@@ -210,6 +224,10 @@ pub enum EventAction {
     AddMember,
     /// `user` removes `member` from `group`.
     RemoveMember,
+    /// `user` opens their conversation with `to`, or `group`, on `device`: shown is read.
+    Open,
+    /// `user` closes the conversation open on `device`.
+    Close,
 }
 
 /// One explicit event.
@@ -307,6 +325,8 @@ pub fn action_name(a: EventAction) -> &'static str {
         EventAction::CreateGroup => "create-group",
         EventAction::AddMember => "add-member",
         EventAction::RemoveMember => "remove-member",
+        EventAction::Open => "open",
+        EventAction::Close => "close",
     }
 }
 
@@ -764,7 +784,31 @@ impl Scenario {
                     user_ok(e.member, "member")?;
                 }
             }
-            EventAction::Offline
+            EventAction::Open => {
+                user_ok(e.user, "user")?;
+                match (e.to, e.group) {
+                    (Some(_), None) => {
+                        user_ok(e.to, "to")?;
+                        if e.user == e.to {
+                            return Err(invalid(
+                                p,
+                                &field("to"),
+                                "a user has no conversation with themselves",
+                            ));
+                        }
+                    }
+                    (None, Some(_)) => {}
+                    _ => {
+                        return Err(invalid(
+                            p,
+                            &field("to"),
+                            "`open` names one conversation: `to` a user or a `group`",
+                        ))
+                    }
+                }
+            }
+            EventAction::Close
+            | EventAction::Offline
             | EventAction::Online
             | EventAction::Drop
             | EventAction::Silent

@@ -131,17 +131,24 @@ pub enum ShrinkError {
 type Unit = Vec<ScheduledEvent>;
 
 fn pair_key(e: &ScheduledEvent) -> Option<(bool, String)> {
-    let who = || format!("{:?}{:?}{:?}{:?}", e.user, e.host, e.side_a, e.side_b);
+    let who = || {
+        format!(
+            "{:?}{:?}{:?}{:?}{:?}",
+            e.user, e.device, e.host, e.side_a, e.side_b
+        )
+    };
     match e.action {
         EventAction::Kill
         | EventAction::Clog
         | EventAction::Offline
         | EventAction::Silent
+        | EventAction::Open
         | EventAction::Partition => Some((true, format!("{}{}", starts_of(e.action), who()))),
         EventAction::Restart
         | EventAction::Unclog
         | EventAction::Online
         | EventAction::Unsilent
+        | EventAction::Close
         | EventAction::HealPartition => Some((false, format!("{}{}", starts_of(e.action), who()))),
         EventAction::Send
         | EventAction::Drop
@@ -158,6 +165,7 @@ fn starts_of(a: EventAction) -> &'static str {
         EventAction::Offline | EventAction::Online => "offline",
         EventAction::Silent | EventAction::Unsilent => "silent",
         EventAction::Partition | EventAction::HealPartition => "partition",
+        EventAction::Open | EventAction::Close => "open",
         EventAction::Send
         | EventAction::Drop
         | EventAction::CreateGroup

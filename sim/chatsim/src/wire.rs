@@ -61,6 +61,12 @@ fn describe_up(up: &Up) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
         Up::Drain { .. } => ("Drain".into(), None, None),
         Up::Fetch { from, to, .. } => (format!("Fetch {from}..={to}"), None, None),
         Up::Pull { .. } => ("Pull".into(), None, None),
+        Up::Receipt { kind, upto, .. } => (format!("Receipt {kind:?} ≤{upto}"), None, None),
+        Up::ReceiptSeen { receipt } => (
+            format!("ReceiptSeen {:?} ≤{}", receipt.kind, receipt.upto),
+            None,
+            None,
+        ),
         Up::Ping => ("Ping".into(), None, None),
     }
 }
@@ -79,6 +85,15 @@ fn describe_down(down: &Down) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) 
         ),
         Down::DrainPage { more, .. } => (format!("DrainPage more={more}"), None, None),
         Down::Pulled { last, .. } => (format!("Pulled last {last}"), None, None),
+        Down::ReceiptAck { kind, upto, .. } => (format!("ReceiptAck {kind:?} ≤{upto}"), None, None),
+        Down::Receipt { receipt } => (
+            format!(
+                "Receipt {:?} ≤{} from {}",
+                receipt.kind, receipt.upto, receipt.reader
+            ),
+            None,
+            None,
+        ),
         Down::Pong => ("Pong".into(), None, None),
     }
 }
@@ -150,6 +165,25 @@ pub fn describe(w: &Wire) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
             Rpc::FindMsg { id, .. } => (format!("FindMsg {id}"), Some(*id), None),
             Rpc::MsgFound { id, seq, .. } => (format!("MsgFound {seq:?}"), Some(*id), None),
             Rpc::Fanouts { jobs, .. } => (format!("Fanouts ({})", jobs.len()), None, None),
+            Rpc::PutReceipt { receipt, .. } => (
+                format!("PutReceipt {:?} ≤{}", receipt.kind, receipt.upto),
+                None,
+                None,
+            ),
+            Rpc::ReceiptStored { receipt, .. } => (
+                format!("ReceiptStored {:?} ≤{}", receipt.kind, receipt.upto),
+                None,
+                None,
+            ),
+            Rpc::ReadQueuedReceipts { .. } => ("ReadQueuedReceipts".into(), None, None),
+            Rpc::QueuedReceipts { receipts, .. } => {
+                (format!("QueuedReceipts ({})", receipts.len()), None, None)
+            }
+            Rpc::ReceiptSeen { receipt, .. } => (
+                format!("ReceiptSeen {:?} ≤{}", receipt.kind, receipt.upto),
+                None,
+                None,
+            ),
         },
     }
 }

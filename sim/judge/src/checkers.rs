@@ -26,13 +26,14 @@ pub const CONVERSATION_ORDER: &str = "conversation_order";
 /// Name of the liveness invariant: once faults heal, sends are acked and displayed in bounded time.
 pub const LIVENESS: &str = "liveness";
 /// Every invariant, in the order [`check_all`] reports them.
-pub const INVARIANTS: [&str; 6] = [
+pub const INVARIANTS: [&str; 7] = [
     NO_LOSS,
     EXACTLY_ONCE,
     CONVERSATION_ORDER,
     LIVENESS,
     crate::confidential::E2E_CONFIDENTIAL,
     crate::authz::AUTHZ,
+    crate::receipts::RECEIPTS,
 ];
 /// The bound checks (cost, not wrong answers), in the order [`check_all`] reports them.
 pub const BOUND_CHECKS: [&str; 2] = [crate::bounds::ACK_LATENCY, crate::bounds::RECONNECT_LOAD];
@@ -108,6 +109,7 @@ pub fn check_all(h: &History, bounds: Bounds) -> Vec<Verdict> {
         liveness(h, bounds),
         crate::confidential::e2e_confidential(h),
         crate::authz::authz(h),
+        crate::receipts::receipts(h, bounds),
         crate::bounds::ack_latency(h, bounds.ack_p50_ms),
         crate::bounds::reconnect_load(h),
     ]
@@ -689,6 +691,13 @@ mod tests {
         sent(h, t, from, n, to, body);
         acked(h, t + 10, from, n, to, seq);
         shown(h, t + 20, to, from, n, seq, body);
+        let tick = Observation::Ticks {
+            id: mid(from, n),
+            conv: conv(from, to),
+            seq,
+            tick: chatsim_system::proto::ReceiptKind::Delivered,
+        };
+        h.observe(t + 25, dev(from), tick);
     }
 
     fn clean() -> History {

@@ -130,7 +130,7 @@ impl History {
         }
     }
 
-    fn devices_of(&self, user: UserId) -> impl Iterator<Item = DeviceId> {
+    pub(crate) fn devices_of(&self, user: UserId) -> impl Iterator<Item = DeviceId> {
         (0..self.devices_per_user.max(1)).map(move |index| DeviceId { user, index })
     }
 

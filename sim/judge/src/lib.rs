@@ -8,6 +8,7 @@
 //! - [`checkers`]: `no_loss`, `exactly_once`, `conversation_order`, `liveness`.
 //! - [`confidential`]: `e2e_confidential`, over every byte servers received.
 //! - [`authz`]: `authz`, who may post to and read a group, and no posting as another user.
+//! - [`receipts`]: `receipts`, ✓✓ and read ticks that tell the truth and catch up.
 //! - [`bounds`]: cost checks (`reconnect_load`) for mistakes that show as load, not wrong answers.
 
 pub mod authz;
@@ -15,6 +16,7 @@ pub mod bounds;
 pub mod checkers;
 pub mod confidential;
 pub mod history;
+pub mod receipts;
 
 pub use checkers::{check_all, Bounds, Verdict, Violation};
 pub use history::{Event, Fault, History, Record};
