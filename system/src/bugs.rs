@@ -40,7 +40,9 @@ pub enum Bug {
     UnfencedFailover,
     /// The sender's ✓ waits for the group fan-out.
     SyncFanout,
-    /// Read receipts are sent before the message was delivered.
+    /// "Mark read" covers messages not yet delivered: the shard stretches a read receipt to
+    /// the conversation's last sequence number, and the phone calls read whatever arrives in
+    /// an open chat, even held back behind a gap.
     ReadBeforeDelivered,
     /// Receipts are sent once and never retried.
     FireAndForgetReceipts,
@@ -88,8 +90,8 @@ pub const ZOO: [BugInfo; 20] = [
     BugInfo { bug: Bug::NoGapRepair, name: "no-gap-repair", mistake: "phones show what they have instead of holding back after a gap and fetching it", caught_by: "no_loss", scenario: "partition-heal", available: true },
     BugInfo { bug: Bug::UnfencedFailover, name: "unfenced-failover", mistake: "a shard taking over a conversation does not fence out the old owner", caught_by: "conversation_order", scenario: "shard-failover", available: false },
     BugInfo { bug: Bug::SyncFanout, name: "sync-fanout", mistake: "the shard writes and pushes to each group member in turn before answering ✓", caught_by: "ack_latency", scenario: "group-fanout", available: true },
-    BugInfo { bug: Bug::ReadBeforeDelivered, name: "read-before-delivered", mistake: "read receipts are sent before the message was delivered", caught_by: "receipts", scenario: "receipts", available: false },
-    BugInfo { bug: Bug::FireAndForgetReceipts, name: "fire-and-forget-receipts", mistake: "receipts are sent once and never retried", caught_by: "receipts", scenario: "receipts", available: false },
+    BugInfo { bug: Bug::ReadBeforeDelivered, name: "read-before-delivered", mistake: "\"mark read\" covers messages not yet shown: the server marks the chat read up to its log's end", caught_by: "receipts", scenario: "receipts", available: true },
+    BugInfo { bug: Bug::FireAndForgetReceipts, name: "fire-and-forget-receipts", mistake: "receipts are sent once and never retried", caught_by: "receipts", scenario: "receipts", available: true },
     BugInfo { bug: Bug::TlsOnly, name: "tls-only", mistake: "only links are encrypted: servers see plaintext", caught_by: "e2e_confidential", scenario: "smoke", available: true },
     BugInfo { bug: Bug::PresenceBroadcastAll, name: "presence-broadcast-all", mistake: "presence changes go to every user, not to those looking", caught_by: "presence_load", scenario: "presence", available: false },
     BugInfo { bug: Bug::NoReconnectJitter, name: "no-reconnect-jitter", mistake: "phones reconnect after fixed delays, all in lockstep", caught_by: "reconnect_load", scenario: "reconnect-storm", available: true },

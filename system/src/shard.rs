@@ -749,6 +749,12 @@ impl Shard {
                     Self::refuse(device, gateway, Refusal::NotMember, None, out);
                     return;
                 }
+                let mut upto = upto;
+                if kind == ReceiptKind::Read && self.topo.bugs.has(Bug::ReadBeforeDelivered) {
+                    // "Mark the chat read": up to the log's end, in flight or not.
+                    let end = self.convs.get(&conv).and_then(|c| c.last_seq);
+                    upto = upto.max(end.unwrap_or(0));
+                }
                 let receipt = Receipt {
                     conv,
                     reader: device,

@@ -588,6 +588,90 @@ mod tests {
         assert_eq!(reconnects(&c, B), 1);
     }
 
+    fn ticks(c: &Cluster, d: DeviceId) -> Vec<(u64, crate::proto::ReceiptKind)> {
+        c.seen(d, |o| matches!(o, Observation::Ticks { .. }))
+            .map(|o| match o {
+                Observation::Ticks { seq, tick, .. } => (*seq, *tick),
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    // The whole life of the ticks: ✓✓ once the recipient shows the text, read once its user
+    // opens the chat; the sender's queued copies are dropped once it has seen them.
+    #[test]
+    fn ticks_go_delivered_then_read_and_nothing_stays_queued() {
+        use crate::proto::ReceiptKind::{Delivered, Read};
+        let mut c = Cluster::new(topo());
+        c.run_for(1_000);
+        send(&mut c, A, B, "one");
+        send(&mut c, A, B, "two");
+        c.run_for(1_000);
+        assert_eq!(ticks(&c, A), vec![(1, Delivered), (2, Delivered)]);
+        let conv = ConvId::direct(A.user, B.user);
+        c.act(B, Action::OpenChat { conv });
+        c.run_for(1_000);
+        assert_eq!(
+            ticks(&c, A),
+            vec![(1, Delivered), (2, Delivered), (1, Read), (2, Read)]
+        );
+        // Shown while open: read at once (both receipts go in one batch, ✓✓ first).
+        send(&mut c, A, B, "three");
+        c.run_for(1_000);
+        assert_eq!(ticks(&c, A)[4..], [(3, Delivered), (3, Read)]);
+        assert_eq!(c.durable().receipts_queued(), 0);
+        assert_eq!(c.durable().mark(conv, B, Read), 3);
+    }
+
+    // A receipt lost on its way to the shard is sent again until storage has it; with
+    // `fire-and-forget-receipts` it is gone, and the sender's ticks stay grey.
+    #[test]
+    fn a_lost_receipt_is_retried_until_stored() {
+        for forget in [false, true] {
+            let mut t = topo();
+            if forget {
+                t.bugs = crate::bugs::Bugs::from_iter([crate::bugs::Bug::FireAndForgetReceipts]);
+            }
+            let mut c = Cluster::new(t);
+            c.run_for(1_000);
+            let conv = ConvId::direct(A.user, B.user);
+            let owner = Host::Shard(crate::routing::shard_for_conv(conv, 2));
+            send(&mut c, A, B, "hi");
+            c.run_for(100);
+            assert_eq!(displayed(&c, B).len(), 1);
+            c.lossy.insert(owner);
+            c.run_for(500);
+            c.lossy.clear();
+            assert!(ticks(&c, A).is_empty(), "the first receipt must be lost");
+            c.run_for(5_000);
+            let want = if forget {
+                Vec::new()
+            } else {
+                vec![(1, crate::proto::ReceiptKind::Delivered)]
+            };
+            assert_eq!(ticks(&c, A), want, "forget = {forget}");
+        }
+    }
+
+    // A sender that is offline when its receipt is stored finds it queued when it comes back.
+    #[test]
+    fn an_offline_sender_gets_its_receipts_from_the_queue() {
+        let mut c = Cluster::new(topo());
+        c.run_for(1_000);
+        send(&mut c, A, B, "bye");
+        c.run_for(30);
+        assert_eq!(c.seen(A, |o| matches!(o, Observation::Acked { .. })).count(), 1);
+        c.act(A, Action::GoOffline);
+        c.run_for(2_000);
+        assert_eq!(displayed(&c, B).len(), 1);
+        assert!(ticks(&c, A).is_empty());
+        assert_eq!(c.durable().receipts_queued(), 1);
+        c.act(A, Action::GoOnline);
+        c.run_for(2_000);
+        assert_eq!(ticks(&c, A), vec![(1, crate::proto::ReceiptKind::Delivered)]);
+        assert_eq!(c.durable().receipts_queued(), 0);
+    }
+
     fn user(u: u32) -> DeviceId {
         DeviceId::primary(UserId(u))
     }
