@@ -93,7 +93,7 @@ pub const ZOO: [BugInfo; 20] = [
     BugInfo { bug: Bug::ReadBeforeDelivered, name: "read-before-delivered", mistake: "\"mark read\" covers messages not yet shown: the server marks the chat read up to its log's end", caught_by: "receipts", scenario: "receipts", available: true },
     BugInfo { bug: Bug::FireAndForgetReceipts, name: "fire-and-forget-receipts", mistake: "receipts are sent once and never retried", caught_by: "receipts", scenario: "receipts", available: true },
     BugInfo { bug: Bug::TlsOnly, name: "tls-only", mistake: "only links are encrypted: servers see plaintext", caught_by: "e2e_confidential", scenario: "smoke", available: true },
-    BugInfo { bug: Bug::PresenceBroadcastAll, name: "presence-broadcast-all", mistake: "presence changes go to every user, not to those looking", caught_by: "presence_load", scenario: "presence", available: false },
+    BugInfo { bug: Bug::PresenceBroadcastAll, name: "presence-broadcast-all", mistake: "presence changes go to every user, not to those looking", caught_by: "presence_load", scenario: "presence", available: true },
     BugInfo { bug: Bug::NoReconnectJitter, name: "no-reconnect-jitter", mistake: "phones reconnect after fixed delays, all in lockstep", caught_by: "reconnect_load", scenario: "reconnect-storm", available: true },
     BugInfo { bug: Bug::NoMemberCheck, name: "no-member-check", mistake: "the shard sequences a group post without checking that the sender is a member", caught_by: "authz", scenario: "groups", available: true },
 ];

@@ -24,8 +24,8 @@ use crate::e2e::{Bundle, GroupSealed, KeyPair, Session};
 use crate::limits::{
     CLOCK_SKEW_MS_MAX, DRAIN_RETRY_MS, GAP_FETCH_SEQS_MAX, GAP_REPAIR_DELAY_MS, GAP_RETRY_MS,
     HANDSHAKE_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, INBOX_SYNC_MS,
-    OUTBOX_IN_FLIGHT_MAX, OUTBOX_RETRY_MS_MAX, OUTBOX_RETRY_MS_MIN, RECEIPT_DELAY_MS,
-    RECEIPT_RETRY_MS, RECONNECT_BACKOFF_MS_MAX, RECONNECT_BACKOFF_MS_MIN,
+    OUTBOX_IN_FLIGHT_MAX, OUTBOX_RETRY_MS_MAX, OUTBOX_RETRY_MS_MIN, PRESENCE_RENEW_MS,
+    RECEIPT_DELAY_MS, RECEIPT_RETRY_MS, RECONNECT_BACKOFF_MS_MAX, RECONNECT_BACKOFF_MS_MIN,
 };
 use crate::proto::{
     ConvId, DeviceId, Down, GroupOp, InboxCursor, Message, Millis, MsgId, Path, Receipt,
@@ -134,6 +134,7 @@ enum Timer {
     Sync,
     Pull(ConvId),
     Receipt(ConvId),
+    Presence,
 }
 
 /// A device.
@@ -437,6 +438,10 @@ impl Device {
             .collect();
         for conv in pulls {
             self.pull(now, conv, out);
+        }
+        // A new connection may reach a session service that forgot us: watch again.
+        if self.watched().is_some() {
+            self.subscribe(now, out);
         }
         // Receipts the server has not stored go again too.
         let owed: BTreeSet<ConvId> = self
@@ -1089,7 +1094,40 @@ impl Device {
             }
             Down::ReceiptAck { conv, kind, upto } => self.on_receipt_ack(conv, kind, upto),
             Down::Receipt { receipt } => self.on_receipt(receipt, out),
+            Down::Presence {
+                user,
+                online,
+                last_seen,
+            } => {
+                let looking = self.watched() == Some(user);
+                let p = Observation::Presence {
+                    user,
+                    online,
+                    last_seen,
+                    looking,
+                };
+                Self::observe(out, p);
+            }
             Down::Pong => {}
+        }
+    }
+
+    /// Whose presence the open chat shows: the peer of an open direct conversation.
+    fn watched(&self) -> Option<UserId> {
+        self.open.and_then(|c| c.direct_peer(self.id.user))
+    }
+
+    /// Tell the session service whom we watch (renewing the lease while a chat is open).
+    fn subscribe(&mut self, now: Millis, out: &mut Vec<Effect>) {
+        if self.link != Link::Ready {
+            return; // The welcome subscribes.
+        }
+        let user = self.watched();
+        out.push(Effect::Up(Up::Subscribe { user }));
+        if user.is_some() {
+            self.timers.set(Timer::Presence, now + PRESENCE_RENEW_MS);
+        } else {
+            self.timers.cancel(&Timer::Presence);
         }
     }
 
@@ -1129,13 +1167,26 @@ impl Device {
             }
             Action::DropConnection => self.link_lost(now, DisconnectReason::Dropped, true, out),
             Action::OpenChat { conv } => self.open_chat(now, conv, out),
-            Action::CloseChat => self.open = None,
+            Action::CloseChat { conv } if self.open == Some(conv) => {
+                let watched = self.watched();
+                self.open = None;
+                Self::observe(out, Observation::Opened { conv: None });
+                if watched.is_some() {
+                    self.subscribe(now, out);
+                }
+            }
+            Action::CloseChat { .. } => {}
         }
     }
 
     /// The user opens `conv`: everything shown there is read now.
     fn open_chat(&mut self, now: Millis, conv: ConvId, out: &mut Vec<Effect>) {
+        let watched = self.watched();
         self.open = Some(conv);
+        Self::observe(out, Observation::Opened { conv: Some(conv) });
+        if watched.is_some() || self.watched().is_some() {
+            self.subscribe(now, out);
+        }
         let mut read = self.unread.remove(&conv).unwrap_or_default();
         if let Some((&upto, _)) = read.last_key_value() {
             Self::observe(out, Observation::Read { conv, upto });
@@ -1265,6 +1316,11 @@ impl Device {
                 }
             }
             Timer::Receipt(conv) => self.send_receipts(now, conv, out),
+            Timer::Presence => {
+                if self.watched().is_some() {
+                    self.subscribe(now, out);
+                }
+            }
             Timer::Sync => {
                 if self.link == Link::Ready && self.drain.is_none() {
                     self.start_drain(now, None, out);

@@ -164,6 +164,10 @@ impl Gateway {
                     Self::refuse(conn, Refusal::NotAuthenticated, out);
                     return;
                 };
+                if let Up::Subscribe { user } = up {
+                    to_session(out, Rpc::Subscribe { device, user });
+                    return;
+                }
                 let shard = match &up {
                     Up::Send { conv, .. }
                     | Up::Fetch { conv, .. }
@@ -276,7 +280,7 @@ impl Machine for Gateway {
                 self.on_registered(device, epoch, current, out);
             }
             Input::Rpc {
-                from: Host::Shard(_),
+                from: Host::Shard(_) | Host::Session,
                 rpc: Rpc::ToDevice { device, down },
             } => {
                 // A device that is not (or no longer) here simply misses the push: the message

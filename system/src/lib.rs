@@ -143,8 +143,11 @@ pub enum Action {
         /// Which.
         conv: ConvId,
     },
-    /// The user leaves the open conversation.
-    CloseChat,
+    /// The user leaves this conversation (nothing happens if another one is open by now).
+    CloseChat {
+        /// Which.
+        conv: ConvId,
+    },
 }
 
 /// What a component asks its engine to do.
@@ -180,13 +183,8 @@ pub enum Effect {
     Disconnect,
     /// Storage: these operations are now durable; keep them outside the node.
     Persist(Vec<StorageOp>),
-    /// Session service: this entry is now durable (`None`: removed); keep it outside the node.
-    PersistSession {
-        /// The device.
-        device: proto::DeviceId,
-        /// Its (gateway, epoch), or `None` when cleared.
-        entry: Option<(u16, u64)>,
-    },
+    /// Session service: this change is now durable; keep it outside the node.
+    PersistSession(session::SessionChange),
     /// Device: something the user could see, for the history.
     Observe(Observation),
 }
@@ -330,6 +328,23 @@ pub enum Observation {
         seq: Seq,
         /// Delivered or read.
         tick: proto::ReceiptKind,
+    },
+    /// The user opened a conversation on this device (`None`: closed it).
+    Opened {
+        /// Which, if any.
+        conv: Option<ConvId>,
+    },
+    /// A presence update arrived: `looking` says whether this device has the chat with `user`
+    /// open (what it shows), or not (load a correct design never sends).
+    Presence {
+        /// Whose.
+        user: UserId,
+        /// Online.
+        online: bool,
+        /// Last seen, if offline.
+        last_seen: Millis,
+        /// Whether the chat with `user` is open here.
+        looking: bool,
     },
     /// The device's view of a group's membership moved past a change (its own, once ✓ and in
     /// order, or someone else's, when displayed): from `seq` on, these are the members.

@@ -67,6 +67,15 @@ pub const RECEIPT_RETRY_MS: Millis = 2_000;
 /// Receipts handed to a device with the first page of its drain; the rest come with the next.
 pub const RECEIPTS_PAGE_MAX: usize = 256;
 
+/// A user's presence change is published this long after it happens, and only if it still
+/// holds: a shorter flap (a reconnect) shows nobody anything.
+pub const PRESENCE_DEBOUNCE_MS: Millis = 2_000;
+/// A presence subscription lapses this long after it was last renewed.
+pub const PRESENCE_LEASE_MS: Millis = 20_000;
+/// A device with a chat open renews its presence subscription this often (well inside the
+/// lease, so one lost renewal does not end it).
+pub const PRESENCE_RENEW_MS: Millis = 8_000;
+
 /// A gateway re-sends a `Register` the session service has not answered after this long.
 pub const REGISTER_RETRY_MS: Millis = 1_000;
 

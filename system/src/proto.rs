@@ -319,6 +319,12 @@ pub enum Up {
         /// The receipt.
         receipt: Receipt,
     },
+    /// Watch this user's presence (the chat with them is open), or stop watching (`None`).
+    /// A lease: renewed while the chat stays open.
+    Subscribe {
+        /// Whom.
+        user: Option<UserId>,
+    },
     /// Heartbeat.
     Ping,
 }
@@ -406,6 +412,15 @@ pub enum Down {
     Receipt {
         /// The receipt.
         receipt: Receipt,
+    },
+    /// A watched user's presence.
+    Presence {
+        /// Whose.
+        user: UserId,
+        /// Online now.
+        online: bool,
+        /// When last seen, if offline (0: never).
+        last_seen: Millis,
     },
     /// Heartbeat answer.
     Pong,
@@ -501,6 +516,13 @@ pub enum Rpc {
         device: DeviceId,
         /// Only an entry with this epoch is removed.
         epoch: u64,
+    },
+    /// Gateway -> session: this device watches `user`'s presence (`None`: nobody).
+    Subscribe {
+        /// The device, as authenticated by the gateway.
+        device: DeviceId,
+        /// Whom it watches.
+        user: Option<UserId>,
     },
     /// Shard -> session: where are this user's devices?
     Lookup {

@@ -1,4 +1,5 @@
-//! The session service: device -> (gateway, connection epoch), so shards know where to push.
+//! The session service: device -> (gateway, connection epoch), so shards know where to push;
+//! and presence (online / last seen), since it is the one place that knows who is connected.
 //!
 //! Durable, like a Redis with an append-only file synced on every write: each change is handed
 //! to the engine as [`Effect::PersistSession`] before it is answered, and a restart recovers the
@@ -7,49 +8,264 @@
 //! entry only when its epoch still matches (a late disconnect must not erase a newer
 //! connection).
 //!
-//! Inputs: `Rpc` (`Register`, `Unregister`, `Lookup`). Outputs: `Rpc` answers,
-//! `PersistSession`. No timers.
+//! Presence: a user is online while any of their devices is registered; when the last one
+//! goes, their last seen is that moment (kept durable, so it never goes back across a restart).
+//! A change is published [`PRESENCE_DEBOUNCE_MS`] after it happens, and only if it still holds
+//! then: a flap shorter than that publishes nothing (WhatsApp does not flicker a contact
+//! offline for a reconnect). It goes only to devices that have a chat with the user open:
+//! they subscribe on opening it and renew the subscription, a lease of
+//! [`PRESENCE_LEASE_MS`], while it stays open (so subscriptions need no durability: a restart
+//! forgets them and the renewals bring them back). Each subscription is answered at once with
+//! the current presence.
+//!
+//! Inputs: `Rpc` (`Register`, `Unregister`, `Subscribe` from gateways; `Lookup` from shards),
+//! `Timeout`. Outputs: `Rpc` answers and presence pushes (`ToDevice` through a gateway),
+//! `PersistSession`. Timers: one debounce per user whose presence changed.
 
 use crate::bugs::Bug;
-use crate::proto::{DeviceId, Host, Millis, Rpc};
+use crate::limits::{PRESENCE_DEBOUNCE_MS, PRESENCE_LEASE_MS};
+use crate::proto::{DeviceId, Down, Host, Millis, Rpc, UserId};
+use crate::timers::Timers;
 use crate::{Deployment, Effect, Input, Machine};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The session table: device -> (gateway index, connection epoch).
-pub type SessionTable = BTreeMap<DeviceId, (u16, u64)>;
+/// One durable change to the session service's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionChange {
+    /// A device's (gateway, epoch), or `None` when its entry is cleared.
+    Entry {
+        /// The device.
+        device: DeviceId,
+        /// Its (gateway, epoch), if registered.
+        entry: Option<(u16, u64)>,
+    },
+    /// A user's last device went away at `at`.
+    LastSeen {
+        /// The user.
+        user: UserId,
+        /// When.
+        at: Millis,
+    },
+}
+
+/// The session service's durable state: device -> (gateway index, connection epoch), and each
+/// user's last seen.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionTable {
+    entries: BTreeMap<DeviceId, (u16, u64)>,
+    last_seen: BTreeMap<UserId, Millis>,
+}
+
+impl SessionTable {
+    /// An empty table (first boot).
+    pub fn new() -> SessionTable {
+        SessionTable::default()
+    }
+
+    /// Apply one durable change: the node and the engine's outside copy both use this.
+    pub fn apply(&mut self, change: &SessionChange) {
+        match change {
+            SessionChange::Entry {
+                device,
+                entry: Some(e),
+            } => {
+                self.entries.insert(*device, *e);
+            }
+            SessionChange::Entry {
+                device,
+                entry: None,
+            } => {
+                self.entries.remove(device);
+            }
+            SessionChange::LastSeen { user, at } => {
+                let seen = self.last_seen.entry(*user).or_default();
+                *seen = (*seen).max(*at);
+            }
+        }
+    }
+}
+
+/// What a user's contacts are shown: online, or when last seen (0: never).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Presence {
+    online: bool,
+    last_seen: Millis,
+}
 
 /// The session service.
 #[derive(Clone, Debug)]
 pub struct Session {
     topo: Deployment,
     table: SessionTable,
+    /// Per watched user: the devices looking at them, with their gateway and lease end.
+    subs: BTreeMap<UserId, BTreeMap<DeviceId, (u16, Millis)>>,
+    /// Per device: whom it watches (one open chat at a time).
+    watching: BTreeMap<DeviceId, UserId>,
+    /// The presence last published per user.
+    published: BTreeMap<UserId, Presence>,
+    timers: Timers<UserId>,
 }
 
 impl Session {
     /// A session service recovering `table` (empty on first boot).
     pub fn new(topo: Deployment, table: SessionTable) -> Session {
-        Session { topo, table }
+        Session {
+            topo,
+            table,
+            subs: BTreeMap::new(),
+            watching: BTreeMap::new(),
+            published: BTreeMap::new(),
+            timers: Timers::default(),
+        }
     }
 
     /// Where `device` is registered, if anywhere.
     pub fn entry(&self, device: DeviceId) -> Option<(u16, u64)> {
-        self.table.get(&device).copied()
+        self.table.entries.get(&device).copied()
+    }
+
+    fn online(&self, user: UserId) -> bool {
+        self.topo
+            .devices_of(user)
+            .iter()
+            .any(|d| self.table.entries.contains_key(d))
+    }
+
+    fn presence(&self, user: UserId) -> Presence {
+        if self.online(user) {
+            return Presence {
+                online: true,
+                last_seen: 0,
+            };
+        }
+        Presence {
+            online: false,
+            last_seen: self.table.last_seen.get(&user).copied().unwrap_or(0),
+        }
+    }
+
+    fn persist(&mut self, change: SessionChange, out: &mut Vec<Effect>) {
+        self.table.apply(&change);
+        out.push(Effect::PersistSession(change));
+    }
+
+    /// Set (or clear) `device`'s entry; if that moved its user between online and offline,
+    /// record the last seen and start the debounce.
+    fn set_entry(
+        &mut self,
+        now: Millis,
+        device: DeviceId,
+        entry: Option<(u16, u64)>,
+        out: &mut Vec<Effect>,
+    ) {
+        let user = device.user;
+        let was = self.online(user);
+        self.persist(SessionChange::Entry { device, entry }, out);
+        let is = self.online(user);
+        if was && !is {
+            self.persist(SessionChange::LastSeen { user, at: now }, out);
+        }
+        if was != is && !self.timers.is_set(&user) {
+            self.timers.set(user, now + PRESENCE_DEBOUNCE_MS);
+        }
+    }
+
+    fn tell(device: DeviceId, gateway: u16, user: UserId, p: Presence, out: &mut Vec<Effect>) {
+        let down = Down::Presence {
+            user,
+            online: p.online,
+            last_seen: p.last_seen,
+        };
+        out.push(Effect::Rpc {
+            to: Host::Gateway(gateway),
+            rpc: Rpc::ToDevice { device, down },
+        });
+    }
+
+    /// The debounce of `user` ran out: publish if the presence still differs.
+    fn publish(&mut self, now: Millis, user: UserId, out: &mut Vec<Effect>) {
+        let p = self.presence(user);
+        if self.published.get(&user) == Some(&p) {
+            return; // A flap: back where it was before anyone was told.
+        }
+        self.published.insert(user, p);
+        if self.topo.bugs.has(Bug::PresenceBroadcastAll) {
+            // Everyone connected hears it, looking or not.
+            for (device, (gateway, _)) in &self.table.entries {
+                if device.user != user {
+                    Self::tell(*device, *gateway, user, p, out);
+                }
+            }
+            return;
+        }
+        let Some(subs) = self.subs.get_mut(&user) else {
+            return;
+        };
+        subs.retain(|_, (_, until)| *until > now);
+        for (device, (gateway, _)) in subs.iter() {
+            Self::tell(*device, *gateway, user, p, out);
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        now: Millis,
+        device: DeviceId,
+        gateway: u16,
+        user: Option<UserId>,
+        out: &mut Vec<Effect>,
+    ) {
+        if let Some(old) = self.watching.remove(&device) {
+            if let Some(subs) = self.subs.get_mut(&old) {
+                subs.remove(&device);
+                if subs.is_empty() {
+                    self.subs.remove(&old);
+                }
+            }
+        }
+        let Some(user) = user.filter(|u| self.topo.has_user(*u) && *u != device.user) else {
+            return;
+        };
+        self.watching.insert(device, user);
+        self.subs
+            .entry(user)
+            .or_default()
+            .insert(device, (gateway, now + PRESENCE_LEASE_MS));
+        // Answer with what was published: a change still in its debounce is not news yet.
+        let p = match self.published.get(&user) {
+            Some(p) => *p,
+            None => {
+                let p = self.presence(user);
+                self.published.insert(user, p);
+                p
+            }
+        };
+        Self::tell(device, gateway, user, p, out);
     }
 }
 
 impl Machine for Session {
-    fn handle(&mut self, _now: Millis, input: Input, out: &mut Vec<Effect>) {
-        let Input::Rpc { from, rpc } = input else {
-            return;
+    fn handle(&mut self, now: Millis, input: Input, out: &mut Vec<Effect>) {
+        let (from, rpc) = match input {
+            Input::Rpc { from, rpc } => (from, rpc),
+            Input::Timeout => {
+                while let Some(user) = self.timers.pop_due(now) {
+                    self.publish(now, user, out);
+                }
+                return;
+            }
+            _ => return,
         };
         match (from, rpc) {
             (Host::Gateway(g), Rpc::Register { device, epoch }) => {
-                let current = self.table.get(&device).is_none_or(|&(_, e)| e <= epoch);
-                if current && self.table.insert(device, (g, epoch)) != Some((g, epoch)) {
-                    out.push(Effect::PersistSession {
-                        device,
-                        entry: Some((g, epoch)),
-                    });
+                let current = self
+                    .table
+                    .entries
+                    .get(&device)
+                    .is_none_or(|&(_, e)| e <= epoch);
+                if current && self.entry(device) != Some((g, epoch)) {
+                    self.set_entry(now, device, Some((g, epoch)), out);
                 }
                 let rpc = Rpc::Registered {
                     device,
@@ -60,20 +276,19 @@ impl Machine for Session {
             }
             (Host::Gateway(_), Rpc::Unregister { device, epoch })
                 if self.topo.bugs.has(Bug::SessionClearWithoutEpoch)
-                    || self.table.get(&device).is_some_and(|&(_, e)| e == epoch) =>
+                    || self.entry(device).is_some_and(|(_, e)| e == epoch) =>
             {
-                self.table.remove(&device);
-                out.push(Effect::PersistSession {
-                    device,
-                    entry: None,
-                });
+                self.set_entry(now, device, None, out);
+            }
+            (Host::Gateway(g), Rpc::Subscribe { device, user }) => {
+                self.subscribe(now, device, g, user, out);
             }
             (Host::Shard(_), Rpc::Lookup { req, user }) => {
                 let at = self
                     .topo
                     .devices_of(user)
                     .into_iter()
-                    .filter_map(|d| self.table.get(&d).map(|&(g, _)| (d, g)))
+                    .filter_map(|d| self.entry(d).map(|(g, _)| (d, g)))
                     .collect();
                 out.push(Effect::Rpc {
                     to: from,
@@ -85,7 +300,7 @@ impl Machine for Session {
     }
 
     fn poll_timeout(&self) -> Option<Millis> {
-        None
+        self.timers.next()
     }
 }
 

@@ -788,7 +788,8 @@ impl Shard {
                 let rpc = Rpc::ReceiptSeen { device, receipt };
                 out.push(Effect::Rpc { to: STORAGE, rpc });
             }
-            Up::Hello { .. } | Up::Ping => {}
+            // The gateway takes these itself (subscriptions go to the session service).
+            Up::Hello { .. } | Up::Ping | Up::Subscribe { .. } => {}
         }
     }
 

@@ -160,14 +160,7 @@ impl Cluster {
             }
             (Host::Device(d), Effect::Disconnect) => self.close_device_conn(d),
             (Host::Device(d), Effect::Observe(o)) => self.observations.push((self.now, d, o)),
-            (Host::Session, Effect::PersistSession { device, entry }) => match entry {
-                Some(e) => {
-                    self.session_durable.insert(device, e);
-                }
-                None => {
-                    self.session_durable.remove(&device);
-                }
-            },
+            (Host::Session, Effect::PersistSession(change)) => self.session_durable.apply(&change),
             (Host::Storage(_), Effect::Persist(ops)) => {
                 ops.iter().for_each(|op| self.durable.apply(op))
             }
@@ -660,7 +653,11 @@ mod tests {
         c.run_for(1_000);
         send(&mut c, A, B, "bye");
         c.run_for(30);
-        assert_eq!(c.seen(A, |o| matches!(o, Observation::Acked { .. })).count(), 1);
+        assert_eq!(
+            c.seen(A, |o| matches!(o, Observation::Acked { .. }))
+                .count(),
+            1
+        );
         c.act(A, Action::GoOffline);
         c.run_for(2_000);
         assert_eq!(displayed(&c, B).len(), 1);
@@ -668,8 +665,59 @@ mod tests {
         assert_eq!(c.durable().receipts_queued(), 1);
         c.act(A, Action::GoOnline);
         c.run_for(2_000);
-        assert_eq!(ticks(&c, A), vec![(1, crate::proto::ReceiptKind::Delivered)]);
+        assert_eq!(
+            ticks(&c, A),
+            vec![(1, crate::proto::ReceiptKind::Delivered)]
+        );
         assert_eq!(c.durable().receipts_queued(), 0);
+    }
+
+    fn presence(c: &Cluster, d: DeviceId) -> Vec<(bool, Millis, bool)> {
+        c.seen(d, |o| matches!(o, Observation::Presence { .. }))
+            .map(|o| match o {
+                Observation::Presence {
+                    online,
+                    last_seen,
+                    looking,
+                    ..
+                } => (*online, *last_seen, *looking),
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    // Opening the chat shows the peer online; a reconnect shorter than the debounce shows
+    // nothing; going away shows the last seen once the debounce is over; closing the chat
+    // stops the updates.
+    #[test]
+    fn presence_is_debounced_and_goes_only_to_a_device_looking() {
+        use crate::limits::PRESENCE_DEBOUNCE_MS;
+        let mut c = Cluster::new(topo());
+        c.run_for(1_000);
+        let conv = ConvId::direct(A.user, B.user);
+        c.act(A, Action::OpenChat { conv });
+        c.run_for(100);
+        assert_eq!(presence(&c, A), vec![(true, 0, true)]);
+        c.act(B, Action::DropConnection);
+        c.run_for(PRESENCE_DEBOUNCE_MS + 1_000);
+        assert!(reconnects(&c, B) >= 2, "B came back");
+        assert_eq!(presence(&c, A).len(), 1, "a flap is no news");
+        let gone = c.now;
+        c.act(B, Action::GoOffline);
+        c.run_for(PRESENCE_DEBOUNCE_MS + 500);
+        let shown = presence(&c, A);
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        let (online, last_seen, looking) = shown[1];
+        assert!(!online && looking);
+        assert!(
+            (gone..gone + 100).contains(&last_seen),
+            "{last_seen} vs {gone}"
+        );
+        c.act(A, Action::CloseChat { conv });
+        c.run_for(100);
+        c.act(B, Action::GoOnline);
+        c.run_for(PRESENCE_DEBOUNCE_MS + 1_000);
+        assert_eq!(presence(&c, A).len(), 2, "nobody looking, nothing sent");
     }
 
     fn user(u: u32) -> DeviceId {

@@ -133,6 +133,22 @@ pub fn replay_log(h: &History) -> String {
                         let then = if *fin { ", dropped" } else { ", will retry" };
                         format!("refused{what}: {reason:?}{then}")
                     }
+                    Observation::Opened { conv: Some(conv) } => format!("opens {conv}"),
+                    Observation::Opened { conv: None } => "closes the chat".to_string(),
+                    Observation::Presence {
+                        user,
+                        online,
+                        last_seen,
+                        looking,
+                    } => {
+                        let what = if *online {
+                            "online".to_string()
+                        } else {
+                            format!("last seen at {last_seen} ms")
+                        };
+                        let aside = if *looking { "" } else { " (not looking)" };
+                        format!("sees {user} {what}{aside}")
+                    }
                     Observation::Read { conv, upto } => {
                         format!("reads {conv} up to seq {upto}")
                     }

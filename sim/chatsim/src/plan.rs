@@ -259,7 +259,7 @@ fn plan_opens(
         let until = t + draw(rng, s.workload.open_ms);
         let acts = plan.device.entry(writer(rng, user, per_user)).or_default();
         acts.push((t, Action::OpenChat { conv }));
-        acts.push((until, Action::CloseChat));
+        acts.push((until, Action::CloseChat { conv }));
     }
 }
 
@@ -398,6 +398,13 @@ fn add_event(plan: &mut Plan, s: &Scenario, e: &ScheduledEvent) {
     let mut world = |f: Fault| plan.world.push((t, WorldAction::Fault(f)));
     let group = || e.group.expect("validated: group actions name a group");
     let member = || UserId(e.member.expect("validated: add and remove name a member"));
+    let chat = || match e.group {
+        Some(g) => ConvId::group(g),
+        None => ConvId::direct(
+            device().user,
+            UserId(e.to.expect("validated: open and close name a conversation")),
+        ),
+    };
     let device_action = match e.action {
         EventAction::Send => Some(match e.group {
             Some(group) => Action::SendGroup {
@@ -421,16 +428,8 @@ fn add_event(plan: &mut Plan, s: &Scenario, e: &ScheduledEvent) {
             group: group(),
             user: member(),
         }),
-        EventAction::Open => Some(Action::OpenChat {
-            conv: match e.group {
-                Some(g) => ConvId::group(g),
-                None => ConvId::direct(
-                    device().user,
-                    UserId(e.to.expect("validated: open names a conversation")),
-                ),
-            },
-        }),
-        EventAction::Close => Some(Action::CloseChat),
+        EventAction::Open => Some(Action::OpenChat { conv: chat() }),
+        EventAction::Close => Some(Action::CloseChat { conv: chat() }),
         EventAction::Offline => Some(Action::GoOffline),
         EventAction::Online => Some(Action::GoOnline),
         EventAction::Drop => Some(Action::DropConnection),
@@ -515,14 +514,17 @@ pub fn plan_events(plan: &Plan) -> Vec<ScheduledEvent> {
                     e.group = Some(*group);
                     e.member = Some(user.0);
                 }
-                Action::OpenChat { conv } => {
-                    e.action = EventAction::Open;
+                Action::OpenChat { conv } | Action::CloseChat { conv } => {
+                    e.action = if matches!(a, Action::OpenChat { .. }) {
+                        EventAction::Open
+                    } else {
+                        EventAction::Close
+                    };
                     match conv.group_number() {
                         Some(g) => e.group = Some(g),
                         None => e.to = conv.direct_peer(d.user).map(|u| u.0),
                     }
                 }
-                Action::CloseChat => e.action = EventAction::Close,
                 Action::GoOffline => e.action = EventAction::Offline,
                 Action::GoOnline => e.action = EventAction::Online,
                 Action::DropConnection => e.action = EventAction::Drop,
@@ -582,7 +584,7 @@ pub fn device_fault(d: DeviceId, a: &Action) -> Option<Fault> {
         | Action::AddMember { .. }
         | Action::RemoveMember { .. }
         | Action::OpenChat { .. }
-        | Action::CloseChat => None,
+        | Action::CloseChat { .. } => None,
     }
 }
 

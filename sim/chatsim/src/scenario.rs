@@ -226,7 +226,7 @@ pub enum EventAction {
     RemoveMember,
     /// `user` opens their conversation with `to`, or `group`, on `device`: shown is read.
     Open,
-    /// `user` closes the conversation open on `device`.
+    /// `user` closes that conversation on `device`, if it is still the open one.
     Close,
 }
 
@@ -784,7 +784,7 @@ impl Scenario {
                     user_ok(e.member, "member")?;
                 }
             }
-            EventAction::Open => {
+            EventAction::Open | EventAction::Close => {
                 user_ok(e.user, "user")?;
                 match (e.to, e.group) {
                     (Some(_), None) => {
@@ -802,13 +802,12 @@ impl Scenario {
                         return Err(invalid(
                             p,
                             &field("to"),
-                            "`open` names one conversation: `to` a user or a `group`",
+                            "`open` and `close` name one conversation: `to` a user or a `group`",
                         ))
                     }
                 }
             }
-            EventAction::Close
-            | EventAction::Offline
+            EventAction::Offline
             | EventAction::Online
             | EventAction::Drop
             | EventAction::Silent

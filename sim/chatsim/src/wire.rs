@@ -61,6 +61,8 @@ fn describe_up(up: &Up) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
         Up::Drain { .. } => ("Drain".into(), None, None),
         Up::Fetch { from, to, .. } => (format!("Fetch {from}..={to}"), None, None),
         Up::Pull { .. } => ("Pull".into(), None, None),
+        Up::Subscribe { user: Some(u) } => (format!("Subscribe {u}"), None, None),
+        Up::Subscribe { user: None } => ("Unsubscribe".into(), None, None),
         Up::Receipt { kind, upto, .. } => (format!("Receipt {kind:?} ≤{upto}"), None, None),
         Up::ReceiptSeen { receipt } => (
             format!("ReceiptSeen {:?} ≤{}", receipt.kind, receipt.upto),
@@ -85,6 +87,18 @@ fn describe_down(down: &Down) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) 
         ),
         Down::DrainPage { more, .. } => (format!("DrainPage more={more}"), None, None),
         Down::Pulled { last, .. } => (format!("Pulled last {last}"), None, None),
+        Down::Presence {
+            user,
+            online,
+            last_seen,
+        } => {
+            let what = if *online {
+                "online".to_string()
+            } else {
+                format!("last seen {last_seen}")
+            };
+            (format!("Presence {user} {what}"), None, None)
+        }
         Down::ReceiptAck { kind, upto, .. } => (format!("ReceiptAck {kind:?} ≤{upto}"), None, None),
         Down::Receipt { receipt } => (
             format!(
@@ -123,6 +137,7 @@ pub fn describe(w: &Wire) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
                 (format!("DeleteInbox seq {seq}"), None, Some((*conv, *seq)))
             }
             Rpc::Lookup { user, .. } => (format!("Lookup {user}"), None, None),
+            Rpc::Subscribe { user, .. } => (format!("Subscribe {user:?}"), None, None),
             Rpc::Located { at, .. } => (format!("Located ({} devices)", at.len()), None, None),
             Rpc::Register { epoch, .. } => (format!("Register (epoch {epoch})"), None, None),
             Rpc::Registered { current, .. } => {

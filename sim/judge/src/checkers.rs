@@ -26,7 +26,7 @@ pub const CONVERSATION_ORDER: &str = "conversation_order";
 /// Name of the liveness invariant: once faults heal, sends are acked and displayed in bounded time.
 pub const LIVENESS: &str = "liveness";
 /// Every invariant, in the order [`check_all`] reports them.
-pub const INVARIANTS: [&str; 7] = [
+pub const INVARIANTS: [&str; 8] = [
     NO_LOSS,
     EXACTLY_ONCE,
     CONVERSATION_ORDER,
@@ -34,9 +34,14 @@ pub const INVARIANTS: [&str; 7] = [
     crate::confidential::E2E_CONFIDENTIAL,
     crate::authz::AUTHZ,
     crate::receipts::RECEIPTS,
+    crate::presence::PRESENCE_CONVERGES,
 ];
 /// The bound checks (cost, not wrong answers), in the order [`check_all`] reports them.
-pub const BOUND_CHECKS: [&str; 2] = [crate::bounds::ACK_LATENCY, crate::bounds::RECONNECT_LOAD];
+pub const BOUND_CHECKS: [&str; 3] = [
+    crate::bounds::ACK_LATENCY,
+    crate::bounds::RECONNECT_LOAD,
+    crate::presence::PRESENCE_LOAD,
+];
 /// Every check [`check_all`] runs, invariants first, then bound checks, in its order.
 pub const CHECKS: [&str; INVARIANTS.len() + BOUND_CHECKS.len()] = concat(INVARIANTS, BOUND_CHECKS);
 
@@ -110,8 +115,10 @@ pub fn check_all(h: &History, bounds: Bounds) -> Vec<Verdict> {
         crate::confidential::e2e_confidential(h),
         crate::authz::authz(h),
         crate::receipts::receipts(h, bounds),
+        crate::presence::presence_converges(h, bounds),
         crate::bounds::ack_latency(h, bounds.ack_p50_ms),
         crate::bounds::reconnect_load(h),
+        crate::presence::presence_load(h),
     ]
 }
 
@@ -723,9 +730,9 @@ mod tests {
     }
 
     // A well-behaved run passes every check, reported in CHECKS order, and each invariant
-    // checker actually examined something (not a vacuous pass). The history has no reconnects
-    // and no server frames, so the reconnect bound and confidentiality have nothing to look at;
-    // bounds.rs and confidential.rs test them.
+    // checker actually examined something (not a vacuous pass). The history has no reconnects,
+    // no server frames and no open chats, so the reconnect bound, confidentiality and presence
+    // have nothing to look at; bounds.rs, confidential.rs and presence.rs test them.
     #[test]
     fn clean_history_passes_all_four() {
         let verdicts = check_all(&clean(), BOUNDS);
@@ -735,7 +742,8 @@ mod tests {
             assert!(
                 v.checked > 0
                     || !INVARIANTS.contains(&v.name)
-                    || v.name == crate::confidential::E2E_CONFIDENTIAL,
+                    || v.name == crate::confidential::E2E_CONFIDENTIAL
+                    || v.name == crate::presence::PRESENCE_CONVERGES,
                 "{} checked nothing",
                 v.name
             );

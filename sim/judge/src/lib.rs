@@ -9,6 +9,7 @@
 //! - [`confidential`]: `e2e_confidential`, over every byte servers received.
 //! - [`authz`]: `authz`, who may post to and read a group, and no posting as another user.
 //! - [`receipts`]: `receipts`, ✓✓ and read ticks that tell the truth and catch up.
+//! - [`presence`]: `presence_converges`, and the `presence_load` bound.
 //! - [`bounds`]: cost checks (`reconnect_load`) for mistakes that show as load, not wrong answers.
 
 pub mod authz;
@@ -16,6 +17,7 @@ pub mod bounds;
 pub mod checkers;
 pub mod confidential;
 pub mod history;
+pub mod presence;
 pub mod receipts;
 
 pub use checkers::{check_all, Bounds, Verdict, Violation};

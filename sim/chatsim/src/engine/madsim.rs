@@ -428,12 +428,9 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
                     writers.remove(&conn);
                     device_conns.remove(&conn);
                 }
-                Effect::PersistSession { device, entry } => {
+                Effect::PersistSession(change) => {
                     let mut table = sh.session_durable.lock().expect("never poisoned");
-                    match entry {
-                        Some(e) => table.insert(device, e),
-                        None => table.remove(&device),
-                    };
+                    table.apply(&change);
                 }
                 Effect::Persist(ops) => {
                     let mut d = sh.durable.lock().expect("never poisoned");
