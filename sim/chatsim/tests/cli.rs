@@ -67,8 +67,11 @@ fn two_processes_agree_on_the_trace_hash_and_the_json_has_the_promised_fields() 
             "liveness",
             "e2e_confidential",
             "authz",
+            "receipts",
+            "presence_converges",
             "ack_latency",
-            "reconnect_load"
+            "reconnect_load",
+            "presence_load"
         ]
     );
     assert!(ja["invariants"][0]["holds"].as_bool().expect("bool"));
