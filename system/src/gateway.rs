@@ -8,7 +8,13 @@
 //! elsewhere when its old gateway unregisters: the session service's epoch check is what keeps
 //! that late unregister from erasing the new entry.
 //!
-//! Inputs: `Accepted`, `FromConn`, `ConnClosed`, `Rpc` (`Registered`, `ToDevice`), `Timeout`.
+//! Frames go to the shard host that holds the slot of their conversation (or, for a drain, of
+//! their user): each holder tells every gateway about its slots with their lease epoch, and
+//! the highest epoch heard wins, so a paused old owner announcing late cannot pull traffic
+//! back. Until told otherwise a gateway sends a slot's frames to its home shard.
+//!
+//! Inputs: `Accepted`, `FromConn`, `ConnClosed`, `Rpc` (`Registered`, `ToDevice`, `Owner`),
+//! `Timeout`.
 //! Outputs: `Down`, `CloseConn`, `Rpc`. Timers: idle scan, register retry.
 
 use crate::bugs::Bug;
@@ -57,6 +63,8 @@ pub struct Gateway {
     topo: Deployment,
     conns: BTreeMap<ConnId, Conn>,
     by_device: BTreeMap<DeviceId, ConnId>,
+    /// slot -> (shard host, epoch), as announced by the lease holders.
+    owners: BTreeMap<u16, (u16, u64)>,
     timers: Timers<Timer>,
 }
 
@@ -68,6 +76,7 @@ impl Gateway {
             topo,
             conns: BTreeMap::new(),
             by_device: BTreeMap::new(),
+            owners: BTreeMap::new(),
             timers: Timers::default(),
         }
     }
@@ -103,6 +112,11 @@ impl Gateway {
             };
             to_session(out, rpc);
         }
+    }
+
+    /// The shard host holding `slot`, as far as we have heard.
+    fn owner(&self, slot: u16) -> Host {
+        Host::Shard(self.owners.get(&slot).map_or(slot, |(host, _)| *host))
     }
 
     fn refuse(conn: ConnId, reason: Refusal, out: &mut Vec<Effect>) {
@@ -168,7 +182,7 @@ impl Gateway {
                     to_session(out, Rpc::Subscribe { device, user });
                     return;
                 }
-                let shard = match &up {
+                let slot = match &up {
                     Up::Send { conv, .. }
                     | Up::Fetch { conv, .. }
                     | Up::Ack { conv, .. }
@@ -180,7 +194,7 @@ impl Gateway {
                     _ => shard_for_user(device.user, self.topo.shards),
                 };
                 out.push(Effect::Rpc {
-                    to: Host::Shard(shard),
+                    to: self.owner(slot),
                     rpc: Rpc::FromDevice { device, up },
                 });
             }
@@ -280,6 +294,12 @@ impl Machine for Gateway {
                 self.on_registered(device, epoch, current, out);
             }
             Input::Rpc {
+                from: Host::Shard(host),
+                rpc: Rpc::Owner { slot, epoch },
+            } if self.owners.get(&slot).is_none_or(|(_, e)| *e < epoch) => {
+                self.owners.insert(slot, (host, epoch));
+            }
+            Input::Rpc {
                 from: Host::Shard(_) | Host::Session,
                 rpc: Rpc::ToDevice { device, down },
             } => {
@@ -299,10 +319,10 @@ impl Machine for Gateway {
                                 conv: msg.conv,
                                 seq: msg.seq,
                             };
-                            let shard = shard_for_conv(msg.conv, self.topo.shards);
+                            let slot = shard_for_conv(msg.conv, self.topo.shards);
                             let rpc = Rpc::FromDevice { device, up };
                             out.push(Effect::Rpc {
-                                to: Host::Shard(shard),
+                                to: self.owner(slot),
                                 rpc,
                             });
                         }

@@ -79,6 +79,12 @@ pub const PRESENCE_RENEW_MS: Millis = 8_000;
 /// A gateway re-sends a `Register` the session service has not answered after this long.
 pub const REGISTER_RETRY_MS: Millis = 1_000;
 
+/// A shard's lease on a slot (the conversations hashed to one shard number) lasts this long
+/// past its last renewal; then any live shard may take the slot over.
+pub const SHARD_LEASE_MS: Millis = 3_000;
+/// A shard renews its leases (and looks for expired ones to take over) this often.
+pub const SHARD_LEASE_RENEW_MS: Millis = 1_000;
+
 /// A shard re-sends a storage request that has not been answered after this long.
 pub const STORAGE_RETRY_MS: Millis = 500;
 /// Sends a shard queues per conversation before refusing with `Busy`.

@@ -476,6 +476,17 @@ pub enum StorageOp {
         /// The receipt it saw.
         receipt: Receipt,
     },
+    /// A slot's lease was granted or renewed.
+    Lease {
+        /// The slot.
+        slot: u16,
+        /// The shard host holding it.
+        owner: u16,
+        /// Its epoch.
+        epoch: u64,
+        /// When it runs out unless renewed (storage's clock).
+        until: Millis,
+    },
     /// A device acked a message: drop its inbox entry.
     DeleteInbox {
         /// Whose inbox.
@@ -489,6 +500,20 @@ pub enum StorageOp {
 
 fn yes() -> bool {
     true
+}
+
+/// A slot's lease as storage holds it: the conversations hashed to shard number `slot` are
+/// owned by shard host `owner` under `epoch` (storage refuses writes under older epochs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseView {
+    /// The slot.
+    pub slot: u16,
+    /// The shard host holding it.
+    pub owner: u16,
+    /// Its epoch: raised on every takeover.
+    pub epoch: u64,
+    /// False once the lease ran out unrenewed: any shard may take the slot over.
+    pub live: bool,
 }
 
 /// Messages between servers. The sender is carried beside each (see [`Envelope`]).
@@ -566,9 +591,42 @@ pub enum Rpc {
         /// Groups: the current membership version and members (`None`: no such group).
         members: Option<(Seq, Vec<UserId>)>,
     },
+    /// Shard -> storage: renew these leases and try to take these slots over; answered
+    /// (once durable) with the whole lease table.
+    Lease {
+        /// The asking shard host.
+        shard: u16,
+        /// (slot, epoch) held and renewed.
+        renew: Vec<(u16, u64)>,
+        /// Slots to take over: granted if unheld (home slot only), expired, or held by this
+        /// same host in an earlier life.
+        acquire: Vec<u16>,
+    },
+    /// Storage -> shard: every slot's lease.
+    LeaseTable {
+        /// One per slot that has ever been held.
+        leases: Vec<LeaseView>,
+    },
+    /// Shard -> gateway: I own `slot` under `epoch`; route its frames to me (the highest epoch
+    /// heard wins).
+    Owner {
+        /// The slot.
+        slot: u16,
+        /// The owner's epoch.
+        epoch: u64,
+    },
+    /// Storage -> shard: a write under a stale epoch was refused; the slot has a newer owner.
+    Fenced {
+        /// The slot.
+        slot: u16,
+        /// The current epoch.
+        epoch: u64,
+    },
     /// Shard -> storage: append this message (seq must be the next one) and park inbox copies
     /// or queue the group fan-out.
     Append {
+        /// (slot, epoch) the writer holds: storage refuses a stale one.
+        fence: (u16, u64),
         /// The message, with the sequence number the shard chose.
         msg: Message,
         /// Devices that get an inbox entry with the append.
@@ -580,6 +638,8 @@ pub enum Rpc {
     },
     /// Shard -> storage: one fan-out step (see [`StorageOp::FanoutStep`]).
     FanoutStep {
+        /// (slot, epoch) the writer holds: storage refuses a stale one.
+        fence: (u16, u64),
         /// Conversation.
         conv: ConvId,
         /// Sequence number.

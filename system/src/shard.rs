@@ -34,12 +34,13 @@ use crate::bugs::Bug;
 use crate::limits::{
     CONV_QUEUE_MAX, DELIVERIES_TRACKED_MAX, FANOUT_STEP_DEVICES, GAP_FETCH_SEQS_MAX,
     GROUP_MEMBERS_MAX, INBOX_PAGE_SIZE, LOOKUP_TIMEOUT_MS, PUSH_ATTEMPTS_MAX, PUSH_RETRY_MS_MAX,
-    PUSH_RETRY_MS_MIN, STORAGE_RETRY_MS, SWEEP_PAGE_SIZE,
+    PUSH_RETRY_MS_MIN, SHARD_LEASE_RENEW_MS, STORAGE_RETRY_MS, SWEEP_PAGE_SIZE,
 };
 use crate::proto::{
-    ConvId, DeviceId, Down, GroupEvent, GroupOp, Host, Message, Millis, MsgId, Path, Receipt,
-    ReceiptKind, Refusal, Rpc, Seq, Up, UserId,
+    ConvId, DeviceId, Down, GroupEvent, GroupOp, Host, LeaseView, Message, Millis, MsgId, Path,
+    Receipt, ReceiptKind, Refusal, Rpc, Seq, Up, UserId,
 };
+use crate::routing::shard_for_conv;
 use crate::timers::Timers;
 use crate::{Deployment, Effect, Input, Machine};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -144,12 +145,15 @@ enum Pending {
         gateway: u16,
     },
     Sweep {
+        slot: u16,
         after: Option<DeliveryKey>,
     },
     ReceiptSweep {
+        slot: u16,
         after: Option<(DeviceId, Receipt)>,
     },
     Fanouts {
+        slot: u16,
         conv: Option<ConvId>,
         after: Option<(ConvId, Seq)>,
     },
@@ -161,7 +165,7 @@ enum Timer {
     Push(DeliveryKey),
     ReceiptPush(ReceiptPushKey),
     Fanout((ConvId, Seq)),
-    Sweep,
+    Lease,
     Expire(u64),
 }
 
@@ -178,6 +182,11 @@ pub struct Shard {
     receipt_pushes: BTreeMap<ReceiptPushKey, ReceiptPush>,
     jobs: BTreeMap<(ConvId, Seq), Job>,
     next_req: u64,
+    /// Slots (conversations hashed to one shard number) this host holds a lease on, with its
+    /// epoch: writes for any other slot wait, and storage refuses them under a stale epoch.
+    leases: BTreeMap<u16, u64>,
+    /// Slots the last lease table showed run out under another host: ours to try to take.
+    expired: BTreeSet<u16>,
     timers: Timers<Timer>,
 }
 
@@ -185,8 +194,9 @@ impl Shard {
     /// Shard number `index` with empty memory (first boot or after a crash).
     pub fn new(index: u16, topo: Deployment) -> Shard {
         let mut timers = Timers::default();
-        // First thing after (re)boot: take up the deliveries a previous life left unfinished.
-        timers.set(Timer::Sweep, 0);
+        // First thing after (re)boot: take the home slot (fencing out any earlier life); the
+        // grant starts the sweeps that take up what that life left unfinished.
+        timers.set(Timer::Lease, 0);
         Shard {
             index,
             topo,
@@ -196,6 +206,8 @@ impl Shard {
             receipt_pushes: BTreeMap::new(),
             jobs: BTreeMap::new(),
             next_req: 0,
+            leases: BTreeMap::new(),
+            expired: BTreeSet::new(),
             timers,
         }
     }
@@ -262,10 +274,21 @@ impl Shard {
         Self::to_device(device, gateway, down, out);
     }
 
-    fn send_append(f: &InFlight, out: &mut Vec<Effect>) {
+    fn slot(&self, conv: ConvId) -> u16 {
+        shard_for_conv(conv, self.topo.shards)
+    }
+
+    /// The (slot, epoch) a write for `conv` goes under, if this host holds the slot.
+    fn fence(&self, conv: ConvId) -> Option<(u16, u64)> {
+        let slot = self.slot(conv);
+        self.leases.get(&slot).map(|e| (slot, *e))
+    }
+
+    fn send_append(f: &InFlight, fence: (u16, u64), out: &mut Vec<Effect>) {
         out.push(Effect::Rpc {
             to: STORAGE,
             rpc: Rpc::Append {
+                fence,
                 msg: f.msg.clone(),
                 recipients: f.recipients.clone(),
                 fanout: f.fanout.clone(),
@@ -410,8 +433,17 @@ impl Shard {
                 }
                 return;
             };
-            let Some(p) = c.queue.pop_front() else {
+            if c.queue.is_empty() {
                 self.timers.cancel(&Timer::Storage(conv));
+                return;
+            }
+            // Only the slot's lease holder sequences: the queue waits for a grant (or is
+            // dropped when another host turns out to hold it).
+            let Some(fence) = self.fence(conv) else {
+                return;
+            };
+            let c = self.convs.entry(conv).or_default();
+            let Some(p) = c.queue.pop_front() else {
                 return;
             };
             let flight = match self.admit(conv, &p, last + 1) {
@@ -434,7 +466,7 @@ impl Shard {
                     continue;
                 }
             };
-            Self::send_append(&flight, out);
+            Self::send_append(&flight, fence, out);
             if self.topo.bugs.has(Bug::AckBeforePersist) {
                 let sent = Down::Sent {
                     conv,
@@ -503,7 +535,8 @@ impl Shard {
                 c.last_seq = None;
                 c.group = None;
                 Self::to_device(f.device, f.gateway, Down::Sent { conv, id, seq }, out);
-                self.read_fanouts(now, Some(conv), None, out);
+                let slot = self.slot(conv);
+                self.read_fanouts(now, slot, Some(conv), None, out);
             } else {
                 if let Some(e) = &f.msg.event {
                     c.group = Some(Group {
@@ -553,11 +586,14 @@ impl Shard {
         if self.jobs.range(range.clone()).any(|(_, j)| j.stepping) {
             return;
         }
+        let Some(fence) = self.fence(conv) else {
+            return;
+        };
         let Some((&key, job)) = self.jobs.range_mut(range).next() else {
             return;
         };
         job.stepping = true;
-        Self::send_step(key, job, step, out);
+        Self::send_step(key, job, step, fence, out);
         self.timers.set(Timer::Fanout(key), now + STORAGE_RETRY_MS);
     }
 
@@ -571,10 +607,17 @@ impl Shard {
         }
     }
 
-    fn send_step(key: (ConvId, Seq), job: &Job, step: usize, out: &mut Vec<Effect>) {
+    fn send_step(
+        key: (ConvId, Seq),
+        job: &Job,
+        step: usize,
+        fence: (u16, u64),
+        out: &mut Vec<Effect>,
+    ) {
         let from = job.next as usize;
         let to = (from + step).min(job.devices.len());
         let rpc = Rpc::FanoutStep {
+            fence,
             conv: key.0,
             seq: key.1,
             from: job.next,
@@ -637,14 +680,15 @@ impl Shard {
     fn read_fanouts(
         &mut self,
         now: Millis,
+        slot: u16,
         conv: Option<ConvId>,
         after: Option<(ConvId, Seq)>,
         out: &mut Vec<Effect>,
     ) {
-        let req = self.request(now, Pending::Fanouts { conv, after });
+        let req = self.request(now, Pending::Fanouts { slot, conv, after });
         let rpc = Rpc::ReadFanouts {
             req,
-            shard: self.index,
+            shard: slot,
             shards: self.topo.shards,
             conv,
             after,
@@ -793,6 +837,89 @@ impl Shard {
         }
     }
 
+    /// The lease table after our renewal: take up slots newly ours, drop slots lost, and tell
+    /// every gateway which slots we hold.
+    fn on_lease_table(&mut self, now: Millis, leases: Vec<LeaseView>, out: &mut Vec<Effect>) {
+        let me = self.index;
+        let mine: BTreeMap<u16, u64> = leases
+            .iter()
+            .filter(|l| l.owner == me && l.live)
+            .map(|l| (l.slot, l.epoch))
+            .collect();
+        self.expired = leases
+            .iter()
+            .filter(|l| !l.live && l.owner != me)
+            .map(|l| l.slot)
+            .collect();
+        let lost: Vec<u16> = self
+            .leases
+            .iter()
+            .filter(|(s, e)| mine.get(s) != Some(e))
+            .map(|(s, _)| *s)
+            .collect();
+        for slot in lost {
+            self.lose(slot);
+        }
+        // Sends queued here for a slot another host holds will be retried there.
+        let others: BTreeSet<u16> = leases
+            .iter()
+            .filter(|l| l.owner != me && l.live)
+            .map(|l| l.slot)
+            .collect();
+        let shards = self.topo.shards;
+        self.convs
+            .retain(|conv, _| !others.contains(&shard_for_conv(*conv, shards)));
+        for (&slot, &epoch) in &mine {
+            if self.leases.insert(slot, epoch) != Some(epoch) {
+                self.take_over(now, slot, out);
+            }
+            for g in 0..self.topo.gateways {
+                let rpc = Rpc::Owner { slot, epoch };
+                out.push(Effect::Rpc {
+                    to: Host::Gateway(g),
+                    rpc,
+                });
+            }
+        }
+    }
+
+    /// `slot` is newly ours: what its last owner was doing (deliveries in inboxes, fan-out
+    /// jobs, receipts queued) is read back from storage, and each conversation's next
+    /// sequence number is reloaded before anything is sequenced.
+    fn take_over(&mut self, now: Millis, slot: u16, out: &mut Vec<Effect>) {
+        self.sweep(now, slot, None, out);
+        self.sweep_receipts(now, slot, None, out);
+        self.read_fanouts(now, slot, None, None, out);
+        let convs: Vec<ConvId> = self
+            .convs
+            .iter_mut()
+            .filter(|(conv, _)| shard_for_conv(**conv, self.topo.shards) == slot)
+            .map(|(conv, c)| {
+                if c.in_flight.is_none() && !c.loading {
+                    c.last_seq = None;
+                    c.group = None;
+                }
+                *conv
+            })
+            .collect();
+        for conv in convs {
+            self.pump(now, conv, out);
+        }
+    }
+
+    /// `slot` is no longer ours (fenced, or the table shows another owner): forget its
+    /// conversations, so nothing more is written or pushed for it from here.
+    fn lose(&mut self, slot: u16) {
+        self.leases.remove(&slot);
+        let shards = self.topo.shards;
+        let theirs = |conv: ConvId| shard_for_conv(conv, shards) == slot;
+        self.convs.retain(|conv, _| !theirs(*conv));
+        self.jobs.retain(|(conv, _), _| !theirs(*conv));
+        self.deliveries.retain(|(_, conv, _), _| !theirs(*conv));
+        self.receipt_pushes
+            .retain(|(_, conv, _, _), _| !theirs(*conv));
+    }
+
     /// Tell `to` about `receipt` through its gateway; with `retry`, keep at it until the device
     /// says it saw it (or is not connected).
     fn push_receipt(
@@ -914,9 +1041,9 @@ impl Shard {
                 next,
                 more,
             } => {
-                if let Some(Pending::Fanouts { conv, .. }) = self.pending.remove(&req) {
+                if let Some(Pending::Fanouts { slot, conv, .. }) = self.pending.remove(&req) {
                     if more {
-                        self.read_fanouts(now, conv, next, out);
+                        self.read_fanouts(now, slot, conv, next, out);
                     }
                     self.timers.cancel(&Timer::Expire(req));
                     let mut convs = BTreeSet::new();
@@ -942,16 +1069,18 @@ impl Shard {
                 next,
                 more,
             } => {
-                if let Some(Pending::ReceiptSweep { .. }) = self.pending.remove(&req) {
+                if let Some(Pending::ReceiptSweep { slot, .. }) = self.pending.remove(&req) {
                     self.timers.cancel(&Timer::Expire(req));
                     for (to, receipt) in receipts {
                         self.push_receipt(now, to, receipt, true, out);
                     }
                     if more {
-                        self.sweep_receipts(now, next, out);
+                        self.sweep_receipts(now, slot, next, out);
                     }
                 }
             }
+            Rpc::LeaseTable { leases } => self.on_lease_table(now, leases, out),
+            Rpc::Fenced { slot, .. } => self.lose(slot),
             Rpc::ReceiptStored {
                 receipt,
                 notify,
@@ -994,13 +1123,13 @@ impl Shard {
                 next,
                 more,
             } => {
-                if let Some(Pending::Sweep { .. }) = self.pending.remove(&req) {
+                if let Some(Pending::Sweep { slot, .. }) = self.pending.remove(&req) {
                     self.timers.cancel(&Timer::Expire(req));
                     for (device, msg) in entries {
                         self.track(now, device, msg.for_device(device), true, out);
                     }
                     if more {
-                        self.sweep(now, next, out);
+                        self.sweep(now, slot, next, out);
                     }
                 }
             }
@@ -1140,24 +1269,25 @@ impl Shard {
     fn sweep_receipts(
         &mut self,
         now: Millis,
+        slot: u16,
         after: Option<(DeviceId, Receipt)>,
         out: &mut Vec<Effect>,
     ) {
-        let req = self.request(now, Pending::ReceiptSweep { after });
+        let req = self.request(now, Pending::ReceiptSweep { slot, after });
         let rpc = Rpc::ReadQueuedReceipts {
             req,
-            shard: self.index,
+            shard: slot,
             shards: self.topo.shards,
             after,
         };
         out.push(Effect::Rpc { to: STORAGE, rpc });
     }
 
-    fn sweep(&mut self, now: Millis, after: Option<DeliveryKey>, out: &mut Vec<Effect>) {
-        let req = self.request(now, Pending::Sweep { after });
+    fn sweep(&mut self, now: Millis, slot: u16, after: Option<DeliveryKey>, out: &mut Vec<Effect>) {
+        let req = self.request(now, Pending::Sweep { slot, after });
         let rpc = Rpc::ReadPending {
             req,
-            shard: self.index,
+            shard: slot,
             shards: self.topo.shards,
             after,
             limit: SWEEP_PAGE_SIZE,
@@ -1179,8 +1309,8 @@ impl Shard {
                 } else if let Some((p, _)) = &c.checking {
                     let rpc = Rpc::FindMsg { conv, id: p.id };
                     out.push(Effect::Rpc { to: STORAGE, rpc });
-                } else if let Some(f) = &c.in_flight {
-                    Self::send_append(f, out);
+                } else if let (Some(f), Some(fence)) = (&c.in_flight, self.fence(conv)) {
+                    Self::send_append(f, fence, out);
                 } else {
                     return;
                 }
@@ -1191,22 +1321,38 @@ impl Shard {
             Timer::ReceiptPush(key) => self.attempt_receipt(now, key, out),
             Timer::Fanout(key) => {
                 let step = self.step_devices();
-                if let Some(job) = self.jobs.get(&key).filter(|j| j.stepping) {
-                    Self::send_step(key, job, step, out);
+                let job = self.jobs.get(&key).filter(|j| j.stepping);
+                if let (Some(job), Some(fence)) = (job, self.fence(key.0)) {
+                    Self::send_step(key, job, step, fence, out);
                     self.timers.set(Timer::Fanout(key), now + STORAGE_RETRY_MS);
                 }
             }
-            Timer::Sweep => {
-                self.sweep(now, None, out);
-                self.sweep_receipts(now, None, out);
-                self.read_fanouts(now, None, None, out);
+            Timer::Lease => {
+                self.timers.set(Timer::Lease, now + SHARD_LEASE_RENEW_MS);
+                let renew = self.leases.iter().map(|(s, e)| (*s, *e)).collect();
+                // The home slot until held; others only once the table says they ran out.
+                let mut acquire: Vec<u16> = Vec::new();
+                if !self.leases.contains_key(&self.index) {
+                    acquire.push(self.index);
+                }
+                acquire.extend(self.expired.iter().filter(|s| **s != self.index));
+                let rpc = Rpc::Lease {
+                    shard: self.index,
+                    renew,
+                    acquire,
+                };
+                out.push(Effect::Rpc { to: STORAGE, rpc });
             }
             // The device retries drains and fetches, and a delivery's own timer retries its
             // lookup; only an unanswered sweep page is asked for again here.
             Timer::Expire(req) => match self.pending.remove(&req) {
-                Some(Pending::Sweep { after }) => self.sweep(now, after, out),
-                Some(Pending::ReceiptSweep { after }) => self.sweep_receipts(now, after, out),
-                Some(Pending::Fanouts { conv, after }) => self.read_fanouts(now, conv, after, out),
+                Some(Pending::Sweep { slot, after }) => self.sweep(now, slot, after, out),
+                Some(Pending::ReceiptSweep { slot, after }) => {
+                    self.sweep_receipts(now, slot, after, out)
+                }
+                Some(Pending::Fanouts { slot, conv, after }) => {
+                    self.read_fanouts(now, slot, conv, after, out)
+                }
                 _ => {}
             },
         }

@@ -16,10 +16,11 @@
 //! `ReadPending`, `DeleteInbox`) and `Timeout` (the sync). Outputs: `Rpc` answers and
 //! `Persist`.
 
-use crate::limits::{FANOUT_JOBS_PAGE, RECEIPTS_PAGE_MAX, STORAGE_SYNC_MS};
+use crate::bugs::{Bug, Bugs};
+use crate::limits::{FANOUT_JOBS_PAGE, RECEIPTS_PAGE_MAX, SHARD_LEASE_MS, STORAGE_SYNC_MS};
 use crate::proto::{
-    ConvId, DeviceId, Host, InboxCursor, Message, Millis, MsgId, Receipt, ReceiptKind, Rpc, Seq,
-    StorageOp, UserId,
+    ConvId, DeviceId, Host, InboxCursor, LeaseView, Message, Millis, MsgId, Receipt, ReceiptKind,
+    Rpc, Seq, StorageOp, UserId,
 };
 use crate::routing::shard_for_conv;
 use crate::{Effect, Input, Machine};
@@ -42,6 +43,8 @@ pub struct StorageState {
     marks: BTreeMap<ReceiptKey, Seq>,
     /// Receipts a sender device has not seen yet, one per (conversation, reader, kind).
     receipt_inbox: BTreeMap<DeviceId, BTreeMap<ReceiptKey, Seq>>,
+    /// Shard slot leases: slot -> (owner host, epoch, until).
+    leases: BTreeMap<u16, (u16, u64, Millis)>,
 }
 
 /// (conversation, reader device, kind): one receipt mark.
@@ -114,6 +117,14 @@ impl StorageState {
                     }
                 }
             }
+            StorageOp::Lease {
+                slot,
+                owner,
+                epoch,
+                until,
+            } => {
+                self.leases.insert(*slot, (*owner, *epoch, *until));
+            }
             StorageOp::DeleteInbox { device, conv, seq } => {
                 if let Some(inbox) = self.inboxes.get_mut(device) {
                     inbox.remove(&(*conv, *seq));
@@ -176,6 +187,11 @@ impl StorageState {
         self.inboxes.values().map(BTreeSet::len).sum()
     }
 
+    /// A slot's lease: (owner host, epoch, until), if it was ever held.
+    pub fn lease(&self, slot: u16) -> Option<(u16, u64, Millis)> {
+        self.leases.get(&slot).copied()
+    }
+
     /// A reader's receipt mark (0: none).
     pub fn mark(&self, conv: ConvId, reader: DeviceId, kind: ReceiptKind) -> Seq {
         self.marks.get(&(conv, reader, kind)).copied().unwrap_or(0)
@@ -213,6 +229,8 @@ pub struct Storage {
     durable: StorageState,
     buffer: Vec<Buffered>,
     sync_at: Option<Millis>,
+    /// Only with `unfenced-failover`: any shard's append is a blind put at its sequence number.
+    unfenced: bool,
 }
 
 impl Storage {
@@ -222,7 +240,112 @@ impl Storage {
             durable,
             buffer: Vec::new(),
             sync_at: None,
+            unfenced: false,
         }
+    }
+
+    /// The same, with the bug-zoo switches that concern storage.
+    pub fn with_bugs(durable: StorageState, bugs: &Bugs) -> Storage {
+        Storage {
+            unfenced: bugs.has(Bug::UnfencedFailover),
+            ..Storage::new(durable)
+        }
+    }
+
+    /// A slot's lease as it will be once the buffer is durable.
+    fn lease_now(&self, slot: u16) -> Option<(u16, u64, Millis)> {
+        let buffered = self.buffer.iter().rev().find_map(|b| match &b.op {
+            Some(StorageOp::Lease {
+                slot: s,
+                owner,
+                epoch,
+                until,
+            }) if *s == slot => Some((*owner, *epoch, *until)),
+            _ => None,
+        });
+        buffered.or_else(|| self.durable.lease(slot))
+    }
+
+    /// Whether a write under `fence` may go ahead: its epoch is the slot's current one. The
+    /// fence is what keeps a paused or cut-off shard (a zombie) from getting anything written
+    /// after another took its slot over.
+    fn fenced(&self, fence: (u16, u64), from: Host, out: &mut Vec<Effect>) -> bool {
+        if self.unfenced {
+            return false;
+        }
+        let (slot, epoch) = fence;
+        let current = self.lease_now(slot).map_or(0, |(_, e, _)| e);
+        if current == epoch {
+            return false;
+        }
+        let rpc = Rpc::Fenced {
+            slot,
+            epoch: current,
+        };
+        out.push(Effect::Rpc { to: from, rpc });
+        true
+    }
+
+    fn on_lease(
+        &mut self,
+        now: Millis,
+        from: Host,
+        shard: u16,
+        renew: Vec<(u16, u64)>,
+        acquire: Vec<u16>,
+    ) {
+        let until = now + SHARD_LEASE_MS;
+        for (slot, epoch) in renew {
+            // Renewed even after running out, as long as nobody took it meanwhile.
+            if self
+                .lease_now(slot)
+                .is_some_and(|(o, e, _)| o == shard && e == epoch)
+            {
+                let op = StorageOp::Lease {
+                    slot,
+                    owner: shard,
+                    epoch,
+                    until,
+                };
+                self.buffer(now, Some(op), None);
+            }
+        }
+        for slot in acquire {
+            let current = self.lease_now(slot);
+            let grant = match current {
+                None => slot == shard,
+                Some((owner, _, until)) => until <= now || owner == shard,
+            };
+            if grant {
+                // Decided against the buffered state, so two takeovers in one sync window
+                // cannot both win.
+                let op = StorageOp::Lease {
+                    slot,
+                    owner: shard,
+                    epoch: current.map_or(0, |l| l.1) + 1,
+                    until,
+                };
+                self.buffer(now, Some(op), None);
+            }
+        }
+        let mut slots: BTreeSet<u16> = self.durable.leases.keys().copied().collect();
+        slots.extend(self.buffer.iter().filter_map(|b| match &b.op {
+            Some(StorageOp::Lease { slot, .. }) => Some(*slot),
+            _ => None,
+        }));
+        let leases = slots
+            .into_iter()
+            .filter_map(|slot| {
+                let (owner, epoch, until) = self.lease_now(slot)?;
+                Some(LeaseView {
+                    slot,
+                    owner,
+                    epoch,
+                    live: until > now,
+                })
+            })
+            .collect();
+        self.buffer(now, None, Some((from, Rpc::LeaseTable { leases })));
     }
 
     /// What a crash would keep right now.
@@ -431,12 +554,16 @@ impl Storage {
                 }
             }
             Rpc::FanoutStep {
+                fence,
                 conv,
                 seq,
                 from: start,
                 devices,
                 park,
             } => {
+                if self.fenced(fence, from, out) {
+                    return;
+                }
                 let next = start.saturating_add(devices.len() as u32);
                 // A step that parks nothing still moves the cursor durably, so a restarted
                 // shard's pushes resume where they stood.
@@ -486,12 +613,21 @@ impl Storage {
                     },
                 });
             }
+            Rpc::Lease {
+                shard,
+                renew,
+                acquire,
+            } => self.on_lease(now, from, shard, renew, acquire),
             Rpc::Append {
+                fence,
                 msg,
                 recipients,
                 fanout,
                 park,
             } => {
+                if self.fenced(fence, from, out) {
+                    return;
+                }
                 let (conv, id) = (msg.conv, msg.id);
                 if let Some((_, seq)) = self.durable.find(id) {
                     let rpc = Rpc::Appended {
@@ -512,7 +648,8 @@ impl Storage {
                     self.buffer(now, None, Some((from, rpc)));
                 } else {
                     let last_seq = self.last_seq_incl_buffer(conv);
-                    if msg.seq != last_seq + 1 {
+                    // A blind put, with the bug: whoever writes a number last wins it.
+                    if msg.seq != last_seq + 1 && !self.unfenced {
                         out.push(Effect::Rpc {
                             to: from,
                             rpc: Rpc::AppendConflict { conv, id, last_seq },
@@ -687,6 +824,8 @@ mod tests {
     fn append(s: &mut Storage, now: Millis, m: Message) -> Vec<Effect> {
         let mut out = Vec::new();
         let rpc = Rpc::Append {
+            // No lease was ever granted here: epoch 0 is current.
+            fence: (0, 0),
             msg: m,
             recipients: vec![DeviceId::primary(UserId(2))],
             fanout: vec![],
@@ -809,5 +948,120 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn lease(
+        s: &mut Storage,
+        now: Millis,
+        shard: u16,
+        renew: Vec<(u16, u64)>,
+        acquire: Vec<u16>,
+    ) -> Vec<LeaseView> {
+        let mut out = Vec::new();
+        let rpc = Rpc::Lease {
+            shard,
+            renew,
+            acquire,
+        };
+        let from = Host::Shard(shard);
+        s.handle(now, Input::Rpc { from, rpc }, &mut out);
+        s.handle(now + STORAGE_SYNC_MS, Input::Timeout, &mut out);
+        out.into_iter()
+            .find_map(|e| match e {
+                Effect::Rpc {
+                    rpc: Rpc::LeaseTable { leases },
+                    ..
+                } => Some(leases),
+                _ => None,
+            })
+            .expect("a lease request is answered with the table")
+    }
+
+    fn fenced_append(s: &mut Storage, now: Millis, fence: (u16, u64), m: Message) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let rpc = Rpc::Append {
+            fence,
+            msg: m,
+            recipients: vec![],
+            fanout: vec![],
+            park: true,
+        };
+        s.handle(
+            now,
+            Input::Rpc {
+                from: Host::Shard(0),
+                rpc,
+            },
+            &mut out,
+        );
+        s.handle(now + STORAGE_SYNC_MS, Input::Timeout, &mut out);
+        out
+    }
+
+    // A slot goes to its home shard first; nobody else may take it while the lease lives;
+    // once it runs out another shard takes it under a higher epoch, and the old owner's
+    // writes are refused from then on: a zombie cannot get a sequence number accepted.
+    #[test]
+    fn leases_pass_on_expiry_and_fence_out_the_old_owner() {
+        let mut s = Storage::new(StorageState::default());
+        let t = lease(&mut s, 0, 1, vec![], vec![0]);
+        assert!(
+            t.is_empty(),
+            "only the home shard takes an unheld slot: {t:?}"
+        );
+        let t = lease(&mut s, 0, 0, vec![], vec![0]);
+        assert_eq!((t[0].owner, t[0].epoch, t[0].live), (0, 1, true));
+        let t = lease(&mut s, 10, 1, vec![], vec![0]);
+        assert_eq!(t[0].owner, 0, "a live lease is not taken");
+        assert!(matches!(
+            fenced_append(&mut s, 20, (0, 1), msg(1, 1))[..],
+            [
+                Effect::Persist(_),
+                Effect::Rpc {
+                    rpc: Rpc::Appended { .. },
+                    ..
+                }
+            ]
+        ));
+        let late = 20 + SHARD_LEASE_MS;
+        let t = lease(&mut s, late, 1, vec![], vec![0]);
+        assert_eq!((t[0].owner, t[0].epoch), (1, 2));
+        let out = fenced_append(&mut s, late + 10, (0, 1), msg(2, 2));
+        assert!(
+            matches!(
+                out[..],
+                [Effect::Rpc {
+                    rpc: Rpc::Fenced { slot: 0, epoch: 2 },
+                    ..
+                }]
+            ),
+            "{out:?}"
+        );
+        // The old owner's renewal fails too.
+        let t = lease(&mut s, late + 20, 0, vec![(0, 1)], vec![]);
+        assert_eq!((t[0].owner, t[0].epoch), (1, 2));
+        assert_eq!(s.durable().last_seq(msg(1, 1).conv), 1);
+    }
+
+    // With `unfenced-failover` the same stale write lands, over the number's rightful owner.
+    #[test]
+    fn without_the_fence_a_stale_write_overwrites() {
+        let bugs: Bugs = [Bug::UnfencedFailover].into_iter().collect();
+        let mut s = Storage::with_bugs(StorageState::default(), &bugs);
+        lease(&mut s, 0, 0, vec![], vec![0]);
+        fenced_append(&mut s, 10, (0, 1), msg(1, 1));
+        lease(&mut s, 10 + SHARD_LEASE_MS, 1, vec![], vec![0]);
+        let mut stale = msg(1, 2);
+        stale.body = b"zombie".to_vec();
+        let out = fenced_append(&mut s, 20 + SHARD_LEASE_MS, (0, 1), stale);
+        assert!(out.iter().any(|e| matches!(
+            e,
+            Effect::Rpc {
+                rpc: Rpc::Appended { .. },
+                ..
+            }
+        )));
+        let conv = msg(1, 1).conv;
+        assert_eq!(s.durable().logs[&conv][&1].body, b"zombie");
     }
 }

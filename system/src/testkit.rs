@@ -37,6 +37,9 @@ pub struct Cluster {
     pub observations: Vec<(Millis, DeviceId, Observation)>,
     /// Server-to-server messages into these hosts are lost (a lossy link, not a crash).
     pub lossy: std::collections::BTreeSet<Host>,
+    /// Frozen hosts (a long GC pause): their timers wait and what arrives for them is held.
+    frozen: std::collections::BTreeSet<Host>,
+    held: Vec<(Host, Input)>,
 }
 
 impl Cluster {
@@ -64,7 +67,7 @@ impl Cluster {
             shards: (0..topo.shards)
                 .map(|i| Shard::new(i, topo.clone()))
                 .collect(),
-            storage: Storage::new(StorageState::default()),
+            storage: Storage::with_bugs(StorageState::default(), &topo.bugs),
             durable: StorageState::default(),
             session_durable: SessionTable::new(),
             devices,
@@ -74,6 +77,8 @@ impl Cluster {
             next_conn: 0,
             observations: Vec::new(),
             lossy: std::collections::BTreeSet::new(),
+            frozen: std::collections::BTreeSet::new(),
+            held: Vec::new(),
             topo,
         }
     }
@@ -104,8 +109,35 @@ impl Cluster {
             .insert((self.now + LINK_LATENCY_MS, self.next_event), (to, input));
     }
 
+    /// Freeze `host`: nothing it would do happens, and what travels to or from it waits (as a
+    /// clogged host's frames do in the simulator).
+    pub fn freeze(&mut self, host: Host) {
+        self.frozen.insert(host);
+    }
+
+    /// Wake a frozen host: what was held for it arrives now, in order, and its timers run.
+    pub fn thaw(&mut self, host: Host) {
+        self.frozen.remove(&host);
+        let touches = |h: &Host, input: &Input| {
+            *h == host || matches!(input, Input::Rpc { from, .. } if *from == host)
+        };
+        let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(h, i)| touches(h, i));
+        self.held = others;
+        for (h, input) in mine {
+            self.next_event += 1;
+            self.queue.insert((self.now, self.next_event), (h, input));
+        }
+    }
+
     /// Hand `input` to `host` now and carry out its effects.
     pub fn input(&mut self, host: Host, input: Input) {
+        let from_frozen = matches!(&input, Input::Rpc { from, .. } if self.frozen.contains(from));
+        if self.frozen.contains(&host) || from_frozen {
+            self.held.push((host, input));
+            return;
+        }
         let now = self.now;
         let mut out = Vec::new();
         let Some(m) = self.machine(host) else { return };
@@ -196,7 +228,9 @@ impl Cluster {
                 self.session = Session::new(self.topo.clone(), self.session_durable.clone())
             }
             Host::Shard(s) => self.shards[usize::from(s)] = Shard::new(s, self.topo.clone()),
-            Host::Storage(_) => self.storage = Storage::new(self.durable.clone()),
+            Host::Storage(_) => {
+                self.storage = Storage::with_bugs(self.durable.clone(), &self.topo.bugs)
+            }
             Host::Device(_) => panic!("devices do not crash in this harness"),
         }
     }
@@ -220,7 +254,10 @@ impl Cluster {
                     .iter()
                     .map(|(d, m)| (m.poll_timeout(), Host::Device(*d))),
             );
-        hosts.filter_map(|(t, h)| t.map(|t| (t, h))).min()
+        hosts
+            .filter(|(_, h)| !self.frozen.contains(h))
+            .filter_map(|(t, h)| t.map(|t| (t, h)))
+            .min()
     }
 
     /// Run the next event (a frame or a timer) no later than `until`; false when none is due.
@@ -718,6 +755,90 @@ mod tests {
         c.act(B, Action::GoOnline);
         c.run_for(PRESENCE_DEBOUNCE_MS + 1_000);
         assert_eq!(presence(&c, A).len(), 2, "nobody looking, nothing sent");
+    }
+
+    /// What `d` showed at each sequence number of `conv`, by message id.
+    fn shown_at(c: &Cluster, d: DeviceId) -> BTreeMap<u64, crate::proto::MsgId> {
+        c.seen(d, |o| matches!(o, Observation::Displayed { .. }))
+            .map(|o| match o {
+                Observation::Displayed { seq, id, .. } => (*seq, *id),
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    /// The zombie story: the conversation's shard freezes holding A's message X; its lease runs
+    /// out and the other shard takes the slot; B's message Y gets the next number there; then
+    /// the zombie wakes and its write of X under that same number reaches storage. Fenced, X
+    /// is refused and later stored under a number of its own; unfenced, X overwrites Y.
+    fn zombie_story(bugs: crate::bugs::Bugs) -> (Cluster, crate::proto::MsgId) {
+        let mut t = topo();
+        t.bugs = bugs;
+        let mut c = Cluster::new(t);
+        c.run_for(1_000);
+        let conv = ConvId::direct(A.user, B.user);
+        let owner = Host::Shard(crate::routing::shard_for_conv(conv, 2));
+        send(&mut c, A, B, "before");
+        c.run_for(500);
+        c.freeze(owner);
+        send(&mut c, A, B, "X");
+        c.run_for(2);
+        // A's phone goes quiet, so its retries of X do not reach the new owner first.
+        c.act(A, Action::GoOffline);
+        c.run_for(7_000);
+        send(&mut c, B, A, "Y");
+        c.run_for(1_000);
+        c.thaw(owner);
+        c.run_for(500);
+        c.act(A, Action::GoOnline);
+        c.run_for(10_000);
+        let x = c
+            .seen(
+                A,
+                |o| matches!(o, Observation::Sent { body, .. } if body == b"X"),
+            )
+            .find_map(|o| match o {
+                Observation::Sent { id, .. } => Some(*id),
+                _ => None,
+            })
+            .expect("X was sent");
+        (c, x)
+    }
+
+    #[test]
+    fn a_frozen_shards_slot_moves_and_its_late_write_is_fenced_out() {
+        let (c, x) = zombie_story(crate::bugs::Bugs::none());
+        let (on_a, on_b) = (shown_at(&c, A), shown_at(&c, B));
+        assert!(on_b.values().any(|id| *id == x), "B shows X: {on_b:?}");
+        assert_eq!(on_b.len(), 2, "before and X on B: {on_b:?}");
+        assert_eq!(on_a.len(), 1, "Y on A: {on_a:?}");
+        // Y took seq 2 under the new owner; X came after it, not on top of it.
+        let y_seq = *on_a.keys().next().expect("Y");
+        let x_seq = on_b.iter().find(|(_, id)| **id == x).map(|(s, _)| *s);
+        assert_eq!((y_seq, x_seq), (2, Some(3)));
+        let conv = ConvId::direct(A.user, B.user);
+        let slot = crate::routing::shard_for_conv(conv, 2);
+        let (holder, epoch, _) = c.durable().lease(slot).expect("leased");
+        assert_ne!(holder, slot, "the slot moved");
+        assert!(epoch >= 2);
+    }
+
+    #[test]
+    fn without_the_fence_the_zombie_overwrites_an_acked_message() {
+        let bugs = crate::bugs::Bugs::from_iter([crate::bugs::Bug::UnfencedFailover]);
+        let (c, x) = zombie_story(bugs);
+        let on_b = shown_at(&c, B);
+        assert!(
+            !on_b.values().any(|id| *id == x),
+            "X is lost on B: {on_b:?}"
+        );
+        let x_acked = c
+            .seen(
+                A,
+                |o| matches!(o, Observation::Acked { id, .. } if *id == x),
+            )
+            .count();
+        assert_eq!(x_acked, 1, "yet A saw X acked");
     }
 
     fn user(u: u32) -> DeviceId {

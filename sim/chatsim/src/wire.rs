@@ -157,6 +157,7 @@ pub fn describe(w: &Wire) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
             Rpc::ReadLog { from, to, .. } => (format!("ReadLog {from}..={to}"), None, None),
             Rpc::LogRange { msgs, .. } => (format!("LogRange ({})", msgs.len()), None, None),
             Rpc::FanoutStep {
+                fence: _,
                 conv,
                 seq,
                 from,
@@ -190,6 +191,16 @@ pub fn describe(w: &Wire) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
                 None,
                 None,
             ),
+            Rpc::Lease { renew, acquire, .. } => (
+                format!("Lease renew {renew:?} acquire {acquire:?}"),
+                None,
+                None,
+            ),
+            Rpc::LeaseTable { leases } => (format!("LeaseTable ({})", leases.len()), None, None),
+            Rpc::Owner { slot, epoch } => (format!("Owner slot {slot} epoch {epoch}"), None, None),
+            Rpc::Fenced { slot, epoch } => {
+                (format!("Fenced slot {slot} epoch {epoch}"), None, None)
+            }
             Rpc::ReadQueuedReceipts { .. } => ("ReadQueuedReceipts".into(), None, None),
             Rpc::QueuedReceipts { receipts, .. } => {
                 (format!("QueuedReceipts ({})", receipts.len()), None, None)

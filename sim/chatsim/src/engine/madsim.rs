@@ -318,7 +318,8 @@ async fn peer_link(to: Host, mut rx: UnboundedReceiver<Bytes>) {
 
 enum ServerEvent {
     Opened(ConnId, UnboundedSender<Bytes>),
-    Frame(ConnId, Wire),
+    /// Boxed: a frame is far bigger than the other events.
+    Frame(ConnId, Box<Wire>),
     Closed(ConnId),
 }
 
@@ -331,8 +332,9 @@ fn new_machine(host: Host, sh: &Shared) -> Box<dyn Machine> {
             sh.session_durable.lock().expect("never poisoned").clone(),
         )),
         Host::Shard(i) => Box::new(Shard::new(i, topo)),
-        Host::Storage(_) => Box::new(Storage::new(
+        Host::Storage(_) => Box::new(Storage::with_bugs(
             sh.durable.lock().expect("never poisoned").clone(),
+            &topo.bugs,
         )),
         Host::Device(_) => unreachable!("devices run device_main"),
     }
@@ -359,7 +361,7 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
             tokio::spawn(async move {
                 run_conn(stream, wrx, |f, raw| {
                     sh.delivered(sh.now(), host, raw, &f);
-                    let _ = etx.send(ServerEvent::Frame(conn, f.wire));
+                    let _ = etx.send(ServerEvent::Frame(conn, Box::new(f.wire)));
                 })
                 .await;
                 let _ = etx.send(ServerEvent::Closed(conn));
@@ -383,14 +385,16 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
                     writers.insert(conn, w);
                     continue;
                 }
-                ServerEvent::Frame(_, Wire::Server(Envelope { from, rpc })) => Input::Rpc { from, rpc },
-                ServerEvent::Frame(conn, Wire::Up(up)) => {
-                    if device_conns.insert(conn) {
-                        machine.handle(sh.now(), Input::Accepted { conn }, &mut out);
+                ServerEvent::Frame(conn, wire) => match *wire {
+                    Wire::Server(Envelope { from, rpc }) => Input::Rpc { from, rpc },
+                    Wire::Up(up) => {
+                        if device_conns.insert(conn) {
+                            machine.handle(sh.now(), Input::Accepted { conn }, &mut out);
+                        }
+                        Input::FromConn { conn, up }
                     }
-                    Input::FromConn { conn, up }
-                }
-                ServerEvent::Frame(_, Wire::Down(_)) => continue,
+                    Wire::Down(_) => continue,
+                },
                 ServerEvent::Closed(conn) => {
                     writers.remove(&conn);
                     if !device_conns.remove(&conn) {
