@@ -32,7 +32,9 @@ pub enum Bug {
     /// A drain cut short by a lost connection is taken as complete, so the next connection
     /// fetches no backlog.
     EarlyQueueEmpty,
-    /// A reader moves past a sequence number reserved but not yet written.
+    /// A reader moves past a sequence number it could not fetch, taking it for one reserved
+    /// but never to be written (a rolled-back auto-increment): a message that was only late
+    /// (its shard down, a link cut) is dropped when it arrives.
     ReaderSkipsUnfinishedSeq,
     /// Devices neither hold back after a gap nor fetch it: they show what they have.
     NoGapRepair,
@@ -76,7 +78,7 @@ pub struct BugInfo {
 
 /// Every bug in the zoo.
 pub const ZOO: [BugInfo; 20] = [
-    BugInfo { bug: Bug::AckBeforePersist, name: "ack-before-persist", mistake: "the shard answers sent ✓ before storage has synced the message", caught_by: "no_loss", scenario: "shard-crash-after-persist", available: true },
+    BugInfo { bug: Bug::AckBeforePersist, name: "ack-before-persist", mistake: "the shard answers sent ✓ before storage has synced the message", caught_by: "no_loss", scenario: "partition-heal", available: true },
     BugInfo { bug: Bug::OrderByTimestamp, name: "order-by-timestamp", mistake: "phones order a conversation by the sender's clock and show messages on arrival", caught_by: "conversation_order", scenario: "reconnect-storm", available: true },
     BugInfo { bug: Bug::NoClientDedup, name: "no-client-dedup", mistake: "phones show every copy they receive instead of dropping repeats by message id", caught_by: "exactly_once", scenario: "partition-heal", available: true },
     BugInfo { bug: Bug::NewIdPerRetry, name: "new-id-per-retry", mistake: "a retry gets a fresh client id, so the server stores the message twice", caught_by: "exactly_once", scenario: "partition-heal", available: true },
@@ -86,7 +88,7 @@ pub const ZOO: [BugInfo; 20] = [
     BugInfo { bug: Bug::DeleteInboxOnPush, name: "delete-inbox-on-push", mistake: "the inbox entry is deleted when the shard pushes, not when the phone acks", caught_by: "no_loss", scenario: "silent-phone", available: true },
     BugInfo { bug: Bug::SocketWriteIsDelivery, name: "socket-write-is-delivery", mistake: "the gateway acks for the phone once the socket write succeeds", caught_by: "no_loss", scenario: "silent-phone", available: true },
     BugInfo { bug: Bug::EarlyQueueEmpty, name: "early-queue-empty", mistake: "a drain cut short by a lost connection counts as complete, so the next connection fetches no backlog", caught_by: "liveness", scenario: "slow-drain", available: true },
-    BugInfo { bug: Bug::ReaderSkipsUnfinishedSeq, name: "reader-skips-unfinished-seq", mistake: "a reader moves past a sequence number reserved but not yet written", caught_by: "no_loss", scenario: "shard-crash-after-persist", available: false },
+    BugInfo { bug: Bug::ReaderSkipsUnfinishedSeq, name: "reader-skips-unfinished-seq", mistake: "a phone moves past a gap one fetch did not fill, taking the number for reserved and never written", caught_by: "no_loss", scenario: "partition-heal", available: true },
     BugInfo { bug: Bug::NoGapRepair, name: "no-gap-repair", mistake: "phones show what they have instead of holding back after a gap and fetching it", caught_by: "no_loss", scenario: "partition-heal", available: true },
     BugInfo { bug: Bug::UnfencedFailover, name: "unfenced-failover", mistake: "a shard taking over a conversation does not fence out the old owner", caught_by: "conversation_order", scenario: "shard-failover", available: true },
     BugInfo { bug: Bug::SyncFanout, name: "sync-fanout", mistake: "the shard writes and pushes to each group member in turn before answering ✓", caught_by: "ack_latency", scenario: "group-fanout", available: true },

@@ -107,6 +107,9 @@ struct ConvView {
     /// The log is known to reach at least this far (a `StaleMembers` refusal said so): what
     /// lies between here and `next_seq` is a gap to fetch even with nothing held.
     known_end: Seq,
+    /// Fetches sent for the gap in front of the view (only `reader-skips-unfinished-seq`
+    /// looks at this).
+    gap_fetches: u32,
 }
 
 impl Default for ConvView {
@@ -119,6 +122,7 @@ impl Default for ConvView {
             version: 0,
             joined: false,
             known_end: 0,
+            gap_fetches: 0,
         }
     }
 }
@@ -585,7 +589,10 @@ impl Device {
                     self.timers.set(Timer::Gap(conv), now + GAP_REPAIR_DELAY_MS);
                 }
             }
-            None => self.timers.cancel(&Timer::Gap(conv)),
+            None => {
+                view.gap_fetches = 0;
+                self.timers.cancel(&Timer::Gap(conv));
+            }
         }
     }
 
@@ -1291,13 +1298,24 @@ impl Device {
                 }
             }
             Timer::Gap(conv) => {
-                let Some(view) = self.convs.get(&conv) else {
+                let skip = self.bug(Bug::ReaderSkipsUnfinishedSeq);
+                let Some(view) = self.convs.get_mut(&conv) else {
                     return;
                 };
                 let Some(end) = Self::gap_end(view) else {
                     return;
                 };
+                if skip && view.gap_fetches > 0 {
+                    // A fetch did not fill it, so the number must have been reserved and
+                    // never written: move past it. (A message only late, because the shard or
+                    // a link was down, is dropped when it arrives.)
+                    view.next_seq = end + 1;
+                    view.gap_fetches = 0;
+                    self.advance(now, conv, out);
+                    return;
+                }
                 if self.link == Link::Ready {
+                    view.gap_fetches += 1;
                     let from = view.next_seq;
                     let to = end.min(from + GAP_FETCH_SEQS_MAX - 1);
                     out.push(Effect::Up(Up::Fetch { conv, from, to }));
