@@ -78,7 +78,7 @@ pub struct BugInfo {
 
 /// Every bug in the zoo.
 pub const ZOO: [BugInfo; 20] = [
-    BugInfo { bug: Bug::AckBeforePersist, name: "ack-before-persist", mistake: "the shard answers sent ✓ before storage has synced the message", caught_by: "no_loss", scenario: "partition-heal", available: true },
+    BugInfo { bug: Bug::AckBeforePersist, name: "ack-before-persist", mistake: "the shard answers sent ✓ before storage has synced the message", caught_by: "no_loss", scenario: "shard-crash-after-persist", available: true },
     BugInfo { bug: Bug::OrderByTimestamp, name: "order-by-timestamp", mistake: "phones order a conversation by the sender's clock and show messages on arrival", caught_by: "conversation_order", scenario: "reconnect-storm", available: true },
     BugInfo { bug: Bug::NoClientDedup, name: "no-client-dedup", mistake: "phones show every copy they receive instead of dropping repeats by message id", caught_by: "exactly_once", scenario: "partition-heal", available: true },
     BugInfo { bug: Bug::NewIdPerRetry, name: "new-id-per-retry", mistake: "a retry gets a fresh client id, so the server stores the message twice", caught_by: "exactly_once", scenario: "partition-heal", available: true },
