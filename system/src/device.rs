@@ -25,7 +25,8 @@ use crate::limits::{
     CLOCK_SKEW_MS_MAX, DRAIN_RETRY_MS, GAP_FETCH_SEQS_MAX, GAP_REPAIR_DELAY_MS, GAP_RETRY_MS,
     HANDSHAKE_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, INBOX_SYNC_MS,
     OUTBOX_IN_FLIGHT_MAX, OUTBOX_RETRY_MS_MAX, OUTBOX_RETRY_MS_MIN, PRESENCE_RENEW_MS,
-    RECEIPT_DELAY_MS, RECEIPT_RETRY_MS, RECONNECT_BACKOFF_MS_MAX, RECONNECT_BACKOFF_MS_MIN,
+    PUSH_WAKE_MS, RECEIPT_DELAY_MS, RECEIPT_RETRY_MS, RECONNECT_BACKOFF_MS_MAX,
+    RECONNECT_BACKOFF_MS_MIN,
 };
 use crate::proto::{
     ConvId, DeviceId, Down, GroupOp, InboxCursor, Message, Millis, MsgId, Path, Receipt,
@@ -139,6 +140,7 @@ enum Timer {
     Pull(ConvId),
     Receipt(ConvId),
     Presence,
+    Sleep,
 }
 
 /// A device.
@@ -175,6 +177,10 @@ pub struct Device {
     /// change we just applied may have made us a member, or the group big enough, after our
     /// connection's pulls went out.
     pulls_due: BTreeSet<ConvId>,
+    /// The app is in the background: it keeps no connection unless a push woke it.
+    background: bool,
+    /// A push woke the app until then.
+    woken_until: Option<Millis>,
     /// The conversation the user has open on this device (what it shows is read at once).
     open: Option<ConvId>,
     /// Receipts owed, per (conversation, kind).
@@ -222,6 +228,8 @@ impl Device {
             distributed: BTreeSet::new(),
             peer_keys: BTreeMap::new(),
             pulls_due: BTreeSet::new(),
+            background: false,
+            woken_until: None,
             open: None,
             receipts_out: BTreeMap::new(),
             unread: BTreeMap::new(),
@@ -265,8 +273,13 @@ impl Device {
         self.rng.gen_range(delay / 2..=delay)
     }
 
+    /// Whether the phone wants a connection now: online, and in the foreground or woken.
+    fn wants_link(&self, now: Millis) -> bool {
+        self.online && (!self.background || self.woken_until.is_some_and(|t| now < t))
+    }
+
     fn schedule_reconnect(&mut self, now: Millis) {
-        if self.online {
+        if self.wants_link(now) {
             let d = if self.bug(Bug::NoReconnectJitter) {
                 let shift = self.reconnect_failures.min(16);
                 RECONNECT_BACKOFF_MS_MIN
@@ -1167,12 +1180,29 @@ impl Device {
                 if !self.online {
                     self.online = true;
                     self.reconnect_failures = 0;
-                    if self.link == Link::Down {
+                    if self.link == Link::Down && self.wants_link(now) {
                         self.connect(out);
                     }
                 }
             }
             Action::DropConnection => self.link_lost(now, DisconnectReason::Dropped, true, out),
+            Action::Background => {
+                if !self.background {
+                    self.background = true;
+                    self.woken_until = None;
+                    self.timers.cancel(&Timer::Reconnect);
+                    self.link_lost(now, DisconnectReason::Backgrounded, true, out);
+                }
+            }
+            Action::Foreground => {
+                self.background = false;
+                self.woken_until = None;
+                self.timers.cancel(&Timer::Sleep);
+                if self.online && self.link == Link::Down {
+                    self.reconnect_failures = 0;
+                    self.connect(out);
+                }
+            }
             Action::OpenChat { conv } => self.open_chat(now, conv, out),
             Action::CloseChat { conv } if self.open == Some(conv) => {
                 let watched = self.watched();
@@ -1271,7 +1301,7 @@ impl Device {
     fn on_timer(&mut self, now: Millis, timer: Timer, out: &mut Vec<Effect>) {
         match timer {
             Timer::Reconnect => {
-                if self.online && self.link == Link::Down {
+                if self.wants_link(now) && self.link == Link::Down {
                     self.connect(out);
                 }
             }
@@ -1334,6 +1364,13 @@ impl Device {
                 }
             }
             Timer::Receipt(conv) => self.send_receipts(now, conv, out),
+            Timer::Sleep => {
+                if self.background {
+                    self.woken_until = None;
+                    self.timers.cancel(&Timer::Reconnect);
+                    self.link_lost(now, DisconnectReason::Backgrounded, true, out);
+                }
+            }
             Timer::Presence => {
                 if self.watched().is_some() {
                     self.subscribe(now, out);
@@ -1371,6 +1408,20 @@ impl Machine for Device {
                 self.schedule_reconnect(now);
             }
             Input::Disconnected => self.link_lost(now, DisconnectReason::Closed, false, out),
+            Input::Pushed => {
+                Self::observe(out, Observation::Woken);
+                if self.online && self.background {
+                    // Connect and drain; the OS suspends the app again a little later.
+                    let until = now + PUSH_WAKE_MS;
+                    self.woken_until = Some(until);
+                    self.timers.set(Timer::Sleep, until);
+                    if self.link == Link::Down {
+                        self.reconnect_failures = 0;
+                        self.timers.cancel(&Timer::Reconnect);
+                        self.connect(out);
+                    }
+                }
+            }
             Input::Down(frame) => self.on_down(now, frame, out),
             Input::Action(action) => self.on_action(now, action, out),
             Input::Timeout => {

@@ -30,6 +30,7 @@
 //!   fan-out.
 //! - [`e2e`]: per-device keys and sealing: servers relay ciphertext only.
 //! - [`storage`]: message logs and inboxes; durable only once synced.
+//! - [`push`]: the push provider (APNs / FCM): slow, lossy, coalescing.
 //! - [`limits`]: every bound, with its unit.
 //! - [`bugs`]: the bug zoo: classic wrong designs as switches, off by default.
 //! - [`timers`]: the deadline set each component keeps.
@@ -41,6 +42,7 @@ pub mod e2e;
 pub mod gateway;
 pub mod limits;
 pub mod proto;
+pub mod push;
 pub mod routing;
 pub mod session;
 pub mod shard;
@@ -88,6 +90,8 @@ pub enum Input {
     Down(Down),
     /// Device: the connection closed under it.
     Disconnected,
+    /// Device: a push notification arrived (the OS woke the app).
+    Pushed,
     /// Device: the user (workload) or the world (faults) did something.
     Action(Action),
     /// The deadline from `poll_timeout` passed. Spurious calls are harmless.
@@ -138,6 +142,11 @@ pub enum Action {
     GoOnline,
     /// The network drops the connection; the phone reconnects on its own.
     DropConnection,
+    /// The user puts the app in the background: the OS closes its connection, and only a
+    /// push (or the user coming back) wakes it.
+    Background,
+    /// The user brings the app back.
+    Foreground,
     /// The user opens a conversation on this device: what it shows there is read.
     OpenChat {
         /// Which.
@@ -329,6 +338,8 @@ pub enum Observation {
         /// Delivered or read.
         tick: proto::ReceiptKind,
     },
+    /// A push woke the app in the background.
+    Woken,
     /// The user opened a conversation on this device (`None`: closed it).
     Opened {
         /// Which, if any.
@@ -369,6 +380,8 @@ pub enum DisconnectReason {
     Closed,
     /// No heartbeat answer in time.
     HeartbeatTimeout,
+    /// The app went to the background (or back to sleep after a push woke it).
+    Backgrounded,
 }
 
 /// The shape every component shares, so engines can drive any of them the same way.
@@ -402,8 +415,30 @@ pub struct Deployment {
     /// connecting. 0: every group fans out on write.
     #[serde(default)]
     pub fanout_on_read_over: u32,
+    /// The push provider's behaviour.
+    #[serde(default)]
+    pub push: PushSpec,
     /// Every device's public key (the stand-in for a key server).
     pub keys: std::collections::BTreeMap<proto::DeviceId, [u8; 32]>,
+}
+
+/// How the push provider behaves: how late a push arrives, and how many are lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushSpec {
+    /// A push arrives this long after it was asked for, drawn per push (ms).
+    pub delay_ms: (Millis, Millis),
+    /// Percent of pushes lost.
+    pub loss_percent: u8,
+}
+
+impl Default for PushSpec {
+    fn default() -> Self {
+        // APNs's typical delivery is within a second, with no guarantee; say a few percent.
+        PushSpec {
+            delay_ms: (200, 1_500),
+            loss_percent: 5,
+        }
+    }
 }
 
 impl Deployment {

@@ -76,6 +76,10 @@ pub const PRESENCE_LEASE_MS: Millis = 20_000;
 /// lease, so one lost renewal does not end it).
 pub const PRESENCE_RENEW_MS: Millis = 8_000;
 
+/// A phone woken in the background by a push stays connected this long (to drain) before the
+/// OS suspends it again (iOS allows about 30 s).
+pub const PUSH_WAKE_MS: Millis = 10_000;
+
 /// A gateway re-sends a `Register` the session service has not answered after this long.
 pub const REGISTER_RETRY_MS: Millis = 1_000;
 

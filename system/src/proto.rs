@@ -109,6 +109,8 @@ pub enum Host {
     Shard(u16),
     /// A storage node.
     Storage(u16),
+    /// The push provider (APNs / FCM).
+    Push,
     /// A phone or companion device.
     Device(DeviceId),
 }
@@ -549,6 +551,13 @@ pub enum Rpc {
         /// Whom it watches.
         user: Option<UserId>,
     },
+    /// Shard -> push provider: wake this device (it is not connected).
+    Notify {
+        /// The device.
+        device: DeviceId,
+    },
+    /// Push provider -> device (through the OS, not the chat network): something is waiting.
+    Wake,
     /// Shard -> session: where are this user's devices?
     Lookup {
         /// Matches the answer to the question.
@@ -895,6 +904,7 @@ impl fmt::Display for Host {
         match self {
             Host::Gateway(i) => write!(f, "gateway-{}", i + 1),
             Host::Session => write!(f, "session"),
+            Host::Push => write!(f, "push"),
             Host::Shard(i) => write!(f, "shard-{}", i + 1),
             Host::Storage(i) => write!(f, "storage-{}", i + 1),
             Host::Device(d) => write!(f, "device-{d}"),

@@ -1243,8 +1243,16 @@ impl Shard {
                     self.untrack(key);
                 }
             }
-            // Not connected: it drains its inbox when it connects, so stop here.
-            None => self.untrack(key),
+            // Not connected: it drains its inbox when it connects, so stop here, and ask the
+            // push provider to wake it (a push only hurries that along).
+            None => {
+                self.untrack(key);
+                let rpc = Rpc::Notify { device: key.0 };
+                out.push(Effect::Rpc {
+                    to: Host::Push,
+                    rpc,
+                });
+            }
         }
     }
 

@@ -5,7 +5,8 @@
 
 use crate::device::Device;
 use crate::gateway::Gateway;
-use crate::proto::{ConnId, DeviceId, Host, Millis, UserId};
+use crate::proto::{ConnId, DeviceId, Host, Millis, Rpc, UserId};
+use crate::push::Push;
 use crate::session::{Session, SessionTable};
 use crate::shard::Shard;
 use crate::storage::{Storage, StorageState};
@@ -26,6 +27,7 @@ pub struct Cluster {
     session: Session,
     shards: Vec<Shard>,
     storage: Storage,
+    push: Push,
     durable: StorageState,
     session_durable: SessionTable,
     devices: BTreeMap<DeviceId, Device>,
@@ -68,6 +70,7 @@ impl Cluster {
                 .map(|i| Shard::new(i, topo.clone()))
                 .collect(),
             storage: Storage::with_bugs(StorageState::default(), &topo.bugs),
+            push: Push::new(topo.clone(), 1),
             durable: StorageState::default(),
             session_durable: SessionTable::new(),
             devices,
@@ -99,6 +102,7 @@ impl Cluster {
             Host::Session => &mut self.session,
             Host::Shard(i) => self.shards.get_mut(usize::from(i))?,
             Host::Storage(_) => &mut self.storage,
+            Host::Push => &mut self.push,
             Host::Device(d) => self.devices.get_mut(&d)?,
         })
     }
@@ -161,6 +165,13 @@ impl Cluster {
 
     fn effect(&mut self, host: Host, e: Effect) {
         match (host, e) {
+            (
+                _,
+                Effect::Rpc {
+                    to: Host::Device(d),
+                    rpc: Rpc::Wake,
+                },
+            ) => self.enqueue(Host::Device(d), Input::Pushed),
             (_, Effect::Rpc { to, rpc }) => {
                 if !self.lossy.contains(&to) {
                     self.enqueue(to, Input::Rpc { from: host, rpc });
@@ -231,6 +242,7 @@ impl Cluster {
             Host::Storage(_) => {
                 self.storage = Storage::with_bugs(self.durable.clone(), &self.topo.bugs)
             }
+            Host::Push => self.push = Push::new(self.topo.clone(), 1),
             Host::Device(_) => panic!("devices do not crash in this harness"),
         }
     }
@@ -243,6 +255,7 @@ impl Cluster {
             .chain([
                 (self.session.poll_timeout(), Host::Session),
                 (self.storage.poll_timeout(), Host::Storage(0)),
+                (self.push.poll_timeout(), Host::Push),
             ])
             .chain(
                 self.shards
@@ -839,6 +852,49 @@ mod tests {
             )
             .count();
         assert_eq!(x_acked, 1, "yet A saw X acked");
+    }
+
+    // A backgrounded phone is woken by a push, drains, and sleeps again; with every push lost
+    // it still gets the message when its user brings the app back: nothing waits on a push.
+    #[test]
+    fn a_push_only_wakes_and_nothing_depends_on_it() {
+        for loss_percent in [0, 100] {
+            let mut t = topo();
+            t.push = crate::PushSpec {
+                delay_ms: (500, 500),
+                loss_percent,
+            };
+            let mut c = Cluster::new(t);
+            c.run_for(1_000);
+            c.act(B, Action::Background);
+            c.run_for(100);
+            send(&mut c, A, B, "wake up");
+            c.run_for(2_000);
+            let woken = c.seen(B, |o| matches!(o, Observation::Woken)).count();
+            if loss_percent == 0 {
+                assert_eq!(woken, 1);
+                assert_eq!(displayed(&c, B), vec![(1, "wake up".into(), Path::Inbox)]);
+                c.run_for(crate::limits::PUSH_WAKE_MS);
+                let asleep = c
+                    .seen(B, |o| {
+                        matches!(
+                            o,
+                            Observation::Disconnected {
+                                reason: crate::DisconnectReason::Backgrounded
+                            }
+                        )
+                    })
+                    .count();
+                assert_eq!(asleep, 2, "back to sleep after the wake");
+            } else {
+                assert_eq!(woken, 0);
+                assert!(displayed(&c, B).is_empty(), "no push, no wake");
+                c.act(B, Action::Foreground);
+                c.run_for(1_000);
+                assert_eq!(displayed(&c, B), vec![(1, "wake up".into(), Path::Inbox)]);
+            }
+            assert_eq!(c.durable().inbox_entries(), 0);
+        }
     }
 
     fn user(u: u32) -> DeviceId {

@@ -133,6 +133,7 @@ pub fn replay_log(h: &History) -> String {
                         let then = if *fin { ", dropped" } else { ", will retry" };
                         format!("refused{what}: {reason:?}{then}")
                     }
+                    Observation::Woken => "woken by a push".to_string(),
                     Observation::Opened { conv: Some(conv) } => format!("opens {conv}"),
                     Observation::Opened { conv: None } => "closes the chat".to_string(),
                     Observation::Presence {

@@ -51,6 +51,7 @@ pub fn server_hosts(s: &Scenario) -> Vec<Host> {
     hosts.push(Host::Session);
     hosts.extend((0..t.shards).map(Host::Shard));
     hosts.push(Host::Storage(0));
+    hosts.push(Host::Push);
     hosts
 }
 
@@ -61,6 +62,7 @@ pub fn role_of(h: Host) -> Role {
         Host::Session => Role::Session,
         Host::Shard(_) => Role::Shard,
         Host::Storage(_) => Role::Storage,
+        Host::Push => Role::Push,
         Host::Device(_) => Role::Device,
     }
 }
@@ -133,6 +135,7 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
         group_members = plan_groups(&mut plan, s, g, &mut rng, &mut counter);
     }
     plan_opens(&mut plan, s, &pairs, &group_members, &mut rng);
+    plan_backgrounds(&mut plan, s, &devices, &mut rng);
 
     // Faults. A host or device is hit by at most one fault at a time, so every fault's end
     // undoes exactly that fault.
@@ -260,6 +263,26 @@ fn plan_opens(
         let acts = plan.device.entry(writer(rng, user, per_user)).or_default();
         acts.push((t, Action::OpenChat { conv }));
         acts.push((until, Action::CloseChat { conv }));
+    }
+}
+
+/// Users put apps in the background and bring them back: a device is backgrounded at most
+/// once at a time, so each foreground ends exactly its own background. Drawn after
+/// everything else, so scenarios without backgrounds keep their plans.
+fn plan_backgrounds(plan: &mut Plan, s: &Scenario, devices: &[DeviceId], rng: &mut ChaCha8Rng) {
+    let mut busy: BTreeMap<DeviceId, Vec<(Millis, Millis)>> = BTreeMap::new();
+    for _ in 0..s.workload.backgrounds {
+        let d = devices[rng.gen_range(0..devices.len())];
+        let t = draw(rng, s.workload.send_window_ms);
+        let until = t + draw(rng, s.workload.background_ms);
+        let spans = busy.entry(d).or_default();
+        if spans.iter().any(|&(a, b)| t <= b && a <= until) {
+            continue;
+        }
+        spans.push((t, until));
+        let acts = plan.device.entry(d).or_default();
+        acts.push((t, Action::Background));
+        acts.push((until, Action::Foreground));
     }
 }
 
@@ -430,6 +453,8 @@ fn add_event(plan: &mut Plan, s: &Scenario, e: &ScheduledEvent) {
         }),
         EventAction::Open => Some(Action::OpenChat { conv: chat() }),
         EventAction::Close => Some(Action::CloseChat { conv: chat() }),
+        EventAction::Background => Some(Action::Background),
+        EventAction::Foreground => Some(Action::Foreground),
         EventAction::Offline => Some(Action::GoOffline),
         EventAction::Online => Some(Action::GoOnline),
         EventAction::Drop => Some(Action::DropConnection),
@@ -525,6 +550,8 @@ pub fn plan_events(plan: &Plan) -> Vec<ScheduledEvent> {
                         None => e.to = conv.direct_peer(d.user).map(|u| u.0),
                     }
                 }
+                Action::Background => e.action = EventAction::Background,
+                Action::Foreground => e.action = EventAction::Foreground,
                 Action::GoOffline => e.action = EventAction::Offline,
                 Action::GoOnline => e.action = EventAction::Online,
                 Action::DropConnection => e.action = EventAction::Drop,
@@ -584,7 +611,9 @@ pub fn device_fault(d: DeviceId, a: &Action) -> Option<Fault> {
         | Action::AddMember { .. }
         | Action::RemoveMember { .. }
         | Action::OpenChat { .. }
-        | Action::CloseChat { .. } => None,
+        | Action::CloseChat { .. }
+        | Action::Background
+        | Action::Foreground => None,
     }
 }
 

@@ -100,6 +100,9 @@ pub struct Scenario {
     /// Link behaviour.
     #[serde(default)]
     pub network: NetworkSpec,
+    /// The push provider.
+    #[serde(default)]
+    pub push: PushSpec,
     /// Phases of the run and the bounds checkers use.
     pub run: RunSpec,
     /// Faults, each drawn per seed within its ranges.
@@ -159,6 +162,20 @@ pub struct WorkloadSpec {
     /// How long a conversation stays open (ms).
     #[serde(default = "default_open_ms")]
     pub open_ms: Range,
+    /// Times a phone's user puts the app in the background, in the send window: until they
+    /// bring it back, only a push wakes it.
+    #[serde(default)]
+    pub backgrounds: u32,
+    /// How long the app stays in the background (ms).
+    #[serde(default = "default_background_ms")]
+    pub background_ms: Range,
+}
+
+fn default_background_ms() -> Range {
+    Range {
+        lo: 5_000,
+        hi: 20_000,
+    }
 }
 
 fn default_open_ms() -> Range {
@@ -228,6 +245,10 @@ pub enum EventAction {
     Open,
     /// `user` closes that conversation on `device`, if it is still the open one.
     Close,
+    /// `user` puts the app on `device` in the background.
+    Background,
+    /// `user` brings the app on `device` back.
+    Foreground,
 }
 
 /// One explicit event.
@@ -297,6 +318,9 @@ pub fn parse_host(name: &str, gateways: u16, shards: u16) -> Option<chatsim_syst
     if name == "session" {
         return Some(Host::Session);
     }
+    if name == "push" {
+        return Some(Host::Push);
+    }
     let (role, n) = name.rsplit_once('-')?;
     let i = n.parse::<u16>().ok()?.checked_sub(1)?;
     match role {
@@ -327,6 +351,8 @@ pub fn action_name(a: EventAction) -> &'static str {
         EventAction::RemoveMember => "remove-member",
         EventAction::Open => "open",
         EventAction::Close => "close",
+        EventAction::Background => "background",
+        EventAction::Foreground => "foreground",
     }
 }
 
@@ -365,6 +391,45 @@ impl Default for NetworkSpec {
         NetworkSpec {
             latency_ms: default_latency(),
             links: Vec::new(),
+        }
+    }
+}
+
+/// The push provider (APNs / FCM): how late its pushes arrive and how many it loses.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushSpec {
+    /// A push arrives this long after a shard asked for it (ms), drawn per push.
+    #[serde(default = "default_push_delay")]
+    pub delay_ms: Range,
+    /// Percent of pushes lost (0 to 100).
+    #[serde(default = "default_push_loss")]
+    pub loss_percent: u8,
+}
+
+fn default_push_delay() -> Range {
+    Range { lo: 200, hi: 1_500 }
+}
+
+fn default_push_loss() -> u8 {
+    5
+}
+
+impl Default for PushSpec {
+    fn default() -> Self {
+        PushSpec {
+            delay_ms: default_push_delay(),
+            loss_percent: default_push_loss(),
+        }
+    }
+}
+
+impl PushSpec {
+    /// As the system's deployment carries it.
+    pub fn spec(&self) -> chatsim_system::PushSpec {
+        chatsim_system::PushSpec {
+            delay_ms: (self.delay_ms.lo, self.delay_ms.hi),
+            loss_percent: self.loss_percent,
         }
     }
 }
@@ -422,6 +487,8 @@ pub enum Role {
     Shard,
     /// Storage.
     Storage,
+    /// The push provider.
+    Push,
 }
 
 /// One fault line: how many, when, how long.
@@ -807,7 +874,9 @@ impl Scenario {
                     }
                 }
             }
-            EventAction::Offline
+            EventAction::Background
+            | EventAction::Foreground
+            | EventAction::Offline
             | EventAction::Online
             | EventAction::Drop
             | EventAction::Silent
@@ -847,7 +916,7 @@ impl Scenario {
             .map(|r| match r {
                 Role::Gateway => usize::from(t.gateways),
                 Role::Shard => usize::from(t.shards),
-                Role::Session | Role::Storage => 1,
+                Role::Session | Role::Storage | Role::Push => 1,
                 Role::Device => 0,
             })
             .sum()

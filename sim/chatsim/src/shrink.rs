@@ -143,12 +143,14 @@ fn pair_key(e: &ScheduledEvent) -> Option<(bool, String)> {
         | EventAction::Offline
         | EventAction::Silent
         | EventAction::Open
+        | EventAction::Background
         | EventAction::Partition => Some((true, format!("{}{}", starts_of(e.action), who()))),
         EventAction::Restart
         | EventAction::Unclog
         | EventAction::Online
         | EventAction::Unsilent
         | EventAction::Close
+        | EventAction::Foreground
         | EventAction::HealPartition => Some((false, format!("{}{}", starts_of(e.action), who()))),
         EventAction::Send
         | EventAction::Drop
@@ -166,6 +168,7 @@ fn starts_of(a: EventAction) -> &'static str {
         EventAction::Silent | EventAction::Unsilent => "silent",
         EventAction::Partition | EventAction::HealPartition => "partition",
         EventAction::Open | EventAction::Close => "open",
+        EventAction::Background | EventAction::Foreground => "background",
         EventAction::Send
         | EventAction::Drop
         | EventAction::CreateGroup
@@ -485,6 +488,7 @@ fn role_name(r: Role) -> &'static str {
         Role::Session => "session",
         Role::Shard => "shard",
         Role::Storage => "storage",
+        Role::Push => "push",
     }
 }
 
@@ -540,6 +544,12 @@ fn scenario_text(
         t,
         "\n[network]\nlatency_ms = [{}, {}]",
         n.latency_ms.lo, n.latency_ms.hi
+    );
+    let p = &s.push;
+    let _ = writeln!(
+        t,
+        "\n[push]\ndelay_ms = [{}, {}]\nloss_percent = {}",
+        p.delay_ms.lo, p.delay_ms.hi, p.loss_percent
     );
     for l in &n.links {
         let _ = writeln!(

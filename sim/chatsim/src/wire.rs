@@ -137,6 +137,8 @@ pub fn describe(w: &Wire) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
                 (format!("DeleteInbox seq {seq}"), None, Some((*conv, *seq)))
             }
             Rpc::Lookup { user, .. } => (format!("Lookup {user}"), None, None),
+            Rpc::Notify { device } => (format!("Notify {device}"), None, None),
+            Rpc::Wake => ("Wake".into(), None, None),
             Rpc::Subscribe { user, .. } => (format!("Subscribe {user:?}"), None, None),
             Rpc::Located { at, .. } => (format!("Located ({} devices)", at.len()), None, None),
             Rpc::Register { epoch, .. } => (format!("Register (epoch {epoch})"), None, None),

@@ -20,7 +20,8 @@ use chatsim_judge::{Event, Fault, History};
 use chatsim_system::bugs::Bugs;
 use chatsim_system::device::Device;
 use chatsim_system::gateway::Gateway;
-use chatsim_system::proto::{ConnId, DeviceId, Envelope, Host, Millis, UserId};
+use chatsim_system::proto::{ConnId, DeviceId, Envelope, Host, Millis, Rpc, UserId};
+use chatsim_system::push::Push;
 use chatsim_system::session::{Session, SessionTable};
 use chatsim_system::shard::Shard;
 use chatsim_system::storage::{Storage, StorageState};
@@ -52,6 +53,7 @@ pub fn addr_of(host: Host) -> SocketAddr {
     let ip = match host {
         Host::Gateway(i) => Ipv4Addr::new(10, 1, 0, i as u8 + 1),
         Host::Session => Ipv4Addr::new(10, 2, 0, 1),
+        Host::Push => Ipv4Addr::new(10, 5, 0, 1),
         Host::Shard(i) => Ipv4Addr::new(10, 3, 0, i as u8 + 1),
         Host::Storage(i) => Ipv4Addr::new(10, 4, 0, i as u8 + 1),
         Host::Device(d) => {
@@ -81,6 +83,10 @@ struct Shared {
     server_frames: Mutex<Vec<ServerFrame>>,
     samples: Mutex<Vec<(Millis, usize)>>,
     links: BTreeMap<(Role, Role), Range>,
+    /// Each device's event channel, for pushes: the OS's channel to the phone, outside the
+    /// chat network (a partition of ours does not hold it; killing the provider loses what it
+    /// had pending).
+    wakers: Mutex<BTreeMap<DeviceId, UnboundedSender<DeviceEvent>>>,
 }
 
 impl Shared {
@@ -332,6 +338,7 @@ fn new_machine(host: Host, sh: &Shared) -> Box<dyn Machine> {
             sh.session_durable.lock().expect("never poisoned").clone(),
         )),
         Host::Shard(i) => Box::new(Shard::new(i, topo)),
+        Host::Push => Box::new(Push::new(topo, derive_seed(sh.seed, 0x7075_7368))),
         Host::Storage(_) => Box::new(Storage::with_bugs(
             sh.durable.lock().expect("never poisoned").clone(),
             &topo.bugs,
@@ -408,6 +415,14 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
         machine.handle(sh.now(), input, &mut out);
         for effect in out.drain(..) {
             match effect {
+                Effect::Rpc {
+                    to: Host::Device(d),
+                    rpc: Rpc::Wake,
+                } => {
+                    if let Some(w) = sh.wakers.lock().expect("never poisoned").get(&d) {
+                        let _ = w.send(DeviceEvent::Wake);
+                    }
+                }
                 Effect::Rpc { to, rpc } => peers.send(
                     &sh,
                     host,
@@ -457,6 +472,8 @@ enum DeviceEvent {
     // Boxed: a frame is far bigger than the other events.
     Frame(u64, Box<Wire>),
     Closed(u64),
+    /// A push notification from the provider.
+    Wake,
 }
 
 async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool, sh: Arc<Shared>) {
@@ -467,6 +484,10 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
     let mut gen = 0u64;
     let mut out = Vec::new();
     let me = Host::Device(id);
+    sh.wakers
+        .lock()
+        .expect("never poisoned")
+        .insert(id, tx.clone());
     loop {
         let next_action = actions.peek().map(|(t, _)| *t);
         let deadline = [machine.poll_timeout(), next_action]
@@ -491,6 +512,7 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
                     conn = None;
                     Input::Disconnected
                 }
+                DeviceEvent::Wake => Input::Pushed,
                 _ => continue,
             },
             _ = sleep_until(deadline_at.unwrap_or_else(|| sh.t0 + Duration::from_secs(86_400 * 365))), if deadline_at.is_some() => {
@@ -596,6 +618,7 @@ pub async fn simulate(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) ->
         shards: scenario.topology.shards,
         devices_per_user: scenario.topology.devices_per_user,
         fanout_on_read_over: scenario.topology.fanout_on_read_over,
+        push: scenario.push.spec(),
         bugs,
         keys: Default::default(),
     };
@@ -631,6 +654,7 @@ async fn world(
         server_frames: Mutex::new(Vec::new()),
         samples: Mutex::new(Vec::new()),
         links,
+        wakers: Mutex::new(BTreeMap::new()),
     });
     let mut nodes = BTreeMap::new();
     for host in hosts {
