@@ -12,12 +12,21 @@
 //! says which version that was; the shard refuses a stale one, and the device retries once it
 //! has caught up. A device added to a group starts its view at the change that added it.
 //!
+//! Receipts: a text from someone else that reaches the screen is owed a cumulative delivered
+//! mark, sent a moment later and again until stored; one shown while its chat is open (and the
+//! app in the foreground) is read at once, the rest when the chat is opened. For its own texts
+//! the device keeps each reader's marks and draws ✓✓ once every recipient user has the text on
+//! some device, read once every one has read it. Presence: while a direct chat is open the
+//! device watches the peer (a lease it renews). In the background the app keeps no
+//! connection; a push wakes it to drain for a few seconds.
+//!
 //! Randomness (gateway choice, jitter, sender keys) comes only from the seeded generator it is
 //! given.
 //!
-//! Inputs: `Connected`, `ConnectFailed`, `Down`, `Disconnected`, `Action`, `Timeout`.
-//! Outputs: `Connect`, `Up`, `Disconnect`, `Observe`. Timers: reconnect, heartbeat, handshake,
-//! per-message retry, per-conversation gap repair, drain retry, periodic inbox sync.
+//! Inputs: `Connected`, `ConnectFailed`, `Down`, `Disconnected`, `Pushed`, `Action`,
+//! `Timeout`. Outputs: `Connect`, `Up`, `Disconnect`, `Observe`. Timers: reconnect, heartbeat,
+//! handshake, per-message retry, per-conversation gap repair and receipt send, drain retry,
+//! periodic inbox sync, group pull, presence renewal, back to sleep after a push.
 
 use crate::bugs::Bug;
 use crate::e2e::{Bundle, GroupSealed, KeyPair, Session};
@@ -181,6 +190,12 @@ pub struct Device {
     background: bool,
     /// A push woke the app until then.
     woken_until: Option<Millis>,
+    /// The session service may hold a presence subscription of ours (the last `Subscribe`
+    /// named someone): closing a chat while disconnected must still end it.
+    subscribed: bool,
+    /// Per conversation, the first text shown as undecryptable: receipt marks stop short of
+    /// it, since the device never showed it.
+    holes: BTreeMap<ConvId, Seq>,
     /// The conversation the user has open on this device (what it shows is read at once).
     open: Option<ConvId>,
     /// Receipts owed, per (conversation, kind).
@@ -230,6 +245,8 @@ impl Device {
             pulls_due: BTreeSet::new(),
             background: false,
             woken_until: None,
+            subscribed: false,
+            holes: BTreeMap::new(),
             open: None,
             receipts_out: BTreeMap::new(),
             unread: BTreeMap::new(),
@@ -456,8 +473,9 @@ impl Device {
         for conv in pulls {
             self.pull(now, conv, out);
         }
-        // A new connection may reach a session service that forgot us: watch again.
-        if self.watched().is_some() {
+        // A new connection may reach a session service that forgot us: watch again (or end
+        // a watch left over from a chat closed while we were away).
+        if self.watched().is_some() || self.subscribed {
             self.subscribe(now, out);
         }
         // Receipts the server has not stored go again too.
@@ -676,14 +694,18 @@ impl Device {
                 Self::show(out, &shown, path);
                 self.shown(now, msg, out);
             }
-            None => Self::observe(
-                out,
-                Observation::Undecryptable {
-                    id: msg.id,
-                    conv: msg.conv,
-                    seq: msg.seq,
-                },
-            ),
+            None => {
+                let hole = self.holes.entry(msg.conv).or_insert(msg.seq);
+                *hole = (*hole).min(msg.seq);
+                Self::observe(
+                    out,
+                    Observation::Undecryptable {
+                        id: msg.id,
+                        conv: msg.conv,
+                        seq: msg.seq,
+                    },
+                )
+            }
         }
     }
 
@@ -711,7 +733,7 @@ impl Device {
             .or_default();
         r.want = r.want.max(seq);
         r.senders.insert(seq, sender);
-        if self.open == Some(conv) {
+        if self.open == Some(conv) && !self.background {
             Self::observe(out, Observation::Read { conv, upto: seq });
             let r = self
                 .receipts_out
@@ -738,25 +760,28 @@ impl Device {
             return; // The welcome sends them.
         }
         let forget = self.bug(Bug::FireAndForgetReceipts);
+        // A mark may not pass a text this device could not show.
+        let cap = self.holes.get(&conv).map_or(Seq::MAX, |h| h - 1);
         let mut owed = false;
         for kind in [ReceiptKind::Delivered, ReceiptKind::Read] {
             let Some(r) = self.receipts_out.get_mut(&(conv, kind)) else {
                 continue;
             };
-            if r.want <= r.acked {
+            let upto = r.want.min(cap);
+            if upto <= r.acked {
                 continue;
             }
-            let notify: BTreeSet<DeviceId> = r.senders.values().copied().collect();
+            let notify: BTreeSet<DeviceId> = r.senders.range(..=upto).map(|(_, d)| *d).collect();
             out.push(Effect::Up(Up::Receipt {
                 conv,
                 kind,
-                upto: r.want,
+                upto,
                 notify: notify.into_iter().collect(),
             }));
             if forget {
                 // Sent is as good as stored, to this design.
-                r.acked = r.want;
-                r.senders.clear();
+                r.acked = upto;
+                r.senders.retain(|s, _| *s > upto);
             } else {
                 owed = true;
             }
@@ -854,11 +879,10 @@ impl Device {
         } else {
             None
         };
-        if tick <= t.tick {
+        let Some(tick) = tick.filter(|new| Some(*new) > t.tick) else {
             return;
-        }
+        };
         let id = t.id;
-        let tick = tick.expect("greater than the current tick, so set");
         Self::observe(
             out,
             Observation::Ticks {
@@ -1021,6 +1045,8 @@ impl Device {
                 None => {
                     // Acked all the same: redelivering a copy that cannot be opened helps
                     // nobody.
+                    let hole = self.holes.entry(conv).or_insert(seq);
+                    *hole = (*hole).min(seq);
                     Self::observe(out, Observation::Undecryptable { id, conv, seq });
                     return;
                 }
@@ -1144,6 +1170,7 @@ impl Device {
         }
         let user = self.watched();
         out.push(Effect::Up(Up::Subscribe { user }));
+        self.subscribed = user.is_some();
         if user.is_some() {
             self.timers.set(Timer::Presence, now + PRESENCE_RENEW_MS);
         } else {
@@ -1198,6 +1225,7 @@ impl Device {
                 self.background = false;
                 self.woken_until = None;
                 self.timers.cancel(&Timer::Sleep);
+                self.read_open_chat(now, out);
                 if self.online && self.link == Link::Down {
                     self.reconnect_failures = 0;
                     self.connect(out);
@@ -1224,6 +1252,16 @@ impl Device {
         if watched.is_some() || self.watched().is_some() {
             self.subscribe(now, out);
         }
+        self.read_open_chat(now, out);
+    }
+
+    /// The user looks at the open chat (it was opened, or the app came back to the
+    /// foreground): everything shown there is read now. A chat left open in a backgrounded
+    /// app is not looked at.
+    fn read_open_chat(&mut self, now: Millis, out: &mut Vec<Effect>) {
+        let Some(conv) = self.open.filter(|_| !self.background) else {
+            return;
+        };
         let mut read = self.unread.remove(&conv).unwrap_or_default();
         if let Some((&upto, _)) = read.last_key_value() {
             Self::observe(out, Observation::Read { conv, upto });

@@ -18,7 +18,9 @@
 //! Outputs: `Down`, `CloseConn`, `Rpc`. Timers: idle scan, register retry.
 
 use crate::bugs::Bug;
-use crate::limits::{GATEWAY_IDLE_TIMEOUT_MS, HEARTBEAT_CHECK_MS, REGISTER_RETRY_MS};
+use crate::limits::{
+    GATEWAY_ALIVE_MS, GATEWAY_IDLE_TIMEOUT_MS, HEARTBEAT_CHECK_MS, REGISTER_RETRY_MS,
+};
 use crate::proto::{ConnId, DeviceId, Down, Host, Millis, Receipt, Refusal, Rpc, Up};
 use crate::routing::{device_token, shard_for_conv, shard_for_user};
 use crate::timers::Timers;
@@ -53,6 +55,7 @@ struct Conn {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     HeartbeatScan,
+    Alive,
     Register(ConnId),
 }
 
@@ -77,7 +80,12 @@ impl Gateway {
             conns: BTreeMap::new(),
             by_device: BTreeMap::new(),
             owners: BTreeMap::new(),
-            timers: Timers::default(),
+            // At once on boot: clears what an earlier life of this gateway left registered.
+            timers: {
+                let mut t = Timers::default();
+                t.set(Timer::Alive, 0);
+                t
+            },
         }
     }
 
@@ -248,6 +256,15 @@ impl Gateway {
                     self.timers
                         .set(Timer::HeartbeatScan, now + HEARTBEAT_CHECK_MS);
                 }
+            }
+            Timer::Alive => {
+                let devices = self
+                    .conns
+                    .values()
+                    .filter_map(|c| c.device.map(|d| (d, c.epoch)))
+                    .collect();
+                to_session(out, Rpc::Alive { devices });
+                self.timers.set(Timer::Alive, now + GATEWAY_ALIVE_MS);
             }
             Timer::Register(conn) => {
                 if let Some(c) = self.conns.get(&conn) {

@@ -80,6 +80,12 @@ pub const PRESENCE_RENEW_MS: Millis = 8_000;
 /// OS suspends it again (iOS allows about 30 s).
 pub const PUSH_WAKE_MS: Millis = 10_000;
 
+/// A gateway tells the session service which devices it holds this often, so an entry whose
+/// `Unregister` was lost (or whose gateway crashed) does not outlive its connection by more.
+pub const GATEWAY_ALIVE_MS: Millis = 5_000;
+/// A presence change waits at most this long for a flap to settle before it is published.
+pub const PRESENCE_DEBOUNCE_MAX_MS: Millis = 6_000;
+
 /// A gateway re-sends a `Register` the session service has not answered after this long.
 pub const REGISTER_RETRY_MS: Millis = 1_000;
 

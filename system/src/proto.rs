@@ -558,6 +558,12 @@ pub enum Rpc {
     },
     /// Push provider -> device (through the OS, not the chat network): something is waiting.
     Wake,
+    /// Gateway -> session: every device bound to me, with its connection epoch. Entries of
+    /// mine not listed are stale (a lost `Unregister`, or a life of mine that crashed).
+    Alive {
+        /// (device, epoch) of each connection bound here.
+        devices: Vec<(DeviceId, u64)>,
+    },
     /// Shard -> session: where are this user's devices?
     Lookup {
         /// Matches the answer to the question.

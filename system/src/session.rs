@@ -23,12 +23,12 @@
 //! `PersistSession`. Timers: one debounce per user whose presence changed.
 
 use crate::bugs::Bug;
-use crate::limits::{PRESENCE_DEBOUNCE_MS, PRESENCE_LEASE_MS};
+use crate::limits::{PRESENCE_DEBOUNCE_MAX_MS, PRESENCE_DEBOUNCE_MS, PRESENCE_LEASE_MS};
 use crate::proto::{DeviceId, Down, Host, Millis, Rpc, UserId};
 use crate::timers::Timers;
 use crate::{Deployment, Effect, Input, Machine};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One durable change to the session service's state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +104,8 @@ pub struct Session {
     watching: BTreeMap<DeviceId, UserId>,
     /// The presence last published per user.
     published: BTreeMap<UserId, Presence>,
+    /// When each user's unpublished change began (the debounce waits at most so long).
+    changing: BTreeMap<UserId, Millis>,
     timers: Timers<UserId>,
 }
 
@@ -116,6 +118,7 @@ impl Session {
             subs: BTreeMap::new(),
             watching: BTreeMap::new(),
             published: BTreeMap::new(),
+            changing: BTreeMap::new(),
             timers: Timers::default(),
         }
     }
@@ -166,8 +169,12 @@ impl Session {
         if was && !is {
             self.persist(SessionChange::LastSeen { user, at: now }, out);
         }
-        if was != is && !self.timers.is_set(&user) {
-            self.timers.set(user, now + PRESENCE_DEBOUNCE_MS);
+        if was != is {
+            // Every change restarts the wait, so a flap straddling a deadline publishes
+            // nothing; a user who never settles is published after the cap.
+            let began = *self.changing.entry(user).or_insert(now);
+            let at = (now + PRESENCE_DEBOUNCE_MS).min(began + PRESENCE_DEBOUNCE_MAX_MS);
+            self.timers.set(user, at);
         }
     }
 
@@ -185,6 +192,7 @@ impl Session {
 
     /// The debounce of `user` ran out: publish if the presence still differs.
     fn publish(&mut self, now: Millis, user: UserId, out: &mut Vec<Effect>) {
+        self.changing.remove(&user);
         let p = self.presence(user);
         if self.published.get(&user) == Some(&p) {
             return; // A flap: back where it was before anyone was told.
@@ -280,6 +288,19 @@ impl Machine for Session {
             {
                 self.set_entry(now, device, None, out);
             }
+            (Host::Gateway(g), Rpc::Alive { devices }) => {
+                let live: BTreeSet<(DeviceId, u64)> = devices.into_iter().collect();
+                let stale: Vec<DeviceId> = self
+                    .table
+                    .entries
+                    .iter()
+                    .filter(|(d, (gw, e))| *gw == g && !live.contains(&(**d, *e)))
+                    .map(|(d, _)| *d)
+                    .collect();
+                for device in stale {
+                    self.set_entry(now, device, None, out);
+                }
+            }
             (Host::Gateway(g), Rpc::Subscribe { device, user }) => {
                 self.subscribe(now, device, g, user, out);
             }
@@ -307,7 +328,7 @@ impl Machine for Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::UserId;
+    use crate::proto::{Down, UserId};
 
     fn send(s: &mut Session, from: Host, rpc: Rpc) -> Vec<Effect> {
         let mut out = Vec::new();
@@ -378,5 +399,133 @@ mod tests {
             },
         );
         assert_eq!(s.entry(d), None);
+    }
+
+    fn presence_pushes(out: &[Effect]) -> Vec<bool> {
+        out.iter()
+            .filter_map(|e| match e {
+                Effect::Rpc {
+                    rpc:
+                        Rpc::ToDevice {
+                            down: Down::Presence { online, .. },
+                            ..
+                        },
+                    ..
+                } => Some(*online),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn topo() -> Deployment {
+        Deployment {
+            users: 2,
+            gateways: 2,
+            shards: 1,
+            ..Deployment::default()
+        }
+    }
+
+    fn at(s: &mut Session, now: Millis, from: Host, rpc: Rpc) -> Vec<Effect> {
+        let mut out = Vec::new();
+        s.handle(now, Input::Rpc { from, rpc }, &mut out);
+        s.handle(now, Input::Timeout, &mut out);
+        out
+    }
+
+    // A gateway's periodic list of its devices clears an entry whose `Unregister` was lost,
+    // and the user's last seen is that moment.
+    #[test]
+    fn an_entry_its_gateway_no_longer_lists_is_cleared() {
+        let mut s = Session::new(topo(), SessionTable::new());
+        let d = DeviceId::primary(UserId(1));
+        at(
+            &mut s,
+            0,
+            Host::Gateway(0),
+            Rpc::Register {
+                device: d,
+                epoch: 1,
+            },
+        );
+        at(&mut s, 10, Host::Gateway(1), Rpc::Alive { devices: vec![] });
+        assert_eq!(
+            s.entry(d),
+            Some((0, 1)),
+            "another gateway's list says nothing of it"
+        );
+        at(
+            &mut s,
+            20,
+            Host::Gateway(0),
+            Rpc::Alive {
+                devices: vec![(d, 1)],
+            },
+        );
+        assert_eq!(s.entry(d), Some((0, 1)));
+        let out = at(&mut s, 30, Host::Gateway(0), Rpc::Alive { devices: vec![] });
+        assert_eq!(s.entry(d), None);
+        assert!(
+            out.contains(&Effect::PersistSession(SessionChange::LastSeen {
+                user: d.user,
+                at: 30
+            }))
+        );
+    }
+
+    // Every change restarts the debounce: flaps that straddle the first deadline publish
+    // nothing, and a settled change is published once.
+    #[test]
+    fn flaps_publish_nothing_and_a_settled_change_publishes_once() {
+        let mut s = Session::new(topo(), SessionTable::new());
+        let (watcher, d) = (DeviceId::primary(UserId(0)), DeviceId::primary(UserId(1)));
+        at(
+            &mut s,
+            0,
+            Host::Gateway(0),
+            Rpc::Register {
+                device: d,
+                epoch: 1,
+            },
+        );
+        let out = at(
+            &mut s,
+            0,
+            Host::Gateway(1),
+            Rpc::Subscribe {
+                device: watcher,
+                user: Some(d.user),
+            },
+        );
+        assert_eq!(presence_pushes(&out), vec![true]);
+        let mut seen = Vec::new();
+        let mut epoch = 1;
+        for (t, online) in [(1_000, false), (1_100, true), (2_990, false), (3_050, true)] {
+            let rpc = if online {
+                epoch += 1;
+                Rpc::Register { device: d, epoch }
+            } else {
+                Rpc::Unregister { device: d, epoch }
+            };
+            seen.extend(presence_pushes(&at(&mut s, t, Host::Gateway(0), rpc)));
+        }
+        for t in (3_100..12_000).step_by(100) {
+            let mut out = Vec::new();
+            s.handle(t, Input::Timeout, &mut out);
+            seen.extend(presence_pushes(&out));
+        }
+        assert!(seen.is_empty(), "a flap is no news: {seen:?}");
+        at(
+            &mut s,
+            12_000,
+            Host::Gateway(0),
+            Rpc::Unregister { device: d, epoch },
+        );
+        for t in (12_100..20_000).step_by(100) {
+            let mut out = Vec::new();
+            s.handle(t, Input::Timeout, &mut out);
+            seen.extend(presence_pushes(&out));
+        }
+        assert_eq!(seen, vec![false]);
     }
 }

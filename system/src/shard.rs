@@ -21,14 +21,27 @@
 //!
 //! The shard keeps nothing durable: a restarted shard reloads a conversation's last sequence
 //! number from storage on first use, and sweeps storage's inboxes for its conversations to take
-//! up the deliveries its previous life was tracking. Writes for one conversation go one at a time, so sequence
-//! numbers are contiguous; storage refuses a non-contiguous one and dedups by message id, so a
-//! retry after a crash can never take a second number.
+//! up the deliveries its previous life was tracking. Writes for one conversation go one at a
+//! time, so sequence numbers are contiguous; storage refuses a non-contiguous one and dedups
+//! by message id, so a retry after a crash can never take a second number.
+//!
+//! Ownership: conversations hash to slots (one per shard number). A shard writes for a slot
+//! only while it holds the slot's lease in storage, renewed every second; a slot whose lease
+//! runs out is taken over by any live shard under a higher epoch, which then sweeps the slot
+//! (inboxes, fan-out jobs, queued receipts) and tells every gateway. Appends and fan-out steps
+//! carry the epoch, and storage refuses a stale one (`Fenced`): the shard lets the slot go.
+//!
+//! Receipts: a reader's cumulative mark is stored (`PutReceipt`), acknowledged to the reader,
+//! and pushed to each sender device it names, with retries until that device says it saw it;
+//! storage keeps a queued copy for the sender's next drain. A device that is not connected is
+//! left to its inbox, and the push provider is asked to wake it.
 //!
 //! Inputs: `Rpc` (`FromDevice` from gateways; `ConvLoaded`, `Appended`, `AppendConflict`,
-//! `InboxPage`, `LogRange` from storage; `Located` from the session service), `Timeout`.
-//! Outputs: `Rpc`. Timers: storage retry per conversation, push retry per delivery, the boot
-//! sweep, expiry of pending lookups and reads.
+//! `MsgFound`, `FanoutStepped`, `Fanouts`, `InboxPage`, `PendingPage`, `LogRange`,
+//! `ReceiptStored`, `QueuedReceipts`, `LeaseTable`, `Fenced` from storage; `Located` from the
+//! session service), `Timeout`. Outputs: `Rpc` (to storage, gateways, the session service and
+//! the push provider). Timers: lease renewal, storage retry per conversation, fan-out step
+//! retry, push retry per delivery and per receipt, expiry of pending lookups and reads.
 
 use crate::bugs::Bug;
 use crate::limits::{
@@ -185,8 +198,12 @@ pub struct Shard {
     /// Slots (conversations hashed to one shard number) this host holds a lease on, with its
     /// epoch: writes for any other slot wait, and storage refuses them under a stale epoch.
     leases: BTreeMap<u16, u64>,
-    /// Slots the last lease table showed run out under another host: ours to try to take.
+    /// Slots the last lease table showed free to take: run out, or still in the name of an
+    /// earlier life of this host (taken again under a new epoch, never adopted as they are).
     expired: BTreeSet<u16>,
+    /// Slots asked for since boot and not yet granted: a table naming us owner of one of
+    /// these is a grant.
+    acquiring: BTreeSet<u16>,
     timers: Timers<Timer>,
 }
 
@@ -208,6 +225,7 @@ impl Shard {
             next_req: 0,
             leases: BTreeMap::new(),
             expired: BTreeSet::new(),
+            acquiring: BTreeSet::new(),
             timers,
         }
     }
@@ -844,11 +862,15 @@ impl Shard {
         let mine: BTreeMap<u16, u64> = leases
             .iter()
             .filter(|l| l.owner == me && l.live)
+            .filter(|l| {
+                self.leases.get(&l.slot) == Some(&l.epoch) || self.acquiring.contains(&l.slot)
+            })
             .map(|l| (l.slot, l.epoch))
             .collect();
+        self.acquiring.retain(|s| !mine.contains_key(s));
         self.expired = leases
             .iter()
-            .filter(|l| !l.live && l.owner != me)
+            .filter(|l| !mine.contains_key(&l.slot) && (!l.live || l.owner == me))
             .map(|l| l.slot)
             .collect();
         let lost: Vec<u16> = self
@@ -911,6 +933,22 @@ impl Shard {
     /// conversations, so nothing more is written or pushed for it from here.
     fn lose(&mut self, slot: u16) {
         self.leases.remove(&slot);
+        // Sweeps still out for the slot would bring its deliveries and jobs back.
+        let reading: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| match p {
+                Pending::Sweep { slot: s, .. }
+                | Pending::ReceiptSweep { slot: s, .. }
+                | Pending::Fanouts { slot: s, .. } => *s == slot,
+                _ => false,
+            })
+            .map(|(req, _)| *req)
+            .collect();
+        for req in reading {
+            self.pending.remove(&req);
+            self.timers.cancel(&Timer::Expire(req));
+        }
         let shards = self.topo.shards;
         let theirs = |conv: ConvId| shard_for_conv(conv, shards) == slot;
         self.convs.retain(|conv, _| !theirs(*conv));
@@ -1080,7 +1118,13 @@ impl Shard {
                 }
             }
             Rpc::LeaseTable { leases } => self.on_lease_table(now, leases, out),
-            Rpc::Fenced { slot, .. } => self.lose(slot),
+            // Only if it is news: a late answer to an older epoch's write must not drop the
+            // slot held now under a newer one.
+            Rpc::Fenced { slot, epoch }
+                if self.leases.get(&slot).is_some_and(|held| *held < epoch) =>
+            {
+                self.lose(slot)
+            }
             Rpc::ReceiptStored {
                 receipt,
                 notify,
@@ -1344,6 +1388,7 @@ impl Shard {
                     acquire.push(self.index);
                 }
                 acquire.extend(self.expired.iter().filter(|s| **s != self.index));
+                self.acquiring.extend(acquire.iter().copied());
                 let rpc = Rpc::Lease {
                     shard: self.index,
                     renew,

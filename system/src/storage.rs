@@ -12,9 +12,14 @@
 //! step, each step parking inbox entries and moving the job's cursor in one durable write, so a
 //! crashed shard's successor resumes where the cursor stands.
 //!
-//! Inputs: `Rpc` (`LoadConv`, `Append`, `FanoutStep`, `ReadFanouts`, `ReadInbox`, `ReadLog`,
-//! `ReadPending`, `DeleteInbox`) and `Timeout` (the sync). Outputs: `Rpc` answers and
-//! `Persist`.
+//! It also keeps each reader's receipt marks and, per sender device, the receipts it has not
+//! seen yet (one entry per reader and kind, so repeats coalesce); and the shard slot leases,
+//! deciding takeovers against its own clock and refusing appends and fan-out steps under a
+//! stale epoch (the fence that keeps a paused shard's late writes out).
+//!
+//! Inputs: `Rpc` (`LoadConv`, `Append`, `FanoutStep`, `ReadFanouts`, `FindMsg`, `ReadInbox`,
+//! `ReadLog`, `ReadPending`, `DeleteInbox`, `PutReceipt`, `ReceiptSeen`, `ReadQueuedReceipts`,
+//! `Lease`) and `Timeout` (the sync). Outputs: `Rpc` answers and `Persist`.
 
 use crate::bugs::{Bug, Bugs};
 use crate::limits::{FANOUT_JOBS_PAGE, RECEIPTS_PAGE_MAX, SHARD_LEASE_MS, STORAGE_SYNC_MS};
@@ -85,7 +90,10 @@ impl StorageState {
                 next,
                 park,
             } => {
-                if *park {
+                // A step for a job already finished (a late retry, or a shard that lost its
+                // slot replaying an old cursor) parks nothing: those entries were parked and
+                // perhaps acked and deleted since.
+                if *park && self.fanouts.contains_key(&(*conv, *seq)) {
                     self.park(devices, *conv, *seq);
                 }
                 if let Some((all, cursor, _)) = self.fanouts.get_mut(&(*conv, *seq)) {

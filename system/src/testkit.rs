@@ -897,6 +897,59 @@ mod tests {
         }
     }
 
+    // A chat left open in a backgrounded app is not looked at: a push-woken drain shows the
+    // text (✓✓) but reads nothing until the user brings the app back.
+    #[test]
+    fn a_woken_app_delivers_but_reads_only_in_the_foreground() {
+        use crate::proto::ReceiptKind::{Delivered, Read};
+        let mut t = topo();
+        t.push.loss_percent = 0;
+        let mut c = Cluster::new(t);
+        c.run_for(1_000);
+        let conv = ConvId::direct(A.user, B.user);
+        c.act(B, Action::OpenChat { conv });
+        c.act(B, Action::Background);
+        c.run_for(100);
+        send(&mut c, A, B, "later");
+        c.run_for(3_000);
+        assert_eq!(displayed(&c, B).len(), 1, "woken and drained");
+        assert_eq!(ticks(&c, A), vec![(1, Delivered)]);
+        assert_eq!(
+            c.seen(B, |o| matches!(o, Observation::Read { .. })).count(),
+            0
+        );
+        c.act(B, Action::Foreground);
+        c.run_for(1_000);
+        assert_eq!(ticks(&c, A), vec![(1, Delivered), (1, Read)]);
+    }
+
+    // A shard that took a frozen neighbour's slot and then restarts takes that slot back too
+    // (under a new epoch), not only its home slot: the conversation keeps moving while the
+    // neighbour is still frozen.
+    #[test]
+    fn a_restarted_shard_retakes_a_slot_its_earlier_life_held() {
+        let mut c = Cluster::new(topo());
+        c.run_for(1_000);
+        let conv = ConvId::direct(A.user, B.user);
+        let home = crate::routing::shard_for_conv(conv, 2);
+        let other = 1 - home;
+        c.freeze(Host::Shard(home));
+        c.run_for(6_000);
+        assert_eq!(
+            c.durable().lease(home).map(|l| l.0),
+            Some(other),
+            "taken over"
+        );
+        c.crash(Host::Shard(other));
+        c.run_for(3_000);
+        let (holder, epoch, _) = c.durable().lease(home).expect("leased");
+        assert_eq!(holder, other);
+        assert!(epoch >= 3, "retaken under a new epoch: {epoch}");
+        send(&mut c, A, B, "still moving");
+        c.run_for(3_000);
+        assert_eq!(displayed(&c, B).len(), 1);
+    }
+
     fn user(u: u32) -> DeviceId {
         DeviceId::primary(UserId(u))
     }

@@ -133,8 +133,8 @@ type Unit = Vec<ScheduledEvent>;
 fn pair_key(e: &ScheduledEvent) -> Option<(bool, String)> {
     let who = || {
         format!(
-            "{:?}{:?}{:?}{:?}{:?}",
-            e.user, e.device, e.host, e.side_a, e.side_b
+            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
+            e.user, e.device, e.to, e.group, e.host, e.side_a, e.side_b
         )
     };
     match e.action {

@@ -734,7 +734,7 @@ mod tests {
     // no server frames and no open chats, so the reconnect bound, confidentiality and presence
     // have nothing to look at; bounds.rs, confidential.rs and presence.rs test them.
     #[test]
-    fn clean_history_passes_all_four() {
+    fn clean_history_passes_every_check() {
         let verdicts = check_all(&clean(), BOUNDS);
         assert_eq!(verdicts.iter().map(|v| v.name).collect::<Vec<_>>(), CHECKS);
         for v in &verdicts {

@@ -194,8 +194,7 @@ pub fn presence_load(h: &History) -> Verdict {
     }
     let limit = PRESENCE_UNWANTED_FLOOR + looking / PRESENCE_UNWANTED_PER_LOOKING;
     let mut violations = Vec::new();
-    if unwanted > limit {
-        let (t, device) = first_unwanted.expect("some update was unwanted");
+    if let Some((t, device)) = first_unwanted.filter(|_| unwanted > limit) {
         violations.push(
             Violation::new(
                 PRESENCE_LOAD,
