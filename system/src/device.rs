@@ -727,24 +727,21 @@ impl Device {
         if sender.user == self.id.user || msg.event.is_some() {
             return;
         }
-        let r = self
-            .receipts_out
-            .entry((conv, ReceiptKind::Delivered))
-            .or_default();
-        r.want = r.want.max(seq);
-        r.senders.insert(seq, sender);
+        self.owe(conv, ReceiptKind::Delivered, seq, sender);
         if self.open == Some(conv) && !self.background {
             Self::observe(out, Observation::Read { conv, upto: seq });
-            let r = self
-                .receipts_out
-                .entry((conv, ReceiptKind::Read))
-                .or_default();
-            r.want = r.want.max(seq);
-            r.senders.insert(seq, sender);
+            self.owe(conv, ReceiptKind::Read, seq, sender);
         } else {
             self.unread.entry(conv).or_default().insert(seq, sender);
         }
         self.arm_receipts(now, conv);
+    }
+
+    /// Owe `sender` a `kind` receipt covering `seq` in `conv`.
+    fn owe(&mut self, conv: ConvId, kind: ReceiptKind, seq: Seq, sender: DeviceId) {
+        let r = self.receipts_out.entry((conv, kind)).or_default();
+        r.want = r.want.max(seq);
+        r.senders.insert(seq, sender);
     }
 
     /// Send this conversation's receipts soon (a burst of shows goes as one).
@@ -1096,12 +1093,7 @@ impl Device {
         view.held.insert(seq, Slot::Theirs(msg, path));
         if text && self.open == Some(conv) && self.bug(Bug::ReadBeforeDelivered) {
             // Arrived in an open chat, so the app calls it read, gap or no gap.
-            let r = self
-                .receipts_out
-                .entry((conv, ReceiptKind::Read))
-                .or_default();
-            r.want = r.want.max(seq);
-            r.senders.insert(seq, sender);
+            self.owe(conv, ReceiptKind::Read, seq, sender);
             self.arm_receipts(now, conv);
         }
         self.advance(now, conv, out);
@@ -1279,13 +1271,10 @@ impl Device {
                 }
             }
         }
-        if let Some((&upto, _)) = read.last_key_value() {
-            let r = self
-                .receipts_out
-                .entry((conv, ReceiptKind::Read))
-                .or_default();
-            r.want = r.want.max(upto);
-            r.senders.extend(read);
+        if !read.is_empty() {
+            for (seq, sender) in read {
+                self.owe(conv, ReceiptKind::Read, seq, sender);
+            }
             self.arm_receipts(now, conv);
         }
     }

@@ -988,19 +988,9 @@ impl Shard {
             return;
         }
         p.attempts += 1;
-        let delay = PUSH_RETRY_MS_MIN
-            .saturating_mul(1 << (p.attempts - 1).min(16))
-            .min(PUSH_RETRY_MS_MAX);
+        let delay = Self::push_retry_delay(p.attempts);
         self.timers.set(Timer::ReceiptPush(key), now + delay);
-        let req = self.request(now, Pending::LocateReceipt(key));
-        let rpc = Rpc::Lookup {
-            req,
-            user: key.0.user,
-        };
-        out.push(Effect::Rpc {
-            to: Host::Session,
-            rpc,
-        });
+        self.locate(now, key.0.user, Pending::LocateReceipt(key), out);
     }
 
     fn on_storage(&mut self, now: Millis, rpc: Rpc, out: &mut Vec<Effect>) {
@@ -1231,18 +1221,24 @@ impl Shard {
             return;
         }
         d.attempts += 1;
-        let delay = PUSH_RETRY_MS_MIN
-            .saturating_mul(1 << (d.attempts - 1).min(16))
-            .min(PUSH_RETRY_MS_MAX);
+        let delay = Self::push_retry_delay(d.attempts);
         self.timers.set(Timer::Push(key), now + delay);
-        let req = self.request(now, Pending::Locate(key));
-        let rpc = Rpc::Lookup {
-            req,
-            user: key.0.user,
-        };
+        self.locate(now, key.0.user, Pending::Locate(key), out);
+    }
+
+    /// The wait before the next try of a push tried `attempts` times: doubling, capped.
+    fn push_retry_delay(attempts: u32) -> Millis {
+        PUSH_RETRY_MS_MIN
+            .saturating_mul(1 << attempts.saturating_sub(1).min(16))
+            .min(PUSH_RETRY_MS_MAX)
+    }
+
+    /// Ask the session service where `user`'s devices are; the answer goes to `then`.
+    fn locate(&mut self, now: Millis, user: UserId, then: Pending, out: &mut Vec<Effect>) {
+        let req = self.request(now, then);
         out.push(Effect::Rpc {
             to: Host::Session,
-            rpc,
+            rpc: Rpc::Lookup { req, user },
         });
     }
 
