@@ -190,6 +190,8 @@ pub struct Device {
     background: bool,
     /// A push woke the app until then.
     woken_until: Option<Millis>,
+    /// The last drain said more receipts are queued than it handed out.
+    receipts_pending: bool,
     /// The session service may hold a presence subscription of ours (the last `Subscribe`
     /// named someone): closing a chat while disconnected must still end it.
     subscribed: bool,
@@ -245,6 +247,7 @@ impl Device {
             pulls_due: BTreeSet::new(),
             background: false,
             woken_until: None,
+            receipts_pending: false,
             subscribed: false,
             holes: BTreeMap::new(),
             open: None,
@@ -1109,7 +1112,16 @@ impl Device {
             Down::Refused { reason, id } => self.on_refused(now, reason, id, out),
             Down::Sent { conv, id, seq } => self.on_sent(now, conv, id, seq, out),
             Down::Deliver { msg, path } => self.on_deliver(now, msg, path, out),
-            Down::DrainPage { next, more } => {
+            Down::DrainPage {
+                next,
+                more,
+                receipts_more,
+            } => {
+                if receipts_more {
+                    // Only a page of queued receipts comes with a drain (a big group queues two
+                    // per member); once these are seen and dropped, the next drain brings more.
+                    self.receipts_pending = true;
+                }
                 if self.drain.is_some() {
                     if more {
                         self.start_drain(now, next, out);
@@ -1117,7 +1129,12 @@ impl Device {
                         self.drain = None;
                         self.believes_drained = false;
                         self.timers.cancel(&Timer::Drain);
-                        self.timers.set(Timer::Sync, now + INBOX_SYNC_MS);
+                        let again = if std::mem::take(&mut self.receipts_pending) {
+                            DRAIN_RETRY_MS
+                        } else {
+                            INBOX_SYNC_MS
+                        };
+                        self.timers.set(Timer::Sync, now + again);
                         Self::observe(out, Observation::DrainComplete);
                     }
                 }

@@ -392,6 +392,10 @@ pub enum Down {
         next: Option<InboxCursor>,
         /// Whether more entries remain after this page.
         more: bool,
+        /// Whether more receipts are queued than the drain handed out: drain again once these
+        /// are seen (each drain hands out the first page of what is still queued).
+        #[serde(default)]
+        receipts_more: bool,
     },
     /// The answer to `Pull`: the group's log is durable up to `last`; the device fetches what
     /// it is missing up to there.
@@ -757,6 +761,9 @@ pub enum Rpc {
         /// Receipts waiting for this device (on the first page only).
         #[serde(default)]
         receipts: Vec<Receipt>,
+        /// Whether more receipts are queued than `receipts` holds.
+        #[serde(default)]
+        receipts_more: bool,
         /// Where the next page starts.
         next: Option<InboxCursor>,
         /// Whether entries remain after this page.

@@ -1134,6 +1134,7 @@ impl Shard {
                 req,
                 entries,
                 receipts,
+                receipts_more,
                 next,
                 more,
             } => {
@@ -1148,7 +1149,12 @@ impl Shard {
                         }
                         Self::deliver(device, gateway, &msg, Path::Inbox, out);
                     }
-                    Self::to_device(device, gateway, Down::DrainPage { next, more }, out);
+                    let page = Down::DrainPage {
+                        next,
+                        more,
+                        receipts_more,
+                    };
+                    Self::to_device(device, gateway, page, out);
                 }
             }
             Rpc::PendingPage {

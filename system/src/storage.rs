@@ -455,12 +455,12 @@ impl Storage {
         (page, next, more)
     }
 
-    /// The receipts queued for `device`, up to a page of them.
-    fn queued_receipts(&self, device: DeviceId) -> Vec<Receipt> {
+    /// The receipts queued for `device`, up to a page of them, and whether more remain.
+    fn queued_receipts(&self, device: DeviceId) -> (Vec<Receipt>, bool) {
         let Some(queued) = self.durable.receipt_inbox.get(&device) else {
-            return Vec::new();
+            return (Vec::new(), false);
         };
-        queued
+        let page = queued
             .iter()
             .take(RECEIPTS_PAGE_MAX)
             .map(|(&(conv, reader, kind), &upto)| Receipt {
@@ -469,7 +469,8 @@ impl Storage {
                 kind,
                 upto,
             })
-            .collect()
+            .collect();
+        (page, queued.len() > RECEIPTS_PAGE_MAX)
     }
 
     /// Inbox entries whose conversation `shard` owns, after `after`. A full scan: it runs once
@@ -746,10 +747,10 @@ impl Storage {
                 limit,
             } => {
                 let (entries, next, more) = self.read_inbox(device, after, limit);
-                let receipts = if after.is_none() {
+                let (receipts, receipts_more) = if after.is_none() {
                     self.queued_receipts(device)
                 } else {
-                    Vec::new()
+                    (Vec::new(), false)
                 };
                 out.push(Effect::Rpc {
                     to: from,
@@ -757,6 +758,7 @@ impl Storage {
                         req,
                         entries,
                         receipts,
+                        receipts_more,
                         next,
                         more,
                     },
@@ -1071,5 +1073,86 @@ mod tests {
         )));
         let conv = msg(1, 1).conv;
         assert_eq!(s.durable().logs[&conv][&1].body, b"zombie");
+    }
+
+    // A sender in a big group has two receipts queued per member: a drain hands out a page of
+    // them and says more are queued, and once those are seen the next drain hands out the rest.
+    #[test]
+    fn queued_receipts_come_a_page_per_drain_and_say_when_more_remain() {
+        let mut s = Storage::new(StorageState::default());
+        let sender = DeviceId::primary(UserId(0));
+        let conv = ConvId::group(1);
+        let readers = RECEIPTS_PAGE_MAX as u32 + 44;
+        for u in 1..=readers {
+            let receipt = Receipt {
+                conv,
+                reader: DeviceId::primary(UserId(u)),
+                kind: ReceiptKind::Delivered,
+                upto: 1,
+            };
+            let rpc = Rpc::PutReceipt {
+                receipt,
+                notify: vec![sender],
+                via: 0,
+            };
+            let mut out = Vec::new();
+            s.handle(
+                0,
+                Input::Rpc {
+                    from: Host::Shard(0),
+                    rpc,
+                },
+                &mut out,
+            );
+        }
+        s.handle(STORAGE_SYNC_MS, Input::Timeout, &mut Vec::new());
+        let drain = |s: &mut Storage| {
+            let mut out = Vec::new();
+            let rpc = Rpc::ReadInbox {
+                req: 1,
+                device: sender,
+                after: None,
+                limit: 32,
+            };
+            s.handle(
+                10,
+                Input::Rpc {
+                    from: Host::Shard(0),
+                    rpc,
+                },
+                &mut out,
+            );
+            match out.pop() {
+                Some(Effect::Rpc {
+                    rpc:
+                        Rpc::InboxPage {
+                            receipts,
+                            receipts_more,
+                            ..
+                        },
+                    ..
+                }) => (receipts, receipts_more),
+                other => panic!("a drain is answered with a page: {other:?}"),
+            }
+        };
+        let (first, more) = drain(&mut s);
+        assert_eq!((first.len(), more), (RECEIPTS_PAGE_MAX, true));
+        for receipt in first {
+            let rpc = Rpc::ReceiptSeen {
+                device: sender,
+                receipt,
+            };
+            s.handle(
+                20,
+                Input::Rpc {
+                    from: Host::Shard(0),
+                    rpc,
+                },
+                &mut Vec::new(),
+            );
+        }
+        s.handle(20 + STORAGE_SYNC_MS, Input::Timeout, &mut Vec::new());
+        let (rest, more) = drain(&mut s);
+        assert_eq!((rest.len(), more), (44, false));
     }
 }
