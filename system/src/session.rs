@@ -340,13 +340,7 @@ mod tests {
     // old connection died and unregisters. That must not erase the new entry.
     #[test]
     fn late_unregister_of_an_older_epoch_keeps_the_newer_connection() {
-        let topo = Deployment {
-            users: 2,
-            gateways: 2,
-            shards: 1,
-            ..Deployment::default()
-        };
-        let mut s = Session::new(topo, SessionTable::new());
+        let mut s = Session::new(topo(), SessionTable::new());
         let d = DeviceId::primary(UserId(1));
         send(
             &mut s,
@@ -426,6 +420,7 @@ mod tests {
         }
     }
 
+    /// `send` at `now`, then any debounce that has run out.
     fn at(s: &mut Session, now: Millis, from: Host, rpc: Rpc) -> Vec<Effect> {
         let mut out = Vec::new();
         s.handle(now, Input::Rpc { from, rpc }, &mut out);

@@ -831,13 +831,19 @@ mod tests {
         }
     }
 
-    fn append(s: &mut Storage, now: Millis, m: Message) -> Vec<Effect> {
+    /// Hand storage an append under `fence` (no sync yet).
+    fn append_under(
+        s: &mut Storage,
+        now: Millis,
+        fence: (u16, u64),
+        m: Message,
+        recipients: Vec<DeviceId>,
+    ) -> Vec<Effect> {
         let mut out = Vec::new();
         let rpc = Rpc::Append {
-            // No lease was ever granted here: epoch 0 is current.
-            fence: (0, 0),
+            fence,
             msg: m,
-            recipients: vec![DeviceId::primary(UserId(2))],
+            recipients,
             fanout: vec![],
             park: true,
         };
@@ -850,6 +856,11 @@ mod tests {
             &mut out,
         );
         out
+    }
+
+    fn append(s: &mut Storage, now: Millis, m: Message) -> Vec<Effect> {
+        // No lease was ever granted here: epoch 0 is current.
+        append_under(s, now, (0, 0), m, vec![DeviceId::primary(UserId(2))])
     }
 
     // The whole point of persist-before-ack: no answer may leave before the sync, and a crash
@@ -988,22 +999,7 @@ mod tests {
     }
 
     fn fenced_append(s: &mut Storage, now: Millis, fence: (u16, u64), m: Message) -> Vec<Effect> {
-        let mut out = Vec::new();
-        let rpc = Rpc::Append {
-            fence,
-            msg: m,
-            recipients: vec![],
-            fanout: vec![],
-            park: true,
-        };
-        s.handle(
-            now,
-            Input::Rpc {
-                from: Host::Shard(0),
-                rpc,
-            },
-            &mut out,
-        );
+        let mut out = append_under(s, now, fence, m, vec![]);
         s.handle(now + STORAGE_SYNC_MS, Input::Timeout, &mut out);
         out
     }
