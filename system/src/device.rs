@@ -684,6 +684,7 @@ impl Device {
                 ..msg.clone()
             };
             Self::show(out, &shown, path);
+            self.took(now, msg.conv, msg.seq);
             let members = event.members.iter().copied().collect();
             return self.apply_members(out, msg.conv, msg.seq, members);
         }
@@ -728,6 +729,7 @@ impl Device {
     fn shown(&mut self, now: Millis, msg: &Message, out: &mut Vec<Effect>) {
         let (conv, seq, sender) = (msg.conv, msg.seq, msg.id.device);
         if sender.user == self.id.user || msg.event.is_some() {
+            self.took(now, conv, seq);
             return;
         }
         self.owe(conv, ReceiptKind::Delivered, seq, sender);
@@ -737,6 +739,19 @@ impl Device {
         } else {
             self.unread.entry(conv).or_default().insert(seq, sender);
         }
+        self.arm_receipts(now, conv);
+    }
+
+    /// Something nobody is owed a receipt for (our own text from another device, a
+    /// membership change) reached the screen: the delivered mark still moves past it, since
+    /// storage deletes this device's inbox entries up to the mark. The per-message ack is the
+    /// quick way to delete one and may be lost; the mark is retried until stored.
+    fn took(&mut self, now: Millis, conv: ConvId, seq: Seq) {
+        let r = self
+            .receipts_out
+            .entry((conv, ReceiptKind::Delivered))
+            .or_default();
+        r.want = r.want.max(seq);
         self.arm_receipts(now, conv);
     }
 

@@ -107,6 +107,22 @@ impl StorageState {
                 let key = (r.conv, r.reader, r.kind);
                 let mark = self.marks.entry(key).or_default();
                 *mark = (*mark).max(r.upto);
+                if r.kind == ReceiptKind::Delivered {
+                    // The reader has everything of this conversation up to the mark: its
+                    // inbox entries there are done with, even if their acks were lost.
+                    if let Some(inbox) = self.inboxes.get_mut(&r.reader) {
+                        let done: Vec<_> = inbox
+                            .range((r.conv, 0)..=(r.conv, r.upto))
+                            .copied()
+                            .collect();
+                        for e in done {
+                            inbox.remove(&e);
+                        }
+                        if inbox.is_empty() {
+                            self.inboxes.remove(&r.reader);
+                        }
+                    }
+                }
                 for d in notify {
                     let queued = self.receipt_inbox.entry(*d).or_default();
                     let q = queued.entry(key).or_default();
@@ -193,6 +209,14 @@ impl StorageState {
     /// Number of inbox entries over all devices.
     pub fn inbox_entries(&self) -> usize {
         self.inboxes.values().map(BTreeSet::len).sum()
+    }
+
+    /// Every inbox entry, (device, conversation, seq), in order.
+    pub fn inbox_list(&self) -> Vec<(DeviceId, ConvId, Seq)> {
+        let entries = self.inboxes.iter();
+        entries
+            .flat_map(|(d, set)| set.iter().map(move |&(c, s)| (*d, c, s)))
+            .collect()
     }
 
     /// A slot's lease: (owner host, epoch, until), if it was ever held.
@@ -1150,5 +1174,35 @@ mod tests {
         s.handle(20 + STORAGE_SYNC_MS, Input::Timeout, &mut Vec::new());
         let (rest, more) = drain(&mut s);
         assert_eq!((rest.len(), more), (44, false));
+    }
+
+    #[test]
+    fn a_delivered_mark_deletes_the_readers_entries_up_to_it_even_if_acks_were_lost() {
+        let mut st = StorageState::default();
+        let reader = DeviceId::primary(UserId(2));
+        for seq in 1..=3 {
+            st.apply(&StorageOp::Append {
+                msg: msg(seq, seq as u32),
+                recipients: vec![reader],
+                fanout: vec![],
+                park: true,
+            });
+        }
+        assert_eq!(st.inbox_entries(), 3);
+        let conv = msg(1, 1).conv;
+        let mark = |kind, upto| StorageOp::Receipt {
+            receipt: Receipt {
+                conv,
+                reader,
+                kind,
+                upto,
+            },
+            notify: vec![],
+        };
+        // A read mark says nothing about what is on the device's disk; a delivered one does.
+        st.apply(&mark(ReceiptKind::Read, 3));
+        assert_eq!(st.inbox_entries(), 3);
+        st.apply(&mark(ReceiptKind::Delivered, 2));
+        assert_eq!(st.inbox_list(), vec![(reader, conv, 3)]);
     }
 }

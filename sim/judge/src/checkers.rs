@@ -26,7 +26,7 @@ pub const CONVERSATION_ORDER: &str = "conversation_order";
 /// Name of the liveness invariant: once faults heal, sends are acked and displayed in bounded time.
 pub const LIVENESS: &str = "liveness";
 /// Every invariant, in the order [`check_all`] reports them.
-pub const INVARIANTS: [&str; 8] = [
+pub const INVARIANTS: [&str; 9] = [
     NO_LOSS,
     EXACTLY_ONCE,
     CONVERSATION_ORDER,
@@ -35,6 +35,7 @@ pub const INVARIANTS: [&str; 8] = [
     crate::authz::AUTHZ,
     crate::receipts::RECEIPTS,
     crate::presence::PRESENCE_CONVERGES,
+    crate::inbox::INBOX_DRAINED,
 ];
 /// The bound checks (cost, not wrong answers), in the order [`check_all`] reports them.
 pub const BOUND_CHECKS: [&str; 3] = [
@@ -116,6 +117,7 @@ pub fn check_all(h: &History, bounds: Bounds) -> Vec<Verdict> {
         crate::authz::authz(h),
         crate::receipts::receipts(h, bounds),
         crate::presence::presence_converges(h, bounds),
+        crate::inbox::inbox_drained(h, bounds),
         crate::bounds::ack_latency(h, bounds.ack_p50_ms),
         crate::bounds::reconnect_load(h),
         crate::presence::presence_load(h),

@@ -96,6 +96,9 @@ pub struct History {
     /// Devices per user (index 0 is the primary phone); 0 is read as 1.
     #[serde(default)]
     pub devices_per_user: u8,
+    /// What the inboxes still held when the run ended, (device, conversation, seq), in order.
+    #[serde(default)]
+    pub inbox_left: Vec<(DeviceId, ConvId, Seq)>,
     /// Every frame a server host received, bytes and all: what servers could see. Not part
     /// of the serialised history (the trace hash already covers every frame).
     #[serde(skip)]
@@ -126,6 +129,7 @@ impl History {
             users,
             end: 0,
             devices_per_user,
+            inbox_left: Vec::new(),
             server_frames: Vec::new(),
         }
     }

@@ -10,6 +10,7 @@
 //! - [`authz`]: `authz`, who may post to and read a group, and no posting as another user.
 //! - [`receipts`]: `receipts`, ✓✓ and read ticks that tell the truth and catch up.
 //! - [`presence`]: `presence_converges`, and the `presence_load` bound.
+//! - [`inbox`]: `inbox_drained`, no inbox entry outlives its device's taking of it.
 //! - [`bounds`]: cost checks (`reconnect_load`) for mistakes that show as load, not wrong answers.
 
 pub mod authz;
@@ -17,6 +18,7 @@ pub mod bounds;
 pub mod checkers;
 pub mod confidential;
 pub mod history;
+pub mod inbox;
 pub mod presence;
 pub mod receipts;
 

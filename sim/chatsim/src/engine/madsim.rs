@@ -797,6 +797,7 @@ async fn world(
     let samples = std::mem::take(&mut *sh.samples.lock().expect("never poisoned"));
     let (inbox_left, inbox_written) = {
         let d = sh.durable.lock().expect("never poisoned");
+        history.inbox_left = d.inbox_list();
         (d.inbox_entries(), d.inbox_written())
     };
 
