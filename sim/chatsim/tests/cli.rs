@@ -69,6 +69,7 @@ fn two_processes_agree_on_the_trace_hash_and_the_json_has_the_promised_fields() 
             "authz",
             "receipts",
             "presence_converges",
+            "inbox_drained",
             "ack_latency",
             "reconnect_load",
             "presence_load"
