@@ -56,6 +56,9 @@ pub enum Bug {
     NoReconnectJitter,
     /// The shard sequences a group post without checking the sender is a member.
     NoMemberCheck,
+    /// Replicated storage counts one replica as a quorum: a write is acknowledged once one
+    /// replica has it, and a restarted coordinator rebuilds from the first replica to answer.
+    QuorumOfOne,
 }
 
 /// What the zoo says about one bug.
@@ -77,7 +80,7 @@ pub struct BugInfo {
 }
 
 /// Every bug in the zoo.
-pub const ZOO: [BugInfo; 20] = [
+pub const ZOO: [BugInfo; 21] = [
     BugInfo { bug: Bug::AckBeforePersist, name: "ack-before-persist", mistake: "the shard answers sent ✓ before storage has synced the message", caught_by: "no_loss", scenario: "shard-crash-after-persist", available: true },
     BugInfo { bug: Bug::OrderByTimestamp, name: "order-by-timestamp", mistake: "phones order a conversation by the sender's clock and show messages on arrival", caught_by: "conversation_order", scenario: "reconnect-storm", available: true },
     BugInfo { bug: Bug::NoClientDedup, name: "no-client-dedup", mistake: "phones show every copy they receive instead of dropping repeats by message id", caught_by: "exactly_once", scenario: "partition-heal", available: true },
@@ -98,6 +101,7 @@ pub const ZOO: [BugInfo; 20] = [
     BugInfo { bug: Bug::PresenceBroadcastAll, name: "presence-broadcast-all", mistake: "presence changes go to every user, not to those looking", caught_by: "presence_load", scenario: "presence", available: true },
     BugInfo { bug: Bug::NoReconnectJitter, name: "no-reconnect-jitter", mistake: "phones reconnect after fixed delays, all in lockstep", caught_by: "reconnect_load", scenario: "reconnect-storm", available: true },
     BugInfo { bug: Bug::NoMemberCheck, name: "no-member-check", mistake: "the shard sequences a group post without checking that the sender is a member", caught_by: "authz", scenario: "groups", available: true },
+    BugInfo { bug: Bug::QuorumOfOne, name: "quorum-of-one", mistake: "replicated storage acks a write on one replica and rebuilds from the first to answer", caught_by: "no_loss", scenario: "replica-crash", available: true },
 ];
 
 impl Bug {

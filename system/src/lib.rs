@@ -43,6 +43,7 @@ pub mod gateway;
 pub mod limits;
 pub mod proto;
 pub mod push;
+pub mod replica;
 pub mod routing;
 pub mod session;
 pub mod shard;
@@ -192,6 +193,11 @@ pub enum Effect {
     Disconnect,
     /// Storage: these operations are now durable; keep them outside the node.
     Persist(Vec<StorageOp>),
+    /// Storage coordinator: its view was rebuilt from the replicas; it replaces what earlier
+    /// `Persist` effects built up (the engine keeps it for reports only).
+    Rebuilt(Box<storage::StorageState>),
+    /// Replica: these operations are synced; keep them outside the node.
+    PersistOps(Vec<(proto::OpId, StorageOp)>),
     /// Session service: this change is now durable; keep it outside the node.
     PersistSession(session::SessionChange),
     /// Device: something the user could see, for the history.
@@ -418,6 +424,9 @@ pub struct Deployment {
     /// The push provider's behaviour.
     #[serde(default)]
     pub push: PushSpec,
+    /// Storage replicas behind the storage coordinator (0: storage is one durable node).
+    #[serde(default)]
+    pub replicas: u16,
     /// Every device's public key (the stand-in for a key server).
     pub keys: std::collections::BTreeMap<proto::DeviceId, [u8; 32]>,
 }

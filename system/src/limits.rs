@@ -122,6 +122,15 @@ pub const LOOKUP_TIMEOUT_MS: Millis = 2_000;
 /// stand-in for an fsync). Writes are acknowledged only after the sync.
 pub const STORAGE_SYNC_MS: Millis = 2;
 
+/// A storage coordinator sends a replica again what it has not acknowledged after this long.
+pub const REPLICATE_RETRY_MS: Millis = 500;
+/// A storage coordinator rebuilding its view asks a replica that has not answered again after
+/// this long.
+pub const READ_OPS_RETRY_MS: Millis = 1_000;
+/// A page of operations a replica hands its coordinator stays under this many bytes (a group
+/// text with a sealed key per member device is about 300 KiB on its own).
+pub const OPS_PAGE_BYTES: usize = 512 * 1024;
+
 /// Largest frame on the wire, in bytes; bigger frames are a protocol error.
 pub const FRAME_BYTES_MAX: usize = 1 << 20;
 /// Largest message body, in bytes (Signal's limit is 96 KiB).

@@ -107,8 +107,10 @@ pub enum Host {
     Session,
     /// A chat shard owning conversations by hash.
     Shard(u16),
-    /// A storage node.
+    /// A storage node: the whole store, or (with replicas) the coordinator in front of them.
     Storage(u16),
+    /// A storage replica: keeps the log of storage operations the coordinator sends it.
+    Replica(u16),
     /// The push provider (APNs / FCM).
     Push,
     /// A phone or companion device.
@@ -502,6 +504,50 @@ pub enum StorageOp {
         /// Sequence number of the entry.
         seq: Seq,
     },
+    /// A storage coordinator began its term (replicated storage; changes nothing else). Kept
+    /// on a quorum before the coordinator writes anything, so the next one's read sees it and
+    /// picks a higher term.
+    Term {
+        /// The term.
+        term: u64,
+    },
+}
+
+impl StorageOp {
+    /// About how many bytes this takes on the wire: what pages of replicated operations are
+    /// cut by (a group text carries a sealed key per member device).
+    pub fn approx_bytes(&self) -> usize {
+        const ENTRY: usize = 16;
+        64 + match self {
+            StorageOp::Append {
+                msg,
+                recipients,
+                fanout,
+                ..
+            } => {
+                msg.body.len()
+                    + msg.keys.iter().map(|k| k.1.len() + ENTRY).sum::<usize>()
+                    + (recipients.len() + fanout.len()) * ENTRY
+            }
+            StorageOp::FanoutStep { devices, .. }
+            | StorageOp::Receipt {
+                notify: devices, ..
+            } => devices.len() * ENTRY,
+            _ => 0,
+        }
+    }
+}
+
+/// A replicated storage operation's place in the one order every replica applies them in:
+/// the coordinator's term, then its counter within the term.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct OpId {
+    /// The coordinator's term (each life of the coordinator has a higher one).
+    pub term: u64,
+    /// Counter within the term.
+    pub n: u64,
 }
 
 fn yes() -> bool {
@@ -873,6 +919,32 @@ pub enum Rpc {
         /// The messages found.
         msgs: Vec<Message>,
     },
+    /// Coordinator -> replica: keep this operation (repeats of an id are harmless).
+    Replicate {
+        /// Its place in the order.
+        id: OpId,
+        /// The operation.
+        op: StorageOp,
+    },
+    /// Replica -> coordinator: these operations are synced here.
+    Replicated {
+        /// Which.
+        ids: Vec<OpId>,
+    },
+    /// Coordinator -> replica: the operations you hold after `after`, a page at a time.
+    ReadOps {
+        /// Where the last page ended (`None`: from the start).
+        after: Option<OpId>,
+    },
+    /// Replica -> coordinator: a page of its synced operations, in order.
+    Ops {
+        /// The page.
+        ops: Vec<(OpId, StorageOp)>,
+        /// More follow.
+        more: bool,
+    },
+    /// Replica -> coordinator: I restarted; send me again what I have not acknowledged.
+    ReplicaUp,
 }
 
 /// A server-to-server message with its sender, as it travels on the wire.
@@ -920,6 +992,7 @@ impl fmt::Display for Host {
             Host::Push => write!(f, "push"),
             Host::Shard(i) => write!(f, "shard-{}", i + 1),
             Host::Storage(i) => write!(f, "storage-{}", i + 1),
+            Host::Replica(i) => write!(f, "replica-{}", i + 1),
             Host::Device(d) => write!(f, "device-{d}"),
         }
     }

@@ -17,18 +17,31 @@
 //! deciding takeovers against its own clock and refusing appends and fan-out steps under a
 //! stale epoch (the fence that keeps a paused shard's late writes out).
 //!
+//! With replicas ([`Storage::replicated`]), this node keeps nothing itself: it is the
+//! coordinator in front of `Deployment::replicas` [`crate::replica`]s, making the decisions
+//! above against its in-memory view. Each operation goes to every replica under an [`OpId`]
+//! (term, counter), and is acknowledged (and applied to the view, so read) once a majority has
+//! synced it. A restarted coordinator reads every operation from a majority, applies their
+//! union in id order, writes again what fewer than a majority of those had, and opens a
+//! higher term before serving; requests wait meanwhile. A majority write and a majority read
+//! always share a replica, so nothing acknowledged is missing from a rebuilt view.
+//!
 //! Inputs: `Rpc` (`LoadConv`, `Append`, `FanoutStep`, `ReadFanouts`, `FindMsg`, `ReadInbox`,
 //! `ReadLog`, `ReadPending`, `DeleteInbox`, `PutReceipt`, `ReceiptSeen`, `ReadQueuedReceipts`,
-//! `Lease`) and `Timeout` (the sync). Outputs: `Rpc` answers and `Persist`.
+//! `Lease`; from replicas `Replicated`, `Ops`, `ReplicaUp`) and `Timeout` (the sync, the
+//! replication retry). Outputs: `Rpc` answers, `Persist` and `Rebuilt`.
 
 use crate::bugs::{Bug, Bugs};
-use crate::limits::{FANOUT_JOBS_PAGE, RECEIPTS_PAGE_MAX, SHARD_LEASE_MS, STORAGE_SYNC_MS};
+use crate::limits::{
+    FANOUT_JOBS_PAGE, READ_OPS_RETRY_MS, RECEIPTS_PAGE_MAX, REPLICATE_RETRY_MS, SHARD_LEASE_MS,
+    STORAGE_SYNC_MS,
+};
 use crate::proto::{
-    ConvId, DeviceId, Host, InboxCursor, LeaseView, Message, Millis, MsgId, Receipt, ReceiptKind,
-    Rpc, Seq, StorageOp, UserId,
+    ConvId, DeviceId, Host, InboxCursor, LeaseView, Message, Millis, MsgId, OpId, Receipt,
+    ReceiptKind, Rpc, Seq, StorageOp, UserId,
 };
 use crate::routing::shard_for_conv;
-use crate::{Effect, Input, Machine};
+use crate::{Deployment, Effect, Input, Machine};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The durable contents of a storage node. The engine keeps a copy of this outside the node,
@@ -157,6 +170,7 @@ impl StorageState {
                     }
                 }
             }
+            StorageOp::Term { .. } => {}
         }
     }
 
@@ -253,6 +267,50 @@ struct Buffered {
     reply: Option<(Host, Rpc)>,
     /// A conversation to load for this host once the buffer is durable.
     load: Option<(Host, ConvId)>,
+    /// With replicas: the id the operation was sent out under (`None`: not sent yet, or no
+    /// operation).
+    id: Option<OpId>,
+}
+
+/// A coordinator's dealings with its replicas.
+#[derive(Clone, Debug)]
+struct Replication {
+    replicas: u16,
+    /// Acknowledgements that make a write durable, and answers that make a rebuild complete
+    /// (a majority: any two majorities share a replica).
+    quorum: usize,
+    term: u64,
+    next: u64,
+    /// Leading buffer entries already sent out.
+    sent: usize,
+    /// Replicas that acknowledged each operation in flight.
+    acks: BTreeMap<OpId, BTreeSet<u16>>,
+    retry_at: Option<Millis>,
+    /// Set while the view is being rebuilt; requests wait in `deferred` meanwhile.
+    rebuild: Option<Rebuild>,
+    deferred: Vec<(Host, Rpc)>,
+}
+
+/// One replica's answers to a rebuild's read.
+#[derive(Clone, Debug, Default)]
+struct ReplicaRead {
+    ops: Vec<(OpId, StorageOp)>,
+    /// Where its last page ended.
+    last: Option<OpId>,
+    done: bool,
+}
+
+/// Rebuilding the view after a (re)start: read every operation from a quorum of replicas,
+/// then make sure what was read is on a quorum before serving from it.
+#[derive(Clone, Debug, Default)]
+struct Rebuild {
+    /// Per replica: what it has answered so far.
+    read: BTreeMap<u16, ReplicaRead>,
+    /// Phase two: operations being written again (read from fewer than a quorum, and the new
+    /// term's opening), with who acknowledged them.
+    repair: BTreeMap<OpId, (StorageOp, BTreeSet<u16>)>,
+    /// The view the read produced, served once the repair is done.
+    view: Option<StorageState>,
 }
 
 /// A storage node.
@@ -263,6 +321,8 @@ pub struct Storage {
     sync_at: Option<Millis>,
     /// Only with `unfenced-failover`: any shard's append is a blind put at its sequence number.
     unfenced: bool,
+    /// With replicas: this node keeps nothing itself and coordinates them.
+    repl: Option<Replication>,
 }
 
 impl Storage {
@@ -273,7 +333,37 @@ impl Storage {
             buffer: Vec::new(),
             sync_at: None,
             unfenced: false,
+            repl: None,
         }
+    }
+
+    /// A coordinator in front of `topo.replicas` replicas: it starts empty, rebuilds its view
+    /// from them, and acknowledges a write once a quorum has synced it.
+    pub fn replicated(topo: &Deployment) -> Storage {
+        let quorum = if topo.bugs.has(Bug::QuorumOfOne) {
+            1
+        } else {
+            usize::from(topo.replicas) / 2 + 1
+        };
+        Storage {
+            repl: Some(Replication {
+                replicas: topo.replicas,
+                quorum,
+                term: 0,
+                next: 0,
+                sent: 0,
+                acks: BTreeMap::new(),
+                retry_at: Some(0),
+                rebuild: Some(Rebuild::default()),
+                deferred: Vec::new(),
+            }),
+            ..Storage::with_bugs(StorageState::default(), &topo.bugs)
+        }
+    }
+
+    /// Whether it is serving (a coordinator is not while it rebuilds its view).
+    pub fn serving(&self) -> bool {
+        self.repl.as_ref().is_none_or(|r| r.rebuild.is_none())
     }
 
     /// The same, with the bug-zoo switches that concern storage.
@@ -390,8 +480,20 @@ impl Storage {
             op,
             reply,
             load: None,
+            id: None,
         });
-        self.sync_at.get_or_insert(now + STORAGE_SYNC_MS);
+        self.arm_sync(now);
+    }
+
+    /// A single node syncs a little later, with whatever else came meanwhile (group commit);
+    /// a coordinator sends at once, and each replica groups its own syncs.
+    fn arm_sync(&mut self, now: Millis) {
+        let delay = if self.repl.is_some() {
+            0
+        } else {
+            STORAGE_SYNC_MS
+        };
+        self.sync_at.get_or_insert(now + delay);
     }
 
     fn buffered_append(&self, id: MsgId) -> Option<Seq> {
@@ -524,8 +626,12 @@ impl Storage {
         (page, next, more)
     }
 
-    fn sync(&mut self, out: &mut Vec<Effect>) {
+    fn sync(&mut self, now: Millis, out: &mut Vec<Effect>) {
         self.sync_at = None;
+        if self.repl.is_some() {
+            self.send_out(now, out);
+            return self.commit(out);
+        }
         let buffer = std::mem::take(&mut self.buffer);
         let mut ops = Vec::new();
         let mut replies = Vec::new();
@@ -551,6 +657,265 @@ impl Storage {
         }
     }
 
+    /// Send the buffer's new operations to every replica, each under the next id.
+    fn send_out(&mut self, now: Millis, out: &mut Vec<Effect>) {
+        let repl = self.repl.as_mut().expect("only a coordinator sends out");
+        for b in &mut self.buffer[repl.sent..] {
+            if let Some(op) = &b.op {
+                repl.next += 1;
+                let id = OpId {
+                    term: repl.term,
+                    n: repl.next,
+                };
+                b.id = Some(id);
+                repl.acks.insert(id, BTreeSet::new());
+                for r in 0..repl.replicas {
+                    let rpc = Rpc::Replicate { id, op: op.clone() };
+                    out.push(Effect::Rpc {
+                        to: Host::Replica(r),
+                        rpc,
+                    });
+                }
+            }
+        }
+        repl.sent = self.buffer.len();
+        if !repl.acks.is_empty() {
+            repl.retry_at.get_or_insert(now + REPLICATE_RETRY_MS);
+        }
+    }
+
+    /// Apply and answer, in order, every leading buffered entry a quorum has: the view (and
+    /// so every read) only ever holds what a quorum has synced.
+    fn commit(&mut self, out: &mut Vec<Effect>) {
+        let repl = self.repl.as_mut().expect("only a coordinator commits");
+        let ready = self.buffer[..repl.sent]
+            .iter()
+            .take_while(|b| {
+                b.id.is_none_or(|id| repl.acks.get(&id).is_some_and(|a| a.len() >= repl.quorum))
+            })
+            .count();
+        if ready == 0 {
+            return;
+        }
+        repl.sent -= ready;
+        let done: Vec<Buffered> = self.buffer.drain(..ready).collect();
+        for id in done.iter().filter_map(|b| b.id) {
+            repl.acks.remove(&id);
+        }
+        if repl.acks.is_empty() {
+            repl.retry_at = None;
+        }
+        let mut ops = Vec::new();
+        let mut replies = Vec::new();
+        for b in done {
+            if let Some(op) = b.op {
+                self.durable.apply(&op);
+                ops.push(op);
+            }
+            replies.extend(b.reply);
+            if let Some((to, conv)) = b.load {
+                replies.push((to, self.conv_loaded(conv)));
+            }
+        }
+        if !ops.is_empty() {
+            out.push(Effect::Persist(ops));
+        }
+        for (to, rpc) in replies {
+            out.push(Effect::Rpc { to, rpc });
+        }
+    }
+
+    /// What a replica says, to a coordinator.
+    fn on_replica(&mut self, now: Millis, r: u16, rpc: Rpc, out: &mut Vec<Effect>) {
+        let repl = self
+            .repl
+            .as_mut()
+            .expect("only a coordinator hears replicas");
+        match rpc {
+            Rpc::Replicated { ids } => {
+                if let Some(rb) = repl.rebuild.as_mut() {
+                    for id in ids {
+                        if let Some((_, acks)) = rb.repair.get_mut(&id) {
+                            acks.insert(r);
+                        }
+                    }
+                    return self.finish_repair(now, out);
+                }
+                for id in ids {
+                    if let Some(acks) = repl.acks.get_mut(&id) {
+                        acks.insert(r);
+                    }
+                }
+                self.commit(out);
+            }
+            Rpc::Ops { ops, more } => {
+                let Some(rb) = repl.rebuild.as_mut() else {
+                    return;
+                };
+                if rb.view.is_some() {
+                    return; // The read is over.
+                }
+                let entry = rb.read.entry(r).or_default();
+                if entry.done {
+                    return; // A repeated last page.
+                }
+                // A page continues the read only if it starts past where the last one ended
+                // (a retried request can bring the same page twice).
+                if let (Some(last), Some((first, _))) = (entry.last, ops.first()) {
+                    if *first <= last {
+                        return;
+                    }
+                }
+                if let Some((id, _)) = ops.last() {
+                    entry.last = Some(*id);
+                }
+                entry.ops.extend(ops);
+                if more {
+                    let after = entry.last;
+                    out.push(Effect::Rpc {
+                        to: Host::Replica(r),
+                        rpc: Rpc::ReadOps { after },
+                    });
+                } else {
+                    entry.done = true;
+                    self.finish_read(now, out);
+                }
+            }
+            Rpc::ReplicaUp => {
+                if let Some(rb) = repl.rebuild.as_mut() {
+                    if rb.view.is_none() {
+                        // Its earlier answers may be from before it lost unsynced writes.
+                        rb.read.remove(&r);
+                        out.push(Effect::Rpc {
+                            to: Host::Replica(r),
+                            rpc: Rpc::ReadOps { after: None },
+                        });
+                    }
+                }
+                self.resend(Some(r), out);
+            }
+            _ => {}
+        }
+    }
+
+    /// Send again what `only` (or every replica) has not acknowledged.
+    fn resend(&self, only: Option<u16>, out: &mut Vec<Effect>) {
+        let repl = self.repl.as_ref().expect("only a coordinator resends");
+        let targets = |acks: &BTreeSet<u16>| -> Vec<u16> {
+            (0..repl.replicas)
+                .filter(|r| only.is_none_or(|o| o == *r) && !acks.contains(r))
+                .collect()
+        };
+        let mut send = |id: OpId, op: &StorageOp, acks: &BTreeSet<u16>| {
+            for r in targets(acks) {
+                let rpc = Rpc::Replicate { id, op: op.clone() };
+                out.push(Effect::Rpc {
+                    to: Host::Replica(r),
+                    rpc,
+                });
+            }
+        };
+        if let Some(rb) = &repl.rebuild {
+            for (id, (op, acks)) in &rb.repair {
+                send(*id, op, acks);
+            }
+            return;
+        }
+        for b in &self.buffer[..repl.sent] {
+            if let (Some(id), Some(op)) = (b.id, &b.op) {
+                if let Some(acks) = repl.acks.get(&id) {
+                    send(id, op, acks);
+                }
+            }
+        }
+    }
+
+    /// A quorum of replicas has been read through: rebuild the view from what they hold
+    /// together, in id order, and write again what fewer than a quorum of them had (it may
+    /// have been acknowledged to nobody, but it is served from now on, so it must survive the
+    /// next rebuild too), along with the opening of a new, higher term.
+    fn finish_read(&mut self, now: Millis, out: &mut Vec<Effect>) {
+        let repl = self.repl.as_mut().expect("only a coordinator rebuilds");
+        let rb = repl.rebuild.as_mut().expect("called while rebuilding");
+        let done: Vec<u16> = rb
+            .read
+            .iter()
+            .filter(|(_, e)| e.done)
+            .map(|(r, _)| *r)
+            .collect();
+        if done.len() < repl.quorum {
+            return;
+        }
+        let mut union: BTreeMap<OpId, (StorageOp, usize)> = BTreeMap::new();
+        for r in &done {
+            for (id, op) in std::mem::take(&mut rb.read.get_mut(r).expect("listed").ops) {
+                union.entry(id).or_insert((op, 0)).1 += 1;
+            }
+        }
+        let mut view = StorageState::default();
+        union.values().for_each(|(op, _)| view.apply(op));
+        let term = union.keys().map(|id| id.term).max().unwrap_or(0) + 1;
+        repl.term = term;
+        repl.next = 0;
+        rb.repair = union
+            .into_iter()
+            .filter(|(_, (_, n))| *n < repl.quorum)
+            .map(|(id, (op, _))| (id, (op, BTreeSet::new())))
+            .collect();
+        rb.repair.insert(
+            OpId { term, n: 0 },
+            (StorageOp::Term { term }, BTreeSet::new()),
+        );
+        rb.view = Some(view);
+        self.resend(None, out);
+        if let Some(repl) = self.repl.as_mut() {
+            repl.retry_at = Some(now + REPLICATE_RETRY_MS);
+        }
+    }
+
+    /// Serve once every repaired operation is on a quorum.
+    fn finish_repair(&mut self, now: Millis, out: &mut Vec<Effect>) {
+        let repl = self.repl.as_mut().expect("only a coordinator rebuilds");
+        let rb = repl.rebuild.as_ref().expect("called while rebuilding");
+        if rb.view.is_none() || rb.repair.values().any(|(_, a)| a.len() < repl.quorum) {
+            return;
+        }
+        let rb = repl.rebuild.take().expect("checked above");
+        repl.retry_at = None;
+        self.durable = rb.view.expect("checked above");
+        out.push(Effect::Rebuilt(Box::new(self.durable.clone())));
+        let deferred = std::mem::take(&mut repl.deferred);
+        for (from, rpc) in deferred {
+            self.on_rpc(now, from, rpc, out);
+        }
+    }
+
+    /// The retry timer: ask replicas that have not answered a rebuild's read again, and send
+    /// again what replicas have not acknowledged.
+    fn on_retry(&mut self, now: Millis, out: &mut Vec<Effect>) {
+        let repl = self.repl.as_mut().expect("only a coordinator retries");
+        repl.retry_at = None;
+        if let Some(rb) = repl.rebuild.as_mut() {
+            if rb.view.is_none() {
+                for r in 0..repl.replicas {
+                    let e = rb.read.entry(r).or_default();
+                    if !e.done {
+                        out.push(Effect::Rpc {
+                            to: Host::Replica(r),
+                            rpc: Rpc::ReadOps { after: e.last },
+                        });
+                    }
+                }
+                repl.retry_at = Some(now + READ_OPS_RETRY_MS);
+                return;
+            }
+            repl.retry_at = Some(now + REPLICATE_RETRY_MS);
+        } else if !repl.acks.is_empty() {
+            repl.retry_at = Some(now + REPLICATE_RETRY_MS);
+        }
+        self.resend(None, out);
+    }
+
     fn on_rpc(&mut self, now: Millis, from: Host, rpc: Rpc, out: &mut Vec<Effect>) {
         match rpc {
             Rpc::LoadConv { conv } => {
@@ -567,8 +932,9 @@ impl Storage {
                         op: None,
                         reply: None,
                         load: Some((from, conv)),
+                        id: None,
                     });
-                    self.sync_at.get_or_insert(now + STORAGE_SYNC_MS);
+                    self.arm_sync(now);
                 }
             }
             Rpc::FindMsg { conv, id } => {
@@ -826,14 +1192,33 @@ impl Storage {
 impl Machine for Storage {
     fn handle(&mut self, now: Millis, input: Input, out: &mut Vec<Effect>) {
         match input {
-            Input::Rpc { from, rpc } => self.on_rpc(now, from, rpc, out),
-            Input::Timeout if self.sync_at.is_some_and(|at| at <= now) => self.sync(out),
+            Input::Rpc {
+                from: Host::Replica(r),
+                rpc,
+            } if self.repl.is_some() => self.on_replica(now, r, rpc, out),
+            Input::Rpc { from, rpc } => match self.repl.as_mut() {
+                Some(repl) if repl.rebuild.is_some() => repl.deferred.push((from, rpc)),
+                _ => self.on_rpc(now, from, rpc, out),
+            },
+            Input::Timeout => {
+                if self.sync_at.is_some_and(|at| at <= now) {
+                    self.sync(now, out);
+                }
+                let retry = self.repl.as_ref().and_then(|r| r.retry_at);
+                if retry.is_some_and(|at| at <= now) {
+                    self.on_retry(now, out);
+                }
+            }
             _ => {}
         }
     }
 
     fn poll_timeout(&self) -> Option<Millis> {
-        self.sync_at
+        let retry = self.repl.as_ref().and_then(|r| r.retry_at);
+        match (self.sync_at, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 

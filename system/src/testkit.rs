@@ -7,6 +7,7 @@ use crate::device::Device;
 use crate::gateway::Gateway;
 use crate::proto::{ConnId, DeviceId, Host, Millis, Rpc, UserId};
 use crate::push::Push;
+use crate::replica::{Replica, ReplicaLog};
 use crate::session::{Session, SessionTable};
 use crate::shard::Shard;
 use crate::storage::{Storage, StorageState};
@@ -27,6 +28,8 @@ pub struct Cluster {
     session: Session,
     shards: Vec<Shard>,
     storage: Storage,
+    replicas: Vec<Replica>,
+    replica_logs: Vec<ReplicaLog>,
     push: Push,
     durable: StorageState,
     session_durable: SessionTable,
@@ -69,7 +72,11 @@ impl Cluster {
             shards: (0..topo.shards)
                 .map(|i| Shard::new(i, topo.clone()))
                 .collect(),
-            storage: Storage::with_bugs(StorageState::default(), &topo.bugs),
+            storage: Self::new_storage(&topo, StorageState::default()),
+            replicas: (0..topo.replicas)
+                .map(|_| Replica::new(ReplicaLog::default()))
+                .collect(),
+            replica_logs: vec![ReplicaLog::default(); usize::from(topo.replicas)],
             push: Push::new(topo.clone(), 1),
             durable: StorageState::default(),
             session_durable: SessionTable::new(),
@@ -86,7 +93,25 @@ impl Cluster {
         }
     }
 
-    /// What storage would keep if it crashed now.
+    fn new_storage(topo: &Deployment, durable: StorageState) -> Storage {
+        if topo.replicas > 0 {
+            Storage::replicated(topo)
+        } else {
+            Storage::with_bugs(durable, &topo.bugs)
+        }
+    }
+
+    /// What a replica would keep if it crashed now.
+    pub fn replica_log(&self, i: u16) -> &ReplicaLog {
+        &self.replica_logs[usize::from(i)]
+    }
+
+    /// Whether storage is serving (a coordinator is not while it rebuilds its view).
+    pub fn storage_serving(&self) -> bool {
+        self.storage.serving()
+    }
+
+    /// What storage would keep if it crashed now (with replicas: the coordinator's view).
     pub fn durable(&self) -> &StorageState {
         &self.durable
     }
@@ -102,6 +127,7 @@ impl Cluster {
             Host::Session => &mut self.session,
             Host::Shard(i) => self.shards.get_mut(usize::from(i))?,
             Host::Storage(_) => &mut self.storage,
+            Host::Replica(i) => self.replicas.get_mut(usize::from(i))?,
             Host::Push => &mut self.push,
             Host::Device(d) => self.devices.get_mut(&d)?,
         })
@@ -207,6 +233,10 @@ impl Cluster {
             (Host::Storage(_), Effect::Persist(ops)) => {
                 ops.iter().for_each(|op| self.durable.apply(op))
             }
+            (Host::Storage(_), Effect::Rebuilt(view)) => self.durable = *view,
+            (Host::Replica(i), Effect::PersistOps(ops)) => {
+                self.replica_logs[usize::from(i)].apply(&ops)
+            }
             (h, e) => panic!("{h} produced an effect it has no business producing: {e:?}"),
         }
     }
@@ -239,8 +269,10 @@ impl Cluster {
                 self.session = Session::new(self.topo.clone(), self.session_durable.clone())
             }
             Host::Shard(s) => self.shards[usize::from(s)] = Shard::new(s, self.topo.clone()),
-            Host::Storage(_) => {
-                self.storage = Storage::with_bugs(self.durable.clone(), &self.topo.bugs)
+            Host::Storage(_) => self.storage = Self::new_storage(&self.topo, self.durable.clone()),
+            Host::Replica(i) => {
+                let log = self.replica_logs[usize::from(i)].clone();
+                self.replicas[usize::from(i)] = Replica::new(log);
             }
             Host::Push => self.push = Push::new(self.topo.clone(), 1),
             Host::Device(_) => panic!("devices do not crash in this harness"),
@@ -257,6 +289,12 @@ impl Cluster {
                 (self.storage.poll_timeout(), Host::Storage(0)),
                 (self.push.poll_timeout(), Host::Push),
             ])
+            .chain(
+                self.replicas
+                    .iter()
+                    .zip(0..)
+                    .map(|(r, i)| (r.poll_timeout(), Host::Replica(i))),
+            )
             .chain(
                 self.shards
                     .iter()
@@ -1241,5 +1279,99 @@ mod tests {
         c.run_for(3_000);
         assert_eq!(texts(&c, user(4)), vec!["one", "two", "three"]);
         assert_eq!(c.durable().inbox_entries(), 0);
+    }
+
+    fn replicated() -> Deployment {
+        Deployment {
+            replicas: 3,
+            ..topo()
+        }
+    }
+
+    fn acks(c: &Cluster) -> usize {
+        c.seen(A, |o| matches!(o, Observation::Acked { .. }))
+            .count()
+    }
+
+    /// How many replicas hold `n` messages or more.
+    fn replicas_with(c: &Cluster, n: usize) -> usize {
+        (0..3)
+            .filter(|r| c.replica_log(*r).state().messages() >= n)
+            .count()
+    }
+
+    // Replicated storage: every acked message is synced on a quorum, and crashing replicas and
+    // the coordinator over and over (each crash losing unsynced writes) loses nothing.
+    #[test]
+    fn replica_and_coordinator_crashes_lose_no_acked_message() {
+        let mut c = Cluster::new(replicated());
+        c.run_for(1_000);
+        assert!(c.storage_serving());
+        for i in 0..12u32 {
+            send(&mut c, A, B, &format!("m{i}"));
+            c.run_for(3);
+            let victim = match i % 4 {
+                3 => Host::Storage(0),
+                r => Host::Replica(r as u16),
+            };
+            c.crash(victim);
+            c.run_for(40);
+        }
+        c.run_for(30_000);
+        let bodies: Vec<String> = displayed(&c, B).into_iter().map(|d| d.1).collect();
+        let want: Vec<String> = (0..12).map(|i| format!("m{i}")).collect();
+        let mut sorted = bodies.clone();
+        sorted.sort();
+        let mut want_sorted = want;
+        want_sorted.sort();
+        assert_eq!(sorted, want_sorted);
+        assert_eq!(acks(&c), 12);
+        assert!(replicas_with(&c, 12) >= 2, "a quorum holds every message");
+        assert_eq!(c.durable().messages(), 12);
+    }
+
+    // With one replica reachable there is no quorum: nothing is acked (and nothing lost); the
+    // write completes once a second replica is back.
+    #[test]
+    fn without_a_quorum_nothing_is_acked_until_one_returns() {
+        let mut c = Cluster::new(replicated());
+        c.run_for(1_000);
+        c.freeze(Host::Replica(1));
+        c.freeze(Host::Replica(2));
+        send(&mut c, A, B, "waits");
+        c.run_for(3_000);
+        assert_eq!(acks(&c), 0);
+        assert!(replicas_with(&c, 1) <= 1, "no quorum holds it");
+        c.thaw(Host::Replica(2));
+        c.run_for(3_000);
+        assert_eq!(acks(&c), 1);
+        assert_eq!(displayed(&c, B).len(), 1);
+    }
+
+    // The same story with `quorum-of-one`: the write is acked on one replica; the coordinator
+    // restarts and rebuilds from the two that lack it, and the acked message is gone from the
+    // store (the sender's retry was answered long ago: nobody sends it again).
+    #[test]
+    fn with_a_quorum_of_one_a_rebuild_forgets_an_acked_message() {
+        let mut topo = replicated();
+        topo.bugs = [crate::bugs::Bug::QuorumOfOne].into_iter().collect();
+        let mut c = Cluster::new(topo);
+        c.run_for(1_000);
+        c.act(B, Action::GoOffline);
+        c.freeze(Host::Replica(1));
+        c.freeze(Host::Replica(2));
+        send(&mut c, A, B, "acked on one");
+        c.run_for(3_000);
+        assert_eq!(acks(&c), 1, "acked with one replica");
+        c.freeze(Host::Replica(0));
+        c.thaw(Host::Replica(1));
+        c.thaw(Host::Replica(2));
+        c.crash(Host::Storage(0));
+        c.run_for(3_000);
+        assert!(c.storage_serving());
+        assert_eq!(c.durable().messages(), 0, "the rebuilt store lost it");
+        c.act(B, Action::GoOnline);
+        c.run_for(5_000);
+        assert!(displayed(&c, B).is_empty());
     }
 }

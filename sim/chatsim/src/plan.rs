@@ -51,6 +51,7 @@ pub fn server_hosts(s: &Scenario) -> Vec<Host> {
     hosts.push(Host::Session);
     hosts.extend((0..t.shards).map(Host::Shard));
     hosts.push(Host::Storage(0));
+    hosts.extend((0..t.replicas).map(Host::Replica));
     hosts.push(Host::Push);
     hosts
 }
@@ -62,6 +63,7 @@ pub fn role_of(h: Host) -> Role {
         Host::Session => Role::Session,
         Host::Shard(_) => Role::Shard,
         Host::Storage(_) => Role::Storage,
+        Host::Replica(_) => Role::Replica,
         Host::Push => Role::Push,
         Host::Device(_) => Role::Device,
     }
@@ -401,8 +403,7 @@ fn writer(rng: &mut ChaCha8Rng, from: u32, per_user: u8) -> DeviceId {
 }
 
 fn host(s: &Scenario, name: &str) -> Host {
-    parse_host(name, s.topology.gateways, s.topology.shards)
-        .expect("validated when the scenario was loaded")
+    parse_host(name, &s.topology).expect("validated when the scenario was loaded")
 }
 
 fn side(s: &Scenario, names: &[String]) -> Vec<Host> {

@@ -134,6 +134,10 @@ pub struct TopologySpec {
     /// inboxes (0, the default: every group fans out on write).
     #[serde(default)]
     pub fanout_on_read_over: u32,
+    /// Storage replicas behind the storage coordinator (0, the default: storage is one
+    /// durable node; otherwise an odd number from 3 to 7, with majority quorums).
+    #[serde(default)]
+    pub replicas: u16,
 }
 
 fn one_device() -> u8 {
@@ -313,7 +317,7 @@ impl ScheduledEvent {
 
 /// Parse a host name as the simulator prints it (`gateway-1`, `session`, `shard-2`,
 /// `storage-1`), checking it exists in a topology with `gateways` and `shards`.
-pub fn parse_host(name: &str, gateways: u16, shards: u16) -> Option<chatsim_system::proto::Host> {
+pub fn parse_host(name: &str, t: &TopologySpec) -> Option<chatsim_system::proto::Host> {
     use chatsim_system::proto::Host;
     if name == "session" {
         return Some(Host::Session);
@@ -324,9 +328,10 @@ pub fn parse_host(name: &str, gateways: u16, shards: u16) -> Option<chatsim_syst
     let (role, n) = name.rsplit_once('-')?;
     let i = n.parse::<u16>().ok()?.checked_sub(1)?;
     match role {
-        "gateway" if i < gateways => Some(Host::Gateway(i)),
-        "shard" if i < shards => Some(Host::Shard(i)),
+        "gateway" if i < t.gateways => Some(Host::Gateway(i)),
+        "shard" if i < t.shards => Some(Host::Shard(i)),
         "storage" if i == 0 => Some(Host::Storage(0)),
+        "replica" if i < t.replicas => Some(Host::Replica(i)),
         _ => None,
     }
 }
@@ -485,8 +490,10 @@ pub enum Role {
     Session,
     /// Chat shards.
     Shard,
-    /// Storage.
+    /// Storage (the coordinator, with replicas).
     Storage,
+    /// Storage replicas.
+    Replica,
     /// The push provider.
     Push,
 }
@@ -569,6 +576,16 @@ impl Scenario {
                 p,
                 "topology.shards",
                 format!("must be between 1 and 64, is {}", t.shards),
+            ));
+        }
+        if t.replicas != 0 && !(t.replicas % 2 == 1 && (3..=7).contains(&t.replicas)) {
+            return Err(invalid(
+                p,
+                "topology.replicas",
+                format!(
+                    "must be 0 (one storage node) or an odd number from 3 to 7 (a majority must be a quorum), is {}",
+                    t.replicas
+                ),
             ));
         }
         let devices_max = 1 + chatsim_system::limits::COMPANIONS_MAX;
@@ -787,15 +804,13 @@ impl Scenario {
             )),
         };
         let host_ok = |h: &str, name: &str| {
-            parse_host(h, t.gateways, t.shards)
-                .map(|_| ())
-                .ok_or_else(|| {
-                    invalid(
-                        p,
-                        &field(name),
-                        format!("`{h}` is not a host of this topology"),
-                    )
-                })
+            parse_host(h, t).map(|_| ()).ok_or_else(|| {
+                invalid(
+                    p,
+                    &field(name),
+                    format!("`{h}` is not a host of this topology"),
+                )
+            })
         };
         if e.device.is_some_and(|d| d >= t.devices_per_user) {
             return Err(invalid(
@@ -917,6 +932,7 @@ impl Scenario {
                 Role::Gateway => usize::from(t.gateways),
                 Role::Shard => usize::from(t.shards),
                 Role::Session | Role::Storage | Role::Push => 1,
+                Role::Replica => usize::from(t.replicas),
                 Role::Device => 0,
             })
             .sum()
@@ -990,5 +1006,7 @@ duration_ms = [10, 100]
                 .contains("`run.liveness_ms`")
         );
         assert!(err("description = 3").contains("x.toml: "));
+        let e = err(&GOOD.replace("shards = 2", "shards = 2\nreplicas = 2"));
+        assert!(e.contains("`topology.replicas`") && e.contains("majority"), "{e}");
     }
 }

@@ -488,6 +488,7 @@ fn role_name(r: Role) -> &'static str {
         Role::Session => "session",
         Role::Shard => "shard",
         Role::Storage => "storage",
+        Role::Replica => "replica",
         Role::Push => "push",
     }
 }
@@ -536,8 +537,8 @@ fn scenario_text(
     let tp = &s.topology;
     let _ = writeln!(
         t,
-        "\n[topology]\nusers = {}\ngateways = {}\nshards = {}\ndevices_per_user = {}\nfanout_on_read_over = {}",
-        tp.users, tp.gateways, tp.shards, tp.devices_per_user, tp.fanout_on_read_over
+        "\n[topology]\nusers = {}\ngateways = {}\nshards = {}\ndevices_per_user = {}\nfanout_on_read_over = {}\nreplicas = {}",
+        tp.users, tp.gateways, tp.shards, tp.devices_per_user, tp.fanout_on_read_over, tp.replicas
     );
     let n = &s.network;
     let _ = writeln!(

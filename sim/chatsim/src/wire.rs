@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use chatsim_system::limits::FRAME_BYTES_MAX;
-use chatsim_system::proto::{ConvId, Down, Envelope, Host, Millis, MsgId, Rpc, Seq, Up};
+use chatsim_system::proto::{ConvId, Down, Envelope, Host, Millis, MsgId, Rpc, Seq, StorageOp, Up};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -213,6 +213,21 @@ pub fn describe(w: &Wire) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
                 None,
                 None,
             ),
+            Rpc::Replicate { id, op } => {
+                let key = match op {
+                    StorageOp::Append { msg, .. } => Some((msg.conv, msg.seq)),
+                    _ => None,
+                };
+                (format!("Replicate {}.{}", id.term, id.n), None, key)
+            }
+            Rpc::Replicated { ids } => (format!("Replicated ({})", ids.len()), None, None),
+            Rpc::ReadOps { .. } => ("ReadOps".into(), None, None),
+            Rpc::Ops { ops, more } => (
+                format!("Ops ({}{})", ops.len(), if *more { ", more" } else { "" }),
+                None,
+                None,
+            ),
+            Rpc::ReplicaUp => ("ReplicaUp".into(), None, None),
         },
     }
 }

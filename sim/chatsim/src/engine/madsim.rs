@@ -22,6 +22,7 @@ use chatsim_system::device::Device;
 use chatsim_system::gateway::Gateway;
 use chatsim_system::proto::{ConnId, DeviceId, Envelope, Host, Millis, Rpc, UserId};
 use chatsim_system::push::Push;
+use chatsim_system::replica::{Replica, ReplicaLog};
 use chatsim_system::session::{Session, SessionTable};
 use chatsim_system::shard::Shard;
 use chatsim_system::storage::{Storage, StorageState};
@@ -56,6 +57,7 @@ pub fn addr_of(host: Host) -> SocketAddr {
         Host::Push => Ipv4Addr::new(10, 5, 0, 1),
         Host::Shard(i) => Ipv4Addr::new(10, 3, 0, i as u8 + 1),
         Host::Storage(i) => Ipv4Addr::new(10, 4, 0, i as u8 + 1),
+        Host::Replica(i) => Ipv4Addr::new(10, 4, 1, i as u8 + 1),
         Host::Device(d) => {
             let u = d.user.0;
             Ipv4Addr::new(
@@ -75,7 +77,10 @@ struct Shared {
     topo: Deployment,
     seed: u64,
     history: Mutex<History>,
+    /// Storage's durable state (with replicas: the coordinator's view, for reports only).
     durable: Mutex<StorageState>,
+    /// Each replica's synced operations.
+    replica_logs: Mutex<BTreeMap<u16, ReplicaLog>>,
     session_durable: Mutex<SessionTable>,
     digest: Mutex<Sha256>,
     frames: AtomicU64,
@@ -339,9 +344,18 @@ fn new_machine(host: Host, sh: &Shared) -> Box<dyn Machine> {
         )),
         Host::Shard(i) => Box::new(Shard::new(i, topo)),
         Host::Push => Box::new(Push::new(topo, derive_seed(sh.seed, 0x7075_7368))),
+        Host::Storage(_) if topo.replicas > 0 => Box::new(Storage::replicated(&topo)),
         Host::Storage(_) => Box::new(Storage::with_bugs(
             sh.durable.lock().expect("never poisoned").clone(),
             &topo.bugs,
+        )),
+        Host::Replica(i) => Box::new(Replica::new(
+            sh.replica_logs
+                .lock()
+                .expect("never poisoned")
+                .get(&i)
+                .cloned()
+                .unwrap_or_default(),
         )),
         Host::Device(_) => unreachable!("devices run device_main"),
     }
@@ -454,6 +468,14 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
                 Effect::Persist(ops) => {
                     let mut d = sh.durable.lock().expect("never poisoned");
                     ops.iter().for_each(|op| d.apply(op));
+                }
+                Effect::Rebuilt(view) => *sh.durable.lock().expect("never poisoned") = *view,
+                Effect::PersistOps(ops) => {
+                    let mut logs = sh.replica_logs.lock().expect("never poisoned");
+                    let Host::Replica(i) = host else {
+                        unreachable!("only replicas persist operations")
+                    };
+                    logs.entry(i).or_default().apply(&ops);
                 }
                 e @ (Effect::Connect { .. }
                 | Effect::Up(_)
@@ -618,6 +640,7 @@ pub async fn simulate(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) ->
         shards: scenario.topology.shards,
         devices_per_user: scenario.topology.devices_per_user,
         fanout_on_read_over: scenario.topology.fanout_on_read_over,
+        replicas: scenario.topology.replicas,
         push: scenario.push.spec(),
         bugs,
         keys: Default::default(),
@@ -647,6 +670,7 @@ async fn world(
         seed,
         history: Mutex::new(History::with_devices(users, devices_per_user)),
         durable: Mutex::new(StorageState::default()),
+        replica_logs: Mutex::new(BTreeMap::new()),
         session_durable: Mutex::new(SessionTable::new()),
         digest: Mutex::new(Sha256::new()),
         frames: AtomicU64::new(0),

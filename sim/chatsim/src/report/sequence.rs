@@ -77,8 +77,8 @@ fn fault_hosts(f: &Fault) -> Vec<Host> {
     }
 }
 
-/// Lane order: devices first, then gateways, the session service, shards, storage, the push
-/// provider.
+/// Lane order: devices first, then gateways, the session service, shards, storage, its
+/// replicas, the push provider.
 fn lane_rank(h: &Host) -> (u8, Host) {
     let r = match h {
         Host::Device(_) => 0,
@@ -86,7 +86,8 @@ fn lane_rank(h: &Host) -> (u8, Host) {
         Host::Session => 2,
         Host::Shard(_) => 3,
         Host::Storage(_) => 4,
-        Host::Push => 5,
+        Host::Replica(_) => 5,
+        Host::Push => 6,
     };
     (r, *h)
 }
