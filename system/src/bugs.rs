@@ -59,6 +59,9 @@ pub enum Bug {
     /// Replicated storage counts one replica as a quorum: a write is acknowledged once one
     /// replica has it, and a restarted coordinator rebuilds from the first replica to answer.
     QuorumOfOne,
+    /// Storage takes a direct message sealed for whatever devices the sender knew, so one
+    /// that never heard of a newly linked device leaves it without a copy.
+    StaleDeviceList,
 }
 
 /// What the zoo says about one bug.
@@ -80,7 +83,7 @@ pub struct BugInfo {
 }
 
 /// Every bug in the zoo.
-pub const ZOO: [BugInfo; 21] = [
+pub const ZOO: [BugInfo; 22] = [
     BugInfo { bug: Bug::AckBeforePersist, name: "ack-before-persist", mistake: "the shard answers sent ✓ before storage has synced the message", caught_by: "no_loss", scenario: "shard-crash-after-persist", available: true },
     BugInfo { bug: Bug::OrderByTimestamp, name: "order-by-timestamp", mistake: "phones order a conversation by the sender's clock and show messages on arrival", caught_by: "conversation_order", scenario: "reconnect-storm", available: true },
     BugInfo { bug: Bug::NoClientDedup, name: "no-client-dedup", mistake: "phones show every copy they receive instead of dropping repeats by message id", caught_by: "exactly_once", scenario: "partition-heal", available: true },
@@ -101,6 +104,7 @@ pub const ZOO: [BugInfo; 21] = [
     BugInfo { bug: Bug::PresenceBroadcastAll, name: "presence-broadcast-all", mistake: "presence changes go to every user, not to those looking", caught_by: "presence_load", scenario: "presence", available: true },
     BugInfo { bug: Bug::NoReconnectJitter, name: "no-reconnect-jitter", mistake: "phones reconnect after fixed delays, all in lockstep", caught_by: "reconnect_load", scenario: "reconnect-storm", available: true },
     BugInfo { bug: Bug::NoMemberCheck, name: "no-member-check", mistake: "the shard sequences a group post without checking that the sender is a member", caught_by: "authz", scenario: "groups", available: true },
+    BugInfo { bug: Bug::StaleDeviceList, name: "stale-device-list", mistake: "a message sealed for the sender's stale device list is stored, leaving a newly linked device without a copy", caught_by: "no_loss", scenario: "device-added", available: true },
     BugInfo { bug: Bug::QuorumOfOne, name: "quorum-of-one", mistake: "replicated storage acks a write on one replica and rebuilds from the first to answer", caught_by: "no_loss", scenario: "replica-crash", available: true },
 ];
 

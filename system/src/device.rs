@@ -75,6 +75,8 @@ struct Outgoing {
 #[derive(Clone, Debug)]
 enum Slot {
     Theirs(Message, Path),
+    /// Stored before this device was linked: not sealed for it, nothing to show.
+    BeforeMyTime,
     /// One of ours, stored; a membership change of ours is applied when the view reaches it.
     Mine(MsgId, Option<GroupOp>),
 }
@@ -200,6 +202,13 @@ pub struct Device {
     holes: BTreeMap<ConvId, Seq>,
     /// The conversation the user has open on this device (what it shows is read at once).
     open: Option<ConvId>,
+    /// Linked to its user's account (false until `Action::Link` for a device added mid-run).
+    linked: bool,
+    /// Storage has our link (a late device asks on every connection until it does).
+    link_stored: bool,
+    /// Devices added mid-run that we know are linked (storage refused a message of ours
+    /// without their copy): we seal for them from now on.
+    known_late: BTreeSet<DeviceId>,
     /// Receipts owed, per (conversation, kind).
     receipts_out: BTreeMap<(ConvId, ReceiptKind), ReceiptOut>,
     /// Shown but not read yet: conversation -> seq -> sender device.
@@ -216,7 +225,8 @@ impl Device {
     /// case it connects on its first `Timeout`). `seed` drives its generator.
     pub fn new(id: DeviceId, topo: Deployment, seed: u64, online: bool) -> Device {
         let mut timers = Timers::default();
-        if online {
+        let linked = !topo.late_devices.contains(&id);
+        if online && linked {
             timers.set(Timer::Reconnect, 0);
         }
         let keys = crate::e2e::keypair(seed);
@@ -251,6 +261,9 @@ impl Device {
             subscribed: false,
             holes: BTreeMap::new(),
             open: None,
+            linked,
+            link_stored: linked,
+            known_late: BTreeSet::new(),
             receipts_out: BTreeMap::new(),
             unread: BTreeMap::new(),
             marks: BTreeMap::new(),
@@ -295,7 +308,9 @@ impl Device {
 
     /// Whether the phone wants a connection now: online, and in the foreground or woken.
     fn wants_link(&self, now: Millis) -> bool {
-        self.online && (!self.background || self.woken_until.is_some_and(|t| now < t))
+        self.linked
+            && self.online
+            && (!self.background || self.woken_until.is_some_and(|t| now < t))
     }
 
     fn schedule_reconnect(&mut self, now: Millis) {
@@ -458,6 +473,9 @@ impl Device {
                 epoch,
             },
         );
+        if !self.link_stored {
+            out.push(Effect::Up(Up::Link));
+        }
         if self.believes_drained {
             // "Queue empty" already fired, so the app sees no backlog to fetch.
             self.timers.set(Timer::Sync, now + INBOX_SYNC_MS);
@@ -539,6 +557,10 @@ impl Device {
         id: Option<MsgId>,
         out: &mut Vec<Effect>,
     ) {
+        if let Refusal::StaleDevices { device } = reason {
+            // Sealed again for it at the retry.
+            self.known_late.insert(device);
+        }
         if let (Refusal::StaleMembers { version }, Some(id)) = (reason, id) {
             // Behind on the membership: fetch up to the version the shard named rather than
             // wait for the change's fan-out to reach us.
@@ -594,6 +616,7 @@ impl Device {
         for (seq, slot) in ready {
             match slot {
                 Slot::Theirs(msg, path) => self.display(now, out, &msg, path),
+                Slot::BeforeMyTime => {}
                 Slot::Mine(_, Some(op)) => {
                     let view = self.convs.entry(conv).or_default();
                     let mut members = view.members.clone();
@@ -997,6 +1020,9 @@ impl Device {
         let tls_only = self.bug(Bug::TlsOnly);
         let mut copies = Vec::new();
         for to in self.topo.recipients(conv, self.id) {
+            if self.topo.late_devices.contains(&to) && !self.known_late.contains(&to) {
+                continue; // Not known to be linked (storage says so if it is).
+            }
             if tls_only {
                 copies.push((to, plaintext.to_vec()));
             } else if let Some(session) = self.session(to) {
@@ -1055,6 +1081,12 @@ impl Device {
                 jumped = true;
             }
         } else {
+            let mine = Bundle::decode(&msg.body).is_some_and(|b| b.copy_for(self.id).is_some());
+            if !mine && self.topo.late_devices.contains(&self.id) {
+                // Stored before we were linked, sealed for the devices there were then
+                // (storage refuses anything later without our copy): not ours to show.
+                return self.fill_slot(now, conv, seq, Slot::BeforeMyTime, out);
+            }
             match self.open(&msg) {
                 Some(plaintext) => msg.body = plaintext,
                 None => {
@@ -1124,6 +1156,12 @@ impl Device {
         self.last_heard = now;
         match frame {
             Down::Welcome { epoch } => self.on_welcome(now, epoch, out),
+            Down::Linked => {
+                if !self.link_stored {
+                    self.link_stored = true;
+                    Self::observe(out, Observation::Linked);
+                }
+            }
             Down::Refused { reason, id } => self.on_refused(now, reason, id, out),
             Down::Sent { conv, id, seq } => self.on_sent(now, conv, id, seq, out),
             Down::Deliver { msg, path } => self.on_deliver(now, msg, path, out),
@@ -1253,6 +1291,16 @@ impl Device {
                 if self.online && self.link == Link::Down {
                     self.reconnect_failures = 0;
                     self.connect(out);
+                }
+            }
+            Action::Link => {
+                if !self.linked {
+                    self.linked = true;
+                    self.online = true;
+                    self.reconnect_failures = 0;
+                    if self.link == Link::Down && self.wants_link(now) {
+                        self.connect(out);
+                    }
                 }
             }
             Action::OpenChat { conv } => self.open_chat(now, conv, out),

@@ -153,6 +153,8 @@ pub enum Action {
         /// Which.
         conv: ConvId,
     },
+    /// The user links this device (a companion added mid-run): until now it did nothing.
+    Link,
     /// The user leaves this conversation (nothing happens if another one is open by now).
     CloseChat {
         /// Which.
@@ -288,6 +290,8 @@ pub enum Observation {
     },
     /// The inbox drain reached the end.
     DrainComplete,
+    /// Storage has this device's link: messages sent to its user from now on reach it.
+    Linked,
     /// A delivered copy could not be opened (missing, or sealed for someone else).
     Undecryptable {
         /// Its id.
@@ -424,6 +428,11 @@ pub struct Deployment {
     /// The push provider's behaviour.
     #[serde(default)]
     pub push: PushSpec,
+    /// Devices that start unlinked and are added to their user's account mid-run (by
+    /// [`Action::Link`]); senders learn of them only when storage refuses a message without
+    /// their copy.
+    #[serde(default)]
+    pub late_devices: std::collections::BTreeSet<proto::DeviceId>,
     /// Storage replicas behind the storage coordinator (0: storage is one durable node).
     #[serde(default)]
     pub replicas: u16,

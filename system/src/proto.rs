@@ -331,6 +331,9 @@ pub enum Up {
     },
     /// Heartbeat.
     Ping,
+    /// This device was just linked to its user's account (a companion added mid-run): record
+    /// it, so every message to its user from now on must be sealed for it too.
+    Link,
 }
 
 /// Why a gateway or shard turned a request down.
@@ -355,6 +358,12 @@ pub enum Refusal {
     /// A membership change that makes no sense (adding a member, removing a non-member,
     /// creating a group that exists, naming a user who does not exist).
     BadGroupOp,
+    /// The message has no sealed copy for `device`, linked to a recipient's account since
+    /// the sender last looked (Signal's "mismatched devices"): seal for it too and retry.
+    StaleDevices {
+        /// The device missing a copy.
+        device: DeviceId,
+    },
 }
 
 /// Frames a gateway sends down to a device.
@@ -407,6 +416,8 @@ pub enum Down {
         /// Its last durable sequence number.
         last: Seq,
     },
+    /// The link is stored: from now on every message to this user is sealed for this device.
+    Linked,
     /// The reader's receipt is stored: stop retrying it.
     ReceiptAck {
         /// Conversation.
@@ -503,6 +514,12 @@ pub enum StorageOp {
         conv: ConvId,
         /// Sequence number of the entry.
         seq: Seq,
+    },
+    /// A device was linked to its user's account: appends to its user must carry a copy for
+    /// it from now on.
+    Link {
+        /// The device.
+        device: DeviceId,
     },
     /// A storage coordinator began its term (replicated storage; changes nothing else). Kept
     /// on a quorum before the coordinator writes anything, so the next one's read sees it and
@@ -918,6 +935,29 @@ pub enum Rpc {
         req: u64,
         /// The messages found.
         msgs: Vec<Message>,
+    },
+    /// Shard -> storage: a device was linked to its user (answered once durable).
+    Link {
+        /// The device.
+        device: DeviceId,
+        /// The gateway the device is on (for the answer).
+        via: u16,
+    },
+    /// Storage -> shard: the link is durable.
+    Linked {
+        /// The device.
+        device: DeviceId,
+        /// The gateway it was on.
+        via: u16,
+    },
+    /// Storage -> shard: the append was refused: no sealed copy for a linked `device`.
+    StaleDevices {
+        /// Conversation.
+        conv: ConvId,
+        /// The message.
+        id: MsgId,
+        /// A device missing its copy.
+        device: DeviceId,
     },
     /// Coordinator -> replica: keep this operation (repeats of an id are harmless).
     Replicate {

@@ -273,6 +273,23 @@ impl Shard {
             .is_some_and(|peer| peer != device.user && self.topo.has_user(peer))
     }
 
+    /// The recipients of a direct message `sender` sealed a copy for: a device linked after
+    /// it was stored (or, before that, unknown to the sender) has none and cannot open it.
+    /// Storage refuses a message missing a copy for a device linked before it.
+    fn sealed_recipients(
+        topo: &Deployment,
+        conv: ConvId,
+        sender: DeviceId,
+        body: &[u8],
+    ) -> Vec<DeviceId> {
+        let mut all = topo.recipients(conv, sender);
+        if !topo.late_devices.is_empty() {
+            let bundle = crate::e2e::Bundle::decode(body);
+            all.retain(|d| bundle.as_ref().is_some_and(|b| b.copy_for(*d).is_some()));
+        }
+        all
+    }
+
     fn refuse(
         device: DeviceId,
         gateway: u16,
@@ -331,7 +348,7 @@ impl Shard {
             let recipients = if self.topo.bugs.has(Bug::NoOfflineInbox) {
                 Vec::new()
             } else {
-                self.topo.recipients(conv, p.device)
+                Self::sealed_recipients(&self.topo, conv, p.device, &p.body)
             };
             return Ok(InFlight {
                 device: p.device,
@@ -583,7 +600,7 @@ impl Shard {
             // Durable: now, and only now, the sender may see ✓.
             Self::to_device(f.device, f.gateway, Down::Sent { conv, id, seq }, out);
             let msg = Message { seq, ..f.msg };
-            for device in self.topo.recipients(conv, f.device) {
+            for device in Self::sealed_recipients(&self.topo, conv, f.device, &msg.body) {
                 if self.topo.bugs.has(Bug::NoSessionService) {
                     // Without a directory the only gateway this shard knows is the sender's.
                     self.push(device, &msg, f.gateway, out);
@@ -851,6 +868,13 @@ impl Shard {
                 out.push(Effect::Rpc { to: STORAGE, rpc });
             }
             // The gateway takes these itself (subscriptions go to the session service).
+            Up::Link => {
+                let rpc = Rpc::Link {
+                    device,
+                    via: gateway,
+                };
+                out.push(Effect::Rpc { to: STORAGE, rpc });
+            }
             Up::Hello { .. } | Up::Ping | Up::Subscribe { .. } => {}
         }
     }
@@ -1040,6 +1064,19 @@ impl Shard {
                 self.timers.cancel(&Timer::Storage(conv));
                 self.pump(now, conv, out);
             }
+            Rpc::StaleDevices { conv, id, device } => {
+                let Some(c) = self.convs.get_mut(&conv) else {
+                    return;
+                };
+                let Some(f) = c.in_flight.take_if(|f| f.msg.id == id) else {
+                    return;
+                };
+                self.timers.cancel(&Timer::Storage(conv));
+                let reason = Refusal::StaleDevices { device };
+                Self::refuse(f.send.device, f.send.gateway, reason, Some(id), out);
+                self.pump(now, conv, out);
+            }
+            Rpc::Linked { device, via } => Self::to_device(device, via, Down::Linked, out),
             Rpc::MsgFound { conv, id, seq } => {
                 let Some(c) = self.convs.get_mut(&conv) else {
                     return;

@@ -63,6 +63,8 @@ pub struct StorageState {
     receipt_inbox: BTreeMap<DeviceId, BTreeMap<ReceiptKey, Seq>>,
     /// Shard slot leases: slot -> (owner host, epoch, until).
     leases: BTreeMap<u16, (u16, u64, Millis)>,
+    /// Devices linked to their user's account mid-run.
+    linked: BTreeSet<DeviceId>,
 }
 
 /// (conversation, reader device, kind): one receipt mark.
@@ -170,6 +172,9 @@ impl StorageState {
                     }
                 }
             }
+            StorageOp::Link { device } => {
+                self.linked.insert(*device);
+            }
             StorageOp::Term { .. } => {}
         }
     }
@@ -223,6 +228,21 @@ impl StorageState {
     /// Number of inbox entries over all devices.
     pub fn inbox_entries(&self) -> usize {
         self.inboxes.values().map(BTreeSet::len).sum()
+    }
+
+    /// A device linked mid-run to a member of direct conversation `msg.conv`, other than its
+    /// sender, that `msg` carries no sealed copy for.
+    pub fn missing_copy(&self, msg: &Message) -> Option<DeviceId> {
+        if msg.conv.is_group() || msg.event.is_some() {
+            return None;
+        }
+        let (a, b) = msg.conv.direct_members();
+        let bundle = crate::e2e::Bundle::decode(&msg.body);
+        self.linked
+            .iter()
+            .filter(|d| (d.user == a || d.user == b) && **d != msg.id.device)
+            .find(|d| bundle.as_ref().is_none_or(|b| b.copy_for(**d).is_none()))
+            .copied()
     }
 
     /// Every inbox entry, (device, conversation, seq), in order.
@@ -323,6 +343,8 @@ pub struct Storage {
     unfenced: bool,
     /// With replicas: this node keeps nothing itself and coordinates them.
     repl: Option<Replication>,
+    /// Only with `stale-device-list`: no check that a message has every linked device's copy.
+    any_devices: bool,
 }
 
 impl Storage {
@@ -334,6 +356,7 @@ impl Storage {
             sync_at: None,
             unfenced: false,
             repl: None,
+            any_devices: false,
         }
     }
 
@@ -370,6 +393,7 @@ impl Storage {
     pub fn with_bugs(durable: StorageState, bugs: &Bugs) -> Storage {
         Storage {
             unfenced: bugs.has(Bug::UnfencedFailover),
+            any_devices: bugs.has(Bug::StaleDeviceList),
             ..Storage::new(durable)
         }
     }
@@ -1045,6 +1069,14 @@ impl Storage {
                         duplicate: true,
                     };
                     self.buffer(now, None, Some((from, rpc)));
+                } else if let Some(device) = (!self.any_devices)
+                    .then(|| self.durable.missing_copy(&msg))
+                    .flatten()
+                {
+                    out.push(Effect::Rpc {
+                        to: from,
+                        rpc: Rpc::StaleDevices { conv, id, device },
+                    });
                 } else {
                     let last_seq = self.last_seq_incl_buffer(conv);
                     // A blind put, with the bug: whoever writes a number last wins it.
@@ -1069,6 +1101,10 @@ impl Storage {
                         self.buffer(now, Some(op), Some((from, rpc)));
                     }
                 }
+            }
+            Rpc::Link { device, via } => {
+                let reply = (from, Rpc::Linked { device, via });
+                self.buffer(now, Some(StorageOp::Link { device }), Some(reply));
             }
             Rpc::PutReceipt {
                 receipt,

@@ -1374,4 +1374,48 @@ mod tests {
         c.run_for(5_000);
         assert!(displayed(&c, B).is_empty());
     }
+
+    // A companion linked mid-conversation: the sender, who has never heard of it, is told by
+    // storage's refusal, seals again, and the companion shows what came after its link (and
+    // moves past what came before without a gap it waits on).
+    #[test]
+    fn a_device_linked_mid_conversation_gets_what_is_sent_after() {
+        let b1 = DeviceId {
+            user: UserId(1),
+            index: 1,
+        };
+        let mut topo = Deployment {
+            devices_per_user: 2,
+            ..topo()
+        };
+        topo.late_devices.insert(b1);
+        let mut c = Cluster::new(topo);
+        c.run_for(1_000);
+        send(&mut c, A, B, "before");
+        c.run_for(1_000);
+        c.act(b1, Action::Link);
+        c.run_for(1_000);
+        assert_eq!(c.seen(b1, |o| matches!(o, Observation::Linked)).count(), 1);
+        send(&mut c, A, B, "after");
+        c.run_for(5_000);
+        let refused = c.seen(A, |o| {
+            matches!(
+                o,
+                Observation::Refused {
+                    reason: crate::proto::Refusal::StaleDevices { device },
+                    ..
+                } if *device == b1
+            )
+        });
+        assert_eq!(refused.count(), 1);
+        let shown: Vec<String> = displayed(&c, b1).into_iter().map(|d| d.1).collect();
+        assert_eq!(shown, ["after"]);
+        assert_eq!(displayed(&c, B).len(), 2);
+        assert_eq!(
+            c.seen(b1, |o| matches!(o, Observation::Undecryptable { .. }))
+                .count(),
+            0
+        );
+        assert_eq!(c.device(A).outbox_len(), 0);
+    }
 }

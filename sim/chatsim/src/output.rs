@@ -125,6 +125,7 @@ pub fn replay_log(h: &History) -> String {
                     }
                     Observation::Disconnected { reason } => format!("disconnected ({reason:?})"),
                     Observation::DrainComplete => "inbox drained".to_string(),
+                    Observation::Linked => "linked to its user's account".to_string(),
                     Observation::Undecryptable { id, seq, .. } => {
                         format!("cannot open {id} seq {seq}")
                     }

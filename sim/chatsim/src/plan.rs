@@ -35,6 +35,18 @@ pub struct Plan {
     pub end_at: Millis,
 }
 
+impl Plan {
+    /// Devices the plan links mid-run: they start unlinked.
+    pub fn late_devices(&self) -> BTreeSet<DeviceId> {
+        let links = |acts: &Vec<(Millis, Action)>| acts.iter().any(|(_, a)| *a == Action::Link);
+        self.device
+            .iter()
+            .filter(|(_, acts)| links(acts))
+            .map(|(d, _)| *d)
+            .collect()
+    }
+}
+
 /// A seed for one component's generator, derived from the run seed so no two components draw
 /// the same stream (splitmix64's finaliser).
 pub fn derive_seed(seed: u64, salt: u64) -> u64 {
@@ -456,6 +468,7 @@ fn add_event(plan: &mut Plan, s: &Scenario, e: &ScheduledEvent) {
         EventAction::Close => Some(Action::CloseChat { conv: chat() }),
         EventAction::Background => Some(Action::Background),
         EventAction::Foreground => Some(Action::Foreground),
+        EventAction::Link => Some(Action::Link),
         EventAction::Offline => Some(Action::GoOffline),
         EventAction::Online => Some(Action::GoOnline),
         EventAction::Drop => Some(Action::DropConnection),
@@ -553,6 +566,7 @@ pub fn plan_events(plan: &Plan) -> Vec<ScheduledEvent> {
                 }
                 Action::Background => e.action = EventAction::Background,
                 Action::Foreground => e.action = EventAction::Foreground,
+                Action::Link => e.action = EventAction::Link,
                 Action::GoOffline => e.action = EventAction::Offline,
                 Action::GoOnline => e.action = EventAction::Online,
                 Action::DropConnection => e.action = EventAction::Drop,
@@ -614,7 +628,8 @@ pub fn device_fault(d: DeviceId, a: &Action) -> Option<Fault> {
         | Action::OpenChat { .. }
         | Action::CloseChat { .. }
         | Action::Background
-        | Action::Foreground => None,
+        | Action::Foreground
+        | Action::Link => None,
     }
 }
 

@@ -253,6 +253,9 @@ pub enum EventAction {
     Background,
     /// `user` brings the app on `device` back.
     Foreground,
+    /// `user` links `device` (a companion, index 1 or more) to their account: it does nothing
+    /// before, and is owed only what is sent after.
+    Link,
 }
 
 /// One explicit event.
@@ -358,6 +361,7 @@ pub fn action_name(a: EventAction) -> &'static str {
         EventAction::Close => "close",
         EventAction::Background => "background",
         EventAction::Foreground => "foreground",
+        EventAction::Link => "link",
     }
 }
 
@@ -898,6 +902,16 @@ impl Scenario {
             | EventAction::Unsilent => {
                 user_ok(e.user, "user")?;
             }
+            EventAction::Link => {
+                user_ok(e.user, "user")?;
+                if e.device.is_none_or(|d| d == 0) {
+                    return Err(invalid(
+                        p,
+                        &field("device"),
+                        "`link` adds a companion: name its index (1 or more; 0 is the phone the account was made on)",
+                    ));
+                }
+            }
             EventAction::Kill | EventAction::Restart | EventAction::Clog | EventAction::Unclog => {
                 host_ok(e.host.as_deref().unwrap_or(""), "host")?;
             }
@@ -1007,6 +1021,9 @@ duration_ms = [10, 100]
         );
         assert!(err("description = 3").contains("x.toml: "));
         let e = err(&GOOD.replace("shards = 2", "shards = 2\nreplicas = 2"));
-        assert!(e.contains("`topology.replicas`") && e.contains("majority"), "{e}");
+        assert!(
+            e.contains("`topology.replicas`") && e.contains("majority"),
+            "{e}"
+        );
     }
 }

@@ -156,7 +156,8 @@ fn pair_key(e: &ScheduledEvent) -> Option<(bool, String)> {
         | EventAction::Drop
         | EventAction::CreateGroup
         | EventAction::AddMember
-        | EventAction::RemoveMember => None,
+        | EventAction::RemoveMember
+        | EventAction::Link => None,
     }
 }
 
@@ -173,7 +174,8 @@ fn starts_of(a: EventAction) -> &'static str {
         | EventAction::Drop
         | EventAction::CreateGroup
         | EventAction::AddMember
-        | EventAction::RemoveMember => "",
+        | EventAction::RemoveMember
+        | EventAction::Link => "",
     }
 }
 

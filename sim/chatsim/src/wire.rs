@@ -61,6 +61,7 @@ fn describe_up(up: &Up) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
         Up::Drain { .. } => ("Drain".into(), None, None),
         Up::Fetch { from, to, .. } => (format!("Fetch {from}..={to}"), None, None),
         Up::Pull { .. } => ("Pull".into(), None, None),
+        Up::Link => ("Link".into(), None, None),
         Up::Subscribe { user: Some(u) } => (format!("Subscribe {u}"), None, None),
         Up::Subscribe { user: None } => ("Unsubscribe".into(), None, None),
         Up::Receipt { kind, upto, .. } => (format!("Receipt {kind:?} ≤{upto}"), None, None),
@@ -99,6 +100,7 @@ fn describe_down(down: &Down) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) 
             };
             (format!("Presence {user} {what}"), None, None)
         }
+        Down::Linked => ("Linked".into(), None, None),
         Down::ReceiptAck { kind, upto, .. } => (format!("ReceiptAck {kind:?} ≤{upto}"), None, None),
         Down::Receipt { receipt } => (
             format!(
@@ -228,6 +230,11 @@ pub fn describe(w: &Wire) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
                 None,
             ),
             Rpc::ReplicaUp => ("ReplicaUp".into(), None, None),
+            Rpc::Link { device, .. } => (format!("Link {device}"), None, None),
+            Rpc::Linked { device, .. } => (format!("Linked {device}"), None, None),
+            Rpc::StaleDevices { id, device, .. } => {
+                (format!("StaleDevices {device}"), Some(*id), None)
+            }
         },
     }
 }

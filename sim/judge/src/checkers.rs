@@ -130,10 +130,14 @@ pub fn no_loss(h: &History) -> Verdict {
     let ix = Index::build(h);
     let shown = FirstDisplays::build(h);
     let groups = h.memberships();
+    let links = h.links();
     let mut violations = Vec::new();
     let mut checked = 0;
     for ack in first_acks(h, &ix) {
         for r in h.recipients_at(&groups, ack.conv, ack.seq, ack.id.device) {
+            if !links.owed(r, ack.id) {
+                continue;
+            }
             checked += 1;
             if shown.by_msg.contains_key(&(r, ack.msg)) {
                 continue;
@@ -375,9 +379,13 @@ pub fn liveness(h: &History, bounds: Bounds) -> Verdict {
     }
 
     let groups = h.memberships();
+    let links = h.links();
     for ack in &acks {
         let due = deadline(ack.t);
         for r in h.recipients_at(&groups, ack.conv, ack.seq, ack.id.device) {
+            if !links.owed(r, ack.id) {
+                continue;
+            }
             let detail = match shown.by_msg.get(&(r, ack.msg)) {
                 Some(&d) if d <= due => None,
                 Some(&d) => Some(format!(
@@ -944,6 +952,41 @@ mod tests {
             v.checked,
             liveness(&clean(), BOUNDS).checked + 1,
             "only the in-time ack is judged"
+        );
+    }
+
+    // A device linked mid-run is owed what was sent after its link, not before.
+    #[test]
+    fn a_late_device_is_owed_only_what_was_sent_after_its_link() {
+        let companion = DeviceId {
+            user: UserId(1),
+            index: 1,
+        };
+        let mut h = History::with_devices(3, 2);
+        h.end = 10_000;
+        // The sender's own companion is linked later too (and never mentioned again).
+        let own = DeviceId {
+            user: UserId(0),
+            index: 1,
+        };
+        h.late_devices = vec![companion, own];
+        // Before the link: shown on the phone only, and nobody minds.
+        sent(&mut h, 100, 0, 1, 1, "early");
+        acked(&mut h, 110, 0, 1, 1, 1);
+        shown(&mut h, 120, 1, 0, 1, 1, "early");
+        h.observe(1_000, companion, Observation::Linked);
+        assert!(no_loss(&h).holds);
+        // After it: the companion must show it too.
+        sent(&mut h, 2_000, 0, 2, 1, "late");
+        acked(&mut h, 2_010, 0, 2, 1, 2);
+        shown(&mut h, 2_020, 1, 0, 2, 2, "late");
+        let v = no_loss(&h);
+        assert!(!v.holds);
+        assert_eq!(v.violations.len(), 1);
+        assert!(
+            v.violations[0].detail.contains("u1.d1"),
+            "{:?}",
+            v.violations
         );
     }
 }

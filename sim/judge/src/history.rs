@@ -96,6 +96,10 @@ pub struct History {
     /// Devices per user (index 0 is the primary phone); 0 is read as 1.
     #[serde(default)]
     pub devices_per_user: u8,
+    /// Devices added to their user's account mid-run: owed only what was sent after storage
+    /// had their link (their `Linked`).
+    #[serde(default)]
+    pub late_devices: Vec<DeviceId>,
     /// What the inboxes still held when the run ended, (device, conversation, seq), in order.
     #[serde(default)]
     pub inbox_left: Vec<(DeviceId, ConvId, Seq)>,
@@ -129,6 +133,7 @@ impl History {
             users,
             end: 0,
             devices_per_user,
+            late_devices: Vec::new(),
             inbox_left: Vec::new(),
             server_frames: Vec::new(),
         }
@@ -259,9 +264,55 @@ impl History {
             .collect()
     }
 
+    /// Who is owed what, as far as devices added mid-run go (see [`Links`]).
+    pub fn links(&self) -> Links {
+        let mut links = Links {
+            late: self.late_devices.iter().copied().collect(),
+            ..Links::default()
+        };
+        for r in &self.records {
+            let Event::Device { device, obs } = &r.event else {
+                continue;
+            };
+            match obs {
+                Observation::Linked => {
+                    links.linked.entry(*device).or_insert(r.t);
+                }
+                Observation::Sent { id, .. } if !links.late.is_empty() => {
+                    links.sent.entry(*id).or_insert(r.t);
+                }
+                _ => {}
+            }
+        }
+        links
+    }
+
     /// All devices in the run.
     pub fn devices(&self) -> impl Iterator<Item = DeviceId> + '_ {
         (0..self.users).flat_map(|u| self.devices_of(UserId(u)))
+    }
+}
+
+/// When each device added mid-run was linked, and when each message was sent: such a device
+/// is owed a message only if the user pressed send after its link was stored (a message sent
+/// earlier may still reach it, if its append came later, but need not).
+#[derive(Clone, Debug, Default)]
+pub struct Links {
+    late: BTreeSet<DeviceId>,
+    linked: BTreeMap<DeviceId, Millis>,
+    sent: BTreeMap<MsgId, Millis>,
+}
+
+impl Links {
+    /// Whether `device` is owed message `id`.
+    pub fn owed(&self, device: DeviceId, id: MsgId) -> bool {
+        if !self.late.contains(&device) {
+            return true;
+        }
+        match (self.linked.get(&device), self.sent.get(&id)) {
+            (Some(linked), Some(sent)) => linked <= sent,
+            _ => false,
+        }
     }
 }
 

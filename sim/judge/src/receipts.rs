@@ -150,6 +150,7 @@ pub fn receipts(h: &History, bounds: Bounds) -> Verdict {
             }
         }
     }
+    let links = h.links();
     let owed = |reader: DeviceId, conv: ConvId, seq: Seq, sender: DeviceId| {
         reader != sender
             && reader.user != sender.user
@@ -190,7 +191,7 @@ pub fn receipts(h: &History, bounds: Bounds) -> Verdict {
                     continue;
                 };
                 for (&seq, &id) in texts.range(before + 1..=rc.upto) {
-                    if !owed(rc.reader, rc.conv, seq, s) {
+                    if !owed(rc.reader, rc.conv, seq, s) || !links.owed(rc.reader, id) {
                         continue;
                     }
                     checked += 1;

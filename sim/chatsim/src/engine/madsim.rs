@@ -644,6 +644,7 @@ pub async fn simulate(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) ->
         push: scenario.push.spec(),
         bugs,
         keys: Default::default(),
+        late_devices: plan.late_devices(),
     };
     let mut topo = topo;
     topo.keys = (0..topo.users)
@@ -664,11 +665,15 @@ async fn world(
     let net = madsim::net::NetSim::current();
     let users = topo.users;
     let devices_per_user = topo.devices_per_user;
+    let late_devices = topo.late_devices.iter().copied().collect();
     let sh = Arc::new(Shared {
         t0: Instant::now(),
         topo,
         seed,
-        history: Mutex::new(History::with_devices(users, devices_per_user)),
+        history: Mutex::new(History {
+            late_devices,
+            ..History::with_devices(users, devices_per_user)
+        }),
         durable: Mutex::new(StorageState::default()),
         replica_logs: Mutex::new(BTreeMap::new()),
         session_durable: Mutex::new(SessionTable::new()),
