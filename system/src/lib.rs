@@ -433,11 +433,26 @@ pub struct Deployment {
     /// their copy.
     #[serde(default)]
     pub late_devices: std::collections::BTreeSet<proto::DeviceId>,
+    /// What storage keeps once a message is delivered.
+    #[serde(default)]
+    pub storage_model: StorageModel,
     /// Storage replicas behind the storage coordinator (0: storage is one durable node).
     #[serde(default)]
     pub replicas: u16,
     /// Every device's public key (the stand-in for a key server).
     pub keys: std::collections::BTreeMap<proto::DeviceId, [u8; 32]>,
+}
+
+/// What storage keeps of a conversation once it is delivered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StorageModel {
+    /// Server history (Matrix, Slack): the log keeps every message; devices can sync from it.
+    #[default]
+    History,
+    /// Relay (WhatsApp): a text is deleted once every device it was parked for has taken it;
+    /// history lives on the devices. Groups read from their log keep theirs.
+    Relay,
 }
 
 /// How the push provider behaves: how late a push arrives, and how many are lost.

@@ -41,7 +41,7 @@ use crate::proto::{
     ReceiptKind, Rpc, Seq, StorageOp, UserId,
 };
 use crate::routing::shard_for_conv;
-use crate::{Deployment, Effect, Input, Machine};
+use crate::{Deployment, Effect, Input, Machine, StorageModel};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The durable contents of a storage node. The engine keeps a copy of this outside the node,
@@ -65,6 +65,11 @@ pub struct StorageState {
     leases: BTreeMap<u16, (u16, u64, Millis)>,
     /// Devices linked to their user's account mid-run.
     linked: BTreeSet<DeviceId>,
+    /// The relay model: a text's body is deleted once every device it was parked for has
+    /// taken it (history lives on the devices).
+    relay: bool,
+    /// Relay: inbox entries of each message not yet taken.
+    outstanding: BTreeMap<(ConvId, Seq), u32>,
 }
 
 /// (conversation, reader device, kind): one receipt mark.
@@ -111,10 +116,15 @@ impl StorageState {
                 if *park && self.fanouts.contains_key(&(*conv, *seq)) {
                     self.park(devices, *conv, *seq);
                 }
-                if let Some((all, cursor, _)) = self.fanouts.get_mut(&(*conv, *seq)) {
+                if let Some((all, cursor, parks)) = self.fanouts.get_mut(&(*conv, *seq)) {
                     *cursor = (*cursor).max(*next);
                     if *cursor as usize >= all.len() {
+                        let parks = *parks;
                         self.fanouts.remove(&(*conv, *seq));
+                        // Every entry it parked may be taken already.
+                        if self.relay && parks && !self.outstanding.contains_key(&(*conv, *seq)) {
+                            self.forget(*conv, *seq);
+                        }
                     }
                 }
             }
@@ -125,17 +135,14 @@ impl StorageState {
                 if r.kind == ReceiptKind::Delivered {
                     // The reader has everything of this conversation up to the mark: its
                     // inbox entries there are done with, even if their acks were lost.
-                    if let Some(inbox) = self.inboxes.get_mut(&r.reader) {
-                        let done: Vec<_> = inbox
+                    let done: Vec<_> = self.inboxes.get(&r.reader).map_or(Vec::new(), |inbox| {
+                        inbox
                             .range((r.conv, 0)..=(r.conv, r.upto))
                             .copied()
-                            .collect();
-                        for e in done {
-                            inbox.remove(&e);
-                        }
-                        if inbox.is_empty() {
-                            self.inboxes.remove(&r.reader);
-                        }
+                            .collect()
+                    });
+                    for (conv, seq) in done {
+                        self.remove_entry(r.reader, conv, seq);
                     }
                 }
                 for d in notify {
@@ -164,14 +171,7 @@ impl StorageState {
             } => {
                 self.leases.insert(*slot, (*owner, *epoch, *until));
             }
-            StorageOp::DeleteInbox { device, conv, seq } => {
-                if let Some(inbox) = self.inboxes.get_mut(device) {
-                    inbox.remove(&(*conv, *seq));
-                    if inbox.is_empty() {
-                        self.inboxes.remove(device);
-                    }
-                }
-            }
+            StorageOp::DeleteInbox { device, conv, seq } => self.remove_entry(*device, *conv, *seq),
             StorageOp::Link { device } => {
                 self.linked.insert(*device);
             }
@@ -179,12 +179,65 @@ impl StorageState {
         }
     }
 
+    /// An empty store of the given model.
+    pub fn new(model: StorageModel) -> StorageState {
+        StorageState {
+            relay: model == StorageModel::Relay,
+            ..StorageState::default()
+        }
+    }
+
     fn park(&mut self, devices: &[DeviceId], conv: ConvId, seq: Seq) {
         for d in devices {
             if self.inboxes.entry(*d).or_default().insert((conv, seq)) {
                 self.parked += 1;
+                if self.relay {
+                    *self.outstanding.entry((conv, seq)).or_default() += 1;
+                }
             }
         }
+    }
+
+    /// An inbox entry of (`conv`, `seq`) was taken: with the relay model, the last one takes
+    /// the body with it (unless a fan-out job still has devices to park it for).
+    fn taken(&mut self, conv: ConvId, seq: Seq) {
+        let Some(n) = self.outstanding.get_mut(&(conv, seq)) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.outstanding.remove(&(conv, seq));
+            if !self.fanouts.contains_key(&(conv, seq)) {
+                self.forget(conv, seq);
+            }
+        }
+    }
+
+    fn forget(&mut self, conv: ConvId, seq: Seq) {
+        if let Some(m) = self.logs.get_mut(&conv).and_then(|l| l.get_mut(&seq)) {
+            if m.event.is_none() {
+                m.body = Vec::new();
+                m.keys = Vec::new();
+            }
+        }
+    }
+
+    fn remove_entry(&mut self, device: DeviceId, conv: ConvId, seq: Seq) {
+        if let Some(inbox) = self.inboxes.get_mut(&device) {
+            if inbox.remove(&(conv, seq)) {
+                if inbox.is_empty() {
+                    self.inboxes.remove(&device);
+                }
+                self.taken(conv, seq);
+            }
+        }
+    }
+
+    /// Texts whose bodies storage still keeps (the relay model deletes delivered ones).
+    pub fn bodies_kept(&self) -> usize {
+        let logs = self.logs.values().flat_map(|l| l.values());
+        logs.filter(|m| m.event.is_none() && !m.body.is_empty())
+            .count()
     }
 
     /// Inbox entries written over the node's life (each counted once).
@@ -380,7 +433,15 @@ impl Storage {
                 rebuild: Some(Rebuild::default()),
                 deferred: Vec::new(),
             }),
-            ..Storage::with_bugs(StorageState::default(), &topo.bugs)
+            ..Storage::with_bugs(StorageState::new(topo.storage_model), &topo.bugs)
+        }
+    }
+
+    fn model(&self) -> StorageModel {
+        if self.durable.relay {
+            StorageModel::Relay
+        } else {
+            StorageModel::History
         }
     }
 
@@ -859,6 +920,7 @@ impl Storage {
     /// have been acknowledged to nobody, but it is served from now on, so it must survive the
     /// next rebuild too), along with the opening of a new, higher term.
     fn finish_read(&mut self, now: Millis, out: &mut Vec<Effect>) {
+        let model = self.model();
         let repl = self.repl.as_mut().expect("only a coordinator rebuilds");
         let rb = repl.rebuild.as_mut().expect("called while rebuilding");
         let done: Vec<u16> = rb
@@ -876,7 +938,7 @@ impl Storage {
                 union.entry(id).or_insert((op, 0)).1 += 1;
             }
         }
-        let mut view = StorageState::default();
+        let mut view = StorageState::new(model);
         union.values().for_each(|(op, _)| view.apply(op));
         let term = union.keys().map(|id| id.term).max().unwrap_or(0) + 1;
         repl.term = term;

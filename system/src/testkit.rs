@@ -72,13 +72,13 @@ impl Cluster {
             shards: (0..topo.shards)
                 .map(|i| Shard::new(i, topo.clone()))
                 .collect(),
-            storage: Self::new_storage(&topo, StorageState::default()),
+            storage: Self::new_storage(&topo, StorageState::new(topo.storage_model)),
             replicas: (0..topo.replicas)
                 .map(|_| Replica::new(ReplicaLog::default()))
                 .collect(),
             replica_logs: vec![ReplicaLog::default(); usize::from(topo.replicas)],
             push: Push::new(topo.clone(), 1),
-            durable: StorageState::default(),
+            durable: StorageState::new(topo.storage_model),
             session_durable: SessionTable::new(),
             devices,
             conns: BTreeMap::new(),
@@ -1417,5 +1417,35 @@ mod tests {
             0
         );
         assert_eq!(c.device(A).outbox_len(), 0);
+    }
+
+    // The relay model keeps a text only until every device it was parked for has taken it:
+    // an offline companion keeps it stored, and its drain deletes it.
+    #[test]
+    fn relay_storage_deletes_a_text_once_every_device_has_it() {
+        let b1 = DeviceId {
+            user: UserId(1),
+            index: 1,
+        };
+        let mut c = Cluster::new(Deployment {
+            devices_per_user: 2,
+            storage_model: crate::StorageModel::Relay,
+            ..topo()
+        });
+        c.run_for(1_000);
+        c.act(b1, Action::GoOffline);
+        send(&mut c, A, B, "wait for the laptop");
+        c.run_for(3_000);
+        assert_eq!(displayed(&c, B).len(), 1);
+        assert_eq!(
+            c.durable().bodies_kept(),
+            1,
+            "the laptop has not taken it yet"
+        );
+        c.act(b1, Action::GoOnline);
+        c.run_for(5_000);
+        assert_eq!(displayed(&c, b1).len(), 1);
+        assert_eq!(c.durable().bodies_kept(), 0);
+        assert_eq!(c.durable().messages(), 1, "its id stays, for dedup");
     }
 }

@@ -57,8 +57,8 @@ pub fn summary(r: &RunReport) -> String {
     );
     let _ = writeln!(
         s,
-        "  faults: {}   frames: {}   inbox entries written: {}, left: {}",
-        st.faults, st.frames, st.inbox_written, st.inbox_left
+        "  faults: {}   frames: {}   inbox entries written: {}, left: {}   texts stored at the end: {}",
+        st.faults, st.frames, st.inbox_written, st.inbox_left, st.bodies_kept
     );
     let speed = if st.wall_seconds > 0.0 {
         st.sim_seconds / st.wall_seconds

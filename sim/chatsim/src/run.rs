@@ -55,6 +55,9 @@ pub struct Stats {
     pub inbox_left: usize,
     /// Inbox entries storage wrote over the run.
     pub inbox_written: u64,
+    /// Texts whose bodies storage still kept at the end (the relay model deletes delivered
+    /// ones).
+    pub bodies_kept: usize,
     /// Simulated seconds.
     pub sim_seconds: f64,
     /// Wall-clock seconds of this run (not part of the trace).
@@ -116,6 +119,7 @@ fn stats(raw: &RawRun, wall_seconds: f64) -> Stats {
         frames: raw.frames,
         inbox_left: raw.inbox_left,
         inbox_written: raw.inbox_written,
+        bodies_kept: raw.bodies_kept,
         sim_seconds: raw.sim_ms as f64 / 1000.0,
         wall_seconds,
         ..Stats::default()

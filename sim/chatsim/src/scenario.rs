@@ -138,6 +138,10 @@ pub struct TopologySpec {
     /// durable node; otherwise an odd number from 3 to 7, with majority quorums).
     #[serde(default)]
     pub replicas: u16,
+    /// What storage keeps once a message is delivered: `"history"` (the default: the log
+    /// keeps everything) or `"relay"` (WhatsApp: delivered texts are deleted).
+    #[serde(default)]
+    pub storage_model: chatsim_system::StorageModel,
 }
 
 fn one_device() -> u8 {

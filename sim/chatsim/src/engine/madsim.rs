@@ -641,6 +641,7 @@ pub async fn simulate(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) ->
         devices_per_user: scenario.topology.devices_per_user,
         fanout_on_read_over: scenario.topology.fanout_on_read_over,
         replicas: scenario.topology.replicas,
+        storage_model: scenario.topology.storage_model,
         push: scenario.push.spec(),
         bugs,
         keys: Default::default(),
@@ -666,6 +667,7 @@ async fn world(
     let users = topo.users;
     let devices_per_user = topo.devices_per_user;
     let late_devices = topo.late_devices.iter().copied().collect();
+    let model = topo.storage_model;
     let sh = Arc::new(Shared {
         t0: Instant::now(),
         topo,
@@ -674,7 +676,7 @@ async fn world(
             late_devices,
             ..History::with_devices(users, devices_per_user)
         }),
-        durable: Mutex::new(StorageState::default()),
+        durable: Mutex::new(StorageState::new(model)),
         replica_logs: Mutex::new(BTreeMap::new()),
         session_durable: Mutex::new(SessionTable::new()),
         digest: Mutex::new(Sha256::new()),
@@ -824,10 +826,10 @@ async fn world(
     let digest = sh.digest.lock().expect("never poisoned").clone().finalize();
     let frame_log = std::mem::take(&mut *sh.frame_log.lock().expect("never poisoned"));
     let samples = std::mem::take(&mut *sh.samples.lock().expect("never poisoned"));
-    let (inbox_left, inbox_written) = {
+    let (inbox_left, inbox_written, bodies_kept) = {
         let d = sh.durable.lock().expect("never poisoned");
         history.inbox_left = d.inbox_list();
-        (d.inbox_entries(), d.inbox_written())
+        (d.inbox_entries(), d.inbox_written(), d.bodies_kept())
     };
 
     RawRun {
@@ -837,6 +839,7 @@ async fn world(
         sim_ms: sh.now(),
         inbox_left,
         inbox_written,
+        bodies_kept,
         frame_log,
         samples,
     }

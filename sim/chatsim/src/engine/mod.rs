@@ -22,6 +22,9 @@ pub struct RawRun {
     pub inbox_left: usize,
     /// Inbox entries durable storage wrote over the run.
     pub inbox_written: u64,
+    /// Texts whose bodies storage still kept at the end (the relay model deletes delivered
+    /// ones).
+    pub bodies_kept: usize,
     /// Every delivered frame (up to a bound), for sequence diagrams.
     pub frame_log: Vec<crate::wire::FrameRecord>,
     /// (time, inbox entries in durable storage), sampled periodically.

@@ -531,8 +531,8 @@ fn run_page(
     let st = &r.stats;
     let _ = writeln!(
         b,
-        "<h2>Counts</h2><p>{} messages sent, {} acked, {} delivered ({} duplicates dropped, {} gaps detected); {} faults; {} frames; {} inbox entries written, {} left; {:.1} s simulated in {:.2} s wall. Delivery latency p50 {p50:.0} ms, p95 {p95:.0} ms, p99 {p99:.0} ms.</p>",
-        st.messages_sent, st.messages_acked, st.messages_delivered, st.duplicates_dropped, st.gaps_detected, st.faults, st.frames, st.inbox_written, st.inbox_left, st.sim_seconds, st.wall_seconds
+        "<h2>Counts</h2><p>{} messages sent, {} acked, {} delivered ({} duplicates dropped, {} gaps detected); {} faults; {} frames; {} inbox entries written, {} left; {} texts stored at the end; {:.1} s simulated in {:.2} s wall. Delivery latency p50 {p50:.0} ms, p95 {p95:.0} ms, p99 {p99:.0} ms.</p>",
+        st.messages_sent, st.messages_acked, st.messages_delivered, st.duplicates_dropped, st.gaps_detected, st.faults, st.frames, st.inbox_written, st.inbox_left, st.bodies_kept, st.sim_seconds, st.wall_seconds
     );
     b.push_str("<h2>Charts</h2>\n");
     b.push_str(&chart_block(
