@@ -85,11 +85,11 @@ pub struct BugInfo {
 /// Every bug in the zoo.
 pub const ZOO: [BugInfo; 22] = [
     BugInfo { bug: Bug::AckBeforePersist, name: "ack-before-persist", mistake: "the shard answers sent ✓ before storage has synced the message", caught_by: "no_loss", scenario: "shard-crash-after-persist", available: true },
-    BugInfo { bug: Bug::OrderByTimestamp, name: "order-by-timestamp", mistake: "phones order a conversation by the sender's clock and show messages on arrival", caught_by: "conversation_order", scenario: "reconnect-storm", available: true },
+    BugInfo { bug: Bug::OrderByTimestamp, name: "order-by-timestamp", mistake: "phones order a conversation by the sender's clock and show messages on arrival", caught_by: "conversation_order", scenario: "clock-skew", available: true },
     BugInfo { bug: Bug::NoClientDedup, name: "no-client-dedup", mistake: "phones show every copy they receive instead of dropping repeats by message id", caught_by: "exactly_once", scenario: "partition-heal", available: true },
     BugInfo { bug: Bug::NewIdPerRetry, name: "new-id-per-retry", mistake: "a retry gets a fresh client id, so the server stores the message twice", caught_by: "exactly_once", scenario: "partition-heal", available: true },
     BugInfo { bug: Bug::NoSessionService, name: "no-session-service", mistake: "no session service: a shard pushes only through the sender's own gateway", caught_by: "liveness", scenario: "smoke", available: true },
-    BugInfo { bug: Bug::SessionClearWithoutEpoch, name: "session-clear-without-epoch", mistake: "a late disconnect clears the session entry of a newer connection", caught_by: "liveness", scenario: "reconnect-storm", available: true },
+    BugInfo { bug: Bug::SessionClearWithoutEpoch, name: "session-clear-without-epoch", mistake: "a late disconnect clears the session entry of a newer connection", caught_by: "liveness", scenario: "session-race", available: true },
     BugInfo { bug: Bug::NoOfflineInbox, name: "no-offline-inbox", mistake: "nothing is parked for offline recipients", caught_by: "no_loss", scenario: "silent-phone", available: true },
     BugInfo { bug: Bug::DeleteInboxOnPush, name: "delete-inbox-on-push", mistake: "the inbox entry is deleted when the shard pushes, not when the phone acks", caught_by: "no_loss", scenario: "silent-phone", available: true },
     BugInfo { bug: Bug::SocketWriteIsDelivery, name: "socket-write-is-delivery", mistake: "the gateway acks for the phone once the socket write succeeds", caught_by: "no_loss", scenario: "silent-phone", available: true },

@@ -231,7 +231,7 @@ impl Device {
         }
         let keys = crate::e2e::keypair(seed);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let skew = CLOCK_SKEW_MS_MAX as i64;
+        let skew = topo.clock_skew_ms.unwrap_or(CLOCK_SKEW_MS_MAX) as i64;
         let clock_skew_ms = rng.gen_range(-skew..=skew);
         Device {
             id,

@@ -433,6 +433,10 @@ pub struct Deployment {
     /// their copy.
     #[serde(default)]
     pub late_devices: std::collections::BTreeSet<proto::DeviceId>,
+    /// Each device's clock is off by an amount drawn from ±this (ms); `None`: the default,
+    /// [`limits::CLOCK_SKEW_MS_MAX`].
+    #[serde(default)]
+    pub clock_skew_ms: Option<Millis>,
     /// What storage keeps once a message is delivered.
     #[serde(default)]
     pub storage_model: StorageModel,

@@ -138,6 +138,9 @@ pub struct TopologySpec {
     /// durable node; otherwise an odd number from 3 to 7, with majority quorums).
     #[serde(default)]
     pub replicas: u16,
+    /// Each phone's clock is off by up to ± this many ms (default 3,000): timestamps lie.
+    #[serde(default)]
+    pub clock_skew_ms: Option<u64>,
     /// What storage keeps once a message is delivered: `"history"` (the default: the log
     /// keeps everything) or `"relay"` (WhatsApp: delivered texts are deleted).
     #[serde(default)]
@@ -584,6 +587,13 @@ impl Scenario {
                 p,
                 "topology.shards",
                 format!("must be between 1 and 64, is {}", t.shards),
+            ));
+        }
+        if t.clock_skew_ms.is_some_and(|s| s > 86_400_000) {
+            return Err(invalid(
+                p,
+                "topology.clock_skew_ms",
+                "must be at most 86400000 (a day)",
             ));
         }
         if t.replicas != 0 && !(t.replicas % 2 == 1 && (3..=7).contains(&t.replicas)) {

@@ -542,6 +542,14 @@ fn scenario_text(
         "\n[topology]\nusers = {}\ngateways = {}\nshards = {}\ndevices_per_user = {}\nfanout_on_read_over = {}\nreplicas = {}",
         tp.users, tp.gateways, tp.shards, tp.devices_per_user, tp.fanout_on_read_over, tp.replicas
     );
+    let model = match tp.storage_model {
+        chatsim_system::StorageModel::History => "history",
+        chatsim_system::StorageModel::Relay => "relay",
+    };
+    let _ = writeln!(t, "storage_model = \"{model}\"");
+    if let Some(skew) = tp.clock_skew_ms {
+        let _ = writeln!(t, "clock_skew_ms = {skew}");
+    }
     let n = &s.network;
     let _ = writeln!(
         t,

@@ -642,6 +642,7 @@ pub async fn simulate(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) ->
         fanout_on_read_over: scenario.topology.fanout_on_read_over,
         replicas: scenario.topology.replicas,
         storage_model: scenario.topology.storage_model,
+        clock_skew_ms: scenario.topology.clock_skew_ms,
         push: scenario.push.spec(),
         bugs,
         keys: Default::default(),
