@@ -29,7 +29,9 @@
 //! - [`shard`]: sequence numbers, persist-then-ack, push, inbox drain, group membership and
 //!   fan-out.
 //! - [`e2e`]: per-device keys and sealing: servers relay ciphertext only.
-//! - [`storage`]: message logs and inboxes; durable only once synced.
+//! - [`storage`]: message logs and inboxes; durable only once synced (relay or server-history
+//!   model); with replicas, the coordinator that acknowledges on a quorum.
+//! - [`replica`]: a storage replica's operation log.
 //! - [`push`]: the push provider (APNs / FCM): slow, lossy, coalescing.
 //! - [`limits`]: every bound, with its unit.
 //! - [`bugs`]: the bug zoo: classic wrong designs as switches, off by default.
