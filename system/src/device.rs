@@ -33,8 +33,8 @@ use crate::e2e::{Bundle, GroupSealed, KeyPair, Session};
 use crate::limits::{
     CLOCK_SKEW_MS_MAX, DRAIN_RETRY_MS, GAP_FETCH_SEQS_MAX, GAP_REPAIR_DELAY_MS, GAP_RETRY_MS,
     HANDSHAKE_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, INBOX_SYNC_MS,
-    OUTBOX_IN_FLIGHT_MAX, OUTBOX_RETRY_MS_MAX, OUTBOX_RETRY_MS_MIN, PRESENCE_RENEW_MS,
-    PUSH_WAKE_MS, RECEIPT_DELAY_MS, RECEIPT_RETRY_MS, RECONNECT_BACKOFF_MS_MAX,
+    LINK_RETRY_MS, OUTBOX_IN_FLIGHT_MAX, OUTBOX_RETRY_MS_MAX, OUTBOX_RETRY_MS_MIN,
+    PRESENCE_RENEW_MS, PUSH_WAKE_MS, RECEIPT_DELAY_MS, RECEIPT_RETRY_MS, RECONNECT_BACKOFF_MS_MAX,
     RECONNECT_BACKOFF_MS_MIN,
 };
 use crate::proto::{
@@ -152,6 +152,8 @@ enum Timer {
     Receipt(ConvId),
     Presence,
     Sleep,
+    /// Ask storage again to record our link.
+    Link,
 }
 
 /// A device.
@@ -475,6 +477,7 @@ impl Device {
         );
         if !self.link_stored {
             out.push(Effect::Up(Up::Link));
+            self.timers.set(Timer::Link, now + LINK_RETRY_MS);
         }
         if self.believes_drained {
             // "Queue empty" already fired, so the app sees no backlog to fetch.
@@ -1157,6 +1160,7 @@ impl Device {
         match frame {
             Down::Welcome { epoch } => self.on_welcome(now, epoch, out),
             Down::Linked => {
+                self.timers.cancel(&Timer::Link);
                 if !self.link_stored {
                     self.link_stored = true;
                     Self::observe(out, Observation::Linked);
@@ -1471,6 +1475,13 @@ impl Device {
                 }
             }
             Timer::Receipt(conv) => self.send_receipts(now, conv, out),
+            Timer::Link => {
+                // The link (or its answer) was lost: a shard or storage died with it.
+                if !self.link_stored && self.link == Link::Ready {
+                    out.push(Effect::Up(Up::Link));
+                    self.timers.set(Timer::Link, now + LINK_RETRY_MS);
+                }
+            }
             Timer::Sleep => {
                 if self.background {
                     self.woken_until = None;

@@ -64,6 +64,8 @@ pub const DRAIN_RETRY_MS: Millis = 2_000;
 pub const RECEIPT_DELAY_MS: Millis = 200;
 /// A device re-sends a receipt the server has not acknowledged after this long.
 pub const RECEIPT_RETRY_MS: Millis = 2_000;
+/// A device linked mid-run asks again to have its link recorded after this long unanswered.
+pub const LINK_RETRY_MS: Millis = 2_000;
 /// Receipts handed to a device with the first page of its drain; if more are queued, the
 /// device drains again a moment later (after seeing these, which deletes them).
 pub const RECEIPTS_PAGE_MAX: usize = 256;

@@ -527,6 +527,12 @@ pub enum StorageOp {
     Term {
         /// The term.
         term: u64,
+        /// The operations of earlier terms its view was rebuilt from. Any other operation of
+        /// an earlier term was never served (everything served is on a majority, and so in
+        /// every majority read): a later rebuild that meets one, synced on a replica it did
+        /// not read this time, leaves it out.
+        #[serde(default)]
+        live: Vec<TermSpan>,
     },
 }
 
@@ -552,6 +558,46 @@ impl StorageOp {
             } => devices.len() * ENTRY,
             _ => 0,
         }
+    }
+}
+
+/// Which operations of one term a rebuild kept: counters `0..=upto` except `holes`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermSpan {
+    /// The term.
+    pub term: u64,
+    /// Its highest counter kept.
+    pub upto: u64,
+    /// Counters below `upto` not kept.
+    pub holes: Vec<u64>,
+}
+
+impl TermSpan {
+    /// The spans covering `ids` (in order).
+    pub fn cover(ids: impl IntoIterator<Item = OpId>) -> Vec<TermSpan> {
+        let mut spans: Vec<TermSpan> = Vec::new();
+        for id in ids {
+            match spans.last_mut() {
+                Some(s) if s.term == id.term => {
+                    s.holes.extend(s.upto + 1..id.n);
+                    s.upto = id.n;
+                }
+                _ => spans.push(TermSpan {
+                    term: id.term,
+                    upto: id.n,
+                    holes: (0..id.n).collect(),
+                }),
+            }
+        }
+        spans
+    }
+
+    /// Whether `spans` keep `id`.
+    pub fn keeps(spans: &[TermSpan], id: OpId) -> bool {
+        spans
+            .iter()
+            .find(|s| s.term == id.term)
+            .is_some_and(|s| id.n <= s.upto && s.holes.binary_search(&id.n).is_err())
     }
 }
 
@@ -978,6 +1024,9 @@ pub enum Rpc {
     },
     /// Replica -> coordinator: a page of its synced operations, in order.
     Ops {
+        /// The `after` it answers (a page is taken only as the continuation it was asked
+        /// for).
+        after: Option<OpId>,
         /// The page.
         ops: Vec<(OpId, StorageOp)>,
         /// More follow.

@@ -119,6 +119,7 @@ impl Replica {
             iter.next();
         }
         Rpc::Ops {
+            after,
             ops,
             more: iter.peek().is_some(),
         }
@@ -236,7 +237,7 @@ mod tests {
         let batch: Vec<_> = (1..=5).map(|n| (OpId { term: 1, n }, op(n))).collect();
         log.apply(&batch);
         let r = Replica::new(log);
-        let Rpc::Ops { ops, more } = r.page(Some(OpId { term: 1, n: 2 })) else {
+        let Rpc::Ops { ops, more, .. } = r.page(Some(OpId { term: 1, n: 2 })) else {
             panic!("a read is answered with a page");
         };
         assert!(!more);

@@ -38,7 +38,7 @@ use crate::limits::{
 };
 use crate::proto::{
     ConvId, DeviceId, Host, InboxCursor, LeaseView, Message, Millis, MsgId, OpId, Receipt,
-    ReceiptKind, Rpc, Seq, StorageOp, UserId,
+    ReceiptKind, Rpc, Seq, StorageOp, TermSpan, UserId,
 };
 use crate::routing::shard_for_conv;
 use crate::{Deployment, Effect, Input, Machine, StorageModel};
@@ -189,6 +189,11 @@ impl StorageState {
 
     fn park(&mut self, devices: &[DeviceId], conv: ConvId, seq: Seq) {
         for d in devices {
+            if self.mark(conv, *d, ReceiptKind::Delivered) >= seq {
+                // The device already has it (a fan-out step late behind a newer message the
+                // device showed, with this one fetched): an entry now would never be taken.
+                continue;
+            }
             if self.inboxes.entry(*d).or_default().insert((conv, seq)) {
                 self.parked += 1;
                 if self.relay {
@@ -349,6 +354,8 @@ struct Buffered {
 #[derive(Clone, Debug)]
 struct Replication {
     replicas: u16,
+    /// This life's boot number (the engine counts the coordinator's starts).
+    boot: u64,
     /// Acknowledgements that make a write durable, and answers that make a rebuild complete
     /// (a majority: any two majorities share a replica).
     quorum: usize,
@@ -363,6 +370,11 @@ struct Replication {
     rebuild: Option<Rebuild>,
     deferred: Vec<(Host, Rpc)>,
 }
+
+/// A term is (round << TERM_BOOT_BITS) | boot number: rounds order terms, boot numbers keep
+/// two lives that picked the same round apart.
+const TERM_BOOT_BITS: u32 = 20;
+const TERM_BOOT_MASK: u64 = (1 << TERM_BOOT_BITS) - 1;
 
 /// One replica's answers to a rebuild's read.
 #[derive(Clone, Debug, Default)]
@@ -415,7 +427,7 @@ impl Storage {
 
     /// A coordinator in front of `topo.replicas` replicas: it starts empty, rebuilds its view
     /// from them, and acknowledges a write once a quorum has synced it.
-    pub fn replicated(topo: &Deployment) -> Storage {
+    pub fn replicated(topo: &Deployment, boot: u64) -> Storage {
         let quorum = if topo.bugs.has(Bug::QuorumOfOne) {
             1
         } else {
@@ -424,6 +436,7 @@ impl Storage {
         Storage {
             repl: Some(Replication {
                 replicas: topo.replicas,
+                boot,
                 quorum,
                 term: 0,
                 next: 0,
@@ -833,7 +846,7 @@ impl Storage {
                 }
                 self.commit(out);
             }
-            Rpc::Ops { ops, more } => {
+            Rpc::Ops { after, ops, more } => {
                 let Some(rb) = repl.rebuild.as_mut() else {
                     return;
                 };
@@ -841,15 +854,10 @@ impl Storage {
                     return; // The read is over.
                 }
                 let entry = rb.read.entry(r).or_default();
-                if entry.done {
-                    return; // A repeated last page.
-                }
-                // A page continues the read only if it starts past where the last one ended
-                // (a retried request can bring the same page twice).
-                if let (Some(last), Some((first, _))) = (entry.last, ops.first()) {
-                    if *first <= last {
-                        return;
-                    }
+                // Only the continuation we asked for: a retried request can bring a page twice,
+                // or an old one late.
+                if entry.done || after != entry.last {
+                    return;
                 }
                 if let Some((id, _)) = ops.last() {
                     entry.last = Some(*id);
@@ -869,12 +877,15 @@ impl Storage {
             Rpc::ReplicaUp => {
                 if let Some(rb) = repl.rebuild.as_mut() {
                     if rb.view.is_none() {
-                        // Its earlier answers may be from before it lost unsynced writes.
-                        rb.read.remove(&r);
-                        out.push(Effect::Rpc {
-                            to: Host::Replica(r),
-                            rpc: Rpc::ReadOps { after: None },
-                        });
+                        // What it answered before is still good (pages hold synced operations
+                        // only, which a crash keeps); the question it had may be lost.
+                        let e = rb.read.entry(r).or_default();
+                        if !e.done {
+                            out.push(Effect::Rpc {
+                                to: Host::Replica(r),
+                                rpc: Rpc::ReadOps { after: e.last },
+                            });
+                        }
                     }
                 }
                 self.resend(Some(r), out);
@@ -938,11 +949,31 @@ impl Storage {
                 union.entry(id).or_insert((op, 0)).1 += 1;
             }
         }
+        // The latest term opening read says which operations of earlier terms were served;
+        // any other was synced on a minority and never served (an earlier rebuild did not read
+        // it), so serving it now would change history behind a later term's back.
+        let latest = union.iter().rev().find_map(|(id, (op, _))| match op {
+            StorageOp::Term { live, .. } => Some((id.term, live.clone())),
+            _ => None,
+        });
+        if let Some((last_term, live)) = latest {
+            union.retain(|id, _| id.term >= last_term || TermSpan::keeps(&live, *id));
+        }
         let mut view = StorageState::new(model);
         union.values().for_each(|(op, _)| view.apply(op));
-        let term = union.keys().map(|id| id.term).max().unwrap_or(0) + 1;
+        // A higher term than any read, made unique by this life's boot number: a life that
+        // died before its opening reached a majority may have used the next term on a replica
+        // not read now, and two different openings under one id would be told apart by which
+        // replica answered first.
+        let highest = union
+            .keys()
+            .map(|id| id.term >> TERM_BOOT_BITS)
+            .max()
+            .unwrap_or(0);
+        let term = ((highest + 1) << TERM_BOOT_BITS) | (repl.boot & TERM_BOOT_MASK);
         repl.term = term;
         repl.next = 0;
+        let live = TermSpan::cover(union.keys().copied());
         rb.repair = union
             .into_iter()
             .filter(|(_, (_, n))| *n < repl.quorum)
@@ -950,7 +981,7 @@ impl Storage {
             .collect();
         rb.repair.insert(
             OpId { term, n: 0 },
-            (StorageOp::Term { term }, BTreeSet::new()),
+            (StorageOp::Term { term, live }, BTreeSet::new()),
         );
         rb.view = Some(view);
         self.resend(None, out);

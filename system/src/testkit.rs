@@ -28,6 +28,7 @@ pub struct Cluster {
     session: Session,
     shards: Vec<Shard>,
     storage: Storage,
+    storage_boots: u64,
     replicas: Vec<Replica>,
     replica_logs: Vec<ReplicaLog>,
     push: Push,
@@ -72,7 +73,8 @@ impl Cluster {
             shards: (0..topo.shards)
                 .map(|i| Shard::new(i, topo.clone()))
                 .collect(),
-            storage: Self::new_storage(&topo, StorageState::new(topo.storage_model)),
+            storage: Self::new_storage(&topo, StorageState::new(topo.storage_model), 0),
+            storage_boots: 0,
             replicas: (0..topo.replicas)
                 .map(|_| Replica::new(ReplicaLog::default()))
                 .collect(),
@@ -93,9 +95,9 @@ impl Cluster {
         }
     }
 
-    fn new_storage(topo: &Deployment, durable: StorageState) -> Storage {
+    fn new_storage(topo: &Deployment, durable: StorageState, boot: u64) -> Storage {
         if topo.replicas > 0 {
-            Storage::replicated(topo)
+            Storage::replicated(topo, boot)
         } else {
             Storage::with_bugs(durable, &topo.bugs)
         }
@@ -269,7 +271,11 @@ impl Cluster {
                 self.session = Session::new(self.topo.clone(), self.session_durable.clone())
             }
             Host::Shard(s) => self.shards[usize::from(s)] = Shard::new(s, self.topo.clone()),
-            Host::Storage(_) => self.storage = Self::new_storage(&self.topo, self.durable.clone()),
+            Host::Storage(_) => {
+                self.storage_boots += 1;
+                let durable = self.durable.clone();
+                self.storage = Self::new_storage(&self.topo, durable, self.storage_boots);
+            }
             Host::Replica(i) => {
                 let log = self.replica_logs[usize::from(i)].clone();
                 self.replicas[usize::from(i)] = Replica::new(log);
@@ -1447,5 +1453,50 @@ mod tests {
         assert_eq!(displayed(&c, b1).len(), 1);
         assert_eq!(c.durable().bodies_kept(), 0);
         assert_eq!(c.durable().messages(), 1, "its id stays, for dedup");
+    }
+
+    // An operation synced on one replica only, never acknowledged, must not come back in a
+    // later rebuild after a newer term has given its sequence number to another message: the
+    // newer term's opening records what it was rebuilt from.
+    #[test]
+    fn an_unacknowledged_write_on_one_replica_does_not_come_back_over_a_newer_term() {
+        let mut c = Cluster::new(replicated());
+        c.run_for(1_000);
+        // The shard has the conversation loaded, so the ghost goes straight to an append.
+        send(&mut c, A, B, "hello");
+        c.run_for(1_000);
+        c.freeze(Host::Replica(1));
+        c.freeze(Host::Replica(2));
+        send(&mut c, A, B, "ghost");
+        c.run_for(500);
+        assert_eq!(acks(&c), 1, "only the hello");
+        assert_eq!(replicas_with(&c, 2), 1, "the ghost is on one replica");
+        c.act(A, Action::GoOffline);
+        c.crash(Host::Shard(0));
+        c.crash(Host::Shard(1));
+        c.crash(Host::Storage(0));
+        c.freeze(Host::Replica(0));
+        c.thaw(Host::Replica(1));
+        c.thaw(Host::Replica(2));
+        c.run_for(5_000);
+        assert!(c.storage_serving());
+        send(&mut c, B, A, "real");
+        c.run_for(5_000);
+        // Rebuild again from the replica holding the ghost and one holding "real".
+        c.freeze(Host::Replica(2));
+        c.thaw(Host::Replica(0));
+        c.crash(Host::Storage(0));
+        c.run_for(5_000);
+        c.thaw(Host::Replica(2));
+        c.act(A, Action::GoOnline);
+        c.run_for(30_000);
+        let on_b: Vec<String> = displayed(&c, B).into_iter().map(|d| d.1).collect();
+        let on_a: Vec<String> = displayed(&c, A).into_iter().map(|d| d.1).collect();
+        assert_eq!(on_a, ["real"]);
+        assert_eq!(
+            on_b,
+            ["hello", "ghost"],
+            "the ghost's retry is stored anew and shown"
+        );
     }
 }

@@ -224,7 +224,7 @@ pub fn describe(w: &Wire) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
             }
             Rpc::Replicated { ids } => (format!("Replicated ({})", ids.len()), None, None),
             Rpc::ReadOps { .. } => ("ReadOps".into(), None, None),
-            Rpc::Ops { ops, more } => (
+            Rpc::Ops { ops, more, .. } => (
                 format!("Ops ({}{})", ops.len(), if *more { ", more" } else { "" }),
                 None,
                 None,

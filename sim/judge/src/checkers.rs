@@ -418,8 +418,32 @@ pub fn liveness(h: &History, bounds: Bounds) -> Verdict {
         }
     }
 
-    // Deadlines grow with event time for both kinds, so a stable sort by deadline interleaves
-    // the two passes back into history order.
+    // A device linked mid-run connects only once its user linked it: its link must then be
+    // stored in time, or senders never learn of it and it is owed nothing for ever.
+    let mut first_connect: BTreeMap<DeviceId, Millis> = BTreeMap::new();
+    for (t, d, o) in observations(h) {
+        if matches!(o, Observation::Connected { .. }) && h.late_devices.contains(&d) {
+            first_connect.entry(d).or_insert(t);
+        }
+    }
+    for (d, c) in first_connect {
+        let due = deadline(c);
+        checked += 1;
+        let linked = links.linked_at(d);
+        if linked.is_some_and(|l| l <= due) || due > h.end {
+            continue;
+        }
+        let detail = format!(
+            "{d} connected at {c} ms as a newly linked device, but its link was {} ({} ms after {})",
+            linked.map_or("never stored".to_string(), |l| format!("stored only at {l} ms")),
+            bounds.liveness_ms,
+            since(c, "connect")
+        );
+        violations.push(Violation::new(LIVENESS, due, detail).device(d));
+    }
+
+    // Deadlines grow with event time for all kinds, so a stable sort by deadline interleaves
+    // the passes back into history order.
     violations.sort_by_key(|v| v.at);
     Verdict::new(LIVENESS, violations, checked)
 }
@@ -988,5 +1012,32 @@ mod tests {
             "{:?}",
             v.violations
         );
+    }
+
+    // A device linked mid-run that connected but whose link was never stored is a liveness
+    // violation: nobody would ever seal for it.
+    #[test]
+    fn a_late_device_whose_link_is_never_stored_breaks_liveness() {
+        let companion = DeviceId {
+            user: UserId(1),
+            index: 1,
+        };
+        let mut h = History::with_devices(3, 2);
+        h.end = 10_000;
+        h.late_devices = vec![companion];
+        let connected = Observation::Connected {
+            gateway: 0,
+            epoch: 1,
+        };
+        h.observe(500, companion, connected);
+        let v = liveness(&h, BOUNDS);
+        assert!(!v.holds);
+        assert!(
+            v.violations[0].detail.contains("never stored"),
+            "{:?}",
+            v.violations
+        );
+        h.observe(550, companion, Observation::Linked);
+        assert!(liveness(&h, BOUNDS).holds);
     }
 }

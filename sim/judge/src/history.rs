@@ -304,6 +304,11 @@ pub struct Links {
 }
 
 impl Links {
+    /// When storage had `device`'s link, if it was linked mid-run and that happened.
+    pub fn linked_at(&self, device: DeviceId) -> Option<Millis> {
+        self.linked.get(&device).copied()
+    }
+
     /// Whether `device` is owed message `id`.
     pub fn owed(&self, device: DeviceId, id: MsgId) -> bool {
         if !self.late.contains(&device) {

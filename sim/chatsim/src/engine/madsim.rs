@@ -81,6 +81,8 @@ struct Shared {
     durable: Mutex<StorageState>,
     /// Each replica's synced operations.
     replica_logs: Mutex<BTreeMap<u16, ReplicaLog>>,
+    /// How many times the storage coordinator has started (its boot number).
+    storage_boots: AtomicU64,
     session_durable: Mutex<SessionTable>,
     digest: Mutex<Sha256>,
     frames: AtomicU64,
@@ -344,7 +346,10 @@ fn new_machine(host: Host, sh: &Shared) -> Box<dyn Machine> {
         )),
         Host::Shard(i) => Box::new(Shard::new(i, topo)),
         Host::Push => Box::new(Push::new(topo, derive_seed(sh.seed, 0x7075_7368))),
-        Host::Storage(_) if topo.replicas > 0 => Box::new(Storage::replicated(&topo)),
+        Host::Storage(_) if topo.replicas > 0 => {
+            let boot = sh.storage_boots.fetch_add(1, Ordering::Relaxed);
+            Box::new(Storage::replicated(&topo, boot))
+        }
         Host::Storage(_) => Box::new(Storage::with_bugs(
             sh.durable.lock().expect("never poisoned").clone(),
             &topo.bugs,
@@ -679,6 +684,7 @@ async fn world(
         }),
         durable: Mutex::new(StorageState::new(model)),
         replica_logs: Mutex::new(BTreeMap::new()),
+        storage_boots: AtomicU64::new(0),
         session_durable: Mutex::new(SessionTable::new()),
         digest: Mutex::new(Sha256::new()),
         frames: AtomicU64::new(0),
