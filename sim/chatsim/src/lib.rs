@@ -14,6 +14,7 @@
 //!
 //! The checkers themselves live in `chatsim-judge` and read only the history.
 
+pub mod bench;
 pub mod engine;
 pub mod output;
 pub mod plan;

@@ -120,6 +120,22 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Measure the simulator against its engine's floor, side by side in one process: bare
+    /// nodes replaying the same frames, the full system with faults off, and with faults on.
+    Bench {
+        /// The small version (`scenarios/bench-quick.toml`), for CI; no timing is asserted.
+        #[arg(long)]
+        quick: bool,
+        /// Another scenario to measure.
+        #[arg(long, value_name = "FILE", conflicts_with = "quick")]
+        scenario: Option<PathBuf>,
+        /// The seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the bug zoo: each classic mistake, the invariant that catches it, and the
     /// scenario that shows it.
     Bugs,
@@ -369,6 +385,42 @@ fn main() -> ExitCode {
                 }
                 Err(e @ ShrinkError::Run(_)) => fail(EXIT_ENGINE, e),
                 Err(e) => fail(EXIT_BAD_INPUT, e),
+            }
+        }
+        Command::Bench {
+            quick,
+            scenario,
+            seed,
+            json: as_json,
+        } => {
+            let path = scenario.unwrap_or_else(|| {
+                PathBuf::from(if quick {
+                    "scenarios/bench-quick.toml"
+                } else {
+                    "scenarios/bench-reference.toml"
+                })
+            });
+            let s = match load(&path) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            match chatsim::bench::bench(&s, seed) {
+                Ok(r) => {
+                    if as_json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&r).expect("the report serialises")
+                        );
+                    } else {
+                        print!("{}", chatsim::bench::summary(&r));
+                    }
+                    if r.phases.iter().all(|p| p.invariants_hold) {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(EXIT_BROKEN)
+                    }
+                }
+                Err(e) => fail(EXIT_ENGINE, e),
             }
         }
         Command::Bugs => {

@@ -282,3 +282,33 @@ fn hunt_writes_a_replayable_shrunk_scenario_and_refuses_what_it_cannot_do() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no-such-bug"), "{}", stderr(&o));
 }
+
+// The benchmark measures the floor and the full system side by side and says so in JSON; the
+// floor replays every frame of the full run. No timing is asserted: machines differ.
+#[test]
+fn bench_prints_the_floor_the_full_system_and_their_ratio() {
+    let o = chatsim(&["bench", "--scenario", "scenarios/smoke.toml", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j = json_of(&o);
+    for field in [
+        "floor_frames_per_sec",
+        "full_frames_per_sec",
+        "ratio",
+        "messages_per_sec",
+        "sim_seconds_per_wall_second",
+        "peak_rss_bytes",
+    ] {
+        assert!(j[field].as_f64().is_some_and(|x| x > 0.0), "{field}: {j}");
+    }
+    let phases = j["phases"].as_array().expect("phases");
+    let names: Vec<&str> = phases
+        .iter()
+        .map(|p| p["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["floor", "full", "full+faults"]);
+    assert_eq!(
+        phases[0]["frames"], phases[1]["frames"],
+        "the floor replays every frame"
+    );
+    assert!(phases.iter().all(|p| p["invariants_hold"] == true));
+}

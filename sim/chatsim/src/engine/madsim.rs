@@ -10,7 +10,7 @@
 //! buffers until `flush()`; restarting a node that was not killed panics ("address in use"),
 //! so the nemesis kills before it restarts and tracks which hosts are down.
 
-use super::RawRun;
+use super::{FrameTrace, RawRun};
 use crate::plan::{derive_seed, device_fault, role_of, server_hosts, Plan, WorldAction};
 use crate::scenario::{Range, Role, Scenario};
 use crate::wire::{decode, describe, encode, Frame, FrameRecord, Wire};
@@ -81,6 +81,8 @@ struct Shared {
     durable: Mutex<StorageState>,
     /// Each replica's synced operations.
     replica_logs: Mutex<BTreeMap<u16, ReplicaLog>>,
+    /// Every delivered frame's route, size and send time, when the benchmark asks.
+    trace: Option<Mutex<Vec<FrameTrace>>>,
     /// How many times the storage coordinator has started (its boot number).
     storage_boots: AtomicU64,
     session_durable: Mutex<SessionTable>,
@@ -176,6 +178,14 @@ impl Shared {
                 .push(seen);
         }
         self.frames.fetch_add(1, Ordering::Relaxed);
+        if let Some(trace) = &self.trace {
+            trace.lock().expect("never poisoned").push(FrameTrace {
+                from: frame.from,
+                to: at,
+                bytes: raw.len() as u32,
+                sent_ms: frame.sent_ms,
+            });
+        }
 
         let mut log = self.frame_log.lock().expect("never poisoned");
         if log.len() < FRAME_LOG_MAX {
@@ -633,6 +643,23 @@ pub fn run(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) -> RawRun {
 /// The run itself, inside a madsim runtime the caller made (tests use madsim's own
 /// determinism check this way).
 pub async fn simulate(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) -> RawRun {
+    simulate_traced(scenario, seed, plan, bugs, false).await
+}
+
+/// As [`run`], recording every delivered frame's route, size and send time
+/// ([`RawRun::frame_trace`]) for the benchmark's floor.
+pub fn run_traced(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) -> RawRun {
+    let rt = madsim::runtime::Runtime::with_seed_and_config(seed, config(scenario));
+    rt.block_on(simulate_traced(scenario, seed, plan, bugs, true))
+}
+
+async fn simulate_traced(
+    scenario: &Scenario,
+    seed: u64,
+    plan: Plan,
+    bugs: Bugs,
+    traced: bool,
+) -> RawRun {
     let links = scenario
         .network
         .links
@@ -658,7 +685,7 @@ pub async fn simulate(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) ->
         .flat_map(|u| topo.devices_of(UserId(u)))
         .map(|d| (d, chatsim_system::e2e::keypair(device_seed(seed, d)).public))
         .collect();
-    world(topo, seed, server_hosts(scenario), plan, links).await
+    world(topo, seed, server_hosts(scenario), plan, links, traced).await
 }
 
 async fn world(
@@ -667,6 +694,7 @@ async fn world(
     hosts: Vec<Host>,
     plan: Plan,
     links: BTreeMap<(Role, Role), Range>,
+    traced: bool,
 ) -> RawRun {
     let handle = madsim::runtime::Handle::current();
     let net = madsim::net::NetSim::current();
@@ -693,6 +721,7 @@ async fn world(
         samples: Mutex::new(Vec::new()),
         links,
         wakers: Mutex::new(BTreeMap::new()),
+        trace: traced.then(|| Mutex::new(Vec::new())),
     });
     let mut nodes = BTreeMap::new();
     for host in hosts {
@@ -849,5 +878,124 @@ async fn world(
         bodies_kept,
         frame_log,
         samples,
+        frame_trace: sh
+            .trace
+            .as_ref()
+            .map(|t| std::mem::take(&mut *t.lock().expect("never poisoned")))
+            .unwrap_or_default(),
     }
+}
+
+/// Per sender, per receiver: the frames to send, (send time, bytes), in send order.
+type Routes = BTreeMap<Host, BTreeMap<Host, Vec<(Millis, u32)>>>;
+
+/// The benchmark's floor: bare nodes at the same addresses replaying `trace` (the same frames,
+/// of the same sizes, sent at the same simulated times over one connection per route, written
+/// with the same pacing as the engine's), with no chat logic at all. Returns the frames
+/// received and the simulated ms it took.
+pub fn floor(scenario: &Scenario, seed: u64, trace: &[FrameTrace]) -> (u64, Millis) {
+    let rt = madsim::runtime::Runtime::with_seed_and_config(seed, config(scenario));
+    let trace = trace.to_vec();
+    rt.block_on(floor_world(trace))
+}
+
+async fn floor_world(trace: Vec<FrameTrace>) -> (u64, Millis) {
+    let handle = madsim::runtime::Handle::current();
+    let t0 = Instant::now();
+    // Per sender, per receiver: (send time, bytes), in send order.
+    let mut routes: Routes = BTreeMap::new();
+    let mut hosts = BTreeSet::new();
+    for f in &trace {
+        hosts.insert(f.from);
+        hosts.insert(f.to);
+        let route = routes.entry(f.from).or_default().entry(f.to).or_default();
+        route.push((f.sent_ms, f.bytes));
+    }
+    for r in routes.values_mut().flat_map(|m| m.values_mut()) {
+        r.sort_by_key(|(t, _)| *t);
+    }
+    let total = trace.len() as u64;
+    let last = trace.iter().map(|f| f.sent_ms).max().unwrap_or(0);
+    let received = Arc::new(AtomicU64::new(0));
+    let routes = Arc::new(routes);
+    let mut nodes = Vec::new();
+    for host in hosts {
+        let (routes, received) = (routes.clone(), received.clone());
+        let node = handle
+            .create_node()
+            .name(host.to_string())
+            .ip(addr_of(host).ip())
+            .init(move || floor_node(host, routes.clone(), received.clone(), t0))
+            .build();
+        nodes.push(node);
+    }
+    // Frames may still be on the wire after the last send; give them a generous while.
+    let deadline = t0 + Duration::from_millis(last + 60_000);
+    while received.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sim_ms = Instant::now().duration_since(t0).as_millis() as Millis;
+    (received.load(Ordering::Relaxed), sim_ms)
+}
+
+async fn floor_node(
+    host: Host,
+    routes: Arc<Routes>,
+    received: Arc<AtomicU64>,
+    t0: Instant,
+) {
+    let listener = TcpListener::bind(addr_of(host))
+        .await
+        .expect("each floor host binds its own address once");
+    let counter = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+                while matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0) {
+                    while buf.len() >= 4 {
+                        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                        if buf.len() < 4 + len {
+                            break;
+                        }
+                        let _ = buf.split_to(4 + len);
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let Some(mine) = routes.get(&host) else {
+        return std::future::pending().await;
+    };
+    for (to, frames) in mine.clone() {
+        let (tx, mut rx) = unbounded_channel::<Bytes>();
+        tokio::spawn(async move {
+            for (t, bytes) in frames {
+                sleep_until(t0 + Duration::from_millis(t)).await;
+                let body = (bytes as usize).saturating_sub(4);
+                let mut frame = BytesMut::with_capacity(4 + body);
+                frame.extend_from_slice(&(body as u32).to_be_bytes());
+                frame.resize(4 + body, 0);
+                let _ = tx.send(frame.freeze());
+            }
+        });
+        tokio::spawn(async move {
+            let mut stream = loop {
+                match TcpStream::connect(addr_of(to)).await {
+                    Ok(s) => break s,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                }
+            };
+            let mut last_write = None;
+            while let Some(first) = rx.recv().await {
+                let bytes = paced(first, &mut rx, &mut last_write).await;
+                if !write_frame(&mut stream, &bytes).await {
+                    return;
+                }
+            }
+        });
+    }
+    std::future::pending().await
 }

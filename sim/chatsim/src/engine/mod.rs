@@ -29,4 +29,20 @@ pub struct RawRun {
     pub frame_log: Vec<crate::wire::FrameRecord>,
     /// (time, inbox entries in durable storage), sampled periodically.
     pub samples: Vec<(Millis, usize)>,
+    /// Every delivered frame's route, size and send time, when the caller asked for them
+    /// (the benchmark replays them on bare nodes); empty otherwise.
+    pub frame_trace: Vec<FrameTrace>,
+}
+
+/// One delivered frame as the benchmark's floor replays it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameTrace {
+    /// Sender.
+    pub from: chatsim_system::proto::Host,
+    /// Receiver.
+    pub to: chatsim_system::proto::Host,
+    /// Bytes on the wire, length prefix included.
+    pub bytes: u32,
+    /// Simulated send time.
+    pub sent_ms: Millis,
 }

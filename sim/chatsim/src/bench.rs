@@ -1,0 +1,241 @@
+//! `chatsim bench`: how fast the simulator is against the floor its engine sets, measured side
+//! by side in one process, so what is reported are ratios, not lone times on a shared machine.
+//!
+//! Three phases on one scenario and seed: the full system with faults off (its every delivered
+//! frame's route, size and send time recorded), the floor (bare nodes at the same addresses
+//! replaying exactly those frames over one connection per route, with the engine's pacing and
+//! no chat logic), and the full system with the scenario's faults on. Each phase runs on a
+//! fresh thread, as every seed does.
+
+use crate::engine::RawRun;
+use crate::plan::make_plan;
+use crate::run::{RunError, ENGINE_MADSIM};
+use crate::scenario::Scenario;
+use chatsim_judge::{check_all, Bounds, Event};
+use chatsim_system::bugs::Bugs;
+use chatsim_system::Observation;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+/// One phase's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct Phase {
+    /// `floor`, `full` or `full+faults`.
+    pub name: &'static str,
+    /// Frames delivered.
+    pub frames: u64,
+    /// Wall-clock seconds.
+    pub wall_seconds: f64,
+    /// Frames delivered per wall second.
+    pub frames_per_sec: f64,
+    /// Distinct (device, message) displays (0 for the floor, which has no messages).
+    pub messages_delivered: usize,
+    /// Displays per wall second.
+    pub messages_per_sec: f64,
+    /// Simulated seconds.
+    pub sim_seconds: f64,
+    /// Simulated seconds per wall second.
+    pub sim_seconds_per_wall_second: f64,
+    /// Whether every invariant held (the floor has none to break).
+    pub invariants_hold: bool,
+}
+
+/// What `chatsim bench` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    /// Scenario name.
+    pub scenario: String,
+    /// The seed.
+    pub seed: u64,
+    /// The engine.
+    pub engine: &'static str,
+    /// Frames per wall second of the floor.
+    pub floor_frames_per_sec: f64,
+    /// Frames per wall second of the full system, faults off.
+    pub full_frames_per_sec: f64,
+    /// full / floor, frames per wall second.
+    pub ratio: f64,
+    /// Messages delivered per wall second, full system, faults off.
+    pub messages_per_sec: f64,
+    /// Simulated seconds per wall second, full system, faults off.
+    pub sim_seconds_per_wall_second: f64,
+    /// The process's peak resident set, in bytes, after all phases (0 where the OS does not
+    /// say).
+    pub peak_rss_bytes: u64,
+    /// Every phase in full.
+    pub phases: Vec<Phase>,
+}
+
+/// The scenario without its faults: no random fault lines, and of its explicit events only
+/// what users do.
+fn calm(s: &Scenario) -> Scenario {
+    let mut calm = s.clone();
+    calm.faults.clear();
+    calm.schedule.retain(|e| !e.is_fault());
+    calm
+}
+
+fn on_thread<T: Send + 'static>(
+    seed: u64,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, RunError> {
+    std::thread::Builder::new()
+        .name(format!("bench-{seed}"))
+        .spawn(f)
+        .expect("the OS can spawn a thread")
+        .join()
+        .map_err(|e| RunError::Panicked {
+            seed,
+            message: e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "non-string panic".into()),
+        })
+}
+
+fn phase(name: &'static str, s: &Scenario, raw: &RawRun, wall: f64) -> Phase {
+    let mut shown = BTreeSet::new();
+    for r in &raw.history.records {
+        if let Event::Device {
+            device,
+            obs: Observation::Displayed { id, .. },
+        } = &r.event
+        {
+            shown.insert((*device, *id));
+        }
+    }
+    let bounds = Bounds {
+        liveness_ms: s.run.liveness_ms,
+        ack_p50_ms: s.run.ack_p50_ms,
+    };
+    let sim = raw.sim_ms as f64 / 1000.0;
+    Phase {
+        name,
+        frames: raw.frames,
+        wall_seconds: wall,
+        frames_per_sec: per(raw.frames as f64, wall),
+        messages_delivered: shown.len(),
+        messages_per_sec: per(shown.len() as f64, wall),
+        sim_seconds: sim,
+        sim_seconds_per_wall_second: per(sim, wall),
+        invariants_hold: check_all(&raw.history, bounds).iter().all(|v| v.holds),
+    }
+}
+
+fn per(x: f64, wall: f64) -> f64 {
+    if wall > 0.0 {
+        x / wall
+    } else {
+        0.0
+    }
+}
+
+/// The process's peak resident set (Linux's `VmHWM`), in bytes; 0 where unknown.
+pub fn peak_rss_bytes() -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Run the three phases of `scenario` at `seed`.
+#[cfg(madsim)]
+pub fn bench(scenario: &Scenario, seed: u64) -> Result<BenchReport, RunError> {
+    use crate::engine::madsim::{floor, run, run_traced};
+    let quiet = calm(scenario);
+
+    let (s, plan) = (quiet.clone(), make_plan(&quiet, seed));
+    let started = Instant::now();
+    let raw = on_thread(seed, move || run_traced(&s, seed, plan, Bugs::none()))?;
+    let full = phase("full", &quiet, &raw, started.elapsed().as_secs_f64());
+
+    let (s, trace) = (quiet.clone(), raw.frame_trace.clone());
+    drop(raw);
+    let started = Instant::now();
+    let (frames, sim_ms) = on_thread(seed, move || floor(&s, seed, &trace))?;
+    let wall = started.elapsed().as_secs_f64();
+    let floor_phase = Phase {
+        name: "floor",
+        frames,
+        wall_seconds: wall,
+        frames_per_sec: per(frames as f64, wall),
+        messages_delivered: 0,
+        messages_per_sec: 0.0,
+        sim_seconds: sim_ms as f64 / 1000.0,
+        sim_seconds_per_wall_second: per(sim_ms as f64 / 1000.0, wall),
+        invariants_hold: frames == full.frames,
+    };
+
+    let (s, plan) = (scenario.clone(), make_plan(scenario, seed));
+    let started = Instant::now();
+    let raw = on_thread(seed, move || run(&s, seed, plan, Bugs::none()))?;
+    let faults = phase(
+        "full+faults",
+        scenario,
+        &raw,
+        started.elapsed().as_secs_f64(),
+    );
+    drop(raw);
+
+    Ok(BenchReport {
+        scenario: scenario.name(),
+        seed,
+        engine: ENGINE_MADSIM,
+        floor_frames_per_sec: floor_phase.frames_per_sec,
+        full_frames_per_sec: full.frames_per_sec,
+        ratio: per(full.frames_per_sec, floor_phase.frames_per_sec),
+        messages_per_sec: full.messages_per_sec,
+        sim_seconds_per_wall_second: full.sim_seconds_per_wall_second,
+        peak_rss_bytes: peak_rss_bytes(),
+        phases: vec![floor_phase, full, faults],
+    })
+}
+
+/// Without the simulator there is nothing to measure.
+#[cfg(not(madsim))]
+pub fn bench(_scenario: &Scenario, _seed: u64) -> Result<BenchReport, RunError> {
+    Err(RunError::NoEngine)
+}
+
+/// The human-readable table.
+pub fn summary(r: &BenchReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "chatsim bench: {} seed {}, engine {}",
+        r.scenario, r.seed, r.engine
+    );
+    let _ = writeln!(
+        s,
+        "  {:<12} {:>10} {:>9} {:>12} {:>11} {:>12} {:>10}",
+        "phase", "frames", "wall s", "frames/s", "messages", "messages/s", "sim s/s"
+    );
+    for p in &r.phases {
+        let _ = writeln!(
+            s,
+            "  {:<12} {:>10} {:>9.2} {:>12.0} {:>11} {:>12.0} {:>10.1}{}",
+            p.name,
+            p.frames,
+            p.wall_seconds,
+            p.frames_per_sec,
+            p.messages_delivered,
+            p.messages_per_sec,
+            p.sim_seconds_per_wall_second,
+            if p.invariants_hold { "" } else { "  (FAILED)" }
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  full / floor, frames per second: {:.2}   peak RSS: {:.0} MiB",
+        r.ratio,
+        r.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+    );
+    s
+}
