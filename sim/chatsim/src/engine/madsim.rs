@@ -938,12 +938,7 @@ async fn floor_world(trace: Vec<FrameTrace>) -> (u64, Millis) {
     (received.load(Ordering::Relaxed), sim_ms)
 }
 
-async fn floor_node(
-    host: Host,
-    routes: Arc<Routes>,
-    received: Arc<AtomicU64>,
-    t0: Instant,
-) {
+async fn floor_node(host: Host, routes: Arc<Routes>, received: Arc<AtomicU64>, t0: Instant) {
     let listener = TcpListener::bind(addr_of(host))
         .await
         .expect("each floor host binds its own address once");
