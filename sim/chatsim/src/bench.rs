@@ -39,6 +39,12 @@ pub struct Phase {
     pub sim_seconds_per_wall_second: f64,
     /// Whether every invariant held (the floor has none to break).
     pub invariants_hold: bool,
+    /// Events in the history the checkers judged (0 for the floor).
+    pub history_records: usize,
+    /// Wall seconds every checker took over that history together (not part of
+    /// `wall_seconds`): compare it with `history_records` across worlds of different sizes
+    /// to see the checkers stay linear.
+    pub judge_seconds: f64,
 }
 
 /// What `chatsim bench` prints.
@@ -111,6 +117,9 @@ fn phase(name: &'static str, s: &Scenario, raw: &RawRun, wall: f64) -> Phase {
         ack_p50_ms: s.run.ack_p50_ms,
     };
     let sim = raw.sim_ms as f64 / 1000.0;
+    let judging = Instant::now();
+    let invariants_hold = check_all(&raw.history, bounds).iter().all(|v| v.holds);
+    let judge_seconds = judging.elapsed().as_secs_f64();
     Phase {
         name,
         frames: raw.frames,
@@ -120,7 +129,9 @@ fn phase(name: &'static str, s: &Scenario, raw: &RawRun, wall: f64) -> Phase {
         messages_per_sec: per(shown.len() as f64, wall),
         sim_seconds: sim,
         sim_seconds_per_wall_second: per(sim, wall),
-        invariants_hold: check_all(&raw.history, bounds).iter().all(|v| v.holds),
+        invariants_hold,
+        history_records: raw.history.records.len(),
+        judge_seconds,
     }
 }
 
@@ -170,6 +181,8 @@ pub fn bench(scenario: &Scenario, seed: u64) -> Result<BenchReport, RunError> {
         sim_seconds: sim_ms as f64 / 1000.0,
         sim_seconds_per_wall_second: per(sim_ms as f64 / 1000.0, wall),
         invariants_hold: frames == full.frames,
+        history_records: 0,
+        judge_seconds: 0.0,
     };
 
     let (s, plan) = (scenario.clone(), make_plan(scenario, seed));
@@ -214,13 +227,21 @@ pub fn summary(r: &BenchReport) -> String {
     );
     let _ = writeln!(
         s,
-        "  {:<12} {:>10} {:>9} {:>12} {:>11} {:>12} {:>10}",
-        "phase", "frames", "wall s", "frames/s", "messages", "messages/s", "sim s/s"
+        "  {:<12} {:>10} {:>9} {:>12} {:>11} {:>12} {:>10} {:>9} {:>9}",
+        "phase",
+        "frames",
+        "wall s",
+        "frames/s",
+        "messages",
+        "messages/s",
+        "sim s/s",
+        "events",
+        "judge s"
     );
     for p in &r.phases {
         let _ = writeln!(
             s,
-            "  {:<12} {:>10} {:>9.2} {:>12.0} {:>11} {:>12.0} {:>10.1}{}",
+            "  {:<12} {:>10} {:>9.2} {:>12.0} {:>11} {:>12.0} {:>10.1} {:>9} {:>9.3}{}",
             p.name,
             p.frames,
             p.wall_seconds,
@@ -228,6 +249,8 @@ pub fn summary(r: &BenchReport) -> String {
             p.messages_delivered,
             p.messages_per_sec,
             p.sim_seconds_per_wall_second,
+            p.history_records,
+            p.judge_seconds,
             if p.invariants_hold { "" } else { "  (FAILED)" }
         );
     }
