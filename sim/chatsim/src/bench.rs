@@ -8,14 +8,12 @@
 //! fresh thread, as every seed does.
 
 use crate::engine::RawRun;
-use crate::plan::make_plan;
-use crate::run::{RunError, ENGINE_MADSIM};
+use crate::plan::{device_fault, make_plan, Plan, WorldAction};
+use crate::run::{bounds, on_fresh_thread, stats, RunError, ENGINE_MADSIM};
 use crate::scenario::Scenario;
-use chatsim_judge::{check_all, Bounds, Event};
+use chatsim_judge::check_all;
 use chatsim_system::bugs::Bugs;
-use chatsim_system::Observation;
 use serde::Serialize;
-use std::collections::BTreeSet;
 use std::time::Instant;
 
 /// One phase's figures.
@@ -37,7 +35,8 @@ pub struct Phase {
     pub sim_seconds: f64,
     /// Simulated seconds per wall second.
     pub sim_seconds_per_wall_second: f64,
-    /// Whether every invariant held (the floor has none to break).
+    /// Whether every invariant held (for the floor, which has none: whether it replayed
+    /// every frame of the full run).
     pub invariants_hold: bool,
     /// Events in the history the checkers judged (0 for the floor).
     pub history_records: usize,
@@ -66,69 +65,38 @@ pub struct BenchReport {
     pub messages_per_sec: f64,
     /// Simulated seconds per wall second, full system, faults off.
     pub sim_seconds_per_wall_second: f64,
-    /// The process's peak resident set, in bytes, after all phases (0 where the OS does not
-    /// say).
+    /// The process's peak resident set over all phases, in bytes (0 where the OS does not
+    /// say): the full run's, plus the frame trace the floor replays.
     pub peak_rss_bytes: u64,
     /// Every phase in full.
     pub phases: Vec<Phase>,
 }
 
-/// The scenario without its faults: no random fault lines, and of its explicit events only
-/// what users do.
-fn calm(s: &Scenario) -> Scenario {
-    let mut calm = s.clone();
-    calm.faults.clear();
-    calm.schedule.retain(|e| !e.is_fault());
-    calm
-}
-
-fn on_thread<T: Send + 'static>(
-    seed: u64,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, RunError> {
-    std::thread::Builder::new()
-        .name(format!("bench-{seed}"))
-        .spawn(f)
-        .expect("the OS can spawn a thread")
-        .join()
-        .map_err(|e| RunError::Panicked {
-            seed,
-            message: e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "non-string panic".into()),
-        })
+/// The plan without its faults: every world fault and every device-level fault dropped, the
+/// users' own actions (and so the workload) exactly as with them.
+fn calm(mut plan: Plan) -> Plan {
+    plan.world
+        .retain(|(_, a)| !matches!(a, WorldAction::Fault(_)));
+    for (d, acts) in plan.device.iter_mut() {
+        acts.retain(|(_, a)| device_fault(*d, a).is_none());
+    }
+    plan
 }
 
 fn phase(name: &'static str, s: &Scenario, raw: &RawRun, wall: f64) -> Phase {
-    let mut shown = BTreeSet::new();
-    for r in &raw.history.records {
-        if let Event::Device {
-            device,
-            obs: Observation::Displayed { id, .. },
-        } = &r.event
-        {
-            shown.insert((*device, *id));
-        }
-    }
-    let bounds = Bounds {
-        liveness_ms: s.run.liveness_ms,
-        ack_p50_ms: s.run.ack_p50_ms,
-    };
-    let sim = raw.sim_ms as f64 / 1000.0;
+    let st = stats(raw, wall);
     let judging = Instant::now();
-    let invariants_hold = check_all(&raw.history, bounds).iter().all(|v| v.holds);
+    let invariants_hold = check_all(&raw.history, bounds(s)).iter().all(|v| v.holds);
     let judge_seconds = judging.elapsed().as_secs_f64();
     Phase {
         name,
-        frames: raw.frames,
+        frames: st.frames,
         wall_seconds: wall,
-        frames_per_sec: per(raw.frames as f64, wall),
-        messages_delivered: shown.len(),
-        messages_per_sec: per(shown.len() as f64, wall),
-        sim_seconds: sim,
-        sim_seconds_per_wall_second: per(sim, wall),
+        frames_per_sec: per(st.frames as f64, wall),
+        messages_delivered: st.messages_delivered,
+        messages_per_sec: per(st.messages_delivered as f64, wall),
+        sim_seconds: st.sim_seconds,
+        sim_seconds_per_wall_second: per(st.sim_seconds, wall),
         invariants_hold,
         history_records: raw.history.records.len(),
         judge_seconds,
@@ -158,18 +126,22 @@ pub fn peak_rss_bytes() -> u64 {
 /// Run the three phases of `scenario` at `seed`.
 #[cfg(madsim)]
 pub fn bench(scenario: &Scenario, seed: u64) -> Result<BenchReport, RunError> {
-    use crate::engine::madsim::{floor, run, run_traced};
-    let quiet = calm(scenario);
+    use crate::engine::madsim::{floor, run, run_traced, FloorPlan};
+    let thread = || format!("bench-{seed}");
 
-    let (s, plan) = (quiet.clone(), make_plan(&quiet, seed));
+    let (s, plan) = (scenario.clone(), calm(make_plan(scenario, seed)));
     let started = Instant::now();
-    let raw = on_thread(seed, move || run_traced(&s, seed, plan, Bugs::none()))?;
-    let full = phase("full", &quiet, &raw, started.elapsed().as_secs_f64());
+    let mut raw = on_fresh_thread(thread(), seed, move || {
+        run_traced(&s, seed, plan, Bugs::none())
+    })?;
+    let full = phase("full", scenario, &raw, started.elapsed().as_secs_f64());
 
-    let (s, trace) = (quiet.clone(), raw.frame_trace.clone());
+    // Sorted into routes before the clock starts: the floor is timed on moving frames only.
+    let replay = FloorPlan::new(std::mem::take(&mut raw.frame_trace));
     drop(raw);
+    let s = scenario.clone();
     let started = Instant::now();
-    let (frames, sim_ms) = on_thread(seed, move || floor(&s, seed, &trace))?;
+    let (frames, sim_ms) = on_fresh_thread(thread(), seed, move || floor(&s, seed, replay))?;
     let wall = started.elapsed().as_secs_f64();
     let floor_phase = Phase {
         name: "floor",
@@ -180,6 +152,7 @@ pub fn bench(scenario: &Scenario, seed: u64) -> Result<BenchReport, RunError> {
         messages_per_sec: 0.0,
         sim_seconds: sim_ms as f64 / 1000.0,
         sim_seconds_per_wall_second: per(sim_ms as f64 / 1000.0, wall),
+        // The floor has no invariants; what it must do is replay every frame.
         invariants_hold: frames == full.frames,
         history_records: 0,
         judge_seconds: 0.0,
@@ -187,7 +160,7 @@ pub fn bench(scenario: &Scenario, seed: u64) -> Result<BenchReport, RunError> {
 
     let (s, plan) = (scenario.clone(), make_plan(scenario, seed));
     let started = Instant::now();
-    let raw = on_thread(seed, move || run(&s, seed, plan, Bugs::none()))?;
+    let raw = on_fresh_thread(thread(), seed, move || run(&s, seed, plan, Bugs::none()))?;
     let faults = phase(
         "full+faults",
         scenario,

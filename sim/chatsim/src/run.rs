@@ -114,7 +114,7 @@ pub fn trace_hash(raw: &RawRun) -> String {
         .collect()
 }
 
-fn stats(raw: &RawRun, wall_seconds: f64) -> Stats {
+pub(crate) fn stats(raw: &RawRun, wall_seconds: f64) -> Stats {
     let mut s = Stats {
         frames: raw.frames,
         inbox_left: raw.inbox_left,
@@ -155,15 +155,17 @@ pub fn replay_command(path: &str, seed: u64, bugs: &Bugs) -> String {
     format!("cargo run --release -p chatsim -- run {path} --seed {seed}{flags}")
 }
 
-/// Run one seed on a fresh thread and judge it.
-pub fn run_seed(scenario: &Scenario, seed: u64, bugs: &Bugs) -> Result<RunReport, RunError> {
-    let plan = make_plan(scenario, seed);
-    let s = scenario.clone();
-    let engine_bugs = bugs.clone();
-    let started = Instant::now();
-    let raw = std::thread::Builder::new()
-        .name(format!("seed-{seed}"))
-        .spawn(move || engine_run(&s, seed, plan, engine_bugs))
+/// Run `f` on a fresh thread named `name` (every seed gets one: std's hash keys are per
+/// thread, and madsim's determinism was seen to hold per fresh thread); a panic becomes
+/// [`RunError::Panicked`] naming `seed`.
+pub(crate) fn on_fresh_thread<T: Send + 'static>(
+    name: String,
+    seed: u64,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, RunError> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(f)
         .expect("the OS can spawn a thread")
         .join()
         .map_err(|e| RunError::Panicked {
@@ -173,12 +175,28 @@ pub fn run_seed(scenario: &Scenario, seed: u64, bugs: &Bugs) -> Result<RunReport
                 .cloned()
                 .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "non-string panic".into()),
-        })??;
+        })
+}
+
+/// The checkers' bounds a scenario sets.
+pub(crate) fn bounds(s: &Scenario) -> Bounds {
+    Bounds {
+        liveness_ms: s.run.liveness_ms,
+        ack_p50_ms: s.run.ack_p50_ms,
+    }
+}
+
+/// Run one seed on a fresh thread and judge it.
+pub fn run_seed(scenario: &Scenario, seed: u64, bugs: &Bugs) -> Result<RunReport, RunError> {
+    let plan = make_plan(scenario, seed);
+    let s = scenario.clone();
+    let engine_bugs = bugs.clone();
+    let started = Instant::now();
+    let raw = on_fresh_thread(format!("seed-{seed}"), seed, move || {
+        engine_run(&s, seed, plan, engine_bugs)
+    })??;
     let wall = started.elapsed().as_secs_f64();
-    let bounds = Bounds {
-        liveness_ms: scenario.run.liveness_ms,
-        ack_p50_ms: scenario.run.ack_p50_ms,
-    };
+    let bounds = bounds(scenario);
     let path = scenario.path.display().to_string();
     Ok(RunReport {
         scenario: scenario.name(),

@@ -306,25 +306,6 @@ pub struct ScheduledEvent {
 }
 
 impl ScheduledEvent {
-    /// Whether it is something the world does to the system (a crash, a cut, a phone losing
-    /// its network) rather than something a user does.
-    pub fn is_fault(&self) -> bool {
-        matches!(
-            self.action,
-            EventAction::Kill
-                | EventAction::Restart
-                | EventAction::Clog
-                | EventAction::Unclog
-                | EventAction::Partition
-                | EventAction::HealPartition
-                | EventAction::Offline
-                | EventAction::Online
-                | EventAction::Drop
-                | EventAction::Silent
-                | EventAction::Unsilent
-        )
-    }
-
     /// An event with only its time and action set; the caller fills in who and what.
     pub fn new(at_ms: u64, action: EventAction) -> ScheduledEvent {
         ScheduledEvent {

@@ -250,7 +250,8 @@ pub enum WireError {
     Decode(#[from] postcard::Error),
 }
 
-const LEN_BYTES: usize = 4;
+/// Bytes of the length prefix before each frame.
+pub(crate) const LEN_BYTES: usize = 4;
 
 /// Encode one frame with its length prefix.
 pub fn encode(f: &Frame) -> Bytes {

@@ -13,7 +13,7 @@
 use super::{FrameTrace, RawRun};
 use crate::plan::{derive_seed, device_fault, role_of, server_hosts, Plan, WorldAction};
 use crate::scenario::{Range, Role, Scenario};
-use crate::wire::{decode, describe, encode, Frame, FrameRecord, Wire};
+use crate::wire::{decode, describe, encode, Frame, FrameRecord, Wire, LEN_BYTES};
 use bytes::{Bytes, BytesMut};
 use chatsim_judge::history::ServerFrame;
 use chatsim_judge::{Event, Fault, History};
@@ -886,98 +886,117 @@ async fn world(
     }
 }
 
-/// Per sender, per receiver: the frames to send, (send time, bytes), in send order.
-type Routes = BTreeMap<Host, BTreeMap<Host, Vec<(Millis, u32)>>>;
+/// One route's frames, (send time, bytes), in send order; shared, not copied, by its sender.
+type Frames = Arc<[(Millis, u32)]>;
 
-/// The benchmark's floor: bare nodes at the same addresses replaying `trace` (the same frames,
-/// of the same sizes, sent at the same simulated times over one connection per route, written
-/// with the same pacing as the engine's), with no chat logic at all. Returns the frames
-/// received and the simulated ms it took.
-pub fn floor(scenario: &Scenario, seed: u64, trace: &[FrameTrace]) -> (u64, Millis) {
-    let rt = madsim::runtime::Runtime::with_seed_and_config(seed, config(scenario));
-    let trace = trace.to_vec();
-    rt.block_on(floor_world(trace))
+/// The frames the benchmark's floor replays, sorted into routes.
+pub struct FloorPlan {
+    /// Per sender: per receiver, the frames to send, (send time, bytes), in send order.
+    routes: BTreeMap<Host, Vec<(Host, Frames)>>,
+    hosts: BTreeSet<Host>,
+    total: u64,
+    last: Millis,
 }
 
-async fn floor_world(trace: Vec<FrameTrace>) -> (u64, Millis) {
+impl FloorPlan {
+    /// Sort a full run's delivered frames into routes.
+    pub fn new(trace: Vec<FrameTrace>) -> FloorPlan {
+        let mut by_route: BTreeMap<(Host, Host), Vec<(Millis, u32)>> = BTreeMap::new();
+        let mut hosts = BTreeSet::new();
+        let total = trace.len() as u64;
+        let last = trace.iter().map(|f| f.sent_ms).max().unwrap_or(0);
+        for f in trace {
+            hosts.insert(f.from);
+            hosts.insert(f.to);
+            by_route
+                .entry((f.from, f.to))
+                .or_default()
+                .push((f.sent_ms, f.bytes));
+        }
+        let mut routes: BTreeMap<Host, Vec<(Host, Frames)>> = BTreeMap::new();
+        for ((from, to), mut frames) in by_route {
+            frames.sort_by_key(|(t, _)| *t);
+            routes.entry(from).or_default().push((to, frames.into()));
+        }
+        FloorPlan {
+            routes,
+            hosts,
+            total,
+            last,
+        }
+    }
+}
+
+/// The benchmark's floor: bare nodes at the same addresses replaying `plan` (the same frames,
+/// of the same sizes, sent at the same simulated times over one connection per route, written
+/// with the same pacing as the engine's), with no chat logic at all. Unlike the full system,
+/// a device and its gateway talk over two connections (one per direction), nothing ever
+/// reconnects, and the scenario's extra per-link latencies are not applied. Returns the frames
+/// received and the simulated ms until the last arrived.
+pub fn floor(scenario: &Scenario, seed: u64, plan: FloorPlan) -> (u64, Millis) {
+    let rt = madsim::runtime::Runtime::with_seed_and_config(seed, config(scenario));
+    rt.block_on(floor_world(Arc::new(plan)))
+}
+
+async fn floor_world(plan: Arc<FloorPlan>) -> (u64, Millis) {
     let handle = madsim::runtime::Handle::current();
     let t0 = Instant::now();
-    // Per sender, per receiver: (send time, bytes), in send order.
-    let mut routes: Routes = BTreeMap::new();
-    let mut hosts = BTreeSet::new();
-    for f in &trace {
-        hosts.insert(f.from);
-        hosts.insert(f.to);
-        let route = routes.entry(f.from).or_default().entry(f.to).or_default();
-        route.push((f.sent_ms, f.bytes));
-    }
-    for r in routes.values_mut().flat_map(|m| m.values_mut()) {
-        r.sort_by_key(|(t, _)| *t);
-    }
-    let total = trace.len() as u64;
-    let last = trace.iter().map(|f| f.sent_ms).max().unwrap_or(0);
     let received = Arc::new(AtomicU64::new(0));
-    let routes = Arc::new(routes);
-    let mut nodes = Vec::new();
-    for host in hosts {
-        let (routes, received) = (routes.clone(), received.clone());
-        let node = handle
+    for &host in &plan.hosts {
+        let (plan, received) = (plan.clone(), received.clone());
+        handle
             .create_node()
             .name(host.to_string())
             .ip(addr_of(host).ip())
-            .init(move || floor_node(host, routes.clone(), received.clone(), t0))
+            .init(move || floor_node(host, plan.clone(), received.clone(), t0))
             .build();
-        nodes.push(node);
     }
     // Frames may still be on the wire after the last send; give them a generous while.
-    let deadline = t0 + Duration::from_millis(last + 60_000);
-    while received.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+    let deadline = t0 + Duration::from_millis(plan.last + 60_000);
+    while received.load(Ordering::Relaxed) < plan.total && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let sim_ms = Instant::now().duration_since(t0).as_millis() as Millis;
     (received.load(Ordering::Relaxed), sim_ms)
 }
 
-async fn floor_node(host: Host, routes: Arc<Routes>, received: Arc<AtomicU64>, t0: Instant) {
+async fn floor_node(host: Host, plan: Arc<FloorPlan>, received: Arc<AtomicU64>, t0: Instant) {
     let listener = TcpListener::bind(addr_of(host))
         .await
         .expect("each floor host binds its own address once");
-    let counter = received.clone();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            let counter = counter.clone();
+            let counter = received.clone();
             tokio::spawn(async move {
                 let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
                 while matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0) {
-                    while buf.len() >= 4 {
+                    while buf.len() >= LEN_BYTES {
                         let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-                        if buf.len() < 4 + len {
+                        if buf.len() < LEN_BYTES + len {
                             break;
                         }
-                        let _ = buf.split_to(4 + len);
+                        let _ = buf.split_to(LEN_BYTES + len);
                         counter.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             });
         }
     });
-    let Some(mine) = routes.get(&host) else {
-        return std::future::pending().await;
-    };
-    for (to, frames) in mine.clone() {
+    for (to, frames) in plan.routes.get(&host).into_iter().flatten() {
+        let (to, frames) = (*to, frames.clone());
         let (tx, mut rx) = unbounded_channel::<Bytes>();
         tokio::spawn(async move {
-            for (t, bytes) in frames {
+            for &(t, bytes) in frames.iter() {
                 // madsim's sleep_until never sleeps less than a millisecond, even for a moment
                 // already here: sleeping per frame would cap a route at 1,000 frames a second.
                 let at = t0 + Duration::from_millis(t);
                 if at > Instant::now() {
                     sleep_until(at).await;
                 }
-                let body = (bytes as usize).saturating_sub(4);
-                let mut frame = BytesMut::with_capacity(4 + body);
+                let body = (bytes as usize).saturating_sub(LEN_BYTES);
+                let mut frame = BytesMut::with_capacity(LEN_BYTES + body);
                 frame.extend_from_slice(&(body as u32).to_be_bytes());
-                frame.resize(4 + body, 0);
+                frame.resize(LEN_BYTES + body, 0);
                 let _ = tx.send(frame.freeze());
             }
         });
