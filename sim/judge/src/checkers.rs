@@ -979,21 +979,28 @@ mod tests {
         );
     }
 
+    /// User `u`'s first companion.
+    fn companion(u: u32) -> DeviceId {
+        DeviceId {
+            user: UserId(u),
+            index: 1,
+        }
+    }
+
+    /// Three users with a phone and a companion each, `late` linked mid-run.
+    fn linking(late: Vec<DeviceId>) -> History {
+        let mut h = History::with_devices(3, 2);
+        h.end = 10_000;
+        h.late_devices = late;
+        h
+    }
+
     // A device linked mid-run is owed what was sent after its link, not before.
     #[test]
     fn a_late_device_is_owed_only_what_was_sent_after_its_link() {
-        let companion = DeviceId {
-            user: UserId(1),
-            index: 1,
-        };
-        let mut h = History::with_devices(3, 2);
-        h.end = 10_000;
+        let companion = companion(1);
         // The sender's own companion is linked later too (and never mentioned again).
-        let own = DeviceId {
-            user: UserId(0),
-            index: 1,
-        };
-        h.late_devices = vec![companion, own];
+        let mut h = linking(vec![companion, self::companion(0)]);
         // Before the link: shown on the phone only, and nobody minds.
         sent(&mut h, 100, 0, 1, 1, "early");
         acked(&mut h, 110, 0, 1, 1, 1);
@@ -1018,13 +1025,8 @@ mod tests {
     // violation: nobody would ever seal for it.
     #[test]
     fn a_late_device_whose_link_is_never_stored_breaks_liveness() {
-        let companion = DeviceId {
-            user: UserId(1),
-            index: 1,
-        };
-        let mut h = History::with_devices(3, 2);
-        h.end = 10_000;
-        h.late_devices = vec![companion];
+        let companion = companion(1);
+        let mut h = linking(vec![companion]);
         let connected = Observation::Connected {
             gateway: 0,
             epoch: 1,
