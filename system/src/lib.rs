@@ -201,7 +201,7 @@ pub enum Effect {
     /// `Persist` effects built up (the engine keeps it for reports only).
     Rebuilt(Box<storage::StorageState>),
     /// Replica: these operations are synced; keep them outside the node.
-    PersistOps(Vec<(proto::OpId, StorageOp)>),
+    PersistOps(Vec<(proto::OpId, replica::SharedOp)>),
     /// Session service: this change is now durable; keep it outside the node.
     PersistSession(session::SessionChange),
     /// Device: something the user could see, for the history.
@@ -445,8 +445,10 @@ pub struct Deployment {
     /// Storage replicas behind the storage coordinator (0: storage is one durable node).
     #[serde(default)]
     pub replicas: u16,
-    /// Every device's public key (the stand-in for a key server).
-    pub keys: std::collections::BTreeMap<proto::DeviceId, [u8; 32]>,
+    /// Every device's public key (the stand-in for a key server). Shared: every component
+    /// holds a copy of the deployment, and a copy of this per device would grow with the
+    /// square of the devices.
+    pub keys: std::sync::Arc<std::collections::BTreeMap<proto::DeviceId, [u8; 32]>>,
 }
 
 /// What storage keeps of a conversation once it is delivered.

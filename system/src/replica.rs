@@ -15,6 +15,11 @@ use crate::proto::{Host, Millis, OpId, Rpc, StorageOp};
 use crate::storage::StorageState;
 use crate::{Effect, Input, Machine};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A synced operation, shared: the node's log and the engine's durable copy of it hold the
+/// same allocation instead of two (replica logs are the biggest state of a replicated run).
+pub type SharedOp = Arc<StorageOp>;
 
 /// The coordinator every replica answers to.
 pub const COORDINATOR: Host = Host::Storage(0);
@@ -22,14 +27,14 @@ pub const COORDINATOR: Host = Host::Storage(0);
 /// What a replica keeps across crashes: its synced operations by id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplicaLog {
-    ops: BTreeMap<OpId, StorageOp>,
+    ops: BTreeMap<OpId, SharedOp>,
 }
 
 impl ReplicaLog {
     /// Keep `batch` (an id already held keeps its first operation: ids are never reused).
-    pub fn apply(&mut self, batch: &[(OpId, StorageOp)]) {
+    pub fn apply(&mut self, batch: &[(OpId, SharedOp)]) {
         for (id, op) in batch {
-            self.ops.entry(*id).or_insert_with(|| op.clone());
+            self.ops.entry(*id).or_insert_with(|| Arc::clone(op));
         }
     }
 
@@ -60,7 +65,7 @@ impl ReplicaLog {
 #[derive(Clone, Debug)]
 pub struct Replica {
     durable: ReplicaLog,
-    buffer: Vec<(OpId, StorageOp)>,
+    buffer: Vec<(OpId, SharedOp)>,
     sync_at: Option<Millis>,
     /// Not yet told the coordinator it is up (sent at the first timeout, i.e. at boot).
     hello_due: bool,
@@ -115,7 +120,7 @@ impl Replica {
                 break;
             }
             bytes += size;
-            ops.push((**id, (*op).clone()));
+            ops.push((**id, StorageOp::clone(op)));
             iter.next();
         }
         Rpc::Ops {
@@ -133,7 +138,7 @@ impl Machine for Replica {
                 rpc: Rpc::Replicate { id, op },
                 ..
             } => {
-                self.buffer.push((id, op));
+                self.buffer.push((id, Arc::new(op)));
                 self.sync_at.get_or_insert(now + STORAGE_SYNC_MS);
             }
             Input::Rpc {
@@ -234,7 +239,9 @@ mod tests {
     #[test]
     fn reads_come_in_pages_in_order() {
         let mut log = ReplicaLog::default();
-        let batch: Vec<_> = (1..=5).map(|n| (OpId { term: 1, n }, op(n))).collect();
+        let batch: Vec<_> = (1..=5)
+            .map(|n| (OpId { term: 1, n }, Arc::new(op(n))))
+            .collect();
         log.apply(&batch);
         let r = Replica::new(log);
         let Rpc::Ops { ops, more, .. } = r.page(Some(OpId { term: 1, n: 2 })) else {

@@ -27,10 +27,13 @@ fn scenario_files() -> Vec<PathBuf> {
         .expect("scenarios/ exists")
         .map(|e| e.expect("readable entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        // The benchmark's worlds are measured by `chatsim bench`, not judged seed by seed.
+        // The benchmark's worlds and the scale run are measured by hand or by `chatsim
+        // bench`, not judged seed by seed (the scale run takes minutes and gigabytes).
         .filter(|p| {
-            !p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("bench-"))
+            !p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with("bench-") || n.starts_with("scale-")
+            })
         })
         .collect();
     files.sort();

@@ -107,6 +107,10 @@ pub struct History {
     /// of the serialised history (the trace hash already covers every frame).
     #[serde(skip)]
     pub server_frames: Vec<ServerFrame>,
+    /// Set when the engine screened server frames as they arrived: `server_frames` then holds
+    /// only frames that contained a screened text.
+    #[serde(skip)]
+    pub screened: Option<crate::confidential::Screened>,
 }
 
 /// One frame as a server host received it.
@@ -136,6 +140,7 @@ impl History {
             late_devices: Vec::new(),
             inbox_left: Vec::new(),
             server_frames: Vec::new(),
+            screened: None,
         }
     }
 

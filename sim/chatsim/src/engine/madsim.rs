@@ -15,7 +15,7 @@ use crate::plan::{derive_seed, device_fault, role_of, server_hosts, Plan, WorldA
 use crate::scenario::{Range, Role, Scenario};
 use crate::wire::{decode, describe, encode, Frame, FrameRecord, Wire, LEN_BYTES};
 use bytes::{Bytes, BytesMut};
-use chatsim_judge::history::ServerFrame;
+use chatsim_judge::confidential::Screen;
 use chatsim_judge::{Event, Fault, History};
 use chatsim_system::bugs::Bugs;
 use chatsim_system::device::Device;
@@ -89,7 +89,8 @@ struct Shared {
     digest: Mutex<Sha256>,
     frames: AtomicU64,
     frame_log: Mutex<Vec<FrameRecord>>,
-    server_frames: Mutex<Vec<ServerFrame>>,
+    /// Scans each frame a server receives for the plan's plaintexts, keeping only hits.
+    screen: Mutex<Screen>,
     samples: Mutex<Vec<(Millis, usize)>>,
     links: BTreeMap<(Role, Role), Range>,
     /// Each device's event channel, for pushes: the OS's channel to the phone, outside the
@@ -166,16 +167,10 @@ impl Shared {
 
     fn delivered(&self, now: Millis, at: Host, raw: &[u8], frame: &Frame) {
         if !matches!(at, Host::Device(_)) {
-            let bytes = raw.to_vec();
-            let seen = ServerFrame {
-                t: now,
-                host: at,
-                bytes,
-            };
-            self.server_frames
+            self.screen
                 .lock()
                 .expect("never poisoned")
-                .push(seen);
+                .see(now, at, raw);
         }
         self.frames.fetch_add(1, Ordering::Relaxed);
         if let Some(trace) = &self.trace {
@@ -681,10 +676,12 @@ async fn simulate_traced(
         late_devices: plan.late_devices(),
     };
     let mut topo = topo;
-    topo.keys = (0..topo.users)
-        .flat_map(|u| topo.devices_of(UserId(u)))
-        .map(|d| (d, chatsim_system::e2e::keypair(device_seed(seed, d)).public))
-        .collect();
+    topo.keys = Arc::new(
+        (0..topo.users)
+            .flat_map(|u| topo.devices_of(UserId(u)))
+            .map(|d| (d, chatsim_system::e2e::keypair(device_seed(seed, d)).public))
+            .collect(),
+    );
     world(topo, seed, server_hosts(scenario), plan, links, traced).await
 }
 
@@ -717,7 +714,14 @@ async fn world(
         digest: Mutex::new(Sha256::new()),
         frames: AtomicU64::new(0),
         frame_log: Mutex::new(Vec::new()),
-        server_frames: Mutex::new(Vec::new()),
+        screen: Mutex::new(Screen::new(plan.device.values().flatten().filter_map(
+            |(_, a)| match a {
+                Action::SendDirect { body, .. } | Action::SendGroup { body, .. } => {
+                    Some(body.clone())
+                }
+                _ => None,
+            },
+        ))),
         samples: Mutex::new(Vec::new()),
         links,
         wakers: Mutex::new(BTreeMap::new()),
@@ -858,7 +862,11 @@ async fn world(
     sleep_until(sh.t0 + Duration::from_millis(plan.end_at)).await;
     let mut history = std::mem::take(&mut *sh.history.lock().expect("never poisoned"));
     history.end = plan.end_at;
-    history.server_frames = std::mem::take(&mut *sh.server_frames.lock().expect("never poisoned"));
+    std::mem::replace(
+        &mut *sh.screen.lock().expect("never poisoned"),
+        Screen::new([]),
+    )
+    .finish(&mut history);
     let digest = sh.digest.lock().expect("never poisoned").clone().finalize();
     let frame_log = std::mem::take(&mut *sh.frame_log.lock().expect("never poisoned"));
     let samples = std::mem::take(&mut *sh.samples.lock().expect("never poisoned"));
