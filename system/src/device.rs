@@ -289,6 +289,16 @@ impl Device {
         self.link == Link::Ready
     }
 
+    /// Whether message `id` is held back behind a gap on this phone: not shown yet, but in the
+    /// phone's own store, which is what its ack to the server promises.
+    pub fn has(&self, conv: ConvId, id: MsgId) -> bool {
+        self.convs.get(&conv).is_some_and(|v| {
+            v.held
+                .values()
+                .any(|s| matches!(s, Slot::Theirs(m, _) if m.id == id))
+        })
+    }
+
     fn bug(&self, bug: Bug) -> bool {
         self.topo.bugs.has(bug)
     }
@@ -575,10 +585,21 @@ impl Device {
         }
         // Final answers take the message out of the outbox; `Busy` and `StaleMembers` leave it
         // for the retry timer (by then the device has usually caught up with the membership).
-        let fatal = matches!(
-            reason,
-            Refusal::NotMember | Refusal::GroupFull | Refusal::BadGroupOp
-        );
+        // `NotMember` is not final while a membership change of ours for the same group is
+        // still unacknowledged: a post can overtake the creation of its group (the model
+        // checker's story: the shard dies, the creation's retry arrives after the post), and
+        // the post is fine once the creation is stored.
+        let conv = id.and_then(|id| self.outbox.get(&id)).map(|o| o.conv);
+        let joining = conv.is_some_and(|c| {
+            self.outbox
+                .iter()
+                .any(|(other, o)| o.conv == c && o.op.is_some() && Some(*other) != id)
+        });
+        let fatal = match reason {
+            Refusal::NotMember => !joining,
+            Refusal::GroupFull | Refusal::BadGroupOp => true,
+            _ => false,
+        };
         let mut fin = false;
         if let Some(id) = id.filter(|_| fatal) {
             if self.outbox.remove(&id).is_some() {

@@ -445,10 +445,33 @@ pub struct Deployment {
     /// Storage replicas behind the storage coordinator (0: storage is one durable node).
     #[serde(default)]
     pub replicas: u16,
-    /// Every device's public key (the stand-in for a key server). Shared: every component
-    /// holds a copy of the deployment, and a copy of this per device would grow with the
-    /// square of the devices.
-    pub keys: std::sync::Arc<std::collections::BTreeMap<proto::DeviceId, [u8; 32]>>,
+    /// Every device's public key (the stand-in for a key server).
+    pub keys: KeyDirectory,
+}
+
+/// Every device's public key. Shared: every component holds a copy of the deployment, and a
+/// copy of this per device would grow with the square of the devices. Its `Debug` gives the
+/// count, not the keys (a state's rendering is what the model checker hashes).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyDirectory(pub std::sync::Arc<std::collections::BTreeMap<proto::DeviceId, [u8; 32]>>);
+
+impl KeyDirectory {
+    /// A directory of these keys.
+    pub fn new(keys: std::collections::BTreeMap<proto::DeviceId, [u8; 32]>) -> KeyDirectory {
+        KeyDirectory(std::sync::Arc::new(keys))
+    }
+
+    /// `device`'s public key, if it has one.
+    pub fn get(&self, device: &proto::DeviceId) -> Option<&[u8; 32]> {
+        self.0.get(device)
+    }
+}
+
+impl std::fmt::Debug for KeyDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyDirectory({} keys)", self.0.len())
+    }
 }
 
 /// What storage keeps of a conversation once it is delivered.

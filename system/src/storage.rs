@@ -265,6 +265,16 @@ impl StorageState {
         before > 0 && history[before - 1].1.binary_search(&user).is_ok()
     }
 
+    /// Whether the fan-out job of message `seq` in `conv` is unfinished and has yet to park
+    /// an entry for `device` (the job's devices from its cursor on).
+    pub fn fanout_owes(&self, conv: ConvId, seq: Seq, device: DeviceId) -> bool {
+        self.fanouts
+            .get(&(conv, seq))
+            .is_some_and(|(devices, next, _)| {
+                devices.iter().skip(*next as usize).any(|d| *d == device)
+            })
+    }
+
     /// Unfinished fan-out jobs.
     pub fn fanouts_pending(&self) -> usize {
         self.fanouts.len()

@@ -56,7 +56,7 @@ impl Cluster {
         let all: Vec<DeviceId> = (0..topo.users)
             .flat_map(|u| topo.devices_of(UserId(u)))
             .collect();
-        topo.keys = std::sync::Arc::new(
+        topo.keys = crate::KeyDirectory::new(
             all.iter()
                 .map(|d| (*d, crate::e2e::keypair(seed_of(*d)).public))
                 .collect(),
@@ -537,7 +537,7 @@ mod tests {
         let conv = ConvId::direct(A.user, B.user);
         let (ka, kb) = (keypair(100), keypair(1));
         let mut t = topo();
-        t.keys = std::sync::Arc::new([(A, ka.public), (B, kb.public)].into_iter().collect());
+        t.keys = crate::KeyDirectory::new([(A, ka.public), (B, kb.public)].into_iter().collect());
         let msg = |seq: u64| {
             let id = MsgId {
                 device: A,

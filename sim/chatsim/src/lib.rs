@@ -11,10 +11,13 @@
 //! - [`output`]: the one-screen summary, JSON and the replay log.
 //! - [`shrink`]: a failing seed cut down to a minimal explicit scenario and its story.
 //! - [`swarm`]: many seeds in parallel, per-invariant counts, JUnit XML.
+//! - [`check`]: exhaustive search of small worlds (`chatsim-models`, stateright) and its
+//!   Explorer.
 //!
 //! The checkers themselves live in `chatsim-judge` and read only the history.
 
 pub mod bench;
+pub mod check;
 pub mod engine;
 pub mod output;
 pub mod plan;

@@ -136,6 +136,40 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Explore small worlds exhaustively (stateright) over the same state machines; with
+    /// `--bug`, find the shortest story that shows it.
+    Check {
+        /// One model (direct, reconnect, group, failover; default: all, or the bug's).
+        #[arg(long, value_name = "NAME")]
+        model: Option<String>,
+        /// Switch on a bug-zoo mistake and stop at its first counterexample.
+        #[arg(long = "bug", value_name = "NAME")]
+        bugs: Vec<Bug>,
+        /// Breadth first: the shortest counterexample (the default).
+        #[arg(long, conflicts_with = "dfs")]
+        bfs: bool,
+        /// Depth first.
+        #[arg(long)]
+        dfs: bool,
+        /// Checker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print one JSON object per model instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve stateright's Explorer for a model on loopback, to walk its states in a browser.
+    Explore {
+        /// The model (default: direct, or the bug's).
+        #[arg(long, value_name = "NAME")]
+        model: Option<String>,
+        /// Switch on a bug-zoo mistake.
+        #[arg(long = "bug", value_name = "NAME")]
+        bugs: Vec<Bug>,
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        addr: String,
+    },
     /// List the bug zoo: each classic mistake, the invariant that catches it, and the
     /// scenario that shows it.
     Bugs,
@@ -421,6 +455,56 @@ fn main() -> ExitCode {
                     }
                 }
                 Err(e) => fail(EXIT_ENGINE, e),
+            }
+        }
+        Command::Check {
+            model,
+            bugs,
+            bfs: _,
+            dfs,
+            threads,
+            json: as_json,
+        } => {
+            let bugs: Bugs = bugs.into_iter().collect();
+            let models = match chatsim::check::models(model.as_deref(), &bugs) {
+                Ok(m) => m,
+                Err(e) => return fail(EXIT_BAD_INPUT, e),
+            };
+            let search = chatsim::check::Search {
+                dfs,
+                threads: threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            };
+            let mut passed = true;
+            for m in models {
+                let o = chatsim::check::check(m, search, !bugs.is_empty());
+                if as_json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(&o).expect("an outcome serialises")
+                    );
+                } else {
+                    print!("{}", chatsim::check::summary(&o));
+                }
+                passed &= o.passed();
+            }
+            if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_BROKEN)
+            }
+        }
+        Command::Explore { model, bugs, addr } => {
+            let bugs: Bugs = bugs.into_iter().collect();
+            let name = model.or_else(|| bugs.iter().next().is_none().then(|| "direct".to_string()));
+            let mut models = match chatsim::check::models(name.as_deref(), &bugs) {
+                Ok(m) => m,
+                Err(e) => return fail(EXIT_BAD_INPUT, e),
+            };
+            let m = models.remove(0);
+            match chatsim::check::explore(m, &addr) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(EXIT_BAD_INPUT, format!("--addr {addr}: {e}")),
             }
         }
         Command::Bugs => {

@@ -62,6 +62,8 @@ pub struct Stats {
     pub sim_seconds: f64,
     /// Wall-clock seconds of this run (not part of the trace).
     pub wall_seconds: f64,
+    /// Wall-clock seconds the checkers took over the history, outside `wall_seconds`.
+    pub judge_seconds: f64,
 }
 
 /// The outcome of one seed.
@@ -198,6 +200,10 @@ pub fn run_seed(scenario: &Scenario, seed: u64, bugs: &Bugs) -> Result<RunReport
     let wall = started.elapsed().as_secs_f64();
     let bounds = bounds(scenario);
     let path = scenario.path.display().to_string();
+    let judging = Instant::now();
+    let invariants = check_all(&raw.history, bounds);
+    let mut stats = stats(&raw, wall);
+    stats.judge_seconds = judging.elapsed().as_secs_f64();
     Ok(RunReport {
         scenario: scenario.name(),
         replay: replay_command(&path, seed, bugs),
@@ -206,8 +212,8 @@ pub fn run_seed(scenario: &Scenario, seed: u64, bugs: &Bugs) -> Result<RunReport
         seed,
         engine: ENGINE_MADSIM,
         trace_hash: trace_hash(&raw),
-        invariants: check_all(&raw.history, bounds),
-        stats: stats(&raw, wall),
+        invariants,
+        stats,
         history: raw.history,
         frame_log: raw.frame_log,
         samples: raw.samples,

@@ -312,3 +312,53 @@ fn bench_prints_the_floor_the_full_system_and_their_ratio() {
     );
     assert!(phases.iter().all(|p| p["invariants_hold"] == true));
 }
+
+// `check --bug` finds the shortest story, prints it step by step and exits 1; an unknown
+// model is bad input (2).
+#[test]
+fn check_finds_a_bug_and_names_the_invariant_and_the_steps() {
+    let o = chatsim(&["check", "--bug", "ack-before-persist", "--threads", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("model direct"), "{out}");
+    assert!(out.contains("no_loss BROKEN after"), "{out}");
+    assert!(out.contains("the user sends"), "{out}");
+    assert!(out.contains("unique"), "{out}");
+    let o = chatsim(&["check", "--model", "nonesuch"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("direct, reconnect, group, failover"));
+    let o = chatsim(&["check", "--bug", "tls-only"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("bigger than the small models"));
+}
+
+// `explore` serves the Explorer on the address given: its page answers HTTP 200.
+#[test]
+fn explore_serves_a_page_on_loopback() {
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatsim"))
+        .args(["explore", "--model", "direct", "--addr", &addr])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut answer = String::new();
+    for _ in 0..100 {
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n");
+            let _ = s.read_to_string(&mut answer);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+        "{answer:.200}"
+    );
+}

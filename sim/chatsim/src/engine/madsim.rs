@@ -371,34 +371,58 @@ fn new_machine(host: Host, sh: &Shared) -> Box<dyn Machine> {
     }
 }
 
+/// Devices one accepting task serves. madsim's `accept` sleeps before it returns and a sleep
+/// lasts at least 1 ms of simulated time, so one task accepts at most 1,000 connections a
+/// simulated second: 12,500 phones on one gateway (the 100,000-user run) would take 12.5 s to
+/// get in, past the handshake timeout, and reconnect forever. A real server accepts far faster,
+/// so a gateway gets one accepting task per this many of the devices it expects.
+const DEVICES_PER_ACCEPTOR: u64 = 1_000;
+
+/// How many tasks accept connections on `host` (one, except on gateways with many devices:
+/// worlds of up to 1,000 devices a gateway keep one, and with it their traces).
+fn acceptors(host: Host, topo: &Deployment) -> u64 {
+    match host {
+        Host::Gateway(_) => {
+            let devices = u64::from(topo.users) * u64::from(topo.devices_per_user.max(1));
+            let per_gateway = devices.div_ceil(u64::from(topo.gateways.max(1)));
+            per_gateway.div_ceil(DEVICES_PER_ACCEPTOR).max(1)
+        }
+        _ => 1,
+    }
+}
+
 async fn server_main(host: Host, sh: Arc<Shared>) {
     let mut machine = new_machine(host, &sh);
     let listener = TcpListener::bind(addr_of(host))
         .await
         .expect("a restarted node's old socket was released by the kill");
     let (tx, mut rx) = unbounded_channel::<ServerEvent>();
-    let accept_tx = tx.clone();
-    let accept_sh = sh.clone();
-    tokio::spawn(async move {
-        let mut next = 0u64;
-        while let Ok((stream, _)) = listener.accept().await {
-            next += 1;
-            let conn = ConnId(next);
-            let (wtx, wrx) = unbounded_channel();
-            // Only a gateway writes on accepted connections, and only to devices.
-            let wrx = accept_sh.delayed(host, Role::Device, next, wrx);
-            let _ = accept_tx.send(ServerEvent::Opened(conn, wtx));
-            let (etx, sh) = (accept_tx.clone(), accept_sh.clone());
-            tokio::spawn(async move {
-                run_conn(stream, wrx, |f, raw| {
-                    sh.delivered(sh.now(), host, raw, &f);
-                    let _ = etx.send(ServerEvent::Frame(conn, Box::new(f.wire)));
-                })
-                .await;
-                let _ = etx.send(ServerEvent::Closed(conn));
-            });
-        }
-    });
+    let listener = Arc::new(listener);
+    let next_conn = Arc::new(AtomicU64::new(0));
+    for _ in 0..acceptors(host, &sh.topo) {
+        let accept_tx = tx.clone();
+        let accept_sh = sh.clone();
+        let (listener, next_conn) = (listener.clone(), next_conn.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let next = next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+                let conn = ConnId(next);
+                let (wtx, wrx) = unbounded_channel();
+                // Only a gateway writes on accepted connections, and only to devices.
+                let wrx = accept_sh.delayed(host, Role::Device, next, wrx);
+                let _ = accept_tx.send(ServerEvent::Opened(conn, wtx));
+                let (etx, sh) = (accept_tx.clone(), accept_sh.clone());
+                tokio::spawn(async move {
+                    run_conn(stream, wrx, |f, raw| {
+                        sh.delivered(sh.now(), host, raw, &f);
+                        let _ = etx.send(ServerEvent::Frame(conn, Box::new(f.wire)));
+                    })
+                    .await;
+                    let _ = etx.send(ServerEvent::Closed(conn));
+                });
+            }
+        });
+    }
     let mut peers = Peers {
         links: BTreeMap::new(),
     };
@@ -676,7 +700,7 @@ async fn simulate_traced(
         late_devices: plan.late_devices(),
     };
     let mut topo = topo;
-    topo.keys = Arc::new(
+    topo.keys = chatsim_system::KeyDirectory::new(
         (0..topo.users)
             .flat_map(|u| topo.devices_of(UserId(u)))
             .map(|d| (d, chatsim_system::e2e::keypair(device_seed(seed, d)).public))

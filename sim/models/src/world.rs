@@ -1,0 +1,749 @@
+//! The adapter: every component of a small deployment held in one value that stateright can
+//! explore. The components are the very `chatsim-system` machines the simulators run; this
+//! module only carries their effects (frames into the network, durable writes beside the
+//! nodes, observations into [`Facts`]) and offers the choices the world can make next
+//! ([`Step`]): which frame arrives, which is lost or duplicated, when timers fire, what a user
+//! does, what crashes.
+//!
+//! Time: the clock moves only when the next timer fires ([`Step::Tick`]), and (with
+//! `quiet_ticks`) only once no frame is deliverable, so every frame arrives before the next
+//! timer unless it is dropped or held by a partition. That keeps a 20-second horizon of
+//! heartbeats and lease renewals finite and small; a frame overtaken by a timer is what a drop
+//! plus a retry, or a partition's held frames, stand for.
+//!
+//! Hashing: stateright deduplicates states by hash. The machines derive `Debug` over ordered
+//! collections only (a rule of the whole code base, for determinism), so a state's `Debug`
+//! text is a canonical rendering of it; [`World`] hashes that text as it is written, instead
+//! of every type of the system crate (and the crypto types inside them, which do not
+//! implement `Hash`) deriving `Hash` for this one use.
+
+use chatsim_system::device::Device;
+use chatsim_system::gateway::Gateway;
+use chatsim_system::proto::{ConnId, ConvId, DeviceId, Host, Millis, MsgId, Rpc, Seq, UserId};
+use chatsim_system::push::Push;
+use chatsim_system::session::{Session, SessionTable};
+use chatsim_system::shard::Shard;
+use chatsim_system::storage::{Storage, StorageState};
+use chatsim_system::{Action, Deployment, Effect, Input, Machine, Observation};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::{self, Write as _};
+use std::hash::{Hash, Hasher};
+
+/// How many faults of each kind the world may still inject.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Server-to-server frames lost.
+    pub drops: u8,
+    /// Server-to-server frames delivered twice.
+    pub dups: u8,
+    /// Server crashes (each restarts at once from its durable state).
+    pub crashes: u8,
+    /// Device connections cut by the network (the phone reconnects on its own).
+    pub conn_drops: u8,
+    /// Partitions of one server from every other host, each healed later.
+    pub partitions: u8,
+    /// Faults of any kind, in all: the kinds' budgets are each capped, and so is their sum
+    /// (one fault of any kind keeps a model's branching a sum of its kinds, not a product).
+    pub total: u8,
+}
+
+/// One display: (conversation, seq, id, body).
+pub type Shown = (ConvId, Seq, MsgId, Vec<u8>);
+
+/// What users saw, kept as the properties need it (no times: two paths to the same facts and
+/// machines are one state).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// Texts users pressed send on (membership changes excluded), with their bodies.
+    pub texts: BTreeMap<MsgId, (ConvId, Vec<u8>)>,
+    /// Membership changes asked for.
+    pub changes: BTreeSet<MsgId>,
+    /// Sent ✓, with the sequence number the server gave.
+    pub acked: BTreeMap<MsgId, (ConvId, Seq)>,
+    /// Each device's displays in order.
+    pub shown: BTreeMap<DeviceId, Vec<Shown>>,
+    /// Inbox drains completed, by any device.
+    pub drains: u8,
+    /// Servers crashed so far.
+    pub crashes: u8,
+}
+
+/// A FIFO channel: a device connection's end, or a link from one server to another (each is
+/// one TCP connection in the engines).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lane {
+    /// Frames to `to` on device connection `conn`.
+    Conn {
+        /// The receiving end.
+        to: Host,
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Frames from one server (or the push provider) to another host.
+    Link {
+        /// Sender.
+        from: Host,
+        /// Receiver.
+        to: Host,
+    },
+}
+
+/// One choice the world makes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// The oldest frame on a lane arrives.
+    Arrive(Lane),
+    /// The oldest frame on a server link is lost.
+    Lose(Lane),
+    /// The oldest frame on a server link arrives, and a copy stays at the head (a resend).
+    Repeat(Lane),
+    /// Unordered network: a frame in flight arrives; named by its rendering.
+    Deliver(String),
+    /// Unordered network: it is lost.
+    Drop(String),
+    /// Unordered network: it arrives, and a copy stays in flight.
+    Dup(String),
+    /// The next timer fires (the clock jumps to it).
+    Tick,
+    /// A user does the next thing in their script.
+    User(DeviceId),
+    /// A server crashes and restarts from what it made durable.
+    Crash(Host),
+    /// The network cuts a device's connection.
+    CutConn(DeviceId),
+    /// A server is cut off from every other host; what it sends or is sent waits.
+    Partition(Host),
+    /// Every partition heals and what waited is delivered.
+    Heal,
+}
+
+/// A server-to-server frame (or a push) in flight.
+#[derive(Clone, Debug)]
+pub struct Packet {
+    /// Sender.
+    pub from: Host,
+    /// Receiver.
+    pub to: Host,
+    /// What it delivers.
+    pub input: Input,
+}
+
+/// The whole deployment as one explorable state.
+#[derive(Clone, Debug)]
+pub struct World {
+    /// Virtual now (ms).
+    pub now: Millis,
+    gateways: Vec<Gateway>,
+    session: Session,
+    shards: Vec<Shard>,
+    storage: Storage,
+    push: Push,
+    devices: BTreeMap<DeviceId, Device>,
+    /// What storage has synced (a crash keeps only this).
+    pub durable: StorageState,
+    session_durable: SessionTable,
+    conns: BTreeMap<DeviceId, (u16, ConnId)>,
+    next_conn: u64,
+    /// Frames in flight on FIFO lanes.
+    lanes: BTreeMap<Lane, VecDeque<Input>>,
+    /// Server frames in flight when links are unordered: a multiset keyed by rendering, any
+    /// of them may come next.
+    net: BTreeMap<String, (Packet, u32)>,
+    /// Whether server links are unordered (`net`) instead of FIFO lanes.
+    unordered: bool,
+    /// Partitioned servers.
+    cut: BTreeSet<Host>,
+    /// How far each device is through its user's script.
+    script_at: BTreeMap<DeviceId, usize>,
+    /// Faults left.
+    pub budget: Budget,
+    /// What users saw.
+    pub facts: Facts,
+}
+
+/// Hashes what is written into it: a `Debug` rendering streamed into a hasher, no string kept.
+struct HashWriter<'a, H: Hasher>(&'a mut H);
+
+impl<H: Hasher> fmt::Write for HashWriter<'_, H> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.write(s.as_bytes());
+        Ok(())
+    }
+}
+
+impl Hash for World {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        write!(HashWriter(state), "{self:?}").expect("writing into a hasher cannot fail");
+    }
+}
+
+impl World {
+    /// The rendering two states are compared by (the same text their hashes are made of).
+    fn rendering(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+impl PartialEq for World {
+    fn eq(&self, other: &World) -> bool {
+        self.rendering() == other.rendering()
+    }
+}
+
+impl Eq for World {}
+
+/// A device's seed, as the in-memory harness derives it.
+fn seed_of(d: DeviceId) -> u64 {
+    u64::from(d.user.0) * 8 + u64::from(d.index) + 1
+}
+
+/// `topo` with every device's public key in its directory (each device's key pair comes from
+/// its seed).
+pub fn keyed(topo: &Deployment) -> Deployment {
+    let mut topo = topo.clone();
+    topo.keys = chatsim_system::KeyDirectory::new(
+        (0..topo.users)
+            .flat_map(|u| topo.devices_of(UserId(u)))
+            .map(|d| (d, chatsim_system::e2e::keypair(seed_of(d)).public))
+            .collect(),
+    );
+    topo
+}
+
+impl World {
+    /// Every component fresh, every device online and about to connect. `topo` must be
+    /// [`keyed`].
+    pub fn new(topo: &Deployment, budget: Budget, unordered: bool) -> World {
+        let topo = topo.clone();
+        let all: Vec<DeviceId> = (0..topo.users)
+            .flat_map(|u| topo.devices_of(UserId(u)))
+            .collect();
+        World {
+            now: 0,
+            gateways: (0..topo.gateways)
+                .map(|i| Gateway::new(i, topo.clone()))
+                .collect(),
+            session: Session::new(topo.clone(), SessionTable::new()),
+            shards: (0..topo.shards)
+                .map(|i| Shard::new(i, topo.clone()))
+                .collect(),
+            storage: Storage::with_bugs(StorageState::new(topo.storage_model), &topo.bugs),
+            push: Push::new(topo.clone(), 1),
+            devices: all
+                .iter()
+                .map(|d| (*d, Device::new(*d, topo.clone(), seed_of(*d), true)))
+                .collect(),
+            durable: StorageState::new(topo.storage_model),
+            session_durable: SessionTable::new(),
+            conns: BTreeMap::new(),
+            next_conn: 0,
+            lanes: BTreeMap::new(),
+            net: BTreeMap::new(),
+            unordered,
+            cut: BTreeSet::new(),
+            script_at: all.iter().map(|d| (*d, 0)).collect(),
+            budget,
+            facts: Facts::default(),
+        }
+    }
+
+    fn machine(&mut self, host: Host) -> Option<&mut dyn Machine> {
+        Some(match host {
+            Host::Gateway(i) => self.gateways.get_mut(usize::from(i))? as &mut dyn Machine,
+            Host::Session => &mut self.session,
+            Host::Shard(i) => self.shards.get_mut(usize::from(i))?,
+            Host::Storage(_) => &mut self.storage,
+            Host::Push => &mut self.push,
+            Host::Device(d) => self.devices.get_mut(&d)?,
+            Host::Replica(_) => return None,
+        })
+    }
+
+    fn hosts(&self) -> Vec<Host> {
+        let mut hosts: Vec<Host> = self
+            .gateways
+            .iter()
+            .map(|g| Host::Gateway(g.index()))
+            .collect();
+        hosts.extend([Host::Session, Host::Storage(0), Host::Push]);
+        hosts.extend(self.shards.iter().map(|s| Host::Shard(s.index())));
+        hosts.extend(self.devices.keys().map(|d| Host::Device(*d)));
+        hosts
+    }
+
+    /// Hand `input` to `host` now and carry out its effects.
+    fn input(&mut self, host: Host, input: Input) {
+        let now = self.now;
+        let mut out = Vec::new();
+        let Some(m) = self.machine(host) else { return };
+        m.handle(now, input, &mut out);
+        for e in out {
+            self.effect(host, e);
+        }
+    }
+
+    fn send(&mut self, from: Host, to: Host, input: Input) {
+        if !self.unordered {
+            let lane = Lane::Link { from, to };
+            self.lanes.entry(lane).or_default().push_back(input);
+            return;
+        }
+        let key = format!("{from} -> {to}: {input:?}");
+        self.net
+            .entry(key)
+            .or_insert_with(|| (Packet { from, to, input }, 0))
+            .1 += 1;
+    }
+
+    fn lane(&mut self, to: Host, conn: ConnId, input: Input) {
+        self.lanes
+            .entry(Lane::Conn { to, conn })
+            .or_default()
+            .push_back(input);
+    }
+
+    fn device_at(&self, gateway: u16, conn: ConnId) -> Option<DeviceId> {
+        self.conns
+            .iter()
+            .find(|(_, c)| **c == (gateway, conn))
+            .map(|(d, _)| *d)
+    }
+
+    fn effect(&mut self, host: Host, e: Effect) {
+        match (host, e) {
+            (
+                _,
+                Effect::Rpc {
+                    to: Host::Device(d),
+                    rpc: Rpc::Wake,
+                },
+            ) => self.send(host, Host::Device(d), Input::Pushed),
+            (_, Effect::Rpc { to, rpc }) => self.send(host, to, Input::Rpc { from: host, rpc }),
+            (Host::Gateway(g), Effect::Down { conn, frame }) => {
+                if let Some(d) = self.device_at(g, conn) {
+                    self.lane(Host::Device(d), conn, Input::Down(frame));
+                }
+            }
+            (Host::Gateway(g), Effect::CloseConn { conn }) => {
+                if let Some(d) = self.device_at(g, conn) {
+                    self.conns.remove(&d);
+                    self.lane(Host::Device(d), conn, Input::Disconnected);
+                }
+            }
+            (Host::Device(d), Effect::Connect { gateway }) => {
+                self.close_device_conn(d);
+                self.next_conn += 1;
+                let conn = ConnId(self.next_conn);
+                self.conns.insert(d, (gateway, conn));
+                self.lane(Host::Gateway(gateway), conn, Input::Accepted { conn });
+                self.lane(Host::Device(d), conn, Input::Connected);
+            }
+            (Host::Device(d), Effect::Up(up)) => {
+                if let Some(&(g, conn)) = self.conns.get(&d) {
+                    self.lane(Host::Gateway(g), conn, Input::FromConn { conn, up });
+                }
+            }
+            (Host::Device(d), Effect::Disconnect) => self.close_device_conn(d),
+            (Host::Device(d), Effect::Observe(o)) => self.observe(d, o),
+            (Host::Session, Effect::PersistSession(change)) => self.session_durable.apply(&change),
+            (Host::Storage(_), Effect::Persist(ops)) => {
+                ops.iter().for_each(|op| self.durable.apply(op))
+            }
+            // Replicated storage is not modelled here; nothing else is expected.
+            _ => {}
+        }
+    }
+
+    fn observe(&mut self, d: DeviceId, o: Observation) {
+        let f = &mut self.facts;
+        match o {
+            Observation::Sent { id, conv, body } => {
+                f.texts.insert(id, (conv, body));
+            }
+            Observation::ChangeAsked { id, .. } => {
+                f.changes.insert(id);
+                f.texts.remove(&id);
+            }
+            Observation::Acked { id, conv, seq } => {
+                f.acked.insert(id, (conv, seq));
+            }
+            Observation::Displayed {
+                id,
+                conv,
+                seq,
+                body,
+                ..
+            } => f.shown.entry(d).or_default().push((conv, seq, id, body)),
+            Observation::DrainComplete => f.drains = f.drains.saturating_add(1),
+            _ => {}
+        }
+    }
+
+    fn close_device_conn(&mut self, d: DeviceId) {
+        if let Some((g, conn)) = self.conns.remove(&d) {
+            // What was on its way to the phone dies with the socket.
+            self.lanes.remove(&Lane::Conn {
+                to: Host::Device(d),
+                conn,
+            });
+            self.lane(Host::Gateway(g), conn, Input::ConnClosed { conn });
+        }
+    }
+
+    /// Whether frames may move between `from` and `to`: neither end is partitioned.
+    fn open(&self, from: Host, to: Host) -> bool {
+        !self.cut.contains(&from) && !self.cut.contains(&to)
+    }
+
+    fn lane_open(&self, lane: &Lane) -> bool {
+        match lane {
+            Lane::Conn { .. } => true,
+            Lane::Link { from, to } => self.open(*from, *to),
+        }
+    }
+
+    /// Whether anything can arrive now (held frames of a partition do not count).
+    pub fn quiet(&self) -> bool {
+        !self
+            .lanes
+            .iter()
+            .any(|(l, q)| !q.is_empty() && self.lane_open(l))
+            && !self.net.values().any(|(p, _)| self.open(p.from, p.to))
+    }
+
+    /// Whether device `d` holds message `id` of `conv` back behind a gap.
+    pub fn holds(&self, d: DeviceId, conv: ConvId, id: MsgId) -> bool {
+        self.devices.get(&d).is_some_and(|dev| dev.has(conv, id))
+    }
+
+    /// How far `d` is through its script.
+    pub fn script_at(&self, d: DeviceId) -> usize {
+        self.script_at.get(&d).copied().unwrap_or(0)
+    }
+
+    /// The frame at the head of `lane`, if any.
+    pub fn head(&self, lane: &Lane) -> Option<&Input> {
+        self.lanes.get(lane).and_then(VecDeque::front)
+    }
+
+    /// Frames in flight, held ones included.
+    pub fn in_flight(&self) -> usize {
+        self.lanes.values().map(VecDeque::len).sum::<usize>()
+            + self.net.values().map(|(_, n)| *n as usize).sum::<usize>()
+    }
+
+    /// When `host` next wants a timeout.
+    fn deadline(&self, host: Host) -> Option<Millis> {
+        match host {
+            Host::Gateway(i) => self.gateways.get(usize::from(i))?.poll_timeout(),
+            Host::Session => self.session.poll_timeout(),
+            Host::Shard(i) => self.shards.get(usize::from(i))?.poll_timeout(),
+            Host::Storage(_) => self.storage.poll_timeout(),
+            Host::Push => self.push.poll_timeout(),
+            Host::Device(d) => self.devices.get(&d)?.poll_timeout(),
+            Host::Replica(_) => None,
+        }
+    }
+
+    /// The earliest timer of any component.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.hosts()
+            .into_iter()
+            .filter_map(|h| self.deadline(h))
+            .min()
+    }
+
+    /// Fire every timer due at the next deadline, in a fixed host order.
+    fn tick(&mut self) {
+        let Some(at) = self.next_deadline() else {
+            return;
+        };
+        self.now = self.now.max(at);
+        for h in self.hosts() {
+            if self.deadline(h).is_some_and(|t| t <= self.now) {
+                self.input(h, Input::Timeout);
+            }
+        }
+    }
+
+    /// Crash `host` and restart it at once from its durable state: what was in flight to it
+    /// is lost, and a gateway's connections close.
+    fn crash(&mut self, host: Host, topo: &Deployment) {
+        self.net.retain(|_, (p, _)| p.to != host);
+        self.lanes
+            .retain(|l, _| !matches!(l, Lane::Link { to, .. } if *to == host));
+        self.facts.crashes += 1;
+        match host {
+            Host::Gateway(g) => {
+                self.gateways[usize::from(g)] = Gateway::new(g, topo.clone());
+                let gone: Vec<(DeviceId, ConnId)> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.0 == g)
+                    .map(|(d, c)| (*d, c.1))
+                    .collect();
+                for (d, conn) in gone {
+                    self.conns.remove(&d);
+                    self.lanes.remove(&Lane::Conn {
+                        to: Host::Gateway(g),
+                        conn,
+                    });
+                    self.lanes.remove(&Lane::Conn {
+                        to: Host::Device(d),
+                        conn,
+                    });
+                    self.lane(Host::Device(d), conn, Input::Disconnected);
+                }
+            }
+            Host::Session => {
+                self.session = Session::new(topo.clone(), self.session_durable.clone())
+            }
+            Host::Shard(s) => {
+                self.shards[usize::from(s)] = Shard::new(s, topo.clone());
+            }
+            Host::Storage(_) => {
+                self.storage = Storage::with_bugs(self.durable.clone(), &topo.bugs);
+            }
+            Host::Push => self.push = Push::new(topo.clone(), 1),
+            Host::Device(_) | Host::Replica(_) => {}
+        }
+    }
+
+    /// Apply one step (the model's `next_state`).
+    pub fn apply(&mut self, step: &Step, topo: &Deployment, scripts: &Scripts) {
+        match step {
+            Step::Deliver(key) | Step::Dup(key) | Step::Drop(key) => {
+                let Some((packet, n)) = self.net.get_mut(key) else {
+                    return;
+                };
+                let packet = packet.clone();
+                match step {
+                    Step::Dup(_) => {
+                        self.budget.dups -= 1;
+                        self.budget.total -= 1;
+                    }
+                    _ => {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.net.remove(key);
+                        }
+                    }
+                }
+                if let Step::Drop(_) = step {
+                    self.budget.drops -= 1;
+                    self.budget.total -= 1;
+                } else {
+                    self.input(packet.to, packet.input);
+                }
+            }
+            Step::Arrive(lane) | Step::Lose(lane) | Step::Repeat(lane) => {
+                let Some(q) = self.lanes.get_mut(lane) else {
+                    return;
+                };
+                let input = match step {
+                    Step::Repeat(_) => q.front().cloned(),
+                    _ => q.pop_front(),
+                };
+                if q.is_empty() {
+                    self.lanes.remove(lane);
+                }
+                let Some(input) = input else { return };
+                let to = match lane {
+                    Lane::Conn { to, .. } | Lane::Link { to, .. } => *to,
+                };
+                match step {
+                    Step::Lose(_) => {
+                        self.budget.drops -= 1;
+                        self.budget.total -= 1;
+                    }
+                    Step::Repeat(_) => {
+                        self.budget.dups -= 1;
+                        self.budget.total -= 1;
+                        self.input(to, input);
+                    }
+                    _ => self.input(to, input),
+                }
+            }
+            Step::Tick => self.tick(),
+            Step::User(d) => {
+                let at = self.script_at.get(d).copied().unwrap_or(0);
+                if let Some(action) = scripts.get(d).and_then(|s| s.get(at)).cloned() {
+                    self.script_at.insert(*d, at + 1);
+                    self.input(Host::Device(*d), Input::Action(action));
+                }
+            }
+            Step::Crash(h) => {
+                self.budget.crashes -= 1;
+                self.budget.total -= 1;
+                self.crash(*h, topo);
+            }
+            Step::CutConn(d) => {
+                self.budget.conn_drops -= 1;
+                self.budget.total -= 1;
+                self.input(Host::Device(*d), Input::Action(Action::DropConnection));
+            }
+            Step::Partition(h) => {
+                self.budget.partitions -= 1;
+                self.budget.total -= 1;
+                self.cut.insert(*h);
+            }
+            Step::Heal => self.cut.clear(),
+        }
+    }
+
+    /// The steps open from here (the model's `actions`), in a fixed order.
+    pub fn steps(&self, spec: &Limits, scripts: &Scripts, out: &mut Vec<Step>) {
+        let window = self.now < spec.faults_until;
+        let faults = window && self.budget.total > 0;
+        for (key, (p, _)) in &self.net {
+            if !self.open(p.from, p.to) {
+                continue;
+            }
+            out.push(Step::Deliver(key.clone()));
+            let server = !matches!(p.to, Host::Device(_));
+            if faults && server && self.budget.drops > 0 {
+                out.push(Step::Drop(key.clone()));
+            }
+            if faults && server && self.budget.dups > 0 {
+                out.push(Step::Dup(key.clone()));
+            }
+        }
+        for (lane, q) in &self.lanes {
+            if q.is_empty() || !self.lane_open(lane) {
+                continue;
+            }
+            out.push(Step::Arrive(*lane));
+            // Server links lose and repeat frames; a device connection only dies whole.
+            let server = matches!(lane, Lane::Link { to, .. } if !matches!(to, Host::Device(_)));
+            if faults && server && self.budget.drops > 0 {
+                out.push(Step::Lose(*lane));
+            }
+            if faults && server && self.budget.dups > 0 {
+                out.push(Step::Repeat(*lane));
+            }
+        }
+        // Users act between bursts, when nothing can arrive: their actions still race with
+        // timers, drops and crashes, but not with every frame of the background traffic.
+        let quiet = self.quiet();
+        for (d, at) in &self.script_at {
+            let acting = self.now < spec.users_until;
+            if acting && quiet && scripts.get(d).is_some_and(|s| *at < s.len()) {
+                out.push(Step::User(*d));
+            }
+        }
+        if !window && !self.cut.is_empty() {
+            // Partitions heal by the end of the fault window.
+            out.clear();
+            out.push(Step::Heal);
+            return;
+        }
+        if !window && spec.settle_in_order && !out.is_empty() {
+            // Settling: one schedule, the first frame that can arrive.
+            out.truncate(1);
+            return;
+        }
+        if !spec.quiet_ticks || quiet {
+            if let Some(t) = self.next_deadline() {
+                if t <= spec.horizon {
+                    out.push(Step::Tick);
+                }
+            }
+        }
+        if faults {
+            if self.budget.crashes > 0 {
+                out.extend(spec.crashable.iter().map(|h| Step::Crash(*h)));
+            }
+            if self.budget.conn_drops > 0 {
+                out.extend(
+                    spec.droppable
+                        .iter()
+                        .filter(|d| self.conns.contains_key(d))
+                        .map(|d| Step::CutConn(*d)),
+                );
+            }
+            if self.budget.partitions > 0 && self.cut.is_empty() && self.now < spec.users_until {
+                out.extend(spec.partitionable.iter().map(|h| Step::Partition(*h)));
+            }
+        }
+        if window && !self.cut.is_empty() {
+            out.push(Step::Heal);
+        }
+    }
+
+    /// Whether the run has settled: nothing can arrive and no timer is left before the
+    /// horizon. Delivery is judged here.
+    pub fn settled(&self, horizon: Millis) -> bool {
+        self.quiet() && self.cut.is_empty() && self.next_deadline().is_none_or(|t| t > horizon)
+    }
+
+    /// Bring the deployment up along one schedule, with no user action and no fault: every
+    /// phone connected, registered and drained, every slot leased, nothing in flight. Models
+    /// start here, so the search spends itself on messages and faults, not on the order in
+    /// which phones first connect. At most `steps_max` steps.
+    pub fn warm_up(&mut self, topo: &Deployment, steps_max: usize) {
+        let calm = Limits {
+            horizon: Millis::MAX,
+            faults_until: 0,
+            users_until: 0,
+            quiet_ticks: true,
+            unordered: self.unordered,
+            settle_in_order: true,
+            in_flight_max: usize::MAX,
+            crashable: Vec::new(),
+            droppable: Vec::new(),
+            partitionable: Vec::new(),
+        };
+        let phones = self.devices.len();
+        let scripts = Scripts::new();
+        let mut steps = Vec::new();
+        for _ in 0..steps_max {
+            let up = self.devices.values().all(Device::is_ready);
+            if up && usize::from(self.facts.drains) >= phones && self.quiet() {
+                return;
+            }
+            steps.clear();
+            self.steps(&calm, &scripts, &mut steps);
+            let Some(step) = steps.first().cloned() else {
+                return;
+            };
+            self.apply(&step, topo, &scripts);
+        }
+    }
+
+    /// Shards' view of who holds which slot is in storage's leases.
+    pub fn lease_owner(&self, slot: u16) -> Option<u16> {
+        self.durable.lease(slot).map(|(owner, _, _)| owner)
+    }
+}
+
+/// Each device's script: what its user does, in order, whenever the model chooses.
+pub type Scripts = BTreeMap<DeviceId, Vec<Action>>;
+
+/// The bounds of one model's search.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// No timer fires after this (ms).
+    pub horizon: Millis,
+    /// Users act and faults are injected only before this (ms), so the rest of the horizon
+    /// can settle.
+    pub faults_until: Millis,
+    /// Users act, and partitions begin, only before this (ms).
+    pub users_until: Millis,
+    /// Timers fire only when no frame can arrive.
+    pub quiet_ticks: bool,
+    /// Server links deliver in any order (a multiset) instead of in order per link (TCP, as
+    /// in both engines).
+    pub unordered: bool,
+    /// After `faults_until`, frames arrive in one fixed order (the first lane first) instead
+    /// of every order: the search is exhaustive up to `faults_until` and then follows one
+    /// schedule to the horizon, which is what keeps each model within minutes.
+    pub settle_in_order: bool,
+    /// States with more frames in flight than this are not explored further.
+    pub in_flight_max: usize,
+    /// Servers that may crash.
+    pub crashable: Vec<Host>,
+    /// Devices whose connection the network may cut.
+    pub droppable: Vec<DeviceId>,
+    /// Servers that may be partitioned.
+    pub partitionable: Vec<Host>,
+}
