@@ -413,6 +413,10 @@ impl Device {
                         .map_or_else(|| o.body.clone(), |op| op.describe(id).into_bytes()),
                 },
             );
+            if let Some(op) = o.op.clone() {
+                let conv = o.conv;
+                Self::observe(out, Observation::ChangeAsked { id, conv, op });
+            }
             self.outbox.insert(id, o);
         }
         let delay = self.backoff(OUTBOX_RETRY_MS_MIN, OUTBOX_RETRY_MS_MAX, attempts);
@@ -585,15 +589,17 @@ impl Device {
         }
         // Final answers take the message out of the outbox; `Busy` and `StaleMembers` leave it
         // for the retry timer (by then the device has usually caught up with the membership).
-        // `NotMember` is not final while a membership change of ours for the same group is
-        // still unacknowledged: a post can overtake the creation of its group (the model
-        // checker's story: the shard dies, the creation's retry arrives after the post), and
-        // the post is fine once the creation is stored.
-        let conv = id.and_then(|id| self.outbox.get(&id)).map(|o| o.conv);
-        let joining = conv.is_some_and(|c| {
+        // `NotMember` is not final for a post while our creation of its group is still
+        // unacknowledged: a post can overtake the creation (the model checker's story: the
+        // shard dies, the creation's retry arrives after the post), and it is fine once the
+        // creation is stored. A creation is never refused `NotMember`, so the wait ends.
+        let post = id
+            .and_then(|id| self.outbox.get(&id))
+            .filter(|o| o.op.is_none());
+        let joining = post.is_some_and(|p| {
             self.outbox
-                .iter()
-                .any(|(other, o)| o.conv == c && o.op.is_some() && Some(*other) != id)
+                .values()
+                .any(|o| o.conv == p.conv && matches!(o.op, Some(GroupOp::Create { .. })))
         });
         let fatal = match reason {
             Refusal::NotMember => !joining,

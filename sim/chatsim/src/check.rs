@@ -2,7 +2,7 @@
 //! `chatsim-models` with stateright, and its Explorer on loopback. Stories of counterexamples
 //! are told in the same words as the models' `describe`.
 
-use chatsim_models::models::{by_name, model_for, NAMES};
+use chatsim_models::models::{by_name, model_for, DEFAULT, NAMES};
 use chatsim_models::{describe, explain, ChatModel, ALWAYS};
 use chatsim_system::bugs::{Bug, Bugs};
 use serde::Serialize;
@@ -16,7 +16,7 @@ pub enum CheckError {
     #[error("--model: no model named {0:?}; the models are {models}", models = NAMES.join(", "))]
     UnknownModel(String),
     /// The bug shows in no small model.
-    #[error("--bug {0}: this bug needs a world bigger than the small models (see `chatsim bugs` for its scenario)")]
+    #[error("--bug {0}: no small model shows this bug (yet); `chatsim bugs` names the scenario that does")]
     NoModelFor(Bug),
 }
 
@@ -49,7 +49,8 @@ pub struct Outcome {
     /// Whether every reachable state within the bounds was visited (false: it stopped at the
     /// first violation).
     pub complete: bool,
-    /// Invariants broken, each with its shortest story (BFS).
+    /// Invariants broken, each with its story (the shortest when a BFS hunt ran on one
+    /// thread, as `check --bug` does).
     pub violations: Vec<Found>,
     /// `sometimes` properties never reached (a pass with one of these is vacuous).
     pub unreached: Vec<String>,
@@ -78,7 +79,7 @@ pub fn models(model: Option<&str>, bugs: &Bugs) -> Result<Vec<ChatModel>, CheckE
     let names: Vec<&str> = match (model, bugs.iter().next()) {
         (Some(name), _) => vec![name],
         (None, Some(bug)) => vec![model_for(bug).ok_or(CheckError::NoModelFor(bug))?],
-        (None, None) => NAMES.to_vec(),
+        (None, None) => DEFAULT.to_vec(),
     };
     names
         .into_iter()
@@ -89,7 +90,13 @@ pub fn models(model: Option<&str>, bugs: &Bugs) -> Result<Vec<ChatModel>, CheckE
 /// Search `m` completely (or, with bugs on, until the first violation).
 pub fn check(m: ChatModel, search: Search, hunting: bool) -> Outcome {
     let started = Instant::now();
-    let mut builder = m.clone().checker().threads(search.threads.max(1));
+    // stateright's BFS finds the shortest path only on one thread; a hunt wants that story.
+    let threads = if hunting && !search.dfs {
+        1
+    } else {
+        search.threads.max(1)
+    };
+    let mut builder = m.clone().checker().threads(threads);
     if hunting {
         builder = builder.finish_when(HasDiscoveries::AnyFailures);
     }
@@ -108,6 +115,8 @@ fn outcome(
 ) -> Outcome {
     let seconds = started.elapsed().as_secs_f64();
     let discoveries = checker.discoveries();
+    // A hunt stops at its first counterexample; without one it visited everything.
+    let complete = !hunting || !discoveries.keys().any(|name| ALWAYS.contains(name));
     let mut violations = Vec::new();
     let mut unreached = Vec::new();
     for p in m.properties() {
@@ -128,7 +137,7 @@ fn outcome(
                     story,
                 });
             }
-            (false, None) if !hunting => unreached.push(p.name.to_string()),
+            (false, None) if complete => unreached.push(p.name.to_string()),
             _ => {}
         }
     }
@@ -141,7 +150,7 @@ fn outcome(
         max_depth: checker.max_depth(),
         seconds,
         states_per_second: unique as f64 / seconds.max(1e-9),
-        complete: !hunting || violations.is_empty(),
+        complete,
         violations,
         unreached,
     }

@@ -329,7 +329,7 @@ fn check_finds_a_bug_and_names_the_invariant_and_the_steps() {
     assert!(stderr(&o).contains("direct, reconnect, group, failover"));
     let o = chatsim(&["check", "--bug", "tls-only"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("bigger than the small models"));
+    assert!(stderr(&o).contains("no small model shows this bug"));
 }
 
 // `explore` serves the Explorer on the address given: its page answers HTTP 200.

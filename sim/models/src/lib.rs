@@ -155,7 +155,13 @@ impl ChatModel {
     }
 
     fn owed(&self, w: &World) -> Option<(MsgId, Option<DeviceId>)> {
-        for id in w.facts.texts.keys() {
+        // A text refused for good owes nothing: its user was told it failed (as the judge).
+        for id in w
+            .facts
+            .texts
+            .keys()
+            .filter(|id| !w.facts.refused.contains(id))
+        {
             let Some((conv, seq)) = w.facts.acked.get(id) else {
                 return Some((*id, None));
             };
@@ -196,10 +202,6 @@ impl Model for ChatModel {
 
     fn format_action(&self, step: &Step) -> String {
         story_line(self, step)
-    }
-
-    fn within_boundary(&self, w: &World) -> bool {
-        w.in_flight() <= self.limits.in_flight_max
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
@@ -292,7 +294,7 @@ pub fn story_line(m: &ChatModel, step: &Step) -> String {
         Step::Repeat(Lane::Link { from, to }) => {
             format!("{from} -> {to}: the next frame arrives twice")
         }
-        Step::Lose(l) | Step::Repeat(l) => format!("{l:?}"),
+        Step::Lose(l) | Step::Repeat(l) => format!("{l:?}: the next frame is lost or repeated"),
         Step::Tick => "time passes to the next timer".to_string(),
         Step::User(d) => {
             let what = m

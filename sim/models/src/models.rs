@@ -1,7 +1,8 @@
 //! The small worlds explored completely, each a config with `into_model()`: users, servers,
 //! what users do, and which faults the world may inject before `faults_until` (the rest of the
-//! horizon lets retries settle, so `liveness` is fair). Sizes were chosen to finish well
-//! within two minutes on a 2-core machine; the unique state counts are pinned by tests.
+//! horizon lets retries settle, so `liveness` is fair). `direct`, `reconnect` and `group`
+//! finish within two minutes on a 2-core machine; `failover` does not yet (it is left out of
+//! a plain `chatsim check`). Small variants' unique state counts are pinned by tests.
 
 use crate::world::{keyed, Budget, Limits, Scripts};
 use crate::ChatModel;
@@ -10,8 +11,10 @@ use chatsim_system::proto::{ConvId, DeviceId, Host, Millis, UserId};
 use chatsim_system::routing::shard_for_conv;
 use chatsim_system::{Action, Deployment};
 
-/// Every model's name, in the order `chatsim check` runs them.
+/// Every model's name.
 pub const NAMES: [&str; 4] = ["direct", "reconnect", "group", "failover"];
+/// The models a plain `chatsim check` runs: those that finish within minutes.
+pub const DEFAULT: [&str; 3] = ["direct", "reconnect", "group"];
 
 fn user(u: u32) -> DeviceId {
     DeviceId::primary(UserId(u))
@@ -346,10 +349,9 @@ pub fn model_for(bug: Bug) -> Option<&'static str> {
         | Bug::NewIdPerRetry
         | Bug::DeleteInboxOnPush
         | Bug::NoGapRepair => "direct",
-        Bug::SessionClearWithoutEpoch | Bug::EarlyQueueEmpty | Bug::SocketWriteIsDelivery => {
-            "reconnect"
-        }
-        Bug::UnfencedFailover => "failover",
+        Bug::EarlyQueueEmpty | Bug::SocketWriteIsDelivery => "reconnect",
+        // `session-clear-without-epoch` and `unfenced-failover` are not found by these models
+        // within minutes yet (README, "Model checking"); the simulator catches both.
         _ => return None,
     })
 }

@@ -13,9 +13,11 @@
 //!
 //! Hashing: stateright deduplicates states by hash. The machines derive `Debug` over ordered
 //! collections only (a rule of the whole code base, for determinism), so a state's `Debug`
-//! text is a canonical rendering of it; [`World`] hashes that text as it is written, instead
-//! of every type of the system crate (and the crypto types inside them, which do not
-//! implement `Hash`) deriving `Hash` for this one use.
+//! text renders it; [`World`] hashes that text as it is written, instead of every type of the
+//! system crate (and the crypto types inside them, which do not implement `Hash`) deriving
+//! `Hash` for this one use. One known blur: a ChaCha generator's `Debug` shows its current
+//! block and position in it, not the block counter, so two states whose generators are whole
+//! blocks apart would be merged (the small worlds draw a few words per device).
 
 use chatsim_system::device::Device;
 use chatsim_system::gateway::Gateway;
@@ -66,6 +68,8 @@ pub struct Facts {
     pub drains: u8,
     /// Servers crashed so far.
     pub crashes: u8,
+    /// Texts the server refused for good (the user was told they failed).
+    pub refused: BTreeSet<MsgId>,
 }
 
 /// A FIFO channel: a device connection's end, or a link from one server to another (each is
@@ -111,7 +115,8 @@ pub enum Step {
     Crash(Host),
     /// The network cuts a device's connection.
     CutConn(DeviceId),
-    /// A server is cut off from every other host; what it sends or is sent waits.
+    /// A server is cut off from the other servers; what it sends them or they send it waits
+    /// (device connections stay up).
     Partition(Host),
     /// Every partition heals and what waited is delivered.
     Heal,
@@ -375,6 +380,13 @@ impl World {
                 ..
             } => f.shown.entry(d).or_default().push((conv, seq, id, body)),
             Observation::DrainComplete => f.drains = f.drains.saturating_add(1),
+            Observation::Refused {
+                id: Some(id),
+                fin: true,
+                ..
+            } => {
+                f.refused.insert(id);
+            }
             _ => {}
         }
     }
@@ -476,6 +488,8 @@ impl World {
         match host {
             Host::Gateway(g) => {
                 self.gateways[usize::from(g)] = Gateway::new(g, topo.clone());
+                self.lanes
+                    .retain(|l, _| !matches!(l, Lane::Conn { to, .. } if *to == Host::Gateway(g)));
                 let gone: Vec<(DeviceId, ConnId)> = self
                     .conns
                     .iter()
@@ -593,6 +607,11 @@ impl World {
 
     /// The steps open from here (the model's `actions`), in a fixed order.
     pub fn steps(&self, spec: &Limits, scripts: &Scripts, out: &mut Vec<Step>) {
+        if self.in_flight() > spec.in_flight_max {
+            // Past the bound nothing happens (the state is still judged, unlike states outside
+            // stateright's `within_boundary`, which it never checks).
+            return;
+        }
         let window = self.now < spec.faults_until;
         let faults = window && self.budget.total > 0;
         for (key, (p, _)) in &self.net {
@@ -738,7 +757,7 @@ pub struct Limits {
     /// of every order: the search is exhaustive up to `faults_until` and then follows one
     /// schedule to the horizon, which is what keeps each model within minutes.
     pub settle_in_order: bool,
-    /// States with more frames in flight than this are not explored further.
+    /// States with more frames in flight than this are judged but not explored further.
     pub in_flight_max: usize,
     /// Servers that may crash.
     pub crashable: Vec<Host>,
