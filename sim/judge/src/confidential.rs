@@ -77,17 +77,7 @@ impl Screen {
 pub fn e2e_confidential(h: &History) -> Verdict {
     // A membership change's `Sent` shows the user a description of it; membership is routing
     // metadata servers see by design, so only texts are secret.
-    let changes: BTreeSet<MsgId> = h
-        .records
-        .iter()
-        .filter_map(|r| match &r.event {
-            Event::Device {
-                obs: Observation::ChangeAsked { id, .. },
-                ..
-            } => Some(*id),
-            _ => None,
-        })
-        .collect();
+    let changes = h.change_ids();
     let mut texts: BTreeMap<Vec<u8>, (MsgId, Millis)> = BTreeMap::new();
     for r in &h.records {
         if let Event::Device {

@@ -181,6 +181,21 @@ impl History {
         self.devices_of(peer).chain(own).collect()
     }
 
+    /// Ids of the membership changes users asked for (their `Sent` describes the change; it
+    /// is not a text).
+    pub fn change_ids(&self) -> std::collections::BTreeSet<MsgId> {
+        self.records
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::Device {
+                    obs: Observation::ChangeAsked { id, .. },
+                    ..
+                } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Every group's membership, rebuilt from the changes users asked for (`ChangeAsked`),
     /// placed at the sequence number the history shows each one took (its ✓, or any device
     /// showing it). Not from the member lists the server computed: a server that dropped a

@@ -10,7 +10,7 @@ use crate::checkers::{Bounds, Verdict, Violation};
 use crate::history::{Event, History, Memberships};
 use chatsim_system::proto::{ConvId, DeviceId, Millis, MsgId, ReceiptKind, Seq, UserId};
 use chatsim_system::Observation;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Name of the receipts invariant.
 pub const RECEIPTS: &str = "receipts";
@@ -126,17 +126,7 @@ fn tick_name(kind: ReceiptKind) -> &'static str {
 pub fn receipts(h: &History, bounds: Bounds) -> Verdict {
     let groups = h.memberships();
     let screens = Screens::build(h);
-    let changes: BTreeSet<MsgId> = h
-        .records
-        .iter()
-        .filter_map(|r| match &r.event {
-            Event::Device {
-                obs: Observation::ChangeAsked { id, .. },
-                ..
-            } => Some(*id),
-            _ => None,
-        })
-        .collect();
+    let changes = h.change_ids();
     // Each sender device's texts by conversation and seq, as its ✓ placed them.
     let mut own: BTreeMap<(DeviceId, ConvId), BTreeMap<Seq, MsgId>> = BTreeMap::new();
     for r in &h.records {
