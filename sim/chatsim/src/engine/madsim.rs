@@ -13,23 +13,16 @@
 use super::{FrameTrace, RawRun};
 use crate::plan::{derive_seed, device_fault, role_of, server_hosts, Plan, WorldAction};
 use crate::scenario::{Range, Role, Scenario};
-use crate::wire::{decode, describe, encode, Frame, FrameRecord, Wire, LEN_BYTES};
+use crate::wire::{decode, encode, Frame, Wire, LEN_BYTES};
 use bytes::{Bytes, BytesMut};
-use chatsim_judge::confidential::Screen;
-use chatsim_judge::{Event, Fault, History};
+use chatsim_judge::{Event, Fault};
 use chatsim_system::bugs::Bugs;
 use chatsim_system::device::Device;
-use chatsim_system::gateway::Gateway;
 use chatsim_system::proto::{ConnId, DeviceId, Envelope, Host, Millis, Rpc, UserId};
-use chatsim_system::push::Push;
-use chatsim_system::replica::{Replica, ReplicaLog};
-use chatsim_system::session::{Session, SessionTable};
-use chatsim_system::shard::Shard;
-use chatsim_system::storage::{Storage, StorageState};
 use chatsim_system::{Action, Deployment, Effect, Input, Machine};
+use chatsim_world::record::{deployment, device_seed, Durable, Recorder, SAMPLE_MS};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,10 +35,6 @@ use tokio::time::{sleep_until, Instant};
 
 /// The port every server listens on.
 const PORT: u16 = 7000;
-/// Frames kept in the run's frame log (for sequence diagrams); later ones are only counted.
-const FRAME_LOG_MAX: usize = 500_000;
-/// How often the sampler records storage's inbox depth, in simulated ms.
-const SAMPLE_MS: Millis = 250;
 /// Read buffer per connection, in bytes.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
 
@@ -76,22 +65,8 @@ struct Shared {
     t0: Instant,
     topo: Deployment,
     seed: u64,
-    history: Mutex<History>,
-    /// Storage's durable state (with replicas: the coordinator's view, for reports only).
-    durable: Mutex<StorageState>,
-    /// Each replica's synced operations.
-    replica_logs: Mutex<BTreeMap<u16, ReplicaLog>>,
-    /// Every delivered frame's route, size and send time, when the benchmark asks.
-    trace: Option<Mutex<Vec<FrameTrace>>>,
-    /// How many times the storage coordinator has started (its boot number).
-    storage_boots: AtomicU64,
-    session_durable: Mutex<SessionTable>,
-    digest: Mutex<Sha256>,
-    frames: AtomicU64,
-    frame_log: Mutex<Vec<FrameRecord>>,
-    /// Scans each frame a server receives for the plan's plaintexts, keeping only hits.
-    screen: Mutex<Screen>,
-    samples: Mutex<Vec<(Millis, usize)>>,
+    rec: Recorder,
+    durable: Durable,
     links: BTreeMap<(Role, Role), Range>,
     /// Each device's event channel, for pushes: the OS's channel to the phone, outside the
     /// chat network (a partition of ours does not hold it; killing the provider loses what it
@@ -102,13 +77,6 @@ struct Shared {
 impl Shared {
     fn now(&self) -> Millis {
         self.t0.elapsed().as_millis() as Millis
-    }
-
-    fn record(&self, t: Millis, event: Event) {
-        self.history
-            .lock()
-            .expect("no thread ever panics holding it")
-            .push(t, event);
     }
 
     /// Wrap a connection's outgoing frames in the scenario's extra latency for `from -> to`, if
@@ -163,48 +131,6 @@ impl Shared {
             }
         });
         out
-    }
-
-    fn delivered(&self, now: Millis, at: Host, raw: &[u8], frame: &Frame) {
-        if !matches!(at, Host::Device(_)) {
-            self.screen
-                .lock()
-                .expect("never poisoned")
-                .see(now, at, raw);
-        }
-        self.frames.fetch_add(1, Ordering::Relaxed);
-        if let Some(trace) = &self.trace {
-            trace.lock().expect("never poisoned").push(FrameTrace {
-                from: frame.from,
-                to: at,
-                bytes: raw.len() as u32,
-                sent_ms: frame.sent_ms,
-            });
-        }
-
-        let mut log = self.frame_log.lock().expect("never poisoned");
-        if log.len() < FRAME_LOG_MAX {
-            let (label, msg, key) = describe(&frame.wire);
-            log.push(FrameRecord {
-                from: frame.from,
-                to: at,
-                sent_ms: frame.sent_ms,
-                recv_ms: now,
-                label,
-                msg,
-                key,
-            });
-        }
-        drop(log);
-        let mut d = self
-            .digest
-            .lock()
-            .expect("no thread ever panics holding it");
-        d.update(now.to_le_bytes());
-        let mut host = [0u8; 16];
-        let host = postcard::to_slice(&at, &mut host).expect("a Host encodes in under 16 bytes");
-        d.update(&*host);
-        d.update(raw);
     }
 }
 
@@ -341,36 +267,6 @@ enum ServerEvent {
     Closed(ConnId),
 }
 
-fn new_machine(host: Host, sh: &Shared) -> Box<dyn Machine> {
-    let topo = sh.topo.clone();
-    match host {
-        Host::Gateway(i) => Box::new(Gateway::new(i, topo)),
-        Host::Session => Box::new(Session::new(
-            topo,
-            sh.session_durable.lock().expect("never poisoned").clone(),
-        )),
-        Host::Shard(i) => Box::new(Shard::new(i, topo)),
-        Host::Push => Box::new(Push::new(topo, derive_seed(sh.seed, 0x7075_7368))),
-        Host::Storage(_) if topo.replicas > 0 => {
-            let boot = sh.storage_boots.fetch_add(1, Ordering::Relaxed);
-            Box::new(Storage::replicated(&topo, boot))
-        }
-        Host::Storage(_) => Box::new(Storage::with_bugs(
-            sh.durable.lock().expect("never poisoned").clone(),
-            &topo.bugs,
-        )),
-        Host::Replica(i) => Box::new(Replica::new(
-            sh.replica_logs
-                .lock()
-                .expect("never poisoned")
-                .get(&i)
-                .cloned()
-                .unwrap_or_default(),
-        )),
-        Host::Device(_) => unreachable!("devices run device_main"),
-    }
-}
-
 /// Devices one accepting task serves. madsim's `accept` sleeps before it returns and a sleep
 /// lasts at least 1 ms of simulated time, so one task accepts at most 1,000 connections a
 /// simulated second: 12,500 phones on one gateway (the 100,000-user run) would take 12.5 s to
@@ -392,7 +288,7 @@ fn acceptors(host: Host, topo: &Deployment) -> u64 {
 }
 
 async fn server_main(host: Host, sh: Arc<Shared>) {
-    let mut machine = new_machine(host, &sh);
+    let mut machine = sh.durable.machine(host, &sh.topo, sh.seed);
     let listener = TcpListener::bind(addr_of(host))
         .await
         .expect("a restarted node's old socket was released by the kill");
@@ -414,7 +310,7 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
                 let (etx, sh) = (accept_tx.clone(), accept_sh.clone());
                 tokio::spawn(async move {
                     run_conn(stream, wrx, |f, raw| {
-                        sh.delivered(sh.now(), host, raw, &f);
+                        sh.rec.delivered(sh.now(), host, raw, &f);
                         let _ = etx.send(ServerEvent::Frame(conn, Box::new(f.wire)));
                     })
                     .await;
@@ -495,21 +391,11 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
                     writers.remove(&conn);
                     device_conns.remove(&conn);
                 }
-                Effect::PersistSession(change) => {
-                    let mut table = sh.session_durable.lock().expect("never poisoned");
-                    table.apply(&change);
-                }
-                Effect::Persist(ops) => {
-                    let mut d = sh.durable.lock().expect("never poisoned");
-                    ops.iter().for_each(|op| d.apply(op));
-                }
-                Effect::Rebuilt(view) => *sh.durable.lock().expect("never poisoned") = *view,
-                Effect::PersistOps(ops) => {
-                    let mut logs = sh.replica_logs.lock().expect("never poisoned");
-                    let Host::Replica(i) = host else {
-                        unreachable!("only replicas persist operations")
-                    };
-                    logs.entry(i).or_default().apply(&ops);
+                e @ (Effect::PersistSession(_)
+                | Effect::Persist(_)
+                | Effect::Rebuilt(_)
+                | Effect::PersistOps(_)) => {
+                    sh.durable.persist(host, e);
                 }
                 e @ (Effect::Connect { .. }
                 | Effect::Up(_)
@@ -576,7 +462,7 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
                 match actions.next_if(|(t, _)| *t <= now) {
                     Some((_, action)) => {
                         if let Some(f) = device_fault(id, &action) {
-                            sh.record(now, Event::Fault(f));
+                            sh.rec.record(now, Event::Fault(f));
                         }
                         Input::Action(action)
                     }
@@ -602,7 +488,7 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
                             Ok(stream) => {
                                 let _ = tx.send(DeviceEvent::Connected(g));
                                 run_conn(stream, wrx, |f, raw| {
-                                    sh.delivered(sh.now(), me, raw, &f);
+                                    sh.rec.delivered(sh.now(), me, raw, &f);
                                     let _ = tx.send(DeviceEvent::Frame(g, Box::new(f.wire)));
                                 })
                                 .await;
@@ -621,24 +507,11 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
                     }
                 }
                 Effect::Disconnect => conn = None,
-                Effect::Observe(o) => sh
-                    .history
-                    .lock()
-                    .expect("never poisoned")
-                    .observe(now, id, o),
+                Effect::Observe(o) => sh.rec.observe(now, id, o),
                 e => unreachable!("a device produced a server effect: {e:?}"),
             }
         }
     }
-}
-
-/// The seed of one device's generator (and so of its keys). Index 0 keeps the salt
-/// single-device runs always had.
-pub fn device_seed(seed: u64, d: DeviceId) -> u64 {
-    derive_seed(
-        seed,
-        0x6465_7600 + u64::from(d.user.0) + (u64::from(d.index) << 40),
-    )
 }
 
 /// The madsim configuration for a scenario: its per-frame latency range.
@@ -685,27 +558,7 @@ async fn simulate_traced(
         .iter()
         .map(|l| ((l.from, l.to), l.extra_latency_ms))
         .collect();
-    let topo = Deployment {
-        users: scenario.topology.users,
-        gateways: scenario.topology.gateways,
-        shards: scenario.topology.shards,
-        devices_per_user: scenario.topology.devices_per_user,
-        fanout_on_read_over: scenario.topology.fanout_on_read_over,
-        replicas: scenario.topology.replicas,
-        storage_model: scenario.topology.storage_model,
-        clock_skew_ms: scenario.topology.clock_skew_ms,
-        push: scenario.push.spec(),
-        bugs,
-        keys: Default::default(),
-        late_devices: plan.late_devices(),
-    };
-    let mut topo = topo;
-    topo.keys = chatsim_system::KeyDirectory::new(
-        (0..topo.users)
-            .flat_map(|u| topo.devices_of(UserId(u)))
-            .map(|d| (d, chatsim_system::e2e::keypair(device_seed(seed, d)).public))
-            .collect(),
-    );
+    let topo = deployment(scenario, seed, &plan, bugs);
     world(topo, seed, server_hosts(scenario), plan, links, traced).await
 }
 
@@ -720,36 +573,14 @@ async fn world(
     let handle = madsim::runtime::Handle::current();
     let net = madsim::net::NetSim::current();
     let users = topo.users;
-    let devices_per_user = topo.devices_per_user;
-    let late_devices = topo.late_devices.iter().copied().collect();
-    let model = topo.storage_model;
     let sh = Arc::new(Shared {
         t0: Instant::now(),
+        rec: Recorder::new(&topo, &plan, traced),
+        durable: Durable::new(&topo),
         topo,
         seed,
-        history: Mutex::new(History {
-            late_devices,
-            ..History::with_devices(users, devices_per_user)
-        }),
-        durable: Mutex::new(StorageState::new(model)),
-        replica_logs: Mutex::new(BTreeMap::new()),
-        storage_boots: AtomicU64::new(0),
-        session_durable: Mutex::new(SessionTable::new()),
-        digest: Mutex::new(Sha256::new()),
-        frames: AtomicU64::new(0),
-        frame_log: Mutex::new(Vec::new()),
-        screen: Mutex::new(Screen::new(plan.device.values().flatten().filter_map(
-            |(_, a)| match a {
-                Action::SendDirect { body, .. } | Action::SendGroup { body, .. } => {
-                    Some(body.clone())
-                }
-                _ => None,
-            },
-        ))),
-        samples: Mutex::new(Vec::new()),
         links,
         wakers: Mutex::new(BTreeMap::new()),
-        trace: traced.then(|| Mutex::new(Vec::new())),
     });
     let mut nodes = BTreeMap::new();
     for host in hosts {
@@ -783,16 +614,8 @@ async fn world(
         let mut t = 0;
         while t <= end_at {
             sleep_until(sampler_sh.t0 + Duration::from_millis(t)).await;
-            let inbox = sampler_sh
-                .durable
-                .lock()
-                .expect("never poisoned")
-                .inbox_entries();
-            sampler_sh
-                .samples
-                .lock()
-                .expect("never poisoned")
-                .push((t, inbox));
+            let inbox = sampler_sh.durable.inbox_entries();
+            sampler_sh.rec.sample(t, inbox);
             t += SAMPLE_MS;
         }
     });
@@ -860,12 +683,12 @@ async fn world(
                     }
                     Fault::DeviceOffline(_) | Fault::DeviceOnline(_) | Fault::DeviceDrop(_) => {}
                 }
-                sh.record(now, Event::Fault(f));
+                sh.rec.record(now, Event::Fault(f));
             }
             WorldAction::HealAll => {
                 for h in std::mem::take(&mut down) {
                     handle.restart(node(&h));
-                    sh.record(now, Event::Fault(Fault::Restart(h)));
+                    sh.rec.record(now, Event::Fault(Fault::Restart(h)));
                 }
                 for h in std::mem::take(&mut clogged) {
                     net.unclog_node(node(&h));
@@ -873,49 +696,20 @@ async fn world(
                         Host::Device(d) => Fault::DeviceUnsilent(d),
                         h => Fault::Unclog(h),
                     };
-                    sh.record(now, Event::Fault(f));
+                    sh.rec.record(now, Event::Fault(f));
                 }
                 for (a, b) in std::mem::take(&mut partitions) {
                     cut(&a, &b, false);
-                    sh.record(now, Event::Fault(Fault::PartitionHealed(a, b)));
+                    sh.rec
+                        .record(now, Event::Fault(Fault::PartitionHealed(a, b)));
                 }
-                sh.record(now, Event::Healed);
+                sh.rec.record(now, Event::Healed);
             }
         }
     }
     sleep_until(sh.t0 + Duration::from_millis(plan.end_at)).await;
-    let mut history = std::mem::take(&mut *sh.history.lock().expect("never poisoned"));
-    history.end = plan.end_at;
-    std::mem::replace(
-        &mut *sh.screen.lock().expect("never poisoned"),
-        Screen::new([]),
-    )
-    .finish(&mut history);
-    let digest = sh.digest.lock().expect("never poisoned").clone().finalize();
-    let frame_log = std::mem::take(&mut *sh.frame_log.lock().expect("never poisoned"));
-    let samples = std::mem::take(&mut *sh.samples.lock().expect("never poisoned"));
-    let (inbox_left, inbox_written, bodies_kept) = {
-        let d = sh.durable.lock().expect("never poisoned");
-        history.inbox_left = d.inbox_list();
-        (d.inbox_entries(), d.inbox_written(), d.bodies_kept())
-    };
-
-    RawRun {
-        history,
-        frames: sh.frames.load(Ordering::Relaxed),
-        frame_digest: digest.into(),
-        sim_ms: sh.now(),
-        inbox_left,
-        inbox_written,
-        bodies_kept,
-        frame_log,
-        samples,
-        frame_trace: sh
-            .trace
-            .as_ref()
-            .map(|t| std::mem::take(&mut *t.lock().expect("never poisoned")))
-            .unwrap_or_default(),
-    }
+    sh.rec
+        .finish(plan.end_at, sh.now(), &sh.durable, Vec::new())
 }
 
 /// One route's frames, (send time, bytes), in send order; shared, not copied, by its sender.

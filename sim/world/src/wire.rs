@@ -251,7 +251,7 @@ pub enum WireError {
 }
 
 /// Bytes of the length prefix before each frame.
-pub(crate) const LEN_BYTES: usize = 4;
+pub const LEN_BYTES: usize = 4;
 
 /// Encode one frame with its length prefix.
 pub fn encode(f: &Frame) -> Bytes {
