@@ -3,11 +3,12 @@
 
 use chatsim::output::{json, replay_log, summary};
 use chatsim::report::{default_run_dir, write_atomic, write_run_report, write_swarm_report};
-use chatsim::run::{run_seed, RunError};
+use chatsim::run::{run_seed_on, Engine};
 use chatsim::scenario::{Scenario, ScenarioError};
 use chatsim::shrink::{shrink, ShrinkError};
 use chatsim::swarm::{
-    junit as junit_xml, seeds_of, summary as swarm_summary, swarm, SeedRange, Shard as SwarmShard,
+    junit as junit_xml, seeds_of, summary as swarm_summary, swarm_on, SeedRange,
+    Shard as SwarmShard,
 };
 use chatsim_system::bugs::{Bug, Bugs, ZOO};
 use clap::{Parser, Subcommand};
@@ -48,6 +49,10 @@ enum Command {
         /// violation's message).
         #[arg(long, value_name = "ID")]
         trace_message: Option<String>,
+        /// The simulator: madsim (the main engine) or turmoil (the second, whose verdicts
+        /// must agree).
+        #[arg(long, value_enum, default_value_t = Engine::Madsim)]
+        engine: Engine,
     },
     /// Print a run's history as a readable log, one event per line, simulated time first.
     Replay {
@@ -59,6 +64,10 @@ enum Command {
         /// Bug-zoo mistakes that were on (repeatable).
         #[arg(long = "bug", value_name = "NAME")]
         bugs: Vec<Bug>,
+        /// The simulator: madsim (the main engine) or turmoil (the second, whose verdicts
+        /// must agree).
+        #[arg(long, value_enum, default_value_t = Engine::Madsim)]
+        engine: Engine,
     },
     /// Run many seeds of a scenario in parallel and count what broke.
     Swarm {
@@ -88,6 +97,10 @@ enum Command {
         /// Write no report.
         #[arg(long, conflicts_with = "report")]
         no_report: bool,
+        /// The simulator: madsim (the main engine) or turmoil (the second, whose verdicts
+        /// must agree).
+        #[arg(long, value_enum, default_value_t = Engine::Madsim)]
+        engine: Engine,
     },
     /// Cut a failing seed down to a minimal explicit scenario that still breaks the same
     /// invariant, write it, and tell its story.
@@ -261,12 +274,13 @@ fn main() -> ExitCode {
             report,
             no_report,
             trace_message,
+            engine,
         } => {
             let s = match load(&scenario) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            match run_seed(&s, seed, &bugs.into_iter().collect()) {
+            match run_seed_on(engine, &s, seed, &bugs.into_iter().collect()) {
                 Ok(r) => {
                     if as_json {
                         println!("{}", json(&r));
@@ -291,21 +305,20 @@ fn main() -> ExitCode {
                         ExitCode::from(EXIT_BROKEN)
                     }
                 }
-                Err(e @ RunError::Panicked { .. }) | Err(e @ RunError::NoEngine) => {
-                    fail(EXIT_ENGINE, e)
-                }
+                Err(e) => fail(EXIT_ENGINE, e),
             }
         }
         Command::Replay {
             scenario,
             seed,
             bugs,
+            engine,
         } => {
             let s = match load(&scenario) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            match run_seed(&s, seed, &bugs.into_iter().collect()) {
+            match run_seed_on(engine, &s, seed, &bugs.into_iter().collect()) {
                 Ok(r) => {
                     print!("{}", replay_log(&r.history));
                     ExitCode::SUCCESS
@@ -323,6 +336,7 @@ fn main() -> ExitCode {
             shard,
             report: report_dir,
             no_report,
+            engine,
         } => {
             let s = match load(&scenario) {
                 Ok(s) => s,
@@ -330,7 +344,8 @@ fn main() -> ExitCode {
             };
             let jobs =
                 jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            let report = swarm(
+            let report = swarm_on(
+                engine,
                 &s,
                 &seeds_of(seeds, shard),
                 jobs,

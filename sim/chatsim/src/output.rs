@@ -18,6 +18,9 @@ pub fn summary(r: &RunReport) -> String {
         "chatsim run: {} ({}), seed {}, engine {}",
         r.scenario, r.scenario_path, r.seed, r.engine
     );
+    for skipped in &r.skipped {
+        let _ = writeln!(s, "  skipped on {}: {skipped}", r.engine);
+    }
     let _ = writeln!(
         s,
         "  {:<20} {:<8} {:>9} {:>11}",

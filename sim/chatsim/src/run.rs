@@ -17,6 +17,29 @@ use thiserror::Error;
 /// Which engine ran.
 pub const ENGINE_MADSIM: &str = "madsim";
 
+/// The simulators that can run a scenario. Both drive the same machines over the same plan and
+/// are judged by the same checkers; their verdicts must agree.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// madsim: every host and every phone a node, the main engine (the fastest; the
+    /// benchmark's, the shrinker's and the model-free tools' engine).
+    #[default]
+    Madsim,
+    /// turmoil: real tokio per host, phones on a few cell hosts, turmoil's hold, crash and
+    /// bounce for faults.
+    Turmoil,
+}
+
+impl Engine {
+    /// The name reports and JSON use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Madsim => ENGINE_MADSIM,
+            Engine::Turmoil => chatsim_turmoil::ENGINE,
+        }
+    }
+}
+
 /// A run that produced no verdict.
 #[derive(Debug, Error)]
 pub enum RunError {
@@ -32,6 +55,16 @@ pub enum RunError {
     /// This binary was built without `--cfg madsim`.
     #[error("this chatsim was built without --cfg madsim; build it with the workspace's .cargo/config.toml")]
     NoEngine,
+    /// An engine could not finish the run.
+    #[error("the {engine} engine failed on seed {seed}: {message}")]
+    Engine {
+        /// Which engine.
+        engine: &'static str,
+        /// The seed.
+        seed: u64,
+        /// What it said.
+        message: String,
+    },
 }
 
 /// Counts that describe a run.
@@ -77,6 +110,9 @@ pub struct RunReport {
     pub seed: u64,
     /// Which engine ran it.
     pub engine: &'static str,
+    /// Faults of the plan this engine could not express and skipped (said, never silent).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
     /// Bug-zoo switches that were on (empty for the real design).
     pub bugs: Vec<String>,
     /// Digest of everything observable in the run; same scenario and seed, same hash.
@@ -151,9 +187,12 @@ pub(crate) fn stats(raw: &RawRun, wall_seconds: f64) -> Stats {
     s
 }
 
-/// The command that replays `seed` of the scenario at `path`.
-pub fn replay_command(path: &str, seed: u64, bugs: &Bugs) -> String {
-    let flags: String = bugs.iter().map(|b| format!(" --bug {b}")).collect();
+/// The command that replays `seed` of the scenario at `path` on `engine`.
+pub fn replay_command(engine: Engine, path: &str, seed: u64, bugs: &Bugs) -> String {
+    let mut flags: String = bugs.iter().map(|b| format!(" --bug {b}")).collect();
+    if engine != Engine::Madsim {
+        flags.push_str(&format!(" --engine {}", engine.name()));
+    }
     format!("cargo run --release -p chatsim -- run {path} --seed {seed}{flags}")
 }
 
@@ -188,14 +227,31 @@ pub(crate) fn bounds(s: &Scenario) -> Bounds {
     }
 }
 
-/// Run one seed on a fresh thread and judge it.
+/// Run one seed on a fresh thread on the main engine (madsim) and judge it.
 pub fn run_seed(scenario: &Scenario, seed: u64, bugs: &Bugs) -> Result<RunReport, RunError> {
+    run_seed_on(Engine::Madsim, scenario, seed, bugs)
+}
+
+/// Run one seed on a fresh thread on `engine` and judge it.
+pub fn run_seed_on(
+    engine: Engine,
+    scenario: &Scenario,
+    seed: u64,
+    bugs: &Bugs,
+) -> Result<RunReport, RunError> {
     let plan = make_plan(scenario, seed);
     let s = scenario.clone();
     let engine_bugs = bugs.clone();
     let started = Instant::now();
-    let raw = on_fresh_thread(format!("seed-{seed}"), seed, move || {
-        engine_run(&s, seed, plan, engine_bugs)
+    let raw = on_fresh_thread(format!("seed-{seed}"), seed, move || match engine {
+        Engine::Madsim => engine_run(&s, seed, plan, engine_bugs),
+        Engine::Turmoil => {
+            chatsim_turmoil::run(&s, seed, plan, engine_bugs).map_err(|e| RunError::Engine {
+                engine: chatsim_turmoil::ENGINE,
+                seed,
+                message: e.to_string(),
+            })
+        }
     })??;
     let wall = started.elapsed().as_secs_f64();
     let bounds = bounds(scenario);
@@ -206,11 +262,12 @@ pub fn run_seed(scenario: &Scenario, seed: u64, bugs: &Bugs) -> Result<RunReport
     stats.judge_seconds = judging.elapsed().as_secs_f64();
     Ok(RunReport {
         scenario: scenario.name(),
-        replay: replay_command(&path, seed, bugs),
+        replay: replay_command(engine, &path, seed, bugs),
         bugs: bugs.iter().map(|b| b.to_string()).collect(),
         scenario_path: path,
         seed,
-        engine: ENGINE_MADSIM,
+        engine: engine.name(),
+        skipped: raw.skipped.clone(),
         trace_hash: trace_hash(&raw),
         invariants,
         stats,

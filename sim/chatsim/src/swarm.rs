@@ -3,7 +3,7 @@
 //! scenario's ranges. Aggregates per-invariant counts, names the first failing seeds with the
 //! command that replays each, and writes JUnit XML for CI systems.
 
-use crate::run::{run_seed, RunError, RunReport};
+use crate::run::{run_seed_on, Engine, RunError, RunReport};
 use crate::scenario::Scenario;
 use chatsim_judge::checkers::CHECKS;
 use chatsim_system::bugs::Bugs;
@@ -129,8 +129,19 @@ pub struct SwarmReport {
     pub per_seed: Vec<(u64, Result<RunReport, String>)>,
 }
 
-/// Run `seeds` of `scenario` on `jobs` worker threads.
+/// Run `seeds` of `scenario` on `jobs` worker threads on the main engine.
 pub fn swarm(scenario: &Scenario, seeds: &[u64], jobs: usize, bugs: &Bugs) -> SwarmReport {
+    swarm_on(Engine::Madsim, scenario, seeds, jobs, bugs)
+}
+
+/// Run `seeds` of `scenario` on `jobs` worker threads on `engine`.
+pub fn swarm_on(
+    engine: Engine,
+    scenario: &Scenario,
+    seeds: &[u64],
+    jobs: usize,
+    bugs: &Bugs,
+) -> SwarmReport {
     let started = Instant::now();
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(seeds.len() as u64);
@@ -154,7 +165,8 @@ pub fn swarm(scenario: &Scenario, seeds: &[u64], jobs: usize, bugs: &Bugs) -> Sw
         seeds
             .par_iter()
             .map(|&seed| {
-                let r = run_seed(scenario, seed, bugs).map_err(|e: RunError| e.to_string());
+                let r =
+                    run_seed_on(engine, scenario, seed, bugs).map_err(|e: RunError| e.to_string());
                 let ok = matches!(&r, Ok(rep) if rep.passed());
                 let nfailed = failed
                     .fetch_add(usize::from(!ok), std::sync::atomic::Ordering::Relaxed)
@@ -173,10 +185,17 @@ pub fn swarm(scenario: &Scenario, seeds: &[u64], jobs: usize, bugs: &Bugs) -> Sw
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    summarise(scenario, bugs, results, started.elapsed().as_secs_f64())
+    summarise(
+        engine,
+        scenario,
+        bugs,
+        results,
+        started.elapsed().as_secs_f64(),
+    )
 }
 
 fn summarise(
+    engine: Engine,
     scenario: &Scenario,
     bugs: &Bugs,
     results: Vec<(u64, Result<RunReport, String>)>,
@@ -215,8 +234,12 @@ fn summarise(
             }
             Err(e) => {
                 panicked_seeds.push(*seed);
-                let replay =
-                    crate::run::replay_command(&scenario.path.display().to_string(), *seed, bugs);
+                let replay = crate::run::replay_command(
+                    engine,
+                    &scenario.path.display().to_string(),
+                    *seed,
+                    bugs,
+                );
                 failures.push(Failure {
                     seed: *seed,
                     broken: vec!["panic".into()],
@@ -228,7 +251,7 @@ fn summarise(
     }
     SwarmReport {
         scenario: scenario.name(),
-        engine: crate::run::ENGINE_MADSIM,
+        engine: engine.name(),
         bugs: bugs.iter().map(|b| b.to_string()).collect(),
         seeds_run: results.len(),
         seeds_failed: failures.len(),

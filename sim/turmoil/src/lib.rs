@@ -1,0 +1,689 @@
+//! # chatsim-turmoil: the second engine
+//!
+//! The same scenario, plan and `chatsim-system` machines as the madsim engine, carried by
+//! turmoil instead: real tokio on one paused current-thread runtime per host, turmoil's
+//! simulated TCP between hosts, and a nemesis that steps the simulation and injects the plan's
+//! faults between steps with turmoil's own primitives. Two independent simulators running the
+//! same files must reach the same verdicts; a disagreement is a bug in one of them or in how
+//! the system is driven.
+//!
+//! Shape of the world, chosen from turmoil's costs (it steps every host every 1 ms tick and
+//! scans links per host, so cost grows steeply with the number of hosts): each server is a
+//! host; phones share a few **cell** hosts, one TCP connection per phone, the way a mobile
+//! network carries many handsets. A per-phone fault is applied by its cell (a silent phone
+//! stops reading and writing its connection; going offline or dropping the connection is the
+//! phone's own doing), and a whole cell could be cut off like a mobile outage.
+//!
+//! Faults map onto turmoil:
+//! - kill / restart: `crash` / `bounce` (the host's tasks are dropped, sockets with them; the
+//!   machine restarts from what it made durable, kept outside the hosts as in the madsim
+//!   engine).
+//! - clog and partition: `hold` / `release` on every link of the cut: frames wait and then
+//!   arrive in a burst, which is what TCP's retransmission does over a healed cut and what
+//!   madsim's clogs do. (turmoil's `partition` drops segments instead, and a stream that lost
+//!   one stalls forever, even after repair; only `partition-oneway` uses it.)
+//! - a scenario's extra per-link latency: turmoil's per-link latency. turmoil's links are
+//!   undirected, so an extra latency set for `a -> b` applies both ways here.
+//!
+//! Determinism: turmoil's generator is seeded from the run seed, and with `--cfg
+//! tokio_unstable` (set for the whole workspace) turmoil seeds every host runtime's generator
+//! too and a panicking task shuts its runtime down, which fails the run instead of going
+//! unnoticed.
+
+use bytes::{Bytes, BytesMut};
+use chatsim_judge::{Event, Fault};
+use chatsim_system::bugs::Bugs;
+use chatsim_system::device::Device;
+use chatsim_system::proto::{ConnId, DeviceId, Envelope, Host, Millis, Rpc, UserId};
+use chatsim_system::{Action, Effect, Input, Machine};
+use chatsim_world::plan::{device_fault, role_of, server_hosts, Plan, WorldAction};
+use chatsim_world::record::{deployment, device_seed, Durable, RawRun, Recorder, SAMPLE_MS};
+use chatsim_world::scenario::{Role, Scenario};
+use chatsim_world::wire::{decode, encode, Frame, Wire};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::watch;
+use tokio::task::spawn_local;
+use turmoil::net::{TcpListener, TcpStream};
+
+/// The name this engine goes by in reports and JSON.
+pub const ENGINE: &str = "turmoil";
+/// The port every server listens on.
+const PORT: u16 = 7000;
+/// Read buffer per connection, in bytes.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// At most this many cell hosts carry the phones: turmoil's per-step cost grows with hosts.
+const CELLS_MAX: u32 = 4;
+/// Segments a socket may hold unread. turmoil's default (64) would push back on a busy
+/// gateway's connections far sooner than a kernel's socket buffer does.
+const TCP_CAPACITY: usize = 1 << 16;
+/// Simulated time allowed past the plan's end before turmoil calls the run overdue.
+const OVERTIME: Duration = Duration::from_secs(60);
+
+/// A run this engine could not finish.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// turmoil stopped the simulation (a host's software returned an error).
+    #[error("turmoil stopped the run at {at_ms} ms: {message}")]
+    Stopped {
+        /// Simulated time when it stopped.
+        at_ms: Millis,
+        /// turmoil's reason.
+        message: String,
+    },
+}
+
+/// Simulated now, inside a host: turmoil's clock, shared by every host.
+fn now() -> Millis {
+    turmoil::sim_elapsed()
+        .expect("only called from a host's software")
+        .as_millis() as Millis
+}
+
+/// Sleep until simulated `at` (now, if it has passed).
+async fn sleep_until(at: Millis) {
+    tokio::time::sleep(Duration::from_millis(at.saturating_sub(now()))).await;
+}
+
+/// Sleep until `at`, or forever when there is no deadline.
+async fn sleep_until_some(at: Option<Millis>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The turmoil host name of a server.
+fn host_name(h: Host) -> String {
+    h.to_string()
+}
+
+/// The cell host that carries device `d`.
+fn cell_of(flat: u32, cells: u32) -> String {
+    format!("cell-{}", flat % cells + 1)
+}
+
+/// State shared by every host of one run; it is what survives a crash.
+struct Shared {
+    topo: chatsim_system::Deployment,
+    seed: u64,
+    rec: Recorder,
+    durable: Durable,
+    /// Each device's event channel, for pushes: the OS's channel to the phone, outside the
+    /// chat network (a cut of ours does not hold it).
+    wakers: Mutex<BTreeMap<DeviceId, UnboundedSender<DeviceEvent>>>,
+    /// Whether each device is silent (its cell stops carrying its connection).
+    silent: BTreeMap<DeviceId, watch::Sender<bool>>,
+}
+
+/// Wait until `silent` says the phone may talk again; returns false if nobody will ever say.
+async fn wait_while_silent(silent: &mut watch::Receiver<bool>) -> bool {
+    silent.wait_for(|s| !*s).await.is_ok()
+}
+
+/// Pump one connection: write what arrives on `outgoing` (what is already queued goes as one
+/// write) and hand every decoded frame to `on_frame`. While `silent` says so, neither read nor
+/// write: the phone is in a tunnel, the connection half-open, its bytes waiting on both sides.
+/// Ends, closing the connection, when `outgoing` is dropped, the peer closes, or a frame is
+/// bad.
+async fn run_conn(
+    mut stream: TcpStream,
+    mut outgoing: UnboundedReceiver<Bytes>,
+    mut silent: Option<watch::Receiver<bool>>,
+    mut on_frame: impl FnMut(Frame, &[u8]),
+) {
+    let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    loop {
+        if let Some(s) = silent.as_mut() {
+            if *s.borrow() && !wait_while_silent(s).await {
+                return;
+            }
+        }
+        let went_silent = async {
+            match silent.as_mut() {
+                Some(s) => {
+                    let _ = s.wait_for(|s| *s).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = went_silent => continue,
+            msg = outgoing.recv() => match msg {
+                Some(first) => {
+                    let bytes = batch(first, &mut outgoing);
+                    if stream.write_all(&bytes).await.is_err() || stream.flush().await.is_err() {
+                        return;
+                    }
+                }
+                None => return,
+            },
+            n = stream.read_buf(&mut buf) => {
+                if !matches!(n, Ok(n) if n > 0) {
+                    return;
+                }
+                loop {
+                    match decode(&mut buf) {
+                        Ok(Some((f, raw))) => on_frame(f, &raw),
+                        Ok(None) => break,
+                        Err(_) => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every frame already waiting on `rx` after `first`, as one buffer.
+fn batch(first: Bytes, rx: &mut UnboundedReceiver<Bytes>) -> Bytes {
+    let Ok(second) = rx.try_recv() else {
+        return first;
+    };
+    let mut buf = BytesMut::with_capacity(first.len() + second.len());
+    buf.extend_from_slice(&first);
+    buf.extend_from_slice(&second);
+    while let Ok(more) = rx.try_recv() {
+        buf.extend_from_slice(&more);
+    }
+    buf.freeze()
+}
+
+async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> bool {
+    stream.write_all(bytes).await.is_ok() && stream.flush().await.is_ok()
+}
+
+/// One outgoing server-to-server link, opened on first use and reopened after a failure. A
+/// frame that cannot get through a fresh connection either is dropped, as a network would: the
+/// protocol's own retries cover it.
+async fn peer_link(to: Host, mut rx: UnboundedReceiver<Bytes>) {
+    let mut stream: Option<TcpStream> = None;
+    while let Some(first) = rx.recv().await {
+        let bytes = batch(first, &mut rx);
+        // A write on a connection whose peer crashed fails once the peer's reset is back: the
+        // frame goes again on a fresh connection.
+        if let Some(s) = stream.as_mut() {
+            if write_all(s, &bytes).await {
+                continue;
+            }
+        }
+        stream = None;
+        if let Ok(mut s) = TcpStream::connect((host_name(to), PORT)).await {
+            if write_all(&mut s, &bytes).await {
+                stream = Some(s);
+            }
+        }
+    }
+}
+
+enum ServerEvent {
+    Opened(ConnId, UnboundedSender<Bytes>),
+    /// Boxed: a frame is far bigger than the other events.
+    Frame(ConnId, Box<Wire>),
+    Closed(ConnId),
+}
+
+async fn server_main(host: Host, sh: Arc<Shared>) -> turmoil::Result {
+    let mut machine = sh.durable.machine(host, &sh.topo, sh.seed);
+    let listener = TcpListener::bind(("0.0.0.0", PORT)).await?;
+    let (tx, mut rx) = unbounded_channel::<ServerEvent>();
+    let accept_tx = tx.clone();
+    let accept_sh = sh.clone();
+    spawn_local(async move {
+        let mut next = 0u64;
+        while let Ok((stream, _)) = listener.accept().await {
+            next += 1;
+            let conn = ConnId(next);
+            let (wtx, wrx) = unbounded_channel();
+            let _ = accept_tx.send(ServerEvent::Opened(conn, wtx));
+            let (etx, sh) = (accept_tx.clone(), accept_sh.clone());
+            spawn_local(async move {
+                run_conn(stream, wrx, None, |f, raw| {
+                    sh.rec.delivered(now(), host, raw, &f);
+                    let _ = etx.send(ServerEvent::Frame(conn, Box::new(f.wire)));
+                })
+                .await;
+                let _ = etx.send(ServerEvent::Closed(conn));
+            });
+        }
+    });
+    let mut peers: BTreeMap<Host, UnboundedSender<Bytes>> = BTreeMap::new();
+    let mut writers: BTreeMap<ConnId, UnboundedSender<Bytes>> = BTreeMap::new();
+    let mut device_conns: BTreeSet<ConnId> = BTreeSet::new();
+    let mut out = Vec::new();
+    loop {
+        let deadline = machine.poll_timeout();
+        let input = tokio::select! {
+            biased;
+            ev = rx.recv() => match ev.expect("this task holds a sender") {
+                ServerEvent::Opened(conn, w) => {
+                    writers.insert(conn, w);
+                    continue;
+                }
+                ServerEvent::Frame(conn, wire) => match *wire {
+                    Wire::Server(Envelope { from, rpc }) => Input::Rpc { from, rpc },
+                    Wire::Up(up) => {
+                        if device_conns.insert(conn) {
+                            machine.handle(now(), Input::Accepted { conn }, &mut out);
+                        }
+                        Input::FromConn { conn, up }
+                    }
+                    Wire::Down(_) => continue,
+                },
+                ServerEvent::Closed(conn) => {
+                    writers.remove(&conn);
+                    if !device_conns.remove(&conn) {
+                        continue;
+                    }
+                    Input::ConnClosed { conn }
+                }
+            },
+            _ = sleep_until_some(deadline), if deadline.is_some() => Input::Timeout,
+        };
+        let t = now();
+        machine.handle(t, input, &mut out);
+        for effect in out.drain(..) {
+            let Some(effect) = sh.durable.persist(host, effect) else {
+                continue;
+            };
+            match effect {
+                Effect::Rpc {
+                    to: Host::Device(d),
+                    rpc: Rpc::Wake,
+                } => {
+                    if let Some(w) = sh.wakers.lock().expect("never poisoned").get(&d) {
+                        let _ = w.send(DeviceEvent::Wake);
+                    }
+                }
+                Effect::Rpc { to, rpc } => {
+                    let link = peers.entry(to).or_insert_with(|| {
+                        let (ltx, lrx) = unbounded_channel();
+                        spawn_local(peer_link(to, lrx));
+                        ltx
+                    });
+                    let _ = link.send(encode(&Frame {
+                        from: host,
+                        sent_ms: t,
+                        wire: Wire::Server(Envelope { from: host, rpc }),
+                    }));
+                }
+                Effect::Down { conn, frame } => {
+                    if let Some(w) = writers.get(&conn) {
+                        let _ = w.send(encode(&Frame {
+                            from: host,
+                            sent_ms: t,
+                            wire: Wire::Down(frame),
+                        }));
+                    }
+                }
+                Effect::CloseConn { conn } => {
+                    // Dropping the writer ends the connection's task, which closes the socket.
+                    writers.remove(&conn);
+                    device_conns.remove(&conn);
+                }
+                e => unreachable!("{host} is a server and produced a device effect: {e:?}"),
+            }
+        }
+    }
+}
+
+enum DeviceEvent {
+    Connected(u64),
+    ConnectFailed(u64),
+    /// Boxed: a frame is far bigger than the other events.
+    Frame(u64, Box<Wire>),
+    Closed(u64),
+    /// A push notification from the provider.
+    Wake,
+}
+
+/// One phone, as a task on its cell.
+async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool, sh: Arc<Shared>) {
+    let mut machine = Device::new(id, sh.topo.clone(), device_seed(sh.seed, id), online);
+    let mut actions = actions.into_iter().peekable();
+    let (tx, mut rx) = unbounded_channel::<DeviceEvent>();
+    let silent = sh
+        .silent
+        .get(&id)
+        .expect("every device has a silence switch");
+    let mut conn: Option<(u64, UnboundedSender<Bytes>)> = None;
+    let mut gen = 0u64;
+    let mut out = Vec::new();
+    let me = Host::Device(id);
+    sh.wakers
+        .lock()
+        .expect("never poisoned")
+        .insert(id, tx.clone());
+    loop {
+        let next_action = actions.peek().map(|(t, _)| *t);
+        let deadline = [machine.poll_timeout(), next_action]
+            .into_iter()
+            .flatten()
+            .min();
+        let current = conn.as_ref().map(|c| c.0);
+        let input = tokio::select! {
+            biased;
+            ev = rx.recv() => match ev.expect("this task holds a sender") {
+                DeviceEvent::Connected(g) if Some(g) == current => Input::Connected,
+                DeviceEvent::ConnectFailed(g) if Some(g) == current => {
+                    conn = None;
+                    Input::ConnectFailed
+                }
+                DeviceEvent::Frame(g, w) if Some(g) == current => match *w {
+                    Wire::Down(down) => Input::Down(down),
+                    _ => continue,
+                },
+                DeviceEvent::Closed(g) if Some(g) == current => {
+                    conn = None;
+                    Input::Disconnected
+                }
+                DeviceEvent::Wake => Input::Pushed,
+                _ => continue,
+            },
+            _ = sleep_until_some(deadline), if deadline.is_some() => {
+                let t = now();
+                match actions.next_if(|(at, _)| *at <= t) {
+                    Some((_, action)) => {
+                        if let Some(f) = device_fault(id, &action) {
+                            sh.rec.record(t, Event::Fault(f));
+                        }
+                        Input::Action(action)
+                    }
+                    None => Input::Timeout,
+                }
+            }
+        };
+        let t = now();
+        machine.handle(t, input, &mut out);
+        for effect in out.drain(..) {
+            match effect {
+                Effect::Connect { gateway } => {
+                    gen += 1;
+                    let (wtx, wrx) = unbounded_channel();
+                    conn = Some((gen, wtx));
+                    let (tx, sh, g) = (tx.clone(), sh.clone(), gen);
+                    let silent = silent.subscribe();
+                    spawn_local(async move {
+                        // A silent phone reaches nobody: its attempt fails as on a dead radio.
+                        if *silent.borrow() {
+                            let _ = tx.send(DeviceEvent::ConnectFailed(g));
+                            return;
+                        }
+                        match TcpStream::connect((host_name(Host::Gateway(gateway)), PORT)).await {
+                            Err(_) => {
+                                let _ = tx.send(DeviceEvent::ConnectFailed(g));
+                            }
+                            Ok(stream) => {
+                                let _ = tx.send(DeviceEvent::Connected(g));
+                                run_conn(stream, wrx, Some(silent), |f, raw| {
+                                    sh.rec.delivered(now(), me, raw, &f);
+                                    let _ = tx.send(DeviceEvent::Frame(g, Box::new(f.wire)));
+                                })
+                                .await;
+                                let _ = tx.send(DeviceEvent::Closed(g));
+                            }
+                        }
+                    });
+                }
+                Effect::Up(up) => {
+                    if let Some((_, w)) = &conn {
+                        let _ = w.send(encode(&Frame {
+                            from: me,
+                            sent_ms: t,
+                            wire: Wire::Up(up),
+                        }));
+                    }
+                }
+                Effect::Disconnect => conn = None,
+                Effect::Observe(o) => sh.rec.observe(t, id, o),
+                e => unreachable!("a device produced a server effect: {e:?}"),
+            }
+        }
+    }
+}
+
+/// A cell's software: every phone it carries, each its own task.
+fn cell_main(
+    phones: Vec<(DeviceId, Vec<(Millis, Action)>, bool)>,
+    sh: Arc<Shared>,
+) -> impl Future<Output = turmoil::Result> {
+    async move {
+        for (id, actions, online) in phones {
+            spawn_local(device_main(id, actions, online, sh.clone()));
+        }
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+/// Run one seed of `scenario` on turmoil. Call it on a fresh thread per seed.
+pub fn run(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) -> Result<RawRun, EngineError> {
+    let topo = deployment(scenario, seed, &plan, bugs);
+    let lat = scenario.network.latency_ms;
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .tick_duration(Duration::from_millis(1))
+        .simulation_duration(Duration::from_millis(plan.end_at) + OVERTIME)
+        .min_message_latency(Duration::from_millis(lat.lo))
+        .max_message_latency(Duration::from_millis(lat.hi))
+        .tcp_capacity(TCP_CAPACITY)
+        .build();
+
+    let devices: Vec<DeviceId> = (0..topo.users)
+        .flat_map(|u| topo.devices_of(UserId(u)))
+        .collect();
+    let cells = CELLS_MAX.min(devices.len() as u32).max(1);
+    let sh = Arc::new(Shared {
+        rec: Recorder::new(&topo, &plan, false),
+        durable: Durable::new(&topo),
+        silent: devices
+            .iter()
+            .map(|&d| (d, watch::Sender::new(false)))
+            .collect(),
+        wakers: Mutex::new(BTreeMap::new()),
+        topo,
+        seed,
+    });
+
+    let servers = server_hosts(scenario);
+    for &host in &servers {
+        let s = sh.clone();
+        sim.host(host_name(host), move || server_main(host, s.clone()));
+    }
+    let mut phones: BTreeMap<String, Vec<(DeviceId, Vec<(Millis, Action)>, bool)>> =
+        BTreeMap::new();
+    let mut cell_names = Vec::new();
+    for (flat, &d) in devices.iter().enumerate() {
+        let cell = cell_of(flat as u32, cells);
+        if !cell_names.contains(&cell) {
+            cell_names.push(cell.clone());
+        }
+        phones.entry(cell).or_default().push((
+            d,
+            plan.device.get(&d).cloned().unwrap_or_default(),
+            plan.online_at_start.contains(&d),
+        ));
+    }
+    for (cell, list) in phones {
+        let s = sh.clone();
+        sim.host(cell, move || cell_main(list.clone(), s.clone()));
+    }
+
+    // Per-link extra latency: turmoil's links are undirected, so `a -> b` slows both ways.
+    let names_of = |role: Role| -> Vec<String> {
+        if role == Role::Device {
+            return cell_names.clone();
+        }
+        servers
+            .iter()
+            .filter(|h| role_of(**h) == role)
+            .map(|h| host_name(*h))
+            .collect()
+    };
+    for link in &scenario.network.links {
+        let max = Duration::from_millis(lat.hi + link.extra_latency_ms.hi);
+        for a in names_of(link.from) {
+            for b in names_of(link.to) {
+                sim.set_link_max_message_latency(a.as_str(), b.as_str(), max);
+            }
+        }
+    }
+
+    let everyone: Vec<String> = servers
+        .iter()
+        .map(|h| host_name(*h))
+        .chain(cell_names.iter().cloned())
+        .collect();
+    let mut nemesis = Nemesis {
+        down: BTreeSet::new(),
+        clogged: BTreeSet::new(),
+        partitions: Vec::new(),
+        everyone,
+        held: BTreeMap::new(),
+    };
+    let elapsed = |sim: &turmoil::Sim| sim.elapsed().as_millis() as Millis;
+    let mut next_sample = 0;
+    let mut step = |sim: &mut turmoil::Sim, until: Millis| -> Result<(), EngineError> {
+        while elapsed(sim) < until {
+            if elapsed(sim) >= next_sample && next_sample <= plan.end_at {
+                sh.rec.sample(next_sample, sh.durable.inbox_entries());
+                next_sample += SAMPLE_MS;
+            }
+            sim.step().map_err(|e| EngineError::Stopped {
+                at_ms: elapsed(sim),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
+    };
+    for (t, action) in plan.world {
+        step(&mut sim, t)?;
+        let at = elapsed(&sim);
+        nemesis.act(&mut sim, &sh, at, action);
+    }
+    step(&mut sim, plan.end_at)?;
+    Ok(sh
+        .rec
+        .finish(plan.end_at, elapsed(&sim), &sh.durable, Vec::new()))
+}
+
+/// What the nemesis has broken and not yet mended.
+struct Nemesis {
+    down: BTreeSet<Host>,
+    clogged: BTreeSet<Host>,
+    partitions: Vec<(Vec<Host>, Vec<Host>)>,
+    /// Every host's turmoil name, servers then cells.
+    everyone: Vec<String>,
+    /// How many cuts hold each link (a clog and a partition may both hold one; it is released
+    /// when the last of them ends).
+    held: BTreeMap<(String, String), u32>,
+}
+
+impl Nemesis {
+    /// Hold (or release) every link between `a` and `b`.
+    fn cut(&mut self, sim: &turmoil::Sim, a: &[String], b: &[String], on: bool) {
+        for x in a {
+            for y in b.iter().filter(|y| *y != x) {
+                let key = if x < y {
+                    (x.clone(), y.clone())
+                } else {
+                    (y.clone(), x.clone())
+                };
+                let count = self.held.entry(key).or_default();
+                if on {
+                    *count += 1;
+                    if *count == 1 {
+                        sim.hold(x.as_str(), y.as_str());
+                    }
+                } else if *count > 0 {
+                    *count -= 1;
+                    if *count == 0 {
+                        sim.release(x.as_str(), y.as_str());
+                    }
+                }
+            }
+        }
+    }
+
+    fn names(hosts: &[Host]) -> Vec<String> {
+        hosts.iter().map(|h| host_name(*h)).collect()
+    }
+
+    fn act(&mut self, sim: &mut turmoil::Sim, sh: &Shared, now: Millis, action: WorldAction) {
+        let silence = |d: &DeviceId, on: bool| {
+            sh.silent
+                .get(d)
+                .expect("every device has a silence switch")
+                .send_replace(on);
+        };
+        match action {
+            WorldAction::Fault(f) => {
+                match &f {
+                    Fault::Kill(h) => {
+                        sim.crash(host_name(*h));
+                        self.down.insert(*h);
+                    }
+                    Fault::Restart(h) => {
+                        if self.down.remove(h) {
+                            sim.bounce(host_name(*h));
+                        }
+                    }
+                    Fault::Clog(h) => {
+                        if self.clogged.insert(*h) {
+                            let everyone = self.everyone.clone();
+                            self.cut(sim, &[host_name(*h)], &everyone, true);
+                        }
+                    }
+                    Fault::Unclog(h) => {
+                        if self.clogged.remove(h) {
+                            let everyone = self.everyone.clone();
+                            self.cut(sim, &[host_name(*h)], &everyone, false);
+                        }
+                    }
+                    Fault::DeviceSilent(d) => silence(d, true),
+                    Fault::DeviceUnsilent(d) => silence(d, false),
+                    Fault::Partition(a, b) => {
+                        self.cut(sim, &Self::names(a), &Self::names(b), true);
+                        self.partitions.push((a.clone(), b.clone()));
+                    }
+                    Fault::PartitionHealed(a, b) => {
+                        if let Some(i) = self.partitions.iter().position(|p| p.0 == *a && p.1 == *b)
+                        {
+                            self.partitions.remove(i);
+                            self.cut(sim, &Self::names(a), &Self::names(b), false);
+                        }
+                    }
+                    Fault::DeviceOffline(_) | Fault::DeviceOnline(_) | Fault::DeviceDrop(_) => {}
+                }
+                sh.rec.record(now, Event::Fault(f));
+            }
+            WorldAction::HealAll => {
+                for h in std::mem::take(&mut self.down) {
+                    sim.bounce(host_name(h));
+                    sh.rec.record(now, Event::Fault(Fault::Restart(h)));
+                }
+                for h in std::mem::take(&mut self.clogged) {
+                    let everyone = self.everyone.clone();
+                    self.cut(sim, &[host_name(h)], &everyone, false);
+                    sh.rec.record(now, Event::Fault(Fault::Unclog(h)));
+                }
+                for (&d, switch) in &sh.silent {
+                    if switch.send_replace(false) {
+                        sh.rec.record(now, Event::Fault(Fault::DeviceUnsilent(d)));
+                    }
+                }
+                for (a, b) in std::mem::take(&mut self.partitions) {
+                    self.cut(sim, &Self::names(&a), &Self::names(&b), false);
+                    sh.rec
+                        .record(now, Event::Fault(Fault::PartitionHealed(a, b)));
+                }
+                sh.rec.record(now, Event::Healed);
+            }
+        }
+    }
+}
