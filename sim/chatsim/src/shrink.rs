@@ -144,14 +144,18 @@ fn pair_key(e: &ScheduledEvent) -> Option<(bool, String)> {
         | EventAction::Silent
         | EventAction::Open
         | EventAction::Background
-        | EventAction::Partition => Some((true, format!("{}{}", starts_of(e.action), who()))),
+        | EventAction::Partition
+        | EventAction::PartitionOneway => Some((true, format!("{}{}", starts_of(e.action), who()))),
         EventAction::Restart
         | EventAction::Unclog
         | EventAction::Online
         | EventAction::Unsilent
         | EventAction::Close
         | EventAction::Foreground
-        | EventAction::HealPartition => Some((false, format!("{}{}", starts_of(e.action), who()))),
+        | EventAction::HealPartition
+        | EventAction::HealPartitionOneway => {
+            Some((false, format!("{}{}", starts_of(e.action), who())))
+        }
         EventAction::Send
         | EventAction::Drop
         | EventAction::CreateGroup
@@ -168,6 +172,7 @@ fn starts_of(a: EventAction) -> &'static str {
         EventAction::Offline | EventAction::Online => "offline",
         EventAction::Silent | EventAction::Unsilent => "silent",
         EventAction::Partition | EventAction::HealPartition => "partition",
+        EventAction::PartitionOneway | EventAction::HealPartitionOneway => "partition-oneway",
         EventAction::Open | EventAction::Close => "open",
         EventAction::Background | EventAction::Foreground => "background",
         EventAction::Send

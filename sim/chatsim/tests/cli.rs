@@ -362,3 +362,84 @@ fn explore_serves_a_page_on_loopback() {
         "{answer:.200}"
     );
 }
+
+// `--engine turmoil` runs the second engine: JSON names it, two processes agree on its trace
+// hash (turmoil and every host runtime seeded), and the replay command keeps the flag.
+#[test]
+fn engine_turmoil_is_named_in_json_and_deterministic_across_processes() {
+    let run = || {
+        chatsim(&[
+            "run",
+            "scenarios/smoke.toml",
+            "--seed",
+            "3",
+            "--engine",
+            "turmoil",
+            "--json",
+            "--no-report",
+        ])
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a.status.code(), Some(0), "{}", stderr(&a));
+    let (ja, jb) = (json_of(&a), json_of(&b));
+    assert_eq!(ja["engine"], "turmoil");
+    assert_eq!(ja["trace_hash"], jb["trace_hash"]);
+    assert!(
+        ja["replay"]
+            .as_str()
+            .expect("replay")
+            .ends_with("--engine turmoil"),
+        "{}",
+        ja["replay"]
+    );
+    let bad = chatsim(&["run", "scenarios/smoke.toml", "--engine", "ns3"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+}
+
+// A fault one engine cannot express is skipped with a message, never silently: madsim cannot
+// drop one direction of a TCP stream, so it says so in the summary and in JSON, and records
+// no such fault in the history; turmoil runs it.
+#[test]
+fn a_fault_madsim_cannot_express_is_skipped_out_loud() {
+    let madsim = chatsim(&[
+        "run",
+        "scenarios/oneway-partition.toml",
+        "--seed",
+        "1",
+        "--json",
+        "--no-report",
+    ]);
+    let j = json_of(&madsim);
+    let skipped = j["skipped"].as_array().expect("skipped faults are listed");
+    assert!(!skipped.is_empty());
+    assert!(
+        skipped
+            .iter()
+            .all(|s| s.as_str().is_some_and(|s| s.contains("one-way partition"))),
+        "{skipped:?}"
+    );
+    let text = chatsim(&[
+        "run",
+        "scenarios/oneway-partition.toml",
+        "--seed",
+        "1",
+        "--no-report",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("skipped on madsim: one-way partition"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+    let turmoil = chatsim(&[
+        "run",
+        "scenarios/oneway-partition.toml",
+        "--seed",
+        "1",
+        "--engine",
+        "turmoil",
+        "--json",
+        "--no-report",
+    ]);
+    assert_eq!(turmoil.status.code(), Some(0), "{}", stderr(&turmoil));
+    assert!(json_of(&turmoil).get("skipped").is_none());
+}

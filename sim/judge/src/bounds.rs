@@ -36,11 +36,17 @@ pub fn ack_latency(h: &History, limit_ms: Millis) -> Verdict {
             Event::Device { device, obs } => (device, obs),
             Event::Fault(f) => {
                 match f {
-                    Fault::Kill(_) | Fault::Clog(_) | Fault::Partition(..) => {
+                    Fault::Kill(_)
+                    | Fault::Clog(_)
+                    | Fault::Partition(..)
+                    | Fault::PartitionOneway(..) => {
                         server_faults += 1;
                         server_starts += 1;
                     }
-                    Fault::Restart(_) | Fault::Unclog(_) | Fault::PartitionHealed(..) => {
+                    Fault::Restart(_)
+                    | Fault::Unclog(_)
+                    | Fault::PartitionHealed(..)
+                    | Fault::PartitionOnewayHealed(..) => {
                         server_faults = server_faults.saturating_sub(1)
                     }
                     Fault::DeviceOffline(d) | Fault::DeviceSilent(d) => {

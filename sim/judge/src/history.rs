@@ -57,6 +57,12 @@ pub enum Fault {
     DeviceSilent(DeviceId),
     /// A silent device's network works again.
     DeviceUnsilent(DeviceId),
+    /// Frames from the first set of hosts to the second are dropped (not held), one way only;
+    /// a stream that lost one stalls for good (turmoil's TCP has no retransmission), so only
+    /// timeouts and reconnections recover.
+    PartitionOneway(Vec<Host>, Vec<Host>),
+    /// A one-way partition ends (streams it stalled stay stalled).
+    PartitionOnewayHealed(Vec<Host>, Vec<Host>),
 }
 
 /// One line of history.
@@ -357,6 +363,12 @@ impl fmt::Display for Fault {
             Fault::Partition(a, b) => write!(f, "partition [{}] | [{}]", side(a), side(b)),
             Fault::PartitionHealed(a, b) => {
                 write!(f, "heal partition [{}] | [{}]", side(a), side(b))
+            }
+            Fault::PartitionOneway(a, b) => {
+                write!(f, "one-way partition [{}] -> [{}]", side(a), side(b))
+            }
+            Fault::PartitionOnewayHealed(a, b) => {
+                write!(f, "heal one-way partition [{}] -> [{}]", side(a), side(b))
             }
             Fault::DeviceOffline(d) => write!(f, "{d} goes offline"),
             Fault::DeviceOnline(d) => write!(f, "{d} comes online"),

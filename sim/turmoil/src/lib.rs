@@ -62,6 +62,11 @@ const CELLS_MAX: u32 = 4;
 /// Segments a socket may hold unread. turmoil's default (64) would push back on a busy
 /// gateway's connections far sooner than a kernel's socket buffer does.
 const TCP_CAPACITY: usize = 1 << 16;
+/// How long frames on a server link may wait for an acknowledgement, without progress,
+/// before the link is taken for dead (what `TCP_USER_TIMEOUT` sets on a real server).
+const USER_TIMEOUT_MS: Millis = 3_000;
+/// How long a connection attempt may wait for its SYN to be answered.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Simulated time allowed past the plan's end before turmoil calls the run overdue.
 const OVERTIME: Duration = Duration::from_secs(60);
 
@@ -129,15 +134,18 @@ async fn wait_while_silent(silent: &mut watch::Receiver<bool>) -> bool {
 /// Pump one connection: write what arrives on `outgoing` (what is already queued goes as one
 /// write) and hand every decoded frame to `on_frame`. While `silent` says so, neither read nor
 /// write: the phone is in a tunnel, the connection half-open, its bytes waiting on both sides.
-/// Ends, closing the connection, when `outgoing` is dropped, the peer closes, or a frame is
-/// bad.
+/// With `ack_as`, a server acknowledges the server frames it has read ([`Wire::LinkAck`]) so
+/// the sending side can tell a stalled stream. Ends, closing the connection, when `outgoing`
+/// is dropped, the peer closes, or a frame is bad.
 async fn run_conn(
     mut stream: TcpStream,
     mut outgoing: UnboundedReceiver<Bytes>,
     mut silent: Option<watch::Receiver<bool>>,
+    ack_as: Option<Host>,
     mut on_frame: impl FnMut(Frame, &[u8]),
 ) {
     let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let mut server_frames = 0u64;
     loop {
         if let Some(s) = silent.as_mut() {
             if *s.borrow() && !wait_while_silent(s).await {
@@ -157,8 +165,8 @@ async fn run_conn(
             _ = went_silent => continue,
             msg = outgoing.recv() => match msg {
                 Some(first) => {
-                    let bytes = batch(first, &mut outgoing);
-                    if stream.write_all(&bytes).await.is_err() || stream.flush().await.is_err() {
+                    let (bytes, _) = batch(first, &mut outgoing);
+                    if !write_all(&mut stream, &bytes).await {
                         return;
                     }
                 }
@@ -168,11 +176,21 @@ async fn run_conn(
                 if !matches!(n, Ok(n) if n > 0) {
                     return;
                 }
+                let before = server_frames;
                 loop {
                     match decode(&mut buf) {
-                        Ok(Some((f, raw))) => on_frame(f, &raw),
+                        Ok(Some((f, raw))) => {
+                            server_frames += u64::from(matches!(f.wire, Wire::Server(_)));
+                            on_frame(f, &raw);
+                        }
                         Ok(None) => break,
                         Err(_) => return,
+                    }
+                }
+                if let Some(me) = ack_as.filter(|_| server_frames > before) {
+                    let ack = encode(&Frame { from: me, sent_ms: now(), wire: Wire::LinkAck(server_frames) });
+                    if !write_all(&mut stream, &ack).await {
+                        return;
                     }
                 }
             }
@@ -180,42 +198,103 @@ async fn run_conn(
     }
 }
 
-/// Every frame already waiting on `rx` after `first`, as one buffer.
-fn batch(first: Bytes, rx: &mut UnboundedReceiver<Bytes>) -> Bytes {
+/// Every frame already waiting on `rx` after `first`, as one buffer, and how many frames that
+/// is.
+fn batch(first: Bytes, rx: &mut UnboundedReceiver<Bytes>) -> (Bytes, u64) {
     let Ok(second) = rx.try_recv() else {
-        return first;
+        return (first, 1);
     };
     let mut buf = BytesMut::with_capacity(first.len() + second.len());
     buf.extend_from_slice(&first);
     buf.extend_from_slice(&second);
+    let mut n = 2;
     while let Ok(more) = rx.try_recv() {
         buf.extend_from_slice(&more);
+        n += 1;
     }
-    buf.freeze()
+    (buf.freeze(), n)
 }
 
 async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> bool {
     stream.write_all(bytes).await.is_ok() && stream.flush().await.is_ok()
 }
 
+/// An open server-to-server connection and what its receiver has acknowledged.
+struct Link {
+    stream: TcpStream,
+    /// Bytes read back (acknowledgements), not yet decoded.
+    buf: BytesMut,
+    sent: u64,
+    acked: u64,
+    /// Since when frames have been waiting for an acknowledgement without progress.
+    waiting_since: Option<Millis>,
+}
+
 /// One outgoing server-to-server link, opened on first use and reopened after a failure. A
 /// frame that cannot get through a fresh connection either is dropped, as a network would: the
 /// protocol's own retries cover it.
+///
+/// turmoil's TCP has no retransmission: a stream that lost a segment to a partition stalls for
+/// good, and writes on it still succeed. So the link does what `TCP_USER_TIMEOUT` does on a
+/// real server: frames unacknowledged for [`USER_TIMEOUT_MS`] without progress mean the
+/// connection is dead, and the next frame opens a new one. A connection attempt whose SYN was
+/// dropped would wait forever too, so attempts give up after [`CONNECT_TIMEOUT`].
 async fn peer_link(to: Host, mut rx: UnboundedReceiver<Bytes>) {
-    let mut stream: Option<TcpStream> = None;
-    while let Some(first) = rx.recv().await {
-        let bytes = batch(first, &mut rx);
-        // A write on a connection whose peer crashed fails once the peer's reset is back: the
-        // frame goes again on a fresh connection.
-        if let Some(s) = stream.as_mut() {
-            if write_all(s, &bytes).await {
-                continue;
+    let mut link: Option<Link> = None;
+    loop {
+        let stall_at = link
+            .as_ref()
+            .and_then(|l| l.waiting_since)
+            .map(|t| t + USER_TIMEOUT_MS);
+        let acks = async {
+            match link.as_mut() {
+                Some(l) => l.stream.read_buf(&mut l.buf).await.map_or(0, |n| n),
+                None => std::future::pending().await,
             }
-        }
-        stream = None;
-        if let Ok(mut s) = TcpStream::connect((host_name(to), PORT)).await {
-            if write_all(&mut s, &bytes).await {
-                stream = Some(s);
+        };
+        tokio::select! {
+            biased;
+            n = acks => {
+                let Some(l) = link.as_mut() else { continue };
+                if n == 0 {
+                    link = None;
+                    continue;
+                }
+                while let Ok(Some((f, _))) = decode(&mut l.buf) {
+                    if let Wire::LinkAck(k) = f.wire {
+                        if k > l.acked {
+                            l.acked = k;
+                            l.waiting_since = (l.acked < l.sent).then(now);
+                        }
+                    }
+                }
+            }
+            _ = sleep_until_some(stall_at), if stall_at.is_some() => link = None,
+            frame = rx.recv() => {
+                let Some(first) = frame else { return };
+                let (bytes, n) = batch(first, &mut rx);
+                // A write on a connection whose peer crashed fails once the peer's reset is
+                // back: the frames go again on a fresh connection.
+                if let Some(l) = link.as_mut() {
+                    if write_all(&mut l.stream, &bytes).await {
+                        l.sent += n;
+                        l.waiting_since.get_or_insert_with(now);
+                        continue;
+                    }
+                }
+                link = None;
+                let connect = TcpStream::connect((host_name(to), PORT));
+                if let Ok(Ok(mut stream)) = tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+                    if write_all(&mut stream, &bytes).await {
+                        link = Some(Link {
+                            stream,
+                            buf: BytesMut::new(),
+                            sent: n,
+                            acked: 0,
+                            waiting_since: Some(now()),
+                        });
+                    }
+                }
             }
         }
     }
@@ -243,7 +322,7 @@ async fn server_main(host: Host, sh: Arc<Shared>) -> turmoil::Result {
             let _ = accept_tx.send(ServerEvent::Opened(conn, wtx));
             let (etx, sh) = (accept_tx.clone(), accept_sh.clone());
             spawn_local(async move {
-                run_conn(stream, wrx, None, |f, raw| {
+                run_conn(stream, wrx, None, Some(host), |f, raw| {
                     sh.rec.delivered(now(), host, raw, &f);
                     let _ = etx.send(ServerEvent::Frame(conn, Box::new(f.wire)));
                 })
@@ -273,7 +352,7 @@ async fn server_main(host: Host, sh: Arc<Shared>) -> turmoil::Result {
                         }
                         Input::FromConn { conn, up }
                     }
-                    Wire::Down(_) => continue,
+                    Wire::Down(_) | Wire::LinkAck(_) => continue,
                 },
                 ServerEvent::Closed(conn) => {
                     writers.remove(&conn);
@@ -420,7 +499,7 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
                             }
                             Ok(stream) => {
                                 let _ = tx.send(DeviceEvent::Connected(g));
-                                run_conn(stream, wrx, Some(silent), |f, raw| {
+                                run_conn(stream, wrx, Some(silent), None, |f, raw| {
                                     sh.rec.delivered(now(), me, raw, &f);
                                     let _ = tx.send(DeviceEvent::Frame(g, Box::new(f.wire)));
                                 })
@@ -543,6 +622,7 @@ pub fn run(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) -> Result<Raw
         down: BTreeSet::new(),
         clogged: BTreeSet::new(),
         partitions: Vec::new(),
+        oneway: Vec::new(),
         everyone,
         held: BTreeMap::new(),
     };
@@ -577,6 +657,8 @@ struct Nemesis {
     down: BTreeSet<Host>,
     clogged: BTreeSet<Host>,
     partitions: Vec<(Vec<Host>, Vec<Host>)>,
+    /// One-way partitions in force, (from, to).
+    oneway: Vec<(Vec<Host>, Vec<Host>)>,
     /// Every host's turmoil name, servers then cells.
     everyone: Vec<String>,
     /// How many cuts hold each link (a clog and a partition may both hold one; it is released
@@ -605,6 +687,21 @@ impl Nemesis {
                     if *count == 0 {
                         sim.release(x.as_str(), y.as_str());
                     }
+                }
+            }
+        }
+    }
+
+    /// Drop (or stop dropping) frames from every host of `a` to every host of `b`. The plan
+    /// never overlaps two partitions; a clog that overlaps a one-way partition and ends first
+    /// releases its links both ways, ending the one-way cut on them early.
+    fn oneway(sim: &turmoil::Sim, a: &[Host], b: &[Host], on: bool) {
+        for x in Self::names(a) {
+            for y in Self::names(b).iter().filter(|y| **y != x) {
+                if on {
+                    sim.partition_oneway(x.as_str(), y.as_str());
+                } else {
+                    sim.repair_oneway(x.as_str(), y.as_str());
                 }
             }
         }
@@ -658,6 +755,16 @@ impl Nemesis {
                             self.cut(sim, &Self::names(a), &Self::names(b), false);
                         }
                     }
+                    Fault::PartitionOneway(a, b) => {
+                        Self::oneway(sim, a, b, true);
+                        self.oneway.push((a.clone(), b.clone()));
+                    }
+                    Fault::PartitionOnewayHealed(a, b) => {
+                        if let Some(i) = self.oneway.iter().position(|p| p.0 == *a && p.1 == *b) {
+                            self.oneway.remove(i);
+                            Self::oneway(sim, a, b, false);
+                        }
+                    }
                     Fault::DeviceOffline(_) | Fault::DeviceOnline(_) | Fault::DeviceDrop(_) => {}
                 }
                 sh.rec.record(now, Event::Fault(f));
@@ -677,6 +784,11 @@ impl Nemesis {
                         sh.rec.record(now, Event::Fault(Fault::DeviceUnsilent(d)));
                     }
                 }
+                for (a, b) in std::mem::take(&mut self.oneway) {
+                    Self::oneway(sim, &a, &b, false);
+                    sh.rec
+                        .record(now, Event::Fault(Fault::PartitionOnewayHealed(a, b)));
+                }
                 for (a, b) in std::mem::take(&mut self.partitions) {
                     self.cut(sim, &Self::names(&a), &Self::names(&b), false);
                     sh.rec
@@ -685,5 +797,48 @@ impl Nemesis {
                 sh.rec.record(now, Event::Healed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Without `--cfg tokio_unstable`, a panic in a task spawned on a host is caught by tokio and
+    // the simulation goes on as if nothing happened; with it (set in .cargo/config.toml) the
+    // host's runtime shuts down and the panic reaches whoever steps the simulation, which is
+    // the seed's own thread: the run fails, naming the seed.
+    #[test]
+    fn a_panic_in_a_host_task_fails_the_run() {
+        let outcome = std::thread::spawn(|| {
+            let mut sim = turmoil::Builder::new().rng_seed(1).build();
+            sim.host("h", || async {
+                spawn_local(async {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    panic!("a machine broke an invariant");
+                });
+                std::future::pending::<()>().await;
+                Ok(())
+            });
+            for _ in 0..50 {
+                sim.step()
+                    .expect("the host software never returns an error");
+            }
+        })
+        .join();
+        let message = outcome.expect_err("the panic must fail the run");
+        let text = message
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| message.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        assert!(text.contains("a machine broke an invariant"), "{text}");
+    }
+
+    #[test]
+    fn every_device_lands_on_one_of_at_most_four_cells() {
+        let cells: BTreeSet<String> = (0..1_000).map(|flat| cell_of(flat, CELLS_MAX)).collect();
+        assert_eq!(cells.len(), CELLS_MAX as usize);
+        assert_eq!(cell_of(5, 4), "cell-2");
     }
 }

@@ -184,7 +184,7 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
                     plan.world.push((start, WorldAction::Fault(on)));
                     plan.world.push((end, WorldAction::Fault(off)));
                 }
-                FaultKind::Partition => {
+                FaultKind::Partition | FaultKind::PartitionOneway => {
                     let mut hosts = hosts_of(s, &f.targets);
                     hosts.shuffle(&mut rng);
                     let k = rng.gen_range(1..hosts.len());
@@ -195,12 +195,19 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
                     if !free("partition".into(), start, end) {
                         continue;
                     }
-                    plan.world.push((
-                        start,
-                        WorldAction::Fault(Fault::Partition(a.clone(), b.clone())),
-                    ));
-                    plan.world
-                        .push((end, WorldAction::Fault(Fault::PartitionHealed(a, b))));
+                    let (on, off) = if f.kind == FaultKind::Partition {
+                        (
+                            Fault::Partition(a.clone(), b.clone()),
+                            Fault::PartitionHealed(a, b),
+                        )
+                    } else {
+                        (
+                            Fault::PartitionOneway(a.clone(), b.clone()),
+                            Fault::PartitionOnewayHealed(a, b),
+                        )
+                    };
+                    plan.world.push((start, WorldAction::Fault(on)));
+                    plan.world.push((end, WorldAction::Fault(off)));
                 }
                 FaultKind::DeviceDrop | FaultKind::DeviceOffline | FaultKind::DeviceSilent => {
                     let d = devices[rng.gen_range(0..devices.len())];
@@ -513,6 +520,20 @@ fn add_event(plan: &mut Plan, s: &Scenario, e: &ScheduledEvent) {
             ));
             None
         }
+        EventAction::PartitionOneway => {
+            world(Fault::PartitionOneway(
+                side(s, &e.side_a),
+                side(s, &e.side_b),
+            ));
+            None
+        }
+        EventAction::HealPartitionOneway => {
+            world(Fault::PartitionOnewayHealed(
+                side(s, &e.side_a),
+                side(s, &e.side_b),
+            ));
+            None
+        }
     };
     if let Some(a) = device_action {
         plan.device.entry(device()).or_default().push((t, a));
@@ -587,11 +608,15 @@ pub fn plan_events(plan: &Plan) -> Vec<ScheduledEvent> {
                 };
                 e.host = Some(h.to_string());
             }
-            Fault::Partition(a, b) | Fault::PartitionHealed(a, b) => {
-                e.action = if matches!(f, Fault::Partition(..)) {
-                    EventAction::Partition
-                } else {
-                    EventAction::HealPartition
+            Fault::Partition(a, b)
+            | Fault::PartitionHealed(a, b)
+            | Fault::PartitionOneway(a, b)
+            | Fault::PartitionOnewayHealed(a, b) => {
+                e.action = match f {
+                    Fault::Partition(..) => EventAction::Partition,
+                    Fault::PartitionHealed(..) => EventAction::HealPartition,
+                    Fault::PartitionOneway(..) => EventAction::PartitionOneway,
+                    _ => EventAction::HealPartitionOneway,
                 };
                 e.side_a = names(a);
                 e.side_b = names(b);

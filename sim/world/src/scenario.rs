@@ -246,6 +246,10 @@ pub enum EventAction {
     Partition,
     /// Heal the partition between `side_a` and `side_b`.
     HealPartition,
+    /// Drop frames from `side_a` to `side_b`, one way (turmoil only).
+    PartitionOneway,
+    /// End the one-way partition from `side_a` to `side_b`.
+    HealPartitionOneway,
     /// `user` creates group `group` with `members` (and themselves).
     CreateGroup,
     /// `user` adds `member` to `group`.
@@ -361,6 +365,8 @@ pub fn action_name(a: EventAction) -> &'static str {
         EventAction::Unclog => "unclog",
         EventAction::Partition => "partition",
         EventAction::HealPartition => "heal-partition",
+        EventAction::PartitionOneway => "partition-oneway",
+        EventAction::HealPartitionOneway => "heal-partition-oneway",
         EventAction::CreateGroup => "create-group",
         EventAction::AddMember => "add-member",
         EventAction::RemoveMember => "remove-member",
@@ -479,8 +485,14 @@ pub enum FaultKind {
     Kill,
     /// Clog a server host (frames held, not lost) for `duration_ms`.
     Clog,
-    /// Split the hosts of the target roles into two sides for `duration_ms`.
+    /// Split the hosts of the target roles into two sides for `duration_ms`: frames between
+    /// the sides are held both ways and arrive once it heals (TCP retransmits across a cut).
     Partition,
+    /// Split the hosts of the target roles into two sides and drop frames from the first to
+    /// the second for `duration_ms`, one way. A TCP stream that loses a frame this way stalls
+    /// for good; only the system's timeouts recover. turmoil only: madsim's TCP never drops a
+    /// frame, so a madsim run skips it and says so.
+    PartitionOneway,
     /// Drop a device's connection; it reconnects on its own.
     DeviceDrop,
     /// A device goes offline for `duration_ms`.
@@ -743,7 +755,10 @@ impl Scenario {
             }
             let server = matches!(
                 f.kind,
-                FaultKind::Kill | FaultKind::Clog | FaultKind::Partition
+                FaultKind::Kill
+                    | FaultKind::Clog
+                    | FaultKind::Partition
+                    | FaultKind::PartitionOneway
             );
             if f.targets.contains(&Role::Device) {
                 return Err(invalid(
@@ -784,7 +799,9 @@ impl Scenario {
                 }
                 (_, Some(d)) => d.check(p, &field("duration_ms"))?,
             }
-            if f.kind == FaultKind::Partition && self.hosts_of(&f.targets) < 2 {
+            if matches!(f.kind, FaultKind::Partition | FaultKind::PartitionOneway)
+                && self.hosts_of(&f.targets) < 2
+            {
                 return Err(invalid(
                     p,
                     &field("targets"),
@@ -929,7 +946,10 @@ impl Scenario {
             EventAction::Kill | EventAction::Restart | EventAction::Clog | EventAction::Unclog => {
                 host_ok(e.host.as_deref().unwrap_or(""), "host")?;
             }
-            EventAction::Partition | EventAction::HealPartition => {
+            EventAction::Partition
+            | EventAction::HealPartition
+            | EventAction::PartitionOneway
+            | EventAction::HealPartitionOneway => {
                 if e.side_a.is_empty() || e.side_b.is_empty() {
                     return Err(invalid(
                         p,

@@ -17,6 +17,10 @@ pub enum Wire {
     Up(Up),
     /// Gateway to device.
     Down(Down),
+    /// An engine's own acknowledgement on a server-to-server connection: how many frames the
+    /// receiver has read from it so far. Not part of the protocol (no machine sees it); the
+    /// turmoil engine uses it as TCP_USER_TIMEOUT does, to notice a stream that stalled.
+    LinkAck(u64),
 }
 
 /// One frame on the wire: what travels, who sent it and when (the header a sequence diagram
@@ -117,6 +121,7 @@ fn describe_down(down: &Down) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) 
 /// A short label for a frame and the message it concerns, for sequence diagrams.
 pub fn describe(w: &Wire) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
     match w {
+        Wire::LinkAck(n) => (format!("link ack {n}"), None, None),
         Wire::Up(up) => describe_up(up),
         Wire::Down(down) => describe_down(down),
         Wire::Server(Envelope { rpc, .. }) => match rpc {

@@ -159,7 +159,8 @@ pub fn fault_windows(h: &History) -> Vec<Window> {
     let mut out = Vec::new();
     let ends = |start: &Fault, end: &Fault| match (start, end) {
         (Fault::Kill(a), Fault::Restart(b)) | (Fault::Clog(a), Fault::Unclog(b)) => a == b,
-        (Fault::Partition(a, b), Fault::PartitionHealed(c, d)) => a == c && b == d,
+        (Fault::Partition(a, b), Fault::PartitionHealed(c, d))
+        | (Fault::PartitionOneway(a, b), Fault::PartitionOnewayHealed(c, d)) => a == c && b == d,
         (Fault::DeviceOffline(a), Fault::DeviceOnline(b))
         | (Fault::DeviceSilent(a), Fault::DeviceUnsilent(b)) => a == b,
         _ => false,
@@ -170,6 +171,7 @@ pub fn fault_windows(h: &History) -> Vec<Window> {
             Fault::Kill(_)
             | Fault::Clog(_)
             | Fault::Partition(..)
+            | Fault::PartitionOneway(..)
             | Fault::DeviceOffline(_)
             | Fault::DeviceSilent(_) => open.push((f.clone(), r.t)),
             Fault::DeviceDrop(_) => out.push(Window {
@@ -494,6 +496,17 @@ fn run_page(
         r.trace_hash,
         esc(&r.replay)
     );
+    if !r.skipped.is_empty() {
+        let _ = writeln!(
+            b,
+            "<p><b>Skipped on {}</b> (this engine cannot express them):</p><ul>",
+            r.engine
+        );
+        for s in &r.skipped {
+            let _ = writeln!(b, "<li>{}</li>", esc(s));
+        }
+        b.push_str("</ul>\n");
+    }
     b.push_str(&story_html(scenario));
     let _ = writeln!(b, "<h2>Invariants</h2><table><tr><th>check</th><th>verdict</th><th>checked</th><th>violations</th></tr>");
     for v in &r.invariants {

@@ -64,9 +64,10 @@ fn esc(s: &str) -> String {
 fn fault_hosts(f: &Fault) -> Vec<Host> {
     match f {
         Fault::Kill(h) | Fault::Restart(h) | Fault::Clog(h) | Fault::Unclog(h) => vec![*h],
-        Fault::Partition(a, b) | Fault::PartitionHealed(a, b) => {
-            a.iter().chain(b).copied().collect()
-        }
+        Fault::Partition(a, b)
+        | Fault::PartitionHealed(a, b)
+        | Fault::PartitionOneway(a, b)
+        | Fault::PartitionOnewayHealed(a, b) => a.iter().chain(b).copied().collect(),
         Fault::DeviceOffline(d)
         | Fault::DeviceOnline(d)
         | Fault::DeviceDrop(d)
