@@ -41,7 +41,6 @@ use chatsim_world::record::{deployment, device_seed, Durable, RawRun, Recorder, 
 use chatsim_world::scenario::{Role, Scenario};
 use chatsim_world::wire::{decode, encode, Frame, Wire};
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
@@ -531,18 +530,21 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
     }
 }
 
+/// One phone a cell carries: its plan and whether it starts online.
+#[derive(Clone)]
+struct Phone {
+    id: DeviceId,
+    actions: Vec<(Millis, Action)>,
+    online: bool,
+}
+
 /// A cell's software: every phone it carries, each its own task.
-fn cell_main(
-    phones: Vec<(DeviceId, Vec<(Millis, Action)>, bool)>,
-    sh: Arc<Shared>,
-) -> impl Future<Output = turmoil::Result> {
-    async move {
-        for (id, actions, online) in phones {
-            spawn_local(device_main(id, actions, online, sh.clone()));
-        }
-        std::future::pending::<()>().await;
-        Ok(())
+async fn cell_main(phones: Vec<Phone>, sh: Arc<Shared>) -> turmoil::Result {
+    for p in phones {
+        spawn_local(device_main(p.id, p.actions, p.online, sh.clone()));
     }
+    std::future::pending::<()>().await;
+    Ok(())
 }
 
 /// Run one seed of `scenario` on turmoil. Call it on a fresh thread per seed.
@@ -579,19 +581,18 @@ pub fn run(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) -> Result<Raw
         let s = sh.clone();
         sim.host(host_name(host), move || server_main(host, s.clone()));
     }
-    let mut phones: BTreeMap<String, Vec<(DeviceId, Vec<(Millis, Action)>, bool)>> =
-        BTreeMap::new();
+    let mut phones: BTreeMap<String, Vec<Phone>> = BTreeMap::new();
     let mut cell_names = Vec::new();
     for (flat, &d) in devices.iter().enumerate() {
         let cell = cell_of(flat as u32, cells);
         if !cell_names.contains(&cell) {
             cell_names.push(cell.clone());
         }
-        phones.entry(cell).or_default().push((
-            d,
-            plan.device.get(&d).cloned().unwrap_or_default(),
-            plan.online_at_start.contains(&d),
-        ));
+        phones.entry(cell).or_default().push(Phone {
+            id: d,
+            actions: plan.device.get(&d).cloned().unwrap_or_default(),
+            online: plan.online_at_start.contains(&d),
+        });
     }
     for (cell, list) in phones {
         let s = sh.clone();
