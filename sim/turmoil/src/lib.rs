@@ -56,8 +56,9 @@ pub const ENGINE: &str = "turmoil";
 const PORT: u16 = 7000;
 /// Read buffer per connection, in bytes.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
-/// At most this many cell hosts carry the phones: turmoil's per-step cost grows with hosts.
-const CELLS_MAX: u32 = 4;
+/// At most this many cell hosts carry the phones: turmoil's per-step cost grows with hosts
+/// (partition-heal seed 7 ran in about half the wall time on 2 cells as on 4).
+const CELLS_MAX: u32 = 2;
 /// Segments a socket may hold unread. turmoil's default (64) would push back on a busy
 /// gateway's connections far sooner than a kernel's socket buffer does.
 const TCP_CAPACITY: usize = 1 << 16;
@@ -812,8 +813,10 @@ mod tests {
 
     // Without `--cfg tokio_unstable`, a panic in a task spawned on a host is caught by tokio and
     // the simulation goes on as if nothing happened; with it (set in .cargo/config.toml) the
-    // host's runtime shuts down and the panic reaches whoever steps the simulation, which is
-    // the seed's own thread: the run fails, naming the seed.
+    // host's runtime shuts down and a panic reaches whoever steps the simulation, which is the
+    // seed's own thread: the run fails, naming the seed. What reaches it is tokio's "a spawned
+    // task panicked" (the task's own message and place are printed by the panic hook as it
+    // happens).
     #[test]
     fn a_panic_in_a_host_task_fails_the_run() {
         let outcome = std::thread::spawn(|| {
@@ -838,13 +841,17 @@ mod tests {
             .cloned()
             .or_else(|| message.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_default();
-        assert!(text.contains("a machine broke an invariant"), "{text}");
+        assert!(
+            text.contains("a machine broke an invariant") || text.contains("task panicked"),
+            "{text}"
+        );
     }
 
     #[test]
-    fn every_device_lands_on_one_of_at_most_four_cells() {
+    fn every_device_lands_on_one_of_the_cells() {
         let cells: BTreeSet<String> = (0..1_000).map(|flat| cell_of(flat, CELLS_MAX)).collect();
         assert_eq!(cells.len(), CELLS_MAX as usize);
         assert_eq!(cell_of(5, 4), "cell-2");
+        assert_eq!(cell_of(5, 2), "cell-2");
     }
 }
