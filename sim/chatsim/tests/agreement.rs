@@ -18,8 +18,8 @@ const SEED_BUDGET: u64 = 20;
 /// disagreement, kept visible here rather than hidden by a bigger budget for all.
 /// `reader-skips-unfinished-seq` on partition-heal: madsim catches it on 7 of seeds 1..20
 /// (first seed 3); turmoil on none of 1..20 but on seeds 22, 23, 44, 52 and 60 of 1..60
-/// (measured 2026-11-29; the same five seeds with a 1 ms and a 2 ms turmoil tick, so the plan
-/// decides more than the timing). Why madsim finds it on more plans is not understood yet.
+/// (measured 2026-11-29; the same five seeds with a 1 ms and a 2 ms turmoil tick and with 4 and
+/// 2 cells, so the plan decides more than the timing). Why madsim finds it on more plans is not understood yet.
 const SLOWER_ON_TURMOIL: &[(&str, u64)] = &[("reader-skips-unfinished-seq", 30)];
 /// Scenarios whose determinism is checked on turmoil in every test run (the ones with the
 /// most faults of each kind; `chatsim run --engine turmoil` on any other twice shows the same).
