@@ -120,6 +120,11 @@ pub struct SwarmReport {
     pub invariants: BTreeMap<String, usize>,
     /// Seeds whose simulation panicked.
     pub panicked_seeds: Vec<u64>,
+    /// Faults the engine could not express and skipped, summed over the seeds (each run's
+    /// summary lists them); a swarm that passes with skips did not test those faults.
+    pub faults_skipped: usize,
+    /// Seeds with at least one skipped fault.
+    pub seeds_with_skips: usize,
     /// Details of each failing seed.
     pub failures: Vec<Failure>,
     /// Wall seconds for the whole swarm.
@@ -205,6 +210,11 @@ fn summarise(
         CHECKS.iter().map(|n| (n.to_string(), 0)).collect();
     let mut failures = Vec::new();
     let mut panicked_seeds = Vec::new();
+    let skips: Vec<usize> = results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .map(|r| r.skipped.len())
+        .collect();
     for (seed, r) in &results {
         match r {
             Ok(rep) if rep.passed() => {}
@@ -258,6 +268,8 @@ fn summarise(
         failing_seeds: failures.iter().map(|f| f.seed).collect(),
         invariants,
         panicked_seeds,
+        faults_skipped: skips.iter().sum(),
+        seeds_with_skips: skips.iter().filter(|n| **n > 0).count(),
         failures,
         wall_seconds,
         per_seed: results,
@@ -284,6 +296,14 @@ pub fn summary(r: &SwarmReport) -> String {
     }
     if !r.panicked_seeds.is_empty() {
         let _ = writeln!(s, "  {:<20} {:>14}", "(panicked)", r.panicked_seeds.len());
+    }
+    if r.faults_skipped > 0 {
+        let _ = writeln!(
+            s,
+            "  skipped on {}: {} faults on {} seeds (this engine cannot express them; \
+             `chatsim run` on a seed lists them)",
+            r.engine, r.faults_skipped, r.seeds_with_skips
+        );
     }
     let _ = writeln!(s, "  failing seeds: {} of {}", r.seeds_failed, r.seeds_run);
     for f in r.failures.iter().take(FAILING_SEEDS_SHOWN_MAX) {

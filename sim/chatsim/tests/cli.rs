@@ -364,13 +364,14 @@ fn explore_serves_a_page_on_loopback() {
 }
 
 // `--engine turmoil` runs the second engine: JSON names it, two processes agree on its trace
-// hash (turmoil and every host runtime seeded), and the replay command keeps the flag.
+// hash on a scenario with crashes (turmoil and every host runtime, bounced ones included,
+// seeded), and the replay command keeps the flag.
 #[test]
 fn engine_turmoil_is_named_in_json_and_deterministic_across_processes() {
     let run = || {
         chatsim(&[
             "run",
-            "scenarios/smoke.toml",
+            "scenarios/gateway-crash.toml",
             "--seed",
             "3",
             "--engine",
@@ -442,4 +443,13 @@ fn a_fault_madsim_cannot_express_is_skipped_out_loud() {
     ]);
     assert_eq!(turmoil.status.code(), Some(0), "{}", stderr(&turmoil));
     assert!(json_of(&turmoil).get("skipped").is_none());
+    let swarm = chatsim(&[
+        "swarm",
+        "scenarios/oneway-partition.toml",
+        "--seeds",
+        "1..2",
+        "--no-report",
+    ]);
+    let out = String::from_utf8_lossy(&swarm.stdout);
+    assert!(out.contains("skipped on madsim:"), "{out}");
 }

@@ -56,15 +56,21 @@ pub const ENGINE: &str = "turmoil";
 const PORT: u16 = 7000;
 /// Read buffer per connection, in bytes.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
-/// At most this many cell hosts carry the phones: turmoil's per-step cost grows with hosts
-/// (partition-heal seed 7 ran in about half the wall time on 2 cells as on 4).
-const CELLS_MAX: u32 = 2;
+/// Cell hosts that carry the phones: turmoil's per-step cost grows with hosts (partition-heal
+/// seed 7 ran in about half the wall time on 2 cells as on 4).
+const CELLS: u32 = 2;
+/// Phones one cell may carry: a turmoil host has 16,384 ephemeral ports, one per connection
+/// (and a reconnecting phone holds an old one a while), so bigger worlds get more cells.
+const PHONES_PER_CELL_MAX: u32 = 12_000;
 /// Segments a socket may hold unread. turmoil's default (64) would push back on a busy
 /// gateway's connections far sooner than a kernel's socket buffer does.
 const TCP_CAPACITY: usize = 1 << 16;
 /// How long frames on a server link may wait for an acknowledgement, without progress,
-/// before the link is taken for dead (what `TCP_USER_TIMEOUT` sets on a real server).
-const USER_TIMEOUT_MS: Millis = 3_000;
+/// before the link is taken for dead (what `TCP_USER_TIMEOUT` sets on a real server). Longer
+/// than any hold the scenarios draw (partitions up to 6 s, clogs up to 3 s), so a held link
+/// delivers its frames after the heal as on madsim, rather than being dropped mid-hold; short
+/// enough that a stalled stream costs well under the 25 s liveness bound.
+const USER_TIMEOUT_MS: Millis = 10_000;
 /// How long a connection attempt may wait for its SYN to be answered.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How much simulated time one turmoil step covers. Inside a step each host's paused runtime
@@ -242,8 +248,9 @@ struct Link {
 /// turmoil's TCP has no retransmission: a stream that lost a segment to a partition stalls for
 /// good, and writes on it still succeed. So the link does what `TCP_USER_TIMEOUT` does on a
 /// real server: frames unacknowledged for [`USER_TIMEOUT_MS`] without progress mean the
-/// connection is dead, and the next frame opens a new one. A connection attempt whose SYN was
-/// dropped would wait forever too, so attempts give up after [`CONNECT_TIMEOUT`].
+/// connection is dead, and the next frame opens a new one. A connection attempt whose SYN is
+/// held, or sent to a crashed host (turmoil delivers only to running hosts), waits until the
+/// hold ends or the host restarts, so attempts give up after [`CONNECT_TIMEOUT`].
 async fn peer_link(to: Host, mut rx: UnboundedReceiver<Bytes>) {
     let mut link: Option<Link> = None;
     loop {
@@ -498,8 +505,16 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
                             let _ = tx.send(DeviceEvent::ConnectFailed(g));
                             return;
                         }
-                        match TcpStream::connect((host_name(Host::Gateway(gateway)), PORT)).await {
-                            Err(_) => {
+                        let connect = TcpStream::connect((host_name(Host::Gateway(gateway)), PORT));
+                        // A SYN to a crashed gateway waits for its restart, and the phone's
+                        // machine has no handshake timer of its own: give up as a phone's
+                        // connect timeout would, so it tries again (and elsewhere).
+                        match tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                            .await
+                            .map_err(drop)
+                            .and_then(|r| r.map_err(drop))
+                        {
+                            Err(()) => {
                                 let _ = tx.send(DeviceEvent::ConnectFailed(g));
                             }
                             Ok(stream) => {
@@ -564,7 +579,8 @@ pub fn run(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) -> Result<Raw
     let devices: Vec<DeviceId> = (0..topo.users)
         .flat_map(|u| topo.devices_of(UserId(u)))
         .collect();
-    let cells = CELLS_MAX.min(devices.len() as u32).max(1);
+    let n = devices.len() as u32;
+    let cells = CELLS.max(n.div_ceil(PHONES_PER_CELL_MAX)).min(n).max(1);
     let sh = Arc::new(Shared {
         rec: Recorder::new(&topo, &plan, false),
         durable: Durable::new(&topo),
@@ -654,6 +670,9 @@ pub fn run(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) -> Result<Raw
         nemesis.act(&mut sim, &sh, at, action);
     }
     step(&mut sim, plan.end_at)?;
+    if next_sample <= plan.end_at {
+        sh.rec.sample(next_sample, sh.durable.inbox_entries());
+    }
     Ok(sh
         .rec
         .finish(plan.end_at, elapsed(&sim), &sh.durable, Vec::new()))
@@ -693,18 +712,46 @@ impl Nemesis {
                     *count -= 1;
                     if *count == 0 {
                         sim.release(x.as_str(), y.as_str());
+                        // turmoil's release heals both directions: a one-way cut still in
+                        // force on this link goes back on.
+                        for (from, to) in [(x, y), (y, x)] {
+                            if self.drops_one_way(from, to) {
+                                sim.partition_oneway(from.as_str(), to.as_str());
+                            }
+                        }
                     }
                 }
             }
         }
     }
 
-    /// Drop (or stop dropping) frames from every host of `a` to every host of `b`. The plan
-    /// never overlaps two partitions; a clog that overlaps a one-way partition and ends first
-    /// releases its links both ways, ending the one-way cut on them early.
-    fn oneway(sim: &turmoil::Sim, a: &[Host], b: &[Host], on: bool) {
+    /// Whether a one-way partition in force drops frames from `from` to `to`.
+    fn drops_one_way(&self, from: &str, to: &str) -> bool {
+        self.oneway.iter().any(|(a, b)| {
+            a.iter().any(|h| host_name(*h) == from) && b.iter().any(|h| host_name(*h) == to)
+        })
+    }
+
+    /// Whether a clog or partition holds the link between `x` and `y`.
+    fn is_held(&self, x: &str, y: &str) -> bool {
+        let key = if x < y {
+            (x.to_string(), y.to_string())
+        } else {
+            (y.to_string(), x.to_string())
+        };
+        self.held.get(&key).is_some_and(|n| *n > 0)
+    }
+
+    /// Drop (or stop dropping) frames from every host of `a` to every host of `b`. turmoil
+    /// keeps one state per direction of a link, so a one-way cut and a hold on the same link
+    /// would overwrite each other: a held link stays held (its frames wait, not vanish) and a
+    /// one-way cut that ends under a hold leaves the hold in place.
+    fn drop_one_way(&self, sim: &turmoil::Sim, a: &[Host], b: &[Host], on: bool) {
         for x in Self::names(a) {
             for y in Self::names(b).iter().filter(|y| **y != x) {
+                if self.is_held(&x, y) {
+                    continue;
+                }
                 if on {
                     sim.partition_oneway(x.as_str(), y.as_str());
                 } else {
@@ -763,13 +810,13 @@ impl Nemesis {
                         }
                     }
                     Fault::PartitionOneway(a, b) => {
-                        Self::oneway(sim, a, b, true);
+                        self.drop_one_way(sim, a, b, true);
                         self.oneway.push((a.clone(), b.clone()));
                     }
                     Fault::PartitionOnewayHealed(a, b) => {
                         if let Some(i) = self.oneway.iter().position(|p| p.0 == *a && p.1 == *b) {
                             self.oneway.remove(i);
-                            Self::oneway(sim, a, b, false);
+                            self.drop_one_way(sim, a, b, false);
                         }
                     }
                     Fault::DeviceOffline(_) | Fault::DeviceOnline(_) | Fault::DeviceDrop(_) => {}
@@ -792,7 +839,7 @@ impl Nemesis {
                     }
                 }
                 for (a, b) in std::mem::take(&mut self.oneway) {
-                    Self::oneway(sim, &a, &b, false);
+                    self.drop_one_way(sim, &a, &b, false);
                     sh.rec
                         .record(now, Event::Fault(Fault::PartitionOnewayHealed(a, b)));
                 }
@@ -849,8 +896,8 @@ mod tests {
 
     #[test]
     fn every_device_lands_on_one_of_the_cells() {
-        let cells: BTreeSet<String> = (0..1_000).map(|flat| cell_of(flat, CELLS_MAX)).collect();
-        assert_eq!(cells.len(), CELLS_MAX as usize);
+        let cells: BTreeSet<String> = (0..1_000).map(|flat| cell_of(flat, CELLS)).collect();
+        assert_eq!(cells.len(), CELLS as usize);
         assert_eq!(cell_of(5, 4), "cell-2");
         assert_eq!(cell_of(5, 2), "cell-2");
     }

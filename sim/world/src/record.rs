@@ -309,6 +309,11 @@ impl Recorder {
         skipped: Vec<String>,
     ) -> RawRun {
         let mut history = std::mem::take(&mut *self.history.lock().expect("never poisoned"));
+        // Hosts that share a simulation step (turmoil steps them one after another) record in
+        // host order, not time order; checkers read records in time order. A stable sort keeps
+        // the order of records made at the same millisecond, and leaves an already ordered
+        // history (madsim's) as it was.
+        history.records.sort_by_key(|r| r.t);
         history.end = end;
         std::mem::replace(
             &mut *self.screen.lock().expect("never poisoned"),
