@@ -231,7 +231,13 @@ impl Device {
         if online && linked {
             timers.set(Timer::Reconnect, 0);
         }
-        let keys = crate::e2e::keypair(seed);
+        // The directory's copy was derived from this same seed (a test world may have none).
+        let keys = crate::e2e::keypair_known(seed, topo.keys.get(&id).copied());
+        debug_assert_eq!(
+            keys.public,
+            crate::e2e::keypair(seed).public,
+            "the key directory disagrees with {id}'s own seed"
+        );
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let skew = topo.clock_skew_ms.unwrap_or(CLOCK_SKEW_MS_MAX) as i64;
         let clock_skew_ms = rng.gen_range(-skew..=skew);
