@@ -4,11 +4,13 @@
 //! within the same seed budget. madsim's half of each check is in `scenarios.rs` and
 //! `zoo.rs`; this file runs turmoil's, and its determinism.
 
+mod common;
+
 use chatsim::run::{run_seed_on, Engine, RunReport};
 use chatsim::scenario::Scenario;
 use chatsim::swarm::swarm_on;
 use chatsim_system::bugs::{Bugs, ZOO};
-use std::path::{Path, PathBuf};
+use common::{scenario_files, scenarios_dir};
 
 /// Seeds every scenario must pass on each engine.
 const SEEDS: std::ops::RangeInclusive<u64> = 1..=20;
@@ -40,28 +42,6 @@ fn seeds_for(s: &Scenario) -> Vec<u64> {
     } else {
         SEEDS.collect()
     }
-}
-
-fn scenarios_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios")
-}
-
-/// Every judged scenario (the benchmark's and the scale worlds are measured, not judged).
-fn scenario_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(scenarios_dir())
-        .expect("scenarios/ exists")
-        .map(|e| e.expect("readable entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .filter(|p| {
-            !p.file_name().is_some_and(|n| {
-                let n = n.to_string_lossy();
-                n.starts_with("bench-") || n.starts_with("scale-")
-            })
-        })
-        .collect();
-    files.sort();
-    assert!(files.len() >= 6, "expected scenarios, found {files:?}");
-    files
 }
 
 fn broken(r: &RunReport) -> String {

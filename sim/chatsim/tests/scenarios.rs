@@ -1,10 +1,12 @@
 //! Every scenario file, many seeds: the clean system must pass them all, and every run must be
 //! a pure function of (scenario, seed).
 
+mod common;
+
 use chatsim::run::run_seed;
 use chatsim::scenario::Scenario;
 use chatsim_system::bugs::Bugs;
-use std::path::{Path, PathBuf};
+use common::scenario_files;
 
 /// Seeds every scenario must pass (the foundation issue's bar).
 const SEEDS: std::ops::RangeInclusive<u64> = 1..=20;
@@ -19,29 +21,6 @@ fn seeds_for(s: &Scenario) -> std::ops::RangeInclusive<u64> {
     } else {
         SEEDS
     }
-}
-
-fn scenario_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("scenarios/ exists")
-        .map(|e| e.expect("readable entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        // The benchmark's worlds and the scale run are measured by hand or by `chatsim
-        // bench`, not judged seed by seed (the scale run takes minutes and gigabytes).
-        .filter(|p| {
-            !p.file_name().is_some_and(|n| {
-                let n = n.to_string_lossy();
-                n.starts_with("bench-") || n.starts_with("scale-")
-            })
-        })
-        .collect();
-    files.sort();
-    assert!(
-        files.len() >= 6,
-        "expected the six foundation scenarios, found {files:?}"
-    );
-    files
 }
 
 // The clean design passes every scenario on every seed; a failure names the seed and what
@@ -121,7 +100,7 @@ fn same_seed_gives_the_same_trace_hash_in_one_process_for_every_scenario() {
 #[test]
 fn madsim_determinism_check_passes_on_a_faulty_scenario() {
     fn scenario() -> Scenario {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/gateway-crash.toml");
+        let path = common::scenarios_dir().join("gateway-crash.toml");
         Scenario::load(&path).expect("valid")
     }
     async fn one_run() -> usize {

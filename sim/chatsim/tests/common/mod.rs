@@ -1,0 +1,32 @@
+//! What the scenario-wide test files share: where the scenario files are and which of them are
+//! judged seed by seed.
+
+use std::path::{Path, PathBuf};
+
+/// The repository's scenarios/ folder.
+pub fn scenarios_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios")
+}
+
+/// Every judged scenario file, sorted. The benchmark's worlds and the scale run are measured
+/// by hand or by `chatsim bench`, not judged seed by seed (the scale run takes minutes and
+/// gigabytes).
+pub fn scenario_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(scenarios_dir())
+        .expect("scenarios/ exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .filter(|p| {
+            !p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with("bench-") || n.starts_with("scale-")
+            })
+        })
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 6,
+        "expected the six foundation scenarios, found {files:?}"
+    );
+    files
+}
