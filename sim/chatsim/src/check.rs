@@ -2,8 +2,8 @@
 //! `chatsim-models` with stateright, and its Explorer on loopback. Stories of counterexamples
 //! are told in the same words as the models' `describe`.
 
-use chatsim_models::models::{by_name, model_for, DEFAULT, NAMES};
-use chatsim_models::{describe, explain, ChatModel, ALWAYS};
+use chatsim_models::models::{by_name, model_for, NAMES};
+use chatsim_models::{describe, explain, routine, ChatModel, ALWAYS};
 use chatsim_system::bugs::{Bug, Bugs};
 use serde::Serialize;
 use stateright::{Checker, HasDiscoveries, Model};
@@ -65,6 +65,9 @@ pub struct Found {
     pub detail: String,
     /// One line per step.
     pub story: Vec<String>,
+    /// Per step, whether it is background traffic (timers, heartbeats, lease renewals, owner
+    /// announcements, alive reports), which the summary folds into a count.
+    pub routine: Vec<bool>,
 }
 
 impl Outcome {
@@ -79,7 +82,7 @@ pub fn models(model: Option<&str>, bugs: &Bugs) -> Result<Vec<ChatModel>, CheckE
     let names: Vec<&str> = match (model, bugs.iter().next()) {
         (Some(name), _) => vec![name],
         (None, Some(bug)) => vec![model_for(bug).ok_or(CheckError::NoModelFor(bug))?],
-        (None, None) => DEFAULT.to_vec(),
+        (None, None) => NAMES.to_vec(),
     };
     names
         .into_iter()
@@ -125,16 +128,19 @@ fn outcome(
         match (is_invariant, found) {
             (true, Some(path)) => {
                 let last = path.last_state().clone();
-                let story = path
+                let (story, routine) = path
                     .clone()
                     .into_vec()
                     .iter()
-                    .filter_map(|(w, step)| step.as_ref().map(|s| describe(&m, w, s)))
-                    .collect();
+                    .filter_map(|(w, step)| {
+                        step.as_ref().map(|s| (describe(&m, w, s), routine(w, s)))
+                    })
+                    .unzip();
                 violations.push(Found {
                     invariant: p.name.to_string(),
                     detail: explain(&m, p.name, &last),
                     story,
+                    routine,
                 });
             }
             (false, None) if complete => unreached.push(p.name.to_string()),
@@ -181,15 +187,15 @@ pub fn summary(o: &Outcome) -> String {
             v.story.len(),
             v.detail
         );
-        let mut quiet = 0;
+        let mut folded = 0;
         for (i, line) in v.story.iter().enumerate() {
-            if line.starts_with("time passes") {
-                quiet += 1;
+            if v.routine.get(i).copied().unwrap_or(false) {
+                folded += 1;
                 continue;
             }
-            if quiet > 0 {
-                s += &format!("        ({quiet} timer steps)\n");
-                quiet = 0;
+            if folded > 0 {
+                s += &format!("        ({folded} routine steps: timers, heartbeats, leases)\n");
+                folded = 0;
             }
             s += &format!("    {:>3}. {line}\n", i + 1);
         }

@@ -15,6 +15,10 @@
 //! - `exactly_once` (always): no device shows a message id, or a text, twice.
 //! - `conversation_order` (always): each device shows a conversation in increasing sequence
 //!   numbers, and one sequence number never names two messages.
+//! - `receipts` (always): a sender's ✓✓ on a text means every recipient user shows it on a
+//!   device, and a read tick that one of their devices read it; once the world has settled,
+//!   every text shown to all its recipients carries ✓✓ at its sender (a receipt lost on the
+//!   way was sent again).
 //! - `liveness` (always, judged once the world has settled: nothing can arrive and no timer is
 //!   left before the horizon): every text got ✓ and is shown on every recipient device. The
 //!   horizon leaves time after the last fault for retries to finish, so a settled world that
@@ -29,7 +33,7 @@
 pub mod models;
 pub mod world;
 
-use chatsim_system::proto::{ConvId, DeviceId, Host, MsgId, Seq, UserId};
+use chatsim_system::proto::{ConvId, DeviceId, Host, MsgId, ReceiptKind, Rpc, Seq, UserId};
 use chatsim_system::Deployment;
 use stateright::{Model, Property};
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,7 +60,13 @@ pub struct ChatModel {
 const WARM_UP_STEPS_MAX: usize = 10_000;
 
 /// Names of the invariants, as `chatsim run` prints them.
-pub const ALWAYS: [&str; 4] = ["no_loss", "exactly_once", "conversation_order", "liveness"];
+pub const ALWAYS: [&str; 5] = [
+    "no_loss",
+    "exactly_once",
+    "conversation_order",
+    "receipts",
+    "liveness",
+];
 /// Names of the reachability properties.
 pub const SOMETIMES: [&str; 5] = [
     "a message is shown",
@@ -146,6 +156,53 @@ impl ChatModel {
         None
     }
 
+    /// A text whose sender shows a tick some recipient user has not earned (no device of theirs
+    /// shows it, or, for a read tick, read it); once settled, a text shown to every recipient
+    /// whose sender still lacks ✓✓.
+    pub fn bad_tick(&self, w: &World) -> Option<String> {
+        for (id, tick) in &w.facts.ticks {
+            let Some((conv, seq)) = w.facts.acked.get(id) else {
+                return Some(format!("{id} shows a tick before its ✓"));
+            };
+            let recipients = self.recipients(w, *id, *conv, *seq);
+            let users: BTreeSet<UserId> = recipients.iter().map(|d| d.user).collect();
+            for u in users {
+                let devices = || recipients.iter().filter(move |d| d.user == u);
+                if !devices().any(|d| Self::shown(w, *d, *id)) {
+                    return Some(format!(
+                        "{id} has ✓✓ on its sender, but {u} shows it nowhere"
+                    ));
+                }
+                let read = devices().any(|d| {
+                    w.facts
+                        .read
+                        .get(&(*d, *conv))
+                        .is_some_and(|upto| upto >= seq)
+                        && Self::shown(w, *d, *id)
+                });
+                if *tick == ReceiptKind::Read && !read {
+                    return Some(format!(
+                        "{id} shows read on its sender, but {u} has not read it"
+                    ));
+                }
+            }
+        }
+        if !w.settled(self.limits.horizon) {
+            return None;
+        }
+        w.facts
+            .acked
+            .iter()
+            .filter(|(id, _)| w.facts.texts.contains_key(id) && !w.facts.ticks.contains_key(id))
+            .find(|(id, (conv, seq))| {
+                let r = self.recipients(w, **id, *conv, *seq);
+                !r.is_empty() && r.iter().all(|d| Self::shown(w, *d, **id))
+            })
+            .map(|(id, _)| {
+                format!("settled, and {id} is shown to every recipient but has no ✓✓ on its sender")
+            })
+    }
+
     /// Once settled: a text without ✓, or with ✓ but not shown on a recipient device.
     pub fn undelivered(&self, w: &World) -> Option<(MsgId, Option<DeviceId>)> {
         if !w.settled(self.limits.horizon) {
@@ -175,7 +232,12 @@ impl ChatModel {
     }
 
     fn script_done(&self, w: &World) -> bool {
-        let sends: usize = self.scripts.values().map(Vec::len).sum();
+        let sends = self
+            .scripts
+            .values()
+            .flatten()
+            .filter(|c| c.sends())
+            .count();
         w.facts.texts.len() + w.facts.changes.len() >= sends
     }
 }
@@ -212,6 +274,9 @@ impl Model for ChatModel {
             }),
             Property::always("conversation_order", |_: &ChatModel, w: &World| {
                 ChatModel::out_of_order(w).is_none()
+            }),
+            Property::always("receipts", |m: &ChatModel, w: &World| {
+                m.bad_tick(w).is_none()
             }),
             Property::always("liveness", |m: &ChatModel, w: &World| {
                 m.undelivered(w).is_none()
@@ -258,10 +323,31 @@ pub fn describe(m: &ChatModel, w: &World, step: &Step) -> String {
             w.next_deadline().unwrap_or(w.now)
         ),
         Step::User(d) => match m.scripts.get(d).and_then(|s| s.get(w.script_at(*d))) {
-            Some(a) => format!("{d}: the user {}", action_words(a)),
+            Some(c) => format!("{d}: the user {}", action_words(&c.action)),
             None => format!("{d}: the user is done"),
         },
         other => story_line(m, other),
+    }
+}
+
+/// Whether `step`, taken from `w`, is background traffic a story folds away: the clock
+/// moving to the next timer, a heartbeat, a shard's lease renewal and its answer, an owner
+/// announcement, a gateway's alive report. A takeover (a lease asked for a slot) is never
+/// routine.
+pub fn routine(w: &World, step: &Step) -> bool {
+    use chatsim_system::proto::{Down, Up};
+    use chatsim_system::Input;
+    let Step::Arrive(lane) = step else {
+        return matches!(step, Step::Tick);
+    };
+    match w.head(lane) {
+        Some(Input::FromConn { up: Up::Ping, .. } | Input::Down(Down::Pong)) => true,
+        Some(Input::Rpc { rpc, .. }) => match rpc {
+            Rpc::Lease { acquire, .. } => acquire.is_empty(),
+            Rpc::LeaseTable { .. } | Rpc::Owner { .. } | Rpc::Alive { .. } => true,
+            _ => false,
+        },
+        _ => false,
     }
 }
 
@@ -276,6 +362,8 @@ fn action_words(a: &chatsim_system::Action) -> String {
             format!("posts {:?} to group {group}", String::from_utf8_lossy(body))
         }
         A::CreateGroup { group, members } => format!("creates group {group} with {members:?}"),
+        A::GoOffline => "turns on airplane mode".to_string(),
+        A::GoOnline => "turns airplane mode off".to_string(),
         other => format!("{other:?}"),
     }
 }
@@ -300,12 +388,15 @@ pub fn story_line(m: &ChatModel, step: &Step) -> String {
             let what = m
                 .scripts
                 .get(d)
-                .map(|s| format!("{s:?}"))
+                .map(|s| format!("{:?}", s.iter().map(|c| &c.action).collect::<Vec<_>>()))
                 .unwrap_or_default();
             format!("{d} acts (script: {})", clip(&what, 80))
         }
         Step::Crash(h) => format!("{h} crashes and restarts from what it made durable"),
         Step::CutConn(d) => format!("the network cuts {d}'s connection"),
+        Step::HalfOpen(d) => format!(
+            "{d}'s network changes: the phone sees its connection die, its gateway does not (half-open until its idle timeout)"
+        ),
         Step::Partition(h) => format!("{h} is partitioned from everyone"),
         Step::Heal => "the partition heals".to_string(),
     }
@@ -372,6 +463,7 @@ pub fn explain(m: &ChatModel, property: &str, w: &World) -> String {
         "exactly_once" => ChatModel::shown_twice(w)
             .map_or_else(String::new, |d| format!("{d} shows a message twice")),
         "conversation_order" => ChatModel::out_of_order(w).unwrap_or_default(),
+        "receipts" => m.bad_tick(w).unwrap_or_default(),
         "liveness" => m
             .undelivered(w)
             .map_or_else(String::new, |(id, d)| match d {

@@ -21,7 +21,9 @@
 
 use chatsim_system::device::Device;
 use chatsim_system::gateway::Gateway;
-use chatsim_system::proto::{ConnId, ConvId, DeviceId, Host, Millis, MsgId, Rpc, Seq, UserId};
+use chatsim_system::proto::{
+    ConnId, ConvId, DeviceId, Host, Millis, MsgId, ReceiptKind, Rpc, Seq, UserId,
+};
 use chatsim_system::push::Push;
 use chatsim_system::session::{Session, SessionTable};
 use chatsim_system::shard::Shard;
@@ -42,7 +44,11 @@ pub struct Budget {
     pub crashes: u8,
     /// Device connections cut by the network (the phone reconnects on its own).
     pub conn_drops: u8,
-    /// Partitions of one server from every other host, each healed later.
+    /// Device connections that die on the phone's side only (its network changed): the
+    /// gateway hears nothing more, and closes its end only at its idle timeout.
+    pub half_opens: u8,
+    /// Partitions of one server from every other host (each heals when the fault window
+    /// closes).
     pub partitions: u8,
     /// Faults of any kind, in all: the kinds' budgets are each capped, and so is their sum
     /// (one fault of any kind keeps a model's branching a sum of its kinds, not a product).
@@ -70,6 +76,10 @@ pub struct Facts {
     pub crashes: u8,
     /// Texts the server refused for good (the user was told they failed).
     pub refused: BTreeSet<MsgId>,
+    /// The ticks each sender device shows on its texts (delivered ✓✓, or read).
+    pub ticks: BTreeMap<MsgId, ReceiptKind>,
+    /// How far each device has read each conversation.
+    pub read: BTreeMap<(DeviceId, ConvId), Seq>,
 }
 
 /// A FIFO channel: a device connection's end, or a link from one server to another (each is
@@ -115,6 +125,9 @@ pub enum Step {
     Crash(Host),
     /// The network cuts a device's connection.
     CutConn(DeviceId),
+    /// A device's network changes: the phone sees its connection die and reconnects, while
+    /// its gateway keeps the old socket open (half-open) until its idle timeout.
+    HalfOpen(DeviceId),
     /// A server is cut off from the other servers; what it sends them or they send it waits
     /// (device connections stay up).
     Partition(Host),
@@ -380,6 +393,13 @@ impl World {
                 ..
             } => f.shown.entry(d).or_default().push((conv, seq, id, body)),
             Observation::DrainComplete => f.drains = f.drains.saturating_add(1),
+            Observation::Ticks { id, tick, .. } => {
+                f.ticks.insert(id, tick);
+            }
+            Observation::Read { conv, upto } => {
+                let at = f.read.entry((d, conv)).or_default();
+                *at = (*at).max(upto);
+            }
             Observation::Refused {
                 id: Some(id),
                 fin: true,
@@ -438,10 +458,21 @@ impl World {
         self.lanes.get(lane).and_then(VecDeque::front)
     }
 
-    /// Frames in flight, held ones included.
+    /// Frames in flight that may arrive now: a partition's held frames pile up one per
+    /// timer of the cut-off server (retries, lease renewals), with no choice among them until
+    /// the heal, so they do not count against the bound.
     pub fn in_flight(&self) -> usize {
-        self.lanes.values().map(VecDeque::len).sum::<usize>()
-            + self.net.values().map(|(_, n)| *n as usize).sum::<usize>()
+        self.lanes
+            .iter()
+            .filter(|(l, _)| self.lane_open(l))
+            .map(|(_, q)| q.len())
+            .sum::<usize>()
+            + self
+                .net
+                .values()
+                .filter(|(p, _)| self.open(p.from, p.to))
+                .map(|(_, n)| *n as usize)
+                .sum::<usize>()
     }
 
     /// When `host` next wants a timeout.
@@ -581,9 +612,9 @@ impl World {
             Step::Tick => self.tick(),
             Step::User(d) => {
                 let at = self.script_at.get(d).copied().unwrap_or(0);
-                if let Some(action) = scripts.get(d).and_then(|s| s.get(at)).cloned() {
+                if let Some(cue) = scripts.get(d).and_then(|s| s.get(at)).cloned() {
                     self.script_at.insert(*d, at + 1);
-                    self.input(Host::Device(*d), Input::Action(action));
+                    self.input(Host::Device(*d), Input::Action(cue.action));
                 }
             }
             Step::Crash(h) => {
@@ -594,6 +625,19 @@ impl World {
             Step::CutConn(d) => {
                 self.budget.conn_drops -= 1;
                 self.budget.total -= 1;
+                self.input(Host::Device(*d), Input::Action(Action::DropConnection));
+            }
+            Step::HalfOpen(d) => {
+                self.budget.half_opens -= 1;
+                self.budget.total -= 1;
+                // Forget the socket without telling the gateway: what it writes there now
+                // goes nowhere, and what was on its way to the phone is gone.
+                if let Some((_, conn)) = self.conns.remove(d) {
+                    self.lanes.remove(&Lane::Conn {
+                        to: Host::Device(*d),
+                        conn,
+                    });
+                }
                 self.input(Host::Device(*d), Input::Action(Action::DropConnection));
             }
             Step::Partition(h) => {
@@ -607,12 +651,13 @@ impl World {
 
     /// The steps open from here (the model's `actions`), in a fixed order.
     pub fn steps(&self, spec: &Limits, scripts: &Scripts, out: &mut Vec<Step>) {
-        if self.in_flight() > spec.in_flight_max {
+        let window = self.now < spec.faults_until;
+        if window && self.in_flight() > spec.in_flight_max {
             // Past the bound nothing happens (the state is still judged, unlike states outside
-            // stateright's `within_boundary`, which it never checks).
+            // stateright's `within_boundary`, which it never checks). After the window there
+            // is one schedule, so nothing to bound.
             return;
         }
-        let window = self.now < spec.faults_until;
         let faults = window && self.budget.total > 0;
         for (key, (p, _)) in &self.net {
             if !self.open(p.from, p.to) {
@@ -644,14 +689,26 @@ impl World {
         // Users act between bursts, when nothing can arrive: their actions still race with
         // timers, drops and crashes, but not with every frame of the background traffic.
         let quiet = self.quiet();
+        let next = self.next_deadline();
+        // A cue with a `by` the next timer would pass holds the clock until it is done.
+        let due = |cue: &Cue| cue.by.is_some_and(|by| next.is_none_or(|t| t >= by));
+        let mut waiting = false;
         for (d, at) in &self.script_at {
-            let acting = self.now < spec.users_until;
-            if acting && quiet && scripts.get(d).is_some_and(|s| *at < s.len()) {
+            let Some(cue) = scripts.get(d).and_then(|s| s.get(*at)) else {
+                continue;
+            };
+            waiting |= due(cue);
+            let acting = match cue.by {
+                None => self.now < spec.users_until,
+                Some(_) => self.now >= cue.from || due(cue),
+            };
+            if acting && quiet {
                 out.push(Step::User(*d));
             }
         }
         if !window && !self.cut.is_empty() {
-            // Partitions heal by the end of the fault window.
+            // Partitions heal when the fault window closes: healing earlier would let every
+            // order of the frames they held be searched, and those pile up one per timer.
             out.clear();
             out.push(Step::Heal);
             return;
@@ -661,8 +718,8 @@ impl World {
             out.truncate(1);
             return;
         }
-        if !spec.quiet_ticks || quiet {
-            if let Some(t) = self.next_deadline() {
+        if (!spec.quiet_ticks || quiet) && !waiting {
+            if let Some(t) = next {
                 if t <= spec.horizon {
                     out.push(Step::Tick);
                 }
@@ -680,12 +737,17 @@ impl World {
                         .map(|d| Step::CutConn(*d)),
                 );
             }
+            if self.budget.half_opens > 0 {
+                out.extend(
+                    spec.droppable
+                        .iter()
+                        .filter(|d| self.conns.contains_key(d))
+                        .map(|d| Step::HalfOpen(*d)),
+                );
+            }
             if self.budget.partitions > 0 && self.cut.is_empty() && self.now < spec.users_until {
                 out.extend(spec.partitionable.iter().map(|h| Step::Partition(*h)));
             }
-        }
-        if window && !self.cut.is_empty() {
-            out.push(Step::Heal);
         }
     }
 
@@ -735,8 +797,53 @@ impl World {
     }
 }
 
-/// Each device's script: what its user does, in order, whenever the model chooses.
-pub type Scripts = BTreeMap<DeviceId, Vec<Action>>;
+/// One thing a user does, and when.
+#[derive(Clone, Debug)]
+pub struct Cue {
+    /// What the user does.
+    pub action: Action,
+    /// Not before this (ms).
+    pub from: Millis,
+    /// `Some(t)`: the clock does not pass `t` until the user has done it (a story step that
+    /// must happen, such as a phone coming back online). `None`: at any quiet moment before
+    /// the model's `users_until`, or never.
+    pub by: Option<Millis>,
+}
+
+impl Cue {
+    /// `action` at any quiet moment before the model's `users_until`, or never.
+    pub fn any_time(action: Action) -> Cue {
+        Cue {
+            action,
+            from: 0,
+            by: None,
+        }
+    }
+
+    /// `action` at some quiet moment from `from` on, and before the clock passes `by`.
+    pub fn between(from: Millis, by: Millis, action: Action) -> Cue {
+        Cue {
+            action,
+            from,
+            by: Some(by),
+        }
+    }
+
+    /// Whether the action is a message or a membership change (owed ✓ and delivery).
+    pub fn sends(&self) -> bool {
+        matches!(
+            self.action,
+            Action::SendDirect { .. }
+                | Action::SendGroup { .. }
+                | Action::CreateGroup { .. }
+                | Action::AddMember { .. }
+                | Action::RemoveMember { .. }
+        )
+    }
+}
+
+/// Each device's script: what its user does, in order.
+pub type Scripts = BTreeMap<DeviceId, Vec<Cue>>;
 
 /// The bounds of one model's search.
 #[derive(Clone, Debug)]
@@ -757,7 +864,8 @@ pub struct Limits {
     /// of every order: the search is exhaustive up to `faults_until` and then follows one
     /// schedule to the horizon, which is what keeps each model within minutes.
     pub settle_in_order: bool,
-    /// States with more frames in flight than this are judged but not explored further.
+    /// States with more frames in flight (not held by a partition) than this are judged but
+    /// not explored further.
     pub in_flight_max: usize,
     /// Servers that may crash.
     pub crashable: Vec<Host>,

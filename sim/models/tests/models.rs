@@ -1,7 +1,7 @@
 //! The models searched completely: pinned state counts for small clean variants (an accidental
 //! change to the state space shows here), and each bug's counterexample found.
 
-use chatsim_models::models::{by_name, model_for, Direct, Failover, Group};
+use chatsim_models::models::{by_name, model_for, Direct, Failover, Group, Handover};
 use chatsim_models::{explain, ChatModel};
 use chatsim_system::bugs::{Bug, Bugs};
 use stateright::{Checker, HasDiscoveries, Model};
@@ -42,8 +42,21 @@ fn clean_small_worlds_pass_and_their_state_counts_hold() {
     failover.budget.total = 0;
     failover.reaches.retain(|r| *r != "a shard takes over");
     let (n, found) = complete(failover);
+    // User 0's phone goes offline and must come back (a cue with a deadline): were that
+    // deadline not kept, its text would never get ✓ and `liveness` would be in `found`.
     assert_eq!(found, reached, "failover, no partition");
-    assert_eq!(n, 6_749);
+    assert_eq!(n, 7_176);
+    let (n, found) = complete(Handover::default().into_model(&none));
+    assert_eq!(
+        found,
+        [
+            "a drain completes",
+            "a message is shown",
+            "every message is delivered"
+        ],
+        "handover"
+    );
+    assert_eq!(n, 1_606);
 }
 
 /// The invariants the first counterexample breaks (sorted), its length and what was wrong.
@@ -102,6 +115,40 @@ fn direct_model_bugs_are_found() {
     );
 }
 
+// A receipt sent once and lost on its way leaves the sender without ✓✓ for good.
+#[test]
+fn direct_model_finds_fire_and_forget_receipts() {
+    let (broken, _, why) = counterexample(Bug::FireAndForgetReceipts);
+    assert_eq!(broken, ["receipts"], "{why}");
+}
+
+// `receipts` sees a ✓✓ nobody earned: a tick on a text its recipient never showed.
+#[test]
+fn receipts_property_sees_an_unearned_tick() {
+    use chatsim_system::proto::{ConvId, DeviceId, MsgId, ReceiptKind, UserId};
+    let m = by_name("direct", &Bugs::none()).expect("direct exists");
+    let mut w = m.init_states()[0].clone();
+    assert_eq!(m.bad_tick(&w), None);
+    let id = MsgId {
+        device: DeviceId::primary(UserId(0)),
+        n: 0,
+    };
+    let conv = ConvId::direct(UserId(0), UserId(1));
+    w.facts.texts.insert(id, (conv, b"hi".to_vec()));
+    w.facts.acked.insert(id, (conv, 1));
+    w.facts.ticks.insert(id, ReceiptKind::Delivered);
+    let why = m.bad_tick(&w).expect("an unearned ✓✓ is caught");
+    assert!(why.contains("shows it nowhere"), "{why}");
+    w.facts
+        .shown
+        .entry(DeviceId::primary(UserId(1)))
+        .or_default()
+        .push((conv, 1, id, b"hi".to_vec()));
+    assert_eq!(m.bad_tick(&w), None, "earned once shown");
+    w.facts.ticks.insert(id, ReceiptKind::Read);
+    assert!(m.bad_tick(&w).is_some(), "read, but never read");
+}
+
 // A phone whose connection is cut after the gateway wrote the frame (and acked for it) loses
 // the message with `socket-write-is-delivery`.
 #[test]
@@ -109,6 +156,25 @@ fn reconnect_model_finds_socket_write_is_delivery() {
     assert!(counterexample(Bug::SocketWriteIsDelivery)
         .0
         .contains(&"no_loss"));
+}
+
+// A shard that took a zombie's slot over gives the answer the number the zombie gave the
+// held text; without the fence the zombie's late write lands on it after the heal, and that
+// number names two acked messages.
+#[test]
+fn failover_model_finds_unfenced_failover() {
+    let (broken, _, why) = counterexample(Bug::UnfencedFailover);
+    assert_eq!(broken, ["conversation_order"], "{why}");
+    assert!(why.contains("names"), "{why}");
+}
+
+// A phone's old, half-open connection is unregistered seconds after the phone registered
+// again elsewhere; without the epoch check that clears the live entry, and a text to the
+// phone waits in its inbox past the horizon.
+#[test]
+fn handover_model_finds_session_clear_without_epoch() {
+    let (broken, _, why) = counterexample(Bug::SessionClearWithoutEpoch);
+    assert_eq!(broken, ["liveness"], "{why}");
 }
 
 // The properties see nothing wrong in the initial (warmed-up) state of every model, and the
@@ -125,5 +191,6 @@ fn every_model_starts_clean() {
         }
     }
     assert_eq!(model_for(Bug::AckBeforePersist), Some("direct"));
+    assert_eq!(model_for(Bug::UnfencedFailover), Some("failover"));
     assert_eq!(model_for(Bug::TlsOnly), None);
 }
