@@ -68,8 +68,9 @@ pub const ALWAYS: [&str; 5] = [
     "liveness",
 ];
 /// Names of the reachability properties.
-pub const SOMETIMES: [&str; 5] = [
+pub const SOMETIMES: [&str; 6] = [
     "a message is shown",
+    "a message is read",
     "every message is delivered",
     "a drain completes",
     "a server crashes",
@@ -169,8 +170,12 @@ impl ChatModel {
             for u in users {
                 let devices = || recipients.iter().filter(move |d| d.user == u);
                 if !devices().any(|d| Self::shown(w, *d, *id)) {
+                    let tick = match tick {
+                        ReceiptKind::Delivered => "✓✓ (delivered)",
+                        ReceiptKind::Read => "a read tick",
+                    };
                     return Some(format!(
-                        "{id} has ✓✓ on its sender, but {u} shows it nowhere"
+                        "{id} has {tick} on its sender, but {u} shows it nowhere"
                     ));
                 }
                 let read = devices().any(|d| {
@@ -285,6 +290,7 @@ impl Model for ChatModel {
         for name in &self.reaches {
             let condition: fn(&ChatModel, &World) -> bool = match *name {
                 "a message is shown" => |_, w| w.facts.shown.values().any(|v| !v.is_empty()),
+                "a message is read" => |_, w| !w.facts.read.is_empty(),
                 "every message is delivered" => |m, w| m.script_done(w) && m.owed(w).is_none(),
                 // Beyond the warm-up's: one per phone.
                 "a drain completes" => |m, w| {
@@ -364,6 +370,7 @@ fn action_words(a: &chatsim_system::Action) -> String {
         A::CreateGroup { group, members } => format!("creates group {group} with {members:?}"),
         A::GoOffline => "turns on airplane mode".to_string(),
         A::GoOnline => "turns airplane mode off".to_string(),
+        A::OpenChat { conv } => format!("opens the chat ({conv:?})"),
         other => format!("{other:?}"),
     }
 }

@@ -16,7 +16,14 @@ use chatsim_system::routing::shard_for_conv;
 use chatsim_system::{Action, Deployment};
 
 /// Every model's name (a plain `chatsim check` runs them all: each finishes within minutes).
-pub const NAMES: [&str; 5] = ["direct", "reconnect", "group", "failover", "handover"];
+pub const NAMES: [&str; 6] = [
+    "direct",
+    "read",
+    "reconnect",
+    "group",
+    "failover",
+    "handover",
+];
 
 fn user(u: u32) -> DeviceId {
     DeviceId::primary(UserId(u))
@@ -42,6 +49,8 @@ fn send(to: u32, n: u32) -> Action {
 
 /// (a) Two users, one gateway, one shard, storage; one user sends two texts to the other over
 /// a network that may lose one server frame and duplicate one; at most one server crashes.
+/// With `chat_open` (the `read` model, without crashes) the recipient has the chat open, so
+/// what it shows is read and its read receipts flow back.
 #[derive(Clone, Debug)]
 pub struct Direct {
     /// Texts u0 sends u1.
@@ -60,11 +69,15 @@ pub struct Direct {
     pub faults_until: Millis,
     /// The search's horizon (ms).
     pub horizon: Millis,
+    /// u1 has the chat open from the start, so what it shows is read and read receipts flow
+    /// (the `read` model).
+    pub chat_open: bool,
 }
 
 impl Default for Direct {
     fn default() -> Self {
         Direct {
+            chat_open: false,
             messages: 2,
             drops: 1,
             dups: 1,
@@ -81,7 +94,7 @@ impl Direct {
     /// The model, with `bugs` switched on.
     pub fn into_model(self, bugs: &Bugs) -> ChatModel {
         let topo = deployment(2, 1, 1, bugs);
-        let scripts: Scripts = [(
+        let mut scripts: Scripts = [(
             user(0),
             (1..=self.messages)
                 .map(|n| Cue::any_time(send(1, n)))
@@ -89,8 +102,18 @@ impl Direct {
         )]
         .into_iter()
         .collect();
+        let mut reaches = vec!["a message is shown", "every message is delivered"];
+        if self.crashes > 0 && self.faults > 0 {
+            reaches.push("a server crashes");
+        }
+        if self.chat_open {
+            let conv = ConvId::direct(UserId(0), UserId(1));
+            // Before the clock first moves: open before anything can arrive.
+            scripts.insert(user(1), vec![Cue::between(0, 1, Action::OpenChat { conv })]);
+            reaches.push("a message is read");
+        }
         ChatModel {
-            name: "direct",
+            name: if self.chat_open { "read" } else { "direct" },
             limits: Limits {
                 horizon: self.horizon,
                 faults_until: self.faults_until,
@@ -113,11 +136,7 @@ impl Direct {
             },
             topo,
             scripts,
-            reaches: vec![
-                "a message is shown",
-                "every message is delivered",
-                "a server crashes",
-            ],
+            reaches,
         }
     }
 }
@@ -438,6 +457,14 @@ impl Handover {
 pub fn by_name(name: &str, bugs: &Bugs) -> Option<ChatModel> {
     Some(match name {
         "direct" => Direct::default().into_model(bugs),
+        "read" => Direct {
+            chat_open: true,
+            // Lost and repeated frames make the gaps reading must not run ahead of; crashes
+            // add nothing to reading and triple the search.
+            crashes: 0,
+            ..Direct::default()
+        }
+        .into_model(bugs),
         "reconnect" => Reconnect::default().into_model(bugs),
         "group" => Group::default().into_model(bugs),
         "failover" => Failover::default().into_model(bugs),
@@ -455,6 +482,7 @@ pub fn model_for(bug: Bug) -> Option<&'static str> {
         | Bug::DeleteInboxOnPush
         | Bug::NoGapRepair
         | Bug::FireAndForgetReceipts => "direct",
+        Bug::ReadBeforeDelivered => "read",
         Bug::EarlyQueueEmpty | Bug::SocketWriteIsDelivery => "reconnect",
         Bug::UnfencedFailover => "failover",
         Bug::SessionClearWithoutEpoch => "handover",

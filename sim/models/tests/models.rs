@@ -30,6 +30,25 @@ fn clean_small_worlds_pass_and_their_state_counts_hold() {
     assert_eq!(found, reached, "direct, one message, no faults");
     assert_eq!(n, 585);
     let (n, found) = complete(
+        Direct {
+            messages: 1,
+            faults: 0,
+            chat_open: true,
+            ..Direct::default()
+        }
+        .into_model(&none),
+    );
+    assert_eq!(
+        found,
+        [
+            "a message is read",
+            "a message is shown",
+            "every message is delivered"
+        ],
+        "read, one message, no faults"
+    );
+    assert_eq!(n, 1_217);
+    let (n, found) = complete(
         Group {
             crashes: 0,
             ..Group::default()
@@ -119,6 +138,14 @@ fn direct_model_bugs_are_found() {
 #[test]
 fn direct_model_finds_fire_and_forget_receipts() {
     let (broken, _, why) = counterexample(Bug::FireAndForgetReceipts);
+    assert_eq!(broken, ["receipts"], "{why}");
+}
+
+// With the chat open, "mark read" stretched to the log's end covers a text still missing on
+// the phone: its sender shows it read.
+#[test]
+fn read_model_finds_read_before_delivered() {
+    let (broken, _, why) = counterexample(Bug::ReadBeforeDelivered);
     assert_eq!(broken, ["receipts"], "{why}");
 }
 
