@@ -199,6 +199,9 @@ pub fn summary(o: &Outcome) -> String {
             }
             s += &format!("    {:>3}. {line}\n", i + 1);
         }
+        if folded > 0 {
+            s += &format!("        ({folded} routine steps: timers, heartbeats, leases)\n");
+        }
     }
     for u in &o.unreached {
         s += &format!("  never reached: {u} (the search is too narrow to mean anything)\n");

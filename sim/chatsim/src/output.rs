@@ -70,8 +70,8 @@ pub fn summary(r: &RunReport) -> String {
     };
     let _ = writeln!(
         s,
-        "  time: {:.1} s simulated in {:.2} s wall ({speed:.0}x), judged in {:.2} s",
-        st.sim_seconds, st.wall_seconds, st.judge_seconds
+        "  time: {:.1} s simulated in {:.2} s wall ({speed:.0}x), judged in {:.2} s ({} history events)",
+        st.sim_seconds, st.wall_seconds, st.judge_seconds, st.history_events
     );
     let _ = writeln!(s, "  trace hash: {}", r.trace_hash);
     let _ = writeln!(s, "  replay: {}", r.replay);

@@ -97,6 +97,8 @@ pub struct Stats {
     pub wall_seconds: f64,
     /// Wall-clock seconds the checkers took over the history, outside `wall_seconds`.
     pub judge_seconds: f64,
+    /// Events in the history the checkers read.
+    pub history_events: usize,
 }
 
 /// The outcome of one seed.
@@ -160,6 +162,7 @@ pub(crate) fn stats(raw: &RawRun, wall_seconds: f64) -> Stats {
         bodies_kept: raw.bodies_kept,
         sim_seconds: raw.sim_ms as f64 / 1000.0,
         wall_seconds,
+        history_events: raw.history.records.len(),
         ..Stats::default()
     };
     let mut delivered = BTreeSet::new();
@@ -258,8 +261,9 @@ pub fn run_seed_on(
     let path = scenario.path.display().to_string();
     let judging = Instant::now();
     let invariants = check_all(&raw.history, bounds);
+    let judge_seconds = judging.elapsed().as_secs_f64();
     let mut stats = stats(&raw, wall);
-    stats.judge_seconds = judging.elapsed().as_secs_f64();
+    stats.judge_seconds = judge_seconds;
     Ok(RunReport {
         scenario: scenario.name(),
         replay: replay_command(engine, &path, seed, bugs),

@@ -68,9 +68,10 @@ pub const ALWAYS: [&str; 5] = [
     "liveness",
 ];
 /// Names of the reachability properties.
-pub const SOMETIMES: [&str; 6] = [
+pub const SOMETIMES: [&str; 7] = [
     "a message is shown",
     "a message is read",
+    "a stale connection is unregistered",
     "every message is delivered",
     "a drain completes",
     "a server crashes",
@@ -166,7 +167,12 @@ impl ChatModel {
                 return Some(format!("{id} shows a tick before its ✓"));
             };
             let recipients = self.recipients(w, *id, *conv, *seq);
-            let users: BTreeSet<UserId> = recipients.iter().map(|d| d.user).collect();
+            // The sender's own other devices get a copy, but ticks speak of the other users.
+            let users: BTreeSet<UserId> = recipients
+                .iter()
+                .map(|d| d.user)
+                .filter(|u| *u != id.device.user)
+                .collect();
             for u in users {
                 let devices = || recipients.iter().filter(move |d| d.user == u);
                 if !devices().any(|d| Self::shown(w, *d, *id)) {
@@ -291,6 +297,7 @@ impl Model for ChatModel {
             let condition: fn(&ChatModel, &World) -> bool = match *name {
                 "a message is shown" => |_, w| w.facts.shown.values().any(|v| !v.is_empty()),
                 "a message is read" => |_, w| !w.facts.read.is_empty(),
+                "a stale connection is unregistered" => |_, w| w.facts.unregisters > 0,
                 "every message is delivered" => |m, w| m.script_done(w) && m.owed(w).is_none(),
                 // Beyond the warm-up's: one per phone.
                 "a drain completes" => |m, w| {
@@ -350,7 +357,11 @@ pub fn routine(w: &World, step: &Step) -> bool {
         Some(Input::FromConn { up: Up::Ping, .. } | Input::Down(Down::Pong)) => true,
         Some(Input::Rpc { rpc, .. }) => match rpc {
             Rpc::Lease { acquire, .. } => acquire.is_empty(),
-            Rpc::LeaseTable { .. } | Rpc::Owner { .. } | Rpc::Alive { .. } => true,
+            // A shard announcing a slot not its own took it over: part of the story.
+            Rpc::Owner { slot, .. } => {
+                !matches!(lane, Lane::Link { from: Host::Shard(s), .. } if s != slot)
+            }
+            Rpc::LeaseTable { .. } | Rpc::Alive { .. } => true,
             _ => false,
         },
         _ => false,

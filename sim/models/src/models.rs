@@ -108,7 +108,8 @@ impl Direct {
         }
         if self.chat_open {
             let conv = ConvId::direct(UserId(0), UserId(1));
-            // Before the clock first moves: open before anything can arrive.
+            // At some quiet moment before the first timer fires: texts may already be shown,
+            // or held back behind a gap, which is when reading must not run ahead.
             scripts.insert(user(1), vec![Cue::between(0, 1, Action::OpenChat { conv })]);
             reaches.push("a message is read");
         }
@@ -293,12 +294,15 @@ impl Group {
 /// conversation may be partitioned from everyone at any moment until `users_until` (with the
 /// text's storage write still on its way, or not); user 0's phone goes offline, so its retries
 /// wait. The partitioned owner's lease runs out and the other shard takes the slot over; user 1
-/// answers meanwhile (between `answer_from` and `answer_by`), the partition heals by
-/// `faults_until` and the zombie's held frames arrive; then user 0 comes back online (by
-/// `back_by`). The story is the scripted part; every order of deliveries, timer firings and
-/// the partition's start and end around it is searched. With the fence, the zombie's late
-/// write is refused and its text takes the next number; without it (`unfenced-failover`) the
-/// write lands on the number the successor gave the answer.
+/// answers (between `answer_from` and `answer_by`) and user 0 comes back online (between
+/// `back_from` and `back_by`: before the heal, its retries reach the successor first; after
+/// it, the zombie's held write lands first). Every order of deliveries, timer firings, the
+/// partition's start and these cues is searched up to `faults_until`, when the partition
+/// heals; the heal and what follows (the zombie's held frames arriving, in one order, then
+/// everything settling) is one schedule: the held frames pile up one per timer of the zombie,
+/// and every order of them is too many. With the fence, the zombie's late write is
+/// refused and its text keeps the number the successor gave it; without it
+/// (`unfenced-failover`) the write lands on a number the successor already gave a message.
 #[derive(Clone, Debug)]
 pub struct Failover {
     /// User 0 sends, and the partition begins, only before this (ms).
@@ -307,9 +311,11 @@ pub struct Failover {
     pub answer_from: Millis,
     /// ... and before the clock passes this.
     pub answer_by: Millis,
-    /// The partition heals by this (ms).
+    /// The partition heals at this (ms).
     pub faults_until: Millis,
-    /// User 0's phone is back online before the clock passes this (ms).
+    /// User 0's phone is back online from this (ms) ...
+    pub back_from: Millis,
+    /// ... and before the clock passes this.
     pub back_by: Millis,
     /// The search's horizon (ms).
     pub horizon: Millis,
@@ -320,8 +326,9 @@ impl Default for Failover {
         Failover {
             users_until: 500,
             answer_from: 4_000,
-            answer_by: 5_000,
+            answer_by: 4_500,
             faults_until: 6_000,
+            back_from: 5_500,
             back_by: 7_000,
             horizon: 22_000,
         }
@@ -338,9 +345,10 @@ impl Failover {
                 user(0),
                 vec![
                     Cue::any_time(send(1, 1)),
-                    // Offline before the first retry, so the successor hears the answer first.
+                    // Offline within the first second, so the text's retries wait for the
+                    // phone's return and the successor can hear the answer first.
                     Cue::between(0, 1_000, Action::GoOffline),
-                    Cue::between(self.faults_until, self.back_by, Action::GoOnline),
+                    Cue::between(self.back_from, self.back_by, Action::GoOnline),
                 ],
             ),
             (
@@ -382,7 +390,7 @@ impl Failover {
 
 /// (e) A phone's network changes (Wi-Fi to cellular): its side of the connection dies while
 /// its gateway's side stays open, half-open, until the gateway's idle timeout. The phone
-/// reconnects at once and registers again (a newer epoch); the old connection's late
+/// reconnects after its backoff (a fraction of a second) and registers again (a newer epoch); the old connection's late
 /// `Unregister` reaches the session service seconds later. A text to that phone is sent after
 /// that (between `text_from` and `text_by`). With epochs the late report is ignored; without
 /// (`session-clear-without-epoch`) it clears the phone's live entry and the text waits in the
@@ -448,6 +456,9 @@ impl Handover {
                 "a message is shown",
                 "every message is delivered",
                 "a drain completes",
+                // The old socket's late `Unregister` was sent (a reconnect to the same gateway
+                // replaces the socket at once, and the story does not happen).
+                "a stale connection is unregistered",
             ],
         }
     }

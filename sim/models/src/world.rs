@@ -80,6 +80,8 @@ pub struct Facts {
     pub ticks: BTreeMap<MsgId, ReceiptKind>,
     /// How far each device has read each conversation.
     pub read: BTreeMap<(DeviceId, ConvId), Seq>,
+    /// `Unregister`s gateways sent the session service (a connection of theirs ended).
+    pub unregisters: u8,
 }
 
 /// A FIFO channel: a device connection's end, or a link from one server to another (each is
@@ -336,7 +338,12 @@ impl World {
                     rpc: Rpc::Wake,
                 },
             ) => self.send(host, Host::Device(d), Input::Pushed),
-            (_, Effect::Rpc { to, rpc }) => self.send(host, to, Input::Rpc { from: host, rpc }),
+            (_, Effect::Rpc { to, rpc }) => {
+                if matches!(rpc, Rpc::Unregister { .. }) {
+                    self.facts.unregisters = self.facts.unregisters.saturating_add(1);
+                }
+                self.send(host, to, Input::Rpc { from: host, rpc })
+            }
             (Host::Gateway(g), Effect::Down { conn, frame }) => {
                 if let Some(d) = self.device_at(g, conn) {
                     self.lane(Host::Device(d), conn, Input::Down(frame));
@@ -652,10 +659,10 @@ impl World {
     /// The steps open from here (the model's `actions`), in a fixed order.
     pub fn steps(&self, spec: &Limits, scripts: &Scripts, out: &mut Vec<Step>) {
         let window = self.now < spec.faults_until;
-        if window && self.in_flight() > spec.in_flight_max {
+        if (window || !spec.settle_in_order) && self.in_flight() > spec.in_flight_max {
             // Past the bound nothing happens (the state is still judged, unlike states outside
-            // stateright's `within_boundary`, which it never checks). After the window there
-            // is one schedule, so nothing to bound.
+            // stateright's `within_boundary`, which it never checks). Settling in order is one
+            // schedule, so nothing to bound.
             return;
         }
         let faults = window && self.budget.total > 0;
@@ -802,11 +809,13 @@ impl World {
 pub struct Cue {
     /// What the user does.
     pub action: Action,
-    /// Not before this (ms).
+    /// Not before this (ms), unless the next timer is at or past `by`: then at once.
     pub from: Millis,
-    /// `Some(t)`: the clock does not pass `t` until the user has done it (a story step that
-    /// must happen, such as a phone coming back online). `None`: at any quiet moment before
-    /// the model's `users_until`, or never.
+    /// `Some(t)`: once this cue is the user's next, the clock does not pass `t` until the
+    /// user has done it (a story step that must happen, such as a phone coming back online).
+    /// `None`: at any quiet moment before the model's `users_until`, or never, and then no
+    /// later cue of this user happens either. [`Cue::well_formed`] says when these rules could
+    /// miss a `by`.
     pub by: Option<Millis>,
 }
 
@@ -827,6 +836,30 @@ impl Cue {
             from,
             by: Some(by),
         }
+    }
+
+    /// Why `script` could miss a deadline, if it could: deadlines out of order (a later cue's
+    /// would pass while an earlier one is pending), or one past `horizon` (the world may
+    /// settle before it). An optional cue that never happens takes the rest of the script
+    /// with it, deadlines included: a script puts one only where the rest depends on it (in
+    /// `failover`, the phone goes offline and back only if it sent its text).
+    pub fn well_formed(script: &[Cue], horizon: Millis) -> Result<(), String> {
+        let mut last_by = 0;
+        for (i, c) in script.iter().enumerate() {
+            match c.by {
+                None => {}
+                Some(by) if by < last_by => {
+                    return Err(format!(
+                        "cue {i}'s deadline {by} is before the previous one"
+                    ))
+                }
+                Some(by) if by > horizon => {
+                    return Err(format!("cue {i}'s deadline {by} is past the horizon"))
+                }
+                Some(by) => last_by = by,
+            }
+        }
+        Ok(())
     }
 
     /// Whether the action is a message or a membership change (owed ✓ and delivery).
@@ -850,10 +883,12 @@ pub type Scripts = BTreeMap<DeviceId, Vec<Cue>>;
 pub struct Limits {
     /// No timer fires after this (ms).
     pub horizon: Millis,
-    /// Users act and faults are injected only before this (ms), so the rest of the horizon
-    /// can settle.
+    /// Faults are injected only before this (ms), and partitions heal when it comes; with
+    /// `settle_in_order`, the search branches only before it, so the rest of the horizon
+    /// settles along one schedule.
     pub faults_until: Millis,
-    /// Users act, and partitions begin, only before this (ms).
+    /// Cues without a deadline happen only before this (ms), and partitions begin only
+    /// before it.
     pub users_until: Millis,
     /// Timers fire only when no frame can arrive.
     pub quiet_ticks: bool,
