@@ -890,12 +890,18 @@ impl Device {
         if receipt.upto <= *mark {
             return; // A repeat or an older one: marks never go back.
         }
-        *mark = receipt.upto;
+        let before = std::mem::replace(mark, receipt.upto);
         Self::observe(out, Observation::Receipt { receipt });
+        // Texts at or below the old mark already counted this reader, so only the newly
+        // covered ones can move (all of them would make a long chat's receipts quadratic).
         let seqs: Vec<Seq> = self
             .mine
             .get(&receipt.conv)
-            .map(|m| m.range(..=receipt.upto).map(|(s, _)| *s).collect())
+            .map(|m| {
+                m.range(before + 1..=receipt.upto)
+                    .map(|(s, _)| *s)
+                    .collect()
+            })
             .unwrap_or_default();
         for seq in seqs {
             self.update_ticks(receipt.conv, seq, out);
