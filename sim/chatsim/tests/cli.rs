@@ -326,7 +326,8 @@ fn check_finds_a_bug_and_names_the_invariant_and_the_steps() {
     assert!(out.contains("unique"), "{out}");
     let o = chatsim(&["check", "--model", "nonesuch"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("direct, reconnect, group, failover"));
+    let models = chatsim_models::models::NAMES.join(", ");
+    assert!(stderr(&o).contains(&models), "{}", stderr(&o));
     let o = chatsim(&["check", "--bug", "tls-only"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no small model shows this bug"));
