@@ -116,17 +116,9 @@ impl Direct {
         ChatModel {
             name: if self.chat_open { "read" } else { "direct" },
             limits: Limits {
-                horizon: self.horizon,
-                faults_until: self.faults_until,
-                users_until: self.users_until,
-                quiet_ticks: true,
-                unordered: false,
-                settle_in_order: true,
-                in_flight_max: 8,
                 // Gateways and the session service crash in `reconnect`.
                 crashable: vec![Host::Storage(0), Host::Shard(0)],
-                droppable: Vec::new(),
-                partitionable: Vec::new(),
+                ..Limits::new(self.horizon, self.faults_until, self.users_until)
             },
             budget: Budget {
                 drops: self.drops,
@@ -185,17 +177,11 @@ impl Reconnect {
         ChatModel {
             name: "reconnect",
             limits: Limits {
-                horizon: self.horizon,
-                faults_until: self.faults_until,
-                users_until: self.users_until,
-                quiet_ticks: true,
-                unordered: false,
-                settle_in_order: true,
-                in_flight_max: 8,
                 crashable: vec![Host::Gateway(0), Host::Gateway(1)],
                 droppable: vec![user(1)],
                 // A partitioned gateway's reports to the session service arrive late.
                 partitionable: vec![Host::Gateway(0), Host::Gateway(1)],
+                ..Limits::new(self.horizon, self.faults_until, self.users_until)
             },
             budget: Budget {
                 conn_drops: self.cuts,
@@ -263,16 +249,9 @@ impl Group {
         ChatModel {
             name: "group",
             limits: Limits {
-                horizon: self.horizon,
-                faults_until: self.faults_until,
-                users_until: self.users_until,
-                quiet_ticks: true,
-                unordered: false,
-                settle_in_order: true,
-                in_flight_max: 10,
                 crashable: vec![Host::Shard(0)],
-                droppable: Vec::new(),
-                partitionable: Vec::new(),
+                in_flight_max: 10,
+                ..Limits::new(self.horizon, self.faults_until, self.users_until)
             },
             budget: Budget {
                 crashes: self.crashes,
@@ -361,16 +340,8 @@ impl Failover {
         ChatModel {
             name: "failover",
             limits: Limits {
-                horizon: self.horizon,
-                faults_until: self.faults_until,
-                users_until: self.users_until,
-                quiet_ticks: true,
-                unordered: false,
-                settle_in_order: true,
-                in_flight_max: 8,
-                crashable: Vec::new(),
-                droppable: Vec::new(),
                 partitionable: vec![Host::Shard(owner)],
+                ..Limits::new(self.horizon, self.faults_until, self.users_until)
             },
             budget: Budget {
                 partitions: 1,
@@ -434,16 +405,8 @@ impl Handover {
         ChatModel {
             name: "handover",
             limits: Limits {
-                horizon: self.horizon,
-                faults_until: self.faults_until,
-                users_until: 0,
-                quiet_ticks: true,
-                unordered: false,
-                settle_in_order: true,
-                in_flight_max: 8,
-                crashable: Vec::new(),
                 droppable: vec![user(1)],
-                partitionable: Vec::new(),
+                ..Limits::new(self.horizon, self.faults_until, 0)
             },
             budget: Budget {
                 half_opens: self.changes,

@@ -770,16 +770,9 @@ impl World {
     /// which phones first connect. At most `steps_max` steps.
     pub fn warm_up(&mut self, topo: &Deployment, steps_max: usize) {
         let calm = Limits {
-            horizon: Millis::MAX,
-            faults_until: 0,
-            users_until: 0,
-            quiet_ticks: true,
             unordered: self.unordered,
-            settle_in_order: true,
             in_flight_max: usize::MAX,
-            crashable: Vec::new(),
-            droppable: Vec::new(),
-            partitionable: Vec::new(),
+            ..Limits::new(Millis::MAX, 0, 0)
         };
         let phones = self.devices.len();
         let scripts = Scripts::new();
@@ -908,4 +901,24 @@ pub struct Limits {
     pub droppable: Vec<DeviceId>,
     /// Servers that may be partitioned.
     pub partitionable: Vec<Host>,
+}
+
+impl Limits {
+    /// The bounds the models share, with these times: timers only when nothing can arrive,
+    /// FIFO links, one schedule after the fault window, at most 8 frames that could arrive in
+    /// flight, and nothing that may crash, be cut or be partitioned (a model names those).
+    pub fn new(horizon: Millis, faults_until: Millis, users_until: Millis) -> Limits {
+        Limits {
+            horizon,
+            faults_until,
+            users_until,
+            quiet_ticks: true,
+            unordered: false,
+            settle_in_order: true,
+            in_flight_max: 8,
+            crashable: Vec::new(),
+            droppable: Vec::new(),
+            partitionable: Vec::new(),
+        }
+    }
 }

@@ -6,77 +6,55 @@ use chatsim_models::{explain, ChatModel};
 use chatsim_system::bugs::{Bug, Bugs};
 use stateright::{Checker, HasDiscoveries, Model};
 
-fn complete(m: ChatModel) -> (usize, Vec<&'static str>) {
+/// Search `m` completely and check it reached exactly `reached` (sorted; a broken invariant
+/// would show among them) in `states` unique states.
+fn passes(what: &str, m: ChatModel, reached: &[&str], states: usize) {
     let c = m.checker().threads(1).spawn_bfs().join();
     let mut found: Vec<&'static str> = c.discoveries().keys().copied().collect();
     found.sort();
-    (c.unique_state_count(), found)
+    assert_eq!(found, reached, "{what}");
+    assert_eq!(c.unique_state_count(), states, "{what}");
 }
+
+const SHOWN: &str = "a message is shown";
+const READ: &str = "a message is read";
+const DELIVERED: &str = "every message is delivered";
 
 // Without faults every message arrives on every order of deliveries, and the search reaches
 // the states it promises. The counts pin the state spaces.
 #[test]
 fn clean_small_worlds_pass_and_their_state_counts_hold() {
     let none = Bugs::none();
-    let reached = ["a message is shown", "every message is delivered"];
-    let (n, found) = complete(
-        Direct {
-            messages: 1,
-            faults: 0,
-            ..Direct::default()
-        }
-        .into_model(&none),
-    );
-    assert_eq!(found, reached, "direct, one message, no faults");
-    assert_eq!(n, 585);
-    let (n, found) = complete(
-        Direct {
-            messages: 1,
-            faults: 0,
-            chat_open: true,
-            ..Direct::default()
-        }
-        .into_model(&none),
-    );
-    assert_eq!(
-        found,
-        [
-            "a message is read",
-            "a message is shown",
-            "every message is delivered"
-        ],
-        "read, one message, no faults"
-    );
-    assert_eq!(n, 1_217);
-    let (n, found) = complete(
-        Group {
-            crashes: 0,
-            ..Group::default()
-        }
-        .into_model(&none),
-    );
-    assert_eq!(found, reached, "group, no crash");
-    assert_eq!(n, 4_969);
-    let mut failover = Failover::default().into_model(&none);
-    failover.budget.total = 0;
-    failover.reaches.retain(|r| *r != "a shard takes over");
-    let (n, found) = complete(failover);
+    let direct = |chat_open| Direct {
+        messages: 1,
+        faults: 0,
+        chat_open,
+        ..Direct::default()
+    };
+    let m = direct(false).into_model(&none);
+    passes("direct, one message", m, &[SHOWN, DELIVERED], 585);
+    let m = direct(true).into_model(&none);
+    passes("read, one message", m, &[READ, SHOWN, DELIVERED], 1_217);
+    let m = Group {
+        crashes: 0,
+        ..Group::default()
+    }
+    .into_model(&none);
+    passes("group, no crash", m, &[SHOWN, DELIVERED], 4_969);
+    let mut m = Failover::default().into_model(&none);
+    m.budget.total = 0;
+    m.reaches.retain(|r| *r != "a shard takes over");
     // User 0's phone goes offline and must come back (a cue with a deadline): were that
-    // deadline not kept, its text would never get ✓ and `liveness` would be in `found`.
-    assert_eq!(found, reached, "failover, no partition");
-    assert_eq!(n, 7_176);
-    let (n, found) = complete(Handover::default().into_model(&none));
-    assert_eq!(
-        found,
-        [
-            "a drain completes",
-            "a message is shown",
-            "a stale connection is unregistered",
-            "every message is delivered"
-        ],
-        "handover"
-    );
-    assert_eq!(n, 1_606);
+    // deadline not kept, its text would never get ✓ and `liveness` would be found.
+    passes("failover, no partition", m, &[SHOWN, DELIVERED], 7_176);
+    let m = Handover::default().into_model(&none);
+    let reached = [
+        "a drain completes",
+        SHOWN,
+        "a stale connection is unregistered",
+        DELIVERED,
+    ];
+    passes("handover", m, &reached, 1_606);
 }
 
 // With faults, too, the clean design passes (a property that fired on a faulted clean world
@@ -86,47 +64,26 @@ fn clean_small_worlds_pass_and_their_state_counts_hold() {
 #[test]
 fn faulted_small_worlds_pass_and_their_state_counts_hold() {
     let none = Bugs::none();
-    let (n, found) = complete(
-        Direct {
-            messages: 1,
-            chat_open: true,
-            crashes: 0,
-            dups: 0,
-            ..Direct::default()
-        }
-        .into_model(&none),
-    );
-    assert_eq!(
-        found,
-        [
-            "a message is read",
-            "a message is shown",
-            "every message is delivered"
-        ],
-        "read, one message, one lost frame"
-    );
-    assert_eq!(n, 17_070);
-    let (n, found) = complete(
-        Failover {
-            users_until: 100,
-            answer_from: 4_000,
-            answer_by: 4_100,
-            back_from: 5_900,
-            back_by: 7_000,
-            ..Failover::default()
-        }
-        .into_model(&none),
-    );
-    assert_eq!(
-        found,
-        [
-            "a message is shown",
-            "a shard takes over",
-            "every message is delivered"
-        ],
-        "failover, narrow windows"
-    );
-    assert_eq!(n, 120_703);
+    let m = Direct {
+        messages: 1,
+        chat_open: true,
+        crashes: 0,
+        dups: 0,
+        ..Direct::default()
+    }
+    .into_model(&none);
+    passes("read, one lost frame", m, &[READ, SHOWN, DELIVERED], 17_070);
+    let m = Failover {
+        users_until: 100,
+        answer_from: 4_000,
+        answer_by: 4_100,
+        back_from: 5_900,
+        back_by: 7_000,
+        ..Failover::default()
+    }
+    .into_model(&none);
+    let reached = [SHOWN, "a shard takes over", DELIVERED];
+    passes("failover, narrow windows", m, &reached, 120_703);
 }
 
 /// The invariants the first counterexample breaks (sorted), its length and what was wrong.
