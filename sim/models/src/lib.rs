@@ -27,8 +27,8 @@
 //!   that end in a cycle, and every path here is cut by the horizon, which it does not treat as
 //!   terminal.
 //! - `sometimes` properties show that the search reaches the interesting states, so a pass is
-//!   never vacuous: a message shown, every message delivered, a drain completed, a crash, a
-//!   takeover (per model).
+//!   never vacuous: a message shown or read, every message delivered, a drain completed, a
+//!   stale connection unregistered, a crash, a takeover (per model).
 
 pub mod models;
 pub mod world;
@@ -344,9 +344,9 @@ pub fn describe(m: &ChatModel, w: &World, step: &Step) -> String {
 }
 
 /// Whether `step`, taken from `w`, is background traffic a story folds away: the clock
-/// moving to the next timer, a heartbeat, a shard's lease renewal and its answer, an owner
-/// announcement, a gateway's alive report. A takeover (a lease asked for a slot) is never
-/// routine.
+/// moving to the next timer, a heartbeat, a shard's lease renewal and its answer, a shard
+/// announcing its own slot, a gateway's alive report. A takeover (a lease asked for a slot,
+/// a shard announcing another's) is never routine.
 pub fn routine(w: &World, step: &Step) -> bool {
     use chatsim_system::proto::{Down, Up};
     use chatsim_system::Input;
