@@ -736,21 +736,12 @@ impl World {
             if self.budget.crashes > 0 {
                 out.extend(spec.crashable.iter().map(|h| Step::Crash(*h)));
             }
+            let connected = spec.droppable.iter().filter(|d| self.conns.contains_key(d));
             if self.budget.conn_drops > 0 {
-                out.extend(
-                    spec.droppable
-                        .iter()
-                        .filter(|d| self.conns.contains_key(d))
-                        .map(|d| Step::CutConn(*d)),
-                );
+                out.extend(connected.clone().map(|d| Step::CutConn(*d)));
             }
             if self.budget.half_opens > 0 {
-                out.extend(
-                    spec.droppable
-                        .iter()
-                        .filter(|d| self.conns.contains_key(d))
-                        .map(|d| Step::HalfOpen(*d)),
-                );
+                out.extend(connected.map(|d| Step::HalfOpen(*d)));
             }
             if self.budget.partitions > 0 && self.cut.is_empty() && self.now < spec.users_until {
                 out.extend(spec.partitionable.iter().map(|h| Step::Partition(*h)));
