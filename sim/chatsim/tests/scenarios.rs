@@ -7,6 +7,7 @@ use chatsim::run::run_seed;
 use chatsim::scenario::Scenario;
 use chatsim_system::bugs::Bugs;
 use common::scenario_files;
+use rayon::prelude::*;
 
 /// Seeds every scenario must pass (the foundation issue's bar).
 const SEEDS: std::ops::RangeInclusive<u64> = 1..=20;
@@ -24,15 +25,26 @@ fn seeds_for(s: &Scenario) -> std::ops::RangeInclusive<u64> {
 }
 
 // The clean design passes every scenario on every seed; a failure names the seed and what
-// broke, with the command that replays it.
+// broke, with the command that replays it. The (scenario, seed) runs are spread over every
+// core (each still on its own fresh thread): one after another they kept one of CI's two cores
+// idle for two minutes.
 #[test]
 fn every_scenario_passes_seeds_1_to_20() {
-    let mut failures = Vec::new();
-    for path in scenario_files() {
-        let s = Scenario::load(&path).expect("scenario files are valid");
-        for seed in seeds_for(&s) {
-            let r = run_seed(&s, seed, &Bugs::none()).expect("the simulation runs");
-            if !r.passed() {
+    let runs: Vec<(Scenario, u64)> = scenario_files()
+        .iter()
+        .map(|path| Scenario::load(path).expect("scenario files are valid"))
+        .flat_map(|s| seeds_for(&s).map(move |seed| (s.clone(), seed)))
+        .collect();
+    let outcomes: Vec<Option<String>> = runs
+        .par_iter()
+        .map(|(s, seed)| {
+            let r = run_seed(s, *seed, &Bugs::none()).expect("the simulation runs");
+            assert!(
+                r.stats.messages_acked > 0,
+                "{} seed {seed} acked nothing: the run is vacuous",
+                s.name()
+            );
+            (!r.passed()).then(|| {
                 let broken: Vec<String> = r
                     .invariants
                     .iter()
@@ -46,20 +58,16 @@ fn every_scenario_passes_seeds_1_to_20() {
                         )
                     })
                     .collect();
-                failures.push(format!(
+                format!(
                     "{} seed {seed}: {} -- replay: {}",
                     s.name(),
                     broken.join(", "),
                     r.replay
-                ));
-            }
-            assert!(
-                r.stats.messages_acked > 0,
-                "{} seed {seed} acked nothing: the run is vacuous",
-                s.name()
-            );
-        }
-    }
+                )
+            })
+        })
+        .collect();
+    let failures: Vec<String> = outcomes.into_iter().flatten().collect();
     assert!(
         failures.is_empty(),
         "failing runs:\n{}",
@@ -70,8 +78,8 @@ fn every_scenario_passes_seeds_1_to_20() {
 // Same scenario and seed, same trace hash, twice in one process; a different seed differs.
 #[test]
 fn same_seed_gives_the_same_trace_hash_in_one_process_for_every_scenario() {
-    for path in scenario_files() {
-        let s = Scenario::load(&path).expect("valid");
+    scenario_files().par_iter().for_each(|path| {
+        let s = Scenario::load(path).expect("valid");
         let a = run_seed(&s, 7, &Bugs::none()).expect("runs");
         let b = run_seed(&s, 7, &Bugs::none()).expect("runs");
         let c = run_seed(&s, 8, &Bugs::none()).expect("runs");
@@ -93,7 +101,7 @@ fn same_seed_gives_the_same_trace_hash_in_one_process_for_every_scenario() {
             "{}: seeds 7 and 8 gave the same trace",
             s.name()
         );
-    }
+    });
 }
 
 // madsim's own check: run a seed twice and compare every random draw the runtime made.

@@ -6,6 +6,7 @@ use chatsim::run::run_seed;
 use chatsim::scenario::Scenario;
 use chatsim::shrink::{hunt, Hunted};
 use chatsim_system::bugs::{Bugs, ZOO};
+use rayon::prelude::*;
 use std::path::Path;
 
 /// Seeds tried per bug before the gate gives up. Measured (2026-11-29): every bug is caught
@@ -18,65 +19,70 @@ const SHRUNK_EVENTS_MAX: usize = 30;
 #[test]
 fn every_available_zoo_bug_is_caught_within_the_seed_budget_and_shrinks_to_a_short_story() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
-    let mut missed = Vec::new();
-    let mut caught = Vec::new();
-    for info in ZOO.iter().filter(|i| i.available) {
-        let path = dir.join(format!("{}.toml", info.scenario));
-        let scenario = Scenario::load(&path).expect("the zoo names an existing scenario");
-        let bugs: Bugs = [info.bug].into_iter().collect();
-        // Catch it, and shrink the catch: a short explicit story that still breaks the same
-        // invariant with the bug, and passes without it, so the bug and nothing else is what
-        // breaks it. The hunt shrinks up to three catching seeds and keeps the shortest.
-        let hunted = hunt(
-            &scenario,
-            &bugs,
-            info.caught_by,
-            SEED_BUDGET,
-            SHRUNK_EVENTS_MAX,
-        )
-        .expect("hunts");
-        let Some(Hunted { seed, shrunk, .. }) = hunted else {
-            missed.push(format!(
-                "{} ({} on {})",
-                info.name, info.caught_by, info.scenario
-            ));
-            continue;
-        };
-        assert!(
-            shrunk.events_after <= SHRUNK_EVENTS_MAX,
-            "{}: {} events left",
-            info.name,
-            shrunk.events_after
-        );
-        assert!(
-            shrunk.story.len() <= SHRUNK_EVENTS_MAX,
-            "{}: story of {} lines",
-            info.name,
-            shrunk.story.len()
-        );
-        let replay = Scenario::parse(Path::new("shrunk.toml"), &shrunk.text)
-            .expect("the shrunk file parses");
-        let with_bug = run_seed(&replay, seed, &bugs).expect("runs");
-        assert!(
-            with_bug
-                .invariants
-                .iter()
-                .any(|v| v.name == info.caught_by && !v.holds),
-            "{}: the shrunk file does not reproduce {}",
-            info.name,
-            info.caught_by
-        );
-        let clean = run_seed(&replay, seed, &Bugs::none()).expect("runs");
-        assert!(
-            clean.passed(),
-            "{}: the shrunk file fails without the bug too",
-            info.name
-        );
-        caught.push(format!(
-            "{} by {} at seed {seed}, shrunk to {} events",
-            info.name, info.caught_by, shrunk.events_after
-        ));
-    }
+    // One bug per core at a time: each hunt runs its seeds and shrink steps one after another.
+    let available: Vec<_> = ZOO.iter().filter(|i| i.available).collect();
+    let outcomes: Vec<Result<String, String>> = available
+        .par_iter()
+        .map(|info| {
+            let path = dir.join(format!("{}.toml", info.scenario));
+            let scenario = Scenario::load(&path).expect("the zoo names an existing scenario");
+            let bugs: Bugs = [info.bug].into_iter().collect();
+            // Catch it, and shrink the catch: a short explicit story that still breaks the same
+            // invariant with the bug, and passes without it, so the bug and nothing else is what
+            // breaks it. The hunt shrinks up to three catching seeds and keeps the shortest.
+            let hunted = hunt(
+                &scenario,
+                &bugs,
+                info.caught_by,
+                SEED_BUDGET,
+                SHRUNK_EVENTS_MAX,
+            )
+            .expect("hunts");
+            let Some(Hunted { seed, shrunk, .. }) = hunted else {
+                return Err(format!(
+                    "{} ({} on {})",
+                    info.name, info.caught_by, info.scenario
+                ));
+            };
+            assert!(
+                shrunk.events_after <= SHRUNK_EVENTS_MAX,
+                "{}: {} events left",
+                info.name,
+                shrunk.events_after
+            );
+            assert!(
+                shrunk.story.len() <= SHRUNK_EVENTS_MAX,
+                "{}: story of {} lines",
+                info.name,
+                shrunk.story.len()
+            );
+            let replay = Scenario::parse(Path::new("shrunk.toml"), &shrunk.text)
+                .expect("the shrunk file parses");
+            let with_bug = run_seed(&replay, seed, &bugs).expect("runs");
+            assert!(
+                with_bug
+                    .invariants
+                    .iter()
+                    .any(|v| v.name == info.caught_by && !v.holds),
+                "{}: the shrunk file does not reproduce {}",
+                info.name,
+                info.caught_by
+            );
+            let clean = run_seed(&replay, seed, &Bugs::none()).expect("runs");
+            assert!(
+                clean.passed(),
+                "{}: the shrunk file fails without the bug too",
+                info.name
+            );
+            Ok(format!(
+                "{} by {} at seed {seed}, shrunk to {} events",
+                info.name, info.caught_by, shrunk.events_after
+            ))
+        })
+        .collect();
+    let (caught, missed): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(Result::is_ok);
+    let caught: Vec<String> = caught.into_iter().flatten().collect();
+    let missed: Vec<String> = missed.into_iter().filter_map(Result::err).collect();
     eprintln!("{}", caught.join("\n"));
     assert!(
         missed.is_empty(),
