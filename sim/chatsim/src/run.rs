@@ -4,13 +4,13 @@
 use crate::engine::RawRun;
 use crate::plan::make_plan;
 use crate::scenario::Scenario;
-use chatsim_judge::checkers::{check_all, Bounds};
+use chatsim_judge::checkers::{check_all_timed, Bounds};
 use chatsim_judge::{Event, History, Verdict};
 use chatsim_system::bugs::Bugs;
 use chatsim_system::Observation;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 use thiserror::Error;
 
@@ -99,6 +99,8 @@ pub struct Stats {
     pub judge_seconds: f64,
     /// Events in the history the checkers read.
     pub history_events: usize,
+    /// Of `judge_seconds`, each checker's share, by invariant name.
+    pub judge_seconds_by_invariant: BTreeMap<&'static str, f64>,
 }
 
 /// The outcome of one seed.
@@ -259,11 +261,14 @@ pub fn run_seed_on(
     let wall = started.elapsed().as_secs_f64();
     let bounds = bounds(scenario);
     let path = scenario.path.display().to_string();
-    let judging = Instant::now();
-    let invariants = check_all(&raw.history, bounds);
-    let judge_seconds = judging.elapsed().as_secs_f64();
     let mut stats = stats(&raw, wall);
-    stats.judge_seconds = judge_seconds;
+    let mut invariants = Vec::new();
+    for (verdict, took) in check_all_timed(&raw.history, bounds) {
+        let took = took.as_secs_f64();
+        stats.judge_seconds += took;
+        stats.judge_seconds_by_invariant.insert(verdict.name, took);
+        invariants.push(verdict);
+    }
     Ok(RunReport {
         scenario: scenario.name(),
         replay: replay_command(engine, &path, seed, bugs),

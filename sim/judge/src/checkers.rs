@@ -15,7 +15,14 @@ use crate::history::{Event, History};
 use chatsim_system::proto::{ConvId, DeviceId, Millis, MsgId, Seq};
 use chatsim_system::Observation;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+/// A map the checkers only look things up in, never iterate: hashing keeps each lookup
+/// constant time on million-event histories (the B-tree versions' comparisons chased body
+/// pointers all over the heap), and since nothing walks it, hash order cannot reach a
+/// verdict or a report. Anything iterated stays a `BTreeMap`.
+pub(crate) type Lookup<K, V> = HashMap<K, V>;
 
 /// Name of the no-loss invariant: every acked message is displayed on every recipient.
 pub const NO_LOSS: &str = "no_loss";
@@ -108,20 +115,37 @@ pub struct Bounds {
 
 /// Run every checker, in [`INVARIANTS`] order.
 pub fn check_all(h: &History, bounds: Bounds) -> Vec<Verdict> {
-    vec![
-        no_loss(h),
-        exactly_once(h),
-        conversation_order(h),
-        liveness(h, bounds),
-        crate::confidential::e2e_confidential(h),
-        crate::authz::authz(h),
-        crate::receipts::receipts(h, bounds),
-        crate::presence::presence_converges(h, bounds),
-        crate::inbox::inbox_drained(h, bounds),
-        crate::bounds::ack_latency(h, bounds.ack_p50_ms),
-        crate::bounds::reconnect_load(h),
-        crate::presence::presence_load(h),
-    ]
+    check_all_timed(h, bounds)
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect()
+}
+
+/// As [`check_all`], with the wall time each checker took: how a long history's judging
+/// divides among them (reported, never part of a trace or a verdict).
+pub fn check_all_timed(h: &History, bounds: Bounds) -> Vec<(Verdict, Duration)> {
+    let checks: [&dyn Fn() -> Verdict; 12] = [
+        &|| no_loss(h),
+        &|| exactly_once(h),
+        &|| conversation_order(h),
+        &|| liveness(h, bounds),
+        &|| crate::confidential::e2e_confidential(h),
+        &|| crate::authz::authz(h),
+        &|| crate::receipts::receipts(h, bounds),
+        &|| crate::presence::presence_converges(h, bounds),
+        &|| crate::inbox::inbox_drained(h, bounds),
+        &|| crate::bounds::ack_latency(h, bounds.ack_p50_ms),
+        &|| crate::bounds::reconnect_load(h),
+        &|| crate::presence::presence_load(h),
+    ];
+    checks
+        .iter()
+        .map(|check| {
+            let started = Instant::now();
+            let verdict = check();
+            (verdict, started.elapsed())
+        })
+        .collect()
 }
 
 /// Every message acked to its sender is displayed on every recipient device before the run
@@ -166,8 +190,8 @@ pub fn no_loss(h: &History) -> Verdict {
 /// No device displays the same logical message twice, whether under the same [`MsgId`] or
 /// under a new one carrying the same text. One violation per extra display, dated at it.
 pub fn exactly_once(h: &History) -> Verdict {
-    let mut by_msg: BTreeMap<(DeviceId, Logical<'_>), (Millis, MsgId)> = BTreeMap::new();
-    let mut by_id: BTreeMap<(DeviceId, MsgId), Millis> = BTreeMap::new();
+    let mut by_msg: Lookup<(DeviceId, Logical<'_>), (Millis, MsgId)> = Lookup::new();
+    let mut by_id: Lookup<(DeviceId, MsgId), Millis> = Lookup::new();
     let mut violations = Vec::new();
     let mut checked = 0;
     for (t, device, obs) in observations(h) {
@@ -209,8 +233,8 @@ pub fn exactly_once(h: &History) -> Verdict {
 pub fn conversation_order(h: &History) -> Verdict {
     let ix = Index::build(h);
     let mut last_shown: BTreeMap<(DeviceId, ConvId), (Seq, MsgId)> = BTreeMap::new();
-    let mut seq_of: BTreeMap<Logical<'_>, Claim> = BTreeMap::new();
-    let mut holder: BTreeMap<(ConvId, Seq), (Logical<'_>, Claim)> = BTreeMap::new();
+    let mut seq_of: Lookup<Logical<'_>, Claim> = Lookup::new();
+    let mut holder: Lookup<(ConvId, Seq), (Logical<'_>, Claim)> = Lookup::new();
     // One report per distinct disagreement: a message shown on many devices with the same
     // wrong seq is one bug, not one per retry.
     let mut reported_seq: BTreeSet<(Logical<'_>, Seq)> = BTreeSet::new();
@@ -324,7 +348,7 @@ pub fn liveness(h: &History, bounds: Bounds) -> Verdict {
     let mut violations = Vec::new();
     let mut checked = 0;
 
-    let first_ack_at: BTreeMap<Logical<'_>, Millis> = acks.iter().map(|a| (a.msg, a.t)).collect();
+    let first_ack_at: Lookup<Logical<'_>, Millis> = acks.iter().map(|a| (a.msg, a.t)).collect();
     // A send the server turned down for good (its sender was no longer in the group, the group
     // was full) owes no ✓: the user was told it failed.
     let refused: BTreeSet<MsgId> = observations(h)
@@ -496,7 +520,7 @@ impl Verdict {
 /// A logical message: who composed it and what it says. `Unknown` covers an ack whose id was
 /// never seen sent or displayed, so its text cannot be recovered; such a message can only be
 /// matched by id, and since no display carries that id it never collides with a `Text` key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Logical<'a> {
     Text { sender: DeviceId, body: &'a [u8] },
     Unknown(MsgId),
@@ -519,17 +543,18 @@ impl Logical<'_> {
 /// What the history says each [`MsgId`]'s text is, so an ack (which carries no body) can be
 /// tied to its logical message.
 struct Index<'a> {
-    bodies: BTreeMap<MsgId, &'a [u8]>,
+    sent: Lookup<MsgId, &'a [u8]>,
+    displayed: Lookup<MsgId, &'a [u8]>,
 }
 
 impl<'a> Index<'a> {
     fn build(h: &'a History) -> Index<'a> {
-        let mut bodies = BTreeMap::new();
-        let mut displayed = BTreeMap::new();
+        let mut sent = Lookup::new();
+        let mut displayed = Lookup::new();
         for (_, _, obs) in observations(h) {
             match obs {
                 Observation::Sent { id, body, .. } => {
-                    bodies.entry(*id).or_insert(body.as_slice());
+                    sent.entry(*id).or_insert(body.as_slice());
                 }
                 Observation::Displayed { id, body, .. } => {
                     displayed.entry(*id).or_insert(body.as_slice());
@@ -537,16 +562,13 @@ impl<'a> Index<'a> {
                 _ => {}
             }
         }
-        // The sender's own Sent is authoritative; a display only names the text of an id the
-        // sender never recorded sending (a system-invented resend).
-        for (id, body) in displayed {
-            bodies.entry(id).or_insert(body);
-        }
-        Index { bodies }
+        Index { sent, displayed }
     }
 
     fn logical(&self, id: MsgId) -> Logical<'a> {
-        match self.bodies.get(&id) {
+        // The sender's own Sent is authoritative; a display only names the text of an id the
+        // sender never recorded sending (a system-invented resend).
+        match self.sent.get(&id).or_else(|| self.displayed.get(&id)) {
             Some(body) => Logical::Text {
                 sender: id.device,
                 body,
@@ -558,15 +580,15 @@ impl<'a> Index<'a> {
 
 /// The first time each device displayed each logical message, and each id.
 struct FirstDisplays<'a> {
-    by_msg: BTreeMap<(DeviceId, Logical<'a>), Millis>,
-    by_id: BTreeMap<(DeviceId, MsgId), Millis>,
+    by_msg: Lookup<(DeviceId, Logical<'a>), Millis>,
+    by_id: Lookup<(DeviceId, MsgId), Millis>,
 }
 
 impl<'a> FirstDisplays<'a> {
     // Every recorded display counts: the history stops at the end of the run.
     fn build(h: &'a History) -> FirstDisplays<'a> {
-        let mut by_msg = BTreeMap::new();
-        let mut by_id = BTreeMap::new();
+        let mut by_msg = Lookup::new();
+        let mut by_id = Lookup::new();
         for (t, device, obs) in observations(h) {
             if let Observation::Displayed { id, body, .. } = obs {
                 by_msg
