@@ -35,8 +35,23 @@ use tokio::time::{sleep_until, Instant};
 
 /// The port every server listens on.
 const PORT: u16 = 7000;
-/// Read buffer per connection, in bytes.
-const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// Room a connection's read buffer has before each read. madsim hands a read at most the
+/// buffer's spare room of the chunk the peer flushed, so this bounds how much one read takes;
+/// a frame bigger than it grows the buffer. Every phone's connection has two buffers (one at
+/// each end): at 100,000 phones an 8 KiB buffer each was 1.6 GB of a 4 GB budget.
+const READ_ROOM_BYTES: usize = 1024;
+/// An emptied read buffer above this capacity (grown for a big frame) is given back, so a
+/// connection that once carried a large key distribution does not keep its size.
+const READ_KEEP_BYTES: usize = 8 * 1024;
+
+/// Make room for the next read, giving back a buffer grown past [`READ_KEEP_BYTES`] once it
+/// holds nothing.
+fn read_room(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > READ_KEEP_BYTES {
+        *buf = BytesMut::new();
+    }
+    buf.reserve(READ_ROOM_BYTES);
+}
 
 /// The simulated address of a host. Simulated only: madsim never touches a real network.
 pub fn addr_of(host: Host) -> SocketAddr {
@@ -182,9 +197,10 @@ async fn run_conn(
     mut outgoing: UnboundedReceiver<Bytes>,
     mut on_frame: impl FnMut(Frame, &[u8]),
 ) {
-    let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let mut buf = BytesMut::new();
     let mut last_write = None;
     loop {
+        read_room(&mut buf);
         tokio::select! {
             biased;
             msg = outgoing.recv() => match msg {
@@ -803,8 +819,12 @@ async fn floor_node(host: Host, plan: Arc<FloorPlan>, received: Arc<AtomicU64>, 
         while let Ok((mut stream, _)) = listener.accept().await {
             let counter = received.clone();
             tokio::spawn(async move {
-                let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
-                while matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0) {
+                // Read as the full system's connections read (same room per read).
+                let mut buf = BytesMut::new();
+                while {
+                    read_room(&mut buf);
+                    matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0)
+                } {
                     while buf.len() >= LEN_BYTES {
                         let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
                         if buf.len() < LEN_BYTES + len {
