@@ -84,9 +84,23 @@ fn two_processes_agree_on_the_trace_hash_and_the_json_has_the_promised_fields() 
         "sim_seconds",
         "wall_seconds",
         "frames",
+        "judge_seconds",
+        "history_events",
     ] {
         assert!(ja["stats"][field].is_number(), "stats.{field} missing");
     }
+    // Each checker's time, under the same names the verdicts carry, adding up to the total.
+    let by = ja["stats"]["judge_seconds_by_invariant"]
+        .as_object()
+        .expect("stats.judge_seconds_by_invariant is an object");
+    let mut timed: Vec<&str> = by.keys().map(String::as_str).collect();
+    let mut sorted_names = names.clone();
+    timed.sort_unstable();
+    sorted_names.sort_unstable();
+    assert_eq!(timed, sorted_names);
+    let sum: f64 = by.values().map(|v| v.as_f64().expect("seconds")).sum();
+    let total = ja["stats"]["judge_seconds"].as_f64().expect("seconds");
+    assert!((sum - total).abs() < 1e-9, "{sum} != {total}");
 }
 
 // The summary says what a person needs: verdicts, counts, the hash and the replay command.
