@@ -68,9 +68,15 @@ pub fn summary(r: &RunReport) -> String {
     } else {
         0.0
     };
+    // Big worlds run slower than real time: "0x" would say nothing.
+    let speed = if speed >= 10.0 {
+        format!("{speed:.0}x")
+    } else {
+        format!("{speed:.2}x")
+    };
     let _ = writeln!(
         s,
-        "  time: {:.1} s simulated in {:.2} s wall ({speed:.0}x), judged in {:.2} s ({} history events)",
+        "  time: {:.1} s simulated in {:.2} s wall ({speed}), judged in {:.2} s ({} history events)",
         st.sim_seconds, st.wall_seconds, st.judge_seconds, st.history_events
     );
     let _ = writeln!(s, "  trace hash: {}", r.trace_hash);
