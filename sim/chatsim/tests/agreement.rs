@@ -10,7 +10,7 @@ use chatsim::run::{run_seed_on, Engine, RunReport};
 use chatsim::scenario::Scenario;
 use chatsim::swarm::swarm_on;
 use chatsim_system::bugs::{Bugs, ZOO};
-use common::{scenario_files, scenarios_dir};
+use common::{caught_and_missed, scenario_files, scenarios_dir};
 use rayon::prelude::*;
 
 /// Seeds every scenario must pass on each engine.
@@ -118,9 +118,7 @@ fn every_zoo_bug_is_caught_on_turmoil_within_the_seed_budget() {
             }
         })
         .collect();
-    let (caught, missed): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(Result::is_ok);
-    let caught: Vec<String> = caught.into_iter().flatten().collect();
-    let missed: Vec<String> = missed.into_iter().filter_map(Result::err).collect();
+    let (caught, missed) = caught_and_missed(outcomes);
     eprintln!("{}", caught.join("\n"));
     assert!(
         missed.is_empty(),

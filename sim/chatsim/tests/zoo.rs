@@ -2,10 +2,13 @@
 //! names for it, on its scenario, within the seed budget. A checker that never fails proves
 //! nothing; this is the test that the testbed can see.
 
+mod common;
+
 use chatsim::run::run_seed;
 use chatsim::scenario::Scenario;
 use chatsim::shrink::{hunt, Hunted};
 use chatsim_system::bugs::{Bugs, ZOO};
+use common::caught_and_missed;
 use rayon::prelude::*;
 use std::path::Path;
 
@@ -18,7 +21,7 @@ const SHRUNK_EVENTS_MAX: usize = 30;
 
 #[test]
 fn every_available_zoo_bug_is_caught_within_the_seed_budget_and_shrinks_to_a_short_story() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
+    let dir = common::scenarios_dir();
     // One bug per core at a time: each hunt runs its seeds and shrink steps one after another.
     let available: Vec<_> = ZOO.iter().filter(|i| i.available).collect();
     let outcomes: Vec<Result<String, String>> = available
@@ -80,9 +83,7 @@ fn every_available_zoo_bug_is_caught_within_the_seed_budget_and_shrinks_to_a_sho
             ))
         })
         .collect();
-    let (caught, missed): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(Result::is_ok);
-    let caught: Vec<String> = caught.into_iter().flatten().collect();
-    let missed: Vec<String> = missed.into_iter().filter_map(Result::err).collect();
+    let (caught, missed) = caught_and_missed(outcomes);
     eprintln!("{}", caught.join("\n"));
     assert!(
         missed.is_empty(),

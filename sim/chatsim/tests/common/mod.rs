@@ -1,5 +1,8 @@
 //! What the scenario-wide test files share: where the scenario files are and which of them are
-//! judged seed by seed.
+//! judged seed by seed, and how a zoo gate's outcomes are tallied.
+
+// Each test file compiles its own copy of this module and uses only part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
@@ -29,4 +32,14 @@ pub fn scenario_files() -> Vec<PathBuf> {
         "expected the six foundation scenarios, found {files:?}"
     );
     files
+}
+
+/// Split per-bug outcomes of a zoo gate into what was caught and what was missed, each in zoo
+/// order.
+pub fn caught_and_missed(outcomes: Vec<Result<String, String>>) -> (Vec<String>, Vec<String>) {
+    let (caught, missed): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(Result::is_ok);
+    (
+        caught.into_iter().flatten().collect(),
+        missed.into_iter().filter_map(Result::err).collect(),
+    )
 }
