@@ -89,7 +89,8 @@ fn two_processes_agree_on_the_trace_hash_and_the_json_has_the_promised_fields() 
     ] {
         assert!(ja["stats"][field].is_number(), "stats.{field} missing");
     }
-    // Each checker's time, under the same names the verdicts carry, adding up to the total.
+    // Each checker's time, under the same names the verdicts carry, and the facts they share,
+    // adding up to the total.
     let by = ja["stats"]["judge_seconds_by_invariant"]
         .as_object()
         .expect("stats.judge_seconds_by_invariant is an object");
@@ -98,7 +99,13 @@ fn two_processes_agree_on_the_trace_hash_and_the_json_has_the_promised_fields() 
     timed.sort_unstable();
     sorted_names.sort_unstable();
     assert_eq!(timed, sorted_names);
-    let sum: f64 = by.values().map(|v| v.as_f64().expect("seconds")).sum();
+    let shared = ja["stats"]["judge_seconds_shared"]
+        .as_f64()
+        .expect("stats.judge_seconds_shared is a number");
+    let sum: f64 = shared
+        + by.values()
+            .map(|v| v.as_f64().expect("seconds"))
+            .sum::<f64>();
     let total = ja["stats"]["judge_seconds"].as_f64().expect("seconds");
     assert!((sum - total).abs() < 1e-9, "{sum} != {total}");
 }

@@ -4,7 +4,7 @@
 //! user's phone showed or was acked, not by asking the server.
 
 use crate::checkers::{Verdict, Violation};
-use crate::history::{Event, History};
+use crate::history::{Event, History, Memberships};
 use chatsim_system::proto::MsgId;
 use chatsim_system::Observation;
 use std::collections::BTreeSet;
@@ -19,7 +19,11 @@ pub const AUTHZ: &str = "authz";
 /// - every message a device shows was sent by the device its id names (no one posts as
 ///   another user).
 pub fn authz(h: &History) -> Verdict {
-    let groups = h.memberships();
+    authz_in(h, &h.memberships())
+}
+
+/// [`authz`] with the memberships the other checkers share.
+pub(crate) fn authz_in(h: &History, groups: &Memberships) -> Verdict {
     let sent: BTreeSet<MsgId> = h
         .records
         .iter()

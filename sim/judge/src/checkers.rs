@@ -11,7 +11,7 @@
 //! Everything is built from ordered maps and iterated in history order, so the same history
 //! always yields the same violations in the same order, and cost stays `O(n log n)`.
 
-use crate::history::{Event, History};
+use crate::history::{Event, History, Links, Memberships};
 use chatsim_system::proto::{ConvId, DeviceId, Millis, MsgId, Seq};
 use chatsim_system::Observation;
 use serde::Serialize;
@@ -116,50 +116,91 @@ pub struct Bounds {
 /// Run every checker, in [`INVARIANTS`] order.
 pub fn check_all(h: &History, bounds: Bounds) -> Vec<Verdict> {
     check_all_timed(h, bounds)
+        .checks
         .into_iter()
         .map(|(v, _)| v)
         .collect()
 }
 
-/// As [`check_all`], with the wall time each checker took: how a long history's judging
-/// divides among them (reported, never part of a trace or a verdict).
-pub fn check_all_timed(h: &History, bounds: Bounds) -> Vec<(Verdict, Duration)> {
+/// Every verdict with the wall time its checker took, and the time spent deriving the facts
+/// several checkers share: how a long history's judging divides (reported, never part of a
+/// trace or a verdict).
+pub struct Timed {
+    /// Building [`Facts`] once for all checkers.
+    pub shared: Duration,
+    /// Each check's verdict and its own time, in [`CHECKS`] order.
+    pub checks: Vec<(Verdict, Duration)>,
+}
+
+/// As [`check_all`], timed. The facts two or more checkers read (first displays, first acks,
+/// memberships, links) are derived once and lent to each of them.
+pub fn check_all_timed(h: &History, bounds: Bounds) -> Timed {
+    let started = Instant::now();
+    let facts = Facts::build(h);
+    let shared = started.elapsed();
+    let f = &facts;
     let checks: [&dyn Fn() -> Verdict; 12] = [
-        &|| no_loss(h),
+        &|| no_loss_in(h, f),
         &|| exactly_once(h),
-        &|| conversation_order(h),
-        &|| liveness(h, bounds),
+        &|| conversation_order_in(h, f),
+        &|| liveness_in(h, bounds, f),
         &|| crate::confidential::e2e_confidential(h),
-        &|| crate::authz::authz(h),
-        &|| crate::receipts::receipts(h, bounds),
+        &|| crate::authz::authz_in(h, &f.groups),
+        &|| crate::receipts::receipts_in(h, bounds, &f.groups, &f.links),
         &|| crate::presence::presence_converges(h, bounds),
         &|| crate::inbox::inbox_drained(h, bounds),
         &|| crate::bounds::ack_latency(h, bounds.ack_p50_ms),
         &|| crate::bounds::reconnect_load(h),
         &|| crate::presence::presence_load(h),
     ];
-    checks
+    let checks = checks
         .iter()
         .map(|check| {
             let started = Instant::now();
             let verdict = check();
             (verdict, started.elapsed())
         })
-        .collect()
+        .collect();
+    Timed { shared, checks }
+}
+
+/// What several checkers derive from one history: built once when they run together
+/// ([`check_all_timed`]), so a million-event history is not indexed three times over.
+pub(crate) struct Facts<'a> {
+    ix: Index<'a>,
+    shown: FirstDisplays<'a>,
+    acks: Vec<Ack<'a>>,
+    pub(crate) groups: Memberships,
+    pub(crate) links: Links,
+}
+
+impl<'a> Facts<'a> {
+    pub(crate) fn build(h: &'a History) -> Facts<'a> {
+        let ix = Index::build(h);
+        let acks = first_acks(h, &ix);
+        Facts {
+            shown: FirstDisplays::build(h),
+            acks,
+            ix,
+            groups: h.memberships(),
+            links: h.links(),
+        }
+    }
 }
 
 /// Every message acked to its sender is displayed on every recipient device before the run
 /// ends. One violation per (message, recipient) that never showed it, dated at the ack.
 pub fn no_loss(h: &History) -> Verdict {
-    let ix = Index::build(h);
-    let shown = FirstDisplays::build(h);
-    let groups = h.memberships();
-    let links = h.links();
+    no_loss_in(h, &Facts::build(h))
+}
+
+fn no_loss_in(h: &History, f: &Facts<'_>) -> Verdict {
+    let shown = &f.shown;
     let mut violations = Vec::new();
     let mut checked = 0;
-    for ack in first_acks(h, &ix) {
-        for r in h.recipients_at(&groups, ack.conv, ack.seq, ack.id.device) {
-            if !links.owed(r, ack.id) {
+    for ack in &f.acks {
+        for r in h.recipients_at(&f.groups, ack.conv, ack.seq, ack.id.device) {
+            if !f.links.owed(r, ack.id) {
                 continue;
             }
             checked += 1;
@@ -231,7 +272,11 @@ pub fn exactly_once(h: &History) -> Verdict {
 /// observer (the sender's ack, every display) agrees on each message's seq, and no two logical
 /// messages share one (conversation, seq).
 pub fn conversation_order(h: &History) -> Verdict {
-    let ix = Index::build(h);
+    conversation_order_in(h, &Facts::build(h))
+}
+
+fn conversation_order_in<'a>(h: &'a History, f: &Facts<'a>) -> Verdict {
+    let ix = &f.ix;
     let mut last_shown: BTreeMap<(DeviceId, ConvId), (Seq, MsgId)> = BTreeMap::new();
     let mut seq_of: Lookup<Logical<'_>, Claim> = Lookup::new();
     let mut holder: Lookup<(ConvId, Seq), (Logical<'_>, Claim)> = Lookup::new();
@@ -331,8 +376,11 @@ pub fn conversation_order(h: &History) -> Verdict {
 /// of the run with nothing observed yet cannot be judged and is skipped; `checked` counts only
 /// the deadlines judged. Violations are dated at the missed deadline.
 pub fn liveness(h: &History, bounds: Bounds) -> Verdict {
-    let ix = Index::build(h);
-    let shown = FirstDisplays::build(h);
+    liveness_in(h, bounds, &Facts::build(h))
+}
+
+fn liveness_in(h: &History, bounds: Bounds, f: &Facts<'_>) -> Verdict {
+    let shown = &f.shown;
     let healed = h.healed_at().unwrap_or(0);
     let deadline = |t: Millis| healed.max(t).saturating_add(bounds.liveness_ms);
     // Says which clock the deadline ran from, so a reader can tell "slow after heal" from
@@ -344,7 +392,7 @@ pub fn liveness(h: &History, bounds: Bounds) -> Verdict {
             format!("the {what} at {t} ms")
         }
     };
-    let acks = first_acks(h, &ix);
+    let acks = &f.acks;
     let mut violations = Vec::new();
     let mut checked = 0;
 
@@ -402,11 +450,10 @@ pub fn liveness(h: &History, bounds: Bounds) -> Verdict {
         }
     }
 
-    let groups = h.memberships();
-    let links = h.links();
-    for ack in &acks {
+    let (groups, links) = (&f.groups, &f.links);
+    for ack in acks {
         let due = deadline(ack.t);
-        for r in h.recipients_at(&groups, ack.conv, ack.seq, ack.id.device) {
+        for r in h.recipients_at(groups, ack.conv, ack.seq, ack.id.device) {
             if !links.owed(r, ack.id) {
                 continue;
             }

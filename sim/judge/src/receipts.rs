@@ -7,7 +7,7 @@
 //! from the changes users asked for.
 
 use crate::checkers::{Bounds, Verdict, Violation};
-use crate::history::{Event, History, Memberships};
+use crate::history::{Event, History, Links, Memberships};
 use chatsim_system::proto::{ConvId, DeviceId, Millis, MsgId, ReceiptKind, Seq, UserId};
 use chatsim_system::Observation;
 use std::collections::BTreeMap;
@@ -124,7 +124,16 @@ fn tick_name(kind: ReceiptKind) -> &'static str {
 ///   within `bounds.liveness_ms` of that moment or of the heal, whichever is later; a deadline
 ///   past the end of the run is not judged.
 pub fn receipts(h: &History, bounds: Bounds) -> Verdict {
-    let groups = h.memberships();
+    receipts_in(h, bounds, &h.memberships(), &h.links())
+}
+
+/// [`receipts`] with the memberships and links the other checkers share.
+pub(crate) fn receipts_in(
+    h: &History,
+    bounds: Bounds,
+    groups: &Memberships,
+    links: &Links,
+) -> Verdict {
     let screens = Screens::build(h);
     let changes = h.change_ids();
     // Each sender device's texts by conversation and seq, as its ✓ placed them.
@@ -140,11 +149,10 @@ pub fn receipts(h: &History, bounds: Bounds) -> Verdict {
             }
         }
     }
-    let links = h.links();
     let owed = |reader: DeviceId, conv: ConvId, seq: Seq, sender: DeviceId| {
         reader != sender
             && reader.user != sender.user
-            && recipient_users(h, &groups, conv, seq, sender).contains(&reader.user)
+            && recipient_users(h, groups, conv, seq, sender).contains(&reader.user)
     };
 
     let mut violations = Vec::new();
@@ -237,7 +245,7 @@ pub fn receipts(h: &History, bounds: Bounds) -> Verdict {
                     }
                 }
                 ticks.insert((s, *id), *tick);
-                let users = recipient_users(h, &groups, *conv, *seq, s);
+                let users = recipient_users(h, groups, *conv, *seq, s);
                 for u in users {
                     let has = h
                         .devices_of(u)
@@ -273,7 +281,7 @@ pub fn receipts(h: &History, bounds: Bounds) -> Verdict {
     let healed = h.healed_at().unwrap_or(0);
     for ((s, conv), texts) in &own {
         for (&seq, &id) in texts {
-            let users = recipient_users(h, &groups, *conv, seq, *s);
+            let users = recipient_users(h, groups, *conv, seq, *s);
             if users.is_empty() {
                 continue;
             }
