@@ -9,10 +9,12 @@
 
 use crate::engine::RawRun;
 use crate::plan::{device_fault, make_plan, Plan, WorldAction};
-use crate::run::{bounds, on_fresh_thread, stats, RunError, ENGINE_MADSIM};
+use crate::run::{bounds, on_fresh_thread, stats, Engine, RunError, ENGINE_MADSIM};
 use crate::scenario::Scenario;
 use chatsim_judge::check_all;
 use chatsim_system::bugs::Bugs;
+use chatsim_system::proto::Millis;
+use chatsim_world::record::FloorPlan;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -123,25 +125,73 @@ pub fn peak_rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Run the three phases of `scenario` at `seed`.
-#[cfg(madsim)]
-pub fn bench(scenario: &Scenario, seed: u64) -> Result<BenchReport, RunError> {
-    use crate::engine::madsim::{floor, run, run_traced, FloorPlan};
-    let thread = || format!("bench-{seed}");
+/// A run's outcome, or the engine's reason it could not finish.
+type Ran<T> = Result<T, String>;
 
-    let (s, plan) = (scenario.clone(), calm(make_plan(scenario, seed)));
+/// One engine's three entry points the benchmark times.
+struct Phases {
+    engine: &'static str,
+    traced: fn(&Scenario, u64, Plan) -> Ran<RawRun>,
+    /// Frames received and simulated ms until the last.
+    floor: fn(&Scenario, u64, FloorPlan) -> Ran<(u64, Millis)>,
+    run: fn(&Scenario, u64, Plan) -> Ran<RawRun>,
+}
+
+#[cfg(madsim)]
+fn madsim_phases() -> Result<Phases, RunError> {
+    use crate::engine::madsim;
+    Ok(Phases {
+        engine: ENGINE_MADSIM,
+        traced: |s, seed, plan| Ok(madsim::run_traced(s, seed, plan, Bugs::none())),
+        floor: |s, seed, plan| Ok(madsim::floor(s, seed, plan)),
+        run: |s, seed, plan| Ok(madsim::run(s, seed, plan, Bugs::none())),
+    })
+}
+
+/// Without the simulator there is nothing to measure.
+#[cfg(not(madsim))]
+fn madsim_phases() -> Result<Phases, RunError> {
+    Err(RunError::NoEngine)
+}
+
+fn turmoil_phases() -> Phases {
+    use chatsim_turmoil as t;
+    Phases {
+        engine: t::ENGINE,
+        traced: |s, seed, plan| {
+            t::run_traced(s, seed, plan, Bugs::none()).map_err(|e| e.to_string())
+        },
+        floor: |s, seed, plan| t::floor(s, seed, plan).map_err(|e| e.to_string()),
+        run: |s, seed, plan| t::run(s, seed, plan, Bugs::none()).map_err(|e| e.to_string()),
+    }
+}
+
+/// Run the three phases of `scenario` at `seed` on `engine`, each on a fresh thread.
+pub fn bench(scenario: &Scenario, seed: u64, engine: Engine) -> Result<BenchReport, RunError> {
+    let p = match engine {
+        Engine::Madsim => madsim_phases()?,
+        Engine::Turmoil => turmoil_phases(),
+    };
+    let thread = || format!("bench-{seed}");
+    let failed = |message: String| RunError::Engine {
+        engine: p.engine,
+        seed,
+        message,
+    };
+
+    let (s, plan, traced) = (scenario.clone(), calm(make_plan(scenario, seed)), p.traced);
     let started = Instant::now();
-    let mut raw = on_fresh_thread(thread(), seed, move || {
-        run_traced(&s, seed, plan, Bugs::none())
-    })?;
+    let mut raw =
+        on_fresh_thread(thread(), seed, move || traced(&s, seed, plan))?.map_err(failed)?;
     let full = phase("full", scenario, &raw, started.elapsed().as_secs_f64());
 
     // Sorted into routes before the clock starts: the floor is timed on moving frames only.
     let replay = FloorPlan::new(std::mem::take(&mut raw.frame_trace));
     drop(raw);
-    let s = scenario.clone();
+    let (s, floor) = (scenario.clone(), p.floor);
     let started = Instant::now();
-    let (frames, sim_ms) = on_fresh_thread(thread(), seed, move || floor(&s, seed, replay))?;
+    let (frames, sim_ms) =
+        on_fresh_thread(thread(), seed, move || floor(&s, seed, replay))?.map_err(failed)?;
     let wall = started.elapsed().as_secs_f64();
     let floor_phase = Phase {
         name: "floor",
@@ -158,9 +208,9 @@ pub fn bench(scenario: &Scenario, seed: u64) -> Result<BenchReport, RunError> {
         judge_seconds: 0.0,
     };
 
-    let (s, plan) = (scenario.clone(), make_plan(scenario, seed));
+    let (s, plan, run) = (scenario.clone(), make_plan(scenario, seed), p.run);
     let started = Instant::now();
-    let raw = on_fresh_thread(thread(), seed, move || run(&s, seed, plan, Bugs::none()))?;
+    let raw = on_fresh_thread(thread(), seed, move || run(&s, seed, plan))?.map_err(failed)?;
     let faults = phase(
         "full+faults",
         scenario,
@@ -172,7 +222,7 @@ pub fn bench(scenario: &Scenario, seed: u64) -> Result<BenchReport, RunError> {
     Ok(BenchReport {
         scenario: scenario.name(),
         seed,
-        engine: ENGINE_MADSIM,
+        engine: p.engine,
         floor_frames_per_sec: floor_phase.frames_per_sec,
         full_frames_per_sec: full.frames_per_sec,
         ratio: per(full.frames_per_sec, floor_phase.frames_per_sec),
@@ -181,12 +231,6 @@ pub fn bench(scenario: &Scenario, seed: u64) -> Result<BenchReport, RunError> {
         peak_rss_bytes: peak_rss_bytes(),
         phases: vec![floor_phase, full, faults],
     })
-}
-
-/// Without the simulator there is nothing to measure.
-#[cfg(not(madsim))]
-pub fn bench(_scenario: &Scenario, _seed: u64) -> Result<BenchReport, RunError> {
-    Err(RunError::NoEngine)
 }
 
 /// The human-readable table.

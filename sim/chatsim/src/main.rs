@@ -145,6 +145,10 @@ enum Command {
         /// The seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// The engine to measure, against its own floor: madsim, or turmoil (bare turmoil hosts
+        /// for the floor).
+        #[arg(long, value_enum, default_value_t = Engine::Madsim)]
+        engine: Engine,
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
@@ -440,6 +444,7 @@ fn main() -> ExitCode {
             quick,
             scenario,
             seed,
+            engine,
             json: as_json,
         } => {
             let path = scenario.unwrap_or_else(|| {
@@ -453,7 +458,7 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            match chatsim::bench::bench(&s, seed) {
+            match chatsim::bench::bench(&s, seed, engine) {
                 Ok(r) => {
                     if as_json {
                         println!(

@@ -308,9 +308,23 @@ fn hunt_writes_a_replayable_shrunk_scenario_and_refuses_what_it_cannot_do() {
 // floor replays every frame of the full run. No timing is asserted: machines differ.
 #[test]
 fn bench_prints_the_floor_the_full_system_and_their_ratio() {
-    let o = chatsim(&["bench", "--scenario", "scenarios/smoke.toml", "--json"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let j = json_of(&o);
+    for engine in ["madsim", "turmoil"] {
+        let o = chatsim(&[
+            "bench",
+            "--scenario",
+            "scenarios/smoke.toml",
+            "--engine",
+            engine,
+            "--json",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{engine}: {}", stderr(&o));
+        let j = json_of(&o);
+        assert_eq!(j["engine"], engine, "each engine against its own floor");
+        bench_json_is_complete(&j);
+    }
+}
+
+fn bench_json_is_complete(j: &serde_json::Value) {
     for field in [
         "floor_frames_per_sec",
         "full_frames_per_sec",

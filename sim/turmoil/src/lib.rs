@@ -37,10 +37,13 @@ use chatsim_system::device::Device;
 use chatsim_system::proto::{ConnId, DeviceId, Envelope, Host, Millis, Rpc, UserId};
 use chatsim_system::{Action, Effect, Input, Machine};
 use chatsim_world::plan::{device_fault, role_of, server_hosts, Plan, WorldAction};
-use chatsim_world::record::{deployment, device_seed, Durable, RawRun, Recorder, SAMPLE_MS};
+use chatsim_world::record::{
+    deployment, device_seed, Durable, FloorPlan, Frames, RawRun, Recorder, SAMPLE_MS,
+};
 use chatsim_world::scenario::{Role, Scenario};
-use chatsim_world::wire::{decode, encode, Frame, Wire};
+use chatsim_world::wire::{decode, encode, Frame, Wire, LEN_BYTES};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
@@ -565,24 +568,61 @@ async fn cell_main(phones: Vec<Phone>, sh: Arc<Shared>) -> turmoil::Result {
 
 /// Run one seed of `scenario` on turmoil. Call it on a fresh thread per seed.
 pub fn run(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) -> Result<RawRun, EngineError> {
-    let topo = deployment(scenario, seed, &plan, bugs);
+    run_with(scenario, seed, plan, bugs, false)
+}
+
+/// As [`run`], also recording every delivered frame's route, size and send time
+/// ([`RawRun::frame_trace`]) for the benchmark's floor.
+pub fn run_traced(
+    scenario: &Scenario,
+    seed: u64,
+    plan: Plan,
+    bugs: Bugs,
+) -> Result<RawRun, EngineError> {
+    run_with(scenario, seed, plan, bugs, true)
+}
+
+/// The simulation every run of `scenario` steps, lasting `until` simulated time: the floor
+/// builds the same one, so it moves frames under the same latencies, tick and socket sizes.
+fn simulation(scenario: &Scenario, seed: u64, until: Duration) -> turmoil::Sim<'static> {
     let lat = scenario.network.latency_ms;
-    let mut sim = turmoil::Builder::new()
+    turmoil::Builder::new()
         .rng_seed(seed)
         .tick_duration(TICK)
-        .simulation_duration(Duration::from_millis(plan.end_at) + OVERTIME)
+        .simulation_duration(until)
         .min_message_latency(Duration::from_millis(lat.lo))
         .max_message_latency(Duration::from_millis(lat.hi))
         .tcp_capacity(TCP_CAPACITY)
-        .build();
+        .build()
+}
+
+/// How many cells carry `n` phones.
+fn cell_count(n: u32) -> u32 {
+    CELLS.max(n.div_ceil(PHONES_PER_CELL_MAX)).min(n).max(1)
+}
+
+fn run_with(
+    scenario: &Scenario,
+    seed: u64,
+    plan: Plan,
+    bugs: Bugs,
+    traced: bool,
+) -> Result<RawRun, EngineError> {
+    let topo = deployment(scenario, seed, &plan, bugs);
+    let lat = scenario.network.latency_ms;
+    let mut sim = simulation(
+        scenario,
+        seed,
+        Duration::from_millis(plan.end_at) + OVERTIME,
+    );
 
     let devices: Vec<DeviceId> = (0..topo.users)
         .flat_map(|u| topo.devices_of(UserId(u)))
         .collect();
     let n = devices.len() as u32;
-    let cells = CELLS.max(n.div_ceil(PHONES_PER_CELL_MAX)).min(n).max(1);
+    let cells = cell_count(n);
     let sh = Arc::new(Shared {
-        rec: Recorder::new(&topo, &plan, false),
+        rec: Recorder::new(&topo, &plan, traced),
         durable: Durable::new(&topo),
         silent: devices
             .iter()
@@ -676,6 +716,128 @@ pub fn run(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) -> Result<Raw
     Ok(sh
         .rec
         .finish(plan.end_at, elapsed(&sim), &sh.durable, Vec::new()))
+}
+
+/// The benchmark's floor on turmoil: bare hosts replaying `plan` (the frames a full run
+/// delivered, of the same sizes, sent at the same simulated times) on the same simulation
+/// (latencies, tick, socket sizes) and the same hosts (each server its own, the phones on as
+/// many cells as the full run has), with no chat logic. Each route gets its own connection, so
+/// a phone and its gateway talk over two (one per direction) where the full run has one, and
+/// server links carry no acknowledgements; nothing reconnects and the scenario's extra per-link
+/// latencies are not applied. Returns the frames received and the simulated ms until the last
+/// arrived.
+pub fn floor(
+    scenario: &Scenario,
+    seed: u64,
+    plan: FloorPlan,
+) -> Result<(u64, Millis), EngineError> {
+    // Frames may still be on the wire after the last send; give them a generous while.
+    let until = Duration::from_millis(plan.last) + OVERTIME;
+    let mut sim = simulation(scenario, seed, until + TICK);
+    let phones: Vec<DeviceId> = plan
+        .hosts
+        .iter()
+        .filter_map(|h| match h {
+            Host::Device(d) => Some(*d),
+            _ => None,
+        })
+        .collect();
+    let cells = cell_count(phones.len() as u32);
+    let cell: BTreeMap<DeviceId, String> = phones
+        .iter()
+        .enumerate()
+        .map(|(flat, d)| (*d, cell_of(flat as u32, cells)))
+        .collect();
+    let name = move |h: Host| match h {
+        Host::Device(d) => cell[&d].clone(),
+        h => host_name(h),
+    };
+    // Every turmoil host's outgoing routes, each with the name of the host it goes to.
+    let mut routes: BTreeMap<String, Vec<(String, Frames)>> = BTreeMap::new();
+    for &h in &plan.hosts {
+        routes.entry(name(h)).or_default();
+    }
+    for (from, list) in &plan.routes {
+        for (to, frames) in list {
+            routes
+                .entry(name(*from))
+                .or_default()
+                .push((name(*to), frames.clone()));
+        }
+    }
+    let received = Arc::new(AtomicU64::new(0));
+    for (host, out) in routes {
+        let (out, received) = (Arc::new(out), received.clone());
+        sim.host(host, move || floor_host(out.clone(), received.clone()));
+    }
+    let elapsed = |sim: &turmoil::Sim| sim.elapsed().as_millis() as Millis;
+    while received.load(Ordering::Relaxed) < plan.total && sim.elapsed() < until {
+        sim.step().map_err(|e| EngineError::Stopped {
+            at_ms: elapsed(&sim),
+            message: e.to_string(),
+        })?;
+    }
+    Ok((received.load(Ordering::Relaxed), elapsed(&sim)))
+}
+
+/// One floor host: count every frame that arrives, and send each of `routes` frames at its
+/// time, what is queued by then going as one write (as the full run's connections write).
+async fn floor_host(
+    routes: Arc<Vec<(String, Frames)>>,
+    received: Arc<AtomicU64>,
+) -> turmoil::Result {
+    let listener = TcpListener::bind(("0.0.0.0", PORT)).await?;
+    spawn_local(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = received.clone();
+            spawn_local(async move {
+                let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+                while matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0) {
+                    while buf.len() >= LEN_BYTES {
+                        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                        if buf.len() < LEN_BYTES + len {
+                            break;
+                        }
+                        let _ = buf.split_to(LEN_BYTES + len);
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    for (to, frames) in routes.iter() {
+        let (to, frames) = (to.clone(), frames.clone());
+        let (tx, mut rx) = unbounded_channel::<Bytes>();
+        spawn_local(async move {
+            for &(t, bytes) in frames.iter() {
+                if t > now() {
+                    sleep_until(t).await;
+                }
+                let body = (bytes as usize).saturating_sub(LEN_BYTES);
+                let mut frame = BytesMut::with_capacity(LEN_BYTES + body);
+                frame.extend_from_slice(&(body as u32).to_be_bytes());
+                frame.resize(LEN_BYTES + body, 0);
+                let _ = tx.send(frame.freeze());
+            }
+        });
+        spawn_local(async move {
+            let mut stream = loop {
+                let connect = TcpStream::connect((to.as_str(), PORT));
+                if let Ok(Ok(s)) = tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+                    break s;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            };
+            while let Some(first) = rx.recv().await {
+                let (bytes, _) = batch(first, &mut rx);
+                if !write_all(&mut stream, &bytes).await {
+                    return;
+                }
+            }
+        });
+    }
+    std::future::pending::<()>().await;
+    Ok(())
 }
 
 /// What the nemesis has broken and not yet mended.

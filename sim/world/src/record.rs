@@ -20,9 +20,9 @@ use chatsim_system::shard::Shard;
 use chatsim_system::storage::{Storage, StorageState};
 use chatsim_system::{Action, Deployment, Effect, KeyDirectory, Machine, Observation};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Frames kept in the run's frame log (for sequence diagrams); later ones are only counted.
 pub const FRAME_LOG_MAX: usize = 500_000;
@@ -70,6 +70,50 @@ pub struct FrameTrace {
     pub bytes: u32,
     /// Simulated send time.
     pub sent_ms: Millis,
+}
+
+/// One route's frames, (send time, bytes), in send order; shared, not copied, by its sender.
+pub type Frames = Arc<[(Millis, u32)]>;
+
+/// The frames the benchmark's floor replays, sorted into routes.
+pub struct FloorPlan {
+    /// Per sender: per receiver, the frames to send, (send time, bytes), in send order.
+    pub routes: BTreeMap<Host, Vec<(Host, Frames)>>,
+    /// Every host that sends or receives a frame.
+    pub hosts: BTreeSet<Host>,
+    /// Frames in all.
+    pub total: u64,
+    /// The last send time.
+    pub last: Millis,
+}
+
+impl FloorPlan {
+    /// Sort a full run's delivered frames into routes.
+    pub fn new(trace: Vec<FrameTrace>) -> FloorPlan {
+        let mut by_route: BTreeMap<(Host, Host), Vec<(Millis, u32)>> = BTreeMap::new();
+        let mut hosts = BTreeSet::new();
+        let total = trace.len() as u64;
+        let last = trace.iter().map(|f| f.sent_ms).max().unwrap_or(0);
+        for f in trace {
+            hosts.insert(f.from);
+            hosts.insert(f.to);
+            by_route
+                .entry((f.from, f.to))
+                .or_default()
+                .push((f.sent_ms, f.bytes));
+        }
+        let mut routes: BTreeMap<Host, Vec<(Host, Frames)>> = BTreeMap::new();
+        for ((from, to), mut frames) in by_route {
+            frames.sort_by_key(|(t, _)| *t);
+            routes.entry(from).or_default().push((to, frames.into()));
+        }
+        FloorPlan {
+            routes,
+            hosts,
+            total,
+            last,
+        }
+    }
 }
 
 /// The seed of one device's generator (and so of its keys). Index 0 keeps the salt

@@ -10,7 +10,7 @@
 //! buffers until `flush()`; restarting a node that was not killed panics ("address in use"),
 //! so the nemesis kills before it restarts and tracks which hosts are down.
 
-use super::{FrameTrace, RawRun};
+use super::RawRun;
 use crate::plan::{derive_seed, device_fault, role_of, server_hosts, Plan, WorldAction};
 use crate::scenario::{Range, Role, Scenario};
 use crate::wire::{decode, encode, Frame, Wire, LEN_BYTES};
@@ -20,7 +20,7 @@ use chatsim_system::bugs::Bugs;
 use chatsim_system::device::Device;
 use chatsim_system::proto::{ConnId, DeviceId, Envelope, Host, Millis, Rpc, UserId};
 use chatsim_system::{Action, Deployment, Effect, Input, Machine};
-use chatsim_world::record::{deployment, device_seed, Durable, Recorder, SAMPLE_MS};
+use chatsim_world::record::{deployment, device_seed, Durable, FloorPlan, Recorder, SAMPLE_MS};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -747,47 +747,6 @@ async fn world(
     }
     sleep_until(sh.t0 + Duration::from_millis(plan.end_at)).await;
     sh.rec.finish(plan.end_at, sh.now(), &sh.durable, skipped)
-}
-
-/// One route's frames, (send time, bytes), in send order; shared, not copied, by its sender.
-type Frames = Arc<[(Millis, u32)]>;
-
-/// The frames the benchmark's floor replays, sorted into routes.
-pub struct FloorPlan {
-    /// Per sender: per receiver, the frames to send, (send time, bytes), in send order.
-    routes: BTreeMap<Host, Vec<(Host, Frames)>>,
-    hosts: BTreeSet<Host>,
-    total: u64,
-    last: Millis,
-}
-
-impl FloorPlan {
-    /// Sort a full run's delivered frames into routes.
-    pub fn new(trace: Vec<FrameTrace>) -> FloorPlan {
-        let mut by_route: BTreeMap<(Host, Host), Vec<(Millis, u32)>> = BTreeMap::new();
-        let mut hosts = BTreeSet::new();
-        let total = trace.len() as u64;
-        let last = trace.iter().map(|f| f.sent_ms).max().unwrap_or(0);
-        for f in trace {
-            hosts.insert(f.from);
-            hosts.insert(f.to);
-            by_route
-                .entry((f.from, f.to))
-                .or_default()
-                .push((f.sent_ms, f.bytes));
-        }
-        let mut routes: BTreeMap<Host, Vec<(Host, Frames)>> = BTreeMap::new();
-        for ((from, to), mut frames) in by_route {
-            frames.sort_by_key(|(t, _)| *t);
-            routes.entry(from).or_default().push((to, frames.into()));
-        }
-        FloorPlan {
-            routes,
-            hosts,
-            total,
-            last,
-        }
-    }
 }
 
 /// The benchmark's floor: bare nodes at the same addresses replaying `plan` (the same frames,
