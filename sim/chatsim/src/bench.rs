@@ -14,7 +14,7 @@ use crate::scenario::Scenario;
 use chatsim_judge::check_all;
 use chatsim_system::bugs::Bugs;
 use chatsim_system::proto::Millis;
-use chatsim_world::record::FloorPlan;
+use chatsim_world::record::{FloorPlan, Keep};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -142,9 +142,25 @@ fn madsim_phases() -> Result<Phases, RunError> {
     use crate::engine::madsim;
     Ok(Phases {
         engine: ENGINE_MADSIM,
-        traced: |s, seed, plan| Ok(madsim::run_traced(s, seed, plan, Bugs::none())),
+        traced: |s, seed, plan| {
+            Ok(madsim::run_keeping(
+                s,
+                seed,
+                plan,
+                Bugs::none(),
+                Keep::BENCH,
+            ))
+        },
         floor: |s, seed, plan| Ok(madsim::floor(s, seed, plan)),
-        run: |s, seed, plan| Ok(madsim::run(s, seed, plan, Bugs::none())),
+        run: |s, seed, plan| {
+            Ok(madsim::run_keeping(
+                s,
+                seed,
+                plan,
+                Bugs::none(),
+                Keep::VERDICT,
+            ))
+        },
     })
 }
 
@@ -159,10 +175,12 @@ fn turmoil_phases() -> Phases {
     Phases {
         engine: t::ENGINE,
         traced: |s, seed, plan| {
-            t::run_traced(s, seed, plan, Bugs::none()).map_err(|e| e.to_string())
+            t::run_keeping(s, seed, plan, Bugs::none(), Keep::BENCH).map_err(|e| e.to_string())
         },
         floor: |s, seed, plan| t::floor(s, seed, plan).map_err(|e| e.to_string()),
-        run: |s, seed, plan| t::run(s, seed, plan, Bugs::none()).map_err(|e| e.to_string()),
+        run: |s, seed, plan| {
+            t::run_keeping(s, seed, plan, Bugs::none(), Keep::VERDICT).map_err(|e| e.to_string())
+        },
     }
 }
 

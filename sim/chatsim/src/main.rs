@@ -3,7 +3,7 @@
 
 use chatsim::output::{json, replay_log, summary};
 use chatsim::report::{default_run_dir, write_atomic, write_run_report, write_swarm_report};
-use chatsim::run::{run_seed_on, Engine};
+use chatsim::run::{run_seed_keeping, Engine, Keep};
 use chatsim::scenario::{Scenario, ScenarioError};
 use chatsim::shrink::{shrink, ShrinkError};
 use chatsim::swarm::{
@@ -284,7 +284,13 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            match run_seed_on(engine, &s, seed, &bugs.into_iter().collect()) {
+            // The frame log only feeds the report's sequence diagram.
+            let keep = if no_report {
+                Keep::VERDICT
+            } else {
+                Keep::REPORT
+            };
+            match run_seed_keeping(engine, &s, seed, &bugs.into_iter().collect(), keep) {
                 Ok(r) => {
                     if as_json {
                         println!("{}", json(&r));
@@ -322,7 +328,8 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            match run_seed_on(engine, &s, seed, &bugs.into_iter().collect()) {
+            let bugs = bugs.into_iter().collect();
+            match run_seed_keeping(engine, &s, seed, &bugs, Keep::VERDICT) {
                 Ok(r) => {
                     print!("{}", replay_log(&r.history));
                     ExitCode::SUCCESS

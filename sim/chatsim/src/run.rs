@@ -8,6 +8,7 @@ use chatsim_judge::checkers::{check_all_timed, Bounds};
 use chatsim_judge::{Event, History, Verdict};
 use chatsim_system::bugs::Bugs;
 use chatsim_system::Observation;
+pub use chatsim_world::record::Keep;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -240,27 +241,40 @@ pub fn run_seed(scenario: &Scenario, seed: u64, bugs: &Bugs) -> Result<RunReport
     run_seed_on(Engine::Madsim, scenario, seed, bugs)
 }
 
-/// Run one seed on a fresh thread on `engine` and judge it.
+/// Run one seed on a fresh thread on `engine` and judge it, keeping the frame log a report
+/// draws its sequence diagram from.
 pub fn run_seed_on(
     engine: Engine,
     scenario: &Scenario,
     seed: u64,
     bugs: &Bugs,
 ) -> Result<RunReport, RunError> {
+    run_seed_keeping(engine, scenario, seed, bugs, Keep::REPORT)
+}
+
+/// As [`run_seed_on`], keeping only what `keep` asks for besides the verdict's needs
+/// ([`Keep::VERDICT`] for a run no report is written of).
+pub fn run_seed_keeping(
+    engine: Engine,
+    scenario: &Scenario,
+    seed: u64,
+    bugs: &Bugs,
+    keep: Keep,
+) -> Result<RunReport, RunError> {
     let plan = make_plan(scenario, seed);
     let s = scenario.clone();
     let engine_bugs = bugs.clone();
     let started = Instant::now();
-    let raw = on_fresh_thread(format!("seed-{seed}"), seed, move || match engine {
-        Engine::Madsim => engine_run(&s, seed, plan, engine_bugs),
-        Engine::Turmoil => {
-            chatsim_turmoil::run(&s, seed, plan, engine_bugs).map_err(|e| RunError::Engine {
-                engine: chatsim_turmoil::ENGINE,
-                seed,
-                message: e.to_string(),
-            })
-        }
-    })??;
+    let raw =
+        on_fresh_thread(format!("seed-{seed}"), seed, move || match engine {
+            Engine::Madsim => engine_run(&s, seed, plan, engine_bugs, keep),
+            Engine::Turmoil => chatsim_turmoil::run_keeping(&s, seed, plan, engine_bugs, keep)
+                .map_err(|e| RunError::Engine {
+                    engine: chatsim_turmoil::ENGINE,
+                    seed,
+                    message: e.to_string(),
+                }),
+        })??;
     let wall = started.elapsed().as_secs_f64();
     let bounds = bounds(scenario);
     let path = scenario.path.display().to_string();
@@ -298,11 +312,20 @@ fn engine_run(
     seed: u64,
     plan: crate::plan::Plan,
     bugs: Bugs,
+    keep: Keep,
 ) -> Result<RawRun, RunError> {
-    Ok(crate::engine::madsim::run(s, seed, plan, bugs))
+    Ok(crate::engine::madsim::run_keeping(
+        s, seed, plan, bugs, keep,
+    ))
 }
 
 #[cfg(not(madsim))]
-fn engine_run(_: &Scenario, _: u64, _: crate::plan::Plan, _: Bugs) -> Result<RawRun, RunError> {
+fn engine_run(
+    _: &Scenario,
+    _: u64,
+    _: crate::plan::Plan,
+    _: Bugs,
+    _: Keep,
+) -> Result<RawRun, RunError> {
     Err(RunError::NoEngine)
 }

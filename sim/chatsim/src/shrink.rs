@@ -7,7 +7,7 @@
 //! story.
 
 use crate::plan::{make_plan, plan_events};
-use crate::run::{run_seed, RunError, RunReport};
+use crate::run::{run_seed_keeping, Engine, Keep, RunError, RunReport};
 use crate::scenario::{action_name, EventAction, Role, Scenario, ScheduledEvent, WorkloadSpec};
 use chatsim_judge::{Event, Fault};
 use chatsim_system::bugs::Bugs;
@@ -70,7 +70,7 @@ pub fn hunt(
     let mut best: Option<Hunted> = None;
     let mut caught = Vec::new();
     for seed in 1..=seeds {
-        let r = run_seed(scenario, seed, bugs)?;
+        let r = run_seed_keeping(Engine::Madsim, scenario, seed, bugs, Keep::VERDICT)?;
         if !r.invariants.iter().any(|v| v.name == invariant && !v.holds) {
             continue;
         }
@@ -236,7 +236,7 @@ impl Trial<'_> {
             return None;
         }
         self.runs += 1;
-        let r = run_seed(s, self.seed, self.bugs).ok()?;
+        let r = run_seed_keeping(Engine::Madsim, s, self.seed, self.bugs, Keep::VERDICT).ok()?;
         r.invariants
             .iter()
             .any(|v| v.name == self.invariant && !v.holds)
@@ -283,7 +283,7 @@ pub fn shrink(
     bugs: &Bugs,
     invariant: Option<&str>,
 ) -> Result<Shrunk, ShrinkError> {
-    let original = run_seed(scenario, seed, bugs)?;
+    let original = run_seed_keeping(Engine::Madsim, scenario, seed, bugs, Keep::VERDICT)?;
     let broken: Vec<&str> = original
         .invariants
         .iter()
@@ -631,6 +631,7 @@ fn scenario_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::run_seed;
     use std::path::Path;
 
     fn scenario(name: &str) -> Scenario {

@@ -3,9 +3,10 @@
 //! scenario's ranges. Aggregates per-invariant counts, names the first failing seeds with the
 //! command that replays each, and writes JUnit XML for CI systems.
 
-use crate::run::{run_seed_on, Engine, RunError, RunReport};
+use crate::run::{run_seed_keeping, Engine, Keep, RunError, RunReport};
 use crate::scenario::Scenario;
 use chatsim_judge::checkers::CHECKS;
+use chatsim_judge::History;
 use chatsim_system::bugs::Bugs;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -129,7 +130,8 @@ pub struct SwarmReport {
     pub failures: Vec<Failure>,
     /// Wall seconds for the whole swarm.
     pub wall_seconds: f64,
-    /// Every seed's outcome, in seed order (for JUnit and reports).
+    /// Every seed's outcome, in seed order (for JUnit and reports): verdicts and counts; each
+    /// history is dropped once judged and no frame log is kept.
     #[serde(skip)]
     pub per_seed: Vec<(u64, Result<RunReport, String>)>,
 }
@@ -170,8 +172,14 @@ pub fn swarm_on(
         seeds
             .par_iter()
             .map(|&seed| {
-                let r =
-                    run_seed_on(engine, scenario, seed, bugs).map_err(|e: RunError| e.to_string());
+                // A swarm reports verdicts, not runs: no frame log, and each seed's history
+                // goes as soon as it is judged, so a long swarm holds verdicts, not histories.
+                let r = run_seed_keeping(engine, scenario, seed, bugs, Keep::VERDICT)
+                    .map(|mut r| {
+                        r.history = History::default();
+                        r
+                    })
+                    .map_err(|e: RunError| e.to_string());
                 let ok = matches!(&r, Ok(rep) if rep.passed());
                 let nfailed = failed
                     .fetch_add(usize::from(!ok), std::sync::atomic::Ordering::Relaxed)

@@ -127,3 +127,26 @@ fn madsim_determinism_check_passes_on_a_faulty_scenario() {
         "the run was too short to prove anything: {events} events"
     );
 }
+
+// Skipping the frame log (swarms, the shrinker, `run --no-report`) saves its labels and
+// nothing else: the same trace and verdicts, on both engines, and a report run still has it.
+#[test]
+fn a_run_without_its_frame_log_gives_the_same_trace_and_verdicts() {
+    use chatsim::run::{run_seed_keeping, Engine, Keep};
+    let s = Scenario::load(&common::scenarios_dir().join("smoke.toml")).expect("valid");
+    for engine in [Engine::Madsim, Engine::Turmoil] {
+        let full = run_seed_keeping(engine, &s, 3, &Bugs::none(), Keep::REPORT).expect("runs");
+        let lean = run_seed_keeping(engine, &s, 3, &Bugs::none(), Keep::VERDICT).expect("runs");
+        assert!(
+            !full.frame_log.is_empty(),
+            "{engine:?}: a report run logs frames"
+        );
+        assert!(
+            lean.frame_log.is_empty(),
+            "{engine:?}: a verdict run does not"
+        );
+        assert_eq!(full.trace_hash, lean.trace_hash, "{engine:?}");
+        assert_eq!(full.invariants, lean.invariants, "{engine:?}");
+        assert_eq!(full.history, lean.history, "{engine:?}");
+    }
+}

@@ -38,7 +38,7 @@ use chatsim_system::proto::{ConnId, DeviceId, Envelope, Host, Millis, Rpc, UserI
 use chatsim_system::{Action, Effect, Input, Machine};
 use chatsim_world::plan::{device_fault, role_of, server_hosts, Plan, WorldAction};
 use chatsim_world::record::{
-    deployment, device_seed, Durable, FloorPlan, Frames, RawRun, Recorder, SAMPLE_MS,
+    deployment, device_seed, Durable, FloorPlan, Frames, Keep, RawRun, Recorder, SAMPLE_MS,
 };
 use chatsim_world::scenario::{Role, Scenario};
 use chatsim_world::wire::{decode, encode, Frame, Wire, LEN_BYTES};
@@ -566,20 +566,10 @@ async fn cell_main(phones: Vec<Phone>, sh: Arc<Shared>) -> turmoil::Result {
     Ok(())
 }
 
-/// Run one seed of `scenario` on turmoil. Call it on a fresh thread per seed.
+/// Run one seed of `scenario` on turmoil, keeping the frame log a report draws from. Call it
+/// on a fresh thread per seed.
 pub fn run(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) -> Result<RawRun, EngineError> {
-    run_with(scenario, seed, plan, bugs, false)
-}
-
-/// As [`run`], also recording every delivered frame's route, size and send time
-/// ([`RawRun::frame_trace`]) for the benchmark's floor.
-pub fn run_traced(
-    scenario: &Scenario,
-    seed: u64,
-    plan: Plan,
-    bugs: Bugs,
-) -> Result<RawRun, EngineError> {
-    run_with(scenario, seed, plan, bugs, true)
+    run_keeping(scenario, seed, plan, bugs, Keep::REPORT)
 }
 
 /// The simulation every run of `scenario` steps, lasting `until` simulated time: the floor
@@ -601,12 +591,13 @@ fn cell_count(n: u32) -> u32 {
     CELLS.max(n.div_ceil(PHONES_PER_CELL_MAX)).min(n).max(1)
 }
 
-fn run_with(
+/// As [`run`], keeping what `keep` asks for besides the verdict's needs.
+pub fn run_keeping(
     scenario: &Scenario,
     seed: u64,
     plan: Plan,
     bugs: Bugs,
-    traced: bool,
+    keep: Keep,
 ) -> Result<RawRun, EngineError> {
     let topo = deployment(scenario, seed, &plan, bugs);
     let lat = scenario.network.latency_ms;
@@ -622,7 +613,7 @@ fn run_with(
     let n = devices.len() as u32;
     let cells = cell_count(n);
     let sh = Arc::new(Shared {
-        rec: Recorder::new(&topo, &plan, traced),
+        rec: Recorder::new(&topo, &plan, keep),
         durable: Durable::new(&topo),
         silent: devices
             .iter()

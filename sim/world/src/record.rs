@@ -241,13 +241,45 @@ impl Durable {
     }
 }
 
+/// What a run keeps besides what its verdict needs (the history, the frame digest, the
+/// screen, the samples). The frame log labels every frame for a report's sequence diagram, a
+/// formatted string per frame and a real share of a long run's time; runs judged only for
+/// their verdict (a swarm's seeds, the shrinker's tries, the benchmark) skip it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Keep {
+    /// The frame log ([`RawRun::frame_log`]), for a report.
+    pub frame_log: bool,
+    /// Every frame's route, size and send time ([`RawRun::frame_trace`]), for the
+    /// benchmark's floor.
+    pub frame_trace: bool,
+}
+
+impl Keep {
+    /// What a run that writes a report needs: the frame log.
+    pub const REPORT: Keep = Keep {
+        frame_log: true,
+        frame_trace: false,
+    };
+    /// Only what the verdict needs.
+    pub const VERDICT: Keep = Keep {
+        frame_log: false,
+        frame_trace: false,
+    };
+    /// The benchmark's full phase: the trace its floor replays, no frame log.
+    pub const BENCH: Keep = Keep {
+        frame_log: false,
+        frame_trace: true,
+    };
+}
+
 /// Everything observable about a run as it happens: the history, every delivered frame's
 /// digest, the frame log for diagrams, the confidentiality screen and the inbox samples.
 pub struct Recorder {
     history: Mutex<History>,
     digest: Mutex<Sha256>,
     frames: AtomicU64,
-    frame_log: Mutex<Vec<FrameRecord>>,
+    /// Kept only when asked ([`Keep::frame_log`]).
+    frame_log: Option<Mutex<Vec<FrameRecord>>>,
     /// Scans each frame a server receives for the plan's plaintexts, keeping only hits.
     screen: Mutex<Screen>,
     samples: Mutex<Vec<(Millis, usize)>>,
@@ -256,8 +288,8 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// A recorder for `plan` on `topo`; `traced` keeps every frame's route for the benchmark.
-    pub fn new(topo: &Deployment, plan: &Plan, traced: bool) -> Recorder {
+    /// A recorder for `plan` on `topo`, keeping what `keep` asks for.
+    pub fn new(topo: &Deployment, plan: &Plan, keep: Keep) -> Recorder {
         let texts = plan.device.values().flatten().filter_map(|(_, a)| match a {
             Action::SendDirect { body, .. } | Action::SendGroup { body, .. } => Some(body.clone()),
             _ => None,
@@ -269,10 +301,10 @@ impl Recorder {
             }),
             digest: Mutex::new(Sha256::new()),
             frames: AtomicU64::new(0),
-            frame_log: Mutex::new(Vec::new()),
+            frame_log: keep.frame_log.then(|| Mutex::new(Vec::new())),
             screen: Mutex::new(Screen::new(texts)),
             samples: Mutex::new(Vec::new()),
-            trace: traced.then(|| Mutex::new(Vec::new())),
+            trace: keep.frame_trace.then(|| Mutex::new(Vec::new())),
         }
     }
 
@@ -318,20 +350,21 @@ impl Recorder {
             });
         }
 
-        let mut log = self.frame_log.lock().expect("never poisoned");
-        if log.len() < FRAME_LOG_MAX {
-            let (label, msg, key) = describe(&frame.wire);
-            log.push(FrameRecord {
-                from: frame.from,
-                to: at,
-                sent_ms: frame.sent_ms,
-                recv_ms: now,
-                label,
-                msg,
-                key,
-            });
+        if let Some(log) = &self.frame_log {
+            let mut log = log.lock().expect("never poisoned");
+            if log.len() < FRAME_LOG_MAX {
+                let (label, msg, key) = describe(&frame.wire);
+                log.push(FrameRecord {
+                    from: frame.from,
+                    to: at,
+                    sent_ms: frame.sent_ms,
+                    recv_ms: now,
+                    label,
+                    msg,
+                    key,
+                });
+            }
         }
-        drop(log);
         let mut d = self
             .digest
             .lock()
@@ -383,7 +416,11 @@ impl Recorder {
             inbox_left,
             inbox_written,
             bodies_kept,
-            frame_log: std::mem::take(&mut *self.frame_log.lock().expect("never poisoned")),
+            frame_log: self
+                .frame_log
+                .as_ref()
+                .map(|l| std::mem::take(&mut *l.lock().expect("never poisoned")))
+                .unwrap_or_default(),
             samples: std::mem::take(&mut *self.samples.lock().expect("never poisoned")),
             frame_trace: self
                 .trace

@@ -20,7 +20,9 @@ use chatsim_system::bugs::Bugs;
 use chatsim_system::device::Device;
 use chatsim_system::proto::{ConnId, DeviceId, Envelope, Host, Millis, Rpc, UserId};
 use chatsim_system::{Action, Deployment, Effect, Input, Machine};
-use chatsim_world::record::{deployment, device_seed, Durable, FloorPlan, Recorder, SAMPLE_MS};
+use chatsim_world::record::{
+    deployment, device_seed, Durable, FloorPlan, Keep, Recorder, SAMPLE_MS,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -554,29 +556,27 @@ pub fn config(scenario: &Scenario) -> madsim::Config {
 /// Run one seed of `scenario` under madsim. Call it on a fresh thread per seed: madsim's
 /// determinism was seen to hold per fresh thread.
 pub fn run(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) -> RawRun {
+    run_keeping(scenario, seed, plan, bugs, Keep::REPORT)
+}
+
+/// As [`run`], keeping what `keep` asks for besides the verdict's needs.
+pub fn run_keeping(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs, keep: Keep) -> RawRun {
     let rt = madsim::runtime::Runtime::with_seed_and_config(seed, config(scenario));
-    rt.block_on(simulate(scenario, seed, plan, bugs))
+    rt.block_on(simulate_keeping(scenario, seed, plan, bugs, keep))
 }
 
 /// The run itself, inside a madsim runtime the caller made (tests use madsim's own
 /// determinism check this way).
 pub async fn simulate(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) -> RawRun {
-    simulate_traced(scenario, seed, plan, bugs, false).await
+    simulate_keeping(scenario, seed, plan, bugs, Keep::REPORT).await
 }
 
-/// As [`run`], recording every delivered frame's route, size and send time
-/// ([`RawRun::frame_trace`]) for the benchmark's floor.
-pub fn run_traced(scenario: &Scenario, seed: u64, plan: Plan, bugs: Bugs) -> RawRun {
-    let rt = madsim::runtime::Runtime::with_seed_and_config(seed, config(scenario));
-    rt.block_on(simulate_traced(scenario, seed, plan, bugs, true))
-}
-
-async fn simulate_traced(
+async fn simulate_keeping(
     scenario: &Scenario,
     seed: u64,
     plan: Plan,
     bugs: Bugs,
-    traced: bool,
+    keep: Keep,
 ) -> RawRun {
     let links = scenario
         .network
@@ -585,7 +585,7 @@ async fn simulate_traced(
         .map(|l| ((l.from, l.to), l.extra_latency_ms))
         .collect();
     let topo = deployment(scenario, seed, &plan, bugs);
-    world(topo, seed, server_hosts(scenario), plan, links, traced).await
+    world(topo, seed, server_hosts(scenario), plan, links, keep).await
 }
 
 async fn world(
@@ -594,14 +594,14 @@ async fn world(
     hosts: Vec<Host>,
     plan: Plan,
     links: BTreeMap<(Role, Role), Range>,
-    traced: bool,
+    keep: Keep,
 ) -> RawRun {
     let handle = madsim::runtime::Handle::current();
     let net = madsim::net::NetSim::current();
     let users = topo.users;
     let sh = Arc::new(Shared {
         t0: Instant::now(),
-        rec: Recorder::new(&topo, &plan, traced),
+        rec: Recorder::new(&topo, &plan, keep),
         durable: Durable::new(&topo),
         topo,
         seed,
