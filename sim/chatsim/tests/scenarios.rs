@@ -150,3 +150,22 @@ fn a_run_without_its_frame_log_gives_the_same_trace_and_verdicts() {
         assert_eq!(full.history, lean.history, "{engine:?}");
     }
 }
+
+// A finished run leaves nothing behind: madsim drops only the tasks queued to run, and every
+// waiting task held the whole world (and was held by it), so a swarm kept every seed's world
+// until the process ended. gateway-crash kills and restarts servers too.
+#[test]
+fn a_finished_madsim_run_leaves_no_world_alive() {
+    use chatsim::engine::madsim::{run, worlds_alive_on_this_thread};
+    let s = Scenario::load(&common::scenarios_dir().join("gateway-crash.toml")).expect("valid");
+    let before = worlds_alive_on_this_thread();
+    for seed in [3, 4] {
+        let raw = run(&s, seed, chatsim::plan::make_plan(&s, seed), Bugs::none());
+        assert!(!raw.history.records.is_empty(), "seed {seed} ran");
+    }
+    assert_eq!(
+        worlds_alive_on_this_thread(),
+        before,
+        "a run's world outlived it"
+    );
+}

@@ -101,6 +101,23 @@ struct Shared {
     wakers: Mutex<BTreeMap<DeviceId, UnboundedSender<DeviceEvent>>>,
 }
 
+thread_local! {
+    /// Worlds built on this thread and not yet dropped (a run's whole world is one `Shared`).
+    static WORLDS_ALIVE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many worlds built on this thread are still alive: 0 once its runs have returned, or
+/// every finished run's hosts, sockets and machines are leaking (a swarm would keep them all).
+pub fn worlds_alive_on_this_thread() -> usize {
+    WORLDS_ALIVE.with(|n| n.get())
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        WORLDS_ALIVE.with(|n| n.set(n.get().saturating_sub(1)));
+    }
+}
+
 impl Shared {
     fn now(&self) -> Millis {
         self.t0.elapsed().as_millis() as Millis
@@ -599,6 +616,7 @@ async fn world(
     let handle = madsim::runtime::Handle::current();
     let net = madsim::net::NetSim::current();
     let users = topo.users;
+    WORLDS_ALIVE.with(|n| n.set(n.get() + 1));
     let sh = Arc::new(Shared {
         t0: Instant::now(),
         rec: Recorder::new(&topo, &plan, keep),
@@ -746,7 +764,16 @@ async fn world(
         }
     }
     sleep_until(sh.t0 + Duration::from_millis(plan.end_at)).await;
-    sh.rec.finish(plan.end_at, sh.now(), &sh.durable, skipped)
+    let raw = sh.rec.finish(plan.end_at, sh.now(), &sh.durable, skipped);
+    // Every task still waiting holds the world (`Shared`) and is held by a waker in a channel
+    // or socket of that same world, and madsim drops with its runtime only the tasks queued to
+    // run: without this the whole world outlived the run, and a swarm kept every seed's (2 MB
+    // a seed of partition-heal). Killing a node queues its tasks, and the runtime drops them.
+    // The run is over (the recorder has handed everything over), so nothing here is traced.
+    for id in nodes.values() {
+        handle.kill(*id);
+    }
+    raw
 }
 
 /// The benchmark's floor: bare nodes at the same addresses replaying `plan` (the same frames,
@@ -764,14 +791,16 @@ async fn floor_world(plan: Arc<FloorPlan>) -> (u64, Millis) {
     let handle = madsim::runtime::Handle::current();
     let t0 = Instant::now();
     let received = Arc::new(AtomicU64::new(0));
+    let mut nodes = Vec::new();
     for &host in &plan.hosts {
         let (plan, received) = (plan.clone(), received.clone());
-        handle
+        let node = handle
             .create_node()
             .name(host.to_string())
             .ip(addr_of(host).ip())
             .init(move || floor_node(host, plan.clone(), received.clone(), t0))
             .build();
+        nodes.push(node.id());
     }
     // Frames may still be on the wire after the last send; give them a generous while.
     let deadline = t0 + Duration::from_millis(plan.last + 60_000);
@@ -779,6 +808,10 @@ async fn floor_world(plan: Arc<FloorPlan>) -> (u64, Millis) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let sim_ms = Instant::now().duration_since(t0).as_millis() as Millis;
+    // As at the end of a run: waiting tasks are freed only once their nodes are killed.
+    for id in nodes {
+        handle.kill(id);
+    }
     (received.load(Ordering::Relaxed), sim_ms)
 }
 
