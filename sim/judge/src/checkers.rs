@@ -142,7 +142,7 @@ pub fn check_all_timed(h: &History, bounds: Bounds) -> Timed {
     let checks: [&dyn Fn() -> Verdict; 12] = [
         &|| no_loss_in(h, f),
         &|| exactly_once(h),
-        &|| conversation_order_in(h, f),
+        &|| conversation_order_in(h, &f.ix),
         &|| liveness_in(h, bounds, f),
         &|| crate::confidential::e2e_confidential(h),
         &|| crate::authz::authz_in(h, &f.groups),
@@ -272,11 +272,10 @@ pub fn exactly_once(h: &History) -> Verdict {
 /// observer (the sender's ack, every display) agrees on each message's seq, and no two logical
 /// messages share one (conversation, seq).
 pub fn conversation_order(h: &History) -> Verdict {
-    conversation_order_in(h, &Facts::build(h))
+    conversation_order_in(h, &Index::build(h))
 }
 
-fn conversation_order_in<'a>(h: &'a History, f: &Facts<'a>) -> Verdict {
-    let ix = &f.ix;
+fn conversation_order_in<'a>(h: &'a History, ix: &Index<'a>) -> Verdict {
     let mut last_shown: BTreeMap<(DeviceId, ConvId), (Seq, MsgId)> = BTreeMap::new();
     let mut seq_of: Lookup<Logical<'_>, Claim> = Lookup::new();
     let mut holder: Lookup<(ConvId, Seq), (Logical<'_>, Claim)> = Lookup::new();

@@ -41,7 +41,7 @@ use chatsim_world::record::{
     deployment, device_seed, Durable, FloorPlan, Frames, Keep, RawRun, Recorder, SAMPLE_MS,
 };
 use chatsim_world::scenario::{Role, Scenario};
-use chatsim_world::wire::{decode, encode, Frame, Wire, LEN_BYTES};
+use chatsim_world::wire::{decode, encode, filler, skip_frames, Frame, Wire};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -784,14 +784,7 @@ async fn floor_host(
             spawn_local(async move {
                 let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
                 while matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0) {
-                    while buf.len() >= LEN_BYTES {
-                        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-                        if buf.len() < LEN_BYTES + len {
-                            break;
-                        }
-                        let _ = buf.split_to(LEN_BYTES + len);
-                        counter.fetch_add(1, Ordering::Relaxed);
-                    }
+                    counter.fetch_add(skip_frames(&mut buf), Ordering::Relaxed);
                 }
             });
         }
@@ -804,11 +797,7 @@ async fn floor_host(
                 if t > now() {
                     sleep_until(t).await;
                 }
-                let body = (bytes as usize).saturating_sub(LEN_BYTES);
-                let mut frame = BytesMut::with_capacity(LEN_BYTES + body);
-                frame.extend_from_slice(&(body as u32).to_be_bytes());
-                frame.resize(LEN_BYTES + body, 0);
-                let _ = tx.send(frame.freeze());
+                let _ = tx.send(filler(bytes));
             }
         });
         spawn_local(async move {

@@ -285,9 +285,52 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<(Frame, Bytes)>, WireError> {
     Ok(Some((wire, raw)))
 }
 
+/// A frame of `bytes` bytes on the wire (length prefix included) with a body of zeros: what
+/// the benchmark's floor sends in place of a real frame of that size.
+pub fn filler(bytes: u32) -> Bytes {
+    let body = (bytes as usize).saturating_sub(LEN_BYTES);
+    let mut frame = BytesMut::with_capacity(LEN_BYTES + body);
+    frame.extend_from_slice(&(body as u32).to_be_bytes());
+    frame.resize(LEN_BYTES + body, 0);
+    frame.freeze()
+}
+
+/// Drop every complete frame at the front of `buf` unread and say how many there were (the
+/// floor's receivers count frames without decoding them).
+pub fn skip_frames(buf: &mut BytesMut) -> u64 {
+    let mut n = 0;
+    while buf.len() >= LEN_BYTES {
+        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if buf.len() < LEN_BYTES + len {
+            break;
+        }
+        let _ = buf.split_to(LEN_BYTES + len);
+        n += 1;
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The floor's frames count as frames: a filler of n bytes is n bytes, and a buffer of
+    // fillers skips exactly the whole ones.
+    #[test]
+    fn fillers_have_their_size_and_skip_counts_whole_frames() {
+        let mut buf = BytesMut::new();
+        for n in [4, 5, 200] {
+            let f = filler(n);
+            assert_eq!(f.len(), n as usize);
+            buf.extend_from_slice(&f);
+        }
+        buf.extend_from_slice(&filler(100)[..50]);
+        assert_eq!(skip_frames(&mut buf), 3);
+        assert_eq!(buf.len(), 50, "the half frame stays for the next read");
+        buf.extend_from_slice(&filler(100)[50..]);
+        assert_eq!(skip_frames(&mut buf), 1);
+        assert!(buf.is_empty());
+    }
 
     // A frame split at every possible byte boundary must still decode exactly once.
     #[test]

@@ -13,7 +13,7 @@
 use super::RawRun;
 use crate::plan::{derive_seed, device_fault, role_of, server_hosts, Plan, WorldAction};
 use crate::scenario::{Range, Role, Scenario};
-use crate::wire::{decode, encode, Frame, Wire, LEN_BYTES};
+use crate::wire::{decode, encode, filler, skip_frames, Frame, Wire};
 use bytes::{Bytes, BytesMut};
 use chatsim_judge::{Event, Fault};
 use chatsim_system::bugs::Bugs;
@@ -829,14 +829,7 @@ async fn floor_node(host: Host, plan: Arc<FloorPlan>, received: Arc<AtomicU64>, 
                     read_room(&mut buf);
                     matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0)
                 } {
-                    while buf.len() >= LEN_BYTES {
-                        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-                        if buf.len() < LEN_BYTES + len {
-                            break;
-                        }
-                        let _ = buf.split_to(LEN_BYTES + len);
-                        counter.fetch_add(1, Ordering::Relaxed);
-                    }
+                    counter.fetch_add(skip_frames(&mut buf), Ordering::Relaxed);
                 }
             });
         }
@@ -852,11 +845,7 @@ async fn floor_node(host: Host, plan: Arc<FloorPlan>, received: Arc<AtomicU64>, 
                 if at > Instant::now() {
                     sleep_until(at).await;
                 }
-                let body = (bytes as usize).saturating_sub(LEN_BYTES);
-                let mut frame = BytesMut::with_capacity(LEN_BYTES + body);
-                frame.extend_from_slice(&(body as u32).to_be_bytes());
-                frame.resize(LEN_BYTES + body, 0);
-                let _ = tx.send(frame.freeze());
+                let _ = tx.send(filler(bytes));
             }
         });
         tokio::spawn(async move {
