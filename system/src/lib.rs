@@ -37,15 +37,20 @@
 //! - [`bugs`]: the bug zoo: classic wrong designs as switches, off by default.
 //! - [`timers`]: the deadline set each component keeps.
 //! - [`routing`]: which shard owns what, and device tokens.
+//! - [`route`]: the one effect router: where each [`Effect`] goes, for every engine.
+//! - [`durable`]: what survives a crash, kept beside the hosts, and the machines a restarted
+//!   server begins with.
 
 pub mod bugs;
 pub mod device;
+pub mod durable;
 pub mod e2e;
 pub mod gateway;
 pub mod limits;
 pub mod proto;
 pub mod push;
 pub mod replica;
+pub mod route;
 pub mod routing;
 pub mod session;
 pub mod shard;

@@ -4,11 +4,13 @@
 //! spin forever (a livelock fails the test instead of hanging it).
 
 use crate::device::Device;
+use crate::durable::DurableState;
 use crate::gateway::Gateway;
-use crate::proto::{ConnId, DeviceId, Host, Millis, Rpc, UserId};
+use crate::proto::{ConnId, DeviceId, Host, Millis, UserId};
 use crate::push::Push;
 use crate::replica::{Replica, ReplicaLog};
-use crate::session::{Session, SessionTable};
+use crate::route::{route, Route};
+use crate::session::Session;
 use crate::shard::Shard;
 use crate::storage::{Storage, StorageState};
 use crate::{Action, Deployment, Effect, Input, Machine, Observation};
@@ -16,6 +18,8 @@ use std::collections::BTreeMap;
 
 /// One-way latency of every link, in ms.
 pub const LINK_LATENCY_MS: Millis = 1;
+/// The push provider's seed: the harness draws nothing else from a run seed.
+const PUSH_SEED: u64 = 1;
 /// `run_until` gives up after this many events: far more than any test needs.
 pub const STEPS_MAX: usize = 1_000_000;
 
@@ -28,12 +32,10 @@ pub struct Cluster {
     session: Session,
     shards: Vec<Shard>,
     storage: Storage,
-    storage_boots: u64,
     replicas: Vec<Replica>,
-    replica_logs: Vec<ReplicaLog>,
     push: Push,
-    durable: StorageState,
-    session_durable: SessionTable,
+    /// What every server made durable: what a crash leaves.
+    durable: DurableState,
     devices: BTreeMap<DeviceId, Device>,
     conns: BTreeMap<DeviceId, (u16, ConnId)>,
     queue: BTreeMap<(Millis, u64), (Host, Input)>,
@@ -65,24 +67,22 @@ impl Cluster {
             .into_iter()
             .map(|d| (d, Device::new(d, topo.clone(), seed_of(d), true)))
             .collect();
+        let mut durable = DurableState::new(topo.storage_model);
         Cluster {
             now: 0,
             gateways: (0..topo.gateways)
                 .map(|i| Gateway::new(i, topo.clone()))
                 .collect(),
-            session: Session::new(topo.clone(), SessionTable::new()),
+            session: durable.start_session(&topo),
             shards: (0..topo.shards)
                 .map(|i| Shard::new(i, topo.clone()))
                 .collect(),
-            storage: Self::new_storage(&topo, StorageState::new(topo.storage_model), 0),
-            storage_boots: 0,
+            storage: durable.start_storage(&topo),
             replicas: (0..topo.replicas)
-                .map(|_| Replica::new(ReplicaLog::default()))
+                .map(|i| durable.start_replica(i))
                 .collect(),
-            replica_logs: vec![ReplicaLog::default(); usize::from(topo.replicas)],
-            push: Push::new(topo.clone(), 1),
-            durable: StorageState::new(topo.storage_model),
-            session_durable: SessionTable::new(),
+            push: Push::new(topo.clone(), PUSH_SEED),
+            durable,
             devices,
             conns: BTreeMap::new(),
             queue: BTreeMap::new(),
@@ -96,17 +96,9 @@ impl Cluster {
         }
     }
 
-    fn new_storage(topo: &Deployment, durable: StorageState, boot: u64) -> Storage {
-        if topo.replicas > 0 {
-            Storage::replicated(topo, boot)
-        } else {
-            Storage::with_bugs(durable, &topo.bugs)
-        }
-    }
-
     /// What a replica would keep if it crashed now.
-    pub fn replica_log(&self, i: u16) -> &ReplicaLog {
-        &self.replica_logs[usize::from(i)]
+    pub fn replica_log(&self, i: u16) -> ReplicaLog {
+        self.durable.replica_log(i)
     }
 
     /// Whether storage is serving (a coordinator is not while it rebuilds its view).
@@ -116,7 +108,7 @@ impl Cluster {
 
     /// What storage would keep if it crashed now (with replicas: the coordinator's view).
     pub fn durable(&self) -> &StorageState {
-        &self.durable
+        &self.durable.storage
     }
 
     /// Mutable access to a device (for assertions on its state).
@@ -192,55 +184,46 @@ impl Cluster {
             .map(|(d, _)| *d)
     }
 
+    /// Carry one effect, routed by the shared router, over the harness's queue.
     fn effect(&mut self, host: Host, e: Effect) {
-        match (host, e) {
-            (
-                _,
-                Effect::Rpc {
-                    to: Host::Device(d),
-                    rpc: Rpc::Wake,
-                },
-            ) => self.enqueue(Host::Device(d), Input::Pushed),
-            (_, Effect::Rpc { to, rpc }) => {
+        match route(host, e) {
+            Route::Wake(d) => self.enqueue(Host::Device(d), Input::Pushed),
+            Route::Peer { to, rpc } => {
                 if !self.lossy.contains(&to) {
                     self.enqueue(to, Input::Rpc { from: host, rpc });
                 }
             }
-            (Host::Gateway(g), Effect::Down { conn, frame }) => {
-                if let Some(d) = self.device_at(g, conn) {
+            Route::Down {
+                gateway,
+                conn,
+                frame,
+            } => {
+                if let Some(d) = self.device_at(gateway, conn) {
                     self.enqueue(Host::Device(d), Input::Down(frame));
                 }
             }
-            (Host::Gateway(g), Effect::CloseConn { conn }) => {
-                if let Some(d) = self.device_at(g, conn) {
+            Route::Close { gateway, conn } => {
+                if let Some(d) = self.device_at(gateway, conn) {
                     self.conns.remove(&d);
                     self.enqueue(Host::Device(d), Input::Disconnected);
                 }
             }
-            (Host::Device(d), Effect::Connect { gateway }) => {
-                self.close_device_conn(d);
+            Route::Connect { device, gateway } => {
+                self.close_device_conn(device);
                 self.next_conn += 1;
                 let conn = ConnId(self.next_conn);
-                self.conns.insert(d, (gateway, conn));
+                self.conns.insert(device, (gateway, conn));
                 self.enqueue(Host::Gateway(gateway), Input::Accepted { conn });
-                self.enqueue(Host::Device(d), Input::Connected);
+                self.enqueue(Host::Device(device), Input::Connected);
             }
-            (Host::Device(d), Effect::Up(up)) => {
-                if let Some(&(g, conn)) = self.conns.get(&d) {
+            Route::Up { device, up } => {
+                if let Some(&(g, conn)) = self.conns.get(&device) {
                     self.enqueue(Host::Gateway(g), Input::FromConn { conn, up });
                 }
             }
-            (Host::Device(d), Effect::Disconnect) => self.close_device_conn(d),
-            (Host::Device(d), Effect::Observe(o)) => self.observations.push((self.now, d, o)),
-            (Host::Session, Effect::PersistSession(change)) => self.session_durable.apply(&change),
-            (Host::Storage(_), Effect::Persist(ops)) => {
-                ops.iter().for_each(|op| self.durable.apply(op))
-            }
-            (Host::Storage(_), Effect::Rebuilt(view)) => self.durable = *view,
-            (Host::Replica(i), Effect::PersistOps(ops)) => {
-                self.replica_logs[usize::from(i)].apply(&ops)
-            }
-            (h, e) => panic!("{h} produced an effect it has no business producing: {e:?}"),
+            Route::Disconnect { device } => self.close_device_conn(device),
+            Route::Observe { device, obs } => self.observations.push((self.now, device, obs)),
+            Route::Durable(write) => self.durable.apply(write),
         }
     }
 
@@ -268,20 +251,11 @@ impl Cluster {
                     self.enqueue(Host::Device(d), Input::Disconnected);
                 }
             }
-            Host::Session => {
-                self.session = Session::new(self.topo.clone(), self.session_durable.clone())
-            }
+            Host::Session => self.session = self.durable.start_session(&self.topo),
             Host::Shard(s) => self.shards[usize::from(s)] = Shard::new(s, self.topo.clone()),
-            Host::Storage(_) => {
-                self.storage_boots += 1;
-                let durable = self.durable.clone();
-                self.storage = Self::new_storage(&self.topo, durable, self.storage_boots);
-            }
-            Host::Replica(i) => {
-                let log = self.replica_logs[usize::from(i)].clone();
-                self.replicas[usize::from(i)] = Replica::new(log);
-            }
-            Host::Push => self.push = Push::new(self.topo.clone(), 1),
+            Host::Storage(_) => self.storage = self.durable.start_storage(&self.topo),
+            Host::Replica(i) => self.replicas[usize::from(i)] = self.durable.start_replica(i),
+            Host::Push => self.push = Push::new(self.topo.clone(), PUSH_SEED),
             Host::Device(_) => panic!("devices do not crash in this harness"),
         }
     }

@@ -84,7 +84,7 @@ impl ChatModel {
         if conv.is_group() {
             (0..self.topo.users)
                 .map(UserId)
-                .filter(|u| w.durable.member_at(conv, seq, *u))
+                .filter(|u| w.durable.storage.member_at(conv, seq, *u))
                 .flat_map(|u| self.topo.devices_of(u))
                 .filter(|d| *d != id.device)
                 .collect()
@@ -102,7 +102,8 @@ impl ChatModel {
 
     /// The first acked text that is neither shown nor recoverable for some recipient.
     pub fn lost(&self, w: &World) -> Option<(MsgId, DeviceId)> {
-        let inbox: BTreeSet<(DeviceId, ConvId, Seq)> = w.durable.inbox_list().into_iter().collect();
+        let inbox: BTreeSet<(DeviceId, ConvId, Seq)> =
+            w.durable.storage.inbox_list().into_iter().collect();
         for (id, (conv, seq)) in &w.facts.acked {
             if !w.facts.texts.contains_key(id) {
                 continue;
@@ -111,7 +112,7 @@ impl ChatModel {
                 let safe = Self::shown(w, r, *id)
                     || w.holds(r, *conv, *id)
                     || inbox.contains(&(r, *conv, *seq))
-                    || w.durable.fanout_owes(*conv, *seq, r);
+                    || w.durable.storage.fanout_owes(*conv, *seq, r);
                 if !safe {
                     return Some((*id, r));
                 }

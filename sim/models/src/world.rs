@@ -20,14 +20,16 @@
 //! blocks apart would be merged (the small worlds draw a few words per device).
 
 use chatsim_system::device::Device;
+use chatsim_system::durable::DurableState;
 use chatsim_system::gateway::Gateway;
 use chatsim_system::proto::{
     ConnId, ConvId, DeviceId, Host, Millis, MsgId, ReceiptKind, Rpc, Seq, UserId,
 };
 use chatsim_system::push::Push;
-use chatsim_system::session::{Session, SessionTable};
+use chatsim_system::route::{route, Route};
+use chatsim_system::session::Session;
 use chatsim_system::shard::Shard;
-use chatsim_system::storage::{Storage, StorageState};
+use chatsim_system::storage::Storage;
 use chatsim_system::{Action, Deployment, Effect, Input, Machine, Observation};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::{self, Write as _};
@@ -159,9 +161,8 @@ pub struct World {
     storage: Storage,
     push: Push,
     devices: BTreeMap<DeviceId, Device>,
-    /// What storage has synced (a crash keeps only this).
-    pub durable: StorageState,
-    session_durable: SessionTable,
+    /// What the servers have synced (a crash keeps only this).
+    pub durable: DurableState,
     conns: BTreeMap<DeviceId, (u16, ConnId)>,
     next_conn: u64,
     /// Frames in flight on FIFO lanes.
@@ -212,6 +213,9 @@ impl PartialEq for World {
 
 impl Eq for World {}
 
+/// The push provider's seed, as the in-memory harness has it.
+const PUSH_SEED: u64 = 1;
+
 /// A device's seed, as the in-memory harness derives it.
 fn seed_of(d: DeviceId) -> u64 {
     u64::from(d.user.0) * 8 + u64::from(d.index) + 1
@@ -238,23 +242,23 @@ impl World {
         let all: Vec<DeviceId> = (0..topo.users)
             .flat_map(|u| topo.devices_of(UserId(u)))
             .collect();
+        let mut durable = DurableState::new(topo.storage_model);
         World {
             now: 0,
             gateways: (0..topo.gateways)
                 .map(|i| Gateway::new(i, topo.clone()))
                 .collect(),
-            session: Session::new(topo.clone(), SessionTable::new()),
+            session: durable.start_session(&topo),
             shards: (0..topo.shards)
                 .map(|i| Shard::new(i, topo.clone()))
                 .collect(),
-            storage: Storage::with_bugs(StorageState::new(topo.storage_model), &topo.bugs),
-            push: Push::new(topo.clone(), 1),
+            storage: durable.start_storage(&topo),
+            push: Push::new(topo.clone(), PUSH_SEED),
             devices: all
                 .iter()
                 .map(|d| (*d, Device::new(*d, topo.clone(), seed_of(*d), true)))
                 .collect(),
-            durable: StorageState::new(topo.storage_model),
-            session_durable: SessionTable::new(),
+            durable,
             conns: BTreeMap::new(),
             next_conn: 0,
             lanes: BTreeMap::new(),
@@ -329,53 +333,47 @@ impl World {
             .map(|(d, _)| *d)
     }
 
+    /// Carry one effect, routed by the shared router, into the model's network.
     fn effect(&mut self, host: Host, e: Effect) {
-        match (host, e) {
-            (
-                _,
-                Effect::Rpc {
-                    to: Host::Device(d),
-                    rpc: Rpc::Wake,
-                },
-            ) => self.send(host, Host::Device(d), Input::Pushed),
-            (_, Effect::Rpc { to, rpc }) => {
+        match route(host, e) {
+            Route::Wake(d) => self.send(host, Host::Device(d), Input::Pushed),
+            Route::Peer { to, rpc } => {
                 if matches!(rpc, Rpc::Unregister { .. }) {
                     self.facts.unregisters = self.facts.unregisters.saturating_add(1);
                 }
                 self.send(host, to, Input::Rpc { from: host, rpc })
             }
-            (Host::Gateway(g), Effect::Down { conn, frame }) => {
-                if let Some(d) = self.device_at(g, conn) {
+            Route::Down {
+                gateway,
+                conn,
+                frame,
+            } => {
+                if let Some(d) = self.device_at(gateway, conn) {
                     self.lane(Host::Device(d), conn, Input::Down(frame));
                 }
             }
-            (Host::Gateway(g), Effect::CloseConn { conn }) => {
-                if let Some(d) = self.device_at(g, conn) {
+            Route::Close { gateway, conn } => {
+                if let Some(d) = self.device_at(gateway, conn) {
                     self.conns.remove(&d);
                     self.lane(Host::Device(d), conn, Input::Disconnected);
                 }
             }
-            (Host::Device(d), Effect::Connect { gateway }) => {
-                self.close_device_conn(d);
+            Route::Connect { device, gateway } => {
+                self.close_device_conn(device);
                 self.next_conn += 1;
                 let conn = ConnId(self.next_conn);
-                self.conns.insert(d, (gateway, conn));
+                self.conns.insert(device, (gateway, conn));
                 self.lane(Host::Gateway(gateway), conn, Input::Accepted { conn });
-                self.lane(Host::Device(d), conn, Input::Connected);
+                self.lane(Host::Device(device), conn, Input::Connected);
             }
-            (Host::Device(d), Effect::Up(up)) => {
-                if let Some(&(g, conn)) = self.conns.get(&d) {
+            Route::Up { device, up } => {
+                if let Some(&(g, conn)) = self.conns.get(&device) {
                     self.lane(Host::Gateway(g), conn, Input::FromConn { conn, up });
                 }
             }
-            (Host::Device(d), Effect::Disconnect) => self.close_device_conn(d),
-            (Host::Device(d), Effect::Observe(o)) => self.observe(d, o),
-            (Host::Session, Effect::PersistSession(change)) => self.session_durable.apply(&change),
-            (Host::Storage(_), Effect::Persist(ops)) => {
-                ops.iter().for_each(|op| self.durable.apply(op))
-            }
-            // Replicated storage is not modelled here; nothing else is expected.
-            _ => {}
+            Route::Disconnect { device } => self.close_device_conn(device),
+            Route::Observe { device, obs } => self.observe(device, obs),
+            Route::Durable(write) => self.durable.apply(write),
         }
     }
 
@@ -547,16 +545,12 @@ impl World {
                     self.lane(Host::Device(d), conn, Input::Disconnected);
                 }
             }
-            Host::Session => {
-                self.session = Session::new(topo.clone(), self.session_durable.clone())
-            }
+            Host::Session => self.session = self.durable.start_session(topo),
             Host::Shard(s) => {
                 self.shards[usize::from(s)] = Shard::new(s, topo.clone());
             }
-            Host::Storage(_) => {
-                self.storage = Storage::with_bugs(self.durable.clone(), &topo.bugs);
-            }
-            Host::Push => self.push = Push::new(topo.clone(), 1),
+            Host::Storage(_) => self.storage = self.durable.start_storage(topo),
+            Host::Push => self.push = Push::new(topo.clone(), PUSH_SEED),
             Host::Device(_) | Host::Replica(_) => {}
         }
     }
@@ -784,7 +778,7 @@ impl World {
 
     /// Shards' view of who holds which slot is in storage's leases.
     pub fn lease_owner(&self, slot: u16) -> Option<u16> {
-        self.durable.lease(slot).map(|(owner, _, _)| owner)
+        self.durable.storage.lease(slot).map(|(owner, _, _)| owner)
     }
 }
 

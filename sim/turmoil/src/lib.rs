@@ -31,18 +31,19 @@
 //! unnoticed.
 
 use bytes::{Bytes, BytesMut};
-use chatsim_judge::{Event, Fault};
 use chatsim_system::bugs::Bugs;
 use chatsim_system::device::Device;
-use chatsim_system::proto::{ConnId, DeviceId, Envelope, Host, Millis, Rpc, UserId};
-use chatsim_system::{Action, Effect, Input, Machine};
-use chatsim_world::plan::{device_fault, role_of, server_hosts, Plan, WorldAction};
-use chatsim_world::record::{
-    deployment, device_seed, Durable, FloorPlan, Frames, Keep, RawRun, Recorder, SAMPLE_MS,
-};
+use chatsim_system::durable::Write;
+use chatsim_system::proto::{ConnId, DeviceId, Host, Millis, UserId};
+use chatsim_system::Action;
+use chatsim_world::deploy::{deployment, device_seed, Durable};
+use chatsim_world::host::{ConnEvent, PhoneEvent, PhoneHost, PhoneLinks, ServerHost, ServerLinks};
+use chatsim_world::nemesis::{FaultLedger, FaultPrimitives};
+use chatsim_world::plan::{role_of, server_hosts, Plan};
+use chatsim_world::record::{FloorPlan, Frames, Keep, RawRun, Recorder, SAMPLE_MS};
 use chatsim_world::scenario::{Role, Scenario};
 use chatsim_world::wire::{decode, encode, filler, skip_frames, Frame, Wire};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -135,7 +136,7 @@ struct Shared {
     durable: Durable,
     /// Each device's event channel, for pushes: the OS's channel to the phone, outside the
     /// chat network (a cut of ours does not hold it).
-    wakers: Mutex<BTreeMap<DeviceId, UnboundedSender<DeviceEvent>>>,
+    wakers: Mutex<BTreeMap<DeviceId, UnboundedSender<PhoneEvent>>>,
     /// Whether each device is silent (its cell stops carrying its connection).
     silent: BTreeMap<DeviceId, watch::Sender<bool>>,
 }
@@ -315,17 +316,10 @@ async fn peer_link(to: Host, mut rx: UnboundedReceiver<Bytes>) {
     }
 }
 
-enum ServerEvent {
-    Opened(ConnId, UnboundedSender<Bytes>),
-    /// Boxed: a frame is far bigger than the other events.
-    Frame(ConnId, Box<Wire>),
-    Closed(ConnId),
-}
-
 async fn server_main(host: Host, sh: Arc<Shared>) -> turmoil::Result {
-    let mut machine = sh.durable.machine(host, &sh.topo, sh.seed);
+    let machine = sh.durable.machine(host, &sh.topo, sh.seed);
     let listener = TcpListener::bind(("0.0.0.0", PORT)).await?;
-    let (tx, mut rx) = unbounded_channel::<ServerEvent>();
+    let (tx, mut rx) = unbounded_channel::<ConnEvent<UnboundedSender<Bytes>>>();
     let accept_tx = tx.clone();
     let accept_sh = sh.clone();
     spawn_local(async move {
@@ -334,218 +328,151 @@ async fn server_main(host: Host, sh: Arc<Shared>) -> turmoil::Result {
             next += 1;
             let conn = ConnId(next);
             let (wtx, wrx) = unbounded_channel();
-            let _ = accept_tx.send(ServerEvent::Opened(conn, wtx));
+            let _ = accept_tx.send(ConnEvent::Opened(conn, wtx));
             let (etx, sh) = (accept_tx.clone(), accept_sh.clone());
             spawn_local(async move {
                 run_conn(stream, wrx, None, Some(host), |f, raw| {
                     sh.rec.delivered(now(), host, raw, &f);
-                    let _ = etx.send(ServerEvent::Frame(conn, Box::new(f.wire)));
+                    let _ = etx.send(ConnEvent::Frame(conn, Box::new(f.wire)));
                 })
                 .await;
-                let _ = etx.send(ServerEvent::Closed(conn));
+                let _ = etx.send(ConnEvent::Closed(conn));
             });
         }
     });
-    let mut peers: BTreeMap<Host, UnboundedSender<Bytes>> = BTreeMap::new();
-    let mut writers: BTreeMap<ConnId, UnboundedSender<Bytes>> = BTreeMap::new();
-    let mut device_conns: BTreeSet<ConnId> = BTreeSet::new();
-    let mut out = Vec::new();
+    let mut links = ServerIo {
+        sh: sh.clone(),
+        peers: BTreeMap::new(),
+    };
+    let mut server = ServerHost::new(host, machine);
     loop {
-        let deadline = machine.poll_timeout();
-        let input = tokio::select! {
+        let deadline = server.deadline();
+        tokio::select! {
             biased;
-            ev = rx.recv() => match ev.expect("this task holds a sender") {
-                ServerEvent::Opened(conn, w) => {
-                    writers.insert(conn, w);
-                    continue;
-                }
-                ServerEvent::Frame(conn, wire) => match *wire {
-                    Wire::Server(Envelope { from, rpc }) => Input::Rpc { from, rpc },
-                    Wire::Up(up) => {
-                        if device_conns.insert(conn) {
-                            machine.handle(now(), Input::Accepted { conn }, &mut out);
-                        }
-                        Input::FromConn { conn, up }
-                    }
-                    Wire::Down(_) | Wire::LinkAck(_) => continue,
-                },
-                ServerEvent::Closed(conn) => {
-                    writers.remove(&conn);
-                    if !device_conns.remove(&conn) {
-                        continue;
-                    }
-                    Input::ConnClosed { conn }
-                }
-            },
-            _ = sleep_until_some(deadline), if deadline.is_some() => Input::Timeout,
-        };
-        let t = now();
-        machine.handle(t, input, &mut out);
-        for effect in out.drain(..) {
-            let Some(effect) = sh.durable.persist(host, effect) else {
-                continue;
-            };
-            match effect {
-                Effect::Rpc {
-                    to: Host::Device(d),
-                    rpc: Rpc::Wake,
-                } => {
-                    if let Some(w) = sh.wakers.lock().expect("never poisoned").get(&d) {
-                        let _ = w.send(DeviceEvent::Wake);
-                    }
-                }
-                Effect::Rpc { to, rpc } => {
-                    let link = peers.entry(to).or_insert_with(|| {
-                        let (ltx, lrx) = unbounded_channel();
-                        spawn_local(peer_link(to, lrx));
-                        ltx
-                    });
-                    let _ = link.send(encode(&Frame {
-                        from: host,
-                        sent_ms: t,
-                        wire: Wire::Server(Envelope { from: host, rpc }),
-                    }));
-                }
-                Effect::Down { conn, frame } => {
-                    if let Some(w) = writers.get(&conn) {
-                        let _ = w.send(encode(&Frame {
-                            from: host,
-                            sent_ms: t,
-                            wire: Wire::Down(frame),
-                        }));
-                    }
-                }
-                Effect::CloseConn { conn } => {
-                    // Dropping the writer ends the connection's task, which closes the socket.
-                    writers.remove(&conn);
-                    device_conns.remove(&conn);
-                }
-                e => unreachable!("{host} is a server and produced a device effect: {e:?}"),
+            ev = rx.recv() => {
+                let ev = ev.expect("this task holds a sender");
+                server.on_event(now(), ev, &mut links);
+            }
+            _ = sleep_until_some(deadline), if deadline.is_some() => server.on_deadline(now(), &mut links),
+        }
+    }
+}
+
+/// How a turmoil server host's bytes leave it.
+struct ServerIo {
+    sh: Arc<Shared>,
+    /// Outgoing server-to-server links, one per destination, opened on first use.
+    peers: BTreeMap<Host, UnboundedSender<Bytes>>,
+}
+
+impl ServerLinks<UnboundedSender<Bytes>> for ServerIo {
+    fn to_peer(&mut self, to: Host, frame: Bytes) {
+        let link = self.peers.entry(to).or_insert_with(|| {
+            let (ltx, lrx) = unbounded_channel();
+            spawn_local(peer_link(to, lrx));
+            ltx
+        });
+        let _ = link.send(frame);
+    }
+
+    fn to_conn(&mut self, conn: &UnboundedSender<Bytes>, frame: Bytes) {
+        let _ = conn.send(frame);
+    }
+
+    fn wake(&mut self, device: DeviceId) {
+        if let Some(w) = self.sh.wakers.lock().expect("never poisoned").get(&device) {
+            let _ = w.send(PhoneEvent::Wake);
+        }
+    }
+
+    fn persist(&mut self, write: Write) {
+        self.sh.durable.apply(write);
+    }
+}
+
+/// One phone, as a task on its cell.
+async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool, sh: Arc<Shared>) {
+    let machine = Device::new(id, sh.topo.clone(), device_seed(sh.seed, id), online);
+    let mut phone = PhoneHost::new(id, machine, actions);
+    let (tx, mut rx) = unbounded_channel::<PhoneEvent>();
+    sh.wakers
+        .lock()
+        .expect("never poisoned")
+        .insert(id, tx.clone());
+    let mut links = PhoneIo {
+        sh: sh.clone(),
+        me: Host::Device(id),
+        events: tx,
+        id,
+    };
+    loop {
+        let deadline = phone.deadline();
+        tokio::select! {
+            biased;
+            ev = rx.recv() => {
+                let ev = ev.expect("this task holds a sender");
+                phone.on_event(now(), ev, &sh.rec, &mut links);
+            }
+            _ = sleep_until_some(deadline), if deadline.is_some() => {
+                phone.on_deadline(now(), &sh.rec, &mut links);
             }
         }
     }
 }
 
-enum DeviceEvent {
-    Connected(u64),
-    ConnectFailed(u64),
-    /// Boxed: a frame is far bigger than the other events.
-    Frame(u64, Box<Wire>),
-    Closed(u64),
-    /// A push notification from the provider.
-    Wake,
+/// How a phone on a turmoil cell reaches its gateway.
+struct PhoneIo {
+    sh: Arc<Shared>,
+    me: Host,
+    /// The phone's own event channel, which its connection tasks report on.
+    events: UnboundedSender<PhoneEvent>,
+    /// Which phone (its silence switch is in `sh`).
+    id: DeviceId,
 }
 
-/// One phone, as a task on its cell.
-async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool, sh: Arc<Shared>) {
-    let mut machine = Device::new(id, sh.topo.clone(), device_seed(sh.seed, id), online);
-    let mut actions = actions.into_iter().peekable();
-    let (tx, mut rx) = unbounded_channel::<DeviceEvent>();
-    let silent = sh
-        .silent
-        .get(&id)
-        .expect("every device has a silence switch");
-    let mut conn: Option<(u64, UnboundedSender<Bytes>)> = None;
-    let mut gen = 0u64;
-    let mut out = Vec::new();
-    let me = Host::Device(id);
-    sh.wakers
-        .lock()
-        .expect("never poisoned")
-        .insert(id, tx.clone());
-    loop {
-        let next_action = actions.peek().map(|(t, _)| *t);
-        let deadline = [machine.poll_timeout(), next_action]
-            .into_iter()
-            .flatten()
-            .min();
-        let current = conn.as_ref().map(|c| c.0);
-        let input = tokio::select! {
-            biased;
-            ev = rx.recv() => match ev.expect("this task holds a sender") {
-                DeviceEvent::Connected(g) if Some(g) == current => Input::Connected,
-                DeviceEvent::ConnectFailed(g) if Some(g) == current => {
-                    conn = None;
-                    Input::ConnectFailed
+impl PhoneLinks<UnboundedSender<Bytes>> for PhoneIo {
+    fn connect(&mut self, gateway: u16, gen: u64) -> UnboundedSender<Bytes> {
+        let (wtx, wrx) = unbounded_channel();
+        let (tx, sh, me) = (self.events.clone(), self.sh.clone(), self.me);
+        let silent = sh
+            .silent
+            .get(&self.id)
+            .expect("every device has a silence switch")
+            .subscribe();
+        spawn_local(async move {
+            // A silent phone reaches nobody: its attempt fails as on a dead radio.
+            if *silent.borrow() {
+                let _ = tx.send(PhoneEvent::ConnectFailed(gen));
+                return;
+            }
+            let connect = TcpStream::connect((host_name(Host::Gateway(gateway)), PORT));
+            // A SYN to a crashed gateway waits for its restart, and the phone's machine has no
+            // handshake timer of its own: give up as a phone's connect timeout would, so it
+            // tries again (and elsewhere).
+            match tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                .await
+                .map_err(drop)
+                .and_then(|r| r.map_err(drop))
+            {
+                Err(()) => {
+                    let _ = tx.send(PhoneEvent::ConnectFailed(gen));
                 }
-                DeviceEvent::Frame(g, w) if Some(g) == current => match *w {
-                    Wire::Down(down) => Input::Down(down),
-                    _ => continue,
-                },
-                DeviceEvent::Closed(g) if Some(g) == current => {
-                    conn = None;
-                    Input::Disconnected
-                }
-                DeviceEvent::Wake => Input::Pushed,
-                _ => continue,
-            },
-            _ = sleep_until_some(deadline), if deadline.is_some() => {
-                let t = now();
-                match actions.next_if(|(at, _)| *at <= t) {
-                    Some((_, action)) => {
-                        if let Some(f) = device_fault(id, &action) {
-                            sh.rec.record(t, Event::Fault(f));
-                        }
-                        Input::Action(action)
-                    }
-                    None => Input::Timeout,
+                Ok(stream) => {
+                    let _ = tx.send(PhoneEvent::Connected(gen));
+                    run_conn(stream, wrx, Some(silent), None, |f, raw| {
+                        sh.rec.delivered(now(), me, raw, &f);
+                        let _ = tx.send(PhoneEvent::Frame(gen, Box::new(f.wire)));
+                    })
+                    .await;
+                    let _ = tx.send(PhoneEvent::Closed(gen));
                 }
             }
-        };
-        let t = now();
-        machine.handle(t, input, &mut out);
-        for effect in out.drain(..) {
-            match effect {
-                Effect::Connect { gateway } => {
-                    gen += 1;
-                    let (wtx, wrx) = unbounded_channel();
-                    conn = Some((gen, wtx));
-                    let (tx, sh, g) = (tx.clone(), sh.clone(), gen);
-                    let silent = silent.subscribe();
-                    spawn_local(async move {
-                        // A silent phone reaches nobody: its attempt fails as on a dead radio.
-                        if *silent.borrow() {
-                            let _ = tx.send(DeviceEvent::ConnectFailed(g));
-                            return;
-                        }
-                        let connect = TcpStream::connect((host_name(Host::Gateway(gateway)), PORT));
-                        // A SYN to a crashed gateway waits for its restart, and the phone's
-                        // machine has no handshake timer of its own: give up as a phone's
-                        // connect timeout would, so it tries again (and elsewhere).
-                        match tokio::time::timeout(CONNECT_TIMEOUT, connect)
-                            .await
-                            .map_err(drop)
-                            .and_then(|r| r.map_err(drop))
-                        {
-                            Err(()) => {
-                                let _ = tx.send(DeviceEvent::ConnectFailed(g));
-                            }
-                            Ok(stream) => {
-                                let _ = tx.send(DeviceEvent::Connected(g));
-                                run_conn(stream, wrx, Some(silent), None, |f, raw| {
-                                    sh.rec.delivered(now(), me, raw, &f);
-                                    let _ = tx.send(DeviceEvent::Frame(g, Box::new(f.wire)));
-                                })
-                                .await;
-                                let _ = tx.send(DeviceEvent::Closed(g));
-                            }
-                        }
-                    });
-                }
-                Effect::Up(up) => {
-                    if let Some((_, w)) = &conn {
-                        let _ = w.send(encode(&Frame {
-                            from: me,
-                            sent_ms: t,
-                            wire: Wire::Up(up),
-                        }));
-                    }
-                }
-                Effect::Disconnect => conn = None,
-                Effect::Observe(o) => sh.rec.observe(t, id, o),
-                e => unreachable!("a device produced a server effect: {e:?}"),
-            }
-        }
+        });
+        wtx
+    }
+
+    fn send(&mut self, conn: &UnboundedSender<Bytes>, frame: Bytes) {
+        let _ = conn.send(frame);
     }
 }
 
@@ -672,14 +599,12 @@ pub fn run_keeping(
         .map(|h| host_name(*h))
         .chain(cell_names.iter().cloned())
         .collect();
-    let mut nemesis = Nemesis {
-        down: BTreeSet::new(),
-        clogged: BTreeSet::new(),
-        partitions: Vec::new(),
+    let mut links = Links {
         oneway: Vec::new(),
         everyone,
         held: BTreeMap::new(),
     };
+    let mut ledger = FaultLedger::new();
     let elapsed = |sim: &turmoil::Sim| sim.elapsed().as_millis() as Millis;
     let mut next_sample = 0;
     let mut step = |sim: &mut turmoil::Sim, until: Millis| -> Result<(), EngineError> {
@@ -698,7 +623,12 @@ pub fn run_keeping(
     for (t, action) in plan.world {
         step(&mut sim, t)?;
         let at = elapsed(&sim);
-        nemesis.act(&mut sim, &sh, at, action);
+        let mut prims = Primitives {
+            sim: &mut sim,
+            sh: &sh,
+            links: &mut links,
+        };
+        ledger.act(at, action, &mut prims, &sh.rec);
     }
     step(&mut sim, plan.end_at)?;
     if next_sample <= plan.end_at {
@@ -706,7 +636,7 @@ pub fn run_keeping(
     }
     Ok(sh
         .rec
-        .finish(plan.end_at, elapsed(&sim), &sh.durable, Vec::new()))
+        .finish(plan.end_at, elapsed(&sim), &sh.durable, ledger.skipped()))
 }
 
 /// The benchmark's floor on turmoil: bare hosts replaying `plan` (the frames a full run
@@ -820,11 +750,10 @@ async fn floor_host(
     Ok(())
 }
 
-/// What the nemesis has broken and not yet mended.
-struct Nemesis {
-    down: BTreeSet<Host>,
-    clogged: BTreeSet<Host>,
-    partitions: Vec<(Vec<Host>, Vec<Host>)>,
+/// The state of turmoil's links that the nemesis's cuts share: which cuts hold each link,
+/// and which one-way cuts are in force (turmoil keeps one state per direction of a link, so
+/// releasing a hold must put a one-way cut back).
+struct Links {
     /// One-way partitions in force, (from, to).
     oneway: Vec<(Vec<Host>, Vec<Host>)>,
     /// Every host's turmoil name, servers then cells.
@@ -834,7 +763,7 @@ struct Nemesis {
     held: BTreeMap<(String, String), u32>,
 }
 
-impl Nemesis {
+impl Links {
     /// Hold (or release) every link between `a` and `b`.
     fn cut(&mut self, sim: &turmoil::Sim, a: &[String], b: &[String], on: bool) {
         for x in a {
@@ -906,99 +835,61 @@ impl Nemesis {
     fn names(hosts: &[Host]) -> Vec<String> {
         hosts.iter().map(|h| host_name(*h)).collect()
     }
+}
 
-    fn act(&mut self, sim: &mut turmoil::Sim, sh: &Shared, now: Millis, action: WorldAction) {
-        let silence = |d: &DeviceId, on: bool| {
-            sh.silent
-                .get(d)
-                .expect("every device has a silence switch")
-                .send_replace(on);
-        };
-        match action {
-            WorldAction::Fault(f) => {
-                match &f {
-                    Fault::Kill(h) => {
-                        sim.crash(host_name(*h));
-                        self.down.insert(*h);
-                    }
-                    Fault::Restart(h) => {
-                        if self.down.remove(h) {
-                            sim.bounce(host_name(*h));
-                        }
-                    }
-                    Fault::Clog(h) => {
-                        if self.clogged.insert(*h) {
-                            let everyone = self.everyone.clone();
-                            self.cut(sim, &[host_name(*h)], &everyone, true);
-                        }
-                    }
-                    Fault::Unclog(h) => {
-                        if self.clogged.remove(h) {
-                            let everyone = self.everyone.clone();
-                            self.cut(sim, &[host_name(*h)], &everyone, false);
-                        }
-                    }
-                    Fault::DeviceSilent(d) => silence(d, true),
-                    Fault::DeviceUnsilent(d) => silence(d, false),
-                    Fault::Partition(a, b) => {
-                        self.cut(sim, &Self::names(a), &Self::names(b), true);
-                        self.partitions.push((a.clone(), b.clone()));
-                    }
-                    Fault::PartitionHealed(a, b) => {
-                        if let Some(i) = self.partitions.iter().position(|p| p.0 == *a && p.1 == *b)
-                        {
-                            self.partitions.remove(i);
-                            self.cut(sim, &Self::names(a), &Self::names(b), false);
-                        }
-                    }
-                    Fault::PartitionOneway(a, b) => {
-                        self.drop_one_way(sim, a, b, true);
-                        self.oneway.push((a.clone(), b.clone()));
-                    }
-                    Fault::PartitionOnewayHealed(a, b) => {
-                        if let Some(i) = self.oneway.iter().position(|p| p.0 == *a && p.1 == *b) {
-                            self.oneway.remove(i);
-                            self.drop_one_way(sim, a, b, false);
-                        }
-                    }
-                    Fault::DeviceOffline(_) | Fault::DeviceOnline(_) | Fault::DeviceDrop(_) => {}
-                }
-                sh.rec.record(now, Event::Fault(f));
+/// turmoil's ways of breaking things, for the fault ledger.
+struct Primitives<'a> {
+    sim: &'a mut turmoil::Sim<'static>,
+    sh: &'a Shared,
+    links: &'a mut Links,
+}
+
+impl FaultPrimitives for Primitives<'_> {
+    fn kill(&mut self, host: Host) {
+        self.sim.crash(host_name(host));
+    }
+
+    fn restart(&mut self, host: Host) {
+        self.sim.bounce(host_name(host));
+    }
+
+    fn clog(&mut self, host: Host, on: bool) {
+        let everyone = self.links.everyone.clone();
+        self.links.cut(self.sim, &[host_name(host)], &everyone, on);
+    }
+
+    fn silence(&mut self, device: DeviceId, on: bool) {
+        self.sh
+            .silent
+            .get(&device)
+            .expect("every device has a silence switch")
+            .send_replace(on);
+    }
+
+    fn cut(&mut self, a: &[Host], b: &[Host], on: bool) {
+        self.links
+            .cut(self.sim, &Links::names(a), &Links::names(b), on);
+    }
+
+    fn cut_one_way(&mut self, a: &[Host], b: &[Host], on: bool) -> Result<(), String> {
+        if on {
+            self.links.drop_one_way(self.sim, a, b, true);
+            self.links.oneway.push((a.to_vec(), b.to_vec()));
+        } else {
+            // Out of the list first: a release inside the repair must not put it back.
+            if let Some(i) = self.links.oneway.iter().position(|p| p.0 == a && p.1 == b) {
+                self.links.oneway.remove(i);
             }
-            WorldAction::HealAll => {
-                for h in std::mem::take(&mut self.down) {
-                    sim.bounce(host_name(h));
-                    sh.rec.record(now, Event::Fault(Fault::Restart(h)));
-                }
-                for h in std::mem::take(&mut self.clogged) {
-                    let everyone = self.everyone.clone();
-                    self.cut(sim, &[host_name(h)], &everyone, false);
-                    sh.rec.record(now, Event::Fault(Fault::Unclog(h)));
-                }
-                for (&d, switch) in &sh.silent {
-                    if switch.send_replace(false) {
-                        sh.rec.record(now, Event::Fault(Fault::DeviceUnsilent(d)));
-                    }
-                }
-                for (a, b) in std::mem::take(&mut self.oneway) {
-                    self.drop_one_way(sim, &a, &b, false);
-                    sh.rec
-                        .record(now, Event::Fault(Fault::PartitionOnewayHealed(a, b)));
-                }
-                for (a, b) in std::mem::take(&mut self.partitions) {
-                    self.cut(sim, &Self::names(&a), &Self::names(&b), false);
-                    sh.rec
-                        .record(now, Event::Fault(Fault::PartitionHealed(a, b)));
-                }
-                sh.rec.record(now, Event::Healed);
-            }
+            self.links.drop_one_way(self.sim, a, b, false);
         }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     // Without `--cfg tokio_unstable`, a panic in a task spawned on a host is caught by tokio and
     // the simulation goes on as if nothing happened; with it (set in .cargo/config.toml) the

@@ -1,24 +1,14 @@
-//! What every engine shares about one run, whatever carries its frames: the deployment a
-//! scenario and seed describe, the durable state that survives a crash (kept outside the
-//! simulated hosts, so a kill loses exactly what was never synced), the machines a (re)started
-//! server host begins with, and the recorder every delivered frame and device observation goes
-//! through. An engine owns only its transport, its clock and its fault primitives; what it
-//! hands back is a [`RawRun`], judged the same way for every engine.
+//! The run recorder every delivered frame and device observation goes through, whatever
+//! carries the frames, and the [`RawRun`] an engine hands back, judged the same way for every
+//! engine. Also the frame trace the benchmark's floor replays ([`FloorPlan`]).
 
-use crate::plan::{derive_seed, Plan};
-use crate::scenario::Scenario;
+use crate::deploy::Durable;
+use crate::plan::Plan;
 use crate::wire::{describe, Frame, FrameRecord};
 use chatsim_judge::confidential::Screen;
 use chatsim_judge::{Event, History};
-use chatsim_system::bugs::Bugs;
-use chatsim_system::gateway::Gateway;
-use chatsim_system::proto::{DeviceId, Host, Millis, UserId};
-use chatsim_system::push::Push;
-use chatsim_system::replica::{Replica, ReplicaLog};
-use chatsim_system::session::{Session, SessionTable};
-use chatsim_system::shard::Shard;
-use chatsim_system::storage::{Storage, StorageState};
-use chatsim_system::{Action, Deployment, Effect, KeyDirectory, Machine, Observation};
+use chatsim_system::proto::{DeviceId, Host, Millis};
+use chatsim_system::{Action, Deployment, Observation};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,131 +103,6 @@ impl FloorPlan {
             total,
             last,
         }
-    }
-}
-
-/// The seed of one device's generator (and so of its keys). Index 0 keeps the salt
-/// single-device runs always had.
-pub fn device_seed(seed: u64, d: DeviceId) -> u64 {
-    derive_seed(
-        seed,
-        0x6465_7600 + u64::from(d.user.0) + (u64::from(d.index) << 40),
-    )
-}
-
-/// The deployment a scenario describes for one seed, its key directory included.
-pub fn deployment(scenario: &Scenario, seed: u64, plan: &Plan, bugs: Bugs) -> Deployment {
-    let t = &scenario.topology;
-    let mut topo = Deployment {
-        users: t.users,
-        gateways: t.gateways,
-        shards: t.shards,
-        devices_per_user: t.devices_per_user,
-        fanout_on_read_over: t.fanout_on_read_over,
-        replicas: t.replicas,
-        storage_model: t.storage_model,
-        clock_skew_ms: t.clock_skew_ms,
-        push: scenario.push.spec(),
-        bugs,
-        keys: Default::default(),
-        late_devices: plan.late_devices(),
-    };
-    topo.keys = KeyDirectory::new(
-        (0..topo.users)
-            .flat_map(|u| topo.devices_of(UserId(u)))
-            .map(|d| (d, chatsim_system::e2e::keypair(device_seed(seed, d)).public))
-            .collect(),
-    );
-    topo
-}
-
-/// State that survives a crash: what storage, its replicas and the session service made
-/// durable.
-pub struct Durable {
-    /// Storage's durable state (with replicas: the coordinator's view, for reports only).
-    pub storage: Mutex<StorageState>,
-    /// Each replica's synced operations.
-    pub replica_logs: Mutex<BTreeMap<u16, ReplicaLog>>,
-    /// How many times the storage coordinator has started (its boot number).
-    pub storage_boots: AtomicU64,
-    /// The session table as last persisted.
-    pub session: Mutex<SessionTable>,
-}
-
-impl Durable {
-    /// Nothing durable yet.
-    pub fn new(topo: &Deployment) -> Durable {
-        Durable {
-            storage: Mutex::new(StorageState::new(topo.storage_model)),
-            replica_logs: Mutex::new(BTreeMap::new()),
-            storage_boots: AtomicU64::new(0),
-            session: Mutex::new(SessionTable::new()),
-        }
-    }
-
-    /// The machine a server host starts (or restarts) with: fresh, but for what it made
-    /// durable before.
-    pub fn machine(&self, host: Host, topo: &Deployment, seed: u64) -> Box<dyn Machine> {
-        let topo = topo.clone();
-        match host {
-            Host::Gateway(i) => Box::new(Gateway::new(i, topo)),
-            Host::Session => Box::new(Session::new(
-                topo,
-                self.session.lock().expect("never poisoned").clone(),
-            )),
-            Host::Shard(i) => Box::new(Shard::new(i, topo)),
-            Host::Push => Box::new(Push::new(topo, derive_seed(seed, 0x7075_7368))),
-            Host::Storage(_) if topo.replicas > 0 => {
-                let boot = self.storage_boots.fetch_add(1, Ordering::Relaxed);
-                Box::new(Storage::replicated(&topo, boot))
-            }
-            Host::Storage(_) => Box::new(Storage::with_bugs(
-                self.storage.lock().expect("never poisoned").clone(),
-                &topo.bugs,
-            )),
-            Host::Replica(i) => Box::new(Replica::new(
-                self.replica_logs
-                    .lock()
-                    .expect("never poisoned")
-                    .get(&i)
-                    .cloned()
-                    .unwrap_or_default(),
-            )),
-            Host::Device(_) => unreachable!("devices are not server machines"),
-        }
-    }
-
-    /// Apply a server effect that makes something durable; hand back any other effect for the
-    /// engine to carry.
-    pub fn persist(&self, host: Host, effect: Effect) -> Option<Effect> {
-        match effect {
-            Effect::PersistSession(change) => {
-                self.session.lock().expect("never poisoned").apply(&change);
-            }
-            Effect::Persist(ops) => {
-                let mut d = self.storage.lock().expect("never poisoned");
-                ops.iter().for_each(|op| d.apply(op));
-            }
-            Effect::Rebuilt(view) => *self.storage.lock().expect("never poisoned") = *view,
-            Effect::PersistOps(ops) => {
-                let Host::Replica(i) = host else {
-                    unreachable!("only replicas persist operations")
-                };
-                self.replica_logs
-                    .lock()
-                    .expect("never poisoned")
-                    .entry(i)
-                    .or_default()
-                    .apply(&ops);
-            }
-            other => return Some(other),
-        }
-        None
-    }
-
-    /// Storage's inbox entries now (the report's timeline).
-    pub fn inbox_entries(&self) -> usize {
-        self.storage.lock().expect("never poisoned").inbox_entries()
     }
 }
 
@@ -404,7 +269,8 @@ impl Recorder {
             .clone()
             .finalize();
         let (inbox_left, inbox_written, bodies_kept) = {
-            let d = durable.storage.lock().expect("never poisoned");
+            let state = durable.lock();
+            let d = &state.storage;
             history.inbox_left = d.inbox_list();
             (d.inbox_entries(), d.inbox_written(), d.bodies_kept())
         };

@@ -11,21 +11,22 @@
 //! so the nemesis kills before it restarts and tracks which hosts are down.
 
 use super::RawRun;
-use crate::plan::{derive_seed, device_fault, role_of, server_hosts, Plan, WorldAction};
+use crate::plan::{derive_seed, role_of, server_hosts, Plan};
 use crate::scenario::{Range, Role, Scenario};
-use crate::wire::{decode, encode, filler, skip_frames, Frame, Wire};
+use crate::wire::{decode, filler, skip_frames, Frame};
 use bytes::{Bytes, BytesMut};
-use chatsim_judge::{Event, Fault};
 use chatsim_system::bugs::Bugs;
 use chatsim_system::device::Device;
-use chatsim_system::proto::{ConnId, DeviceId, Envelope, Host, Millis, Rpc, UserId};
-use chatsim_system::{Action, Deployment, Effect, Input, Machine};
-use chatsim_world::record::{
-    deployment, device_seed, Durable, FloorPlan, Keep, Recorder, SAMPLE_MS,
-};
+use chatsim_system::durable::Write;
+use chatsim_system::proto::{ConnId, DeviceId, Host, Millis, UserId};
+use chatsim_system::{Action, Deployment};
+use chatsim_world::deploy::{deployment, device_seed, Durable};
+use chatsim_world::host::{ConnEvent, PhoneEvent, PhoneHost, PhoneLinks, ServerHost, ServerLinks};
+use chatsim_world::nemesis::{FaultLedger, FaultPrimitives};
+use chatsim_world::record::{FloorPlan, Keep, Recorder, SAMPLE_MS};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +39,9 @@ use tokio::time::{sleep_until, Instant};
 
 /// The port every server listens on.
 const PORT: u16 = 7000;
+/// A deadline so far off that no run reaches it: what a `select!` branch waits on when it
+/// has no deadline (the branch is disabled, but its future is still built).
+const NEVER: Duration = Duration::from_secs(86_400 * 365);
 /// Room a connection's read buffer has before each read. madsim hands a read at most the
 /// buffer's spare room of the chunk the peer flushed, so this bounds how much one read takes;
 /// a frame bigger than it grows the buffer. Every phone's connection has two buffers (one at
@@ -98,7 +102,7 @@ struct Shared {
     /// Each device's event channel, for pushes: the OS's channel to the phone, outside the
     /// chat network (a partition of ours does not hold it; killing the provider loses what it
     /// had pending).
-    wakers: Mutex<BTreeMap<DeviceId, UnboundedSender<DeviceEvent>>>,
+    wakers: Mutex<BTreeMap<DeviceId, UnboundedSender<PhoneEvent>>>,
 }
 
 thread_local! {
@@ -260,24 +264,6 @@ async fn run_conn(
     }
 }
 
-/// Outgoing server-to-server links, one connection per destination, opened on first use and
-/// reopened after a failure. A frame that cannot be delivered is dropped, as a network would:
-/// the protocol's own retries cover it.
-struct Peers {
-    links: BTreeMap<Host, UnboundedSender<Bytes>>,
-}
-
-impl Peers {
-    fn send(&mut self, sh: &Shared, from: Host, to: Host, frame: Bytes) {
-        let tx = self.links.entry(to).or_insert_with(|| {
-            let (tx, rx) = unbounded_channel();
-            tokio::spawn(peer_link(to, sh.delayed(from, role_of(to), 0, rx)));
-            tx
-        });
-        let _ = tx.send(frame);
-    }
-}
-
 async fn write_frame(stream: &mut TcpStream, frame: &[u8]) -> bool {
     stream.write_all(frame).await.is_ok() && stream.flush().await.is_ok()
 }
@@ -305,13 +291,6 @@ async fn peer_link(to: Host, mut rx: UnboundedReceiver<Bytes>) {
     }
 }
 
-enum ServerEvent {
-    Opened(ConnId, UnboundedSender<Bytes>),
-    /// Boxed: a frame is far bigger than the other events.
-    Frame(ConnId, Box<Wire>),
-    Closed(ConnId),
-}
-
 /// Devices one accepting task serves. madsim's `accept` sleeps before it returns and a sleep
 /// lasts at least 1 ms of simulated time, so one task accepts at most 1,000 connections a
 /// simulated second: 12,500 phones on one gateway (the 100,000-user run) would take 12.5 s to
@@ -333,11 +312,11 @@ fn acceptors(host: Host, topo: &Deployment) -> u64 {
 }
 
 async fn server_main(host: Host, sh: Arc<Shared>) {
-    let mut machine = sh.durable.machine(host, &sh.topo, sh.seed);
+    let machine = sh.durable.machine(host, &sh.topo, sh.seed);
     let listener = TcpListener::bind(addr_of(host))
         .await
         .expect("a restarted node's old socket was released by the kill");
-    let (tx, mut rx) = unbounded_channel::<ServerEvent>();
+    let (tx, mut rx) = unbounded_channel::<ConnEvent<UnboundedSender<Bytes>>>();
     let listener = Arc::new(listener);
     let next_conn = Arc::new(AtomicU64::new(0));
     for _ in 0..acceptors(host, &sh.topo) {
@@ -351,211 +330,139 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
                 let (wtx, wrx) = unbounded_channel();
                 // Only a gateway writes on accepted connections, and only to devices.
                 let wrx = accept_sh.delayed(host, Role::Device, next, wrx);
-                let _ = accept_tx.send(ServerEvent::Opened(conn, wtx));
+                let _ = accept_tx.send(ConnEvent::Opened(conn, wtx));
                 let (etx, sh) = (accept_tx.clone(), accept_sh.clone());
                 spawn_boxed(async move {
                     run_conn(stream, wrx, |f, raw| {
                         sh.rec.delivered(sh.now(), host, raw, &f);
-                        let _ = etx.send(ServerEvent::Frame(conn, Box::new(f.wire)));
+                        let _ = etx.send(ConnEvent::Frame(conn, Box::new(f.wire)));
                     })
                     .await;
-                    let _ = etx.send(ServerEvent::Closed(conn));
+                    let _ = etx.send(ConnEvent::Closed(conn));
                 });
             }
         });
     }
-    let mut peers = Peers {
-        links: BTreeMap::new(),
+    let mut links = ServerIo {
+        sh: sh.clone(),
+        host,
+        peers: BTreeMap::new(),
     };
-    let mut writers: BTreeMap<ConnId, UnboundedSender<Bytes>> = BTreeMap::new();
-    let mut device_conns: BTreeSet<ConnId> = BTreeSet::new();
-    let mut out = Vec::new();
+    let mut server = ServerHost::new(host, machine);
     loop {
-        let deadline = machine
-            .poll_timeout()
-            .map(|t| sh.t0 + Duration::from_millis(t));
-        let input = tokio::select! {
+        let deadline = server.deadline().map(|t| sh.t0 + Duration::from_millis(t));
+        tokio::select! {
             biased;
-            ev = rx.recv() => match ev.expect("this task holds a sender") {
-                ServerEvent::Opened(conn, w) => {
-                    writers.insert(conn, w);
-                    continue;
-                }
-                ServerEvent::Frame(conn, wire) => match *wire {
-                    Wire::Server(Envelope { from, rpc }) => Input::Rpc { from, rpc },
-                    Wire::Up(up) => {
-                        if device_conns.insert(conn) {
-                            machine.handle(sh.now(), Input::Accepted { conn }, &mut out);
-                        }
-                        Input::FromConn { conn, up }
-                    }
-                    Wire::Down(_) | Wire::LinkAck(_) => continue,
-                },
-                ServerEvent::Closed(conn) => {
-                    writers.remove(&conn);
-                    if !device_conns.remove(&conn) {
-                        continue;
-                    }
-                    Input::ConnClosed { conn }
-                }
-            },
-            _ = sleep_until(deadline.unwrap_or_else(|| sh.t0 + Duration::from_secs(86_400 * 365))), if deadline.is_some() => Input::Timeout,
-        };
-        machine.handle(sh.now(), input, &mut out);
-        for effect in out.drain(..) {
-            match effect {
-                Effect::Rpc {
-                    to: Host::Device(d),
-                    rpc: Rpc::Wake,
-                } => {
-                    if let Some(w) = sh.wakers.lock().expect("never poisoned").get(&d) {
-                        let _ = w.send(DeviceEvent::Wake);
-                    }
-                }
-                Effect::Rpc { to, rpc } => peers.send(
-                    &sh,
-                    host,
-                    to,
-                    encode(&Frame {
-                        from: host,
-                        sent_ms: sh.now(),
-                        wire: Wire::Server(Envelope { from: host, rpc }),
-                    }),
-                ),
-                Effect::Down { conn, frame } => {
-                    if let Some(w) = writers.get(&conn) {
-                        let _ = w.send(encode(&Frame {
-                            from: host,
-                            sent_ms: sh.now(),
-                            wire: Wire::Down(frame),
-                        }));
-                    }
-                }
-                Effect::CloseConn { conn } => {
-                    // Dropping the writer ends the connection's task, which closes the socket.
-                    writers.remove(&conn);
-                    device_conns.remove(&conn);
-                }
-                e @ (Effect::PersistSession(_)
-                | Effect::Persist(_)
-                | Effect::Rebuilt(_)
-                | Effect::PersistOps(_)) => {
-                    sh.durable.persist(host, e);
-                }
-                e @ (Effect::Connect { .. }
-                | Effect::Up(_)
-                | Effect::Disconnect
-                | Effect::Observe(_)) => {
-                    unreachable!("{host} is a server and produced a device effect: {e:?}")
-                }
+            ev = rx.recv() => {
+                let ev = ev.expect("this task holds a sender");
+                server.on_event(sh.now(), ev, &mut links);
+            }
+            _ = sleep_until(deadline.unwrap_or(sh.t0 + NEVER)), if deadline.is_some() => {
+                server.on_deadline(sh.now(), &mut links);
             }
         }
     }
 }
 
-enum DeviceEvent {
-    Connected(u64),
-    ConnectFailed(u64),
-    // Boxed: a frame is far bigger than the other events.
-    Frame(u64, Box<Wire>),
-    Closed(u64),
-    /// A push notification from the provider.
-    Wake,
+/// How a madsim server host's bytes leave it.
+struct ServerIo {
+    sh: Arc<Shared>,
+    host: Host,
+    /// Outgoing server-to-server links, one connection per destination, opened on first use
+    /// and reopened after a failure.
+    peers: BTreeMap<Host, UnboundedSender<Bytes>>,
+}
+
+impl ServerLinks<UnboundedSender<Bytes>> for ServerIo {
+    fn to_peer(&mut self, to: Host, frame: Bytes) {
+        let (sh, from) = (&self.sh, self.host);
+        let tx = self.peers.entry(to).or_insert_with(|| {
+            let (tx, rx) = unbounded_channel();
+            tokio::spawn(peer_link(to, sh.delayed(from, role_of(to), 0, rx)));
+            tx
+        });
+        // A frame that cannot be delivered is dropped, as a network would: the protocol's own
+        // retries cover it.
+        let _ = tx.send(frame);
+    }
+
+    fn to_conn(&mut self, conn: &UnboundedSender<Bytes>, frame: Bytes) {
+        let _ = conn.send(frame);
+    }
+
+    fn wake(&mut self, device: DeviceId) {
+        if let Some(w) = self.sh.wakers.lock().expect("never poisoned").get(&device) {
+            let _ = w.send(PhoneEvent::Wake);
+        }
+    }
+
+    fn persist(&mut self, write: Write) {
+        self.sh.durable.apply(write);
+    }
 }
 
 async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool, sh: Arc<Shared>) {
-    let mut machine = Device::new(id, sh.topo.clone(), device_seed(sh.seed, id), online);
-    let mut actions = actions.into_iter().peekable();
-    let (tx, mut rx) = unbounded_channel::<DeviceEvent>();
-    let mut conn: Option<(u64, UnboundedSender<Bytes>)> = None;
-    let mut gen = 0u64;
-    let mut out = Vec::new();
-    let me = Host::Device(id);
+    let machine = Device::new(id, sh.topo.clone(), device_seed(sh.seed, id), online);
+    let mut phone = PhoneHost::new(id, machine, actions);
+    let (tx, mut rx) = unbounded_channel::<PhoneEvent>();
     sh.wakers
         .lock()
         .expect("never poisoned")
         .insert(id, tx.clone());
+    let mut links = PhoneIo {
+        sh: sh.clone(),
+        me: Host::Device(id),
+        events: tx,
+    };
     loop {
-        let next_action = actions.peek().map(|(t, _)| *t);
-        let deadline = [machine.poll_timeout(), next_action]
-            .into_iter()
-            .flatten()
-            .min();
-        let deadline_at = deadline.map(|t| sh.t0 + Duration::from_millis(t));
-        let current = conn.as_ref().map(|c| c.0);
-        let input = tokio::select! {
+        let deadline_at = phone.deadline().map(|t| sh.t0 + Duration::from_millis(t));
+        tokio::select! {
             biased;
-            ev = rx.recv() => match ev.expect("this task holds a sender") {
-                DeviceEvent::Connected(g) if Some(g) == current => Input::Connected,
-                DeviceEvent::ConnectFailed(g) if Some(g) == current => {
-                    conn = None;
-                    Input::ConnectFailed
-                }
-                DeviceEvent::Frame(g, w) if Some(g) == current => match *w {
-                    Wire::Down(down) => Input::Down(down),
-                    _ => continue,
-                },
-                DeviceEvent::Closed(g) if Some(g) == current => {
-                    conn = None;
-                    Input::Disconnected
-                }
-                DeviceEvent::Wake => Input::Pushed,
-                _ => continue,
-            },
-            _ = sleep_until(deadline_at.unwrap_or_else(|| sh.t0 + Duration::from_secs(86_400 * 365))), if deadline_at.is_some() => {
-                let now = sh.now();
-                match actions.next_if(|(t, _)| *t <= now) {
-                    Some((_, action)) => {
-                        if let Some(f) = device_fault(id, &action) {
-                            sh.rec.record(now, Event::Fault(f));
-                        }
-                        Input::Action(action)
-                    }
-                    None => Input::Timeout,
-                }
+            ev = rx.recv() => {
+                let ev = ev.expect("this task holds a sender");
+                phone.on_event(sh.now(), ev, &sh.rec, &mut links);
             }
-        };
-        let now = sh.now();
-        machine.handle(now, input, &mut out);
-        for effect in out.drain(..) {
-            match effect {
-                Effect::Connect { gateway } => {
-                    gen += 1;
-                    let (wtx, wrx) = unbounded_channel();
-                    let wrx = sh.delayed(me, Role::Gateway, gen, wrx);
-                    conn = Some((gen, wtx));
-                    let (tx, sh, g) = (tx.clone(), sh.clone(), gen);
-                    spawn_boxed(async move {
-                        match TcpStream::connect(addr_of(Host::Gateway(gateway))).await {
-                            Err(_) => {
-                                let _ = tx.send(DeviceEvent::ConnectFailed(g));
-                            }
-                            Ok(stream) => {
-                                let _ = tx.send(DeviceEvent::Connected(g));
-                                run_conn(stream, wrx, |f, raw| {
-                                    sh.rec.delivered(sh.now(), me, raw, &f);
-                                    let _ = tx.send(DeviceEvent::Frame(g, Box::new(f.wire)));
-                                })
-                                .await;
-                                let _ = tx.send(DeviceEvent::Closed(g));
-                            }
-                        }
-                    });
-                }
-                Effect::Up(up) => {
-                    if let Some((_, w)) = &conn {
-                        let _ = w.send(encode(&Frame {
-                            from: me,
-                            sent_ms: now,
-                            wire: Wire::Up(up),
-                        }));
-                    }
-                }
-                Effect::Disconnect => conn = None,
-                Effect::Observe(o) => sh.rec.observe(now, id, o),
-                e => unreachable!("a device produced a server effect: {e:?}"),
+            _ = sleep_until(deadline_at.unwrap_or(sh.t0 + NEVER)), if deadline_at.is_some() => {
+                phone.on_deadline(sh.now(), &sh.rec, &mut links);
             }
         }
+    }
+}
+
+/// How a madsim phone's bytes leave it.
+struct PhoneIo {
+    sh: Arc<Shared>,
+    me: Host,
+    /// The phone's own event channel, which its connection tasks report on.
+    events: UnboundedSender<PhoneEvent>,
+}
+
+impl PhoneLinks<UnboundedSender<Bytes>> for PhoneIo {
+    fn connect(&mut self, gateway: u16, gen: u64) -> UnboundedSender<Bytes> {
+        let (wtx, wrx) = unbounded_channel();
+        let wrx = self.sh.delayed(self.me, Role::Gateway, gen, wrx);
+        let (tx, sh, me) = (self.events.clone(), self.sh.clone(), self.me);
+        spawn_boxed(async move {
+            match TcpStream::connect(addr_of(Host::Gateway(gateway))).await {
+                Err(_) => {
+                    let _ = tx.send(PhoneEvent::ConnectFailed(gen));
+                }
+                Ok(stream) => {
+                    let _ = tx.send(PhoneEvent::Connected(gen));
+                    run_conn(stream, wrx, |f, raw| {
+                        sh.rec.delivered(sh.now(), me, raw, &f);
+                        let _ = tx.send(PhoneEvent::Frame(gen, Box::new(f.wire)));
+                    })
+                    .await;
+                    let _ = tx.send(PhoneEvent::Closed(gen));
+                }
+            }
+        });
+        wtx
+    }
+
+    fn send(&mut self, conn: &UnboundedSender<Bytes>, frame: Bytes) {
+        let _ = conn.send(frame);
     }
 }
 
@@ -667,104 +574,20 @@ async fn world(
     });
 
     // The nemesis.
-    let mut down = BTreeSet::new();
-    let mut clogged = BTreeSet::new();
-    let mut partitions: Vec<(Vec<Host>, Vec<Host>)> = Vec::new();
-    // Faults of the plan this engine cannot express: said in the run's output, never silent.
-    let mut skipped = Vec::new();
-    let node = |h: &Host| *nodes.get(h).expect("every planned host has a node");
-    let cut = |a: &[Host], b: &[Host], on: bool| {
-        for x in a {
-            for y in b {
-                if on {
-                    net.clog_link(node(x), node(y));
-                    net.clog_link(node(y), node(x));
-                } else {
-                    net.unclog_link(node(x), node(y));
-                    net.unclog_link(node(y), node(x));
-                }
-            }
-        }
+    let mut ledger = FaultLedger::new();
+    let mut prims = Primitives {
+        handle: &handle,
+        net: &net,
+        nodes: &nodes,
     };
     for (t, action) in plan.world {
         sleep_until(sh.t0 + Duration::from_millis(t)).await;
-        let now = sh.now();
-        match action {
-            WorldAction::Fault(f) => {
-                match &f {
-                    Fault::Kill(h) => {
-                        handle.kill(node(h));
-                        down.insert(*h);
-                    }
-                    Fault::Restart(h) => {
-                        if down.remove(h) {
-                            handle.restart(node(h));
-                        }
-                    }
-                    Fault::Clog(h) => {
-                        net.clog_node(node(h));
-                        clogged.insert(*h);
-                    }
-                    Fault::DeviceSilent(d) => {
-                        net.clog_node(node(&Host::Device(*d)));
-                        clogged.insert(Host::Device(*d));
-                    }
-                    Fault::Unclog(h) => {
-                        if clogged.remove(h) {
-                            net.unclog_node(node(h));
-                        }
-                    }
-                    Fault::DeviceUnsilent(d) => {
-                        if clogged.remove(&Host::Device(*d)) {
-                            net.unclog_node(node(&Host::Device(*d)));
-                        }
-                    }
-                    Fault::Partition(a, b) => {
-                        cut(a, b, true);
-                        partitions.push((a.clone(), b.clone()));
-                    }
-                    Fault::PartitionHealed(a, b) => {
-                        if let Some(i) = partitions.iter().position(|p| p.0 == *a && p.1 == *b) {
-                            partitions.remove(i);
-                            cut(a, b, false);
-                        }
-                    }
-                    Fault::PartitionOneway(..) => {
-                        skipped.push(format!(
-                            "{f} at {now} ms: madsim's TCP never drops a frame, so one direction \
-                             cannot be cut (run it with --engine turmoil)"
-                        ));
-                        continue;
-                    }
-                    Fault::PartitionOnewayHealed(..) => continue,
-                    Fault::DeviceOffline(_) | Fault::DeviceOnline(_) | Fault::DeviceDrop(_) => {}
-                }
-                sh.rec.record(now, Event::Fault(f));
-            }
-            WorldAction::HealAll => {
-                for h in std::mem::take(&mut down) {
-                    handle.restart(node(&h));
-                    sh.rec.record(now, Event::Fault(Fault::Restart(h)));
-                }
-                for h in std::mem::take(&mut clogged) {
-                    net.unclog_node(node(&h));
-                    let f = match h {
-                        Host::Device(d) => Fault::DeviceUnsilent(d),
-                        h => Fault::Unclog(h),
-                    };
-                    sh.rec.record(now, Event::Fault(f));
-                }
-                for (a, b) in std::mem::take(&mut partitions) {
-                    cut(&a, &b, false);
-                    sh.rec
-                        .record(now, Event::Fault(Fault::PartitionHealed(a, b)));
-                }
-                sh.rec.record(now, Event::Healed);
-            }
-        }
+        ledger.act(sh.now(), action, &mut prims, &sh.rec);
     }
     sleep_until(sh.t0 + Duration::from_millis(plan.end_at)).await;
-    let raw = sh.rec.finish(plan.end_at, sh.now(), &sh.durable, skipped);
+    let raw = sh
+        .rec
+        .finish(plan.end_at, sh.now(), &sh.durable, ledger.skipped());
     // Every task still waiting holds the world (`Shared`) and is held by a waker in a channel
     // or socket of that same world, and madsim drops with its runtime only the tasks queued to
     // run: without this the whole world outlived the run, and a swarm kept every seed's (2 MB
@@ -774,6 +597,66 @@ async fn world(
         handle.kill(*id);
     }
     raw
+}
+
+/// madsim's ways of breaking things: kill and restart nodes, clog nodes and links.
+struct Primitives<'a> {
+    handle: &'a madsim::runtime::Handle,
+    net: &'a madsim::net::NetSim,
+    nodes: &'a BTreeMap<Host, madsim::task::NodeId>,
+}
+
+impl Primitives<'_> {
+    fn node(&self, h: &Host) -> madsim::task::NodeId {
+        *self.nodes.get(h).expect("every planned host has a node")
+    }
+}
+
+impl FaultPrimitives for Primitives<'_> {
+    fn kill(&mut self, host: Host) {
+        self.handle.kill(self.node(&host));
+    }
+
+    fn restart(&mut self, host: Host) {
+        // Only ever a killed node: restarting a live one panics ("address in use").
+        self.handle.restart(self.node(&host));
+    }
+
+    fn clog(&mut self, host: Host, on: bool) {
+        if on {
+            self.net.clog_node(self.node(&host));
+        } else {
+            self.net.unclog_node(self.node(&host));
+        }
+    }
+
+    fn silence(&mut self, device: DeviceId, on: bool) {
+        // A silent phone's node is clogged: its frames wait, both ways, as in a tunnel.
+        self.clog(Host::Device(device), on);
+    }
+
+    fn cut(&mut self, a: &[Host], b: &[Host], on: bool) {
+        for x in a {
+            for y in b {
+                let (x, y) = (self.node(x), self.node(y));
+                if on {
+                    self.net.clog_link(x, y);
+                    self.net.clog_link(y, x);
+                } else {
+                    self.net.unclog_link(x, y);
+                    self.net.unclog_link(y, x);
+                }
+            }
+        }
+    }
+
+    fn cut_one_way(&mut self, _: &[Host], _: &[Host], _: bool) -> Result<(), String> {
+        Err(
+            "madsim's TCP never drops a frame, so one direction cannot be cut (run it with \
+             --engine turmoil)"
+                .to_string(),
+        )
+    }
 }
 
 /// The benchmark's floor: bare nodes at the same addresses replaying `plan` (the same frames,

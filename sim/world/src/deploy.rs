@@ -1,0 +1,87 @@
+//! The deployment a scenario and seed describe, and the durable state beside its hosts.
+//!
+//! A run's hosts crash and restart; what they made durable must not go with them, so it lives
+//! here, outside every simulated host, shared by the run's tasks. Only synced writes reach it
+//! (the machines say when), so a kill loses exactly what was never synced.
+
+use crate::plan::{derive_seed, Plan};
+use crate::scenario::Scenario;
+use chatsim_system::bugs::Bugs;
+use chatsim_system::durable::{DurableState, Write};
+use chatsim_system::proto::{DeviceId, Host, UserId};
+use chatsim_system::{Deployment, KeyDirectory, Machine};
+use std::sync::{Mutex, MutexGuard};
+
+/// Salt of the push provider's generator, drawn from the run seed.
+const PUSH_SALT: u64 = 0x7075_7368;
+
+/// The seed of one device's generator (and so of its keys). Index 0 keeps the salt
+/// single-device runs always had.
+pub fn device_seed(seed: u64, d: DeviceId) -> u64 {
+    derive_seed(
+        seed,
+        0x6465_7600 + u64::from(d.user.0) + (u64::from(d.index) << 40),
+    )
+}
+
+/// The deployment a scenario describes for one seed, its key directory included.
+pub fn deployment(scenario: &Scenario, seed: u64, plan: &Plan, bugs: Bugs) -> Deployment {
+    let t = &scenario.topology;
+    let mut topo = Deployment {
+        users: t.users,
+        gateways: t.gateways,
+        shards: t.shards,
+        devices_per_user: t.devices_per_user,
+        fanout_on_read_over: t.fanout_on_read_over,
+        replicas: t.replicas,
+        storage_model: t.storage_model,
+        clock_skew_ms: t.clock_skew_ms,
+        push: scenario.push.spec(),
+        bugs,
+        keys: Default::default(),
+        late_devices: plan.late_devices(),
+    };
+    topo.keys = KeyDirectory::new(
+        (0..topo.users)
+            .flat_map(|u| topo.devices_of(UserId(u)))
+            .map(|d| (d, chatsim_system::e2e::keypair(device_seed(seed, d)).public))
+            .collect(),
+    );
+    topo
+}
+
+/// State that survives a crash: what storage, its replicas and the session service made
+/// durable, shared by every host of one run.
+pub struct Durable {
+    state: Mutex<DurableState>,
+}
+
+impl Durable {
+    /// Nothing durable yet.
+    pub fn new(topo: &Deployment) -> Durable {
+        Durable {
+            state: Mutex::new(DurableState::new(topo.storage_model)),
+        }
+    }
+
+    /// The durable state, for reading (a host's tasks never hold it across an await).
+    pub fn lock(&self) -> MutexGuard<'_, DurableState> {
+        self.state.lock().expect("no host panics holding it")
+    }
+
+    /// The machine a server host starts (or restarts) with: fresh, but for what it made
+    /// durable before.
+    pub fn machine(&self, host: Host, topo: &Deployment, seed: u64) -> Box<dyn Machine> {
+        self.lock().start(host, topo, derive_seed(seed, PUSH_SALT))
+    }
+
+    /// Keep a write a server synced.
+    pub fn apply(&self, write: Write) {
+        self.lock().apply(write);
+    }
+
+    /// Storage's inbox entries now (the report's timeline).
+    pub fn inbox_entries(&self) -> usize {
+        self.lock().storage.inbox_entries()
+    }
+}
