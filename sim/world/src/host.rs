@@ -332,3 +332,209 @@ fn up_frame(me: Host, now: Millis, up: Up) -> Bytes {
         wire: Wire::Up(up),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Plan;
+    use crate::record::Keep;
+    use crate::wire::decode;
+    use bytes::BytesMut;
+    use chatsim_system::proto::{Down, UserId};
+    use chatsim_system::Deployment;
+
+    /// A server machine that logs what it is handed and answers each input with the effects
+    /// queued for it.
+    #[derive(Default)]
+    struct Script {
+        seen: std::sync::Arc<std::sync::Mutex<Vec<Input>>>,
+        answers: VecDeque<Vec<Effect>>,
+    }
+
+    impl Machine for Script {
+        fn handle(&mut self, _: Millis, input: Input, out: &mut Vec<Effect>) {
+            self.seen.lock().expect("test").push(input);
+            out.extend(self.answers.pop_front().unwrap_or_default());
+        }
+        fn poll_timeout(&self) -> Option<Millis> {
+            None
+        }
+    }
+
+    /// Connections are numbered writers; everything sent is logged.
+    #[derive(Default)]
+    struct Wires {
+        to_conns: Vec<(u64, Bytes)>,
+        to_peers: Vec<Host>,
+        persisted: usize,
+        wakes: Vec<DeviceId>,
+        connects: Vec<(u16, u64)>,
+    }
+
+    impl ServerLinks<u64> for Wires {
+        fn to_peer(&mut self, to: Host, _: Bytes) {
+            self.to_peers.push(to);
+        }
+        fn to_conn(&mut self, conn: &u64, frame: Bytes) {
+            self.to_conns.push((*conn, frame));
+        }
+        fn wake(&mut self, device: DeviceId) {
+            self.wakes.push(device);
+        }
+        fn persist(&mut self, _: Write) {
+            self.persisted += 1;
+        }
+    }
+
+    impl PhoneLinks<u64> for Wires {
+        fn connect(&mut self, gateway: u16, gen: u64) -> u64 {
+            self.connects.push((gateway, gen));
+            gen
+        }
+        fn send(&mut self, conn: &u64, frame: Bytes) {
+            self.to_conns.push((*conn, frame));
+        }
+    }
+
+    fn up_frame_on(conn: u64) -> ConnEvent<u64> {
+        ConnEvent::Frame(ConnId(conn), Box::new(Wire::Up(Up::Ping)))
+    }
+
+    // A gateway hears of a device connection with its first frame, and of its end only if a
+    // device ever spoke on it: a server link's close is none of the machine's business.
+    #[test]
+    fn a_gateway_learns_of_a_device_connection_when_the_device_first_speaks() {
+        let script = Script::default();
+        let seen = script.seen.clone();
+        let mut host = ServerHost::new(Host::Gateway(0), Box::new(script));
+        let mut wires = Wires::default();
+        host.on_event(0, ConnEvent::Opened(ConnId(1), 1), &mut wires);
+        host.on_event(0, ConnEvent::Opened(ConnId(2), 2), &mut wires);
+        host.on_event(1, up_frame_on(1), &mut wires);
+        host.on_event(2, up_frame_on(1), &mut wires);
+        host.on_event(3, ConnEvent::Closed(ConnId(2)), &mut wires);
+        host.on_event(4, ConnEvent::Closed(ConnId(1)), &mut wires);
+        let seen = seen.lock().expect("test").clone();
+        assert_eq!(
+            seen,
+            [
+                Input::Accepted { conn: ConnId(1) },
+                Input::FromConn {
+                    conn: ConnId(1),
+                    up: Up::Ping
+                },
+                Input::FromConn {
+                    conn: ConnId(1),
+                    up: Up::Ping
+                },
+                Input::ConnClosed { conn: ConnId(1) },
+            ]
+        );
+        assert_eq!(host.open_connections(), 0);
+    }
+
+    // Effects go where the router says, encoded; a frame for a closed connection goes nowhere.
+    #[test]
+    fn a_server_host_carries_each_effect_where_the_router_sends_it() {
+        let script = Script {
+            answers: VecDeque::from([
+                vec![],
+                vec![
+                    Effect::Down {
+                        conn: ConnId(1),
+                        frame: Down::Pong,
+                    },
+                    Effect::CloseConn { conn: ConnId(1) },
+                    Effect::Down {
+                        conn: ConnId(1),
+                        frame: Down::Pong,
+                    },
+                    Effect::Rpc {
+                        to: Host::Session,
+                        rpc: chatsim_system::proto::Rpc::Wake,
+                    },
+                ],
+            ]),
+            ..Script::default()
+        };
+        let mut host = ServerHost::new(Host::Gateway(0), Box::new(script));
+        let mut wires = Wires::default();
+        host.on_event(0, ConnEvent::Opened(ConnId(1), 7), &mut wires);
+        host.on_event(5, up_frame_on(1), &mut wires);
+        assert_eq!(wires.to_conns.len(), 1, "nothing after the close");
+        let (writer, bytes) = wires.to_conns.remove(0);
+        assert_eq!(writer, 7);
+        let (frame, _) = decode(&mut BytesMut::from(&bytes[..]))
+            .expect("a whole frame")
+            .expect("decodes");
+        assert_eq!(frame.from, Host::Gateway(0));
+        assert_eq!(frame.sent_ms, 5);
+        assert!(matches!(frame.wire, Wire::Down(Down::Pong)));
+        assert_eq!(wires.to_peers, [Host::Session]);
+        assert_eq!(host.open_connections(), 0);
+        assert!(wires.wakes.is_empty() && wires.persisted == 0);
+    }
+
+    // A machine that breaks the rules is stopped where it breaks them.
+    #[test]
+    #[should_panic(expected = "no business")]
+    fn a_server_machine_that_speaks_as_a_phone_panics_at_its_host() {
+        let script = Script {
+            answers: VecDeque::from([vec![Effect::Disconnect]]),
+            ..Script::default()
+        };
+        let mut host = ServerHost::new(Host::Shard(0), Box::new(script));
+        host.on_deadline(0, &mut Wires::default());
+    }
+
+    fn phone_world() -> (Deployment, DeviceId) {
+        let topo = Deployment {
+            users: 2,
+            gateways: 1,
+            shards: 1,
+            devices_per_user: 1,
+            ..Deployment::default()
+        };
+        let me = DeviceId {
+            user: UserId(0),
+            index: 0,
+        };
+        (topo, me)
+    }
+
+    // A phone acts on news of its current connection only: a replaced attempt's late news is
+    // dropped, and an action due is taken before the machine's own timer.
+    #[test]
+    fn a_phone_ignores_news_of_a_connection_it_has_replaced() {
+        let (topo, me) = phone_world();
+        let rec = Recorder::new(&topo, &Plan::default(), Keep::VERDICT);
+        let machine = Device::new(me, topo.clone(), 1, true);
+        let mut phone = PhoneHost::new(me, machine, vec![(50, Action::DropConnection)]);
+        let mut wires = Wires::default();
+        let start = phone.deadline().expect("an online phone connects at once");
+        phone.on_deadline(start, &rec, &mut wires);
+        assert_eq!(wires.connects.len(), 1, "{:?}", wires.connects);
+        let (_, first) = wires.connects[0];
+        phone.on_event(10, PhoneEvent::Connected(first + 1), &rec, &mut wires);
+        assert!(
+            wires.to_conns.is_empty(),
+            "a stale attempt's news moved the phone"
+        );
+        phone.on_event(10, PhoneEvent::Connected(first), &rec, &mut wires);
+        assert!(
+            wires.to_conns.iter().all(|(w, _)| *w == first),
+            "the phone wrote on its connection"
+        );
+        assert!(!wires.to_conns.is_empty(), "a connected phone says hello");
+        assert_eq!(phone.deadline().map(|t| t <= 50), Some(true));
+        phone.on_deadline(50, &rec, &mut wires);
+        let raw = rec.finish(60, 60, &crate::deploy::Durable::new(&topo), Vec::new());
+        assert!(
+            raw.history
+                .records
+                .iter()
+                .any(|r| r.event == Event::Fault(chatsim_judge::Fault::DeviceDrop(me))),
+            "the drop the plan asked for is in the history"
+        );
+    }
+}

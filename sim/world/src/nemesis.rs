@@ -195,3 +195,134 @@ impl FaultLedger {
             && self.one_way.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::Durable;
+    use crate::plan::Plan;
+    use crate::record::Keep;
+    use chatsim_system::proto::UserId;
+    use chatsim_system::Deployment;
+
+    const PHONE: DeviceId = DeviceId {
+        user: UserId(1),
+        index: 0,
+    };
+
+    /// An engine that can do everything but cut one way (as madsim), and logs every call.
+    #[derive(Default)]
+    struct Log(Vec<String>);
+
+    impl FaultPrimitives for Log {
+        fn kill(&mut self, host: Host) {
+            self.0.push(format!("kill {host}"));
+        }
+        fn restart(&mut self, host: Host) {
+            self.0.push(format!("restart {host}"));
+        }
+        fn clog(&mut self, host: Host, on: bool) {
+            self.0.push(format!("clog {host} {on}"));
+        }
+        fn silence(&mut self, device: DeviceId, on: bool) {
+            self.0.push(format!("silence {device} {on}"));
+        }
+        fn cut(&mut self, a: &[Host], b: &[Host], on: bool) {
+            self.0.push(format!("cut {} {} {on}", a.len(), b.len()));
+        }
+        fn cut_one_way(&mut self, _: &[Host], _: &[Host], _: bool) -> Result<(), String> {
+            Err("no one-way cuts here".into())
+        }
+    }
+
+    fn run(actions: Vec<WorldAction>) -> (Vec<String>, Vec<Event>, Vec<String>, bool) {
+        let topo = Deployment {
+            users: 2,
+            ..Deployment::default()
+        };
+        let rec = Recorder::new(&topo, &Plan::default(), Keep::VERDICT);
+        let (mut ledger, mut engine) = (FaultLedger::new(), Log::default());
+        for (t, a) in actions.into_iter().enumerate() {
+            ledger.act(t as Millis, a, &mut engine, &rec);
+        }
+        let clear = ledger.is_clear();
+        let raw = rec.finish(100, 100, &Durable::new(&topo), ledger.skipped());
+        let events = raw.history.records.into_iter().map(|r| r.event).collect();
+        (engine.0, events, raw.skipped, clear)
+    }
+
+    // The calls an engine sees make sense whatever the plan asks: a restart only for a host
+    // that is down, a clog or silence only once, and a heal undoes exactly what is broken, in
+    // the one order every engine follows.
+    #[test]
+    fn a_heal_undoes_exactly_what_is_broken_in_one_order() {
+        use WorldAction::Fault as F;
+        let (calls, events, skipped, clear) = run(vec![
+            F(Fault::Restart(Host::Shard(0))),
+            F(Fault::Kill(Host::Shard(0))),
+            F(Fault::Clog(Host::Gateway(1))),
+            F(Fault::Clog(Host::Gateway(1))),
+            F(Fault::DeviceSilent(PHONE)),
+            F(Fault::Partition(vec![Host::Session], vec![Host::Shard(1)])),
+            WorldAction::HealAll,
+        ]);
+        assert_eq!(
+            calls,
+            [
+                "kill shard-1",
+                "clog gateway-2 true",
+                "silence u1.d0 true",
+                "cut 1 1 true",
+                "restart shard-1",
+                "clog gateway-2 false",
+                "silence u1.d0 false",
+                "cut 1 1 false",
+            ]
+        );
+        assert!(clear, "nothing is broken after a heal");
+        assert!(skipped.is_empty());
+        // Every fault the plan asked for is in the history, then what the heal mended, then
+        // the heal itself.
+        assert_eq!(events.len(), 6 + 4 + 1);
+        assert_eq!(events[6], Event::Fault(Fault::Restart(Host::Shard(0))));
+        assert_eq!(events[8], Event::Fault(Fault::DeviceUnsilent(PHONE)));
+        assert_eq!(events[10], Event::Healed);
+    }
+
+    // A fault the engine cannot express is said once, and neither it nor its heal reaches the
+    // history (the checkers must not excuse what never happened).
+    #[test]
+    fn a_fault_the_engine_cannot_express_is_said_and_kept_out_of_the_history() {
+        use WorldAction::Fault as F;
+        let (a, b) = (vec![Host::Shard(0)], vec![Host::Storage(0)]);
+        let (calls, events, skipped, clear) = run(vec![
+            F(Fault::PartitionOneway(a.clone(), b.clone())),
+            F(Fault::PartitionOnewayHealed(a, b)),
+        ]);
+        assert!(calls.is_empty(), "{calls:?}");
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(skipped.len(), 1);
+        assert!(
+            skipped[0].contains("at 0 ms: no one-way cuts here"),
+            "{skipped:?}"
+        );
+        assert!(clear);
+    }
+
+    // A heal of something not broken changes nothing in the engine, yet the plan's event is
+    // still recorded (the history says what the world asked for).
+    #[test]
+    fn mending_what_is_not_broken_calls_nothing() {
+        use WorldAction::Fault as F;
+        let (calls, events, _, _) = run(vec![
+            F(Fault::Unclog(Host::Gateway(0))),
+            F(Fault::DeviceUnsilent(PHONE)),
+            F(Fault::PartitionHealed(
+                vec![Host::Session],
+                vec![Host::Push],
+            )),
+        ]);
+        assert!(calls.is_empty(), "{calls:?}");
+        assert_eq!(events.len(), 3);
+    }
+}
