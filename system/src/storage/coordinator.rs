@@ -238,7 +238,7 @@ impl Storage {
             | Rpc::Unregister { .. }
             | Rpc::Subscribe { .. }
             | Rpc::Notify { .. }
-            | Rpc::Wake { .. }
+            | Rpc::Wake
             | Rpc::Alive { .. }
             | Rpc::Lookup { .. }
             | Rpc::Located { .. }

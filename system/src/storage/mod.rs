@@ -502,7 +502,7 @@ impl Storage {
             | Rpc::Unregister { .. }
             | Rpc::Subscribe { .. }
             | Rpc::Notify { .. }
-            | Rpc::Wake { .. }
+            | Rpc::Wake
             | Rpc::Alive { .. }
             | Rpc::Lookup { .. }
             | Rpc::Located { .. }
@@ -516,7 +516,7 @@ impl Storage {
             | Rpc::ReadOps { .. }
             | Rpc::Replicated { .. }
             | Rpc::Ops { .. }
-            | Rpc::ReplicaUp { .. } => {}
+            | Rpc::ReplicaUp => {}
         }
     }
 }
