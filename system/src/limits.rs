@@ -35,6 +35,9 @@ pub const OUTBOX_IN_FLIGHT_MAX: usize = 64;
 pub const RECONNECT_BACKOFF_MS_MIN: Millis = 100;
 /// Cap on the reconnect delay.
 pub const RECONNECT_BACKOFF_MS_MAX: Millis = 5_000;
+/// Doublings a capped exponential backoff makes at most (reconnect, outbox retry) before its
+/// cap takes over; keeps the shift from overflowing after many failures.
+pub const BACKOFF_DOUBLINGS_MAX: u32 = 16;
 /// A device that sent `Hello` gives up on the connection if `Welcome` does not follow.
 pub const HANDSHAKE_TIMEOUT_MS: Millis = 3_000;
 

@@ -1,0 +1,199 @@
+//! Delivery tracking: each message on its way to a device is pushed through the gateway the
+//! session service names, and retried with capped backoff until the device acks or is found
+//! not connected (then its inbox carries it); a new slot owner sweeps storage's inboxes to take
+//! up an earlier life's deliveries.
+
+use super::{Pending, Shard, Timer, STORAGE};
+use crate::bugs::Bug;
+use crate::limits::{
+    BACKOFF_DOUBLINGS_MAX, DELIVERIES_TRACKED_MAX, PUSH_ATTEMPTS_MAX, PUSH_RETRY_MS_MAX,
+    PUSH_RETRY_MS_MIN, SWEEP_PAGE_SIZE,
+};
+use crate::proto::{
+    ConvId, DeviceId, Down, Host, Message, Millis, Path, Receipt, Rpc, Seq, UserId,
+};
+use crate::Effect;
+
+/// One message on its way to one device: (device, conversation, sequence number).
+pub(super) type DeliveryKey = (DeviceId, ConvId, Seq);
+
+/// A delivery being tracked until the device acks.
+#[derive(Clone, Debug)]
+pub(super) struct Delivery {
+    /// The message, with only this device's sealed key.
+    pub(super) msg: Message,
+    /// Attempts so far, for the backoff and the give-up bound.
+    pub(super) attempts: u32,
+    /// False for a text of a group read from its log: no inbox entry to delete on the ack.
+    pub(super) parked: bool,
+}
+
+impl Shard {
+    /// Start tracking the delivery of `msg` to `device` and make the first attempt.
+    pub(super) fn track(
+        &mut self,
+        now: Millis,
+        device: DeviceId,
+        msg: Message,
+        parked: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let key = (device, msg.conv, msg.seq);
+        if self.deliveries.contains_key(&key) {
+            return;
+        }
+        if self.deliveries.len() >= DELIVERIES_TRACKED_MAX {
+            // Over the bound the inbox alone carries it: the device drains on connect.
+            return;
+        }
+        let delivery = Delivery {
+            msg,
+            attempts: 0,
+            parked,
+        };
+        self.deliveries.insert(key, delivery);
+        assert!(
+            self.deliveries.len() <= DELIVERIES_TRACKED_MAX,
+            "deliveries tracked past their bound"
+        );
+        self.attempt(now, key, out);
+    }
+
+    pub(super) fn untrack(&mut self, key: DeliveryKey) {
+        self.deliveries.remove(&key);
+        self.timers.cancel(&Timer::Push(key));
+    }
+
+    /// One delivery attempt: ask where the device is; retry later unless it acks first.
+    pub(super) fn attempt(&mut self, now: Millis, key: DeliveryKey, out: &mut Vec<Effect>) {
+        let Some(d) = self.deliveries.get_mut(&key) else {
+            return;
+        };
+        if d.attempts >= PUSH_ATTEMPTS_MAX {
+            // Given up; the message still waits in the inbox for the device's next drain.
+            self.untrack(key);
+            return;
+        }
+        d.attempts += 1;
+        let delay = Self::push_retry_delay(d.attempts);
+        self.timers.set(Timer::Push(key), now + delay);
+        self.locate(now, key.0.user, Pending::Locate(key), out);
+    }
+
+    /// The wait before the next try of a push tried `attempts` times: doubling, capped.
+    pub(super) fn push_retry_delay(attempts: u32) -> Millis {
+        PUSH_RETRY_MS_MIN
+            .saturating_mul(1 << attempts.saturating_sub(1).min(BACKOFF_DOUBLINGS_MAX))
+            .min(PUSH_RETRY_MS_MAX)
+    }
+
+    /// Ask the session service where `user`'s devices are; the answer goes to `then`.
+    pub(super) fn locate(
+        &mut self,
+        now: Millis,
+        user: UserId,
+        then: Pending,
+        out: &mut Vec<Effect>,
+    ) {
+        let req = self.request(now, then);
+        out.push(Effect::Rpc {
+            to: Host::Session,
+            rpc: Rpc::Lookup { req, user },
+        });
+    }
+
+    pub(super) fn on_located(&mut self, req: u64, at: Vec<(DeviceId, u16)>, out: &mut Vec<Effect>) {
+        let key = match self.pending.remove(&req) {
+            Some(Pending::Locate(key)) => key,
+            Some(Pending::LocateReceipt(key)) => {
+                self.timers.cancel(&Timer::Expire(req));
+                let Some(p) = self.receipt_pushes.get(&key) else {
+                    return;
+                };
+                let receipt = Receipt {
+                    conv: key.1,
+                    reader: key.2,
+                    kind: key.3,
+                    upto: p.upto,
+                };
+                match at.iter().find(|(device, _)| *device == key.0) {
+                    Some(&(device, gateway)) => {
+                        Self::to_device(device, gateway, Down::Receipt { receipt }, out);
+                    }
+                    // Not connected: storage keeps it for the device's next drain.
+                    None => {
+                        self.receipt_pushes.remove(&key);
+                        self.timers.cancel(&Timer::ReceiptPush(key));
+                    }
+                }
+                return;
+            }
+            _ => return,
+        };
+        self.timers.cancel(&Timer::Expire(req));
+        let Some(d) = self.deliveries.get(&key) else {
+            return;
+        };
+        match at.iter().find(|(device, _)| *device == key.0) {
+            Some(&(device, gateway)) => {
+                let msg = d.msg.clone();
+                self.push(device, &msg, gateway, out);
+                if self.topo.bugs.has(Bug::DeleteInboxOnPush) {
+                    // Pushed counts as delivered: no entry, no retry.
+                    self.untrack(key);
+                }
+            }
+            // Not connected: it drains its inbox when it connects, so stop here, and ask the
+            // push provider to wake it (a push only hurries that along).
+            None => {
+                self.untrack(key);
+                let rpc = Rpc::Notify { device: key.0 };
+                out.push(Effect::Rpc {
+                    to: Host::Push,
+                    rpc,
+                });
+            }
+        }
+    }
+
+    pub(super) fn delete_inbox(device: DeviceId, msg: &Message, out: &mut Vec<Effect>) {
+        let rpc = Rpc::DeleteInbox {
+            device,
+            conv: msg.conv,
+            seq: msg.seq,
+        };
+        out.push(Effect::Rpc { to: STORAGE, rpc });
+    }
+
+    /// Push `msg` live to `device` at `gateway`.
+    pub(super) fn push(
+        &self,
+        device: DeviceId,
+        msg: &Message,
+        gateway: u16,
+        out: &mut Vec<Effect>,
+    ) {
+        if self.topo.bugs.has(Bug::DeleteInboxOnPush) {
+            Self::delete_inbox(device, msg, out);
+        }
+        Self::deliver(device, gateway, msg, Path::Live, out);
+    }
+
+    pub(super) fn sweep(
+        &mut self,
+        now: Millis,
+        slot: u16,
+        after: Option<DeliveryKey>,
+        out: &mut Vec<Effect>,
+    ) {
+        let req = self.request(now, Pending::Sweep { slot, after });
+        let rpc = Rpc::ReadPending {
+            req,
+            shard: slot,
+            shards: self.topo.shards,
+            after,
+            limit: SWEEP_PAGE_SIZE,
+        };
+        out.push(Effect::Rpc { to: STORAGE, rpc });
+    }
+}

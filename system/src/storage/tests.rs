@@ -1,0 +1,370 @@
+//! Unit tests of the storage node: sync before answer, idempotent appends, leases and the
+//! fence, receipt queues.
+
+use super::*;
+use crate::limits::SHARD_LEASE_MS;
+use crate::proto::{LeaseView, Message, ReceiptKind, UserId};
+
+fn msg(seq: Seq, n: u32) -> Message {
+    let device = DeviceId::primary(UserId(1));
+    Message {
+        conv: ConvId::direct(UserId(1), UserId(2)),
+        seq,
+        id: MsgId { device, n },
+        body: vec![],
+        sent_at: 0,
+        event: None,
+        keys: vec![],
+    }
+}
+
+/// Hand storage an append under `fence` (no sync yet).
+fn append_under(
+    s: &mut Storage,
+    now: Millis,
+    fence: (u16, u64),
+    m: Message,
+    recipients: Vec<DeviceId>,
+) -> Vec<Effect> {
+    let mut out = Vec::new();
+    let rpc = Rpc::Append {
+        fence,
+        msg: m,
+        recipients,
+        fanout: vec![],
+        park: true,
+    };
+    s.handle(
+        now,
+        Input::Rpc {
+            from: Host::Shard(0),
+            rpc,
+        },
+        &mut out,
+    );
+    out
+}
+
+fn append(s: &mut Storage, now: Millis, m: Message) -> Vec<Effect> {
+    // No lease was ever granted here: epoch 0 is current.
+    append_under(s, now, (0, 0), m, vec![DeviceId::primary(UserId(2))])
+}
+
+// The whole point of persist-before-ack: no answer may leave before the sync, and a crash
+// before it keeps nothing.
+#[test]
+fn append_is_answered_only_after_sync_and_lost_if_crashed_before() {
+    let mut s = Storage::new(StorageState::default());
+    assert!(
+        append(&mut s, 10, msg(1, 1)).is_empty(),
+        "answered before sync"
+    );
+    assert_eq!(s.poll_timeout(), Some(10 + STORAGE_SYNC_MS));
+    let crashed = Storage::new(s.durable().clone());
+    assert_eq!(crashed.durable().messages(), 0);
+
+    let mut out = Vec::new();
+    s.handle(12, Input::Timeout, &mut out);
+    assert!(matches!(out[0], Effect::Persist(_)));
+    assert!(matches!(
+        out[1],
+        Effect::Rpc {
+            rpc: Rpc::Appended {
+                seq: 1,
+                duplicate: false,
+                ..
+            },
+            ..
+        }
+    ));
+    assert_eq!(s.durable().inbox_entries(), 1);
+}
+
+// A load while writes are buffered is answered only after the sync, from durable state:
+// a crash before the sync must not leave a shard holding a sequence number it took back.
+#[test]
+fn a_load_waits_for_buffered_writes_and_reports_only_durable_state() {
+    let mut s = Storage::new(StorageState::default());
+    append(&mut s, 0, msg(1, 1));
+    let mut out = Vec::new();
+    let conv = ConvId::direct(UserId(1), UserId(2));
+    let load = Rpc::LoadConv { conv };
+    s.handle(
+        1,
+        Input::Rpc {
+            from: Host::Shard(0),
+            rpc: load.clone(),
+        },
+        &mut out,
+    );
+    assert!(out.is_empty(), "answered before the sync: {out:?}");
+    s.handle(2, Input::Timeout, &mut out);
+    assert!(out.iter().any(|e| matches!(
+        e,
+        Effect::Rpc {
+            rpc: Rpc::ConvLoaded { last_seq: 1, .. },
+            ..
+        }
+    )));
+    // The same load, buffered, on a node that crashes before the sync: the successor
+    // answers from what survived.
+    let mut s = Storage::new(StorageState::default());
+    append(&mut s, 0, msg(1, 1));
+    let mut s = Storage::new(s.durable().clone());
+    let mut out = Vec::new();
+    s.handle(
+        1,
+        Input::Rpc {
+            from: Host::Shard(0),
+            rpc: load,
+        },
+        &mut out,
+    );
+    assert!(matches!(
+        out[0],
+        Effect::Rpc {
+            rpc: Rpc::ConvLoaded { last_seq: 0, .. },
+            ..
+        }
+    ));
+}
+
+// A retried append must not take a second sequence number, and a skipped one is refused.
+#[test]
+fn appends_are_idempotent_by_id_and_must_be_contiguous() {
+    let mut s = Storage::new(StorageState::default());
+    append(&mut s, 0, msg(1, 1));
+    let mut out = Vec::new();
+    s.handle(5, Input::Timeout, &mut out);
+    let again = append(&mut s, 6, msg(2, 1));
+    assert!(matches!(
+        again[0],
+        Effect::Rpc {
+            rpc: Rpc::Appended {
+                seq: 1,
+                duplicate: true,
+                ..
+            },
+            ..
+        }
+    ));
+    let skipped = append(&mut s, 6, msg(3, 2));
+    assert!(matches!(
+        skipped[0],
+        Effect::Rpc {
+            rpc: Rpc::AppendConflict { last_seq: 1, .. },
+            ..
+        }
+    ));
+}
+
+fn lease(
+    s: &mut Storage,
+    now: Millis,
+    shard: u16,
+    renew: Vec<(u16, u64)>,
+    acquire: Vec<u16>,
+) -> Vec<LeaseView> {
+    let mut out = Vec::new();
+    let rpc = Rpc::Lease {
+        shard,
+        renew,
+        acquire,
+    };
+    let from = Host::Shard(shard);
+    s.handle(now, Input::Rpc { from, rpc }, &mut out);
+    s.handle(now + STORAGE_SYNC_MS, Input::Timeout, &mut out);
+    out.into_iter()
+        .find_map(|e| match e {
+            Effect::Rpc {
+                rpc: Rpc::LeaseTable { leases },
+                ..
+            } => Some(leases),
+            _ => None,
+        })
+        .expect("a lease request is answered with the table")
+}
+
+fn fenced_append(s: &mut Storage, now: Millis, fence: (u16, u64), m: Message) -> Vec<Effect> {
+    let mut out = append_under(s, now, fence, m, vec![]);
+    s.handle(now + STORAGE_SYNC_MS, Input::Timeout, &mut out);
+    out
+}
+
+// A slot goes to its home shard first; nobody else may take it while the lease lives;
+// once it runs out another shard takes it under a higher epoch, and the old owner's
+// writes are refused from then on: a zombie cannot get a sequence number accepted.
+#[test]
+fn leases_pass_on_expiry_and_fence_out_the_old_owner() {
+    let mut s = Storage::new(StorageState::default());
+    let t = lease(&mut s, 0, 1, vec![], vec![0]);
+    assert!(
+        t.is_empty(),
+        "only the home shard takes an unheld slot: {t:?}"
+    );
+    let t = lease(&mut s, 0, 0, vec![], vec![0]);
+    assert_eq!((t[0].owner, t[0].epoch, t[0].live), (0, 1, true));
+    let t = lease(&mut s, 10, 1, vec![], vec![0]);
+    assert_eq!(t[0].owner, 0, "a live lease is not taken");
+    assert!(matches!(
+        fenced_append(&mut s, 20, (0, 1), msg(1, 1))[..],
+        [
+            Effect::Persist(_),
+            Effect::Rpc {
+                rpc: Rpc::Appended { .. },
+                ..
+            }
+        ]
+    ));
+    let late = 20 + SHARD_LEASE_MS;
+    let t = lease(&mut s, late, 1, vec![], vec![0]);
+    assert_eq!((t[0].owner, t[0].epoch), (1, 2));
+    let out = fenced_append(&mut s, late + 10, (0, 1), msg(2, 2));
+    assert!(
+        matches!(
+            out[..],
+            [Effect::Rpc {
+                rpc: Rpc::Fenced { slot: 0, epoch: 2 },
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    // The old owner's renewal fails too.
+    let t = lease(&mut s, late + 20, 0, vec![(0, 1)], vec![]);
+    assert_eq!((t[0].owner, t[0].epoch), (1, 2));
+    assert_eq!(s.durable().last_seq(msg(1, 1).conv), 1);
+}
+
+// With `unfenced-failover` the same stale write lands, over the number's rightful owner.
+#[test]
+fn without_the_fence_a_stale_write_overwrites() {
+    let bugs: Bugs = [Bug::UnfencedFailover].into_iter().collect();
+    let mut s = Storage::with_bugs(StorageState::default(), &bugs);
+    lease(&mut s, 0, 0, vec![], vec![0]);
+    fenced_append(&mut s, 10, (0, 1), msg(1, 1));
+    lease(&mut s, 10 + SHARD_LEASE_MS, 1, vec![], vec![0]);
+    let mut stale = msg(1, 2);
+    stale.body = b"zombie".to_vec();
+    let out = fenced_append(&mut s, 20 + SHARD_LEASE_MS, (0, 1), stale);
+    assert!(out.iter().any(|e| matches!(
+        e,
+        Effect::Rpc {
+            rpc: Rpc::Appended { .. },
+            ..
+        }
+    )));
+    let conv = msg(1, 1).conv;
+    assert_eq!(s.durable().logs[&conv][&1].body, b"zombie");
+}
+
+// A sender in a big group has two receipts queued per member: a drain hands out a page of
+// them and says more are queued, and once those are seen the next drain hands out the rest.
+#[test]
+fn queued_receipts_come_a_page_per_drain_and_say_when_more_remain() {
+    let mut s = Storage::new(StorageState::default());
+    let sender = DeviceId::primary(UserId(0));
+    let conv = ConvId::group(1);
+    let readers = RECEIPTS_PAGE_MAX as u32 + 44;
+    for u in 1..=readers {
+        let receipt = Receipt {
+            conv,
+            reader: DeviceId::primary(UserId(u)),
+            kind: ReceiptKind::Delivered,
+            upto: 1,
+        };
+        let rpc = Rpc::PutReceipt {
+            receipt,
+            notify: vec![sender],
+            via: 0,
+        };
+        let mut out = Vec::new();
+        s.handle(
+            0,
+            Input::Rpc {
+                from: Host::Shard(0),
+                rpc,
+            },
+            &mut out,
+        );
+    }
+    s.handle(STORAGE_SYNC_MS, Input::Timeout, &mut Vec::new());
+    let drain = |s: &mut Storage| {
+        let mut out = Vec::new();
+        let rpc = Rpc::ReadInbox {
+            req: 1,
+            device: sender,
+            after: None,
+            limit: 32,
+        };
+        s.handle(
+            10,
+            Input::Rpc {
+                from: Host::Shard(0),
+                rpc,
+            },
+            &mut out,
+        );
+        match out.pop() {
+            Some(Effect::Rpc {
+                rpc:
+                    Rpc::InboxPage {
+                        receipts,
+                        receipts_more,
+                        ..
+                    },
+                ..
+            }) => (receipts, receipts_more),
+            other => panic!("a drain is answered with a page: {other:?}"),
+        }
+    };
+    let (first, more) = drain(&mut s);
+    assert_eq!((first.len(), more), (RECEIPTS_PAGE_MAX, true));
+    for receipt in first {
+        let rpc = Rpc::ReceiptSeen {
+            device: sender,
+            receipt,
+        };
+        s.handle(
+            20,
+            Input::Rpc {
+                from: Host::Shard(0),
+                rpc,
+            },
+            &mut Vec::new(),
+        );
+    }
+    s.handle(20 + STORAGE_SYNC_MS, Input::Timeout, &mut Vec::new());
+    let (rest, more) = drain(&mut s);
+    assert_eq!((rest.len(), more), (44, false));
+}
+
+#[test]
+fn a_delivered_mark_deletes_the_readers_entries_up_to_it_even_if_acks_were_lost() {
+    let mut st = StorageState::default();
+    let reader = DeviceId::primary(UserId(2));
+    for seq in 1..=3 {
+        st.apply(&StorageOp::Append {
+            msg: msg(seq, seq as u32),
+            recipients: vec![reader],
+            fanout: vec![],
+            park: true,
+        });
+    }
+    assert_eq!(st.inbox_entries(), 3);
+    let conv = msg(1, 1).conv;
+    let mark = |kind, upto| StorageOp::Receipt {
+        receipt: Receipt {
+            conv,
+            reader,
+            kind,
+            upto,
+        },
+        notify: vec![],
+    };
+    // A read mark says nothing about what is on the device's disk; a delivered one does.
+    st.apply(&mark(ReceiptKind::Read, 3));
+    assert_eq!(st.inbox_entries(), 3);
+    st.apply(&mark(ReceiptKind::Delivered, 2));
+    assert_eq!(st.inbox_list(), vec![(reader, conv, 3)]);
+}
