@@ -34,6 +34,7 @@ fn to_session(out: &mut Vec<Effect>, rpc: Rpc) {
     });
 }
 
+/// Where a device connection is in its handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ConnState {
     /// Accepted, no valid `Hello` yet.
@@ -44,30 +45,46 @@ enum ConnState {
     Ready,
 }
 
+/// One device connection this gateway holds.
 #[derive(Clone, Debug)]
 struct Conn {
+    /// The device its `Hello` proved it is (`None` until then).
     device: Option<DeviceId>,
+    /// The connection epoch the device chose: the session service keeps the newest.
     epoch: u64,
+    /// When the device last sent anything (a heartbeat counts): the idle scan's measure.
     last_heard: Millis,
+    /// Where it is in its handshake.
     state: ConnState,
 }
 
+/// What a gateway waits for.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
+    /// Look for connections idle past [`GATEWAY_IDLE_TIMEOUT_MS`] (half-open ones) and close
+    /// them; runs while any connection is open.
     HeartbeatScan,
+    /// Tell the session service which devices are here, so entries of a crashed earlier life
+    /// of this gateway are cleared and live ones kept.
     Alive,
+    /// Ask the session service again to register this connection (the answer was lost).
     Register(ConnId),
 }
 
 /// A gateway.
 #[derive(Clone, Debug)]
 pub struct Gateway {
+    /// Which gateway (0-based).
     index: u16,
+    /// Who exists, and the bugs in force.
     topo: Deployment,
+    /// Every connection open here, by the id the engine gave it.
     conns: BTreeMap<ConnId, Conn>,
+    /// Each bound device's one connection here (a newer one replaces it).
     by_device: BTreeMap<DeviceId, ConnId>,
     /// slot -> (shard host, epoch), as announced by the lease holders.
     owners: BTreeMap<u16, (u16, u64)>,
+    /// What it waits for.
     timers: Timers<Timer>,
 }
 
@@ -352,8 +369,36 @@ impl Machine for Gateway {
                     self.on_timer(now, t, out);
                 }
             }
-            _ => {}
+            // A lease holder's announcement older than one already heard: the higher epoch
+            // stands (a paused old owner must not pull traffic back).
+            Input::Rpc {
+                from: Host::Shard(_),
+                rpc: Rpc::Owner { .. },
+            } => {}
+            Input::Rpc { from, rpc } => {
+                unreachable!(
+                    "gateway-{}: no server sends a gateway this: {rpc:?} from {from}",
+                    self.index + 1
+                )
+            }
+            Input::Connected
+            | Input::ConnectFailed
+            | Input::Down(_)
+            | Input::Disconnected
+            | Input::Pushed
+            | Input::Action(_) => {
+                unreachable!(
+                    "gateway-{}: handed a phone's input: {input:?}",
+                    self.index + 1
+                )
+            }
         }
+        // Each bound device has one connection here, and each connection at most one device.
+        assert!(
+            self.by_device.len() <= self.conns.len(),
+            "gateway-{}: more devices bound than connections open",
+            self.index + 1
+        );
     }
 
     fn poll_timeout(&self) -> Option<Millis> {

@@ -23,11 +23,16 @@ use rand_chacha::ChaCha8Rng;
 /// The push provider.
 #[derive(Clone, Debug)]
 pub struct Push {
+    /// The provider's behaviour (delays, losses).
     topo: Deployment,
+    /// Draws each push's delay and whether it is lost.
     rng: ChaCha8Rng,
+    /// One pending push per device, due when its delay runs out (a second notify before then
+    /// coalesces into it, as APNs collapses notifications).
     pending: Timers<DeviceId>,
-    /// Pushes handed to devices and pushes lost, over this life.
+    /// Pushes handed to devices over this life.
     delivered: u64,
+    /// Pushes lost over this life.
     lost: u64,
 }
 
@@ -74,7 +79,26 @@ impl Machine for Push {
                     });
                 }
             }
-            _ => {}
+            // A push already pending for the device: the provider collapses the two, as APNs
+            // does. (An unknown device gets nothing: there is no token to send to.)
+            Input::Rpc {
+                from: Host::Shard(_),
+                rpc: Rpc::Notify { .. },
+            } => {}
+            Input::Rpc { from, rpc } => {
+                unreachable!("only a shard's Notify reaches the push provider: {rpc:?} from {from}")
+            }
+            Input::Accepted { .. }
+            | Input::FromConn { .. }
+            | Input::ConnClosed { .. }
+            | Input::Connected
+            | Input::ConnectFailed
+            | Input::Down(_)
+            | Input::Disconnected
+            | Input::Pushed
+            | Input::Action(_) => {
+                unreachable!("the push provider holds no connection and is no phone: {input:?}")
+            }
         }
     }
 

@@ -64,8 +64,12 @@ impl ReplicaLog {
 /// A replica node.
 #[derive(Clone, Debug)]
 pub struct Replica {
+    /// What it has synced: all a crash leaves.
     durable: ReplicaLog,
+    /// Operations received and not yet synced (a crash loses them; they were never
+    /// acknowledged).
     buffer: Vec<(OpId, SharedOp)>,
+    /// When the buffer is synced next, if anything waits.
     sync_at: Option<Millis>,
     /// Not yet told the coordinator it is up (sent at the first timeout, i.e. at boot).
     hello_due: bool,
@@ -160,8 +164,25 @@ impl Machine for Replica {
                     self.sync(out);
                 }
             }
-            _ => {}
+            Input::Rpc { from, rpc } => {
+                unreachable!("only the coordinator's Replicate and ReadOps reach a replica: {rpc:?} from {from}")
+            }
+            Input::Accepted { .. }
+            | Input::FromConn { .. }
+            | Input::ConnClosed { .. }
+            | Input::Connected
+            | Input::ConnectFailed
+            | Input::Down(_)
+            | Input::Disconnected
+            | Input::Pushed
+            | Input::Action(_) => {
+                unreachable!("a replica holds no connection and is no phone: {input:?}")
+            }
         }
+        assert!(
+            self.buffer.is_empty() == self.sync_at.is_none(),
+            "a replica's buffer waits for a sync exactly when it holds something"
+        );
     }
 
     fn poll_timeout(&self) -> Option<Millis> {

@@ -53,7 +53,9 @@ pub enum SessionChange {
 /// user's last seen.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionTable {
+    /// device -> (gateway index, connection epoch).
     entries: BTreeMap<DeviceId, (u16, u64)>,
+    /// When each user's last device went away (only ever moves forward).
     last_seen: BTreeMap<UserId, Millis>,
 }
 
@@ -89,14 +91,18 @@ impl SessionTable {
 /// What a user's contacts are shown: online, or when last seen (0: never).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Presence {
+    /// Any device registered.
     online: bool,
+    /// When the last one went, if offline.
     last_seen: Millis,
 }
 
 /// The session service.
 #[derive(Clone, Debug)]
 pub struct Session {
+    /// Who exists, and the bugs in force.
     topo: Deployment,
+    /// Where each device is registered, and last seens: the durable part.
     table: SessionTable,
     /// Per watched user: the devices looking at them, with their gateway and lease end.
     subs: BTreeMap<UserId, BTreeMap<DeviceId, (u16, Millis)>>,
@@ -106,6 +112,7 @@ pub struct Session {
     published: BTreeMap<UserId, Presence>,
     /// When each user's unpublished change began (the debounce waits at most so long).
     changing: BTreeMap<UserId, Millis>,
+    /// One timer per user whose presence changed: when to publish it, if it still holds.
     timers: Timers<UserId>,
 }
 
@@ -263,7 +270,17 @@ impl Machine for Session {
                 }
                 return;
             }
-            _ => return,
+            Input::Accepted { .. }
+            | Input::FromConn { .. }
+            | Input::ConnClosed { .. }
+            | Input::Connected
+            | Input::ConnectFailed
+            | Input::Down(_)
+            | Input::Disconnected
+            | Input::Pushed
+            | Input::Action(_) => {
+                unreachable!("the session service holds no connection and is no phone: {input:?}")
+            }
         };
         match (from, rpc) {
             (Host::Gateway(g), Rpc::Register { device, epoch }) => {
@@ -275,6 +292,11 @@ impl Machine for Session {
                 if current && self.entry(device) != Some((g, epoch)) {
                     self.set_entry(now, device, Some((g, epoch)), out);
                 }
+                // An answer of "current" must be true of the table it came from.
+                assert!(
+                    !current || self.entry(device) == Some((g, epoch)),
+                    "session: {device} answered current at epoch {epoch} but not registered so"
+                );
                 let rpc = Rpc::Registered {
                     device,
                     epoch,
@@ -287,7 +309,13 @@ impl Machine for Session {
                     || self.entry(device).is_some_and(|(_, e)| e == epoch) =>
             {
                 self.set_entry(now, device, None, out);
+                assert!(
+                    self.entry(device).is_none(),
+                    "session: {device} not cleared"
+                );
             }
+            // A late disconnect of an older connection: the newer entry stands.
+            (Host::Gateway(_), Rpc::Unregister { .. }) => {}
             (Host::Gateway(g), Rpc::Alive { devices }) => {
                 let live: BTreeSet<(DeviceId, u64)> = devices.into_iter().collect();
                 let stale: Vec<DeviceId> = self
@@ -316,7 +344,9 @@ impl Machine for Session {
                     rpc: Rpc::Located { req, at },
                 });
             }
-            _ => {}
+            (from, rpc) => {
+                unreachable!("no server sends the session service this: {rpc:?} from {from}")
+            }
         }
     }
 

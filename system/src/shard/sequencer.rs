@@ -191,7 +191,11 @@ impl Shard {
                     Some(GroupOp::Remove { user }) => {
                         after.remove(user);
                     }
-                    _ => {}
+                    // A text leaves the membership as it is.
+                    None => {}
+                    Some(GroupOp::Create { .. }) => {
+                        unreachable!("a create of an existing group was refused above")
+                    }
                 }
                 (g.members.clone(), after)
             }
