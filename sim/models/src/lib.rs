@@ -30,6 +30,7 @@
 //!   never vacuous: a message shown or read, every message delivered, a drain completed, a
 //!   stale connection unregistered, a crash, a takeover (per model).
 
+pub mod bounds;
 pub mod models;
 pub mod world;
 

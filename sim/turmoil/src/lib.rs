@@ -38,13 +38,12 @@ use chatsim_system::proto::{ConnId, DeviceId, Host, Millis, UserId};
 use chatsim_system::Action;
 use chatsim_world::deploy::{deployment, device_seed, Durable};
 use chatsim_world::host::{ConnEvent, PhoneEvent, PhoneHost, PhoneLinks, ServerHost, ServerLinks};
-use chatsim_world::nemesis::{FaultLedger, FaultPrimitives};
+use chatsim_world::nemesis::FaultLedger;
 use chatsim_world::plan::{role_of, server_hosts, Plan};
-use chatsim_world::record::{FloorPlan, Frames, Keep, RawRun, Recorder, SAMPLE_MS};
+use chatsim_world::record::{Keep, RawRun, Recorder, SAMPLE_MS};
 use chatsim_world::scenario::{Role, Scenario};
-use chatsim_world::wire::{decode, encode, filler, skip_frames, Frame, Wire};
+use chatsim_world::wire::{decode, encode, Frame, Wire};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
@@ -53,6 +52,12 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::watch;
 use tokio::task::spawn_local;
 use turmoil::net::{TcpListener, TcpStream};
+
+mod faults;
+mod floor;
+
+use faults::{Links, Primitives};
+pub use floor::floor;
 
 /// The name this engine goes by in reports and JSON.
 pub const ENGINE: &str = "turmoil";
@@ -637,253 +642,6 @@ pub fn run_keeping(
     Ok(sh
         .rec
         .finish(plan.end_at, elapsed(&sim), &sh.durable, ledger.skipped()))
-}
-
-/// The benchmark's floor on turmoil: bare hosts replaying `plan` (the frames a full run
-/// delivered, of the same sizes, sent at the same simulated times) on the same simulation
-/// (latencies, tick, socket sizes) and the same hosts (each server its own, the phones on as
-/// many cells as the full run has), with no chat logic. Each route gets its own connection, so
-/// a phone and its gateway talk over two (one per direction) where the full run has one, and
-/// server links carry no acknowledgements; nothing reconnects and the scenario's extra per-link
-/// latencies are not applied. Returns the frames received and the simulated ms until the last
-/// arrived.
-pub fn floor(
-    scenario: &Scenario,
-    seed: u64,
-    plan: FloorPlan,
-) -> Result<(u64, Millis), EngineError> {
-    // Frames may still be on the wire after the last send; give them a generous while.
-    let until = Duration::from_millis(plan.last) + OVERTIME;
-    let mut sim = simulation(scenario, seed, until + TICK);
-    let phones: Vec<DeviceId> = plan
-        .hosts
-        .iter()
-        .filter_map(|h| match h {
-            Host::Device(d) => Some(*d),
-            _ => None,
-        })
-        .collect();
-    let cells = cell_count(phones.len() as u32);
-    let cell: BTreeMap<DeviceId, String> = phones
-        .iter()
-        .enumerate()
-        .map(|(flat, d)| (*d, cell_of(flat as u32, cells)))
-        .collect();
-    let name = move |h: Host| match h {
-        Host::Device(d) => cell[&d].clone(),
-        h => host_name(h),
-    };
-    // Every turmoil host's outgoing routes, each with the name of the host it goes to.
-    let mut routes: BTreeMap<String, Vec<(String, Frames)>> = BTreeMap::new();
-    for &h in &plan.hosts {
-        routes.entry(name(h)).or_default();
-    }
-    for (from, list) in &plan.routes {
-        for (to, frames) in list {
-            routes
-                .entry(name(*from))
-                .or_default()
-                .push((name(*to), frames.clone()));
-        }
-    }
-    let received = Arc::new(AtomicU64::new(0));
-    for (host, out) in routes {
-        let (out, received) = (Arc::new(out), received.clone());
-        sim.host(host, move || floor_host(out.clone(), received.clone()));
-    }
-    let elapsed = |sim: &turmoil::Sim| sim.elapsed().as_millis() as Millis;
-    while received.load(Ordering::Relaxed) < plan.total && sim.elapsed() < until {
-        sim.step().map_err(|e| EngineError::Stopped {
-            at_ms: elapsed(&sim),
-            message: e.to_string(),
-        })?;
-    }
-    Ok((received.load(Ordering::Relaxed), elapsed(&sim)))
-}
-
-/// One floor host: count every frame that arrives, and send each of `routes` frames at its
-/// time, what is queued by then going as one write (as the full run's connections write).
-async fn floor_host(
-    routes: Arc<Vec<(String, Frames)>>,
-    received: Arc<AtomicU64>,
-) -> turmoil::Result {
-    let listener = TcpListener::bind(("0.0.0.0", PORT)).await?;
-    spawn_local(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let counter = received.clone();
-            spawn_local(async move {
-                let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
-                while matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0) {
-                    counter.fetch_add(skip_frames(&mut buf), Ordering::Relaxed);
-                }
-            });
-        }
-    });
-    for (to, frames) in routes.iter() {
-        let (to, frames) = (to.clone(), frames.clone());
-        let (tx, mut rx) = unbounded_channel::<Bytes>();
-        spawn_local(async move {
-            for &(t, bytes) in frames.iter() {
-                if t > now() {
-                    sleep_until(t).await;
-                }
-                let _ = tx.send(filler(bytes));
-            }
-        });
-        spawn_local(async move {
-            let mut stream = loop {
-                let connect = TcpStream::connect((to.as_str(), PORT));
-                if let Ok(Ok(s)) = tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-                    break s;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            };
-            while let Some(first) = rx.recv().await {
-                let (bytes, _) = batch(first, &mut rx);
-                if !write_all(&mut stream, &bytes).await {
-                    return;
-                }
-            }
-        });
-    }
-    std::future::pending::<()>().await;
-    Ok(())
-}
-
-/// The state of turmoil's links that the nemesis's cuts share: which cuts hold each link,
-/// and which one-way cuts are in force (turmoil keeps one state per direction of a link, so
-/// releasing a hold must put a one-way cut back).
-struct Links {
-    /// One-way partitions in force, (from, to).
-    oneway: Vec<(Vec<Host>, Vec<Host>)>,
-    /// Every host's turmoil name, servers then cells.
-    everyone: Vec<String>,
-    /// How many cuts hold each link (a clog and a partition may both hold one; it is released
-    /// when the last of them ends).
-    held: BTreeMap<(String, String), u32>,
-}
-
-impl Links {
-    /// Hold (or release) every link between `a` and `b`.
-    fn cut(&mut self, sim: &turmoil::Sim, a: &[String], b: &[String], on: bool) {
-        for x in a {
-            for y in b.iter().filter(|y| *y != x) {
-                let key = if x < y {
-                    (x.clone(), y.clone())
-                } else {
-                    (y.clone(), x.clone())
-                };
-                let count = self.held.entry(key).or_default();
-                if on {
-                    *count += 1;
-                    if *count == 1 {
-                        sim.hold(x.as_str(), y.as_str());
-                    }
-                } else if *count > 0 {
-                    *count -= 1;
-                    if *count == 0 {
-                        sim.release(x.as_str(), y.as_str());
-                        // turmoil's release heals both directions: a one-way cut still in
-                        // force on this link goes back on.
-                        for (from, to) in [(x, y), (y, x)] {
-                            if self.drops_one_way(from, to) {
-                                sim.partition_oneway(from.as_str(), to.as_str());
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Whether a one-way partition in force drops frames from `from` to `to`.
-    fn drops_one_way(&self, from: &str, to: &str) -> bool {
-        self.oneway.iter().any(|(a, b)| {
-            a.iter().any(|h| host_name(*h) == from) && b.iter().any(|h| host_name(*h) == to)
-        })
-    }
-
-    /// Whether a clog or partition holds the link between `x` and `y`.
-    fn is_held(&self, x: &str, y: &str) -> bool {
-        let key = if x < y {
-            (x.to_string(), y.to_string())
-        } else {
-            (y.to_string(), x.to_string())
-        };
-        self.held.get(&key).is_some_and(|n| *n > 0)
-    }
-
-    /// Drop (or stop dropping) frames from every host of `a` to every host of `b`. turmoil
-    /// keeps one state per direction of a link, so a one-way cut and a hold on the same link
-    /// would overwrite each other: a held link stays held (its frames wait, not vanish) and a
-    /// one-way cut that ends under a hold leaves the hold in place.
-    fn drop_one_way(&self, sim: &turmoil::Sim, a: &[Host], b: &[Host], on: bool) {
-        for x in Self::names(a) {
-            for y in Self::names(b).iter().filter(|y| **y != x) {
-                if self.is_held(&x, y) {
-                    continue;
-                }
-                if on {
-                    sim.partition_oneway(x.as_str(), y.as_str());
-                } else {
-                    sim.repair_oneway(x.as_str(), y.as_str());
-                }
-            }
-        }
-    }
-
-    fn names(hosts: &[Host]) -> Vec<String> {
-        hosts.iter().map(|h| host_name(*h)).collect()
-    }
-}
-
-/// turmoil's ways of breaking things, for the fault ledger.
-struct Primitives<'a> {
-    sim: &'a mut turmoil::Sim<'static>,
-    sh: &'a Shared,
-    links: &'a mut Links,
-}
-
-impl FaultPrimitives for Primitives<'_> {
-    fn kill(&mut self, host: Host) {
-        self.sim.crash(host_name(host));
-    }
-
-    fn restart(&mut self, host: Host) {
-        self.sim.bounce(host_name(host));
-    }
-
-    fn clog(&mut self, host: Host, on: bool) {
-        let everyone = self.links.everyone.clone();
-        self.links.cut(self.sim, &[host_name(host)], &everyone, on);
-    }
-
-    fn silence(&mut self, device: DeviceId, on: bool) {
-        self.sh
-            .silent
-            .get(&device)
-            .expect("every device has a silence switch")
-            .send_replace(on);
-    }
-
-    fn cut(&mut self, a: &[Host], b: &[Host], on: bool) {
-        self.links
-            .cut(self.sim, &Links::names(a), &Links::names(b), on);
-    }
-
-    fn cut_one_way(&mut self, a: &[Host], b: &[Host], on: bool) -> Result<(), String> {
-        if on {
-            self.links.drop_one_way(self.sim, a, b, true);
-            self.links.oneway.push((a.to_vec(), b.to_vec()));
-        } else {
-            // Out of the list first: a release inside the repair must not put it back.
-            if let Some(i) = self.links.oneway.iter().position(|p| p.0 == a && p.1 == b) {
-                self.links.oneway.remove(i);
-            }
-            self.links.drop_one_way(self.sim, a, b, false);
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
