@@ -1,0 +1,454 @@
+//! Validation: every range check a scenario must pass after parsing, the bounds they check
+//! against (named, with their unit), and how an error names the file and the field.
+
+use super::{action_name, parse_host, EventAction, FaultKind, Range, Role};
+use super::{Scenario, ScenarioError, ScheduledEvent};
+use std::path::Path;
+
+/// The fewest users a scenario may have: a conversation needs two.
+pub const USERS_MIN: u32 = 2;
+/// The most users a scenario may ask for on the 1:1 path.
+pub const USERS_MAX: u32 = 200_000;
+/// The fewest gateways: devices need one to connect to.
+pub const GATEWAYS_MIN: u16 = 1;
+/// The most gateways a topology may have.
+pub const GATEWAYS_MAX: u16 = 64;
+/// The fewest chat shards: conversations need one to own them.
+pub const SHARDS_MIN: u16 = 1;
+/// The most chat shards a topology may have.
+pub const SHARDS_MAX: u16 = 64;
+/// The largest clock skew of a phone, in ms (a day).
+pub const CLOCK_SKEW_MS_MAX: u64 = 86_400_000;
+/// The fewest storage replicas when there are any (with fewer, a majority is not a quorum
+/// that survives a loss).
+pub const REPLICAS_MIN: u16 = 3;
+/// The most storage replicas.
+pub const REPLICAS_MAX: u16 = 7;
+/// The most messages a scenario may ask for.
+pub const MESSAGES_MAX: u32 = 10_000_000;
+/// The shortest one-way latency of a frame, in ms: a frame never arrives the instant it is
+/// sent.
+pub const LATENCY_MS_MIN: u64 = 1;
+/// The fewest members a group may be created with, the creator included.
+pub const GROUP_MEMBERS_MIN: u64 = 2;
+/// The longest simulated run, in ms (one simulated day).
+pub const RUN_MS_MAX: u64 = 86_400_000;
+
+impl Range {
+    fn check(&self, path: &Path, field: &str) -> Result<(), ScenarioError> {
+        if self.lo > self.hi {
+            return Err(invalid(
+                path,
+                field,
+                format!(
+                    "range [{}, {}] has its lower bound above its upper",
+                    self.lo, self.hi
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(path: &Path, field: &str, reason: impl Into<String>) -> ScenarioError {
+    ScenarioError::Invalid {
+        path: path.to_owned(),
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+impl Scenario {
+    pub(super) fn validate(&self) -> Result<(), ScenarioError> {
+        let p = self.path.as_path();
+        let t = &self.topology;
+        if !(USERS_MIN..=USERS_MAX).contains(&t.users) {
+            return Err(invalid(
+                p,
+                "topology.users",
+                format!(
+                    "must be between {USERS_MIN} and {USERS_MAX}, is {}",
+                    t.users
+                ),
+            ));
+        }
+        if !(GATEWAYS_MIN..=GATEWAYS_MAX).contains(&t.gateways) {
+            return Err(invalid(
+                p,
+                "topology.gateways",
+                format!(
+                    "must be between {GATEWAYS_MIN} and {GATEWAYS_MAX}, is {}",
+                    t.gateways
+                ),
+            ));
+        }
+        if !(SHARDS_MIN..=SHARDS_MAX).contains(&t.shards) {
+            return Err(invalid(
+                p,
+                "topology.shards",
+                format!(
+                    "must be between {SHARDS_MIN} and {SHARDS_MAX}, is {}",
+                    t.shards
+                ),
+            ));
+        }
+        if t.clock_skew_ms.is_some_and(|s| s > CLOCK_SKEW_MS_MAX) {
+            return Err(invalid(
+                p,
+                "topology.clock_skew_ms",
+                format!("must be at most {CLOCK_SKEW_MS_MAX} (a day)"),
+            ));
+        }
+        if t.replicas != 0
+            && !(t.replicas % 2 == 1 && (REPLICAS_MIN..=REPLICAS_MAX).contains(&t.replicas))
+        {
+            return Err(invalid(
+                p,
+                "topology.replicas",
+                format!(
+                    "must be 0 (one storage node) or an odd number from {REPLICAS_MIN} to {REPLICAS_MAX} (a majority must be a quorum), is {}",
+                    t.replicas
+                ),
+            ));
+        }
+        let devices_max = 1 + chatsim_system::limits::COMPANIONS_MAX;
+        if !(1..=devices_max).contains(&t.devices_per_user) {
+            return Err(invalid(
+                p,
+                "topology.devices_per_user",
+                format!(
+                    "must be between 1 and {devices_max} (a phone and up to {} companions), is {}",
+                    devices_max - 1,
+                    t.devices_per_user
+                ),
+            ));
+        }
+        let w = &self.workload;
+        if w.messages > MESSAGES_MAX {
+            return Err(invalid(
+                p,
+                "workload.messages",
+                format!("must be at most {MESSAGES_MAX}, is {}", w.messages),
+            ));
+        }
+        let pairs = u64::from(t.users) * u64::from(t.users - 1) / 2;
+        if (w.messages > 0 && w.conversations == 0) || u64::from(w.conversations) > pairs {
+            return Err(invalid(
+                p,
+                "workload.conversations",
+                format!(
+                    "must be between 1 and {pairs} (pairs of {} users), is {}",
+                    t.users, w.conversations
+                ),
+            ));
+        }
+        w.send_window_ms.check(p, "workload.send_window_ms")?;
+        self.network.latency_ms.check(p, "network.latency_ms")?;
+        if self.network.latency_ms.lo < LATENCY_MS_MIN {
+            return Err(invalid(
+                p,
+                "network.latency_ms",
+                format!("latency must be at least {LATENCY_MS_MIN} ms"),
+            ));
+        }
+        if let Some(g) = &w.groups {
+            let cap = (chatsim_system::limits::GROUP_MEMBERS_MAX as u64).min(u64::from(t.users));
+            if g.count == 0 {
+                return Err(invalid(p, "workload.groups.count", "must be at least 1"));
+            }
+            g.size.check(p, "workload.groups.size")?;
+            if g.size.lo < GROUP_MEMBERS_MIN || g.size.hi > cap {
+                return Err(invalid(
+                    p,
+                    "workload.groups.size",
+                    format!(
+                        "must lie within [{GROUP_MEMBERS_MIN}, {cap}] (the group cap and the users), is [{}, {}]",
+                        g.size.lo, g.size.hi
+                    ),
+                ));
+            }
+            if g.messages > MESSAGES_MAX {
+                return Err(invalid(
+                    p,
+                    "workload.groups.messages",
+                    format!("must be at most {MESSAGES_MAX}, is {}", g.messages),
+                ));
+            }
+            g.changes.check(p, "workload.groups.changes")?;
+            if g.create_at_ms > w.send_window_ms.lo {
+                return Err(invalid(
+                    p,
+                    "workload.groups.create_at_ms",
+                    format!(
+                        "groups must be created before the send window opens ({} ms)",
+                        w.send_window_ms.lo
+                    ),
+                ));
+            }
+        }
+        let group_messages = w.groups.as_ref().map_or(0, |g| g.messages);
+        if w.messages == 0 && group_messages == 0 && self.schedule.is_empty() {
+            return Err(invalid(
+                p,
+                "workload",
+                "no messages: give `workload.messages` or `[[event]]` sends",
+            ));
+        }
+        for (i, e) in self.schedule.iter().enumerate() {
+            self.validate_event(i, e)?;
+        }
+        for (i, l) in self.network.links.iter().enumerate() {
+            l.extra_latency_ms
+                .check(p, &format!("network.link[{i}].extra_latency_ms"))?;
+            let device_link = matches!(
+                (l.from, l.to),
+                (Role::Device, Role::Gateway) | (Role::Gateway, Role::Device)
+            );
+            if (l.from == Role::Device || l.to == Role::Device) && !device_link {
+                return Err(invalid(
+                    p,
+                    &format!("network.link[{i}]"),
+                    "devices only talk to gateways",
+                ));
+            }
+        }
+        if self.end_ms() > RUN_MS_MAX {
+            return Err(invalid(
+                p,
+                "run",
+                format!(
+                    "the run would last {} ms, more than {RUN_MS_MAX}",
+                    self.end_ms()
+                ),
+            ));
+        }
+        if self.run.liveness_ms == 0 || self.run.liveness_ms > self.run.settle_ms {
+            return Err(invalid(
+                p,
+                "run.liveness_ms",
+                format!(
+                    "must be between 1 and run.settle_ms ({}), is {}",
+                    self.run.settle_ms, self.run.liveness_ms
+                ),
+            ));
+        }
+        for (i, f) in self.faults.iter().enumerate() {
+            let field = |name: &str| format!("fault[{i}].{name}");
+            f.count.check(p, &field("count"))?;
+            f.window_ms.check(p, &field("window_ms"))?;
+            if f.window_ms.hi > self.run.heal_at_ms {
+                return Err(invalid(
+                    p,
+                    &field("window_ms"),
+                    format!(
+                        "faults must start before run.heal_at_ms ({})",
+                        self.run.heal_at_ms
+                    ),
+                ));
+            }
+            let server = matches!(
+                f.kind,
+                FaultKind::Kill
+                    | FaultKind::Clog
+                    | FaultKind::Partition
+                    | FaultKind::PartitionOneway
+            );
+            if f.targets.contains(&Role::Device) {
+                return Err(invalid(
+                    p,
+                    &field("targets"),
+                    "`device` is not a server role; use a device-* fault kind",
+                ));
+            }
+            if server && f.targets.is_empty() {
+                return Err(invalid(
+                    p,
+                    &field("targets"),
+                    "a server fault needs at least one target role",
+                ));
+            }
+            if !server && !f.targets.is_empty() {
+                return Err(invalid(
+                    p,
+                    &field("targets"),
+                    "device faults pick devices; remove `targets`",
+                ));
+            }
+            match (f.kind, f.duration_ms) {
+                (FaultKind::DeviceDrop, Some(_)) => {
+                    return Err(invalid(
+                        p,
+                        &field("duration_ms"),
+                        "a dropped connection has no duration",
+                    ));
+                }
+                (FaultKind::DeviceDrop, None) => {}
+                (_, None) => {
+                    return Err(invalid(
+                        p,
+                        &field("duration_ms"),
+                        "missing: how long the fault lasts",
+                    ))
+                }
+                (_, Some(d)) => d.check(p, &field("duration_ms"))?,
+            }
+            if matches!(f.kind, FaultKind::Partition | FaultKind::PartitionOneway)
+                && self.hosts_of(&f.targets) < 2
+            {
+                return Err(invalid(
+                    p,
+                    &field("targets"),
+                    "a partition needs at least two hosts among its target roles",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_event(&self, i: usize, e: &ScheduledEvent) -> Result<(), ScenarioError> {
+        let p = self.path.as_path();
+        let field = |name: &str| format!("event[{i}].{name}");
+        let t = &self.topology;
+        let user_ok = |u: Option<u32>, name: &str| match u {
+            Some(u) if u < t.users => Ok(()),
+            Some(u) => Err(invalid(
+                p,
+                &field(name),
+                format!("user {u} does not exist (users = {})", t.users),
+            )),
+            None => Err(invalid(
+                p,
+                &field(name),
+                format!("missing: `{}` needs it", action_name(e.action)),
+            )),
+        };
+        let host_ok = |h: &str, name: &str| {
+            parse_host(h, t).map(|_| ()).ok_or_else(|| {
+                invalid(
+                    p,
+                    &field(name),
+                    format!("`{h}` is not a host of this topology"),
+                )
+            })
+        };
+        if e.device.is_some_and(|d| d >= t.devices_per_user) {
+            return Err(invalid(
+                p,
+                &field("device"),
+                format!(
+                    "device index must be below topology.devices_per_user ({})",
+                    t.devices_per_user
+                ),
+            ));
+        }
+        match e.action {
+            EventAction::Send => {
+                user_ok(e.user, "user")?;
+                match (e.to, e.group) {
+                    (Some(_), Some(_)) => {
+                        return Err(invalid(
+                            p,
+                            &field("group"),
+                            "a send goes `to` a user or to a `group`, not both",
+                        ))
+                    }
+                    (None, Some(_)) => {}
+                    _ => {
+                        user_ok(e.to, "to")?;
+                        if e.user == e.to {
+                            return Err(invalid(
+                                p,
+                                &field("to"),
+                                "a user cannot message themselves",
+                            ));
+                        }
+                    }
+                }
+                if e.text.is_none() {
+                    return Err(invalid(p, &field("text"), "missing: what is sent"));
+                }
+            }
+            EventAction::CreateGroup | EventAction::AddMember | EventAction::RemoveMember => {
+                user_ok(e.user, "user")?;
+                if e.group.is_none() {
+                    return Err(invalid(
+                        p,
+                        &field("group"),
+                        format!("missing: `{}` needs it", action_name(e.action)),
+                    ));
+                }
+                if e.action == EventAction::CreateGroup {
+                    for m in &e.members {
+                        user_ok(Some(*m), "members")?;
+                    }
+                } else {
+                    user_ok(e.member, "member")?;
+                }
+            }
+            EventAction::Open | EventAction::Close => {
+                user_ok(e.user, "user")?;
+                match (e.to, e.group) {
+                    (Some(_), None) => {
+                        user_ok(e.to, "to")?;
+                        if e.user == e.to {
+                            return Err(invalid(
+                                p,
+                                &field("to"),
+                                "a user has no conversation with themselves",
+                            ));
+                        }
+                    }
+                    (None, Some(_)) => {}
+                    _ => {
+                        return Err(invalid(
+                            p,
+                            &field("to"),
+                            "`open` and `close` name one conversation: `to` a user or a `group`",
+                        ))
+                    }
+                }
+            }
+            EventAction::Background
+            | EventAction::Foreground
+            | EventAction::Offline
+            | EventAction::Online
+            | EventAction::Drop
+            | EventAction::Silent
+            | EventAction::Unsilent => {
+                user_ok(e.user, "user")?;
+            }
+            EventAction::Link => {
+                user_ok(e.user, "user")?;
+                if e.device.is_none_or(|d| d == 0) {
+                    return Err(invalid(
+                        p,
+                        &field("device"),
+                        "`link` adds a companion: name its index (1 or more; 0 is the phone the account was made on)",
+                    ));
+                }
+            }
+            EventAction::Kill | EventAction::Restart | EventAction::Clog | EventAction::Unclog => {
+                host_ok(e.host.as_deref().unwrap_or(""), "host")?;
+            }
+            EventAction::Partition
+            | EventAction::HealPartition
+            | EventAction::PartitionOneway
+            | EventAction::HealPartitionOneway => {
+                if e.side_a.is_empty() || e.side_b.is_empty() {
+                    return Err(invalid(
+                        p,
+                        &field("side_a"),
+                        "a partition needs hosts on both sides",
+                    ));
+                }
+                for h in &e.side_a {
+                    host_ok(h, "side_a")?;
+                }
+                for h in &e.side_b {
+                    host_ok(h, "side_b")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

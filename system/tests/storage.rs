@@ -1,0 +1,183 @@
+//! System-wide stories of storage through the in-memory harness ([`Cluster`]): replicated
+//! storage surviving replica and coordinator crashes, waiting for a quorum, forgetting with a
+//! quorum of one or keeping an unacknowledged write out of a newer term, and the relay model
+//! deleting a text once every device has it. Each test says in its first comment what it
+//! shows.
+
+mod common;
+
+use chatsim_system::proto::{DeviceId, Host, UserId};
+use chatsim_system::testkit::Cluster;
+use chatsim_system::{Action, Deployment, Observation};
+use common::*;
+
+fn replicated() -> Deployment {
+    Deployment {
+        replicas: 3,
+        ..topo()
+    }
+}
+
+fn acks(c: &Cluster) -> usize {
+    c.seen(A, |o| matches!(o, Observation::Acked { .. }))
+        .count()
+}
+
+/// How many replicas hold `n` messages or more.
+fn replicas_with(c: &Cluster, n: usize) -> usize {
+    (0..3)
+        .filter(|r| c.replica_log(*r).state().messages() >= n)
+        .count()
+}
+
+// Replicated storage: every acked message is synced on a quorum, and crashing replicas and
+// the coordinator over and over (each crash losing unsynced writes) loses nothing.
+#[test]
+fn replica_and_coordinator_crashes_lose_no_acked_message() {
+    let mut c = Cluster::new(replicated());
+    c.run_for(1_000);
+    assert!(c.storage_serving());
+    for i in 0..12u32 {
+        send(&mut c, A, B, &format!("m{i}"));
+        c.run_for(3);
+        let victim = match i % 4 {
+            3 => Host::Storage(0),
+            r => Host::Replica(r as u16),
+        };
+        c.crash(victim);
+        c.run_for(40);
+    }
+    c.run_for(30_000);
+    let bodies: Vec<String> = displayed(&c, B).into_iter().map(|d| d.1).collect();
+    let want: Vec<String> = (0..12).map(|i| format!("m{i}")).collect();
+    let mut sorted = bodies.clone();
+    sorted.sort();
+    let mut want_sorted = want;
+    want_sorted.sort();
+    assert_eq!(sorted, want_sorted);
+    assert_eq!(acks(&c), 12);
+    assert!(replicas_with(&c, 12) >= 2, "a quorum holds every message");
+    assert_eq!(c.durable().messages(), 12);
+}
+
+// With one replica reachable there is no quorum: nothing is acked (and nothing lost); the
+// write completes once a second replica is back.
+#[test]
+fn without_a_quorum_nothing_is_acked_until_one_returns() {
+    let mut c = Cluster::new(replicated());
+    c.run_for(1_000);
+    c.freeze(Host::Replica(1));
+    c.freeze(Host::Replica(2));
+    send(&mut c, A, B, "waits");
+    c.run_for(3_000);
+    assert_eq!(acks(&c), 0);
+    assert!(replicas_with(&c, 1) <= 1, "no quorum holds it");
+    c.thaw(Host::Replica(2));
+    c.run_for(3_000);
+    assert_eq!(acks(&c), 1);
+    assert_eq!(displayed(&c, B).len(), 1);
+}
+
+// The same story with `quorum-of-one`: the write is acked on one replica; the coordinator
+// restarts and rebuilds from the two that lack it, and the acked message is gone from the
+// store (the sender's retry was answered long ago: nobody sends it again).
+#[test]
+fn with_a_quorum_of_one_a_rebuild_forgets_an_acked_message() {
+    let mut topo = replicated();
+    topo.bugs = [chatsim_system::bugs::Bug::QuorumOfOne]
+        .into_iter()
+        .collect();
+    let mut c = Cluster::new(topo);
+    c.run_for(1_000);
+    c.act(B, Action::GoOffline);
+    c.freeze(Host::Replica(1));
+    c.freeze(Host::Replica(2));
+    send(&mut c, A, B, "acked on one");
+    c.run_for(3_000);
+    assert_eq!(acks(&c), 1, "acked with one replica");
+    c.freeze(Host::Replica(0));
+    c.thaw(Host::Replica(1));
+    c.thaw(Host::Replica(2));
+    c.crash(Host::Storage(0));
+    c.run_for(3_000);
+    assert!(c.storage_serving());
+    assert_eq!(c.durable().messages(), 0, "the rebuilt store lost it");
+    c.act(B, Action::GoOnline);
+    c.run_for(5_000);
+    assert!(displayed(&c, B).is_empty());
+}
+
+// The relay model keeps a text only until every device it was parked for has taken it:
+// an offline companion keeps it stored, and its drain deletes it.
+#[test]
+fn relay_storage_deletes_a_text_once_every_device_has_it() {
+    let b1 = DeviceId {
+        user: UserId(1),
+        index: 1,
+    };
+    let mut c = Cluster::new(Deployment {
+        devices_per_user: 2,
+        storage_model: chatsim_system::StorageModel::Relay,
+        ..topo()
+    });
+    c.run_for(1_000);
+    c.act(b1, Action::GoOffline);
+    send(&mut c, A, B, "wait for the laptop");
+    c.run_for(3_000);
+    assert_eq!(displayed(&c, B).len(), 1);
+    assert_eq!(
+        c.durable().bodies_kept(),
+        1,
+        "the laptop has not taken it yet"
+    );
+    c.act(b1, Action::GoOnline);
+    c.run_for(5_000);
+    assert_eq!(displayed(&c, b1).len(), 1);
+    assert_eq!(c.durable().bodies_kept(), 0);
+    assert_eq!(c.durable().messages(), 1, "its id stays, for dedup");
+}
+
+// An operation synced on one replica only, never acknowledged, must not come back in a
+// later rebuild after a newer term has given its sequence number to another message: the
+// newer term's opening records what it was rebuilt from.
+#[test]
+fn an_unacknowledged_write_on_one_replica_does_not_come_back_over_a_newer_term() {
+    let mut c = Cluster::new(replicated());
+    c.run_for(1_000);
+    // The shard has the conversation loaded, so the ghost goes straight to an append.
+    send(&mut c, A, B, "hello");
+    c.run_for(1_000);
+    c.freeze(Host::Replica(1));
+    c.freeze(Host::Replica(2));
+    send(&mut c, A, B, "ghost");
+    c.run_for(500);
+    assert_eq!(acks(&c), 1, "only the hello");
+    assert_eq!(replicas_with(&c, 2), 1, "the ghost is on one replica");
+    c.act(A, Action::GoOffline);
+    c.crash(Host::Shard(0));
+    c.crash(Host::Shard(1));
+    c.crash(Host::Storage(0));
+    c.freeze(Host::Replica(0));
+    c.thaw(Host::Replica(1));
+    c.thaw(Host::Replica(2));
+    c.run_for(5_000);
+    assert!(c.storage_serving());
+    send(&mut c, B, A, "real");
+    c.run_for(5_000);
+    // Rebuild again from the replica holding the ghost and one holding "real".
+    c.freeze(Host::Replica(2));
+    c.thaw(Host::Replica(0));
+    c.crash(Host::Storage(0));
+    c.run_for(5_000);
+    c.thaw(Host::Replica(2));
+    c.act(A, Action::GoOnline);
+    c.run_for(30_000);
+    let on_b: Vec<String> = displayed(&c, B).into_iter().map(|d| d.1).collect();
+    let on_a: Vec<String> = displayed(&c, A).into_iter().map(|d| d.1).collect();
+    assert_eq!(on_a, ["real"]);
+    assert_eq!(
+        on_b,
+        ["hello", "ghost"],
+        "the ghost's retry is stored anew and shown"
+    );
+}
