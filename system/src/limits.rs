@@ -53,7 +53,7 @@ pub const GAP_RETRY_MS: Millis = 2_000;
 pub const GAP_FETCH_SEQS_MAX: u64 = 64;
 
 /// Inbox entries per drain page.
-pub const INBOX_PAGE_SIZE: u32 = 32;
+pub const INBOX_PAGE_ENTRIES: u32 = 32;
 /// A connected device drains its inbox again this long after its last complete drain: the last
 /// line of defence, for a message whose shard gave up pushing it (`PUSH_ATTEMPTS_MAX`). Longer
 /// than every scenario's liveness bound on purpose, so a run that needs it to pass is a failing
@@ -71,7 +71,7 @@ pub const RECEIPT_RETRY_MS: Millis = 2_000;
 pub const LINK_RETRY_MS: Millis = 2_000;
 /// Receipts handed to a device with the first page of its drain; if more are queued, the
 /// device drains again a moment later (after seeing these, which deletes them).
-pub const RECEIPTS_PAGE_MAX: usize = 256;
+pub const RECEIPTS_PAGE_ENTRIES_MAX: usize = 256;
 
 /// A user's presence change is published this long after it happens, and only if it still
 /// holds: a shorter flap (a reconnect) shows nobody anything.
@@ -104,7 +104,7 @@ pub const SHARD_LEASE_RENEW_MS: Millis = 1_000;
 /// A shard re-sends a storage request that has not been answered after this long.
 pub const STORAGE_RETRY_MS: Millis = 500;
 /// Sends a shard queues per conversation before refusing with `Busy`.
-pub const CONV_QUEUE_MAX: usize = 256;
+pub const CONV_QUEUE_SENDS_MAX: usize = 256;
 /// First retry of a push the device has not acked; doubles per attempt up to the max.
 pub const PUSH_RETRY_MS_MIN: Millis = 1_000;
 /// Cap on the push retry delay.
@@ -117,9 +117,9 @@ pub const DELIVERIES_TRACKED_MAX: usize = 1_000_000;
 /// Fan-out jobs per page of a restarted shard's sweep. A job carries its message with every
 /// member device's sealed key (up to 5,120 of them, about 300 KiB), so one per page keeps a
 /// page well under [`FRAME_BYTES_MAX`].
-pub const FANOUT_JOBS_PAGE: usize = 1;
+pub const FANOUT_JOBS_PAGE_MAX: usize = 1;
 /// Inbox entries per page of a restarted shard's sweep.
-pub const SWEEP_PAGE_SIZE: u32 = 256;
+pub const SWEEP_PAGE_ENTRIES: u32 = 256;
 /// A shard forgets a pending session lookup after this long (the inbox still has the message).
 pub const LOOKUP_TIMEOUT_MS: Millis = 2_000;
 

@@ -1,7 +1,7 @@
 //! The one effect router: where each [`Effect`] a machine produces must go, and whether the
 //! machine had any business producing it.
 //!
-//! Every engine (madsim, turmoil, the in-memory [`testkit`](crate::testkit), the stateright
+//! Every engine (madsim, turmoil, the in-memory `testkit`, the stateright
 //! models, and the real server) carries effects between machines. What differs between them is
 //! *how* a frame travels (a simulated socket, a queue, a model's network set); *where* it goes
 //! is the same everywhere and is decided here, once: a server's `Rpc` to a device is a push

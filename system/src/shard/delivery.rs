@@ -7,7 +7,7 @@ use super::{Pending, Shard, Timer, STORAGE};
 use crate::bugs::Bug;
 use crate::limits::{
     BACKOFF_DOUBLINGS_MAX, DELIVERIES_TRACKED_MAX, PUSH_ATTEMPTS_MAX, PUSH_RETRY_MS_MAX,
-    PUSH_RETRY_MS_MIN, SWEEP_PAGE_SIZE,
+    PUSH_RETRY_MS_MIN, SWEEP_PAGE_ENTRIES,
 };
 use crate::proto::{
     ConvId, DeviceId, Down, Host, Message, Millis, Path, Receipt, Rpc, Seq, UserId,
@@ -192,7 +192,7 @@ impl Shard {
             shard: slot,
             shards: self.topo.shards,
             after,
-            limit: SWEEP_PAGE_SIZE,
+            limit: SWEEP_PAGE_ENTRIES,
         };
         out.push(Effect::Rpc { to: STORAGE, rpc });
     }

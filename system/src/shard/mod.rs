@@ -62,7 +62,8 @@ use self::receipts::{ReceiptPush, ReceiptPushKey};
 use self::sequencer::{Conv, Group, PendingSend};
 use crate::bugs::Bug;
 use crate::limits::{
-    GAP_FETCH_SEQS_MAX, INBOX_PAGE_SIZE, LOOKUP_TIMEOUT_MS, SHARD_LEASE_RENEW_MS, STORAGE_RETRY_MS,
+    GAP_FETCH_SEQS_MAX, INBOX_PAGE_ENTRIES, LOOKUP_TIMEOUT_MS, SHARD_LEASE_RENEW_MS,
+    STORAGE_RETRY_MS,
 };
 use crate::proto::{
     ConvId, DeviceId, Down, Host, Message, Millis, MsgId, Path, Receipt, ReceiptKind, Refusal, Rpc,
@@ -304,7 +305,7 @@ impl Shard {
                     req,
                     device,
                     after,
-                    limit: INBOX_PAGE_SIZE,
+                    limit: INBOX_PAGE_ENTRIES,
                 };
                 out.push(Effect::Rpc { to: STORAGE, rpc });
             }

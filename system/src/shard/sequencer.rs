@@ -5,7 +5,7 @@
 use super::fanout::Job;
 use super::{Shard, Timer, STORAGE};
 use crate::bugs::Bug;
-use crate::limits::{CONV_QUEUE_MAX, GROUP_MEMBERS_MAX, STORAGE_RETRY_MS};
+use crate::limits::{CONV_QUEUE_SENDS_MAX, GROUP_MEMBERS_MAX, STORAGE_RETRY_MS};
 use crate::proto::{
     ConvId, DeviceId, Down, GroupEvent, GroupOp, Message, Millis, MsgId, Refusal, Rpc, Seq, UserId,
 };
@@ -70,7 +70,7 @@ pub(super) struct Conv {
     pub(super) group: Option<Group>,
     /// A `LoadConv` is out.
     pub(super) loading: bool,
-    /// Sends waiting their turn, in arrival order (at most [`CONV_QUEUE_MAX`] from devices).
+    /// Sends waiting their turn, in arrival order (at most [`CONV_QUEUE_SENDS_MAX`] from devices).
     pub(super) queue: VecDeque<PendingSend>,
     /// The one write out to storage.
     pub(super) in_flight: Option<InFlight>,
@@ -333,14 +333,14 @@ impl Shard {
             *p = send;
             return;
         }
-        if c.queue.len() >= CONV_QUEUE_MAX {
+        if c.queue.len() >= CONV_QUEUE_SENDS_MAX {
             Self::refuse(device, gateway, Refusal::Busy, Some(id), out);
             return;
         }
         c.queue.push_back(send);
         // Only a conflict puts a send back past the bound; a device's send never does.
         assert!(
-            c.queue.len() <= CONV_QUEUE_MAX,
+            c.queue.len() <= CONV_QUEUE_SENDS_MAX,
             "a send queued past its bound"
         );
         self.pump(now, conv, out);

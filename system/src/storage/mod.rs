@@ -49,7 +49,7 @@ pub use self::state::StorageState;
 
 use self::coordinator::Replication;
 use crate::bugs::{Bug, Bugs};
-use crate::limits::{FANOUT_JOBS_PAGE, RECEIPTS_PAGE_MAX, STORAGE_SYNC_MS};
+use crate::limits::{FANOUT_JOBS_PAGE_MAX, RECEIPTS_PAGE_ENTRIES_MAX, STORAGE_SYNC_MS};
 use crate::proto::{ConvId, DeviceId, Host, Millis, MsgId, OpId, Receipt, Rpc, Seq, StorageOp};
 use crate::routing::shard_for_conv;
 use crate::{Effect, Input, Machine, StorageModel};
@@ -278,7 +278,7 @@ impl Storage {
                     });
                 let mut jobs = Vec::new();
                 let mut next = after;
-                for ((c, s), (devices, cursor, park)) in iter.by_ref().take(FANOUT_JOBS_PAGE) {
+                for ((c, s), (devices, cursor, park)) in iter.by_ref().take(FANOUT_JOBS_PAGE_MAX) {
                     let msg = self.durable.logs.get(c).and_then(|l| l.get(s));
                     let msg =
                         msg.expect("a fan-out job is only written together with its log entry");
@@ -404,7 +404,7 @@ impl Storage {
                         (d, r)
                     });
                 let receipts: Vec<(DeviceId, Receipt)> =
-                    iter.by_ref().take(RECEIPTS_PAGE_MAX).collect();
+                    iter.by_ref().take(RECEIPTS_PAGE_ENTRIES_MAX).collect();
                 let more = iter.next().is_some();
                 let next = receipts.last().copied().or(after);
                 let rpc = Rpc::QueuedReceipts {

@@ -3,7 +3,7 @@
 //! sweep of pending inbox entries.
 
 use super::Storage;
-use crate::limits::RECEIPTS_PAGE_MAX;
+use crate::limits::RECEIPTS_PAGE_ENTRIES_MAX;
 use crate::proto::{ConvId, DeviceId, InboxCursor, Message, Receipt, Seq};
 use crate::routing::shard_for_conv;
 
@@ -90,7 +90,7 @@ impl Storage {
         };
         let page = queued
             .iter()
-            .take(RECEIPTS_PAGE_MAX)
+            .take(RECEIPTS_PAGE_ENTRIES_MAX)
             .map(|(&(conv, reader, kind), &upto)| Receipt {
                 conv,
                 reader,
@@ -98,7 +98,7 @@ impl Storage {
                 upto,
             })
             .collect();
-        (page, queued.len() > RECEIPTS_PAGE_MAX)
+        (page, queued.len() > RECEIPTS_PAGE_ENTRIES_MAX)
     }
 
     /// Inbox entries whose conversation `shard` owns, after `after`. A full scan: it runs once

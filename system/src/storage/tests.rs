@@ -265,7 +265,7 @@ fn queued_receipts_come_a_page_per_drain_and_say_when_more_remain() {
     let mut s = Storage::new(StorageState::default());
     let sender = DeviceId::primary(UserId(0));
     let conv = ConvId::group(1);
-    let readers = RECEIPTS_PAGE_MAX as u32 + 44;
+    let readers = RECEIPTS_PAGE_ENTRIES_MAX as u32 + 44;
     for u in 1..=readers {
         let receipt = Receipt {
             conv,
@@ -319,7 +319,7 @@ fn queued_receipts_come_a_page_per_drain_and_say_when_more_remain() {
         }
     };
     let (first, more) = drain(&mut s);
-    assert_eq!((first.len(), more), (RECEIPTS_PAGE_MAX, true));
+    assert_eq!((first.len(), more), (RECEIPTS_PAGE_ENTRIES_MAX, true));
     for receipt in first {
         let rpc = Rpc::ReceiptSeen {
             device: sender,
