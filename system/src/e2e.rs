@@ -28,6 +28,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 /// A device's key pair.
 #[derive(Clone)]
 pub struct KeyPair {
+    /// The X25519 secret; never leaves the device.
     secret: StaticSecret,
     /// The public half, as published in the directory.
     pub public: [u8; 32],
@@ -124,7 +125,9 @@ fn key_nonce(id: MsgId, version: Seq) -> [u8; 12] {
 /// once per pair (as a Signal session is set up once), not once per message.
 #[derive(Clone)]
 pub struct Session {
+    /// Seals what this device sends to the peer.
     outgoing: ChaCha20Poly1305,
+    /// Opens what the peer sends to this device.
     incoming: ChaCha20Poly1305,
 }
 

@@ -21,25 +21,39 @@
 //! gap and fetches what is missing, drops duplicates by id, and acks; the ack deletes the inbox
 //! entry. A device that was away drains its inbox on reconnect, page by page.
 //!
-//! Layout:
-//! - [`proto`]: identifiers and every frame on the wire.
-//! - [`device`]: the phone app (outbox, retries, dedup, ordering, gap repair, reconnect).
+//! Layout (a directory is one machine split by concern; its `mod.rs` says what each file owns):
+//! - [`proto`]: identifiers (`ids`), what phones and gateways exchange (`device_frames`),
+//!   server-to-server messages (`rpc`), storage operations (`storage_ops`) and what all of
+//!   them carry (`chat`).
+//! - [`device`]: the phone app: the connection and its handshake (`connection`), the outbox
+//!   and retries (`outbox`), each conversation's ordered view with gaps and dedup
+//!   (`conversation`), receipts and ticks (`receipts`), sender keys (`keys`).
 //! - [`gateway`]: device connections, authentication, heartbeats, routing.
-//! - [`session`]: user -> (gateway, epoch).
-//! - [`shard`]: sequence numbers, persist-then-ack, push, inbox drain, group membership and
-//!   fan-out.
+//! - [`session`]: user -> (gateway, epoch), and presence.
+//! - [`shard`]: sequence numbers and persist-then-ack (`sequencer`), group fan-out (`fanout`),
+//!   pushes and delivery tracking (`delivery`), receipts (`receipts`), slot leases and
+//!   takeover (`lease`).
 //! - [`e2e`]: per-device keys and sealing: servers relay ciphertext only.
-//! - [`storage`]: message logs and inboxes; durable only once synced (relay or server-history
-//!   model); with replicas, the coordinator that acknowledges on a quorum.
+//! - [`storage`]: the data model (`state`), reads (`reads`), leases (`lease`), and with
+//!   replicas the coordinator that acknowledges on a quorum (`coordinator`); durable only once
+//!   synced (relay or server-history model).
 //! - [`replica`]: a storage replica's operation log.
 //! - [`push`]: the push provider (APNs / FCM): slow, lossy, coalescing.
+//! - [`route`]: the one effect router: where each [`Effect`] goes, for every engine.
+//! - [`durable`]: what survives a crash, kept beside the hosts, and the machines a restarted
+//!   server begins with.
 //! - [`limits`]: every bound, with its unit.
 //! - [`bugs`]: the bug zoo: classic wrong designs as switches, off by default.
 //! - [`timers`]: the deadline set each component keeps.
 //! - [`routing`]: which shard owns what, and device tokens.
-//! - [`route`]: the one effect router: where each [`Effect`] goes, for every engine.
-//! - [`durable`]: what survives a crash, kept beside the hosts, and the machines a restarted
-//!   server begins with.
+//! - `testkit` (feature `testkit`): every component in one process on virtual time; the
+//!   system-wide tests in `tests/` drive it.
+//!
+//! Every machine asserts what must hold after its state changes (a sequence number assigned
+//! is the next one, a fence only rises, a cursor only moves forward, a queue stays within its
+//! bound), and names every input it ignores with the reason; an input that cannot reach it
+//! is `unreachable!`. These stay on in release builds: a broken transition stops the run
+//! where it happens, not later as a history violation far from its cause.
 
 pub mod bugs;
 pub mod device;
@@ -104,6 +118,14 @@ pub enum Input {
     Action(Action),
     /// The deadline from `poll_timeout` passed. Spurious calls are harmless.
     Timeout,
+}
+
+/// Stop a server machine handed an input of a connection or a phone: the host layer gives
+/// connection inputs only to gateways and phone inputs only to phones, so an engine that does
+/// otherwise is broken, and carrying on would hide it.
+#[track_caller]
+pub(crate) fn not_for_this_host(who: &str, input: &Input) -> ! {
+    unreachable!("{who} is handed an input only a gateway or a phone gets: {input:?}")
 }
 
 /// What a user or the world does to a device.

@@ -88,17 +88,9 @@ impl Machine for Push {
             Input::Rpc { from, rpc } => {
                 unreachable!("only a shard's Notify reaches the push provider: {rpc:?} from {from}")
             }
-            Input::Accepted { .. }
-            | Input::FromConn { .. }
-            | Input::ConnClosed { .. }
-            | Input::Connected
-            | Input::ConnectFailed
-            | Input::Down(_)
-            | Input::Disconnected
-            | Input::Pushed
-            | Input::Action(_) => {
-                unreachable!("the push provider holds no connection and is no phone: {input:?}")
-            }
+            // Only gateways hold connections and only phones have users: the hosts never hand
+            // these to this machine.
+            input => crate::not_for_this_host("the push provider", &input),
         }
     }
 
@@ -157,5 +149,13 @@ mod tests {
         );
         assert_eq!(out.len() as u64, delivered);
         assert!((30..=70).contains(&lost), "about a quarter lost: {lost}");
+    }
+
+    // A server handed a phone's input is driven by a broken engine: it stops there.
+    #[test]
+    #[should_panic(expected = "only a gateway or a phone gets")]
+    fn a_server_handed_a_phones_input_stops_the_run() {
+        let mut p = Push::new(Deployment::default(), 1);
+        p.handle(0, Input::Connected, &mut Vec::new());
     }
 }

@@ -27,6 +27,7 @@ pub const COORDINATOR: Host = Host::Storage(0);
 /// What a replica keeps across crashes: its synced operations by id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplicaLog {
+    /// Synced operations by id (ids are never reused).
     ops: BTreeMap<OpId, SharedOp>,
 }
 
@@ -167,17 +168,9 @@ impl Machine for Replica {
             Input::Rpc { from, rpc } => {
                 unreachable!("only the coordinator's Replicate and ReadOps reach a replica: {rpc:?} from {from}")
             }
-            Input::Accepted { .. }
-            | Input::FromConn { .. }
-            | Input::ConnClosed { .. }
-            | Input::Connected
-            | Input::ConnectFailed
-            | Input::Down(_)
-            | Input::Disconnected
-            | Input::Pushed
-            | Input::Action(_) => {
-                unreachable!("a replica holds no connection and is no phone: {input:?}")
-            }
+            // Only gateways hold connections and only phones have users: the hosts never hand
+            // these to this machine.
+            input => crate::not_for_this_host("a replica", &input),
         }
         assert!(
             self.buffer.is_empty() == self.sync_at.is_none(),

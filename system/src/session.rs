@@ -270,17 +270,9 @@ impl Machine for Session {
                 }
                 return;
             }
-            Input::Accepted { .. }
-            | Input::FromConn { .. }
-            | Input::ConnClosed { .. }
-            | Input::Connected
-            | Input::ConnectFailed
-            | Input::Down(_)
-            | Input::Disconnected
-            | Input::Pushed
-            | Input::Action(_) => {
-                unreachable!("the session service holds no connection and is no phone: {input:?}")
-            }
+            // Only gateways hold connections and only phones have users: the hosts never hand
+            // these to this machine.
+            input => crate::not_for_this_host("the session service", &input),
         };
         match (from, rpc) {
             (Host::Gateway(g), Rpc::Register { device, epoch }) => {

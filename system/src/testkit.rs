@@ -27,19 +27,31 @@ pub const STEPS_MAX: usize = 1_000_000;
 pub struct Cluster {
     /// Virtual now.
     pub now: Millis,
+    /// The deployment every component was built from.
     topo: Deployment,
+    /// Every gateway, by index.
     gateways: Vec<Gateway>,
+    /// The session service.
     session: Session,
+    /// Every chat shard, by index.
     shards: Vec<Shard>,
+    /// The storage node (with replicas: their coordinator).
     storage: Storage,
+    /// Every storage replica, by index.
     replicas: Vec<Replica>,
+    /// The push provider.
     push: Push,
     /// What every server made durable: what a crash leaves.
     durable: DurableState,
+    /// Every device.
     devices: BTreeMap<DeviceId, Device>,
+    /// Each connected device's (gateway, connection).
     conns: BTreeMap<DeviceId, (u16, ConnId)>,
+    /// Frames in flight, by (arrival time, sequence number): ties keep send order.
     queue: BTreeMap<(Millis, u64), (Host, Input)>,
+    /// The last sequence number handed to the queue.
     next_event: u64,
+    /// The last connection id handed out.
     next_conn: u64,
     /// Everything every device observed, in order.
     pub observations: Vec<(Millis, DeviceId, Observation)>,
@@ -47,6 +59,7 @@ pub struct Cluster {
     pub lossy: std::collections::BTreeSet<Host>,
     /// Frozen hosts (a long GC pause): their timers wait and what arrives for them is held.
     frozen: std::collections::BTreeSet<Host>,
+    /// What arrived for (or from) a frozen host, in order, until it thaws.
     held: Vec<(Host, Input)>,
 }
 

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Timers of kind `K`, at most one pending per key.
 #[derive(Clone, Debug)]
 pub struct Timers<K: Ord + Clone> {
+    /// Deadlines in firing order (ties by key, so firing order is deterministic).
     by_time: BTreeSet<(Millis, K)>,
+    /// Each key's deadline: at most one per key.
     by_key: BTreeMap<K, Millis>,
 }
 

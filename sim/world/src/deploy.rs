@@ -53,6 +53,7 @@ pub fn deployment(scenario: &Scenario, seed: u64, plan: &Plan, bugs: Bugs) -> De
 /// State that survives a crash: what storage, its replicas and the session service made
 /// durable, shared by every host of one run.
 pub struct Durable {
+    /// What every server made durable; hosts lock it only between awaits.
     state: Mutex<DurableState>,
 }
 

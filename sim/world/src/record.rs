@@ -23,8 +23,10 @@ pub const SAMPLE_MS: Millis = 250;
 #[derive(Debug)]
 pub struct RawRun {
     /// Everything devices observed and every fault injected.
+    /// Everything devices observed and every fault, as it happened.
     pub history: History,
     /// Frames delivered between hosts.
+    /// Frames delivered so far.
     pub frames: u64,
     /// Digest of every delivered frame (time, receiver, bytes), in delivery order.
     pub frame_digest: [u8; 32],
@@ -40,6 +42,7 @@ pub struct RawRun {
     /// Every delivered frame (up to a bound), for sequence diagrams.
     pub frame_log: Vec<FrameRecord>,
     /// (time, inbox entries in durable storage), sampled periodically.
+    /// (time, inbox entries in durable storage), sampled every [`SAMPLE_MS`].
     pub samples: Vec<(Millis, usize)>,
     /// Every delivered frame's route, size and send time, when the caller asked for them
     /// (the benchmark replays them on bare nodes); empty otherwise.
@@ -141,6 +144,7 @@ impl Keep {
 /// digest, the frame log for diagrams, the confidentiality screen and the inbox samples.
 pub struct Recorder {
     history: Mutex<History>,
+    /// Digest of every delivered frame (time, receiver, bytes): the trace hash's source.
     digest: Mutex<Sha256>,
     frames: AtomicU64,
     /// Kept only when asked ([`Keep::frame_log`]).

@@ -740,17 +740,9 @@ impl Machine for Shard {
             // device frames, the session service only locations): a confused peer must not
             // crash it.
             Input::Rpc { .. } => {}
-            // Device and gateway inputs: engines may hand any input to any machine, and a
-            // shard has no connections nor user.
-            Input::Accepted { .. }
-            | Input::FromConn { .. }
-            | Input::ConnClosed { .. }
-            | Input::Connected
-            | Input::ConnectFailed
-            | Input::Down(_)
-            | Input::Disconnected
-            | Input::Pushed
-            | Input::Action(_) => {}
+            // Only gateways hold connections and only phones have users: the hosts never hand
+            // these to this machine.
+            input => crate::not_for_this_host("a shard", &input),
         }
     }
 

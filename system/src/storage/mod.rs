@@ -541,17 +541,9 @@ impl Machine for Storage {
                     self.on_retry(now, out);
                 }
             }
-            // Device and gateway inputs: engines may hand any input to any machine, and a
-            // storage node has no connections nor user.
-            Input::Accepted { .. }
-            | Input::FromConn { .. }
-            | Input::ConnClosed { .. }
-            | Input::Connected
-            | Input::ConnectFailed
-            | Input::Down(_)
-            | Input::Disconnected
-            | Input::Pushed
-            | Input::Action(_) => {}
+            // Only gateways hold connections and only phones have users: the hosts never hand
+            // these to this machine.
+            input => crate::not_for_this_host("storage", &input),
         }
     }
 
