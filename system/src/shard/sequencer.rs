@@ -361,6 +361,13 @@ impl Shard {
         let Some(f) = c.in_flight.take_if(|f| f.msg.id == id) else {
             return;
         };
+        // Storage keeps a fresh append under the number this shard gave it (the next one):
+        // anything else and the conversation's numbering has a hole or a fork.
+        assert!(
+            duplicate || seq == f.msg.seq,
+            "{conv:?}: {id:?} sequenced {} but stored fresh as {seq}",
+            f.msg.seq
+        );
         c.last_seq = Some(c.last_seq.unwrap_or(0).max(seq));
         self.timers.cancel(&Timer::Storage(conv));
         if conv.is_group() {
