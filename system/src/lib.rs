@@ -43,6 +43,7 @@
 //! - [`durable`]: what survives a crash, kept beside the hosts, and the machines a restarted
 //!   server begins with.
 //! - [`limits`]: every bound, with its unit.
+//! - [`probe`]: coverage probes: the rare branches a swarm should reach, by name.
 //! - [`bugs`]: the bug zoo: classic wrong designs as switches, off by default.
 //! - [`timers`]: the deadline set each component keeps.
 //! - [`routing`]: which shard owns what, and device tokens.
@@ -61,6 +62,7 @@ pub mod durable;
 pub mod e2e;
 pub mod gateway;
 pub mod limits;
+pub mod probe;
 pub mod proto;
 pub mod push;
 pub mod replica;
@@ -233,6 +235,9 @@ pub enum Effect {
     PersistSession(session::SessionChange),
     /// Device: something the user could see, for the history.
     Observe(Observation),
+    /// Any machine: it took a rare or defensive branch (counted beside the run, never in the
+    /// history or the trace).
+    Probe(probe::Probe),
 }
 
 /// What a user could notice on one device: the history the checkers judge is made of these.

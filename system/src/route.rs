@@ -15,6 +15,7 @@
 //! panics naming both: a panic surfaces the bug at its source; a dropped effect hides it.
 
 use crate::durable::Write;
+use crate::probe::Probe;
 use crate::proto::{ConnId, DeviceId, Down, Host, Rpc, Up};
 use crate::{Effect, Observation};
 
@@ -76,6 +77,8 @@ pub enum Route {
     },
     /// A server made something durable: keep it beside the host, where a crash cannot reach.
     Durable(Write),
+    /// A machine took a rare branch: count it beside the run.
+    Probe(Probe),
 }
 
 /// Where `effect`, produced by `from`, goes.
@@ -119,6 +122,7 @@ pub fn route(from: Host, effect: Effect) -> Route {
             Route::Durable(Write::Replica { replica, ops })
         }
         (Host::Session, Effect::PersistSession(change)) => Route::Durable(Write::Session(change)),
+        (_, Effect::Probe(p)) => Route::Probe(p),
         (from, e) => unreachable!("{from} produced an effect it has no business producing: {e:?}"),
     }
 }

@@ -55,6 +55,8 @@ pub struct Cluster {
     next_conn: u64,
     /// Everything every device observed, in order.
     pub observations: Vec<(Millis, DeviceId, Observation)>,
+    /// How often each probe was reached.
+    pub probes: BTreeMap<crate::probe::Probe, u64>,
     /// Server-to-server messages into these hosts are lost (a lossy link, not a crash).
     pub lossy: std::collections::BTreeSet<Host>,
     /// Frozen hosts (a long GC pause): their timers wait and what arrives for them is held.
@@ -102,6 +104,7 @@ impl Cluster {
             next_event: 0,
             next_conn: 0,
             observations: Vec::new(),
+            probes: BTreeMap::new(),
             lossy: std::collections::BTreeSet::new(),
             frozen: std::collections::BTreeSet::new(),
             held: Vec::new(),
@@ -237,6 +240,7 @@ impl Cluster {
             Route::Disconnect { device } => self.close_device_conn(device),
             Route::Observe { device, obs } => self.observations.push((self.now, device, obs)),
             Route::Durable(write) => self.durable.apply(write),
+            Route::Probe(p) => *self.probes.entry(p).or_default() += 1,
         }
     }
 

@@ -34,6 +34,7 @@ use bytes::{Bytes, BytesMut};
 use chatsim_system::bugs::Bugs;
 use chatsim_system::device::Device;
 use chatsim_system::durable::Write;
+use chatsim_system::probe::Probe;
 use chatsim_system::proto::{ConnId, DeviceId, Host, Millis, UserId};
 use chatsim_system::Action;
 use chatsim_world::deploy::{deployment, device_seed, Durable};
@@ -392,6 +393,10 @@ impl ServerLinks<UnboundedSender<Bytes>> for ServerIo {
 
     fn persist(&mut self, write: Write) {
         self.sh.durable.apply(write);
+    }
+
+    fn probe(&mut self, probe: Probe) {
+        self.sh.rec.probe(probe);
     }
 }
 

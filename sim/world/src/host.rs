@@ -24,6 +24,7 @@ use bytes::Bytes;
 use chatsim_judge::Event;
 use chatsim_system::device::Device;
 use chatsim_system::durable::Write;
+use chatsim_system::probe::Probe;
 use chatsim_system::proto::{ConnId, DeviceId, Envelope, Host, Millis, Up};
 use chatsim_system::route::{route, Route};
 use chatsim_system::{Action, Effect, Input, Machine};
@@ -50,6 +51,8 @@ pub trait ServerLinks<W> {
     fn wake(&mut self, device: DeviceId);
     /// Keep a write the machine synced, beside the host.
     fn persist(&mut self, write: Write);
+    /// Count a probe the machine reached.
+    fn probe(&mut self, probe: Probe);
 }
 
 /// A server machine and its connections.
@@ -162,6 +165,7 @@ impl<W> ServerHost<W> {
                     self.devices.remove(&conn);
                 }
                 Route::Durable(write) => links.persist(write),
+                Route::Probe(p) => links.probe(p),
                 r @ (Route::Connect { .. }
                 | Route::Up { .. }
                 | Route::Disconnect { .. }
@@ -312,6 +316,7 @@ impl<W> PhoneHost<W> {
                 }
                 Route::Disconnect { .. } => self.conn = None,
                 Route::Observe { device, obs } => rec.observe(now, device, obs),
+                Route::Probe(p) => rec.probe(p),
                 r @ (Route::Peer { .. }
                 | Route::Wake(_)
                 | Route::Down { .. }
@@ -384,6 +389,7 @@ mod tests {
         fn persist(&mut self, _: Write) {
             self.persisted += 1;
         }
+        fn probe(&mut self, _: Probe) {}
     }
 
     impl PhoneLinks<u64> for Wires {

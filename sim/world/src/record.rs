@@ -7,6 +7,7 @@ use crate::plan::Plan;
 use crate::wire::{describe, Frame, FrameRecord};
 use chatsim_judge::confidential::Screen;
 use chatsim_judge::{Event, History};
+use chatsim_system::probe::Probe;
 use chatsim_system::proto::{DeviceId, Host, Millis};
 use chatsim_system::{Action, Deployment, Observation};
 use sha2::{Digest, Sha256};
@@ -50,6 +51,8 @@ pub struct RawRun {
     /// Faults the plan asked for that this engine cannot express, each said once, in plan
     /// order (empty when the engine ran the whole plan).
     pub skipped: Vec<String>,
+    /// How often each coverage probe was reached (probes never reached are absent).
+    pub probes: BTreeMap<Probe, u64>,
 }
 
 /// One delivered frame as the benchmark's floor replays it.
@@ -154,6 +157,8 @@ pub struct Recorder {
     samples: Mutex<Vec<(Millis, usize)>>,
     /// Every delivered frame's route, size and send time, when the benchmark asks.
     trace: Option<Mutex<Vec<FrameTrace>>>,
+    /// How often each coverage probe was reached.
+    probes: Mutex<BTreeMap<Probe, u64>>,
 }
 
 impl Recorder {
@@ -174,6 +179,7 @@ impl Recorder {
             screen: Mutex::new(Screen::new(texts)),
             samples: Mutex::new(Vec::new()),
             trace: keep.frame_trace.then(|| Mutex::new(Vec::new())),
+            probes: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -191,6 +197,17 @@ impl Recorder {
             .lock()
             .expect("never poisoned")
             .observe(t, device, obs);
+    }
+
+    /// Count a coverage probe a machine reached (outside the history and the digest: a
+    /// probe changes no trace).
+    pub fn probe(&self, probe: Probe) {
+        *self
+            .probes
+            .lock()
+            .expect("never poisoned")
+            .entry(probe)
+            .or_default() += 1;
     }
 
     /// Record an inbox-depth sample.
@@ -298,6 +315,7 @@ impl Recorder {
                 .map(|t| std::mem::take(&mut *t.lock().expect("never poisoned")))
                 .unwrap_or_default(),
             skipped,
+            probes: std::mem::take(&mut *self.probes.lock().expect("never poisoned")),
         }
     }
 }
