@@ -21,6 +21,7 @@ use crate::bugs::Bug;
 use crate::limits::{
     GATEWAY_ALIVE_MS, GATEWAY_IDLE_TIMEOUT_MS, HEARTBEAT_CHECK_MS, REGISTER_RETRY_MS,
 };
+use crate::probe::Probe;
 use crate::proto::{ConnId, DeviceId, Down, Host, Millis, Receipt, Refusal, Rpc, Up};
 use crate::routing::{device_token, shard_for_conv, shard_for_user};
 use crate::timers::Timers;
@@ -180,6 +181,7 @@ impl Gateway {
                 // One connection per device here: a newer one replaces the older.
                 if let Some(old) = self.by_device.insert(device, conn) {
                     if old != conn && self.conns.remove(&old).is_some() {
+                        out.push(Effect::Probe(Probe::GatewayConnectionReplaced));
                         self.timers.cancel(&Timer::Register(old));
                         out.push(Effect::CloseConn { conn: old });
                     }
@@ -244,6 +246,7 @@ impl Gateway {
         }
         if !current {
             // The device is connected elsewhere with a newer epoch: this connection is stale.
+            out.push(Effect::Probe(Probe::GatewayStaleConnectionClosed));
             self.drop_conn(conn, true, out);
             return;
         }
@@ -267,6 +270,7 @@ impl Gateway {
                     .map(|(id, _)| *id)
                     .collect();
                 for conn in dead {
+                    out.push(Effect::Probe(Probe::GatewayIdleClosed));
                     self.drop_conn(conn, true, out);
                 }
                 if !self.conns.is_empty() {
@@ -290,6 +294,7 @@ impl Gateway {
                             device,
                             epoch: c.epoch,
                         };
+                        out.push(Effect::Probe(Probe::GatewayRegisterRetried));
                         to_session(out, rpc);
                         self.timers
                             .set(Timer::Register(conn), now + REGISTER_RETRY_MS);
@@ -374,7 +379,7 @@ impl Machine for Gateway {
             Input::Rpc {
                 from: Host::Shard(_),
                 rpc: Rpc::Owner { .. },
-            } => {}
+            } => out.push(Effect::Probe(Probe::GatewayStaleOwnerIgnored)),
             Input::Rpc { from, rpc } => {
                 unreachable!(
                     "gateway-{}: no server sends a gateway this: {rpc:?} from {from}",

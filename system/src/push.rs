@@ -14,6 +14,7 @@
 //! the engine outside the simulated network, as the OS's own channel is). Timers: one per
 //! pending push.
 
+use crate::probe::Probe;
 use crate::proto::{DeviceId, Host, Millis, Rpc};
 use crate::timers::Timers;
 use crate::{Deployment, Effect, Input, Machine};
@@ -69,6 +70,7 @@ impl Machine for Push {
             Input::Timeout => {
                 while let Some(device) = self.pending.pop_due(now) {
                     if self.rng.gen_range(0..100) < u32::from(self.topo.push.loss_percent) {
+                        out.push(Effect::Probe(Probe::PushLost));
                         self.lost += 1;
                         continue;
                     }
@@ -84,7 +86,7 @@ impl Machine for Push {
             Input::Rpc {
                 from: Host::Shard(_),
                 rpc: Rpc::Notify { .. },
-            } => {}
+            } => out.push(Effect::Probe(Probe::PushCoalesced)),
             Input::Rpc { from, rpc } => {
                 unreachable!("only a shard's Notify reaches the push provider: {rpc:?} from {from}")
             }

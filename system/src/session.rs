@@ -24,6 +24,7 @@
 
 use crate::bugs::Bug;
 use crate::limits::{PRESENCE_DEBOUNCE_MAX_MS, PRESENCE_DEBOUNCE_MS, PRESENCE_LEASE_MS};
+use crate::probe::Probe;
 use crate::proto::{DeviceId, Down, Host, Millis, Rpc, UserId};
 use crate::timers::Timers;
 use crate::{Deployment, Effect, Input, Machine};
@@ -202,7 +203,9 @@ impl Session {
         self.changing.remove(&user);
         let p = self.presence(user);
         if self.published.get(&user) == Some(&p) {
-            return; // A flap: back where it was before anyone was told.
+            // A flap: back where it was before anyone was told.
+            out.push(Effect::Probe(Probe::PresenceFlapAbsorbed));
+            return;
         }
         self.published.insert(user, p);
         if self.topo.bugs.has(Bug::PresenceBroadcastAll) {
@@ -289,6 +292,9 @@ impl Machine for Session {
                     !current || self.entry(device) == Some((g, epoch)),
                     "session: {device} answered current at epoch {epoch} but not registered so"
                 );
+                if !current {
+                    out.push(Effect::Probe(Probe::SessionStaleRegisterRefused));
+                }
                 let rpc = Rpc::Registered {
                     device,
                     epoch,
@@ -307,7 +313,9 @@ impl Machine for Session {
                 );
             }
             // A late disconnect of an older connection: the newer entry stands.
-            (Host::Gateway(_), Rpc::Unregister { .. }) => {}
+            (Host::Gateway(_), Rpc::Unregister { .. }) => {
+                out.push(Effect::Probe(Probe::SessionLateUnregisterIgnored));
+            }
             (Host::Gateway(g), Rpc::Alive { devices }) => {
                 let live: BTreeSet<(DeviceId, u64)> = devices.into_iter().collect();
                 let stale: Vec<DeviceId> = self
@@ -317,6 +325,9 @@ impl Machine for Session {
                     .filter(|(d, (gw, e))| *gw == g && !live.contains(&(**d, *e)))
                     .map(|(d, _)| *d)
                     .collect();
+                if !stale.is_empty() {
+                    out.push(Effect::Probe(Probe::SessionStaleEntriesCleared));
+                }
                 for device in stale {
                     self.set_entry(now, device, None, out);
                 }

@@ -8,6 +8,7 @@ use crate::limits::{
     BACKOFF_DOUBLINGS_MAX, DRAIN_RETRY_MS, INBOX_SYNC_MS, LINK_RETRY_MS, PRESENCE_RENEW_MS,
     RECONNECT_BACKOFF_MS_MAX, RECONNECT_BACKOFF_MS_MIN,
 };
+use crate::probe::Probe;
 use crate::proto::{ConvId, InboxCursor, Millis, Up, UserId};
 use crate::{DisconnectReason, Effect, Observation};
 use rand::Rng;
@@ -140,9 +141,13 @@ impl Device {
             .map(|((c, _), _)| *c)
             .collect();
         for conv in owed {
+            Self::probe(out, Probe::ReceiptResent);
             self.timers.set(Timer::Receipt(conv), now);
         }
         // Everything unacknowledged goes again on the new connection, same ids.
+        if self.outbox.values().any(|o| o.transmitted) {
+            Self::probe(out, Probe::OutboxResentAfterReconnect);
+        }
         for o in self.outbox.values_mut() {
             o.transmitted = false;
         }

@@ -49,6 +49,7 @@ use crate::limits::{
     BACKOFF_DOUBLINGS_MAX, CLOCK_SKEW_MS_MAX, DRAIN_RETRY_MS, HANDSHAKE_TIMEOUT_MS,
     HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, INBOX_SYNC_MS, LINK_RETRY_MS, PUSH_WAKE_MS,
 };
+use crate::probe::Probe;
 use crate::proto::{
     ConvId, DeviceId, Down, GroupOp, InboxCursor, Millis, MsgId, ReceiptKind, Seq, Up,
 };
@@ -274,7 +275,24 @@ impl Device {
     }
 
     fn observe(out: &mut Vec<Effect>, o: Observation) {
+        // The observations that mark a defensive branch are its probes too, so the probe sits
+        // where the user-visible fact is made.
+        let probe = match &o {
+            Observation::DuplicateDropped { .. } => Some(Probe::DuplicateDropped),
+            Observation::GapDetected { .. } => Some(Probe::GapDetected),
+            Observation::GapFetch { .. } => Some(Probe::GapFetched),
+            Observation::Undecryptable { .. } => Some(Probe::Undecryptable),
+            Observation::Woken => Some(Probe::WokenByPush),
+            _ => None,
+        };
         out.push(Effect::Observe(o));
+        if let Some(p) = probe {
+            Self::probe(out, p);
+        }
+    }
+
+    fn probe(out: &mut Vec<Effect>, p: Probe) {
+        out.push(Effect::Probe(p));
     }
 
     /// Capped exponential backoff with jitter in [delay/2, delay].
@@ -314,6 +332,7 @@ impl Device {
                 }
                 if self.drain.is_some() {
                     if more {
+                        Self::probe(out, Probe::DrainSecondPage);
                         self.start_drain(now, next, out);
                     } else {
                         self.drain = None;
@@ -445,6 +464,7 @@ impl Device {
                     return;
                 }
                 if now.saturating_sub(self.last_heard) >= HEARTBEAT_TIMEOUT_MS {
+                    Self::probe(out, Probe::HeartbeatTimedOut);
                     self.link_lost(now, DisconnectReason::HeartbeatTimeout, true, out);
                 } else {
                     out.push(Effect::Up(Up::Ping));
@@ -454,11 +474,13 @@ impl Device {
             }
             Timer::Handshake => {
                 if self.link == Link::Handshaking {
+                    Self::probe(out, Probe::HandshakeTimedOut);
                     self.link_lost(now, DisconnectReason::HeartbeatTimeout, true, out);
                 }
             }
             Timer::Retry(id) => {
                 if self.link == Link::Ready && self.outbox.contains_key(&id) {
+                    Self::probe(out, Probe::OutboxRetried);
                     self.transmit(now, id, out);
                 }
             }

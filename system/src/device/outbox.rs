@@ -6,6 +6,7 @@ use super::conversation::Slot;
 use super::{Device, Link, Timer};
 use crate::bugs::Bug;
 use crate::limits::{OUTBOX_IN_FLIGHT_MAX, OUTBOX_RETRY_MS_MAX, OUTBOX_RETRY_MS_MIN};
+use crate::probe::Probe;
 use crate::proto::{ConvId, GroupOp, Millis, MsgId, Refusal, Seq, Up};
 use crate::{Effect, Observation};
 
@@ -166,6 +167,7 @@ impl Device {
             // Behind on the membership: fetch up to the version the shard named rather than
             // wait for the change's fan-out to reach us.
             if let Some(conv) = self.outbox.get(&id).map(|o| o.conv) {
+                Self::probe(out, Probe::StaleMembersResealed);
                 let view = self.convs.entry(conv).or_default();
                 view.known_end = view.known_end.max(version);
                 self.advance(now, conv, out);

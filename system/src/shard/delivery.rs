@@ -9,6 +9,7 @@ use crate::limits::{
     BACKOFF_DOUBLINGS_MAX, DELIVERIES_TRACKED_MAX, PUSH_ATTEMPTS_MAX, PUSH_RETRY_MS_MAX,
     PUSH_RETRY_MS_MIN, SWEEP_PAGE_ENTRIES,
 };
+use crate::probe::Probe;
 use crate::proto::{
     ConvId, DeviceId, Down, Host, Message, Millis, Path, Receipt, Rpc, Seq, UserId,
 };
@@ -73,6 +74,9 @@ impl Shard {
             // Given up; the message still waits in the inbox for the device's next drain.
             self.untrack(key);
             return;
+        }
+        if d.attempts > 0 {
+            out.push(Effect::Probe(Probe::ShardPushRetried));
         }
         d.attempts += 1;
         let delay = Self::push_retry_delay(d.attempts);

@@ -3,6 +3,7 @@
 //! conversations reloaded, and a lost one is forgotten.
 
 use super::{Pending, Shard, Timer};
+use crate::probe::Probe;
 use crate::proto::{ConvId, Host, LeaseView, Millis, Rpc};
 use crate::routing::shard_for_conv;
 use crate::Effect;
@@ -68,6 +69,9 @@ impl Shard {
     /// jobs, receipts queued) is read back from storage, and each conversation's next
     /// sequence number is reloaded before anything is sequenced.
     pub(super) fn take_over(&mut self, now: Millis, slot: u16, out: &mut Vec<Effect>) {
+        if slot != self.index {
+            out.push(Effect::Probe(Probe::ShardTookOver));
+        }
         self.sweep(now, slot, None, out);
         self.sweep_receipts(now, slot, None, out);
         self.read_fanouts(now, slot, None, None, out);

@@ -65,6 +65,7 @@ use crate::limits::{
     GAP_FETCH_SEQS_MAX, INBOX_PAGE_ENTRIES, LOOKUP_TIMEOUT_MS, SHARD_LEASE_RENEW_MS,
     STORAGE_RETRY_MS,
 };
+use crate::probe::Probe;
 use crate::proto::{
     ConvId, DeviceId, Down, Host, Message, Millis, MsgId, Path, Receipt, ReceiptKind, Refusal, Rpc,
     Seq, Up,
@@ -437,6 +438,7 @@ impl Shard {
                 duplicate,
             } => self.on_appended(now, conv, id, seq, duplicate, out),
             Rpc::AppendConflict { conv, id, .. } => {
+                out.push(Effect::Probe(Probe::ShardAppendConflict));
                 let Some(c) = self.convs.get_mut(&conv) else {
                     return;
                 };
@@ -499,6 +501,9 @@ impl Shard {
                     }
                     self.timers.cancel(&Timer::Expire(req));
                     let mut convs = BTreeSet::new();
+                    if !jobs.is_empty() {
+                        out.push(Effect::Probe(Probe::ShardFanoutResumed));
+                    }
                     for (msg, devices, next, park) in jobs {
                         convs.insert(msg.conv);
                         self.jobs.entry((msg.conv, msg.seq)).or_insert(Job {
@@ -537,6 +542,7 @@ impl Shard {
             Rpc::Fenced { slot, epoch }
                 if self.leases.get(&slot).is_some_and(|held| *held < epoch) =>
             {
+                out.push(Effect::Probe(Probe::ShardFenced));
                 self.lose(slot)
             }
             Rpc::ReceiptStored {
@@ -663,6 +669,7 @@ impl Shard {
                 } else {
                     return;
                 }
+                out.push(Effect::Probe(Probe::ShardStorageRetried));
                 self.timers
                     .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
             }
@@ -672,6 +679,7 @@ impl Shard {
                 let step = self.step_devices();
                 let job = self.jobs.get(&key).filter(|j| j.stepping);
                 if let (Some(job), Some(fence)) = (job, self.fence(key.0)) {
+                    out.push(Effect::Probe(Probe::ShardFanoutStepRetried));
                     Self::send_step(key, job, step, fence, out);
                     self.timers.set(Timer::Fanout(key), now + STORAGE_RETRY_MS);
                 }

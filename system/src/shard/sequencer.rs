@@ -6,6 +6,7 @@ use super::fanout::Job;
 use super::{Shard, Timer, STORAGE};
 use crate::bugs::Bug;
 use crate::limits::{CONV_QUEUE_SENDS_MAX, GROUP_MEMBERS_MAX, STORAGE_RETRY_MS};
+use crate::probe::Probe;
 use crate::proto::{
     ConvId, DeviceId, Down, GroupEvent, GroupOp, Message, Millis, MsgId, Refusal, Rpc, Seq, UserId,
 };
@@ -334,6 +335,7 @@ impl Shard {
             return;
         }
         if c.queue.len() >= CONV_QUEUE_SENDS_MAX {
+            out.push(Effect::Probe(Probe::ShardQueueFull));
             Self::refuse(device, gateway, Refusal::Busy, Some(id), out);
             return;
         }
@@ -368,6 +370,9 @@ impl Shard {
             "{conv:?}: {id:?} sequenced {} but stored fresh as {seq}",
             f.msg.seq
         );
+        if duplicate {
+            out.push(Effect::Probe(Probe::ShardAppendDuplicate));
+        }
         c.last_seq = Some(c.last_seq.unwrap_or(0).max(seq));
         self.timers.cancel(&Timer::Storage(conv));
         if conv.is_group() {

@@ -9,6 +9,7 @@
 use super::{Buffered, Storage, StorageState};
 use crate::bugs::Bug;
 use crate::limits::{READ_OPS_RETRY_MS, REPLICATE_RETRY_MS};
+use crate::probe::Probe;
 use crate::proto::{Host, Millis, OpId, Rpc, StorageOp, TermSpan};
 use crate::{Deployment, Effect};
 use std::collections::{BTreeMap, BTreeSet};
@@ -302,12 +303,17 @@ impl Storage {
             }
             return;
         }
+        let mut resent = false;
         for b in &self.buffer[..repl.sent] {
             if let (Some(id), Some(op)) = (b.id, &b.op) {
                 if let Some(acks) = repl.acks.get(&id) {
+                    resent |= !targets(acks).is_empty();
                     send(id, op, acks);
                 }
             }
+        }
+        if resent {
+            out.push(Effect::Probe(Probe::CoordinatorResent));
         }
     }
 
@@ -366,6 +372,9 @@ impl Storage {
             .filter(|(_, (_, n))| *n < repl.quorum)
             .map(|(id, (op, _))| (id, (op, BTreeSet::new())))
             .collect();
+        if !rb.repair.is_empty() {
+            out.push(Effect::Probe(Probe::CoordinatorRepaired));
+        }
         rb.repair.insert(
             OpId { term, n: 0 },
             (StorageOp::Term { term, live }, BTreeSet::new()),
@@ -385,6 +394,7 @@ impl Storage {
             return;
         }
         let rb = repl.rebuild.take().expect("checked above");
+        out.push(Effect::Probe(Probe::CoordinatorRebuilt));
         repl.retry_at = None;
         self.durable = rb.view.expect("checked above");
         out.push(Effect::Rebuilt(Box::new(self.durable.clone())));

@@ -3,6 +3,7 @@
 
 use super::Storage;
 use crate::limits::SHARD_LEASE_MS;
+use crate::probe::Probe;
 use crate::proto::{Host, LeaseView, Millis, Rpc, StorageOp};
 use crate::Effect;
 use std::collections::BTreeSet;
@@ -38,6 +39,7 @@ impl Storage {
             slot,
             epoch: current,
         };
+        out.push(Effect::Probe(Probe::StorageFenceRefused));
         out.push(Effect::Rpc { to: from, rpc });
         true
     }
@@ -49,6 +51,7 @@ impl Storage {
         shard: u16,
         renew: Vec<(u16, u64)>,
         acquire: Vec<u16>,
+        out: &mut Vec<Effect>,
     ) {
         let until = now + SHARD_LEASE_MS;
         for (slot, epoch) in renew {
@@ -73,6 +76,9 @@ impl Storage {
                 Some((owner, _, until)) => until <= now || owner == shard,
             };
             if grant {
+                if current.is_some_and(|(owner, _, _)| owner != shard) {
+                    out.push(Effect::Probe(Probe::StorageLeaseMoved));
+                }
                 // Decided against the buffered state, so two takeovers in one sync window
                 // cannot both win.
                 let op = StorageOp::Lease {

@@ -50,6 +50,7 @@ pub use self::state::StorageState;
 use self::coordinator::Replication;
 use crate::bugs::{Bug, Bugs};
 use crate::limits::{FANOUT_JOBS_PAGE_MAX, RECEIPTS_PAGE_ENTRIES_MAX, STORAGE_SYNC_MS};
+use crate::probe::Probe;
 use crate::proto::{ConvId, DeviceId, Host, Millis, MsgId, OpId, Receipt, Rpc, Seq, StorageOp};
 use crate::routing::shard_for_conv;
 use crate::{Effect, Input, Machine, StorageModel};
@@ -179,6 +180,7 @@ impl Storage {
         let mut ops = Vec::new();
         let mut replies = Vec::new();
         let mut loads = Vec::new();
+        let outstanding = self.durable.outstanding_texts();
         for b in buffer {
             if let Some(op) = b.op {
                 self.durable.apply(&op);
@@ -186,6 +188,9 @@ impl Storage {
             }
             replies.extend(b.reply);
             loads.extend(b.load);
+        }
+        if self.durable.outstanding_texts() < outstanding {
+            out.push(Effect::Probe(Probe::StorageRelayBodyDeleted));
         }
         // Loads answer from what is now durable: never a membership or a last sequence
         // number that a crash could still take back.
@@ -300,7 +305,7 @@ impl Storage {
                 shard,
                 renew,
                 acquire,
-            } => self.on_lease(now, from, shard, renew, acquire),
+            } => self.on_lease(now, from, shard, renew, acquire, out),
             Rpc::Append {
                 fence,
                 msg,
@@ -313,6 +318,7 @@ impl Storage {
                 }
                 let (conv, id) = (msg.conv, msg.id);
                 if let Some((_, seq)) = self.durable.find(id) {
+                    out.push(Effect::Probe(Probe::StorageAppendIdempotent));
                     let rpc = Rpc::Appended {
                         conv,
                         id,
@@ -321,6 +327,7 @@ impl Storage {
                     };
                     out.push(Effect::Rpc { to: from, rpc });
                 } else if let Some(seq) = self.buffered_append(id) {
+                    out.push(Effect::Probe(Probe::StorageAppendIdempotent));
                     // Answer once the first copy is durable, never before.
                     let rpc = Rpc::Appended {
                         conv,
@@ -333,6 +340,7 @@ impl Storage {
                     .then(|| self.durable.missing_copy(&msg))
                     .flatten()
                 {
+                    out.push(Effect::Probe(Probe::StorageStaleDevicesRefused));
                     out.push(Effect::Rpc {
                         to: from,
                         rpc: Rpc::StaleDevices { conv, id, device },

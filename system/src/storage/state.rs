@@ -186,6 +186,11 @@ impl StorageState {
         }
     }
 
+    /// Texts whose body waits for devices to take it (relay model).
+    pub(super) fn outstanding_texts(&self) -> usize {
+        self.outstanding.len()
+    }
+
     pub(super) fn forget(&mut self, conv: ConvId, seq: Seq) {
         if let Some(m) = self.logs.get_mut(&conv).and_then(|l| l.get_mut(&seq)) {
             if m.event.is_none() {
