@@ -690,9 +690,10 @@ pub fn write_swarm_report(dir: &Path, r: &SwarmReport, scenario: &Scenario) -> R
 /// The swarm page's coverage table: unreached probes first (with why each matters), then how
 /// often, on how many seeds and first on which seed each reached one was.
 fn coverage_html(c: &crate::coverage::Coverage) -> String {
+    let total = chatsim_system::probe::Probe::ALL.len();
     let mut b = format!(
-        "<h2>Coverage</h2><p>{}</p><table><tr><th>probe</th><th>hits</th><th>seeds</th><th>first seed</th><th>why it matters</th></tr>",
-        esc(&c.one_line())
+        "<h2>Coverage</h2><p>{} of {total} probes reached (a probe is a rare or defensive branch a machine took); the unreached come first.</p><table><tr><th>probe</th><th>hits</th><th>seeds</th><th>first seed</th><th>why it matters</th></tr>",
+        c.reached()
     );
     for row in c.rows() {
         let (class, first) = match row.first_seed {
