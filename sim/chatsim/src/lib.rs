@@ -9,6 +9,7 @@
 //! - [`output`]: the one-screen summary, JSON and the replay log.
 //! - [`shrink`]: a failing seed cut down to a minimal explicit scenario and its story.
 //! - [`swarm`]: many seeds in parallel, per-invariant counts, JUnit XML.
+//! - [`coverage`]: which coverage probes runs reached, aggregated over seeds and scenarios.
 //! - [`check`]: exhaustive search of small worlds (`chatsim-models`, stateright) and its
 //!   Explorer.
 //!
@@ -16,6 +17,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod coverage;
 pub mod engine;
 pub mod output;
 pub mod report;

@@ -1,6 +1,7 @@
 //! The `chatsim` command line. Exit codes: 0 every invariant holds, 1 an invariant is broken,
 //! 2 bad input or usage, 3 the simulation itself failed (a panic, with the seed to replay).
 
+use chatsim::coverage::{judged_scenarios, measure};
 use chatsim::output::{json, replay_log, summary};
 use chatsim::report::{default_run_dir, write_atomic, write_run_report, write_swarm_report};
 use chatsim::run::{run_seed_keeping, Engine, Keep};
@@ -97,6 +98,27 @@ enum Command {
         /// Write no report.
         #[arg(long, conflicts_with = "report")]
         no_report: bool,
+        /// The simulator: madsim (the main engine) or turmoil (the second, whose verdicts
+        /// must agree).
+        #[arg(long, value_enum, default_value_t = Engine::Madsim)]
+        engine: Engine,
+    },
+    /// Run seeds of scenarios (default: every judged one in scenarios/) and list which coverage
+    /// probes they reached, unreached first. Exit 1 when a probe is unreached or a run broke an
+    /// invariant, 3 when a run panicked.
+    Coverage {
+        /// Scenario files (default: every judged scenario in scenarios/, that is all but
+        /// bench-* and scale-*).
+        scenarios: Vec<PathBuf>,
+        /// Seeds each scenario runs, inclusive: `1..3`.
+        #[arg(long, default_value = "1..3")]
+        seeds: SeedRange,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Print one JSON object (`probes`, `unreached`, ...) instead of the table.
+        #[arg(long)]
+        json: bool,
         /// The simulator: madsim (the main engine) or turmoil (the second, whose verdicts
         /// must agree).
         #[arg(long, value_enum, default_value_t = Engine::Madsim)]
@@ -393,6 +415,42 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::SUCCESS
             }
+        }
+        Command::Coverage {
+            scenarios,
+            seeds,
+            jobs,
+            json: as_json,
+            engine,
+        } => {
+            let paths = if scenarios.is_empty() {
+                match judged_scenarios(Path::new("scenarios")) {
+                    Ok(p) => p,
+                    Err(e) => return fail(EXIT_BAD_INPUT, e),
+                }
+            } else {
+                scenarios
+            };
+            let mut loaded = Vec::new();
+            for p in &paths {
+                match load(p) {
+                    Ok(s) => loaded.push(s),
+                    Err(code) => return code,
+                }
+            }
+            let jobs =
+                jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let seeds = seeds_of(seeds, SwarmShard { index: 0, count: 1 });
+            let report = measure(engine, &loaded, &seeds, jobs);
+            if as_json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("reports are serialisable")
+                );
+            } else {
+                print!("{}", report.summary());
+            }
+            ExitCode::from(report.exit_code())
         }
         Command::Shrink {
             scenario,

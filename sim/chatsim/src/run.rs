@@ -7,6 +7,7 @@ use crate::scenario::Scenario;
 use chatsim_judge::checkers::{check_all_timed, Bounds};
 use chatsim_judge::{Event, History, Verdict};
 use chatsim_system::bugs::Bugs;
+use chatsim_system::probe::Probe;
 use chatsim_system::Observation;
 pub use chatsim_world::record::Keep;
 use serde::Serialize;
@@ -140,6 +141,10 @@ pub struct RunReport {
     /// Inbox depth samples, for the timeline (not serialised).
     #[serde(skip)]
     pub samples: Vec<(chatsim_system::proto::Millis, usize)>,
+    /// How often each coverage probe was reached (absent: never). Not serialised: a run's
+    /// JSON stays the verdict; `chatsim coverage` and swarms aggregate these.
+    #[serde(skip)]
+    pub probes: BTreeMap<Probe, u64>,
 }
 
 impl RunReport {
@@ -303,6 +308,7 @@ pub fn run_seed_keeping(
         history: raw.history,
         frame_log: raw.frame_log,
         samples: raw.samples,
+        probes: raw.probes,
     })
 }
 

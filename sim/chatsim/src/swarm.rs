@@ -1,8 +1,9 @@
 //! Swarm runs: many seeds of one scenario, in parallel across seeds (each seed is still one
 //! deterministic run on its own fresh thread), each seed drawing its own fault mix from the
-//! scenario's ranges. Aggregates per-invariant counts, names the first failing seeds with the
-//! command that replays each, and writes JUnit XML for CI systems.
+//! scenario's ranges. Aggregates per-invariant counts and probe coverage, names the first
+//! failing seeds with the command that replays each, and writes JUnit XML for CI systems.
 
+use crate::coverage::Coverage;
 use crate::run::{run_seed_keeping, Engine, Keep, RunError, RunReport};
 use crate::scenario::Scenario;
 use chatsim_judge::checkers::CHECKS;
@@ -130,6 +131,9 @@ pub struct SwarmReport {
     pub failures: Vec<Failure>,
     /// Wall seconds for the whole swarm.
     pub wall_seconds: f64,
+    /// Which coverage probes the seeds reached, aggregated as they finished (JSON: `probes`,
+    /// unreached first, and `unreached`).
+    pub coverage: Coverage,
     /// Every seed's outcome, in seed order (for JUnit and reports): verdicts and counts; each
     /// history is dropped once judged and no frame log is kept.
     #[serde(skip)]
@@ -163,6 +167,9 @@ pub fn swarm_on(
         None
     };
     let failed = std::sync::atomic::AtomicUsize::new(0);
+    // Probe counts are added here as each seed finishes and dropped from its report, so a
+    // long swarm holds one tally per probe, not one map per seed.
+    let coverage = std::sync::Mutex::new(Coverage::new(scenario.name()));
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs.max(1))
         .thread_name(|i| format!("swarm-{i}"))
@@ -177,6 +184,12 @@ pub fn swarm_on(
                 let r = run_seed_keeping(engine, scenario, seed, bugs, Keep::VERDICT)
                     .map(|mut r| {
                         r.history = History::default();
+                        // A poisoned lock only means another seed panicked while adding; the
+                        // counts it holds are still sums of whole seeds.
+                        coverage
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .add_run(seed, &std::mem::take(&mut r.probes));
                         r
                     })
                     .map_err(|e: RunError| e.to_string());
@@ -203,6 +216,7 @@ pub fn swarm_on(
         scenario,
         bugs,
         results,
+        coverage.into_inner().unwrap_or_else(|e| e.into_inner()),
         started.elapsed().as_secs_f64(),
     )
 }
@@ -212,6 +226,7 @@ fn summarise(
     scenario: &Scenario,
     bugs: &Bugs,
     results: Vec<(u64, Result<RunReport, String>)>,
+    coverage: Coverage,
     wall_seconds: f64,
 ) -> SwarmReport {
     let mut invariants: BTreeMap<String, usize> =
@@ -280,6 +295,7 @@ fn summarise(
         seeds_with_skips: skips.iter().filter(|n| **n > 0).count(),
         failures,
         wall_seconds,
+        coverage,
         per_seed: results,
     }
 }
@@ -313,6 +329,7 @@ pub fn summary(r: &SwarmReport) -> String {
             r.engine, r.faults_skipped, r.seeds_with_skips
         );
     }
+    let _ = writeln!(s, "  {}", r.coverage.one_line());
     let _ = writeln!(s, "  failing seeds: {} of {}", r.seeds_failed, r.seeds_run);
     for f in r.failures.iter().take(FAILING_SEEDS_SHOWN_MAX) {
         let _ = writeln!(

@@ -665,7 +665,9 @@ pub fn write_swarm_report(dir: &Path, r: &SwarmReport, scenario: &Scenario) -> R
     for (name, n) in &r.invariants {
         let _ = write!(b, "<tr><td>{name}</td><td>{n}</td></tr>");
     }
-    b.push_str("</table>\n<h2>Failing seeds</h2><table><tr><th>seed</th><th>broken</th><th>first violation</th><th>replay</th></tr>");
+    b.push_str("</table>\n");
+    b.push_str(&coverage_html(&r.coverage));
+    b.push_str("<h2>Failing seeds</h2><table><tr><th>seed</th><th>broken</th><th>first violation</th><th>replay</th></tr>");
     for f in &r.failures {
         let _ = writeln!(
             b,
@@ -683,6 +685,32 @@ pub fn write_swarm_report(dir: &Path, r: &SwarmReport, scenario: &Scenario) -> R
         "index.html",
         page(&format!("chatsim swarm {}", r.scenario), &b),
     )
+}
+
+/// The swarm page's coverage table: unreached probes first (with why each matters), then how
+/// often, on how many seeds and first on which seed each reached one was.
+fn coverage_html(c: &crate::coverage::Coverage) -> String {
+    let total = chatsim_system::probe::Probe::ALL.len();
+    let mut b = format!(
+        "<h2>Coverage</h2><p>{} of {total} probes reached (a probe is a rare or defensive branch a machine took); the unreached come first.</p><table><tr><th>probe</th><th>hits</th><th>seeds</th><th>first seed</th><th>why it matters</th></tr>",
+        c.reached()
+    );
+    for row in c.rows() {
+        let (class, first) = match row.first_seed {
+            Some(seed) => ("", seed.to_string()),
+            None => (r#" class="bad""#, "unreached".to_string()),
+        };
+        let _ = write!(
+            b,
+            "<tr><td{class}>{}</td><td>{}</td><td>{}</td><td>{first}</td><td>{}</td></tr>",
+            esc(row.name),
+            row.hits,
+            row.seeds,
+            esc(row.reason)
+        );
+    }
+    b.push_str("</table>\n");
+    b
 }
 
 #[cfg(test)]

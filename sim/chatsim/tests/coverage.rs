@@ -1,0 +1,191 @@
+//! Coverage probes as users and CI see them: `chatsim coverage` lists every probe once,
+//! unreached first, with counts that add up and an exit code that says whether any probe was
+//! missed; swarms carry the same counts; and the CI gate, that the judged scenarios reach every
+//! probe.
+
+mod common;
+
+use chatsim::coverage::{judged_scenarios, measure};
+use chatsim::run::Engine;
+use chatsim::scenario::Scenario;
+use chatsim_system::probe::Probe;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Instant;
+
+fn chatsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chatsim"))
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .output()
+        .expect("the binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json_of(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).expect("--json prints one JSON object")
+}
+
+/// Check a `{"probes": [...], "unreached": [...]}` object from runs of `seeds` (inclusive)
+/// over `runs` (scenario, seed) pairs; return the unreached names.
+fn check_shape(j: &serde_json::Value, seeds: (u64, u64), runs: u64) -> Vec<String> {
+    let probes = j["probes"].as_array().expect("probes is an array");
+    assert_eq!(probes.len(), Probe::ALL.len(), "every probe listed once");
+    let mut seen_reached = false;
+    let mut zero_rows = Vec::new();
+    for p in probes {
+        let name = p["name"].as_str().expect("name").to_string();
+        assert!(
+            Probe::ALL.iter().any(|x| x.name() == name),
+            "{name} is a probe"
+        );
+        let hits = p["hits"].as_u64().expect("hits");
+        let n = p["seeds"].as_u64().expect("seeds");
+        if n == 0 {
+            assert!(!seen_reached, "{name}: unreached probes come first");
+            assert_eq!(hits, 0, "{name}");
+            assert!(p["first_seed"].is_null(), "{name}");
+            zero_rows.push(name);
+        } else {
+            seen_reached = true;
+            assert!(hits >= n && n <= runs, "{name}: {hits} hits on {n} seeds");
+            let first = p["first_seed"].as_u64().expect("first_seed");
+            assert!((seeds.0..=seeds.1).contains(&first), "{name}: {first}");
+        }
+    }
+    let unreached: Vec<String> = j["unreached"]
+        .as_array()
+        .expect("unreached is an array")
+        .iter()
+        .map(|n| n.as_str().expect("names").to_string())
+        .collect();
+    assert_eq!(
+        unreached, zero_rows,
+        "unreached names the zero rows, in order"
+    );
+    unreached
+}
+
+// One small scenario for two seeds: the JSON has the promised shape and counts, the exit code
+// says whether a probe was missed, and the table puts the unreached under their own header.
+#[test]
+fn coverage_lists_every_probe_unreached_first_with_counts_that_add_up() {
+    let o = chatsim(&[
+        "coverage",
+        "scenarios/smoke.toml",
+        "--seeds",
+        "1..2",
+        "--jobs",
+        "2",
+        "--json",
+    ]);
+    let j = json_of(&o);
+    let unreached = check_shape(&j, (1, 2), 2);
+    assert_eq!(j["runs"], 2);
+    assert_eq!(j["scenarios"], serde_json::json!(["smoke"]));
+    assert_eq!(j["failed_runs"].as_array().map(Vec::len), Some(0));
+    let expected = if unreached.is_empty() { 0 } else { 1 };
+    assert_eq!(o.status.code(), Some(expected), "{}", stderr(&o));
+
+    let o = chatsim(&["coverage", "scenarios/smoke.toml", "--seeds", "1..2"]);
+    assert_eq!(o.status.code(), Some(expected), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let last = text.lines().last().expect("a summary");
+    assert!(
+        last.starts_with(&format!(
+            "coverage: {} of {} probes reached over 1 scenario x 2 seeds",
+            Probe::ALL.len() - unreached.len(),
+            Probe::ALL.len()
+        )),
+        "{text}"
+    );
+    if let Some(first) = unreached.first() {
+        let header = text.find("  unreached (").expect("an unreached header");
+        let row = text
+            .find(first.as_str())
+            .expect("the unreached probe is listed");
+        assert!(header < row, "{text}");
+        if unreached.len() < Probe::ALL.len() {
+            assert!(text.find("  reached (").expect("a reached header") > row);
+        }
+    }
+}
+
+// Bad input is exit 2, as for every other command.
+#[test]
+fn coverage_refuses_bad_input_with_exit_2() {
+    let o = chatsim(&["coverage", "scenarios/no-such.toml", "--seeds", "1..2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no-such.toml"), "{}", stderr(&o));
+    let o = chatsim(&["coverage", "scenarios/smoke.toml", "--seeds", "3..1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+// A swarm carries the same counts: one line in its summary, the table in its JSON.
+#[test]
+fn swarm_reports_coverage_in_its_summary_and_json() {
+    let o = chatsim(&[
+        "swarm",
+        "scenarios/smoke.toml",
+        "--seeds",
+        "1..2",
+        "--no-report",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j = json_of(&o);
+    check_shape(&j["coverage"], (1, 2), 2);
+    let o = chatsim(&[
+        "swarm",
+        "scenarios/smoke.toml",
+        "--seeds",
+        "1..2",
+        "--no-report",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("  probes reached: ") && text.contains(&format!(" of {}", Probe::ALL.len())),
+        "{text}"
+    );
+}
+
+/// Seeds the gate runs per judged scenario: 21 scenarios x 3 seeds took 16 s of wall time on
+/// CI's two cores (test build), well under the minute a gate may take.
+const GATE_SEEDS: std::ops::RangeInclusive<u64> = 1..=3;
+
+// The CI gate: the judged scenarios, a few seeds each, reach every probe. An unreached probe
+// names a mechanism no scenario tests; the fix is a scenario (or a fault range) that takes
+// that branch, not a lower bar.
+#[test]
+#[ignore = "the probe calls are being placed in system/src on another branch; un-ignore once they land"]
+fn every_probe_is_reached_by_the_judged_scenarios() {
+    let started = Instant::now();
+    let scenarios: Vec<Scenario> = judged_scenarios(&common::scenarios_dir())
+        .expect("scenarios/ lists")
+        .iter()
+        .map(|p| Scenario::load(p).expect("scenario files are valid"))
+        .collect();
+    let seeds: Vec<u64> = GATE_SEEDS.collect();
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let report = measure(Engine::Madsim, &scenarios, &seeds, jobs);
+    let missed: Vec<String> = report
+        .coverage
+        .unreached()
+        .iter()
+        .map(|p| format!("  {} -- {}", p.name(), p.reason()))
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "{} of {} probes unreached by {} judged scenarios x {} seeds ({:.0} s):\n{}",
+        missed.len(),
+        Probe::ALL.len(),
+        scenarios.len(),
+        seeds.len(),
+        started.elapsed().as_secs_f64(),
+        missed.join("\n")
+    );
+}
