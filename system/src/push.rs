@@ -107,7 +107,8 @@ mod tests {
     use crate::proto::UserId;
     use crate::PushSpec;
 
-    fn notify(p: &mut Push, now: Millis, d: DeviceId) {
+    /// Ask for a push to `d`; true when it was coalesced into one already pending.
+    fn notify(p: &mut Push, now: Millis, d: DeviceId) -> bool {
         let mut out = Vec::new();
         let rpc = Rpc::Notify { device: d };
         p.handle(
@@ -118,7 +119,11 @@ mod tests {
             },
             &mut out,
         );
-        assert!(out.is_empty(), "nothing goes out at once");
+        match out[..] {
+            [] => false,
+            [Effect::Probe(Probe::PushCoalesced)] => true,
+            _ => panic!("nothing but a coalescing probe goes out at once: {out:?}"),
+        }
     }
 
     // Slow (a delay from the configured range), coalescing (one pending push per device),
@@ -136,8 +141,11 @@ mod tests {
         let mut p = Push::new(topo, 7);
         for u in 0..200 {
             let d = DeviceId::primary(UserId(u));
-            notify(&mut p, 0, d);
-            notify(&mut p, 10, d);
+            assert!(!notify(&mut p, 0, d), "the first is pending, not coalesced");
+            assert!(
+                notify(&mut p, 10, d),
+                "the second is coalesced into the first"
+            );
         }
         let mut out = Vec::new();
         p.handle(99, Input::Timeout, &mut out);
@@ -149,7 +157,9 @@ mod tests {
             200,
             "one push per device, however often asked"
         );
-        assert_eq!(out.len() as u64, delivered);
+        let probes = |p: Probe| out.iter().filter(|e| **e == Effect::Probe(p)).count() as u64;
+        assert_eq!(probes(Probe::PushLost), lost, "each loss is probed");
+        assert_eq!(out.len() as u64, delivered + lost);
         assert!((30..=70).contains(&lost), "about a quarter lost: {lost}");
     }
 

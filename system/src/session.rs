@@ -410,11 +410,14 @@ mod tests {
             },
         );
         assert!(matches!(
-            out[0],
-            Effect::Rpc {
-                rpc: Rpc::Registered { current: false, .. },
-                ..
-            }
+            out[..],
+            [
+                Effect::Probe(Probe::SessionStaleRegisterRefused),
+                Effect::Rpc {
+                    rpc: Rpc::Registered { current: false, .. },
+                    ..
+                }
+            ]
         ));
         assert_eq!(s.entry(d), Some((1, 2)));
         send(

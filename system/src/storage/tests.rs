@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::limits::SHARD_LEASE_MS;
+use crate::probe::Probe;
 use crate::proto::{LeaseView, Message, ReceiptKind, UserId};
 
 fn msg(seq: Seq, n: u32) -> Message {
@@ -138,15 +139,18 @@ fn appends_are_idempotent_by_id_and_must_be_contiguous() {
     s.handle(5, Input::Timeout, &mut out);
     let again = append(&mut s, 6, msg(2, 1));
     assert!(matches!(
-        again[0],
-        Effect::Rpc {
-            rpc: Rpc::Appended {
-                seq: 1,
-                duplicate: true,
+        again[..],
+        [
+            Effect::Probe(Probe::StorageAppendIdempotent),
+            Effect::Rpc {
+                rpc: Rpc::Appended {
+                    seq: 1,
+                    duplicate: true,
+                    ..
+                },
                 ..
-            },
-            ..
-        }
+            }
+        ]
     ));
     let skipped = append(&mut s, 6, msg(3, 2));
     assert!(matches!(
@@ -223,10 +227,13 @@ fn leases_pass_on_expiry_and_fence_out_the_old_owner() {
     assert!(
         matches!(
             out[..],
-            [Effect::Rpc {
-                rpc: Rpc::Fenced { slot: 0, epoch: 2 },
-                ..
-            }]
+            [
+                Effect::Probe(Probe::StorageFenceRefused),
+                Effect::Rpc {
+                    rpc: Rpc::Fenced { slot: 0, epoch: 2 },
+                    ..
+                }
+            ]
         ),
         "{out:?}"
     );
