@@ -1,20 +1,11 @@
 //! The `chatsim` binary as users and CI see it: exit codes, messages naming file, line and
 //! field, JSON fields, and determinism across two processes.
 
+mod common;
+
+use common::{chatsim, stderr};
 use std::path::Path;
 use std::process::{Command, Output};
-
-fn chatsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_chatsim"))
-        .args(args)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
-        .output()
-        .expect("the binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn scratch(name: &str, text: &str) -> String {
     let dir = std::env::temp_dir().join(format!("chatsim-cli-{}", std::process::id()));

@@ -9,21 +9,9 @@ use chatsim::coverage::{judged_scenarios, measure};
 use chatsim::run::Engine;
 use chatsim::scenario::Scenario;
 use chatsim_system::probe::Probe;
-use std::path::Path;
-use std::process::{Command, Output};
+use common::{chatsim, stderr};
+use std::process::Output;
 use std::time::Instant;
-
-fn chatsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_chatsim"))
-        .args(args)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
-        .output()
-        .expect("the binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn json_of(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).expect("--json prints one JSON object")

@@ -1,10 +1,25 @@
 //! What the scenario-wide test files share: where the scenario files are and which of them are
-//! judged seed by seed, and how a zoo gate's outcomes are tallied.
+//! judged seed by seed, how a zoo gate's outcomes are tallied, and how to run the binary.
 
 // Each test file compiles its own copy of this module and uses only part of it.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Run the `chatsim` binary from the repository's root, as a user would.
+pub fn chatsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chatsim"))
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .output()
+        .expect("the binary runs")
+}
+
+/// What a run printed on standard error.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
 
 /// The repository's scenarios/ folder.
 pub fn scenarios_dir() -> PathBuf {
