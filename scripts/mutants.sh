@@ -8,8 +8,8 @@
 #   scripts/mutants.sh 1/4 --in-place a CI matrix job runs k/4 for k in 0..3
 #
 # A mutant's rebuild (chatsim-system and everything above it) dominates its time: about a
-# minute on two cores, so a quarter of the ~1,130 mutants is most of a working day. -j 1 keeps
-# one core free; the baseline is skipped because CI runs the same swarm on the clean tree.
+# minute on two cores, so a quarter of the ~1,130 mutants is most of a working day. One job (the
+# default) leaves a core free; the baseline is skipped because CI runs the swarm on the clean tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-mutants >/dev/null || {
@@ -19,4 +19,4 @@ command -v cargo-mutants >/dev/null || {
 shard=${1:-0/4}
 shift || true
 exec cargo mutants --package chatsim-system --shard "$shard" --sharding round-robin \
-  --baseline skip --timeout 240 --build-timeout 900 -j 1 "$@"
+  --baseline skip --timeout 240 --build-timeout 900 "$@"
