@@ -5,7 +5,7 @@ use chatsim::coverage::{judged_scenarios, measure};
 use chatsim::output::{json, replay_log, summary};
 use chatsim::report::{default_run_dir, write_atomic, write_run_report, write_swarm_report};
 use chatsim::run::{run_seed_keeping, Engine, Keep};
-use chatsim::scenario::{Scenario, ScenarioError};
+use chatsim::scenario::{FaultKind, Scenario, ScenarioError};
 use chatsim::shrink::{shrink, ShrinkError};
 use chatsim::swarm::{
     junit as junit_xml, seeds_of, summary as swarm_summary, swarm_on, SeedRange,
@@ -13,6 +13,7 @@ use chatsim::swarm::{
 };
 use chatsim_system::bugs::{Bug, Bugs, ZOO};
 use clap::{Parser, Subcommand};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -626,14 +627,23 @@ fn main() -> ExitCode {
                 .collect();
             files.sort();
             let mut code = ExitCode::SUCCESS;
+            // Written, not printed: `chatsim scenarios | head` closes the pipe early, and a
+            // listing cut short is not an error.
+            let mut out = std::io::stdout().lock();
             for f in files {
                 match Scenario::load(&f) {
-                    Ok(s) => println!("{:<28} {}", f.display(), s.description),
+                    Ok(s) => {
+                        let _ = writeln!(out, "{:<28} {}", f.display(), s.description);
+                    }
                     Err(e) => {
                         eprintln!("error: {e}");
                         code = ExitCode::from(EXIT_BAD_INPUT);
                     }
                 }
+            }
+            let _ = writeln!(out, "\nfault kinds ([[fault]] kind = ...):");
+            for k in FaultKind::ALL {
+                let _ = writeln!(out, "  {:<18} {}", k.name(), k.summary());
             }
             code
         }

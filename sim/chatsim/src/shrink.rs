@@ -142,6 +142,8 @@ fn pair_key(e: &ScheduledEvent) -> Option<(bool, String)> {
         | EventAction::Clog
         | EventAction::Offline
         | EventAction::Silent
+        | EventAction::Blackhole
+        | EventAction::Spike
         | EventAction::Open
         | EventAction::Background
         | EventAction::Partition
@@ -150,6 +152,8 @@ fn pair_key(e: &ScheduledEvent) -> Option<(bool, String)> {
         | EventAction::Unclog
         | EventAction::Online
         | EventAction::Unsilent
+        | EventAction::BlackholeEnd
+        | EventAction::SpikeEnd
         | EventAction::Close
         | EventAction::Foreground
         | EventAction::HealPartition
@@ -171,6 +175,8 @@ fn starts_of(a: EventAction) -> &'static str {
         EventAction::Clog | EventAction::Unclog => "clog",
         EventAction::Offline | EventAction::Online => "offline",
         EventAction::Silent | EventAction::Unsilent => "silent",
+        EventAction::Blackhole | EventAction::BlackholeEnd => "blackhole",
+        EventAction::Spike | EventAction::SpikeEnd => "spike",
         EventAction::Partition | EventAction::HealPartition => "partition",
         EventAction::PartitionOneway | EventAction::HealPartitionOneway => "partition-oneway",
         EventAction::Open | EventAction::Close => "open",

@@ -32,6 +32,8 @@ const DETERMINISM: &[&str] = &[
     "gateway-crash",
     "silent-phone",
     "groups",
+    "blackhole",
+    "latency-spike",
 ];
 
 /// The seeds run for a scenario: big-group (1,024 members) takes minutes for twenty in a test
@@ -171,4 +173,21 @@ fn the_engines_run_the_same_plan_but_not_the_same_trace() {
     assert_eq!(m.stats.faults, t.stats.faults, "the fault schedule differs");
     assert_ne!(m.trace_hash, t.trace_hash);
     assert!(t.replay.ends_with("--engine turmoil"), "{}", t.replay);
+}
+
+// The black hole is a fault of both engines, and it bites on both: connections swallowed
+// without a close are found only by heartbeats, the phone's and the gateway's, and the run
+// still passes.
+#[test]
+fn a_black_hole_is_noticed_only_by_heartbeats_on_both_engines() {
+    use chatsim_system::probe::Probe;
+    let s = Scenario::load(&scenarios_dir().join("blackhole.toml")).expect("valid");
+    for engine in [Engine::Madsim, Engine::Turmoil] {
+        let r = run_seed_on(engine, &s, 1, &Bugs::none()).expect("runs");
+        assert!(r.passed(), "{engine:?}: {}", broken(&r));
+        for p in [Probe::HeartbeatTimedOut, Probe::GatewayIdleClosed] {
+            let hits = r.probes.get(&p).copied().unwrap_or(0);
+            assert!(hits > 0, "{engine:?}: {} never fired", p.name());
+        }
+    }
 }

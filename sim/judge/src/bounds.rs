@@ -18,7 +18,8 @@ pub const ACK_LATENCY_SAMPLES_MIN: usize = 10;
 /// The median time from pressing send to sent ✓ must stay within `limit_ms` (the scenario's
 /// `run.ack_p50_ms`), over messages sent and acked in calm weather: no server fault in force
 /// at the send or starting before the ✓, and the sending phone online, reachable and keeping
-/// its connection throughout. The median, not the tail: a correct design may make a message
+/// its connection throughout (a phone whose connection fell into a black hole is not calm until
+/// it has connected again after the hole ended: the dead connection outlives the hole). The median, not the tail: a correct design may make a message
 /// caught by bad luck wait, but a design whose ✓ waits for something slow (a group fan-out)
 /// is slow for most messages. The one violation names the median, the slowest message, and
 /// how many were judged.
@@ -31,6 +32,8 @@ pub fn ack_latency(h: &History, limit_ms: Millis) -> Verdict {
     let mut server_starts: u64 = 0;
     let mut device_starts: BTreeMap<DeviceId, u64> = BTreeMap::new();
     let mut device_faults: BTreeSet<DeviceId> = BTreeSet::new();
+    // Phones whose black hole ended but which have not connected since.
+    let mut holed: BTreeSet<DeviceId> = BTreeSet::new();
     for r in &h.records {
         let (device, obs) = match &r.event {
             Event::Device { device, obs } => (device, obs),
@@ -39,22 +42,27 @@ pub fn ack_latency(h: &History, limit_ms: Millis) -> Verdict {
                     Fault::Kill(_)
                     | Fault::Clog(_)
                     | Fault::Partition(..)
-                    | Fault::PartitionOneway(..) => {
+                    | Fault::PartitionOneway(..)
+                    | Fault::LatencySpike(_) => {
                         server_faults += 1;
                         server_starts += 1;
                     }
                     Fault::Restart(_)
                     | Fault::Unclog(_)
                     | Fault::PartitionHealed(..)
-                    | Fault::PartitionOnewayHealed(..) => {
-                        server_faults = server_faults.saturating_sub(1)
-                    }
-                    Fault::DeviceOffline(d) | Fault::DeviceSilent(d) => {
+                    | Fault::PartitionOnewayHealed(..)
+                    | Fault::LatencySpikeEnd(_) => server_faults = server_faults.saturating_sub(1),
+                    Fault::DeviceOffline(d)
+                    | Fault::DeviceSilent(d)
+                    | Fault::DeviceBlackhole(d) => {
                         device_faults.insert(*d);
                         *device_starts.entry(*d).or_default() += 1;
                     }
                     Fault::DeviceOnline(d) | Fault::DeviceUnsilent(d) => {
                         device_faults.remove(d);
+                    }
+                    Fault::DeviceBlackholeEnd(d) => {
+                        holed.insert(*d);
                     }
                     Fault::DeviceDrop(d) => *device_starts.entry(*d).or_default() += 1,
                 }
@@ -63,10 +71,14 @@ pub fn ack_latency(h: &History, limit_ms: Millis) -> Verdict {
             Event::Healed => {
                 server_faults = 0;
                 device_faults.clear();
+                device_faults.extend(holed.iter().copied());
                 continue;
             }
         };
         match obs {
+            Observation::Connected { .. } if holed.remove(device) => {
+                device_faults.remove(device);
+            }
             Observation::Sent { id, .. }
                 if server_faults == 0 && !device_faults.contains(device) =>
             {
@@ -209,6 +221,47 @@ mod tests {
             let device = DeviceId::primary(UserId(u));
             h.observe(t, device, Observation::Connecting { gateway: 0 });
         }
+    }
+
+    // A phone whose connection fell into a black hole is not calm until it has connected
+    // again, even after the hole closed (the dead connection outlives it): its sends on the
+    // dead connection are not judged, its sends after the reconnect are, and a slow median
+    // among those is still caught.
+    #[test]
+    fn a_black_holed_phone_is_judged_again_only_after_it_reconnects() {
+        let conv = chatsim_system::proto::ConvId::direct(UserId(0), UserId(1));
+        let d = DeviceId::primary(UserId(0));
+        let history = |reconnect_at: Option<Millis>| {
+            let mut h = History::new(2);
+            h.push(0, Event::Fault(Fault::DeviceBlackhole(d)));
+            h.push(1, Event::Fault(Fault::DeviceBlackholeEnd(d)));
+            for n in 0..14u32 {
+                let id = MsgId { device: d, n };
+                let t0 = 10 + u64::from(n) * 10_000;
+                if reconnect_at.is_some_and(|r| r + 10_000 > t0 && r < t0) {
+                    let at = reconnect_at.expect("checked");
+                    h.observe(
+                        at,
+                        d,
+                        Observation::Connected {
+                            gateway: 0,
+                            epoch: 2,
+                        },
+                    );
+                }
+                let body = vec![];
+                h.observe(t0, d, Observation::Sent { id, conv, body });
+                let seq = u64::from(n) + 1;
+                h.observe(t0 + 5_000, d, Observation::Acked { id, conv, seq });
+            }
+            h
+        };
+        let dead = ack_latency(&history(None), 300);
+        assert_eq!(dead.checked, 0, "never reconnected: nothing calm to judge");
+        // Reconnected between the 4th and 5th sends: the last ten are judged, and slow.
+        let back = ack_latency(&history(Some(38_000)), 300);
+        assert_eq!(back.checked, 10);
+        assert!(!back.holds, "a slow median after the reconnect is caught");
     }
 
     // A median ✓ over the limit is caught; a few slow acks (a crash's retries) among many

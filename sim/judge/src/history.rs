@@ -63,6 +63,22 @@ pub enum Fault {
     PartitionOneway(Vec<Host>, Vec<Host>),
     /// A one-way partition ends (streams it stalled stay stalled).
     PartitionOnewayHealed(Vec<Host>, Vec<Host>),
+    // New variants go last: a trace hash covers the history's encoding, variant numbers
+    // included, so a variant inserted above would move every trace that holds a later one.
+    /// A device's connection fell into a black hole (NAT rebinding, a cell handover, a
+    /// middlebox's idle timeout): frames are dropped both ways and no close ever arrives, so
+    /// only a keepalive on either side notices. Connections it opens until the hole ends fall
+    /// in too.
+    DeviceBlackhole(DeviceId),
+    /// New connections of the device get through again (the swallowed ones stay dead).
+    DeviceBlackholeEnd(DeviceId),
+    /// Every link of a server host gets a hundredfold latency (a congested switch, a GC
+    /// pause in a proxy): frames still arrive, but paths through it fall far behind paths
+    /// around it, so what races (a live push, an inbox drain, a gap fetch, a receipt) arrives
+    /// out of order.
+    LatencySpike(Host),
+    /// The host's links are back to their usual latency.
+    LatencySpikeEnd(Host),
 }
 
 /// One line of history.
@@ -375,6 +391,12 @@ impl fmt::Display for Fault {
             Fault::DeviceDrop(d) => write!(f, "{d} loses its connection"),
             Fault::DeviceSilent(d) => write!(f, "{d} goes silent (half-open)"),
             Fault::DeviceUnsilent(d) => write!(f, "{d} is reachable again"),
+            Fault::DeviceBlackhole(d) => {
+                write!(f, "{d}'s connection falls into a black hole (no close)")
+            }
+            Fault::DeviceBlackholeEnd(d) => write!(f, "{d}'s new connections get through again"),
+            Fault::LatencySpike(h) => write!(f, "{h}'s links slow a hundredfold"),
+            Fault::LatencySpikeEnd(h) => write!(f, "{h}'s links are fast again"),
         }
     }
 }

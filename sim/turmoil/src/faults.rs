@@ -1,11 +1,19 @@
 //! turmoil's fault primitives for the shared fault ledger: crash and bounce hosts, hold and
-//! release links (counting the cuts that hold each), drop one direction of a link, and stop a
-//! phone's cell from carrying its connection.
+//! release links (counting the cuts that hold each), drop one direction of a link, slow a
+//! host's links, and stop a phone's cell from carrying its connection or swallow it.
 
 use super::{host_name, Shared};
 use chatsim_system::proto::{DeviceId, Host};
 use chatsim_world::nemesis::FaultPrimitives;
-use std::collections::BTreeMap;
+use chatsim_world::plan::SPIKE_LATENCY_MS;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// A spiked link's latency on turmoil: fixed, the middle of [`SPIKE_LATENCY_MS`]. turmoil
+/// sets a link's latency as a range and draws from an exponential curve near its low end, so
+/// a range would leave most frames fast; a fixed latency slows every frame alike.
+const SPIKE_LATENCY: Duration =
+    Duration::from_millis((SPIKE_LATENCY_MS.0 + SPIKE_LATENCY_MS.1) / 2);
 
 /// The state of turmoil's links that the nemesis's cuts share: which cuts hold each link,
 /// and which one-way cuts are in force (turmoil keeps one state per direction of a link, so
@@ -18,6 +26,12 @@ pub(super) struct Links {
     /// How many cuts hold each link (a clog and a partition may both hold one; it is released
     /// when the last of them ends).
     pub(super) held: BTreeMap<(String, String), u32>,
+    /// Every link's usual latency range, for the end of a spike.
+    pub(super) usual: (Duration, Duration),
+    /// Links the scenario slows for good: their usual maximum (key sorted).
+    pub(super) slow: BTreeMap<(String, String), Duration>,
+    /// Hosts whose links are spiked now.
+    pub(super) spiked: BTreeSet<String>,
 }
 
 impl Links {
@@ -89,6 +103,30 @@ impl Links {
         }
     }
 
+    /// Slow every link of `host` (or give them back their usual latency, but for links to a
+    /// host still spiked itself).
+    fn spike(&mut self, sim: &turmoil::Sim, host: &str, on: bool) {
+        if on {
+            self.spiked.insert(host.to_string());
+        } else {
+            self.spiked.remove(host);
+        }
+        for y in self.everyone.iter().filter(|y| *y != host) {
+            if on {
+                sim.set_link_latency(host, y.as_str(), SPIKE_LATENCY);
+            } else if !self.spiked.contains(y) {
+                let key = if host < y.as_str() {
+                    (host.to_string(), y.clone())
+                } else {
+                    (y.clone(), host.to_string())
+                };
+                let max = self.slow.get(&key).copied().unwrap_or(self.usual.1);
+                sim.set_link_latency(host, y.as_str(), self.usual.0);
+                sim.set_link_max_message_latency(host, y.as_str(), max);
+            }
+        }
+    }
+
     fn names(hosts: &[Host]) -> Vec<String> {
         hosts.iter().map(|h| host_name(*h)).collect()
     }
@@ -121,6 +159,18 @@ impl FaultPrimitives for Primitives<'_> {
             .get(&device)
             .expect("every device has a silence switch")
             .send_replace(on);
+    }
+
+    fn blackhole(&mut self, device: DeviceId, on: bool) {
+        self.sh
+            .holes
+            .get(&device)
+            .expect("the plan's black-holed phones have a switch")
+            .send_replace(on);
+    }
+
+    fn spike(&mut self, host: Host, on: bool) {
+        self.links.spike(self.sim, &host_name(host), on);
     }
 
     fn cut(&mut self, a: &[Host], b: &[Host], on: bool) {

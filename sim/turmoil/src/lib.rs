@@ -145,6 +145,9 @@ struct Shared {
     wakers: Mutex<BTreeMap<DeviceId, UnboundedSender<PhoneEvent>>>,
     /// Whether each device is silent (its cell stops carrying its connection).
     silent: BTreeMap<DeviceId, watch::Sender<bool>>,
+    /// The black-hole switch of each phone the plan drops into one (no others: a phone without
+    /// one steps exactly the tasks it always did).
+    holes: BTreeMap<DeviceId, watch::Sender<bool>>,
 }
 
 /// Wait until `silent` says the phone may talk again; returns false if nobody will ever say.
@@ -159,8 +162,8 @@ async fn wait_while_silent(silent: &mut watch::Receiver<bool>) -> bool {
 /// the sending side can tell a stalled stream. Ends, closing the connection, when `outgoing`
 /// is dropped, the peer closes, or a frame is bad.
 async fn run_conn(
-    mut stream: TcpStream,
-    mut outgoing: UnboundedReceiver<Bytes>,
+    stream: &mut TcpStream,
+    outgoing: &mut UnboundedReceiver<Bytes>,
     mut silent: Option<watch::Receiver<bool>>,
     ack_as: Option<Host>,
     mut on_frame: impl FnMut(Frame, &[u8]),
@@ -186,8 +189,8 @@ async fn run_conn(
             _ = went_silent => continue,
             msg = outgoing.recv() => match msg {
                 Some(first) => {
-                    let (bytes, _) = batch(first, &mut outgoing);
-                    if !write_all(&mut stream, &bytes).await {
+                    let (bytes, _) = batch(first, outgoing);
+                    if !write_all(stream, &bytes).await {
                         return;
                     }
                 }
@@ -210,7 +213,7 @@ async fn run_conn(
                 }
                 if let Some(me) = ack_as.filter(|_| server_frames > before) {
                     let ack = encode(&Frame { from: me, sent_ms: now(), wire: Wire::LinkAck(server_frames) });
-                    if !write_all(&mut stream, &ack).await {
+                    if !write_all(stream, &ack).await {
                         return;
                     }
                 }
@@ -234,6 +237,33 @@ fn batch(first: Bytes, rx: &mut UnboundedReceiver<Bytes>) -> (Bytes, u64) {
         n += 1;
     }
     (buf.freeze(), n)
+}
+
+/// A connection in a black hole: whatever either side writes is lost, and it never closes from
+/// this end (a close would be a frame too). Reads are drained so the peer's writes never back
+/// up; ends, dropping the socket unheard, once the peer gives up and closes.
+async fn swallow(mut stream: TcpStream, mut outgoing: UnboundedReceiver<Bytes>) {
+    let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let mut writer_open = true;
+    loop {
+        buf.clear();
+        tokio::select! {
+            biased;
+            frame = outgoing.recv(), if writer_open => writer_open = frame.is_some(),
+            n = stream.read_buf(&mut buf) => {
+                if !matches!(n, Ok(n) if n > 0) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Until `hole` opens (never, if its switch is gone).
+async fn hole_opens(hole: &mut watch::Receiver<bool>) {
+    if hole.wait_for(|on| *on).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> bool {
@@ -330,18 +360,19 @@ async fn server_main(host: Host, sh: Arc<Shared>) -> turmoil::Result {
     let accept_sh = sh.clone();
     spawn_local(async move {
         let mut next = 0u64;
-        while let Ok((stream, _)) = listener.accept().await {
+        while let Ok((mut stream, _)) = listener.accept().await {
             next += 1;
             let conn = ConnId(next);
-            let (wtx, wrx) = unbounded_channel();
+            let (wtx, mut wrx) = unbounded_channel();
             let _ = accept_tx.send(ConnEvent::Opened(conn, wtx));
             let (etx, sh) = (accept_tx.clone(), accept_sh.clone());
             spawn_local(async move {
-                run_conn(stream, wrx, None, Some(host), |f, raw| {
+                run_conn(&mut stream, &mut wrx, None, Some(host), |f, raw| {
                     sh.rec.delivered(now(), host, raw, &f);
                     let _ = etx.send(ConnEvent::Frame(conn, Box::new(f.wire)));
                 })
                 .await;
+                drop(stream);
                 let _ = etx.send(ConnEvent::Closed(conn));
             });
         }
@@ -442,8 +473,9 @@ struct PhoneIo {
 
 impl PhoneLinks<UnboundedSender<Bytes>> for PhoneIo {
     fn connect(&mut self, gateway: u16, gen: u64) -> UnboundedSender<Bytes> {
-        let (wtx, wrx) = unbounded_channel();
+        let (wtx, mut wrx) = unbounded_channel();
         let (tx, sh, me) = (self.events.clone(), self.sh.clone(), self.me);
+        let hole = sh.holes.get(&self.id).map(watch::Sender::subscribe);
         let silent = sh
             .silent
             .get(&self.id)
@@ -467,14 +499,30 @@ impl PhoneLinks<UnboundedSender<Bytes>> for PhoneIo {
                 Err(()) => {
                     let _ = tx.send(PhoneEvent::ConnectFailed(gen));
                 }
-                Ok(stream) => {
+                Ok(mut stream) => {
                     let _ = tx.send(PhoneEvent::Connected(gen));
-                    run_conn(stream, wrx, Some(silent), None, |f, raw| {
+                    let conn = run_conn(&mut stream, &mut wrx, Some(silent), None, |f, raw| {
                         sh.rec.delivered(now(), me, raw, &f);
                         let _ = tx.send(PhoneEvent::Frame(gen, Box::new(f.wire)));
-                    })
-                    .await;
-                    let _ = tx.send(PhoneEvent::Closed(gen));
+                    });
+                    let swallowed = match hole {
+                        Some(mut hole) => tokio::select! {
+                            biased;
+                            _ = hole_opens(&mut hole) => true,
+                            _ = conn => false,
+                        },
+                        None => {
+                            conn.await;
+                            false
+                        }
+                    };
+                    if swallowed {
+                        // Neither the phone nor its gateway hears of it: only a keepalive can.
+                        swallow(stream, wrx).await;
+                    } else {
+                        drop(stream);
+                        let _ = tx.send(PhoneEvent::Closed(gen));
+                    }
                 }
             }
         });
@@ -556,6 +604,11 @@ pub fn run_keeping(
             .iter()
             .map(|&d| (d, watch::Sender::new(false)))
             .collect(),
+        holes: plan
+            .blackholed_devices()
+            .into_iter()
+            .map(|d| (d, watch::Sender::new(false)))
+            .collect(),
         wakers: Mutex::new(BTreeMap::new()),
         topo,
         seed,
@@ -595,11 +648,18 @@ pub fn run_keeping(
             .map(|h| host_name(*h))
             .collect()
     };
+    let mut slow = BTreeMap::new();
     for link in &scenario.network.links {
         let max = Duration::from_millis(lat.hi + link.extra_latency_ms.hi);
         for a in names_of(link.from) {
             for b in names_of(link.to) {
                 sim.set_link_max_message_latency(a.as_str(), b.as_str(), max);
+                let key = if a < b {
+                    (a.clone(), b)
+                } else {
+                    (b, a.clone())
+                };
+                slow.insert(key, max);
             }
         }
     }
@@ -613,6 +673,9 @@ pub fn run_keeping(
         oneway: Vec::new(),
         everyone,
         held: BTreeMap::new(),
+        usual: (Duration::from_millis(lat.lo), Duration::from_millis(lat.hi)),
+        slow,
+        spiked: Default::default(),
     };
     let mut ledger = FaultLedger::new();
     let elapsed = |sim: &turmoil::Sim| sim.elapsed().as_millis() as Millis;

@@ -6,8 +6,8 @@
 //! Everything else is here, once: which faults are in force, that a restart applies only to a
 //! host that is down, that a clog or silence already in force is not applied twice, what the
 //! history records and when, and the order in which [`WorldAction::HealAll`] mends things (hosts
-//! restarted, clogs lifted, phones given their voice back, one-way cuts healed, partitions
-//! healed). A fault an engine cannot express is said once in the run's output, never dropped
+//! restarted, clogs lifted, spikes ended, phones given their voice back, black holes closed, one-way cuts
+//! healed, partitions healed). A fault an engine cannot express is said once in the run's output, never dropped
 //! silently.
 
 use crate::plan::WorldAction;
@@ -32,6 +32,14 @@ pub trait FaultPrimitives {
     /// Silence (`on`) or give back a phone's voice: its connection carries nothing either way
     /// while silent, as in a tunnel.
     fn silence(&mut self, device: DeviceId, on: bool);
+    /// Open (`on`) or close a black hole under a phone: its connection of the moment, and
+    /// each one it opens while the hole is open, drops every frame both ways and never closes
+    /// (the phone's machine may give up on it; the server never hears). Closing the hole lets
+    /// new connections through; the swallowed ones stay dead.
+    fn blackhole(&mut self, device: DeviceId, on: bool);
+    /// Slow (`on`) every link of a server host a hundredfold, or give it back its usual
+    /// latency ([`crate::plan::SPIKE_LATENCY_MS`]).
+    fn spike(&mut self, host: Host, on: bool);
     /// Hold (`on`) or release every frame between the two sides, both ways.
     fn cut(&mut self, a: &[Host], b: &[Host], on: bool);
     /// Drop (`on`) or stop dropping frames from `a` to `b` only. `Err` says why this engine
@@ -48,6 +56,10 @@ pub struct FaultLedger {
     clogged: BTreeSet<Host>,
     /// Silent phones.
     silenced: BTreeSet<DeviceId>,
+    /// Server hosts whose links are slowed.
+    spiked: BTreeSet<Host>,
+    /// Phones under an open black hole.
+    holed: BTreeSet<DeviceId>,
     /// Partitions in force, in the order they began.
     partitions: Vec<(Side, Side)>,
     /// One-way partitions in force, (from, to), in the order they began.
@@ -88,9 +100,17 @@ impl FaultLedger {
                     engine.clog(h, false);
                     rec.record(now, Event::Fault(Fault::Unclog(h)));
                 }
+                for h in std::mem::take(&mut self.spiked) {
+                    engine.spike(h, false);
+                    rec.record(now, Event::Fault(Fault::LatencySpikeEnd(h)));
+                }
                 for d in std::mem::take(&mut self.silenced) {
                     engine.silence(d, false);
                     rec.record(now, Event::Fault(Fault::DeviceUnsilent(d)));
+                }
+                for d in std::mem::take(&mut self.holed) {
+                    engine.blackhole(d, false);
+                    rec.record(now, Event::Fault(Fault::DeviceBlackholeEnd(d)));
                 }
                 for (a, b) in std::mem::take(&mut self.one_way) {
                     engine
@@ -143,6 +163,26 @@ impl FaultLedger {
                     engine.silence(*d, false);
                 }
             }
+            Fault::LatencySpike(h) => {
+                if self.spiked.insert(*h) {
+                    engine.spike(*h, true);
+                }
+            }
+            Fault::LatencySpikeEnd(h) => {
+                if self.spiked.remove(h) {
+                    engine.spike(*h, false);
+                }
+            }
+            Fault::DeviceBlackhole(d) => {
+                if self.holed.insert(*d) {
+                    engine.blackhole(*d, true);
+                }
+            }
+            Fault::DeviceBlackholeEnd(d) => {
+                if self.holed.remove(d) {
+                    engine.blackhole(*d, false);
+                }
+            }
             Fault::Partition(a, b) => {
                 engine.cut(a, b, true);
                 self.partitions.push((a.clone(), b.clone()));
@@ -191,6 +231,8 @@ impl FaultLedger {
         self.down.is_empty()
             && self.clogged.is_empty()
             && self.silenced.is_empty()
+            && self.holed.is_empty()
+            && self.spiked.is_empty()
             && self.partitions.is_empty()
             && self.one_way.is_empty()
     }
@@ -226,6 +268,12 @@ mod tests {
         }
         fn silence(&mut self, device: DeviceId, on: bool) {
             self.0.push(format!("silence {device} {on}"));
+        }
+        fn blackhole(&mut self, device: DeviceId, on: bool) {
+            self.0.push(format!("blackhole {device} {on}"));
+        }
+        fn spike(&mut self, host: Host, on: bool) {
+            self.0.push(format!("spike {host} {on}"));
         }
         fn cut(&mut self, a: &[Host], b: &[Host], on: bool) {
             self.0.push(format!("cut {} {} {on}", a.len(), b.len()));
@@ -263,6 +311,8 @@ mod tests {
             F(Fault::Clog(Host::Gateway(1))),
             F(Fault::Clog(Host::Gateway(1))),
             F(Fault::DeviceSilent(PHONE)),
+            F(Fault::DeviceBlackhole(PHONE)),
+            F(Fault::DeviceBlackhole(PHONE)),
             F(Fault::Partition(vec![Host::Session], vec![Host::Shard(1)])),
             WorldAction::HealAll,
         ]);
@@ -272,10 +322,12 @@ mod tests {
                 "kill shard-1",
                 "clog gateway-2 true",
                 "silence u1.d0 true",
+                "blackhole u1.d0 true",
                 "cut 1 1 true",
                 "restart shard-1",
                 "clog gateway-2 false",
                 "silence u1.d0 false",
+                "blackhole u1.d0 false",
                 "cut 1 1 false",
             ]
         );
@@ -283,10 +335,11 @@ mod tests {
         assert!(skipped.is_empty());
         // Every fault the plan asked for is in the history, then what the heal mended, then
         // the heal itself.
-        assert_eq!(events.len(), 6 + 4 + 1);
-        assert_eq!(events[6], Event::Fault(Fault::Restart(Host::Shard(0))));
-        assert_eq!(events[8], Event::Fault(Fault::DeviceUnsilent(PHONE)));
-        assert_eq!(events[10], Event::Healed);
+        assert_eq!(events.len(), 8 + 5 + 1);
+        assert_eq!(events[8], Event::Fault(Fault::Restart(Host::Shard(0))));
+        assert_eq!(events[10], Event::Fault(Fault::DeviceUnsilent(PHONE)));
+        assert_eq!(events[11], Event::Fault(Fault::DeviceBlackholeEnd(PHONE)));
+        assert_eq!(events[13], Event::Healed);
     }
 
     // A fault the engine cannot express is said once, and neither it nor its heal reaches the

@@ -36,6 +36,26 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Devices the plan drops into a black hole: engines give only these a hole switch, so a
+    /// run without black holes steps exactly the tasks it always did.
+    pub fn blackholed_devices(&self) -> BTreeSet<DeviceId> {
+        self.world
+            .iter()
+            .filter_map(|(_, a)| match a {
+                WorldAction::Fault(Fault::DeviceBlackhole(d)) => Some(*d),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether the plan slows any host's links: engines route frames through a delaying pump
+    /// only then, so a run without spikes steps exactly the tasks it always did.
+    pub fn has_spikes(&self) -> bool {
+        self.world
+            .iter()
+            .any(|(_, a)| matches!(a, WorldAction::Fault(Fault::LatencySpike(_))))
+    }
+
     /// Devices the plan links mid-run: they start unlinked.
     pub fn late_devices(&self) -> BTreeSet<DeviceId> {
         let links = |acts: &Vec<(Millis, Action)>| acts.iter().any(|(_, a)| *a == Action::Link);
@@ -46,6 +66,14 @@ impl Plan {
             .collect()
     }
 }
+
+/// A link's latency during a spike (ms, inclusive range, drawn per frame): a hundredfold the
+/// scenarios' usual 1 to 10 ms.
+pub const SPIKE_LATENCY_MS: (Millis, Millis) = (100, 1_000);
+
+/// Time between two drops of a flapping device (ms, inclusive range, drawn per drop): many a
+/// minute, yet most longer than a reconnect takes, so the phone is up between drops.
+pub const FLAP_GAP_MS: (Millis, Millis) = (1_000, 6_000);
 
 /// A seed for one component's generator, derived from the run seed so no two components draw
 /// the same stream (splitmix64's finaliser).
@@ -170,16 +198,16 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
                 .duration_ms
                 .map_or(start, |d| (start + draw(&mut rng, d)).min(heal_at));
             match f.kind {
-                FaultKind::Kill | FaultKind::Clog => {
+                FaultKind::Kill | FaultKind::Clog | FaultKind::LatencySpike => {
                     let hosts = hosts_of(s, &f.targets);
                     let host = hosts[rng.gen_range(0..hosts.len())];
                     if !free(host.to_string(), start, end) {
                         continue;
                     }
-                    let (on, off) = if f.kind == FaultKind::Kill {
-                        (Fault::Kill(host), Fault::Restart(host))
-                    } else {
-                        (Fault::Clog(host), Fault::Unclog(host))
+                    let (on, off) = match f.kind {
+                        FaultKind::Kill => (Fault::Kill(host), Fault::Restart(host)),
+                        FaultKind::Clog => (Fault::Clog(host), Fault::Unclog(host)),
+                        _ => (Fault::LatencySpike(host), Fault::LatencySpikeEnd(host)),
                     };
                     plan.world.push((start, WorldAction::Fault(on)));
                     plan.world.push((end, WorldAction::Fault(off)));
@@ -209,7 +237,11 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
                     plan.world.push((start, WorldAction::Fault(on)));
                     plan.world.push((end, WorldAction::Fault(off)));
                 }
-                FaultKind::DeviceDrop | FaultKind::DeviceOffline | FaultKind::DeviceSilent => {
+                FaultKind::DeviceDrop
+                | FaultKind::DeviceOffline
+                | FaultKind::DeviceSilent
+                | FaultKind::DeviceBlackhole
+                | FaultKind::DeviceFlap => {
                     let d = devices[rng.gen_range(0..devices.len())];
                     if !free(d.to_string(), start, end) {
                         continue;
@@ -225,11 +257,25 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
                             acts.push((start, Action::GoOffline));
                             acts.push((end, Action::GoOnline));
                         }
-                        _ => {
+                        FaultKind::DeviceFlap => {
+                            let acts = plan.device.entry(d).or_default();
+                            let mut t = start;
+                            while t <= end {
+                                acts.push((t, Action::DropConnection));
+                                t += rng.gen_range(FLAP_GAP_MS.0..=FLAP_GAP_MS.1);
+                            }
+                        }
+                        FaultKind::DeviceSilent => {
                             plan.world
                                 .push((start, WorldAction::Fault(Fault::DeviceSilent(d))));
                             plan.world
                                 .push((end, WorldAction::Fault(Fault::DeviceUnsilent(d))));
+                        }
+                        _ => {
+                            plan.world
+                                .push((start, WorldAction::Fault(Fault::DeviceBlackhole(d))));
+                            plan.world
+                                .push((end, WorldAction::Fault(Fault::DeviceBlackholeEnd(d))));
                         }
                     }
                 }
@@ -487,8 +533,30 @@ fn add_event(plan: &mut Plan, s: &Scenario, e: &ScheduledEvent) {
             world(Fault::DeviceUnsilent(device()));
             None
         }
+        EventAction::Blackhole => {
+            world(Fault::DeviceBlackhole(device()));
+            None
+        }
+        EventAction::BlackholeEnd => {
+            world(Fault::DeviceBlackholeEnd(device()));
+            None
+        }
         EventAction::Kill => {
             world(Fault::Kill(host(s, e.host.as_deref().unwrap_or_default())));
+            None
+        }
+        EventAction::Spike => {
+            world(Fault::LatencySpike(host(
+                s,
+                e.host.as_deref().unwrap_or_default(),
+            )));
+            None
+        }
+        EventAction::SpikeEnd => {
+            world(Fault::LatencySpikeEnd(host(
+                s,
+                e.host.as_deref().unwrap_or_default(),
+            )));
             None
         }
         EventAction::Restart => {
@@ -599,11 +667,18 @@ pub fn plan_events(plan: &Plan) -> Vec<ScheduledEvent> {
         let WorldAction::Fault(f) = w else { continue };
         let mut e = blank(*t, EventAction::Kill);
         match f {
-            Fault::Kill(h) | Fault::Restart(h) | Fault::Clog(h) | Fault::Unclog(h) => {
+            Fault::Kill(h)
+            | Fault::Restart(h)
+            | Fault::Clog(h)
+            | Fault::Unclog(h)
+            | Fault::LatencySpike(h)
+            | Fault::LatencySpikeEnd(h) => {
                 e.action = match f {
                     Fault::Kill(_) => EventAction::Kill,
                     Fault::Restart(_) => EventAction::Restart,
                     Fault::Clog(_) => EventAction::Clog,
+                    Fault::LatencySpike(_) => EventAction::Spike,
+                    Fault::LatencySpikeEnd(_) => EventAction::SpikeEnd,
                     _ => EventAction::Unclog,
                 };
                 e.host = Some(h.to_string());
@@ -621,11 +696,15 @@ pub fn plan_events(plan: &Plan) -> Vec<ScheduledEvent> {
                 e.side_a = names(a);
                 e.side_b = names(b);
             }
-            Fault::DeviceSilent(d) | Fault::DeviceUnsilent(d) => {
-                e.action = if matches!(f, Fault::DeviceSilent(_)) {
-                    EventAction::Silent
-                } else {
-                    EventAction::Unsilent
+            Fault::DeviceSilent(d)
+            | Fault::DeviceUnsilent(d)
+            | Fault::DeviceBlackhole(d)
+            | Fault::DeviceBlackholeEnd(d) => {
+                e.action = match f {
+                    Fault::DeviceSilent(_) => EventAction::Silent,
+                    Fault::DeviceUnsilent(_) => EventAction::Unsilent,
+                    Fault::DeviceBlackhole(_) => EventAction::Blackhole,
+                    _ => EventAction::BlackholeEnd,
                 };
                 e.user = Some(d.user.0);
                 e.device = (d.index > 0).then_some(d.index);
@@ -683,5 +762,82 @@ mod tests {
             .count();
         assert_eq!(sends, s.workload.messages as usize);
         assert!(a.world.iter().all(|(t, _)| *t <= a.heal_at));
+    }
+
+    fn with_fault(kind: &str) -> Scenario {
+        let text = format!(
+            r#"
+description = "x"
+[topology]
+users = 4
+gateways = 1
+shards = 1
+[workload]
+messages = 4
+conversations = 2
+send_window_ms = [0, 1000]
+[run]
+heal_at_ms = 30000
+settle_ms = 5000
+liveness_ms = 4000
+[[fault]]
+kind = "{kind}"
+count = [3, 3]
+window_ms = [1000, 2000]
+duration_ms = [20000, 20000]
+"#
+        );
+        Scenario::parse(Path::new("x.toml"), &text).expect("valid")
+    }
+
+    // A black hole opens and closes on one phone, as world faults the ledger applies; only the
+    // phones it hits get a switch.
+    #[test]
+    fn a_black_hole_is_a_window_of_world_faults_on_one_phone() {
+        let plan = make_plan(&with_fault("device-blackhole"), 7);
+        let opens: Vec<(Millis, DeviceId)> = plan
+            .world
+            .iter()
+            .filter_map(|(t, a)| match a {
+                WorldAction::Fault(Fault::DeviceBlackhole(d)) => Some((*t, *d)),
+                _ => None,
+            })
+            .collect();
+        assert!(!opens.is_empty(), "three drawn, at least one lands");
+        for (t, d) in &opens {
+            assert!(plan.world.iter().any(|(u, a)| *u == t + 20_000
+                && *a == WorldAction::Fault(Fault::DeviceBlackholeEnd(*d))));
+        }
+        let holed: BTreeSet<DeviceId> = opens.iter().map(|(_, d)| *d).collect();
+        assert_eq!(plan.blackholed_devices(), holed);
+        assert!(make_plan(&with_fault("device-silent"), 7)
+            .blackholed_devices()
+            .is_empty());
+    }
+
+    // A flapping phone drops many times a minute: drops every 1 to 6 s across its window.
+    #[test]
+    fn a_flap_drops_the_connection_every_few_seconds_across_its_window() {
+        let plan = make_plan(&with_fault("device-flap"), 7);
+        let drops: Vec<Vec<Millis>> = plan
+            .device
+            .values()
+            .map(|acts| {
+                acts.iter()
+                    .filter(|(_, a)| *a == Action::DropConnection)
+                    .map(|(t, _)| *t)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|d| !d.is_empty())
+            .collect();
+        assert!(!drops.is_empty());
+        for d in drops {
+            // 20 s of flapping at 1-6 s a drop.
+            assert!((4..=21).contains(&d.len()), "{d:?}");
+            for w in d.windows(2) {
+                let gap = w[1] - w[0];
+                assert!((FLAP_GAP_MS.0..=FLAP_GAP_MS.1).contains(&gap), "{d:?}");
+            }
+        }
     }
 }

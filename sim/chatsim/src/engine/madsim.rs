@@ -11,7 +11,7 @@
 //! so the nemesis kills before it restarts and tracks which hosts are down.
 
 use super::RawRun;
-use crate::plan::{derive_seed, role_of, server_hosts, Plan};
+use crate::plan::{derive_seed, role_of, server_hosts, Plan, SPIKE_LATENCY_MS};
 use crate::scenario::{Range, Role, Scenario};
 use crate::wire::{decode, filler, skip_frames, Frame};
 use bytes::{Bytes, BytesMut};
@@ -27,7 +27,7 @@ use chatsim_world::nemesis::{FaultLedger, FaultPrimitives};
 use chatsim_world::record::{FloorPlan, Keep, Recorder, SAMPLE_MS};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +36,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
 /// The port every server listens on.
@@ -104,6 +105,12 @@ struct Shared {
     /// chat network (a partition of ours does not hold it; killing the provider loses what it
     /// had pending).
     wakers: Mutex<BTreeMap<DeviceId, UnboundedSender<PhoneEvent>>>,
+    /// The black-hole switch of each phone the plan drops into one (no others: a phone without
+    /// one steps exactly the tasks it always did).
+    holes: BTreeMap<DeviceId, watch::Sender<bool>>,
+    /// Server hosts whose links are slowed now; `None` when the plan has no spikes, and then
+    /// no connection goes through a pump for them.
+    spiked: Option<Mutex<BTreeSet<Host>>>,
 }
 
 thread_local! {
@@ -129,17 +136,27 @@ impl Shared {
     }
 
     /// Wrap a connection's outgoing frames in the scenario's extra latency for `from -> to`, if
-    /// it sets one. `nth` tells this connection from earlier ones between the same hosts, so
-    /// each draws its own latencies.
+    /// it sets one, and in a spike's while `from` or `to_host` (when known) is spiked. `nth`
+    /// tells this connection from earlier ones between the same hosts, so each draws its own
+    /// latencies.
     fn delayed(
-        &self,
+        self: &Arc<Self>,
         from: Host,
         to: Role,
+        to_host: Option<Host>,
         nth: u64,
         rx: UnboundedReceiver<Bytes>,
     ) -> UnboundedReceiver<Bytes> {
-        let Some(&range) = self.links.get(&(role_of(from), to)) else {
+        let range = self.links.get(&(role_of(from), to)).copied();
+        if range.is_none() && self.spiked.is_none() {
             return rx;
+        }
+        let sh = self.clone();
+        let spiked = move || {
+            sh.spiked.as_ref().is_some_and(|s| {
+                let s = s.lock().expect("never poisoned");
+                s.contains(&from) || to_host.is_some_and(|t| s.contains(&t))
+            })
         };
         let salt = format!("{from}->{to:?}#{nth}")
             .bytes()
@@ -160,7 +177,17 @@ impl Shared {
                     biased;
                     frame = rx.recv(), if open => match frame {
                         Some(frame) => {
-                            let extra = Duration::from_millis(rng.gen_range(range.lo..=range.hi));
+                            let mut extra = range.map_or(0, |r| rng.gen_range(r.lo..=r.hi));
+                            if spiked() {
+                                extra += rng.gen_range(SPIKE_LATENCY_MS.0..=SPIKE_LATENCY_MS.1);
+                            } else if extra == 0 && range.is_none() && queue.is_empty() {
+                                // Only here for spikes, and none now: no extra hop.
+                                if tx.send(frame).is_err() {
+                                    return;
+                                }
+                                continue;
+                            }
+                            let extra = Duration::from_millis(extra);
                             last = (Instant::now() + extra).max(last);
                             queue.push_back((last, frame));
                         }
@@ -227,8 +254,8 @@ fn batch(first: Bytes, rx: &mut UnboundedReceiver<Bytes>) -> Bytes {
 /// since madsim only sends on flush) and hand every decoded frame to `on_frame`. Ends, closing
 /// the connection, when `outgoing` is dropped, the peer closes, or a frame is bad.
 async fn run_conn(
-    mut stream: TcpStream,
-    mut outgoing: UnboundedReceiver<Bytes>,
+    stream: &mut TcpStream,
+    outgoing: &mut UnboundedReceiver<Bytes>,
     mut on_frame: impl FnMut(Frame, &[u8]),
 ) {
     let mut buf = BytesMut::new();
@@ -241,7 +268,7 @@ async fn run_conn(
                 Some(first) => {
                     // In the branch body, not the select: a read finishing during the pace
                     // must not drop a frame already taken off the queue.
-                    let bytes = paced(first, &mut outgoing, &mut last_write).await;
+                    let bytes = paced(first, outgoing, &mut last_write).await;
                     if stream.write_all(&bytes).await.is_err() || stream.flush().await.is_err() {
                         return;
                     }
@@ -262,6 +289,34 @@ async fn run_conn(
                 }
             }
         }
+    }
+}
+
+/// A connection in a black hole: whatever either side writes is lost, and it never closes from
+/// this end (a close would be a frame too). Reads are drained so the peer's writes never back
+/// up; ends, dropping the socket unheard, once the peer gives up and closes.
+async fn swallow(mut stream: TcpStream, mut outgoing: UnboundedReceiver<Bytes>) {
+    let mut buf = BytesMut::new();
+    let mut writer_open = true;
+    loop {
+        buf.clear();
+        read_room(&mut buf);
+        tokio::select! {
+            biased;
+            frame = outgoing.recv(), if writer_open => writer_open = frame.is_some(),
+            n = stream.read_buf(&mut buf) => {
+                if !matches!(n, Ok(n) if n > 0) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Until `hole` opens (never, if its switch is gone).
+async fn hole_opens(hole: &mut watch::Receiver<bool>) {
+    if hole.wait_for(|on| *on).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -325,20 +380,21 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
         let accept_sh = sh.clone();
         let (listener, next_conn) = (listener.clone(), next_conn.clone());
         tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+            while let Ok((mut stream, _)) = listener.accept().await {
                 let next = next_conn.fetch_add(1, Ordering::Relaxed) + 1;
                 let conn = ConnId(next);
                 let (wtx, wrx) = unbounded_channel();
                 // Only a gateway writes on accepted connections, and only to devices.
-                let wrx = accept_sh.delayed(host, Role::Device, next, wrx);
+                let mut wrx = accept_sh.delayed(host, Role::Device, None, next, wrx);
                 let _ = accept_tx.send(ConnEvent::Opened(conn, wtx));
                 let (etx, sh) = (accept_tx.clone(), accept_sh.clone());
                 spawn_boxed(async move {
-                    run_conn(stream, wrx, |f, raw| {
+                    run_conn(&mut stream, &mut wrx, |f, raw| {
                         sh.rec.delivered(sh.now(), host, raw, &f);
                         let _ = etx.send(ConnEvent::Frame(conn, Box::new(f.wire)));
                     })
                     .await;
+                    drop(stream);
                     let _ = etx.send(ConnEvent::Closed(conn));
                 });
             }
@@ -379,7 +435,10 @@ impl ServerLinks<UnboundedSender<Bytes>> for ServerIo {
         let (sh, from) = (&self.sh, self.host);
         let tx = self.peers.entry(to).or_insert_with(|| {
             let (tx, rx) = unbounded_channel();
-            tokio::spawn(peer_link(to, sh.delayed(from, role_of(to), 0, rx)));
+            tokio::spawn(peer_link(
+                to,
+                sh.delayed(from, role_of(to), Some(to), 0, rx),
+            ));
             tx
         });
         // A frame that cannot be delivered is dropped, as a network would: the protocol's own
@@ -445,21 +504,42 @@ struct PhoneIo {
 impl PhoneLinks<UnboundedSender<Bytes>> for PhoneIo {
     fn connect(&mut self, gateway: u16, gen: u64) -> UnboundedSender<Bytes> {
         let (wtx, wrx) = unbounded_channel();
-        let wrx = self.sh.delayed(self.me, Role::Gateway, gen, wrx);
+        let to = Host::Gateway(gateway);
+        let mut wrx = self.sh.delayed(self.me, Role::Gateway, Some(to), gen, wrx);
         let (tx, sh, me) = (self.events.clone(), self.sh.clone(), self.me);
+        let hole = match me {
+            Host::Device(d) => sh.holes.get(&d).map(watch::Sender::subscribe),
+            _ => None,
+        };
         spawn_boxed(async move {
             match TcpStream::connect(addr_of(Host::Gateway(gateway))).await {
                 Err(_) => {
                     let _ = tx.send(PhoneEvent::ConnectFailed(gen));
                 }
-                Ok(stream) => {
+                Ok(mut stream) => {
                     let _ = tx.send(PhoneEvent::Connected(gen));
-                    run_conn(stream, wrx, |f, raw| {
+                    let conn = run_conn(&mut stream, &mut wrx, |f, raw| {
                         sh.rec.delivered(sh.now(), me, raw, &f);
                         let _ = tx.send(PhoneEvent::Frame(gen, Box::new(f.wire)));
-                    })
-                    .await;
-                    let _ = tx.send(PhoneEvent::Closed(gen));
+                    });
+                    let swallowed = match hole {
+                        Some(mut hole) => tokio::select! {
+                            biased;
+                            _ = hole_opens(&mut hole) => true,
+                            _ = conn => false,
+                        },
+                        None => {
+                            conn.await;
+                            false
+                        }
+                    };
+                    if swallowed {
+                        // Neither the phone nor its gateway hears of it: only a keepalive can.
+                        swallow(stream, wrx).await;
+                    } else {
+                        drop(stream);
+                        let _ = tx.send(PhoneEvent::Closed(gen));
+                    }
                 }
             }
         });
@@ -537,6 +617,12 @@ async fn world(
         seed,
         links,
         wakers: Mutex::new(BTreeMap::new()),
+        holes: plan
+            .blackholed_devices()
+            .into_iter()
+            .map(|d| (d, watch::channel(false).0))
+            .collect(),
+        spiked: plan.has_spikes().then(|| Mutex::new(BTreeSet::new())),
     });
     let mut nodes = BTreeMap::new();
     for host in hosts {
@@ -581,6 +667,7 @@ async fn world(
     // The nemesis.
     let mut ledger = FaultLedger::new();
     let mut prims = Primitives {
+        sh: &sh,
         handle: &handle,
         net: &net,
         nodes: &nodes,
@@ -606,6 +693,7 @@ async fn world(
 
 /// madsim's ways of breaking things: kill and restart nodes, clog nodes and links.
 struct Primitives<'a> {
+    sh: &'a Shared,
     handle: &'a madsim::runtime::Handle,
     net: &'a madsim::net::NetSim,
     nodes: &'a BTreeMap<Host, madsim::task::NodeId>,
@@ -638,6 +726,29 @@ impl FaultPrimitives for Primitives<'_> {
     fn silence(&mut self, device: DeviceId, on: bool) {
         // A silent phone's node is clogged: its frames wait, both ways, as in a tunnel.
         self.clog(Host::Device(device), on);
+    }
+
+    fn blackhole(&mut self, device: DeviceId, on: bool) {
+        self.sh
+            .holes
+            .get(&device)
+            .expect("the plan's black-holed phones have a switch")
+            .send_replace(on);
+    }
+
+    fn spike(&mut self, host: Host, on: bool) {
+        let mut spiked = self
+            .sh
+            .spiked
+            .as_ref()
+            .expect("a plan with spikes gives the run a spike table")
+            .lock()
+            .expect("never poisoned");
+        if on {
+            spiked.insert(host);
+        } else {
+            spiked.remove(&host);
+        }
     }
 
     fn cut(&mut self, a: &[Host], b: &[Host], on: bool) {

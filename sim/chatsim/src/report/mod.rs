@@ -158,11 +158,14 @@ pub fn fault_windows(h: &History) -> Vec<Window> {
     let mut open: Vec<(Fault, Millis)> = Vec::new();
     let mut out = Vec::new();
     let ends = |start: &Fault, end: &Fault| match (start, end) {
-        (Fault::Kill(a), Fault::Restart(b)) | (Fault::Clog(a), Fault::Unclog(b)) => a == b,
+        (Fault::Kill(a), Fault::Restart(b))
+        | (Fault::Clog(a), Fault::Unclog(b))
+        | (Fault::LatencySpike(a), Fault::LatencySpikeEnd(b)) => a == b,
         (Fault::Partition(a, b), Fault::PartitionHealed(c, d))
         | (Fault::PartitionOneway(a, b), Fault::PartitionOnewayHealed(c, d)) => a == c && b == d,
         (Fault::DeviceOffline(a), Fault::DeviceOnline(b))
-        | (Fault::DeviceSilent(a), Fault::DeviceUnsilent(b)) => a == b,
+        | (Fault::DeviceSilent(a), Fault::DeviceUnsilent(b))
+        | (Fault::DeviceBlackhole(a), Fault::DeviceBlackholeEnd(b)) => a == b,
         _ => false,
     };
     for r in &h.records {
@@ -173,7 +176,9 @@ pub fn fault_windows(h: &History) -> Vec<Window> {
             | Fault::Partition(..)
             | Fault::PartitionOneway(..)
             | Fault::DeviceOffline(_)
-            | Fault::DeviceSilent(_) => open.push((f.clone(), r.t)),
+            | Fault::DeviceSilent(_)
+            | Fault::DeviceBlackhole(_)
+            | Fault::LatencySpike(_) => open.push((f.clone(), r.t)),
             Fault::DeviceDrop(_) => out.push(Window {
                 from: secs(r.t),
                 to: secs(r.t) + 0.05,

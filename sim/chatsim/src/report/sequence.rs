@@ -63,7 +63,12 @@ fn esc(s: &str) -> String {
 
 fn fault_hosts(f: &Fault) -> Vec<Host> {
     match f {
-        Fault::Kill(h) | Fault::Restart(h) | Fault::Clog(h) | Fault::Unclog(h) => vec![*h],
+        Fault::Kill(h)
+        | Fault::Restart(h)
+        | Fault::Clog(h)
+        | Fault::Unclog(h)
+        | Fault::LatencySpike(h)
+        | Fault::LatencySpikeEnd(h) => vec![*h],
         Fault::Partition(a, b)
         | Fault::PartitionHealed(a, b)
         | Fault::PartitionOneway(a, b)
@@ -72,7 +77,9 @@ fn fault_hosts(f: &Fault) -> Vec<Host> {
         | Fault::DeviceOnline(d)
         | Fault::DeviceDrop(d)
         | Fault::DeviceSilent(d)
-        | Fault::DeviceUnsilent(d) => {
+        | Fault::DeviceUnsilent(d)
+        | Fault::DeviceBlackhole(d)
+        | Fault::DeviceBlackholeEnd(d) => {
             vec![Host::Device(*d)]
         }
     }

@@ -212,6 +212,11 @@ pub enum EventAction {
     Silent,
     /// `user`'s phone is reachable again.
     Unsilent,
+    /// `user`'s connection falls into a black hole: frames dropped both ways, no close ever
+    /// arrives; connections it opens until `blackhole-end` fall in too.
+    Blackhole,
+    /// `user`'s new connections get through again.
+    BlackholeEnd,
     /// Kill `host`.
     Kill,
     /// Restart `host`.
@@ -228,6 +233,10 @@ pub enum EventAction {
     PartitionOneway,
     /// End the one-way partition from `side_a` to `side_b`.
     HealPartitionOneway,
+    /// Every link of `host` slows a hundredfold.
+    Spike,
+    /// `host`'s links are back to their usual latency.
+    SpikeEnd,
     /// `user` creates group `group` with `members` (and themselves).
     CreateGroup,
     /// `user` adds `member` to `group`.
@@ -337,10 +346,14 @@ pub fn action_name(a: EventAction) -> &'static str {
         EventAction::Drop => "drop",
         EventAction::Silent => "silent",
         EventAction::Unsilent => "unsilent",
+        EventAction::Blackhole => "blackhole",
+        EventAction::BlackholeEnd => "blackhole-end",
         EventAction::Kill => "kill",
         EventAction::Restart => "restart",
         EventAction::Clog => "clog",
         EventAction::Unclog => "unclog",
+        EventAction::Spike => "spike",
+        EventAction::SpikeEnd => "spike-end",
         EventAction::Partition => "partition",
         EventAction::HealPartition => "heal-partition",
         EventAction::PartitionOneway => "partition-oneway",
@@ -477,6 +490,69 @@ pub enum FaultKind {
     DeviceOffline,
     /// A device goes silent without closing (half-open) for `duration_ms`.
     DeviceSilent,
+    /// A device's connection falls into a black hole (NAT rebinding, a cell handover, a
+    /// middlebox's idle timeout): its frames are dropped both ways and no close ever arrives,
+    /// so only a keepalive notices. Connections it opens for `duration_ms` fall in too; the
+    /// swallowed ones stay dead after.
+    DeviceBlackhole,
+    /// A device flaps for `duration_ms`: its connection drops every 1 to 6 s (drawn per drop),
+    /// and it reconnects each time, so it connects and drops many times a minute (a phone at
+    /// the edge of coverage, a flaky Wi-Fi).
+    DeviceFlap,
+    /// Every link of a server host (one of `targets`) slows a hundredfold for `duration_ms`
+    /// (frames take 100 to 1,000 ms instead of 1 to 10), so messages racing on paths through
+    /// it and around it arrive out of order.
+    LatencySpike,
+}
+
+impl FaultKind {
+    /// Every kind, in the order `chatsim scenarios` lists them.
+    pub const ALL: [FaultKind; 10] = [
+        FaultKind::Kill,
+        FaultKind::Clog,
+        FaultKind::LatencySpike,
+        FaultKind::Partition,
+        FaultKind::PartitionOneway,
+        FaultKind::DeviceDrop,
+        FaultKind::DeviceFlap,
+        FaultKind::DeviceOffline,
+        FaultKind::DeviceSilent,
+        FaultKind::DeviceBlackhole,
+    ];
+
+    /// Its name in a scenario file's `kind`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "kill",
+            FaultKind::Clog => "clog",
+            FaultKind::LatencySpike => "latency-spike",
+            FaultKind::Partition => "partition",
+            FaultKind::PartitionOneway => "partition-oneway",
+            FaultKind::DeviceDrop => "device-drop",
+            FaultKind::DeviceFlap => "device-flap",
+            FaultKind::DeviceOffline => "device-offline",
+            FaultKind::DeviceSilent => "device-silent",
+            FaultKind::DeviceBlackhole => "device-blackhole",
+        }
+    }
+
+    /// One line on what it does, and where an engine cannot do it.
+    pub fn summary(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "a server host dies (memory gone, synced storage kept) and restarts",
+            FaultKind::Clog => "a server host's frames are held both ways, then arrive",
+            FaultKind::LatencySpike => "a server host's links slow a hundredfold; paths race",
+            FaultKind::Partition => "server hosts split in two; frames between held both ways",
+            FaultKind::PartitionOneway => {
+                "frames dropped one way between server groups (turmoil only)"
+            }
+            FaultKind::DeviceDrop => "a phone's connection closes; it reconnects",
+            FaultKind::DeviceFlap => "a phone's connection drops every 1 to 6 s for a while",
+            FaultKind::DeviceOffline => "a phone goes offline (airplane mode), then back",
+            FaultKind::DeviceSilent => "a phone's connection carries nothing, held both ways",
+            FaultKind::DeviceBlackhole => "a phone's connection drops every frame and never closes",
+        }
+    }
 }
 
 /// A server role a fault may target.

@@ -71,3 +71,20 @@ fn out_of_range_values_name_their_field() {
         "{e}"
     );
 }
+
+// `chatsim scenarios` lists every fault kind under the name a scenario file uses for it.
+#[test]
+fn every_fault_kind_is_listed_under_its_file_name() {
+    use serde::de::value::{Error, StrDeserializer};
+    use serde::Deserialize;
+    let mut names = Vec::new();
+    for k in FaultKind::ALL {
+        let parsed = FaultKind::deserialize(StrDeserializer::<Error>::new(k.name()));
+        assert_eq!(parsed, Ok(k), "{}", k.name());
+        assert!(!k.summary().is_empty());
+        names.push(k.name());
+    }
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), FaultKind::ALL.len(), "a kind listed twice");
+}

@@ -250,6 +250,7 @@ impl Scenario {
                 f.kind,
                 FaultKind::Kill
                     | FaultKind::Clog
+                    | FaultKind::LatencySpike
                     | FaultKind::Partition
                     | FaultKind::PartitionOneway
             );
@@ -414,7 +415,9 @@ impl Scenario {
             | EventAction::Online
             | EventAction::Drop
             | EventAction::Silent
-            | EventAction::Unsilent => {
+            | EventAction::Unsilent
+            | EventAction::Blackhole
+            | EventAction::BlackholeEnd => {
                 user_ok(e.user, "user")?;
             }
             EventAction::Link => {
@@ -427,7 +430,12 @@ impl Scenario {
                     ));
                 }
             }
-            EventAction::Kill | EventAction::Restart | EventAction::Clog | EventAction::Unclog => {
+            EventAction::Kill
+            | EventAction::Restart
+            | EventAction::Clog
+            | EventAction::Unclog
+            | EventAction::Spike
+            | EventAction::SpikeEnd => {
                 host_ok(e.host.as_deref().unwrap_or(""), "host")?;
             }
             EventAction::Partition
