@@ -18,5 +18,8 @@ command -v cargo-mutants >/dev/null || {
 }
 shard=${1:-0/4}
 shift || true
+# Build the judge once on the clean tree first: the first mutant's build is then incremental
+# like every other, so the build timeout measures a mutant, not a cold cache.
+cargo test --package chatsim --test mutant_swarm --no-run --locked
 exec cargo mutants --package chatsim-system --shard "$shard" --sharding round-robin \
   --baseline skip --timeout 240 --build-timeout 900 "$@"
