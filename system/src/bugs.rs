@@ -62,6 +62,26 @@ pub enum Bug {
     /// Storage takes a direct message sealed for whatever devices the sender knew, so one
     /// that never heard of a newly linked device leaves it without a copy.
     StaleDeviceList,
+    /// The phone counts its own pings as signs of life, so a connection that swallows
+    /// everything (a black hole) never times out on its side.
+    HeartbeatHearsOwnPings,
+    /// The phone takes the first drain page for the whole backlog: it never asks for the next.
+    DrainFirstPageOnly,
+    /// Storage recognises a retried append by the sender's user and counter, not its device,
+    /// so a companion's message is taken for a repeat of the phone's and acked as stored.
+    DedupByUser,
+    /// The session service takes every registration, whatever its epoch: a late one from a
+    /// gateway the phone has left overwrites the newer entry.
+    SessionRegisterLastWins,
+    /// The shard's ✓ carries the conversation's next number (its counter after the increment),
+    /// not the number the message was stored under.
+    AckSeqOffByOne,
+    /// A phone's receipt says "through" where it means "up to": it covers one number more than
+    /// the phone has shown.
+    ReceiptUptoOffByOne,
+    /// Storage keeps the index it spots retries by in memory only: after a restart a retried
+    /// append it already stored is stored again, under a new number.
+    DedupIndexNotRecovered,
 }
 
 /// What the zoo says about one bug.
@@ -83,7 +103,7 @@ pub struct BugInfo {
 }
 
 /// Every bug in the zoo.
-pub const ZOO: [BugInfo; 22] = [
+pub const ZOO: [BugInfo; 29] = [
     BugInfo { bug: Bug::AckBeforePersist, name: "ack-before-persist", mistake: "the shard answers sent ✓ before storage has synced the message", caught_by: "no_loss", scenario: "shard-crash-after-persist", available: true },
     BugInfo { bug: Bug::OrderByTimestamp, name: "order-by-timestamp", mistake: "phones order a conversation by the sender's clock and show messages on arrival", caught_by: "conversation_order", scenario: "clock-skew", available: true },
     BugInfo { bug: Bug::NoClientDedup, name: "no-client-dedup", mistake: "phones show every copy they receive instead of dropping repeats by message id", caught_by: "exactly_once", scenario: "partition-heal", available: true },
@@ -106,6 +126,13 @@ pub const ZOO: [BugInfo; 22] = [
     BugInfo { bug: Bug::NoMemberCheck, name: "no-member-check", mistake: "the shard sequences a group post without checking that the sender is a member", caught_by: "authz", scenario: "groups", available: true },
     BugInfo { bug: Bug::StaleDeviceList, name: "stale-device-list", mistake: "a message sealed for the sender's stale device list is stored, leaving a newly linked device without a copy", caught_by: "no_loss", scenario: "device-added", available: true },
     BugInfo { bug: Bug::QuorumOfOne, name: "quorum-of-one", mistake: "replicated storage acks a write on one replica and rebuilds from the first to answer", caught_by: "no_loss", scenario: "replica-crash", available: true },
+    BugInfo { bug: Bug::HeartbeatHearsOwnPings, name: "heartbeat-hears-own-pings", mistake: "the phone counts its own pings as signs of life, so a black-holed connection never times out", caught_by: "liveness", scenario: "blackhole", available: true },
+    BugInfo { bug: Bug::DrainFirstPageOnly, name: "drain-first-page-only", mistake: "the phone takes the first inbox page for the whole backlog and never asks for the next", caught_by: "liveness", scenario: "long-absence", available: true },
+    BugInfo { bug: Bug::DedupByUser, name: "dedup-by-user", mistake: "storage spots a retry by user and counter, not device, so a companion's text is acked as a repeat", caught_by: "no_loss", scenario: "multi-device", available: true },
+    BugInfo { bug: Bug::AckSeqOffByOne, name: "ack-seq-off-by-one", mistake: "the sender's ✓ carries the conversation's next number, not the one its message was stored under", caught_by: "no_loss", scenario: "smoke", available: true },
+    BugInfo { bug: Bug::ReceiptUptoOffByOne, name: "receipt-upto-off-by-one", mistake: "a phone's receipt covers one number more than it has shown (\"through\" taken for \"up to\")", caught_by: "receipts", scenario: "receipts", available: true },
+    BugInfo { bug: Bug::DedupIndexNotRecovered, name: "dedup-index-not-recovered", mistake: "storage's index of stored message ids lives in memory only, so after a restart a retry is stored twice", caught_by: "no_loss", scenario: "shard-crash-after-persist", available: true },
+    BugInfo { bug: Bug::SessionRegisterLastWins, name: "session-register-last-wins", mistake: "the session service takes every registration whatever its epoch, so a late one from an old gateway wins", caught_by: "liveness", scenario: "session-race", available: true },
 ];
 
 impl Bug {

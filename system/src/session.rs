@@ -283,7 +283,8 @@ impl Machine for Session {
                     .table
                     .entries
                     .get(&device)
-                    .is_none_or(|&(_, e)| e <= epoch);
+                    .is_none_or(|&(_, e)| e <= epoch)
+                    || self.topo.bugs.has(Bug::SessionRegisterLastWins);
                 if current && self.entry(device) != Some((g, epoch)) {
                     self.set_entry(now, device, Some((g, epoch)), out);
                 }

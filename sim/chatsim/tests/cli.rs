@@ -62,6 +62,7 @@ fn two_processes_agree_on_the_trace_hash_and_the_json_has_the_promised_fields() 
             "presence_converges",
             "inbox_drained",
             "ack_latency",
+            "gap_repair",
             "reconnect_load",
             "presence_load"
         ]

@@ -149,8 +149,9 @@ const RARE: &[(&str, &str, &[u64])] = &[
     // A phone whose handshake stalls: its gateway restarted (or lost the session service)
     // mid-handshake while every phone reconnects at once.
     ("device: handshake timed out", "reconnect-storm", &[11]),
-    // A phone's register retry lands after the same phone registered elsewhere.
-    ("gateway: stale connection closed", "reconnect-storm", &[14]),
+    // A phone's register retry lands after the same phone registered elsewhere (seed 14 until
+    // the gap-repair change of 2026-12-05 moved the traces; 1 seed of 1..60 now).
+    ("gateway: stale connection closed", "reconnect-storm", &[20]),
 ];
 
 /// Probes no scenario reaches yet, each with what would: issue 22's gap, kept visible. The gate

@@ -18,6 +18,20 @@ const SEED_BUDGET: u64 = 20;
 /// The longest shrunk story (in events) the zoo accepts. Measured: at most 10 (the shortest
 /// of up to three catches per bug).
 const SHRUNK_EVENTS_MAX: usize = 30;
+/// Bugs whose shortest story is longer by nature, and their limit. `drain-first-page-only`
+/// shows only past a full inbox page: 33 texts to one phone away, its going and coming back
+/// (measured: 35 events).
+const LONGER_STORIES: &[(&str, usize)] = &[(
+    "drain-first-page-only",
+    chatsim_system::limits::INBOX_PAGE_ENTRIES as usize + 13,
+)];
+
+fn shrunk_max(bug: &str) -> usize {
+    LONGER_STORIES
+        .iter()
+        .find(|(b, _)| *b == bug)
+        .map_or(SHRUNK_EVENTS_MAX, |(_, n)| *n)
+}
 
 #[test]
 fn every_available_zoo_bug_is_caught_within_the_seed_budget_and_shrinks_to_a_short_story() {
@@ -30,17 +44,11 @@ fn every_available_zoo_bug_is_caught_within_the_seed_budget_and_shrinks_to_a_sho
             let path = dir.join(format!("{}.toml", info.scenario));
             let scenario = Scenario::load(&path).expect("the zoo names an existing scenario");
             let bugs: Bugs = [info.bug].into_iter().collect();
+            let max = shrunk_max(info.name);
             // Catch it, and shrink the catch: a short explicit story that still breaks the same
             // invariant with the bug, and passes without it, so the bug and nothing else is what
             // breaks it. The hunt shrinks up to three catching seeds and keeps the shortest.
-            let hunted = hunt(
-                &scenario,
-                &bugs,
-                info.caught_by,
-                SEED_BUDGET,
-                SHRUNK_EVENTS_MAX,
-            )
-            .expect("hunts");
+            let hunted = hunt(&scenario, &bugs, info.caught_by, SEED_BUDGET, max).expect("hunts");
             let Some(Hunted { seed, shrunk, .. }) = hunted else {
                 return Err(format!(
                     "{} ({} on {})",
@@ -48,13 +56,13 @@ fn every_available_zoo_bug_is_caught_within_the_seed_budget_and_shrinks_to_a_sho
                 ));
             };
             assert!(
-                shrunk.events_after <= SHRUNK_EVENTS_MAX,
+                shrunk.events_after <= max,
                 "{}: {} events left",
                 info.name,
                 shrunk.events_after
             );
             assert!(
-                shrunk.story.len() <= SHRUNK_EVENTS_MAX,
+                shrunk.story.len() <= max,
                 "{}: story of {} lines",
                 info.name,
                 shrunk.story.len()

@@ -4,6 +4,9 @@
 
 use crate::checkers::{Verdict, Violation};
 use crate::history::{Event, Fault, History};
+use chatsim_system::limits::{
+    GAP_REPAIR_DELAY_MS, GAP_RETRY_MS, LOOKUP_TIMEOUT_MS, SHARD_LEASE_MS,
+};
 use chatsim_system::proto::{DeviceId, Millis, MsgId};
 use chatsim_system::Observation;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -137,6 +140,141 @@ pub const RECONNECT_BURST_WINDOW_MS: Millis = 2;
 /// seeds 1..=8: at most 5 with jittered backoff, 15 to 34 when every phone retries after the
 /// same fixed delay.
 pub const RECONNECT_BURST_FLOOR: usize = 10;
+/// Name of the gap-repair bound: once the weather is calm, a gap is filled within its promise.
+pub const GAP_REPAIR: &str = "gap_repair";
+
+/// A fetch's round trip in calm weather, with room: phone, gateway, shard, storage and back is
+/// eight hops of at most 10 ms in the scenarios, plus a storage sync
+/// ([`chatsim_system::limits::STORAGE_SYNC_MS`]).
+pub const FETCH_ROUND_TRIP_MS: Millis = 500;
+
+/// After the last server fault ends, how long until the servers answer again: a restarted or
+/// taken-over shard holds its conversations only once it has a lease ([`SHARD_LEASE_MS`]) and
+/// has looked up their owner ([`LOOKUP_TIMEOUT_MS`]).
+pub const RECOVERY_MS: Millis = SHARD_LEASE_MS + LOOKUP_TIMEOUT_MS;
+
+/// The gap-repair promise: the gap timer fires [`GAP_REPAIR_DELAY_MS`] after a gap opens and
+/// every [`GAP_RETRY_MS`] while it stays open, and a fetch takes a round trip. So once the
+/// weather is calm (no server fault in force for [`RECOVERY_MS`], the phone connected), the
+/// next fetch goes out within the larger of the two and comes back within
+/// [`FETCH_ROUND_TRIP_MS`].
+pub const GAP_REPAIR_BOUND_MS: Millis = GAP_REPAIR_DELAY_MS + GAP_RETRY_MS + FETCH_ROUND_TRIP_MS;
+
+/// Every gap a phone detects is filled within [`GAP_REPAIR_BOUND_MS`] of the later of its
+/// detection and the start of calm weather for it, judged where the weather stays calm until
+/// the repair. A design that repairs a gap only by luck (a push retried seconds later, the
+/// next drain) keeps its messages, so `no_loss` and `liveness` pass it: this is where the
+/// mechanism that should have done the work is seen to fail. A gap is repaired when the phone
+/// shows a message at or past its last number. Gaps of a companion linked mid-run are not
+/// judged: they may hold messages sent before it joined, never owed to it, which a fetch
+/// answers with nothing and which only its own later texts (never shown to it as arrivals)
+/// carry it past.
+pub fn gap_repair(h: &History) -> Verdict {
+    let mut server_faults: usize = 0;
+    // When the servers are calm again (`None` while a fault is in force).
+    let mut servers_calm: Option<Millis> = Some(0);
+    // Since when each phone has been connected (absent while it is not).
+    let mut up: BTreeMap<DeviceId, Millis> = BTreeMap::new();
+    let late: BTreeSet<DeviceId> = h.late_devices.iter().copied().collect();
+    // Open gaps: (phone, conversation) -> (last missing, detected at).
+    let mut open: BTreeMap<(DeviceId, chatsim_system::proto::ConvId), (u64, Millis)> =
+        BTreeMap::new();
+    let mut checked = 0;
+    let mut violations = Vec::new();
+    for r in &h.records {
+        let (device, obs) = match &r.event {
+            Event::Fault(f) => {
+                match f {
+                    Fault::Kill(_)
+                    | Fault::Clog(_)
+                    | Fault::Partition(..)
+                    | Fault::PartitionOneway(..)
+                    | Fault::LatencySpike(_) => {
+                        server_faults += 1;
+                        servers_calm = None;
+                    }
+                    Fault::Restart(_)
+                    | Fault::Unclog(_)
+                    | Fault::PartitionHealed(..)
+                    | Fault::PartitionOnewayHealed(..)
+                    | Fault::LatencySpikeEnd(_) => {
+                        server_faults = server_faults.saturating_sub(1);
+                        if server_faults == 0 {
+                            servers_calm = Some(r.t + RECOVERY_MS);
+                        }
+                    }
+                    Fault::DeviceOffline(d)
+                    | Fault::DeviceSilent(d)
+                    | Fault::DeviceBlackhole(d)
+                    | Fault::DeviceDrop(d) => {
+                        up.remove(d);
+                    }
+                    Fault::DeviceOnline(_)
+                    | Fault::DeviceUnsilent(_)
+                    | Fault::DeviceBlackholeEnd(_) => {}
+                }
+                continue;
+            }
+            Event::Healed => {
+                server_faults = 0;
+                servers_calm = Some(servers_calm.unwrap_or(r.t + RECOVERY_MS));
+                continue;
+            }
+            Event::Device { device, obs } => (*device, obs),
+        };
+        match obs {
+            Observation::Connected { .. } => {
+                up.insert(device, r.t);
+            }
+            Observation::Disconnected { .. } => {
+                up.remove(&device);
+            }
+            Observation::GapDetected { conv, to, .. } if !late.contains(&device) => {
+                let gap = open.entry((device, *conv)).or_insert((*to, r.t));
+                gap.0 = gap.0.max(*to);
+            }
+            Observation::Displayed { conv, seq, .. } => {
+                let Some(&(to, detected)) = open.get(&(device, *conv)) else {
+                    continue;
+                };
+                if *seq < to {
+                    continue;
+                }
+                open.remove(&(device, *conv));
+                let (Some(calm), Some(&since)) = (servers_calm, up.get(&device)) else {
+                    continue;
+                };
+                let start = detected.max(calm).max(since);
+                if start > r.t {
+                    continue;
+                }
+                checked += 1;
+                let took = r.t - start;
+                if took > GAP_REPAIR_BOUND_MS {
+                    violations.push(Violation {
+                        invariant: GAP_REPAIR,
+                        message: None,
+                        body: None,
+                        device: Some(device.to_string()),
+                        conv: Some(conv.to_string()),
+                        at: Some(r.t),
+                        detail: format!(
+                            "a gap up to #{to} (seen at {detected} ms) was filled {took} ms after calm weather began at {start} ms; the promise is {GAP_REPAIR_BOUND_MS} ms (gap delay {GAP_REPAIR_DELAY_MS} + retry {GAP_RETRY_MS} + a fetch's round trip {FETCH_ROUND_TRIP_MS})"
+                        ),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Verdict {
+        name: GAP_REPAIR,
+        holds: violations.is_empty(),
+        checked,
+        violations,
+    }
+}
+
 /// On big runs the limit grows with the phones: one in this many may fall in one window.
 pub const RECONNECT_BURST_DEVICES_PER: usize = 20;
 
@@ -221,6 +359,78 @@ mod tests {
             let device = DeviceId::primary(UserId(u));
             h.observe(t, device, Observation::Connecting { gateway: 0 });
         }
+    }
+
+    // A gap filled within its promise holds; one filled a little late is caught, with the
+    // promise's derivation; one that opened during a fault is judged from the calm after it.
+    #[test]
+    fn a_gap_filled_a_little_late_is_caught_and_faults_move_the_clock() {
+        use chatsim_system::proto::Path;
+        use chatsim_system::proto::{ConvId, Host};
+        let conv = ConvId::direct(UserId(0), UserId(1));
+        let (d, from) = (DeviceId::primary(UserId(1)), DeviceId::primary(UserId(0)));
+        let history = |fault: bool, filled_after: Millis| {
+            let mut h = History::new(2);
+            h.observe(
+                10,
+                d,
+                Observation::Connected {
+                    gateway: 0,
+                    epoch: 1,
+                },
+            );
+            if fault {
+                h.push(900, Event::Fault(Fault::Kill(Host::Shard(0))));
+            }
+            h.observe(
+                1_000,
+                d,
+                Observation::GapDetected {
+                    conv,
+                    from: 1,
+                    to: 2,
+                },
+            );
+            if fault {
+                h.push(2_000, Event::Fault(Fault::Restart(Host::Shard(0))));
+            }
+            for seq in 1..=3u64 {
+                let id = MsgId {
+                    device: from,
+                    n: seq as u32,
+                };
+                let path = Path::Fetch;
+                let obs = Observation::Displayed {
+                    id,
+                    conv,
+                    seq,
+                    path,
+                    body: vec![],
+                    sent_at: 0,
+                };
+                h.observe(1_000 + filled_after, d, obs);
+            }
+            h
+        };
+        let on_time = gap_repair(&history(false, GAP_REPAIR_BOUND_MS));
+        assert!(on_time.holds && on_time.checked == 1, "{on_time:?}");
+        let late = gap_repair(&history(false, GAP_REPAIR_BOUND_MS + 1));
+        assert!(!late.holds);
+        assert!(
+            late.violations[0]
+                .detail
+                .contains("gap delay 500 + retry 2000"),
+            "{}",
+            late.violations[0].detail
+        );
+        // The shard was down when the gap opened: the clock starts once it is back and has
+        // had its recovery time, so a repair that late after the gap is fine...
+        let calm = 2_000 + RECOVERY_MS;
+        let after_fault = gap_repair(&history(true, calm - 1_000 + GAP_REPAIR_BOUND_MS));
+        assert!(after_fault.holds, "{after_fault:?}");
+        // ...and a little later is not.
+        let slow = gap_repair(&history(true, calm - 1_000 + GAP_REPAIR_BOUND_MS + 1));
+        assert!(!slow.holds);
     }
 
     // A phone whose connection fell into a black hole is not calm until it has connected

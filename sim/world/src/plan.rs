@@ -282,6 +282,9 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
             }
         }
     }
+    if s.workload.quiet_while_offline {
+        quiet_while_offline(&mut plan);
+    }
     for e in &s.schedule {
         add_event(&mut plan, s, e);
     }
@@ -293,6 +296,31 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
         acts.sort_by_key(|(t, _)| *t);
     }
     plan
+}
+
+/// Drop the sends each device would make between a `GoOffline` and the `GoOnline` after it.
+fn quiet_while_offline(plan: &mut Plan) {
+    for acts in plan.device.values_mut() {
+        let mut away: Vec<(Millis, Millis)> = Vec::new();
+        let mut since = None;
+        let mut sorted: Vec<&(Millis, Action)> = acts.iter().collect();
+        sorted.sort_by_key(|(t, _)| *t);
+        for (t, a) in sorted {
+            match a {
+                Action::GoOffline => since = since.or(Some(*t)),
+                Action::GoOnline => {
+                    if let Some(from) = since.take() {
+                        away.push((from, *t));
+                    }
+                }
+                _ => {}
+            }
+        }
+        acts.retain(|(t, a)| {
+            !(matches!(a, Action::SendDirect { .. } | Action::SendGroup { .. })
+                && away.iter().any(|&(from, to)| from <= *t && *t < to))
+        });
+    }
 }
 
 /// Groups: each created by a drawn creator at `create_at_ms`; texts from whoever the plan

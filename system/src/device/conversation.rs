@@ -113,6 +113,7 @@ impl Device {
     /// Show everything contiguous; arm gap repair if something is still held back.
     pub(super) fn advance(&mut self, now: Millis, conv: ConvId, out: &mut Vec<Effect>) {
         let ready = self.convs.entry(conv).or_default().take_contiguous();
+        let moved = !ready.is_empty();
         for (seq, slot) in ready {
             match slot {
                 Slot::Theirs(msg, path) => self.display(now, out, &msg, path),
@@ -144,6 +145,13 @@ impl Device {
                     let (from, to) = (view.next_seq, end);
                     Self::observe(out, Observation::GapDetected { conv, from, to });
                     self.timers.set(Timer::Gap(conv), now + GAP_REPAIR_DELAY_MS);
+                } else if moved {
+                    // Part of the gap came in (a fetch's page, a drained entry) and the rest is
+                    // a fresh hole: ask for it as soon as a new one, not after the retry timer
+                    // meant for a fetch that went unanswered. A gap split by messages that came
+                    // another way used to wait 2 s per piece (the gap_repair bound found it).
+                    self.timers
+                        .set_min(Timer::Gap(conv), now + GAP_REPAIR_DELAY_MS);
                 }
             }
             None => {

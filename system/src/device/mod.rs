@@ -331,7 +331,7 @@ impl Device {
                     self.receipts_pending = true;
                 }
                 if self.drain.is_some() {
-                    if more {
+                    if more && !self.bug(Bug::DrainFirstPageOnly) {
                         Self::probe(out, Probe::DrainSecondPage);
                         self.start_drain(now, next, out);
                     } else {
@@ -468,6 +468,9 @@ impl Device {
                     self.link_lost(now, DisconnectReason::HeartbeatTimeout, true, out);
                 } else {
                     out.push(Effect::Up(Up::Ping));
+                    if self.bug(Bug::HeartbeatHearsOwnPings) {
+                        self.last_heard = now;
+                    }
                     self.timers
                         .set(Timer::Heartbeat, now + HEARTBEAT_INTERVAL_MS);
                 }

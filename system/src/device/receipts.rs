@@ -68,8 +68,13 @@ impl Device {
 
     /// Owe `sender` a `kind` receipt covering `seq` in `conv`.
     pub(super) fn owe(&mut self, conv: ConvId, kind: ReceiptKind, seq: Seq, sender: DeviceId) {
+        let through = if self.bug(Bug::ReceiptUptoOffByOne) {
+            seq + 1
+        } else {
+            seq
+        };
         let r = self.receipts_out.entry((conv, kind)).or_default();
-        r.want = r.want.max(seq);
+        r.want = r.want.max(through);
         r.senders.insert(seq, sender);
     }
 

@@ -412,7 +412,17 @@ impl Shard {
             }
         } else {
             // Durable: now, and only now, the sender may see ✓.
-            Self::to_device(f.device, f.gateway, Down::Sent { conv, id, seq }, out);
+            let told = if self.topo.bugs.has(Bug::AckSeqOffByOne) {
+                seq + 1
+            } else {
+                seq
+            };
+            let sent = Down::Sent {
+                conv,
+                id,
+                seq: told,
+            };
+            Self::to_device(f.device, f.gateway, sent, out);
             let msg = Message { seq, ..f.msg };
             for device in Self::sealed_recipients(&self.topo, conv, f.device, &msg.body) {
                 if self.topo.bugs.has(Bug::NoSessionService) {

@@ -84,6 +84,8 @@ pub struct Storage {
     repl: Option<Replication>,
     /// Only with `stale-device-list`: no check that a message has every linked device's copy.
     any_devices: bool,
+    /// Only with `dedup-by-user`: a retry is recognised by user and counter alone.
+    dedup_by_user: bool,
 }
 
 impl Storage {
@@ -96,6 +98,7 @@ impl Storage {
             unfenced: false,
             repl: None,
             any_devices: false,
+            dedup_by_user: false,
         }
     }
 
@@ -113,10 +116,14 @@ impl Storage {
     }
 
     /// The same, with the bug-zoo switches that concern storage.
-    pub fn with_bugs(durable: StorageState, bugs: &Bugs) -> Storage {
+    pub fn with_bugs(mut durable: StorageState, bugs: &Bugs) -> Storage {
+        if bugs.has(Bug::DedupIndexNotRecovered) {
+            durable.ids.clear();
+        }
         Storage {
             unfenced: bugs.has(Bug::UnfencedFailover),
             any_devices: bugs.has(Bug::StaleDeviceList),
+            dedup_by_user: bugs.has(Bug::DedupByUser),
             ..Storage::new(durable)
         }
     }
@@ -317,7 +324,12 @@ impl Storage {
                     return;
                 }
                 let (conv, id) = (msg.conv, msg.id);
-                if let Some((_, seq)) = self.durable.find(id) {
+                let stored = if self.dedup_by_user {
+                    self.durable.find_by_user(id)
+                } else {
+                    self.durable.find(id)
+                };
+                if let Some((_, seq)) = stored {
                     out.push(Effect::Probe(Probe::StorageAppendIdempotent));
                     let rpc = Rpc::Appended {
                         conv,

@@ -266,6 +266,15 @@ impl StorageState {
         self.ids.get(&id).copied()
     }
 
+    /// Only with `dedup-by-user`: a stored message with the same user and counter as `id`,
+    /// whichever of the user's devices sent it.
+    pub fn find_by_user(&self, id: MsgId) -> Option<(ConvId, Seq)> {
+        self.ids
+            .iter()
+            .find(|(k, _)| k.device.user == id.device.user && k.n == id.n)
+            .map(|(_, v)| *v)
+    }
+
     /// Number of inbox entries over all devices.
     pub fn inbox_entries(&self) -> usize {
         self.inboxes.values().map(BTreeSet::len).sum()

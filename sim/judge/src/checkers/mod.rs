@@ -45,8 +45,9 @@ pub const INVARIANTS: [&str; 9] = [
     crate::inbox::INBOX_DRAINED,
 ];
 /// The bound checks (cost, not wrong answers), in the order [`check_all`] reports them.
-pub const BOUND_CHECKS: [&str; 3] = [
+pub const BOUND_CHECKS: [&str; 4] = [
     crate::bounds::ACK_LATENCY,
+    crate::bounds::GAP_REPAIR,
     crate::bounds::RECONNECT_LOAD,
     crate::presence::PRESENCE_LOAD,
 ];
@@ -139,7 +140,7 @@ pub fn check_all_timed(h: &History, bounds: Bounds) -> Timed {
     let facts = Facts::build(h);
     let shared = started.elapsed();
     let f = &facts;
-    let checks: [&dyn Fn() -> Verdict; 12] = [
+    let checks: [&dyn Fn() -> Verdict; 13] = [
         &|| no_loss_in(h, f),
         &|| exactly_once(h),
         &|| conversation_order_in(h, &f.ix),
@@ -150,6 +151,7 @@ pub fn check_all_timed(h: &History, bounds: Bounds) -> Timed {
         &|| crate::presence::presence_converges(h, bounds),
         &|| crate::inbox::inbox_drained(h, bounds),
         &|| crate::bounds::ack_latency(h, bounds.ack_p50_ms),
+        &|| crate::bounds::gap_repair(h),
         &|| crate::bounds::reconnect_load(h),
         &|| crate::presence::presence_load(h),
     ];

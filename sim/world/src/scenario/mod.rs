@@ -158,6 +158,11 @@ pub struct WorkloadSpec {
     /// How long the app stays in the background (ms).
     #[serde(default = "default_background_ms")]
     pub background_ms: Range,
+    /// Phones press nothing while offline (a phone left in a drawer): the sends drawn for an
+    /// offline stretch are not made, so the phone's own queued sends cannot tell it how far
+    /// its conversations went, and what reached it meanwhile comes back through the inbox.
+    #[serde(default)]
+    pub quiet_while_offline: bool,
 }
 
 fn default_background_ms() -> Range {
