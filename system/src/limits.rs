@@ -123,6 +123,14 @@ pub const SWEEP_PAGE_ENTRIES: u32 = 256;
 /// A shard forgets a pending session lookup after this long (the inbox still has the message).
 pub const LOOKUP_TIMEOUT_MS: Millis = 2_000;
 
+/// A server-to-server link whose frames go this long unacknowledged, without progress, is
+/// taken for dead and replaced, the way HTTP/2 and gRPC keepalive pings give up on a connection
+/// that stops answering (typically within a second or two). The engines' links enforce it (on
+/// turmoil, where a stream that lost a frame stalls for good); the machines never see it, they
+/// only retry. About two [`STORAGE_RETRY_MS`], so a request goes at most twice into a stalled
+/// link; the judges excuse sends this long after a one-way cut heals, and no longer.
+pub const SERVER_LINK_KEEPALIVE_MS: Millis = 1_000;
+
 /// Storage syncs its write buffer this long after the first unsynced write (group commit, the
 /// stand-in for an fsync). Writes are acknowledged only after the sync.
 pub const STORAGE_SYNC_MS: Millis = 2;

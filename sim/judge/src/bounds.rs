@@ -5,7 +5,7 @@
 use crate::checkers::{Verdict, Violation};
 use crate::history::{Event, Fault, History};
 use chatsim_system::limits::{
-    GAP_REPAIR_DELAY_MS, GAP_RETRY_MS, LOOKUP_TIMEOUT_MS, SHARD_LEASE_MS,
+    GAP_REPAIR_DELAY_MS, GAP_RETRY_MS, LOOKUP_TIMEOUT_MS, SERVER_LINK_KEEPALIVE_MS, SHARD_LEASE_MS,
 };
 use chatsim_system::proto::{DeviceId, Millis, MsgId};
 use chatsim_system::Observation;
@@ -18,11 +18,21 @@ pub const ACK_LATENCY: &str = "ack_latency";
 /// handful says nothing about cost (a shrunk story may keep three sends, all of them unlucky).
 pub const ACK_LATENCY_SAMPLES_MIN: usize = 10;
 
+/// After a one-way partition heals, sends stay out of the `ack_latency` sample this long: a
+/// stream the cut stalled outlives the heal (a lost frame is never resent on it) until its
+/// link's keepalive replaces it ([`SERVER_LINK_KEEPALIVE_MS`]), so a send in that window may go
+/// into a link known to be dead. Sends after it are judged: a design that keeps retrying into a
+/// dead link for longer than its keepalive promises is slow for most of them (turmoil's links
+/// once waited 10 s, and oneway-partition seed 5015 showed a median ✓ of 1,770 ms).
+pub const ONEWAY_STALL_MS: Millis = SERVER_LINK_KEEPALIVE_MS;
+
 /// The median time from pressing send to sent ✓ must stay within `limit_ms` (the scenario's
 /// `run.ack_p50_ms`), over messages sent and acked in calm weather: no server fault in force
-/// at the send or starting before the ✓, and the sending phone online, reachable and keeping
-/// its connection throughout (a phone whose connection fell into a black hole is not calm until
-/// it has connected again after the hole ended: the dead connection outlives the hole). The median, not the tail: a correct design may make a message
+/// at the send or starting before the ✓, no one-way cut healed less than [`ONEWAY_STALL_MS`]
+/// before the send, and the sending phone online, reachable and keeping its connection
+/// throughout (a phone whose connection fell into a black hole is not calm until it has
+/// connected again after the hole ended: the dead connection outlives the hole). The median,
+/// not the tail: a correct design may make a message
 /// caught by bad luck wait, but a design whose ✓ waits for something slow (a group fan-out)
 /// is slow for most messages. The one violation names the median, the slowest message, and
 /// how many were judged.
@@ -33,6 +43,8 @@ pub fn ack_latency(h: &History, limit_ms: Millis) -> Verdict {
     let mut took: Vec<(Millis, Millis, MsgId, DeviceId)> = Vec::new();
     let mut server_faults: usize = 0;
     let mut server_starts: u64 = 0;
+    // Sends before this may go into a stream a one-way cut stalled.
+    let mut stalled_until: Millis = 0;
     let mut device_starts: BTreeMap<DeviceId, u64> = BTreeMap::new();
     let mut device_faults: BTreeSet<DeviceId> = BTreeSet::new();
     // Phones whose black hole ended but which have not connected since.
@@ -53,8 +65,11 @@ pub fn ack_latency(h: &History, limit_ms: Millis) -> Verdict {
                     Fault::Restart(_)
                     | Fault::Unclog(_)
                     | Fault::PartitionHealed(..)
-                    | Fault::PartitionOnewayHealed(..)
                     | Fault::LatencySpikeEnd(_) => server_faults = server_faults.saturating_sub(1),
+                    Fault::PartitionOnewayHealed(..) => {
+                        server_faults = server_faults.saturating_sub(1);
+                        stalled_until = stalled_until.max(r.t + ONEWAY_STALL_MS);
+                    }
                     Fault::DeviceOffline(d)
                     | Fault::DeviceSilent(d)
                     | Fault::DeviceBlackhole(d) => {
@@ -83,7 +98,9 @@ pub fn ack_latency(h: &History, limit_ms: Millis) -> Verdict {
                 device_faults.remove(device);
             }
             Observation::Sent { id, .. }
-                if server_faults == 0 && !device_faults.contains(device) =>
+                if server_faults == 0
+                    && r.t >= stalled_until
+                    && !device_faults.contains(device) =>
             {
                 let mine = device_starts.get(device).copied().unwrap_or(0);
                 sent.entry(*id).or_insert((r.t, server_starts, mine));
@@ -548,6 +565,86 @@ mod tests {
             slow.violations[0].detail
         );
         assert_eq!(slow.violations[0].message.as_deref(), Some("u0.d0#0"));
+    }
+
+    // A send made just after a one-way cut heals may go into a stream the cut stalled, which
+    // waits for the link's keepalive: it is not judged, however slow. The same slow sends made
+    // once the keepalive has had its time are judged and caught: a link that outlives it is
+    // the design's fault, not the cut's.
+    #[test]
+    fn a_send_into_a_link_a_oneway_cut_stalled_is_not_judged_and_a_slow_calm_one_is() {
+        use chatsim_system::proto::{ConvId, Host};
+        const HEALED: Millis = 10_000;
+        let conv = ConvId::direct(UserId(0), UserId(1));
+        let d = DeviceId::primary(UserId(0));
+        // Ten quick sends long before the cut, then fifteen that each wait 2 s for their ✓,
+        // sent `after` ms past the heal, 20 ms apart.
+        let history = |after: Millis| {
+            let mut h = History::new(2);
+            let mut n = 0u32;
+            let mut send = |h: &mut History, t0: Millis, took: Millis| {
+                let id = MsgId { device: d, n };
+                n += 1;
+                h.observe(
+                    t0,
+                    d,
+                    Observation::Sent {
+                        id,
+                        conv,
+                        body: vec![],
+                    },
+                );
+                h.observe(
+                    t0 + took,
+                    d,
+                    Observation::Acked {
+                        id,
+                        conv,
+                        seq: u64::from(n),
+                    },
+                );
+            };
+            for k in 0..10 {
+                send(&mut h, k * 100, 30);
+            }
+            let cut = (vec![Host::Storage(0)], vec![Host::Shard(0)]);
+            h.push(
+                5_000,
+                Event::Fault(Fault::PartitionOneway(cut.0.clone(), cut.1.clone())),
+            );
+            h.push(
+                HEALED,
+                Event::Fault(Fault::PartitionOnewayHealed(cut.0, cut.1)),
+            );
+            for k in 0..15 {
+                send(&mut h, HEALED + after + k * 20, 2_000);
+            }
+            h.records.sort_by_key(|r| r.t);
+            h
+        };
+        // Sent between the heal and the last moment the keepalive may take: not judged.
+        let stalled = ack_latency(&history(0), 300);
+        assert!(stalled.holds, "{:?}", stalled.violations);
+        assert_eq!(
+            stalled.checked, 10,
+            "only the sends before the cut are judged"
+        );
+        let edge = ack_latency(&history(ONEWAY_STALL_MS - 15 * 20), 300);
+        assert_eq!(
+            edge.checked, 10,
+            "the last stalled send is still inside the window"
+        );
+        // Sent once the keepalive has had its time: judged, and the slow median is caught.
+        let late = ack_latency(&history(ONEWAY_STALL_MS), 300);
+        assert_eq!(late.checked, 25);
+        assert!(!late.holds);
+        assert!(
+            late.violations[0]
+                .detail
+                .starts_with("median send to ✓ is 2000 ms over 25"),
+            "{}",
+            late.violations[0].detail
+        );
     }
 
     // Twenty phones retrying in the same millisecond is a burst; the same twenty spread over

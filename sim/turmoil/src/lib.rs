@@ -34,6 +34,7 @@ use bytes::{Bytes, BytesMut};
 use chatsim_system::bugs::Bugs;
 use chatsim_system::device::Device;
 use chatsim_system::durable::Write;
+use chatsim_system::limits::SERVER_LINK_KEEPALIVE_MS;
 use chatsim_system::probe::Probe;
 use chatsim_system::proto::{ConnId, DeviceId, Host, Millis, UserId};
 use chatsim_system::Action;
@@ -42,7 +43,7 @@ use chatsim_world::host::{ConnEvent, PhoneEvent, PhoneHost, PhoneLinks, ServerHo
 use chatsim_world::nemesis::FaultLedger;
 use chatsim_world::plan::{role_of, server_hosts, Plan};
 use chatsim_world::record::{Keep, RawRun, Recorder, SAMPLE_MS};
-use chatsim_world::scenario::{Role, Scenario};
+use chatsim_world::scenario::{NetworkSpec, Role, Scenario};
 use chatsim_world::wire::{decode, encode, Frame, Wire};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -75,12 +76,21 @@ const PHONES_PER_CELL_MAX: u32 = 12_000;
 /// Segments a socket may hold unread. turmoil's default (64) would push back on a busy
 /// gateway's connections far sooner than a kernel's socket buffer does.
 const TCP_CAPACITY: usize = 1 << 16;
-/// How long frames on a server link may wait for an acknowledgement, without progress,
-/// before the link is taken for dead (what `TCP_USER_TIMEOUT` sets on a real server). Longer
-/// than any hold the scenarios draw (partitions up to 6 s, clogs up to 3 s), so a held link
-/// delivers its frames after the heal as on madsim, rather than being dropped mid-hold; short
-/// enough that a stalled stream costs well under the 25 s liveness bound.
-const USER_TIMEOUT_MS: Millis = 10_000;
+/// How long frames on a server link may wait for an acknowledgement, without progress, before
+/// the link is taken for dead and replaced, at the least: the deployment's keepalive
+/// ([`SERVER_LINK_KEEPALIVE_MS`]), not TCP's user timeout of tens of seconds, because a server
+/// that retries into a stalled stream stalls with it: with a 10 s timeout here,
+/// oneway-partition seed 5015 had every storage write wait out one stalled link for 10 s, 8 s
+/// of it past the heal. One second is over twenty of the slowest round trips the scenarios'
+/// base network draws (2 x (20 ms + a tick)), so a live link never trips it. A link a scenario
+/// slows down gets [`KEEPALIVE_ROUND_TRIPS`] of its own slowest round trip instead, when that
+/// is longer.
+const KEEPALIVE_TIMEOUT_MS: Millis = SERVER_LINK_KEEPALIVE_MS;
+/// Round trips a slow link may take to acknowledge before it is taken for dead: a healthy link
+/// acknowledges within one (its receiver answers as it reads), so three leave twice that as
+/// margin while a stalled one still goes within a few seconds (session-race's gateway-session
+/// link, up to 1.5 s extra each way, gets about 9 s).
+const KEEPALIVE_ROUND_TRIPS: Millis = 3;
 /// How long a connection attempt may wait for its SYN to be answered.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How much simulated time one turmoil step covers. Inside a step each host's paused runtime
@@ -134,9 +144,35 @@ fn cell_of(flat: u32, cells: u32) -> String {
     format!("cell-{}", flat % cells + 1)
 }
 
+/// The slowest a frame may take one way between server hosts `a` and `b` under `network`: its
+/// latency plus the largest extra any link entry sets between their roles (either way round,
+/// since turmoil's links are undirected), plus a tick, since frames between hosts move at step
+/// boundaries.
+fn worst_one_way_ms(network: &NetworkSpec, a: Host, b: Host) -> Millis {
+    let roles = (role_of(a), role_of(b));
+    let extra = network
+        .links
+        .iter()
+        .filter(|l| (l.from, l.to) == roles || (l.to, l.from) == roles)
+        .map(|l| l.extra_latency_ms.hi)
+        .max()
+        .unwrap_or(0);
+    network.latency_ms.hi + extra + TICK.as_millis() as Millis
+}
+
+/// How long the link from server `a` to server `b` may leave frames unacknowledged, without
+/// progress, before it is replaced: [`KEEPALIVE_TIMEOUT_MS`], or [`KEEPALIVE_ROUND_TRIPS`] of
+/// the link's slowest round trip when the scenario slows it down that much.
+fn keepalive_ms(network: &NetworkSpec, a: Host, b: Host) -> Millis {
+    let round_trip = worst_one_way_ms(network, a, b) + worst_one_way_ms(network, b, a);
+    KEEPALIVE_TIMEOUT_MS.max(KEEPALIVE_ROUND_TRIPS * round_trip)
+}
+
 /// State shared by every host of one run; it is what survives a crash.
 struct Shared {
     topo: chatsim_system::Deployment,
+    /// The scenario's latencies, from which each server link's keepalive timeout is derived.
+    network: NetworkSpec,
     seed: u64,
     rec: Recorder,
     durable: Durable,
@@ -286,18 +322,21 @@ struct Link {
 /// protocol's own retries cover it.
 ///
 /// turmoil's TCP has no retransmission: a stream that lost a segment to a partition stalls for
-/// good, and writes on it still succeed. So the link does what `TCP_USER_TIMEOUT` does on a
-/// real server: frames unacknowledged for [`USER_TIMEOUT_MS`] without progress mean the
-/// connection is dead, and the next frame opens a new one. A connection attempt whose SYN is
-/// held, or sent to a crashed host (turmoil delivers only to running hosts), waits until the
-/// hold ends or the host restarts, so attempts give up after [`CONNECT_TIMEOUT`].
-async fn peer_link(to: Host, mut rx: UnboundedReceiver<Bytes>) {
+/// good, and writes on it still succeed. So the link does what a keepalive does on a real
+/// server: frames unacknowledged for `keepalive` (see [`keepalive_ms`]) without progress
+/// mean the connection is dead, and the next frame opens a new one. A link held by a clog or a
+/// partition longer than that is replaced too, as a real one would be: what it held may still
+/// arrive at the release (ahead of the close), and what came after is dropped with the failed
+/// connection attempts and retried by its owner. A connection attempt whose SYN is held, or sent to a crashed host
+/// (turmoil delivers only to running hosts), waits until the hold ends or the host restarts,
+/// so attempts give up after [`CONNECT_TIMEOUT`].
+async fn peer_link(to: Host, keepalive: Millis, mut rx: UnboundedReceiver<Bytes>) {
     let mut link: Option<Link> = None;
     loop {
         let stall_at = link
             .as_ref()
             .and_then(|l| l.waiting_since)
-            .map(|t| t + USER_TIMEOUT_MS);
+            .map(|t| t + keepalive);
         let acks = async {
             match link.as_mut() {
                 Some(l) => l.stream.read_buf(&mut l.buf).await.map_or(0, |n| n),
@@ -379,6 +418,7 @@ async fn server_main(host: Host, sh: Arc<Shared>) -> turmoil::Result {
     });
     let mut links = ServerIo {
         sh: sh.clone(),
+        me: host,
         peers: BTreeMap::new(),
     };
     let mut server = ServerHost::new(host, machine);
@@ -398,6 +438,8 @@ async fn server_main(host: Host, sh: Arc<Shared>) -> turmoil::Result {
 /// How a turmoil server host's bytes leave it.
 struct ServerIo {
     sh: Arc<Shared>,
+    /// The server whose links these are.
+    me: Host,
     /// Outgoing server-to-server links, one per destination, opened on first use.
     peers: BTreeMap<Host, UnboundedSender<Bytes>>,
 }
@@ -406,7 +448,11 @@ impl ServerLinks<UnboundedSender<Bytes>> for ServerIo {
     fn to_peer(&mut self, to: Host, frame: Bytes) {
         let link = self.peers.entry(to).or_insert_with(|| {
             let (ltx, lrx) = unbounded_channel();
-            spawn_local(peer_link(to, lrx));
+            spawn_local(peer_link(
+                to,
+                keepalive_ms(&self.sh.network, self.me, to),
+                lrx,
+            ));
             ltx
         });
         let _ = link.send(frame);
@@ -610,6 +656,7 @@ pub fn run_keeping(
             .map(|d| (d, watch::Sender::new(false)))
             .collect(),
         wakers: Mutex::new(BTreeMap::new()),
+        network: scenario.network.clone(),
         topo,
         seed,
     });

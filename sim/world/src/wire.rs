@@ -19,7 +19,7 @@ pub enum Wire {
     Down(Down),
     /// An engine's own acknowledgement on a server-to-server connection: how many frames the
     /// receiver has read from it so far. Not part of the protocol (no machine sees it); the
-    /// turmoil engine uses it as TCP_USER_TIMEOUT does, to notice a stream that stalled.
+    /// turmoil engine uses it as a keepalive's answer, to notice a stream that stalled.
     LinkAck(u64),
 }
 
