@@ -238,7 +238,27 @@ pub(crate) fn bounds(s: &Scenario) -> Bounds {
     Bounds {
         liveness_ms: s.run.liveness_ms,
         ack_p50_ms: s.run.ack_p50_ms,
+        fetch_extra_ms: fetch_extra_ms(s),
     }
+}
+
+/// The extra latency a scenario's slow links add to a fetch's path (phone, gateway, shard,
+/// storage and back): each leg's slowest extra, both ways.
+fn fetch_extra_ms(s: &Scenario) -> u64 {
+    use crate::scenario::Role::{Device, Gateway, Shard, Storage};
+    let extra = |from, to| {
+        s.network
+            .links
+            .iter()
+            .filter(|l| l.from == from && l.to == to)
+            .map(|l| l.extra_latency_ms.hi)
+            .max()
+            .unwrap_or(0)
+    };
+    [(Device, Gateway), (Gateway, Shard), (Shard, Storage)]
+        .into_iter()
+        .map(|(a, b)| extra(a, b) + extra(b, a))
+        .sum()
 }
 
 /// Run one seed on a fresh thread on the main engine (madsim) and judge it.

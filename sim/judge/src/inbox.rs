@@ -69,6 +69,7 @@ mod tests {
     const BOUNDS: Bounds = Bounds {
         liveness_ms: 1_000,
         ack_p50_ms: 1_000,
+        fetch_extra_ms: 0,
     };
 
     fn shown_at(t: Millis, device: DeviceId, conv: ConvId, seq: Seq) -> Record {

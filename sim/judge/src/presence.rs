@@ -218,6 +218,7 @@ mod tests {
     const BOUNDS: Bounds = Bounds {
         liveness_ms: 1_000,
         ack_p50_ms: 300,
+        fetch_extra_ms: 0,
     };
 
     fn dev(u: u32) -> DeviceId {

@@ -7,6 +7,7 @@ use chatsim_system::proto::{Host, Path, UserId};
 const BOUNDS: Bounds = Bounds {
     liveness_ms: 100,
     ack_p50_ms: 300,
+    fetch_extra_ms: 0,
 };
 
 fn dev(u: u32) -> DeviceId {
