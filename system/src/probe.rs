@@ -131,6 +131,12 @@ probes! {
     /// A restarted shard resumed fan-out jobs left by its predecessor.
     ShardFanoutResumed => "shard: fan-out job resumed",
         "group members must not miss messages a crashed shard was fanning out";
+    /// A member was added to a group while one of its fan-out jobs was still in progress.
+    ShardMemberAddedMidFanout => "shard: member added during a fan-out",
+        "a job's devices are fixed at its number: the newcomer gets none of what came before";
+    /// A member was removed from a group while one of its fan-out jobs was still in progress.
+    ShardMemberRemovedMidFanout => "shard: member removed during a fan-out",
+        "a job's devices are fixed at its number: the leaver still gets what came before";
     /// A storage request's timer fired (no answer in time) and it went again.
     ShardStorageRetried => "shard: storage request retried",
         "a lost append or load must be retried, not forgotten";

@@ -19,6 +19,11 @@ const SEEDS: std::ops::RangeInclusive<u64> = 1..=20;
 fn seeds_for(s: &Scenario) -> std::ops::RangeInclusive<u64> {
     if s.name() == "big-group" {
         1..=3
+    } else if s.name() == "churn-fanout" {
+        // Two groups of up to 140 members, every text sealed per device: about 1 s a seed in
+        // release. `chatsim swarm scenarios/churn-fanout.toml --seeds 1..100` passes 100 of
+        // 100 (2026-12-05, 101 s of wall on 2 cores).
+        1..=5
     } else {
         SEEDS
     }

@@ -388,9 +388,23 @@ impl Shard {
                 self.read_fanouts(now, slot, Some(conv), None, out);
             } else {
                 if let Some(e) = &f.msg.event {
+                    let members: BTreeSet<UserId> = e.members.iter().copied().collect();
+                    let pending = self
+                        .jobs
+                        .range((conv, 0)..=(conv, Seq::MAX))
+                        .next()
+                        .is_some();
+                    if let (true, Some(old)) = (pending, c.group.as_ref()) {
+                        if members.iter().any(|u| !old.members.contains(u)) {
+                            out.push(Effect::Probe(Probe::ShardMemberAddedMidFanout));
+                        }
+                        if old.members.iter().any(|u| !members.contains(u)) {
+                            out.push(Effect::Probe(Probe::ShardMemberRemovedMidFanout));
+                        }
+                    }
                     c.group = Some(Group {
                         version: seq,
-                        members: e.members.iter().copied().collect(),
+                        members,
                     });
                 }
                 if sync {
