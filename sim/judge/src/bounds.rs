@@ -373,6 +373,28 @@ mod tests {
     use super::*;
     use chatsim_system::proto::UserId;
 
+    /// Device `d` sends its `n`th text in `conv` at `t0` and sees ✓ (as `seq`) `took` ms later.
+    fn sent_and_acked(
+        h: &mut History,
+        d: DeviceId,
+        conv: chatsim_system::proto::ConvId,
+        (n, seq): (u32, u64),
+        t0: Millis,
+        took: Millis,
+    ) {
+        let id = MsgId { device: d, n };
+        h.observe(
+            t0,
+            d,
+            Observation::Sent {
+                id,
+                conv,
+                body: vec![],
+            },
+        );
+        h.observe(t0 + took, d, Observation::Acked { id, conv, seq });
+    }
+
     fn attempts(h: &mut History, times: &[(u32, Millis)]) {
         for &(u, t) in times {
             let device = DeviceId::primary(UserId(u));
@@ -465,7 +487,6 @@ mod tests {
             h.push(0, Event::Fault(Fault::DeviceBlackhole(d)));
             h.push(1, Event::Fault(Fault::DeviceBlackholeEnd(d)));
             for n in 0..14u32 {
-                let id = MsgId { device: d, n };
                 let t0 = 10 + u64::from(n) * 10_000;
                 if reconnect_at.is_some_and(|r| r + 10_000 > t0 && r < t0) {
                     let at = reconnect_at.expect("checked");
@@ -478,10 +499,7 @@ mod tests {
                         },
                     );
                 }
-                let body = vec![];
-                h.observe(t0, d, Observation::Sent { id, conv, body });
-                let seq = u64::from(n) + 1;
-                h.observe(t0 + 5_000, d, Observation::Acked { id, conv, seq });
+                sent_and_acked(&mut h, d, conv, (n, u64::from(n) + 1), t0, 5_000);
             }
             h
         };
@@ -502,27 +520,9 @@ mod tests {
         let history = |slow: u32| {
             let mut h = History::new(2);
             for n in 0..10u32 {
-                let id = MsgId { device: d, n };
                 let t0 = u64::from(n) * 10_000;
                 let took = if n < slow { 5_000 } else { 30 };
-                h.observe(
-                    t0,
-                    d,
-                    Observation::Sent {
-                        id,
-                        conv,
-                        body: vec![],
-                    },
-                );
-                h.observe(
-                    t0 + took,
-                    d,
-                    Observation::Acked {
-                        id,
-                        conv,
-                        seq: u64::from(n) + 1,
-                    },
-                );
+                sent_and_acked(&mut h, d, conv, (n, u64::from(n) + 1), t0, took);
             }
             h
         };
@@ -585,26 +585,8 @@ mod tests {
             let mut h = History::new(2);
             let mut n = 0u32;
             let mut send = |h: &mut History, t0: Millis, took: Millis| {
-                let id = MsgId { device: d, n };
+                sent_and_acked(h, d, conv, (n, u64::from(n) + 1), t0, took);
                 n += 1;
-                h.observe(
-                    t0,
-                    d,
-                    Observation::Sent {
-                        id,
-                        conv,
-                        body: vec![],
-                    },
-                );
-                h.observe(
-                    t0 + took,
-                    d,
-                    Observation::Acked {
-                        id,
-                        conv,
-                        seq: u64::from(n),
-                    },
-                );
             };
             for k in 0..10 {
                 send(&mut h, k * 100, 30);
