@@ -87,7 +87,7 @@ impl DurableState {
             self.storage_boots += 1;
             Storage::replicated(topo, boot)
         } else {
-            Storage::with_bugs(self.storage.clone(), &topo.bugs)
+            Storage::configured(self.storage.clone(), topo)
         }
     }
 
@@ -97,8 +97,8 @@ impl DurableState {
     }
 
     /// Start replica `i` from its synced operations.
-    pub fn start_replica(&self, i: u16) -> Replica {
-        Replica::new(self.replica_log(i))
+    pub fn start_replica(&self, i: u16, topo: &Deployment) -> Replica {
+        Replica::configured(self.replica_log(i), topo.knobs)
     }
 
     /// The machine server `host` starts (or restarts) with: fresh, but for what it made
@@ -113,7 +113,7 @@ impl DurableState {
             Host::Shard(i) => Box::new(Shard::new(i, topo.clone())),
             Host::Push => Box::new(Push::new(topo.clone(), push_seed)),
             Host::Storage(_) => Box::new(self.start_storage(topo)),
-            Host::Replica(i) => Box::new(self.start_replica(i)),
+            Host::Replica(i) => Box::new(self.start_replica(i, topo)),
             Host::Device(d) => unreachable!("{d} is a phone, not a server machine"),
         }
     }

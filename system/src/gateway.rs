@@ -391,9 +391,10 @@ impl Machine for Gateway {
             | Input::Down(_)
             | Input::Disconnected
             | Input::Pushed
-            | Input::Action(_) => {
+            | Input::Action(_)
+            | Input::Disk(_) => {
                 unreachable!(
-                    "gateway-{}: handed a phone's input: {input:?}",
+                    "gateway-{}: handed a phone's or storage's input: {input:?}",
                     self.index + 1
                 )
             }

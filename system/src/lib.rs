@@ -43,6 +43,7 @@
 //! - [`durable`]: what survives a crash, kept beside the hosts, and the machines a restarted
 //!   server begins with.
 //! - [`limits`]: every bound, with its unit.
+//! - [`knobs`]: the bounds a run may shrink (BUGGIFY), with the design's values by default.
 //! - [`probe`]: coverage probes: the rare branches a swarm should reach, by name.
 //! - [`bugs`]: the bug zoo: classic wrong designs as switches, off by default.
 //! - [`timers`]: the deadline set each component keeps.
@@ -61,6 +62,7 @@ pub mod device;
 pub mod durable;
 pub mod e2e;
 pub mod gateway;
+pub mod knobs;
 pub mod limits;
 pub mod probe;
 pub mod proto;
@@ -120,6 +122,23 @@ pub enum Input {
     Action(Action),
     /// The deadline from `poll_timeout` passed. Spurious calls are harmless.
     Timeout,
+    /// Storage and replicas: what the disk under them does from now on (the host's disk, as
+    /// its OS reports it through fsync latency and `ENOSPC`).
+    Disk(Disk),
+}
+
+/// The state of a storage node's disk, as the world sets it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Disk {
+    /// Syncs take the run's usual time.
+    #[default]
+    Healthy,
+    /// Each sync takes this long (an fsync latency spike: a busy or failing device).
+    Slow(Millis),
+    /// No space left: a write that would grow the data is refused, neither kept nor answered,
+    /// so the writer's own retry brings it again once there is room. Deletes, lease renewals
+    /// and reads go on (they free space or rewrite it in place).
+    Full,
 }
 
 /// Stop a server machine handed an input of a connection or a phone: the host layer gives
@@ -479,6 +498,9 @@ pub struct Deployment {
     pub replicas: u16,
     /// Every device's public key (the stand-in for a key server).
     pub keys: KeyDirectory,
+    /// The bounds a BUGGIFY draw may shrink ([`knobs`]); the design's values by default.
+    #[serde(default)]
+    pub knobs: knobs::Knobs,
 }
 
 /// Every device's public key. Shared: every component holds a copy of the deployment, and a

@@ -135,6 +135,10 @@ pub const SERVER_LINK_KEEPALIVE_MS: Millis = 1_000;
 /// stand-in for an fsync). Writes are acknowledged only after the sync.
 pub const STORAGE_SYNC_MS: Millis = 2;
 
+/// A sync's time while the world slows a storage host's disk (the `disk-slow` fault): an fsync
+/// a hundred times the group commit's usual, as a saturated or failing device gives.
+pub const DISK_SLOW_SYNC_MS: Millis = 300;
+
 /// A storage coordinator sends a replica again what it has not acknowledged after this long.
 pub const REPLICATE_RETRY_MS: Millis = 500;
 /// A storage coordinator rebuilding its view asks a replica that has not answered again after

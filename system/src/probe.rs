@@ -156,6 +156,12 @@ probes! {
     /// A lease was granted to a new holder after the old one expired.
     StorageLeaseMoved => "storage: lease moved to a new holder",
         "failover hands a slot over only after its lease ran out";
+    /// A write was refused because the disk was full.
+    StorageDiskFull => "storage: write refused, disk full",
+        "a full disk must cost a retry, never an acknowledged message";
+    /// A sync was armed while the disk was slow.
+    StorageSyncSlowed => "storage: sync slowed by the disk",
+        "an ack must wait for a slow fsync, however long it takes";
     // Push provider.
     /// A second notify for a device with a push pending was collapsed into it.
     PushCoalesced => "push: notification coalesced",

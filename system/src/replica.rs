@@ -3,17 +3,20 @@
 //! counts their acknowledgements (a quorum makes a write durable) and rebuilds its view from a
 //! quorum of them when it restarts.
 //!
-//! Fault model, as storage's: operations are buffered and synced [`STORAGE_SYNC_MS`] after the
+//! Fault model, as storage's: operations are buffered and synced [`crate::limits::STORAGE_SYNC_MS`] after the
 //! first one; only synced ones are acknowledged and handed to the engine as
 //! [`Effect::PersistOps`], and a crash loses the rest.
 //!
 //! Inputs: `Rpc::Replicate`, `Rpc::ReadOps`, `Timeout`. Outputs: `Rpc::Replicated`,
 //! `Rpc::Ops`, `Rpc::ReplicaUp` (once, at boot), `PersistOps`.
 
-use crate::limits::{OPS_PAGE_BYTES, STORAGE_SYNC_MS};
+use crate::knobs::Knobs;
+#[cfg(test)]
+use crate::limits::STORAGE_SYNC_MS;
+use crate::probe::Probe;
 use crate::proto::{Host, Millis, OpId, Rpc, StorageOp};
 use crate::storage::StorageState;
-use crate::{Effect, Input, Machine};
+use crate::{Disk, Effect, Input, Machine};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -74,6 +77,11 @@ pub struct Replica {
     sync_at: Option<Millis>,
     /// Not yet told the coordinator it is up (sent at the first timeout, i.e. at boot).
     hello_due: bool,
+    /// The run's knobs: the sync delay and the page of operations.
+    knobs: Knobs,
+    /// What the disk does now: only a slow one changes a replica (a full disk is storage's
+    /// fault kind; a replica refusing some operations would leave holes in its log).
+    disk: Disk,
 }
 
 impl Replica {
@@ -84,6 +92,16 @@ impl Replica {
             buffer: Vec::new(),
             sync_at: None,
             hello_due: true,
+            knobs: Knobs::default(),
+            disk: Disk::Healthy,
+        }
+    }
+
+    /// The same, under the run's knobs.
+    pub fn configured(durable: ReplicaLog, knobs: Knobs) -> Replica {
+        Replica {
+            knobs,
+            ..Replica::new(durable)
         }
     }
 
@@ -108,7 +126,7 @@ impl Replica {
     }
 
     /// A page of synced operations after `after`: at least one, then as many as fit in
-    /// [`OPS_PAGE_BYTES`].
+    /// the knob [`Knobs::ops_page_bytes`].
     fn page(&self, after: Option<OpId>) -> Rpc {
         let mut iter = match after {
             Some(a) => self
@@ -121,7 +139,7 @@ impl Replica {
         let (mut ops, mut bytes) = (Vec::new(), 0);
         while let Some((id, op)) = iter.peek() {
             let size = op.approx_bytes();
-            if !ops.is_empty() && bytes + size > OPS_PAGE_BYTES {
+            if !ops.is_empty() && bytes + size > self.knobs.ops_page_bytes {
                 break;
             }
             bytes += size;
@@ -144,7 +162,16 @@ impl Machine for Replica {
                 ..
             } => {
                 self.buffer.push((id, Arc::new(op)));
-                self.sync_at.get_or_insert(now + STORAGE_SYNC_MS);
+                let delay = match self.disk {
+                    Disk::Slow(ms) => {
+                        if self.sync_at.is_none() {
+                            out.push(Effect::Probe(Probe::StorageSyncSlowed));
+                        }
+                        ms
+                    }
+                    Disk::Healthy | Disk::Full => self.knobs.storage_sync_ms,
+                };
+                self.sync_at.get_or_insert(now + delay);
             }
             Input::Rpc {
                 from,
@@ -153,6 +180,7 @@ impl Machine for Replica {
                 to: from,
                 rpc: self.page(after),
             }),
+            Input::Disk(disk) => self.disk = disk,
             Input::Timeout => {
                 if self.hello_due {
                     self.hello_due = false;

@@ -94,7 +94,7 @@ impl Cluster {
                 .collect(),
             storage: durable.start_storage(&topo),
             replicas: (0..topo.replicas)
-                .map(|i| durable.start_replica(i))
+                .map(|i| durable.start_replica(i, &topo))
                 .collect(),
             push: Push::new(topo.clone(), PUSH_SEED),
             durable,
@@ -271,7 +271,9 @@ impl Cluster {
             Host::Session => self.session = self.durable.start_session(&self.topo),
             Host::Shard(s) => self.shards[usize::from(s)] = Shard::new(s, self.topo.clone()),
             Host::Storage(_) => self.storage = self.durable.start_storage(&self.topo),
-            Host::Replica(i) => self.replicas[usize::from(i)] = self.durable.start_replica(i),
+            Host::Replica(i) => {
+                self.replicas[usize::from(i)] = self.durable.start_replica(i, &self.topo)
+            }
             Host::Push => self.push = Push::new(self.topo.clone(), PUSH_SEED),
             Host::Device(_) => panic!("devices do not crash in this harness"),
         }

@@ -92,7 +92,12 @@ fn calm(mut plan: Plan) -> Plan {
 fn phase(name: &'static str, s: &Scenario, raw: &RawRun, wall: f64) -> Phase {
     let st = stats(raw, wall);
     let judging = Instant::now();
-    let invariants_hold = check_all(&raw.history, bounds(s)).iter().all(|v| v.holds);
+    let invariants_hold = check_all(
+        &raw.history,
+        bounds(s, &chatsim_system::knobs::Knobs::default()),
+    )
+    .iter()
+    .all(|v| v.holds);
     let judge_seconds = judging.elapsed().as_secs_f64();
     Phase {
         name,

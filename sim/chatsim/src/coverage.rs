@@ -449,6 +449,7 @@ pub fn measure(
                             &s.path.display().to_string(),
                             seed,
                             &bugs,
+                            s.buggify_forced,
                         ),
                     }),
                 };

@@ -51,6 +51,10 @@ enum Command {
         /// violation's message).
         #[arg(long, value_name = "ID")]
         trace_message: Option<String>,
+        /// BUGGIFY: on half the seeds shrink some of the system's bounds (pages, fan-out steps,
+        /// windows, sync time), drawn per seed, even if the scenario file does not ask for it.
+        #[arg(long)]
+        buggify: bool,
         /// The simulator: madsim (the main engine) or turmoil (the second, whose verdicts
         /// must agree).
         #[arg(long, value_enum, default_value_t = Engine::Madsim)]
@@ -66,6 +70,10 @@ enum Command {
         /// Bug-zoo mistakes that were on (repeatable).
         #[arg(long = "bug", value_name = "NAME")]
         bugs: Vec<Bug>,
+        /// BUGGIFY: on half the seeds shrink some of the system's bounds (pages, fan-out steps,
+        /// windows, sync time), drawn per seed, even if the scenario file does not ask for it.
+        #[arg(long)]
+        buggify: bool,
         /// The simulator: madsim (the main engine) or turmoil (the second, whose verdicts
         /// must agree).
         #[arg(long, value_enum, default_value_t = Engine::Madsim)]
@@ -99,6 +107,10 @@ enum Command {
         /// Write no report.
         #[arg(long, conflicts_with = "report")]
         no_report: bool,
+        /// BUGGIFY: on half the seeds shrink some of the system's bounds (pages, fan-out steps,
+        /// windows, sync time), drawn per seed, even if the scenario file does not ask for it.
+        #[arg(long)]
+        buggify: bool,
         /// The simulator: madsim (the main engine) or turmoil (the second, whose verdicts
         /// must agree).
         #[arg(long, value_enum, default_value_t = Engine::Madsim)]
@@ -120,6 +132,10 @@ enum Command {
         /// Print one JSON object (`probes`, `unreached`, ...) instead of the table.
         #[arg(long)]
         json: bool,
+        /// BUGGIFY: on half the seeds shrink some of the system's bounds (pages, fan-out steps,
+        /// windows, sync time), drawn per seed, even if the scenario file does not ask for it.
+        #[arg(long)]
+        buggify: bool,
         /// The simulator: madsim (the main engine) or turmoil (the second, whose verdicts
         /// must agree).
         #[arg(long, value_enum, default_value_t = Engine::Madsim)]
@@ -142,6 +158,9 @@ enum Command {
         /// Where to write the shrunk scenario (default: reports/<scenario>-<seed>-shrunk.toml).
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// BUGGIFY, as `run --buggify` (the failing run's knobs come from its seed).
+        #[arg(long)]
+        buggify: bool,
     },
     /// Run a zoo bug's scenario seed by seed until its invariant breaks, then shrink that seed.
     /// Exit 1 when the bug was caught, 0 when the budget ran out first.
@@ -230,6 +249,15 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// The scenario with BUGGIFY forced on when the command line asks for it.
+fn buggified(mut s: Scenario, on: bool) -> Scenario {
+    if on && !s.buggify {
+        s.buggify = true;
+        s.buggify_forced = true;
+    }
+    s
+}
+
 fn load(path: &Path) -> Result<Scenario, ExitCode> {
     Scenario::load(path).map_err(|e: ScenarioError| fail(EXIT_BAD_INPUT, e))
 }
@@ -302,9 +330,10 @@ fn main() -> ExitCode {
             no_report,
             trace_message,
             engine,
+            buggify,
         } => {
             let s = match load(&scenario) {
-                Ok(s) => s,
+                Ok(s) => buggified(s, buggify),
                 Err(code) => return code,
             };
             // The frame log only feeds the report's sequence diagram.
@@ -346,9 +375,10 @@ fn main() -> ExitCode {
             seed,
             bugs,
             engine,
+            buggify,
         } => {
             let s = match load(&scenario) {
-                Ok(s) => s,
+                Ok(s) => buggified(s, buggify),
                 Err(code) => return code,
             };
             let bugs = bugs.into_iter().collect();
@@ -371,9 +401,10 @@ fn main() -> ExitCode {
             report: report_dir,
             no_report,
             engine,
+            buggify,
         } => {
             let s = match load(&scenario) {
-                Ok(s) => s,
+                Ok(s) => buggified(s, buggify),
                 Err(code) => return code,
             };
             let jobs =
@@ -423,6 +454,7 @@ fn main() -> ExitCode {
             jobs,
             json: as_json,
             engine,
+            buggify,
         } => {
             let paths = if scenarios.is_empty() {
                 match judged_scenarios(Path::new("scenarios")) {
@@ -435,7 +467,7 @@ fn main() -> ExitCode {
             let mut loaded = Vec::new();
             for p in &paths {
                 match load(p) {
-                    Ok(s) => loaded.push(s),
+                    Ok(s) => loaded.push(buggified(s, buggify)),
                     Err(code) => return code,
                 }
             }
@@ -459,9 +491,10 @@ fn main() -> ExitCode {
             bugs,
             invariant,
             out,
+            buggify,
         } => {
             let s = match load(&scenario) {
-                Ok(s) => s,
+                Ok(s) => buggified(s, buggify),
                 Err(code) => return code,
             };
             let bugs: Bugs = bugs.into_iter().collect();

@@ -18,6 +18,9 @@ pub fn summary(r: &RunReport) -> String {
         "chatsim run: {} ({}), seed {}, engine {}",
         r.scenario, r.scenario_path, r.seed, r.engine
     );
+    if !r.knobs.is_empty() {
+        let _ = writeln!(s, "  buggified: {}", r.knobs.join(" "));
+    }
     for skipped in &r.skipped {
         let _ = writeln!(s, "  skipped on {}: {skipped}", r.engine);
     }

@@ -7,6 +7,7 @@ use crate::scenario::Scenario;
 use chatsim_judge::checkers::{check_all_timed, Bounds};
 use chatsim_judge::{Event, History, Verdict};
 use chatsim_system::bugs::Bugs;
+use chatsim_system::knobs::Knobs;
 use chatsim_system::probe::Probe;
 use chatsim_system::Observation;
 pub use chatsim_world::record::Keep;
@@ -124,6 +125,9 @@ pub struct RunReport {
     pub skipped: Vec<String>,
     /// Bug-zoo switches that were on (empty for the real design).
     pub bugs: Vec<String>,
+    /// The knobs a BUGGIFY draw shrank, as `name=value` (empty: the design's bounds).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub knobs: Vec<String>,
     /// Digest of everything observable in the run; same scenario and seed, same hash.
     pub trace_hash: String,
     /// One verdict per invariant.
@@ -202,8 +206,12 @@ pub(crate) fn stats(raw: &RawRun, wall_seconds: f64) -> Stats {
 }
 
 /// The command that replays `seed` of the scenario at `path` on `engine`.
-pub fn replay_command(engine: Engine, path: &str, seed: u64, bugs: &Bugs) -> String {
+pub fn replay_command(engine: Engine, path: &str, seed: u64, bugs: &Bugs, buggify: bool) -> String {
     let mut flags: String = bugs.iter().map(|b| format!(" --bug {b}")).collect();
+    if buggify {
+        // Only when the command line turned it on: a file that buggifies does it again.
+        flags.push_str(" --buggify");
+    }
     if engine != Engine::Madsim {
         flags.push_str(&format!(" --engine {}", engine.name()));
     }
@@ -233,12 +241,27 @@ pub(crate) fn on_fresh_thread<T: Send + 'static>(
         })
 }
 
-/// The checkers' bounds a scenario sets.
-pub(crate) fn bounds(s: &Scenario) -> Bounds {
+/// The checkers' bounds a scenario sets, under the run's knobs. No loss and liveness never
+/// widen: a knob must keep the design within them (a scenario whose flood cannot converge
+/// under them does not buggify). The median ✓ does: a conversation has one append in flight
+/// at a time, so a slower sync queues a busy conversation's sends behind it, and a smaller
+/// outbox window or conversation queue makes sends wait their turn by design; the median's
+/// promise is then only the liveness bound.
+pub(crate) fn bounds(s: &Scenario, knobs: &Knobs) -> Bounds {
+    let design = Knobs::default();
+    let queued = knobs.outbox_in_flight_max < design.outbox_in_flight_max
+        || knobs.conv_queue_sends_max < design.conv_queue_sends_max
+        || knobs.storage_sync_ms > design.storage_sync_ms;
+    let ack_p50_ms = if queued {
+        s.run.ack_p50_ms.max(s.run.liveness_ms)
+    } else {
+        s.run.ack_p50_ms
+    };
     Bounds {
         liveness_ms: s.run.liveness_ms,
-        ack_p50_ms: s.run.ack_p50_ms,
+        ack_p50_ms,
         fetch_extra_ms: fetch_extra_ms(s),
+        fetch_max: knobs.gap_fetch_seqs_max,
     }
 }
 
@@ -287,6 +310,7 @@ pub fn run_seed_keeping(
     keep: Keep,
 ) -> Result<RunReport, RunError> {
     let plan = make_plan(scenario, seed);
+    let knobs = plan.knobs;
     let s = scenario.clone();
     let engine_bugs = bugs.clone();
     let started = Instant::now();
@@ -301,7 +325,7 @@ pub fn run_seed_keeping(
                 }),
         })??;
     let wall = started.elapsed().as_secs_f64();
-    let bounds = bounds(scenario);
+    let bounds = bounds(scenario, &knobs);
     let path = scenario.path.display().to_string();
     let mut stats = stats(&raw, wall);
     let mut invariants = Vec::new();
@@ -316,8 +340,9 @@ pub fn run_seed_keeping(
     }
     Ok(RunReport {
         scenario: scenario.name(),
-        replay: replay_command(engine, &path, seed, bugs),
+        replay: replay_command(engine, &path, seed, bugs, scenario.buggify_forced),
         bugs: bugs.iter().map(|b| b.to_string()).collect(),
+        knobs: knobs.changed(),
         scenario_path: path,
         seed,
         engine: engine.name(),

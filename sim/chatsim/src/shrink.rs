@@ -144,6 +144,8 @@ fn pair_key(e: &ScheduledEvent) -> Option<(bool, String)> {
         | EventAction::Silent
         | EventAction::Blackhole
         | EventAction::Spike
+        | EventAction::DiskSlow
+        | EventAction::DiskFull
         | EventAction::Open
         | EventAction::Background
         | EventAction::Partition
@@ -154,6 +156,8 @@ fn pair_key(e: &ScheduledEvent) -> Option<(bool, String)> {
         | EventAction::Unsilent
         | EventAction::BlackholeEnd
         | EventAction::SpikeEnd
+        | EventAction::DiskSlowEnd
+        | EventAction::DiskFullEnd
         | EventAction::Close
         | EventAction::Foreground
         | EventAction::HealPartition
@@ -177,6 +181,8 @@ fn starts_of(a: EventAction) -> &'static str {
         EventAction::Silent | EventAction::Unsilent => "silent",
         EventAction::Blackhole | EventAction::BlackholeEnd => "blackhole",
         EventAction::Spike | EventAction::SpikeEnd => "spike",
+        EventAction::DiskSlow | EventAction::DiskSlowEnd => "disk-slow",
+        EventAction::DiskFull | EventAction::DiskFullEnd => "disk-full",
         EventAction::Partition | EventAction::HealPartition => "partition",
         EventAction::PartitionOneway | EventAction::HealPartitionOneway => "partition-oneway",
         EventAction::Open | EventAction::Close => "open",
@@ -547,6 +553,10 @@ fn scenario_text(
             from.name()
         ))
     );
+    if s.buggify {
+        // The knobs come from the seed, as in the failing run.
+        let _ = writeln!(t, "buggify = true");
+    }
     let tp = &s.topology;
     let _ = writeln!(
         t,

@@ -272,6 +272,7 @@ fn summarise(
                     &scenario.path.display().to_string(),
                     *seed,
                     bugs,
+                    scenario.buggify_forced,
                 );
                 failures.push(Failure {
                     seed: *seed,

@@ -79,6 +79,17 @@ pub enum Fault {
     LatencySpike(Host),
     /// The host's links are back to their usual latency.
     LatencySpikeEnd(Host),
+    /// A storage host's disk slows: every sync takes
+    /// [`chatsim_system::limits::DISK_SLOW_SYNC_MS`] (a failing or saturated device), so acks
+    /// wait for it.
+    DiskSlow(Host),
+    /// The disk syncs at its usual speed again.
+    DiskSlowEnd(Host),
+    /// Storage's disk is full: writes that add data are refused (no ack; the writer retries),
+    /// deletes and reads go on.
+    DiskFull(Host),
+    /// There is room on the disk again.
+    DiskFullEnd(Host),
 }
 
 /// One line of history.
@@ -397,6 +408,10 @@ impl fmt::Display for Fault {
             Fault::DeviceBlackholeEnd(d) => write!(f, "{d}'s new connections get through again"),
             Fault::LatencySpike(h) => write!(f, "{h}'s links slow a hundredfold"),
             Fault::LatencySpikeEnd(h) => write!(f, "{h}'s links are fast again"),
+            Fault::DiskSlow(h) => write!(f, "{h}'s disk slows (each sync takes long)"),
+            Fault::DiskSlowEnd(h) => write!(f, "{h}'s disk syncs at its usual speed"),
+            Fault::DiskFull(h) => write!(f, "{h}'s disk is full (writes refused)"),
+            Fault::DiskFullEnd(h) => write!(f, "{h}'s disk has room again"),
         }
     }
 }

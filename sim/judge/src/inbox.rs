@@ -70,6 +70,7 @@ mod tests {
         liveness_ms: 1_000,
         ack_p50_ms: 1_000,
         fetch_extra_ms: 0,
+        fetch_max: chatsim_system::limits::GAP_FETCH_SEQS_MAX,
     };
 
     fn shown_at(t: Millis, device: DeviceId, conv: ConvId, seq: Seq) -> Record {

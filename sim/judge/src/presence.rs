@@ -219,6 +219,7 @@ mod tests {
         liveness_ms: 1_000,
         ack_p50_ms: 300,
         fetch_extra_ms: 0,
+        fetch_max: chatsim_system::limits::GAP_FETCH_SEQS_MAX,
     };
 
     fn dev(u: u32) -> DeviceId {

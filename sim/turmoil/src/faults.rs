@@ -173,6 +173,10 @@ impl FaultPrimitives for Primitives<'_> {
         self.links.spike(self.sim, &host_name(host), on);
     }
 
+    fn disk(&mut self, host: Host, disk: chatsim_system::Disk) {
+        self.sh.durable.set_disk(host, disk);
+    }
+
     fn cut(&mut self, a: &[Host], b: &[Host], on: bool) {
         self.links
             .cut(self.sim, &Links::names(a), &Links::names(b), on);

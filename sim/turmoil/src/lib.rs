@@ -475,6 +475,10 @@ impl ServerLinks<UnboundedSender<Bytes>> for ServerIo {
     fn probe(&mut self, probe: Probe) {
         self.sh.rec.probe(probe);
     }
+
+    fn disk(&self) -> chatsim_system::Disk {
+        self.sh.durable.disk(self.me)
+    }
 }
 
 /// One phone, as a task on its cell.

@@ -40,6 +40,7 @@ pub fn deployment(scenario: &Scenario, seed: u64, plan: &Plan, bugs: Bugs) -> De
         bugs,
         keys: Default::default(),
         late_devices: plan.late_devices(),
+        knobs: plan.knobs,
     };
     topo.keys = KeyDirectory::new(
         (0..topo.users)
@@ -55,6 +56,9 @@ pub fn deployment(scenario: &Scenario, seed: u64, plan: &Plan, bugs: Bugs) -> De
 pub struct Durable {
     /// What every server made durable; hosts lock it only between awaits.
     state: Mutex<DurableState>,
+    /// What each storage host's disk does now, where a fault changed it: the disk outlives
+    /// the host's crashes, as the data on it does.
+    disks: Mutex<std::collections::BTreeMap<Host, chatsim_system::Disk>>,
 }
 
 impl Durable {
@@ -62,7 +66,20 @@ impl Durable {
     pub fn new(topo: &Deployment) -> Durable {
         Durable {
             state: Mutex::new(DurableState::new(topo.storage_model)),
+            disks: Mutex::default(),
         }
+    }
+
+    /// What `host`'s disk does now.
+    pub fn disk(&self, host: Host) -> chatsim_system::Disk {
+        let disks = self.disks.lock().expect("no host panics holding it");
+        disks.get(&host).copied().unwrap_or_default()
+    }
+
+    /// Set what `host`'s disk does from now on (a disk fault, or its end).
+    pub fn set_disk(&self, host: Host, disk: chatsim_system::Disk) {
+        let mut disks = self.disks.lock().expect("no host panics holding it");
+        disks.insert(host, disk);
     }
 
     /// The durable state, for reading (a host's tasks never hold it across an await).

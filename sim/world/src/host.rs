@@ -27,7 +27,7 @@ use chatsim_system::durable::Write;
 use chatsim_system::probe::Probe;
 use chatsim_system::proto::{ConnId, DeviceId, Envelope, Host, Millis, Up};
 use chatsim_system::route::{route, Route};
-use chatsim_system::{Action, Effect, Input, Machine};
+use chatsim_system::{Action, Disk, Effect, Input, Machine};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// What a server's connection tasks report about one accepted connection.
@@ -53,6 +53,11 @@ pub trait ServerLinks<W> {
     fn persist(&mut self, write: Write);
     /// Count a probe the machine reached.
     fn probe(&mut self, probe: Probe);
+    /// What the disk beside this host does now (the world's disk faults set it). A host
+    /// without a disk, or a world without disk faults, keeps the default.
+    fn disk(&self) -> Disk {
+        Disk::Healthy
+    }
 }
 
 /// A server machine and its connections.
@@ -68,6 +73,9 @@ pub struct ServerHost<W> {
     devices: BTreeSet<ConnId>,
     /// Effects of the input being handled (kept to reuse its allocation).
     out: Vec<Effect>,
+    /// The disk's state the machine was last told of (a restarted machine starts healthy
+    /// and hears the truth at its first input).
+    disk: Disk,
 }
 
 impl<W> ServerHost<W> {
@@ -83,6 +91,7 @@ impl<W> ServerHost<W> {
             writers: BTreeMap::new(),
             devices: BTreeSet::new(),
             out: Vec::new(),
+            disk: Disk::Healthy,
         }
     }
 
@@ -137,6 +146,12 @@ impl<W> ServerHost<W> {
 
     fn handle(&mut self, now: Millis, input: Input, links: &mut impl ServerLinks<W>) {
         let host = self.host;
+        let disk = links.disk();
+        if disk != self.disk {
+            // Told before the input it may write for: a disk's state shows when it is used.
+            self.disk = disk;
+            self.machine.handle(now, Input::Disk(disk), &mut self.out);
+        }
         self.machine.handle(now, input, &mut self.out);
         for effect in self.out.drain(..) {
             match route(host, effect) {

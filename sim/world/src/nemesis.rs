@@ -13,8 +13,10 @@
 use crate::plan::WorldAction;
 use crate::record::Recorder;
 use chatsim_judge::{Event, Fault};
+use chatsim_system::limits::DISK_SLOW_SYNC_MS;
 use chatsim_system::proto::{DeviceId, Host, Millis};
-use std::collections::BTreeSet;
+use chatsim_system::Disk;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One side of a partition: hosts, sorted.
 pub type Side = Vec<Host>;
@@ -40,6 +42,9 @@ pub trait FaultPrimitives {
     /// Slow (`on`) every link of a server host a hundredfold, or give it back its usual
     /// latency ([`crate::plan::SPIKE_LATENCY_MS`]).
     fn spike(&mut self, host: Host, on: bool);
+    /// Set what a storage host's disk does from now on; the host's machine hears of it at
+    /// its next input (a disk's state matters only when it writes).
+    fn disk(&mut self, host: Host, disk: Disk);
     /// Hold (`on`) or release every frame between the two sides, both ways.
     fn cut(&mut self, a: &[Host], b: &[Host], on: bool);
     /// Drop (`on`) or stop dropping frames from `a` to `b` only. `Err` says why this engine
@@ -60,6 +65,8 @@ pub struct FaultLedger {
     spiked: BTreeSet<Host>,
     /// Phones under an open black hole.
     holed: BTreeSet<DeviceId>,
+    /// Storage hosts whose disk is not healthy, and what it does.
+    disks: BTreeMap<Host, Disk>,
     /// Partitions in force, in the order they began.
     partitions: Vec<(Side, Side)>,
     /// One-way partitions in force, (from, to), in the order they began.
@@ -107,6 +114,14 @@ impl FaultLedger {
                 for d in std::mem::take(&mut self.silenced) {
                     engine.silence(d, false);
                     rec.record(now, Event::Fault(Fault::DeviceUnsilent(d)));
+                }
+                for (h, d) in std::mem::take(&mut self.disks) {
+                    engine.disk(h, Disk::Healthy);
+                    let end = match d {
+                        Disk::Full => Fault::DiskFullEnd(h),
+                        _ => Fault::DiskSlowEnd(h),
+                    };
+                    rec.record(now, Event::Fault(end));
                 }
                 for d in std::mem::take(&mut self.holed) {
                     engine.blackhole(d, false);
@@ -172,6 +187,24 @@ impl FaultLedger {
                 if self.spiked.remove(h) {
                     engine.spike(*h, false);
                 }
+            }
+            Fault::DiskSlow(h) | Fault::DiskFull(h) => {
+                let d = if matches!(f, Fault::DiskFull(_)) {
+                    Disk::Full
+                } else {
+                    Disk::Slow(DISK_SLOW_SYNC_MS)
+                };
+                if self.disks.contains_key(h) {
+                    return false;
+                }
+                self.disks.insert(*h, d);
+                engine.disk(*h, d);
+            }
+            Fault::DiskSlowEnd(h) | Fault::DiskFullEnd(h) => {
+                if self.disks.remove(h).is_none() {
+                    return false;
+                }
+                engine.disk(*h, Disk::Healthy);
             }
             Fault::DeviceBlackhole(d) => {
                 if self.holed.insert(*d) {
@@ -274,6 +307,9 @@ mod tests {
         }
         fn spike(&mut self, host: Host, on: bool) {
             self.0.push(format!("spike {host} {on}"));
+        }
+        fn disk(&mut self, host: Host, disk: Disk) {
+            self.0.push(format!("disk {host} {disk:?}"));
         }
         fn cut(&mut self, a: &[Host], b: &[Host], on: bool) {
             self.0.push(format!("cut {} {} {on}", a.len(), b.len()));

@@ -4,6 +4,7 @@
 
 use crate::scenario::{parse_host, EventAction, FaultKind, Role, Scenario, ScheduledEvent};
 use chatsim_judge::Fault;
+use chatsim_system::knobs::Knobs;
 use chatsim_system::proto::{ConvId, DeviceId, Host, Millis, UserId};
 use chatsim_system::Action;
 use rand::seq::SliceRandom;
@@ -33,6 +34,9 @@ pub struct Plan {
     pub heal_at: Millis,
     /// When the run ends.
     pub end_at: Millis,
+    /// The system's bounds in this run: the design's, unless the scenario buggifies and the
+    /// seed drew some smaller ([`draw_knobs`]).
+    pub knobs: Knobs,
 }
 
 impl Plan {
@@ -120,6 +124,61 @@ fn draw(rng: &mut ChaCha8Rng, r: crate::scenario::Range) -> u64 {
     rng.gen_range(r.lo..=r.hi)
 }
 
+/// Salt of the BUGGIFY generator: its own stream, so a scenario that buggifies draws the same
+/// plan as one that does not, and a seed whose knobs stay the design's runs as before.
+const BUGGIFY_SALT: u64 = 0x6275_6767;
+
+/// The knobs of one buggified seed: half the seeds keep the design's bounds (the promises'
+/// timing is judged on them as ever); on the other half each knob shrinks with probability
+/// 1/3. The ranges are what the design must carry within its promises (no loss, liveness):
+/// a fan-out step under 16 devices or an outbox window under 4 was tried and is only slower,
+/// but too slow for a flood to converge within a scenario's settle time (a 60-member group
+/// flooded with 700 texts at 8 devices a step needs a minute of fan-out), which the judges
+/// cannot tell from a loss.
+pub fn draw_knobs(seed: u64) -> Knobs {
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, BUGGIFY_SALT));
+    let mut k = Knobs::default();
+    if rng.gen_bool(0.5) {
+        return k;
+    }
+    let shrink = |rng: &mut ChaCha8Rng, lo: u64, hi: u64| -> Option<u64> {
+        rng.gen_bool(1.0 / 3.0).then(|| rng.gen_range(lo..=hi))
+    };
+    let size = |v: u64| usize::try_from(v).expect("a knob's range fits a usize");
+    if let Some(v) = shrink(&mut rng, 1, 3) {
+        k.inbox_page_entries = u32::try_from(v).expect("at most 3");
+    }
+    if let Some(v) = shrink(&mut rng, 16, 32) {
+        k.fanout_step_devices = size(v);
+    }
+    if let Some(v) = shrink(&mut rng, 4, 16) {
+        k.outbox_in_flight_max = size(v);
+    }
+    if let Some(v) = shrink(&mut rng, 1, 3) {
+        k.gap_fetch_seqs_max = v;
+    }
+    if let Some(v) = shrink(&mut rng, 1, 3) {
+        k.receipts_page_entries_max = size(v);
+    }
+    if let Some(v) = shrink(&mut rng, 1, 3) {
+        k.sweep_page_entries = u32::try_from(v).expect("at most 3");
+    }
+    if let Some(v) = shrink(&mut rng, 2, 6) {
+        k.conv_queue_sends_max = size(v);
+    }
+    if let Some(v) = shrink(&mut rng, 1, 4_096) {
+        k.ops_page_bytes = size(v);
+    }
+    if let Some(v) = shrink(&mut rng, 10, 100) {
+        k.storage_sync_ms = v;
+    }
+    debug_assert!(
+        k.valid().is_ok(),
+        "every drawn knob holds at least one item"
+    );
+    k
+}
+
 /// Draw the plan for `seed`.
 pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
     let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, 0x706c_616e));
@@ -128,6 +187,11 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
     let mut plan = Plan {
         heal_at,
         end_at: s.end_ms(),
+        knobs: if s.buggify {
+            draw_knobs(seed)
+        } else {
+            Knobs::default()
+        },
         ..Plan::default()
     };
     let per_user = s.topology.devices_per_user.max(1);
@@ -198,7 +262,11 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
                 .duration_ms
                 .map_or(start, |d| (start + draw(&mut rng, d)).min(heal_at));
             match f.kind {
-                FaultKind::Kill | FaultKind::Clog | FaultKind::LatencySpike => {
+                FaultKind::Kill
+                | FaultKind::Clog
+                | FaultKind::LatencySpike
+                | FaultKind::DiskSlow
+                | FaultKind::DiskFull => {
                     let hosts = hosts_of(s, &f.targets);
                     let host = hosts[rng.gen_range(0..hosts.len())];
                     if !free(host.to_string(), start, end) {
@@ -207,6 +275,8 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
                     let (on, off) = match f.kind {
                         FaultKind::Kill => (Fault::Kill(host), Fault::Restart(host)),
                         FaultKind::Clog => (Fault::Clog(host), Fault::Unclog(host)),
+                        FaultKind::DiskSlow => (Fault::DiskSlow(host), Fault::DiskSlowEnd(host)),
+                        FaultKind::DiskFull => (Fault::DiskFull(host), Fault::DiskFullEnd(host)),
                         _ => (Fault::LatencySpike(host), Fault::LatencySpikeEnd(host)),
                     };
                     plan.world.push((start, WorldAction::Fault(on)));
@@ -587,6 +657,19 @@ fn add_event(plan: &mut Plan, s: &Scenario, e: &ScheduledEvent) {
             )));
             None
         }
+        EventAction::DiskSlow
+        | EventAction::DiskSlowEnd
+        | EventAction::DiskFull
+        | EventAction::DiskFullEnd => {
+            let h = host(s, e.host.as_deref().unwrap_or_default());
+            world(match e.action {
+                EventAction::DiskSlow => Fault::DiskSlow(h),
+                EventAction::DiskSlowEnd => Fault::DiskSlowEnd(h),
+                EventAction::DiskFull => Fault::DiskFull(h),
+                _ => Fault::DiskFullEnd(h),
+            });
+            None
+        }
         EventAction::Restart => {
             world(Fault::Restart(host(
                 s,
@@ -700,13 +783,21 @@ pub fn plan_events(plan: &Plan) -> Vec<ScheduledEvent> {
             | Fault::Clog(h)
             | Fault::Unclog(h)
             | Fault::LatencySpike(h)
-            | Fault::LatencySpikeEnd(h) => {
+            | Fault::LatencySpikeEnd(h)
+            | Fault::DiskSlow(h)
+            | Fault::DiskSlowEnd(h)
+            | Fault::DiskFull(h)
+            | Fault::DiskFullEnd(h) => {
                 e.action = match f {
                     Fault::Kill(_) => EventAction::Kill,
                     Fault::Restart(_) => EventAction::Restart,
                     Fault::Clog(_) => EventAction::Clog,
                     Fault::LatencySpike(_) => EventAction::Spike,
                     Fault::LatencySpikeEnd(_) => EventAction::SpikeEnd,
+                    Fault::DiskSlow(_) => EventAction::DiskSlow,
+                    Fault::DiskSlowEnd(_) => EventAction::DiskSlowEnd,
+                    Fault::DiskFull(_) => EventAction::DiskFull,
+                    Fault::DiskFullEnd(_) => EventAction::DiskFullEnd,
                     _ => EventAction::Unclog,
                 };
                 e.host = Some(h.to_string());
@@ -769,6 +860,57 @@ pub fn device_fault(d: DeviceId, a: &Action) -> Option<Fault> {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    // BUGGIFY draws from the seed alone: about half the seeds keep the design's knobs, the
+    // rest shrink some within the documented ranges, each knob on some seed; the plan's other
+    // draws do not move, so a seed that keeps the design's knobs runs as it would unbuggified.
+    #[test]
+    fn buggify_shrinks_knobs_on_about_half_the_seeds_and_leaves_the_plan_alone() {
+        let design = Knobs::default();
+        let drawn: Vec<Knobs> = (1..=400).map(draw_knobs).collect();
+        assert_eq!(drawn, (1..=400).map(draw_knobs).collect::<Vec<_>>());
+        let changed = drawn.iter().filter(|k| !k.is_default()).count();
+        assert!((150..=250).contains(&changed), "{changed} of 400 buggified");
+        for k in &drawn {
+            assert!(k.valid().is_ok());
+            assert!(
+                (1..=3).contains(&k.inbox_page_entries)
+                    || k.inbox_page_entries == design.inbox_page_entries
+            );
+            assert!(
+                (16..=32).contains(&k.fanout_step_devices)
+                    || k.fanout_step_devices == design.fanout_step_devices
+            );
+            assert!(
+                (10..=100).contains(&k.storage_sync_ms)
+                    || k.storage_sync_ms == design.storage_sync_ms
+            );
+        }
+        for name in design.values().iter().map(|v| v.name) {
+            assert!(
+                drawn
+                    .iter()
+                    .any(|k| k.changed().iter().any(|c| c.starts_with(name))),
+                "{name} never shrinks"
+            );
+        }
+        let mut s = Scenario::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scenarios/smoke.toml"
+        )))
+        .expect("scenario");
+        s.buggify = false;
+        let plain = make_plan(&s, 2);
+        s.buggify = true;
+        let buggified = make_plan(&s, 2);
+        assert_eq!(plain.knobs, design);
+        assert_eq!(buggified.knobs, draw_knobs(2));
+        assert_eq!(
+            format!("{:?}", plain.device),
+            format!("{:?}", buggified.device)
+        );
+        assert_eq!(plain.world, buggified.world);
+    }
 
     // The plan is the seed's alone: same seed, same plan; another seed, another plan.
     #[test]

@@ -6,7 +6,7 @@
 use super::{Device, Link, Timer};
 use crate::bugs::Bug;
 use crate::e2e::Bundle;
-use crate::limits::{DRAIN_RETRY_MS, GAP_FETCH_SEQS_MAX, GAP_REPAIR_DELAY_MS, GAP_RETRY_MS};
+use crate::limits::{DRAIN_RETRY_MS, GAP_REPAIR_DELAY_MS, GAP_RETRY_MS};
 use crate::proto::{ConvId, GroupOp, Message, Millis, MsgId, Path, ReceiptKind, Seq, Up, UserId};
 use crate::{Effect, Observation};
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,6 +43,10 @@ pub(super) struct ConvView {
     /// Fetches sent for the gap in front of the view (only `reader-skips-unfinished-seq`
     /// looks at this).
     pub(super) gap_fetches: u32,
+    /// The last sequence number the latest gap fetch asked for (0: none since the view was
+    /// last whole). A fetch asks for at most a knob's worth; once the front passes this, what
+    /// is still missing lies beyond the fetch's reach, not in flight.
+    pub(super) fetched_to: Seq,
 }
 
 impl Default for ConvView {
@@ -56,6 +60,7 @@ impl Default for ConvView {
             joined: false,
             known_end: 0,
             gap_fetches: 0,
+            fetched_to: 0,
         }
     }
 }
@@ -145,6 +150,12 @@ impl Device {
                     let (from, to) = (view.next_seq, end);
                     Self::observe(out, Observation::GapDetected { conv, from, to });
                     self.timers.set(Timer::Gap(conv), now + GAP_REPAIR_DELAY_MS);
+                } else if moved && view.fetched_to > 0 && view.next_seq > view.fetched_to {
+                    // The fetch was answered in full and the gap goes on past what it could
+                    // ask for: nothing more is on its way, so ask for the next piece now. A
+                    // gap longer than a fetch used to wait the repair delay per piece (a
+                    // BUGGIFY run with fetches of one to three found it).
+                    self.timers.set(Timer::Gap(conv), now);
                 } else if moved {
                     // Part of the gap came in (a fetch's page, a drained entry) and the rest is
                     // a fresh hole: ask for it as soon as a new one, not after the retry timer
@@ -156,6 +167,7 @@ impl Device {
             }
             None => {
                 view.gap_fetches = 0;
+                view.fetched_to = 0;
                 self.timers.cancel(&Timer::Gap(conv));
             }
         }
@@ -378,7 +390,8 @@ impl Device {
         if self.link == Link::Ready {
             view.gap_fetches += 1;
             let from = view.next_seq;
-            let to = end.min(from + GAP_FETCH_SEQS_MAX - 1);
+            let to = end.min(from + self.topo.knobs.gap_fetch_seqs_max - 1);
+            view.fetched_to = to;
             out.push(Effect::Up(Up::Fetch { conv, from, to }));
             Self::observe(out, Observation::GapFetch { conv, from, to });
         }

@@ -579,7 +579,8 @@ impl Machine for Device {
             Input::Rpc { .. }
             | Input::Accepted { .. }
             | Input::FromConn { .. }
-            | Input::ConnClosed { .. } => {}
+            | Input::ConnClosed { .. }
+            | Input::Disk(_) => {}
         }
         if self.link == Link::Ready {
             for conv in std::mem::take(&mut self.pulls_due) {

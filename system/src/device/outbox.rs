@@ -5,7 +5,7 @@
 use super::conversation::Slot;
 use super::{Device, Link, Timer};
 use crate::bugs::Bug;
-use crate::limits::{OUTBOX_IN_FLIGHT_MAX, OUTBOX_RETRY_MS_MAX, OUTBOX_RETRY_MS_MIN};
+use crate::limits::{OUTBOX_RETRY_MS_MAX, OUTBOX_RETRY_MS_MIN};
 use crate::probe::Probe;
 use crate::proto::{ConvId, GroupOp, Millis, MsgId, Refusal, Seq, Up};
 use crate::{Effect, Observation};
@@ -103,7 +103,11 @@ impl Device {
         if self.link != Link::Ready {
             return;
         }
-        let room = OUTBOX_IN_FLIGHT_MAX.saturating_sub(self.in_flight());
+        let room = self
+            .topo
+            .knobs
+            .outbox_in_flight_max
+            .saturating_sub(self.in_flight());
         let next: Vec<MsgId> = self
             .outbox
             .iter()

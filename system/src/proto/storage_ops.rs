@@ -96,6 +96,18 @@ pub enum StorageOp {
 }
 
 impl StorageOp {
+    /// Whether a full disk refuses it: it adds data (a message, inbox entries, a queued
+    /// receipt, a device), where deletes, leases and terms free or overwrite space.
+    pub fn grows(&self) -> bool {
+        matches!(
+            self,
+            StorageOp::Append { .. }
+                | StorageOp::FanoutStep { .. }
+                | StorageOp::Receipt { .. }
+                | StorageOp::Link { .. }
+        )
+    }
+
     /// About how many bytes this takes on the wire: what pages of replicated operations are
     /// cut by (a group text carries a sealed key per member device).
     pub fn approx_bytes(&self) -> usize {

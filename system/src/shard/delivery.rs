@@ -7,7 +7,7 @@ use super::{Pending, Shard, Timer, STORAGE};
 use crate::bugs::Bug;
 use crate::limits::{
     BACKOFF_DOUBLINGS_MAX, DELIVERIES_TRACKED_MAX, PUSH_ATTEMPTS_MAX, PUSH_RETRY_MS_MAX,
-    PUSH_RETRY_MS_MIN, SWEEP_PAGE_ENTRIES,
+    PUSH_RETRY_MS_MIN,
 };
 use crate::probe::Probe;
 use crate::proto::{
@@ -196,7 +196,7 @@ impl Shard {
             shard: slot,
             shards: self.topo.shards,
             after,
-            limit: SWEEP_PAGE_ENTRIES,
+            limit: self.topo.knobs.sweep_page_entries,
         };
         out.push(Effect::Rpc { to: STORAGE, rpc });
     }

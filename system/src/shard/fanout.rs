@@ -4,7 +4,7 @@
 
 use super::{Pending, Shard, Timer, STORAGE};
 use crate::bugs::Bug;
-use crate::limits::{FANOUT_STEP_DEVICES, STORAGE_RETRY_MS};
+use crate::limits::STORAGE_RETRY_MS;
 use crate::proto::{ConvId, DeviceId, Down, Message, Millis, Rpc, Seq};
 use crate::Effect;
 
@@ -52,7 +52,7 @@ impl Shard {
         if self.topo.bugs.has(Bug::SyncFanout) {
             1
         } else {
-            FANOUT_STEP_DEVICES
+            self.topo.knobs.fanout_step_devices
         }
     }
 

@@ -14,7 +14,7 @@
 //! when a message takes its sequence number decides who receives it. A group message is
 //! appended with a durable fan-out job (its recipient devices); ✓ goes to the sender as soon
 //! as that append is synced, and the shard then works the job off in steps of
-//! [`FANOUT_STEP_DEVICES`] (park inbox entries and move the cursor in one write, then push),
+//! [`crate::limits::FANOUT_STEP_DEVICES`] (the run's knob) (park inbox entries and move the cursor in one write, then push),
 //! one job at a time per group so members see its messages in order. A restarted shard reads
 //! the unfinished jobs and resumes at their cursors: nobody is skipped, and a step redone after a
 //! crash only parks entries that exist already (devices drop the repeated push by id).
@@ -61,10 +61,7 @@ use self::fanout::Job;
 use self::receipts::{ReceiptPush, ReceiptPushKey};
 use self::sequencer::{Conv, Group, PendingSend};
 use crate::bugs::Bug;
-use crate::limits::{
-    GAP_FETCH_SEQS_MAX, INBOX_PAGE_ENTRIES, LOOKUP_TIMEOUT_MS, SHARD_LEASE_RENEW_MS,
-    STORAGE_RETRY_MS,
-};
+use crate::limits::{LOOKUP_TIMEOUT_MS, SHARD_LEASE_RENEW_MS, STORAGE_RETRY_MS};
 use crate::probe::Probe;
 use crate::proto::{
     ConvId, DeviceId, Down, Host, Message, Millis, MsgId, Path, Receipt, ReceiptKind, Refusal, Rpc,
@@ -306,7 +303,7 @@ impl Shard {
                     req,
                     device,
                     after,
-                    limit: INBOX_PAGE_ENTRIES,
+                    limit: self.topo.knobs.inbox_page_entries,
                 };
                 out.push(Effect::Rpc { to: STORAGE, rpc });
             }
@@ -316,7 +313,7 @@ impl Shard {
                     Self::refuse(device, gateway, Refusal::NotMember, None, out);
                     return;
                 }
-                let to = to.min(from.saturating_add(GAP_FETCH_SEQS_MAX - 1));
+                let to = to.min(from.saturating_add(self.topo.knobs.gap_fetch_seqs_max - 1));
                 let req = self.request(now, Pending::Fetch { device, gateway });
                 out.push(Effect::Rpc {
                     to: STORAGE,

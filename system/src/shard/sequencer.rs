@@ -5,7 +5,7 @@
 use super::fanout::Job;
 use super::{Shard, Timer, STORAGE};
 use crate::bugs::Bug;
-use crate::limits::{CONV_QUEUE_SENDS_MAX, GROUP_MEMBERS_MAX, STORAGE_RETRY_MS};
+use crate::limits::{GROUP_MEMBERS_MAX, STORAGE_RETRY_MS};
 use crate::probe::Probe;
 use crate::proto::{
     ConvId, DeviceId, Down, GroupEvent, GroupOp, Message, Millis, MsgId, Refusal, Rpc, Seq, UserId,
@@ -71,7 +71,7 @@ pub(super) struct Conv {
     pub(super) group: Option<Group>,
     /// A `LoadConv` is out.
     pub(super) loading: bool,
-    /// Sends waiting their turn, in arrival order (at most [`CONV_QUEUE_SENDS_MAX`] from devices).
+    /// Sends waiting their turn, in arrival order (at most the knob [`crate::knobs::Knobs::conv_queue_sends_max`], [`crate::limits::CONV_QUEUE_SENDS_MAX`] by design, from devices).
     pub(super) queue: VecDeque<PendingSend>,
     /// The one write out to storage.
     pub(super) in_flight: Option<InFlight>,
@@ -323,6 +323,7 @@ impl Shard {
             Self::refuse(device, gateway, Refusal::NotMember, Some(id), out);
             return;
         }
+        let queue_max = self.topo.knobs.conv_queue_sends_max;
         let c = self.convs.entry(conv).or_default();
         // A retry of a send already queued or in flight: answer on the newest connection.
         if let Some(f) = c.in_flight.as_mut().filter(|f| f.msg.id == id) {
@@ -334,17 +335,14 @@ impl Shard {
             *p = send;
             return;
         }
-        if c.queue.len() >= CONV_QUEUE_SENDS_MAX {
+        if c.queue.len() >= queue_max {
             out.push(Effect::Probe(Probe::ShardQueueFull));
             Self::refuse(device, gateway, Refusal::Busy, Some(id), out);
             return;
         }
         c.queue.push_back(send);
         // Only a conflict puts a send back past the bound; a device's send never does.
-        assert!(
-            c.queue.len() <= CONV_QUEUE_SENDS_MAX,
-            "a send queued past its bound"
-        );
+        assert!(c.queue.len() <= queue_max, "a send queued past its bound");
         self.pump(now, conv, out);
     }
 

@@ -91,7 +91,7 @@ impl Storage {
                 rebuild: Some(Rebuild::default()),
                 deferred: Vec::new(),
             }),
-            ..Storage::with_bugs(StorageState::new(topo.storage_model), &topo.bugs)
+            ..Storage::configured(StorageState::new(topo.storage_model), topo)
         }
     }
 

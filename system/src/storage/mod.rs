@@ -2,7 +2,7 @@
 //! membership history, and the durable queue of group fan-out jobs.
 //!
 //! Fault model: a crash loses every write not yet synced. Writes collect in a buffer and are
-//! synced together [`STORAGE_SYNC_MS`] after the first one (group commit); only then are they
+//! synced together [`crate::limits::STORAGE_SYNC_MS`] (the run's knob) after the first one (group commit); only then are they
 //! acknowledged and handed to the engine as [`Effect::Persist`], which keeps them outside the
 //! node. Reads see synced data only, so nobody can observe a write a crash could still undo.
 //! Appends are idempotent by message id and must carry the next sequence number.
@@ -48,12 +48,14 @@ mod tests;
 pub use self::state::StorageState;
 
 use self::coordinator::Replication;
-use crate::bugs::{Bug, Bugs};
-use crate::limits::{FANOUT_JOBS_PAGE_MAX, RECEIPTS_PAGE_ENTRIES_MAX, STORAGE_SYNC_MS};
+use crate::bugs::Bug;
+use crate::knobs::Knobs;
+use crate::limits::FANOUT_JOBS_PAGE_MAX;
 use crate::probe::Probe;
 use crate::proto::{ConvId, DeviceId, Host, Millis, MsgId, OpId, Receipt, Rpc, Seq, StorageOp};
 use crate::routing::shard_for_conv;
-use crate::{Effect, Input, Machine, StorageModel};
+use crate::Deployment;
+use crate::{Disk, Effect, Input, Machine, StorageModel};
 
 /// A request waiting in the buffer for the sync (a coordinator: for a quorum).
 #[derive(Clone, Debug)]
@@ -80,6 +82,13 @@ pub struct Storage {
     sync_at: Option<Millis>,
     /// Only with `unfenced-failover`: any shard's append is a blind put at its sequence number.
     unfenced: bool,
+    /// The run's knobs: the group-commit delay and the receipts page.
+    knobs: Knobs,
+    /// What the disk does now (the world says).
+    disk: Disk,
+    /// Probes reached where no effect list is at hand (the buffer), handed out at the end of
+    /// the input.
+    probes_due: Vec<Probe>,
     /// With replicas: this node keeps nothing itself and coordinates them.
     repl: Option<Replication>,
     /// Only with `stale-device-list`: no check that a message has every linked device's copy.
@@ -96,6 +105,9 @@ impl Storage {
             buffer: Vec::new(),
             sync_at: None,
             unfenced: false,
+            knobs: Knobs::default(),
+            disk: Disk::Healthy,
+            probes_due: Vec::new(),
             repl: None,
             any_devices: false,
             dedup_by_user: false,
@@ -115,8 +127,9 @@ impl Storage {
         self.repl.as_ref().is_none_or(|r| r.rebuild.is_none())
     }
 
-    /// The same, with the bug-zoo switches that concern storage.
-    pub fn with_bugs(mut durable: StorageState, bugs: &Bugs) -> Storage {
+    /// The same, with the deployment's knobs and the bug-zoo switches that concern storage.
+    pub fn configured(mut durable: StorageState, topo: &Deployment) -> Storage {
+        let bugs = &topo.bugs;
         if bugs.has(Bug::DedupIndexNotRecovered) {
             durable.ids.clear();
         }
@@ -124,6 +137,7 @@ impl Storage {
             unfenced: bugs.has(Bug::UnfencedFailover),
             any_devices: bugs.has(Bug::StaleDeviceList),
             dedup_by_user: bugs.has(Bug::DedupByUser),
+            knobs: topo.knobs,
             ..Storage::new(durable)
         }
     }
@@ -134,6 +148,11 @@ impl Storage {
     }
 
     fn buffer(&mut self, now: Millis, op: Option<StorageOp>, reply: Option<(Host, Rpc)>) {
+        if self.disk == Disk::Full && op.as_ref().is_some_and(StorageOp::grows) {
+            // Refused, as ENOSPC: nothing kept, nothing answered; the writer retries.
+            self.probes_due.push(Probe::StorageDiskFull);
+            return;
+        }
         self.buffer.push(Buffered {
             op,
             reply,
@@ -148,8 +167,13 @@ impl Storage {
     fn arm_sync(&mut self, now: Millis) {
         let delay = if self.repl.is_some() {
             0
+        } else if let Disk::Slow(ms) = self.disk {
+            if self.sync_at.is_none() {
+                self.probes_due.push(Probe::StorageSyncSlowed);
+            }
+            ms
         } else {
-            STORAGE_SYNC_MS
+            self.knobs.storage_sync_ms
         };
         self.sync_at.get_or_insert(now + delay);
     }
@@ -423,8 +447,10 @@ impl Storage {
                         };
                         (d, r)
                     });
-                let receipts: Vec<(DeviceId, Receipt)> =
-                    iter.by_ref().take(RECEIPTS_PAGE_ENTRIES_MAX).collect();
+                let receipts: Vec<(DeviceId, Receipt)> = iter
+                    .by_ref()
+                    .take(self.knobs.receipts_page_entries_max)
+                    .collect();
                 let more = iter.next().is_some();
                 let next = receipts.last().copied().or(after);
                 let rpc = Rpc::QueuedReceipts {
@@ -552,6 +578,7 @@ impl Machine for Storage {
                 Some(repl) if repl.rebuild.is_some() => repl.deferred.push((from, rpc)),
                 _ => self.on_rpc(now, from, rpc, out),
             },
+            Input::Disk(disk) => self.disk = disk,
             Input::Timeout => {
                 if self.sync_at.is_some_and(|at| at <= now) {
                     self.sync(now, out);
@@ -565,6 +592,7 @@ impl Machine for Storage {
             // these to this machine.
             input => crate::not_for_this_host("storage", &input),
         }
+        out.extend(self.probes_due.drain(..).map(Effect::Probe));
     }
 
     fn poll_timeout(&self) -> Option<Millis> {

@@ -3,7 +3,6 @@
 //! sweep of pending inbox entries.
 
 use super::Storage;
-use crate::limits::RECEIPTS_PAGE_ENTRIES_MAX;
 use crate::proto::{ConvId, DeviceId, InboxCursor, Message, Receipt, Seq};
 use crate::routing::shard_for_conv;
 
@@ -88,9 +87,10 @@ impl Storage {
         let Some(queued) = self.durable.receipt_inbox.get(&device) else {
             return (Vec::new(), false);
         };
+        let max = self.knobs.receipts_page_entries_max;
         let page = queued
             .iter()
-            .take(RECEIPTS_PAGE_ENTRIES_MAX)
+            .take(max)
             .map(|(&(conv, reader, kind), &upto)| Receipt {
                 conv,
                 reader,
@@ -98,7 +98,7 @@ impl Storage {
                 upto,
             })
             .collect();
-        (page, queued.len() > RECEIPTS_PAGE_ENTRIES_MAX)
+        (page, queued.len() > max)
     }
 
     /// Inbox entries whose conversation `shard` owns, after `after`. A full scan: it runs once

@@ -2,7 +2,10 @@
 //! fence, receipt queues.
 
 use super::*;
-use crate::limits::SHARD_LEASE_MS;
+use crate::bugs::Bugs;
+use crate::limits::{
+    DISK_SLOW_SYNC_MS, RECEIPTS_PAGE_ENTRIES_MAX, SHARD_LEASE_MS, STORAGE_SYNC_MS,
+};
 use crate::probe::Probe;
 use crate::proto::{LeaseView, Message, ReceiptKind, UserId};
 
@@ -247,7 +250,11 @@ fn leases_pass_on_expiry_and_fence_out_the_old_owner() {
 #[test]
 fn without_the_fence_a_stale_write_overwrites() {
     let bugs: Bugs = [Bug::UnfencedFailover].into_iter().collect();
-    let mut s = Storage::with_bugs(StorageState::default(), &bugs);
+    let topo = Deployment {
+        bugs,
+        ..Deployment::default()
+    };
+    let mut s = Storage::configured(StorageState::default(), &topo);
     lease(&mut s, 0, 0, vec![], vec![0]);
     fenced_append(&mut s, 10, (0, 1), msg(1, 1));
     lease(&mut s, 10 + SHARD_LEASE_MS, 1, vec![], vec![0]);
@@ -374,4 +381,59 @@ fn a_delivered_mark_deletes_the_readers_entries_up_to_it_even_if_acks_were_lost(
     assert_eq!(st.inbox_entries(), 3);
     st.apply(&mark(ReceiptKind::Delivered, 2));
     assert_eq!(st.inbox_list(), vec![(reader, conv, 3)]);
+}
+
+// A full disk refuses what would add data (nothing kept, nothing answered: the shard retries),
+// lets deletes through, and takes the same write once there is room; a slow disk holds every
+// answer until its long sync.
+#[test]
+fn a_full_disk_refuses_appends_until_room_and_a_slow_one_delays_the_ack() {
+    let mut s = Storage::new(StorageState::default());
+    let mut out = Vec::new();
+    s.handle(0, Input::Disk(Disk::Full), &mut out);
+    let refused = append(&mut s, 10, msg(1, 1));
+    assert_eq!(refused, vec![Effect::Probe(Probe::StorageDiskFull)]);
+    assert_eq!(s.poll_timeout(), None, "a refused write arms no sync");
+    let device = DeviceId::primary(UserId(2));
+    let conv = ConvId::direct(UserId(1), UserId(2));
+    let mut out = Vec::new();
+    let delete = Rpc::DeleteInbox {
+        device,
+        conv,
+        seq: 1,
+    };
+    s.handle(
+        11,
+        Input::Rpc {
+            from: Host::Shard(0),
+            rpc: delete,
+        },
+        &mut out,
+    );
+    assert_eq!(
+        s.poll_timeout(),
+        Some(11 + STORAGE_SYNC_MS),
+        "a delete still goes to disk"
+    );
+    s.handle(11 + STORAGE_SYNC_MS, Input::Timeout, &mut Vec::new());
+
+    // Room again, and the disk slows: the retried append is kept, answered only after 300 ms.
+    s.handle(
+        20,
+        Input::Disk(Disk::Slow(DISK_SLOW_SYNC_MS)),
+        &mut Vec::new(),
+    );
+    let slowed = append(&mut s, 20, msg(1, 1));
+    assert_eq!(slowed, vec![Effect::Probe(Probe::StorageSyncSlowed)]);
+    assert_eq!(s.poll_timeout(), Some(20 + DISK_SLOW_SYNC_MS));
+    let mut out = Vec::new();
+    s.handle(20 + DISK_SLOW_SYNC_MS, Input::Timeout, &mut out);
+    assert!(out.iter().any(|e| matches!(
+        e,
+        Effect::Rpc {
+            rpc: Rpc::Appended { .. },
+            ..
+        }
+    )));
+    assert_eq!(s.durable().messages(), 1);
 }

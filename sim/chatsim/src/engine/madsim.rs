@@ -463,6 +463,10 @@ impl ServerLinks<UnboundedSender<Bytes>> for ServerIo {
     fn probe(&mut self, probe: Probe) {
         self.sh.rec.probe(probe);
     }
+
+    fn disk(&self) -> chatsim_system::Disk {
+        self.sh.durable.disk(self.host)
+    }
 }
 
 async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool, sh: Arc<Shared>) {
@@ -734,6 +738,10 @@ impl FaultPrimitives for Primitives<'_> {
             .get(&device)
             .expect("the plan's black-holed phones have a switch")
             .send_replace(on);
+    }
+
+    fn disk(&mut self, host: Host, disk: chatsim_system::Disk) {
+        self.sh.durable.set_disk(host, disk);
     }
 
     fn spike(&mut self, host: Host, on: bool) {

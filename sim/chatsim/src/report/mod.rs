@@ -160,7 +160,9 @@ pub fn fault_windows(h: &History) -> Vec<Window> {
     let ends = |start: &Fault, end: &Fault| match (start, end) {
         (Fault::Kill(a), Fault::Restart(b))
         | (Fault::Clog(a), Fault::Unclog(b))
-        | (Fault::LatencySpike(a), Fault::LatencySpikeEnd(b)) => a == b,
+        | (Fault::LatencySpike(a), Fault::LatencySpikeEnd(b))
+        | (Fault::DiskSlow(a), Fault::DiskSlowEnd(b))
+        | (Fault::DiskFull(a), Fault::DiskFullEnd(b)) => a == b,
         (Fault::Partition(a, b), Fault::PartitionHealed(c, d))
         | (Fault::PartitionOneway(a, b), Fault::PartitionOnewayHealed(c, d)) => a == c && b == d,
         (Fault::DeviceOffline(a), Fault::DeviceOnline(b))

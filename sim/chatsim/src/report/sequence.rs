@@ -68,7 +68,11 @@ fn fault_hosts(f: &Fault) -> Vec<Host> {
         | Fault::Clog(h)
         | Fault::Unclog(h)
         | Fault::LatencySpike(h)
-        | Fault::LatencySpikeEnd(h) => vec![*h],
+        | Fault::LatencySpikeEnd(h)
+        | Fault::DiskSlow(h)
+        | Fault::DiskSlowEnd(h)
+        | Fault::DiskFull(h)
+        | Fault::DiskFullEnd(h) => vec![*h],
         Fault::Partition(a, b)
         | Fault::PartitionHealed(a, b)
         | Fault::PartitionOneway(a, b)

@@ -115,6 +115,10 @@ pub struct Bounds {
     /// Extra latency the scenario puts on a fetch's path, there and back (`gap_repair` adds it
     /// to its promise): slow links between phones, gateways, shards and storage.
     pub fetch_extra_ms: Millis,
+    /// The most numbers one gap fetch asks for in the run
+    /// ([`chatsim_system::knobs::Knobs::gap_fetch_seqs_max`]): a longer gap takes a round trip
+    /// per piece.
+    pub fetch_max: u64,
 }
 
 /// Run every checker, in [`INVARIANTS`] order.
@@ -154,7 +158,7 @@ pub fn check_all_timed(h: &History, bounds: Bounds) -> Timed {
         &|| crate::presence::presence_converges(h, bounds),
         &|| crate::inbox::inbox_drained(h, bounds),
         &|| crate::bounds::ack_latency(h, bounds.ack_p50_ms),
-        &|| crate::bounds::gap_repair(h, bounds.fetch_extra_ms),
+        &|| crate::bounds::gap_repair(h, bounds.fetch_extra_ms, bounds.fetch_max),
         &|| crate::bounds::reconnect_load(h),
         &|| crate::presence::presence_load(h),
     ];

@@ -8,6 +8,7 @@ const BOUNDS: Bounds = Bounds {
     liveness_ms: 100,
     ack_p50_ms: 300,
     fetch_extra_ms: 0,
+    fetch_max: chatsim_system::limits::GAP_FETCH_SEQS_MAX,
 };
 
 fn dev(u: u32) -> DeviceId {

@@ -70,6 +70,16 @@ impl From<[u64; 2]> for Range {
 pub struct Scenario {
     /// One line saying what the scenario shows (the story goes in the file's comments).
     pub description: String,
+    /// BUGGIFY (FoundationDB's name): on half the seeds, some of the system's bounds shrink
+    /// (an inbox page of 1 to 3 entries, a fan-out step of a few devices, a small outbox window,
+    /// a slow sync), drawn per seed, so rare branches become common. Off by default, and in the
+    /// reference and bench worlds.
+    #[serde(default)]
+    pub buggify: bool,
+    /// The command line turned BUGGIFY on for a file that does not ask for it (not a TOML
+    /// field): a replay command must say so.
+    #[serde(skip)]
+    pub buggify_forced: bool,
     /// Hosts and users.
     pub topology: TopologySpec,
     /// Who sends what, when, drawn per seed (none when absent).
@@ -242,6 +252,14 @@ pub enum EventAction {
     Spike,
     /// `host`'s links are back to their usual latency.
     SpikeEnd,
+    /// `host`'s disk (storage or a replica) slows: every sync takes long.
+    DiskSlow,
+    /// `host`'s disk syncs at its usual speed again.
+    DiskSlowEnd,
+    /// `host`'s disk (storage) is full: writes that add data are refused.
+    DiskFull,
+    /// `host`'s disk has room again.
+    DiskFullEnd,
     /// `user` creates group `group` with `members` (and themselves).
     CreateGroup,
     /// `user` adds `member` to `group`.
@@ -359,6 +377,10 @@ pub fn action_name(a: EventAction) -> &'static str {
         EventAction::Unclog => "unclog",
         EventAction::Spike => "spike",
         EventAction::SpikeEnd => "spike-end",
+        EventAction::DiskSlow => "disk-slow",
+        EventAction::DiskSlowEnd => "disk-slow-end",
+        EventAction::DiskFull => "disk-full",
+        EventAction::DiskFullEnd => "disk-full-end",
         EventAction::Partition => "partition",
         EventAction::HealPartition => "heal-partition",
         EventAction::PartitionOneway => "partition-oneway",
@@ -508,14 +530,23 @@ pub enum FaultKind {
     /// (frames take 100 to 1,000 ms instead of 1 to 10), so messages racing on paths through
     /// it and around it arrive out of order.
     LatencySpike,
+    /// A storage host's disk (`targets`: storage or replica) slows for `duration_ms`: every
+    /// sync takes 300 ms instead of 2, and acks wait for it.
+    DiskSlow,
+    /// Storage's disk fills for `duration_ms`: writes that add data (messages, inbox entries,
+    /// receipts) are refused without an answer, so senders see no ✓ and retry; deletes and
+    /// reads go on.
+    DiskFull,
 }
 
 impl FaultKind {
     /// Every kind, in the order `chatsim scenarios` lists them.
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::Kill,
         FaultKind::Clog,
         FaultKind::LatencySpike,
+        FaultKind::DiskSlow,
+        FaultKind::DiskFull,
         FaultKind::Partition,
         FaultKind::PartitionOneway,
         FaultKind::DeviceDrop,
@@ -531,6 +562,8 @@ impl FaultKind {
             FaultKind::Kill => "kill",
             FaultKind::Clog => "clog",
             FaultKind::LatencySpike => "latency-spike",
+            FaultKind::DiskSlow => "disk-slow",
+            FaultKind::DiskFull => "disk-full",
             FaultKind::Partition => "partition",
             FaultKind::PartitionOneway => "partition-oneway",
             FaultKind::DeviceDrop => "device-drop",
@@ -547,6 +580,8 @@ impl FaultKind {
             FaultKind::Kill => "a server host dies (memory gone, synced storage kept) and restarts",
             FaultKind::Clog => "a server host's frames are held both ways, then arrive",
             FaultKind::LatencySpike => "a server host's links slow a hundredfold; paths race",
+            FaultKind::DiskSlow => "a storage disk's syncs take 300 ms; acks wait for them",
+            FaultKind::DiskFull => "storage's disk fills; writes refused, senders retry",
             FaultKind::Partition => "server hosts split in two; frames between held both ways",
             FaultKind::PartitionOneway => {
                 "frames dropped one way between server groups (turmoil only)"

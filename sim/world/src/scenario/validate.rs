@@ -251,6 +251,8 @@ impl Scenario {
                 FaultKind::Kill
                     | FaultKind::Clog
                     | FaultKind::LatencySpike
+                    | FaultKind::DiskSlow
+                    | FaultKind::DiskFull
                     | FaultKind::Partition
                     | FaultKind::PartitionOneway
             );
@@ -259,6 +261,22 @@ impl Scenario {
                     p,
                     &field("targets"),
                     "`device` is not a server role; use a device-* fault kind",
+                ));
+            }
+            let disks = match f.kind {
+                FaultKind::DiskSlow => &[Role::Storage, Role::Replica][..],
+                FaultKind::DiskFull => &[Role::Storage][..],
+                _ => &[],
+            };
+            if !disks.is_empty() && f.targets.iter().any(|r| !disks.contains(r)) {
+                return Err(invalid(
+                    p,
+                    &field("targets"),
+                    if f.kind == FaultKind::DiskFull {
+                        "only storage's disk fills (a replica refusing some operations would leave holes in its log)"
+                    } else {
+                        "only storage and replicas have a disk that syncs"
+                    },
                 ));
             }
             if server && f.targets.is_empty() {
@@ -435,7 +453,11 @@ impl Scenario {
             | EventAction::Clog
             | EventAction::Unclog
             | EventAction::Spike
-            | EventAction::SpikeEnd => {
+            | EventAction::SpikeEnd
+            | EventAction::DiskSlow
+            | EventAction::DiskSlowEnd
+            | EventAction::DiskFull
+            | EventAction::DiskFullEnd => {
                 host_ok(e.host.as_deref().unwrap_or(""), "host")?;
             }
             EventAction::Partition
