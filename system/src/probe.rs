@@ -71,6 +71,9 @@ probes! {
     /// An inbox drain needed more than one page.
     DrainSecondPage => "device: drain needed a second page",
         "a backlog larger than a page must drain completely";
+    /// An inbox drain needed more than two pages.
+    DrainManyPages => "device: drain needed more than two pages",
+        "the cursor must carry a drain across every page, not only the second";
     /// A push woke the app in the background.
     WokenByPush => "device: woken by a push",
         "a backgrounded phone learns of messages only through pushes";

@@ -87,6 +87,9 @@ impl Device {
         after: Option<InboxCursor>,
         out: &mut Vec<Effect>,
     ) {
+        if after.is_none() {
+            self.drain_pages = 0;
+        }
         self.drain = Some(after);
         out.push(Effect::Up(Up::Drain { after }));
         self.timers.set(Timer::Drain, now + DRAIN_RETRY_MS);

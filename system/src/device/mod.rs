@@ -131,6 +131,8 @@ pub struct Device {
     convs: BTreeMap<ConvId, ConvView>,
     /// A drain in progress: the cursor of the page asked for (`None` inside: from the start).
     drain: Option<Option<InboxCursor>>,
+    /// Pages of the drain in progress asked for after its first (a probe counts them).
+    drain_pages: u32,
     /// Only with `early-queue-empty`: the phone believes its backlog is done.
     believes_drained: bool,
     /// This phone's clock minus true time: phones disagree, which is why nothing orders by it.
@@ -215,6 +217,7 @@ impl Device {
             next_n: 0,
             convs: BTreeMap::new(),
             drain: None,
+            drain_pages: 0,
             believes_drained: false,
             clock_skew_ms,
             keys,
@@ -332,7 +335,11 @@ impl Device {
                 }
                 if self.drain.is_some() {
                     if more && !self.bug(Bug::DrainFirstPageOnly) {
+                        self.drain_pages += 1;
                         Self::probe(out, Probe::DrainSecondPage);
+                        if self.drain_pages > 1 {
+                            Self::probe(out, Probe::DrainManyPages);
+                        }
                         self.start_drain(now, next, out);
                     } else {
                         self.drain = None;
