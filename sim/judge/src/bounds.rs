@@ -188,7 +188,8 @@ pub const GAP_REPAIR_BOUND_MS: Millis = GAP_REPAIR_DELAY_MS + GAP_RETRY_MS + FET
 /// the repair. A design that repairs a gap only by luck (a push retried seconds later, the
 /// next drain) keeps its messages, so `no_loss` and `liveness` pass it: this is where the
 /// mechanism that should have done the work is seen to fail. A gap is repaired when the phone
-/// shows a message at or past its last number. Gaps of a companion linked mid-run are not
+/// shows a message at or past its last number, or gets the ✓ of its own message there (a
+/// sender's view holds its own numbers, which it learns from its ✓s, not from a display). Gaps of a companion linked mid-run are not
 /// judged: they may hold messages sent before it joined, never owed to it, which a fetch
 /// answers with nothing and which only its own later texts (never shown to it as arrivals)
 /// carry it past.
@@ -262,7 +263,7 @@ pub fn gap_repair(h: &History, fetch_extra_ms: Millis, fetch_max: u64) -> Verdic
                 let gap = open.entry((device, *conv)).or_insert((*from, *to, r.t));
                 gap.1 = gap.1.max(*to);
             }
-            Observation::Displayed { conv, seq, .. } => {
+            Observation::Displayed { conv, seq, .. } | Observation::Acked { conv, seq, .. } => {
                 let Some(&(from, to, detected)) = open.get(&(device, *conv)) else {
                     continue;
                 };
@@ -495,6 +496,66 @@ mod tests {
             64,
         );
         assert!(!slow.holds);
+        // A sender's own number fills its gap with the ✓ (blackhole seed 5010 under BUGGIFY:
+        // the ✓ of #4 came after that of #5, and the checker waited for a display that only
+        // the peer's next text, seconds later, would bring).
+        let mut own = History::new(2);
+        own.observe(
+            10,
+            d,
+            Observation::Connected {
+                gateway: 0,
+                epoch: 1,
+            },
+        );
+        own.observe(
+            1_000,
+            d,
+            Observation::GapDetected {
+                conv,
+                from: 1,
+                to: 1,
+            },
+        );
+        let id = MsgId { device: d, n: 0 };
+        own.observe(1_030, d, Observation::Acked { id, conv, seq: 1 });
+        own.observe(9_000, d, late_display(conv, from, 2));
+        let v = gap_repair(&own, 0, 64);
+        assert!(v.holds && v.checked == 1, "{v:?}");
+        let mut unfilled = History::new(2);
+        unfilled.observe(
+            10,
+            d,
+            Observation::Connected {
+                gateway: 0,
+                epoch: 1,
+            },
+        );
+        unfilled.observe(
+            1_000,
+            d,
+            Observation::GapDetected {
+                conv,
+                from: 1,
+                to: 1,
+            },
+        );
+        unfilled.observe(9_000, d, late_display(conv, from, 2));
+        assert!(!gap_repair(&unfilled, 0, 64).holds);
+    }
+
+    fn late_display(conv: chatsim_system::proto::ConvId, from: DeviceId, seq: u64) -> Observation {
+        Observation::Displayed {
+            id: MsgId {
+                device: from,
+                n: seq as u32,
+            },
+            conv,
+            seq,
+            path: chatsim_system::proto::Path::Fetch,
+            body: vec![],
+            sent_at: 0,
+        }
     }
 
     // A phone whose connection fell into a black hole is not calm until it has connected

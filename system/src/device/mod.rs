@@ -46,8 +46,8 @@ use self::receipts::{MineTicks, ReceiptOut};
 use crate::bugs::Bug;
 use crate::e2e::{KeyPair, Session};
 use crate::limits::{
-    BACKOFF_DOUBLINGS_MAX, CLOCK_SKEW_MS_MAX, DRAIN_RETRY_MS, HANDSHAKE_TIMEOUT_MS,
-    HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, INBOX_SYNC_MS, LINK_RETRY_MS, PUSH_WAKE_MS,
+    BACKOFF_DOUBLINGS_MAX, CLOCK_SKEW_MS_MAX, HANDSHAKE_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS,
+    HEARTBEAT_TIMEOUT_MS, INBOX_SYNC_MS, LINK_RETRY_MS, PUSH_WAKE_MS, RECEIPTS_DRAIN_AGAIN_MS,
 };
 use crate::probe::Probe;
 use crate::proto::{
@@ -346,7 +346,7 @@ impl Device {
                         self.believes_drained = false;
                         self.timers.cancel(&Timer::Drain);
                         let again = if std::mem::take(&mut self.receipts_pending) {
-                            DRAIN_RETRY_MS
+                            RECEIPTS_DRAIN_AGAIN_MS
                         } else {
                             INBOX_SYNC_MS
                         };
