@@ -146,11 +146,14 @@ impl<W> ServerHost<W> {
 
     fn handle(&mut self, now: Millis, input: Input, links: &mut impl ServerLinks<W>) {
         let host = self.host;
-        let disk = links.disk();
-        if disk != self.disk {
-            // Told before the input it may write for: a disk's state shows when it is used.
-            self.disk = disk;
-            self.machine.handle(now, Input::Disk(disk), &mut self.out);
+        if matches!(host, Host::Storage(_) | Host::Replica(_)) {
+            // Only these have a disk. Told before the input it may write for: a disk's state
+            // shows when it is used.
+            let disk = links.disk();
+            if disk != self.disk {
+                self.disk = disk;
+                self.machine.handle(now, Input::Disk(disk), &mut self.out);
+            }
         }
         self.machine.handle(now, input, &mut self.out);
         for effect in self.out.drain(..) {
