@@ -17,6 +17,16 @@ command -v cargo-mutants >/dev/null || {
   echo "cargo-mutants is not installed: cargo install cargo-mutants --locked" >&2
   exit 2
 }
+# cargo-mutants copies the working tree, uncommitted changes and all: a mutant left in place by
+# an interrupted --in-place run would sit under every mutant of the sample (it happened: a
+# group_open that accepted anything broke every group scenario, and 149 mutants in a row
+# were "caught"). Refuse a tree whose system/ differs from its commit.
+if ! git diff --quiet HEAD -- system/; then
+  echo "system/ has uncommitted changes (a mutant left by an interrupted run?):" >&2
+  git diff --stat HEAD -- system/ >&2
+  echo "commit or discard them (git checkout -- system/) first" >&2
+  exit 2
+fi
 shard=${1:-0/5}
 shift || true
 # Build the judge once on the clean tree first: the first mutant's build is then incremental
