@@ -132,6 +132,11 @@ impl Cluster {
         &self.devices[&d]
     }
 
+    /// A gateway, by index (for assertions on its state).
+    pub fn gateway(&self, g: u16) -> &Gateway {
+        &self.gateways[usize::from(g)]
+    }
+
     fn machine(&mut self, host: Host) -> Option<&mut dyn Machine> {
         Some(match host {
             Host::Gateway(i) => self.gateways.get_mut(usize::from(i))? as &mut dyn Machine,

@@ -262,6 +262,7 @@ pub(crate) fn bounds(s: &Scenario, knobs: &Knobs) -> Bounds {
         ack_p50_ms,
         fetch_extra_ms: fetch_extra_ms(s),
         fetch_max: knobs.gap_fetch_seqs_max,
+        inbox_page: knobs.inbox_page_entries,
     }
 }
 

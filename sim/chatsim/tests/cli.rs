@@ -63,6 +63,9 @@ fn two_processes_agree_on_the_trace_hash_and_the_json_has_the_promised_fields() 
             "inbox_drained",
             "ack_latency",
             "gap_repair",
+            "receipt_latency",
+            "presence_latency",
+            "drain_latency",
             "reconnect_load",
             "presence_load"
         ]

@@ -3,9 +3,10 @@
 //! constants' docs).
 
 use crate::checkers::{Verdict, Violation};
-use crate::history::{Event, Fault, History};
+use crate::history::{Event, Fault, History, Record};
 use chatsim_system::limits::{
-    GAP_REPAIR_DELAY_MS, GAP_RETRY_MS, LOOKUP_TIMEOUT_MS, SERVER_LINK_KEEPALIVE_MS, SHARD_LEASE_MS,
+    GAP_REPAIR_DELAY_MS, GAP_RETRY_MS, LOOKUP_TIMEOUT_MS, OUTBOX_RETRY_MS_MAX,
+    SERVER_LINK_KEEPALIVE_MS, SHARD_LEASE_MS,
 };
 use chatsim_system::proto::{DeviceId, Millis, MsgId};
 use chatsim_system::Observation;
@@ -196,11 +197,7 @@ pub const GAP_REPAIR_BOUND_MS: Millis = GAP_REPAIR_DELAY_MS + GAP_RETRY_MS + FET
 pub fn gap_repair(h: &History, fetch_extra_ms: Millis, fetch_max: u64) -> Verdict {
     let round_trip = FETCH_ROUND_TRIP_MS + fetch_extra_ms;
     let fetch_max = fetch_max.max(1);
-    let mut server_faults: usize = 0;
-    // When the servers are calm again (`None` while a fault is in force).
-    let mut servers_calm: Option<Millis> = Some(0);
-    // Since when each phone has been connected (absent while it is not).
-    let mut up: BTreeMap<DeviceId, Millis> = BTreeMap::new();
+    let mut weather = Weather::default();
     let late: BTreeSet<DeviceId> = h.late_devices.iter().copied().collect();
     // Open gaps: (phone, conversation) -> (first missing, last missing, detected at).
     let mut open: BTreeMap<(DeviceId, chatsim_system::proto::ConvId), (u64, u64, Millis)> =
@@ -208,57 +205,10 @@ pub fn gap_repair(h: &History, fetch_extra_ms: Millis, fetch_max: u64) -> Verdic
     let mut checked = 0;
     let mut violations = Vec::new();
     for r in &h.records {
-        let (device, obs) = match &r.event {
-            Event::Fault(f) => {
-                match f {
-                    Fault::Kill(_)
-                    | Fault::Clog(_)
-                    | Fault::Partition(..)
-                    | Fault::PartitionOneway(..)
-                    | Fault::LatencySpike(_)
-                    | Fault::DiskSlow(_)
-                    | Fault::DiskFull(_) => {
-                        server_faults += 1;
-                        servers_calm = None;
-                    }
-                    Fault::Restart(_)
-                    | Fault::Unclog(_)
-                    | Fault::PartitionHealed(..)
-                    | Fault::PartitionOnewayHealed(..)
-                    | Fault::LatencySpikeEnd(_)
-                    | Fault::DiskSlowEnd(_)
-                    | Fault::DiskFullEnd(_) => {
-                        server_faults = server_faults.saturating_sub(1);
-                        if server_faults == 0 {
-                            servers_calm = Some(r.t + RECOVERY_MS);
-                        }
-                    }
-                    Fault::DeviceOffline(d)
-                    | Fault::DeviceSilent(d)
-                    | Fault::DeviceBlackhole(d)
-                    | Fault::DeviceDrop(d) => {
-                        up.remove(d);
-                    }
-                    Fault::DeviceOnline(_)
-                    | Fault::DeviceUnsilent(_)
-                    | Fault::DeviceBlackholeEnd(_) => {}
-                }
-                continue;
-            }
-            Event::Healed => {
-                server_faults = 0;
-                servers_calm = Some(servers_calm.unwrap_or(r.t + RECOVERY_MS));
-                continue;
-            }
-            Event::Device { device, obs } => (*device, obs),
+        let Some((device, obs)) = weather.feed(r) else {
+            continue;
         };
         match obs {
-            Observation::Connected { .. } => {
-                up.insert(device, r.t);
-            }
-            Observation::Disconnected { .. } => {
-                up.remove(&device);
-            }
             Observation::GapDetected { conv, from, to } if !late.contains(&device) => {
                 let gap = open.entry((device, *conv)).or_insert((*from, *to, r.t));
                 gap.1 = gap.1.max(*to);
@@ -271,7 +221,8 @@ pub fn gap_repair(h: &History, fetch_extra_ms: Millis, fetch_max: u64) -> Verdic
                     continue;
                 }
                 open.remove(&(device, *conv));
-                let (Some(calm), Some(&since)) = (servers_calm, up.get(&device)) else {
+                let (Some(calm), Some(since)) = (weather.servers_calm(), weather.up_since(device))
+                else {
                     continue;
                 };
                 let start = detected.max(calm).max(since);
@@ -304,6 +255,143 @@ pub fn gap_repair(h: &History, fetch_extra_ms: Millis, fetch_max: u64) -> Verdic
         holds: violations.is_empty(),
         checked,
         violations,
+    }
+}
+
+/// The weather a timed promise is judged in, followed record by record: whether the servers
+/// are calm (no server fault in force, and [`RECOVERY_MS`] since the last one ended), since
+/// when each device has been connected, and since when each has been free of device faults.
+/// A promise is judged only from the moment everything it depends on is calm: a mechanism
+/// that waits out a fault is the fault's cost, one that is late in calm weather is a defect.
+pub(crate) struct Weather {
+    server_faults: usize,
+    /// Whether a server fault ever happened.
+    faulted_ever: bool,
+    /// When the servers are calm again (`None` while a fault is in force).
+    servers_calm: Option<Millis>,
+    /// Since when each device has been connected (absent while it is not).
+    up: BTreeMap<DeviceId, Millis>,
+    /// Devices under a device fault now.
+    faulted: BTreeSet<DeviceId>,
+    /// When each device's last device fault ended (absent if it never had one).
+    fault_ended: BTreeMap<DeviceId, Millis>,
+}
+
+impl Default for Weather {
+    /// A run starts calm: nothing is down, no device is connected yet.
+    fn default() -> Weather {
+        Weather {
+            server_faults: 0,
+            faulted_ever: false,
+            servers_calm: Some(0),
+            up: BTreeMap::new(),
+            faulted: BTreeSet::new(),
+            fault_ended: BTreeMap::new(),
+        }
+    }
+}
+
+impl Weather {
+    /// Takes in one record; a device's observation is handed back for the check to read.
+    pub(crate) fn feed<'a>(&mut self, r: &'a Record) -> Option<(DeviceId, &'a Observation)> {
+        match &r.event {
+            Event::Fault(f) => {
+                match f {
+                    Fault::Kill(_)
+                    | Fault::Clog(_)
+                    | Fault::Partition(..)
+                    | Fault::PartitionOneway(..)
+                    | Fault::LatencySpike(_)
+                    | Fault::DiskSlow(_)
+                    | Fault::DiskFull(_) => {
+                        self.server_faults += 1;
+                        self.faulted_ever = true;
+                        self.servers_calm = None;
+                    }
+                    Fault::Restart(_)
+                    | Fault::Unclog(_)
+                    | Fault::PartitionHealed(..)
+                    | Fault::PartitionOnewayHealed(..)
+                    | Fault::LatencySpikeEnd(_)
+                    | Fault::DiskSlowEnd(_)
+                    | Fault::DiskFullEnd(_) => {
+                        self.server_faults = self.server_faults.saturating_sub(1);
+                        if self.server_faults == 0 {
+                            self.servers_calm = Some(r.t + RECOVERY_MS);
+                        }
+                    }
+                    Fault::DeviceOffline(d)
+                    | Fault::DeviceSilent(d)
+                    | Fault::DeviceBlackhole(d) => {
+                        self.up.remove(d);
+                        self.faulted.insert(*d);
+                    }
+                    Fault::DeviceDrop(d) => {
+                        self.up.remove(d);
+                        self.fault_ended.insert(*d, r.t);
+                    }
+                    Fault::DeviceOnline(d)
+                    | Fault::DeviceUnsilent(d)
+                    | Fault::DeviceBlackholeEnd(d) => {
+                        self.faulted.remove(d);
+                        self.fault_ended.insert(*d, r.t);
+                    }
+                }
+                None
+            }
+            Event::Healed => {
+                self.server_faults = 0;
+                self.servers_calm = Some(self.servers_calm.unwrap_or(r.t + RECOVERY_MS));
+                for d in std::mem::take(&mut self.faulted) {
+                    self.fault_ended.insert(d, r.t);
+                }
+                None
+            }
+            Event::Device { device, obs } => {
+                match obs {
+                    Observation::Connected { .. } => {
+                        self.up.insert(*device, r.t);
+                    }
+                    Observation::Disconnected { .. } => {
+                        self.up.remove(device);
+                    }
+                    _ => {}
+                }
+                Some((*device, obs))
+            }
+        }
+    }
+
+    /// Since when the servers have been calm (`None` while a server fault is in force). The
+    /// moment may lie ahead: calm begins [`RECOVERY_MS`] after the last fault ends.
+    pub(crate) fn servers_calm(&self) -> Option<Millis> {
+        self.servers_calm
+    }
+
+    /// Since when the servers have had the backlog of a fault worked off: phones re-send
+    /// what a fault held up with a backoff of up to [`OUTBOX_RETRY_MS_MAX`], so until that long
+    /// after calm weather began, a conversation's shard may still be writing retried sends,
+    /// and whatever queues behind them (a receipt) waits its turn. 0 in a run with no server
+    /// fault; `None` while one is in force.
+    pub(crate) fn servers_settled(&self) -> Option<Millis> {
+        if !self.faulted_ever {
+            return Some(0);
+        }
+        self.servers_calm.map(|c| c + OUTBOX_RETRY_MS_MAX)
+    }
+
+    /// Since when `d` has been connected, if it is.
+    pub(crate) fn up_since(&self, d: DeviceId) -> Option<Millis> {
+        self.up.get(&d).copied()
+    }
+
+    /// Since when `d` has been free of device faults (0 if it never had one; `None` while one
+    /// is in force).
+    pub(crate) fn device_calm(&self, d: DeviceId) -> Option<Millis> {
+        if self.faulted.contains(&d) {
+            return None;
+        }
+        Some(self.fault_ended.get(&d).copied().unwrap_or(0))
     }
 }
 

@@ -92,6 +92,85 @@ pub enum Fault {
     DiskFullEnd(Host),
 }
 
+/// Something a user did to what their app shows, as the plan scheduled it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum View {
+    /// Opened this chat (switching from any other).
+    Open(ConvId),
+    /// Closed this chat (nothing happens if it is not the one open).
+    Close(ConvId),
+    /// Put the app in the background: an open chat is no longer looked at.
+    Background,
+    /// Brought the app back.
+    Foreground,
+}
+
+/// When each device's user was looking at which chat, replayed from [`History::views`].
+pub struct Looking {
+    /// Per device: (chat, from, until) while it was open with the app in the foreground;
+    /// `until` is `Millis::MAX` for one still being looked at when the run ended.
+    pub looked: BTreeMap<DeviceId, Vec<(ConvId, Millis, Millis)>>,
+    /// Per device: the chat open when the run ended (foreground or not) and since when.
+    pub open_at_end: BTreeMap<DeviceId, (ConvId, Millis)>,
+}
+
+impl Looking {
+    /// Replays the plan's views as a device handles them: opening switches chats, closing
+    /// another chat than the open one does nothing, and a backgrounded app looks at nothing.
+    pub fn build(h: &History) -> Looking {
+        #[derive(Default)]
+        struct State {
+            open: Option<(ConvId, Millis)>,
+            background: bool,
+            /// The chat being looked at and since when.
+            looking: Option<(ConvId, Millis)>,
+        }
+        let mut states: BTreeMap<DeviceId, State> = BTreeMap::new();
+        let mut looked: BTreeMap<DeviceId, Vec<(ConvId, Millis, Millis)>> = BTreeMap::new();
+        for &(t, d, view) in &h.views {
+            let st = states.entry(d).or_default();
+            match view {
+                View::Open(c) => st.open = Some((c, t)),
+                View::Close(c) => {
+                    if st.open.is_some_and(|(o, _)| o == c) {
+                        st.open = None;
+                    }
+                }
+                View::Background => st.background = true,
+                View::Foreground => st.background = false,
+            }
+            let now = st.open.filter(|_| !st.background).map(|(c, _)| c);
+            if st.looking.map(|(c, _)| c) != now {
+                if let Some((c, from)) = st.looking.take() {
+                    looked.entry(d).or_default().push((c, from, t));
+                }
+                st.looking = now.map(|c| (c, t));
+            }
+        }
+        let mut open_at_end = BTreeMap::new();
+        for (d, st) in states {
+            if let Some((c, from)) = st.looking {
+                looked.entry(d).or_default().push((c, from, Millis::MAX));
+            }
+            if let Some(open) = st.open {
+                open_at_end.insert(d, open);
+            }
+        }
+        Looking {
+            looked,
+            open_at_end,
+        }
+    }
+
+    /// Whether `d`'s user looked at `conv` at some moment in `[from, to]`.
+    pub fn looked_between(&self, d: DeviceId, conv: ConvId, from: Millis, to: Millis) -> bool {
+        self.looked.get(&d).is_some_and(|all| {
+            all.iter()
+                .any(|&(c, a, b)| c == conv && a <= to && b >= from)
+        })
+    }
+}
+
 /// One line of history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
@@ -136,6 +215,12 @@ pub struct History {
     /// What the inboxes still held when the run ended, (device, conversation, seq), in order.
     #[serde(default)]
     pub inbox_left: Vec<(DeviceId, ConvId, Seq)>,
+    /// What users did to their apps' screens, from the plan, in time order: the truth read
+    /// receipts and presence are judged against (a device's own `Opened` and `Read` reports
+    /// are what is on trial). Empty for a history with no plan behind it; the checks that
+    /// need it then fall back to the devices' reports.
+    #[serde(default)]
+    pub views: Vec<(Millis, DeviceId, View)>,
     /// Every frame a server host received, bytes and all: what servers could see. Not part
     /// of the serialised history (the trace hash already covers every frame).
     #[serde(skip)]
@@ -172,6 +257,7 @@ impl History {
             devices_per_user,
             late_devices: Vec::new(),
             inbox_left: Vec::new(),
+            views: Vec::new(),
             server_frames: Vec::new(),
             screened: None,
         }

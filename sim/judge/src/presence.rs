@@ -7,8 +7,10 @@
 //! late (a silent phone is noticed only by the gateway's idle timeout), so a shown last seen
 //! is judged by where it may fall, not by the exact millisecond.
 
+use crate::bounds::{Weather, FETCH_ROUND_TRIP_MS};
 use crate::checkers::{Bounds, Verdict, Violation};
-use crate::history::{Event, History};
+use crate::history::{Event, History, Looking};
+use chatsim_system::limits::{GATEWAY_IDLE_TIMEOUT_MS, PRESENCE_DEBOUNCE_MS, PRESENCE_RENEW_MS};
 use chatsim_system::proto::{ConvId, DeviceId, Millis, UserId};
 use chatsim_system::Observation;
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,6 +39,53 @@ struct Truth {
     changed: Millis,
 }
 
+/// The chat each device has open at the end and since when, from the plan when the history
+/// has one: a device that lost track of its open chat reports it consistently wrong.
+fn plan_open(h: &History) -> Option<BTreeMap<DeviceId, (ConvId, Millis)>> {
+    (!h.views.is_empty()).then(|| Looking::build(h).open_at_end)
+}
+
+impl Truth {
+    /// What is wrong with showing `seen` (online, last seen) for this user, if anything:
+    /// online if one of their devices is connected, else a last seen no earlier than the start
+    /// of their last time online.
+    fn mismatch(&self, user: UserId, seen: Option<(bool, Millis)>) -> Option<String> {
+        let online = !self.connected.is_empty();
+        match seen {
+            None => Some("nothing".to_string()),
+            Some((shown_online, last_seen)) => {
+                if shown_online != online {
+                    Some(if shown_online {
+                        "online".to_string()
+                    } else {
+                        format!("last seen at {last_seen} ms")
+                    })
+                } else if !online && last_seen < self.online_since {
+                    Some(format!(
+                        "last seen at {last_seen} ms, before {user}'s last time online began at {} ms",
+                        self.online_since
+                    ))
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    fn observe(&mut self, device: DeviceId, connected: bool, t: Millis) {
+        let was = !self.connected.is_empty();
+        if connected {
+            self.connected.insert(device);
+        } else {
+            self.connected.remove(&device);
+        }
+        if !was && !self.connected.is_empty() {
+            self.online_since = t;
+        }
+        self.changed = t;
+    }
+}
+
 /// Three promises:
 /// - per device and watched user, the last seen shown never goes back;
 /// - a device with a direct chat open at the end shows the peer's presence as it is, within
@@ -61,17 +110,11 @@ pub fn presence_converges(h: &History, bounds: Bounds) -> Verdict {
         let t = r.t;
         match obs {
             Observation::Connected { .. } | Observation::Disconnected { .. } => {
-                let u = truth.entry(device.user).or_default();
-                let was = !u.connected.is_empty();
-                if matches!(obs, Observation::Connected { .. }) {
-                    u.connected.insert(*device);
-                } else {
-                    u.connected.remove(device);
-                }
-                if !was && !u.connected.is_empty() {
-                    u.online_since = t;
-                }
-                u.changed = t;
+                let connected = matches!(obs, Observation::Connected { .. });
+                truth
+                    .entry(device.user)
+                    .or_default()
+                    .observe(*device, connected, t);
             }
             Observation::Opened { conv } => match conv {
                 Some(c) => {
@@ -114,6 +157,7 @@ pub fn presence_converges(h: &History, bounds: Bounds) -> Verdict {
         }
     }
     let healed = h.healed_at().unwrap_or(0);
+    let open = plan_open(h).unwrap_or(open);
     for (device, (conv, opened)) in &open {
         let Some(peer) = conv.direct_peer(device.user) else {
             continue;
@@ -132,26 +176,9 @@ pub fn presence_converges(h: &History, bounds: Bounds) -> Verdict {
         let online = !u.connected.is_empty();
         let seen = shown
             .get(&(*device, peer))
-            .filter(|(t, _, _)| *t >= *opened);
-        let wrong = match seen {
-            None => Some("nothing".to_string()),
-            Some(&(_, shown_online, last_seen)) => {
-                if shown_online != online {
-                    Some(if shown_online {
-                        "online".to_string()
-                    } else {
-                        format!("last seen at {last_seen} ms")
-                    })
-                } else if !online && last_seen < u.online_since {
-                    Some(format!(
-                        "last seen at {last_seen} ms, before {peer}'s last time online began at {} ms",
-                        u.online_since
-                    ))
-                } else {
-                    None
-                }
-            }
-        };
+            .filter(|(t, _, _)| *t >= *opened)
+            .map(|&(_, on, seen)| (on, seen));
+        let wrong = u.mismatch(peer, seen);
         if let Some(wrong) = wrong {
             let state = if online { "online" } else { "offline" };
             violations.push(
@@ -169,6 +196,133 @@ pub fn presence_converges(h: &History, bounds: Bounds) -> Verdict {
     }
     violations.sort_by_key(|v| v.at);
     Verdict::new(PRESENCE_CONVERGES, violations, checked)
+}
+
+/// Name of the presence-latency bound: in calm weather an open chat shows the peer's presence
+/// within [`PRESENCE_BOUND_MS`].
+pub const PRESENCE_LATENCY: &str = "presence_latency";
+
+/// The presence promise: a change is published [`PRESENCE_DEBOUNCE_MS`] after it happens, a
+/// chat's opening is answered at once with the current presence, and the subscription is
+/// renewed (and answered again) every [`PRESENCE_RENEW_MS`], which makes good an update lost
+/// before the weather calmed. So from the later of the change, the opening and calm weather,
+/// the truth is on screen within the larger of the two plus a round trip
+/// ([`FETCH_ROUND_TRIP_MS`]: the peer's gateway, the session service, the watcher's gateway).
+pub const PRESENCE_BOUND_MS: Millis =
+    max(PRESENCE_DEBOUNCE_MS, PRESENCE_RENEW_MS) + FETCH_ROUND_TRIP_MS;
+
+const fn max(a: Millis, b: Millis) -> Millis {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// A device with a direct chat open at the end shows the peer's presence as it is (as in
+/// [`presence_converges`]) within [`PRESENCE_BOUND_MS`] (plus the scenario's slow links) of
+/// the latest of: the chat's opening, the peer's last connect or disconnect, calm servers, the
+/// watcher's connecting, and [`GATEWAY_IDLE_TIMEOUT_MS`] after a device fault of the peer's
+/// ended (a connection that went quiet without closing is only noticed by the gateway's idle
+/// timeout). `presence_converges` allows the scenario's whole `liveness_ms`; this sees a chat
+/// that shows the truth only because a later renewal or event happened to bring it.
+pub fn presence_latency(h: &History, fetch_extra_ms: Millis) -> Verdict {
+    let bound = PRESENCE_BOUND_MS + fetch_extra_ms;
+    let mut weather = Weather::default();
+    let mut truth: BTreeMap<UserId, Truth> = BTreeMap::new();
+    let mut open: BTreeMap<DeviceId, (ConvId, Millis)> = BTreeMap::new();
+    // Per (watcher, watched): every presence shown (when, online, last seen), in time order.
+    type Shown = Vec<(Millis, bool, Millis)>;
+    let mut shown: BTreeMap<(DeviceId, UserId), Shown> = BTreeMap::new();
+    for r in &h.records {
+        let Some((device, obs)) = weather.feed(r) else {
+            continue;
+        };
+        match obs {
+            Observation::Connected { .. } | Observation::Disconnected { .. } => {
+                let connected = matches!(obs, Observation::Connected { .. });
+                truth
+                    .entry(device.user)
+                    .or_default()
+                    .observe(device, connected, r.t);
+            }
+            Observation::Opened { conv: Some(c) } => {
+                open.insert(device, (*c, r.t));
+            }
+            Observation::Opened { conv: None } => {
+                open.remove(&device);
+            }
+            Observation::Presence {
+                user,
+                online,
+                last_seen,
+                looking: true,
+            } => {
+                shown
+                    .entry((device, *user))
+                    .or_default()
+                    .push((r.t, *online, *last_seen));
+            }
+            _ => {}
+        }
+    }
+    let mut violations = Vec::new();
+    let mut checked = 0;
+    let open = plan_open(h).unwrap_or(open);
+    for (&device, &(conv, opened)) in &open {
+        let Some(peer) = conv.direct_peer(device.user) else {
+            continue;
+        };
+        let (Some(u), Some(calm), Some(since)) = (
+            truth.get(&peer),
+            weather.servers_calm(),
+            weather.up_since(device),
+        ) else {
+            continue;
+        };
+        let Some(peer_calm) = h.devices_of(peer).try_fold(0, |latest: Millis, d| {
+            let ended = weather.device_calm(d)?;
+            let noticed = if ended == 0 {
+                0
+            } else {
+                ended + GATEWAY_IDLE_TIMEOUT_MS
+            };
+            Some(latest.max(noticed))
+        }) else {
+            continue;
+        };
+        let start = opened.max(u.changed).max(calm).max(since).max(peer_calm);
+        let due = start + bound;
+        if due > h.end {
+            continue;
+        }
+        checked += 1;
+        let seen = shown.get(&(device, peer)).and_then(|all| {
+            all.iter()
+                .rev()
+                .find(|(t, _, _)| *t <= due && *t >= opened)
+                .map(|&(_, on, seen)| (on, seen))
+        });
+        if let Some(wrong) = u.mismatch(peer, seen) {
+            let state = if u.connected.is_empty() {
+                "offline"
+            } else {
+                "online"
+            };
+            violations.push(
+                Violation::new(
+                    PRESENCE_LATENCY,
+                    due,
+                    format!(
+                        "{device} has the chat with {peer} open, {peer} is {state} and the weather calm since {start} ms, but at {due} ms it showed {wrong}; the promise is {bound} ms (renewal {PRESENCE_RENEW_MS}, above the debounce {PRESENCE_DEBOUNCE_MS}, + round trip {FETCH_ROUND_TRIP_MS} + the scenario's slow links {fetch_extra_ms})"
+                    ),
+                )
+                .device(device)
+                .conv(conv),
+            );
+        }
+    }
+    Verdict::new(PRESENCE_LATENCY, violations, checked)
 }
 
 /// Presence updates that reached devices not looking at the user (no chat with them open)
@@ -220,6 +374,7 @@ mod tests {
         ack_p50_ms: 300,
         fetch_extra_ms: 0,
         fetch_max: chatsim_system::limits::GAP_FETCH_SEQS_MAX,
+        inbox_page: chatsim_system::limits::INBOX_PAGE_ENTRIES,
     };
 
     fn dev(u: u32) -> DeviceId {
@@ -332,5 +487,62 @@ mod tests {
             "{:?}",
             v.violations
         );
+    }
+
+    #[test]
+    fn presence_within_its_promise_passes_and_a_little_late_is_caught() {
+        // u1 went offline at 500; u0 has had the chat open since 100.
+        let late = |at: Millis| {
+            let mut h = base();
+            h.end = 20_000;
+            sees(&mut h, at, 0, 1, false, 480);
+            presence_latency(&h, 0)
+        };
+        let v = late(500 + PRESENCE_BOUND_MS);
+        assert!(v.holds && v.checked == 1, "{:?}", v.violations);
+        let v = late(501 + PRESENCE_BOUND_MS);
+        assert_eq!(v.violations.len(), 1);
+        assert_eq!(v.violations[0].at, Some(500 + PRESENCE_BOUND_MS));
+        assert!(v.violations[0].detail.contains("showed online"));
+        assert!(v.violations[0].detail.contains("renewal 8000"));
+        // A deadline past the end is not judged.
+        let mut h = base();
+        h.end = 500 + PRESENCE_BOUND_MS - 1;
+        assert_eq!(presence_latency(&h, 0).checked, 0);
+    }
+
+    #[test]
+    fn a_peer_whose_connection_went_quiet_is_judged_from_when_its_gateway_could_notice() {
+        use crate::history::Fault;
+        let mut h = base();
+        h.end = 30_000;
+        h.push(400, Event::Fault(Fault::DeviceSilent(dev(1))));
+        h.push(450, Event::Fault(Fault::DeviceUnsilent(dev(1))));
+        let due = 450 + GATEWAY_IDLE_TIMEOUT_MS + PRESENCE_BOUND_MS;
+        sees(&mut h, due, 0, 1, false, 480);
+        assert!(presence_latency(&h, 0).holds);
+        let mut h = base();
+        h.end = 30_000;
+        h.push(400, Event::Fault(Fault::DeviceSilent(dev(1))));
+        h.push(450, Event::Fault(Fault::DeviceUnsilent(dev(1))));
+        sees(&mut h, due + 1, 0, 1, false, 480);
+        assert!(!presence_latency(&h, 0).holds);
+    }
+
+    #[test]
+    fn the_open_chat_comes_from_the_plan_when_there_is_one() {
+        use crate::history::View;
+        // The device closed the chat at 200 of its own accord (it lost track of which was
+        // open) and so stopped watching; the plan says the user kept it open.
+        let mut h = base();
+        h.end = 20_000;
+        h.observe(200, dev(0), Observation::Opened { conv: None });
+        assert!(presence_converges(&h, BOUNDS).holds);
+        let conv = ConvId::direct(UserId(0), UserId(1));
+        h.views = vec![(100, dev(0), View::Open(conv))];
+        let v = presence_converges(&h, BOUNDS);
+        assert!(!v.holds);
+        assert!(v.violations[0].detail.contains("showed online"));
+        assert!(!presence_latency(&h, 0).holds);
     }
 }

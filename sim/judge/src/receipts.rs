@@ -6,14 +6,42 @@
 //! the recipient users). Who was owed a message comes from [`History::memberships`], rebuilt
 //! from the changes users asked for.
 
+use crate::bounds::{Weather, FETCH_ROUND_TRIP_MS};
 use crate::checkers::{Bounds, Verdict, Violation};
-use crate::history::{Event, History, Links, Memberships};
+use crate::history::{Event, History, Links, Looking, Memberships};
+use chatsim_system::limits::{PUSH_RETRY_MS_MAX, RECEIPT_DELAY_MS, RECEIPT_RETRY_MS};
 use chatsim_system::proto::{ConvId, DeviceId, Millis, MsgId, ReceiptKind, Seq, UserId};
 use chatsim_system::Observation;
 use std::collections::BTreeMap;
 
 /// Name of the receipts invariant.
 pub const RECEIPTS: &str = "receipts";
+/// Name of the receipt-latency bound: in calm weather a receipt reaches its sender within
+/// [`RECEIPT_BOUND_MS`].
+pub const RECEIPT_LATENCY: &str = "receipt_latency";
+
+/// The receipt promise for a text shown in calm weather, once the servers have worked off any
+/// fault's backlog ([`crate::bounds::Weather::servers_settled`]): the reader sends its mark
+/// [`RECEIPT_DELAY_MS`] after showing (or reading) it, the shard stores it and pushes it on to
+/// the connected sender at once, a round trip in all ([`FETCH_ROUND_TRIP_MS`]: reader,
+/// gateway, shard, storage, the sender's gateway, sender).
+pub const RECEIPT_BOUND_MS: Millis = RECEIPT_DELAY_MS + FETCH_ROUND_TRIP_MS;
+
+/// The receipt promise for a text shown before the weather calmed, whose mark or push a
+/// fault may have swallowed, or before the servers had worked off the fault's backlog: the
+/// reader re-sends every [`RECEIPT_RETRY_MS`] until stored, and
+/// the shard re-pushes with a backoff of at most [`PUSH_RETRY_MS_MAX`], so the next attempt of
+/// either goes within the larger of the two and arrives within a round trip.
+pub const RECEIPT_IN_FLIGHT_BOUND_MS: Millis =
+    max(RECEIPT_RETRY_MS, PUSH_RETRY_MS_MAX) + FETCH_ROUND_TRIP_MS;
+
+const fn max(a: Millis, b: Millis) -> Millis {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
 
 /// What the readers' screens showed, indexed for the questions receipts raise.
 struct Screens {
@@ -318,8 +346,249 @@ pub(crate) fn receipts_in(
             }
         }
     }
+    if !h.views.is_empty() {
+        checked += reads_match_the_screen(h, &changes, &mut violations);
+    }
     violations.sort_by_key(|v| v.at);
     Verdict::new(RECEIPTS, violations, checked)
+}
+
+/// A phone host takes the plan's actions one at a time, so one due at the same moment as
+/// others (or as a timer) reaches its device a millisecond or two late: views are judged with
+/// this much room either way.
+pub const VIEW_SLACK_MS: Millis = 50;
+
+/// Read marks against what users looked at, taken from the plan ([`History::views`]), not
+/// from the devices: a device marks read exactly the texts of others it showed while their
+/// chat was open in the foreground (when shown, or when the chat was opened or the app
+/// brought back), and no others. A device that lost track of which chat is open (closing the
+/// wrong one, reading in the background) reports consistently wrong `Opened` and `Read`, so
+/// only the plan can catch it. Returns how many texts it judged.
+fn reads_match_the_screen(
+    h: &History,
+    changes: &std::collections::BTreeSet<MsgId>,
+    violations: &mut Vec<Violation>,
+) -> usize {
+    let looking = Looking::build(h);
+    // (device, conv) -> seq -> when shown, for other users' texts.
+    let mut theirs: BTreeMap<(DeviceId, ConvId), BTreeMap<Seq, Millis>> = BTreeMap::new();
+    // (device, conv) -> (time, read mark), the mark never falling.
+    let mut marks: BTreeMap<(DeviceId, ConvId), Vec<(Millis, Seq)>> = BTreeMap::new();
+    let mut checked = 0;
+    for r in &h.records {
+        let Event::Device { device, obs } = &r.event else {
+            continue;
+        };
+        match obs {
+            Observation::Displayed { id, conv, seq, .. }
+                if id.device.user != device.user && !changes.contains(id) =>
+            {
+                theirs
+                    .entry((*device, *conv))
+                    .or_default()
+                    .entry(*seq)
+                    .or_insert(r.t);
+            }
+            Observation::Read { conv, upto } => {
+                let all = marks.entry((*device, *conv)).or_default();
+                let before = all.last().map_or(0, |(_, m)| *m);
+                all.push((r.t, before.max(*upto)));
+                let Some(shown) = theirs.get(&(*device, *conv)) else {
+                    continue;
+                };
+                for (&seq, &at) in shown.range(before + 1..=*upto) {
+                    checked += 1;
+                    let from = at.saturating_sub(VIEW_SLACK_MS);
+                    if !looking.looked_between(*device, *conv, from, r.t) {
+                        violations.push(
+                            Violation::new(
+                                RECEIPTS,
+                                r.t,
+                                format!(
+                                    "{device} marked seq {seq} of {conv} read at {} ms, but its user never had that chat open in the foreground after it was shown at {at} ms",
+                                    r.t
+                                ),
+                            )
+                            .device(*device)
+                            .conv(*conv),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // Everything shown while looked at (or before) is read when the look begins or the text
+    // arrives, whichever is later.
+    for (&d, looks) in &looking.looked {
+        for &(conv, from, until) in looks {
+            let Some(shown) = theirs.get(&(d, conv)) else {
+                continue;
+            };
+            let mark_at = |t: Millis| {
+                marks.get(&(d, conv)).map_or(0, |all| {
+                    let i = all.partition_point(|(at, _)| *at <= t);
+                    i.checked_sub(1).map_or(0, |i| all[i].1)
+                })
+            };
+            let until = until.saturating_sub(VIEW_SLACK_MS);
+            for (&seq, &at) in shown.iter().filter(|(_, at)| **at < until && **at <= h.end) {
+                let due = at.max(from) + VIEW_SLACK_MS;
+                checked += 1;
+                if mark_at(due) < seq {
+                    violations.push(
+                        Violation::new(
+                            RECEIPTS,
+                            due,
+                            format!(
+                                "{d}'s user was looking at {conv} at {due} ms with seq {seq} on screen (shown at {at} ms), but {d} had not marked it read"
+                            ),
+                        )
+                        .device(d)
+                        .conv(conv),
+                    );
+                    // One per look: the rest follow from the same lapse.
+                    break;
+                }
+            }
+        }
+    }
+    checked
+}
+
+/// Receipts owed: (sender, reader, conv, kind) -> seq -> when the reader had it.
+type Owed = BTreeMap<(DeviceId, DeviceId, ConvId, ReceiptKind), BTreeMap<Seq, Millis>>;
+
+fn owe(owed: &mut Owed, key: (DeviceId, DeviceId, ConvId, ReceiptKind), seq: Seq, t: Millis) {
+    owed.entry(key).or_default().entry(seq).or_insert(t);
+}
+
+/// A sender device learns each receipt it is owed within [`RECEIPT_BOUND_MS`] (plus
+/// `fetch_extra_ms`, the scenario's slow links) of the later of the reader's showing or reading
+/// the text and calm weather: servers calm, both devices connected. Judged where the receipt
+/// arrives while both stay connected, and only where the sender was connected when the reader
+/// had the text: a receipt for a sender that was away waits for its drain, which
+/// [`crate::inbox::drain_latency`] judges. `receipts` sees a receipt that never comes; this
+/// sees one that comes only by luck (the reader's next, unrelated mark, the sender's hourly
+/// drain) after the mechanism meant to bring it failed.
+pub fn receipt_latency(h: &History, fetch_extra_ms: Millis) -> Verdict {
+    // A membership change is shown like a text but owed no receipt.
+    let changes = h.change_ids();
+    let mut weather = Weather::default();
+    // What each reader device showed of other users' texts: (reader, conv) -> seq -> sender.
+    let mut texts: BTreeMap<(DeviceId, ConvId), BTreeMap<Seq, DeviceId>> = BTreeMap::new();
+    let mut read_upto: BTreeMap<(DeviceId, ConvId), Seq> = BTreeMap::new();
+    // Receipts owed: (sender, reader, conv, kind) -> seq -> when the reader had it.
+    let mut owed: Owed = BTreeMap::new();
+    let mut violations = Vec::new();
+    let mut checked = 0;
+    // (sender, reader, conv, kind, seq, judged from, promise)
+    type Judged = (DeviceId, DeviceId, ConvId, ReceiptKind, Seq, Millis, Millis);
+    let mut judged: Vec<Judged> = Vec::new();
+    for r in &h.records {
+        let Some((device, obs)) = weather.feed(r) else {
+            continue;
+        };
+        match obs {
+            Observation::Displayed { id, conv, seq, .. }
+                if id.device.user != device.user && !changes.contains(id) =>
+            {
+                texts
+                    .entry((device, *conv))
+                    .or_default()
+                    .insert(*seq, id.device);
+                owe(
+                    &mut owed,
+                    (id.device, device, *conv, ReceiptKind::Delivered),
+                    *seq,
+                    r.t,
+                );
+                if read_upto.get(&(device, *conv)).is_some_and(|u| *u >= *seq) {
+                    owe(
+                        &mut owed,
+                        (id.device, device, *conv, ReceiptKind::Read),
+                        *seq,
+                        r.t,
+                    );
+                }
+            }
+            Observation::Read { conv, upto } => {
+                let before = read_upto.get(&(device, *conv)).copied().unwrap_or(0);
+                if *upto <= before {
+                    continue;
+                }
+                read_upto.insert((device, *conv), *upto);
+                if let Some(shown) = texts.get(&(device, *conv)) {
+                    for (&seq, &s) in shown.range(before + 1..=*upto) {
+                        owe(&mut owed, (s, device, *conv, ReceiptKind::Read), seq, r.t);
+                    }
+                }
+            }
+            Observation::Receipt { receipt: rc } => {
+                let key = (device, rc.reader, rc.conv, rc.kind);
+                let Some(pending) = owed.get_mut(&key) else {
+                    continue;
+                };
+                let rest = pending.split_off(&(rc.upto + 1));
+                let covered = std::mem::replace(pending, rest);
+                judged.clear();
+                for (seq, had) in covered {
+                    let (Some(calm), Some(s_up), Some(reader_up)) = (
+                        weather.servers_calm(),
+                        weather.up_since(device),
+                        weather.up_since(rc.reader),
+                    ) else {
+                        continue;
+                    };
+                    if s_up > had {
+                        continue;
+                    }
+                    let start = had.max(calm).max(reader_up);
+                    if start > r.t {
+                        continue;
+                    }
+                    checked += 1;
+                    let settled = weather.servers_settled().unwrap_or(Millis::MAX);
+                    let bound = if start > had || had < settled {
+                        RECEIPT_IN_FLIGHT_BOUND_MS
+                    } else {
+                        RECEIPT_BOUND_MS
+                    } + fetch_extra_ms;
+                    judged.push((device, rc.reader, rc.conv, rc.kind, seq, start, bound));
+                }
+                // One violation per late receipt, for the text it kept waiting most past its
+                // promise.
+                if let Some(&(s, reader, conv, kind, seq, start, bound)) = judged
+                    .iter()
+                    .max_by_key(|j| (r.t - j.5).saturating_sub(j.6))
+                {
+                    let took = r.t - start;
+                    if took > bound {
+                        violations.push(
+                            Violation::new(
+                                RECEIPT_LATENCY,
+                                r.t,
+                                format!(
+                                    "{s} learned {reader}'s {} receipt for seq {seq} at {} ms, {took} ms after calm weather with the text on {reader}'s screen began at {start} ms; the promise is {bound} ms ({})",
+                                    tick_name(kind),
+                                    r.t,
+                                    if bound - fetch_extra_ms == RECEIPT_BOUND_MS {
+                                        format!("shown in calm weather: receipt delay {RECEIPT_DELAY_MS} + round trip {FETCH_ROUND_TRIP_MS} + the scenario's slow links {fetch_extra_ms}")
+                                    } else {
+                                        format!("shown before it, or before the fault's backlog was worked off: the larger of the reader's retry {RECEIPT_RETRY_MS} and the shard's push backoff {PUSH_RETRY_MS_MAX} + round trip {FETCH_ROUND_TRIP_MS} + the scenario's slow links {fetch_extra_ms}")
+                                    }
+                                ),
+                            )
+                            .device(s)
+                            .conv(conv),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Verdict::new(RECEIPT_LATENCY, violations, checked)
 }
 
 #[cfg(test)]
@@ -332,6 +601,7 @@ mod tests {
         ack_p50_ms: 300,
         fetch_extra_ms: 0,
         fetch_max: chatsim_system::limits::GAP_FETCH_SEQS_MAX,
+        inbox_page: chatsim_system::limits::INBOX_PAGE_ENTRIES,
     };
 
     fn dev(u: u32) -> DeviceId {
@@ -493,5 +763,144 @@ mod tests {
         );
         h.end = 2_500;
         assert!(receipts(&h, BOUNDS).holds);
+    }
+
+    fn up(h: &mut History, t: Millis, u: u32) {
+        let obs = Observation::Connected {
+            gateway: 0,
+            epoch: 1,
+        };
+        h.observe(t, dev(u), obs);
+    }
+
+    /// Both connected from the start; u1 shows text 0 at 1,000 and reads it at 3,000; the
+    /// delivered receipt reaches u0 at `delivered`, the read one at `read_at`.
+    fn timed(delivered: Millis, read_at: Millis) -> History {
+        let mut h = History::new(2);
+        h.end = 30_000;
+        up(&mut h, 0, 0);
+        up(&mut h, 0, 1);
+        text(&mut h, 900, 0, 1, Some(1_000));
+        receipt(&mut h, delivered, ReceiptKind::Delivered, 1);
+        read(&mut h, 3_000, 1);
+        receipt(&mut h, read_at, ReceiptKind::Read, 1);
+        h
+    }
+
+    #[test]
+    fn receipts_within_their_promise_pass_and_a_little_late_are_caught() {
+        let promise = RECEIPT_BOUND_MS;
+        let v = receipt_latency(&timed(1_000 + promise, 3_000 + promise), 0);
+        assert!(v.holds, "{:?}", v.violations);
+        assert_eq!(v.checked, 2);
+        let v = receipt_latency(&timed(1_001 + promise, 3_000 + promise), 0);
+        assert_eq!(v.violations.len(), 1, "{:?}", v.violations);
+        assert!(v.violations[0].detail.contains("✓✓ receipt for seq 1"));
+        assert!(v.violations[0].detail.contains("receipt delay 200"));
+        let v = receipt_latency(&timed(1_000 + promise, 3_001 + promise), 0);
+        assert_eq!(v.violations.len(), 1, "{:?}", v.violations);
+        assert!(v.violations[0].detail.contains("read receipt"));
+        // The scenario's slow links widen the promise.
+        assert!(receipt_latency(&timed(1_001 + promise, 3_000 + promise), 1).holds);
+    }
+
+    #[test]
+    fn a_receipt_in_flight_when_a_fault_ends_has_the_retries_promise_and_an_absent_sender_none() {
+        use crate::history::Fault;
+        use chatsim_system::proto::Host;
+        let faulted = |arrives: Millis| {
+            let mut h = History::new(2);
+            h.end = 30_000;
+            up(&mut h, 0, 0);
+            up(&mut h, 0, 1);
+            h.push(500, Event::Fault(Fault::Kill(Host::Shard(0))));
+            text(&mut h, 900, 0, 1, Some(1_000));
+            h.push(1_500, Event::Fault(Fault::Restart(Host::Shard(0))));
+            receipt(&mut h, arrives, ReceiptKind::Delivered, 1);
+            h
+        };
+        let calm = 1_500 + crate::bounds::RECOVERY_MS;
+        let v = receipt_latency(&faulted(calm + RECEIPT_IN_FLIGHT_BOUND_MS), 0);
+        assert!(v.holds && v.checked == 1, "{:?}", v.violations);
+        let v = receipt_latency(&faulted(calm + RECEIPT_IN_FLIGHT_BOUND_MS + 1), 0);
+        assert_eq!(v.violations.len(), 1);
+        assert!(v.violations[0].detail.contains("push backoff"));
+        // The sender connected only after the text was shown: its receipts come with its
+        // drain, which this does not judge.
+        let mut h = History::new(2);
+        h.end = 30_000;
+        up(&mut h, 0, 1);
+        text(&mut h, 900, 0, 1, Some(1_000));
+        up(&mut h, 5_000, 0);
+        receipt(&mut h, 20_000, ReceiptKind::Delivered, 1);
+        let v = receipt_latency(&h, 0);
+        assert!(v.holds && v.checked == 0);
+    }
+
+    /// Deadlines past the end: only the reads are judged.
+    const PATIENT: Bounds = Bounds {
+        liveness_ms: 100_000,
+        ..BOUNDS
+    };
+
+    /// u1 shows text 0 at 1,000 and reads up to `read_upto` at `read_at`; the plan has u1 open
+    /// the chat at `open` (and close it at 5,000).
+    fn looked(open: Millis, read_at: Millis, read_upto: Seq) -> History {
+        use crate::history::View;
+        let mut h = History::new(2);
+        h.end = 10_000;
+        text(&mut h, 900, 0, 1, Some(1_000));
+        text(&mut h, 950, 1, 2, Some(1_100));
+        read(&mut h, read_at, read_upto);
+        h.views = vec![
+            (open, dev(1), View::Open(conv())),
+            (5_000, dev(1), View::Close(conv())),
+        ];
+        h
+    }
+
+    #[test]
+    fn read_marks_are_judged_against_the_plans_open_chat_not_the_devices_word() {
+        // Opened at 2,000 and both texts marked read then: the truth.
+        let v = receipts(&looked(2_000, 2_000, 2), PATIENT);
+        assert!(v.holds, "{:?}", v.violations);
+        // Marked read with the chat never open after the texts were shown.
+        let v = receipts(&looked(6_000, 2_000, 2), PATIENT);
+        assert!(!v.holds);
+        assert!(v.violations[0].detail.contains("never had that chat open"));
+        // Open from 2,000, but only seq 1 marked read (a device that lost track of the open
+        // chat): seq 2 was on screen, unread.
+        let v = receipts(&looked(2_000, 2_000, 1), PATIENT);
+        assert!(!v.holds);
+        assert!(v.violations[0].detail.contains("seq 2 on screen"));
+        // Marked a moment late: within the phone host's slack, then past it.
+        assert!(receipts(&looked(2_000, 2_000 + VIEW_SLACK_MS, 2), PATIENT).holds);
+        assert!(!receipts(&looked(2_000, 2_001 + VIEW_SLACK_MS, 2), PATIENT).holds);
+    }
+
+    #[test]
+    fn closing_another_chat_or_going_to_the_background_is_replayed_as_a_device_would() {
+        use crate::history::View;
+        let other = ConvId::direct(UserId(1), UserId(5));
+        // Closing another chat leaves this one open: a text shown at 3,000 is read at once;
+        // closing this one at 2,500 would make that read a lie.
+        let closing = |c: ConvId| {
+            let mut h = looked(2_000, 2_000, 2);
+            h.views.insert(1, (2_500, dev(1), View::Close(c)));
+            text(&mut h, 2_900, 2, 3, Some(3_000));
+            read(&mut h, 3_000, 3);
+            receipts(&h, PATIENT)
+        };
+        assert!(closing(other).holds);
+        assert!(!closing(conv()).holds);
+        // In the background from 1,500 to 4,000: opening at 2,000 is not looking until 4,000.
+        let mut h = looked(2_000, 3_000, 2);
+        h.views.insert(0, (1_500, dev(1), View::Background));
+        h.views.insert(2, (4_000, dev(1), View::Foreground));
+        assert!(!receipts(&h, PATIENT).holds);
+        let mut h = looked(2_000, 4_000, 2);
+        h.views.insert(0, (1_500, dev(1), View::Background));
+        h.views.insert(2, (4_000, dev(1), View::Foreground));
+        assert!(receipts(&h, PATIENT).holds);
     }
 }

@@ -6,6 +6,7 @@ use crate::deploy::Durable;
 use crate::plan::Plan;
 use crate::wire::{describe, Frame, FrameRecord};
 use chatsim_judge::confidential::Screen;
+use chatsim_judge::history::View;
 use chatsim_judge::{Event, History};
 use chatsim_system::probe::Probe;
 use chatsim_system::proto::{DeviceId, Host, Millis};
@@ -161,6 +162,29 @@ pub struct Recorder {
     probes: Mutex<BTreeMap<Probe, u64>>,
 }
 
+/// The plan's screen actions, in time order (by device within one millisecond, as the plan
+/// map holds them): the judges' truth of who looked at what.
+fn views(plan: &Plan) -> Vec<(Millis, DeviceId, View)> {
+    let mut views: Vec<(Millis, DeviceId, View)> = plan
+        .device
+        .iter()
+        .flat_map(|(d, acts)| {
+            acts.iter().filter_map(move |(t, a)| {
+                let v = match a {
+                    Action::OpenChat { conv } => View::Open(*conv),
+                    Action::CloseChat { conv } => View::Close(*conv),
+                    Action::Background => View::Background,
+                    Action::Foreground => View::Foreground,
+                    _ => return None,
+                };
+                Some((*t, *d, v))
+            })
+        })
+        .collect();
+    views.sort_by_key(|(t, _, _)| *t);
+    views
+}
+
 impl Recorder {
     /// A recorder for `plan` on `topo`, keeping what `keep` asks for.
     pub fn new(topo: &Deployment, plan: &Plan, keep: Keep) -> Recorder {
@@ -171,6 +195,7 @@ impl Recorder {
         Recorder {
             history: Mutex::new(History {
                 late_devices: topo.late_devices.iter().copied().collect(),
+                views: views(plan),
                 ..History::with_devices(topo.users, topo.devices_per_user)
             }),
             digest: Mutex::new(Sha256::new()),

@@ -45,9 +45,12 @@ pub const INVARIANTS: [&str; 9] = [
     crate::inbox::INBOX_DRAINED,
 ];
 /// The bound checks (cost, not wrong answers), in the order [`check_all`] reports them.
-pub const BOUND_CHECKS: [&str; 4] = [
+pub const BOUND_CHECKS: [&str; 7] = [
     crate::bounds::ACK_LATENCY,
     crate::bounds::GAP_REPAIR,
+    crate::receipts::RECEIPT_LATENCY,
+    crate::presence::PRESENCE_LATENCY,
+    crate::inbox::DRAIN_LATENCY,
     crate::bounds::RECONNECT_LOAD,
     crate::presence::PRESENCE_LOAD,
 ];
@@ -119,6 +122,10 @@ pub struct Bounds {
     /// ([`chatsim_system::knobs::Knobs::gap_fetch_seqs_max`]): a longer gap takes a round trip
     /// per piece.
     pub fetch_max: u64,
+    /// The most entries one inbox page holds in the run
+    /// ([`chatsim_system::knobs::Knobs::inbox_page_entries`]): a drain takes a round trip a
+    /// page.
+    pub inbox_page: u32,
 }
 
 /// Run every checker, in [`INVARIANTS`] order.
@@ -147,7 +154,7 @@ pub fn check_all_timed(h: &History, bounds: Bounds) -> Timed {
     let facts = Facts::build(h);
     let shared = started.elapsed();
     let f = &facts;
-    let checks: [&dyn Fn() -> Verdict; 13] = [
+    let checks: [&dyn Fn() -> Verdict; CHECKS.len()] = [
         &|| no_loss_in(h, f),
         &|| exactly_once(h),
         &|| conversation_order_in(h, &f.ix),
@@ -159,6 +166,9 @@ pub fn check_all_timed(h: &History, bounds: Bounds) -> Timed {
         &|| crate::inbox::inbox_drained(h, bounds),
         &|| crate::bounds::ack_latency(h, bounds.ack_p50_ms),
         &|| crate::bounds::gap_repair(h, bounds.fetch_extra_ms, bounds.fetch_max),
+        &|| crate::receipts::receipt_latency(h, bounds.fetch_extra_ms),
+        &|| crate::presence::presence_latency(h, bounds.fetch_extra_ms),
+        &|| crate::inbox::drain_latency(h, bounds.fetch_extra_ms, bounds.inbox_page),
         &|| crate::bounds::reconnect_load(h),
         &|| crate::presence::presence_load(h),
     ];

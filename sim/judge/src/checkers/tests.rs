@@ -9,6 +9,7 @@ const BOUNDS: Bounds = Bounds {
     ack_p50_ms: 300,
     fetch_extra_ms: 0,
     fetch_max: chatsim_system::limits::GAP_FETCH_SEQS_MAX,
+    inbox_page: chatsim_system::limits::INBOX_PAGE_ENTRIES,
 };
 
 fn dev(u: u32) -> DeviceId {
