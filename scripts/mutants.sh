@@ -6,6 +6,8 @@
 # Usage: scripts/mutants.sh [SHARD] [more cargo-mutants options]
 #   scripts/mutants.sh 0/5            the committed sample (round-robin: every 5th mutant)
 #   scripts/mutants.sh 1/5 --in-place a CI matrix job runs k/5 for k in 0..4
+#   scripts/mutants.sh all --re "$(scripts/mutants-names.py OUT/mutants.out/missed.txt)" \
+#       --output OUT/rejudged         a sample's survivors, judged by this commit's swarm
 #
 # A mutant costs about 25 s on an idle two-core machine (an incremental rebuild of chatsim-system
 # and everything above it, then the swarm) and a minute on a shared one, so a fifth of the ~1,150
@@ -32,5 +34,10 @@ shift || true
 # Build the judge once on the clean tree first: the first mutant's build is then incremental
 # like every other, so the build timeout measures a mutant, not a cold cache.
 cargo test --package chatsim --test mutant_swarm --no-run --locked
-exec cargo mutants --package chatsim-system --shard "$shard" --sharding round-robin \
+if [ "$shard" = all ]; then
+  sharding=()
+else
+  sharding=(--shard "$shard" --sharding round-robin)
+fi
+exec cargo mutants --package chatsim-system "${sharding[@]}" \
   --baseline skip --timeout 240 --build-timeout 900 "$@"
