@@ -1,11 +1,21 @@
 #!/usr/bin/env python3
-"""Summarise a cargo-mutants output directory (its caught/missed/timeout/unviable lists) as
-reports/mutants/latest.md: the counts, the kill rate over viable mutants, and every survivor.
+"""Summarise a cargo-mutants sample as reports/mutants/latest.md: stage one (the swarm's
+caught/missed/timeout/unviable lists), optionally stage two (the swarm's survivors judged again
+by chatsim-system's unit tests, scripts/mutants-unit.sh), the kill rates over viable mutants,
+and every survivor.
 
-Usage: scripts/mutants-report.py MUTANTS_OUT_DIR [SHARD] [COMMIT] > reports/mutants/latest.md
+Usage: scripts/mutants-report.py SWARM_OUT [SHARD] [COMMIT] [UNIT_OUT UNIT_COMMIT] > latest.md
+  SWARM_OUT   the --output directory of scripts/mutants.sh (or its mutants.out)
+  UNIT_OUT    the --output directory of scripts/mutants-unit.sh (default SWARM_OUT/unit)
 """
 import pathlib
+import re
 import sys
+
+
+def out_dir(p: str) -> pathlib.Path:
+    d = pathlib.Path(p)
+    return d / "mutants.out" if (d / "mutants.out").is_dir() else d
 
 
 def lines(d: pathlib.Path, name: str) -> list[str]:
@@ -13,37 +23,61 @@ def lines(d: pathlib.Path, name: str) -> list[str]:
     return [l for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
 
 
+def loose(name: str) -> str:
+    """A mutant's name without line and column: stage two may run after an edit above it."""
+    return re.sub(r"^([^:]+):\d+:\d+: ", r"\1: ", name)
+
+
 def main() -> int:
     if len(sys.argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    d = pathlib.Path(sys.argv[1])
-    if (d / "mutants.out").is_dir():
-        d = d / "mutants.out"
+    d = out_dir(sys.argv[1])
     if not (d / "caught.txt").exists():
         print(f"{d}: no caught.txt: not a cargo-mutants output directory", file=sys.stderr)
         return 2
     shard = sys.argv[2] if len(sys.argv) > 2 else "?"
     commit = sys.argv[3] if len(sys.argv) > 3 else "?"
+    unit = out_dir(sys.argv[4]) if len(sys.argv) > 4 else out_dir(str(d.parent / "unit"))
+    unit_commit = sys.argv[5] if len(sys.argv) > 5 else "?"
     caught, missed = lines(d, "caught.txt"), lines(d, "missed.txt")
     timeout, unviable = lines(d, "timeout.txt"), lines(d, "unviable.txt")
     viable = len(caught) + len(missed) + len(timeout)
     done = viable + len(unviable)
     print("# Mutation score of chatsim-system (latest measured sample)\n")
     print(f"Shard {shard} (round-robin) of the mutants of `chatsim-system`, at commit {commit},")
-    print("judged by the swarm in `sim/chatsim/tests/mutant_swarm.rs`. Produced by")
+    print("judged by the swarm in `sim/chatsim/tests/mutant_swarm.rs` (stage one). Produced by")
     print("`scripts/mutants-report.py`; how to re-run it is in `reports/mutants/README.md`.\n")
+    print("## Stage one: the swarm\n")
     print("| outcome | mutants |\n|---|---|")
     print(f"| caught | {len(caught)} |\n| missed | {len(missed)} |")
     print(f"| timeout (counted as caught) | {len(timeout)} |\n| unviable (does not build) | {len(unviable)} |")
     print(f"| tested | {done} |\n")
+    swarm_killed = len(caught) + len(timeout)
     if viable:
-        rate = 100.0 * (len(caught) + len(timeout)) / viable
-        print(f"Kill rate over viable mutants: **{rate:.1f}%** ({len(caught) + len(timeout)} of {viable}).\n")
+        rate = 100.0 * swarm_killed / viable
+        print(f"Kill rate of the swarm alone over viable mutants: **{rate:.1f}%** ({swarm_killed} of {viable}).\n")
+    survivors = missed
+    unit_caught = set(loose(n) for n in lines(unit, "caught.txt") + lines(unit, "timeout.txt"))
+    unit_tested = set(loose(n) for n in lines(unit, "caught.txt") + lines(unit, "timeout.txt")
+                      + lines(unit, "missed.txt"))
+    if unit_tested:
+        judged = [m for m in missed if loose(m) in unit_tested]
+        killed = [m for m in judged if loose(m) in unit_caught]
+        print("## Stage two: the swarm's survivors, judged by the unit tests\n")
+        print(f"At commit {unit_commit} (`scripts/mutants-unit.sh`, `cargo test -p chatsim-system`).\n")
+        print("| outcome | mutants |\n|---|---|")
+        print(f"| judged | {len(judged)} of {len(missed)} survivors |")
+        print(f"| caught | {len(killed)} |\n| missed | {len(judged) - len(killed)} |\n")
+        total = swarm_killed + len(killed)
+        if viable:
+            rate = 100.0 * total / viable
+            print(f"Kill rate of the swarm and the unit tests together: **{rate:.1f}%** ({total} of {viable}).\n")
+        survivors = [m for m in missed if loose(m) not in unit_caught]
     print("## Survivors\n")
-    for m in missed:
+    for m in survivors:
         print(f"- `{m}`")
-    if not missed:
+    if not survivors:
         print("None.")
     return 0
 

@@ -224,3 +224,32 @@ fn a_replaced_connection_is_forgotten_not_just_closed() {
     g.handle(10, ping, &mut out);
     assert!(out.is_empty(), "the replaced connection answered: {out:?}");
 }
+
+// routing `device_token`: a constant token lets any phone say it is any other. Honest runs
+// never try (both sides compute the same token), so only the property itself can be pinned:
+// tokens differ per device.
+#[test]
+fn each_device_has_its_own_token() {
+    use chatsim_system::routing::device_token;
+    let companion = DeviceId {
+        user: A.user,
+        index: 1,
+    };
+    assert_ne!(device_token(A), device_token(B));
+    assert_ne!(device_token(A), device_token(companion));
+}
+
+// timers `set_min`: arming for later than an armed deadline keeps the earlier one (receipts
+// rely on it: a burst of shows goes out 200 ms after the first, not after the last).
+#[test]
+fn set_min_keeps_the_earlier_deadline() {
+    use chatsim_system::timers::Timers;
+    let mut t: Timers<u8> = Timers::default();
+    t.set_min(1, 500);
+    t.set_min(1, 700);
+    assert_eq!(t.next(), Some(500));
+    t.set_min(1, 300);
+    assert_eq!(t.next(), Some(300));
+    t.set(1, 900);
+    assert_eq!(t.next(), Some(900), "set replaces, earlier or not");
+}
