@@ -103,6 +103,10 @@ pub enum View {
     Background,
     /// Brought the app back.
     Foreground,
+    /// Turned the phone's network off (airplane mode).
+    Offline,
+    /// Turned it back on.
+    Online,
 }
 
 /// When each device's user was looking at which chat, replayed from [`History::views`].
@@ -138,6 +142,7 @@ impl Looking {
                 }
                 View::Background => st.background = true,
                 View::Foreground => st.background = false,
+                View::Offline | View::Online => continue,
             }
             let now = st.open.filter(|_| !st.background).map(|(c, _)| c);
             if st.looking.map(|(c, _)| c) != now {

@@ -9,8 +9,11 @@
 
 use crate::bounds::{Weather, FETCH_ROUND_TRIP_MS};
 use crate::checkers::{Bounds, Verdict, Violation};
-use crate::history::{Event, History, Looking};
-use chatsim_system::limits::{GATEWAY_IDLE_TIMEOUT_MS, PRESENCE_DEBOUNCE_MS, PRESENCE_RENEW_MS};
+use crate::history::{Event, History, Looking, View};
+use crate::receipts::VIEW_SLACK_MS;
+use chatsim_system::limits::{
+    GATEWAY_IDLE_TIMEOUT_MS, PRESENCE_DEBOUNCE_MS, PRESENCE_RENEW_MS, PUSH_WAKE_MS,
+};
 use chatsim_system::proto::{ConvId, DeviceId, Millis, UserId};
 use chatsim_system::Observation;
 use std::collections::{BTreeMap, BTreeSet};
@@ -194,8 +197,133 @@ pub fn presence_converges(h: &History, bounds: Bounds) -> Verdict {
             );
         }
     }
+    if !h.views.is_empty() {
+        checked += connections_obey_users(h, &mut violations);
+    }
     violations.sort_by_key(|v| v.at);
     Verdict::new(PRESENCE_CONVERGES, violations, checked)
+}
+
+/// Presence is only as true as the connections under it: a phone whose user turned its
+/// network off, or put the app in the background, holds no connection (the OS would not let
+/// it), except for [`PUSH_WAKE_MS`] after a push woke it in the background. Otherwise the
+/// user shows online while away, and messages arrive live on a phone nobody looks at (so the
+/// push path goes untested). Judged against the plan ([`History::views`]), with
+/// [`VIEW_SLACK_MS`] for the phone host to reach an action: a phone's `Connected` while its
+/// user had it away, and a connection still open that long after the user went away.
+/// Returns how many connections and departures it judged.
+fn connections_obey_users(h: &History, violations: &mut Vec<Violation>) -> usize {
+    // Per device: the plan's (time, offline, background) after each change.
+    let mut plan: BTreeMap<DeviceId, Vec<(Millis, bool, bool)>> = BTreeMap::new();
+    for &(t, d, view) in &h.views {
+        let all = plan.entry(d).or_default();
+        let (_, mut off, mut bg) = all.last().copied().unwrap_or((0, false, false));
+        match view {
+            View::Offline => off = true,
+            View::Online => off = false,
+            View::Background => bg = true,
+            View::Foreground => bg = false,
+            View::Open(_) | View::Close(_) => continue,
+        }
+        all.push((t, off, bg));
+    }
+    let away_at = |d: DeviceId, t: Millis| -> (bool, bool) {
+        plan.get(&d).map_or((false, false), |all| {
+            let i = all.partition_point(|(at, _, _)| *at <= t);
+            i.checked_sub(1)
+                .map_or((false, false), |i| (all[i].1, all[i].2))
+        })
+    };
+    // Per device: its connects, disconnects and wakes, in time order.
+    let mut seen: BTreeMap<DeviceId, Vec<(Millis, &Observation)>> = BTreeMap::new();
+    for r in &h.records {
+        if let Event::Device { device, obs } = &r.event {
+            if matches!(
+                obs,
+                Observation::Connected { .. }
+                    | Observation::Disconnected { .. }
+                    | Observation::Woken
+            ) {
+                seen.entry(*device).or_default().push((r.t, obs));
+            }
+        }
+    }
+    let mut checked = 0;
+    for (&d, events) in &seen {
+        let mut woken: Option<Millis> = None;
+        for &(t, obs) in events {
+            match obs {
+                Observation::Woken => woken = Some(t),
+                Observation::Connected { .. } => {
+                    checked += 1;
+                    // Away now and a moment ago, so an action racing the connect is not it.
+                    let (now_off, now_bg) = away_at(d, t);
+                    let (was_off, was_bg) = away_at(d, t.saturating_sub(VIEW_SLACK_MS));
+                    let excused = woken.is_some_and(|w| t <= w + PUSH_WAKE_MS + VIEW_SLACK_MS);
+                    let why = if now_off && was_off {
+                        Some("its user had turned its network off")
+                    } else if now_bg && was_bg && !excused {
+                        Some("its user had put the app in the background, and no push had woken it")
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why {
+                        violations.push(
+                            Violation::new(
+                                PRESENCE_CONVERGES,
+                                t,
+                                format!("{d} connected at {t} ms, but {why}"),
+                            )
+                            .device(d),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Each departure: connected just before it, disconnected within the slack.
+        let Some(changes) = plan.get(&d) else {
+            continue;
+        };
+        let mut before = (false, false);
+        for &(ta, off, bg) in changes {
+            let went = (off && !before.0) || (bg && !before.1 && !before.0);
+            before = (off, bg);
+            if !went {
+                continue;
+            }
+            let by = ta + VIEW_SLACK_MS;
+            if by > h.end {
+                continue;
+            }
+            checked += 1;
+            let last = events
+                .iter()
+                .take_while(|(t, _)| *t <= by)
+                .filter(|(_, o)| !matches!(o, Observation::Woken))
+                .last();
+            if let Some(&(since, Observation::Connected { .. })) = last {
+                if since <= ta {
+                    let how = if off {
+                        "turned its network off"
+                    } else {
+                        "put the app in the background"
+                    };
+                    violations.push(
+                        Violation::new(
+                            PRESENCE_CONVERGES,
+                            by,
+                            format!(
+                                "{d}'s user {how} at {ta} ms, but its connection (up since {since} ms) was still open {VIEW_SLACK_MS} ms later"
+                            ),
+                        )
+                        .device(d),
+                    );
+                }
+            }
+        }
+    }
+    checked
 }
 
 /// Name of the presence-latency bound: in calm weather an open chat shows the peer's presence
@@ -544,5 +672,45 @@ mod tests {
         assert!(!v.holds);
         assert!(v.violations[0].detail.contains("showed online"));
         assert!(!presence_latency(&h, 0).holds);
+    }
+
+    #[test]
+    fn a_phone_connected_while_its_user_is_away_is_caught_unless_a_push_woke_it() {
+        use crate::history::View;
+        let judged = |h: &History| {
+            let mut v = Vec::new();
+            let n = connections_obey_users(h, &mut v);
+            (n, v)
+        };
+        // u1 goes to the background at 1,000 and disconnects at once: the truth.
+        let mut h = History::new(2);
+        h.end = 30_000;
+        connected(&mut h, 10, 1);
+        disconnected(&mut h, 1_000, 1);
+        h.views = vec![(1_000, dev(1), View::Background)];
+        let (n, v) = judged(&h);
+        assert!(v.is_empty() && n == 2, "{v:?}");
+        // It reconnects at 5,000 with nobody waking it: caught.
+        connected(&mut h, 5_000, 1);
+        let (_, v) = judged(&h);
+        assert_eq!(v.len(), 1);
+        assert!(v[0].detail.contains("background, and no push had woken it"));
+        // A push at 4,990 excuses it.
+        let mut woke = History::new(2);
+        woke.end = 30_000;
+        connected(&mut woke, 10, 1);
+        disconnected(&mut woke, 1_000, 1);
+        woke.observe(4_990, dev(1), Observation::Woken);
+        connected(&mut woke, 5_000, 1);
+        woke.views = h.views.clone();
+        assert!(judged(&woke).1.is_empty());
+        // Offline: no push excuses a connection, and one left open is caught too.
+        let mut off = History::new(2);
+        off.end = 30_000;
+        connected(&mut off, 10, 1);
+        off.views = vec![(1_000, dev(1), View::Offline)];
+        let (_, v) = judged(&off);
+        assert_eq!(v.len(), 1);
+        assert!(v[0].detail.contains("still open"));
     }
 }

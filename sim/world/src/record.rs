@@ -175,6 +175,8 @@ fn views(plan: &Plan) -> Vec<(Millis, DeviceId, View)> {
                     Action::CloseChat { conv } => View::Close(*conv),
                     Action::Background => View::Background,
                     Action::Foreground => View::Foreground,
+                    Action::GoOffline => View::Offline,
+                    Action::GoOnline => View::Online,
                     _ => return None,
                 };
                 Some((*t, *d, v))
