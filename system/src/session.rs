@@ -560,4 +560,52 @@ mod tests {
         }
         assert_eq!(seen, vec![false]);
     }
+
+    // A subscription not renewed lapses at its lease's end, to the millisecond: a change
+    // published then reaches nobody (two survivors of the mutation sample: a lease of
+    // now x 20 s that never lapsed, and one that lapsed a millisecond late).
+    #[test]
+    fn a_subscription_not_renewed_lapses_at_its_leases_end() {
+        let lapse = |unregister_at: Millis| {
+            let mut s = Session::new(topo(), SessionTable::new());
+            let (watcher, d) = (DeviceId::primary(UserId(0)), DeviceId::primary(UserId(1)));
+            let register = Rpc::Register {
+                device: d,
+                epoch: 1,
+            };
+            at(&mut s, 0, Host::Gateway(0), register);
+            let subscribe = Rpc::Subscribe {
+                device: watcher,
+                user: Some(d.user),
+            };
+            at(&mut s, 1_000, Host::Gateway(1), subscribe);
+            // The registration's own debounce runs out (online is published).
+            for t in (1_100..=3_000).step_by(100) {
+                s.handle(t, Input::Timeout, &mut Vec::new());
+            }
+            let unregister = Rpc::Unregister {
+                device: d,
+                epoch: 1,
+            };
+            let mut seen =
+                presence_pushes(&at(&mut s, unregister_at, Host::Gateway(0), unregister));
+            for t in (unregister_at + 100..unregister_at + 10_000).step_by(100) {
+                let mut out = Vec::new();
+                s.handle(t, Input::Timeout, &mut out);
+                seen.extend(presence_pushes(&out));
+            }
+            seen
+        };
+        let end = 1_000 + PRESENCE_LEASE_MS;
+        assert_eq!(
+            lapse(end - PRESENCE_DEBOUNCE_MS - 100),
+            vec![false],
+            "inside the lease"
+        );
+        assert!(
+            lapse(end - PRESENCE_DEBOUNCE_MS).is_empty(),
+            "published at its end"
+        );
+        assert!(lapse(end + 5_000).is_empty(), "long after");
+    }
 }
