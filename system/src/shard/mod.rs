@@ -192,14 +192,6 @@ impl Shard {
         self.jobs.len()
     }
 
-    /// Sends queued or in flight over all conversations.
-    pub fn queued(&self) -> usize {
-        self.convs
-            .values()
-            .map(|c| c.queue.len() + usize::from(c.in_flight.is_some()))
-            .sum()
-    }
-
     fn request(&mut self, now: Millis, p: Pending) -> u64 {
         self.next_req += 1;
         let reused = self.pending.insert(self.next_req, p);
