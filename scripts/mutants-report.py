@@ -74,12 +74,44 @@ def main() -> int:
             rate = 100.0 * total / viable
             print(f"Kill rate of the swarm and the unit tests together: **{rate:.1f}%** ({total} of {viable}).\n")
         survivors = [m for m in missed if loose(m) not in unit_caught]
+    notes = read_notes()
     print("## Survivors\n")
-    for m in survivors:
-        print(f"- `{m}`")
     if not survivors:
         print("None.")
+        return 0
+    print("Each with what it is and what kills it, from `reports/mutants/survivors.tsv` (a")
+    print("survivor with no note there is marked *unread*: nobody has looked at it yet).\n")
+    print("| mutant | kind | why, and what kills it |\n|---|---|---|")
+    for m in survivors:
+        kind, why = notes.get(loose(m), ("*unread*", ""))
+        print(f"| `{m}` | {kind} | {why} |")
+    unread = sum(1 for m in survivors if loose(m) not in notes)
+    print(f"\n{len(survivors) - unread} of {len(survivors)} survivors read.")
+    # A note whose kind starts with **killed** records a kill by a later swarm, checked by
+    # hand (the mutant applied, the named scenarios run): counted apart, never merged into
+    # the measured rates above.
+    later = sum(1 for m in survivors if notes.get(loose(m), ("", ""))[0].startswith("**killed**"))
+    if later and viable:
+        total = viable - len(survivors) + later
+        print(f"\nWith the {later} killed since by a later swarm (checked by hand, not re-measured):"
+              f" {100.0 * total / viable:.1f}% ({total} of {viable}).")
     return 0
+
+
+def read_notes() -> dict[str, tuple[str, str]]:
+    """reports/mutants/survivors.tsv: name without line and column, kind, explanation."""
+    p = pathlib.Path(__file__).resolve().parent.parent / "reports" / "mutants" / "survivors.tsv"
+    notes = {}
+    if p.exists():
+        for n, line in enumerate(p.read_text().splitlines(), 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            parts = line.split("\t")
+            if len(parts) != 3:
+                print(f"{p}:{n}: expected 3 tab-separated fields, got {len(parts)}", file=sys.stderr)
+                continue
+            notes[parts[0]] = (parts[1], parts[2])
+    return notes
 
 
 if __name__ == "__main__":
