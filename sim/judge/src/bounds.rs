@@ -54,40 +54,30 @@ pub fn ack_latency(h: &History, limit_ms: Millis) -> Verdict {
         let (device, obs) = match &r.event {
             Event::Device { device, obs } => (device, obs),
             Event::Fault(f) => {
-                match f {
-                    Fault::Kill(_)
-                    | Fault::Clog(_)
-                    | Fault::Partition(..)
-                    | Fault::PartitionOneway(..)
-                    | Fault::LatencySpike(_)
-                    | Fault::DiskSlow(_)
-                    | Fault::DiskFull(_) => {
+                match (f.server(), f) {
+                    (Some(true), _) => {
                         server_faults += 1;
                         server_starts += 1;
                     }
-                    Fault::Restart(_)
-                    | Fault::Unclog(_)
-                    | Fault::PartitionHealed(..)
-                    | Fault::LatencySpikeEnd(_)
-                    | Fault::DiskSlowEnd(_)
-                    | Fault::DiskFullEnd(_) => server_faults = server_faults.saturating_sub(1),
-                    Fault::PartitionOnewayHealed(..) => {
+                    (Some(false), Fault::PartitionOnewayHealed(..)) => {
                         server_faults = server_faults.saturating_sub(1);
                         stalled_until = stalled_until.max(r.t + ONEWAY_STALL_MS);
                     }
-                    Fault::DeviceOffline(d)
-                    | Fault::DeviceSilent(d)
-                    | Fault::DeviceBlackhole(d) => {
+                    (Some(false), _) => server_faults = server_faults.saturating_sub(1),
+                    (None, Fault::DeviceOffline(d))
+                    | (None, Fault::DeviceSilent(d))
+                    | (None, Fault::DeviceBlackhole(d)) => {
                         device_faults.insert(*d);
                         *device_starts.entry(*d).or_default() += 1;
                     }
-                    Fault::DeviceOnline(d) | Fault::DeviceUnsilent(d) => {
+                    (None, Fault::DeviceOnline(d)) | (None, Fault::DeviceUnsilent(d)) => {
                         device_faults.remove(d);
                     }
-                    Fault::DeviceBlackholeEnd(d) => {
+                    (None, Fault::DeviceBlackholeEnd(d)) => {
                         holed.insert(*d);
                     }
-                    Fault::DeviceDrop(d) => *device_starts.entry(*d).or_default() += 1,
+                    (None, Fault::DeviceDrop(d)) => *device_starts.entry(*d).or_default() += 1,
+                    (None, _) => unreachable!("every device fault is matched above"),
                 }
                 continue;
             }
@@ -296,46 +286,35 @@ impl Weather {
     pub(crate) fn feed<'a>(&mut self, r: &'a Record) -> Option<(DeviceId, &'a Observation)> {
         match &r.event {
             Event::Fault(f) => {
-                match f {
-                    Fault::Kill(_)
-                    | Fault::Clog(_)
-                    | Fault::Partition(..)
-                    | Fault::PartitionOneway(..)
-                    | Fault::LatencySpike(_)
-                    | Fault::DiskSlow(_)
-                    | Fault::DiskFull(_) => {
+                match (f.server(), f) {
+                    (Some(true), _) => {
                         self.server_faults += 1;
                         self.faulted_ever = true;
                         self.servers_calm = None;
                     }
-                    Fault::Restart(_)
-                    | Fault::Unclog(_)
-                    | Fault::PartitionHealed(..)
-                    | Fault::PartitionOnewayHealed(..)
-                    | Fault::LatencySpikeEnd(_)
-                    | Fault::DiskSlowEnd(_)
-                    | Fault::DiskFullEnd(_) => {
+                    (Some(false), _) => {
                         self.server_faults = self.server_faults.saturating_sub(1);
                         if self.server_faults == 0 {
                             self.servers_calm = Some(r.t + RECOVERY_MS);
                         }
                     }
-                    Fault::DeviceOffline(d)
-                    | Fault::DeviceSilent(d)
-                    | Fault::DeviceBlackhole(d) => {
+                    (None, Fault::DeviceOffline(d))
+                    | (None, Fault::DeviceSilent(d))
+                    | (None, Fault::DeviceBlackhole(d)) => {
                         self.up.remove(d);
                         self.faulted.insert(*d);
                     }
-                    Fault::DeviceDrop(d) => {
+                    (None, Fault::DeviceDrop(d)) => {
                         self.up.remove(d);
                         self.fault_ended.insert(*d, r.t);
                     }
-                    Fault::DeviceOnline(d)
-                    | Fault::DeviceUnsilent(d)
-                    | Fault::DeviceBlackholeEnd(d) => {
+                    (None, Fault::DeviceOnline(d))
+                    | (None, Fault::DeviceUnsilent(d))
+                    | (None, Fault::DeviceBlackholeEnd(d)) => {
                         self.faulted.remove(d);
                         self.fault_ended.insert(*d, r.t);
                     }
+                    (None, _) => unreachable!("every device fault is matched above"),
                 }
                 None
             }

@@ -176,6 +176,37 @@ impl Looking {
     }
 }
 
+impl Fault {
+    /// Whether this starts a server fault (`Some(true)`), ends one (`Some(false)`), or is a
+    /// device's (`None`): the one place the checkers learn which faults put servers in bad
+    /// weather, so a new kind is classified once.
+    pub fn server(&self) -> Option<bool> {
+        match self {
+            Fault::Kill(_)
+            | Fault::Clog(_)
+            | Fault::Partition(..)
+            | Fault::PartitionOneway(..)
+            | Fault::LatencySpike(_)
+            | Fault::DiskSlow(_)
+            | Fault::DiskFull(_) => Some(true),
+            Fault::Restart(_)
+            | Fault::Unclog(_)
+            | Fault::PartitionHealed(..)
+            | Fault::PartitionOnewayHealed(..)
+            | Fault::LatencySpikeEnd(_)
+            | Fault::DiskSlowEnd(_)
+            | Fault::DiskFullEnd(_) => Some(false),
+            Fault::DeviceOffline(_)
+            | Fault::DeviceOnline(_)
+            | Fault::DeviceDrop(_)
+            | Fault::DeviceSilent(_)
+            | Fault::DeviceUnsilent(_)
+            | Fault::DeviceBlackhole(_)
+            | Fault::DeviceBlackholeEnd(_) => None,
+        }
+    }
+}
+
 /// One line of history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
