@@ -6,7 +6,8 @@ and every survivor.
 
 Usage: scripts/mutants-report.py SWARM_OUT [SHARD] [COMMIT] [UNIT_OUT UNIT_COMMIT] > latest.md
   SWARM_OUT   the --output directory of scripts/mutants.sh (or its mutants.out)
-  UNIT_OUT    the --output directory of scripts/mutants-unit.sh (default SWARM_OUT/unit)
+  UNIT_OUT    the --output directory of scripts/mutants-unit.sh (default SWARM_OUT/unit);
+              several, comma-separated, when stage two ran in parts
 """
 import pathlib
 import re
@@ -38,7 +39,9 @@ def main() -> int:
         return 2
     shard = sys.argv[2] if len(sys.argv) > 2 else "?"
     commit = sys.argv[3] if len(sys.argv) > 3 else "?"
-    unit = out_dir(sys.argv[4]) if len(sys.argv) > 4 else out_dir(str(d.parent / "unit"))
+    units = [out_dir(u) for u in sys.argv[4].split(",")] if len(sys.argv) > 4 else [
+        out_dir(str(d.parent / "unit"))
+    ]
     unit_commit = sys.argv[5] if len(sys.argv) > 5 else "?"
     caught, missed = lines(d, "caught.txt"), lines(d, "missed.txt")
     timeout, unviable = lines(d, "timeout.txt"), lines(d, "unviable.txt")
@@ -58,9 +61,8 @@ def main() -> int:
         rate = 100.0 * swarm_killed / viable
         print(f"Kill rate of the swarm alone over viable mutants: **{rate:.1f}%** ({swarm_killed} of {viable}).\n")
     survivors = missed
-    unit_caught = set(loose(n) for n in lines(unit, "caught.txt") + lines(unit, "timeout.txt"))
-    unit_tested = set(loose(n) for n in lines(unit, "caught.txt") + lines(unit, "timeout.txt")
-                      + lines(unit, "missed.txt"))
+    unit_caught = set(loose(n) for u in units for n in lines(u, "caught.txt") + lines(u, "timeout.txt"))
+    unit_tested = unit_caught | set(loose(n) for u in units for n in lines(u, "missed.txt"))
     if unit_tested:
         judged = [m for m in missed if loose(m) in unit_tested]
         killed = [m for m in judged if loose(m) in unit_caught]
