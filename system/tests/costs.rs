@@ -1,0 +1,370 @@
+//! What a correct system must not overspend, and the edges of its own bookkeeping: the
+//! outbox window, the quick delete of a pushed entry, the size of a gap fetch and when it is
+//! asked, a replica's sync time and page size, a message's per-device copy, and probes that
+//! must stay silent on a run with nothing to report. A defect here loses nothing, so no
+//! invariant of the swarm sees it; each test was written against a mutant that survived the
+//! mutation sample (reports/mutants/) and names it.
+
+mod common;
+
+use chatsim_system::device::Device;
+use chatsim_system::e2e::{keypair, seal, Bundle};
+use chatsim_system::knobs::Knobs;
+use chatsim_system::limits::{GAP_REPAIR_DELAY_MS, GAP_RETRY_MS};
+use chatsim_system::probe::Probe;
+use chatsim_system::proto::{
+    ConvId, DeviceId, Down, Host, Message, MsgId, OpId, Path, Receipt, ReceiptKind, Rpc, StorageOp,
+    Up, UserId,
+};
+use chatsim_system::replica::{Replica, ReplicaLog};
+use chatsim_system::testkit::Cluster;
+use chatsim_system::{Action, Deployment, Effect, Input, KeyDirectory, Machine};
+use common::*;
+
+/// A phone driven alone, connected and welcomed, with what it emitted so far cleared.
+fn welcomed(id: DeviceId, topo: Deployment) -> Device {
+    let mut d = Device::new(id, topo, 1, true);
+    let mut out = Vec::new();
+    d.handle(0, Input::Timeout, &mut out);
+    d.handle(1, Input::Connected, &mut out);
+    d.handle(2, Input::Down(Down::Welcome { epoch: 1 }), &mut out);
+    d
+}
+
+/// The two-phone topology with real keys, so a phone alone can open what `text` seals.
+fn keyed() -> (Deployment, impl Fn(u64) -> Message) {
+    let (ka, kb) = (keypair(100), keypair(1));
+    let mut t = topo();
+    t.keys = KeyDirectory::new([(A, ka.public), (B, kb.public)].into_iter().collect());
+    let text = move |seq: u64| {
+        let id = MsgId {
+            device: A,
+            n: seq as u32,
+        };
+        let copy = seal(&ka, B, &kb.public, id, &[seq as u8]);
+        Message {
+            conv: ConvId::direct(A.user, B.user),
+            seq,
+            id,
+            body: Bundle {
+                copies: vec![(B, copy)],
+            }
+            .encode(),
+            sent_at: 0,
+            event: None,
+            keys: Vec::new(),
+        }
+    };
+    (t, text)
+}
+
+fn deliver(d: &mut Device, now: u64, msg: Message, path: Path) -> Vec<Effect> {
+    let mut out = Vec::new();
+    d.handle(now, Input::Down(Down::Deliver { msg, path }), &mut out);
+    out
+}
+
+fn fetches(out: &[Effect]) -> Vec<(u64, u64)> {
+    out.iter()
+        .filter_map(|e| match e {
+            Effect::Up(Up::Fetch { from, to, .. }) => Some((*from, *to)),
+            _ => None,
+        })
+        .collect()
+}
+
+// device `in_flight`: replaced by 0, the outbox window never filled and every queued text
+// went out at once. The window is what keeps a phone that reconnects with a long queue from
+// flooding its shard.
+#[test]
+fn a_phone_keeps_no_more_sends_in_flight_than_its_window() {
+    let topo = Deployment {
+        knobs: Knobs {
+            outbox_in_flight_max: 2,
+            ..Knobs::default()
+        },
+        ..topo()
+    };
+    let mut a = welcomed(A, topo);
+    let mut out = Vec::new();
+    for i in 0..5u8 {
+        let body = vec![i];
+        a.handle(
+            10,
+            Input::Action(Action::SendDirect { to: B.user, body }),
+            &mut out,
+        );
+    }
+    let sends = |out: &[Effect]| -> Vec<MsgId> {
+        out.iter()
+            .filter_map(|e| match e {
+                Effect::Up(Up::Send { id, .. }) => Some(*id),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = sends(&out);
+    assert_eq!(first.len(), 2, "a window of two: {out:?}");
+    out.clear();
+    let conv = ConvId::direct(A.user, B.user);
+    let sent = Down::Sent {
+        conv,
+        id: first[0],
+        seq: 1,
+    };
+    a.handle(20, Input::Down(sent), &mut out);
+    assert_eq!(sends(&out).len(), 1, "one ✓ frees one place: {out:?}");
+}
+
+// shard `Up::Ack`: the phone's ack of a pushed text deletes its inbox entry at once, without
+// waiting for the delivered mark (a receipt delay later, and retried). The quick delete keeps
+// a busy inbox from holding every live message for a moment; `inbox_drained` only looks at
+// the end, so a defect here is a cost the swarm cannot see.
+#[test]
+fn a_pushed_text_leaves_the_inbox_as_soon_as_the_phone_acks_it() {
+    let mut c = Cluster::new(topo());
+    c.run_for(1_000);
+    send(&mut c, A, B, "quick");
+    // Frames take a millisecond a hop; the delivered mark waits RECEIPT_DELAY_MS (200).
+    c.run_for(50);
+    assert_eq!(displayed(&c, B).len(), 1);
+    assert_eq!(
+        c.durable().inbox_entries(),
+        0,
+        "the ack deletes the entry, not the mark"
+    );
+}
+
+// shard `attempt` (`>` to `==`) and shard `on_storage` (`!` deleted): two probes that fire on
+// the common case instead of the rare one were still "reached", so coverage could not tell.
+// A calm run with one text and no restart pushes once and resumes no fan-out.
+#[test]
+fn rare_branch_probes_stay_silent_on_a_calm_run() {
+    let mut c = Cluster::new(topo());
+    c.run_for(1_000);
+    send(&mut c, A, B, "calm");
+    c.run_for(1_000);
+    assert_eq!(displayed(&c, B).len(), 1);
+    let hits = |p| c.probes.get(&p).copied().unwrap_or(0);
+    assert_eq!(hits(Probe::ShardPushRetried), 0, "{:?}", c.probes);
+    assert_eq!(hits(Probe::ShardFanoutResumed), 0, "{:?}", c.probes);
+}
+
+// device `on_gap_timer` (`-` to `+`): a gap fetch asked for two numbers more than the knob
+// allows. The knob is the bound on a fetch's reply; a BUGGIFY run shrinks it to make a long
+// gap take many fetches.
+#[test]
+fn a_gap_fetch_asks_for_no_more_than_the_knob_allows() {
+    let (mut topo, text) = keyed();
+    topo.knobs.gap_fetch_seqs_max = 2;
+    let mut b = welcomed(B, topo);
+    deliver(&mut b, 3, text(1), Path::Live);
+    deliver(&mut b, 4, text(10), Path::Live);
+    let mut out = Vec::new();
+    b.handle(4 + GAP_REPAIR_DELAY_MS, Input::Timeout, &mut out);
+    assert_eq!(fetches(&out), vec![(2, 3)], "{out:?}");
+}
+
+// device `advance` (`+` to `*`): part of a gap filled by a fetch's reply left the rest waiting
+// for the fetch retry (2 s) instead of the repair delay. gap_repair's bound allows the retry,
+// so only the timing shows it.
+#[test]
+fn the_rest_of_a_partly_filled_gap_is_asked_for_after_the_repair_delay() {
+    let (topo, text) = keyed();
+    let mut b = welcomed(B, topo);
+    deliver(&mut b, 3, text(1), Path::Live);
+    deliver(&mut b, 4, text(5), Path::Live);
+    let mut out = Vec::new();
+    let asked = 4 + GAP_REPAIR_DELAY_MS;
+    b.handle(asked, Input::Timeout, &mut out);
+    assert_eq!(fetches(&out), vec![(2, 4)]);
+    // The reply brings only 2 (3 and 4 still on their way, or lost).
+    let part = asked + 10;
+    deliver(&mut b, part, text(2), Path::Fetch);
+    out.clear();
+    b.handle(part + GAP_REPAIR_DELAY_MS, Input::Timeout, &mut out);
+    assert_eq!(
+        fetches(&out),
+        vec![(3, 4)],
+        "asked again a repair delay after the part came, not {GAP_RETRY_MS} ms after the fetch"
+    );
+}
+
+// device `handle`'s `ConnectFailed` guard: taken as always true, a stale connect failure
+// knocked down a phone that was connected. A host may report a failed attempt late.
+#[test]
+fn a_late_connect_failure_does_not_knock_down_a_connected_phone() {
+    let mut a = welcomed(A, topo());
+    assert!(a.is_ready());
+    let mut out = Vec::new();
+    a.handle(10, Input::ConnectFailed, &mut out);
+    assert!(a.is_ready(), "still connected: {out:?}");
+}
+
+fn receipt_op(notify: usize) -> StorageOp {
+    StorageOp::Receipt {
+        receipt: Receipt {
+            conv: ConvId::direct(UserId(0), UserId(1)),
+            reader: DeviceId::primary(UserId(1)),
+            kind: ReceiptKind::Delivered,
+            upto: 1,
+        },
+        notify: (0..notify)
+            .map(|u| DeviceId::primary(UserId(u as u32)))
+            .collect(),
+    }
+}
+
+fn append_op(body: usize, keys: &[usize], recipients: usize, fanout: usize) -> StorageOp {
+    let device = |u: usize| DeviceId::primary(UserId(u as u32));
+    StorageOp::Append {
+        msg: Message {
+            conv: ConvId::direct(UserId(0), UserId(1)),
+            seq: 1,
+            id: MsgId { device: A, n: 1 },
+            body: vec![7; body],
+            sent_at: 0,
+            event: None,
+            keys: keys
+                .iter()
+                .enumerate()
+                .map(|(i, len)| (device(i), vec![0; *len]))
+                .collect(),
+        },
+        recipients: (0..recipients).map(device).collect(),
+        fanout: (0..fanout).map(device).collect(),
+        park: true,
+    }
+}
+
+// storage ops `approx_bytes` (three mutants: a constant 1, `+` to `*`, `*` to `+`): the size
+// estimate pages a replica's log for a rebuild, so it must grow with each part of an
+// operation as the bytes on the wire do: a fixed header, the body, each sealed key and its
+// entry, each device named.
+#[test]
+fn an_operations_size_grows_with_each_of_its_parts() {
+    let size = |op: StorageOp| op.approx_bytes();
+    let base = size(append_op(0, &[], 0, 0));
+    assert!(base > 1, "a header costs something");
+    assert_eq!(size(append_op(100, &[], 0, 0)), base + 100, "the body");
+    let key = size(append_op(0, &[32], 0, 0)) - base;
+    assert!(key > 32, "a key costs its bytes and an entry: {key}");
+    assert_eq!(
+        size(append_op(0, &[64], 0, 0)),
+        base + key + 32,
+        "a longer key costs its extra bytes"
+    );
+    assert_eq!(
+        size(append_op(0, &[32, 32, 32], 0, 0)),
+        base + 3 * key,
+        "keys add up"
+    );
+    let entry = size(append_op(0, &[], 1, 0)) - base;
+    assert!(entry > 0);
+    assert_eq!(size(append_op(0, &[], 3, 0)), base + 3 * entry);
+    assert_eq!(size(append_op(0, &[], 2, 3)), base + 5 * entry);
+    assert_eq!(
+        size(append_op(10, &[32], 2, 1)),
+        base + 10 + key + 3 * entry
+    );
+    assert_eq!(size(receipt_op(4)) - size(receipt_op(0)), 4 * entry);
+}
+
+fn replicate(r: &mut Replica, now: u64, n: u64, op: StorageOp) -> Vec<Effect> {
+    let mut out = Vec::new();
+    let id = OpId { term: 1, n };
+    let rpc = Rpc::Replicate { id, op };
+    let from = Host::Storage(0);
+    r.handle(now, Input::Rpc { from, rpc }, &mut out);
+    out
+}
+
+// replica `handle` (`+` to `-`): a replica synced at once instead of its sync time after the
+// first buffered operation: a faster disk than configured, so a crash inside the window lost
+// nothing and the lost-unsynced-write paths went untested.
+#[test]
+fn a_replica_syncs_its_sync_time_after_the_first_buffered_operation() {
+    let knobs = Knobs {
+        storage_sync_ms: 50,
+        ..Knobs::default()
+    };
+    let mut r = Replica::configured(ReplicaLog::default(), knobs);
+    let mut out = Vec::new();
+    r.handle(0, Input::Timeout, &mut out);
+    replicate(&mut r, 100, 1, receipt_op(0));
+    replicate(&mut r, 120, 2, receipt_op(0));
+    assert_eq!(r.poll_timeout(), Some(150), "the first op starts the wait");
+    out.clear();
+    r.handle(149, Input::Timeout, &mut out);
+    assert!(r.durable().is_empty(), "not yet synced: {out:?}");
+    r.handle(150, Input::Timeout, &mut out);
+    assert_eq!(r.durable().len(), 2);
+}
+
+// replica `page` (`&&` to `||`, and `+` to `-` in the running size): a rebuild reads a log in
+// pages of the knob's bytes, at least one operation each. Pages of one operation each made a
+// rebuild take a round trip per operation; a running size that subtracted underflowed on the
+// first operation bigger than those before it.
+#[test]
+fn a_replica_pages_its_log_by_bytes_at_least_one_operation_a_page() {
+    let small = receipt_op(0).approx_bytes();
+    let big_op = append_op(1_000, &[], 0, 0);
+    let big = big_op.approx_bytes();
+    let knobs = Knobs {
+        ops_page_bytes: 2 * small + small / 2,
+        storage_sync_ms: 0,
+        ..Knobs::default()
+    };
+    let mut r = Replica::configured(ReplicaLog::default(), knobs);
+    let mut out = Vec::new();
+    r.handle(0, Input::Timeout, &mut out);
+    for (n, op) in [receipt_op(0), receipt_op(0), big_op, receipt_op(0)]
+        .into_iter()
+        .enumerate()
+    {
+        replicate(&mut r, 1, n as u64, op);
+    }
+    r.handle(1, Input::Timeout, &mut out);
+    assert_eq!(r.durable().len(), 4);
+    assert!(big > knobs.ops_page_bytes, "the big one fits no page");
+    let page = |r: &mut Replica, after: Option<u64>| -> (Vec<u64>, bool) {
+        let mut out = Vec::new();
+        let after = after.map(|n| OpId { term: 1, n });
+        let rpc = Rpc::ReadOps { after };
+        r.handle(
+            2,
+            Input::Rpc {
+                from: Host::Storage(0),
+                rpc,
+            },
+            &mut out,
+        );
+        match out.as_slice() {
+            [Effect::Rpc {
+                rpc: Rpc::Ops { ops, more, .. },
+                ..
+            }] => (ops.iter().map(|(id, _)| id.n).collect(), *more),
+            other => panic!("one page, not {other:?}"),
+        }
+    };
+    assert_eq!(page(&mut r, None), (vec![0, 1], true), "two small ones fit");
+    assert_eq!(page(&mut r, Some(1)), (vec![2], true), "a big one alone");
+    assert_eq!(page(&mut r, Some(2)), (vec![3], false));
+}
+
+// chat `Message::for_device` (the field `keys` deleted from its struct expression, so every
+// copy kept every recipient's sealed key): each key is sealed for its own device, so nothing
+// leaks that e2e_confidential sees, but a device learned who else got the group key and
+// frames grew with the group. A device's copy carries its own key and nobody else's.
+#[test]
+fn a_devices_copy_of_a_message_carries_only_its_own_key() {
+    let StorageOp::Append { msg, .. } = append_op(5, &[8, 9, 10], 0, 0) else {
+        unreachable!("built as an append")
+    };
+    let one = DeviceId::primary(UserId(1));
+    let copy = msg.for_device(one);
+    assert_eq!(copy.keys, vec![(one, vec![0; 9])]);
+    assert_eq!(copy.body, msg.body);
+    let stranger = DeviceId::primary(UserId(7));
+    assert!(msg.for_device(stranger).keys.is_empty());
+}
