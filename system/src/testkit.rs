@@ -6,7 +6,7 @@
 use crate::device::Device;
 use crate::durable::DurableState;
 use crate::gateway::Gateway;
-use crate::proto::{ConnId, DeviceId, Host, Millis, UserId};
+use crate::proto::{ConnId, DeviceId, Host, Millis, Up, UserId};
 use crate::push::Push;
 use crate::replica::{Replica, ReplicaLog};
 use crate::route::{route, Route};
@@ -55,6 +55,9 @@ pub struct Cluster {
     next_conn: u64,
     /// Everything every device observed, in order.
     pub observations: Vec<(Millis, DeviceId, Observation)>,
+    /// Every frame a device sent, whether a connection carried it or not: what a test
+    /// counts to see a phone that asks more often than it needs to.
+    pub ups: Vec<(Millis, DeviceId, Up)>,
     /// How often each probe was reached.
     pub probes: BTreeMap<crate::probe::Probe, u64>,
     /// Server-to-server messages into these hosts are lost (a lossy link, not a crash).
@@ -104,6 +107,7 @@ impl Cluster {
             next_event: 0,
             next_conn: 0,
             observations: Vec::new(),
+            ups: Vec::new(),
             probes: BTreeMap::new(),
             lossy: std::collections::BTreeSet::new(),
             frozen: std::collections::BTreeSet::new(),
@@ -238,6 +242,7 @@ impl Cluster {
                 self.enqueue(Host::Device(device), Input::Connected);
             }
             Route::Up { device, up } => {
+                self.ups.push((self.now, device, up.clone()));
                 if let Some(&(g, conn)) = self.conns.get(&device) {
                     self.enqueue(Host::Gateway(g), Input::FromConn { conn, up });
                 }

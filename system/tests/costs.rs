@@ -368,3 +368,85 @@ fn a_devices_copy_of_a_message_carries_only_its_own_key() {
     let stranger = DeviceId::primary(UserId(7));
     assert!(msg.for_device(stranger).keys.is_empty());
 }
+
+// device `on_welcome` (`>` to `>=`) and `apply_members` (the "becoming a reader" test, in
+// several mutants): a phone pulls a group read from its log (one over the fan-out-on-read
+// threshold) once when it joins or the group grows past the threshold, once per connection,
+// and not when a member is added to a group it already reads; a group at the threshold is fanned out, never pulled. Every extra
+// pull is a log read that finds nothing; a missing one leaves a reader behind.
+#[test]
+fn a_phone_pulls_a_group_read_from_its_log_once_per_connection() {
+    let topo = Deployment {
+        users: 5,
+        fanout_on_read_over: 3,
+        ..topo()
+    };
+    let mut c = Cluster::new(topo);
+    let one = DeviceId::primary(UserId(1));
+    let creator = DeviceId::primary(UserId(0));
+    c.run_for(1_000);
+    let big = [1, 2, 3].map(UserId).to_vec();
+    let small = [1, 4].map(UserId).to_vec();
+    c.act(
+        creator,
+        Action::CreateGroup {
+            group: 2,
+            members: big,
+        },
+    );
+    c.act(
+        creator,
+        Action::CreateGroup {
+            group: 3,
+            members: small,
+        },
+    );
+    c.run_for(1_000);
+    let pulls = |c: &Cluster, group: u32, since: u64| {
+        c.ups
+            .iter()
+            .filter(|(t, d, up)| {
+                *t >= since
+                    && *d == one
+                    && matches!(up, Up::Pull { conv } if *conv == ConvId::group(group))
+            })
+            .count()
+    };
+    assert_eq!(pulls(&c, 2, 0), 1, "joining a group of four over three");
+    assert_eq!(pulls(&c, 3, 0), 0, "a group of three is fanned out");
+    let added = c.now;
+    c.act(
+        creator,
+        Action::AddMember {
+            group: 2,
+            user: UserId(4),
+        },
+    );
+    c.run_for(1_000);
+    assert_eq!(
+        pulls(&c, 2, added),
+        0,
+        "already a reader when the group grew"
+    );
+    c.act(one, Action::GoOffline);
+    c.run_for(100);
+    let back = c.now;
+    c.act(one, Action::GoOnline);
+    c.run_for(1_000);
+    assert_eq!(pulls(&c, 2, back), 1, "once per connection");
+    assert_eq!(pulls(&c, 3, 0), 0);
+    let grown = c.now;
+    c.act(
+        creator,
+        Action::AddMember {
+            group: 3,
+            user: UserId(2),
+        },
+    );
+    c.run_for(1_000);
+    assert_eq!(
+        pulls(&c, 3, grown),
+        1,
+        "a reader from when it grew past three"
+    );
+}
