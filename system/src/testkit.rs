@@ -137,6 +137,11 @@ impl Cluster {
     }
 
     /// A gateway, by index (for assertions on its state).
+    /// Shard `i` as it is now.
+    pub fn shard(&self, i: u16) -> &Shard {
+        &self.shards[usize::from(i)]
+    }
+
     pub fn gateway(&self, g: u16) -> &Gateway {
         &self.gateways[usize::from(g)]
     }

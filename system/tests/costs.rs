@@ -450,3 +450,119 @@ fn a_phone_pulls_a_group_read_from_its_log_once_per_connection() {
         "a reader from when it grew past three"
     );
 }
+
+// shard `on_storage`'s `Fenced` guard (taken as always true): the answer to a write of an
+// older epoch, arriving after the shard leased the slot again, made it drop a slot it holds
+// until its next lease: an availability blip of a lease period. Only a refusal naming an epoch
+// newer than ours means the slot is gone.
+#[test]
+fn a_shard_lets_a_slot_go_only_for_a_fence_newer_than_its_lease() {
+    use chatsim_system::proto::LeaseView;
+    use chatsim_system::shard::Shard;
+    let mut s = Shard::new(0, topo());
+    let mut out = Vec::new();
+    s.handle(0, Input::Timeout, &mut out);
+    let storage = |rpc| Input::Rpc {
+        from: Host::Storage(0),
+        rpc,
+    };
+    let leases = vec![LeaseView {
+        slot: 0,
+        owner: 0,
+        epoch: 3,
+        live: true,
+    }];
+    s.handle(1, storage(Rpc::LeaseTable { leases }), &mut out);
+    let fenced = |s: &mut Shard, now, epoch| {
+        let mut out = Vec::new();
+        s.handle(now, storage(Rpc::Fenced { slot: 0, epoch }), &mut out);
+        out.contains(&Effect::Probe(Probe::ShardFenced))
+    };
+    assert!(!fenced(&mut s, 2, 2), "a late answer to epoch 2's write");
+    assert!(!fenced(&mut s, 3, 3), "our own epoch");
+    assert!(fenced(&mut s, 4, 4), "epoch 4 is another owner's");
+}
+
+// shard `lose` (replaced by nothing, or keeping the lost slot's state and dropping the
+// rest) and `on_lease_table`'s test of what is ours: a shard that wakes from a pause to find
+// its slot taken must forget the slot's deliveries, or it goes on pushing (and retrying)
+// for conversations another shard now owns; storage's fence stops only its writes.
+#[test]
+fn a_shard_that_finds_its_slot_taken_forgets_the_slots_deliveries() {
+    let mut c = Cluster::new(topo());
+    c.run_for(1_000);
+    let conv = ConvId::direct(A.user, B.user);
+    let home = chatsim_system::routing::shard_for_conv(conv, 2);
+    // Pushes are lost on their way, so the delivery stays tracked and retried.
+    c.lossy.extend([Host::Gateway(0), Host::Gateway(1)]);
+    send(&mut c, A, B, "tracked");
+    c.run_for(100);
+    assert_eq!(c.shard(home).tracked(), 1);
+    c.freeze(Host::Shard(home));
+    c.run_for(7_000);
+    assert_eq!(
+        c.durable().lease(home).map(|l| l.0),
+        Some(1 - home),
+        "taken over"
+    );
+    c.thaw(Host::Shard(home));
+    c.run_for(1_000);
+    assert_eq!(
+        c.shard(home).tracked(),
+        0,
+        "the slot and its deliveries are gone"
+    );
+}
+
+// shard `on_lease_table` (`&&` to `||` in "ours: owned by us and live", and in "expired: not
+// ours, and dead or once ours"): a shard whose bid for a slot lost must not take it over
+// (its writes would all be fenced), and must not bid again for a slot another shard holds
+// live (a refused request each renewal).
+#[test]
+fn a_shard_takes_only_the_slots_the_table_gives_it_and_bids_only_for_dead_ones() {
+    use chatsim_system::limits::SHARD_LEASE_RENEW_MS;
+    use chatsim_system::proto::LeaseView;
+    use chatsim_system::shard::Shard;
+    let mut s = Shard::new(0, topo());
+    let mut out = Vec::new();
+    s.handle(0, Input::Timeout, &mut out);
+    let view = |slot, owner, epoch, live| LeaseView {
+        slot,
+        owner,
+        epoch,
+        live,
+    };
+    // Our bid for the home slot lost: shard 1 holds it (and its own slot) live.
+    let leases = vec![view(0, 1, 5, true), view(1, 1, 2, true)];
+    out.clear();
+    let from = Host::Storage(0);
+    let rpc = Rpc::LeaseTable { leases };
+    s.handle(1, Input::Rpc { from, rpc }, &mut out);
+    assert!(
+        !out.iter().any(|e| matches!(
+            e,
+            Effect::Rpc {
+                rpc: Rpc::Owner { .. },
+                ..
+            }
+        )),
+        "claimed a slot it does not hold: {out:?}"
+    );
+    out.clear();
+    s.handle(SHARD_LEASE_RENEW_MS, Input::Timeout, &mut out);
+    let asked: Vec<Vec<u16>> = out
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Rpc {
+                rpc: Rpc::Lease { acquire, .. },
+                ..
+            } => Some(acquire.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        asked,
+        vec![vec![0]],
+        "the home slot again, never shard 1's live one"
+    );
+}
