@@ -566,3 +566,147 @@ fn a_shard_takes_only_the_slots_the_table_gives_it_and_bids_only_for_dead_ones()
         "the home slot again, never shard 1's live one"
     );
 }
+
+fn sends_of(out: &[Effect]) -> Vec<(MsgId, ConvId, usize)> {
+    out.iter()
+        .filter_map(|e| match e {
+            Effect::Up(Up::Send { id, conv, keys, .. }) => Some((*id, *conv, keys.len())),
+            _ => None,
+        })
+        .collect()
+}
+
+// device `on_refused` (`==` to `!=` in "our creation of this post's group is pending"): a post
+// refused `NotMember` was retried, not given up, whenever the phone had a creation of some
+// other group pending: a post that can never land, re-sent until that creation is acked.
+#[test]
+fn a_post_refused_not_member_is_given_up_even_with_another_groups_creation_pending() {
+    let topo = Deployment { users: 3, ..topo() };
+    let mut a = welcomed(A, topo);
+    let mut out = Vec::new();
+    let create = Action::CreateGroup {
+        group: 3,
+        members: vec![UserId(1)],
+    };
+    a.handle(10, Input::Action(create), &mut out);
+    let post = Action::SendGroup {
+        group: 2,
+        body: b"not mine".to_vec(),
+    };
+    a.handle(11, Input::Action(post), &mut out);
+    let group2 = ConvId::group(2);
+    let sent = sends_of(&out);
+    let id = sent
+        .iter()
+        .find(|(_, conv, _)| *conv == group2)
+        .map(|s| s.0)
+        .expect("the post went out");
+    let refused = Down::Refused {
+        reason: chatsim_system::proto::Refusal::NotMember,
+        id: Some(id),
+    };
+    a.handle(12, Input::Down(refused), &mut out);
+    out.clear();
+    for t in (1_000..60_000).step_by(1_000) {
+        a.handle(t, Input::Timeout, &mut out);
+    }
+    assert!(
+        !sends_of(&out).iter().any(|s| s.0 == id),
+        "a refused post went again: {out:?}"
+    );
+}
+
+// device `on_timer`'s link-retry guard (`&&` to `||`): a companion that lost its connection
+// before its link was stored kept sending `Link` every retry period into no connection. The
+// welcome of its next connection asks again; nothing between.
+#[test]
+fn a_companion_asks_to_be_linked_only_while_connected() {
+    use chatsim_system::limits::LINK_RETRY_MS;
+    let b1 = DeviceId {
+        user: UserId(1),
+        index: 1,
+    };
+    let mut topo = Deployment {
+        devices_per_user: 2,
+        ..topo()
+    };
+    topo.late_devices.insert(b1);
+    let mut d = Device::new(b1, topo, 1, true);
+    let mut out = Vec::new();
+    d.handle(0, Input::Timeout, &mut out);
+    d.handle(1, Input::Action(Action::Link), &mut out);
+    d.handle(2, Input::Timeout, &mut out);
+    d.handle(3, Input::Connected, &mut out);
+    d.handle(4, Input::Down(Down::Welcome { epoch: 1 }), &mut out);
+    let links = |out: &[Effect]| out.iter().filter(|e| **e == Effect::Up(Up::Link)).count();
+    assert_eq!(links(&out), 1, "the welcome asks: {out:?}");
+    d.handle(5, Input::Disconnected, &mut out);
+    out.clear();
+    d.handle(4 + LINK_RETRY_MS, Input::Timeout, &mut out);
+    d.handle(4 + 3 * LINK_RETRY_MS, Input::Timeout, &mut out);
+    let down: Vec<&Effect> = out.iter().filter(|e| matches!(e, Effect::Up(_))).collect();
+    assert!(down.is_empty(), "frames with no connection: {down:?}");
+}
+
+// device `subscribe` (`+` to `*`): the renewal of a presence subscription was set for a time
+// far away, so a chat left open lost its peer's presence when the lease lapsed (20 s).
+#[test]
+fn an_open_chat_renews_its_presence_subscription() {
+    use chatsim_system::limits::PRESENCE_RENEW_MS;
+    let mut a = welcomed(A, topo());
+    let mut out = Vec::new();
+    let conv = ConvId::direct(A.user, B.user);
+    a.handle(10, Input::Action(Action::OpenChat { conv }), &mut out);
+    let subs = |out: &[Effect]| {
+        out.iter()
+            .filter(|e| matches!(e, Effect::Up(Up::Subscribe { user: Some(u) }) if *u == B.user))
+            .count()
+    };
+    assert_eq!(subs(&out), 1, "opening watches the peer: {out:?}");
+    out.clear();
+    // The gateway answers the pings, as it would.
+    for t in (1_000..PRESENCE_RENEW_MS).step_by(1_000) {
+        a.handle(t, Input::Timeout, &mut out);
+        a.handle(t, Input::Down(Down::Pong), &mut out);
+    }
+    assert_eq!(subs(&out), 0, "not before the renewal time: {out:?}");
+    a.handle(10 + PRESENCE_RENEW_MS, Input::Timeout, &mut out);
+    assert_eq!(subs(&out), 1, "renewed on time: {out:?}");
+}
+
+// device `transmit` (`!` deleted from "this send carried keys"): a group text that carried
+// the sender's new key was not remembered as having distributed it, so every later text
+// sealed the key again for every member: frames that grow with the group, for ever.
+#[test]
+fn a_group_sender_key_travels_with_the_first_text_only() {
+    let topo = Deployment { users: 3, ..topo() };
+    let mut c = Cluster::new(topo);
+    c.run_for(1_000);
+    let members = vec![UserId(1), UserId(2)];
+    c.act(A, Action::CreateGroup { group: 2, members });
+    c.run_for(1_000);
+    for text in ["one", "two", "three"] {
+        let body = text.as_bytes().to_vec();
+        c.act(A, Action::SendGroup { group: 2, body });
+        c.run_for(500);
+    }
+    let keyed: Vec<usize> = c
+        .ups
+        .iter()
+        .filter_map(|(_, d, up)| match up {
+            Up::Send { keys, op: None, .. } if *d == A => Some(keys.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keyed, vec![2, 0, 0], "the key once, sealed for each member");
+}
+
+// shard `index` (read by the testkit and the stateright model to name a shard's host).
+#[test]
+fn a_shard_knows_its_index() {
+    let topo = Deployment {
+        shards: 4,
+        ..topo()
+    };
+    assert_eq!(chatsim_system::shard::Shard::new(3, topo).index(), 3);
+}
