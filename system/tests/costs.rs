@@ -710,3 +710,143 @@ fn a_shard_knows_its_index() {
     };
     assert_eq!(chatsim_system::shard::Shard::new(3, topo).index(), 3);
 }
+
+/// Every answer of a paged read of `storage`, asking again after each answer's cursor until
+/// it says there is no more (at most `pages` asks: a cursor that does not move is a defect).
+fn page_through<T, C: Clone>(
+    storage: &mut chatsim_system::storage::Storage,
+    pages: usize,
+    ask: impl Fn(Option<C>) -> Rpc,
+    answer: impl Fn(Rpc) -> (Vec<T>, Option<C>, bool),
+) -> Vec<T> {
+    let mut all = Vec::new();
+    let mut after = None;
+    for _ in 0..pages {
+        let mut out = Vec::new();
+        let from = Host::Shard(0);
+        storage.handle(
+            1,
+            Input::Rpc {
+                from,
+                rpc: ask(after.clone()),
+            },
+            &mut out,
+        );
+        let [Effect::Rpc { rpc, .. }] = <[Effect; 1]>::try_from(out).expect("one answer") else {
+            panic!("an answer is an rpc")
+        };
+        let (items, next, more) = answer(rpc);
+        all.extend(items);
+        if !more {
+            return all;
+        }
+        after = next;
+    }
+    panic!("still more after {pages} pages")
+}
+
+// storage `ReadFanouts` (`>` to `>=` on the cursor): a restarted shard reading its unfinished
+// fan-out jobs a page at a time got the job at the cursor again on every page and never
+// reached the next one. Paging through the jobs yields each once.
+#[test]
+fn paging_through_fan_out_jobs_yields_each_once() {
+    let mut state = chatsim_system::storage::StorageState::default();
+    let group = ConvId::group(2);
+    for seq in 1..=3 {
+        let StorageOp::Append { mut msg, .. } = append_op(4, &[], 0, 0) else {
+            unreachable!("built as an append")
+        };
+        (msg.conv, msg.seq, msg.id.n) = (group, seq, seq as u32);
+        let fanout = vec![B];
+        state.apply(&StorageOp::Append {
+            msg,
+            recipients: Vec::new(),
+            fanout,
+            park: true,
+        });
+    }
+    let mut s = chatsim_system::storage::Storage::new(state);
+    let jobs = page_through(
+        &mut s,
+        10,
+        |after| Rpc::ReadFanouts {
+            req: 1,
+            shard: 0,
+            shards: 1,
+            conv: None,
+            after,
+        },
+        |rpc| match rpc {
+            Rpc::Fanouts {
+                jobs, next, more, ..
+            } => (jobs.into_iter().map(|j| j.0.seq).collect(), next, more),
+            other => panic!("not a page of jobs: {other:?}"),
+        },
+    );
+    assert_eq!(jobs, vec![1, 2, 3]);
+}
+
+// storage `ReadQueuedReceipts` (`>` to `==` on the cursor): a restarted shard's receipt sweep
+// got only its first page; the rest waited for their senders' next drain. Paging through
+// the queued receipts yields each once, in pages of the knob's size (storage configured
+// without the deployment's knobs pages by the default).
+#[test]
+fn paging_through_queued_receipts_yields_each_once() {
+    let mut state = chatsim_system::storage::StorageState::default();
+    for upto in 1..=2 {
+        let StorageOp::Receipt { mut receipt, .. } = receipt_op(0) else {
+            unreachable!("built as a receipt")
+        };
+        receipt.upto = upto;
+        for kind in [ReceiptKind::Delivered, ReceiptKind::Read] {
+            receipt.kind = kind;
+            let notify = (0..3).map(|u| DeviceId::primary(UserId(u))).collect();
+            state.apply(&StorageOp::Receipt { receipt, notify });
+        }
+    }
+    let topo = Deployment {
+        knobs: Knobs {
+            receipts_page_entries_max: 2,
+            ..Knobs::default()
+        },
+        ..topo()
+    };
+    let mut s = chatsim_system::storage::Storage::configured(state, &topo);
+    let first = page_through(
+        &mut s,
+        1,
+        |after| Rpc::ReadQueuedReceipts {
+            req: 1,
+            shard: 0,
+            shards: 1,
+            after,
+        },
+        |rpc| match rpc {
+            Rpc::QueuedReceipts { receipts, .. } => (receipts, None, false),
+            other => panic!("not a page of receipts: {other:?}"),
+        },
+    );
+    assert_eq!(first.len(), 2, "a page of the knob's size");
+    let queued = page_through(
+        &mut s,
+        10,
+        |after| Rpc::ReadQueuedReceipts {
+            req: 1,
+            shard: 0,
+            shards: 1,
+            after,
+        },
+        |rpc| match rpc {
+            Rpc::QueuedReceipts {
+                receipts,
+                next,
+                more,
+                ..
+            } => (receipts, next, more),
+            other => panic!("not a page of receipts: {other:?}"),
+        },
+    );
+    let unique: std::collections::BTreeSet<_> = queued.iter().copied().collect();
+    assert_eq!(unique.len(), queued.len(), "a receipt twice: {queued:?}");
+    assert_eq!(queued.len(), 6, "two kinds for three devices: {queued:?}");
+}

@@ -1,4 +1,4 @@
-//! The bug zoo's device-side switches, each pinned to its exact misbehaviour. A zoo bug is
+//! The bug zoo's switches (the device-side ones, and the shard's delete-on-push), each pinned to its exact misbehaviour. A zoo bug is
 //! worth having only if it does the one wrong thing its entry describes: the gate that runs
 //! each bug's scenario sees *that* a checker fails, not *why*, so a branch mutated into some
 //! other wrong (or into no bug at all) went unnoticed. Each test here was written against
@@ -486,4 +486,29 @@ fn receipt_upto_off_by_one_covers_exactly_one_more() {
     b.act(Action::OpenChat { conv });
     let out = b.wait(RECEIPT_DELAY_MS);
     assert_eq!(receipts(&out), [(ReceiptKind::Read, 2)]);
+}
+
+// delete-inbox-on-push (shard `delete_inbox` replaced by nothing, so the bug deleted
+// nothing): the entry goes when the shard pushes, before any phone has it. Pushes are lost
+// here, so the inbox is all the text has, and the bug must have emptied it.
+#[test]
+fn delete_inbox_on_push_deletes_the_entry_before_the_phone_has_it() {
+    let run = |bugs: Bugs| {
+        let topo = Deployment { bugs, ..topo() };
+        let mut c = chatsim_system::testkit::Cluster::new(topo);
+        c.run_for(1_000);
+        let gateways = [0, 1].map(chatsim_system::proto::Host::Gateway);
+        c.lossy.extend(gateways);
+        send(&mut c, A, B, "pushed into the void");
+        c.run_for(100);
+        assert!(displayed(&c, B).is_empty(), "the push was lost");
+        c.durable().inbox_entries()
+    };
+    assert_eq!(
+        run(Bugs::none()),
+        1,
+        "the design keeps it until the phone acks"
+    );
+    let bugs: Bugs = [Bug::DeleteInboxOnPush].into_iter().collect();
+    assert_eq!(run(bugs), 0, "the bug deletes it at the push");
 }
