@@ -850,3 +850,37 @@ fn paging_through_queued_receipts_yields_each_once() {
     assert_eq!(unique.len(), queued.len(), "a receipt twice: {queued:?}");
     assert_eq!(queued.len(), 6, "two kinds for three devices: {queued:?}");
 }
+
+// device `wants_link` (`<` to `>` on the wake's end): a phone woken by a push that lost its
+// connection during the wake stayed down until the next push or its user; the text that
+// woke it waited. Within the wake it reconnects; after it, it does not.
+#[test]
+fn a_woken_phone_that_loses_its_connection_reconnects_within_the_wake() {
+    use chatsim_system::limits::PUSH_WAKE_MS;
+    let woken_then_dropped = |drop_at: u64| {
+        let mut a = welcomed(A, topo());
+        let mut out = Vec::new();
+        a.handle(10, Input::Action(Action::Background), &mut out);
+        a.handle(1_000, Input::Pushed, &mut out);
+        a.handle(1_001, Input::Connected, &mut out);
+        a.handle(1_002, Input::Down(Down::Welcome { epoch: 2 }), &mut out);
+        assert!(a.is_ready(), "woken and connected: {out:?}");
+        // Keep the connection heard from until it drops.
+        for t in (1_100..drop_at).step_by(1_000) {
+            a.handle(t, Input::Down(Down::Pong), &mut out);
+            a.handle(t, Input::Timeout, &mut out);
+        }
+        a.handle(drop_at, Input::Disconnected, &mut out);
+        out.clear();
+        for t in (drop_at..drop_at + 6_000).step_by(50) {
+            a.handle(t, Input::Timeout, &mut out);
+        }
+        out.iter()
+            .any(|e| matches!(e, Effect::Connect { .. }))
+    };
+    assert!(woken_then_dropped(2_000), "dropped a second into the wake");
+    assert!(
+        !woken_then_dropped(1_000 + PUSH_WAKE_MS + 500),
+        "dropped after the wake ended"
+    );
+}
