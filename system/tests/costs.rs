@@ -884,3 +884,17 @@ fn a_woken_phone_that_loses_its_connection_reconnects_within_the_wake() {
         "dropped after the wake ended"
     );
 }
+
+// storage `handle`'s guard on replica traffic (taken as always true): a single storage node
+// (no replicas) handed a replica's message took itself for a coordinator and panicked. A
+// stray frame from a confused peer must not take storage down.
+#[test]
+fn a_storage_without_replicas_ignores_a_replicas_message() {
+    let mut s = chatsim_system::storage::Storage::new(Default::default());
+    let mut out = Vec::new();
+    for rpc in [Rpc::ReplicaUp, Rpc::Replicated { ids: Vec::new() }] {
+        let from = Host::Replica(0);
+        s.handle(5, Input::Rpc { from, rpc }, &mut out);
+    }
+    assert!(out.is_empty(), "{out:?}");
+}
