@@ -512,3 +512,22 @@ fn delete_inbox_on_push_deletes_the_entry_before_the_phone_has_it() {
     let bugs: Bugs = [Bug::DeleteInboxOnPush].into_iter().collect();
     assert_eq!(run(bugs), 0, "the bug deletes it at the push");
 }
+
+// fire-and-forget-receipts (shard `push_receipt`'s "first attempt is the last", `-` to `/`,
+// so the only attempt was already past the limit): the bug passes a receipt on once and keeps
+// it nowhere. Once means once: in calm weather the sender still gets its ticks.
+#[test]
+fn fire_and_forget_receipts_passes_each_receipt_on_once() {
+    let bugs: Bugs = [Bug::FireAndForgetReceipts].into_iter().collect();
+    let topo = Deployment { bugs, ..topo() };
+    let mut c = chatsim_system::testkit::Cluster::new(topo);
+    c.run_for(1_000);
+    send(&mut c, A, B, "tick me");
+    c.run_for(2_000);
+    let delivered = c
+        .seen(A, |o| {
+            matches!(o, Observation::Receipt { receipt } if receipt.kind == ReceiptKind::Delivered)
+        })
+        .count();
+    assert_eq!(delivered, 1, "pushed once, straight to the sender");
+}
