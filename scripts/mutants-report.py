@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
 """Summarise a cargo-mutants sample as reports/mutants/latest.md: stage one (the swarm's
-caught/missed/timeout/unviable lists), optionally stage two (the swarm's survivors judged again
-by chatsim-system's unit tests, scripts/mutants-unit.sh), the kill rates over viable mutants,
-and every survivor.
+caught/missed/timeout/unviable lists), stage two (the swarm's survivors judged again by
+chatsim-system's own tests, scripts/mutants-unit.sh), the kill rates over viable mutants, and
+every survivor with the reason it survived (reports/mutants/survivors.tsv).
 
-Usage: scripts/mutants-report.py SWARM_OUT [SHARD] [COMMIT] [UNIT_OUT UNIT_COMMIT] > latest.md
-  SWARM_OUT   the --output directory of scripts/mutants.sh (or its mutants.out)
-  UNIT_OUT    the --output directory of scripts/mutants-unit.sh (default SWARM_OUT/unit);
-              several, comma-separated, when stage two ran in parts
+Usage: scripts/mutants-report.py --swarm DIR@COMMIT[,DIR@COMMIT...] [--unit DIR@COMMIT[,...]]
+                                 [--sample FILE] [--shard 0/5] > reports/mutants/latest.md
+  --swarm   output directories of scripts/mutants.sh (or their mutants.out), each with the
+            commit it ran at; a sample judged in parts lists every part
+  --unit    output directories of scripts/mutants-unit.sh, each with its commit; a mutant
+            any of them caught is killed (names must match the sample's exactly)
+  --sample  the sample's mutant names, one a line (cargo mutants --list --shard ...): outcomes
+            of mutants outside it are left out (cargo-mutants 27.1 runs its "delete field"
+            mutants whatever --re says), and a mutant of it not yet judged is counted as such
 """
+import argparse
 import pathlib
 import re
 import sys
@@ -29,54 +35,101 @@ def loose(name: str) -> str:
     return re.sub(r"^([^:]+):\d+:\d+: ", r"\1: ", name)
 
 
+def parts(arg: str | None, flag: str) -> list[tuple[pathlib.Path, str]]:
+    if not arg:
+        return []
+    out = []
+    for item in arg.split(","):
+        path, _, commit = item.partition("@")
+        d = out_dir(path)
+        if not (d / "caught.txt").exists():
+            sys.exit(f"{flag} {path}: no caught.txt there: not a cargo-mutants output directory")
+        out.append((d, commit or "?"))
+    return out
+
+
 def main() -> int:
-    if len(sys.argv) < 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    d = out_dir(sys.argv[1])
-    if not (d / "caught.txt").exists():
-        print(f"{d}: no caught.txt: not a cargo-mutants output directory", file=sys.stderr)
-        return 2
-    shard = sys.argv[2] if len(sys.argv) > 2 else "?"
-    commit = sys.argv[3] if len(sys.argv) > 3 else "?"
-    units = [out_dir(u) for u in sys.argv[4].split(",")] if len(sys.argv) > 4 else [
-        out_dir(str(d.parent / "unit"))
-    ]
-    unit_commit = sys.argv[5] if len(sys.argv) > 5 else "?"
-    caught, missed = lines(d, "caught.txt"), lines(d, "missed.txt")
-    timeout, unviable = lines(d, "timeout.txt"), lines(d, "unviable.txt")
-    viable = len(caught) + len(missed) + len(timeout)
-    done = viable + len(unviable)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--swarm", required=True)
+    ap.add_argument("--unit")
+    ap.add_argument("--sample")
+    ap.add_argument("--shard", default="?")
+    ap.add_argument("--sample-commit", default="?")
+    a = ap.parse_args()
+    swarm = parts(a.swarm, "--swarm")
+    units = parts(a.unit, "--unit")
+    sample = None
+    if a.sample:
+        p = pathlib.Path(a.sample)
+        if not p.exists():
+            sys.exit(f"--sample {p}: no such file")
+        sample = [l.strip() for l in p.read_text().splitlines() if l.strip()]
+
+    # Stage one: the last outcome of each mutant wins (a later part may re-judge a name).
+    outcome: dict[str, str] = {}
+    for d, _ in swarm:
+        for kind, file in [("caught", "caught.txt"), ("missed", "missed.txt"),
+                           ("timeout", "timeout.txt"), ("unviable", "unviable.txt")]:
+            for n in lines(d, file):
+                outcome[n] = kind
+    names = sample if sample is not None else sorted(outcome)
+    outside = sorted(set(outcome) - set(names))
+    count = {k: [n for n in names if outcome.get(n) == k]
+             for k in ("caught", "missed", "timeout", "unviable")}
+    untested = [n for n in names if n not in outcome]
+    viable = len(count["caught"]) + len(count["missed"]) + len(count["timeout"])
+    swarm_killed = len(count["caught"]) + len(count["timeout"])
+    commits = ", ".join(f"{c} ({sum(1 for n in names if n in set(lines(d, 'caught.txt') + lines(d, 'missed.txt') + lines(d, 'timeout.txt') + lines(d, 'unviable.txt')))} mutants)" for d, c in swarm)
+
     print("# Mutation score of chatsim-system (latest measured sample)\n")
-    print(f"Shard {shard} (round-robin) of the mutants of `chatsim-system`, at commit {commit},")
-    print("judged by the swarm in `sim/chatsim/tests/mutant_swarm.rs` (stage one). Produced by")
-    print("`scripts/mutants-report.py`; how to re-run it is in `reports/mutants/README.md`.\n")
+    print(f"Shard {a.shard} (round-robin) of the mutants of `chatsim-system` as listed at commit")
+    print(f"{a.sample_commit} ({len(names)} mutants; the list is `reports/mutants/sample.txt`). Stage one,")
+    print(f"the swarm in `sim/chatsim/tests/mutant_swarm.rs`, judged them at {commits}.")
+    print("Produced by `scripts/mutants-report.py`; how to re-run it is in `reports/mutants/README.md`.\n")
     print("## Stage one: the swarm\n")
     print("| outcome | mutants |\n|---|---|")
-    print(f"| caught | {len(caught)} |\n| missed | {len(missed)} |")
-    print(f"| timeout (counted as caught) | {len(timeout)} |\n| unviable (does not build) | {len(unviable)} |")
-    print(f"| tested | {done} |\n")
-    swarm_killed = len(caught) + len(timeout)
+    print(f"| caught | {len(count['caught'])} |\n| missed | {len(count['missed'])} |")
+    print(f"| timeout (counted as caught) | {len(count['timeout'])} |")
+    print(f"| unviable (does not build) | {len(count['unviable'])} |")
+    print(f"| not yet judged | {len(untested)} |")
+    print(f"| tested | {len(names) - len(untested)} of {len(names)} |\n")
     if viable:
         rate = 100.0 * swarm_killed / viable
         print(f"Kill rate of the swarm alone over viable mutants: **{rate:.1f}%** ({swarm_killed} of {viable}).\n")
+    if outside:
+        print(f"Left out: {len(outside)} outcomes of mutants outside the sample (cargo-mutants 27.1 runs")
+        print("its \"delete field\" mutants whatever `--re` says).\n")
+
+    missed = count["missed"]
     survivors = missed
-    unit_caught = set(loose(n) for u in units for n in lines(u, "caught.txt") + lines(u, "timeout.txt"))
-    unit_tested = unit_caught | set(loose(n) for u in units for n in lines(u, "missed.txt"))
-    if unit_tested:
-        judged = [m for m in missed if loose(m) in unit_tested]
-        killed = [m for m in judged if loose(m) in unit_caught]
-        print("## Stage two: the swarm's survivors, judged by the unit tests\n")
-        print(f"At commit {unit_commit} (`scripts/mutants-unit.sh`, `cargo test -p chatsim-system`).\n")
+    if units:
+        # Exact names: a loose one would let a caught sibling (the same operator elsewhere in
+        # the function) stand for a survivor.
+        unit_caught = {n for d, _ in units for n in lines(d, "caught.txt") + lines(d, "timeout.txt")}
+        unit_tested = unit_caught | {n for d, _ in units for n in lines(d, "missed.txt")}
+        judged = [m for m in missed if m in unit_tested]
+        killed = [m for m in judged if m in unit_caught]
+        at = ", ".join(c for _, c in units)
+        print("## Stage two: the swarm's survivors, judged by the project's tests\n")
+        print(f"At commit {at} (`scripts/mutants-unit.sh`: `cargo test -p chatsim-system`, the")
+        print("machines' unit tests and `system/tests/`).\n")
         print("| outcome | mutants |\n|---|---|")
         print(f"| judged | {len(judged)} of {len(missed)} survivors |")
         print(f"| caught | {len(killed)} |\n| missed | {len(judged) - len(killed)} |\n")
         total = swarm_killed + len(killed)
         if viable:
             rate = 100.0 * total / viable
-            print(f"Kill rate of the swarm and the unit tests together: **{rate:.1f}%** ({total} of {viable}).\n")
-        survivors = [m for m in missed if loose(m) not in unit_caught]
+            print(f"Kill rate of the swarm and the tests together: **{rate:.1f}%** ({total} of {viable}).\n")
+        survivors = [m for m in missed if m not in unit_caught]
+
     notes = read_notes()
+    equivalent = [m for m in survivors if notes.get(loose(m), ("", ""))[0].startswith("equivalent")]
+    if viable and equivalent:
+        killable = viable - len(equivalent)
+        total = viable - len(survivors)
+        print(f"Over the viable mutants that are not equivalent ({len(equivalent)} survivors change nothing")
+        print(f"a run or a test can observe; each says why below): **{100.0 * total / killable:.1f}%**")
+        print(f"({total} of {killable}).\n")
     print("## Survivors\n")
     if not survivors:
         print("None.")
@@ -89,14 +142,6 @@ def main() -> int:
         print(f"| `{m}` | {kind} | {why} |")
     unread = sum(1 for m in survivors if loose(m) not in notes)
     print(f"\n{len(survivors) - unread} of {len(survivors)} survivors read.")
-    # A note whose kind starts with **killed** records a kill by a later swarm, checked by
-    # hand (the mutant applied, the named scenarios run): counted apart, never merged into
-    # the measured rates above.
-    later = sum(1 for m in survivors if notes.get(loose(m), ("", ""))[0].startswith("**killed**"))
-    if later and viable:
-        total = viable - len(survivors) + later
-        print(f"\nWith the {later} killed since by a later swarm (checked by hand, not re-measured):"
-              f" {100.0 * total / viable:.1f}% ({total} of {viable}).")
     return 0
 
 
@@ -108,11 +153,11 @@ def read_notes() -> dict[str, tuple[str, str]]:
         for n, line in enumerate(p.read_text().splitlines(), 1):
             if not line.strip() or line.startswith("#"):
                 continue
-            parts = line.split("\t")
-            if len(parts) != 3:
-                print(f"{p}:{n}: expected 3 tab-separated fields, got {len(parts)}", file=sys.stderr)
+            fields = line.split("\t")
+            if len(fields) != 3:
+                print(f"{p}:{n}: expected 3 tab-separated fields, got {len(fields)}", file=sys.stderr)
                 continue
-            notes[parts[0]] = (parts[1], parts[2])
+            notes[fields[0]] = (fields[1], fields[2])
     return notes
 
 

@@ -898,3 +898,45 @@ fn a_storage_without_replicas_ignores_a_replicas_message() {
     }
     assert!(out.is_empty(), "{out:?}");
 }
+
+// device `on_action` (the `CloseChat` guard taken as always true, and `!` deleted from
+// "not already in the background") and `wants_link` (`&&` to `||`): what the user does with
+// the app decides what the phone does. Closing some other chat leaves the open one open (and
+// watched); putting the app away closes the connection; going offline keeps it closed.
+// The swarm sees these since the plan became the truth of what users did; this sees them
+// frame by frame.
+#[test]
+fn a_phone_does_what_its_user_does_with_the_app() {
+    let topo = Deployment {
+        users: 3,
+        ..topo()
+    };
+    let mut a = welcomed(A, topo.clone());
+    let mut out = Vec::new();
+    let open = ConvId::direct(A.user, B.user);
+    let other = ConvId::direct(A.user, UserId(2));
+    a.handle(10, Input::Action(Action::OpenChat { conv: open }), &mut out);
+    out.clear();
+    a.handle(11, Input::Action(Action::CloseChat { conv: other }), &mut out);
+    assert!(
+        !out
+            .iter()
+            .any(|e| matches!(e, Effect::Up(Up::Subscribe { user: None }))),
+        "closing another chat ended the open one's watch: {out:?}"
+    );
+    a.handle(12, Input::Action(Action::Background), &mut out);
+    assert!(!a.is_ready(), "the app went to the background: {out:?}");
+    assert!(out.contains(&Effect::Disconnect), "{out:?}");
+
+    let mut a = welcomed(A, topo);
+    a.handle(10, Input::Action(Action::GoOffline), &mut out);
+    a.handle(11, Input::Disconnected, &mut out);
+    out.clear();
+    for t in (100..20_000).step_by(100) {
+        a.handle(t, Input::Timeout, &mut out);
+    }
+    assert!(
+        !out.iter().any(|e| matches!(e, Effect::Connect { .. })),
+        "an offline user's phone connected: {out:?}"
+    );
+}
