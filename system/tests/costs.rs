@@ -875,8 +875,7 @@ fn a_woken_phone_that_loses_its_connection_reconnects_within_the_wake() {
         for t in (drop_at..drop_at + 6_000).step_by(50) {
             a.handle(t, Input::Timeout, &mut out);
         }
-        out.iter()
-            .any(|e| matches!(e, Effect::Connect { .. }))
+        out.iter().any(|e| matches!(e, Effect::Connect { .. }))
     };
     assert!(woken_then_dropped(2_000), "dropped a second into the wake");
     assert!(
@@ -907,20 +906,20 @@ fn a_storage_without_replicas_ignores_a_replicas_message() {
 // frame by frame.
 #[test]
 fn a_phone_does_what_its_user_does_with_the_app() {
-    let topo = Deployment {
-        users: 3,
-        ..topo()
-    };
+    let topo = Deployment { users: 3, ..topo() };
     let mut a = welcomed(A, topo.clone());
     let mut out = Vec::new();
     let open = ConvId::direct(A.user, B.user);
     let other = ConvId::direct(A.user, UserId(2));
     a.handle(10, Input::Action(Action::OpenChat { conv: open }), &mut out);
     out.clear();
-    a.handle(11, Input::Action(Action::CloseChat { conv: other }), &mut out);
+    a.handle(
+        11,
+        Input::Action(Action::CloseChat { conv: other }),
+        &mut out,
+    );
     assert!(
-        !out
-            .iter()
+        !out.iter()
             .any(|e| matches!(e, Effect::Up(Up::Subscribe { user: None }))),
         "closing another chat ended the open one's watch: {out:?}"
     );

@@ -181,3 +181,38 @@ fn an_unacknowledged_write_on_one_replica_does_not_come_back_over_a_newer_term()
         "the ghost's retry is stored anew and shown"
     );
 }
+
+// Coordinator `send_out` (`!` deleted from "operations await acks": the retry armed only when
+// none did) and `resend` (`==` to `!=`: a restarted replica's catch-up sent to every other
+// replica instead). A write whose copies were lost on the way is sent again: after the retry
+// time to every replica that lacks it, and at once to a replica that comes back, so a quorum
+// forms without waiting for the retry.
+#[test]
+fn lost_copies_of_a_write_are_sent_again_and_a_returning_replica_catches_up_at_once() {
+    use chatsim_system::limits::REPLICATE_RETRY_MS;
+    // Both copies lost: no quorum until the retry.
+    let mut c = Cluster::new(replicated());
+    c.run_for(1_000);
+    c.lossy.extend([Host::Replica(1), Host::Replica(2)]);
+    send(&mut c, A, B, "copies lost");
+    c.run_for(50);
+    c.lossy.clear();
+    assert_eq!(acks(&c), 0, "no quorum yet");
+    c.run_for(REPLICATE_RETRY_MS + 100);
+    assert_eq!(acks(&c), 1, "the retry formed a quorum");
+
+    // One replica still unreachable, the other restarts: its hello brings the write at once.
+    let mut c = Cluster::new(replicated());
+    c.run_for(1_000);
+    c.lossy.extend([Host::Replica(1), Host::Replica(2)]);
+    send(&mut c, A, B, "caught up");
+    c.run_for(50);
+    c.lossy.remove(&Host::Replica(2));
+    c.crash(Host::Replica(2));
+    c.run_for(REPLICATE_RETRY_MS / 3);
+    assert_eq!(
+        acks(&c),
+        1,
+        "replica 2 caught up on its return, before the retry"
+    );
+}

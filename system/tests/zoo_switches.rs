@@ -531,3 +531,24 @@ fn fire_and_forget_receipts_passes_each_receipt_on_once() {
         .count();
     assert_eq!(delivered, 1, "pushed once, straight to the sender");
 }
+
+// ack-seq-off-by-one (shard `on_appended`'s `seq + 1`, turned to `seq - 1`): the bug's ✓
+// carries the number after the one the text was stored under, exactly.
+#[test]
+fn ack_seq_off_by_one_acks_under_the_next_number() {
+    let bugs: Bugs = [Bug::AckSeqOffByOne].into_iter().collect();
+    let topo = Deployment { bugs, ..topo() };
+    let mut c = chatsim_system::testkit::Cluster::new(topo);
+    c.run_for(1_000);
+    send(&mut c, A, B, "first");
+    c.run_for(1_000);
+    let acked: Vec<Seq> = c
+        .seen(A, |o| matches!(o, Observation::Acked { .. }))
+        .map(|o| match o {
+            Observation::Acked { seq, .. } => *seq,
+            _ => unreachable!("filtered to acks"),
+        })
+        .collect();
+    assert_eq!(acked, vec![2], "stored under 1, acked as 2");
+    assert_eq!(displayed(&c, B).first().map(|d| d.0), Some(1));
+}
