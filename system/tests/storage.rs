@@ -216,3 +216,80 @@ fn lost_copies_of_a_write_are_sent_again_and_a_returning_replica_catches_up_at_o
         "replica 2 caught up on its return, before the retry"
     );
 }
+
+// Coordinator `on_replica` (`||` to `&&` in "only the continuation we asked for"): a page a
+// replica sent twice (a retried read) was taken twice while the read went on, so an operation
+// held by one replica counted as held by two, looked like a quorum's, and was not written
+// again: a minority's write served as if it would survive the next rebuild. Read from one
+// replica holding it (its first page arriving twice) and one holding nothing, it is
+// repaired onto the others.
+#[test]
+fn a_page_read_twice_in_a_rebuild_does_not_count_its_replica_twice() {
+    use chatsim_system::proto::{ConvId, OpId, Receipt, ReceiptKind, Rpc, StorageOp};
+    use chatsim_system::{Effect, Input, Machine};
+    let op = |upto| StorageOp::Receipt {
+        receipt: Receipt {
+            conv: ConvId::direct(UserId(0), UserId(1)),
+            reader: B,
+            kind: ReceiptKind::Delivered,
+            upto,
+        },
+        notify: Vec::new(),
+    };
+    let (first, second) = (OpId { term: 1, n: 1 }, OpId { term: 1, n: 2 });
+    let mut s = chatsim_system::storage::Storage::replicated(&replicated(), 7);
+    let mut out = Vec::new();
+    s.handle(0, Input::Timeout, &mut out);
+    let page = |after, ops: Vec<(OpId, StorageOp)>, more| Rpc::Ops { after, ops, more };
+    let from = |r| Host::Replica(r);
+    let one = page(None, vec![(first, op(1))], true);
+    s.handle(
+        1,
+        Input::Rpc {
+            from: from(0),
+            rpc: one.clone(),
+        },
+        &mut out,
+    );
+    s.handle(
+        2,
+        Input::Rpc {
+            from: from(0),
+            rpc: one,
+        },
+        &mut out,
+    );
+    let rest = page(Some(first), vec![(second, op(2))], false);
+    s.handle(
+        3,
+        Input::Rpc {
+            from: from(0),
+            rpc: rest,
+        },
+        &mut out,
+    );
+    out.clear();
+    let empty = page(None, Vec::new(), false);
+    s.handle(
+        4,
+        Input::Rpc {
+            from: from(1),
+            rpc: empty,
+        },
+        &mut out,
+    );
+    let repaired: Vec<OpId> = out
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Rpc {
+                to: Host::Replica(1),
+                rpc: Rpc::Replicate { id, .. },
+            } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        repaired.contains(&first) && repaired.contains(&second),
+        "both ops were on one replica only, so both are written again: {repaired:?}"
+    );
+}
