@@ -292,4 +292,62 @@ fn a_page_read_twice_in_a_rebuild_does_not_count_its_replica_twice() {
         repaired.contains(&first) && repaired.contains(&second),
         "both ops were on one replica only, so both are written again: {repaired:?}"
     );
+    // Coordinator `finish_repair` (`<` to `>` in "a repaired op is not on a quorum yet"): it
+    // serves only once every repaired op is on a quorum, or a crash now could lose what it
+    // served.
+    assert!(!s.serving(), "served before the repair was on a quorum");
+    let repair: Vec<OpId> = out
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Rpc {
+                to: Host::Replica(2),
+                rpc: Rpc::Replicate { id, .. },
+            } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    out.clear();
+    let acked = |r| Input::Rpc {
+        from: from(r),
+        rpc: Rpc::Replicated {
+            ids: repair.clone(),
+        },
+    };
+    s.handle(5, acked(1), &mut out);
+    assert!(
+        !s.serving(),
+        "one replica of a quorum of two has the repair"
+    );
+    s.handle(6, acked(2), &mut out);
+    assert!(s.serving(), "every repaired op is on a quorum now: {out:?}");
+}
+
+// Coordinator `on_retry` (`+` to `*` on the read's retry): a rebuild whose reads were lost
+// asks the replicas again a retry period later, not at a time far off (a coordinator that
+// booted at 5 ms waited 5 x the period; one booting later, for ever).
+#[test]
+fn a_rebuilds_unanswered_reads_are_asked_again() {
+    use chatsim_system::limits::READ_OPS_RETRY_MS;
+    use chatsim_system::proto::Rpc;
+    use chatsim_system::{Effect, Input, Machine};
+    let mut s = chatsim_system::storage::Storage::replicated(&replicated(), 7);
+    let reads = |out: &[Effect]| {
+        out.iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Effect::Rpc {
+                        rpc: Rpc::ReadOps { .. },
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    let mut out = Vec::new();
+    s.handle(500, Input::Timeout, &mut out);
+    assert_eq!(reads(&out), 3, "one read per replica: {out:?}");
+    out.clear();
+    s.handle(500 + READ_OPS_RETRY_MS, Input::Timeout, &mut out);
+    assert_eq!(reads(&out), 3, "asked again: {out:?}");
 }
