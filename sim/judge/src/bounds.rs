@@ -8,7 +8,7 @@ use chatsim_system::limits::{
     GAP_REPAIR_DELAY_MS, GAP_RETRY_MS, LOOKUP_TIMEOUT_MS, OUTBOX_RETRY_MS_MAX,
     SERVER_LINK_KEEPALIVE_MS, SHARD_LEASE_MS,
 };
-use chatsim_system::proto::{DeviceId, Millis, MsgId};
+use chatsim_system::proto::{DeviceId, Host, Millis, MsgId};
 use chatsim_system::Observation;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -187,7 +187,7 @@ pub const GAP_REPAIR_BOUND_MS: Millis = GAP_REPAIR_DELAY_MS + GAP_RETRY_MS + FET
 pub fn gap_repair(h: &History, fetch_extra_ms: Millis, fetch_max: u64) -> Verdict {
     let round_trip = FETCH_ROUND_TRIP_MS + fetch_extra_ms;
     let fetch_max = fetch_max.max(1);
-    let mut weather = Weather::default();
+    let mut weather = Weather::of(h);
     let late: BTreeSet<DeviceId> = h.late_devices.iter().copied().collect();
     // Open gaps: (phone, conversation) -> (first missing, last missing, detected at).
     let mut open: BTreeMap<(DeviceId, chatsim_system::proto::ConvId), (u64, u64, Millis)> =
@@ -265,6 +265,14 @@ pub(crate) struct Weather {
     faulted: BTreeSet<DeviceId>,
     /// When each device's last device fault ended (absent if it never had one).
     fault_ended: BTreeMap<DeviceId, Millis>,
+    /// When the storage coordinator finished each rebuild ([`History::rebuilt`]), and how
+    /// many of them have been passed.
+    rebuilt: Vec<Millis>,
+    rebuilds_passed: usize,
+    /// A replicated storage restarted and has not finished its rebuild: it serves nothing
+    /// until then, however long the rebuild takes (a BUGGIFY run's small log pages make it
+    /// long), so the servers are not calm.
+    awaiting_rebuild: bool,
 }
 
 impl Default for Weather {
@@ -277,15 +285,48 @@ impl Default for Weather {
             up: BTreeMap::new(),
             faulted: BTreeSet::new(),
             fault_ended: BTreeMap::new(),
+            rebuilt: Vec::new(),
+            rebuilds_passed: 0,
+            awaiting_rebuild: false,
         }
     }
 }
 
 impl Weather {
+    /// The weather of `h`'s run, before its first record.
+    pub(crate) fn of(h: &History) -> Weather {
+        let mut rebuilt = h.rebuilt.clone();
+        rebuilt.sort_unstable();
+        Weather {
+            rebuilt,
+            ..Weather::default()
+        }
+    }
+
     /// Takes in one record; a device's observation is handed back for the check to read.
     pub(crate) fn feed<'a>(&mut self, r: &'a Record) -> Option<(DeviceId, &'a Observation)> {
+        while let Some(&t) = self.rebuilt.get(self.rebuilds_passed) {
+            if t > r.t {
+                break;
+            }
+            self.rebuilds_passed += 1;
+            if std::mem::take(&mut self.awaiting_rebuild) {
+                self.server_faults = self.server_faults.saturating_sub(1);
+                if self.server_faults == 0 {
+                    self.servers_calm = Some(t + RECOVERY_MS);
+                }
+            }
+        }
         match &r.event {
             Event::Fault(f) => {
+                if let Fault::Restart(Host::Storage(_)) = f {
+                    // Counted as a fault in force until the rebuild it starts is over (only a
+                    // replicated storage rebuilds, and every one of its lives does).
+                    if !self.rebuilt.is_empty() && !self.awaiting_rebuild {
+                        self.awaiting_rebuild = true;
+                        self.server_faults += 1;
+                    }
+                }
                 match (f.server(), f) {
                     (Some(true), _) => {
                         self.server_faults += 1;
@@ -319,8 +360,11 @@ impl Weather {
                 None
             }
             Event::Healed => {
-                self.server_faults = 0;
-                self.servers_calm = Some(self.servers_calm.unwrap_or(r.t + RECOVERY_MS));
+                // Every planned fault is over; a rebuild under way is not.
+                self.server_faults = usize::from(self.awaiting_rebuild);
+                if !self.awaiting_rebuild {
+                    self.servers_calm = Some(self.servers_calm.unwrap_or(r.t + RECOVERY_MS));
+                }
                 for d in std::mem::take(&mut self.faulted) {
                     self.fault_ended.insert(d, r.t);
                 }

@@ -257,6 +257,11 @@ pub struct History {
     /// need it then fall back to the devices' reports.
     #[serde(default)]
     pub views: Vec<(Millis, DeviceId, View)>,
+    /// When the storage coordinator finished each rebuild of its view from its replicas (at
+    /// boot and after each restart; empty without replicas): it serves only from then, so a
+    /// restart's recovery is judged from here, not from the restart.
+    #[serde(default)]
+    pub rebuilt: Vec<Millis>,
     /// Every frame a server host received, bytes and all: what servers could see. Not part
     /// of the serialised history (the trace hash already covers every frame).
     #[serde(skip)]
@@ -294,6 +299,7 @@ impl History {
             late_devices: Vec::new(),
             inbox_left: Vec::new(),
             views: Vec::new(),
+            rebuilt: Vec::new(),
             server_frames: Vec::new(),
             screened: None,
         }

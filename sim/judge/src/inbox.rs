@@ -78,7 +78,7 @@ pub const DRAIN_LATENCY: &str = "drain_latency";
 pub fn drain_latency(h: &History, fetch_extra_ms: Millis, inbox_page: u32) -> Verdict {
     let round_trip = FETCH_ROUND_TRIP_MS + fetch_extra_ms;
     let page = u64::from(inbox_page.max(1));
-    let mut weather = Weather::default();
+    let mut weather = Weather::of(h);
     // Drains under way: device -> (connected at, entries counted so far).
     let mut draining: BTreeMap<DeviceId, (Millis, u64)> = BTreeMap::new();
     let mut violations = Vec::new();

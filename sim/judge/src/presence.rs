@@ -356,7 +356,7 @@ const fn max(a: Millis, b: Millis) -> Millis {
 /// that shows the truth only because a later renewal or event happened to bring it.
 pub fn presence_latency(h: &History, fetch_extra_ms: Millis) -> Verdict {
     let bound = PRESENCE_BOUND_MS + fetch_extra_ms;
-    let mut weather = Weather::default();
+    let mut weather = Weather::of(h);
     let mut truth: BTreeMap<UserId, Truth> = BTreeMap::new();
     let mut open: BTreeMap<DeviceId, (ConvId, Millis)> = BTreeMap::new();
     // Per (watcher, watched): every presence shown (when, online, last seen), in time order.

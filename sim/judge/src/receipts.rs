@@ -474,7 +474,7 @@ fn owe(owed: &mut Owed, key: (DeviceId, DeviceId, ConvId, ReceiptKind), seq: Seq
 pub fn receipt_latency(h: &History, fetch_extra_ms: Millis) -> Verdict {
     // A membership change is shown like a text but owed no receipt.
     let changes = h.change_ids();
-    let mut weather = Weather::default();
+    let mut weather = Weather::of(h);
     // What each reader device showed of other users' texts: (reader, conv) -> seq -> sender.
     let mut texts: BTreeMap<(DeviceId, ConvId), BTreeMap<Seq, DeviceId>> = BTreeMap::new();
     let mut read_upto: BTreeMap<(DeviceId, ConvId), Seq> = BTreeMap::new();
@@ -835,6 +835,43 @@ mod tests {
         receipt(&mut h, 20_000, ReceiptKind::Delivered, 1);
         let v = receipt_latency(&h, 0);
         assert!(v.holds && v.checked == 0);
+    }
+
+    #[test]
+    fn a_restarted_replicated_storage_is_calm_only_after_its_rebuild() {
+        use crate::history::Fault;
+        use chatsim_system::proto::Host;
+        // Storage restarts at 1,500 and serves again only at 20,000 (a long rebuild).
+        let rebuilding = |arrives: Millis, rebuilt: Option<Millis>| {
+            let mut h = History::new(2);
+            h.end = 60_000;
+            h.rebuilt = std::iter::once(5).chain(rebuilt).collect();
+            up(&mut h, 0, 0);
+            up(&mut h, 0, 1);
+            h.push(500, Event::Fault(Fault::Kill(Host::Storage(0))));
+            text(&mut h, 900, 0, 1, Some(1_000));
+            h.push(1_500, Event::Fault(Fault::Restart(Host::Storage(0))));
+            receipt(&mut h, arrives, ReceiptKind::Delivered, 1);
+            h
+        };
+        let calm = 20_000 + crate::bounds::RECOVERY_MS;
+        let v = receipt_latency(
+            &rebuilding(calm + RECEIPT_IN_FLIGHT_BOUND_MS, Some(20_000)),
+            0,
+        );
+        assert!(
+            v.holds && v.checked == 1,
+            "judged from the rebuild: {:?}",
+            v.violations
+        );
+        let v = receipt_latency(
+            &rebuilding(calm + RECEIPT_IN_FLIGHT_BOUND_MS + 1, Some(20_000)),
+            0,
+        );
+        assert_eq!(v.violations.len(), 1, "late by 1 ms after the rebuild");
+        // A rebuild that never ended: the storage never served again, nothing is judged.
+        let v = receipt_latency(&rebuilding(50_000, None), 0);
+        assert!(v.holds && v.checked == 0, "{:?}", v.violations);
     }
 
     /// Deadlines past the end: only the reads are judged.

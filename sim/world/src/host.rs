@@ -50,7 +50,8 @@ pub trait ServerLinks<W> {
     /// Wake a phone through the OS's push channel, outside the chat network.
     fn wake(&mut self, device: DeviceId);
     /// Keep a write the machine synced, beside the host.
-    fn persist(&mut self, write: Write);
+    /// `write` made durable at `now` (a storage rebuild's view is also when it serves again).
+    fn persist(&mut self, now: Millis, write: Write);
     /// Count a probe the machine reached.
     fn probe(&mut self, probe: Probe);
     /// What the disk beside this host does now (the world's disk faults set it). A host
@@ -182,7 +183,7 @@ impl<W> ServerHost<W> {
                     self.writers.remove(&conn);
                     self.devices.remove(&conn);
                 }
-                Route::Durable(write) => links.persist(write),
+                Route::Durable(write) => links.persist(now, write),
                 Route::Probe(p) => links.probe(p),
                 r @ (Route::Connect { .. }
                 | Route::Up { .. }
@@ -404,7 +405,7 @@ mod tests {
         fn wake(&mut self, device: DeviceId) {
             self.wakes.push(device);
         }
-        fn persist(&mut self, _: Write) {
+        fn persist(&mut self, _: Millis, _: Write) {
             self.persisted += 1;
         }
         fn probe(&mut self, _: Probe) {}

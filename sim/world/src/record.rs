@@ -219,6 +219,15 @@ impl Recorder {
     }
 
     /// Record what a device observed.
+    /// The storage coordinator finished a rebuild and serves from `t` on.
+    pub fn rebuilt(&self, t: Millis) {
+        self.history
+            .lock()
+            .expect("no thread ever panics holding it")
+            .rebuilt
+            .push(t);
+    }
+
     pub fn observe(&self, t: Millis, device: DeviceId, obs: Observation) {
         self.history
             .lock()

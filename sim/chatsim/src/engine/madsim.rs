@@ -456,7 +456,10 @@ impl ServerLinks<UnboundedSender<Bytes>> for ServerIo {
         }
     }
 
-    fn persist(&mut self, write: Write) {
+    fn persist(&mut self, now: Millis, write: Write) {
+        if matches!(write, Write::Rebuilt(_)) {
+            self.sh.rec.rebuilt(now);
+        }
         self.sh.durable.apply(write);
     }
 
