@@ -246,6 +246,24 @@ fn leases_pass_on_expiry_and_fence_out_the_old_owner() {
     assert_eq!(s.durable().last_seq(msg(1, 1).conv), 1);
 }
 
+// A renewal is of one life's lease: a late renewal from a shard's earlier life (its epoch
+// since raised by the shard's own re-acquisition) renews nothing, and above all does not put
+// the old epoch back, which would let that life's fenced writes in again. (Storage `on_lease`,
+// `&&` to `||` in "owned by the asker under the epoch it names": a mutant that survived the
+// mutation sample.)
+#[test]
+fn a_late_renewal_of_an_earlier_life_keeps_the_newer_epoch() {
+    let mut s = Storage::new(StorageState::default());
+    let first = lease(&mut s, 0, 0, vec![], vec![0])[0].epoch;
+    let second = lease(&mut s, 100, 0, vec![], vec![0])[0].epoch;
+    assert!(
+        second > first,
+        "a new life takes the slot under a new epoch"
+    );
+    let t = lease(&mut s, 200, 0, vec![(0, first)], vec![]);
+    assert_eq!((t[0].owner, t[0].epoch), (0, second));
+}
+
 // With `unfenced-failover` the same stale write lands, over the number's rightful owner.
 #[test]
 fn without_the_fence_a_stale_write_overwrites() {
