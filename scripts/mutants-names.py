@@ -3,11 +3,12 @@
 line, as in mutants.out/missed.txt), so a sample's survivors can be judged again: by a later
 commit's swarm (scripts/mutants.sh all --re ...) or by the unit tests (scripts/mutants-unit.sh).
 
-Line and column are matched loosely: an edit above a survivor moves it, and it is still the
-same mutation of the same function. Two identical mutations in one function are then both
-selected, which costs a run, not a verdict.
+Line and column are matched loosely by default: an edit above a survivor moves it, and it is
+still the same mutation of the same function. Two identical mutations in one function are then
+both selected, which costs a run (scripts/mutants-report.py matches verdicts by exact name).
+With --exact, only the names listed (for a tree whose system/ has not moved since).
 
-Usage: scripts/mutants-names.py MISSED_TXT
+Usage: scripts/mutants-names.py [--exact] MISSED_TXT
 """
 import re
 import sys
@@ -22,23 +23,26 @@ def escape(s: str) -> str:
 
 
 def main() -> int:
-    if len(sys.argv) != 2:
+    args = sys.argv[1:]
+    exact = "--exact" in args
+    args = [a for a in args if a != "--exact"]
+    if len(args) != 1:
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        names = [l.strip() for l in open(sys.argv[1]) if l.strip()]
+        names = [l.strip() for l in open(args[0]) if l.strip()]
     except OSError as e:
-        print(f"{sys.argv[1]}: {e.strerror}", file=sys.stderr)
+        print(f"{args[0]}: {e.strerror}", file=sys.stderr)
         return 2
     parts = set()
     for n in names:
         m = re.match(r"^([^:]+):\d+:\d+: (.*)$", n)
         if not m:
-            print(f"{sys.argv[1]}: not a mutant name: {n!r}", file=sys.stderr)
+            print(f"{args[0]}: not a mutant name: {n!r}", file=sys.stderr)
             return 2
-        parts.add(escape(m.group(1)) + r":\d+:\d+: " + escape(m.group(2)))
+        parts.add(escape(n) if exact else escape(m.group(1)) + r":\d+:\d+: " + escape(m.group(2)))
     if not parts:
-        print(f"{sys.argv[1]}: no mutants listed", file=sys.stderr)
+        print(f"{args[0]}: no mutants listed", file=sys.stderr)
         return 1
     print("^(" + "|".join(sorted(parts)) + ")$")
     return 0

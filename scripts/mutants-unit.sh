@@ -4,9 +4,12 @@
 # survivor of the project's tests; reports/mutants/ lists each with what kills it or why it
 # is equivalent.
 #
-# Usage: scripts/mutants-unit.sh SWARM_OUTPUT_DIR [more cargo-mutants options]
+# Usage: scripts/mutants-unit.sh SWARM_OUTPUT_DIR [--loose] [more cargo-mutants options]
 #   scripts/mutants-unit.sh /tmp/mutants-run     reads /tmp/mutants-run/mutants.out/missed.txt,
 #                                                writes /tmp/mutants-run/unit/mutants.out/
+# The survivors are selected by their exact names (line and column): system/src must be where
+# stage one saw it. --loose selects them by file, function and mutation only, for a tree edited
+# since (scripts/mutants-names.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ]; then
@@ -15,6 +18,11 @@ if [ $# -lt 1 ]; then
 fi
 out=$1
 shift
+names=(--exact)
+if [ "${1:-}" = --loose ]; then
+  names=()
+  shift
+fi
 missed=$out/mutants.out/missed.txt
 if [ ! -f "$missed" ]; then
   echo "$missed: no such file (run scripts/mutants.sh with --output $out first)" >&2
@@ -29,7 +37,7 @@ if ! git diff --quiet HEAD -- system/; then
   git diff --stat HEAD -- system/ >&2
   exit 2
 fi
-re=$(scripts/mutants-names.py "$missed")
+re=$(scripts/mutants-names.py "${names[@]}" "$missed")
 cargo test --package chatsim-system --no-run --locked
 exec cargo mutants --config .cargo/mutants-unit.toml --package chatsim-system --re "$re" \
   --baseline skip --timeout 240 --build-timeout 900 --output "$out/unit" "$@"
