@@ -1029,3 +1029,71 @@ fn a_late_fan_out_step_of_a_finished_job_parks_nothing() {
     state.apply(&step);
     assert_eq!(state.inbox_entries(), 0, "the late retry parked it again");
 }
+
+// storage `read_log` (`!` deleted from "the change that made the reader a member"): a member
+// added at 3 who asks for 1..2 (before its time) gets nothing of them, and must be told where
+// its membership starts, or it asks for the same empty range for ever. With the mutant it was
+// told of a later change (the add of someone else at 5) and skipped what it was owed from 3.
+#[test]
+fn a_read_before_a_members_time_points_at_the_change_that_added_it() {
+    use chatsim_system::proto::{GroupEvent, GroupOp};
+    let group = ConvId::group(2);
+    let mut state = chatsim_system::storage::StorageState::default();
+    let users = |us: &[u32]| us.iter().copied().map(UserId).collect::<Vec<_>>();
+    let entry = |seq: u64, event: Option<GroupEvent>| {
+        let StorageOp::Append { mut msg, .. } = append_op(4, &[], 0, 0) else {
+            unreachable!("built as an append")
+        };
+        (msg.conv, msg.seq, msg.id.n, msg.event) = (group, seq, seq as u32, event);
+        StorageOp::Append {
+            msg,
+            recipients: Vec::new(),
+            fanout: Vec::new(),
+            park: false,
+        }
+    };
+    let change = |op, members: &[u32]| {
+        Some(GroupEvent {
+            op,
+            members: users(members),
+        })
+    };
+    let create = GroupOp::Create {
+        members: users(&[1]),
+    };
+    state.apply(&entry(1, change(create, &[0, 1])));
+    state.apply(&entry(2, None));
+    let add = |u| GroupOp::Add { user: UserId(u) };
+    state.apply(&entry(3, change(add(2), &[0, 1, 2])));
+    state.apply(&entry(4, None));
+    state.apply(&entry(5, change(add(3), &[0, 1, 2, 3])));
+    let mut s = chatsim_system::storage::Storage::new(state);
+    let mut out = Vec::new();
+    let reader = DeviceId::primary(UserId(2));
+    let rpc = Rpc::ReadLog {
+        req: 1,
+        conv: group,
+        from: 1,
+        to: 2,
+        reader,
+    };
+    s.handle(
+        1,
+        Input::Rpc {
+            from: Host::Shard(0),
+            rpc,
+        },
+        &mut out,
+    );
+    let seqs: Vec<u64> = out
+        .iter()
+        .flat_map(|e| match e {
+            Effect::Rpc {
+                rpc: Rpc::LogRange { msgs, .. },
+                ..
+            } => msgs.iter().map(|m| m.seq).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(seqs, vec![3], "where its membership starts: {out:?}");
+}
