@@ -1097,3 +1097,39 @@ fn a_read_before_a_members_time_points_at_the_change_that_added_it() {
         .collect();
     assert_eq!(seqs, vec![3], "where its membership starts: {out:?}");
 }
+
+// shard `lose` (`!` deleted from "keep the fan-out jobs of the other slots"): a shard that
+// wakes to find its slot taken must drop the slot's unfinished fan-out jobs too (the new
+// owner resumes them from storage), not keep stepping them under a fenced epoch.
+#[test]
+fn a_shard_that_finds_its_slot_taken_drops_the_slots_fan_out_jobs() {
+    let topo = Deployment {
+        users: 4,
+        knobs: Knobs {
+            fanout_step_devices: 1,
+            ..Knobs::default()
+        },
+        ..topo()
+    };
+    let mut c = Cluster::new(topo);
+    c.run_for(1_000);
+    let members = vec![UserId(1), UserId(2), UserId(3)];
+    c.act(A, Action::CreateGroup { group: 2, members });
+    c.run_for(1_000);
+    let home = chatsim_system::routing::shard_for_conv(ConvId::group(2), 2);
+    let body = b"fanned out".to_vec();
+    c.act(A, Action::SendGroup { group: 2, body });
+    // Sequenced and stored, its fan-out a step in: then the shard freezes.
+    for _ in 0..20 {
+        if c.shard(home).fanouts() > 0 {
+            break;
+        }
+        c.run_for(1);
+    }
+    assert_eq!(c.shard(home).fanouts(), 1, "a fan-out job under way");
+    c.freeze(Host::Shard(home));
+    c.run_for(7_000);
+    c.thaw(Host::Shard(home));
+    c.run_for(1_000);
+    assert_eq!(c.shard(home).fanouts(), 0, "the slot and its jobs are gone");
+}
