@@ -201,6 +201,18 @@ fn lost_copies_of_a_write_are_sent_again_and_a_returning_replica_catches_up_at_o
     c.run_for(REPLICATE_RETRY_MS + 100);
     assert_eq!(acks(&c), 1, "the retry formed a quorum");
 
+    // The retry's copies lost too: it is retried again a period later (coordinator `on_retry`,
+    // `+` to `*`: the next retry was set for a time far off).
+    let mut c = Cluster::new(replicated());
+    c.run_for(1_000);
+    c.lossy.extend([Host::Replica(1), Host::Replica(2)]);
+    send(&mut c, A, B, "lost twice");
+    c.run_for(REPLICATE_RETRY_MS + 100);
+    c.lossy.clear();
+    assert_eq!(acks(&c), 0, "the first retry was lost as well");
+    c.run_for(REPLICATE_RETRY_MS + 100);
+    assert_eq!(acks(&c), 1, "the second retry formed a quorum");
+
     // One replica still unreachable, the other restarts: its hello brings the write at once.
     let mut c = Cluster::new(replicated());
     c.run_for(1_000);
