@@ -552,3 +552,27 @@ fn ack_seq_off_by_one_acks_under_the_next_number() {
     assert_eq!(acked, vec![2], "stored under 1, acked as 2");
     assert_eq!(displayed(&c, B).first().map(|d| d.0), Some(1));
 }
+
+// dedup-by-user (storage `find_by_user` replaced by "nothing found", so the bug found no
+// repeats): storage spots a retry by user and counter, so a companion's first text, whose
+// counter matches its primary's first, is acked as a repeat and never shown.
+#[test]
+fn dedup_by_user_takes_a_companions_text_for_its_primarys() {
+    let run = |bugs: Bugs| {
+        let topo = Deployment {
+            bugs,
+            devices_per_user: 2,
+            ..topo()
+        };
+        let mut c = chatsim_system::testkit::Cluster::new(topo);
+        c.run_for(1_000);
+        send(&mut c, A, B, "from the phone");
+        c.run_for(1_000);
+        send(&mut c, A1, B, "from the laptop");
+        c.run_for(2_000);
+        displayed(&c, B).len()
+    };
+    assert_eq!(run(Bugs::none()), 2);
+    let bugs: Bugs = [Bug::DedupByUser].into_iter().collect();
+    assert_eq!(run(bugs), 1, "the laptop's text was acked as the phone's");
+}
