@@ -85,7 +85,9 @@ def main() -> int:
     print(f"Shard {a.shard} (round-robin) of the mutants of `chatsim-system` as listed at commit")
     print(f"{a.sample_commit} ({len(names)} mutants; the list is `reports/mutants/sample.txt`). Stage one,")
     print(f"the swarm in `sim/chatsim/tests/mutant_swarm.rs`, judged them at {commits}.")
-    print("Produced by `scripts/mutants-report.py`; how to re-run it is in `reports/mutants/README.md`.\n")
+    print("Produced by `scripts/mutants-report.py`; how to re-run it, and how to read this sample's")
+    print("rates (which tests were written after its survivors were seen), is in")
+    print("[`README.md`](README.md#the-current-sample).\n")
     print("## Stage one: the swarm\n")
     print("| outcome | mutants |\n|---|---|")
     print(f"| caught | {len(count['caught'])} |\n| missed | {len(count['missed'])} |")
@@ -139,9 +141,10 @@ def main() -> int:
     print("Each with what it is and what kills it, from `reports/mutants/survivors.tsv` (a")
     print("survivor with no note there is marked *unread*: nobody has looked at it yet).\n")
     print("| mutant | kind | why, and what kills it |\n|---|---|---|")
+    cell = lambda t: t.replace("|", "\\|")  # a `||` mutant must not end its table cell
     for m in survivors:
         kind, why = notes.get(loose(m), ("*unread*", ""))
-        print(f"| `{m}` | {kind} | {why} |")
+        print(f"| `{cell(m)}` | {cell(kind)} | {cell(why)} |")
     unread = sum(1 for m in survivors if loose(m) not in notes)
     print(f"\n{len(survivors) - unread} of {len(survivors)} survivors read.")
     return 0
