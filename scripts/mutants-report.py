@@ -5,7 +5,8 @@ chatsim-system's own tests, scripts/mutants-unit.sh), the kill rates over viable
 every survivor with the reason it survived (reports/mutants/survivors.tsv).
 
 Usage: scripts/mutants-report.py --swarm DIR@COMMIT[,DIR@COMMIT...] [--unit DIR@COMMIT[,...]]
-                                 [--sample FILE] [--shard 0/5] > reports/mutants/latest.md
+                                 [--sample FILE] [--shard 0/5] [--sample-commit C]
+                                 > reports/mutants/latest.md
   --swarm   output directories of scripts/mutants.sh (or their mutants.out), each with the
             commit it ran at; a sample judged in parts lists every part
   --unit    output directories of scripts/mutants-unit.sh, each with its commit; a mutant
@@ -13,6 +14,10 @@ Usage: scripts/mutants-report.py --swarm DIR@COMMIT[,DIR@COMMIT...] [--unit DIR@
   --sample  the sample's mutant names, one a line (cargo mutants --list --shard ...): outcomes
             of mutants outside it are left out (cargo-mutants 27.1 runs its "delete field"
             mutants whatever --re says), and a mutant of it not yet judged is counted as such
+  --sample-commit  the commit the sample was drawn at (for the text only)
+Verdicts match by exact name, so every part must name mutants by the same lines: rename an
+older part's lists first if system/src moved (the committed sample's 1be7768 part was renamed
+to 7117396's lines; reports/mutants/README.md says how).
 """
 import argparse
 import pathlib
@@ -82,8 +87,9 @@ def main() -> int:
     commits = ", ".join(f"{c} ({sum(1 for n in names if n in set(lines(d, 'caught.txt') + lines(d, 'missed.txt') + lines(d, 'timeout.txt') + lines(d, 'unviable.txt')))} mutants)" for d, c in swarm)
 
     print("# Mutation score of chatsim-system (latest measured sample)\n")
-    print(f"Shard {a.shard} (round-robin) of the mutants of `chatsim-system` as listed at commit")
-    print(f"{a.sample_commit} ({len(names)} mutants; the list is `reports/mutants/sample.txt`). Stage one,")
+    print(f"Shard {a.shard} (round-robin) of the mutants of `chatsim-system` as drawn at commit")
+    print(f"{a.sample_commit} ({len(names)} mutants, named by their lines where the report was made; the list")
+    print("is `reports/mutants/sample.txt`). Stage one,")
     print(f"the swarm in `sim/chatsim/tests/mutant_swarm.rs`, judged them at {commits}.")
     print("Produced by `scripts/mutants-report.py`; how to re-run it, and how to read this sample's")
     print("rates (which tests were written after its survivors were seen), is in")

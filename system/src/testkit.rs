@@ -136,12 +136,12 @@ impl Cluster {
         &self.devices[&d]
     }
 
-    /// A gateway, by index (for assertions on its state).
     /// Shard `i` as it is now.
     pub fn shard(&self, i: u16) -> &Shard {
         &self.shards[usize::from(i)]
     }
 
+    /// A gateway, by index (for assertions on its state).
     pub fn gateway(&self, g: u16) -> &Gateway {
         &self.gateways[usize::from(g)]
     }

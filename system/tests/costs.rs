@@ -58,6 +58,27 @@ fn keyed() -> (Deployment, impl Fn(u64) -> Message) {
     (t, text)
 }
 
+/// Shard 0 of the two-shard topology, booted (its first lease request sent) and driven alone.
+fn booted_shard() -> chatsim_system::shard::Shard {
+    let mut s = chatsim_system::shard::Shard::new(0, topo());
+    s.handle(0, Input::Timeout, &mut Vec::new());
+    s
+}
+
+/// `home`, the shard of a conversation with work under way, freezes past its lease, the
+/// other shard takes its slot, and it wakes to the lease table saying so.
+fn slot_taken_while_frozen(c: &mut Cluster, home: u16) {
+    c.freeze(Host::Shard(home));
+    c.run_for(7_000);
+    assert_eq!(
+        c.durable().lease(home).map(|l| l.0),
+        Some(1 - home),
+        "taken over"
+    );
+    c.thaw(Host::Shard(home));
+    c.run_for(1_000);
+}
+
 fn deliver(d: &mut Device, now: u64, msg: Message, path: Path) -> Vec<Effect> {
     let mut out = Vec::new();
     d.handle(now, Input::Down(Down::Deliver { msg, path }), &mut out);
@@ -128,6 +149,7 @@ fn a_pushed_text_leaves_the_inbox_as_soon_as_the_phone_acks_it() {
     // Frames take a millisecond a hop; the delivered mark waits RECEIPT_DELAY_MS (200).
     c.run_for(50);
     assert_eq!(displayed(&c, B).len(), 1);
+    assert_eq!(c.durable().inbox_written(), 1, "an entry was parked for it");
     assert_eq!(
         c.durable().inbox_entries(),
         0,
@@ -459,9 +481,8 @@ fn a_phone_pulls_a_group_read_from_its_log_once_per_connection() {
 fn a_shard_lets_a_slot_go_only_for_a_fence_newer_than_its_lease() {
     use chatsim_system::proto::LeaseView;
     use chatsim_system::shard::Shard;
-    let mut s = Shard::new(0, topo());
+    let mut s = booted_shard();
     let mut out = Vec::new();
-    s.handle(0, Input::Timeout, &mut out);
     let storage = |rpc| Input::Rpc {
         from: Host::Storage(0),
         rpc,
@@ -498,15 +519,7 @@ fn a_shard_that_finds_its_slot_taken_forgets_the_slots_deliveries() {
     send(&mut c, A, B, "tracked");
     c.run_for(100);
     assert_eq!(c.shard(home).tracked(), 1);
-    c.freeze(Host::Shard(home));
-    c.run_for(7_000);
-    assert_eq!(
-        c.durable().lease(home).map(|l| l.0),
-        Some(1 - home),
-        "taken over"
-    );
-    c.thaw(Host::Shard(home));
-    c.run_for(1_000);
+    slot_taken_while_frozen(&mut c, home);
     assert_eq!(
         c.shard(home).tracked(),
         0,
@@ -516,16 +529,14 @@ fn a_shard_that_finds_its_slot_taken_forgets_the_slots_deliveries() {
 
 // shard `on_lease_table` (`&&` to `||` in "ours: owned by us and live", and in "expired: not
 // ours, and dead or once ours"): a shard whose bid for a slot lost must not take it over
-// (its writes would all be fenced), and must not bid again for a slot another shard holds
-// live (a refused request each renewal).
+// (its writes would all be fenced), and bids again only for its home slot, never for another
+// slot a shard holds live (a refused request each renewal).
 #[test]
-fn a_shard_takes_only_the_slots_the_table_gives_it_and_bids_only_for_dead_ones() {
+fn a_shard_takes_only_the_slots_the_table_gives_it_and_bids_for_no_live_slot_but_its_home() {
     use chatsim_system::limits::SHARD_LEASE_RENEW_MS;
     use chatsim_system::proto::LeaseView;
-    use chatsim_system::shard::Shard;
-    let mut s = Shard::new(0, topo());
+    let mut s = booted_shard();
     let mut out = Vec::new();
-    s.handle(0, Input::Timeout, &mut out);
     let view = |slot, owner, epoch, live| LeaseView {
         slot,
         owner,
@@ -563,7 +574,7 @@ fn a_shard_takes_only_the_slots_the_table_gives_it_and_bids_only_for_dead_ones()
     assert_eq!(
         asked,
         vec![vec![0]],
-        "the home slot again, never shard 1's live one"
+        "its home slot again, never shard 1's own live slot"
     );
 }
 
@@ -1127,9 +1138,6 @@ fn a_shard_that_finds_its_slot_taken_drops_the_slots_fan_out_jobs() {
         c.run_for(1);
     }
     assert_eq!(c.shard(home).fanouts(), 1, "a fan-out job under way");
-    c.freeze(Host::Shard(home));
-    c.run_for(7_000);
-    c.thaw(Host::Shard(home));
-    c.run_for(1_000);
+    slot_taken_while_frozen(&mut c, home);
     assert_eq!(c.shard(home).fanouts(), 0, "the slot and its jobs are gone");
 }

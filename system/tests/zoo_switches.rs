@@ -1,9 +1,10 @@
-//! The bug zoo's switches (the device-side ones, and the shard's delete-on-push), each pinned to its exact misbehaviour. A zoo bug is
-//! worth having only if it does the one wrong thing its entry describes: the gate that runs
-//! each bug's scenario sees *that* a checker fails, not *why*, so a branch mutated into some
-//! other wrong (or into no bug at all) went unnoticed. Each test here was written against
-//! mutants that survived the mutation sample inside a zoo branch (reports/mutants/), names
-//! them, and drives one phone directly so the misbehaviour is seen frame by frame.
+//! The bug zoo's switches (the phone's, the shard's and storage's), each pinned to its exact
+//! misbehaviour. A zoo bug is worth having only if it does the one wrong thing its entry
+//! describes: the gate that runs each bug's scenario sees *that* a checker fails, not *why*,
+//! so a branch mutated into some other wrong (or into no bug at all) went unnoticed. Each test
+//! here was written against mutants that survived the mutation sample inside a zoo branch
+//! (reports/mutants/) and names them; the phone's are driven on one phone, frame by frame, the
+//! servers' through the in-memory cluster.
 
 mod common;
 
@@ -530,6 +531,31 @@ fn fire_and_forget_receipts_passes_each_receipt_on_once() {
         })
         .count();
     assert_eq!(delivered, 1, "pushed once, straight to the sender");
+    // Once and never again: with that push lost, the sender never gets its ticks (the design
+    // retries, and gets them to it).
+    let lost_push = |bugs: Bugs| {
+        let world = Deployment {
+            bugs,
+            ..common::topo()
+        };
+        let mut c = chatsim_system::testkit::Cluster::new(world);
+        c.run_for(1_000);
+        send(&mut c, A, B, "tick me");
+        c.run_for(15);
+        assert_eq!(displayed(&c, B).len(), 1, "B has it");
+        c.lossy
+            .extend([0, 1].map(chatsim_system::proto::Host::Gateway));
+        c.run_for(1_000);
+        c.lossy.clear();
+        c.run_for(20_000);
+        c.seen(A, |o| {
+            matches!(o, Observation::Receipt { receipt } if receipt.kind == ReceiptKind::Delivered)
+        })
+        .count()
+    };
+    assert_eq!(lost_push(Bugs::none()), 1, "the design retries the push");
+    let bugs: Bugs = [Bug::FireAndForgetReceipts].into_iter().collect();
+    assert_eq!(lost_push(bugs), 0, "the bug's one push was lost");
 }
 
 // ack-seq-off-by-one (shard `on_appended`'s `seq + 1`, turned to `seq - 1`): the bug's ✓

@@ -269,9 +269,12 @@ pub(crate) struct Weather {
     /// many of them have been passed.
     rebuilt: Vec<Millis>,
     rebuilds_passed: usize,
+    /// The storage is down (killed, not yet restarted).
+    storage_down: bool,
     /// A replicated storage restarted and has not finished its rebuild: it serves nothing
     /// until then, however long the rebuild takes (a BUGGIFY run's small log pages make it
-    /// long), so the servers are not calm.
+    /// long), so the servers are not calm. Kept apart from the fault count, which unmatched
+    /// fault records (a restart of a host that was up) may move.
     awaiting_rebuild: bool,
 }
 
@@ -287,6 +290,7 @@ impl Default for Weather {
             fault_ended: BTreeMap::new(),
             rebuilt: Vec::new(),
             rebuilds_passed: 0,
+            storage_down: false,
             awaiting_rebuild: false,
         }
     }
@@ -310,22 +314,21 @@ impl Weather {
                 break;
             }
             self.rebuilds_passed += 1;
-            if std::mem::take(&mut self.awaiting_rebuild) {
-                self.server_faults = self.server_faults.saturating_sub(1);
-                if self.server_faults == 0 {
-                    self.servers_calm = Some(t + RECOVERY_MS);
-                }
+            if std::mem::take(&mut self.awaiting_rebuild) && self.server_faults == 0 {
+                self.servers_calm = Some(t + RECOVERY_MS);
             }
         }
         match &r.event {
             Event::Fault(f) => {
-                if let Fault::Restart(Host::Storage(_)) = f {
-                    // Counted as a fault in force until the rebuild it starts is over (only a
-                    // replicated storage rebuilds, and every one of its lives does).
-                    if !self.rebuilt.is_empty() && !self.awaiting_rebuild {
-                        self.awaiting_rebuild = true;
-                        self.server_faults += 1;
+                match f {
+                    Fault::Kill(Host::Storage(_)) => self.storage_down = true,
+                    // A storage that comes back up rebuilds before it serves (only a
+                    // replicated one rebuilds, and every life of it does).
+                    Fault::Restart(Host::Storage(_)) if self.storage_down => {
+                        self.storage_down = false;
+                        self.awaiting_rebuild = !self.rebuilt.is_empty();
                     }
+                    _ => {}
                 }
                 match (f.server(), f) {
                     (Some(true), _) => {
@@ -335,7 +338,7 @@ impl Weather {
                     }
                     (Some(false), _) => {
                         self.server_faults = self.server_faults.saturating_sub(1);
-                        if self.server_faults == 0 {
+                        if self.server_faults == 0 && !self.awaiting_rebuild {
                             self.servers_calm = Some(r.t + RECOVERY_MS);
                         }
                     }
@@ -361,7 +364,7 @@ impl Weather {
             }
             Event::Healed => {
                 // Every planned fault is over; a rebuild under way is not.
-                self.server_faults = usize::from(self.awaiting_rebuild);
+                self.server_faults = 0;
                 if !self.awaiting_rebuild {
                     self.servers_calm = Some(self.servers_calm.unwrap_or(r.t + RECOVERY_MS));
                 }

@@ -259,8 +259,11 @@ pub struct History {
     pub views: Vec<(Millis, DeviceId, View)>,
     /// When the storage coordinator finished each rebuild of its view from its replicas (at
     /// boot and after each restart; empty without replicas): it serves only from then, so a
-    /// restart's recovery is judged from here, not from the restart.
-    #[serde(default)]
+    /// restart's recovery is judged from here, not from the restart. Not serialised, so not in
+    /// the trace hash: it follows from the frames the hash already covers, and adding it moved
+    /// no trace. A history read back from a file has none, and is judged as before it existed
+    /// (calm from the restart).
+    #[serde(skip)]
     pub rebuilt: Vec<Millis>,
     /// Every frame a server host received, bytes and all: what servers could see. Not part
     /// of the serialised history (the trace hash already covers every frame).

@@ -218,7 +218,6 @@ impl Recorder {
             .push(t, event);
     }
 
-    /// Record what a device observed.
     /// The storage coordinator finished a rebuild and serves from `t` on.
     pub fn rebuilt(&self, t: Millis) {
         self.history
@@ -228,6 +227,7 @@ impl Recorder {
             .push(t);
     }
 
+    /// Record what a device observed.
     pub fn observe(&self, t: Millis, device: DeviceId, obs: Observation) {
         self.history
             .lock()
