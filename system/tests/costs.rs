@@ -143,11 +143,8 @@ fn a_phone_keeps_no_more_sends_in_flight_than_its_window() {
 // the end, so a defect here is a cost the swarm cannot see.
 #[test]
 fn a_pushed_text_leaves_the_inbox_as_soon_as_the_phone_acks_it() {
-    let mut c = Cluster::new(topo());
-    c.run_for(1_000);
-    send(&mut c, A, B, "quick");
     // Frames take a millisecond a hop; the delivered mark waits RECEIPT_DELAY_MS (200).
-    c.run_for(50);
+    let c = one_text(topo(), "quick", 50);
     assert_eq!(displayed(&c, B).len(), 1);
     assert_eq!(c.durable().inbox_written(), 1, "an entry was parked for it");
     assert_eq!(
@@ -162,10 +159,7 @@ fn a_pushed_text_leaves_the_inbox_as_soon_as_the_phone_acks_it() {
 // A calm run with one text and no restart pushes once and resumes no fan-out.
 #[test]
 fn rare_branch_probes_stay_silent_on_a_calm_run() {
-    let mut c = Cluster::new(topo());
-    c.run_for(1_000);
-    send(&mut c, A, B, "calm");
-    c.run_for(1_000);
+    let c = one_text(topo(), "calm", 1_000);
     assert_eq!(displayed(&c, B).len(), 1);
     let hits = |p| c.probes.get(&p).copied().unwrap_or(0);
     assert_eq!(hits(Probe::ShardPushRetried), 0, "{:?}", c.probes);

@@ -521,10 +521,7 @@ fn delete_inbox_on_push_deletes_the_entry_before_the_phone_has_it() {
 fn fire_and_forget_receipts_passes_each_receipt_on_once() {
     let bugs: Bugs = [Bug::FireAndForgetReceipts].into_iter().collect();
     let topo = Deployment { bugs, ..topo() };
-    let mut c = chatsim_system::testkit::Cluster::new(topo);
-    c.run_for(1_000);
-    send(&mut c, A, B, "tick me");
-    c.run_for(2_000);
+    let c = one_text(topo, "tick me", 2_000);
     let delivered = c
         .seen(A, |o| {
             matches!(o, Observation::Receipt { receipt } if receipt.kind == ReceiptKind::Delivered)
@@ -564,10 +561,7 @@ fn fire_and_forget_receipts_passes_each_receipt_on_once() {
 fn ack_seq_off_by_one_acks_under_the_next_number() {
     let bugs: Bugs = [Bug::AckSeqOffByOne].into_iter().collect();
     let topo = Deployment { bugs, ..topo() };
-    let mut c = chatsim_system::testkit::Cluster::new(topo);
-    c.run_for(1_000);
-    send(&mut c, A, B, "first");
-    c.run_for(1_000);
+    let c = one_text(topo, "first", 1_000);
     let acked: Vec<Seq> = c
         .seen(A, |o| matches!(o, Observation::Acked { .. }))
         .map(|o| match o {

@@ -36,6 +36,16 @@ pub fn send(c: &mut Cluster, from: DeviceId, to: DeviceId, text: &str) {
     );
 }
 
+/// A cluster of `topo` a second after boot (every phone connected), in which A has sent B
+/// `text` and `ms` more have passed.
+pub fn one_text(topo: Deployment, text: &str, ms: chatsim_system::proto::Millis) -> Cluster {
+    let mut c = Cluster::new(topo);
+    c.run_for(1_000);
+    send(&mut c, A, B, text);
+    c.run_for(ms);
+    c
+}
+
 pub fn displayed(c: &Cluster, d: DeviceId) -> Vec<(u64, String, Path)> {
     c.seen(d, |o| matches!(o, Observation::Displayed { .. }))
         .map(|o| match o {
