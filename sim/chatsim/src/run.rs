@@ -310,7 +310,27 @@ pub fn run_seed_keeping(
     bugs: &Bugs,
     keep: Keep,
 ) -> Result<RunReport, RunError> {
-    let plan = make_plan(scenario, seed);
+    run_plan_keeping(
+        engine,
+        scenario,
+        seed,
+        make_plan(scenario, seed),
+        bugs,
+        keep,
+    )
+}
+
+/// As [`run_seed_keeping`] with a plan the caller drew (and perhaps changed: a regression
+/// test pins the knob a seed's failure needed, so a change to how knobs are drawn cannot
+/// quietly take the case away).
+pub fn run_plan_keeping(
+    engine: Engine,
+    scenario: &Scenario,
+    seed: u64,
+    plan: crate::plan::Plan,
+    bugs: &Bugs,
+    keep: Keep,
+) -> Result<RunReport, RunError> {
     let knobs = plan.knobs;
     let s = scenario.clone();
     let engine_bugs = bugs.clone();

@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use chatsim_system::bugs::Bugs;
 use chatsim_system::device::Device;
 use chatsim_system::durable::Write;
+use chatsim_system::limits::SERVER_LINK_KEEPALIVE_MS;
 use chatsim_system::probe::Probe;
 use chatsim_system::proto::{ConnId, DeviceId, Host, Millis, UserId};
 use chatsim_system::{Action, Deployment};
@@ -111,6 +112,42 @@ struct Shared {
     /// Server hosts whose links are slowed now; `None` when the plan has no spikes, and then
     /// no connection goes through a pump for them.
     spiked: Option<Mutex<BTreeSet<Host>>>,
+    /// The cuts in force now, which server links consult to play their keepalive.
+    cuts: Mutex<Cuts>,
+    /// Bumped at every change of `cuts`, so a link waiting out a cut hears when it ends.
+    cuts_changed: watch::Sender<u64>,
+}
+
+/// Which hosts are clogged and which links are cut, and since when. madsim's TCP holds a
+/// frame written into a clogged link and retries it with a backoff that grows to 10 s, so a
+/// server link cut for seconds delivered its backlog up to 10 s after the heal, a frame at a
+/// time (partition-heal seed 5171: a shard's session lookups from before a 12 s cut arrived
+/// 6.8 s after it healed, and receipts the shard was pushing waited with them). The
+/// deployment's server links take a link that stops answering for dead within
+/// [`SERVER_LINK_KEEPALIVE_MS`] and replace it (the turmoil engine enforces that with
+/// acknowledgements); here the engine that makes the cuts knows them, so a server link holds
+/// its frames while its link is cut and, once the cut is that old, drops the connection and
+/// what it held, as a keepalive would, and opens a fresh one when the cut ends.
+#[derive(Default)]
+struct Cuts {
+    hosts: BTreeMap<Host, Instant>,
+    links: BTreeMap<(Host, Host), Instant>,
+}
+
+impl Cuts {
+    /// Since when frames between `a` and `b` have been held, either way (`None`: they flow).
+    fn since(&self, a: Host, b: Host) -> Option<Instant> {
+        [
+            self.hosts.get(&a),
+            self.hosts.get(&b),
+            self.links.get(&(a, b)),
+            self.links.get(&(b, a)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .copied()
+    }
 }
 
 thread_local! {
@@ -133,6 +170,34 @@ impl Drop for Shared {
 impl Shared {
     fn now(&self) -> Millis {
         self.t0.elapsed().as_millis() as Millis
+    }
+
+    fn change_cuts(&self, change: impl FnOnce(&mut Cuts)) {
+        change(&mut self.cuts.lock().expect("never poisoned"));
+        self.cuts_changed.send_modify(|n| *n += 1);
+    }
+
+    /// Wait while the link between `from` and `to` is cut: true once frames flow again,
+    /// false once the cut is [`SERVER_LINK_KEEPALIVE_MS`] old (a keepalive has given the
+    /// connection up by then).
+    async fn wait_out_cut(&self, from: Host, to: Host, changed: &mut watch::Receiver<u64>) -> bool {
+        loop {
+            changed.borrow_and_update();
+            let since = self.cuts.lock().expect("never poisoned").since(from, to);
+            let Some(since) = since else {
+                return true;
+            };
+            let dead = since + Duration::from_millis(SERVER_LINK_KEEPALIVE_MS);
+            if Instant::now() >= dead {
+                return false;
+            }
+            // Biased: an unbiased select draws from tokio's own RNG, which nothing seeds.
+            tokio::select! {
+                biased;
+                _ = changed.changed() => {}
+                _ = sleep_until(dead) => {}
+            }
+        }
     }
 
     /// Wrap a connection's outgoing frames in the scenario's extra latency for `from -> to`, if
@@ -324,11 +389,17 @@ async fn write_frame(stream: &mut TcpStream, frame: &[u8]) -> bool {
     stream.write_all(frame).await.is_ok() && stream.flush().await.is_ok()
 }
 
-async fn peer_link(to: Host, mut rx: UnboundedReceiver<Bytes>) {
+async fn peer_link(sh: Arc<Shared>, from: Host, to: Host, mut rx: UnboundedReceiver<Bytes>) {
     let mut stream: Option<TcpStream> = None;
     let mut last_write = None;
+    let mut changed = sh.cuts_changed.subscribe();
     while let Some(first) = rx.recv().await {
         let frame = paced(first, &mut rx, &mut last_write).await;
+        if !sh.wait_out_cut(from, to, &mut changed).await {
+            // The keepalive gave the connection up: it goes, and this frame with it.
+            stream = None;
+            continue;
+        }
         // A write to a connection whose peer has restarted fails at once (the peer's socket is
         // gone, like a TCP reset): the frame was not sent, so it goes again on a fresh
         // connection. A frame that cannot get through a fresh one either is dropped, as a
@@ -436,6 +507,8 @@ impl ServerLinks<UnboundedSender<Bytes>> for ServerIo {
         let tx = self.peers.entry(to).or_insert_with(|| {
             let (tx, rx) = unbounded_channel();
             tokio::spawn(peer_link(
+                sh.clone(),
+                from,
                 to,
                 sh.delayed(from, role_of(to), Some(to), 0, rx),
             ));
@@ -630,6 +703,8 @@ async fn world(
             .map(|d| (d, watch::channel(false).0))
             .collect(),
         spiked: plan.has_spikes().then(|| Mutex::new(BTreeSet::new())),
+        cuts: Mutex::new(Cuts::default()),
+        cuts_changed: watch::channel(0).0,
     });
     let mut nodes = BTreeMap::new();
     for host in hosts {
@@ -728,6 +803,13 @@ impl FaultPrimitives for Primitives<'_> {
         } else {
             self.net.unclog_node(self.node(&host));
         }
+        self.sh.change_cuts(|c| {
+            if on {
+                c.hosts.insert(host, Instant::now());
+            } else {
+                c.hosts.remove(&host);
+            }
+        });
     }
 
     fn silence(&mut self, device: DeviceId, on: bool) {
@@ -763,6 +845,18 @@ impl FaultPrimitives for Primitives<'_> {
     }
 
     fn cut(&mut self, a: &[Host], b: &[Host], on: bool) {
+        let now = Instant::now();
+        self.sh.change_cuts(|c| {
+            for &x in a {
+                for &y in b {
+                    if on {
+                        c.links.insert((x, y), now);
+                    } else {
+                        c.links.remove(&(x, y));
+                    }
+                }
+            }
+        });
         for x in a {
             for y in b {
                 let (x, y) = (self.node(x), self.node(y));
