@@ -196,7 +196,14 @@ impl Gateway {
                     });
                     return;
                 }
-                to_session(out, Rpc::Register { device, epoch });
+                to_session(
+                    out,
+                    Rpc::Register {
+                        device,
+                        epoch,
+                        at: now,
+                    },
+                );
                 self.timers
                     .set(Timer::Register(conn), now + REGISTER_RETRY_MS);
             }
@@ -284,7 +291,7 @@ impl Gateway {
                     .values()
                     .filter_map(|c| c.device.map(|d| (d, c.epoch)))
                     .collect();
-                to_session(out, Rpc::Alive { devices });
+                to_session(out, Rpc::Alive { devices, at: now });
                 self.timers.set(Timer::Alive, now + GATEWAY_ALIVE_MS);
             }
             Timer::Register(conn) => {
@@ -293,6 +300,7 @@ impl Gateway {
                         let rpc = Rpc::Register {
                             device,
                             epoch: c.epoch,
+                            at: now,
                         };
                         out.push(Effect::Probe(Probe::GatewayRegisterRetried));
                         to_session(out, rpc);

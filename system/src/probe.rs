@@ -106,6 +106,9 @@ probes! {
     /// A gateway's alive report cleared entries it no longer holds.
     SessionStaleEntriesCleared => "session: stale entries cleared",
         "a crashed gateway's registrations must not outlive it";
+    /// A gateway's alive report, listed before a registration it sent later, arrived after it.
+    SessionAliveOlderThanRegister => "session: alive report older than a registration",
+        "a list made before a connection must not clear it (they race over a replaced link)";
     /// A presence change settled back before its debounce ran out.
     PresenceFlapAbsorbed => "session: presence flap absorbed",
         "a reconnect must not flicker a contact offline";

@@ -38,8 +38,9 @@ pub enum SessionChange {
     Entry {
         /// The device.
         device: DeviceId,
-        /// Its (gateway, epoch), if registered.
-        entry: Option<(u16, u64)>,
+        /// Its (gateway, epoch, the gateway's clock when it asked to register it), if
+        /// registered.
+        entry: Option<(u16, u64, Millis)>,
     },
     /// A user's last device went away at `at`.
     LastSeen {
@@ -54,8 +55,8 @@ pub enum SessionChange {
 /// user's last seen.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionTable {
-    /// device -> (gateway index, connection epoch).
-    entries: BTreeMap<DeviceId, (u16, u64)>,
+    /// device -> (gateway index, connection epoch, the gateway's clock at its `Register`).
+    entries: BTreeMap<DeviceId, (u16, u64, Millis)>,
     /// When each user's last device went away (only ever moves forward).
     last_seen: BTreeMap<UserId, Millis>,
 }
@@ -133,7 +134,7 @@ impl Session {
 
     /// Where `device` is registered, if anywhere.
     pub fn entry(&self, device: DeviceId) -> Option<(u16, u64)> {
-        self.table.entries.get(&device).copied()
+        self.table.entries.get(&device).map(|&(g, e, _)| (g, e))
     }
 
     fn online(&self, user: UserId) -> bool {
@@ -167,7 +168,7 @@ impl Session {
         &mut self,
         now: Millis,
         device: DeviceId,
-        entry: Option<(u16, u64)>,
+        entry: Option<(u16, u64, Millis)>,
         out: &mut Vec<Effect>,
     ) {
         let user = device.user;
@@ -210,7 +211,7 @@ impl Session {
         self.published.insert(user, p);
         if self.topo.bugs.has(Bug::PresenceBroadcastAll) {
             // Everyone connected hears it, looking or not.
-            for (device, (gateway, _)) in &self.table.entries {
+            for (device, (gateway, _, _)) in &self.table.entries {
                 if device.user != user {
                     Self::tell(*device, *gateway, user, p, out);
                 }
@@ -278,15 +279,15 @@ impl Machine for Session {
             input => crate::not_for_this_host("the session service", &input),
         };
         match (from, rpc) {
-            (Host::Gateway(g), Rpc::Register { device, epoch }) => {
+            (Host::Gateway(g), Rpc::Register { device, epoch, at }) => {
                 let current = self
                     .table
                     .entries
                     .get(&device)
-                    .is_none_or(|&(_, e)| e <= epoch)
+                    .is_none_or(|&(_, e, _)| e <= epoch)
                     || self.topo.bugs.has(Bug::SessionRegisterLastWins);
                 if current && self.entry(device) != Some((g, epoch)) {
-                    self.set_entry(now, device, Some((g, epoch)), out);
+                    self.set_entry(now, device, Some((g, epoch, at)), out);
                 }
                 // An answer of "current" must be true of the table it came from.
                 assert!(
@@ -317,15 +318,22 @@ impl Machine for Session {
             (Host::Gateway(_), Rpc::Unregister { .. }) => {
                 out.push(Effect::Probe(Probe::SessionLateUnregisterIgnored));
             }
-            (Host::Gateway(g), Rpc::Alive { devices }) => {
+            (Host::Gateway(g), Rpc::Alive { devices, at }) => {
                 let live: BTreeSet<(DeviceId, u64)> = devices.into_iter().collect();
-                let stale: Vec<DeviceId> = self
+                // Only what the gateway asked for before it made the list: a `Register` sent
+                // after it can arrive first (its link was replaced meanwhile), and clearing
+                // that entry left a connected phone unreachable for good (latency-spike seed
+                // 5129 on turmoil: a companion never shown its own texts again).
+                let (stale, newer): (Vec<_>, Vec<_>) = self
                     .table
                     .entries
                     .iter()
-                    .filter(|(d, (gw, e))| *gw == g && !live.contains(&(**d, *e)))
-                    .map(|(d, _)| *d)
-                    .collect();
+                    .filter(|(d, (gw, e, _))| *gw == g && !live.contains(&(**d, *e)))
+                    .partition(|(_, (_, _, asked))| *asked < at);
+                let stale: Vec<DeviceId> = stale.into_iter().map(|(d, _)| *d).collect();
+                if !newer.is_empty() {
+                    out.push(Effect::Probe(Probe::SessionAliveOlderThanRegister));
+                }
                 if !stale.is_empty() {
                     out.push(Effect::Probe(Probe::SessionStaleEntriesCleared));
                 }
@@ -382,6 +390,7 @@ mod tests {
             Rpc::Register {
                 device: d,
                 epoch: 1,
+                at: 0,
             },
         );
         send(
@@ -390,6 +399,7 @@ mod tests {
             Rpc::Register {
                 device: d,
                 epoch: 2,
+                at: 0,
             },
         );
         send(
@@ -408,6 +418,7 @@ mod tests {
             Rpc::Register {
                 device: d,
                 epoch: 1,
+                at: 0,
             },
         );
         assert!(matches!(
@@ -478,9 +489,18 @@ mod tests {
             Rpc::Register {
                 device: d,
                 epoch: 1,
+                at: 0,
             },
         );
-        at(&mut s, 10, Host::Gateway(1), Rpc::Alive { devices: vec![] });
+        at(
+            &mut s,
+            10,
+            Host::Gateway(1),
+            Rpc::Alive {
+                devices: vec![],
+                at: 10,
+            },
+        );
         assert_eq!(
             s.entry(d),
             Some((0, 1)),
@@ -492,10 +512,19 @@ mod tests {
             Host::Gateway(0),
             Rpc::Alive {
                 devices: vec![(d, 1)],
+                at: 20,
             },
         );
         assert_eq!(s.entry(d), Some((0, 1)));
-        let out = at(&mut s, 30, Host::Gateway(0), Rpc::Alive { devices: vec![] });
+        let out = at(
+            &mut s,
+            30,
+            Host::Gateway(0),
+            Rpc::Alive {
+                devices: vec![],
+                at: 30,
+            },
+        );
         assert_eq!(s.entry(d), None);
         assert!(
             out.contains(&Effect::PersistSession(SessionChange::LastSeen {
@@ -503,6 +532,59 @@ mod tests {
                 at: 30
             }))
         );
+    }
+
+    // A gateway lists its devices at 10 and registers a new connection at 12; over a replaced
+    // link the list arrives second. It was made before the connection existed, so it must not
+    // clear it (latency-spike seed 5129 on turmoil left a connected companion unreachable for
+    // good this way); a list made after the registration still clears it.
+    #[test]
+    fn a_list_made_before_a_registration_does_not_clear_it() {
+        let mut s = Session::new(topo(), SessionTable::new());
+        let d = DeviceId::primary(UserId(1));
+        at(
+            &mut s,
+            15,
+            Host::Gateway(0),
+            Rpc::Register {
+                device: d,
+                epoch: 5,
+                at: 12,
+            },
+        );
+        let out = at(
+            &mut s,
+            16,
+            Host::Gateway(0),
+            Rpc::Alive {
+                devices: vec![],
+                at: 10,
+            },
+        );
+        assert_eq!(s.entry(d), Some((0, 5)), "an older list cleared it");
+        assert!(out.contains(&Effect::Probe(Probe::SessionAliveOlderThanRegister)));
+        // Made at the same moment as the registration: the connection may have come just
+        // after the list, so it stands too.
+        at(
+            &mut s,
+            17,
+            Host::Gateway(0),
+            Rpc::Alive {
+                devices: vec![],
+                at: 12,
+            },
+        );
+        assert_eq!(s.entry(d), Some((0, 5)));
+        at(
+            &mut s,
+            20,
+            Host::Gateway(0),
+            Rpc::Alive {
+                devices: vec![],
+                at: 13,
+            },
+        );
+        assert_eq!(s.entry(d), None, "a later list clears it");
     }
 
     // Every change restarts the debounce: flaps that straddle the first deadline publish
@@ -518,6 +600,7 @@ mod tests {
             Rpc::Register {
                 device: d,
                 epoch: 1,
+                at: 0,
             },
         );
         let out = at(
@@ -535,7 +618,11 @@ mod tests {
         for (t, online) in [(1_000, false), (1_100, true), (2_990, false), (3_050, true)] {
             let rpc = if online {
                 epoch += 1;
-                Rpc::Register { device: d, epoch }
+                Rpc::Register {
+                    device: d,
+                    epoch,
+                    at: 0,
+                }
             } else {
                 Rpc::Unregister { device: d, epoch }
             };
@@ -572,6 +659,7 @@ mod tests {
             let register = Rpc::Register {
                 device: d,
                 epoch: 1,
+                at: 0,
             };
             at(&mut s, 0, Host::Gateway(0), register);
             let subscribe = Rpc::Subscribe {

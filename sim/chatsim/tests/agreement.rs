@@ -162,6 +162,28 @@ fn oneway_partition_seeds_that_stalled_a_link_pass_on_turmoil() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+// latency-spike seed 5129 lost 18 acked texts for good on turmoil: a spike made gateway 0's
+// link to the session service slower than its keepalive, the link was replaced, and the
+// gateway's list of its devices (made before a companion reconnected) arrived after that
+// companion's registration and cleared it. The session service thought the companion offline
+// and woke it by push while it sat connected, never shown its own user's group texts again. A
+// list now clears only what was registered before it was made.
+#[test]
+fn a_devices_list_overtaken_by_a_registration_loses_nothing_on_turmoil() {
+    let s = Scenario::load(&scenarios_dir().join("latency-spike.toml")).expect("valid");
+    let r = run_seed_on(Engine::Turmoil, &s, 5129, &Bugs::none()).expect("runs");
+    assert!(r.passed(), "{}", broken(&r));
+    let raced = r
+        .probes
+        .get(&chatsim_system::probe::Probe::SessionAliveOlderThanRegister)
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        raced > 0,
+        "the seed no longer races the list and the registration"
+    );
+}
+
 #[test]
 fn turmoil_gives_the_same_trace_hash_for_the_same_seed() {
     for name in DETERMINISM {

@@ -145,7 +145,11 @@ pub fn describe(w: &Wire) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
             }
             Rpc::Lookup { user, .. } => (format!("Lookup {user}"), None, None),
             Rpc::Notify { device } => (format!("Notify {device}"), None, None),
-            Rpc::Alive { devices } => (format!("Alive ({} devices)", devices.len()), None, None),
+            Rpc::Alive { devices, at } => (
+                format!("Alive ({} devices, as of {at})", devices.len()),
+                None,
+                None,
+            ),
             Rpc::Wake => ("Wake".into(), None, None),
             Rpc::Subscribe { user, .. } => (format!("Subscribe {user:?}"), None, None),
             Rpc::Located { at, .. } => (format!("Located ({} devices)", at.len()), None, None),

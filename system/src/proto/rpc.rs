@@ -1,7 +1,9 @@
 //! Server-to-server messages: what gateways, the session service, shards, storage nodes,
 //! replicas and the push provider say to each other, and the envelope naming the sender.
 
-use super::{ConvId, DeviceId, Down, Host, InboxCursor, Message, MsgId, OpId, Receipt, Seq};
+use super::{
+    ConvId, DeviceId, Down, Host, InboxCursor, Message, Millis, MsgId, OpId, Receipt, Seq,
+};
 use super::{StorageOp, Up, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +30,8 @@ pub enum Rpc {
         device: DeviceId,
         /// Its connection epoch.
         epoch: u64,
+        /// The gateway's clock when it sent this, which its `Alive`s are ordered against.
+        at: Millis,
     },
     /// Session -> gateway: the answer to `Register`.
     Registered {
@@ -64,6 +68,9 @@ pub enum Rpc {
     Alive {
         /// (device, epoch) of each connection bound here.
         devices: Vec<(DeviceId, u64)>,
+        /// The gateway's clock when it listed them: an entry it asked to register later is
+        /// not its to judge (the two can arrive in either order over a replaced link).
+        at: Millis,
     },
     /// Shard -> session: where are this user's devices?
     Lookup {
