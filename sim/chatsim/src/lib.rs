@@ -19,6 +19,7 @@ pub mod bench;
 pub mod check;
 pub mod coverage;
 pub mod engine;
+pub mod live;
 pub mod output;
 pub mod report;
 pub mod run;

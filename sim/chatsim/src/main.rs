@@ -229,6 +229,28 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:3000")]
         addr: String,
     },
+    /// Serve the chat backend for real: the same machines on real tokio, phones over
+    /// WebSocket, everything on loopback. Stops on Ctrl-C or SIGTERM, finishing what is in
+    /// flight first. Log detail: RUST_LOG (e.g. RUST_LOG=debug).
+    Serve {
+        #[command(flatten)]
+        deployment: chatsim::live::DeploymentArgs,
+        /// Run only this host (repeatable: gateway-1, session, shard-1, storage-1, push); the
+        /// others are expected at their ports, run by other `chatsim serve --role` processes.
+        #[arg(long = "role", value_name = "HOST")]
+        roles: Vec<String>,
+        /// How long to keep finishing in-flight work after the stop signal (ms).
+        #[arg(long, default_value_t = 1000)]
+        grace_ms: u64,
+    },
+    /// Be one phone of a running `chatsim serve` in the terminal (type `help` there): send,
+    /// see ✓ ✓✓ and read, go offline and come back to the backlog.
+    Client {
+        /// Which device: u1 (user 1's phone) or u1.d1 (its first companion).
+        device: String,
+        #[command(flatten)]
+        deployment: chatsim::live::DeploymentArgs,
+    },
     /// List the bug zoo: each classic mistake, the invariant that catches it, and the
     /// scenario that shows it.
     Bugs,
@@ -309,6 +331,17 @@ fn write_shrunk(
         out.display()
     );
     ExitCode::from(EXIT_BROKEN)
+}
+
+/// Structured logs on stderr for the real server, at info unless RUST_LOG says otherwise.
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 fn main() -> ExitCode {
@@ -611,6 +644,46 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_BROKEN)
+            }
+        }
+        Command::Serve {
+            deployment,
+            roles,
+            grace_ms,
+        } => {
+            init_logs();
+            let cfg = deployment.config();
+            let roles = match chatsim::live::parse_roles(&cfg, &roles) {
+                Ok(r) => r,
+                Err(e) => return fail(EXIT_BAD_INPUT, e),
+            };
+            match chatsim::live::serve(&cfg, &roles, grace_ms) {
+                Ok(s) => {
+                    tracing::info!(
+                        hosts = s.hosts,
+                        phone_connections = s.phone_connections,
+                        refused = s.refused,
+                        "stopped"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e @ chatsim_server::serve::ServeError::HostPanicked(_)) => fail(EXIT_ENGINE, e),
+                Err(e) => fail(EXIT_BAD_INPUT, e),
+            }
+        }
+        Command::Client { device, deployment } => {
+            let cfg = deployment.config();
+            if let Err(e) = cfg.validate() {
+                return fail(EXIT_BAD_INPUT, e);
+            }
+            let me = match chatsim::live::parse_device(&cfg, &device) {
+                Ok(d) => d,
+                Err(e) => return fail(EXIT_BAD_INPUT, e),
+            };
+            let stdin = std::io::BufReader::new(std::io::stdin());
+            match chatsim::live::client(&cfg, me, stdin, std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(EXIT_ENGINE, e),
             }
         }
         Command::Explore { model, bugs, addr } => {

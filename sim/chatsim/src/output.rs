@@ -101,102 +101,106 @@ fn text(b: &[u8]) -> String {
 pub fn replay_log(h: &History) -> String {
     let mut s = String::new();
     for r in &h.records {
-        let line = match &r.event {
-            Event::Healed => "world  every fault healed".to_string(),
-            Event::Fault(f) => format!("world  fault: {f}"),
-            Event::Device { device, obs } => {
-                let what = match obs {
-                    Observation::Sent { id, conv, body } => {
-                        format!("sends {id} in {conv}: {}", text(body))
-                    }
-                    Observation::Acked { id, seq, .. } => format!("sent ✓ {id} as seq {seq}"),
-                    Observation::Displayed {
-                        id,
-                        conv,
-                        seq,
-                        path,
-                        body,
-                        ..
-                    } => {
-                        format!("shows {id} seq {seq} in {conv} via {path}: {}", text(body))
-                    }
-                    Observation::DuplicateDropped { id, seq, path, .. } => {
-                        format!("drops duplicate {id} seq {seq} (via {path})")
-                    }
-                    Observation::GapDetected { conv, from, to } => {
-                        format!("holds back {conv}: gap {from}..={to}")
-                    }
-                    Observation::GapFetch { conv, from, to } => {
-                        format!("fetches {conv} {from}..={to}")
-                    }
-                    Observation::Connecting { gateway } => {
-                        format!("connecting to gateway-{}", gateway + 1)
-                    }
-                    Observation::Connected { gateway, epoch } => {
-                        format!("connected to gateway-{} (epoch {epoch})", gateway + 1)
-                    }
-                    Observation::Disconnected { reason } => format!("disconnected ({reason:?})"),
-                    Observation::DrainComplete => "inbox drained".to_string(),
-                    Observation::Linked => "linked to its user's account".to_string(),
-                    Observation::Undecryptable { id, seq, .. } => {
-                        format!("cannot open {id} seq {seq}")
-                    }
-                    Observation::Refused { reason, id, fin } => {
-                        let what = id.map_or_else(String::new, |id| format!(" {id}"));
-                        let then = if *fin { ", dropped" } else { ", will retry" };
-                        format!("refused{what}: {reason:?}{then}")
-                    }
-                    Observation::Woken => "woken by a push".to_string(),
-                    Observation::Opened { conv: Some(conv) } => format!("opens {conv}"),
-                    Observation::Opened { conv: None } => "closes the chat".to_string(),
-                    Observation::Presence {
-                        user,
-                        online,
-                        last_seen,
-                        looking,
-                    } => {
-                        let what = if *online {
-                            "online".to_string()
-                        } else {
-                            format!("last seen at {last_seen} ms")
-                        };
-                        let aside = if *looking { "" } else { " (not looking)" };
-                        format!("sees {user} {what}{aside}")
-                    }
-                    Observation::Read { conv, upto } => {
-                        format!("reads {conv} up to seq {upto}")
-                    }
-                    Observation::Receipt { receipt: r } => format!(
-                        "learns {} has {} up to seq {} ({:?})",
-                        r.reader, r.conv, r.upto, r.kind
-                    ),
-                    Observation::Ticks { id, seq, tick, .. } => {
-                        let ticks = match tick {
-                            chatsim_system::proto::ReceiptKind::Delivered => "✓✓",
-                            chatsim_system::proto::ReceiptKind::Read => "✓✓ read",
-                        };
-                        format!("shows {ticks} on {id} seq {seq}")
-                    }
-                    Observation::ChangeAsked { id, conv, op } => {
-                        format!("asks for {id} in {conv}: {op:?}")
-                    }
-                    Observation::MembersChanged { conv, seq, members } => {
-                        let shown: Vec<String> =
-                            members.iter().take(8).map(ToString::to_string).collect();
-                        let more = members.len().saturating_sub(shown.len());
-                        let tail = if more > 0 {
-                            format!(" +{more}")
-                        } else {
-                            String::new()
-                        };
-                        format!("{conv} members at seq {seq}: {}{tail}", shown.join(","))
-                    }
-                };
-                format!("{device}  {what}")
-            }
-        };
-        let _ = writeln!(s, "{:>9} ms  {line}", r.t);
+        let _ = writeln!(s, "{:>9} ms  {}", r.t, record_line(r));
     }
     let _ = writeln!(s, "{:>9} ms  world  run ends", h.end);
     s
+}
+
+/// One history record as a line of a replay log, without its time.
+pub fn record_line(r: &chatsim_judge::Record) -> String {
+    match &r.event {
+        Event::Healed => "world  every fault healed".to_string(),
+        Event::Fault(f) => format!("world  fault: {f}"),
+        Event::Device { device, obs } => {
+            let what = match obs {
+                Observation::Sent { id, conv, body } => {
+                    format!("sends {id} in {conv}: {}", text(body))
+                }
+                Observation::Acked { id, seq, .. } => format!("sent ✓ {id} as seq {seq}"),
+                Observation::Displayed {
+                    id,
+                    conv,
+                    seq,
+                    path,
+                    body,
+                    ..
+                } => {
+                    format!("shows {id} seq {seq} in {conv} via {path}: {}", text(body))
+                }
+                Observation::DuplicateDropped { id, seq, path, .. } => {
+                    format!("drops duplicate {id} seq {seq} (via {path})")
+                }
+                Observation::GapDetected { conv, from, to } => {
+                    format!("holds back {conv}: gap {from}..={to}")
+                }
+                Observation::GapFetch { conv, from, to } => {
+                    format!("fetches {conv} {from}..={to}")
+                }
+                Observation::Connecting { gateway } => {
+                    format!("connecting to gateway-{}", gateway + 1)
+                }
+                Observation::Connected { gateway, epoch } => {
+                    format!("connected to gateway-{} (epoch {epoch})", gateway + 1)
+                }
+                Observation::Disconnected { reason } => format!("disconnected ({reason:?})"),
+                Observation::DrainComplete => "inbox drained".to_string(),
+                Observation::Linked => "linked to its user's account".to_string(),
+                Observation::Undecryptable { id, seq, .. } => {
+                    format!("cannot open {id} seq {seq}")
+                }
+                Observation::Refused { reason, id, fin } => {
+                    let what = id.map_or_else(String::new, |id| format!(" {id}"));
+                    let then = if *fin { ", dropped" } else { ", will retry" };
+                    format!("refused{what}: {reason:?}{then}")
+                }
+                Observation::Woken => "woken by a push".to_string(),
+                Observation::Opened { conv: Some(conv) } => format!("opens {conv}"),
+                Observation::Opened { conv: None } => "closes the chat".to_string(),
+                Observation::Presence {
+                    user,
+                    online,
+                    last_seen,
+                    looking,
+                } => {
+                    let what = if *online {
+                        "online".to_string()
+                    } else {
+                        format!("last seen at {last_seen} ms")
+                    };
+                    let aside = if *looking { "" } else { " (not looking)" };
+                    format!("sees {user} {what}{aside}")
+                }
+                Observation::Read { conv, upto } => {
+                    format!("reads {conv} up to seq {upto}")
+                }
+                Observation::Receipt { receipt: r } => format!(
+                    "learns {} has {} up to seq {} ({:?})",
+                    r.reader, r.conv, r.upto, r.kind
+                ),
+                Observation::Ticks { id, seq, tick, .. } => {
+                    let ticks = match tick {
+                        chatsim_system::proto::ReceiptKind::Delivered => "✓✓",
+                        chatsim_system::proto::ReceiptKind::Read => "✓✓ read",
+                    };
+                    format!("shows {ticks} on {id} seq {seq}")
+                }
+                Observation::ChangeAsked { id, conv, op } => {
+                    format!("asks for {id} in {conv}: {op:?}")
+                }
+                Observation::MembersChanged { conv, seq, members } => {
+                    let shown: Vec<String> =
+                        members.iter().take(8).map(ToString::to_string).collect();
+                    let more = members.len().saturating_sub(shown.len());
+                    let tail = if more > 0 {
+                        format!(" +{more}")
+                    } else {
+                        String::new()
+                    };
+                    format!("{conv} members at seq {seq}: {}{tail}", shown.join(","))
+                }
+            };
+            format!("{device}  {what}")
+        }
+    }
 }

@@ -312,6 +312,17 @@ impl<W> PhoneHost<W> {
         self.handle(now, input, rec, links);
     }
 
+    /// The user does `action` at `now`: a live client's input rather than a planned one.
+    pub fn act(
+        &mut self,
+        now: Millis,
+        action: Action,
+        rec: &Recorder,
+        links: &mut impl PhoneLinks<W>,
+    ) {
+        self.handle(now, Input::Action(action), rec, links);
+    }
+
     fn handle(
         &mut self,
         now: Millis,

@@ -7,7 +7,7 @@ use crate::plan::Plan;
 use crate::wire::{describe, Frame, FrameRecord};
 use chatsim_judge::confidential::Screen;
 use chatsim_judge::history::View;
-use chatsim_judge::{Event, History};
+use chatsim_judge::{Event, History, Record};
 use chatsim_system::probe::Probe;
 use chatsim_system::proto::{DeviceId, Host, Millis};
 use chatsim_system::{Action, Deployment, Observation};
@@ -225,6 +225,15 @@ impl Recorder {
             .expect("no thread ever panics holding it")
             .rebuilt
             .push(t);
+    }
+
+    /// The history's records from index `from` on: a live client shows them as they come.
+    pub fn records_from(&self, from: usize) -> Vec<Record> {
+        let h = self.history.lock().expect("never poisoned");
+        h.records
+            .get(from..)
+            .map(<[Record]>::to_vec)
+            .unwrap_or_default()
     }
 
     /// Record what a device observed.

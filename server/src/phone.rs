@@ -1,0 +1,170 @@
+//! A phone on real sockets: the same `Device` machine behind the same `PhoneHost` the
+//! simulators drive, connected to its gateway over WebSocket. `chatsim client` and the tests
+//! drive it; what it observes (texts shown, ticks, receipts, presence) is recorded as a
+//! history, the same records a simulated run judges.
+
+use crate::serve::ws_config;
+use crate::{now, Config};
+use bytes::{Bytes, BytesMut};
+use chatsim_judge::Record;
+use chatsim_system::device::Device;
+use chatsim_system::proto::{DeviceId, Millis};
+use chatsim_system::Action;
+use chatsim_world::host::{PhoneEvent, PhoneHost, PhoneLinks};
+use chatsim_world::plan::Plan;
+use chatsim_world::record::{Keep, Recorder};
+use chatsim_world::wire::{decode, Wire};
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long a connection attempt may take before the phone counts it failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A phone: its host, its recorder, and the channel its connection tasks report on.
+pub struct Phone {
+    id: DeviceId,
+    host: PhoneHost<UnboundedSender<Bytes>>,
+    rec: Recorder,
+    links: WsLinks,
+    events: UnboundedReceiver<PhoneEvent>,
+    shown: usize,
+}
+
+impl Phone {
+    /// Device `id` of the deployment `cfg` describes, online from the start.
+    pub fn new(cfg: &Config, id: DeviceId) -> Phone {
+        let topo = cfg.deployment();
+        let machine = Device::new(id, topo.clone(), cfg.device_seed(id), true);
+        let (tx, events) = unbounded_channel();
+        Phone {
+            id,
+            host: PhoneHost::new(id, machine, Vec::new()),
+            rec: Recorder::new(&topo, &Plan::default(), Keep::VERDICT),
+            links: WsLinks {
+                cfg: cfg.clone(),
+                events: tx,
+            },
+            events,
+            shown: 0,
+        }
+    }
+
+    /// Which device this is.
+    pub fn id(&self) -> DeviceId {
+        self.id
+    }
+
+    /// Run until `actions` closes (the user quit), doing each action as it comes and handing
+    /// each new record of what the phone observed to `on_record`. Call it inside a
+    /// `LocalSet`: connection tasks are spawned locally.
+    pub async fn run(
+        &mut self,
+        mut actions: UnboundedReceiver<Action>,
+        mut on_record: impl FnMut(&Record),
+    ) {
+        loop {
+            let wait = self
+                .host
+                .deadline()
+                .map(|d: Millis| Duration::from_millis(d.saturating_sub(now())));
+            tokio::select! {
+                biased;
+                ev = self.events.recv() => {
+                    let ev = ev.expect("the phone holds a sender");
+                    self.host.on_event(now(), ev, &self.rec, &mut self.links);
+                }
+                a = actions.recv() => match a {
+                    Some(a) => self.host.act(now(), a, &self.rec, &mut self.links),
+                    None => return,
+                },
+                _ = sleep_opt(wait), if wait.is_some() => {
+                    self.host.on_deadline(now(), &self.rec, &mut self.links);
+                }
+            }
+            for r in self.rec.records_from(self.shown) {
+                self.shown += 1;
+                on_record(&r);
+            }
+        }
+    }
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How a phone's bytes leave it: a WebSocket per connection attempt.
+struct WsLinks {
+    cfg: Config,
+    events: UnboundedSender<PhoneEvent>,
+}
+
+impl PhoneLinks<UnboundedSender<Bytes>> for WsLinks {
+    fn connect(&mut self, gateway: u16, gen: u64) -> UnboundedSender<Bytes> {
+        let (tx, rx) = unbounded_channel();
+        let url = format!("ws://{}/", self.cfg.gateway_addr(gateway));
+        tokio::task::spawn_local(connection(url, gen, rx, self.events.clone()));
+        tx
+    }
+
+    fn send(&mut self, conn: &UnboundedSender<Bytes>, frame: Bytes) {
+        let _ = conn.send(frame);
+    }
+}
+
+/// One connection attempt and, if it connects, its life: frames from `outgoing` go out one per
+/// binary message; each message in is one frame. Ends when either side closes or the phone
+/// drops `outgoing` (it moved on to another connection).
+async fn connection(
+    url: String,
+    gen: u64,
+    mut outgoing: UnboundedReceiver<Bytes>,
+    events: UnboundedSender<PhoneEvent>,
+) {
+    let attempt = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true);
+    let ws = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+        Ok(Ok((ws, _))) => ws,
+        _ => {
+            let _ = events.send(PhoneEvent::ConnectFailed(gen));
+            return;
+        }
+    };
+    let _ = events.send(PhoneEvent::Connected(gen));
+    let (mut sink, mut stream) = ws.split();
+    loop {
+        tokio::select! {
+            biased;
+            out = outgoing.recv() => match out {
+                Some(frame) => {
+                    if sink.send(Message::Binary(frame)).await.is_err() {
+                        break;
+                    }
+                }
+                None => {
+                    let _ = sink.close().await;
+                    return;
+                }
+            },
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Binary(data))) => {
+                    let mut buf = BytesMut::from(&data[..]);
+                    match decode(&mut buf) {
+                        Ok(Some((f, _))) if matches!(f.wire, Wire::Down(_)) => {
+                            let _ = events.send(PhoneEvent::Frame(gen, Box::new(f.wire)));
+                        }
+                        // A gateway that sends what no gateway sends is not one to trust.
+                        _ => break,
+                    }
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Text(_) | Message::Close(_)) | Err(_)) | None => break,
+            }
+        }
+    }
+    let _ = events.send(PhoneEvent::Closed(gen));
+}

@@ -1,0 +1,557 @@
+//! `chatsim serve`: every server host of a deployment (or the roles asked for) on its own
+//! thread, each a current-thread tokio runtime around one [`ServerHost`] (the machines are not
+//! `Send`, and hosts talk only over sockets, so a thread each is also what spreads them over
+//! cores). Gateways take phones' WebSocket connections; every host takes its peers' links on
+//! its internal port.
+//!
+//! What a peer sends is checked before any machine sees it: a phone may send only `Up` frames,
+//! one whole frame per binary message, each within [`FRAME_BYTES_MAX`]; anything else closes
+//! its connection with a WebSocket close code (`docs/protocol.md`), and costs the server no
+//! more than one message's buffer. Internal ports take only server frames.
+
+use crate::{now, Config, ConfigError};
+use bytes::{Bytes, BytesMut};
+use chatsim_system::durable::Write;
+use chatsim_system::limits::FRAME_BYTES_MAX;
+use chatsim_system::probe::Probe;
+use chatsim_system::proto::{ConnId, DeviceId, Host, Millis};
+use chatsim_world::deploy::Durable;
+use chatsim_world::host::{ConnEvent, ServerHost, ServerLinks};
+use chatsim_world::wire::{decode, Wire, LEN_BYTES};
+use futures_util::{SinkExt, StreamExt};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Bytes a WebSocket connection reads at a time. tungstenite's default is 128 KiB a
+/// connection, which a gateway holding many idle phones cannot afford; a phone's frames are
+/// small (a text, an ack), and a bigger one is read in several goes.
+pub const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// How long after the stop signal the machines keep running, so acks of writes already
+/// synced go out and the syncs in flight finish, before the hosts stop.
+pub const DEFAULT_GRACE_MS: Millis = 1_000;
+
+/// Why serving failed.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The configuration cannot be served.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not be opened.
+    #[error("{host}: cannot listen on {addr}: {source}")]
+    Bind {
+        /// Which host.
+        host: Host,
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A host's thread could not start.
+    #[error("{0}: cannot start its thread: {1}")]
+    Thread(Host, std::io::Error),
+    /// A host's machine panicked (an assertion on its state failed): the server stops.
+    #[error("{0} stopped: its machine failed an assertion (see the log)")]
+    HostPanicked(Host),
+}
+
+/// Which hosts this process runs: all of the deployment's, or the roles named.
+pub fn local_hosts(cfg: &Config, roles: &[Host]) -> Vec<Host> {
+    if roles.is_empty() {
+        cfg.hosts()
+    } else {
+        cfg.hosts()
+            .into_iter()
+            .filter(|h| roles.contains(h))
+            .collect()
+    }
+}
+
+/// What the server did, for the log line it ends with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Served {
+    /// Hosts that ran here.
+    pub hosts: usize,
+    /// Phone connections accepted over the whole run.
+    pub phone_connections: u64,
+    /// Phone connections closed for a bad frame.
+    pub refused: u64,
+}
+
+/// State every host of this process shares.
+struct Shared {
+    cfg: Config,
+    topo: chatsim_system::Deployment,
+    /// What the machines made durable, kept in memory.
+    durable: Durable,
+    phone_connections: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// A server about to run: its listeners are open (so a port in use is an error before anything
+/// starts), its hosts not yet started.
+pub struct Bound {
+    shared: Arc<Shared>,
+    listeners: Vec<(Host, std::net::TcpListener, Option<std::net::TcpListener>)>,
+}
+
+/// Open every listener `roles` needs (all hosts when empty).
+pub fn bind(cfg: &Config, roles: &[Host]) -> Result<Bound, ServeError> {
+    cfg.validate()?;
+    let open = |host: Host, addr: SocketAddr| {
+        let l = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind {
+            host,
+            addr,
+            source,
+        })?;
+        l.set_nonblocking(true)
+            .map_err(|source| ServeError::Bind { host, addr, source })?;
+        Ok::<_, ServeError>(l)
+    };
+    let mut listeners = Vec::new();
+    for host in local_hosts(cfg, roles) {
+        let internal = open(host, cfg.internal_addr(host))?;
+        let phones = match host {
+            Host::Gateway(g) => Some(open(host, cfg.gateway_addr(g))?),
+            _ => None,
+        };
+        listeners.push((host, internal, phones));
+    }
+    let topo = cfg.deployment();
+    Ok(Bound {
+        shared: Arc::new(Shared {
+            durable: Durable::new(&topo),
+            topo,
+            cfg: cfg.clone(),
+            phone_connections: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        }),
+        listeners,
+    })
+}
+
+impl Bound {
+    /// Run every host until `stop` resolves, then `grace_ms` more, then return.
+    pub fn run(
+        self,
+        stop: impl Future<Output = ()>,
+        grace_ms: Millis,
+    ) -> Result<Served, ServeError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let hosts = self.listeners.len();
+        let mut threads = Vec::new();
+        for (host, internal, phones) in self.listeners {
+            let (sh, stop) = (self.shared.clone(), stop_rx.clone());
+            let t = std::thread::Builder::new()
+                .name(host.to_string())
+                .spawn(move || host_thread(host, sh, internal, phones, stop, grace_ms))
+                .map_err(|e| ServeError::Thread(host, e))?;
+            threads.push((host, t));
+        }
+        tracing::info!(hosts, addr = %self.shared.cfg.addr, "serving");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime builds");
+        rt.block_on(stop);
+        tracing::info!(grace_ms, "stopping: finishing what is in flight");
+        let _ = stop_tx.send(true);
+        let mut failed = None;
+        for (host, t) in threads {
+            if t.join().is_err() {
+                failed.get_or_insert(host);
+            }
+        }
+        if let Some(host) = failed {
+            return Err(ServeError::HostPanicked(host));
+        }
+        Ok(Served {
+            hosts,
+            phone_connections: self.shared.phone_connections.load(Ordering::Relaxed),
+            refused: self.shared.refused.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Ctrl-C or SIGTERM, whichever comes first.
+pub async fn signalled() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn host_thread(
+    host: Host,
+    sh: Arc<Shared>,
+    internal: std::net::TcpListener,
+    phones: Option<std::net::TcpListener>,
+    stop: watch::Receiver<bool>,
+    grace_ms: Millis,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, run_host(host, sh, internal, phones, stop, grace_ms));
+}
+
+async fn run_host(
+    host: Host,
+    sh: Arc<Shared>,
+    internal: std::net::TcpListener,
+    phones: Option<std::net::TcpListener>,
+    mut stop: watch::Receiver<bool>,
+    grace_ms: Millis,
+) {
+    let machine = sh.durable.machine(host, &sh.topo, sh.cfg.seed);
+    let (tx, mut rx) = unbounded_channel::<ConnEvent<UnboundedSender<Bytes>>>();
+    let next = Arc::new(AtomicU64::new(0));
+    let internal = TcpListener::from_std(internal).expect("a nonblocking std listener converts");
+    let accepting = tokio::task::spawn_local(accept_servers(internal, tx.clone(), next.clone()));
+    let phones_accepting = phones.map(|l| {
+        let l = TcpListener::from_std(l).expect("a nonblocking std listener converts");
+        tokio::task::spawn_local(accept_phones(host, l, tx.clone(), next.clone(), sh.clone()))
+    });
+    let mut server = ServerHost::new(host, machine);
+    let mut links = Links {
+        sh: sh.clone(),
+        peers: BTreeMap::new(),
+    };
+    let mut stop_at: Option<tokio::time::Instant> = None;
+    loop {
+        let deadline = server.deadline();
+        let wait = deadline.map(|d| Duration::from_millis(d.saturating_sub(now())));
+        tokio::select! {
+            biased;
+            _ = stop.changed(), if stop_at.is_none() => {
+                // No new phones; what is in flight finishes within the grace.
+                if let Some(a) = &phones_accepting {
+                    a.abort();
+                }
+                stop_at = Some(tokio::time::Instant::now() + Duration::from_millis(grace_ms));
+            }
+            _ = sleep_until_opt(stop_at), if stop_at.is_some() => break,
+            ev = rx.recv() => match ev {
+                Some(ev) => server.on_event(now(), ev, &mut links),
+                None => break,
+            },
+            _ = sleep_opt(wait), if wait.is_some() => server.on_deadline(now(), &mut links),
+        }
+    }
+    accepting.abort();
+    tracing::debug!(%host, "stopped");
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Peers' links: length-prefixed server frames; anything else ends the connection.
+async fn accept_servers(
+    l: TcpListener,
+    tx: UnboundedSender<ConnEvent<UnboundedSender<Bytes>>>,
+    next: Arc<AtomicU64>,
+) {
+    while let Ok((mut stream, _)) = l.accept().await {
+        let conn = ConnId(next.fetch_add(1, Ordering::Relaxed) + 1);
+        let (wtx, _wrx) = unbounded_channel::<Bytes>();
+        if tx.send(ConnEvent::Opened(conn, wtx)).is_err() {
+            return;
+        }
+        let tx = tx.clone();
+        tokio::task::spawn_local(async move {
+            let mut buf = BytesMut::with_capacity(8 * 1024);
+            'read: while matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0) {
+                loop {
+                    match decode(&mut buf) {
+                        Ok(Some((f, _))) if matches!(f.wire, Wire::Server(_)) => {
+                            let _ = tx.send(ConnEvent::Frame(conn, Box::new(f.wire)));
+                        }
+                        Ok(None) => break,
+                        Ok(Some(_)) | Err(_) => break 'read,
+                    }
+                }
+            }
+            let _ = tx.send(ConnEvent::Closed(conn));
+        });
+    }
+}
+
+/// Phones: WebSocket, one frame per binary message.
+async fn accept_phones(
+    host: Host,
+    l: TcpListener,
+    tx: UnboundedSender<ConnEvent<UnboundedSender<Bytes>>>,
+    next: Arc<AtomicU64>,
+    sh: Arc<Shared>,
+) {
+    while let Ok((stream, peer)) = l.accept().await {
+        let conn = ConnId(next.fetch_add(1, Ordering::Relaxed) + 1);
+        let (tx, sh) = (tx.clone(), sh.clone());
+        tokio::task::spawn_local(async move {
+            let _ = stream.set_nodelay(true);
+            let Ok(ws) =
+                tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await
+            else {
+                tracing::debug!(%host, %peer, "handshake failed");
+                return;
+            };
+            sh.phone_connections.fetch_add(1, Ordering::Relaxed);
+            let (wtx, wrx) = unbounded_channel::<Bytes>();
+            if tx.send(ConnEvent::Opened(conn, wtx)).is_err() {
+                return;
+            }
+            let refused = phone_conn(ws, wrx, |wire| {
+                let _ = tx.send(ConnEvent::Frame(conn, Box::new(wire)));
+            })
+            .await;
+            if let Some(code) = refused {
+                sh.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%host, %peer, ?code, "closed a phone's connection for a bad frame");
+            }
+            let _ = tx.send(ConnEvent::Closed(conn));
+        });
+    }
+}
+
+/// The WebSocket settings for a phone's connection: small buffers, and no message bigger than
+/// a frame may be.
+pub fn ws_config() -> WebSocketConfig {
+    let mut c = WebSocketConfig::default();
+    c.read_buffer_size = WS_READ_BUFFER_BYTES;
+    c.write_buffer_size = 0;
+    c.max_message_size = Some(LEN_BYTES + FRAME_BYTES_MAX);
+    c.max_frame_size = Some(LEN_BYTES + FRAME_BYTES_MAX);
+    c
+}
+
+/// Why a connection was closed on the phone, as a WebSocket close code.
+pub fn close_code_for(bad: &BadFrame) -> CloseCode {
+    match bad {
+        BadFrame::NotBinary => CloseCode::Unsupported,
+        BadFrame::Undecodable => CloseCode::Invalid,
+        BadFrame::NotAPhoneFrame => CloseCode::Policy,
+        BadFrame::TooBig => CloseCode::Size,
+    }
+}
+
+/// What a phone sent that no phone may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadFrame {
+    /// A text message: frames are binary.
+    NotBinary,
+    /// Bytes that are not one whole frame.
+    Undecodable,
+    /// A frame a server sends (`Down`, a server RPC): a phone may send only `Up`.
+    NotAPhoneFrame,
+    /// Over the frame limit.
+    TooBig,
+}
+
+/// Check one binary message from a phone: exactly one whole `Up` frame.
+pub fn phone_frame(data: &[u8]) -> Result<Wire, BadFrame> {
+    if data.len() > LEN_BYTES + FRAME_BYTES_MAX {
+        return Err(BadFrame::TooBig);
+    }
+    let mut buf = BytesMut::from(data);
+    match decode(&mut buf) {
+        Ok(Some((f, _))) if buf.is_empty() => match f.wire {
+            w @ Wire::Up(_) => Ok(w),
+            _ => Err(BadFrame::NotAPhoneFrame),
+        },
+        Err(chatsim_world::wire::WireError::TooLarge(_)) => Err(BadFrame::TooBig),
+        _ => Err(BadFrame::Undecodable),
+    }
+}
+
+/// Pump one phone's WebSocket: frames from `outgoing` go out as binary messages, each message
+/// in is checked and handed on. Returns the close code it refused the phone with, if it did.
+async fn phone_conn<S>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    mut outgoing: UnboundedReceiver<Bytes>,
+    mut on_frame: impl FnMut(Wire),
+) -> Option<CloseCode>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut sink, mut stream) = ws.split();
+    loop {
+        tokio::select! {
+            biased;
+            out = outgoing.recv() => match out {
+                Some(frame) => {
+                    if sink.send(Message::Binary(frame)).await.is_err() {
+                        return None;
+                    }
+                }
+                // The host dropped the writer: the machine closed this connection.
+                None => {
+                    let _ = sink.close().await;
+                    return None;
+                }
+            },
+            msg = stream.next() => {
+                let bad = match msg {
+                    Some(Ok(Message::Binary(data))) => match phone_frame(&data) {
+                        Ok(wire) => {
+                            on_frame(wire);
+                            continue;
+                        }
+                        Err(bad) => bad,
+                    },
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    Some(Ok(Message::Text(_))) => BadFrame::NotBinary,
+                    Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => BadFrame::TooBig,
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return None,
+                };
+                let code = close_code_for(&bad);
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code,
+                        reason: format!("{bad:?}").into(),
+                    })))
+                    .await;
+                return Some(code);
+            }
+        }
+    }
+}
+
+/// How a host's bytes leave it.
+struct Links {
+    sh: Arc<Shared>,
+    /// Outgoing links to other servers, one per destination, opened on first use.
+    peers: BTreeMap<Host, UnboundedSender<Bytes>>,
+}
+
+impl ServerLinks<UnboundedSender<Bytes>> for Links {
+    fn to_peer(&mut self, to: Host, frame: Bytes) {
+        let addr = self.sh.cfg.internal_addr(to);
+        let link = self.peers.entry(to).or_insert_with(|| {
+            let (tx, rx) = unbounded_channel();
+            tokio::task::spawn_local(peer_link(addr, rx));
+            tx
+        });
+        let _ = link.send(frame);
+    }
+
+    fn to_conn(&mut self, conn: &UnboundedSender<Bytes>, frame: Bytes) {
+        let _ = conn.send(frame);
+    }
+
+    fn wake(&mut self, device: DeviceId) {
+        // No push provider is wired to real phones yet: the phone drains when it connects.
+        tracing::debug!(%device, "push");
+    }
+
+    fn persist(&mut self, _: Millis, write: Write) {
+        self.sh.durable.apply(write);
+    }
+
+    fn probe(&mut self, _: Probe) {}
+}
+
+/// One outgoing server link: write what comes, reconnecting on the next frame after a failure
+/// (the frame that failed is dropped, as a network would; the machines retry).
+async fn peer_link(addr: SocketAddr, mut rx: UnboundedReceiver<Bytes>) {
+    let mut stream: Option<TcpStream> = None;
+    while let Some(first) = rx.recv().await {
+        let mut bytes = first.to_vec();
+        while let Ok(more) = rx.try_recv() {
+            bytes.extend_from_slice(&more);
+        }
+        if let Some(s) = stream.as_mut() {
+            if s.write_all(&bytes).await.is_ok() {
+                continue;
+            }
+        }
+        stream = None;
+        if let Ok(Ok(mut s)) =
+            tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await
+        {
+            let _ = s.set_nodelay(true);
+            if s.write_all(&bytes).await.is_ok() {
+                stream = Some(s);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatsim_system::proto::{Down, Up, UserId};
+    use chatsim_world::wire::{encode, Frame};
+
+    fn framed(wire: Wire) -> Bytes {
+        encode(&Frame {
+            from: Host::Device(DeviceId::primary(UserId(0))),
+            sent_ms: 0,
+            wire,
+        })
+    }
+
+    #[test]
+    fn a_phone_may_send_one_whole_up_frame_a_message_and_nothing_else() {
+        let ping = framed(Wire::Up(Up::Ping));
+        assert_eq!(phone_frame(&ping), Ok(Wire::Up(Up::Ping)));
+        let mut two = ping.to_vec();
+        two.extend_from_slice(&ping);
+        assert_eq!(phone_frame(&two), Err(BadFrame::Undecodable));
+        assert_eq!(
+            phone_frame(&ping[..ping.len() - 1]),
+            Err(BadFrame::Undecodable)
+        );
+        assert_eq!(
+            phone_frame(b"\x00\x00\x00\x02\xff\xff"),
+            Err(BadFrame::Undecodable)
+        );
+        // A length prefix past the limit says what it is before any body arrives.
+        assert_eq!(phone_frame(b"garbage!"), Err(BadFrame::TooBig));
+        let down = framed(Wire::Down(Down::Pong));
+        assert_eq!(phone_frame(&down), Err(BadFrame::NotAPhoneFrame));
+        let mut huge = ((FRAME_BYTES_MAX + 1) as u32).to_be_bytes().to_vec();
+        huge.extend_from_slice(&[0; 16]);
+        assert_eq!(phone_frame(&huge), Err(BadFrame::TooBig));
+        assert_eq!(close_code_for(&BadFrame::NotAPhoneFrame), CloseCode::Policy);
+    }
+}

@@ -1,0 +1,208 @@
+//! The real server with real phones: `chatsim serve`'s hosts on loopback, and phones that are
+//! the simulators' own `Device` machines over WebSocket. A text goes across with ✓, ✓✓ and
+//! read; a peer that sends what no phone may is closed with a close code, and the server
+//! serves the others on.
+
+use chatsim_judge::{Event, Record};
+use chatsim_server::phone::Phone;
+use chatsim_server::serve::bind;
+use chatsim_server::Config;
+use chatsim_system::proto::{ConvId, DeviceId, ReceiptKind, UserId};
+use chatsim_system::{Action, Observation};
+use futures_util::{SinkExt, StreamExt};
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::sync::mpsc::unbounded_channel;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A block of ports of this test process's own, under the ephemeral range (32768 up) that
+/// outgoing connections draw from: a deployment needs its gateways' ports and, 100 up, one per
+/// host, so blocks are 200 apart.
+fn config(block: u16) -> Config {
+    let base = 10_000 + (std::process::id() % 50) as u16 * 400 + block * 200;
+    Config {
+        addr: SocketAddr::from(([127, 0, 0, 1], base)),
+        users: 3,
+        gateways: 2,
+        shards: 2,
+        ..Config::default()
+    }
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("builds")
+}
+
+/// Serve `cfg` on a thread until the returned sender is dropped or sent to.
+fn serve(
+    cfg: &Config,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let bound = bind(cfg, &[]).expect("the test's ports are free");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let served = bound
+            .run(
+                async {
+                    let _ = rx.await;
+                },
+                200,
+            )
+            .expect("the server stops cleanly");
+        assert!(served.phone_connections > 0, "no phone ever connected");
+    });
+    (tx, t)
+}
+
+fn has(records: &[Record], f: impl Fn(&Observation) -> bool) -> bool {
+    records
+        .iter()
+        .any(|r| matches!(&r.event, Event::Device { obs, .. } if f(obs)))
+}
+
+#[test]
+fn a_text_goes_across_with_sent_delivered_and_read() {
+    let cfg = config(0);
+    let (stop, server) = serve(&cfg);
+    let (a, b) = (DeviceId::primary(UserId(0)), DeviceId::primary(UserId(1)));
+    let conv = ConvId::direct(a.user, b.user);
+    let seen_a: Rc<RefCell<Vec<Record>>> = Rc::default();
+    let seen_b: Rc<RefCell<Vec<Record>>> = Rc::default();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&current_thread(), async {
+        let (a_do, a_actions) = unbounded_channel();
+        let (b_do, b_actions) = unbounded_channel();
+        let (sa, sb) = (seen_a.clone(), seen_b.clone());
+        let mut pa = Phone::new(&cfg, a);
+        let mut pb = Phone::new(&cfg, b);
+        tokio::task::spawn_local(async move {
+            pa.run(a_actions, |r| sa.borrow_mut().push(r.clone())).await
+        });
+        tokio::task::spawn_local(async move {
+            pb.run(b_actions, |r| sb.borrow_mut().push(r.clone())).await
+        });
+        // B has the chat open, so what it shows is read at once.
+        b_do.send(Action::OpenChat { conv }).expect("running");
+        a_do.send(Action::SendDirect {
+            to: b.user,
+            body: b"hello over a real socket".to_vec(),
+        })
+        .expect("running");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::time::Instant::now() < deadline {
+            let read = has(&seen_a.borrow(), |o| {
+                matches!(
+                    o,
+                    Observation::Ticks {
+                        tick: ReceiptKind::Read,
+                        ..
+                    }
+                )
+            });
+            if read {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop((a_do, b_do));
+    });
+    let a_saw = seen_a.borrow();
+    let b_saw = seen_b.borrow();
+    assert!(
+        has(&a_saw, |o| matches!(o, Observation::Acked { .. })),
+        "no ✓: {a_saw:?}"
+    );
+    assert!(
+        has(
+            &b_saw,
+            |o| matches!(o, Observation::Displayed { body, .. } if body == b"hello over a real socket")
+        ),
+        "B never showed it: {b_saw:?}"
+    );
+    for tick in [ReceiptKind::Delivered, ReceiptKind::Read] {
+        assert!(
+            has(
+                &a_saw,
+                |o| matches!(o, Observation::Ticks { tick: t, .. } if *t == tick)
+            ),
+            "no {tick:?} tick: {a_saw:?}"
+        );
+    }
+    let _ = stop.send(());
+    server.join().expect("the server thread ends");
+}
+
+#[test]
+fn a_peer_that_sends_what_no_phone_may_is_closed_and_the_server_goes_on() {
+    let cfg = config(1);
+    let (stop, server) = serve(&cfg);
+    let url = format!("ws://{}/", cfg.gateway_addr(0));
+    current_thread().block_on(async {
+        for (what, msg, code) in [
+            (
+                "garbage",
+                Message::Binary(b"\x00\x00\x00\x05junk!".to_vec().into()),
+                CloseCode::Invalid,
+            ),
+            (
+                "text",
+                Message::Text("hello".into()),
+                CloseCode::Unsupported,
+            ),
+        ] {
+            let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+                .await
+                .expect("the gateway takes connections");
+            ws.send(msg).await.expect("sends");
+            let closed = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Some(m) = ws.next().await {
+                    if let Ok(Message::Close(frame)) = m {
+                        return frame.map(|f| f.code);
+                    }
+                }
+                None
+            })
+            .await
+            .expect("closed in time");
+            assert_eq!(closed, Some(code), "{what}");
+        }
+    });
+    // Still serving: a phone connects and gets its welcome.
+    let local = tokio::task::LocalSet::new();
+    let seen: Rc<RefCell<Vec<Record>>> = Rc::default();
+    local.block_on(&current_thread(), async {
+        let (todo, actions) = unbounded_channel();
+        let mut p = Phone::new(&cfg, DeviceId::primary(UserId(2)));
+        let s = seen.clone();
+        tokio::task::spawn_local(async move {
+            p.run(actions, |r| s.borrow_mut().push(r.clone())).await
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline
+            && !has(&seen.borrow(), |o| {
+                matches!(o, Observation::Connected { .. })
+            })
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(todo);
+    });
+    assert!(
+        has(&seen.borrow(), |o| matches!(
+            o,
+            Observation::Connected { .. }
+        )),
+        "{:?}",
+        seen.borrow()
+    );
+    let _ = stop.send(());
+    server.join().expect("the server thread ends");
+}

@@ -1,0 +1,315 @@
+//! `chatsim serve` and `chatsim client`: the command line's side of the real server. The
+//! serving itself is `chatsim-server`'s; this module turns flags into a deployment, names into
+//! hosts and devices, and typed lines into the same [`Action`]s a scenario's plan holds.
+
+use chatsim_server::phone::Phone;
+use chatsim_server::serve::{bind, signalled, ServeError, Served};
+use chatsim_server::Config;
+use chatsim_system::proto::{ConvId, DeviceId, Host, Millis, UserId};
+use chatsim_system::Action;
+use real_tokio::sync::mpsc::unbounded_channel;
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+
+/// Who exists and where they listen: `serve` and `client` must be given the same.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DeploymentArgs {
+    /// Gateway 1's WebSocket address, on loopback; gateway N listens N-1 ports up from it and
+    /// the servers' own links 100 ports up.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    pub addr: SocketAddr,
+    /// Users (u0, u1, ...).
+    #[arg(long, default_value_t = 8)]
+    pub users: u32,
+    /// Devices per user: a primary phone (d0) and companions (d1, ...).
+    #[arg(long, default_value_t = 1)]
+    pub devices_per_user: u8,
+    /// Gateways.
+    #[arg(long, default_value_t = 2)]
+    pub gateways: u16,
+    /// Chat shards.
+    #[arg(long, default_value_t = 2)]
+    pub shards: u16,
+    /// Derives every device's keys and token: a client must be given its server's.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl DeploymentArgs {
+    /// The deployment these flags describe.
+    pub fn config(&self) -> Config {
+        Config {
+            addr: self.addr,
+            users: self.users,
+            devices_per_user: self.devices_per_user,
+            gateways: self.gateways,
+            shards: self.shards,
+            seed: self.seed,
+        }
+    }
+}
+
+/// The hosts `names` (as the logs print them: gateway-1, session, shard-2, storage-1, push).
+pub fn parse_roles(cfg: &Config, names: &[String]) -> Result<Vec<Host>, String> {
+    let hosts = cfg.hosts();
+    names
+        .iter()
+        .map(|n| {
+            hosts
+                .iter()
+                .copied()
+                .find(|h| h.to_string() == *n)
+                .ok_or_else(|| {
+                    let known: Vec<String> = hosts.iter().map(ToString::to_string).collect();
+                    format!(
+                        "--role {n}: not a host of this deployment ({})",
+                        known.join(", ")
+                    )
+                })
+        })
+        .collect()
+}
+
+/// A device named `u3` (user 3's primary phone) or `u3.d1` (its first companion).
+pub fn parse_device(cfg: &Config, s: &str) -> Result<DeviceId, String> {
+    let bad = || format!("device {s:?}: expected u<user> or u<user>.d<index>, e.g. u0 or u0.d1");
+    let rest = s.strip_prefix('u').ok_or_else(bad)?;
+    let (user, index) = match rest.split_once(".d") {
+        Some((u, d)) => (u, d.parse::<u8>().map_err(|_| bad())?),
+        None => (rest, 0),
+    };
+    let user = UserId(user.parse().map_err(|_| bad())?);
+    let d = DeviceId { user, index };
+    if user.0 >= cfg.users || index >= cfg.devices_per_user {
+        return Err(format!(
+            "device {s}: the deployment has users u0..u{} with {} device(s) each",
+            cfg.users - 1,
+            cfg.devices_per_user
+        ));
+    }
+    Ok(d)
+}
+
+/// The first word of `s` and the rest, trimmed.
+fn two_words(s: &str) -> Option<(&str, &str)> {
+    s.split_once(' ').map(|(a, b)| (a, b.trim()))
+}
+
+/// What `help` prints.
+pub const CLIENT_HELP: &str = "\
+commands:
+  send u1 <text>         a text to user 1
+  open u1 | open g2      open a chat: what it shows there is read (blue ticks for the sender)
+  close u1 | close g2    leave it
+  group 2 u1 u3          create group 2 with users 1 and 3
+  gsend 2 <text>         a text to group 2
+  add 2 u4 | remove 2 u4 change group 2's members
+  offline | online       airplane mode, and back (the backlog arrives)
+  quit";
+
+/// A line `me`'s user typed, as an action: `Ok(None)` for a blank line or `help`, `Err` for
+/// a mistake.
+pub fn parse_command(me: DeviceId, line: &str) -> Result<Option<Action>, String> {
+    let line = line.trim();
+    let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let rest = rest.trim();
+    let user = |s: &str| {
+        s.strip_prefix('u')
+            .and_then(|n| n.parse().ok())
+            .map(UserId)
+            .ok_or_else(|| format!("{s:?}: expected a user, e.g. u1"))
+    };
+    let group = |s: &str| {
+        s.strip_prefix('g')
+            .unwrap_or(s)
+            .parse::<u32>()
+            .map_err(|_| format!("{s:?}: expected a group number, e.g. 2"))
+    };
+    let action = match word {
+        "" | "help" => return Ok(None),
+        "send" => {
+            let (to, text) = two_words(rest).ok_or("send u1 <text>")?;
+            Action::SendDirect {
+                to: user(to)?,
+                body: text.as_bytes().to_vec(),
+            }
+        }
+        "gsend" => {
+            let (g, text) = two_words(rest).ok_or("gsend 2 <text>")?;
+            Action::SendGroup {
+                group: group(g)?,
+                body: text.as_bytes().to_vec(),
+            }
+        }
+        "group" => {
+            let mut words = rest.split_whitespace();
+            let g = group(words.next().ok_or("group 2 u1 u3")?)?;
+            let members = words.map(user).collect::<Result<Vec<_>, _>>()?;
+            Action::CreateGroup { group: g, members }
+        }
+        "add" | "remove" => {
+            let (g, u) = two_words(rest).ok_or("add 2 u4")?;
+            let (group, user) = (group(g)?, user(u)?);
+            if word == "add" {
+                Action::AddMember { group, user }
+            } else {
+                Action::RemoveMember { group, user }
+            }
+        }
+        "open" | "close" => {
+            let conv = if rest.starts_with('g') {
+                ConvId::group(group(rest)?)
+            } else {
+                ConvId::direct(me.user, user(rest)?)
+            };
+            if word == "open" {
+                Action::OpenChat { conv }
+            } else {
+                Action::CloseChat { conv }
+            }
+        }
+        "offline" => Action::GoOffline,
+        "online" => Action::GoOnline,
+        other => return Err(format!("{other:?}: not a command (type help)")),
+    };
+    Ok(Some(action))
+}
+
+/// Serve until Ctrl-C or SIGTERM.
+pub fn serve(cfg: &Config, roles: &[Host], grace_ms: Millis) -> Result<Served, ServeError> {
+    bind(cfg, roles)?.run(signalled(), grace_ms)
+}
+
+/// Be device `me` of `cfg`'s deployment: lines from `input` are commands, what the phone
+/// observes goes to `out`, one line each. Returns when `input` ends or says `quit`.
+pub fn client(
+    cfg: &Config,
+    me: DeviceId,
+    input: impl BufRead + Send + 'static,
+    mut out: impl Write,
+) -> std::io::Result<()> {
+    let (todo, actions) = unbounded_channel();
+    let (errors_tx, mut errors) = unbounded_channel::<String>();
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            for line in input.lines() {
+                let Ok(line) = line else { break };
+                if line.trim() == "quit" {
+                    break;
+                }
+                match parse_command(me, &line) {
+                    Ok(Some(a)) => {
+                        if todo.send(a).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = errors_tx.send(CLIENT_HELP.to_string());
+                    }
+                    Err(e) => {
+                        let _ = errors_tx.send(format!("? {e}"));
+                    }
+                }
+            }
+        })?;
+    writeln!(
+        out,
+        "{me}: connecting to ws://{} (type help)",
+        cfg.gateway_addr(0)
+    )?;
+    let rt = real_tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = real_tokio::task::LocalSet::new();
+    let mut phone = Phone::new(cfg, me);
+    let t0 = chatsim_server::now();
+    let mut failed = Ok(());
+    local.block_on(&rt, async {
+        let lines = std::cell::RefCell::new(Vec::new());
+        let run = phone.run(actions, |r| {
+            let at = r.t.saturating_sub(t0) as f64 / 1000.0;
+            lines
+                .borrow_mut()
+                .push(format!("{at:>8.3} s  {}", crate::output::record_line(r)));
+        });
+        real_tokio::pin!(run);
+        loop {
+            real_tokio::select! {
+                biased;
+                () = &mut run => break,
+                Some(e) = errors.recv() => lines.borrow_mut().push(e),
+                () = real_tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+            }
+            for l in lines.borrow_mut().drain(..) {
+                if let Err(e) = writeln!(out, "{l}") {
+                    failed = Err(e);
+                }
+            }
+            if failed.is_err() {
+                break;
+            }
+        }
+        for l in lines.borrow_mut().drain(..) {
+            let _ = writeln!(out, "{l}");
+        }
+    });
+    failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_lines_become_the_actions_a_plan_holds() {
+        let me = DeviceId::primary(UserId(0));
+        let act = |l: &str| parse_command(me, l);
+        assert_eq!(
+            act("send u1 hi there"),
+            Ok(Some(Action::SendDirect {
+                to: UserId(1),
+                body: b"hi there".to_vec()
+            }))
+        );
+        assert_eq!(
+            act("open u1"),
+            Ok(Some(Action::OpenChat {
+                conv: ConvId::direct(UserId(0), UserId(1))
+            }))
+        );
+        assert_eq!(
+            act("close g2"),
+            Ok(Some(Action::CloseChat {
+                conv: ConvId::group(2)
+            }))
+        );
+        assert_eq!(
+            act("group 2 u1 u3"),
+            Ok(Some(Action::CreateGroup {
+                group: 2,
+                members: vec![UserId(1), UserId(3)]
+            }))
+        );
+        assert_eq!(act("offline"), Ok(Some(Action::GoOffline)));
+        assert_eq!(act("help"), Ok(None));
+        assert!(act("send u1").is_err());
+        assert!(act("send bob hi").is_err());
+        assert!(act("dance").is_err());
+    }
+
+    #[test]
+    fn names_resolve_to_the_deployments_hosts_and_devices_or_say_why_not() {
+        let cfg = Config::default();
+        assert_eq!(
+            parse_roles(&cfg, &["gateway-2".into(), "session".into()]),
+            Ok(vec![Host::Gateway(1), Host::Session])
+        );
+        let e = parse_roles(&cfg, &["gateway-9".into()]).expect_err("no such gateway");
+        assert!(e.contains("gateway-9") && e.contains("shard-1"), "{e}");
+        assert_eq!(parse_device(&cfg, "u3"), Ok(DeviceId::primary(UserId(3))));
+        assert!(parse_device(&cfg, "u3.d1").is_err(), "one device per user");
+        assert!(parse_device(&cfg, "u99").is_err());
+        assert!(parse_device(&cfg, "bob").is_err());
+    }
+}
