@@ -7,6 +7,7 @@
 //! owns only what a simulator cannot share with it: listeners and connection tasks, the wall
 //! clock, and shutdown. Which code is shared and which is not is listed in `docs/protocol.md`.
 
+pub mod disk;
 pub mod phone;
 pub mod serve;
 
@@ -166,6 +167,14 @@ impl Config {
                 .collect(),
         );
         topo
+    }
+
+    /// The deployment in words, as a data folder records what it was written for.
+    pub fn name(&self) -> String {
+        format!(
+            "users={} devices-per-user={} gateways={} shards={} seed={}",
+            self.users, self.devices_per_user, self.gateways, self.shards, self.seed
+        )
     }
 
     /// The seed a device's machine is built from (its keys come from it).

@@ -9,6 +9,7 @@
 //! its connection with a WebSocket close code (`docs/protocol.md`), and costs the server no
 //! more than one message's buffer. Internal ports take only server frames.
 
+use crate::disk::{Disk, DiskError};
 use crate::{now, Config, ConfigError};
 use bytes::{Bytes, BytesMut};
 use chatsim_system::durable::Write;
@@ -22,8 +23,9 @@ use futures_util::{SinkExt, StreamExt};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -62,6 +64,9 @@ pub enum ServeError {
     /// A host's thread could not start.
     #[error("{0}: cannot start its thread: {1}")]
     Thread(Host, std::io::Error),
+    /// The data folder cannot be used.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
     /// A host's machine panicked (an assertion on its state failed): the server stops.
     #[error("{0} stopped: its machine failed an assertion (see the log)")]
     HostPanicked(Host),
@@ -94,8 +99,10 @@ pub struct Served {
 struct Shared {
     cfg: Config,
     topo: chatsim_system::Deployment,
-    /// What the machines made durable, kept in memory.
+    /// What the machines made durable, in memory: the state they restart from.
     durable: Durable,
+    /// The same on disk, when serving with a data folder.
+    disk: Option<Mutex<Disk>>,
     phone_connections: AtomicU64,
     refused: AtomicU64,
 }
@@ -107,8 +114,9 @@ pub struct Bound {
     listeners: Vec<(Host, std::net::TcpListener, Option<std::net::TcpListener>)>,
 }
 
-/// Open every listener `roles` needs (all hosts when empty).
-pub fn bind(cfg: &Config, roles: &[Host]) -> Result<Bound, ServeError> {
+/// Open every listener `roles` needs (all hosts when empty), and the data in `data` (kept in
+/// memory only when `None`).
+pub fn bind(cfg: &Config, roles: &[Host], data: Option<&Path>) -> Result<Bound, ServeError> {
     cfg.validate()?;
     let open = |host: Host, addr: SocketAddr| {
         let l = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind {
@@ -130,9 +138,21 @@ pub fn bind(cfg: &Config, roles: &[Host]) -> Result<Bound, ServeError> {
         listeners.push((host, internal, phones));
     }
     let topo = cfg.deployment();
+    let durable = Durable::new(&topo);
+    // Only the hosts that make writes durable need the folder (and hold its lock): a process
+    // running only gateways, say, shares a machine with the one that has it.
+    let keeps = |h: &&(Host, _, _)| matches!(h.0, Host::Storage(_) | Host::Session);
+    let disk = data
+        .filter(|_| listeners.iter().any(|h| keeps(&h)))
+        .map(|dir| Disk::open(dir, &cfg.name(), |w| durable.apply(w)))
+        .transpose()?;
+    if let Some(d) = &disk {
+        tracing::info!(path = %d.path().display(), writes = d.writes(), "recovered");
+    }
     Ok(Bound {
         shared: Arc::new(Shared {
-            durable: Durable::new(&topo),
+            durable,
+            disk: disk.map(Mutex::new),
             topo,
             cfg: cfg.clone(),
             phone_connections: AtomicU64::new(0),
@@ -484,6 +504,15 @@ impl ServerLinks<UnboundedSender<Bytes>> for Links {
     }
 
     fn persist(&mut self, _: Millis, write: Write) {
+        if let Some(disk) = &self.sh.disk {
+            let mut disk = disk
+                .lock()
+                .expect("a host that panicked holding it aborted");
+            if let Err(e) = disk.append(&write) {
+                tracing::error!(path = %disk.path().display(), error = %e, "a synced write failed: stopping before anything is acked past it");
+                std::process::abort();
+            }
+        }
         self.sh.durable.apply(write);
     }
 

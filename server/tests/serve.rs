@@ -46,7 +46,18 @@ fn serve(
     tokio::sync::oneshot::Sender<()>,
     std::thread::JoinHandle<()>,
 ) {
-    let bound = bind(cfg, &[]).expect("the test's ports are free");
+    serve_on(cfg, None)
+}
+
+/// Serve `cfg`, keeping its data in `data` (memory only when `None`).
+fn serve_on(
+    cfg: &Config,
+    data: Option<&std::path::Path>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let bound = bind(cfg, &[], data).expect("the test's ports are free");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let t = std::thread::spawn(move || {
         let served = bound
@@ -205,4 +216,95 @@ fn a_peer_that_sends_what_no_phone_may_is_closed_and_the_server_goes_on() {
     );
     let _ = stop.send(());
     server.join().expect("the server thread ends");
+}
+
+/// A folder of this test's own, empty.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("chatsim-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Run phone `me` doing `actions` until `done` holds of what it observed, or 20 s pass.
+fn phone_until(
+    cfg: &Config,
+    me: DeviceId,
+    actions: Vec<Action>,
+    done: impl Fn(&[Record]) -> bool,
+) -> Vec<Record> {
+    let seen: Rc<RefCell<Vec<Record>>> = Rc::default();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&current_thread(), async {
+        let (todo, rx) = unbounded_channel();
+        for a in actions {
+            todo.send(a).expect("running");
+        }
+        let mut p = Phone::new(cfg, me);
+        let s = seen.clone();
+        let run =
+            tokio::task::spawn_local(
+                async move { p.run(rx, |r| s.borrow_mut().push(r.clone())).await },
+            );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::time::Instant::now() < deadline && !done(&seen.borrow()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(todo);
+        let _ = run.await;
+    });
+    seen.take()
+}
+
+// An acked text whose recipient was offline survives the server stopping and starting again
+// on the same data folder: the recipient, connecting to the new server, drains it.
+#[test]
+fn an_acked_text_survives_a_restart_on_the_same_data_folder() {
+    let cfg = config(2);
+    let dir = scratch("restart");
+    let (a, b) = (DeviceId::primary(UserId(0)), DeviceId::primary(UserId(1)));
+    let (stop, server) = serve_on(&cfg, Some(&dir));
+    let sent = phone_until(
+        &cfg,
+        a,
+        vec![Action::SendDirect {
+            to: b.user,
+            body: b"kept on disk".to_vec(),
+        }],
+        |r| has(r, |o| matches!(o, Observation::Acked { .. })),
+    );
+    assert!(
+        has(&sent, |o| matches!(o, Observation::Acked { .. })),
+        "{sent:?}"
+    );
+    let _ = stop.send(());
+    server.join().expect("the server thread ends");
+    assert!(dir.join(chatsim_server::disk::FILE).exists());
+
+    let (stop, server) = serve_on(&cfg, Some(&dir));
+    let got = phone_until(&cfg, b, vec![], |r| {
+        has(r, |o| matches!(o, Observation::Displayed { .. }))
+    });
+    assert!(
+        has(
+            &got,
+            |o| matches!(o, Observation::Displayed { body, .. } if body == b"kept on disk")
+        ),
+        "lost across the restart: {got:?}"
+    );
+    let _ = stop.send(());
+    server.join().expect("the server thread ends");
+
+    // The folder belongs to that deployment: another one is refused, naming the file.
+    let other = Config {
+        users: 5,
+        ..cfg.clone()
+    };
+    let e = bind(&other, &[], Some(&dir))
+        .err()
+        .expect("a mismatch is refused");
+    assert!(
+        e.to_string().contains("chatsim.redb") && e.to_string().contains("users=3"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -175,9 +175,14 @@ pub fn parse_command(me: DeviceId, line: &str) -> Result<Option<Action>, String>
     Ok(Some(action))
 }
 
-/// Serve until Ctrl-C or SIGTERM.
-pub fn serve(cfg: &Config, roles: &[Host], grace_ms: Millis) -> Result<Served, ServeError> {
-    bind(cfg, roles)?.run(signalled(), grace_ms)
+/// Serve until Ctrl-C or SIGTERM, keeping the data in `data` (memory only when `None`).
+pub fn serve(
+    cfg: &Config,
+    roles: &[Host],
+    data: Option<&std::path::Path>,
+    grace_ms: Millis,
+) -> Result<Served, ServeError> {
+    bind(cfg, roles, data)?.run(signalled(), grace_ms)
 }
 
 /// Be device `me` of `cfg`'s deployment: lines from `input` are commands, what the phone

@@ -242,6 +242,13 @@ enum Command {
         /// How long to keep finishing in-flight work after the stop signal (ms).
         #[arg(long, default_value_t = 1000)]
         grace_ms: u64,
+        /// The data folder: every synced write is kept there and replayed on the next start
+        /// (created if missing; it must have been written for the same deployment).
+        #[arg(long, default_value = "chatsim-data", conflicts_with = "memory")]
+        data: PathBuf,
+        /// Keep nothing on disk: a restart starts empty.
+        #[arg(long)]
+        memory: bool,
     },
     /// Be one phone of a running `chatsim serve` in the terminal (type `help` there): send,
     /// see ✓ ✓✓ and read, go offline and come back to the backlog.
@@ -650,6 +657,8 @@ fn main() -> ExitCode {
             deployment,
             roles,
             grace_ms,
+            data,
+            memory,
         } => {
             init_logs();
             let cfg = deployment.config();
@@ -657,7 +666,8 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(e) => return fail(EXIT_BAD_INPUT, e),
             };
-            match chatsim::live::serve(&cfg, &roles, grace_ms) {
+            let data = (!memory).then_some(data.as_path());
+            match chatsim::live::serve(&cfg, &roles, data, grace_ms) {
                 Ok(s) => {
                     tracing::info!(
                         hosts = s.hosts,

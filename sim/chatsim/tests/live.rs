@@ -10,11 +10,41 @@ use std::time::{Duration, Instant};
 
 /// Ports of this test process's own (a deployment takes its gateways' and, 100 up, one per
 /// host), under the ephemeral range.
-fn addr() -> String {
+fn addr(offset: u32) -> String {
     format!(
         "127.0.0.1:{}",
-        10_000 + (std::process::id() % 50) * 400 + 350
+        10_000 + (std::process::id() % 50) * 400 + offset
     )
+}
+
+/// Start `chatsim serve` with `args` and wait until it listens on `addr`.
+fn start_server(addr: &str, args: &[&str]) -> Child {
+    let mut all = vec!["serve", "--addr", addr, "--users", "3", "--grace-ms", "300"];
+    all.extend_from_slice(args);
+    let mut server = chatsim(&all)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let up = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        if let Ok(Some(status)) = server.try_wait() {
+            panic!("chatsim serve exited ({status}) before listening on {addr}");
+        }
+        assert!(
+            Instant::now() < up,
+            "chatsim serve never listened on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(ok.success(), "kill {sig}");
 }
 
 fn chatsim(args: &[&str]) -> Command {
@@ -79,27 +109,8 @@ impl Client {
 
 #[test]
 fn two_terminal_clients_talk_through_chatsim_serve_and_sigterm_stops_it() {
-    let addr = addr();
-    let server = chatsim(&[
-        "serve",
-        "--addr",
-        &addr,
-        "--users",
-        "3",
-        "--grace-ms",
-        "300",
-    ])
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("the binary runs");
-    let up = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(&addr).is_err() {
-        assert!(
-            Instant::now() < up,
-            "chatsim serve never listened on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let addr = addr(350);
+    let server = start_server(&addr, &["--memory"]);
     let mut reader = client("u1", &addr);
     let mut writer = client("u0", &addr);
     let (mut r_seen, mut w_seen) = (Vec::new(), Vec::new());
@@ -128,11 +139,7 @@ fn two_terminal_clients_talk_through_chatsim_serve_and_sigterm_stops_it() {
         let status = c.child.wait().expect("the client ends");
         assert!(status.success(), "{status}");
     }
-    let killed = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
+    signal(&server, "-TERM");
     let out = server.wait_with_output().expect("the server ends");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{}: {log}", out.status);
@@ -155,4 +162,41 @@ fn serve_and_client_refuse_bad_input_with_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(says), "{args:?}: {err}");
     }
+}
+
+// SIGKILL, not a graceful stop: what was acked was synced, so a server started again on the
+// same data folder still has it for the recipient.
+#[test]
+fn an_acked_text_survives_sigkill_of_chatsim_serve() {
+    let addr = addr(150);
+    let data = std::env::temp_dir().join(format!("chatsim-live-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let data_arg = data.to_str().expect("a UTF-8 temp path");
+    let mut server = start_server(&addr, &["--data", data_arg]);
+    let t = Duration::from_secs(20);
+    let mut sender = client("u0", &addr);
+    let mut seen = Vec::new();
+    assert!(sender.wait_for("connected", t, &mut seen), "{seen:#?}");
+    sender.say("send u1 survives a kill");
+    assert!(sender.wait_for("sent ✓", t, &mut seen), "{seen:#?}");
+    signal(&server, "-KILL");
+    let _ = server.wait();
+    sender.say("quit");
+    let _ = sender.child.wait();
+
+    let server = start_server(&addr, &["--data", data_arg]);
+    let mut reader = client("u1", &addr);
+    let mut seen = Vec::new();
+    assert!(
+        reader.wait_for("\"survives a kill\"", t, &mut seen),
+        "lost to SIGKILL: {seen:#?}"
+    );
+    reader.say("quit");
+    let _ = reader.child.wait();
+    signal(&server, "-TERM");
+    let out = server.wait_with_output().expect("the server ends");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {log}", out.status);
+    assert!(log.contains("recovered"), "{log}");
+    let _ = std::fs::remove_dir_all(&data);
 }
