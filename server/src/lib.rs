@@ -36,8 +36,9 @@ pub struct Config {
     pub gateways: u16,
     /// Chat shards.
     pub shards: u16,
-    /// Derives each device's key pair and token: a stand-in for provisioning, so a client
-    /// started with the same seed is the device it names (see `docs/protocol.md`).
+    /// Derives each device's key pair: a stand-in for provisioning and a key server, so a
+    /// client started with the same seed holds the keys its peers seal for (see
+    /// `docs/protocol.md`; the token a device proves itself with is not a secret yet).
     pub seed: u64,
 }
 

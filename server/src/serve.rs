@@ -41,6 +41,11 @@ use tokio_tungstenite::tungstenite::Message;
 /// small (a text, an ack), and a bigger one is read in several goes.
 pub const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
 
+/// How long a phone's connection may stay silent after the WebSocket handshake before its
+/// first frame: the gateway machine learns of a connection only from that frame, so without
+/// this a peer that never speaks would hold a socket and its buffers for as long as it liked.
+pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long after the stop signal the machines keep running, so acks of writes already
 /// synced go out and the syncs in flight finish, before the hosts stop.
 pub const DEFAULT_GRACE_MS: Millis = 1_000;
@@ -391,6 +396,7 @@ pub fn close_code_for(bad: &BadFrame) -> CloseCode {
         BadFrame::Undecodable => CloseCode::Invalid,
         BadFrame::NotAPhoneFrame => CloseCode::Policy,
         BadFrame::TooBig => CloseCode::Size,
+        BadFrame::Silent => CloseCode::Policy,
     }
 }
 
@@ -405,6 +411,8 @@ pub enum BadFrame {
     NotAPhoneFrame,
     /// Over the frame limit.
     TooBig,
+    /// Nothing at all within [`FIRST_FRAME_TIMEOUT`] of connecting.
+    Silent,
 }
 
 /// Check one binary message from a phone: exactly one whole `Up` frame.
@@ -434,6 +442,8 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut sink, mut stream) = ws.split();
+    let silent_until = tokio::time::Instant::now() + FIRST_FRAME_TIMEOUT;
+    let mut spoke = false;
     loop {
         tokio::select! {
             biased;
@@ -449,10 +459,21 @@ where
                     return None;
                 }
             },
+            () = tokio::time::sleep_until(silent_until), if !spoke => {
+                let code = close_code_for(&BadFrame::Silent);
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code,
+                        reason: "no frame".into(),
+                    })))
+                    .await;
+                return Some(code);
+            }
             msg = stream.next() => {
                 let bad = match msg {
                     Some(Ok(Message::Binary(data))) => match phone_frame(&data) {
                         Ok(wire) => {
+                            spoke = true;
                             on_frame(wire);
                             continue;
                         }
@@ -557,6 +578,29 @@ mod tests {
             sent_ms: 0,
             wire,
         })
+    }
+
+    // docs/protocol.md's worked example, byte for byte.
+    #[test]
+    fn the_protocol_pages_example_frames_are_what_the_code_writes() {
+        let ping = encode(&Frame {
+            from: Host::Device(DeviceId::primary(UserId(3))),
+            sent_ms: 1000,
+            wire: Wire::Up(Up::Ping),
+        });
+        assert_eq!(
+            ping.as_ref(),
+            [0x00, 0x00, 0x00, 0x07, 0x06, 0x03, 0x00, 0xe8, 0x07, 0x01, 0x09]
+        );
+        let pong = encode(&Frame {
+            from: Host::Gateway(0),
+            sent_ms: 1000,
+            wire: Wire::Down(Down::Pong),
+        });
+        assert_eq!(
+            pong.as_ref(),
+            [0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0xe8, 0x07, 0x02, 0x0a]
+        );
     }
 
     #[test]

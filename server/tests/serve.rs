@@ -168,12 +168,18 @@ fn a_peer_that_sends_what_no_phone_may_is_closed_and_the_server_goes_on() {
                 Message::Text("hello".into()),
                 CloseCode::Unsupported,
             ),
+            // A ping is no frame: the peer stays silent, and is closed after the timeout.
+            (
+                "silence",
+                Message::Ping(Vec::new().into()),
+                CloseCode::Policy,
+            ),
         ] {
             let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
                 .await
                 .expect("the gateway takes connections");
             ws.send(msg).await.expect("sends");
-            let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            let closed = tokio::time::timeout(Duration::from_secs(15), async {
                 while let Some(m) = ws.next().await {
                     if let Ok(Message::Close(frame)) = m {
                         return frame.map(|f| f.code);

@@ -30,7 +30,7 @@ pub struct DeploymentArgs {
     /// Chat shards.
     #[arg(long, default_value_t = 2)]
     pub shards: u16,
-    /// Derives every device's keys and token: a client must be given its server's.
+    /// Derives every device's keys: a client must be given its server's.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 }
