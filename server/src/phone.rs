@@ -36,7 +36,8 @@ impl Phone {
     /// Device `id` of the deployment `cfg` describes, online from the start.
     pub fn new(cfg: &Config, id: DeviceId) -> Phone {
         let topo = cfg.deployment();
-        let machine = Device::new(id, topo.clone(), cfg.device_seed(id), true);
+        let mut machine = Device::new(id, topo.clone(), cfg.device_seed(id), true);
+        machine.resume_epochs_after(now());
         let (tx, events) = unbounded_channel();
         Phone {
             id,

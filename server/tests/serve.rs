@@ -314,3 +314,64 @@ fn an_acked_text_survives_a_restart_on_the_same_data_folder() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// A client process that starts again while its last connection is still registered is not
+// refused as stale: it numbers its connections from its clock, past any number an earlier
+// process of the same device used (counting from 1 again, it lost to an entry at epoch 2).
+#[test]
+fn a_restarted_client_is_not_refused_as_an_older_connection() {
+    let cfg = config(3);
+    let (stop, server) = serve(&cfg);
+    let me = DeviceId::primary(UserId(2));
+    let first: Rc<RefCell<Vec<Record>>> = Rc::default();
+    let second: Rc<RefCell<Vec<Record>>> = Rc::default();
+    let connected = |r: &[Record]| {
+        r.iter()
+            .filter(|r| {
+                matches!(
+                    &r.event,
+                    Event::Device {
+                        obs: Observation::Connected { .. },
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&current_thread(), async {
+        let (todo1, rx1) = unbounded_channel();
+        let mut p1 = Phone::new(&cfg, me);
+        let s1 = first.clone();
+        tokio::task::spawn_local(
+            async move { p1.run(rx1, |r| s1.borrow_mut().push(r.clone())).await },
+        );
+        // Reconnect once, so the session service holds a second connection's number.
+        let wait = |seen: Rc<RefCell<Vec<Record>>>, n: usize| async move {
+            let end = tokio::time::Instant::now() + Duration::from_secs(20);
+            while tokio::time::Instant::now() < end && connected(&seen.borrow()) < n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        wait(first.clone(), 1).await;
+        todo1.send(Action::GoOffline).expect("running");
+        todo1.send(Action::GoOnline).expect("running");
+        wait(first.clone(), 2).await;
+        let (todo2, rx2) = unbounded_channel();
+        let mut p2 = Phone::new(&cfg, me);
+        let s2 = second.clone();
+        tokio::task::spawn_local(
+            async move { p2.run(rx2, |r| s2.borrow_mut().push(r.clone())).await },
+        );
+        wait(second.clone(), 1).await;
+        drop((todo1, todo2));
+    });
+    assert_eq!(connected(&first.borrow()), 2, "{:?}", first.borrow());
+    assert!(
+        connected(&second.borrow()) >= 1,
+        "the restarted client never got in: {:?}",
+        second.borrow()
+    );
+    let _ = stop.send(());
+    server.join().expect("the server thread ends");
+}

@@ -243,6 +243,14 @@ impl Device {
         }
     }
 
+    /// Number this device's connections from after `epoch`. A simulated phone lives as long
+    /// as its run and counts from 0; a real client is a new process each time it starts, and
+    /// counting from 0 again would have the session service refuse it as stale until its last
+    /// connection's entry is gone, so it starts past a number it cannot have used (its clock).
+    pub fn resume_epochs_after(&mut self, epoch: u64) {
+        self.epoch = self.epoch.max(epoch);
+    }
+
     /// This device's id.
     pub fn id(&self) -> DeviceId {
         self.id
