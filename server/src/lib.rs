@@ -10,6 +10,7 @@
 pub mod disk;
 pub mod phone;
 pub mod serve;
+pub mod sessions;
 
 use chatsim_system::proto::{DeviceId, Host, Millis, UserId};
 use chatsim_system::{Deployment, KeyDirectory, PushSpec, StorageModel};

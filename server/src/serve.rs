@@ -10,6 +10,7 @@
 //! more than one message's buffer. Internal ports take only server frames.
 
 use crate::disk::{Disk, DiskError};
+use crate::sessions::{RedisSessions, SessionsError};
 use crate::{now, Config, ConfigError};
 use bytes::{Bytes, BytesMut};
 use chatsim_system::durable::Write;
@@ -72,6 +73,9 @@ pub enum ServeError {
     /// The data folder cannot be used.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// Redis cannot hold the sessions.
+    #[error(transparent)]
+    Sessions(#[from] SessionsError),
     /// A host's machine panicked (an assertion on its state failed): the server stops.
     #[error("{0} stopped: its machine failed an assertion (see the log)")]
     HostPanicked(Host),
@@ -108,6 +112,9 @@ struct Shared {
     durable: Durable,
     /// The same on disk, when serving with a data folder.
     disk: Option<Mutex<Disk>>,
+    /// The session table on Redis, when asked for: then the session's writes go there, not
+    /// to the disk.
+    sessions: Option<Mutex<RedisSessions>>,
     phone_connections: AtomicU64,
     refused: AtomicU64,
 }
@@ -119,9 +126,15 @@ pub struct Bound {
     listeners: Vec<(Host, std::net::TcpListener, Option<std::net::TcpListener>)>,
 }
 
-/// Open every listener `roles` needs (all hosts when empty), and the data in `data` (kept in
-/// memory only when `None`).
-pub fn bind(cfg: &Config, roles: &[Host], data: Option<&Path>) -> Result<Bound, ServeError> {
+/// Open every listener `roles` needs (all hosts when empty), the data in `data` (kept in
+/// memory only when `None`), and the session table on the Redis at `sessions` (else with the
+/// rest of the data).
+pub fn bind(
+    cfg: &Config,
+    roles: &[Host],
+    data: Option<&Path>,
+    sessions: Option<&str>,
+) -> Result<Bound, ServeError> {
     cfg.validate()?;
     let open = |host: Host, addr: SocketAddr| {
         let l = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind {
@@ -147,9 +160,21 @@ pub fn bind(cfg: &Config, roles: &[Host], data: Option<&Path>) -> Result<Bound, 
     // Only the hosts that make writes durable need the folder (and hold its lock): a process
     // running only gateways, say, shares a machine with the one that has it.
     let keeps = |h: &&(Host, _, _)| matches!(h.0, Host::Storage(_) | Host::Session);
+    let on_redis = sessions.is_some();
     let disk = data
         .filter(|_| listeners.iter().any(|h| keeps(&h)))
-        .map(|dir| Disk::open(dir, &cfg.name(), |w| durable.apply(w)))
+        .map(|dir| {
+            Disk::open(dir, &cfg.name(), |w| {
+                // With Redis the session table is Redis's alone.
+                if !(on_redis && matches!(w, Write::Session(_))) {
+                    durable.apply(w);
+                }
+            })
+        })
+        .transpose()?;
+    let sessions = sessions
+        .filter(|_| listeners.iter().any(|h| h.0 == Host::Session))
+        .map(|url| RedisSessions::open(url, &cfg.name(), |w| durable.apply(w)))
         .transpose()?;
     if let Some(d) = &disk {
         tracing::info!(path = %d.path().display(), writes = d.writes(), "recovered");
@@ -158,6 +183,7 @@ pub fn bind(cfg: &Config, roles: &[Host], data: Option<&Path>) -> Result<Bound, 
         shared: Arc::new(Shared {
             durable,
             disk: disk.map(Mutex::new),
+            sessions: sessions.map(Mutex::new),
             topo,
             cfg: cfg.clone(),
             phone_connections: AtomicU64::new(0),
@@ -525,6 +551,23 @@ impl ServerLinks<UnboundedSender<Bytes>> for Links {
     }
 
     fn persist(&mut self, _: Millis, write: Write) {
+        if let (Some(redis), Write::Session(change)) = (&self.sh.sessions, &write) {
+            let mut redis = redis
+                .lock()
+                .expect("a host that panicked holding it aborted");
+            match redis.apply(change) {
+                Ok(true) => {}
+                // The fence on Redis refused what the machine's own fence let through: another
+                // session process wrote a newer entry. The newer one stands.
+                Ok(false) => tracing::warn!(?change, "Redis kept a newer session entry"),
+                Err(e) => {
+                    tracing::error!(error = %e, "a session write failed: stopping");
+                    std::process::abort();
+                }
+            }
+            self.sh.durable.apply(write);
+            return;
+        }
         if let Some(disk) = &self.sh.disk {
             let mut disk = disk
                 .lock()

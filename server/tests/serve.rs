@@ -57,7 +57,7 @@ fn serve_on(
     tokio::sync::oneshot::Sender<()>,
     std::thread::JoinHandle<()>,
 ) {
-    let bound = bind(cfg, &[], data).expect("the test's ports are free");
+    let bound = bind(cfg, &[], data, None).expect("the test's ports are free");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let t = std::thread::spawn(move || {
         let served = bound
@@ -305,7 +305,7 @@ fn an_acked_text_survives_a_restart_on_the_same_data_folder() {
         users: 5,
         ..cfg.clone()
     };
-    let e = bind(&other, &[], Some(&dir))
+    let e = bind(&other, &[], Some(&dir), None)
         .err()
         .expect("a mismatch is refused");
     assert!(

@@ -175,14 +175,16 @@ pub fn parse_command(me: DeviceId, line: &str) -> Result<Option<Action>, String>
     Ok(Some(action))
 }
 
-/// Serve until Ctrl-C or SIGTERM, keeping the data in `data` (memory only when `None`).
+/// Serve until Ctrl-C or SIGTERM, keeping the data in `data` (memory only when `None`) and the
+/// session table on the Redis at `sessions` if given.
 pub fn serve(
     cfg: &Config,
     roles: &[Host],
     data: Option<&std::path::Path>,
+    sessions: Option<&str>,
     grace_ms: Millis,
 ) -> Result<Served, ServeError> {
-    bind(cfg, roles, data)?.run(signalled(), grace_ms)
+    bind(cfg, roles, data, sessions)?.run(signalled(), grace_ms)
 }
 
 /// Be device `me` of `cfg`'s deployment: lines from `input` are commands, what the phone

@@ -249,6 +249,10 @@ enum Command {
         /// Keep nothing on disk: a restart starts empty.
         #[arg(long)]
         memory: bool,
+        /// Keep the session table on this Redis (e.g. redis://127.0.0.1:6379) instead of with
+        /// the rest of the data.
+        #[arg(long, value_name = "URL")]
+        sessions: Option<String>,
     },
     /// Be one phone of a running `chatsim serve` in the terminal (type `help` there): send,
     /// see ✓ ✓✓ and read, go offline and come back to the backlog.
@@ -659,6 +663,7 @@ fn main() -> ExitCode {
             grace_ms,
             data,
             memory,
+            sessions,
         } => {
             init_logs();
             let cfg = deployment.config();
@@ -667,7 +672,7 @@ fn main() -> ExitCode {
                 Err(e) => return fail(EXIT_BAD_INPUT, e),
             };
             let data = (!memory).then_some(data.as_path());
-            match chatsim::live::serve(&cfg, &roles, data, grace_ms) {
+            match chatsim::live::serve(&cfg, &roles, data, sessions.as_deref(), grace_ms) {
                 Ok(s) => {
                     tracing::info!(
                         hosts = s.hosts,
