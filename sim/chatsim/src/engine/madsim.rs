@@ -114,8 +114,12 @@ struct Shared {
     spiked: Option<Mutex<BTreeSet<Host>>>,
     /// The cuts in force now, which server links consult to play their keepalive.
     cuts: Mutex<Cuts>,
-    /// Bumped at every change of `cuts`, so a link waiting out a cut hears when it ends.
-    cuts_changed: watch::Sender<u64>,
+    /// One switch per server link, flipped in registration order at every change of `cuts`,
+    /// so a link waiting out a cut hears when it ends. One channel a link, not one for all:
+    /// tokio's `watch` spreads a channel's waiters over several queues by a generator nothing
+    /// seeds, so with many waiters the order they woke in, and the trace, varied between runs
+    /// (churn-fanout seed 7, only when other tests ran beside it).
+    cut_switches: Mutex<Vec<watch::Sender<()>>>,
 }
 
 /// Which hosts are clogged and which links are cut, and since when. madsim's TCP holds a
@@ -174,13 +178,14 @@ impl Shared {
 
     fn change_cuts(&self, change: impl FnOnce(&mut Cuts)) {
         change(&mut self.cuts.lock().expect("never poisoned"));
-        self.cuts_changed.send_modify(|n| *n += 1);
+        let mut switches = self.cut_switches.lock().expect("never poisoned");
+        switches.retain(|s| s.send(()).is_ok());
     }
 
     /// Wait while the link between `from` and `to` is cut: true once frames flow again,
     /// false once the cut is [`SERVER_LINK_KEEPALIVE_MS`] old (a keepalive has given the
     /// connection up by then).
-    async fn wait_out_cut(&self, from: Host, to: Host, changed: &mut watch::Receiver<u64>) -> bool {
+    async fn wait_out_cut(&self, from: Host, to: Host, changed: &mut watch::Receiver<()>) -> bool {
         loop {
             changed.borrow_and_update();
             let since = self.cuts.lock().expect("never poisoned").since(from, to);
@@ -392,7 +397,8 @@ async fn write_frame(stream: &mut TcpStream, frame: &[u8]) -> bool {
 async fn peer_link(sh: Arc<Shared>, from: Host, to: Host, mut rx: UnboundedReceiver<Bytes>) {
     let mut stream: Option<TcpStream> = None;
     let mut last_write = None;
-    let mut changed = sh.cuts_changed.subscribe();
+    let (switch, mut changed) = watch::channel(());
+    sh.cut_switches.lock().expect("never poisoned").push(switch);
     while let Some(first) = rx.recv().await {
         let frame = paced(first, &mut rx, &mut last_write).await;
         if !sh.wait_out_cut(from, to, &mut changed).await {
@@ -704,7 +710,7 @@ async fn world(
             .collect(),
         spiked: plan.has_spikes().then(|| Mutex::new(BTreeSet::new())),
         cuts: Mutex::new(Cuts::default()),
-        cuts_changed: watch::channel(0).0,
+        cut_switches: Mutex::new(Vec::new()),
     });
     let mut nodes = BTreeMap::new();
     for host in hosts {
