@@ -42,8 +42,8 @@ use tokio_tungstenite::tungstenite::Message;
 /// small (a text, an ack), and a bigger one is read in several goes.
 pub const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
 
-/// How long a phone's connection may stay silent after the WebSocket handshake before its
-/// first frame: the gateway machine learns of a connection only from that frame, so without
+/// How long a phone's connection may take over its WebSocket handshake, and then stay silent
+/// before its first frame: the gateway machine learns of a connection only from that frame, so without
 /// this a peer that never speaks would hold a socket and its buffers for as long as it liked.
 pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -380,10 +380,11 @@ async fn accept_phones(
         let (tx, sh) = (tx.clone(), sh.clone());
         tokio::task::spawn_local(async move {
             let _ = stream.set_nodelay(true);
-            let Ok(ws) =
-                tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await
-            else {
-                tracing::debug!(%host, %peer, "handshake failed");
+            // The upgrade must come within the same bound as the first frame: a peer that
+            // opens a socket and says nothing would otherwise hold it for good.
+            let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config()));
+            let Ok(Ok(ws)) = tokio::time::timeout(FIRST_FRAME_TIMEOUT, handshake).await else {
+                tracing::debug!(%host, %peer, "no WebSocket handshake in time");
                 return;
             };
             sh.phone_connections.fetch_add(1, Ordering::Relaxed);

@@ -192,6 +192,16 @@ fn a_peer_that_sends_what_no_phone_may_is_closed_and_the_server_goes_on() {
             assert_eq!(closed, Some(code), "{what}");
         }
     });
+    // A socket that never even asks for the WebSocket upgrade is closed too.
+    let mut raw = std::net::TcpStream::connect(cfg.gateway_addr(0)).expect("the gateway listens");
+    raw.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("a timeout sets");
+    let mut buf = [0u8; 16];
+    let n = std::io::Read::read(&mut raw, &mut buf).expect("closed, not timed out");
+    assert_eq!(
+        n, 0,
+        "the server wrote to a socket that never asked for anything"
+    );
     // Still serving: a phone connects and gets its welcome.
     let local = tokio::task::LocalSet::new();
     let seen: Rc<RefCell<Vec<Record>>> = Rc::default();
