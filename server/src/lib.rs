@@ -11,6 +11,7 @@ pub mod disk;
 pub mod phone;
 pub mod serve;
 pub mod sessions;
+pub mod site;
 
 use chatsim_system::proto::{DeviceId, Host, Millis, UserId};
 use chatsim_system::{Deployment, KeyDirectory, PushSpec, StorageModel};

@@ -3,12 +3,13 @@
 //! drive it; what it observes (texts shown, ticks, receipts, presence) is recorded as a
 //! history, the same records a simulated run judges.
 
-use crate::serve::ws_config;
+use crate::serve::{ws_config, RealNet};
+use crate::site::{Endpoint, Net};
 use crate::{now, Config};
 use bytes::{Bytes, BytesMut};
 use chatsim_judge::Record;
 use chatsim_system::device::Device;
-use chatsim_system::proto::{DeviceId, Millis};
+use chatsim_system::proto::{DeviceId, Host, Millis};
 use chatsim_system::Action;
 use chatsim_world::host::{PhoneEvent, PhoneHost, PhoneLinks};
 use chatsim_world::plan::Plan;
@@ -44,7 +45,8 @@ impl Phone {
             host: PhoneHost::new(id, machine, Vec::new()),
             rec: Recorder::new(&topo, &Plan::default(), Keep::VERDICT),
             links: WsLinks {
-                cfg: cfg.clone(),
+                net: RealNet::new(cfg),
+                me: id,
                 events: tx,
             },
             events,
@@ -101,15 +103,22 @@ async fn sleep_opt(d: Option<Duration>) {
 
 /// How a phone's bytes leave it: a WebSocket per connection attempt.
 struct WsLinks {
-    cfg: Config,
+    net: RealNet,
+    me: DeviceId,
     events: UnboundedSender<PhoneEvent>,
 }
 
 impl PhoneLinks<UnboundedSender<Bytes>> for WsLinks {
     fn connect(&mut self, gateway: u16, gen: u64) -> UnboundedSender<Bytes> {
         let (tx, rx) = unbounded_channel();
-        let url = format!("ws://{}/", self.cfg.gateway_addr(gateway));
-        tokio::task::spawn_local(connection(url, gen, rx, self.events.clone()));
+        tokio::task::spawn_local(connection(
+            self.net.clone(),
+            self.me,
+            gateway,
+            gen,
+            rx,
+            self.events.clone(),
+        ));
         tx
     }
 
@@ -118,22 +127,28 @@ impl PhoneLinks<UnboundedSender<Bytes>> for WsLinks {
     }
 }
 
-/// One connection attempt and, if it connects, its life: frames from `outgoing` go out one per
-/// binary message; each message in is one frame. Ends when either side closes or the phone
-/// drops `outgoing` (it moved on to another connection).
-async fn connection(
-    url: String,
+/// One connection attempt of phone `me` to `gateway` and, if it connects, its life: frames
+/// from `outgoing` go out one per binary message; each message in is one frame, told to
+/// `events` as connection `gen`'s. Ends when either side closes or the phone drops `outgoing`
+/// (it moved on to another connection). A simulated world runs this same function over its
+/// own sockets.
+pub async fn connection<N: Net>(
+    net: N,
+    me: DeviceId,
+    gateway: u16,
     gen: u64,
     mut outgoing: UnboundedReceiver<Bytes>,
     events: UnboundedSender<PhoneEvent>,
 ) {
-    let attempt = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true);
-    let ws = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-        Ok(Ok((ws, _))) => ws,
-        _ => {
-            let _ = events.send(PhoneEvent::ConnectFailed(gen));
-            return;
-        }
+    let attempt = async {
+        let stream = net.connect(Endpoint::Phones(gateway)).await.ok()?;
+        tokio_tungstenite::client_async_with_config(net.url(gateway), stream, Some(ws_config()))
+            .await
+            .ok()
+    };
+    let Ok(Some((ws, _))) = tokio::time::timeout(CONNECT_TIMEOUT, attempt).await else {
+        let _ = events.send(PhoneEvent::ConnectFailed(gen));
+        return;
     };
     let _ = events.send(PhoneEvent::Connected(gen));
     let (mut sink, mut stream) = ws.split();
@@ -155,7 +170,8 @@ async fn connection(
                 Some(Ok(Message::Binary(data))) => {
                     let mut buf = BytesMut::from(&data[..]);
                     match decode(&mut buf) {
-                        Ok(Some((f, _))) if matches!(f.wire, Wire::Down(_)) => {
+                        Ok(Some((f, raw))) if matches!(f.wire, Wire::Down(_)) => {
+                            net.heard(net.now(), Host::Device(me), &raw, &f);
                             let _ = events.send(PhoneEvent::Frame(gen, Box::new(f.wire)));
                         }
                         // A gateway that sends what no gateway sends is not one to trust.

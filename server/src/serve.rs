@@ -11,6 +11,7 @@
 
 use crate::disk::{Disk, DiskError};
 use crate::sessions::{RedisSessions, SessionsError};
+use crate::site::{Counters, Endpoint, Net, Site};
 use crate::{now, Config, ConfigError};
 use bytes::{Bytes, BytesMut};
 use chatsim_system::durable::Write;
@@ -19,7 +20,7 @@ use chatsim_system::probe::Probe;
 use chatsim_system::proto::{ConnId, DeviceId, Host, Millis};
 use chatsim_world::deploy::Durable;
 use chatsim_world::host::{ConnEvent, ServerHost, ServerLinks};
-use chatsim_world::wire::{decode, Wire, LEN_BYTES};
+use chatsim_world::wire::{decode, encode, Frame, Wire, LEN_BYTES};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -28,6 +29,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::{io, rc::Rc};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -115,14 +117,131 @@ struct Shared {
     /// The session table on Redis, when asked for: then the session's writes go there, not
     /// to the disk.
     sessions: Option<Mutex<RedisSessions>>,
-    phone_connections: AtomicU64,
-    refused: AtomicU64,
+    counters: Counters,
+}
+
+/// The real world: loopback sockets at the addresses a [`Config`] gives, the wall clock.
+#[derive(Clone, Debug)]
+pub struct RealNet {
+    cfg: Config,
+}
+
+impl RealNet {
+    /// The deployment `cfg` describes, reached over real sockets.
+    pub fn new(cfg: &Config) -> RealNet {
+        RealNet { cfg: cfg.clone() }
+    }
+}
+
+impl Net for RealNet {
+    type Stream = TcpStream;
+    type Listener = TcpListener;
+
+    fn now(&self) -> Millis {
+        now()
+    }
+
+    async fn accept(&self, l: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+        let (s, peer) = l.accept().await?;
+        let _ = s.set_nodelay(true);
+        Ok((s, peer))
+    }
+
+    async fn connect(&self, to: Endpoint) -> io::Result<TcpStream> {
+        let addr = match to {
+            Endpoint::Server(h) => self.cfg.internal_addr(h),
+            Endpoint::Phones(g) => self.cfg.gateway_addr(g),
+        };
+        let s = TcpStream::connect(addr).await?;
+        let _ = s.set_nodelay(true);
+        Ok(s)
+    }
+
+    fn url(&self, g: u16) -> String {
+        format!("ws://{}/", self.cfg.gateway_addr(g))
+    }
+}
+
+/// A serving process: real sockets, the wall clock, and the durable state on disk or Redis.
+#[derive(Clone)]
+pub struct RealSite {
+    net: RealNet,
+    sh: Arc<Shared>,
+}
+
+impl Net for RealSite {
+    type Stream = TcpStream;
+    type Listener = TcpListener;
+
+    fn now(&self) -> Millis {
+        now()
+    }
+
+    async fn accept(&self, l: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+        self.net.accept(l).await
+    }
+
+    async fn connect(&self, to: Endpoint) -> io::Result<TcpStream> {
+        self.net.connect(to).await
+    }
+
+    fn url(&self, g: u16) -> String {
+        self.net.url(g)
+    }
+}
+
+impl Site for RealSite {
+    fn machine(&self, host: Host) -> Box<dyn chatsim_system::Machine> {
+        self.sh
+            .durable
+            .machine(host, &self.sh.topo, self.sh.cfg.seed)
+    }
+
+    fn persist(&self, _host: Host, _now: Millis, write: Write) {
+        let sh = &self.sh;
+        if let (Some(redis), Write::Session(change)) = (&sh.sessions, &write) {
+            let mut redis = redis
+                .lock()
+                .expect("a host that panicked holding it aborted");
+            match redis.apply(change) {
+                Ok(true) => {}
+                // The fence on Redis refused what the machine's own fence let through: another
+                // session process wrote a newer entry. The newer one stands.
+                Ok(false) => tracing::warn!(?change, "Redis kept a newer session entry"),
+                Err(e) => {
+                    tracing::error!(error = %e, "a session write failed: stopping");
+                    std::process::abort();
+                }
+            }
+            sh.durable.apply(write);
+            return;
+        }
+        if let Some(disk) = &sh.disk {
+            let mut disk = disk
+                .lock()
+                .expect("a host that panicked holding it aborted");
+            if let Err(e) = disk.append(&write) {
+                tracing::error!(path = %disk.path().display(), error = %e, "a synced write failed: stopping before anything is acked past it");
+                std::process::abort();
+            }
+        }
+        sh.durable.apply(write);
+    }
+
+    fn wake(&self, device: DeviceId) {
+        // No push provider is wired to real phones yet: the phone drains when it connects.
+        tracing::debug!(%device, "push");
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.sh.counters
+    }
 }
 
 /// A server about to run: its listeners are open (so a port in use is an error before anything
 /// starts), its hosts not yet started.
 pub struct Bound {
-    shared: Arc<Shared>,
+    site: RealSite,
     listeners: Vec<(Host, std::net::TcpListener, Option<std::net::TcpListener>)>,
 }
 
@@ -180,15 +299,17 @@ pub fn bind(
         tracing::info!(path = %d.path().display(), writes = d.writes(), "recovered");
     }
     Ok(Bound {
-        shared: Arc::new(Shared {
-            durable,
-            disk: disk.map(Mutex::new),
-            sessions: sessions.map(Mutex::new),
-            topo,
-            cfg: cfg.clone(),
-            phone_connections: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
-        }),
+        site: RealSite {
+            net: RealNet::new(cfg),
+            sh: Arc::new(Shared {
+                durable,
+                disk: disk.map(Mutex::new),
+                sessions: sessions.map(Mutex::new),
+                topo,
+                cfg: cfg.clone(),
+                counters: Counters::default(),
+            }),
+        },
         listeners,
     })
 }
@@ -204,14 +325,14 @@ impl Bound {
         let hosts = self.listeners.len();
         let mut threads = Vec::new();
         for (host, internal, phones) in self.listeners {
-            let (sh, stop) = (self.shared.clone(), stop_rx.clone());
+            let (site, stop) = (self.site.clone(), stop_rx.clone());
             let t = std::thread::Builder::new()
                 .name(host.to_string())
-                .spawn(move || host_thread(host, sh, internal, phones, stop, grace_ms))
+                .spawn(move || host_thread(host, site, internal, phones, stop, grace_ms))
                 .map_err(|e| ServeError::Thread(host, e))?;
             threads.push((host, t));
         }
-        tracing::info!(hosts, addr = %self.shared.cfg.addr, "serving");
+        tracing::info!(hosts, addr = %self.site.sh.cfg.addr, "serving");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -228,10 +349,11 @@ impl Bound {
         if let Some(host) = failed {
             return Err(ServeError::HostPanicked(host));
         }
+        let (phone_connections, refused) = self.site.counters().read();
         Ok(Served {
             hosts,
-            phone_connections: self.shared.phone_connections.load(Ordering::Relaxed),
-            refused: self.shared.refused.load(Ordering::Relaxed),
+            phone_connections,
+            refused,
         })
     }
 }
@@ -261,7 +383,7 @@ pub async fn signalled() {
 
 fn host_thread(
     host: Host,
-    sh: Arc<Shared>,
+    site: RealSite,
     internal: std::net::TcpListener,
     phones: Option<std::net::TcpListener>,
     stop: watch::Receiver<bool>,
@@ -272,35 +394,61 @@ fn host_thread(
         .build()
         .expect("a current-thread runtime builds");
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, run_host(host, sh, internal, phones, stop, grace_ms));
+    let internal = {
+        let _in_runtime = rt.enter();
+        let internal =
+            TcpListener::from_std(internal).expect("a nonblocking std listener converts");
+        let phones =
+            phones.map(|l| TcpListener::from_std(l).expect("a nonblocking std listener converts"));
+        (internal, phones)
+    };
+    local.block_on(
+        &rt,
+        run_host(site, host, internal.0, internal.1, stop, grace_ms),
+    );
 }
 
-async fn run_host(
+/// One server host until `stop` turns true and `grace_ms` more have passed: its machine
+/// behind the host layer, its peers' links arriving on `internal`, phones on `phones` (a
+/// gateway's). Call it inside a `LocalSet`: connections are tasks spawned locally. A simulated
+/// world runs this same function on its own sockets and clock.
+pub async fn run_host<S: Site>(
+    site: S,
     host: Host,
-    sh: Arc<Shared>,
-    internal: std::net::TcpListener,
-    phones: Option<std::net::TcpListener>,
+    internal: S::Listener,
+    phones: Option<S::Listener>,
     mut stop: watch::Receiver<bool>,
     grace_ms: Millis,
 ) {
-    let machine = sh.durable.machine(host, &sh.topo, sh.cfg.seed);
+    let machine = site.machine(host);
     let (tx, mut rx) = unbounded_channel::<ConnEvent<UnboundedSender<Bytes>>>();
-    let next = Arc::new(AtomicU64::new(0));
-    let internal = TcpListener::from_std(internal).expect("a nonblocking std listener converts");
-    let accepting = tokio::task::spawn_local(accept_servers(internal, tx.clone(), next.clone()));
+    let next = Rc::new(AtomicU64::new(0));
+    let accepting = tokio::task::spawn_local(accept_servers(
+        site.clone(),
+        host,
+        internal,
+        tx.clone(),
+        next.clone(),
+    ));
     let phones_accepting = phones.map(|l| {
-        let l = TcpListener::from_std(l).expect("a nonblocking std listener converts");
-        tokio::task::spawn_local(accept_phones(host, l, tx.clone(), next.clone(), sh.clone()))
+        tokio::task::spawn_local(accept_phones(
+            site.clone(),
+            host,
+            l,
+            tx.clone(),
+            next.clone(),
+        ))
     });
     let mut server = ServerHost::new(host, machine);
     let mut links = Links {
-        sh: sh.clone(),
+        site: site.clone(),
+        me: host,
         peers: BTreeMap::new(),
     };
     let mut stop_at: Option<tokio::time::Instant> = None;
     loop {
         let deadline = server.deadline();
-        let wait = deadline.map(|d| Duration::from_millis(d.saturating_sub(now())));
+        let wait = deadline.map(|d| Duration::from_millis(d.saturating_sub(site.now())));
         tokio::select! {
             biased;
             _ = stop.changed(), if stop_at.is_none() => {
@@ -312,10 +460,10 @@ async fn run_host(
             }
             _ = sleep_until_opt(stop_at), if stop_at.is_some() => break,
             ev = rx.recv() => match ev {
-                Some(ev) => server.on_event(now(), ev, &mut links),
+                Some(ev) => server.on_event(site.now(), ev, &mut links),
                 None => break,
             },
-            _ = sleep_opt(wait), if wait.is_some() => server.on_deadline(now(), &mut links),
+            _ = sleep_opt(wait), if wait.is_some() => server.on_deadline(site.now(), &mut links),
         }
     }
     accepting.abort();
@@ -336,29 +484,47 @@ async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
     }
 }
 
-/// Peers' links: length-prefixed server frames; anything else ends the connection.
-async fn accept_servers(
-    l: TcpListener,
+/// Peers' links: length-prefixed server frames; anything else ends the connection. Each read
+/// that brought server frames is answered with how many have arrived so far
+/// ([`Wire::LinkAck`]), so the sending side can tell a stream that stopped moving.
+async fn accept_servers<S: Site>(
+    site: S,
+    host: Host,
+    l: S::Listener,
     tx: UnboundedSender<ConnEvent<UnboundedSender<Bytes>>>,
-    next: Arc<AtomicU64>,
+    next: Rc<AtomicU64>,
 ) {
-    while let Ok((mut stream, _)) = l.accept().await {
+    while let Ok((mut stream, _)) = site.accept(&l).await {
         let conn = ConnId(next.fetch_add(1, Ordering::Relaxed) + 1);
         let (wtx, _wrx) = unbounded_channel::<Bytes>();
         if tx.send(ConnEvent::Opened(conn, wtx)).is_err() {
             return;
         }
-        let tx = tx.clone();
+        let (tx, site) = (tx.clone(), site.clone());
         tokio::task::spawn_local(async move {
             let mut buf = BytesMut::with_capacity(8 * 1024);
+            let mut arrived = 0u64;
             'read: while matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0) {
+                let before = arrived;
                 loop {
                     match decode(&mut buf) {
-                        Ok(Some((f, _))) if matches!(f.wire, Wire::Server(_)) => {
+                        Ok(Some((f, raw))) if matches!(f.wire, Wire::Server(_)) => {
+                            arrived += 1;
+                            site.heard(site.now(), host, &raw, &f);
                             let _ = tx.send(ConnEvent::Frame(conn, Box::new(f.wire)));
                         }
                         Ok(None) => break,
                         Ok(Some(_)) | Err(_) => break 'read,
+                    }
+                }
+                if arrived > before {
+                    let ack = encode(&Frame {
+                        from: host,
+                        sent_ms: site.now(),
+                        wire: Wire::LinkAck(arrived),
+                    });
+                    if !write_all(&mut stream, &ack).await {
+                        break;
                     }
                 }
             }
@@ -368,18 +534,17 @@ async fn accept_servers(
 }
 
 /// Phones: WebSocket, one frame per binary message.
-async fn accept_phones(
+async fn accept_phones<S: Site>(
+    site: S,
     host: Host,
-    l: TcpListener,
+    l: S::Listener,
     tx: UnboundedSender<ConnEvent<UnboundedSender<Bytes>>>,
-    next: Arc<AtomicU64>,
-    sh: Arc<Shared>,
+    next: Rc<AtomicU64>,
 ) {
-    while let Ok((stream, peer)) = l.accept().await {
+    while let Ok((stream, peer)) = site.accept(&l).await {
         let conn = ConnId(next.fetch_add(1, Ordering::Relaxed) + 1);
-        let (tx, sh) = (tx.clone(), sh.clone());
+        let (tx, site) = (tx.clone(), site.clone());
         tokio::task::spawn_local(async move {
-            let _ = stream.set_nodelay(true);
             // The upgrade must come within the same bound as the first frame: a peer that
             // opens a socket and says nothing would otherwise hold it for good.
             let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config()));
@@ -387,17 +552,18 @@ async fn accept_phones(
                 tracing::debug!(%host, %peer, "no WebSocket handshake in time");
                 return;
             };
-            sh.phone_connections.fetch_add(1, Ordering::Relaxed);
+            site.counters().opened();
             let (wtx, wrx) = unbounded_channel::<Bytes>();
             if tx.send(ConnEvent::Opened(conn, wtx)).is_err() {
                 return;
             }
-            let refused = phone_conn(ws, wrx, |wire| {
-                let _ = tx.send(ConnEvent::Frame(conn, Box::new(wire)));
+            let refused = phone_conn(ws, wrx, |raw, frame| {
+                site.heard(site.now(), host, raw, &frame);
+                let _ = tx.send(ConnEvent::Frame(conn, Box::new(frame.wire)));
             })
             .await;
             if let Some(code) = refused {
-                sh.refused.fetch_add(1, Ordering::Relaxed);
+                site.counters().refused();
                 tracing::info!(%host, %peer, ?code, "closed a phone's connection for a bad frame");
             }
             let _ = tx.send(ConnEvent::Closed(conn));
@@ -442,15 +608,15 @@ pub enum BadFrame {
     Silent,
 }
 
-/// Check one binary message from a phone: exactly one whole `Up` frame.
-pub fn phone_frame(data: &[u8]) -> Result<Wire, BadFrame> {
+/// Check one binary message from a phone: exactly one whole frame, and an `Up` one.
+pub fn phone_frame(data: &[u8]) -> Result<Frame, BadFrame> {
     if data.len() > LEN_BYTES + FRAME_BYTES_MAX {
         return Err(BadFrame::TooBig);
     }
     let mut buf = BytesMut::from(data);
     match decode(&mut buf) {
         Ok(Some((f, _))) if buf.is_empty() => match f.wire {
-            w @ Wire::Up(_) => Ok(w),
+            Wire::Up(_) => Ok(f),
             _ => Err(BadFrame::NotAPhoneFrame),
         },
         Err(chatsim_world::wire::WireError::TooLarge(_)) => Err(BadFrame::TooBig),
@@ -459,11 +625,12 @@ pub fn phone_frame(data: &[u8]) -> Result<Wire, BadFrame> {
 }
 
 /// Pump one phone's WebSocket: frames from `outgoing` go out as binary messages, each message
-/// in is checked and handed on. Returns the close code it refused the phone with, if it did.
+/// in is checked and handed on with its bytes. Returns the close code it refused the phone
+/// with, if it did.
 async fn phone_conn<S>(
     ws: tokio_tungstenite::WebSocketStream<S>,
     mut outgoing: UnboundedReceiver<Bytes>,
-    mut on_frame: impl FnMut(Wire),
+    mut on_frame: impl FnMut(&[u8], Frame),
 ) -> Option<CloseCode>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -499,9 +666,9 @@ where
             msg = stream.next() => {
                 let bad = match msg {
                     Some(Ok(Message::Binary(data))) => match phone_frame(&data) {
-                        Ok(wire) => {
+                        Ok(frame) => {
                             spoke = true;
-                            on_frame(wire);
+                            on_frame(&data, frame);
                             continue;
                         }
                         Err(bad) => bad,
@@ -525,18 +692,19 @@ where
 }
 
 /// How a host's bytes leave it.
-struct Links {
-    sh: Arc<Shared>,
+struct Links<S> {
+    site: S,
+    me: Host,
     /// Outgoing links to other servers, one per destination, opened on first use.
     peers: BTreeMap<Host, UnboundedSender<Bytes>>,
 }
 
-impl ServerLinks<UnboundedSender<Bytes>> for Links {
+impl<S: Site> ServerLinks<UnboundedSender<Bytes>> for Links<S> {
     fn to_peer(&mut self, to: Host, frame: Bytes) {
-        let addr = self.sh.cfg.internal_addr(to);
         let link = self.peers.entry(to).or_insert_with(|| {
             let (tx, rx) = unbounded_channel();
-            tokio::task::spawn_local(peer_link(addr, rx));
+            let keepalive = self.site.keepalive_ms(self.me, to);
+            tokio::task::spawn_local(peer_link(self.site.clone(), to, keepalive, rx));
             tx
         });
         let _ = link.send(frame);
@@ -547,67 +715,125 @@ impl ServerLinks<UnboundedSender<Bytes>> for Links {
     }
 
     fn wake(&mut self, device: DeviceId) {
-        // No push provider is wired to real phones yet: the phone drains when it connects.
-        tracing::debug!(%device, "push");
+        self.site.wake(device);
     }
 
-    fn persist(&mut self, _: Millis, write: Write) {
-        if let (Some(redis), Write::Session(change)) = (&self.sh.sessions, &write) {
-            let mut redis = redis
-                .lock()
-                .expect("a host that panicked holding it aborted");
-            match redis.apply(change) {
-                Ok(true) => {}
-                // The fence on Redis refused what the machine's own fence let through: another
-                // session process wrote a newer entry. The newer one stands.
-                Ok(false) => tracing::warn!(?change, "Redis kept a newer session entry"),
-                Err(e) => {
-                    tracing::error!(error = %e, "a session write failed: stopping");
-                    std::process::abort();
-                }
-            }
-            self.sh.durable.apply(write);
-            return;
-        }
-        if let Some(disk) = &self.sh.disk {
-            let mut disk = disk
-                .lock()
-                .expect("a host that panicked holding it aborted");
-            if let Err(e) = disk.append(&write) {
-                tracing::error!(path = %disk.path().display(), error = %e, "a synced write failed: stopping before anything is acked past it");
-                std::process::abort();
-            }
-        }
-        self.sh.durable.apply(write);
+    fn persist(&mut self, now: Millis, write: Write) {
+        self.site.persist(self.me, now, write);
     }
 
-    fn probe(&mut self, _: Probe) {}
+    fn probe(&mut self, probe: Probe) {
+        self.site.probe(probe);
+    }
+
+    fn disk(&self) -> chatsim_system::Disk {
+        self.site.disk(self.me)
+    }
 }
 
-/// One outgoing server link: write what comes, reconnecting on the next frame after a failure
-/// (the frame that failed is dropped, as a network would; the machines retry).
-async fn peer_link(addr: SocketAddr, mut rx: UnboundedReceiver<Bytes>) {
-    let mut stream: Option<TcpStream> = None;
-    while let Some(first) = rx.recv().await {
-        let mut bytes = first.to_vec();
-        while let Ok(more) = rx.try_recv() {
-            bytes.extend_from_slice(&more);
-        }
-        if let Some(s) = stream.as_mut() {
-            if s.write_all(&bytes).await.is_ok() {
-                continue;
+/// How long a server link may take to connect before the frames it carries are dropped (the
+/// machines retry them).
+const LINK_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// An open link to a peer and what the peer has acknowledged of it.
+struct Link<T> {
+    stream: T,
+    /// Acknowledgements read back, not yet decoded.
+    buf: BytesMut,
+    /// Frames written on this connection.
+    sent: u64,
+    /// Frames the peer said it has read.
+    acked: u64,
+    /// Since when frames have waited for an acknowledgement without progress.
+    waiting_since: Option<Millis>,
+}
+
+/// One outgoing server link: write what comes, and replace the connection when a write fails
+/// or when frames wait `keepalive` ms for an acknowledgement without progress (a peer that
+/// stopped answering, a cut that TCP would take many seconds of backoff to get through after
+/// it heals). The frames a dead connection held are dropped, as a network would; the machines
+/// retry them. The next frame opens a fresh connection.
+async fn peer_link<S: Net>(site: S, to: Host, keepalive: Millis, mut rx: UnboundedReceiver<Bytes>) {
+    let mut link: Option<Link<S::Stream>> = None;
+    loop {
+        let stall_in = link
+            .as_ref()
+            .and_then(|l| l.waiting_since)
+            .map(|t| Duration::from_millis((t + keepalive).saturating_sub(site.now())));
+        let acks = async {
+            match link.as_mut() {
+                Some(l) => l.stream.read_buf(&mut l.buf).await.unwrap_or(0),
+                None => std::future::pending().await,
             }
-        }
-        stream = None;
-        if let Ok(Ok(mut s)) =
-            tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await
-        {
-            let _ = s.set_nodelay(true);
-            if s.write_all(&bytes).await.is_ok() {
-                stream = Some(s);
+        };
+        tokio::select! {
+            biased;
+            n = acks => {
+                let Some(l) = link.as_mut() else { continue };
+                if n == 0 {
+                    link = None;
+                    continue;
+                }
+                loop {
+                    match decode(&mut l.buf) {
+                        Ok(Some((f, _))) => {
+                            // A peer answers a link with acknowledgements only.
+                            let Wire::LinkAck(k) = f.wire else {
+                                link = None;
+                                break;
+                            };
+                            if k > l.acked {
+                                l.acked = k;
+                                l.waiting_since = (l.acked < l.sent).then(|| site.now());
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            link = None;
+                            break;
+                        }
+                    }
+                }
+            }
+            _ = sleep_opt(stall_in), if stall_in.is_some() => {
+                tracing::debug!(%to, keepalive, "a server link stopped answering: replacing it");
+                link = None;
+            }
+            frame = rx.recv() => {
+                let Some(first) = frame else { return };
+                let mut bytes = first.to_vec();
+                let mut n = 1;
+                while let Ok(more) = rx.try_recv() {
+                    bytes.extend_from_slice(&more);
+                    n += 1;
+                }
+                if let Some(l) = link.as_mut() {
+                    if write_all(&mut l.stream, &bytes).await {
+                        l.sent += n;
+                        l.waiting_since.get_or_insert_with(|| site.now());
+                        continue;
+                    }
+                }
+                link = None;
+                let connect = site.connect(Endpoint::Server(to));
+                if let Ok(Ok(mut stream)) = tokio::time::timeout(LINK_CONNECT_TIMEOUT, connect).await {
+                    if write_all(&mut stream, &bytes).await {
+                        link = Some(Link {
+                            stream,
+                            buf: BytesMut::new(),
+                            sent: n,
+                            acked: 0,
+                            waiting_since: Some(site.now()),
+                        });
+                    }
+                }
             }
         }
     }
+}
+
+async fn write_all<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> bool {
+    w.write_all(bytes).await.is_ok() && w.flush().await.is_ok()
 }
 
 #[cfg(test)]
@@ -650,7 +876,7 @@ mod tests {
     #[test]
     fn a_phone_may_send_one_whole_up_frame_a_message_and_nothing_else() {
         let ping = framed(Wire::Up(Up::Ping));
-        assert_eq!(phone_frame(&ping), Ok(Wire::Up(Up::Ping)));
+        assert_eq!(phone_frame(&ping).map(|f| f.wire), Ok(Wire::Up(Up::Ping)));
         let mut two = ping.to_vec();
         two.extend_from_slice(&ping);
         assert_eq!(phone_frame(&two), Err(BadFrame::Undecodable));
@@ -665,7 +891,7 @@ mod tests {
         // A length prefix past the limit says what it is before any body arrives.
         assert_eq!(phone_frame(b"garbage!"), Err(BadFrame::TooBig));
         let down = framed(Wire::Down(Down::Pong));
-        assert_eq!(phone_frame(&down), Err(BadFrame::NotAPhoneFrame));
+        assert_eq!(phone_frame(&down).err(), Some(BadFrame::NotAPhoneFrame));
         let mut huge = ((FRAME_BYTES_MAX + 1) as u32).to_be_bytes().to_vec();
         huge.extend_from_slice(&[0; 16]);
         assert_eq!(phone_frame(&huge), Err(BadFrame::TooBig));

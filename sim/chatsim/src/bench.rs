@@ -199,6 +199,7 @@ pub fn bench(scenario: &Scenario, seed: u64, engine: Engine) -> Result<BenchRepo
     let p = match engine {
         Engine::Madsim => madsim_phases()?,
         Engine::Turmoil => turmoil_phases(),
+        Engine::Served => served_phases(),
     };
     let thread = || format!("bench-{seed}");
     let failed = |message: String| RunError::Engine {
@@ -318,4 +319,29 @@ pub fn summary(r: &BenchReport) -> String {
         r.peak_rss_bytes as f64 / (1024.0 * 1024.0)
     );
     s
+}
+
+/// The serving code on turmoil, against turmoil's floor: what `chatsim serve`'s own code
+/// (WebSocket, its host loop) costs per frame beside the engine's plain links.
+fn served_phases() -> Phases {
+    use chatsim_turmoil as t;
+    Phases {
+        engine: t::ENGINE_SERVED,
+        traced: |s, seed, plan| {
+            t::run_carried(t::Carrier::Served, s, seed, plan, Bugs::none(), Keep::BENCH)
+                .map_err(|e| e.to_string())
+        },
+        floor: |s, seed, plan| t::floor(s, seed, plan).map_err(|e| e.to_string()),
+        run: |s, seed, plan| {
+            t::run_carried(
+                t::Carrier::Served,
+                s,
+                seed,
+                plan,
+                Bugs::none(),
+                Keep::VERDICT,
+            )
+            .map_err(|e| e.to_string())
+        },
+    }
 }

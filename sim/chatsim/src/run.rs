@@ -31,6 +31,9 @@ pub enum Engine {
     /// turmoil: real tokio per host, phones on a few cell hosts, turmoil's hold, crash and
     /// bounce for faults.
     Turmoil,
+    /// `chatsim serve`'s own serving code (its host loop, WebSocket gateways and phones, its
+    /// server links) on turmoil's sockets and clock, in turmoil's world and faults.
+    Served,
 }
 
 impl Engine {
@@ -39,6 +42,7 @@ impl Engine {
         match self {
             Engine::Madsim => ENGINE_MADSIM,
             Engine::Turmoil => chatsim_turmoil::ENGINE,
+            Engine::Served => chatsim_turmoil::ENGINE_SERVED,
         }
     }
 }
@@ -335,16 +339,22 @@ pub fn run_plan_keeping(
     let s = scenario.clone();
     let engine_bugs = bugs.clone();
     let started = Instant::now();
-    let raw =
-        on_fresh_thread(format!("seed-{seed}"), seed, move || match engine {
-            Engine::Madsim => engine_run(&s, seed, plan, engine_bugs, keep),
-            Engine::Turmoil => chatsim_turmoil::run_keeping(&s, seed, plan, engine_bugs, keep)
-                .map_err(|e| RunError::Engine {
-                    engine: chatsim_turmoil::ENGINE,
+    let raw = on_fresh_thread(format!("seed-{seed}"), seed, move || match engine {
+        Engine::Madsim => engine_run(&s, seed, plan, engine_bugs, keep),
+        Engine::Turmoil | Engine::Served => {
+            let carrier = match engine {
+                Engine::Served => chatsim_turmoil::Carrier::Served,
+                _ => chatsim_turmoil::Carrier::Engine,
+            };
+            chatsim_turmoil::run_carried(carrier, &s, seed, plan, engine_bugs, keep).map_err(|e| {
+                RunError::Engine {
+                    engine: engine.name(),
                     seed,
                     message: e.to_string(),
-                }),
-        })??;
+                }
+            })
+        }
+    })??;
     let wall = started.elapsed().as_secs_f64();
     let bounds = bounds(scenario, &knobs);
     let path = scenario.path.display().to_string();

@@ -57,12 +57,26 @@ use turmoil::net::{TcpListener, TcpStream};
 
 mod faults;
 mod floor;
+mod served;
 
 use faults::{Links, Primitives};
 pub use floor::floor;
 
 /// The name this engine goes by in reports and JSON.
 pub const ENGINE: &str = "turmoil";
+/// The name of this engine carrying `chatsim serve`'s own serving code (see `served.rs`).
+pub const ENGINE_SERVED: &str = "served";
+
+/// Whose code carries the machines' bytes on turmoil's sockets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Carrier {
+    /// This engine's own connection code: plain TCP to gateways, link keepalives.
+    #[default]
+    Engine,
+    /// `chatsim serve`'s and `chatsim client`'s: its host loop, WebSocket to gateways, its
+    /// server links.
+    Served,
+}
 /// The port every server listens on.
 const PORT: u16 = 7000;
 /// Read buffer per connection, in bytes.
@@ -184,6 +198,13 @@ struct Shared {
     /// The black-hole switch of each phone the plan drops into one (no others: a phone without
     /// one steps exactly the tasks it always did).
     holes: BTreeMap<DeviceId, watch::Sender<bool>>,
+    /// Whose code carries the bytes.
+    carrier: Carrier,
+    /// The served hosts' stop signal: never sent (a run ends with its plan), kept so they
+    /// never see it dropped.
+    stop: watch::Sender<bool>,
+    /// What the served gateways counted.
+    counters: chatsim_server::site::Counters,
 }
 
 /// Wait until `silent` says the phone may talk again; returns false if nobody will ever say.
@@ -526,6 +547,22 @@ struct PhoneIo {
 
 impl PhoneLinks<UnboundedSender<Bytes>> for PhoneIo {
     fn connect(&mut self, gateway: u16, gen: u64) -> UnboundedSender<Bytes> {
+        if self.sh.carrier == Carrier::Served {
+            let (wtx, wrx) = unbounded_channel();
+            let net = served::PhoneNet {
+                sh: self.sh.clone(),
+                id: self.id,
+            };
+            spawn_local(chatsim_server::phone::connection(
+                net,
+                self.id,
+                gateway,
+                gen,
+                wrx,
+                self.events.clone(),
+            ));
+            return wtx;
+        }
         let (wtx, mut wrx) = unbounded_channel();
         let (tx, sh, me) = (self.events.clone(), self.sh.clone(), self.me);
         let hole = sh.holes.get(&self.id).map(watch::Sender::subscribe);
@@ -637,6 +674,18 @@ pub fn run_keeping(
     bugs: Bugs,
     keep: Keep,
 ) -> Result<RawRun, EngineError> {
+    run_carried(Carrier::Engine, scenario, seed, plan, bugs, keep)
+}
+
+/// As [`run_keeping`], with `carrier`'s code carrying the bytes.
+pub fn run_carried(
+    carrier: Carrier,
+    scenario: &Scenario,
+    seed: u64,
+    plan: Plan,
+    bugs: Bugs,
+    keep: Keep,
+) -> Result<RawRun, EngineError> {
     let topo = deployment(scenario, seed, &plan, bugs);
     let lat = scenario.network.latency_ms;
     let mut sim = simulation(
@@ -663,6 +712,9 @@ pub fn run_keeping(
             .map(|d| (d, watch::Sender::new(false)))
             .collect(),
         wakers: Mutex::new(BTreeMap::new()),
+        carrier,
+        stop: watch::Sender::new(false),
+        counters: Default::default(),
         network: scenario.network.clone(),
         topo,
         seed,
@@ -671,7 +723,12 @@ pub fn run_keeping(
     let servers = server_hosts(scenario);
     for &host in &servers {
         let s = sh.clone();
-        sim.host(host_name(host), move || server_main(host, s.clone()));
+        match carrier {
+            Carrier::Engine => sim.host(host_name(host), move || server_main(host, s.clone())),
+            Carrier::Served => sim.host(host_name(host), move || {
+                served::server_main(host, s.clone())
+            }),
+        }
     }
     let mut phones: BTreeMap<String, Vec<Phone>> = BTreeMap::new();
     let mut cell_names = Vec::new();
