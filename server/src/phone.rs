@@ -16,12 +16,93 @@ use chatsim_world::plan::Plan;
 use chatsim_world::record::{Keep, Recorder};
 use chatsim_world::wire::{decode, Wire};
 use futures_util::{SinkExt, StreamExt};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio_tungstenite::tungstenite::Message;
 
 /// How long a connection attempt may take before the phone counts it failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Message ids reserved at a time: one durable write covers this many sends.
+pub const ID_BLOCK: u32 = 1_000;
+
+/// Where a phone keeps the highest message id it may have handed out, so that a restarted
+/// phone starts past it: a reused id is a lost message (the shard answers a new text with an
+/// old one's ✓ as a retry, and receivers drop it as a duplicate) and a reused nonce. Ids are
+/// reserved a block at a time, each reservation synced before any id of it is used, so a
+/// crash costs at most a gap in the numbers.
+#[derive(Debug)]
+pub struct IdStore {
+    path: PathBuf,
+    /// Ids below this may have been handed out.
+    reserved: u32,
+    /// The first id this process may use.
+    start: u32,
+}
+
+impl IdStore {
+    /// The store at `path` (a small text file, created with its folder if missing), with a
+    /// first block reserved.
+    pub fn open(path: &Path) -> io::Result<IdStore> {
+        let start = match std::fs::read_to_string(path) {
+            Ok(text) => text.trim().parse::<u32>().map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: not a message id counter: {e}", path.display()),
+                )
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+        let mut store = IdStore {
+            path: path.to_path_buf(),
+            reserved: start,
+            start,
+        };
+        store.reserve(start)?;
+        Ok(store)
+    }
+
+    /// The first id this process may hand out.
+    pub fn start(&self) -> u32 {
+        self.start
+    }
+
+    /// Make sure id `n` is reserved, reserving a new block (synced) if it is not.
+    pub fn cover(&mut self, n: u32) -> io::Result<()> {
+        if n < self.reserved {
+            return Ok(());
+        }
+        self.reserve(n)
+    }
+
+    fn reserve(&mut self, from: u32) -> io::Result<()> {
+        let upto = from.checked_add(ID_BLOCK).ok_or_else(|| {
+            io::Error::other(format!(
+                "{}: this device has used up its message ids",
+                self.path.display()
+            ))
+        })?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        // Written aside and renamed over, so a crash leaves the old reservation or the new.
+        let aside = self.path.with_extension("tmp");
+        {
+            let mut f = std::fs::File::create(&aside)?;
+            writeln!(f, "{upto}")?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&aside, &self.path)?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        self.reserved = upto;
+        Ok(())
+    }
+}
 
 /// A phone: its host, its recorder, and the channel its connection tasks report on.
 pub struct Phone {
@@ -31,6 +112,7 @@ pub struct Phone {
     links: WsLinks,
     events: UnboundedReceiver<PhoneEvent>,
     shown: usize,
+    ids: Option<IdStore>,
 }
 
 impl Phone {
@@ -51,7 +133,17 @@ impl Phone {
             },
             events,
             shown: 0,
+            ids: None,
         }
+    }
+
+    /// As [`Phone::new`], handing out message ids past those in `ids`, which a phone that runs
+    /// in more than one process needs (see [`IdStore`]).
+    pub fn keeping_ids(cfg: &Config, id: DeviceId, ids: IdStore) -> Phone {
+        let mut phone = Phone::new(cfg, id);
+        phone.host.machine_mut().resume_ids_at(ids.start());
+        phone.ids = Some(ids);
+        phone
     }
 
     /// Which device this is.
@@ -61,12 +153,13 @@ impl Phone {
 
     /// Run until `actions` closes (the user quit), doing each action as it comes and handing
     /// each new record of what the phone observed to `on_record`. Call it inside a
-    /// `LocalSet`: connection tasks are spawned locally.
+    /// `LocalSet`: connection tasks are spawned locally. Fails only if the phone cannot keep
+    /// its message ids, before the action that would have used one it could not keep.
     pub async fn run(
         &mut self,
         mut actions: UnboundedReceiver<Action>,
         mut on_record: impl FnMut(&Record),
-    ) {
+    ) -> io::Result<()> {
         loop {
             let wait = self
                 .host
@@ -79,8 +172,14 @@ impl Phone {
                     self.host.on_event(now(), ev, &self.rec, &mut self.links);
                 }
                 a = actions.recv() => match a {
-                    Some(a) => self.host.act(now(), a, &self.rec, &mut self.links),
-                    None => return,
+                    Some(a) => {
+                        // An action takes at most one new id: reserve it before it goes out.
+                        if let Some(ids) = self.ids.as_mut() {
+                            ids.cover(self.host.machine().next_message_n())?;
+                        }
+                        self.host.act(now(), a, &self.rec, &mut self.links);
+                    }
+                    None => return Ok(()),
                 },
                 _ = sleep_opt(wait), if wait.is_some() => {
                     self.host.on_deadline(now(), &self.rec, &mut self.links);

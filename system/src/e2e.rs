@@ -58,6 +58,15 @@ pub fn keypair_known(seed: u64, public: Option<[u8; 32]>) -> KeyPair {
     KeyPair { secret, public }
 }
 
+impl KeyPair {
+    /// The secret's bytes, for provisioning a device that lives outside this process
+    /// (`chatsim keys`, the stand-in for a phone generating its own key and registering the
+    /// public half). Never logged.
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.secret.to_bytes()
+    }
+}
+
 /// One sealed copy per recipient device; this is the message body servers see.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bundle {

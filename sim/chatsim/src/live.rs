@@ -2,7 +2,7 @@
 //! serving itself is `chatsim-server`'s; this module turns flags into a deployment, names into
 //! hosts and devices, and typed lines into the same [`Action`]s a scenario's plan holds.
 
-use chatsim_server::phone::Phone;
+use chatsim_server::phone::{IdStore, Phone};
 use chatsim_server::serve::{bind, signalled, ServeError, Served};
 use chatsim_server::Config;
 use chatsim_system::proto::{ConvId, DeviceId, Host, Millis, UserId};
@@ -175,6 +175,37 @@ pub fn parse_command(me: DeviceId, line: &str) -> Result<Option<Action>, String>
     Ok(Some(action))
 }
 
+/// What a client outside this codebase needs to be device `me` of `cfg`'s deployment, as
+/// JSON (`chatsim keys`): where the gateways are, its token, its X25519 key pair, and every
+/// device's public key. The stand-in for provisioning and a key server (`docs/protocol.md`):
+/// whoever has the deployment's seed can print any device's secret.
+pub fn provisioning(cfg: &Config, me: DeviceId) -> serde_json::Value {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let topo = cfg.deployment();
+    let keys = chatsim_system::e2e::keypair(cfg.device_seed(me));
+    let directory: Vec<serde_json::Value> = (0..cfg.users)
+        .flat_map(|u| topo.devices_of(UserId(u)))
+        .filter_map(|d| {
+            let public = topo.keys.get(&d)?;
+            Some(serde_json::json!({
+                "user": d.user.0,
+                "index": d.index,
+                "public": hex(public),
+            }))
+        })
+        .collect();
+    serde_json::json!({
+        "device": { "user": me.user.0, "index": me.index },
+        "token": chatsim_system::routing::device_token(me),
+        "secret": hex(&keys.secret_bytes()),
+        "public": hex(&keys.public),
+        "gateways": (0..cfg.gateways)
+            .map(|g| format!("ws://{}/", cfg.gateway_addr(g)))
+            .collect::<Vec<_>>(),
+        "directory": directory,
+    })
+}
+
 /// Serve until Ctrl-C or SIGTERM, keeping the data in `data` (memory only when `None`) and the
 /// session table on the Redis at `sessions` if given.
 pub fn serve(
@@ -187,11 +218,19 @@ pub fn serve(
     bind(cfg, roles, data, sessions)?.run(signalled(), grace_ms)
 }
 
+/// Where a client keeps device `me`'s message id counter in its state folder `dir`.
+pub fn ids_path(dir: &std::path::Path, me: DeviceId) -> std::path::PathBuf {
+    dir.join(format!("{me}.next-id"))
+}
+
 /// Be device `me` of `cfg`'s deployment: lines from `input` are commands, what the phone
-/// observes goes to `out`, one line each. Returns when `input` ends or says `quit`.
+/// observes goes to `out`, one line each. Message ids are handed out past those `ids` has
+/// kept, so a client started again never reuses one. Returns when `input` ends or says
+/// `quit`.
 pub fn client(
     cfg: &Config,
     me: DeviceId,
+    ids: IdStore,
     input: impl BufRead + Send + 'static,
     mut out: impl Write,
 ) -> std::io::Result<()> {
@@ -229,7 +268,7 @@ pub fn client(
         .enable_all()
         .build()?;
     let local = real_tokio::task::LocalSet::new();
-    let mut phone = Phone::new(cfg, me);
+    let mut phone = Phone::keeping_ids(cfg, me, ids);
     let t0 = chatsim_server::now();
     let mut failed = Ok(());
     local.block_on(&rt, async {
@@ -244,7 +283,12 @@ pub fn client(
         loop {
             real_tokio::select! {
                 biased;
-                () = &mut run => break,
+                done = &mut run => {
+                    if let Err(e) = done {
+                        failed = Err(e);
+                    }
+                    break;
+                }
                 Some(e) = errors.recv() => lines.borrow_mut().push(e),
                 () = real_tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
             }
@@ -303,6 +347,22 @@ mod tests {
         assert!(act("send u1").is_err());
         assert!(act("send bob hi").is_err());
         assert!(act("dance").is_err());
+    }
+
+    // The keys handed out are the ones the deployment's other devices seal for.
+    #[test]
+    fn a_provisioned_device_gets_its_own_keys_and_everyones_public_half() {
+        let cfg = Config::default();
+        let me = DeviceId::primary(UserId(2));
+        let p = provisioning(&cfg, me);
+        let topo = cfg.deployment();
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(p["public"], hex(topo.keys.get(&me).expect("listed")));
+        assert_eq!(p["directory"].as_array().map(Vec::len), Some(8));
+        assert_eq!(p["token"], chatsim_system::routing::device_token(me));
+        let other = provisioning(&cfg, DeviceId::primary(UserId(3)));
+        assert_ne!(p["secret"], other["secret"]);
+        assert_eq!(p["secret"].as_str().map(str::len), Some(64));
     }
 
     #[test]

@@ -261,6 +261,19 @@ enum Command {
         device: String,
         #[command(flatten)]
         deployment: chatsim::live::DeploymentArgs,
+        /// The phone's own storage: the message id counter, so a client started again never
+        /// reuses an id (created if missing).
+        #[arg(long, default_value = "chatsim-client")]
+        state: PathBuf,
+    },
+    /// Print what a client written elsewhere needs to be one device of a `chatsim serve`
+    /// deployment, as JSON: gateway URLs, its token, its X25519 key pair and every device's
+    /// public key (a stand-in for provisioning: see docs/protocol.md).
+    Keys {
+        /// Which device: u1 (user 1's phone) or u1.d1 (its first companion).
+        device: String,
+        #[command(flatten)]
+        deployment: chatsim::live::DeploymentArgs,
     },
     /// List the bug zoo: each classic mistake, the invariant that catches it, and the
     /// scenario that shows it.
@@ -686,7 +699,11 @@ fn main() -> ExitCode {
                 Err(e) => fail(EXIT_BAD_INPUT, e),
             }
         }
-        Command::Client { device, deployment } => {
+        Command::Client {
+            device,
+            deployment,
+            state,
+        } => {
             let cfg = deployment.config();
             if let Err(e) = cfg.validate() {
                 return fail(EXIT_BAD_INPUT, e);
@@ -696,10 +713,32 @@ fn main() -> ExitCode {
                 Err(e) => return fail(EXIT_BAD_INPUT, e),
             };
             let stdin = std::io::BufReader::new(std::io::stdin());
-            match chatsim::live::client(&cfg, me, stdin, std::io::stdout()) {
+            let ids_at = chatsim::live::ids_path(&state, me);
+            let ids = match chatsim_server::phone::IdStore::open(&ids_at) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    return fail(
+                        EXIT_BAD_INPUT,
+                        format!("--state {}: {}: {e}", state.display(), ids_at.display()),
+                    )
+                }
+            };
+            match chatsim::live::client(&cfg, me, ids, stdin, std::io::stdout()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(EXIT_ENGINE, e),
             }
+        }
+        Command::Keys { device, deployment } => {
+            let cfg = deployment.config();
+            if let Err(e) = cfg.validate() {
+                return fail(EXIT_BAD_INPUT, e);
+            }
+            let me = match chatsim::live::parse_device(&cfg, &device) {
+                Ok(d) => d,
+                Err(e) => return fail(EXIT_BAD_INPUT, e),
+            };
+            println!("{:#}", chatsim::live::provisioning(&cfg, me));
+            ExitCode::SUCCESS
         }
         Command::Explore { model, bugs, addr } => {
             let bugs: Bugs = bugs.into_iter().collect();

@@ -17,8 +17,32 @@ fn addr(offset: u32) -> String {
     )
 }
 
+/// A running `chatsim serve`, killed if a failing test leaves it running (an orphaned server
+/// would hold its ports, and the pipes of whoever ran the tests).
+struct Server(Option<Child>);
+
+impl Server {
+    fn child(&self) -> &Child {
+        self.0.as_ref().expect("running until waited for")
+    }
+
+    /// Wait for it to end, with what it printed.
+    fn wait_with_output(mut self) -> std::io::Result<std::process::Output> {
+        self.0.take().expect("waited for once").wait_with_output()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Start `chatsim serve` with `args` and wait until it listens on `addr`.
-fn start_server(addr: &str, args: &[&str]) -> Child {
+fn start_server(addr: &str, args: &[&str]) -> Server {
     let mut all = vec!["serve", "--addr", addr, "--users", "3", "--grace-ms", "300"];
     all.extend_from_slice(args);
     let mut server = chatsim(&all)
@@ -36,7 +60,7 @@ fn start_server(addr: &str, args: &[&str]) -> Child {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    server
+    Server(Some(server))
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -60,12 +84,20 @@ struct Client {
     lines: Receiver<String>,
 }
 
-fn client(device: &str, addr: &str) -> Client {
-    let mut child = chatsim(&["client", device, "--addr", addr, "--users", "3"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
+/// A client's own state folder, one per test (`name`) and process.
+fn state(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("chatsim-client-{name}-{}", std::process::id()));
+    dir.to_str().expect("a UTF-8 temp path").to_string()
+}
+
+fn client(device: &str, addr: &str, state: &str) -> Client {
+    let mut child = chatsim(&[
+        "client", device, "--addr", addr, "--users", "3", "--state", state,
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("the binary runs");
     let stdin = child.stdin.take().expect("piped");
     let stdout = child.stdout.take().expect("piped");
     let (tx, lines) = channel();
@@ -111,8 +143,9 @@ impl Client {
 fn two_terminal_clients_talk_through_chatsim_serve_and_sigterm_stops_it() {
     let addr = addr(350);
     let server = start_server(&addr, &["--memory"]);
-    let mut reader = client("u1", &addr);
-    let mut writer = client("u0", &addr);
+    let st = state("two");
+    let mut reader = client("u1", &addr, &st);
+    let mut writer = client("u0", &addr, &st);
     let (mut r_seen, mut w_seen) = (Vec::new(), Vec::new());
     let t = Duration::from_secs(20);
     assert!(reader.wait_for("connected", t, &mut r_seen), "{r_seen:#?}");
@@ -139,7 +172,7 @@ fn two_terminal_clients_talk_through_chatsim_serve_and_sigterm_stops_it() {
         let status = c.child.wait().expect("the client ends");
         assert!(status.success(), "{status}");
     }
-    signal(&server, "-TERM");
+    signal(server.child(), "-TERM");
     let out = server.wait_with_output().expect("the server ends");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{}: {log}", out.status);
@@ -156,6 +189,10 @@ fn serve_and_client_refuse_bad_input_with_exit_2() {
         (vec!["serve", "--role", "gateway-9"], "gateway-9"),
         (vec!["client", "bob"], "u<user>"),
         (vec!["client", "u42"], "u0..u7"),
+        (
+            vec!["client", "u1", "--state", "/dev/null/x"],
+            "--state /dev/null/x",
+        ),
     ] {
         let out = chatsim(&args).output().expect("the binary runs");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -172,20 +209,21 @@ fn an_acked_text_survives_sigkill_of_chatsim_serve() {
     let data = std::env::temp_dir().join(format!("chatsim-live-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let data_arg = data.to_str().expect("a UTF-8 temp path");
-    let mut server = start_server(&addr, &["--data", data_arg]);
+    let server = start_server(&addr, &["--data", data_arg]);
     let t = Duration::from_secs(20);
-    let mut sender = client("u0", &addr);
+    let st = state("sigkill");
+    let mut sender = client("u0", &addr, &st);
     let mut seen = Vec::new();
     assert!(sender.wait_for("connected", t, &mut seen), "{seen:#?}");
     sender.say("send u1 survives a kill");
     assert!(sender.wait_for("sent ✓", t, &mut seen), "{seen:#?}");
-    signal(&server, "-KILL");
-    let _ = server.wait();
+    signal(server.child(), "-KILL");
+    let _ = server.wait_with_output();
     sender.say("quit");
     let _ = sender.child.wait();
 
     let server = start_server(&addr, &["--data", data_arg]);
-    let mut reader = client("u1", &addr);
+    let mut reader = client("u1", &addr, &st);
     let mut seen = Vec::new();
     assert!(
         reader.wait_for("\"survives a kill\"", t, &mut seen),
@@ -193,10 +231,45 @@ fn an_acked_text_survives_sigkill_of_chatsim_serve() {
     );
     reader.say("quit");
     let _ = reader.child.wait();
-    signal(&server, "-TERM");
+    signal(server.child(), "-TERM");
     let out = server.wait_with_output().expect("the server ends");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{}: {log}", out.status);
     assert!(log.contains("recovered"), "{log}");
     let _ = std::fs::remove_dir_all(&data);
+}
+
+// A terminal client is a new process each time it starts, and its device's message ids counted
+// from 0 again: the second run's first text reused the first run's id, so the shard answered it
+// with the old text's ✓ (a retry, as far as it could tell) and the reader dropped it as a
+// duplicate. Sent ✓, never shown: a lost message. The client now keeps its id counter in its
+// state folder.
+#[test]
+fn a_client_started_again_never_reuses_a_message_id() {
+    let addr = addr(10);
+    let server = start_server(&addr, &["--memory"]);
+    let t = Duration::from_secs(20);
+    let st = state("again");
+    let _ = std::fs::remove_dir_all(&st);
+    let mut reader = client("u1", &addr, &st);
+    let mut r_seen = Vec::new();
+    assert!(reader.wait_for("connected", t, &mut r_seen), "{r_seen:#?}");
+    for text in ["from the first run", "from the second run"] {
+        let mut writer = client("u0", &addr, &st);
+        let mut w_seen = Vec::new();
+        assert!(writer.wait_for("connected", t, &mut w_seen), "{w_seen:#?}");
+        writer.say(&format!("send u1 {text}"));
+        assert!(writer.wait_for("sent ✓", t, &mut w_seen), "{w_seen:#?}");
+        assert!(
+            reader.wait_for(&format!("\"{text}\""), t, &mut r_seen),
+            "{text:?} was acked but never shown: {r_seen:#?}"
+        );
+        writer.say("quit");
+        assert!(writer.child.wait().expect("the client ends").success());
+    }
+    reader.say("quit");
+    let _ = reader.child.wait();
+    signal(server.child(), "-TERM");
+    let _ = server.wait_with_output();
+    let _ = std::fs::remove_dir_all(&st);
 }

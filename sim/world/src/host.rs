@@ -253,6 +253,16 @@ impl<W> PhoneHost<W> {
         }
     }
 
+    /// The app, to read.
+    pub fn machine(&self) -> &Device {
+        &self.machine
+    }
+
+    /// The app, to set up before it starts (a real client resuming its ids).
+    pub fn machine_mut(&mut self) -> &mut Device {
+        &mut self.machine
+    }
+
     /// When the phone next wants [`PhoneHost::on_deadline`]: its machine's timer or its next
     /// action, whichever is first.
     pub fn deadline(&self) -> Option<Millis> {

@@ -251,6 +251,19 @@ impl Device {
         self.epoch = self.epoch.max(epoch);
     }
 
+    /// The counter the next message id will take ([`MsgId::n`]).
+    pub fn next_message_n(&self) -> u32 {
+        self.next_n
+    }
+
+    /// Hand out message ids from `n` on. A device that lives in more than one process (a real
+    /// client, restarted) must never reuse an id: the shard would answer a new text with an
+    /// old one's ✓ as a retry, every receiver would drop it as a duplicate, and its sealing
+    /// would reuse a nonce under the same key.
+    pub fn resume_ids_at(&mut self, n: u32) {
+        self.next_n = self.next_n.max(n);
+    }
+
     /// This device's id.
     pub fn id(&self) -> DeviceId {
         self.id
