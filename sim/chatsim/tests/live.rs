@@ -2,143 +2,10 @@
 //! terminal clients in two more, driven through their stdin. A text goes across with ✓, ✓✓
 //! and read, and SIGTERM stops the server cleanly (exit 0, after its grace).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::time::{Duration, Instant};
+mod common;
 
-/// Ports of this test process's own (a deployment takes its gateways' and, 100 up, one per
-/// host), under the ephemeral range.
-fn addr(offset: u32) -> String {
-    format!(
-        "127.0.0.1:{}",
-        10_000 + (std::process::id() % 50) * 400 + offset
-    )
-}
-
-/// A running `chatsim serve`, killed if a failing test leaves it running (an orphaned server
-/// would hold its ports, and the pipes of whoever ran the tests).
-struct Server(Option<Child>);
-
-impl Server {
-    fn child(&self) -> &Child {
-        self.0.as_ref().expect("running until waited for")
-    }
-
-    /// Wait for it to end, with what it printed.
-    fn wait_with_output(mut self) -> std::io::Result<std::process::Output> {
-        self.0.take().expect("waited for once").wait_with_output()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Start `chatsim serve` with `args` and wait until it listens on `addr`.
-fn start_server(addr: &str, args: &[&str]) -> Server {
-    let mut all = vec!["serve", "--addr", addr, "--users", "3", "--grace-ms", "300"];
-    all.extend_from_slice(args);
-    let mut server = chatsim(&all)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
-    let up = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        if let Ok(Some(status)) = server.try_wait() {
-            panic!("chatsim serve exited ({status}) before listening on {addr}");
-        }
-        assert!(
-            Instant::now() < up,
-            "chatsim serve never listened on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server(Some(server))
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(ok.success(), "kill {sig}");
-}
-
-fn chatsim(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_chatsim"));
-    c.args(args);
-    c
-}
-
-/// A client whose stdout lines arrive on a channel.
-struct Client {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<String>,
-}
-
-/// A client's own state folder, one per test (`name`) and process.
-fn state(name: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("chatsim-client-{name}-{}", std::process::id()));
-    dir.to_str().expect("a UTF-8 temp path").to_string()
-}
-
-fn client(device: &str, addr: &str, state: &str) -> Client {
-    let mut child = chatsim(&[
-        "client", device, "--addr", addr, "--users", "3", "--state", state,
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .spawn()
-    .expect("the binary runs");
-    let stdin = child.stdin.take().expect("piped");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, lines) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Client {
-        child,
-        stdin,
-        lines,
-    }
-}
-
-impl Client {
-    fn say(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").expect("the client reads its stdin");
-    }
-
-    /// Lines until one contains `what` (true), or `within` passes (false).
-    fn wait_for(&self, what: &str, within: Duration, seen: &mut Vec<String>) -> bool {
-        let end = Instant::now() + within;
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    let hit = l.contains(what);
-                    seen.push(l);
-                    if hit {
-                        return true;
-                    }
-                }
-                Err(_) => return false,
-            }
-        }
-        false
-    }
-}
-
+use common::live::{addr, client, command, signal, start_server, state};
+use std::time::Duration;
 #[test]
 fn two_terminal_clients_talk_through_chatsim_serve_and_sigterm_stops_it() {
     let addr = addr(350);
@@ -194,7 +61,7 @@ fn serve_and_client_refuse_bad_input_with_exit_2() {
             "--state /dev/null/x",
         ),
     ] {
-        let out = chatsim(&args).output().expect("the binary runs");
+        let out = command(&args).output().expect("the binary runs");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(says), "{args:?}: {err}");
