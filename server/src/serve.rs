@@ -216,16 +216,28 @@ impl Site for RealSite {
             sh.durable.apply(write);
             return;
         }
-        if let Some(disk) = &sh.disk {
-            let mut disk = disk
-                .lock()
-                .expect("a host that panicked holding it aborted");
-            if let Err(e) = disk.append(&write) {
-                tracing::error!(path = %disk.path().display(), error = %e, "a synced write failed: stopping before anything is acked past it");
+        let Some(disk) = &sh.disk else {
+            sh.durable.apply(write);
+            return;
+        };
+        // Held until the write is in the durable state too: a folding by the other host that
+        // keeps data (storage or session) must never empty a log entry the state lacks.
+        let mut disk = disk
+            .lock()
+            .expect("a host that panicked holding it aborted");
+        if let Err(e) = disk.append(&write) {
+            tracing::error!(path = %disk.path().display(), error = %e, "a synced write failed: stopping before anything is acked past it");
+            std::process::abort();
+        }
+        sh.durable.apply(write);
+        if disk.due() {
+            let st = sh.durable.lock();
+            let session = sh.sessions.is_none().then_some(&st.session);
+            if let Err(e) = disk.compact(&st.storage, session) {
+                tracing::error!(path = %disk.path().display(), error = %e, "folding the log into the tables failed: stopping");
                 std::process::abort();
             }
         }
-        sh.durable.apply(write);
     }
 
     fn wake(&self, device: DeviceId) {
@@ -283,21 +295,42 @@ pub fn bind(
     let disk = data
         .filter(|_| listeners.iter().any(|h| keeps(&h)))
         .map(|dir| {
-            Disk::open(dir, &cfg.name(), |w| {
+            let (mut disk, rec) = Disk::open(dir, &cfg.name(), topo.storage_model)?;
+            tracing::info!(
+                path = %disk.path().display(),
+                messages = rec.storage.messages(),
+                inbox = rec.storage.inbox_entries(),
+                log = rec.log.len(),
+                "recovered"
+            );
+            {
+                let mut st = durable.lock();
+                st.storage = rec.storage;
                 // With Redis the session table is Redis's alone.
+                if !on_redis {
+                    st.session = rec.session;
+                }
+            }
+            for w in rec.log {
                 if !(on_redis && matches!(w, Write::Session(_))) {
                     durable.apply(w);
                 }
-            })
+            }
+            // Fold what the log held into the tables now, so the next start reads no more.
+            let st = durable.lock();
+            disk.compact(&st.storage, (!on_redis).then_some(&st.session))
+                .map_err(|reason| DiskError::Open {
+                    path: disk.path().to_path_buf(),
+                    reason,
+                })?;
+            drop(st);
+            Ok::<_, DiskError>(disk)
         })
         .transpose()?;
     let sessions = sessions
         .filter(|_| listeners.iter().any(|h| h.0 == Host::Session))
         .map(|url| RedisSessions::open(url, &cfg.name(), |w| durable.apply(w)))
         .transpose()?;
-    if let Some(d) = &disk {
-        tracing::info!(path = %d.path().display(), writes = d.writes(), "recovered");
-    }
     Ok(Bound {
         site: RealSite {
             net: RealNet::new(cfg),

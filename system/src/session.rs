@@ -53,7 +53,7 @@ pub enum SessionChange {
 
 /// The session service's durable state: device -> (gateway index, connection epoch), and each
 /// user's last seen.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionTable {
     /// device -> (gateway index, connection epoch, the gateway's clock at its `Register`).
     entries: BTreeMap<DeviceId, (u16, u64, Millis)>,

@@ -41,10 +41,12 @@
 mod coordinator;
 mod lease;
 mod reads;
+mod rows;
 mod state;
 #[cfg(test)]
 mod tests;
 
+pub use self::rows::{RowChange, StorageRest};
 pub use self::state::StorageState;
 
 use self::coordinator::Replication;
