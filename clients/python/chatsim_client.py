@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import json
 import os
 import sys
@@ -348,14 +349,16 @@ class Keys:
         return bytes(w.buf)
 
     def open_bundle(self, i: MsgId, body: bytes):
-        r = Reader(body)
-        copies = r.vec(lambda: (read_device(r), r.bytes()))
-        for d, ct in copies:
-            if d == self.me:
-                try:
+        """Our copy's plaintext, or None: a body that is not a bundle, no copy for us, a
+        sender not in the directory, or a copy that does not open are all the same to a user."""
+        try:
+            r = Reader(body)
+            copies = r.vec(lambda: (read_device(r), r.bytes()))
+            for d, ct in copies:
+                if d == self.me:
                     return self.session(i.device)[1].decrypt(nonce(i), ct, None)
-                except Exception:
-                    return None
+        except Exception:
+            return None
         return None
 
 
@@ -368,6 +371,13 @@ class IdStore:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        # Two processes on one counter would hand out the same ids: the second is refused.
+        self.lock = open(os.path.splitext(path)[0] + ".lock", "w")
+        try:
+            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"{path}: another client is running this device from this state folder")
         try:
             with open(path) as f:
                 self.start = int(f.read().strip())
@@ -416,7 +426,8 @@ class ConvView:
     gap_since: float | None = None
     receipt_sent: int = 0
     receipt_acked: int = 0
-    last_sender: Device | None = None
+    # Sender devices of what was shown since the last receipt was acked: the receipt's notify.
+    senders: set = field(default_factory=set)
 
 
 class Phone:
@@ -641,6 +652,8 @@ class Phone:
         elif kind == "ReceiptAck":
             view = self.convs.setdefault(d["conv"], ConvView())
             view.receipt_acked = max(view.receipt_acked, d["upto"])
+            if view.receipt_acked >= view.receipt_sent:
+                view.senders.clear()
         elif kind == "Receipt":
             rc = d["receipt"]
             mark = "delivered" if rc["kind"] == DELIVERED else "read"
@@ -689,7 +702,7 @@ class Phone:
                 i, text = view.held.pop(s)
                 self.seen.add(i)
                 self.shown.append((i.device, text.decode(errors="replace")))
-                view.last_sender = i.device
+                view.senders.add(i.device)
                 self.log(f"{device_name(self.me)}: shows {text.decode(errors='replace')!r} from {device_name(i.device)} (seq {s})")
                 view.receipt_sent = s
             else:
@@ -707,11 +720,12 @@ class Phone:
             view.gap_since = now
 
     async def _send_receipt(self, conv: int, view: ConvView) -> None:
-        if view.last_sender is None:
+        if not view.senders:
             return
         w = Writer().varint(UP_RECEIPT).varint(conv).varint(DELIVERED).varint(view.receipt_sent)
-        w.varint(1)
-        write_device(w, view.last_sender)
+        w.varint(len(view.senders))
+        for d in sorted(view.senders):
+            write_device(w, d)
         await self._send(w)
 
 

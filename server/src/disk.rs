@@ -229,7 +229,8 @@ impl Disk {
         self
     }
 
-    /// Writes made so far, over the file's life.
+    /// The number the next write gets (it starts again from 0 after a folding empties the
+    /// log and the file is opened again).
     pub fn writes(&self) -> u64 {
         self.next
     }

@@ -40,12 +40,32 @@ pub struct IdStore {
     reserved: u32,
     /// The first id this process may use.
     start: u32,
+    /// Held for the process's life (see [`IdStore::open`]).
+    _lock: std::fs::File,
 }
 
 impl IdStore {
     /// The store at `path` (a small text file, created with its folder if missing), with a
     /// first block reserved.
     pub fn open(path: &Path) -> io::Result<IdStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        // Two processes handing out ids from one counter would hand out the same ones: the
+        // second is refused for as long as the first runs.
+        let lock = std::fs::File::create(path.with_extension("lock"))?;
+        if let Err(e) = lock.try_lock() {
+            return Err(match e {
+                std::fs::TryLockError::WouldBlock => io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "{}: another client is running this device from this state folder",
+                        path.display()
+                    ),
+                ),
+                std::fs::TryLockError::Error(e) => e,
+            });
+        }
         let start = match std::fs::read_to_string(path) {
             Ok(text) => text.trim().parse::<u32>().map_err(|e| {
                 io::Error::new(
@@ -60,6 +80,7 @@ impl IdStore {
             path: path.to_path_buf(),
             reserved: start,
             start,
+            _lock: lock,
         };
         store.reserve(start)?;
         Ok(store)
@@ -85,9 +106,6 @@ impl IdStore {
                 self.path.display()
             ))
         })?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
         // Written aside and renamed over, so a crash leaves the old reservation or the new.
         let aside = self.path.with_extension("tmp");
         {
@@ -283,4 +301,27 @@ pub async fn connection<N: Net>(
         }
     }
     let _ = events.send(PhoneEvent::Closed(gen));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A second process on the same counter would hand out the first one's ids; a restart
+    // starts past everything the first one could have used.
+    #[test]
+    fn ids_survive_a_restart_and_one_counter_has_one_process() {
+        let dir = std::env::temp_dir().join(format!("chatsim-ids-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("u0.d0.next-id");
+        let mut first = IdStore::open(&path).expect("opens");
+        assert_eq!(first.start(), 0);
+        let e = IdStore::open(&path).expect_err("the counter is in use");
+        assert!(e.to_string().contains("another client"), "{e}");
+        first.cover(ID_BLOCK + 5).expect("reserves");
+        drop(first);
+        let again = IdStore::open(&path).expect("free again");
+        assert!(again.start() > ID_BLOCK + 5, "{}", again.start());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

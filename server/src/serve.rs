@@ -117,6 +117,9 @@ struct Shared {
     /// The session table on Redis, when asked for: then the session's writes go there, not
     /// to the disk.
     sessions: Option<Mutex<RedisSessions>>,
+    /// Whether the deployment keeps its session table on Redis (whether or not this process
+    /// runs the session service): then the data folder never holds it.
+    on_redis: bool,
     counters: Counters,
 }
 
@@ -232,7 +235,7 @@ impl Site for RealSite {
         sh.durable.apply(write);
         if disk.due() {
             let st = sh.durable.lock();
-            let session = sh.sessions.is_none().then_some(&st.session);
+            let session = (!sh.on_redis).then_some(&st.session);
             if let Err(e) = disk.compact(&st.storage, session) {
                 tracing::error!(path = %disk.path().display(), error = %e, "folding the log into the tables failed: stopping");
                 std::process::abort();
@@ -338,6 +341,7 @@ pub fn bind(
                 durable,
                 disk: disk.map(Mutex::new),
                 sessions: sessions.map(Mutex::new),
+                on_redis,
                 topo,
                 cfg: cfg.clone(),
                 counters: Counters::default(),
@@ -454,7 +458,7 @@ pub async fn run_host<S: Site>(
     grace_ms: Millis,
 ) {
     let machine = site.machine(host);
-    let (tx, mut rx) = unbounded_channel::<ConnEvent<UnboundedSender<Bytes>>>();
+    let (tx, mut rx) = unbounded_channel::<ConnEvent<Writer>>();
     let next = Rc::new(AtomicU64::new(0));
     let accepting = tokio::task::spawn_local(accept_servers(
         site.clone(),
@@ -524,12 +528,13 @@ async fn accept_servers<S: Site>(
     site: S,
     host: Host,
     l: S::Listener,
-    tx: UnboundedSender<ConnEvent<UnboundedSender<Bytes>>>,
+    tx: UnboundedSender<ConnEvent<Writer>>,
     next: Rc<AtomicU64>,
 ) {
     while let Ok((mut stream, _)) = site.accept(&l).await {
         let conn = ConnId(next.fetch_add(1, Ordering::Relaxed) + 1);
-        let (wtx, _wrx) = unbounded_channel::<Bytes>();
+        // Nothing is written back through the host on a peer's link: its writer is never read.
+        let (wtx, _unread) = Writer::new();
         if tx.send(ConnEvent::Opened(conn, wtx)).is_err() {
             return;
         }
@@ -571,7 +576,7 @@ async fn accept_phones<S: Site>(
     site: S,
     host: Host,
     l: S::Listener,
-    tx: UnboundedSender<ConnEvent<UnboundedSender<Bytes>>>,
+    tx: UnboundedSender<ConnEvent<Writer>>,
     next: Rc<AtomicU64>,
 ) {
     while let Ok((stream, peer)) = site.accept(&l).await {
@@ -586,7 +591,7 @@ async fn accept_phones<S: Site>(
                 return;
             };
             site.counters().opened();
-            let (wtx, wrx) = unbounded_channel::<Bytes>();
+            let (wtx, wrx) = Writer::new();
             if tx.send(ConnEvent::Opened(conn, wtx)).is_err() {
                 return;
             }
@@ -623,6 +628,7 @@ pub fn close_code_for(bad: &BadFrame) -> CloseCode {
         BadFrame::NotAPhoneFrame => CloseCode::Policy,
         BadFrame::TooBig => CloseCode::Size,
         BadFrame::Silent => CloseCode::Policy,
+        BadFrame::NotReading => CloseCode::Policy,
     }
 }
 
@@ -639,6 +645,8 @@ pub enum BadFrame {
     TooBig,
     /// Nothing at all within [`FIRST_FRAME_TIMEOUT`] of connecting.
     Silent,
+    /// It stopped reading while [`PHONE_QUEUE_BYTES_MAX`] queued up for it.
+    NotReading,
 }
 
 /// Check one binary message from a phone: exactly one whole frame, and an `Up` one.
@@ -657,12 +665,110 @@ pub fn phone_frame(data: &[u8]) -> Result<Frame, BadFrame> {
     }
 }
 
+/// Bytes a phone's connection may have queued for it, not yet taken by its socket, before the
+/// server gives up on it: a phone that stops reading while others keep sending to it (a busy
+/// group, pushes retried) would otherwise hold the server's memory without bound. Closing it
+/// loses nothing: whatever was queued live is also in its inbox until it acks it, and it drains
+/// when it reconnects. A MiB is hundreds of ordinary frames behind the kernel's own buffers.
+pub const PHONE_QUEUE_BYTES_MAX: usize = 1 << 20;
+
+/// How the host writes to one of its connections: frames go on a queue the connection's task
+/// empties onto the socket. The queue is bounded in bytes ([`PHONE_QUEUE_BYTES_MAX`]); past the
+/// bound, and when the host drops the writer (the machine closed the connection), the task is
+/// told at once, even while it waits on a socket the peer does not read.
+pub struct Writer {
+    tx: UnboundedSender<Bytes>,
+    state: Rc<Queue>,
+}
+
+/// What a writer and its connection's task share.
+#[derive(Default)]
+struct Queue {
+    /// Bytes written, not yet taken by the task.
+    bytes: std::cell::Cell<usize>,
+    /// Set when the queue overflowed or the writer went.
+    over: std::cell::Cell<bool>,
+    wake: tokio::sync::Notify,
+}
+
+/// The connection task's end of a [`Writer`].
+pub struct Outgoing {
+    rx: UnboundedReceiver<Bytes>,
+    state: Rc<Queue>,
+}
+
+impl Writer {
+    /// A writer and the end its connection's task reads.
+    pub fn new() -> (Writer, Outgoing) {
+        let (tx, rx) = unbounded_channel();
+        let state = Rc::new(Queue::default());
+        (
+            Writer {
+                tx,
+                state: state.clone(),
+            },
+            Outgoing { rx, state },
+        )
+    }
+
+    /// Queue `frame`, unless the queue is over its bound: then the connection is to be closed.
+    pub fn write(&self, frame: Bytes) {
+        let q = &self.state;
+        if q.over.get() {
+            return;
+        }
+        let bytes = q.bytes.get() + frame.len();
+        if bytes > PHONE_QUEUE_BYTES_MAX {
+            q.over.set(true);
+            q.wake.notify_one();
+            return;
+        }
+        if self.tx.send(frame).is_ok() {
+            q.bytes.set(bytes);
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.state.over.set(true);
+        self.state.wake.notify_one();
+    }
+}
+
+impl Outgoing {
+    /// The next frame, or `None` once the writer has gone or the queue overflowed (checked
+    /// first: the task stops at once, whatever is still queued).
+    async fn next(&mut self) -> Option<Bytes> {
+        if self.state.over.get() {
+            return None;
+        }
+        let frame = self.rx.recv().await?;
+        self.state
+            .bytes
+            .set(self.state.bytes.get().saturating_sub(frame.len()));
+        Some(frame)
+    }
+
+    /// Whether the writer overflowed (true) rather than went away.
+    fn overflowed(&self) -> bool {
+        self.state.over.get() && !self.rx.is_closed()
+    }
+
+    /// Until the queue overflows or the writer goes.
+    async fn stopped(&self) {
+        while !self.state.over.get() {
+            self.state.wake.notified().await;
+        }
+    }
+}
+
 /// Pump one phone's WebSocket: frames from `outgoing` go out as binary messages, each message
 /// in is checked and handed on with its bytes. Returns the close code it refused the phone
 /// with, if it did.
 async fn phone_conn<S>(
     ws: tokio_tungstenite::WebSocketStream<S>,
-    mut outgoing: UnboundedReceiver<Bytes>,
+    mut outgoing: Outgoing,
     mut on_frame: impl FnMut(&[u8], Frame),
 ) -> Option<CloseCode>
 where
@@ -674,15 +780,33 @@ where
     loop {
         tokio::select! {
             biased;
-            out = outgoing.recv() => match out {
+            out = outgoing.next() => match out {
                 Some(frame) => {
-                    if sink.send(Message::Binary(frame)).await.is_err() {
-                        return None;
+                    // A peer that does not read holds this send: the host may still close the
+                    // connection, or its queue overflow, meanwhile.
+                    tokio::select! {
+                        biased;
+                        () = outgoing.stopped() => {}
+                        sent = sink.send(Message::Binary(frame)) => {
+                            if sent.is_err() {
+                                return None;
+                            }
+                            continue;
+                        }
                     }
+                    if outgoing.overflowed() {
+                        // Dropped without a Close frame: it would wait behind what the peer
+                        // is not reading.
+                        return Some(close_code_for(&BadFrame::NotReading));
+                    }
+                    return None;
+                }
+                None if outgoing.overflowed() => {
+                    return Some(close_code_for(&BadFrame::NotReading));
                 }
                 // The host dropped the writer: the machine closed this connection.
                 None => {
-                    let _ = sink.close().await;
+                    let _ = tokio::time::timeout(FIRST_FRAME_TIMEOUT, sink.close()).await;
                     return None;
                 }
             },
@@ -732,7 +856,7 @@ struct Links<S> {
     peers: BTreeMap<Host, UnboundedSender<Bytes>>,
 }
 
-impl<S: Site> ServerLinks<UnboundedSender<Bytes>> for Links<S> {
+impl<S: Site> ServerLinks<Writer> for Links<S> {
     fn to_peer(&mut self, to: Host, frame: Bytes) {
         let link = self.peers.entry(to).or_insert_with(|| {
             let (tx, rx) = unbounded_channel();
@@ -743,8 +867,8 @@ impl<S: Site> ServerLinks<UnboundedSender<Bytes>> for Links<S> {
         let _ = link.send(frame);
     }
 
-    fn to_conn(&mut self, conn: &UnboundedSender<Bytes>, frame: Bytes) {
-        let _ = conn.send(frame);
+    fn to_conn(&mut self, conn: &Writer, frame: Bytes) {
+        conn.write(frame);
     }
 
     fn wake(&mut self, device: DeviceId) {
@@ -840,8 +964,12 @@ async fn peer_link<S: Net>(site: S, to: Host, keepalive: Millis, mut rx: Unbound
                     bytes.extend_from_slice(&more);
                     n += 1;
                 }
+                // A write the peer does not take (it stopped reading; a cut that TCP keeps
+                // retransmitting into) holds this task, the stall timer with it: the write
+                // gets the keepalive as its own bound.
+                let bound = Duration::from_millis(keepalive);
                 if let Some(l) = link.as_mut() {
-                    if write_all(&mut l.stream, &bytes).await {
+                    if write_within(bound, &mut l.stream, &bytes).await {
                         l.sent += n;
                         l.waiting_since.get_or_insert_with(|| site.now());
                         continue;
@@ -850,7 +978,7 @@ async fn peer_link<S: Net>(site: S, to: Host, keepalive: Millis, mut rx: Unbound
                 link = None;
                 let connect = site.connect(Endpoint::Server(to));
                 if let Ok(Ok(mut stream)) = tokio::time::timeout(LINK_CONNECT_TIMEOUT, connect).await {
-                    if write_all(&mut stream, &bytes).await {
+                    if write_within(bound, &mut stream, &bytes).await {
                         link = Some(Link {
                             stream,
                             buf: BytesMut::new(),
@@ -863,6 +991,17 @@ async fn peer_link<S: Net>(site: S, to: Host, keepalive: Millis, mut rx: Unbound
             }
         }
     }
+}
+
+async fn write_within<W: tokio::io::AsyncWrite + Unpin>(
+    bound: Duration,
+    w: &mut W,
+    bytes: &[u8],
+) -> bool {
+    matches!(
+        tokio::time::timeout(bound, write_all(w, bytes)).await,
+        Ok(true)
+    )
 }
 
 async fn write_all<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> bool {

@@ -5,7 +5,7 @@
 
 use chatsim_judge::{Event, Record};
 use chatsim_server::phone::Phone;
-use chatsim_server::serve::bind;
+use chatsim_server::serve::{bind, Served};
 use chatsim_server::Config;
 use chatsim_system::proto::{ConvId, DeviceId, ReceiptKind, UserId};
 use chatsim_system::{Action, Observation};
@@ -44,7 +44,7 @@ fn serve(
     cfg: &Config,
 ) -> (
     tokio::sync::oneshot::Sender<()>,
-    std::thread::JoinHandle<()>,
+    std::thread::JoinHandle<Served>,
 ) {
     serve_on(cfg, None)
 }
@@ -55,7 +55,7 @@ fn serve_on(
     data: Option<&std::path::Path>,
 ) -> (
     tokio::sync::oneshot::Sender<()>,
-    std::thread::JoinHandle<()>,
+    std::thread::JoinHandle<Served>,
 ) {
     let bound = bind(cfg, &[], data, None).expect("the test's ports are free");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -69,6 +69,7 @@ fn serve_on(
             )
             .expect("the server stops cleanly");
         assert!(served.phone_connections > 0, "no phone ever connected");
+        served
     });
     (tx, t)
 }
@@ -384,4 +385,82 @@ fn a_restarted_client_is_not_refused_as_an_older_connection() {
     );
     let _ = stop.send(());
     server.join().expect("the server thread ends");
+}
+
+// A phone that stops reading while others keep sending to it would have the server queue its
+// frames without bound (a busy group, live pushes retried). Once its queue passes a MiB behind
+// the kernel's buffers it is dropped (counted as refused); nothing is lost, since whatever was
+// queued live also waits in its inbox until acked. Before the bound, its connection task sat
+// in a send the peer never read, and not even the gateway's idle close could end it.
+#[test]
+fn a_phone_that_stops_reading_is_dropped_and_the_server_goes_on() {
+    use chatsim_system::proto::{Host, Up};
+    use chatsim_system::routing::device_token;
+    use chatsim_world::wire::{encode, Frame, Wire};
+    let cfg = config(4);
+    let (stop, server) = serve(&cfg);
+    let (a, b) = (DeviceId::primary(UserId(0)), DeviceId::primary(UserId(1)));
+    let rt = current_thread();
+    // B says hello, then never reads again (the stream is kept, unpolled).
+    let _deaf = rt.block_on(async {
+        let url = format!("ws://{}/", cfg.gateway_addr(0));
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .expect("the gateway takes connections");
+        let hello = encode(&Frame {
+            from: Host::Device(b),
+            sent_ms: 0,
+            wire: Wire::Up(Up::Hello {
+                device: b,
+                token: device_token(b),
+                epoch: 1,
+            }),
+        });
+        ws.send(Message::Binary(hello)).await.expect("sends");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        ws
+    });
+    // A sends B about 10 MB: more than the kernel's buffers and the queue hold.
+    let texts = 200;
+    let body = vec![b'x'; 48 * 1024];
+    let sends = (0..texts)
+        .map(|_| Action::SendDirect {
+            to: b.user,
+            body: body.clone(),
+        })
+        .collect();
+    let seen = phone_until(&cfg, a, sends, |r| {
+        r.iter()
+            .filter(|r| {
+                matches!(
+                    &r.event,
+                    Event::Device {
+                        obs: Observation::Acked { .. },
+                        ..
+                    }
+                )
+            })
+            .count()
+            >= texts
+    });
+    let acked = seen
+        .iter()
+        .filter(|r| {
+            matches!(
+                &r.event,
+                Event::Device {
+                    obs: Observation::Acked { .. },
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(acked, texts, "the server stopped serving the sender");
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = stop.send(());
+    let served = server.join().expect("the server thread ends");
+    assert!(
+        served.refused >= 1,
+        "the phone that stopped reading was never dropped: {served:?}"
+    );
 }

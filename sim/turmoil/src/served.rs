@@ -151,6 +151,7 @@ impl Net for PhoneNet {
             hole,
             read_wait: None,
             write_wait: None,
+            swallowed: false,
         })
     }
 
@@ -176,6 +177,7 @@ pub(super) struct CellStream {
     hole: Option<watch::Receiver<bool>>,
     read_wait: Option<Wait>,
     write_wait: Option<Wait>,
+    swallowed: bool,
 }
 
 impl CellStream {
@@ -186,11 +188,18 @@ impl CellStream {
             hole: None,
             read_wait: None,
             write_wait: None,
+            swallowed: false,
         }
     }
 
-    fn holed(&self) -> bool {
-        self.hole.as_ref().is_some_and(|h| *h.borrow())
+    /// Whether the connection fell into a black hole: once it has, it stays swallowed even
+    /// after the hole closes (frames were lost both ways, which TCP never recovers from), as
+    /// the turmoil engine's own phones do.
+    fn holed(&mut self) -> bool {
+        if !self.swallowed && self.hole.as_ref().is_some_and(|h| *h.borrow()) {
+            self.swallowed = true;
+        }
+        self.swallowed
     }
 
     /// Ready when the phone may talk (now, or once its silence ends); pending, with `cx` woken
