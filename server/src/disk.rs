@@ -11,8 +11,11 @@
 //! the storage machine's own: it gathers the operations of a sync period (`STORAGE_SYNC_MS`)
 //! into one write, so one fsync covers every append of that period. Every
 //! [`COMPACT_EVERY`] writes (and at start-up) the log is folded into the tables, in one
-//! transaction that writes only the rows that changed and empties the log, so a restart reads
-//! the live data and at most that many writes, not the whole history. Both storage models
+//! transaction that empties the log and writes only the rows that changed, looking only at the
+//! conversations and devices the logged writes name (`storage::touched`), so a folding costs
+//! what those writes touched and a restart reads the live data and at most that many writes,
+//! not the whole history. The disk keeps a copy of the two big tables' rows in memory to diff
+//! against: the store's data twice over in RAM, a price for now. Both storage models
 //! work: the relay model's deleted bodies are rows that changed.
 //!
 //! Why redb: one file, ACID transactions with copy-on-write B-trees and no write-ahead log of
@@ -27,10 +30,11 @@
 use chatsim_system::durable::Write;
 use chatsim_system::proto::{ConvId, DeviceId, Message, StorageOp, UserId};
 use chatsim_system::session::{SessionChange, SessionTable};
-use chatsim_system::storage::{RowChange, StorageRest, StorageState};
+use chatsim_system::storage::{touched, RowChange, StorageRest, StorageState, TableRows};
 use chatsim_system::StorageModel;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -111,8 +115,12 @@ pub struct Disk {
     next: u64,
     /// Writes in the log now.
     logged: u64,
-    /// What the tables hold: the base the next folding diffs against.
-    tables: StorageState,
+    /// What the message and inbox tables hold: the base the next folding diffs against.
+    tables: TableRows,
+    /// Conversations and devices whose rows the logged writes may have changed: all a folding
+    /// needs to look at.
+    convs: BTreeSet<ConvId>,
+    devices: BTreeSet<DeviceId>,
     /// Writes between two foldings.
     compact_every: u64,
 }
@@ -210,9 +218,15 @@ impl Disk {
             path,
             next,
             logged: log.len() as u64,
-            tables: storage.clone(),
+            tables: storage.table_rows(),
+            convs: BTreeSet::new(),
+            devices: BTreeSet::new(),
             compact_every: COMPACT_EVERY,
         };
+        let mut disk = disk;
+        for w in &log {
+            disk.note(w);
+        }
         Ok((
             disk,
             Recovered {
@@ -245,6 +259,15 @@ impl Disk {
         self.logged >= self.compact_every
     }
 
+    /// Remember which rows `write` may change, for the next folding.
+    fn note(&mut self, write: &Write) {
+        if let Write::Storage(ops) = write {
+            for op in ops {
+                touched(op, &mut self.convs, &mut self.devices);
+            }
+        }
+    }
+
     /// Keep `write`, synced to the disk before this returns.
     pub fn append(&mut self, write: &Write) -> Result<(), String> {
         let logged = match write {
@@ -265,6 +288,7 @@ impl Disk {
         tx.commit().map_err(|e| e.to_string())?;
         self.next += 1;
         self.logged += 1;
+        self.note(write);
         Ok(())
     }
 
@@ -284,7 +308,9 @@ impl Disk {
             let mut messages = tx.open_table(MESSAGES).map_err(|e| err(&e))?;
             let mut inbox = tx.open_table(INBOX).map_err(|e| err(&e))?;
             let mut failed = None;
-            storage.changes_since(&self.tables, |change| {
+            // The rows are brought up to date as they are written: if the commit fails, the
+            // server stops (see the module's note on failed commits).
+            storage.fold_into(&mut self.tables, &self.convs, &self.devices, |change| {
                 if failed.is_some() {
                     return;
                 }
@@ -332,7 +358,8 @@ impl Disk {
         tx.delete_table(WRITES).map_err(|e| err(&e))?;
         tx.open_table(WRITES).map_err(|e| err(&e))?;
         tx.commit().map_err(|e| err(&e))?;
-        self.tables = storage.clone();
+        self.convs.clear();
+        self.devices.clear();
         self.logged = 0;
         Ok(())
     }

@@ -46,7 +46,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use self::rows::{RowChange, StorageRest};
+pub use self::rows::{touched, RowChange, StorageRest, TableRows};
 pub use self::state::StorageState;
 
 use self::coordinator::Replication;

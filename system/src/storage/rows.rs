@@ -7,7 +7,7 @@
 //! the tables in step by writing [`StorageState::changes_since`] its last copy.
 
 use super::state::StorageState;
-use crate::proto::{ConvId, DeviceId, Message, Millis, ReceiptKind, Seq};
+use crate::proto::{ConvId, DeviceId, Message, Millis, ReceiptKind, Seq, StorageOp};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,7 +32,99 @@ pub struct StorageRest {
     relay: bool,
 }
 
+/// The rows of the two big tables as a store last wrote them: what its next folding diffs
+/// against, one conversation or device at a time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableRows {
+    logs: BTreeMap<ConvId, BTreeMap<Seq, Message>>,
+    inboxes: BTreeMap<DeviceId, BTreeSet<(ConvId, Seq)>>,
+}
+
+/// The conversations and devices whose rows an operation may change: every one it names.
+/// (Its other effects are on the rest of the state.)
+pub fn touched(op: &StorageOp, convs: &mut BTreeSet<ConvId>, devices: &mut BTreeSet<DeviceId>) {
+    match op {
+        StorageOp::Append {
+            msg, recipients, ..
+        } => {
+            convs.insert(msg.conv);
+            devices.extend(recipients.iter().copied());
+        }
+        StorageOp::FanoutStep {
+            conv, devices: d, ..
+        } => {
+            convs.insert(*conv);
+            devices.extend(d.iter().copied());
+        }
+        // A delivered mark takes the reader's entries up to it (and, relayed, their bodies).
+        StorageOp::Receipt { receipt, .. } => {
+            convs.insert(receipt.conv);
+            devices.insert(receipt.reader);
+        }
+        StorageOp::DeleteInbox { device, conv, .. } => {
+            convs.insert(*conv);
+            devices.insert(*device);
+        }
+        StorageOp::DeleteReceipt { .. }
+        | StorageOp::Lease { .. }
+        | StorageOp::Link { .. }
+        | StorageOp::Term { .. } => {}
+    }
+}
+
 impl StorageState {
+    /// Every row of the two big tables.
+    pub fn table_rows(&self) -> TableRows {
+        TableRows {
+            logs: self.logs.clone(),
+            inboxes: self.inboxes.clone(),
+        }
+    }
+
+    /// Hand `out` every row of conversations `convs` and devices `devices` that differs
+    /// between `rows` and this state, and bring `rows` up to date for them: the work is that of
+    /// the conversations and devices named, not of the whole state.
+    pub fn fold_into(
+        &self,
+        rows: &mut TableRows,
+        convs: &BTreeSet<ConvId>,
+        devices: &BTreeSet<DeviceId>,
+        mut out: impl FnMut(RowChange<'_>),
+    ) {
+        let empty = BTreeMap::new();
+        for conv in convs {
+            let new = self.logs.get(conv).unwrap_or(&empty);
+            let old = rows.logs.get(conv).unwrap_or(&empty);
+            for (seq, m) in new {
+                if old.get(seq) != Some(m) {
+                    out(RowChange::Message(*conv, *seq, Some(m)));
+                }
+            }
+            for seq in old.keys().filter(|s| !new.contains_key(s)) {
+                out(RowChange::Message(*conv, *seq, None));
+            }
+            match self.logs.get(conv) {
+                Some(log) => rows.logs.insert(*conv, log.clone()),
+                None => rows.logs.remove(conv),
+            };
+        }
+        let none = BTreeSet::new();
+        for d in devices {
+            let new = self.inboxes.get(d).unwrap_or(&none);
+            let old = rows.inboxes.get(d).unwrap_or(&none);
+            for &(c, s) in new.difference(old) {
+                out(RowChange::Inbox(*d, c, s, true));
+            }
+            for &(c, s) in old.difference(new) {
+                out(RowChange::Inbox(*d, c, s, false));
+            }
+            match self.inboxes.get(d) {
+                Some(set) => rows.inboxes.insert(*d, set.clone()),
+                None => rows.inboxes.remove(d),
+            };
+        }
+    }
+
     /// Every stored message, by conversation, then sequence number.
     pub fn message_rows(&self) -> impl Iterator<Item = &Message> {
         self.logs.values().flat_map(BTreeMap::values)
@@ -125,7 +217,7 @@ impl StorageState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{GroupEvent, GroupOp, MsgId, Receipt, StorageOp, UserId};
+    use crate::proto::{GroupEvent, GroupOp, MsgId, Receipt, UserId};
     use crate::StorageModel;
 
     fn dev(u: u32) -> DeviceId {
@@ -248,6 +340,7 @@ mod tests {
             let mut state = StorageState::new(model);
             let mut rows_msgs: BTreeMap<(ConvId, Seq), Message> = BTreeMap::new();
             let mut rows_inbox: BTreeSet<(DeviceId, ConvId, Seq)> = BTreeSet::new();
+            let mut folded = TableRows::default();
             for op in &ops {
                 let before = state.clone();
                 state.apply(op);
@@ -265,6 +358,16 @@ mod tests {
                         rows_inbox.remove(&(d, c, s));
                     }
                 });
+                // Folding only what the operation names reaches the same rows.
+                let (mut convs, mut devices) = (BTreeSet::new(), BTreeSet::new());
+                touched(op, &mut convs, &mut devices);
+                let mut changed = 0;
+                state.fold_into(&mut folded, &convs, &devices, |_| changed += 1);
+                assert_eq!(
+                    folded,
+                    state.table_rows(),
+                    "{model:?}: {op:?} touches more than it names"
+                );
                 let back = StorageState::from_rows(
                     rows_msgs.values().cloned(),
                     rows_inbox.iter().copied(),
