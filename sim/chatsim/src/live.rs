@@ -36,6 +36,14 @@ pub struct DeploymentArgs {
 }
 
 impl DeploymentArgs {
+    /// The deployment these flags describe, checked, and its device named `name`.
+    pub fn device(&self, name: &str) -> Result<(Config, DeviceId), String> {
+        let cfg = self.config();
+        cfg.validate().map_err(|e| e.to_string())?;
+        let me = parse_device(&cfg, name)?;
+        Ok((cfg, me))
+    }
+
     /// The deployment these flags describe.
     pub fn config(&self) -> Config {
         Config {

@@ -704,12 +704,8 @@ fn main() -> ExitCode {
             deployment,
             state,
         } => {
-            let cfg = deployment.config();
-            if let Err(e) = cfg.validate() {
-                return fail(EXIT_BAD_INPUT, e);
-            }
-            let me = match chatsim::live::parse_device(&cfg, &device) {
-                Ok(d) => d,
+            let (cfg, me) = match deployment.device(&device) {
+                Ok(found) => found,
                 Err(e) => return fail(EXIT_BAD_INPUT, e),
             };
             let stdin = std::io::BufReader::new(std::io::stdin());
@@ -729,12 +725,8 @@ fn main() -> ExitCode {
             }
         }
         Command::Keys { device, deployment } => {
-            let cfg = deployment.config();
-            if let Err(e) = cfg.validate() {
-                return fail(EXIT_BAD_INPUT, e);
-            }
-            let me = match chatsim::live::parse_device(&cfg, &device) {
-                Ok(d) => d,
+            let (cfg, me) = match deployment.device(&device) {
+                Ok(found) => found,
                 Err(e) => return fail(EXIT_BAD_INPUT, e),
             };
             println!("{:#}", chatsim::live::provisioning(&cfg, me));

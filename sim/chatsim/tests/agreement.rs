@@ -6,11 +6,10 @@
 
 mod common;
 
-use chatsim::run::{run_seed_on, Engine, RunReport};
+use chatsim::run::{run_seed_on, Engine};
 use chatsim::scenario::Scenario;
-use chatsim::swarm::swarm_on;
 use chatsim_system::bugs::{Bugs, ZOO};
-use common::{caught_and_missed, scenario_files, scenarios_dir};
+use common::{broken, caught_and_missed, failing_seeds, scenarios_dir};
 use rayon::prelude::*;
 
 /// Seeds every scenario must pass on each engine.
@@ -58,40 +57,9 @@ fn seeds_for(s: &Scenario) -> Vec<u64> {
     }
 }
 
-fn broken(r: &RunReport) -> String {
-    r.invariants
-        .iter()
-        .filter(|v| !v.holds)
-        .map(|v| format!("{} ({})", v.name, v.violations[0].detail))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 #[test]
 fn the_clean_design_passes_every_scenario_on_turmoil() {
-    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut failures = Vec::new();
-    for path in scenario_files() {
-        let s = Scenario::load(&path).expect("scenario files are valid");
-        let report = swarm_on(Engine::Turmoil, &s, &seeds_for(&s), jobs, &Bugs::none());
-        assert_eq!(report.engine, "turmoil");
-        for (seed, r) in &report.per_seed {
-            match r {
-                Ok(r) if r.passed() => assert!(
-                    r.stats.messages_acked > 0,
-                    "{} seed {seed} acked nothing on turmoil: the run is vacuous",
-                    s.name()
-                ),
-                Ok(r) => failures.push(format!(
-                    "{} seed {seed}: {} -- replay: {}",
-                    s.name(),
-                    broken(r),
-                    r.replay
-                )),
-                Err(e) => failures.push(format!("{} seed {seed}: {e}", s.name())),
-            }
-        }
-    }
+    let failures = failing_seeds(Engine::Turmoil, seeds_for);
     assert!(
         failures.is_empty(),
         "failing on turmoil:\n{}",

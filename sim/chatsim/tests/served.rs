@@ -7,11 +7,10 @@
 
 mod common;
 
-use chatsim::run::{run_seed_on, Engine, RunReport};
+use chatsim::run::{run_seed_on, Engine};
 use chatsim::scenario::Scenario;
-use chatsim::swarm::swarm_on;
 use chatsim_system::bugs::Bugs;
-use common::{scenario_files, scenarios_dir};
+use common::{broken, failing_seeds, scenarios_dir};
 
 /// Seeds every scenario must pass on the serving code in every test run; `chatsim swarm
 /// --engine served` over more is the longer check (seeds 1..20 of every judged scenario but
@@ -27,44 +26,13 @@ fn seeds_for(s: &Scenario) -> Vec<u64> {
     }
 }
 
-fn broken(r: &RunReport) -> String {
-    r.invariants
-        .iter()
-        .filter(|v| !v.holds)
-        .map(|v| format!("{} ({})", v.name, v.violations[0].detail))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn load(name: &str) -> Scenario {
     Scenario::load(&scenarios_dir().join(format!("{name}.toml"))).expect("a valid scenario")
 }
 
 #[test]
 fn the_serving_code_passes_every_scenario_under_simulation() {
-    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut failures = Vec::new();
-    for path in scenario_files() {
-        let s = Scenario::load(&path).expect("scenario files are valid");
-        let report = swarm_on(Engine::Served, &s, &seeds_for(&s), jobs, &Bugs::none());
-        assert_eq!(report.engine, "served");
-        for (seed, r) in &report.per_seed {
-            match r {
-                Ok(r) if r.passed() => assert!(
-                    r.stats.messages_acked > 0,
-                    "{} seed {seed} acked nothing on the serving code: the run is vacuous",
-                    s.name()
-                ),
-                Ok(r) => failures.push(format!(
-                    "{} seed {seed}: {} -- replay: {}",
-                    s.name(),
-                    broken(r),
-                    r.replay
-                )),
-                Err(e) => failures.push(format!("{} seed {seed}: {e}", s.name())),
-            }
-        }
-    }
+    let failures = failing_seeds(Engine::Served, seeds_for);
     assert!(
         failures.is_empty(),
         "failing on the serving code:\n{}",

@@ -4,7 +4,8 @@
 //! (fan-out jobs, receipt marks and queues, leases, linked devices) as one small record.
 //! What can be derived from those rows (where each message id sits, group membership history,
 //! the relay model's outstanding counts) is derived on load, not stored twice. A store keeps
-//! the tables in step by writing [`StorageState::changes_since`] its last copy.
+//! the tables in step with [`StorageState::fold_into`], which diffs only the conversations and
+//! devices [`touched`] names.
 
 use super::state::StorageState;
 use crate::proto::{ConvId, DeviceId, Message, Millis, ReceiptKind, Seq, StorageOp};
@@ -125,11 +126,6 @@ impl StorageState {
         }
     }
 
-    /// Every stored message, by conversation, then sequence number.
-    pub fn message_rows(&self) -> impl Iterator<Item = &Message> {
-        self.logs.values().flat_map(BTreeMap::values)
-    }
-
     /// The rest of the state, as one record.
     pub fn rest(&self) -> StorageRest {
         StorageRest {
@@ -140,37 +136,6 @@ impl StorageState {
             linked: self.linked.clone(),
             parked: self.parked,
             relay: self.relay,
-        }
-    }
-
-    /// Hand `out` every message and inbox row that differs between `older` and this state.
-    pub fn changes_since(&self, older: &StorageState, mut out: impl FnMut(RowChange<'_>)) {
-        let empty = BTreeMap::new();
-        let convs: BTreeSet<&ConvId> = self.logs.keys().chain(older.logs.keys()).collect();
-        for conv in convs {
-            let new = self.logs.get(conv).unwrap_or(&empty);
-            let old = older.logs.get(conv).unwrap_or(&empty);
-            for (seq, m) in new {
-                if old.get(seq) != Some(m) {
-                    out(RowChange::Message(*conv, *seq, Some(m)));
-                }
-            }
-            for seq in old.keys().filter(|s| !new.contains_key(s)) {
-                out(RowChange::Message(*conv, *seq, None));
-            }
-        }
-        let none = BTreeSet::new();
-        let devices: BTreeSet<&DeviceId> =
-            self.inboxes.keys().chain(older.inboxes.keys()).collect();
-        for d in devices {
-            let new = self.inboxes.get(d).unwrap_or(&none);
-            let old = older.inboxes.get(d).unwrap_or(&none);
-            for &(c, s) in new.difference(old) {
-                out(RowChange::Inbox(*d, c, s, true));
-            }
-            for &(c, s) in old.difference(new) {
-                out(RowChange::Inbox(*d, c, s, false));
-            }
         }
     }
 
@@ -338,39 +303,25 @@ mod tests {
         ];
         for model in [StorageModel::History, StorageModel::Relay] {
             let mut state = StorageState::new(model);
-            let mut rows_msgs: BTreeMap<(ConvId, Seq), Message> = BTreeMap::new();
-            let mut rows_inbox: BTreeSet<(DeviceId, ConvId, Seq)> = BTreeSet::new();
             let mut folded = TableRows::default();
             for op in &ops {
-                let before = state.clone();
                 state.apply(op);
-                state.changes_since(&before, |c| match c {
-                    RowChange::Message(c, s, Some(m)) => {
-                        rows_msgs.insert((c, s), m.clone());
-                    }
-                    RowChange::Message(c, s, None) => {
-                        rows_msgs.remove(&(c, s));
-                    }
-                    RowChange::Inbox(d, c, s, true) => {
-                        rows_inbox.insert((d, c, s));
-                    }
-                    RowChange::Inbox(d, c, s, false) => {
-                        rows_inbox.remove(&(d, c, s));
-                    }
-                });
-                // Folding only what the operation names reaches the same rows.
+                // Folding only what the operation names reaches the same rows as a full copy.
                 let (mut convs, mut devices) = (BTreeSet::new(), BTreeSet::new());
                 touched(op, &mut convs, &mut devices);
-                let mut changed = 0;
-                state.fold_into(&mut folded, &convs, &devices, |_| changed += 1);
+                state.fold_into(&mut folded, &convs, &devices, |_| {});
                 assert_eq!(
                     folded,
                     state.table_rows(),
                     "{model:?}: {op:?} touches more than it names"
                 );
+                // And the rows give back the state.
                 let back = StorageState::from_rows(
-                    rows_msgs.values().cloned(),
-                    rows_inbox.iter().copied(),
+                    folded.logs.values().flat_map(BTreeMap::values).cloned(),
+                    folded
+                        .inboxes
+                        .iter()
+                        .flat_map(|(d, set)| set.iter().map(move |&(c, s)| (*d, c, s))),
                     state.rest(),
                 );
                 assert_eq!(back, state, "{model:?} after {op:?}");

@@ -60,3 +60,48 @@ pub fn caught_and_missed(outcomes: Vec<Result<String, String>>) -> (Vec<String>,
         missed.into_iter().filter_map(Result::err).collect(),
     )
 }
+
+/// The invariants `r` broke, each with its first violation, on one line.
+pub fn broken(r: &chatsim::run::RunReport) -> String {
+    r.invariants
+        .iter()
+        .filter(|v| !v.holds)
+        .map(|v| format!("{} ({})", v.name, v.violations[0].detail))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every judged scenario on `engine`, the seeds `seeds_for` picks, one worker per core: what
+/// failed, one line each with its replay (empty: all passed). A pass that acked nothing is
+/// vacuous, and fails the test at once.
+pub fn failing_seeds(
+    engine: chatsim::run::Engine,
+    seeds_for: impl Fn(&chatsim::scenario::Scenario) -> Vec<u64>,
+) -> Vec<String> {
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let none = chatsim_system::bugs::Bugs::none();
+    let mut failures = Vec::new();
+    for path in scenario_files() {
+        let s = chatsim::scenario::Scenario::load(&path).expect("scenario files are valid");
+        let report = chatsim::swarm::swarm_on(engine, &s, &seeds_for(&s), jobs, &none);
+        assert_eq!(report.engine, engine.name());
+        for (seed, r) in &report.per_seed {
+            match r {
+                Ok(r) if r.passed() => assert!(
+                    r.stats.messages_acked > 0,
+                    "{} seed {seed} acked nothing on {}: the run is vacuous",
+                    s.name(),
+                    engine.name()
+                ),
+                Ok(r) => failures.push(format!(
+                    "{} seed {seed}: {} -- replay: {}",
+                    s.name(),
+                    broken(r),
+                    r.replay
+                )),
+                Err(e) => failures.push(format!("{} seed {seed}: {e}", s.name())),
+            }
+        }
+    }
+    failures
+}
