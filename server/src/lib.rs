@@ -25,6 +25,10 @@ use thiserror::Error;
 /// [`Config::hosts`] order: far enough up that a deployment's gateways never reach them.
 pub const INTERNAL_PORT_OFFSET: u16 = 100;
 
+/// Phone connections a gateway holds at most, unless told otherwise: far above what a test or a
+/// terminal needs, under what one process's file descriptors allow once raised.
+pub const DEFAULT_PHONE_CONNECTIONS_MAX: u32 = 50_000;
+
 /// A deployment to serve (or, for a client, to find): who exists and where everyone listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -42,6 +46,9 @@ pub struct Config {
     /// client started with the same seed holds the keys its peers seal for (see
     /// `docs/protocol.md`; the token a device proves itself with is not a secret yet).
     pub seed: u64,
+    /// Phone connections one gateway holds at most; one more is answered with close code 1013
+    /// (try again later) and dropped, so a flood of connections costs a bounded amount.
+    pub phone_connections_max: u32,
 }
 
 impl Default for Config {
@@ -53,6 +60,7 @@ impl Default for Config {
             gateways: 2,
             shards: 2,
             seed: 1,
+            phone_connections_max: DEFAULT_PHONE_CONNECTIONS_MAX,
         }
     }
 }
@@ -105,6 +113,11 @@ impl Config {
             "1 to 99",
         )?;
         range("shards", (1..=64).contains(&self.shards), "1 to 64")?;
+        range(
+            "connections-max",
+            self.phone_connections_max >= 1,
+            "at least 1 phone connection per gateway",
+        )?;
         let needed = usize::from(INTERNAL_PORT_OFFSET) + self.hosts().len();
         if usize::from(self.addr.port()) + needed > usize::from(u16::MAX) {
             return Err(ConfigError::Ports(self.addr.port(), needed));

@@ -251,6 +251,10 @@ impl Site for RealSite {
     fn counters(&self) -> &Counters {
         &self.sh.counters
     }
+
+    fn phone_connections_max(&self) -> usize {
+        self.sh.cfg.phone_connections_max as usize
+    }
 }
 
 /// A server about to run: its listeners are open (so a port in use is an error before anything
@@ -579,17 +583,31 @@ async fn accept_phones<S: Site>(
     tx: UnboundedSender<ConnEvent<Writer>>,
     next: Rc<AtomicU64>,
 ) {
+    let open = Rc::new(std::cell::Cell::new(0usize));
+    let max = site.phone_connections_max();
     while let Ok((stream, peer)) = site.accept(&l).await {
         let conn = ConnId(next.fetch_add(1, Ordering::Relaxed) + 1);
         let (tx, site) = (tx.clone(), site.clone());
+        let held = Held::take(&open);
         tokio::task::spawn_local(async move {
             // The upgrade must come within the same bound as the first frame: a peer that
             // opens a socket and says nothing would otherwise hold it for good.
             let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config()));
-            let Ok(Ok(ws)) = tokio::time::timeout(FIRST_FRAME_TIMEOUT, handshake).await else {
+            let Ok(Ok(mut ws)) = tokio::time::timeout(FIRST_FRAME_TIMEOUT, handshake).await else {
                 tracing::debug!(%host, %peer, "no WebSocket handshake in time");
                 return;
             };
+            if held.count() > max {
+                // Past the limit: told to come back later, in few bytes and no machine's time.
+                site.counters().refused();
+                let close = Message::Close(Some(CloseFrame {
+                    code: CloseCode::Again,
+                    reason: "too many connections".into(),
+                }));
+                let _ = tokio::time::timeout(FIRST_FRAME_TIMEOUT, ws.send(close)).await;
+                tracing::info!(%host, %peer, max, "refused a phone's connection: at the limit");
+                return;
+            }
             site.counters().opened();
             let (wtx, wrx) = Writer::new();
             if tx.send(ConnEvent::Opened(conn, wtx)).is_err() {
@@ -606,6 +624,27 @@ async fn accept_phones<S: Site>(
             }
             let _ = tx.send(ConnEvent::Closed(conn));
         });
+    }
+}
+
+/// One open phone connection, counted while it lives (its task holds it).
+struct Held(Rc<std::cell::Cell<usize>>);
+
+impl Held {
+    fn take(open: &Rc<std::cell::Cell<usize>>) -> Held {
+        open.set(open.get() + 1);
+        Held(open.clone())
+    }
+
+    /// Connections open now, this one included.
+    fn count(&self) -> usize {
+        self.0.get()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
     }
 }
 

@@ -71,6 +71,10 @@ pub trait Site: Net {
     }
     /// Connection counts, for the log and the hostile-peer tests.
     fn counters(&self) -> &Counters;
+    /// Phone connections one gateway holds at most.
+    fn phone_connections_max(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// What the gateways of one process counted.

@@ -464,3 +464,51 @@ fn a_phone_that_stops_reading_is_dropped_and_the_server_goes_on() {
         "the phone that stopped reading was never dropped: {served:?}"
     );
 }
+
+// A flood of connections costs a bounded amount: past its limit a gateway answers with close
+// code 1013 (try again later) and drops the connection, and a place that frees up is taken.
+#[test]
+fn a_gateway_past_its_connection_limit_says_try_again_later() {
+    let cfg = Config {
+        phone_connections_max: 3,
+        ..config(5)
+    };
+    let (stop, server) = serve(&cfg);
+    let url = format!("ws://{}/", cfg.gateway_addr(0));
+    let refused = current_thread().block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+                .await
+                .expect("under the limit");
+            held.push(ws);
+        }
+        // The fourth is told to come back later.
+        let (mut extra, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .expect("the handshake completes");
+        let closed = tokio::time::timeout(Duration::from_secs(3), async {
+            while let Some(m) = extra.next().await {
+                if let Ok(Message::Close(frame)) = m {
+                    return frame.map(|f| f.code);
+                }
+            }
+            None
+        })
+        .await
+        .expect("closed at once");
+        // One leaves; the next one is held, not refused.
+        drop(held.pop());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (mut again, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .expect("a place is free");
+        let early = tokio::time::timeout(Duration::from_millis(500), again.next()).await;
+        assert!(early.is_err(), "the freed place was refused: {early:?}");
+        closed
+    });
+    assert_eq!(refused, Some(CloseCode::Again));
+    let _ = stop.send(());
+    let served = server.join().expect("the server thread ends");
+    assert_eq!(served.refused, 1, "{served:?}");
+}

@@ -53,6 +53,7 @@ impl DeploymentArgs {
             gateways: self.gateways,
             shards: self.shards,
             seed: self.seed,
+            phone_connections_max: chatsim_server::DEFAULT_PHONE_CONNECTIONS_MAX,
         }
     }
 }

@@ -253,6 +253,10 @@ enum Command {
         /// the rest of the data.
         #[arg(long, value_name = "URL")]
         sessions: Option<String>,
+        /// Phone connections each gateway holds at most; past it a connection gets close code
+        /// 1013 (try again later).
+        #[arg(long, default_value_t = chatsim_server::DEFAULT_PHONE_CONNECTIONS_MAX)]
+        connections_max: u32,
     },
     /// Be one phone of a running `chatsim serve` in the terminal (type `help` there): send,
     /// see ✓ ✓✓ and read, go offline and come back to the backlog.
@@ -677,9 +681,13 @@ fn main() -> ExitCode {
             data,
             memory,
             sessions,
+            connections_max,
         } => {
             init_logs();
-            let cfg = deployment.config();
+            let cfg = chatsim_server::Config {
+                phone_connections_max: connections_max,
+                ..deployment.config()
+            };
             let roles = match chatsim::live::parse_roles(&cfg, &roles) {
                 Ok(r) => r,
                 Err(e) => return fail(EXIT_BAD_INPUT, e),
