@@ -9,6 +9,7 @@
 
 pub mod disk;
 pub mod phone;
+pub mod relay;
 pub mod serve;
 pub mod sessions;
 pub mod site;
@@ -197,6 +198,13 @@ impl Config {
     pub fn device_seed(&self, d: DeviceId) -> u64 {
         device_seed(self.seed, d)
     }
+}
+
+/// Raise this process's open-file limit to its hard limit (thousands of connections need
+/// more than a shell's usual 1,024), returning the limit now in force; a failure leaves the
+/// limit as it was.
+pub fn raise_fd_limit() -> Option<u64> {
+    rlimit::increase_nofile_limit(u64::MAX).ok()
 }
 
 /// Milliseconds on this process's clock: monotonic (an `Instant`), started at the wall

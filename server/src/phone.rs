@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use chatsim_judge::Record;
 use chatsim_system::device::Device;
 use chatsim_system::proto::{DeviceId, Host, Millis};
-use chatsim_system::Action;
+use chatsim_system::{Action, Deployment};
 use chatsim_world::host::{PhoneEvent, PhoneHost, PhoneLinks};
 use chatsim_world::plan::Plan;
 use chatsim_world::record::{Keep, Recorder};
@@ -136,7 +136,13 @@ pub struct Phone {
 impl Phone {
     /// Device `id` of the deployment `cfg` describes, online from the start.
     pub fn new(cfg: &Config, id: DeviceId) -> Phone {
-        let topo = cfg.deployment();
+        Phone::of(cfg, &cfg.deployment(), id)
+    }
+
+    /// As [`Phone::new`], with the deployment already built: a load generator running
+    /// thousands of phones builds its key directory once, not once a phone.
+    pub fn of(cfg: &Config, topo: &Deployment, id: DeviceId) -> Phone {
+        let topo = topo.clone();
         let mut machine = Device::new(id, topo.clone(), cfg.device_seed(id), true);
         machine.resume_epochs_after(now());
         let (tx, events) = unbounded_channel();
@@ -167,6 +173,11 @@ impl Phone {
     /// Which device this is.
     pub fn id(&self) -> DeviceId {
         self.id
+    }
+
+    /// Everything this phone observed so far, in order, stamped with [`now`]'s clock.
+    pub fn records(&self) -> Vec<Record> {
+        self.rec.records_from(0)
     }
 
     /// Run until `actions` closes (the user quit), doing each action as it comes and handing

@@ -264,6 +264,23 @@ pub struct Bound {
     listeners: Vec<(Host, std::net::TcpListener, Option<std::net::TcpListener>)>,
 }
 
+/// Connections a listener queues before they are accepted. The standard library asks for
+/// 128: ten thousand phones arriving within a second overflow it, and each one dropped waits
+/// a second for its SYN to be sent again. The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A non-blocking listener on `addr` with [`LISTEN_BACKLOG`].
+pub fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // A restarted server takes its ports back while the old connections linger in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 /// Open every listener `roles` needs (all hosts when empty), the data in `data` (kept in
 /// memory only when `None`), and the session table on the Redis at `sessions` (else with the
 /// rest of the data).
@@ -275,14 +292,7 @@ pub fn bind(
 ) -> Result<Bound, ServeError> {
     cfg.validate()?;
     let open = |host: Host, addr: SocketAddr| {
-        let l = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind {
-            host,
-            addr,
-            source,
-        })?;
-        l.set_nonblocking(true)
-            .map_err(|source| ServeError::Bind { host, addr, source })?;
-        Ok::<_, ServeError>(l)
+        listen(addr).map_err(|source| ServeError::Bind { host, addr, source })
     };
     let mut listeners = Vec::new();
     for host in local_hosts(cfg, roles) {

@@ -10,6 +10,8 @@
 //! - [`shrink`]: a failing seed cut down to a minimal explicit scenario and its story.
 //! - [`swarm`]: many seeds in parallel, per-invariant counts, JUnit XML.
 //! - [`coverage`]: which coverage probes runs reached, aggregated over seeds and scenarios.
+//! - [`load`]: `chatsim load`: real WebSocket phones against a running server (or the bare
+//!   relay it is measured against), latencies from the intended send time, the history judged.
 //! - [`check`]: exhaustive search of small worlds (`chatsim-models`, stateright) and its
 //!   Explorer.
 //!
@@ -20,6 +22,7 @@ pub mod check;
 pub mod coverage;
 pub mod engine;
 pub mod live;
+pub mod load;
 pub mod output;
 pub mod report;
 pub mod run;

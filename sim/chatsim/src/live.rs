@@ -317,6 +317,111 @@ pub fn client(
     failed
 }
 
+/// A server `chatsim load` started for itself, stopped (SIGKILL) when dropped.
+pub struct Spawned {
+    child: std::process::Child,
+    data: Option<std::path::PathBuf>,
+}
+
+impl Spawned {
+    /// Its process id, for reading its memory and CPU.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(d) = &self.data {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Start this binary as `args` (a `serve` or `relay` command), its output going to `log`, and
+/// wait until `addr` takes connections.
+pub fn spawn_self(
+    args: &[String],
+    addr: SocketAddr,
+    log: &std::path::Path,
+    data: Option<std::path::PathBuf>,
+) -> Result<Spawned, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    let child = std::process::Command::new(exe)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start the server: {e}"))?;
+    let mut spawned = Spawned { child, data };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Ok(spawned);
+        }
+        if let Ok(Some(status)) = spawned.child.try_wait() {
+            return Err(format!(
+                "the server stopped at once ({status}); its output is in {}",
+                log.display()
+            ));
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "the server did not listen at {addr} within 30 s; its output is in {}",
+                log.display()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The `chatsim serve` arguments for `cfg`, with its data in `data` (memory only if `None`).
+pub fn serve_args(cfg: &Config, data: Option<&std::path::Path>) -> Vec<String> {
+    let mut a = vec![
+        "serve".to_string(),
+        format!("--addr={}", cfg.addr),
+        format!("--users={}", cfg.users),
+        format!("--devices-per-user={}", cfg.devices_per_user),
+        format!("--gateways={}", cfg.gateways),
+        format!("--shards={}", cfg.shards),
+        format!("--seed={}", cfg.seed),
+        format!("--connections-max={}", cfg.phone_connections_max),
+    ];
+    match data {
+        Some(d) => a.push(format!("--data={}", d.display())),
+        None => a.push("--memory".into()),
+    }
+    a
+}
+
+/// Run the bare relay (the floor `chatsim load --floor` measures against) at `addr` until the
+/// process is stopped.
+pub fn relay(addr: SocketAddr) -> std::io::Result<()> {
+    if !addr.ip().is_loopback() {
+        return Err(std::io::Error::other(format!(
+            "--addr {addr}: the relay listens on loopback only (127.0.0.1 or ::1)"
+        )));
+    }
+    chatsim_server::raise_fd_limit();
+    let rt = real_tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let l = real_tokio::net::TcpListener::from_std(chatsim_server::serve::listen(addr)?)?;
+        chatsim_server::relay::relay(l).await
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -279,6 +279,87 @@ enum Command {
         #[command(flatten)]
         deployment: chatsim::live::DeploymentArgs,
     },
+    /// Load a chat server with thousands of real WebSocket phones on a fixed schedule (an open
+    /// model: latencies run from each send's intended time), then judge what every phone saw
+    /// with the same checkers as a simulated run. Starts its own `chatsim serve` unless given
+    /// --target. Raises its open-file limit to the hard limit. Exit 1 if the verdict fails.
+    Load {
+        /// A running server's gateway 1 (its deployment flags must match these: --devices at
+        /// most its --users, the same --seed, --gateways and --shards). Without it, load
+        /// starts a server at --addr for the run and stops it after.
+        #[arg(long)]
+        target: Option<std::net::SocketAddr>,
+        /// The running server's process id, to read its memory and CPU (a server load starts
+        /// itself is always measured).
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// Measure the floor instead: a bare WebSocket relay (no chat logic) under the same
+        /// schedule (`chatsim relay`; started at --addr unless --target).
+        #[arg(long)]
+        floor: bool,
+        /// Where a server load starts itself listens (gateway 1; loopback).
+        #[arg(long, default_value = "127.0.0.1:7600")]
+        addr: std::net::SocketAddr,
+        /// Keep the started server's data in memory, not on disk.
+        #[arg(long)]
+        server_memory: bool,
+        /// Phones, one user each.
+        #[arg(long, default_value_t = 1000)]
+        devices: u32,
+        /// Messages offered per second.
+        #[arg(long, default_value_t = 500.0)]
+        rate: f64,
+        /// Seconds of offered load.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Groups created before the load.
+        #[arg(long, default_value_t = 20)]
+        groups: u32,
+        /// Members per group.
+        #[arg(long, default_value_t = 8)]
+        group_size: u32,
+        /// Percent of texts sent to a group (by its members).
+        #[arg(long, default_value_t = 20)]
+        group_share: u8,
+        /// Percent of phones that go offline once during the load and come back.
+        #[arg(long, default_value_t = 5)]
+        away_share: u8,
+        /// Seconds each of them stays away.
+        #[arg(long, default_value_t = 2.0)]
+        away_secs: f64,
+        /// Seconds after the load within which every text must be acked and shown (the
+        /// verdict's liveness bound).
+        #[arg(long, default_value_t = 10.0)]
+        settle: f64,
+        /// Phones that connect at once.
+        #[arg(long, default_value_t = 500)]
+        connect_batch: u32,
+        /// Bytes per text.
+        #[arg(long, default_value_t = 64)]
+        body_bytes: usize,
+        /// Draws the schedule (and the deployment's keys).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Gateways of the deployment.
+        #[arg(long, default_value_t = 2)]
+        gateways: u16,
+        /// Chat shards of the deployment.
+        #[arg(long, default_value_t = 2)]
+        shards: u16,
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Report folder (default reports/load/<target>-<devices>x<rate>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// A bare WebSocket relay with no chat logic: the floor `chatsim load --floor` measures
+    /// chatsim against. Runs until stopped.
+    Relay {
+        /// Where to listen (loopback).
+        #[arg(long, default_value = "127.0.0.1:7500")]
+        addr: std::net::SocketAddr,
+    },
     /// List the bug zoo: each classic mistake, the invariant that catches it, and the
     /// scenario that shows it.
     Bugs,
@@ -684,6 +765,9 @@ fn main() -> ExitCode {
             connections_max,
         } => {
             init_logs();
+            if let Some(limit) = chatsim_server::raise_fd_limit() {
+                tracing::info!(limit, "open-file limit raised to its hard limit");
+            }
             let cfg = chatsim_server::Config {
                 phone_connections_max: connections_max,
                 ..deployment.config()
@@ -730,6 +814,139 @@ fn main() -> ExitCode {
             match chatsim::live::client(&cfg, me, ids, stdin, std::io::stdout()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(EXIT_ENGINE, e),
+            }
+        }
+        Command::Relay { addr } => match chatsim::live::relay(addr) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(EXIT_BAD_INPUT, format!("--addr {addr}: {e}")),
+        },
+        Command::Load {
+            target,
+            server_pid,
+            floor,
+            addr,
+            server_memory,
+            devices,
+            rate,
+            duration,
+            groups,
+            group_size,
+            group_share,
+            away_share,
+            away_secs,
+            settle,
+            connect_batch,
+            body_bytes,
+            seed,
+            gateways,
+            shards,
+            json,
+            out,
+        } => {
+            let spec = chatsim::load::LoadSpec {
+                devices,
+                rate,
+                duration_s: duration,
+                groups,
+                group_size,
+                group_share,
+                away_share,
+                away_s: away_secs,
+                settle_s: settle,
+                connect_batch,
+                body_bytes,
+                seed,
+            };
+            let cfg = chatsim_server::Config {
+                addr: target.unwrap_or(addr),
+                users: devices,
+                devices_per_user: 1,
+                gateways,
+                shards,
+                seed,
+                // Every phone on one gateway must fit, with room for reconnects.
+                phone_connections_max: devices.saturating_add(1000),
+            };
+            if let Err(e) = spec.validate() {
+                return fail(EXIT_BAD_INPUT, e);
+            }
+            if let Err(e) = cfg.validate() {
+                return fail(EXIT_BAD_INPUT, e);
+            }
+            let kind = if floor { "floor" } else { "chatsim" };
+            let dir = out
+                .unwrap_or_else(|| PathBuf::from(format!("reports/load/{kind}-{devices}x{rate}")));
+            let limit = chatsim_server::raise_fd_limit();
+            let say = |m: &str| {
+                if !json {
+                    eprintln!("load: {m}");
+                }
+            };
+            say(&format!(
+                "open-file limit {}",
+                limit.map_or("unchanged (could not raise it)".into(), |l| l.to_string())
+            ));
+            let _server = match target {
+                Some(_) => None,
+                None => {
+                    let log = dir.join("server.log");
+                    let started = if floor {
+                        chatsim::live::spawn_self(
+                            &["relay".into(), format!("--addr={addr}")],
+                            addr,
+                            &log,
+                            None,
+                        )
+                    } else {
+                        let data = (!server_memory).then(|| {
+                            std::env::temp_dir()
+                                .join(format!("chatsim-load-{}", std::process::id()))
+                        });
+                        chatsim::live::spawn_self(
+                            &chatsim::live::serve_args(&cfg, data.as_deref()),
+                            addr,
+                            &log,
+                            data,
+                        )
+                    };
+                    match started {
+                        Ok(s) => Some(s),
+                        Err(e) => return fail(EXIT_ENGINE, e),
+                    }
+                }
+            };
+            let watch = chatsim::load::Watch {
+                pid: server_pid.or(_server.as_ref().map(|s| s.pid())),
+            };
+            let mut progress = |m: &str| say(m);
+            let ran = if floor {
+                chatsim::load::run_floor(cfg.addr, &spec, watch, &mut progress).map(|r| (r, None))
+            } else {
+                chatsim::load::run_chat(&cfg, &spec, watch, &mut progress)
+                    .map(|(r, h)| (r, Some(h)))
+            };
+            drop(_server);
+            let (report, history) = match ran {
+                Ok(r) => r,
+                Err(e @ chatsim::load::LoadError::Spec(_)) => return fail(EXIT_BAD_INPUT, e),
+                Err(e) => return fail(EXIT_ENGINE, e),
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("figures are serialisable")
+                );
+            } else {
+                print!("{}", chatsim::load::summary(&report));
+            }
+            match chatsim::load::write_report(&dir, &report, history.as_ref()) {
+                Ok(()) => say(&format!("report: {}/index.html", dir.display())),
+                Err(e) => return fail(EXIT_ENGINE, format!("writing the report: {e}")),
+            }
+            if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_BROKEN)
             }
         }
         Command::Keys { device, deployment } => {

@@ -45,7 +45,7 @@ pub fn default_run_dir(r: &RunReport) -> PathBuf {
     PathBuf::from(format!("reports/{}-{}", r.scenario, r.seed))
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -82,7 +82,7 @@ fn story_html(scenario: &Scenario) -> String {
 
 /// Render charts into a temporary folder inside `dir`, then move them into place, so a
 /// half-drawn chart never replaces a good one.
-fn draw_charts(
+pub(crate) fn draw_charts(
     dir: &Path,
     stems: &[&str],
     draw: impl FnOnce(&Path) -> Result<(), String>,
@@ -307,7 +307,7 @@ pub fn timeline(h: &History, samples: &[(Millis, usize)]) -> Vec<Series> {
     ]
 }
 
-fn chart_block(stem: &str, caption: &str) -> String {
+pub(crate) fn chart_block(stem: &str, caption: &str) -> String {
     format!(
         r#"<figure><img src="{stem}.svg" alt="{caption}" width="900" height="420"><figcaption>{caption} (<a href="{stem}.png">PNG</a>, <a href="{stem}.svg">SVG</a>)</figcaption></figure>"#,
         caption = esc(caption)
@@ -331,7 +331,7 @@ window.addEventListener('load', function () {
 });
 </script>"#;
 
-fn page(title: &str, body: &str) -> String {
+pub(crate) fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head>\n<body data-check=\"pending\">\n{body}\n{CHECK_SCRIPT}\n</body></html>\n",
         esc(title)
