@@ -54,6 +54,7 @@ impl DeploymentArgs {
             shards: self.shards,
             seed: self.seed,
             phone_connections_max: chatsim_server::DEFAULT_PHONE_CONNECTIONS_MAX,
+            bugs: Default::default(),
         }
     }
 }
@@ -317,9 +318,12 @@ pub fn client(
     failed
 }
 
-/// A server `chatsim load` started for itself, stopped (SIGKILL) when dropped.
+/// A server `chatsim load` started for itself, stopped (SIGKILL) when dropped, its data
+/// folder removed then.
 pub struct Spawned {
     child: std::process::Child,
+    args: Vec<String>,
+    log: std::path::PathBuf,
     data: Option<std::path::PathBuf>,
 }
 
@@ -340,36 +344,74 @@ impl Drop for Spawned {
     }
 }
 
-/// Start this binary as `args` (a `serve` or `relay` command), its output going to `log`, and
-/// wait until `addr` takes connections.
-pub fn spawn_self(
+impl crate::load::Restart for Spawned {
+    fn kill(&mut self) -> Result<(), String> {
+        // Child::kill is SIGKILL: no grace, no flush; the page cache survives, as it does
+        // when a process crashes (power loss is another matter: see docs/protocol.md).
+        self.child
+            .kill()
+            .map_err(|e| format!("cannot kill the server: {e}"))
+    }
+
+    fn gone(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)) | Err(_))
+    }
+
+    fn start(&mut self) -> Result<u32, String> {
+        self.child = start_child(&self.args, &self.log, true)?;
+        Ok(self.child.id())
+    }
+
+    fn stopped(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(format!(
+                "the restarted server stopped ({status}); its output is in {}",
+                self.log.display()
+            )),
+            _ => None,
+        }
+    }
+}
+
+fn start_child(
     args: &[String],
-    addr: SocketAddr,
     log: &std::path::Path,
-    data: Option<std::path::PathBuf>,
-) -> Result<Spawned, String> {
+    append: bool,
+) -> Result<std::process::Child, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(append)
+        .write(true)
+        .truncate(!append)
+        .open(log)
+        .map_err(|e| format!("{}: {e}", log.display()))?;
     let err = out
         .try_clone()
         .map_err(|e| format!("{}: {e}", log.display()))?;
-    let child = std::process::Command::new(exe)
+    std::process::Command::new(exe)
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(out)
         .stderr(err)
         .spawn()
-        .map_err(|e| format!("cannot start the server: {e}"))?;
-    let mut spawned = Spawned { child, data };
+        .map_err(|e| format!("cannot start the server: {e}"))
+}
+
+fn wait_listening(
+    child: &mut std::process::Child,
+    addr: SocketAddr,
+    log: &std::path::Path,
+) -> Result<(), String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         if std::net::TcpStream::connect(addr).is_ok() {
-            return Ok(spawned);
+            return Ok(());
         }
-        if let Ok(Some(status)) = spawned.child.try_wait() {
+        if let Ok(Some(status)) = child.try_wait() {
             return Err(format!(
                 "the server stopped at once ({status}); its output is in {}",
                 log.display()
@@ -381,8 +423,27 @@ pub fn spawn_self(
                 log.display()
             ));
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+/// Start this binary as `args` (a `serve` or `relay` command), its output going to `log`, and
+/// wait until `addr` takes connections. `data` is removed when the server is dropped.
+pub fn spawn_self(
+    args: &[String],
+    addr: SocketAddr,
+    log: &std::path::Path,
+    data: Option<std::path::PathBuf>,
+) -> Result<Spawned, String> {
+    let child = start_child(args, log, false)?;
+    let mut spawned = Spawned {
+        child,
+        args: args.to_vec(),
+        log: log.to_path_buf(),
+        data,
+    };
+    wait_listening(&mut spawned.child, addr, log)?;
+    Ok(spawned)
 }
 
 /// The `chatsim serve` arguments for `cfg`, with its data in `data` (memory only if `None`).
@@ -397,6 +458,7 @@ pub fn serve_args(cfg: &Config, data: Option<&std::path::Path>) -> Vec<String> {
         format!("--seed={}", cfg.seed),
         format!("--connections-max={}", cfg.phone_connections_max),
     ];
+    a.extend(cfg.bugs.iter().map(|b| format!("--bug={b}")));
     match data {
         Some(d) => a.push(format!("--data={}", d.display())),
         None => a.push("--memory".into()),

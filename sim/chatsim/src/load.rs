@@ -73,6 +73,9 @@ pub struct LoadSpec {
     pub body_bytes: usize,
     /// Draws the schedule.
     pub seed: u64,
+    /// Times the server is killed with SIGKILL during the load and started again on the same
+    /// data folder (only a server the run started itself can be).
+    pub kills: u32,
 }
 
 /// Where a send goes.
@@ -105,6 +108,19 @@ pub struct Schedule {
     /// (user, gone from µs, back at µs): each such user is offline in between and sends
     /// nothing from shortly before until it is back.
     pub away: Vec<(u32, u64, u64)>,
+    /// When the server is killed (µs from the load's start) and which moment was aimed at.
+    pub kills: Vec<(u64, KillPoint)>,
+}
+
+/// Which moment a SIGKILL aims at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum KillPoint {
+    /// Any time during the load.
+    Anywhere,
+    /// A few ms after a group text was handed over: mid fan-out.
+    MidFanout,
+    /// Shortly after an away phone came back: mid drain.
+    MidDrain,
 }
 
 impl Schedule {
@@ -166,10 +182,38 @@ impl Schedule {
             };
             sends.push(Planned { at_us, from, to });
         }
+        let group_sends: Vec<u64> = sends
+            .iter()
+            .filter(|p| matches!(p.to, To::Group(_)))
+            .map(|p| p.at_us)
+            .collect();
+        let mut kills: Vec<(u64, KillPoint)> = (0..spec.kills)
+            .map(|k| {
+                let aim = [
+                    KillPoint::MidFanout,
+                    KillPoint::MidDrain,
+                    KillPoint::Anywhere,
+                ][k as usize % 3];
+                let at = match aim {
+                    KillPoint::MidFanout => group_sends.choose(&mut rng).map(|t| t + 3_000),
+                    KillPoint::MidDrain => away.choose(&mut rng).map(|(_, _, back)| back + 40_000),
+                    KillPoint::Anywhere => None,
+                };
+                match at {
+                    Some(t) => (t, aim),
+                    None => (
+                        rng.gen_range(total_us / 10..=total_us * 8 / 10),
+                        KillPoint::Anywhere,
+                    ),
+                }
+            })
+            .collect();
+        kills.sort_by_key(|k| k.0);
         Schedule {
             groups,
             sends,
             away,
+            kills,
         }
     }
 
@@ -306,6 +350,10 @@ pub struct LoadReport {
     pub display_by_path: BTreeMap<String, Quantiles>,
     /// How late the generator handed sends to phones (its own stall; included above).
     pub generator_lag: Quantiles,
+    /// How late a 1 ms tick on the phones' shared thread ran, over the load and settle: the
+    /// longest is the window reconnect bursts are judged over (timers due inside a stall
+    /// fire together after it, a clump no phone drew).
+    pub generator_stall: Quantiles,
     /// Server RSS before any phone connected (KiB).
     pub server_rss_base_kib: Option<u64>,
     /// Server RSS with every phone connected and idle (KiB).
@@ -320,6 +368,9 @@ pub struct LoadReport {
     pub server_cpu_ms_per_1k: Option<f64>,
     /// This generator's CPU seconds over the load and settle.
     pub generator_cpu_s: Option<f64>,
+    /// SIGKILLs during the load, each with the moment it aimed at and how long the server
+    /// took to listen again (ms).
+    pub kills: Vec<(KillPoint, f64)>,
     /// Each checker's verdict on the merged history (empty for the floor: it has no chat
     /// semantics to judge, only its delivery count).
     pub verdict: Vec<Verdict>,
@@ -516,6 +567,51 @@ async fn until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     true
 }
 
+/// A server the run started itself, which it can kill and start again. Nothing here waits:
+/// the phones share the generator's thread, and a thread blocked through a restart would
+/// hold every phone's timers until it woke, then fire them in one millisecond (a lockstep
+/// reconnect the design does not make).
+pub trait Restart {
+    /// Send the server SIGKILL.
+    fn kill(&mut self) -> Result<(), String>;
+    /// Whether the killed process is gone (and reaped).
+    fn gone(&mut self) -> bool;
+    /// Start it again on the same data; its process id.
+    fn start(&mut self) -> Result<u32, String>;
+    /// Why the started server stopped, if it has.
+    fn stopped(&mut self) -> Option<String>;
+}
+
+/// Kill `server`, start it again and wait until gateway 1 at `addr` takes connections,
+/// without blocking the thread; its new process id.
+async fn restart(server: &mut dyn Restart, addr: SocketAddr) -> Result<u32, String> {
+    server.kill()?;
+    while !server.gone() {
+        real_tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let pid = server.start()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Ok(_)) = real_tokio::time::timeout(
+            Duration::from_millis(200),
+            real_tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            return Ok(pid);
+        }
+        if let Some(why) = server.stopped() {
+            return Err(why);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the restarted server did not listen at {addr} within 30 s"
+            ));
+        }
+        real_tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// The server process being measured, if known.
 #[derive(Clone, Copy, Debug)]
 pub struct Watch {
@@ -541,22 +637,29 @@ pub fn run_chat(
     cfg: &Config,
     spec: &LoadSpec,
     watch: Watch,
+    server: Option<&mut dyn Restart>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(LoadReport, History), LoadError> {
     spec.validate()?;
+    if spec.kills > 0 && server.is_none() {
+        return Err(LoadError::Spec(
+            "--kills: only a server this run starts itself can be killed (drop --target)".into(),
+        ));
+    }
     let sched = Schedule::new(spec);
     let rt = real_tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = real_tokio::task::LocalSet::new();
-    local.block_on(&rt, drive_chat(cfg, spec, &sched, watch, progress))
+    local.block_on(&rt, drive_chat(cfg, spec, &sched, watch, server, progress))
 }
 
 async fn drive_chat(
     cfg: &Config,
     spec: &LoadSpec,
     sched: &Schedule,
-    watch: Watch,
+    mut watch: Watch,
+    mut server: Option<&mut dyn Restart>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(LoadReport, History), LoadError> {
     let n = spec.devices;
@@ -661,6 +764,24 @@ async fn drive_chat(
     let mut toggles = toggles.into_iter().peekable();
     let start = Instant::now() + Duration::from_millis(20);
     tally.borrow_mut().measuring = true;
+    let stall = Rc::new(RefCell::new(histogram()));
+    let ticker = {
+        let stall = stall.clone();
+        real_tokio::task::spawn_local(async move {
+            let mut due = Instant::now();
+            loop {
+                due += Duration::from_millis(1);
+                real_tokio::time::sleep_until(due.into()).await;
+                stall.borrow_mut().saturating_record(
+                    Instant::now()
+                        .saturating_duration_since(due)
+                        .as_micros()
+                        .max(1) as u64,
+                );
+                due = due.max(Instant::now());
+            }
+        })
+    };
     let mut lag = histogram();
     let mut owed = 0u64;
     let toggle = |(_, u, online): (u64, u32, bool), extra: &mut Vec<(Millis, Event)>| {
@@ -677,10 +798,39 @@ async fn drive_chat(
         extra.push((chatsim_server::now(), Event::Fault(fault)));
         let _ = phones[u as usize].send(action);
     };
+    let mut kills = sched.kills.iter().peekable();
+    let mut cpu_before_kills = 0.0;
     for (i, p) in sched.sends.iter().enumerate() {
         let at = start + Duration::from_micros(p.at_us);
         while let Some(t) = toggles.next_if(|(t, _, _)| *t <= p.at_us) {
             toggle(t, &mut history_extra);
+        }
+        while let Some((kill_at, aim)) = kills.next_if(|(t, _)| *t <= p.at_us) {
+            let when = start + Duration::from_micros(*kill_at);
+            if Instant::now() < when {
+                real_tokio::time::sleep_until(when.into()).await;
+            }
+            let server = server.as_mut().expect("kills need a server to restart");
+            cpu_before_kills += watch.cpu().unwrap_or(0.0);
+            let down = chatsim_server::now();
+            let began = Instant::now();
+            // The sends due meanwhile wait: they go out late, their lateness counted in their
+            // latency. The phones go on.
+            let pid = restart(&mut **server, cfg.addr)
+                .await
+                .map_err(LoadError::Target)?;
+            watch.pid = Some(pid);
+            for h in cfg.hosts() {
+                history_extra.push((down, Event::Fault(Fault::Kill(h))));
+                history_extra.push((chatsim_server::now(), Event::Fault(Fault::Restart(h))));
+            }
+            report
+                .kills
+                .push((*aim, began.elapsed().as_secs_f64() * 1000.0));
+            progress(&format!(
+                "killed the server (SIGKILL, aiming {aim:?}); listening again after {:.0} ms",
+                began.elapsed().as_secs_f64() * 1000.0
+            ));
         }
         if Instant::now() < at {
             real_tokio::time::sleep_until(at.into()).await;
@@ -726,8 +876,13 @@ async fn drive_chat(
     .await;
     // A little longer, so receipts and acks of the last displays land in the history too.
     real_tokio::time::sleep(Duration::from_millis(500)).await;
-    let cpu1 = (watch.cpu(), proc_stats::cpu_s(std::process::id()));
+    let cpu1 = (
+        watch.cpu().map(|c| c + cpu_before_kills),
+        proc_stats::cpu_s(std::process::id()),
+    );
     report.server_rss_end_kib = watch.rss();
+    ticker.abort();
+    report.generator_stall = Quantiles::of(&stall.borrow());
 
     drop(phones);
     let mut records: Vec<(Millis, Event)> = history_extra;
@@ -778,6 +933,12 @@ async fn drive_chat(
         history.records.len()
     ));
     report.verdict = check_all(&history, bounds);
+    let window = (report.generator_stall.max_ms.ceil() as Millis) + 1;
+    for v in &mut report.verdict {
+        if v.name == chatsim_judge::bounds::RECONNECT_LOAD {
+            *v = chatsim_judge::bounds::reconnect_load_within(&history, window);
+        }
+    }
     report.history_events = history.records.len();
     report.passed = report.verdict.iter().all(|v| v.holds) && report.displayed >= report.owed;
     Ok((report, history))
@@ -1048,6 +1209,13 @@ pub fn summary(r: &LoadReport) -> String {
         "  generator lag {} (inside the figures above)",
         r.generator_lag.line()
     );
+    if r.generator_stall.count > 0 {
+        let _ = writeln!(
+            s,
+            "  phones' thread stalled at most {:.1} ms (p99.9 {:.1} ms): reconnect bursts judged over windows that long",
+            r.generator_stall.max_ms, r.generator_stall.p999_ms
+        );
+    }
     let kib = |v: Option<u64>| v.map_or("not measured".to_string(), |v| format!("{v} KiB"));
     let _ = writeln!(
         s,
@@ -1203,6 +1371,7 @@ mod tests {
             connect_batch: 10,
             body_bytes: 32,
             seed: 9,
+            kills: 3,
         }
     }
 
@@ -1238,6 +1407,14 @@ mod tests {
             }
         }
         assert!(s.sends.windows(2).all(|w| w[0].at_us <= w[1].at_us));
+        let aims: Vec<KillPoint> = s.kills.iter().map(|k| k.1).collect();
+        for aim in [
+            KillPoint::MidFanout,
+            KillPoint::MidDrain,
+            KillPoint::Anywhere,
+        ] {
+            assert!(aims.contains(&aim), "{aims:?}");
+        }
         let other = Schedule::new(&LoadSpec { seed: 10, ..spec() });
         assert_ne!(s.sends, other.sends);
     }

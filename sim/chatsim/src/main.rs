@@ -257,6 +257,11 @@ enum Command {
         /// 1013 (try again later).
         #[arg(long, default_value_t = chatsim_server::DEFAULT_PHONE_CONNECTIONS_MAX)]
         connections_max: u32,
+        /// Switch on a bug-zoo mistake in every server machine (never in production: it is
+        /// there to watch `chatsim load` catch it on real sockets; its phones must have it
+        /// too, and `load --bug` gives it to both).
+        #[arg(long = "bug", value_name = "NAME")]
+        bugs: Vec<Bug>,
     },
     /// Be one phone of a running `chatsim serve` in the terminal (type `help` there): send,
     /// see ✓ ✓✓ and read, go offline and come back to the backlog.
@@ -352,6 +357,15 @@ enum Command {
         /// Report folder (default reports/load/<target>-<devices>x<rate>).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// SIGKILL the server this many times during the load (aiming mid group fan-out, mid
+        /// inbox drain and anywhere, in turn) and start it again on the same data: the
+        /// verdict then judges durability too.
+        #[arg(long, default_value_t = 0, conflicts_with = "target")]
+        kills: u32,
+        /// Switch on a bug-zoo mistake in the server load starts and in its phones, to watch
+        /// the verdict catch it over real sockets.
+        #[arg(long = "bug", value_name = "NAME", conflicts_with_all = ["target", "floor"])]
+        bugs: Vec<Bug>,
     },
     /// A bare WebSocket relay with no chat logic: the floor `chatsim load --floor` measures
     /// chatsim against. Runs until stopped.
@@ -763,6 +777,7 @@ fn main() -> ExitCode {
             memory,
             sessions,
             connections_max,
+            bugs,
         } => {
             init_logs();
             if let Some(limit) = chatsim_server::raise_fd_limit() {
@@ -770,6 +785,7 @@ fn main() -> ExitCode {
             }
             let cfg = chatsim_server::Config {
                 phone_connections_max: connections_max,
+                bugs: bugs.into_iter().collect(),
                 ..deployment.config()
             };
             let roles = match chatsim::live::parse_roles(&cfg, &roles) {
@@ -842,7 +858,15 @@ fn main() -> ExitCode {
             shards,
             json,
             out,
+            kills,
+            bugs,
         } => {
+            if kills > 0 && (floor || server_memory) {
+                return fail(
+                    EXIT_BAD_INPUT,
+                    "--kills: needs the chat server on disk (not --floor or --server-memory)",
+                );
+            }
             let spec = chatsim::load::LoadSpec {
                 devices,
                 rate,
@@ -856,6 +880,7 @@ fn main() -> ExitCode {
                 connect_batch,
                 body_bytes,
                 seed,
+                kills,
             };
             let cfg = chatsim_server::Config {
                 addr: target.unwrap_or(addr),
@@ -866,6 +891,7 @@ fn main() -> ExitCode {
                 seed,
                 // Every phone on one gateway must fit, with room for reconnects.
                 phone_connections_max: devices.saturating_add(1000),
+                bugs: bugs.into_iter().collect(),
             };
             if let Err(e) = spec.validate() {
                 return fail(EXIT_BAD_INPUT, e);
@@ -886,7 +912,7 @@ fn main() -> ExitCode {
                 "open-file limit {}",
                 limit.map_or("unchanged (could not raise it)".into(), |l| l.to_string())
             ));
-            let _server = match target {
+            let mut server = match target {
                 Some(_) => None,
                 None => {
                     let log = dir.join("server.log");
@@ -916,16 +942,19 @@ fn main() -> ExitCode {
                 }
             };
             let watch = chatsim::load::Watch {
-                pid: server_pid.or(_server.as_ref().map(|s| s.pid())),
+                pid: server_pid.or(server.as_ref().map(|s| s.pid())),
             };
             let mut progress = |m: &str| say(m);
             let ran = if floor {
                 chatsim::load::run_floor(cfg.addr, &spec, watch, &mut progress).map(|r| (r, None))
             } else {
-                chatsim::load::run_chat(&cfg, &spec, watch, &mut progress)
+                let restart = server
+                    .as_mut()
+                    .map(|s| s as &mut dyn chatsim::load::Restart);
+                chatsim::load::run_chat(&cfg, &spec, watch, restart, &mut progress)
                     .map(|(r, h)| (r, Some(h)))
             };
-            drop(_server);
+            drop(server);
             let (report, history) = match ran {
                 Ok(r) => r,
                 Err(e @ chatsim::load::LoadError::Spec(_)) => return fail(EXIT_BAD_INPUT, e),
