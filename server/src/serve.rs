@@ -832,16 +832,18 @@ where
             out = outgoing.next() => match out {
                 Some(frame) => {
                     // A peer that does not read holds this send: the host may still close the
-                    // connection, or its queue overflow, meanwhile.
+                    // connection, or its queue overflow, meanwhile. The send is tried first, so
+                    // what the machine queued before closing (a Refused ahead of the close)
+                    // still goes out to a peer that reads.
                     tokio::select! {
                         biased;
-                        () = outgoing.stopped() => {}
                         sent = sink.send(Message::Binary(frame)) => {
                             if sent.is_err() {
                                 return None;
                             }
                             continue;
                         }
+                        () = outgoing.stopped() => {}
                     }
                     if outgoing.overflowed() {
                         // Dropped without a Close frame: it would wait behind what the peer
