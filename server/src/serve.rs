@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use chatsim_system::durable::Write;
 use chatsim_system::limits::FRAME_BYTES_MAX;
 use chatsim_system::probe::Probe;
-use chatsim_system::proto::{ConnId, DeviceId, Host, Millis};
+use chatsim_system::proto::{ConnId, DeviceId, Host, Millis, Up};
 use chatsim_world::deploy::Durable;
 use chatsim_world::host::{ConnEvent, ServerHost, ServerLinks};
 use chatsim_world::wire::{decode, encode, Frame, Wire, LEN_BYTES};
@@ -48,6 +48,50 @@ pub const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
 /// before its first frame: the gateway machine learns of a connection only from that frame, so without
 /// this a peer that never speaks would hold a socket and its buffers for as long as it liked.
 pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends (texts and membership changes) one phone connection may make per second, sustained,
+/// and in a burst: far above a person typing or a phone flushing its outbox after an absence
+/// (it keeps at most `OUTBOX_IN_FLIGHT_MAX` unacked). Each send costs a durable write, so a
+/// flooding device is held to this instead of taking the shard and storage from everyone.
+pub const PHONE_SENDS_PER_S: f64 = 50.0;
+/// See [`PHONE_SENDS_PER_S`].
+pub const PHONE_SENDS_BURST: f64 = 200.0;
+/// Frames of any kind one phone connection may send per second, sustained, and in a burst:
+/// a drain is acked one message at a time, and a backlog of a few thousand fits the burst.
+pub const PHONE_FRAMES_PER_S: f64 = 2_000.0;
+/// See [`PHONE_FRAMES_PER_S`].
+pub const PHONE_FRAMES_BURST: f64 = 4_000.0;
+/// A phone held back by its rate limits this long without a break is closed (1008,
+/// `TooFast`): until then it is only slowed, its frames left unread in the kernel's buffers.
+pub const PHONE_THROTTLED_MAX: Duration = Duration::from_secs(5);
+
+/// A token bucket: `rate` a second, at most `burst` saved up.
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    at: tokio::time::Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, burst: f64) -> Bucket {
+        Bucket {
+            tokens: burst,
+            rate,
+            burst,
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Spend one token; if none is left, how long until the next one.
+    fn take(&mut self, now: tokio::time::Instant) -> Option<Duration> {
+        let earned = now.saturating_duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + earned).min(self.burst);
+        self.at = now;
+        self.tokens -= 1.0;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.rate))
+    }
+}
 
 /// How long after the stop signal the machines keep running, so acks of writes already
 /// synced go out and the syncs in flight finish, before the hosts stop.
@@ -678,6 +722,7 @@ pub fn close_code_for(bad: &BadFrame) -> CloseCode {
         BadFrame::TooBig => CloseCode::Size,
         BadFrame::Silent => CloseCode::Policy,
         BadFrame::NotReading => CloseCode::Policy,
+        BadFrame::TooFast => CloseCode::Policy,
     }
 }
 
@@ -696,6 +741,8 @@ pub enum BadFrame {
     Silent,
     /// It stopped reading while [`PHONE_QUEUE_BYTES_MAX`] queued up for it.
     NotReading,
+    /// It kept sending faster than its rate limits for [`PHONE_THROTTLED_MAX`].
+    TooFast,
 }
 
 /// Check one binary message from a phone: exactly one whole frame, and an `Up` one.
@@ -826,6 +873,12 @@ where
     let (mut sink, mut stream) = ws.split();
     let silent_until = tokio::time::Instant::now() + FIRST_FRAME_TIMEOUT;
     let mut spoke = false;
+    let mut sends = Bucket::new(PHONE_SENDS_PER_S, PHONE_SENDS_BURST);
+    let mut frames = Bucket::new(PHONE_FRAMES_PER_S, PHONE_FRAMES_BURST);
+    // While set, nothing more is read from the phone until then.
+    let mut paused_until: Option<tokio::time::Instant> = None;
+    // Since when every frame has had to wait for its limits.
+    let mut throttled_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             biased;
@@ -871,12 +924,41 @@ where
                     .await;
                 return Some(code);
             }
-            msg = stream.next() => {
+            () = sleep_until_opt(paused_until), if paused_until.is_some() => {
+                paused_until = None;
+            }
+            msg = stream.next(), if paused_until.is_none() => {
                 let bad = match msg {
                     Some(Ok(Message::Binary(data))) => match phone_frame(&data) {
                         Ok(frame) => {
                             spoke = true;
+                            let now = tokio::time::Instant::now();
+                            let is_send = matches!(frame.wire, Wire::Up(Up::Send { .. }));
                             on_frame(&data, frame);
+                            let wait = match (frames.take(now), is_send.then(|| sends.take(now)).flatten()) {
+                                (Some(a), Some(b)) => Some(a.max(b)),
+                                (a, b) => a.or(b),
+                            };
+                            match wait {
+                                None => throttled_since = None,
+                                Some(wait) => {
+                                    let since = *throttled_since.get_or_insert(now);
+                                    if now.duration_since(since) < PHONE_THROTTLED_MAX {
+                                        paused_until = Some(now + wait);
+                                        continue;
+                                    }
+                                    let code = close_code_for(&BadFrame::TooFast);
+                                    let _ = tokio::time::timeout(
+                                        FIRST_FRAME_TIMEOUT,
+                                        sink.send(Message::Close(Some(CloseFrame {
+                                            code,
+                                            reason: "TooFast".into(),
+                                        }))),
+                                    )
+                                    .await;
+                                    return Some(code);
+                                }
+                            }
                             continue;
                         }
                         Err(bad) => bad,

@@ -732,3 +732,152 @@ fn a_hostile_network_is_refused_case_by_case_and_others_are_served_on() {
     let _ = stop.send(());
     server.join().expect("the server thread ends");
 }
+
+/// This process's resident memory, KiB (Linux).
+fn rss_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+// A device that sends texts as fast as its socket takes them is held to its rate (after its
+// burst, about PHONE_SENDS_PER_S acked a second), closed with 1008 once it has been held back
+// for PHONE_THROTTLED_MAX, and meanwhile a good phone's pings are answered quickly and the
+// server's memory stays put.
+#[test]
+fn a_phone_sending_faster_than_allowed_is_slowed_then_closed() {
+    use chatsim_server::serve::{PHONE_SENDS_BURST, PHONE_SENDS_PER_S, PHONE_THROTTLED_MAX};
+    use chatsim_system::proto::{Down, MsgId, Up};
+    let cfg = config(7);
+    let (stop, server) = serve(&cfg);
+    let url = format!("ws://{}/", cfg.gateway_addr(0));
+    let hello = |d: DeviceId| {
+        Message::Binary(
+            up_frame(
+                d,
+                Up::Hello {
+                    device: d,
+                    token: chatsim_system::routing::device_token(d),
+                    epoch: 1,
+                },
+            )
+            .into(),
+        )
+    };
+    let before = rss_kib();
+    let (acked_early, code, took, worst_rtt, grew) = current_thread().block_on(async {
+        let good = DeviceId::primary(UserId(0));
+        let (mut phone, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .expect("the gateway takes connections");
+        phone.send(hello(good)).await.expect("sends");
+        assert!(matches!(
+            next_down(&mut phone, Duration::from_secs(5)).await,
+            Some(Down::Welcome { .. })
+        ));
+
+        let flooder = DeviceId::primary(UserId(2));
+        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .expect("the gateway takes connections");
+        let (mut sink, mut source) = ws.split();
+        sink.send(hello(flooder)).await.expect("sends");
+        let started = std::time::Instant::now();
+        let flood = tokio::spawn(async move {
+            for n in 0..100_000u32 {
+                let send = Up::Send {
+                    conv: ConvId::direct(UserId(2), UserId(1)),
+                    id: MsgId { device: flooder, n },
+                    body: vec![b'x'; 32],
+                    sent_at: 0,
+                    op: None,
+                    version: 0,
+                    keys: Vec::new(),
+                };
+                if sink
+                    .send(Message::Binary(up_frame(flooder, send).into()))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        // Count the flooder's ✓s as they come, until it is closed.
+        let watch = tokio::spawn(async move {
+            let mut early = 0u32;
+            loop {
+                match tokio::time::timeout(Duration::from_secs(30), source.next()).await {
+                    Ok(Some(Ok(Message::Binary(b)))) => {
+                        let mut buf = bytes::BytesMut::from(&b[..]);
+                        if let Ok(Some((f, _))) = chatsim_world::wire::decode(&mut buf) {
+                            if matches!(f.wire, chatsim_world::wire::Wire::Down(Down::Sent { .. }))
+                                && started.elapsed() < Duration::from_secs(3)
+                            {
+                                early += 1;
+                            }
+                        }
+                    }
+                    Ok(Some(Ok(Message::Close(frame)))) => {
+                        return (early, frame.map(|f| f.code), started.elapsed());
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    _ => return (early, None, started.elapsed()),
+                }
+            }
+        });
+        let mut worst = Duration::ZERO;
+        let mut grew = 0u64;
+        while !watch.is_finished() {
+            let t = std::time::Instant::now();
+            phone
+                .send(Message::Binary(up_frame(good, Up::Ping).into()))
+                .await
+                .expect("sends");
+            let pong = next_down(&mut phone, Duration::from_secs(5)).await;
+            assert!(matches!(pong, Some(Down::Pong)), "{pong:?}");
+            worst = worst.max(t.elapsed());
+            if let (Some(a), Some(b)) = (before, rss_kib()) {
+                grew = grew.max(b.saturating_sub(a));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (early, code, took) = watch.await.expect("joins");
+        flood.abort();
+        (early, code, took, worst, grew)
+    });
+    eprintln!(
+        "flood: {acked_early} texts acked in its first 3 s, closed after {took:?}, a good \
+         phone's worst pong {worst_rtt:?}, server RSS grew {grew} KiB"
+    );
+    // Within its first 3 s: the burst and 3 s of its rate, give or take a few in flight.
+    let allowed = PHONE_SENDS_BURST + 3.0 * PHONE_SENDS_PER_S + 20.0;
+    assert!(
+        f64::from(acked_early) <= allowed,
+        "{acked_early} texts acked in 3 s (limit {allowed})"
+    );
+    assert!(
+        acked_early >= 100,
+        "the flooder's first texts go through: {acked_early}"
+    );
+    assert_eq!(code, Some(CloseCode::Policy), "closed as TooFast");
+    assert!(
+        took >= PHONE_THROTTLED_MAX && took < PHONE_THROTTLED_MAX + Duration::from_secs(10),
+        "closed after {took:?}"
+    );
+    assert!(
+        worst_rtt < Duration::from_millis(250),
+        "a good phone waited {worst_rtt:?} for its pong during the flood"
+    );
+    assert!(
+        grew < 64 * 1024,
+        "the server grew {grew} KiB during the flood"
+    );
+    let _ = stop.send(());
+    server.join().expect("the server thread ends");
+}
