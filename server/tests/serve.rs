@@ -180,16 +180,7 @@ fn a_peer_that_sends_what_no_phone_may_is_closed_and_the_server_goes_on() {
                 .await
                 .expect("the gateway takes connections");
             ws.send(msg).await.expect("sends");
-            let closed = tokio::time::timeout(Duration::from_secs(15), async {
-                while let Some(m) = ws.next().await {
-                    if let Ok(Message::Close(frame)) = m {
-                        return frame.map(|f| f.code);
-                    }
-                }
-                None
-            })
-            .await
-            .expect("closed in time");
+            let closed = close_code(&mut ws, Duration::from_secs(15)).await;
             assert_eq!(closed, Some(code), "{what}");
         }
     });
@@ -513,6 +504,23 @@ fn a_gateway_past_its_connection_limit_says_try_again_later() {
     assert_eq!(served.refused, 1, "{served:?}");
 }
 
+/// The close code the gateway ends `ws` with, waiting at most `within` (panics past it).
+async fn close_code<S>(ws: &mut S, within: Duration) -> Option<CloseCode>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    tokio::time::timeout(within, async {
+        while let Some(m) = ws.next().await {
+            if let Ok(Message::Close(frame)) = m {
+                return frame.map(|f| f.code);
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed in time")
+}
+
 /// One frame a phone would send, as bytes on the wire.
 fn up_frame(from: DeviceId, up: chatsim_system::proto::Up) -> Vec<u8> {
     chatsim_world::wire::encode(&chatsim_world::wire::Frame {
@@ -560,6 +568,7 @@ fn a_hostile_network_is_refused_case_by_case_and_others_are_served_on() {
     let (stop, server) = serve(&cfg);
     let url = format!("ws://{}/", cfg.gateway_addr(0));
     let good = DeviceId::primary(UserId(0));
+    let before = rss_kib();
     let worst_rtt = current_thread().block_on(async {
         // The good phone: bound, then pinging throughout.
         let (mut phone, _) = tokio_tungstenite::connect_async(url.as_str())
@@ -640,16 +649,7 @@ fn a_hostile_network_is_refused_case_by_case_and_others_are_served_on() {
                 .await
                 .expect("the gateway takes connections");
             let _ = ws.send(Message::Binary(bytes.into())).await;
-            let closed = tokio::time::timeout(Duration::from_secs(10), async {
-                while let Some(m) = ws.next().await {
-                    if let Ok(Message::Close(frame)) = m {
-                        return frame.map(|f| f.code);
-                    }
-                }
-                None
-            })
-            .await
-            .expect("closed in time");
+            let closed = close_code(&mut ws, Duration::from_secs(10)).await;
             assert_eq!(closed, Some(code), "{what}");
             rtt(&mut phone).await;
         }
@@ -724,10 +724,19 @@ fn a_hostile_network_is_refused_case_by_case_and_others_are_served_on() {
         worst
     });
     // The bound other users are held to during the attacks: a ping answered well within a
-    // heartbeat (measured here; loopback answers in about a millisecond).
+    // heartbeat (measured here; loopback answers in about a millisecond). And the attacks cost
+    // the server no lasting memory (the oversize one is refused before it is buffered whole).
+    let grew = before
+        .zip(rss_kib())
+        .map_or(0, |(a, b)| b.saturating_sub(a));
+    eprintln!("hostile: a good phone's worst pong {worst_rtt:?}, server RSS grew {grew} KiB");
     assert!(
         worst_rtt < Duration::from_millis(250),
         "a good phone waited {worst_rtt:?} for its pong during the attacks"
+    );
+    assert!(
+        grew < 64 * 1024,
+        "the server grew {grew} KiB during the attacks"
     );
     let _ = stop.send(());
     server.join().expect("the server thread ends");

@@ -17,7 +17,7 @@
 //! The phones are the real client (`chatsim_server::phone::Phone`: the `Device` machine
 //! behind the host layer), all on one thread, so the generator costs one core at most.
 
-use crate::report::charts::{line_chart, Series};
+use crate::report::charts::line_chart;
 use crate::report::{chart_block, draw_charts, esc, page, timeline, write_atomic};
 use chatsim_judge::checkers::{check_all, Bounds, Verdict};
 use chatsim_judge::{Event, Fault, History, Record};
@@ -376,8 +376,57 @@ pub struct LoadReport {
     pub verdict: Vec<Verdict>,
     /// Whether every checker holds and every owed display arrived.
     pub passed: bool,
+    /// The same schedule through the bare relay, right after, when asked (`--beside-floor`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beside_floor: Option<Beside>,
     /// Events in the judged history.
     pub history_events: usize,
+}
+
+/// A chat run set beside the floor's run of the same schedule: each figure as chat / floor.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Beside {
+    /// The floor's displays per second.
+    pub floor_delivered_per_s: f64,
+    /// Chat displays/s over the floor's (1.0 while both keep up with the offered rate; below
+    /// it, chat fell behind).
+    pub delivered_ratio: f64,
+    /// The floor's p99 send to display (ms).
+    pub floor_display_p99_ms: f64,
+    /// Chat p99 over the floor's, live pushes only (the floor has no phones away, whose
+    /// backlog waits for them).
+    pub display_p99_ratio: f64,
+    /// The floor's server CPU per 1000 displays (ms).
+    pub floor_cpu_ms_per_1k: Option<f64>,
+    /// Chat server CPU per display over the floor's.
+    pub cpu_ratio: Option<f64>,
+}
+
+impl LoadReport {
+    /// p99 send to display of live pushes (every path, if none was recorded by path).
+    pub fn live_p99_ms(&self) -> f64 {
+        self.display_by_path
+            .get("live")
+            .map_or(self.display.p99_ms, |q| q.p99_ms)
+    }
+}
+
+impl Beside {
+    /// `chat` set beside `floor`.
+    pub fn of(chat: &LoadReport, floor: &LoadReport) -> Beside {
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        Beside {
+            floor_delivered_per_s: floor.delivered_per_s,
+            delivered_ratio: ratio(chat.delivered_per_s, floor.delivered_per_s),
+            floor_display_p99_ms: floor.display.p99_ms,
+            display_p99_ratio: ratio(chat.live_p99_ms(), floor.display.p99_ms),
+            floor_cpu_ms_per_1k: floor.server_cpu_ms_per_1k,
+            cpu_ratio: chat
+                .server_cpu_ms_per_1k
+                .zip(floor.server_cpu_ms_per_1k)
+                .map(|(a, b)| ratio(a, b)),
+        }
+    }
 }
 
 /// What went wrong before a run could be judged.
@@ -654,6 +703,71 @@ pub fn run_chat(
     local.block_on(&rt, drive_chat(cfg, spec, &sched, watch, server, progress))
 }
 
+/// Start `n` clients (`start(u)` spawns client `u`) in batches of `batch`, each batch
+/// waited for until all of it has connected (30 s at most; `missing` says what to check
+/// then), and read the connection figures and the server's idle memory into `report`.
+async fn connect_all(
+    n: u32,
+    batch: u32,
+    tally: &Rc<RefCell<Tally>>,
+    watch: Watch,
+    report: &mut LoadReport,
+    mut start: impl FnMut(u32),
+    missing: impl Fn(u32, u32) -> String,
+) -> Result<(), LoadError> {
+    let started = Instant::now();
+    for u in 0..n {
+        tally.borrow_mut().started[u as usize] = Some(Instant::now());
+        start(u);
+        if (u + 1) % batch == 0 || u + 1 == n {
+            let want = u + 1;
+            if !until(Duration::from_secs(30), || tally.borrow().ever_n >= want).await {
+                return Err(LoadError::Target(missing(tally.borrow().ever_n, want)));
+            }
+        }
+    }
+    {
+        let t = tally.borrow();
+        report.connected = t.ever_n;
+        report.connect = Quantiles::of(&t.connect);
+        report.connect_all_s = t.last_connect.map_or(0.0, |l| (l - started).as_secs_f64());
+    }
+    real_tokio::time::sleep(IDLE).await;
+    report.server_rss_idle_kib = watch.rss();
+    if let (Some(base), Some(idle)) = (report.server_rss_base_kib, report.server_rss_idle_kib) {
+        report.kib_per_idle_connection =
+            Some(idle.saturating_sub(base) as f64 / f64::from(report.connected.max(1)));
+    }
+    Ok(())
+}
+
+/// What the tally counted over a load that ran from `start` to `load_end`, into `report`.
+fn read_tally(
+    report: &mut LoadReport,
+    t: &Tally,
+    (start, load_end): (Instant, Instant),
+    (sends, owed): (u64, u64),
+    lag: &Histogram<u64>,
+) {
+    report.sends = sends;
+    report.acked = t.acked.len() as u64;
+    report.owed = owed;
+    report.displayed = t.shown.len() as u64;
+    report.unplanned_drops = t.unplanned_drops;
+    report.sent_per_s = sends as f64 / (load_end - start).as_secs_f64().max(1e-3);
+    report.delivered_per_s = t.last_display.map_or(0.0, |l| {
+        report.displayed as f64 / l.saturating_duration_since(start).as_secs_f64().max(1e-3)
+    });
+    report.ack = Quantiles::of(&t.ack);
+    report.display = Quantiles::of(&t.display);
+    report.display_by_path = t
+        .by_path
+        .iter()
+        .map(|(p, h)| (p.to_string(), Quantiles::of(h)))
+        .collect();
+    report.generator_lag = Quantiles::of(lag);
+}
+
 async fn drive_chat(
     cfg: &Config,
     spec: &LoadSpec,
@@ -679,8 +793,7 @@ async fn drive_chat(
     ));
     let mut phones: Vec<UnboundedSender<Action>> = Vec::with_capacity(n as usize);
     let mut tasks: Vec<JoinHandle<(DeviceId, Vec<Record>)>> = Vec::with_capacity(n as usize);
-    let connect_started = Instant::now();
-    for u in 0..n {
+    let start_phone = |u: u32| {
         let d = DeviceId {
             user: UserId(u),
             index: 0,
@@ -688,47 +801,36 @@ async fn drive_chat(
         let (tx, rx) = unbounded_channel();
         let mut phone = Phone::of(cfg, &topo, d);
         let t = tally.clone();
-        t.borrow_mut().started[u as usize] = Some(Instant::now());
         tasks.push(real_tokio::task::spawn_local(async move {
             let _ = phone.run(rx, |r| t.borrow_mut().on_record(d, r)).await;
             (d, phone.records())
         }));
         phones.push(tx);
-        if (u + 1) % spec.connect_batch == 0 || u + 1 == n {
-            let want = u + 1;
-            let t = tally.clone();
-            if !until(Duration::from_secs(30), || t.borrow().ever_n >= want).await {
-                return Err(LoadError::Target(format!(
-                    "only {} of {want} phones connected within 30 s of their batch's start: is \
-                     chatsim serve running at {} with --users {} (or more) and the same --seed, \
-                     --gateways and --shards?",
-                    t.borrow().ever_n,
-                    cfg.addr,
-                    n
-                )));
-            }
-        }
-    }
-    {
-        let t = tally.borrow();
-        report.connected = t.ever_n;
-        report.connect = Quantiles::of(&t.connect);
-        report.connect_all_s = t
-            .last_connect
-            .map_or(0.0, |l| (l - connect_started).as_secs_f64());
-    }
+    };
+    let missing = |got: u32, want: u32| {
+        format!(
+            "only {got} of {want} phones connected within 30 s of their batch's start: is \
+             chatsim serve running at {} with --users {n} (or more) and the same --seed, \
+             --gateways and --shards?",
+            cfg.addr
+        )
+    };
+    connect_all(
+        n,
+        spec.connect_batch,
+        &tally,
+        watch,
+        &mut report,
+        start_phone,
+        missing,
+    )
+    .await?;
     progress(&format!(
-        "{} phones connected in {:.1} s; idle {} s before reading the server's memory",
+        "{} phones connected in {:.1} s; server memory read after {} s idle",
         report.connected,
         report.connect_all_s,
         IDLE.as_secs()
     ));
-    real_tokio::time::sleep(IDLE).await;
-    report.server_rss_idle_kib = watch.rss();
-    if let (Some(base), Some(idle)) = (report.server_rss_base_kib, report.server_rss_idle_kib) {
-        report.kib_per_idle_connection =
-            Some(idle.saturating_sub(base) as f64 / f64::from(report.connected.max(1)));
-    }
 
     let mut history_extra: Vec<(Millis, Event)> = Vec::new();
     for (i, members) in sched.groups.iter().enumerate() {
@@ -894,24 +996,13 @@ async fn drive_chat(
     }
     let end_ms = chatsim_server::now();
 
-    let t = tally.borrow();
-    report.sends = sends;
-    report.acked = t.acked.len() as u64;
-    report.owed = owed;
-    report.displayed = t.shown.len() as u64;
-    report.unplanned_drops = t.unplanned_drops;
-    report.sent_per_s = sends as f64 / (load_end - start).as_secs_f64().max(1e-3);
-    report.delivered_per_s = t.last_display.map_or(0.0, |l| {
-        report.displayed as f64 / l.saturating_duration_since(start).as_secs_f64().max(1e-3)
-    });
-    report.ack = Quantiles::of(&t.ack);
-    report.display = Quantiles::of(&t.display);
-    report.display_by_path = t
-        .by_path
-        .iter()
-        .map(|(p, h)| (p.to_string(), Quantiles::of(h)))
-        .collect();
-    report.generator_lag = Quantiles::of(&lag);
+    read_tally(
+        &mut report,
+        &tally.borrow(),
+        (start, load_end),
+        (sends, owed),
+        &lag,
+    );
     cpu_figures(&mut report, cpu0, cpu1);
 
     let mut history = History::with_devices(n, 1);
@@ -1060,10 +1151,8 @@ async fn drive_floor(
     ));
     let mut clients: Vec<UnboundedSender<Vec<u8>>> = Vec::with_capacity(n as usize);
     let mut tasks = Vec::with_capacity(n as usize);
-    let connect_started = Instant::now();
-    for u in 0..n {
+    let start_client = |u: u32| {
         let (tx, rx) = unbounded_channel();
-        tally.borrow_mut().started[u as usize] = Some(Instant::now());
         tasks.push(real_tokio::task::spawn_local(floor_client(
             addr,
             u,
@@ -1071,36 +1160,27 @@ async fn drive_floor(
             tally.clone(),
         )));
         clients.push(tx);
-        if (u + 1) % spec.connect_batch == 0 || u + 1 == n {
-            let want = u + 1;
-            let t = tally.clone();
-            if !until(Duration::from_secs(30), || t.borrow().ever_n >= want).await {
-                return Err(LoadError::Target(format!(
-                    "only {} of {want} relay clients connected within 30 s: is chatsim relay \
-                     running at {addr}?",
-                    t.borrow().ever_n
-                )));
-            }
-        }
-    }
-    {
-        let t = tally.borrow();
-        report.connected = t.ever_n;
-        report.connect = Quantiles::of(&t.connect);
-        report.connect_all_s = t
-            .last_connect
-            .map_or(0.0, |l| (l - connect_started).as_secs_f64());
-    }
+    };
+    let missing = |got: u32, want: u32| {
+        format!(
+            "only {got} of {want} relay clients connected within 30 s: is chatsim relay running \
+             at {addr}?"
+        )
+    };
+    connect_all(
+        n,
+        spec.connect_batch,
+        &tally,
+        watch,
+        &mut report,
+        start_client,
+        missing,
+    )
+    .await?;
     progress(&format!(
         "{} clients connected in {:.1} s",
         report.connected, report.connect_all_s
     ));
-    real_tokio::time::sleep(IDLE).await;
-    report.server_rss_idle_kib = watch.rss();
-    if let (Some(base), Some(idle)) = (report.server_rss_base_kib, report.server_rss_idle_kib) {
-        report.kib_per_idle_connection =
-            Some(idle.saturating_sub(base) as f64 / f64::from(report.connected.max(1)));
-    }
     progress(&format!(
         "offering {} messages at {}/s for {} s",
         sched.sends.len(),
@@ -1154,18 +1234,13 @@ async fn drive_floor(
     for task in tasks {
         let _ = task.await;
     }
-    let t = tally.borrow();
-    let sends = sched.sends.len() as u64;
-    report.sends = sends;
-    report.owed = owed;
-    report.displayed = t.shown.len() as u64;
-    report.unplanned_drops = t.unplanned_drops;
-    report.sent_per_s = sends as f64 / (load_end - start).as_secs_f64().max(1e-3);
-    report.delivered_per_s = t.last_display.map_or(0.0, |l| {
-        report.displayed as f64 / l.saturating_duration_since(start).as_secs_f64().max(1e-3)
-    });
-    report.display = Quantiles::of(&t.display);
-    report.generator_lag = Quantiles::of(&lag);
+    read_tally(
+        &mut report,
+        &tally.borrow(),
+        (start, load_end),
+        (sched.sends.len() as u64, owed),
+        &lag,
+    );
     cpu_figures(&mut report, cpu0, cpu1);
     report.passed = report.displayed >= report.owed;
     Ok(report)
@@ -1233,6 +1308,21 @@ pub fn summary(r: &LoadReport) -> String {
             r.generator_cpu_s.unwrap_or(0.0)
         );
     }
+    if let Some(b) = &r.beside_floor {
+        let _ = writeln!(
+            s,
+            "  beside the floor (the same schedule through a bare relay): displays/s {:.0} vs {:.0} ({:.2}); p99 shown live {:.1} vs {:.1} ms ({:.1}x); server CPU per 1000 displays {} ({})",
+            r.delivered_per_s,
+            b.floor_delivered_per_s,
+            b.delivered_ratio,
+            r.live_p99_ms(),
+            b.floor_display_p99_ms,
+            b.display_p99_ratio,
+            b.floor_cpu_ms_per_1k
+                .map_or("not measured".into(), |f| format!("{:.0} vs {f:.0} ms", r.server_cpu_ms_per_1k.unwrap_or(0.0))),
+            b.cpu_ratio.map_or("-".into(), |c| format!("{c:.1}x")),
+        );
+    }
     if r.target == "floor" {
         let _ = writeln!(
             s,
@@ -1291,17 +1381,7 @@ pub fn write_report(dir: &Path, r: &LoadReport, history: Option<&History>) -> Re
         w("history.jsonl", jsonl)?;
         stems = vec!["latency", "timeline"];
         let lat = crate::report::latencies(h);
-        let series: Vec<Series> = lat
-            .iter()
-            .map(|(path, v)| Series {
-                name: format!("{path} ({} deliveries)", v.len()),
-                points: v
-                    .iter()
-                    .enumerate()
-                    .map(|(i, x)| (*x, (i + 1) as f64 / v.len() as f64))
-                    .collect(),
-            })
-            .collect();
+        let series = crate::report::cdf_series(&lat);
         let markers = [
             (r.display.p50_ms, format!("p50 {:.1} ms", r.display.p50_ms)),
             (r.display.p99_ms, format!("p99 {:.1} ms", r.display.p99_ms)),

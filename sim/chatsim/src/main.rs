@@ -308,6 +308,13 @@ enum Command {
         /// Keep the started server's data in memory, not on disk.
         #[arg(long)]
         server_memory: bool,
+        /// After the chat run, run the same schedule through the bare relay (started at
+        /// --floor-addr) and print each figure beside the floor's, as a ratio.
+        #[arg(long, conflicts_with = "floor")]
+        beside_floor: bool,
+        /// Where --beside-floor starts the relay (loopback).
+        #[arg(long, default_value = "127.0.0.1:7500")]
+        floor_addr: std::net::SocketAddr,
         /// Phones, one user each.
         #[arg(long, default_value_t = 1000)]
         devices: u32,
@@ -842,6 +849,8 @@ fn main() -> ExitCode {
             floor,
             addr,
             server_memory,
+            beside_floor,
+            floor_addr,
             devices,
             rate,
             duration,
@@ -955,11 +964,38 @@ fn main() -> ExitCode {
                     .map(|(r, h)| (r, Some(h)))
             };
             drop(server);
-            let (report, history) = match ran {
+            let (mut report, history) = match ran {
                 Ok(r) => r,
                 Err(e @ chatsim::load::LoadError::Spec(_)) => return fail(EXIT_BAD_INPUT, e),
                 Err(e) => return fail(EXIT_ENGINE, e),
             };
+            if beside_floor {
+                if !floor_addr.ip().is_loopback() {
+                    return fail(
+                        EXIT_BAD_INPUT,
+                        format!("--floor-addr {floor_addr}: loopback only (127.0.0.1 or ::1)"),
+                    );
+                }
+                say("the same schedule through the bare relay, beside it");
+                let relay = match chatsim::live::spawn_self(
+                    &["relay".into(), format!("--addr={floor_addr}")],
+                    floor_addr,
+                    &dir.join("relay.log"),
+                    None,
+                ) {
+                    Ok(r) => r,
+                    Err(e) => return fail(EXIT_ENGINE, e),
+                };
+                let watch = chatsim::load::Watch {
+                    pid: Some(relay.pid()),
+                };
+                match chatsim::load::run_floor(floor_addr, &spec, watch, &mut |m: &str| say(m)) {
+                    Ok(floor) => {
+                        report.beside_floor = Some(chatsim::load::Beside::of(&report, &floor));
+                    }
+                    Err(e) => return fail(EXIT_ENGINE, format!("the floor's run: {e}")),
+                }
+            }
             if json {
                 println!(
                     "{}",

@@ -75,11 +75,19 @@ const SMALL: &[&str] = &[
 ];
 
 // The design under real load: every phone connects, every text is acked and shown once, in
-// order, and every checker holds; memory per idle connection is measured.
+// order, and every checker holds; memory per idle connection is measured, and the same
+// schedule through the bare relay is set beside it.
 #[test]
 fn a_load_run_on_real_sockets_is_judged_and_passes() {
     let mut args = SMALL.to_vec();
-    args.extend(["--duration", "3"]);
+    let floor_at = addr(45);
+    args.extend([
+        "--duration",
+        "3",
+        "--beside-floor",
+        "--floor-addr",
+        &floor_at,
+    ]);
     let (code, f) = load("design", 30, &args);
     assert_eq!(failing(&f), Vec::<String>::new(), "{f}");
     assert_eq!(code, 0, "{f}");
@@ -93,6 +101,13 @@ fn a_load_run_on_real_sockets_is_judged_and_passes() {
     );
     assert!(f["kib_per_idle_connection"].as_f64() > Some(0.0), "{f}");
     assert!(n(&f, "history_events") > 3_000);
+    // Beside the floor, at a rate both keep up with: the same displays a second, and a ratio
+    // for latency and CPU.
+    let beside = &f["beside_floor"];
+    let ratio = beside["delivered_ratio"].as_f64().expect("a ratio");
+    assert!((0.9..1.1).contains(&ratio), "{beside}");
+    assert!(beside["display_p99_ratio"].as_f64() > Some(0.0), "{beside}");
+    assert!(beside["cpu_ratio"].as_f64() > Some(0.0), "{beside}");
 }
 
 // SIGKILL under load, aimed mid group fan-out, mid inbox drain and anywhere, the server

@@ -239,6 +239,20 @@ pub fn latencies(h: &History) -> BTreeMap<DeliveryPath, Vec<f64>> {
     out
 }
 
+/// Each path's sorted latencies as a cumulative distribution, one series a path.
+pub(crate) fn cdf_series(lat: &BTreeMap<DeliveryPath, Vec<f64>>) -> Vec<Series> {
+    lat.iter()
+        .map(|(path, v)| Series {
+            name: format!("{path} ({} deliveries)", v.len()),
+            points: v
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (*x, (i + 1) as f64 / v.len() as f64))
+                .collect(),
+        })
+        .collect()
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -367,17 +381,7 @@ pub fn write_run_report(
         v.sort_by(f64::total_cmp);
         v
     };
-    let series: Vec<Series> = lat
-        .iter()
-        .map(|(path, v)| Series {
-            name: format!("{path} ({} deliveries)", v.len()),
-            points: v
-                .iter()
-                .enumerate()
-                .map(|(i, x)| (*x, (i + 1) as f64 / v.len() as f64))
-                .collect(),
-        })
-        .collect();
+    let series = cdf_series(&lat);
     let (p50, p95, p99) = (
         percentile(&all, 0.5),
         percentile(&all, 0.95),
