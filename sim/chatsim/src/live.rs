@@ -318,6 +318,42 @@ pub fn client(
     failed
 }
 
+/// The memory a run may use, in bytes, and where that figure came from: the
+/// `CHATSIM_MEMORY_LIMIT_MIB` variable if set (for a container whose `/proc/meminfo` shows
+/// its host, and for tests), else the smaller of the kernel's `MemAvailable` and what this
+/// process's cgroup still allows. `None` where neither can be read.
+pub fn memory_available() -> Option<(u64, &'static str)> {
+    if let Ok(v) = std::env::var("CHATSIM_MEMORY_LIMIT_MIB") {
+        if let Ok(mib) = v.trim().parse::<u64>() {
+            return Some((mib << 20, "CHATSIM_MEMORY_LIMIT_MIB"));
+        }
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        let kib: u64 = s
+            .lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some(kib << 10)
+    });
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{f}"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    // "max" (no limit) does not parse, and leaves the kernel's figure.
+    let cgroup =
+        read("memory.max").map(|max| max.saturating_sub(read("memory.current").unwrap_or(0)));
+    match (meminfo, cgroup) {
+        (Some(m), Some(c)) if c < m => Some((c, "the cgroup's memory.max")),
+        (Some(m), _) => Some((m, "MemAvailable in /proc/meminfo")),
+        (None, Some(c)) => Some((c, "the cgroup's memory.max")),
+        (None, None) => None,
+    }
+}
+
 /// A server `chatsim load` started for itself, stopped (SIGKILL) when dropped, its data
 /// folder removed then.
 pub struct Spawned {

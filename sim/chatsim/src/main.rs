@@ -24,7 +24,14 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Run a scenario even if it looks like it needs more memory than this machine has
+    /// available (see `CHATSIM_MEMORY_LIMIT_MIB`).
+    #[arg(long, global = true)]
+    force: bool,
 }
+
+/// Set once from `--force` before any scenario is loaded.
+static FORCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 #[derive(Subcommand)]
 enum Command {
@@ -411,7 +418,29 @@ fn buggified(mut s: Scenario, on: bool) -> Scenario {
 }
 
 fn load(path: &Path) -> Result<Scenario, ExitCode> {
-    Scenario::load(path).map_err(|e: ScenarioError| fail(EXIT_BAD_INPUT, e))
+    let s = Scenario::load(path).map_err(|e: ScenarioError| fail(EXIT_BAD_INPUT, e))?;
+    if FORCE.get().copied().unwrap_or(false) {
+        return Ok(s);
+    }
+    let Some((available, source)) = chatsim::live::memory_available() else {
+        return Ok(s);
+    };
+    let need = s.memory_estimate(true);
+    if need.bytes > available {
+        let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+        let (field, part) = need.biggest;
+        return Err(fail(
+            EXIT_BAD_INPUT,
+            format!(
+                "{}: {field}: a run would need about {:.1} GiB ({:.1} GiB of it for {field}), more than the {:.1} GiB available ({source}); lower it, or pass --force to run anyway",
+                path.display(),
+                gib(need.bytes),
+                gib(part),
+                gib(available)
+            ),
+        ));
+    }
+    Ok(s)
 }
 
 fn shrink_and_write(
@@ -483,6 +512,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    FORCE.get_or_init(|| cli.force);
     match cli.command {
         Command::Run {
             scenario,

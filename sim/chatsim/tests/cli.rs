@@ -484,3 +484,60 @@ fn a_fault_madsim_cannot_express_is_skipped_out_loud() {
     let out = String::from_utf8_lossy(&swarm.stdout);
     assert!(out.contains("skipped on madsim:"), "{out}");
 }
+
+// A scenario that would outgrow the machine is refused before it starts, naming the field that
+// weighs most and the estimate (exit 2), unless --force; a count past its named limit is
+// refused by validation. (Found from outside: groups count = 9999999 grew to 5.2 GB in 30 s.)
+#[test]
+fn a_scenario_too_big_for_the_machine_is_refused_before_it_starts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let limited = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_chatsim"))
+            .args(args)
+            .current_dir(&root)
+            .env("CHATSIM_MEMORY_LIMIT_MIB", "4096")
+            .output()
+            .expect("the binary runs")
+    };
+    let good = std::fs::read_to_string(root.join("scenarios/smoke.toml")).expect("smoke");
+    let huge = scratch(
+        "huge.toml",
+        &good.replace("messages = 200", "messages = 9999999"),
+    );
+    let started = std::time::Instant::now();
+    let o = limited(&["run", &huge, "--no-report"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("huge.toml")
+            && e.contains("workload.messages")
+            && e.contains("GiB")
+            && e.contains("4.0 GiB available")
+            && e.contains("--force"),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "refused before it started"
+    );
+    let o = limited(&["swarm", &huge, "--seeds", "1..2", "--no-report"]);
+    assert_eq!(o.status.code(), Some(2), "swarms are refused too");
+
+    // The same limit lets a scenario that fits run.
+    let o = limited(&["run", "scenarios/smoke.toml", "--no-report"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    let fanout =
+        std::fs::read_to_string(root.join("scenarios/group-fanout.toml")).expect("group-fanout");
+    let groups = scratch(
+        "groups.toml",
+        &fanout.replace("count = 1\n", "count = 9999999\n"),
+    );
+    let o = chatsim(&["run", &groups]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("workload.groups.count") && stderr(&o).contains("at most 100000"),
+        "{}",
+        stderr(&o)
+    );
+}

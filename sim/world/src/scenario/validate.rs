@@ -26,6 +26,8 @@ pub const REPLICAS_MIN: u16 = 3;
 pub const REPLICAS_MAX: u16 = 7;
 /// The most messages a scenario may ask for.
 pub const MESSAGES_MAX: u32 = 10_000_000;
+/// The most groups a scenario may create (each is a creation write and a membership log).
+pub const GROUPS_MAX: u32 = 100_000;
 /// The shortest one-way latency of a frame, in ms: a frame never arrives the instant it is
 /// sent.
 pub const LATENCY_MS_MIN: u64 = 1;
@@ -155,6 +157,13 @@ impl Scenario {
             let cap = (chatsim_system::limits::GROUP_MEMBERS_MAX as u64).min(u64::from(t.users));
             if g.count == 0 {
                 return Err(invalid(p, "workload.groups.count", "must be at least 1"));
+            }
+            if g.count > GROUPS_MAX {
+                return Err(invalid(
+                    p,
+                    "workload.groups.count",
+                    format!("must be at most {GROUPS_MAX}, is {}", g.count),
+                ));
             }
             g.size.check(p, "workload.groups.size")?;
             if g.size.lo < GROUP_MEMBERS_MIN || g.size.hi > cap {
@@ -480,5 +489,65 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+}
+
+/// What a run is expected to hold in memory at its peak, and the field that adds the most.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryEstimate {
+    /// Bytes, roughly (a conservative estimate from measured runs, not a bound).
+    pub bytes: u64,
+    /// The scenario field that contributes the most, and how much.
+    pub biggest: (&'static str, u64),
+}
+
+/// Bytes a run holds whatever its size (the engine, the binary, buffers).
+pub const MEMORY_BASE_BYTES: u64 = 40 << 20;
+/// Bytes per device: its machine, keys, connection state on its gateway, its history. Measured
+/// (release, no report): smoke with 20,000 users held 367 MB at its peak (18 KB a user).
+pub const MEMORY_PER_DEVICE_BYTES: u64 = 20 << 10;
+/// Bytes per direct text, over the run: stored copy, inbox entry, frames in flight, and the
+/// history's records of it (sent, acked, displayed, receipts). Measured: smoke with 100,000
+/// messages held 174 MB, with 20,000 held 58 MB (1.45 KB a message).
+pub const MEMORY_PER_MESSAGE_BYTES: u64 = 1_600;
+/// Bytes per member a group text reaches. Measured: group-fanout (about 56 members) held 33 KB
+/// more per group text (0.6 KB a member).
+pub const MEMORY_PER_GROUP_DELIVERY_BYTES: u64 = 700;
+/// The frame log a report keeps is bounded ([`crate::record::FRAME_LOG_MAX`] frames).
+pub const MEMORY_REPORT_BYTES: u64 = 150 << 20;
+
+impl Scenario {
+    /// About how much memory one run of this scenario takes at its peak (`report`: with the
+    /// frame log a report needs). A run that asks for more than the machine has would grow
+    /// until the OS kills it, minutes in; the command line refuses it before it starts.
+    pub fn memory_estimate(&self, report: bool) -> MemoryEstimate {
+        let t = &self.topology;
+        let w = &self.workload;
+        let devices = u64::from(t.users) * u64::from(t.devices_per_user.max(1));
+        let mut parts: Vec<(&'static str, u64)> = vec![
+            ("topology.users", devices * MEMORY_PER_DEVICE_BYTES),
+            (
+                "workload.messages",
+                u64::from(w.messages) * MEMORY_PER_MESSAGE_BYTES,
+            ),
+        ];
+        if let Some(g) = &w.groups {
+            let members = g.size.hi.min(u64::from(t.users)).max(2);
+            let per_text =
+                MEMORY_PER_MESSAGE_BYTES + (members - 1) * MEMORY_PER_GROUP_DELIVERY_BYTES;
+            parts.push(("workload.groups.messages", u64::from(g.messages) * per_text));
+            // A group's creation is a membership entry every member is told of.
+            parts.push(("workload.groups.count", u64::from(g.count) * per_text));
+        }
+        let fixed = MEMORY_BASE_BYTES + if report { MEMORY_REPORT_BYTES } else { 0 };
+        let biggest = parts
+            .iter()
+            .copied()
+            .max_by_key(|(_, b)| *b)
+            .expect("at least the users and messages");
+        MemoryEstimate {
+            bytes: fixed + parts.iter().map(|(_, b)| b).sum::<u64>(),
+            biggest,
+        }
     }
 }
