@@ -29,4 +29,4 @@ pub mod run;
 pub mod shrink;
 pub mod swarm;
 
-pub use chatsim_world::{plan, scenario, wire};
+pub use chatsim_world::{plan, record, scenario, wire};

@@ -417,6 +417,64 @@ fn buggified(mut s: Scenario, on: bool) -> Scenario {
     s
 }
 
+/// A progress bar on standard error for a single run that takes more than a couple of
+/// seconds: simulated time against the plan's end, read from the runs' shared clock
+/// ([`chatsim::record::PROGRESS_MS`]). Shown only on a terminal; cleared when dropped.
+struct Progress {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    shown: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(end_ms: u64) -> Progress {
+        use std::io::IsTerminal;
+        use std::sync::atomic::Ordering;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        chatsim::record::PROGRESS_MS.store(0, Ordering::Relaxed);
+        let shown = std::io::stderr().is_terminal().then(|| {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                while started.elapsed() < std::time::Duration::from_secs(2) {
+                    if done.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                let bar = indicatif::ProgressBar::new(end_ms.max(1));
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} [{elapsed_precise}] {bar:40} simulated {msg}",
+                    )
+                    .expect("the template is valid"),
+                );
+                bar.set_message(format!("of {:.1} s", end_ms as f64 / 1000.0));
+                while !done.load(Ordering::Relaxed) {
+                    let t = chatsim::record::PROGRESS_MS.load(Ordering::Relaxed);
+                    bar.set_position(t.min(end_ms));
+                    bar.set_message(format!(
+                        "{:.1} s of {:.1} s",
+                        t as f64 / 1000.0,
+                        end_ms as f64 / 1000.0
+                    ));
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                bar.finish_and_clear();
+            })
+        });
+        Progress { done, shown }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.shown.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn load(path: &Path) -> Result<Scenario, ExitCode> {
     let s = Scenario::load(path).map_err(|e: ScenarioError| fail(EXIT_BAD_INPUT, e))?;
     if FORCE.get().copied().unwrap_or(false) {
@@ -535,7 +593,10 @@ fn main() -> ExitCode {
             } else {
                 Keep::REPORT
             };
-            match run_seed_keeping(engine, &s, seed, &bugs.into_iter().collect(), keep) {
+            let progress = Progress::start(s.end_ms());
+            let ran = run_seed_keeping(engine, &s, seed, &bugs.into_iter().collect(), keep);
+            drop(progress);
+            match ran {
                 Ok(r) => {
                     if as_json {
                         println!("{}", json(&r));

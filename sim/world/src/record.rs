@@ -21,6 +21,11 @@ pub const FRAME_LOG_MAX: usize = 500_000;
 /// How often engines sample storage's inbox depth, in simulated ms.
 pub const SAMPLE_MS: Millis = 250;
 
+/// The simulated time (ms) of the latest frame a run in this process delivered, for a
+/// progress display on a long single run. Written by runs, read only by the display: it
+/// shapes no run (and with several runs at once it is only some run's time).
+pub static PROGRESS_MS: AtomicU64 = AtomicU64::new(0);
+
 /// What an engine hands back from one run.
 #[derive(Debug)]
 pub struct RawRun {
@@ -272,6 +277,7 @@ impl Recorder {
                 .see(now, at, raw);
         }
         self.frames.fetch_add(1, Ordering::Relaxed);
+        PROGRESS_MS.store(now, Ordering::Relaxed);
         if let Some(trace) = &self.trace {
             trace.lock().expect("never poisoned").push(FrameTrace {
                 from: frame.from,
