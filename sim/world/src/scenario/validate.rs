@@ -28,6 +28,13 @@ pub const REPLICAS_MAX: u16 = 7;
 pub const MESSAGES_MAX: u32 = 10_000_000;
 /// The most groups a scenario may create (each is a creation write and a membership log).
 pub const GROUPS_MAX: u32 = 100_000;
+/// The most faults one `[[fault]]` entry may draw (its `count` range's top): a plan holds
+/// each one, and a run injects and heals each.
+pub const FAULTS_PER_ENTRY_MAX: u64 = 100_000;
+/// The most times users may open a chat, or put the app in the background, in one run.
+pub const USER_ACTIONS_MAX: u32 = 1_000_000;
+/// The most membership changes a group workload may draw (its `changes` range's top).
+pub const GROUP_CHANGES_MAX: u64 = 1_000_000;
 /// The shortest one-way latency of a frame, in ms: a frame never arrives the instant it is
 /// sent.
 pub const LATENCY_MS_MIN: u64 = 1;
@@ -126,6 +133,18 @@ impl Scenario {
             ));
         }
         let w = &self.workload;
+        for (field, n) in [
+            ("workload.opens", w.opens),
+            ("workload.backgrounds", w.backgrounds),
+        ] {
+            if n > USER_ACTIONS_MAX {
+                return Err(invalid(
+                    p,
+                    field,
+                    format!("must be at most {USER_ACTIONS_MAX}, is {n}"),
+                ));
+            }
+        }
         if w.messages > MESSAGES_MAX {
             return Err(invalid(
                 p,
@@ -145,6 +164,16 @@ impl Scenario {
             ));
         }
         w.send_window_ms.check(p, "workload.send_window_ms")?;
+        w.open_ms.check(p, "workload.open_ms")?;
+        w.background_ms.check(p, "workload.background_ms")?;
+        self.push.delay_ms.check(p, "push.delay_ms")?;
+        if self.push.loss_percent > 100 {
+            return Err(invalid(
+                p,
+                "push.loss_percent",
+                format!("must be 0 to 100, is {}", self.push.loss_percent),
+            ));
+        }
         self.network.latency_ms.check(p, "network.latency_ms")?;
         if self.network.latency_ms.lo < LATENCY_MS_MIN {
             return Err(invalid(
@@ -184,6 +213,16 @@ impl Scenario {
                 ));
             }
             g.changes.check(p, "workload.groups.changes")?;
+            if g.changes.hi > GROUP_CHANGES_MAX {
+                return Err(invalid(
+                    p,
+                    "workload.groups.changes",
+                    format!(
+                        "must be at most {GROUP_CHANGES_MAX}, is [{}, {}]",
+                        g.changes.lo, g.changes.hi
+                    ),
+                ));
+            }
             if g.create_at_ms > w.send_window_ms.lo {
                 return Err(invalid(
                     p,
@@ -244,6 +283,16 @@ impl Scenario {
         for (i, f) in self.faults.iter().enumerate() {
             let field = |name: &str| format!("fault[{i}].{name}");
             f.count.check(p, &field("count"))?;
+            if f.count.hi > FAULTS_PER_ENTRY_MAX {
+                return Err(invalid(
+                    p,
+                    &field("count"),
+                    format!(
+                        "must be at most {FAULTS_PER_ENTRY_MAX}, is [{}, {}]",
+                        f.count.lo, f.count.hi
+                    ),
+                ));
+            }
             f.window_ms.check(p, &field("window_ms"))?;
             if f.window_ms.hi > self.run.heal_at_ms {
                 return Err(invalid(
@@ -319,6 +368,16 @@ impl Scenario {
                     ))
                 }
                 (_, Some(d)) => d.check(p, &field("duration_ms"))?,
+            }
+            if server && f.count.hi > 0 && self.hosts_of(&f.targets) == 0 {
+                return Err(invalid(
+                    p,
+                    &field("targets"),
+                    format!(
+                        "no host of this topology has these roles (replicas = {}): nothing to strike",
+                        t.replicas
+                    ),
+                ));
             }
             if matches!(f.kind, FaultKind::Partition | FaultKind::PartitionOneway)
                 && self.hosts_of(&f.targets) < 2
