@@ -18,7 +18,7 @@
 //! behind the host layer), all on one thread, so the generator costs one core at most.
 
 use crate::report::charts::line_chart;
-use crate::report::{chart_block, draw_charts, esc, page, timeline, write_atomic};
+use crate::report::{chart_block, draw_charts, esc, page, timeline};
 use chatsim_judge::checkers::{check_all, Bounds, Verdict};
 use chatsim_judge::{Event, Fault, History, Record};
 use chatsim_server::phone::Phone;
@@ -1362,23 +1362,14 @@ pub fn summary(r: &LoadReport) -> String {
 /// Write `r` (and the judged history, for a chat run) into `dir`: run.json, history.jsonl,
 /// the latency CDF and timeline charts, index.html.
 pub fn write_report(dir: &Path, r: &LoadReport, history: Option<&History>) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let w = |name: &str, contents: String| {
-        write_atomic(&dir.join(name), contents)
-            .map_err(|e| format!("{}: {e}", dir.join(name).display()))
-    };
+    let w = crate::report::folder(dir)?;
     w(
         "run.json",
         serde_json::to_string_pretty(r).expect("figures are serialisable"),
     )?;
     let mut stems = vec![];
     if let Some(h) = history {
-        let mut jsonl = String::new();
-        for rec in &h.records {
-            jsonl.push_str(&serde_json::to_string(rec).expect("records are serialisable"));
-            jsonl.push('\n');
-        }
-        w("history.jsonl", jsonl)?;
+        w("history.jsonl", crate::report::history_jsonl(h))?;
         stems = vec!["latency", "timeline"];
         let lat = crate::report::latencies(h);
         let series = crate::report::cdf_series(&lat);

@@ -352,6 +352,28 @@ pub(crate) fn page(title: &str, body: &str) -> String {
     )
 }
 
+/// Create report folder `dir` and give back how to write a file into it: atomically, an error
+/// naming the file.
+pub(crate) fn folder(
+    dir: &Path,
+) -> Result<impl Fn(&str, String) -> Result<(), String> + '_, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(move |name: &str, contents: String| {
+        write_atomic(&dir.join(name), contents)
+            .map_err(|e| format!("{}: {e}", dir.join(name).display()))
+    })
+}
+
+/// A history as JSON lines, one record a line.
+pub(crate) fn history_jsonl(h: &History) -> String {
+    let mut jsonl = String::new();
+    for rec in &h.records {
+        jsonl.push_str(&serde_json::to_string(rec).expect("records are serialisable"));
+        jsonl.push('\n');
+    }
+    jsonl
+}
+
 /// Write the report of one run into `dir`; `trace` picks the message the sequence diagram
 /// follows (default: the first violation's message, else the first message sent).
 pub fn write_run_report(
@@ -360,20 +382,11 @@ pub fn write_run_report(
     scenario: &Scenario,
     trace: Option<&str>,
 ) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let w = |name: &str, contents: String| {
-        write_atomic(&dir.join(name), contents)
-            .map_err(|e| format!("{}: {e}", dir.join(name).display()))
-    };
+    let w = folder(dir)?;
     let h = &r.history;
 
     w("run.json", crate::output::json(r))?;
-    let mut jsonl = String::new();
-    for rec in &h.records {
-        jsonl.push_str(&serde_json::to_string(rec).expect("records are serialisable"));
-        jsonl.push('\n');
-    }
-    w("history.jsonl", jsonl)?;
+    w("history.jsonl", history_jsonl(h))?;
 
     let lat = latencies(h);
     let all: Vec<f64> = {
@@ -617,11 +630,7 @@ fn run_page(
 
 /// Write a swarm's report into `dir`.
 pub fn write_swarm_report(dir: &Path, r: &SwarmReport, scenario: &Scenario) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let w = |name: &str, contents: String| {
-        write_atomic(&dir.join(name), contents)
-            .map_err(|e| format!("{}: {e}", dir.join(name).display()))
-    };
+    let w = folder(dir)?;
     w(
         "swarm.json",
         serde_json::to_string_pretty(r).expect("reports are serialisable"),
