@@ -84,7 +84,10 @@ for t in ["chatsim", "chatsim-memory", "floor"]:
 print()
 print(f"saturating offered rate (highest kept up): chatsim {sat_c}/s, chatsim in memory {sat_m}/s, floor {sat_f}/s")
 if sat_f:
-    print(f"chatsim msgs/s as a share of the floor's: {sat_c / sat_f:.2f} (in memory {sat_m / sat_f:.2f})")
+    top = max(int(r) for r in rates)
+    bound = "at most " if sat_f == top else ""
+    print(f"chatsim msgs/s as a share of the floor's: {bound}{sat_c / sat_f:.2f} (in memory {bound}{sat_m / sat_f:.2f})"
+          + ("; the floor kept up at the highest rate tried" if bound else ""))
 c, f = load("chatsim-half"), load("floor-half")
 if c and f:
     print(f"at {half}/s (half chatsim's saturating rate): p99 send to display chatsim {c['display']['p99_ms']:.1f} ms, "
