@@ -883,6 +883,49 @@ mod tests {
         assert_eq!(v.checked, 20);
     }
 
+    // Windows wider than 2 ms (a load run's worst thread stall) scale the limit with them:
+    // 300 phones retrying six a millisecond pass over 7 ms windows, the same phones in one
+    // millisecond (lockstep) fail, named with the window. (A stall's clump is not fully
+    // forgiven: 42 attempts gathered at 1,067 ms plus the next 6 ms make 84 against 71.)
+    #[test]
+    fn a_wider_window_scales_its_limit_and_still_sees_lockstep() {
+        let devices = 300u32;
+        let mut h = History::new(devices);
+        attempts(&mut h, &(0..devices).map(|u| (u, 0)).collect::<Vec<_>>());
+        let mut lockstep = h.clone();
+        let mut clumped = h.clone();
+        let spread = |u: u32| 1_050 + u64::from(u) / 6;
+        attempts(
+            &mut h,
+            &(0..devices).map(|u| (u, spread(u))).collect::<Vec<_>>(),
+        );
+        let v = reconnect_load_within(&h, 7);
+        assert!(v.holds, "{:?}", v.violations);
+        attempts(
+            &mut lockstep,
+            &(0..devices).map(|u| (u, 1_067)).collect::<Vec<_>>(),
+        );
+        let v = reconnect_load_within(&lockstep, 7);
+        assert!(!v.holds);
+        assert!(
+            v.violations[0].detail.contains("within 7 ms"),
+            "{}",
+            v.violations[0].detail
+        );
+        // A 7 ms stall: what was due from 1,060 to 1,066 ms fires at 1,067.
+        let gathered: Vec<(u32, u64)> = (0..devices)
+            .map(|u| match spread(u) {
+                1_060..1_067 => (u, 1_067),
+                t => (u, t),
+            })
+            .collect();
+        attempts(&mut clumped, &gathered);
+        assert!(
+            !reconnect_load_within(&clumped, 7).holds,
+            "the documented limit of the window"
+        );
+    }
+
     // Every phone of a server killed under load drops at once and draws its own first delay
     // (50 to 100 ms): that passes however the draws fall, while the same phones in lockstep
     // do not. The draws here are the worst of 200 seeded tries.
