@@ -82,6 +82,23 @@ pub enum Bug {
     /// Storage keeps the index it spots retries by in memory only: after a restart a retried
     /// append it already stored is stored again, under a new number.
     DedupIndexNotRecovered,
+    /// The shard takes the sender a message id names at its word, without checking it
+    /// against the device the connection authenticated.
+    TrustClientSender,
+    /// The shard sequences a direct message without checking the sender is in the chat.
+    SendSkipsMembership,
+    /// The shard serves a direct chat's log to any device that asks for it.
+    FetchSkipsMembership,
+    /// Storage hands a group's log to any reader, member or not.
+    GroupLogToAnyone,
+    /// The shard tells anyone who asks how far a group's log reaches.
+    PullSkipsMembership,
+    /// The shard stores and passes on a receipt for a direct chat from a device not in it.
+    ReceiptFromAnyone,
+    /// A phone treats a copy that does not open like a missing one: receipts stop short of
+    /// it (and a direct chat waits for it), so one tampered copy from a compromised sender
+    /// stalls the chat's ticks for every honest sender after it.
+    TamperedCopyHolds,
 }
 
 /// What the zoo says about one bug.
@@ -103,7 +120,7 @@ pub struct BugInfo {
 }
 
 /// Every bug in the zoo.
-pub const ZOO: [BugInfo; 29] = [
+pub const ZOO: [BugInfo; 36] = [
     BugInfo { bug: Bug::AckBeforePersist, name: "ack-before-persist", mistake: "the shard answers sent ✓ before storage has synced the message", caught_by: "no_loss", scenario: "shard-crash-after-persist", available: true },
     BugInfo { bug: Bug::OrderByTimestamp, name: "order-by-timestamp", mistake: "phones order a conversation by the sender's clock and show messages on arrival", caught_by: "conversation_order", scenario: "clock-skew", available: true },
     BugInfo { bug: Bug::NoClientDedup, name: "no-client-dedup", mistake: "phones show every copy they receive instead of dropping repeats by message id", caught_by: "exactly_once", scenario: "partition-heal", available: true },
@@ -132,6 +149,13 @@ pub const ZOO: [BugInfo; 29] = [
     BugInfo { bug: Bug::AckSeqOffByOne, name: "ack-seq-off-by-one", mistake: "the sender's ✓ carries the conversation's next number, not the one its message was stored under", caught_by: "no_loss", scenario: "smoke", available: true },
     BugInfo { bug: Bug::ReceiptUptoOffByOne, name: "receipt-upto-off-by-one", mistake: "a phone's receipt covers one number more than it has shown (\"through\" taken for \"up to\")", caught_by: "receipts", scenario: "receipts", available: true },
     BugInfo { bug: Bug::DedupIndexNotRecovered, name: "dedup-index-not-recovered", mistake: "storage's index of stored message ids lives in memory only, so after a restart a retry is stored twice", caught_by: "no_loss", scenario: "shard-crash-after-persist", available: true },
+    BugInfo { bug: Bug::TrustClientSender, name: "trust-client-sender", mistake: "the shard takes the sender a message id names at its word, not the connection's authenticated device", caught_by: "authz", scenario: "malicious", available: true },
+    BugInfo { bug: Bug::SendSkipsMembership, name: "send-skips-membership", mistake: "the shard sequences a direct message without checking that the sender is in the chat", caught_by: "authz", scenario: "malicious", available: true },
+    BugInfo { bug: Bug::FetchSkipsMembership, name: "fetch-skips-membership", mistake: "the shard serves a direct chat's log to any device that asks", caught_by: "authz", scenario: "malicious", available: true },
+    BugInfo { bug: Bug::GroupLogToAnyone, name: "group-log-to-anyone", mistake: "storage hands a group's log to any reader, member or not", caught_by: "authz", scenario: "malicious", available: true },
+    BugInfo { bug: Bug::PullSkipsMembership, name: "pull-skips-membership", mistake: "the shard tells anyone who asks how far a group's log reaches", caught_by: "authz", scenario: "malicious", available: true },
+    BugInfo { bug: Bug::ReceiptFromAnyone, name: "receipt-from-anyone", mistake: "the shard stores and passes on a direct chat's receipt from a device not in the chat", caught_by: "authz", scenario: "malicious", available: true },
+    BugInfo { bug: Bug::TamperedCopyHolds, name: "tampered-copy-holds", mistake: "a copy that does not open is treated as missing, so one tampered text stops the chat's receipts behind it", caught_by: "receipts", scenario: "malicious", available: true },
     BugInfo { bug: Bug::SessionRegisterLastWins, name: "session-register-last-wins", mistake: "the session service takes every registration whatever its epoch, so a late one from an old gateway wins", caught_by: "liveness", scenario: "session-race", available: true },
 ];
 

@@ -45,6 +45,7 @@
 //! - [`limits`]: every bound, with its unit.
 //! - [`knobs`]: the bounds a run may shrink (BUGGIFY), with the design's values by default.
 //! - [`probe`]: coverage probes: the rare branches a swarm should reach, by name.
+//! - [`attack`]: what a compromised device may try (crafted requests on its own connection).
 //! - [`bugs`]: the bug zoo: classic wrong designs as switches, off by default.
 //! - [`timers`]: the deadline set each component keeps.
 //! - [`routing`]: which shard owns what, and device tokens.
@@ -57,6 +58,7 @@
 //! is `unreachable!`. These stay on in release builds: a broken transition stops the run
 //! where it happens, not later as a history violation far from its cause.
 
+pub mod attack;
 pub mod bugs;
 pub mod device;
 pub mod durable;
@@ -210,6 +212,8 @@ pub enum Action {
         /// Which.
         conv: ConvId,
     },
+    /// The device is compromised and sends this crafted request (as soon as it is connected).
+    Attack(attack::Attack),
 }
 
 /// What a component asks its engine to do.
@@ -419,6 +423,29 @@ pub enum Observation {
         last_seen: Millis,
         /// Whether the chat with `user` is open here.
         looking: bool,
+    },
+    /// This (compromised) device sent a crafted request.
+    Attacked {
+        /// What it tried.
+        attack: attack::Attack,
+    },
+    /// A compromised device was told how far a group's log reaches (answering its own
+    /// request: an honest device keeps this to itself).
+    Pulled {
+        /// The group.
+        conv: ConvId,
+        /// The last sequence number it was told.
+        last: Seq,
+    },
+    /// A message of a conversation a compromised device asked about reached it (whether or
+    /// not it could open it).
+    Fetched {
+        /// Its id.
+        id: MsgId,
+        /// Conversation.
+        conv: ConvId,
+        /// Its sequence number.
+        seq: Seq,
     },
     /// The device's view of a group's membership moved past a change (its own, once ✓ and in
     /// order, or someone else's, when displayed): from `seq` on, these are the members.

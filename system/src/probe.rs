@@ -52,6 +52,10 @@ probes! {
     /// A delivered copy could not be opened.
     Undecryptable => "device: copy undecryptable",
         "a copy sealed for another key must be recorded, never shown";
+    /// A copy sealed for this device did not open (its sender tampered with it): skipped,
+    /// and the chat moved on past it.
+    TamperedCopySkipped => "device: tampered copy skipped",
+        "one bad copy from a compromised sender must not hold back the chat behind it";
     // Device: connection and outbox.
     /// No heartbeat answer came in time: the phone gave up on its connection.
     HeartbeatTimedOut => "device: heartbeat timed out",
@@ -116,6 +120,9 @@ probes! {
     /// A send was refused because its conversation's queue was full.
     ShardQueueFull => "shard: conversation queue full",
         "a flood must be refused, not buffered without bound";
+    /// A device asked how far a group reaches without being a member (a compromised phone).
+    PullRefused => "shard: pull by a non-member refused",
+        "a group's length and pace must stay its members' business";
     /// Storage answered that an append was stored before (by an earlier life or a retry).
     ShardAppendDuplicate => "shard: append already stored",
         "a retried send must get its original sequence number, not a second one";

@@ -199,6 +199,15 @@ pub fn record_line(r: &chatsim_judge::Record) -> String {
                     };
                     format!("{conv} members at seq {seq}: {}{tail}", shown.join(","))
                 }
+                Observation::Attacked { attack } => {
+                    format!("ATTACKS: {}", attack.describe(*device))
+                }
+                Observation::Pulled { conv, last } => {
+                    format!("is told {conv} reaches seq {last}")
+                }
+                Observation::Fetched { id, conv, seq } => {
+                    format!("gets {id} seq {seq} of {conv}")
+                }
             };
             format!("{device}  {what}")
         }

@@ -169,7 +169,8 @@ fn pair_key(e: &ScheduledEvent) -> Option<(bool, String)> {
         | EventAction::CreateGroup
         | EventAction::AddMember
         | EventAction::RemoveMember
-        | EventAction::Link => None,
+        | EventAction::Link
+        | EventAction::Attack => None,
     }
 }
 
@@ -192,7 +193,8 @@ fn starts_of(a: EventAction) -> &'static str {
         | EventAction::CreateGroup
         | EventAction::AddMember
         | EventAction::RemoveMember
-        | EventAction::Link => "",
+        | EventAction::Link
+        | EventAction::Attack => "",
     }
 }
 
@@ -630,6 +632,9 @@ fn scenario_text(
         }
         if let Some(h) = &e.host {
             let _ = writeln!(t, "host = {}", quote(h));
+        }
+        if let Some(a) = &e.attack {
+            let _ = writeln!(t, "attack = {}", quote(a));
         }
         let list = |v: &[String]| v.iter().map(|h| quote(h)).collect::<Vec<_>>().join(", ");
         if !e.side_a.is_empty() {

@@ -360,6 +360,21 @@ impl History {
             .collect()
     }
 
+    /// Devices that sent a crafted request ([`Observation::Attacked`]): compromised for the
+    /// whole run, as far as the judges are concerned.
+    pub fn attackers(&self) -> BTreeSet<DeviceId> {
+        self.records
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::Device {
+                    device,
+                    obs: Observation::Attacked { .. },
+                } => Some(*device),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Every group's membership, rebuilt from the changes users asked for (`ChangeAsked`),
     /// placed at the sequence number the history shows each one took (its ✓, or any device
     /// showing it). Not from the member lists the server computed: a server that dropped a

@@ -26,6 +26,10 @@
 //!   `eventually` property: stateright judges those only at terminal states and misses paths
 //!   that end in a cycle, and every path here is cut by the horizon, which it does not treat as
 //!   terminal.
+//! - `authz` (always): no device is acked a message under another device's name, gets a
+//!   message of a direct chat it is not in (or one posted there from outside), is told a
+//!   group's length or fetches its log while not a member, or is shown a receipt from outside a
+//!   chat. Attacked by the `adversary` model's compromised phone.
 //! - `sometimes` properties show that the search reaches the interesting states, so a pass is
 //!   never vacuous: a message shown or read, every message delivered, a drain completed, a
 //!   stale connection unregistered, a crash, a takeover (per model).
@@ -61,15 +65,17 @@ pub struct ChatModel {
 const WARM_UP_STEPS_MAX: usize = 10_000;
 
 /// Names of the invariants, as `chatsim run` prints them.
-pub const ALWAYS: [&str; 5] = [
+pub const ALWAYS: [&str; 6] = [
     "no_loss",
     "exactly_once",
     "conversation_order",
     "receipts",
     "liveness",
+    "authz",
 ];
 /// Names of the reachability properties.
-pub const SOMETIMES: [&str; 7] = [
+pub const SOMETIMES: [&str; 8] = [
+    "an outsider is refused",
     "a message is shown",
     "a message is read",
     "a stale connection is unregistered",
@@ -294,6 +300,7 @@ impl Model for ChatModel {
             Property::always("liveness", |m: &ChatModel, w: &World| {
                 m.undelivered(w).is_none()
             }),
+            Property::always("authz", |_: &ChatModel, w: &World| w.facts.breach.is_none()),
         ];
         for name in &self.reaches {
             let condition: fn(&ChatModel, &World) -> bool = match *name {
@@ -306,6 +313,7 @@ impl Model for ChatModel {
                     u32::from(w.facts.drains) > m.topo.users * u32::from(m.topo.devices_per_user)
                 },
                 "a server crashes" => |_, w| w.facts.crashes > 0,
+                "an outsider is refused" => |_, w| w.facts.outsiders_refused > 0,
                 "a shard takes over" => {
                     |m, w| (0..m.topo.shards).any(|s| w.lease_owner(s).is_some_and(|o| o != s))
                 }
@@ -490,6 +498,7 @@ pub fn explain(m: &ChatModel, property: &str, w: &World) -> String {
                 Some(d) => format!("settled, and {id} was never shown on {d}"),
                 None => format!("settled, and {id} never got sent ✓"),
             }),
+        "authz" => w.facts.breach.clone().unwrap_or_default(),
         _ => String::new(),
     }
 }

@@ -16,13 +16,14 @@ use chatsim_system::routing::shard_for_conv;
 use chatsim_system::{Action, Deployment};
 
 /// Every model's name (a plain `chatsim check` runs them all: each finishes within minutes).
-pub const NAMES: [&str; 6] = [
+pub const NAMES: [&str; 7] = [
     "direct",
     "read",
     "reconnect",
     "group",
     "failover",
     "handover",
+    "adversary",
 ];
 
 fn user(u: u32) -> DeviceId {
@@ -427,6 +428,70 @@ impl Handover {
     }
 }
 
+/// (f) A compromised phone: u0 sends u1 a text while u2, with valid credentials for its own
+/// account only, sends crafted requests one after another at any moment: a text to u0 signed
+/// as u1, a post into u0 and u1's chat, a fetch of that chat's log, a read receipt for it to
+/// u0, and a pull of a group it is not in. No faults: the search is over every interleaving of
+/// the attack with the honest exchange, so a check the servers skip at one moment is found.
+#[derive(Clone, Debug)]
+pub struct Adversary {
+    /// Users act only before this (ms).
+    pub users_until: Millis,
+    /// The search's horizon (ms).
+    pub horizon: Millis,
+}
+
+impl Default for Adversary {
+    fn default() -> Self {
+        Adversary {
+            users_until: 1_000,
+            horizon: 6_000,
+        }
+    }
+}
+
+impl Adversary {
+    /// The model, with `bugs` switched on.
+    pub fn into_model(self, bugs: &Bugs) -> ChatModel {
+        use chatsim_system::attack::Attack;
+        let topo = deployment(3, 1, 1, bugs);
+        let (u0, u1) = (UserId(0), UserId(1));
+        let attacks = [
+            Attack::Impersonate { to: u0, victim: u1 },
+            Attack::PostForeign { a: u0, b: u1 },
+            Attack::FetchForeign {
+                conv: ConvId::direct(u0, u1),
+            },
+            Attack::ForgeReceipt { a: u0, b: u1 },
+            Attack::PullForeign { group: 0 },
+        ];
+        let scripts: Scripts = [
+            (user(0), vec![Cue::any_time(send(1, 1))]),
+            (
+                user(2),
+                attacks
+                    .into_iter()
+                    .map(|a| Cue::any_time(Action::Attack(a)))
+                    .collect(),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        ChatModel {
+            name: "adversary",
+            limits: Limits::new(self.horizon, self.users_until, self.users_until),
+            budget: Budget::default(),
+            topo,
+            scripts,
+            reaches: vec![
+                "a message is shown",
+                "every message is delivered",
+                "an outsider is refused",
+            ],
+        }
+    }
+}
+
 /// The model named `name` with `bugs` on, if there is one.
 pub fn by_name(name: &str, bugs: &Bugs) -> Option<ChatModel> {
     Some(match name {
@@ -443,6 +508,7 @@ pub fn by_name(name: &str, bugs: &Bugs) -> Option<ChatModel> {
         "group" => Group::default().into_model(bugs),
         "failover" => Failover::default().into_model(bugs),
         "handover" => Handover::default().into_model(bugs),
+        "adversary" => Adversary::default().into_model(bugs),
         _ => return None,
     })
 }
@@ -460,6 +526,11 @@ pub fn model_for(bug: Bug) -> Option<&'static str> {
         Bug::EarlyQueueEmpty | Bug::SocketWriteIsDelivery => "reconnect",
         Bug::UnfencedFailover => "failover",
         Bug::SessionClearWithoutEpoch => "handover",
+        Bug::TrustClientSender
+        | Bug::SendSkipsMembership
+        | Bug::FetchSkipsMembership
+        | Bug::PullSkipsMembership
+        | Bug::ReceiptFromAnyone => "adversary",
         _ => return None,
     })
 }

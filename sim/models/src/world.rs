@@ -64,6 +64,11 @@ pub struct Facts {
     pub read: BTreeMap<(DeviceId, ConvId), Seq>,
     /// `Unregister`s gateways sent the session service (a connection of theirs ended).
     pub unregisters: u8,
+    /// The first thing a compromised device got out of the servers that it must not have (an
+    /// ack under another's name, a foreign chat's message or length, a receipt from outside).
+    pub breach: Option<String>,
+    /// Requests refused as coming from outside a conversation (`NotMember`).
+    pub outsiders_refused: u8,
 }
 
 /// A FIFO channel: a device connection's end, or a link from one server to another (each is
@@ -361,7 +366,7 @@ impl World {
 
     fn observe(&mut self, d: DeviceId, o: Observation) {
         let f = &mut self.facts;
-        match o {
+        match o.clone() {
             Observation::Sent { id, conv, body } => {
                 f.texts.insert(id, (conv, body));
             }
@@ -395,6 +400,18 @@ impl World {
                 f.refused.insert(id);
             }
             _ => {}
+        }
+        if let Some(b) = breach(d, &o, &self.durable) {
+            self.facts.breach.get_or_insert(b);
+        }
+        if matches!(
+            o,
+            Observation::Refused {
+                reason: chatsim_system::proto::Refusal::NotMember,
+                ..
+            }
+        ) {
+            self.facts.outsiders_refused = self.facts.outsiders_refused.saturating_add(1);
         }
     }
 
@@ -761,5 +778,59 @@ impl World {
     /// Shards' view of who holds which slot is in storage's leases.
     pub fn lease_owner(&self, slot: u16) -> Option<u16> {
         self.durable.storage.lease(slot).map(|(owner, _, _)| owner)
+    }
+}
+
+/// What observation `o` at device `d` gives away that a server must never hand out, judged as
+/// `authz` judges a history (direct chats by their ids, groups by storage's membership).
+fn breach(d: DeviceId, o: &Observation, durable: &DurableState) -> Option<String> {
+    let outside = |conv: ConvId, user: UserId, seq: Seq| {
+        if conv.is_group() {
+            !durable.storage.member_at(conv, seq, user)
+        } else {
+            conv.direct_peer(user).is_none()
+        }
+    };
+    match o {
+        Observation::Acked { id, .. } if id.device != d => Some(format!(
+            "{d} was acked {id}, a message under {}'s name",
+            id.device
+        )),
+        Observation::Acked { id, conv, .. }
+        | Observation::Displayed { id, conv, .. }
+        | Observation::Undecryptable { id, conv, .. }
+        | Observation::Fetched { id, conv, .. }
+            if !conv.is_group() && conv.direct_peer(id.device.user).is_none() =>
+        {
+            Some(format!(
+                "{id} reached {d} in {conv}, which {} is not in",
+                id.device.user
+            ))
+        }
+        // A group's own displays are `group`'s business (a member shows the change that added
+        // it, before which it was not one); what an attack fetched is judged here.
+        Observation::Displayed { id, conv, seq, .. }
+        | Observation::Undecryptable { id, conv, seq }
+            if !conv.is_group() && outside(*conv, d.user, *seq) =>
+        {
+            Some(format!(
+                "{id} (seq {seq} of {conv}) reached {d}, an outsider"
+            ))
+        }
+        Observation::Fetched { id, conv, seq } if outside(*conv, d.user, *seq) => Some(format!(
+            "{id} (seq {seq} of {conv}) reached {d}, an outsider"
+        )),
+        Observation::Pulled { conv, last } if outside(*conv, d.user, *last) => Some(format!(
+            "{d} was told {conv} reaches seq {last}, not being a member"
+        )),
+        Observation::Receipt { receipt }
+            if !receipt.conv.is_group() && outside(receipt.conv, receipt.reader.user, 0) =>
+        {
+            Some(format!(
+                "{d} was shown a receipt in {} from {}, an outsider",
+                receipt.conv, receipt.reader
+            ))
+        }
+        _ => None,
     }
 }

@@ -1,7 +1,7 @@
 //! The models searched completely: pinned state counts for small clean variants (an accidental
 //! change to the state space shows here), and each bug's counterexample found.
 
-use chatsim_models::models::{by_name, model_for, Direct, Failover, Group, Handover};
+use chatsim_models::models::{by_name, model_for, Adversary, Direct, Failover, Group, Handover};
 use chatsim_models::{explain, ChatModel};
 use chatsim_system::bugs::{Bug, Bugs};
 use stateright::{Checker, HasDiscoveries, Model};
@@ -223,6 +223,31 @@ fn failover_model_finds_unfenced_failover() {
 fn handover_model_finds_session_clear_without_epoch() {
     let (broken, _, why) = counterexample(Bug::SessionClearWithoutEpoch);
     assert_eq!(broken, ["liveness"], "{why}");
+}
+
+// A compromised phone's five crafted requests, at every moment of an honest exchange, get
+// nothing out of the design (every one refused as from outside), and each defence switched off
+// lets its attack through: a short story, caught by `authz`.
+#[test]
+fn adversary_model_passes_clean_and_finds_each_missing_defence() {
+    let m = Adversary::default().into_model(&Bugs::none());
+    let reached = [SHOWN, "an outsider is refused", DELIVERED];
+    passes("adversary", m, &reached, 4_663);
+    for (bug, says) in [
+        (
+            Bug::TrustClientSender,
+            "reached u0.d0 in c(u0,u2), which u1 is not in",
+        ),
+        (Bug::SendSkipsMembership, "in c(u0,u1), which u2 is not in"),
+        (Bug::FetchSkipsMembership, "reached u2.d0, an outsider"),
+        (Bug::PullSkipsMembership, "u2.d0 was told g0 reaches seq 0"),
+        (Bug::ReceiptFromAnyone, "a receipt in c(u0,u1) from u2.d0"),
+    ] {
+        let (broken, steps, why) = counterexample(bug);
+        assert_eq!(broken, ["authz"], "{bug}: {why}");
+        assert!(why.contains(says), "{bug}: {why}");
+        assert!(steps < 60, "{bug}: {steps} steps");
+    }
 }
 
 // The properties see nothing wrong in the initial (warmed-up) state of every model, every

@@ -4,6 +4,7 @@
 
 use crate::scenario::{parse_host, EventAction, FaultKind, Role, Scenario, ScheduledEvent};
 use chatsim_judge::Fault;
+use chatsim_system::attack::{Attack, ATTACK_NAMES};
 use chatsim_system::knobs::Knobs;
 use chatsim_system::proto::{ConvId, DeviceId, Host, Millis, UserId};
 use chatsim_system::Action;
@@ -310,6 +311,14 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
                     plan.world.push((start, WorldAction::Fault(on)));
                     plan.world.push((end, WorldAction::Fault(off)));
                 }
+                FaultKind::Malicious => {
+                    let d = devices[rng.gen_range(0..devices.len())];
+                    let attack = draw_attack(&mut rng, users, d.user, &pairs, &group_members);
+                    plan.device
+                        .entry(d)
+                        .or_default()
+                        .push((start, Action::Attack(attack)));
+                }
                 FaultKind::DeviceDrop
                 | FaultKind::DeviceOffline
                 | FaultKind::DeviceSilent
@@ -369,6 +378,161 @@ pub fn make_plan(s: &Scenario, seed: u64) -> Plan {
         acts.sort_by_key(|(t, _)| *t);
     }
     plan
+}
+
+/// One attack for a device of `me`: its kind drawn evenly, aimed at chats and groups `me` is
+/// not in (as planned; memberships move during a run, and the judges go by what happened).
+fn draw_attack(
+    rng: &mut ChaCha8Rng,
+    users: u32,
+    me: UserId,
+    pairs: &[(u32, u32)],
+    groups: &[BTreeSet<u32>],
+) -> Attack {
+    let others: Vec<u32> = (0..users).filter(|u| *u != me.0).collect();
+    // A chat of two others: one the workload writes in if there is one, so there is
+    // something to steal.
+    let pair = |rng: &mut ChaCha8Rng| {
+        let foreign: Vec<&(u32, u32)> = pairs
+            .iter()
+            .filter(|(a, b)| *a != me.0 && *b != me.0)
+            .collect();
+        match foreign.as_slice() {
+            [] => {
+                let a = others[rng.gen_range(0..others.len())];
+                let rest: Vec<u32> = others.iter().copied().filter(|u| *u != a).collect();
+                (UserId(a), UserId(rest[rng.gen_range(0..rest.len())]))
+            }
+            f => {
+                let (a, b) = *f[rng.gen_range(0..f.len())];
+                if rng.gen_bool(0.5) {
+                    (UserId(a), UserId(b))
+                } else {
+                    (UserId(b), UserId(a))
+                }
+            }
+        }
+    };
+    // A group `me` was not made a member of, or any group if it is in all of them.
+    let group = |rng: &mut ChaCha8Rng| -> u32 {
+        let foreign: Vec<u32> = (0..groups.len() as u32)
+            .filter(|g| !groups[*g as usize].contains(&me.0))
+            .collect();
+        match (foreign.as_slice(), groups.len()) {
+            ([], 0) => 0,
+            ([], n) => rng.gen_range(0..n as u32),
+            (f, _) => f[rng.gen_range(0..f.len())],
+        }
+    };
+    match rng.gen_range(0..ATTACK_NAMES.len()) {
+        0 => {
+            let (to, victim) = pair(rng);
+            Attack::Impersonate { to, victim }
+        }
+        1 => {
+            let (a, b) = pair(rng);
+            Attack::PostForeign { a, b }
+        }
+        2 => {
+            let conv = if !groups.is_empty() && rng.gen_bool(0.5) {
+                ConvId::group(group(rng))
+            } else {
+                let (a, b) = pair(rng);
+                ConvId::direct(a, b)
+            };
+            Attack::FetchForeign { conv }
+        }
+        3 => Attack::PullForeign { group: group(rng) },
+        4 => {
+            let (a, b) = pair(rng);
+            Attack::ForgeReceipt { a, b }
+        }
+        5 => Attack::HijackGroup { group: group(rng) },
+        6 => Attack::ReuseId,
+        _ => {
+            // Into a chat it is in: one of its groups, or a direct chat with anyone.
+            let mine: Vec<u32> = (0..groups.len() as u32)
+                .filter(|g| groups[*g as usize].contains(&me.0))
+                .collect();
+            let conv = if !mine.is_empty() && rng.gen_bool(0.5) {
+                ConvId::group(mine[rng.gen_range(0..mine.len())])
+            } else {
+                ConvId::direct(me, UserId(others[rng.gen_range(0..others.len())]))
+            };
+            Attack::Tamper { conv }
+        }
+    }
+}
+
+/// The attack a scheduled `attack` event names (validated: its fields are there).
+fn attack_of(e: &ScheduledEvent) -> Attack {
+    let to = || UserId(e.to.expect("validated: this attack names `to`"));
+    let member = || UserId(e.member.expect("validated: this attack names `member`"));
+    let group = || e.group.expect("validated: this attack names a group");
+    match e.attack.as_deref().unwrap_or_default() {
+        "impersonate" => Attack::Impersonate {
+            to: to(),
+            victim: member(),
+        },
+        "post-foreign" => Attack::PostForeign {
+            a: to(),
+            b: member(),
+        },
+        "fetch-foreign" => Attack::FetchForeign {
+            conv: match e.group {
+                Some(g) => ConvId::group(g),
+                None => ConvId::direct(to(), member()),
+            },
+        },
+        "pull-foreign" => Attack::PullForeign { group: group() },
+        "forge-receipt" => Attack::ForgeReceipt {
+            a: to(),
+            b: member(),
+        },
+        "hijack-group" => Attack::HijackGroup { group: group() },
+        "tamper" => Attack::Tamper {
+            conv: match e.group {
+                Some(g) => ConvId::group(g),
+                None => ConvId::direct(
+                    UserId(e.user.expect("validated: an attack names its user")),
+                    to(),
+                ),
+            },
+        },
+        _ => Attack::ReuseId,
+    }
+}
+
+/// Fill an event's fields from an attack (the inverse of [`attack_of`]).
+fn attack_event(e: &mut ScheduledEvent, a: &Attack) {
+    e.action = EventAction::Attack;
+    e.attack = Some(a.name().to_string());
+    match a {
+        Attack::Impersonate { to: x, victim: y }
+        | Attack::PostForeign { a: x, b: y }
+        | Attack::ForgeReceipt { a: x, b: y } => {
+            e.to = Some(x.0);
+            e.member = Some(y.0);
+        }
+        Attack::FetchForeign { conv } => match conv.group_number() {
+            Some(g) => e.group = Some(g),
+            None => {
+                let (x, y) = conv.direct_members();
+                e.to = Some(x.0);
+                e.member = Some(y.0);
+            }
+        },
+        Attack::PullForeign { group } | Attack::HijackGroup { group } => e.group = Some(*group),
+        Attack::ReuseId => {}
+        Attack::Tamper { conv } => match conv.group_number() {
+            Some(g) => e.group = Some(g),
+            None => {
+                e.to = conv
+                    .direct_peer(UserId(e.user.unwrap_or_default()))
+                    .map(|u| u.0)
+            }
+        },
+    }
 }
 
 /// Drop the sends each device would make between a `GoOffline` and the `GoOnline` after it.
@@ -623,6 +787,7 @@ fn add_event(plan: &mut Plan, s: &Scenario, e: &ScheduledEvent) {
         EventAction::Background => Some(Action::Background),
         EventAction::Foreground => Some(Action::Foreground),
         EventAction::Link => Some(Action::Link),
+        EventAction::Attack => Some(Action::Attack(attack_of(e))),
         EventAction::Offline => Some(Action::GoOffline),
         EventAction::Online => Some(Action::GoOnline),
         EventAction::Drop => Some(Action::DropConnection),
@@ -773,6 +938,7 @@ pub fn plan_events(plan: &Plan) -> Vec<ScheduledEvent> {
                 Action::GoOffline => e.action = EventAction::Offline,
                 Action::GoOnline => e.action = EventAction::Online,
                 Action::DropConnection => e.action = EventAction::Drop,
+                Action::Attack(attack) => attack_event(&mut e, attack),
             }
             events.push(e);
         }
@@ -855,7 +1021,8 @@ pub fn device_fault(d: DeviceId, a: &Action) -> Option<Fault> {
         | Action::CloseChat { .. }
         | Action::Background
         | Action::Foreground
-        | Action::Link => None,
+        | Action::Link
+        | Action::Attack(_) => None,
     }
 }
 

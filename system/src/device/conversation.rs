@@ -7,6 +7,7 @@ use super::{Device, Link, Timer};
 use crate::bugs::Bug;
 use crate::e2e::Bundle;
 use crate::limits::{DRAIN_RETRY_MS, GAP_REPAIR_DELAY_MS, GAP_RETRY_MS};
+use crate::probe::Probe;
 use crate::proto::{ConvId, GroupOp, Message, Millis, MsgId, Path, ReceiptKind, Seq, Up, UserId};
 use crate::{Effect, Observation};
 use std::collections::{BTreeMap, BTreeSet};
@@ -239,8 +240,19 @@ impl Device {
                 self.shown(now, msg, out);
             }
             None => {
-                let hole = self.holes.entry(msg.conv).or_insert(msg.seq);
-                *hole = (*hole).min(msg.seq);
+                // A text whose key we hold and which does not open was tampered with by its
+                // sender: receipts pass it (see the direct case). Without the key, it is a
+                // hole: receipts stop short of it.
+                let keyed = crate::e2e::GroupSealed::decode(&msg.body).is_some_and(|s| {
+                    self.peer_keys
+                        .contains_key(&(msg.id.device, msg.conv, s.version))
+                });
+                if keyed && !self.bug(Bug::TamperedCopyHolds) {
+                    Self::probe(out, Probe::TamperedCopySkipped);
+                } else {
+                    let hole = self.holes.entry(msg.conv).or_insert(msg.seq);
+                    *hole = (*hole).min(msg.seq);
+                }
                 Self::observe(
                     out,
                     Observation::Undecryptable {
@@ -308,9 +320,18 @@ impl Device {
             }
             match self.open(&msg) {
                 Some(plaintext) => msg.body = plaintext,
+                None if mine && !self.bug(Bug::TlsOnly) && !self.bug(Bug::TamperedCopyHolds) => {
+                    // Our copy is there and does not open: tampered with, or sealed under
+                    // another key, by its sender (a server cannot forge a copy that opens).
+                    // Its place is taken by nothing, so one bad copy cannot hold back the
+                    // chat behind it, and receipts pass it: the sender's own doing.
+                    Self::probe(out, Probe::TamperedCopySkipped);
+                    Self::observe(out, Observation::Undecryptable { id, conv, seq });
+                    return self.fill_slot(now, conv, seq, Slot::BeforeMyTime, out);
+                }
                 None => {
-                    // Acked all the same: redelivering a copy that cannot be opened helps
-                    // nobody.
+                    // No copy for us: acked all the same (redelivering a copy that is not
+                    // there helps nobody), and receipts stop short of it.
                     let hole = self.holes.entry(conv).or_insert(seq);
                     *hole = (*hole).min(seq);
                     Self::observe(out, Observation::Undecryptable { id, conv, seq });

@@ -34,6 +34,7 @@
 //! view (ordering, gaps, dedup, membership); `receipts` receipts owed and ticks shown; `keys`
 //! end-to-end sealing and opening.
 
+mod attack;
 mod connection;
 mod conversation;
 mod keys;
@@ -43,6 +44,7 @@ mod receipts;
 use self::conversation::{ConvView, Slot};
 use self::outbox::Outgoing;
 use self::receipts::{MineTicks, ReceiptOut};
+use crate::attack::Attack;
 use crate::bugs::Bug;
 use crate::e2e::{KeyPair, Session};
 use crate::limits::{
@@ -180,6 +182,16 @@ pub struct Device {
     marks: BTreeMap<(ConvId, DeviceId, ReceiptKind), Seq>,
     /// Our texts not yet read by all, per conversation and seq.
     mine: BTreeMap<ConvId, BTreeMap<Seq, MineTicks>>,
+    /// The id and conversation of the latest text composed (what a compromised app reuses).
+    last_text: Option<(MsgId, ConvId)>,
+    /// Compromised only: attacks waiting for a welcomed connection.
+    attacks_due: Vec<Attack>,
+    /// Compromised only: requests sent under made-up ids, awaiting an answer.
+    forged: BTreeMap<MsgId, attack::Forged>,
+    /// Compromised only: made-up ids handed out so far.
+    forged_n: u32,
+    /// Compromised only: conversations an attack asked about.
+    probing: BTreeSet<ConvId>,
     /// Pending deadlines.
     timers: Timers<Timer>,
 }
@@ -239,6 +251,11 @@ impl Device {
             unread: BTreeMap::new(),
             marks: BTreeMap::new(),
             mine: BTreeMap::new(),
+            last_text: None,
+            attacks_due: Vec::new(),
+            forged: BTreeMap::new(),
+            forged_n: 0,
+            probing: BTreeSet::new(),
             timers,
         }
     }
@@ -341,9 +358,23 @@ impl Device {
                     Self::observe(out, Observation::Linked);
                 }
             }
-            Down::Refused { reason, id } => self.on_refused(now, reason, id, out),
-            Down::Sent { conv, id, seq } => self.on_sent(now, conv, id, seq, out),
-            Down::Deliver { msg, path } => self.on_deliver(now, msg, path, out),
+            Down::Refused { reason, id } => {
+                if !self.forged_refused(reason, id, out) {
+                    self.on_refused(now, reason, id, out)
+                }
+            }
+            Down::Sent { conv, id, seq } => {
+                if !self.forged_sent(conv, id, seq, out) {
+                    self.on_sent(now, conv, id, seq, out)
+                }
+            }
+            Down::Deliver { msg, path } => {
+                if self.probed(msg.conv) {
+                    let (id, conv, seq) = (msg.id, msg.conv, msg.seq);
+                    Self::observe(out, Observation::Fetched { id, conv, seq });
+                }
+                self.on_deliver(now, msg, path, out)
+            }
             Down::DrainPage {
                 next,
                 more,
@@ -377,6 +408,9 @@ impl Device {
                 }
             }
             Down::Pulled { conv, last } => {
+                if self.probed(conv) {
+                    Self::observe(out, Observation::Pulled { conv, last });
+                }
                 self.timers.cancel(&Timer::Pull(conv));
                 let view = self.convs.entry(conv).or_default();
                 if view.joined {
@@ -477,6 +511,7 @@ impl Device {
                 }
             }
             Action::CloseChat { .. } => {}
+            Action::Attack(attack) => self.plan_attack(now, attack, out),
         }
     }
 
@@ -522,7 +557,9 @@ impl Device {
                 }
             }
             Timer::Pull(conv) => {
-                if self.link == Link::Ready {
+                // A member removed meanwhile has no business asking (the shard refuses it).
+                let joined = self.convs.get(&conv).is_some_and(|v| v.joined);
+                if self.link == Link::Ready && joined {
                     self.pull(now, conv, out);
                 }
             }
@@ -613,6 +650,9 @@ impl Machine for Device {
         if self.link == Link::Ready {
             for conv in std::mem::take(&mut self.pulls_due) {
                 self.pull(now, conv, out);
+            }
+            if !self.attacks_due.is_empty() {
+                self.launch_attacks(now, out);
             }
         }
     }

@@ -220,6 +220,9 @@ impl Device {
             n: self.next_n,
         };
         self.next_n += 1;
+        if op.is_none() {
+            self.last_text = Some((id, conv));
+        }
         let shown = match &op {
             Some(op) => op.describe(id).into_bytes(),
             None => body.clone(),

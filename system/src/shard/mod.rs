@@ -217,6 +217,29 @@ impl Shard {
             .is_some_and(|peer| peer != device.user && self.topo.has_user(peer))
     }
 
+    /// Tell `device` how far `conv` reaches, if it is a member: a group's length, its pace and
+    /// its existence are the members' business (a direct chat is never pulled).
+    fn answer_pull(
+        &self,
+        device: DeviceId,
+        gateway: u16,
+        conv: ConvId,
+        pulled: Down,
+        out: &mut Vec<Effect>,
+    ) {
+        let member = self.convs.get(&conv).is_some_and(|c| {
+            c.group
+                .as_ref()
+                .is_some_and(|g| g.members.contains(&device.user))
+        });
+        if member || self.topo.bugs.has(Bug::PullSkipsMembership) {
+            Self::to_device(device, gateway, pulled, out);
+        } else {
+            out.push(Effect::Probe(Probe::PullRefused));
+            Self::refuse(device, gateway, Refusal::NotMember, None, out);
+        }
+    }
+
     fn refuse(
         device: DeviceId,
         gateway: u16,
@@ -301,7 +324,8 @@ impl Shard {
             }
             Up::Fetch { conv, from, to } => {
                 // In a group, storage shows the reader only what they may see.
-                if !conv.is_group() && !self.is_member(conv, device) {
+                let checked = !self.topo.bugs.has(Bug::FetchSkipsMembership);
+                if checked && !conv.is_group() && !self.is_member(conv, device) {
                     Self::refuse(device, gateway, Refusal::NotMember, None, out);
                     return;
                 }
@@ -322,7 +346,8 @@ impl Shard {
                 let c = self.convs.entry(conv).or_default();
                 match c.last_seq {
                     Some(last) => {
-                        Self::to_device(device, gateway, Down::Pulled { conv, last }, out)
+                        let pulled = Down::Pulled { conv, last };
+                        self.answer_pull(device, gateway, conv, pulled, out);
                     }
                     None => {
                         c.pullers.push((device, gateway));
@@ -339,7 +364,8 @@ impl Shard {
                 // Only a member may say it has a conversation's messages; in a group the
                 // notify list names senders, checked where it lands (each sender device drops
                 // a receipt for messages it never sent).
-                if !conv.is_group() && !self.is_member(conv, device) {
+                let checked = !self.topo.bugs.has(Bug::ReceiptFromAnyone);
+                if checked && !conv.is_group() && !self.is_member(conv, device) {
                     Self::refuse(device, gateway, Refusal::NotMember, None, out);
                     return;
                 }
@@ -414,7 +440,7 @@ impl Shard {
                             conv,
                             last: last_seq,
                         };
-                        Self::to_device(device, gateway, pulled, out);
+                        self.answer_pull(device, gateway, conv, pulled, out);
                     }
                     self.timers.cancel(&Timer::Storage(conv));
                     self.pump(now, conv, out);

@@ -97,6 +97,9 @@ pub struct Storage {
     any_devices: bool,
     /// Only with `dedup-by-user`: a retry is recognised by user and counter alone.
     dedup_by_user: bool,
+    /// Only with `group-log-to-anyone`: a group's log is read out to members and strangers
+    /// alike.
+    group_log_to_anyone: bool,
 }
 
 impl Storage {
@@ -113,6 +116,7 @@ impl Storage {
             repl: None,
             any_devices: false,
             dedup_by_user: false,
+            group_log_to_anyone: false,
         }
     }
 
@@ -139,6 +143,7 @@ impl Storage {
             unfenced: bugs.has(Bug::UnfencedFailover),
             any_devices: bugs.has(Bug::StaleDeviceList),
             dedup_by_user: bugs.has(Bug::DedupByUser),
+            group_log_to_anyone: bugs.has(Bug::GroupLogToAnyone),
             knobs: topo.knobs,
             ..Storage::new(durable)
         }

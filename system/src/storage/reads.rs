@@ -32,6 +32,9 @@ impl Storage {
         if !conv.is_group() {
             return in_range.map(|m| m.for_device(device)).collect();
         }
+        if self.group_log_to_anyone {
+            return in_range.map(|m| m.for_device(device)).collect();
+        }
         let joins = |m: &Message| {
             m.event
                 .as_ref()

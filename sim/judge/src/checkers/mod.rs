@@ -683,12 +683,19 @@ struct Ack<'a> {
 
 /// The first ack of each logical message, in history order. Later acks (retries, or a resend
 /// under a new id) promise nothing new, so judging them again would only repeat violations.
+///
+/// A compromised device's ✓ for an id it made up (no `Sent`: nobody composed it) promises
+/// nobody anything; `authz` judges whether it should have been given at all.
 fn first_acks<'a>(h: &'a History, ix: &Index<'a>) -> Vec<Ack<'a>> {
+    let attackers = h.attackers();
     let mut seen = BTreeSet::new();
     let mut acks = Vec::new();
-    for (t, _, obs) in observations(h) {
+    for (t, device, obs) in observations(h) {
         if let Observation::Acked { id, conv, seq } = obs {
             let msg = ix.logical(*id);
+            if matches!(msg, Logical::Unknown(_)) && attackers.contains(&device) {
+                continue;
+            }
             if seen.insert(msg) {
                 acks.push(Ack {
                     t,

@@ -277,6 +277,9 @@ pub enum EventAction {
     /// `user` links `device` (a companion, index 1 or more) to their account: it does nothing
     /// before, and is owed only what is sent after.
     Link,
+    /// `user`'s `device` is compromised and sends the crafted request `attack` names (one of
+    /// [`chatsim_system::attack::ATTACK_NAMES`]), aimed with `to`, `member` and `group`.
+    Attack,
 }
 
 /// One explicit event.
@@ -311,6 +314,9 @@ pub struct ScheduledEvent {
     /// The server host, e.g. `shard-1` (server actions).
     #[serde(default)]
     pub host: Option<String>,
+    /// What a compromised device tries (`attack`).
+    #[serde(default)]
+    pub attack: Option<String>,
     /// One side of a partition.
     #[serde(default)]
     pub side_a: Vec<String>,
@@ -333,6 +339,7 @@ impl ScheduledEvent {
             member: None,
             text: None,
             host: None,
+            attack: None,
             side_a: Vec::new(),
             side_b: Vec::new(),
         }
@@ -393,6 +400,7 @@ pub fn action_name(a: EventAction) -> &'static str {
         EventAction::Background => "background",
         EventAction::Foreground => "foreground",
         EventAction::Link => "link",
+        EventAction::Attack => "attack",
     }
 }
 
@@ -537,11 +545,15 @@ pub enum FaultKind {
     /// receipts) are refused without an answer, so senders see no ✓ and retry; deletes and
     /// reads go on.
     DiskFull,
+    /// A device is compromised: it sends one crafted request (an
+    /// [`chatsim_system::attack::Attack`], kind and target drawn per seed) on its own
+    /// authenticated connection, inside its normal use. Instantaneous: no `duration_ms`.
+    Malicious,
 }
 
 impl FaultKind {
     /// Every kind, in the order `chatsim scenarios` lists them.
-    pub const ALL: [FaultKind; 12] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::Kill,
         FaultKind::Clog,
         FaultKind::LatencySpike,
@@ -554,6 +566,7 @@ impl FaultKind {
         FaultKind::DeviceOffline,
         FaultKind::DeviceSilent,
         FaultKind::DeviceBlackhole,
+        FaultKind::Malicious,
     ];
 
     /// Its name in a scenario file's `kind`.
@@ -571,6 +584,7 @@ impl FaultKind {
             FaultKind::DeviceOffline => "device-offline",
             FaultKind::DeviceSilent => "device-silent",
             FaultKind::DeviceBlackhole => "device-blackhole",
+            FaultKind::Malicious => "malicious",
         }
     }
 
@@ -591,6 +605,9 @@ impl FaultKind {
             FaultKind::DeviceOffline => "a phone goes offline (airplane mode), then back",
             FaultKind::DeviceSilent => "a phone's connection carries nothing, held both ways",
             FaultKind::DeviceBlackhole => "a phone's connection drops every frame and never closes",
+            FaultKind::Malicious => {
+                "a compromised phone sends a crafted request: forged sender, foreign chat, replay"
+            }
         }
     }
 }

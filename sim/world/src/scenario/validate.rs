@@ -3,6 +3,7 @@
 
 use super::{action_name, parse_host, EventAction, FaultKind, Range, Role};
 use super::{Scenario, ScenarioError, ScheduledEvent};
+use chatsim_system::attack::ATTACK_NAMES;
 use std::path::Path;
 
 /// The fewest users a scenario may have: a conversation needs two.
@@ -359,7 +360,14 @@ impl Scenario {
                         "a dropped connection has no duration",
                     ));
                 }
-                (FaultKind::DeviceDrop, None) => {}
+                (FaultKind::Malicious, Some(_)) => {
+                    return Err(invalid(
+                        p,
+                        &field("duration_ms"),
+                        "an attack is one request: it has no duration",
+                    ));
+                }
+                (FaultKind::DeviceDrop | FaultKind::Malicious, None) => {}
                 (_, None) => {
                     return Err(invalid(
                         p,
@@ -368,6 +376,16 @@ impl Scenario {
                     ))
                 }
                 (_, Some(d)) => d.check(p, &field("duration_ms"))?,
+            }
+            if f.kind == FaultKind::Malicious && f.count.hi > 0 && t.users < 3 {
+                return Err(invalid(
+                    p,
+                    &field("kind"),
+                    format!(
+                        "a compromised phone attacks the chats of two other users: topology.users must be at least 3, is {}",
+                        t.users
+                    ),
+                ));
             }
             if server && f.count.hi > 0 && self.hosts_of(&f.targets) == 0 {
                 return Err(invalid(
@@ -513,6 +531,64 @@ impl Scenario {
                         p,
                         &field("device"),
                         "`link` adds a companion: name its index (1 or more; 0 is the phone the account was made on)",
+                    ));
+                }
+            }
+            EventAction::Attack => {
+                user_ok(e.user, "user")?;
+                let Some(name) = e.attack.as_deref() else {
+                    return Err(invalid(
+                        p,
+                        &field("attack"),
+                        format!("missing: one of {}", ATTACK_NAMES.join(", ")),
+                    ));
+                };
+                match name {
+                    "impersonate" | "post-foreign" | "forge-receipt" => {
+                        user_ok(e.to, "to")?;
+                        user_ok(e.member, "member")?;
+                    }
+                    "fetch-foreign" if e.group.is_none() => {
+                        user_ok(e.to, "to")?;
+                        user_ok(e.member, "member")?;
+                    }
+                    "pull-foreign" | "hijack-group" if e.group.is_none() => {
+                        return Err(invalid(
+                            p,
+                            &field("group"),
+                            format!("missing: `{name}` names a group"),
+                        ));
+                    }
+                    "tamper" if e.group.is_none() => {
+                        user_ok(e.to, "to")?;
+                        if e.to == e.user {
+                            return Err(invalid(
+                                p,
+                                &field("to"),
+                                "a user has no chat with themselves",
+                            ));
+                        }
+                    }
+                    "fetch-foreign" | "pull-foreign" | "hijack-group" | "reuse-id" | "tamper" => {}
+                    other => {
+                        return Err(invalid(
+                            p,
+                            &field("attack"),
+                            format!(
+                                "unknown attack `{other}`; one of {}",
+                                ATTACK_NAMES.join(", ")
+                            ),
+                        ))
+                    }
+                }
+                if matches!(name, "post-foreign" | "forge-receipt" | "fetch-foreign")
+                    && e.group.is_none()
+                    && e.to == e.member
+                {
+                    return Err(invalid(
+                        p,
+                        &field("member"),
+                        "`to` and `member` name the two users of a chat: they must differ",
                     ));
                 }
             }
