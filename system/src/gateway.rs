@@ -212,6 +212,11 @@ impl Gateway {
                     Self::refuse(conn, Refusal::NotAuthenticated, out);
                     return;
                 };
+                if !up.seqs_in_range() {
+                    // A number no conversation reaches: a hostile client's. Dropped here, so
+                    // no server behind the gateway has to guard its arithmetic against it.
+                    return;
+                }
                 if let Up::Subscribe { user } = up {
                     to_session(out, Rpc::Subscribe { device, user });
                     return;

@@ -7,6 +7,12 @@ use crate::proto::Millis;
 /// Companion devices a user may have beside the primary phone (WhatsApp allows four).
 pub const COMPANIONS_MAX: u8 = 4;
 
+/// The largest sequence number a frame may name (2^53: a conversation writing a message a
+/// millisecond reaches it in 285,000 years, and every JSON client holds it exactly). A frame
+/// naming more comes from a hostile or broken peer and is dropped where it enters a machine,
+/// so no counter downstream can reach the end of its range.
+pub const SEQ_MAX: u64 = 1 << 53;
+
 /// Members a group may have (WhatsApp's cap); a join past it is refused with `GroupFull`.
 pub const GROUP_MEMBERS_MAX: usize = 1_024;
 /// Devices one group fan-out step parks inbox entries for and pushes to. A crash loses at

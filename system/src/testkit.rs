@@ -202,6 +202,12 @@ impl Cluster {
         }
     }
 
+    /// The (gateway, connection) a device is connected through, if it is: where a test puts
+    /// frames the device's own app would never send.
+    pub fn conn_of(&self, d: DeviceId) -> Option<(u16, ConnId)> {
+        self.conns.get(&d).copied()
+    }
+
     /// A user action on a device, now.
     pub fn act(&mut self, d: DeviceId, action: Action) {
         self.input(Host::Device(d), Input::Action(action));

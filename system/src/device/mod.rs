@@ -348,6 +348,9 @@ impl Device {
         if self.link == Link::Down || self.link == Link::Connecting {
             return;
         }
+        if !frame.seqs_in_range() {
+            return; // From a hostile or broken server: no conversation reaches that far.
+        }
         self.last_heard = now;
         match frame {
             Down::Welcome { epoch } => self.on_welcome(now, epoch, out),

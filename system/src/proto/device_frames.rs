@@ -207,3 +207,47 @@ pub enum Down {
     /// Heartbeat answer.
     Pong,
 }
+
+fn sane(seq: Seq) -> bool {
+    seq <= crate::limits::SEQ_MAX
+}
+
+impl Up {
+    /// Whether every sequence number the frame names is at most
+    /// [`crate::limits::SEQ_MAX`] (the gateway drops one that is not).
+    pub fn seqs_in_range(&self) -> bool {
+        match self {
+            Up::Send { version, .. } => sane(*version),
+            Up::Ack { seq, .. } => sane(*seq),
+            Up::Drain { after } => after.is_none_or(|c| sane(c.seq)),
+            Up::Fetch { from, to, .. } => sane(*from) && sane(*to),
+            Up::Receipt { upto, .. } => sane(*upto),
+            Up::ReceiptSeen { receipt } => sane(receipt.upto),
+            Up::Hello { .. } | Up::Pull { .. } | Up::Subscribe { .. } | Up::Ping | Up::Link => true,
+        }
+    }
+}
+
+impl Down {
+    /// Whether every sequence number the frame names is at most
+    /// [`crate::limits::SEQ_MAX`] (a phone drops one that is not).
+    pub fn seqs_in_range(&self) -> bool {
+        match self {
+            Down::Refused {
+                reason: Refusal::StaleMembers { version },
+                ..
+            } => sane(*version),
+            Down::Sent { seq, .. } => sane(*seq),
+            Down::Deliver { msg, .. } => sane(msg.seq),
+            Down::DrainPage { next, .. } => next.is_none_or(|c| sane(c.seq)),
+            Down::Pulled { last, .. } => sane(*last),
+            Down::ReceiptAck { upto, .. } => sane(*upto),
+            Down::Receipt { receipt } => sane(receipt.upto),
+            Down::Welcome { .. }
+            | Down::Refused { .. }
+            | Down::Linked
+            | Down::Presence { .. }
+            | Down::Pong => true,
+        }
+    }
+}
