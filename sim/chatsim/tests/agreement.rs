@@ -33,6 +33,7 @@ const DETERMINISM: &[&str] = &[
     "groups",
     "blackhole",
     "latency-spike",
+    "malicious",
 ];
 
 /// Seeds nobody had run on which turmoil broke `ack_latency` on oneway-partition (issue 22):
