@@ -26,17 +26,7 @@ pub fn authz(h: &History) -> Verdict {
 
 /// [`authz`] with the memberships the other checkers share.
 pub(crate) fn authz_in(h: &History, groups: &Memberships) -> Verdict {
-    let sent: BTreeSet<MsgId> = h
-        .records
-        .iter()
-        .filter_map(|r| match &r.event {
-            Event::Device {
-                device,
-                obs: Observation::Sent { id, .. },
-            } if id.device == *device => Some(*id),
-            _ => None,
-        })
-        .collect();
+    let sent = h.composed();
     let mut violations = Vec::new();
     let mut checked = 0;
     let mut reported: BTreeSet<(MsgId, String)> = BTreeSet::new();

@@ -360,6 +360,21 @@ impl History {
             .collect()
     }
 
+    /// Every message id a user composed (a `Sent` on the device the id names): what a
+    /// compromised device made up is not among them.
+    pub fn composed(&self) -> BTreeSet<MsgId> {
+        self.records
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::Device {
+                    device,
+                    obs: Observation::Sent { id, .. },
+                } if id.device == *device => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Devices that sent a crafted request ([`Observation::Attacked`]): compromised for the
     /// whole run, as far as the judges are concerned.
     pub fn attackers(&self) -> BTreeSet<DeviceId> {

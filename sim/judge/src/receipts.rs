@@ -12,7 +12,7 @@ use crate::history::{Event, History, Links, Looking, Memberships};
 use chatsim_system::limits::{PUSH_RETRY_MS_MAX, RECEIPT_DELAY_MS, RECEIPT_RETRY_MS};
 use chatsim_system::proto::{ConvId, DeviceId, Millis, MsgId, ReceiptKind, Seq, UserId};
 use chatsim_system::Observation;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Name of the receipts invariant.
 pub const RECEIPTS: &str = "receipts";
@@ -166,17 +166,7 @@ pub(crate) fn receipts_in(
     let changes = h.change_ids();
     // What users composed: a compromised device's ✓ for an id it made up (a tampered text) is
     // owed no ticks; `authz` judges the rest of what it got.
-    let composed: BTreeSet<MsgId> = h
-        .records
-        .iter()
-        .filter_map(|r| match &r.event {
-            Event::Device {
-                device,
-                obs: Observation::Sent { id, .. },
-            } if id.device == *device => Some(*id),
-            _ => None,
-        })
-        .collect();
+    let composed = h.composed();
     // Each sender device's texts by conversation and seq, as its ✓ placed them.
     let mut own: BTreeMap<(DeviceId, ConvId), BTreeMap<Seq, MsgId>> = BTreeMap::new();
     for r in &h.records {

@@ -4,6 +4,7 @@
 //! messages. Everything else it does stays the honest app's, so the attack runs inside a live
 //! workload, as a stolen phone would.
 
+use super::keys::SealedGroup;
 use super::{Device, Link};
 use crate::attack::{Attack, FORGED_N_BASE, FORGED_RECEIPT_UPTO};
 use crate::e2e::{Bundle, GroupSealed};
@@ -122,20 +123,12 @@ impl Device {
                     return; // Nothing sent yet: nothing to reuse.
                 };
                 let other = format!("{id} rewritten").into_bytes();
-                let (body, version, keys) = if conv.is_group() {
+                let sealed = if conv.is_group() {
                     self.seal_group(conv, id, &other)
                 } else {
                     (self.seal(conv, id, &other), 0, Vec::new())
                 };
-                let up = Up::Send {
-                    conv,
-                    id,
-                    body,
-                    sent_at,
-                    op: None,
-                    version,
-                    keys,
-                };
+                let up = post(conv, id, sealed, sent_at);
                 // Not kept as forged: the id is the device's own, and its answers are the
                 // honest app's to take (a ✓ for a message it already shows changes nothing).
                 out.push(Effect::Up(up));
@@ -143,7 +136,7 @@ impl Device {
             Attack::Tamper { conv } => {
                 let id = self.forged_id();
                 let plaintext = b"tampered".to_vec();
-                let (body, version, keys) = if conv.is_group() {
+                let sealed = if conv.is_group() {
                     let (body, version, keys) = self.seal_group(conv, id, &plaintext);
                     (tamper_group(body), version, keys)
                 } else {
@@ -153,15 +146,7 @@ impl Device {
                         Vec::new(),
                     )
                 };
-                let up = Up::Send {
-                    conv,
-                    id,
-                    body,
-                    sent_at,
-                    op: None,
-                    version,
-                    keys,
-                };
+                let up = post(conv, id, sealed, sent_at);
                 self.send_forged(id, up, out);
             }
         }
@@ -246,14 +231,21 @@ fn tamper_group(body: Vec<u8>) -> Vec<u8> {
     sealed.encode()
 }
 
-fn text(conv: ConvId, id: MsgId, body: Vec<u8>, sent_at: Millis) -> Up {
+/// A text as sealed: (body, membership version, sender keys), as `seal_group` returns them.
+fn post(conv: ConvId, id: MsgId, sealed: SealedGroup, sent_at: Millis) -> Up {
+    let (body, version, keys) = sealed;
     Up::Send {
         conv,
         id,
         body,
         sent_at,
         op: None,
-        version: 0,
-        keys: Vec::new(),
+        version,
+        keys,
     }
+}
+
+/// A direct text: no membership version, no sender keys.
+fn text(conv: ConvId, id: MsgId, body: Vec<u8>, sent_at: Millis) -> Up {
+    post(conv, id, (body, 0, Vec::new()), sent_at)
 }
