@@ -612,25 +612,23 @@ mod tests {
             device: dev(0),
             n: 0,
         };
-        let mut h = History::with_devices(2, 2);
-        let sent = Observation::Sent {
-            id,
-            conv: direct,
-            body: b"hello".to_vec(),
+        let companion = DeviceId {
+            user: UserId(1),
+            index: 1,
         };
-        h.observe(1, dev(0), sent);
+        let composed = |h: &mut History, body: &[u8]| {
+            let sent = Observation::Sent {
+                id,
+                conv: direct,
+                body: body.to_vec(),
+            };
+            h.observe(1, dev(0), sent);
+        };
+        let mut h = History::with_devices(2, 2);
+        composed(&mut h, b"hello");
         show(&mut h, 2, dev(1), id, b"hello");
         assert!(authz(&h).holds, "{:?}", detail_of(&h));
-        show(
-            &mut h,
-            3,
-            DeviceId {
-                user: UserId(1),
-                index: 1,
-            },
-            id,
-            b"HELLO",
-        );
+        show(&mut h, 3, companion, id, b"HELLO");
         assert!(has(&h, "but u0.d0 wrote \"hello\""));
 
         let mut h = History::with_devices(2, 2);
@@ -638,26 +636,12 @@ mod tests {
             attack: chatsim_system::attack::Attack::ReuseId,
         };
         h.observe(1, dev(0), attack);
-        let sent = Observation::Sent {
-            id,
-            conv: direct,
-            body: b"first".to_vec(),
-        };
-        h.observe(1, dev(0), sent);
+        composed(&mut h, b"first");
         // A compromised sender may change its own words before anyone saw them...
         show(&mut h, 2, dev(1), id, b"second");
         assert!(authz(&h).holds, "{:?}", detail_of(&h));
         // ...but not what one screen shows against another.
-        show(
-            &mut h,
-            3,
-            DeviceId {
-                user: UserId(1),
-                index: 1,
-            },
-            id,
-            b"third",
-        );
+        show(&mut h, 3, companion, id, b"third");
         assert!(has(&h, "but u1.d0 showed \"second\""));
     }
 }
