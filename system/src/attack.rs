@@ -62,8 +62,8 @@ pub enum Attack {
         /// The group's number.
         group: u32,
     },
-    /// Send the id of its own latest message again with other content (dedup by id, on the
-    /// shard and on every phone, keeps what was shown).
+    /// Send the id of its own latest stored message again with other content (dedup by id, on
+    /// the shard and on every phone, keeps what was shown).
     ReuseId,
     /// Send a text into a conversation it is in whose ciphertext was tampered with, so no
     /// recipient can open it (phones record it as unreadable and move past it: one bad copy
@@ -130,7 +130,9 @@ impl Attack {
                 )
             }
             Attack::ReuseId => {
-                format!("{by} (compromised) sends its latest message's id with other content")
+                format!(
+                    "{by} (compromised) replays its latest stored message's id with other content"
+                )
             }
             Attack::Tamper { conv } => {
                 format!("{by} (compromised) sends {conv} a text with tampered ciphertext")

@@ -119,8 +119,11 @@ impl Device {
                 self.send_forged(id, up, out);
             }
             Attack::ReuseId => {
-                let Some((id, conv)) = self.last_text else {
-                    return; // Nothing sent yet: nothing to reuse.
+                // A stored one: an id still in flight is the sender's own to change (the server
+                // cannot tell a retry resealed for new members from new words), so only a
+                // replay of a stored id can rewrite what someone already has.
+                let Some((id, conv)) = self.last_acked_text else {
+                    return; // Nothing stored yet: nothing to replay.
                 };
                 let other = format!("{id} rewritten").into_bytes();
                 let sealed = if conv.is_group() {

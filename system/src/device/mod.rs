@@ -182,8 +182,9 @@ pub struct Device {
     marks: BTreeMap<(ConvId, DeviceId, ReceiptKind), Seq>,
     /// Our texts not yet read by all, per conversation and seq.
     mine: BTreeMap<ConvId, BTreeMap<Seq, MineTicks>>,
-    /// The id and conversation of the latest text composed (what a compromised app reuses).
-    last_text: Option<(MsgId, ConvId)>,
+    /// The id and conversation of the latest text of ours stored (sent ✓): what a compromised
+    /// app replays with other words.
+    last_acked_text: Option<(MsgId, ConvId)>,
     /// Compromised only: attacks waiting for a welcomed connection.
     attacks_due: Vec<Attack>,
     /// Compromised only: requests sent under made-up ids, awaiting an answer.
@@ -251,7 +252,7 @@ impl Device {
             unread: BTreeMap::new(),
             marks: BTreeMap::new(),
             mine: BTreeMap::new(),
-            last_text: None,
+            last_acked_text: None,
             attacks_due: Vec::new(),
             forged: BTreeMap::new(),
             forged_n: 0,

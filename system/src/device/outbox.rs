@@ -146,6 +146,9 @@ impl Device {
         if let Some(o) = self.outbox.remove(&id) {
             self.timers.cancel(&Timer::Retry(id));
             Self::observe(out, Observation::Acked { id, conv, seq });
+            if o.op.is_none() {
+                self.last_acked_text = Some((id, conv));
+            }
             if let Some(version) = o.carried_key {
                 // Every member device now has our key for this version in its copy.
                 self.distributed.insert((conv, version));
@@ -220,9 +223,6 @@ impl Device {
             n: self.next_n,
         };
         self.next_n += 1;
-        if op.is_none() {
-            self.last_text = Some((id, conv));
-        }
         let shown = match &op {
             Some(op) => op.describe(id).into_bytes(),
             None => body.clone(),
