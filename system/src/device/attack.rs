@@ -15,7 +15,7 @@ use crate::{Effect, Observation};
 /// stale version is refused before membership is looked at, so the attacker catches up first).
 const FORGED_RESENDS_MAX: u8 = 3;
 
-/// A request an attack sent under an id it made up (or reused), kept to record the answer.
+/// A request an attack sent under an id it made up, kept to record the answer.
 #[derive(Clone, Debug)]
 pub(super) struct Forged {
     /// The frame, for a resend with a newer version.
