@@ -384,3 +384,33 @@ fn a_late_device_whose_link_is_never_stored_breaks_liveness() {
     h.observe(550, companion, Observation::Linked);
     assert!(liveness(&h, BOUNDS).holds);
 }
+
+// A compromised device's ✓ for an id it made up (no `Sent` anywhere) owes nobody a display:
+// `no_loss` skips it. The same ✓ on an honest device (one that never attacked) is still judged,
+// and so is a text the compromised device really composed.
+#[test]
+fn a_compromised_devices_made_up_ids_are_owed_nothing_but_its_texts_are() {
+    let attacked = Observation::Attacked {
+        attack: chatsim_system::attack::Attack::ReuseId,
+    };
+    let mut h = history(1_000);
+    h.observe(1, dev(0), attacked.clone());
+    acked(&mut h, 2, 0, 9, 1, 1);
+    assert!(no_loss(&h).holds, "{:?}", no_loss(&h).violations);
+
+    let mut h = history(1_000);
+    acked(&mut h, 2, 0, 9, 1, 1);
+    assert!(
+        !no_loss(&h).holds,
+        "an honest device's ✓ without a display is judged"
+    );
+
+    let mut h = history(1_000);
+    h.observe(1, dev(0), attacked);
+    sent(&mut h, 2, 0, 1, 1, "mine");
+    acked(&mut h, 3, 0, 1, 1, 1);
+    assert!(
+        !no_loss(&h).holds,
+        "what the compromised device composed is owed"
+    );
+}
