@@ -258,24 +258,16 @@ impl Serialize for Coverage {
     }
 }
 
-/// Every judged scenario file in `dir`, sorted: each `.toml` except the benchmark's worlds
+/// Every judged scenario file in `dir` (the bundled ones when `dir` is a `scenarios` folder
+/// that is not here), sorted: each `.toml` except the benchmark's worlds
 /// (`bench-*`) and the scale run (`scale-*`), which are measured by `chatsim bench` and by
 /// hand, not judged seed by seed (the scale run takes minutes and gigabytes). The same rule as
 /// the scenario tests'.
 pub fn judged_scenarios(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| format!("{}: cannot list: {e}", dir.display()))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .filter(|p| {
-            !p.file_name().is_some_and(|n| {
-                let n = n.to_string_lossy();
-                n.starts_with("bench-") || n.starts_with("scale-")
-            })
-        })
+    let files: Vec<PathBuf> = crate::catalog::list(dir)?
+        .into_iter()
+        .filter(|p| crate::catalog::is_judged(p))
         .collect();
-    files.sort();
     if files.is_empty() {
         return Err(format!("{}: no scenario files", dir.display()));
     }

@@ -3,6 +3,8 @@
 //! Layout:
 //! - [`scenario`], [`plan`], [`wire`]: the scenario schema, per-seed plans and framing, from
 //!   `chatsim-world`, which every engine shares.
+//! - [`catalog`]: where a scenario argument comes from: a file, one's own folder, or the
+//!   scenarios bundled into the binary.
 //! - [`engine`]: engines driving `chatsim-system`; [`engine::madsim`] is the main one.
 //! - [`run`]: one seed end to end: plan, engine, checkers, stats, trace hash.
 //! - [`report`]: the report folder: HTML page, charts, sequence diagram, JSON files.
@@ -18,6 +20,7 @@
 //! The checkers themselves live in `chatsim-judge` and read only the history.
 
 pub mod bench;
+pub mod catalog;
 pub mod check;
 pub mod coverage;
 pub mod engine;

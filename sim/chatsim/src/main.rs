@@ -28,10 +28,27 @@ struct Cli {
     /// available (see `CHATSIM_MEMORY_LIMIT_MIB`).
     #[arg(long, global = true)]
     force: bool,
+    /// A folder of one's own scenarios: a scenario named without a path (`chatsim run smoke`)
+    /// is looked for here before the ones bundled into the binary.
+    #[arg(long, global = true, value_name = "DIR", env = "CHATSIM_SCENARIOS")]
+    scenarios: Option<PathBuf>,
 }
 
 /// Set once from `--force` before any scenario is loaded.
 static FORCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+/// Set once from `--scenarios` (or `CHATSIM_SCENARIOS`) before any scenario is loaded.
+static OWN: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
+/// The folder of one's own scenarios, if one was given.
+fn own() -> Option<&'static Path> {
+    OWN.get().and_then(Option::as_deref)
+}
+
+/// Where scenario listings come from: one's own folder, else `scenarios/` (bundled when
+/// absent).
+fn scenarios_dir() -> PathBuf {
+    own().map_or_else(|| PathBuf::from("scenarios"), Path::to_path_buf)
+}
 
 #[derive(Subcommand)]
 enum Command {
@@ -391,11 +408,11 @@ enum Command {
     /// List the bug zoo: each classic mistake, the invariant that catches it, and the
     /// scenario that shows it.
     Bugs,
-    /// List the scenario files in a folder with their one-line descriptions.
+    /// List the scenario files in a folder with their one-line descriptions (by default
+    /// `scenarios/`, or the ones bundled into the binary when there is no such folder here).
     Scenarios {
-        /// The folder to list.
-        #[arg(default_value = "scenarios")]
-        dir: PathBuf,
+        /// The folder to list (default: `--scenarios`, else `scenarios/`).
+        dir: Option<PathBuf>,
     },
 }
 
@@ -476,7 +493,8 @@ impl Drop for Progress {
 }
 
 fn load(path: &Path) -> Result<Scenario, ExitCode> {
-    let s = Scenario::load(path).map_err(|e: ScenarioError| fail(EXIT_BAD_INPUT, e))?;
+    let s =
+        chatsim::catalog::load(path, own()).map_err(|e: ScenarioError| fail(EXIT_BAD_INPUT, e))?;
     if FORCE.get().copied().unwrap_or(false) {
         return Ok(s);
     }
@@ -571,6 +589,7 @@ fn main() -> ExitCode {
         }
     };
     FORCE.get_or_init(|| cli.force);
+    OWN.get_or_init(|| cli.scenarios.clone());
     match cli.command {
         Command::Run {
             scenario,
@@ -711,7 +730,7 @@ fn main() -> ExitCode {
             buggify,
         } => {
             let paths = if scenarios.is_empty() {
-                match judged_scenarios(Path::new("scenarios")) {
+                match judged_scenarios(&scenarios_dir()) {
                     Ok(p) => p,
                     Err(e) => return fail(EXIT_BAD_INPUT, e),
                 }
@@ -765,7 +784,7 @@ fn main() -> ExitCode {
                     ),
                 );
             }
-            let s = match load(&Path::new("scenarios").join(format!("{}.toml", info.scenario))) {
+            let s = match load(Path::new(info.scenario)) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
@@ -1145,26 +1164,20 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Scenarios { dir } => {
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) => {
-                    return fail(
-                        EXIT_BAD_INPUT,
-                        format!("{}: cannot list: {e}", dir.display()),
-                    )
-                }
+            let dir = dir.unwrap_or_else(scenarios_dir);
+            let files = match chatsim::catalog::list(&dir) {
+                Ok(f) => f,
+                Err(e) => return fail(EXIT_BAD_INPUT, e),
             };
-            let mut files: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                .collect();
-            files.sort();
+            if !dir.is_dir() {
+                println!("(no {} folder here: the scenarios bundled into this binary; run one by name, e.g. `chatsim run smoke`)\n", dir.display());
+            }
             let mut code = ExitCode::SUCCESS;
             // Written, not printed: `chatsim scenarios | head` closes the pipe early, and a
             // listing cut short is not an error.
             let mut out = std::io::stdout().lock();
             for f in files {
-                match Scenario::load(&f) {
+                match chatsim::catalog::load(&f, None) {
                     Ok(s) => {
                         let _ = writeln!(out, "{:<28} {}", f.display(), s.description);
                     }

@@ -541,3 +541,60 @@ fn a_scenario_too_big_for_the_machine_is_refused_before_it_starts() {
         stderr(&o)
     );
 }
+
+// A learner who installed the binary runs it from a folder with no scenarios in it: the zoo,
+// hunting and named scenarios come from the binary; reports land under the current folder.
+#[test]
+fn the_binary_works_from_an_empty_folder_outside_the_repository() {
+    let dir = std::env::temp_dir().join(format!("chatsim-anywhere-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let at = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_chatsim"))
+            .args(args)
+            .current_dir(&dir)
+            .env_remove("CHATSIM_SCENARIOS")
+            .output()
+            .expect("the binary runs")
+    };
+    let o = at(&["run", "smoke", "--seed", "2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(dir.join("reports/smoke-2/index.html").is_file());
+    let page = std::fs::read_to_string(dir.join("reports/smoke-2/index.html")).expect("page");
+    assert!(
+        page.contains("Smoke: a calm day"),
+        "the bundled story is told"
+    );
+    let o = at(&["run", "scenarios/smoke.toml", "--seed", "2", "--no-report"]);
+    assert_eq!(o.status.code(), Some(0), "the README's paths work too");
+    let o = at(&["bugs"]);
+    assert_eq!(o.status.code(), Some(0));
+    let o = at(&["hunt", "--bug", "ack-before-persist", "--seeds", "5"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("no_loss"));
+    let o = at(&["scenarios"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("bundled"));
+    // One's own folder comes before the bundle, from the flag or the environment.
+    let mine = dir.join("mine");
+    std::fs::create_dir_all(&mine).expect("dir");
+    let text = std::fs::read_to_string(common::scenarios_dir().join("smoke.toml")).expect("file");
+    std::fs::write(
+        mine.join("smoke.toml"),
+        text.replacen("description = \"", "description = \"MINE ", 1),
+    )
+    .expect("write");
+    let o = Command::new(env!("CARGO_BIN_EXE_chatsim"))
+        .args(["scenarios"])
+        .current_dir(&dir)
+        .env("CHATSIM_SCENARIOS", &mine)
+        .output()
+        .expect("runs");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("MINE"));
+    let o = at(&["run", "nowhere", "--scenarios", "mine"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("nowhere: cannot read"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -58,8 +58,9 @@ fn secs(t: Millis) -> f64 {
 
 /// The comment lines that open a scenario file: its story.
 pub fn story_of(scenario: &Scenario) -> Vec<String> {
-    let text = std::fs::read_to_string(&scenario.path).unwrap_or_default();
-    text.lines()
+    scenario
+        .source
+        .lines()
         .take_while(|l| l.starts_with('#') || l.trim().is_empty())
         .map(|l| l.trim_start_matches('#').trim().to_string())
         .collect()
@@ -617,12 +618,12 @@ fn run_page(
             faults.len() - PAGE_FAULTS_MAX
         );
     }
-    let text = std::fs::read_to_string(&scenario.path).unwrap_or_default();
+    let text = &scenario.source;
     let _ = writeln!(
         b,
         "<h2>Parameters</h2><p>The scenario file, <code>{}</code>:</p><pre>{}</pre>",
         esc(&scenario.path.display().to_string()),
-        esc(&text)
+        esc(text)
     );
     b.push_str(r#"<p>Files: <a href="run.json">run.json</a>, <a href="history.jsonl">history.jsonl</a> (one event per line), <a href="sequence.svg">sequence.svg</a>.</p>"#);
     page(&format!("chatsim {} seed {}", r.scenario, r.seed), &b)

@@ -103,6 +103,10 @@ pub struct Scenario {
     /// Where the scenario was loaded from (not a TOML field).
     #[serde(skip)]
     pub path: PathBuf,
+    /// The file's text as read (not a TOML field): its opening comments are the story a
+    /// report tells, and a bundled scenario has no file to read them from again.
+    #[serde(skip)]
+    pub source: String,
 }
 
 /// Hosts and users.
@@ -667,6 +671,7 @@ impl Scenario {
             message: e.to_string().trim_end().to_owned(),
         })?;
         s.path = path.to_owned();
+        s.source = text.to_owned();
         s.validate()?;
         Ok(s)
     }
