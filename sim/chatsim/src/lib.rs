@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`scenario`], [`plan`], [`wire`]: the scenario schema, per-seed plans and framing, from
 //!   `chatsim-world`, which every engine shares.
+//! - [`capacity`]: the design's estimates as a calculator, checked against a scaled run.
 //! - [`catalog`]: where a scenario argument comes from: a file, one's own folder, or the
 //!   scenarios bundled into the binary.
 //! - [`engine`]: engines driving `chatsim-system`; [`engine::madsim`] is the main one.
@@ -20,6 +21,7 @@
 //! The checkers themselves live in `chatsim-judge` and read only the history.
 
 pub mod bench;
+pub mod capacity;
 pub mod catalog;
 pub mod check;
 pub mod coverage;

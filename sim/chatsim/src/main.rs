@@ -408,6 +408,59 @@ enum Command {
     /// List the bug zoo: each classic mistake, the invariant that catches it, and the
     /// scenario that shows it.
     Bugs,
+    /// The design's back-of-envelope estimates, with their derivation; every assumption is a
+    /// flag. `--check` runs a scaled world and compares predicted with measured figures (exit 1
+    /// when one is outside its tolerance).
+    Capacity {
+        /// Registered users.
+        #[arg(long, default_value_t = 2e9)]
+        users: f64,
+        /// Messages a day, all users.
+        #[arg(long, default_value_t = 100e9)]
+        messages_per_day: f64,
+        /// Bytes of one stored message.
+        #[arg(long, default_value_t = 200.0)]
+        bytes_per_message: f64,
+        /// Peak rate over the day's average.
+        #[arg(long, default_value_t = 3.0)]
+        peak_factor: f64,
+        /// Share of users connected at once.
+        #[arg(long, default_value_t = 0.25)]
+        concurrent_share: f64,
+        /// Connections one gateway holds.
+        #[arg(long, default_value_t = 500_000.0)]
+        connections_per_gateway: f64,
+        /// Messages a second one chat shard sequences and persists.
+        #[arg(long, default_value_t = 10_000.0)]
+        shard_messages_per_s: f64,
+        /// Share of deliveries to offline devices (they wait in the inbox).
+        #[arg(long, default_value_t = 0.3)]
+        offline_share: f64,
+        /// Share of messages sent to groups.
+        #[arg(long, default_value_t = 0.3)]
+        group_share: f64,
+        /// Members of a group on average, the sender included.
+        #[arg(long, default_value_t = 8.0)]
+        group_size: f64,
+        /// Devices per user.
+        #[arg(long, default_value_t = 1.0)]
+        devices_per_user: f64,
+        /// Copies storage keeps of each message.
+        #[arg(long, default_value_t = 3.0)]
+        replicas: f64,
+        /// Run a scaled world and compare the formulas' predictions with what it measured.
+        #[arg(long)]
+        check: bool,
+        /// Users in the scaled world of `--check`.
+        #[arg(long, default_value_t = 500)]
+        check_users: u32,
+        /// The scaled world's seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the scenario files in a folder with their one-line descriptions (by default
     /// `scenarios/`, or the ones bundled into the binary when there is no such folder here).
     Scenarios {
@@ -1162,6 +1215,83 @@ fn main() -> ExitCode {
                 );
             }
             ExitCode::SUCCESS
+        }
+        Command::Capacity {
+            users,
+            messages_per_day,
+            bytes_per_message,
+            peak_factor,
+            concurrent_share,
+            connections_per_gateway,
+            shard_messages_per_s,
+            offline_share,
+            group_share,
+            group_size,
+            devices_per_user,
+            replicas,
+            check,
+            check_users,
+            seed,
+            json: as_json,
+        } => {
+            use chatsim::capacity::{
+                check as run_check, check_table, derivation, estimate, Assumptions,
+            };
+            let a = Assumptions {
+                users,
+                messages_per_day,
+                bytes_per_message,
+                peak_factor,
+                concurrent_share,
+                connections_per_gateway,
+                shard_messages_per_s,
+                offline_share,
+                group_share,
+                group_size,
+                devices_per_user,
+                replicas,
+            };
+            if let Err(e) = a.validate() {
+                return fail(EXIT_BAD_INPUT, e);
+            }
+            if check && !(20..=20_000).contains(&check_users) {
+                return fail(
+                    EXIT_BAD_INPUT,
+                    format!("--check-users: {check_users}: between 20 and 20000 (a scaled world runs on this machine in seconds)"),
+                );
+            }
+            let e = estimate(&a);
+            let checked = if check {
+                match run_check(&a, check_users, seed) {
+                    Ok(c) => Some(c),
+                    Err(e) => return fail(EXIT_ENGINE, e),
+                }
+            } else {
+                None
+            };
+            if as_json {
+                let j = serde_json::json!({ "assumptions": a, "estimate": e, "check": checked });
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&j).expect("plain numbers")
+                );
+            } else {
+                println!("assumptions (each a flag; see --help):");
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&a).expect("plain numbers")
+                );
+                println!("derivation:");
+                print!("{}", derivation(&a, &e));
+                if let Some(c) = &checked {
+                    println!();
+                    print!("{}", check_table(c));
+                }
+            }
+            match checked {
+                Some(c) if !c.passed() => ExitCode::from(EXIT_BROKEN),
+                _ => ExitCode::SUCCESS,
+            }
         }
         Command::Scenarios { dir } => {
             let dir = dir.unwrap_or_else(scenarios_dir);

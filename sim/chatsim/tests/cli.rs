@@ -598,3 +598,49 @@ fn the_binary_works_from_an_empty_folder_outside_the_repository() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+// The calculator reproduces the design's figures, its check runs a scaled world within the
+// stated tolerances, and a share that is not a share is refused naming the flag.
+#[test]
+fn capacity_reproduces_the_design_and_its_check_passes() {
+    let o = chatsim(&["capacity", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j = json_of(&o);
+    let e = &j["estimate"];
+    let avg = e["average_messages_per_s"].as_f64().expect("a number");
+    assert!((1.1e6..1.3e6).contains(&avg), "about 1.2M msg/s: {avg}");
+    let tb = e["bytes_per_day"].as_f64().expect("a number") / 1e12;
+    assert!((19.0..21.0).contains(&tb), "about 20 TB a day: {tb}");
+    assert_eq!(
+        e["gateways"].as_f64(),
+        Some(1000.0),
+        "about a thousand gateways"
+    );
+    let o = chatsim(&["capacity", "--check", "--json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let j = json_of(&o);
+    let figures = j["check"]["figures"].as_array().expect("figures");
+    assert_eq!(figures.len(), 4);
+    for f in figures {
+        assert_eq!(f["within"], true, "{f}");
+        assert!(f["measured"].as_f64().expect("measured") > 0.0, "{f}");
+    }
+    // Traffic gathered into a few groups breaks the even-spread assumption of one shard's
+    // share, and the check says so.
+    let o = chatsim(&["capacity", "--check", "--group-share", "0.99"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("OFF"));
+    let o = chatsim(&["capacity", "--group-share", "2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--group-share"), "{}", stderr(&o));
+}

@@ -299,6 +299,7 @@ impl Recorder {
                     label,
                     msg,
                     key,
+                    bytes: raw.len() as u32,
                 });
             }
         }

@@ -52,6 +52,8 @@ pub struct FrameRecord {
     pub msg: Option<MsgId>,
     /// The message it concerns, when it names one by (conversation, seq).
     pub key: Option<(ConvId, Seq)>,
+    /// Its size on the wire: what capacity checks weigh storage and links by.
+    pub bytes: u32,
 }
 
 fn describe_up(up: &Up) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
