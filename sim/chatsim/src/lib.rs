@@ -6,6 +6,7 @@
 //! - [`capacity`]: the design's estimates as a calculator, checked against a scaled run.
 //! - [`catalog`]: where a scenario argument comes from: a file, one's own folder, or the
 //!   scenarios bundled into the binary.
+//! - [`learn`]: `chatsim learn`: lessons, the broken and the right design side by side.
 //! - [`engine`]: engines driving `chatsim-system`; [`engine::madsim`] is the main one.
 //! - [`run`]: one seed end to end: plan, engine, checkers, stats, trace hash.
 //! - [`report`]: the report folder: HTML page, charts, sequence diagram, JSON files.
@@ -26,6 +27,7 @@ pub mod catalog;
 pub mod check;
 pub mod coverage;
 pub mod engine;
+pub mod learn;
 pub mod live;
 pub mod load;
 pub mod output;

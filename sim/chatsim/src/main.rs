@@ -408,6 +408,19 @@ enum Command {
     /// List the bug zoo: each classic mistake, the invariant that catches it, and the
     /// scenario that shows it.
     Bugs,
+    /// Lessons for system-design interviews: with no name, list them; with a name, run the
+    /// broken and the right design side by side on the same seed, tell the story, and write a
+    /// lesson page (exit 0 when the lesson showed what it teaches).
+    Learn {
+        /// The lesson (see `chatsim learn`).
+        name: Option<String>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Write the lesson page here (default: reports/learn/NAME/).
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+    },
     /// The design's back-of-envelope estimates, with their derivation; every assumption is a
     /// flag. `--check` runs a scaled world and compares predicted with measured figures (exit 1
     /// when one is outside its tolerance).
@@ -1199,9 +1212,12 @@ fn main() -> ExitCode {
             }
         }
         Command::Bugs => {
-            println!(
-                "{:<28} {:<20} {:<27} mistake",
-                "bug", "caught by", "scenario"
+            // Written, not printed: `chatsim bugs | head` closes the pipe early.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "{:<28} {:<20} {:<27} {:<26} mistake",
+                "bug", "caught by", "scenario", "lesson"
             );
             for b in &ZOO {
                 let scenario = if b.available {
@@ -1209,12 +1225,69 @@ fn main() -> ExitCode {
                 } else {
                     format!("({}: not built)", b.scenario)
                 };
-                println!(
-                    "{:<28} {:<20} {:<27} {}",
-                    b.name, b.caught_by, scenario, b.mistake
+                let lesson = chatsim::learn::for_bug(b.bug).map_or("-", |l| l.name);
+                let _ = writeln!(
+                    out,
+                    "{:<28} {:<20} {:<27} {:<26} {}",
+                    b.name, b.caught_by, scenario, lesson, b.mistake
                 );
             }
+            let _ = writeln!(
+                out,
+                "\nA lesson runs the mistake beside the design: `chatsim learn NAME`."
+            );
             ExitCode::SUCCESS
+        }
+        Command::Learn {
+            name,
+            json: as_json,
+            report,
+        } => {
+            use chatsim::learn;
+            let Some(name) = name else {
+                if as_json {
+                    let list: Vec<serde_json::Value> = learn::LESSONS
+                        .iter()
+                        .map(|l| {
+                            serde_json::json!({
+                                "name": l.name, "title": l.title, "from": l.from,
+                                "scenario": l.scenario(),
+                            })
+                        })
+                        .collect();
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&list).expect("plain data")
+                    );
+                } else {
+                    let _ = write!(std::io::stdout().lock(), "{}", learn::listing());
+                }
+                return ExitCode::SUCCESS;
+            };
+            let Some(lesson) = learn::find(&name) else {
+                return fail(
+                    EXIT_BAD_INPUT,
+                    format!("no lesson `{name}`; `chatsim learn` lists them"),
+                );
+            };
+            let dir = report.unwrap_or_else(|| learn::default_dir(lesson.name));
+            let ran = learn::run(lesson, own(), &dir);
+            match ran {
+                Ok(o) => {
+                    if as_json {
+                        println!("{}", serde_json::to_string_pretty(&o).expect("plain data"));
+                    } else {
+                        print!("{}", learn::text(&o));
+                    }
+                    if o.shown {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!("error: the lesson did not show what it teaches (see the verdicts above)");
+                        ExitCode::from(EXIT_BROKEN)
+                    }
+                }
+                Err(e) => fail(EXIT_ENGINE, e),
+            }
         }
         Command::Capacity {
             users,

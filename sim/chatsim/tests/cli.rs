@@ -568,6 +568,33 @@ fn the_binary_works_from_an_empty_folder_outside_the_repository() {
     assert_eq!(o.status.code(), Some(0), "the README's paths work too");
     let o = at(&["bugs"]);
     assert_eq!(o.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("timestamp-order"),
+        "bugs name their lessons"
+    );
+    let o = at(&["learn"]);
+    assert_eq!(o.status.code(), Some(0));
+    let listed = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count();
+    assert!(
+        listed >= 16,
+        "a header, 14 lessons and a footer at least:\n{listed}"
+    );
+    let o = at(&["learn", "tls-is-not-e2e"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("e2e_confidential") && said.contains("the fix:"),
+        "{said}"
+    );
+    assert!(dir
+        .join("reports/learn/tls-is-not-e2e/index.html")
+        .is_file());
+    let o = at(&["learn", "no-such-lesson"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no-such-lesson"), "{}", stderr(&o));
     let o = at(&["hunt", "--bug", "ack-before-persist", "--seeds", "5"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("no_loss"));

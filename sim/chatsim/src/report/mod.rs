@@ -66,6 +66,28 @@ pub fn story_of(scenario: &Scenario) -> Vec<String> {
         .collect()
 }
 
+/// The lessons that run this scenario, as a line pointing at `chatsim learn`.
+fn lessons_html(scenario: &str) -> String {
+    let lessons = crate::learn::for_scenario(scenario);
+    if lessons.is_empty() {
+        return String::new();
+    }
+    let items: Vec<String> = lessons
+        .iter()
+        .map(|l| {
+            format!(
+                "<code>chatsim learn {}</code> ({})",
+                esc(l.name),
+                esc(l.title)
+            )
+        })
+        .collect();
+    format!(
+        "<p id=\"lessons\">Lessons on this scenario: {}.</p>\n",
+        items.join(", ")
+    )
+}
+
 /// The scenario's story as HTML paragraphs (blank comment lines separate them).
 fn story_html(scenario: &Scenario) -> String {
     let text: String = story_of(scenario)
@@ -533,6 +555,7 @@ fn run_page(
         b.push_str("</ul>\n");
     }
     b.push_str(&story_html(scenario));
+    b.push_str(&lessons_html(&r.scenario));
     let _ = writeln!(b, "<h2>Invariants</h2><table><tr><th>check</th><th>verdict</th><th>checked</th><th>violations</th></tr>");
     for v in &r.invariants {
         let verdict = if v.holds {
