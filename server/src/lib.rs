@@ -182,6 +182,8 @@ impl Config {
             replicas: 0,
             keys: KeyDirectory::default(),
             knobs: Default::default(),
+            // The real server speaks WebSocket; polling is a simulated comparison.
+            transport: Default::default(),
         };
         topo.keys = KeyDirectory::new(
             (0..topo.users)

@@ -472,6 +472,8 @@ pub enum DisconnectReason {
     HeartbeatTimeout,
     /// The app went to the background (or back to sleep after a push woke it).
     Backgrounded,
+    /// A polling phone's request was answered and closed (see [`Transport`]).
+    Polled,
 }
 
 /// The shape every component shares, so engines can drive any of them the same way.
@@ -528,6 +530,52 @@ pub struct Deployment {
     /// The bounds a BUGGIFY draw may shrink ([`knobs`]); the design's values by default.
     #[serde(default)]
     pub knobs: knobs::Knobs,
+    /// How phones reach their gateway: a persistent connection, or HTTP-style polling.
+    #[serde(default)]
+    pub transport: Transport,
+}
+
+/// How phones reach their gateway. Polling is the design page's first "common mistake": each
+/// request is modelled as a short connection (its handshake stands for the HTTP request and
+/// its authentication), so the cost and the latency are measured on the same machines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// One persistent connection per phone, kept alive by heartbeats; the server pushes.
+    #[default]
+    Websocket,
+    /// The phone asks; the server holds the request until something arrives or
+    /// [`limits::LONG_POLL_HOLD_MS`] pass; the phone asks again at once.
+    LongPoll,
+    /// The phone asks every [`limits::SHORT_POLL_INTERVAL_MS`] and takes what is waiting.
+    ShortPoll,
+    /// A third of the users each: websocket, long-poll, short-poll (by user id), so one run
+    /// compares all three on the same world.
+    Mixed,
+}
+
+impl Transport {
+    /// The transport `user`'s devices use.
+    pub fn of(self, user: UserId) -> Transport {
+        match self {
+            Transport::Mixed => match user.0 % 3 {
+                0 => Transport::Websocket,
+                1 => Transport::LongPoll,
+                _ => Transport::ShortPoll,
+            },
+            t => t,
+        }
+    }
+
+    /// Its name in scenario files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Websocket => "websocket",
+            Transport::LongPoll => "long-poll",
+            Transport::ShortPoll => "short-poll",
+            Transport::Mixed => "mixed",
+        }
+    }
 }
 
 /// Every device's public key. Shared: every component holds a copy of the deployment, and a

@@ -26,6 +26,16 @@ pub const HEARTBEAT_TIMEOUT_MS: Millis = 6_000;
 /// A gateway gives up on a connection it has heard nothing on for this long: longer than the
 /// phone's own timeout, since dropping a live phone costs a reconnect storm.
 pub const GATEWAY_IDLE_TIMEOUT_MS: Millis = 10_000;
+/// Short polling: how long a phone waits between requests (the heartbeat's interval: the
+/// same idle cost a websocket pays in pings, so the comparison is the latency and the cost of
+/// each request).
+pub const SHORT_POLL_INTERVAL_MS: Millis = 2_000;
+/// Long polling: how long a request is held open with nothing to say before the phone asks
+/// again (under the gateway's idle timeout, as a real hold sits under the proxy's).
+pub const LONG_POLL_HOLD_MS: Millis = 8_000;
+/// A polling request that has answered everything still waits this long before closing, so
+/// its acks leave before the connection does.
+pub const POLL_LINGER_MS: Millis = 50;
 /// How often a gateway scans its connections for heartbeat timeouts.
 pub const HEARTBEAT_CHECK_MS: Millis = 1_000;
 

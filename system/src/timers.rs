@@ -52,6 +52,16 @@ impl<K: Ord + Clone> Timers<K> {
         self.by_key.contains_key(key)
     }
 
+    /// When `key` fires, if armed.
+    pub fn at(&self, key: &K) -> Option<Millis> {
+        self.by_key.get(key).copied()
+    }
+
+    /// Whether any armed key satisfies `f`.
+    pub fn any(&self, f: impl Fn(&K) -> bool) -> bool {
+        self.by_key.keys().any(f)
+    }
+
     /// The earliest deadline.
     pub fn next(&self) -> Option<Millis> {
         self.by_time.first().map(|(at, _)| *at)

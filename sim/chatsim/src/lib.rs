@@ -16,6 +16,7 @@
 //! - [`coverage`]: which coverage probes runs reached, aggregated over seeds and scenarios.
 //! - [`load`]: `chatsim load`: real WebSocket phones against a running server (or the bare
 //!   relay it is measured against), latencies from the intended send time, the history judged.
+//! - [`transport`]: what websocket, long-poll and short-poll phones cost in a run.
 //! - [`check`]: exhaustive search of small worlds (`chatsim-models`, stateright) and its
 //!   Explorer.
 //!
@@ -35,5 +36,6 @@ pub mod report;
 pub mod run;
 pub mod shrink;
 pub mod swarm;
+pub mod transport;
 
 pub use chatsim_world::{plan, record, scenario, wire};

@@ -82,6 +82,13 @@ pub fn summary(r: &RunReport) -> String {
         "  time: {:.1} s simulated in {:.2} s wall ({speed}), judged in {:.2} s ({} history events)",
         st.sim_seconds, st.wall_seconds, st.judge_seconds, st.history_events
     );
+    if !r.transports.is_empty() {
+        let _ = writeln!(
+            s,
+            "  what each transport cost (per delivered message; idle: per idle phone):"
+        );
+        s.push_str(&crate::transport::table(&r.transports));
+    }
     let _ = writeln!(s, "  trace hash: {}", r.trace_hash);
     let _ = writeln!(s, "  replay: {}", r.replay);
     let _ = writeln!(s, "  verdict: {}", if r.passed() { "PASS" } else { "FAIL" });

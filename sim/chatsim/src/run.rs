@@ -138,6 +138,9 @@ pub struct RunReport {
     pub invariants: Vec<Verdict>,
     /// Counts.
     pub stats: Stats,
+    /// What each transport cost (scenarios whose phones poll; empty on websocket only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub transports: Vec<crate::transport::TransportCost>,
     /// The command that replays this run.
     pub replay: String,
     /// The full history (not serialised into the summary JSON).
@@ -369,7 +372,18 @@ pub fn run_plan_keeping(
         stats.judge_seconds_by_invariant.insert(verdict.name, took);
         invariants.push(verdict);
     }
+    let transports = if scenario.topology.transport == chatsim_system::Transport::Websocket {
+        Vec::new()
+    } else {
+        crate::transport::costs(
+            &raw.history,
+            &raw.frame_log,
+            scenario.topology.transport,
+            raw.history.end,
+        )
+    };
     Ok(RunReport {
+        transports,
         scenario: scenario.name(),
         replay: replay_command(engine, &path, seed, bugs, scenario.buggify_forced),
         bugs: bugs.iter().map(|b| b.to_string()).collect(),

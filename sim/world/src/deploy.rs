@@ -41,6 +41,7 @@ pub fn deployment(scenario: &Scenario, seed: u64, plan: &Plan, bugs: Bugs) -> De
         keys: Default::default(),
         late_devices: plan.late_devices(),
         knobs: plan.knobs,
+        transport: t.transport,
     };
     topo.keys = KeyDirectory::new(
         (0..topo.users)

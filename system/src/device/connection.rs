@@ -66,6 +66,8 @@ impl Device {
             Timer::Handshake,
             Timer::Drain,
             Timer::Sync,
+            Timer::Hold,
+            Timer::Hangup,
         ] {
             self.timers.cancel(&t);
         }
@@ -102,6 +104,7 @@ impl Device {
         self.link = Link::Ready;
         self.reconnect_failures = 0;
         self.timers.cancel(&Timer::Handshake);
+        self.start_request(now);
         Self::observe(
             out,
             Observation::Connected {

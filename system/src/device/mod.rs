@@ -39,6 +39,7 @@ mod connection;
 mod conversation;
 mod keys;
 mod outbox;
+mod polling;
 mod receipts;
 
 use self::conversation::{ConvView, Slot};
@@ -102,6 +103,10 @@ enum Timer {
     Sleep,
     /// Ask storage again to record our link.
     Link,
+    /// Polling: the request has answered everything; close it (after a linger for acks).
+    Hangup,
+    /// Polling: a long poll's hold is over, or a short poll's request took too long.
+    Hold,
 }
 
 /// A device.
@@ -193,6 +198,8 @@ pub struct Device {
     forged_n: u32,
     /// Compromised only: conversations an attack asked about.
     probing: BTreeSet<ConvId>,
+    /// Polling: something was delivered on this request (a long poll answers then).
+    request_got: bool,
     /// Pending deadlines.
     timers: Timers<Timer>,
 }
@@ -257,6 +264,7 @@ impl Device {
             forged: BTreeMap::new(),
             forged_n: 0,
             probing: BTreeSet::new(),
+            request_got: false,
             timers,
         }
     }
@@ -373,6 +381,7 @@ impl Device {
                 }
             }
             Down::Deliver { msg, path } => {
+                self.request_got = true;
                 if self.probed(msg.conv) {
                     let (id, conv, seq) = (msg.id, msg.conv, msg.seq);
                     Self::observe(out, Observation::Fetched { id, conv, seq });
@@ -592,6 +601,8 @@ impl Device {
                     self.start_drain(now, None, out);
                 }
             }
+            Timer::Hangup => self.on_hangup(now, out),
+            Timer::Hold => self.on_hold(now, out),
         }
     }
 }
@@ -611,8 +622,11 @@ impl Machine for Device {
                 out.push(Effect::Up(hello));
                 self.timers
                     .set(Timer::Handshake, now + HANDSHAKE_TIMEOUT_MS);
-                self.timers
-                    .set(Timer::Heartbeat, now + HEARTBEAT_INTERVAL_MS);
+                // A polling request is short; its own deadline (`Hold`) stands in for pings.
+                if self.polling().is_none() {
+                    self.timers
+                        .set(Timer::Heartbeat, now + HEARTBEAT_INTERVAL_MS);
+                }
             }
             Input::ConnectFailed if self.link == Link::Connecting => {
                 self.link = Link::Down;
@@ -658,6 +672,7 @@ impl Machine for Device {
             if !self.attacks_due.is_empty() {
                 self.launch_attacks(now, out);
             }
+            self.maybe_hang_up(now);
         }
     }
 

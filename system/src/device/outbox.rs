@@ -254,5 +254,6 @@ impl Device {
         );
         assert!(reused.is_none(), "client id {id:?} handed out twice");
         self.fill_window(now, out);
+        self.ask_now(now, out);
     }
 }

@@ -66,6 +66,33 @@ pub fn story_of(scenario: &Scenario) -> Vec<String> {
         .collect()
 }
 
+/// What each transport cost, when the phones poll.
+fn transports_html(costs: &[crate::transport::TransportCost]) -> String {
+    if costs.is_empty() {
+        return String::new();
+    }
+    let opt = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
+    let mut b = String::from("<h2>Transports</h2><table id=\"transports\"><tr><th>transport</th><th>devices</th><th>delivered</th><th>display p50 ms</th><th>p99 ms</th><th>requests / delivery</th><th>link bytes / delivery</th><th>idle requests / h</th><th>idle frames / h</th><th>idle bytes / h</th></tr>");
+    for c in costs {
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.2}</td><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td></tr>",
+            c.transport,
+            c.devices,
+            c.delivered,
+            c.display_p50_ms,
+            c.display_p99_ms,
+            c.requests_per_delivery,
+            opt(c.link_bytes_per_delivery),
+            c.idle_requests_per_hour,
+            opt(c.idle_frames_per_hour),
+            opt(c.idle_bytes_per_hour)
+        );
+    }
+    b.push_str("</table>\n");
+    b
+}
+
 /// The lessons that run this scenario, as a line pointing at `chatsim learn`.
 fn lessons_html(scenario: &str) -> String {
     let lessons = crate::learn::for_scenario(scenario);
@@ -556,6 +583,7 @@ fn run_page(
     }
     b.push_str(&story_html(scenario));
     b.push_str(&lessons_html(&r.scenario));
+    b.push_str(&transports_html(&r.transports));
     let _ = writeln!(b, "<h2>Invariants</h2><table><tr><th>check</th><th>verdict</th><th>checked</th><th>violations</th></tr>");
     for v in &r.invariants {
         let verdict = if v.holds {

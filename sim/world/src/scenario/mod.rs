@@ -137,6 +137,11 @@ pub struct TopologySpec {
     /// keeps everything) or `"relay"` (WhatsApp: delivered texts are deleted).
     #[serde(default)]
     pub storage_model: chatsim_system::StorageModel,
+    /// How phones reach their gateway: `"websocket"` (the default: one persistent
+    /// connection), `"long-poll"`, `"short-poll"`, or `"mixed"` (a third of the users each,
+    /// by user id, so one run compares them).
+    #[serde(default)]
+    pub transport: chatsim_system::Transport,
 }
 
 fn one_device() -> u8 {
