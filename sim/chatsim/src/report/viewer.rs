@@ -1,0 +1,800 @@
+//! The interactive run viewer embedded in every run's `index.html`: this module owns the data
+//! the page replays (a compact JSON blob built from the run's history and frame log) and the
+//! HTML section that carries it with its script and style inline, so the page works from a
+//! `file://` URL with no network. The page computes what each phone showed at a moment from
+//! the events itself; nothing here precomputes a state per step.
+//!
+//! The blob holds: the history's events of the kinds the viewer steps through (with the line
+//! of `history.jsonl` each came from), fault windows with their hosts, every violation with the
+//! moment it happens, and for each message its hops: the phone's own steps from the history
+//! (send, ✓, display per device, ✓✓, read) and the server's from the frame log (gateway, shard,
+//! persist, ✓, fan-out, live push or inbox drain, acks), each with its time.
+//!
+//! Cap rule, for large runs: the first [`VIEWER_EVENTS_MAX`] events (in history order) are
+//! kept and the rest cut, so the state at every kept step is exact; each message keeps its
+//! first [`VIEWER_HOPS_MAX`] hops. The page says when either cut something.
+
+use super::sequence::fault_hosts;
+use crate::run::RunReport;
+use crate::wire::FrameRecord;
+use chatsim_judge::{Event, Fault, History};
+use chatsim_system::proto::{ConvId, DeviceId, Host, Millis, MsgId, Path, ReceiptKind, Seq};
+use chatsim_system::Observation;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Events the viewer keeps at most: the first ones, in history order.
+pub const VIEWER_EVENTS_MAX: usize = 20_000;
+/// Hops listed per message at most: the first ones, in time order.
+pub const VIEWER_HOPS_MAX: usize = 40;
+/// Violations the viewer lists at most (all of them are in `run.json`).
+pub const VIEWER_VIOLATIONS_MAX: usize = 200;
+
+const SCRIPT: &str = include_str!("viewer.js");
+const STYLE: &str = include_str!("viewer.css");
+
+/// What the page gets.
+#[derive(Debug, Serialize)]
+pub struct ViewerData {
+    /// When the run ended (ms).
+    pub end: Millis,
+    /// The cap on events, and how many viewer events the history had before it.
+    pub events_max: usize,
+    /// Viewer events in the whole history (more than `events.len()` when the cap cut some).
+    pub events_total: usize,
+    /// Hops per message at most.
+    pub hops_max: usize,
+    /// Devices, sorted; events name them by index.
+    pub devices: Vec<DeviceInfo>,
+    /// Conversations, sorted; events and messages name them by index.
+    pub convs: Vec<ConvInfo>,
+    /// Messages, in the order events first name them.
+    pub messages: Vec<MessageInfo>,
+    /// The events the viewer steps through.
+    pub events: Vec<ViewerEvent>,
+    /// Fault windows, by start time.
+    pub faults: Vec<FaultWindow>,
+    /// Violations, with their moments.
+    pub violations: Vec<ViolationAt>,
+    /// Violations the run had in all (more than listed when capped).
+    pub violations_total: usize,
+    /// Where hops happen (a device, or `from → to`); hops name them by index.
+    pub places: Vec<String>,
+}
+
+/// A device as the page names it.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// `u1.d0`.
+    pub name: String,
+    /// `u1`.
+    pub user: String,
+}
+
+/// A conversation as the page names it.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct ConvInfo {
+    /// `c(u1,u13)` or `g2`.
+    pub name: String,
+    /// The two members of a direct conversation (empty for a group: the page shows no
+    /// presence there).
+    pub members: Vec<String>,
+}
+
+/// One message and its hops.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// `u22.d0#16`.
+    pub id: String,
+    /// Conversation index.
+    pub conv: usize,
+    /// Device index of the composing device (none when it observed nothing the viewer keeps).
+    pub from: Option<usize>,
+    /// The text (lossy UTF-8).
+    pub text: String,
+    /// A membership change, not a text.
+    pub change: bool,
+    /// Its sequence number, once the history shows one.
+    pub seq: Option<Seq>,
+    /// Its hops in time order.
+    pub hops: Vec<Hop>,
+    /// Hops left out by the cap.
+    pub hops_cut: usize,
+}
+
+/// One step of a message's way. Written as a four-item array (`[t, kind, label, place]`):
+/// a big run has tens of thousands of hops, and field names would triple the page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hop {
+    /// When it happened (a frame's arrival, or the history event's time).
+    pub t: Millis,
+    /// What step it is; the page words each kind. Phone side: `send`, `acked`, `display`,
+    /// `duplicate`, `delivered`, `read-ticks`, `read`. Frames: `gateway`, `shard`, `persist`,
+    /// `stored`, `replicate`, `ack-sent`, `ack-phone`, `fanout`, `push`, `push-phone`,
+    /// `drain`, `drain-phone`, `fetch`, `device-ack`, `inbox-delete`, `other`.
+    pub kind: &'static str,
+    /// The frame's own label, or a detail of the history event (`seq 4`, `via live`).
+    pub label: String,
+    /// Index into [`ViewerData::places`]: the device, or `from → to` of a frame.
+    pub at: usize,
+}
+
+impl Serialize for Hop {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.t, self.kind, &self.label, self.at).serialize(s)
+    }
+}
+
+/// One event the viewer steps through. Fields a kind does not use are left out.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ViewerEvent {
+    /// Its line in `history.jsonl` (0-based).
+    pub i: usize,
+    /// Simulated time.
+    pub t: Millis,
+    /// Kind: `sent`, `acked`, `displayed`, `duplicate`, `ticks`, `read`, `presence`,
+    /// `opened`, `connected`, `disconnected`, `gap`, `woken`, `fault`, `healed`.
+    pub k: &'static str,
+    /// Device index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub d: Option<usize>,
+    /// Message index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub m: Option<usize>,
+    /// Conversation index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub c: Option<usize>,
+    /// Sequence number (acked, displayed), `upto` (read), first missing (gap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s: Option<Seq>,
+    /// Path of a display (`live`, `inbox`, `fetch`) or a tick (`delivered`, `read`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p: Option<&'static str>,
+    /// Presence: whose (`u13`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub u: Option<String>,
+    /// Presence: online.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on: Option<bool>,
+    /// Presence: last seen (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ls: Option<Millis>,
+    /// A fault's description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l: Option<String>,
+}
+
+/// A fault from its start to its end (or the end of the run).
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct FaultWindow {
+    /// Start (ms).
+    pub from: Millis,
+    /// End (ms); equal to `from` for an instant fault (a dropped connection).
+    pub to: Millis,
+    /// The fault as the history prints it.
+    pub label: String,
+    /// Hosts it concerns.
+    pub hosts: Vec<String>,
+    /// Still open when the run ended.
+    pub open: bool,
+}
+
+/// A violation and the moment it happens.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct ViolationAt {
+    /// Which invariant.
+    pub check: String,
+    /// When: the verdict's own time, else the first event of the message it names, else the
+    /// end of the run.
+    pub t: Millis,
+    /// Where `t` came from: `verdict`, `history` or `end`.
+    pub source: &'static str,
+    /// The message, device and conversation it names (empty when none).
+    pub message: String,
+    /// Device.
+    pub device: String,
+    /// Conversation.
+    pub conv: String,
+    /// What went wrong.
+    pub detail: String,
+}
+
+fn path_name(p: Path) -> &'static str {
+    match p {
+        Path::Live => "live",
+        Path::Inbox => "inbox",
+        Path::Fetch => "fetch",
+    }
+}
+
+fn tick_name(k: ReceiptKind) -> &'static str {
+    match k {
+        ReceiptKind::Delivered => "delivered",
+        ReceiptKind::Read => "read",
+    }
+}
+
+/// The end a start fault waits for; `None` for an end, or an instant fault.
+fn end_of(f: &Fault) -> Option<Fault> {
+    Some(match f {
+        Fault::Kill(h) => Fault::Restart(*h),
+        Fault::Clog(h) => Fault::Unclog(*h),
+        Fault::LatencySpike(h) => Fault::LatencySpikeEnd(*h),
+        Fault::DiskSlow(h) => Fault::DiskSlowEnd(*h),
+        Fault::DiskFull(h) => Fault::DiskFullEnd(*h),
+        Fault::Partition(a, b) => Fault::PartitionHealed(a.clone(), b.clone()),
+        Fault::PartitionOneway(a, b) => Fault::PartitionOnewayHealed(a.clone(), b.clone()),
+        Fault::DeviceOffline(d) => Fault::DeviceOnline(*d),
+        Fault::DeviceSilent(d) => Fault::DeviceUnsilent(*d),
+        Fault::DeviceBlackhole(d) => Fault::DeviceBlackholeEnd(*d),
+        _ => return None,
+    })
+}
+
+fn is_end(f: &Fault) -> bool {
+    matches!(
+        f,
+        Fault::Restart(_)
+            | Fault::Unclog(_)
+            | Fault::LatencySpikeEnd(_)
+            | Fault::DiskSlowEnd(_)
+            | Fault::DiskFullEnd(_)
+            | Fault::PartitionHealed(..)
+            | Fault::PartitionOnewayHealed(..)
+            | Fault::DeviceOnline(_)
+            | Fault::DeviceUnsilent(_)
+            | Fault::DeviceBlackholeEnd(_)
+    )
+}
+
+/// Fault windows: each start paired with the first matching end after it.
+pub fn fault_windows(h: &History) -> Vec<FaultWindow> {
+    let mut open: Vec<(Fault, Millis)> = Vec::new();
+    let mut out = Vec::new();
+    let window = |f: &Fault, from, to, open| FaultWindow {
+        from,
+        to,
+        label: f.to_string(),
+        hosts: fault_hosts(f).iter().map(ToString::to_string).collect(),
+        open,
+    };
+    for r in &h.records {
+        let Event::Fault(f) = &r.event else { continue };
+        if end_of(f).is_some() {
+            open.push((f.clone(), r.t));
+        } else if is_end(f) {
+            // An end with no start before it (a plan that heals what it never broke) draws
+            // nothing: there is no window to show.
+            if let Some(i) = open.iter().position(|(s, _)| end_of(s).as_ref() == Some(f)) {
+                let (s, t0) = open.remove(i);
+                out.push(window(&s, t0, r.t, false));
+            }
+        } else {
+            out.push(window(f, r.t, r.t, false));
+        }
+    }
+    out.extend(open.iter().map(|(s, t0)| window(s, *t0, h.end, true)));
+    out.sort_by(|a, b| (a.from, a.to, &a.label).cmp(&(b.from, b.to, &b.label)));
+    out
+}
+
+/// What an observation is to the viewer: its kind, and whether it is stepped through at all
+/// (connection attempts, receipts behind the ticks and the like are left out: they change
+/// nothing a phone shows that another kept event does not).
+fn kind_of(obs: &Observation) -> Option<&'static str> {
+    Some(match obs {
+        Observation::Sent { .. } => "sent",
+        Observation::Acked { .. } => "acked",
+        Observation::Displayed { .. } => "displayed",
+        Observation::DuplicateDropped { .. } => "duplicate",
+        Observation::Ticks { .. } => "ticks",
+        Observation::Read { .. } => "read",
+        Observation::Presence { .. } => "presence",
+        Observation::Opened { .. } => "opened",
+        Observation::Connected { .. } => "connected",
+        Observation::Disconnected { .. } => "disconnected",
+        Observation::GapDetected { .. } => "gap",
+        Observation::Woken => "woken",
+        _ => return None,
+    })
+}
+
+/// A frame's hop kind, from its label and its ends.
+fn frame_kind(f: &FrameRecord) -> &'static str {
+    let l = f.label.as_str();
+    let to_device = matches!(f.to, Host::Device(_));
+    if l.starts_with("Send ") {
+        if matches!(f.from, Host::Device(_)) {
+            "gateway"
+        } else {
+            "shard"
+        }
+    } else if l.starts_with("Append seq") {
+        "persist"
+    } else if l.starts_with("Appended seq") {
+        "stored"
+    } else if l.starts_with("Replicate") {
+        "replicate"
+    } else if l.starts_with("Sent ✓") {
+        if to_device {
+            "ack-phone"
+        } else {
+            "ack-sent"
+        }
+    } else if l.starts_with("FanoutStep") {
+        "fanout"
+    } else if l.starts_with("Deliver") {
+        match (l.contains("(live)"), l.contains("(inbox)"), to_device) {
+            (true, _, true) => "push-phone",
+            (true, _, false) => "push",
+            (_, true, true) => "drain-phone",
+            (_, true, false) => "drain",
+            _ => "fetch",
+        }
+    } else if l.starts_with("Ack seq") {
+        "device-ack"
+    } else if l.starts_with("DeleteInbox") {
+        "inbox-delete"
+    } else {
+        "other"
+    }
+}
+
+struct Builder<'a> {
+    h: &'a History,
+    devices: Vec<DeviceId>,
+    convs: Vec<ConvId>,
+    messages: Vec<MessageInfo>,
+    ids: Vec<MsgId>,
+    by_id: BTreeMap<MsgId, usize>,
+}
+
+impl Builder<'_> {
+    fn dev(&self, d: DeviceId) -> Option<usize> {
+        self.devices.binary_search(&d).ok()
+    }
+
+    fn conv(&self, c: ConvId) -> Option<usize> {
+        self.convs.binary_search(&c).ok()
+    }
+
+    /// The message's index, adding it on first sight.
+    fn msg(&mut self, id: MsgId, conv: ConvId) -> usize {
+        if let Some(i) = self.by_id.get(&id) {
+            return *i;
+        }
+        let i = self.messages.len();
+        self.messages.push(MessageInfo {
+            id: id.to_string(),
+            conv: self.conv(conv).unwrap_or(0),
+            from: self.dev(id.device),
+            text: String::new(),
+            change: false,
+            seq: None,
+            hops: Vec::new(),
+            hops_cut: 0,
+        });
+        self.ids.push(id);
+        self.by_id.insert(id, i);
+        i
+    }
+
+    fn event(&mut self, i: usize, t: Millis, device: DeviceId, obs: &Observation) -> ViewerEvent {
+        let mut e = ViewerEvent {
+            i,
+            t,
+            k: kind_of(obs).unwrap_or("other"),
+            d: self.dev(device),
+            m: None,
+            c: None,
+            s: None,
+            p: None,
+            u: None,
+            on: None,
+            ls: None,
+            l: None,
+        };
+        match obs {
+            Observation::Sent { id, conv, body } => {
+                let m = self.msg(*id, *conv);
+                if self.messages[m].text.is_empty() {
+                    self.messages[m].text = String::from_utf8_lossy(body).into_owned();
+                }
+                e.m = Some(m);
+                e.c = self.conv(*conv);
+            }
+            Observation::Acked { id, conv, seq } => {
+                let m = self.msg(*id, *conv);
+                self.messages[m].seq.get_or_insert(*seq);
+                (e.m, e.c, e.s) = (Some(m), self.conv(*conv), Some(*seq));
+            }
+            Observation::Displayed {
+                id,
+                conv,
+                seq,
+                path,
+                body,
+                ..
+            } => {
+                let m = self.msg(*id, *conv);
+                if self.messages[m].text.is_empty() {
+                    self.messages[m].text = String::from_utf8_lossy(body).into_owned();
+                }
+                self.messages[m].seq.get_or_insert(*seq);
+                (e.m, e.c, e.s) = (Some(m), self.conv(*conv), Some(*seq));
+                e.p = Some(path_name(*path));
+            }
+            Observation::DuplicateDropped {
+                id,
+                conv,
+                seq,
+                path,
+            } => {
+                let m = self.msg(*id, *conv);
+                (e.m, e.c, e.s) = (Some(m), self.conv(*conv), Some(*seq));
+                e.p = Some(path_name(*path));
+            }
+            Observation::Ticks {
+                id,
+                conv,
+                seq,
+                tick,
+            } => {
+                let m = self.msg(*id, *conv);
+                (e.m, e.c, e.s) = (Some(m), self.conv(*conv), Some(*seq));
+                e.p = Some(tick_name(*tick));
+            }
+            Observation::Read { conv, upto } => {
+                (e.c, e.s) = (self.conv(*conv), Some(*upto));
+            }
+            Observation::Presence {
+                user,
+                online,
+                last_seen,
+                ..
+            } => {
+                e.u = Some(user.to_string());
+                e.on = Some(*online);
+                e.ls = Some(*last_seen);
+            }
+            Observation::Opened { conv } => {
+                e.c = conv.and_then(|c| self.conv(c));
+            }
+            Observation::GapDetected { conv, from, to } => {
+                (e.c, e.s) = (self.conv(*conv), Some(*from));
+                e.l = Some(format!("gap {from}..={to}"));
+            }
+            Observation::Disconnected { reason } => e.l = Some(format!("{reason:?}")),
+            _ => {}
+        }
+        e
+    }
+}
+
+/// The conversation an observation concerns, if any.
+fn conv_of(obs: &Observation) -> Option<ConvId> {
+    match obs {
+        Observation::Sent { conv, .. }
+        | Observation::Acked { conv, .. }
+        | Observation::Displayed { conv, .. }
+        | Observation::DuplicateDropped { conv, .. }
+        | Observation::Ticks { conv, .. }
+        | Observation::Read { conv, .. }
+        | Observation::GapDetected { conv, .. } => Some(*conv),
+        Observation::Opened { conv } => *conv,
+        _ => None,
+    }
+}
+
+/// Build the page's data from a run.
+pub fn viewer_data(r: &RunReport) -> ViewerData {
+    viewer_data_of(&r.history, &r.frame_log, &r.invariants)
+}
+
+/// Build the page's data from a history, its frames and its verdicts.
+pub fn viewer_data_of(
+    h: &History,
+    frames: &[FrameRecord],
+    verdicts: &[chatsim_judge::Verdict],
+) -> ViewerData {
+    let kept: Vec<(usize, Millis, DeviceId, &Observation)> = h
+        .records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match &r.event {
+            Event::Device { device, obs } if kind_of(obs).is_some() => Some((i, r.t, *device, obs)),
+            _ => None,
+        })
+        .collect();
+    let faults_and_heal = h
+        .records
+        .iter()
+        .filter(|r| matches!(r.event, Event::Fault(_) | Event::Healed))
+        .count();
+    let events_total = kept.len() + faults_and_heal;
+
+    let mut devices: BTreeSet<DeviceId> = BTreeSet::new();
+    let mut convs: BTreeSet<ConvId> = BTreeSet::new();
+    for (_, _, d, obs) in &kept {
+        devices.insert(*d);
+        convs.extend(conv_of(obs));
+    }
+    let mut b = Builder {
+        h,
+        devices: devices.into_iter().collect(),
+        convs: convs.into_iter().collect(),
+        messages: Vec::new(),
+        ids: Vec::new(),
+        by_id: BTreeMap::new(),
+    };
+    let changes = h.change_ids();
+
+    let mut events = Vec::new();
+    for (i, r) in b.h.records.iter().enumerate() {
+        if events.len() >= VIEWER_EVENTS_MAX {
+            break;
+        }
+        match &r.event {
+            Event::Device { device, obs } if kind_of(obs).is_some() => {
+                let e = b.event(i, r.t, *device, obs);
+                events.push(e);
+            }
+            Event::Fault(f) => {
+                events.push(ViewerEvent {
+                    i,
+                    t: r.t,
+                    k: "fault",
+                    d: None,
+                    m: None,
+                    c: None,
+                    s: None,
+                    p: None,
+                    u: None,
+                    on: None,
+                    ls: None,
+                    l: Some(f.to_string()),
+                });
+            }
+            Event::Healed => events.push(ViewerEvent {
+                i,
+                t: r.t,
+                k: "healed",
+                d: None,
+                m: None,
+                c: None,
+                s: None,
+                p: None,
+                u: None,
+                on: None,
+                ls: None,
+                l: Some("every fault healed".into()),
+            }),
+            _ => {}
+        }
+    }
+    for (m, id) in b.messages.iter_mut().zip(&b.ids) {
+        m.change = changes.contains(id);
+    }
+    let cut_at = events.last().map_or(0, |e| e.t);
+    let capped = events.len() < events_total;
+    let places = add_hops(&mut b, &events, frames, capped.then_some(cut_at));
+
+    let mut violations = Vec::new();
+    let mut violations_total = 0;
+    for v in verdicts {
+        violations_total += v.violations.len();
+        for x in &v.violations {
+            if violations.len() >= VIEWER_VIOLATIONS_MAX {
+                break;
+            }
+            let from_history = x
+                .message
+                .as_ref()
+                .and_then(|m| b.ids.iter().position(|id| id.to_string() == *m))
+                .and_then(|m| events.iter().find(|e| e.m == Some(m)))
+                .map(|e| e.t);
+            let (t, source) = match (x.at, from_history) {
+                (Some(t), _) => (t, "verdict"),
+                (None, Some(t)) => (t, "history"),
+                (None, None) => (h.end, "end"),
+            };
+            let s = |o: &Option<String>| o.clone().unwrap_or_default();
+            violations.push(ViolationAt {
+                check: v.name.to_string(),
+                t,
+                source,
+                message: s(&x.message),
+                device: s(&x.device),
+                conv: s(&x.conv),
+                detail: x.detail.clone(),
+            });
+        }
+    }
+    violations.sort_by_key(|v| v.t);
+
+    ViewerData {
+        end: h.end,
+        events_max: VIEWER_EVENTS_MAX,
+        events_total,
+        hops_max: VIEWER_HOPS_MAX,
+        devices: b
+            .devices
+            .iter()
+            .map(|d| DeviceInfo {
+                name: d.to_string(),
+                user: d.user.to_string(),
+            })
+            .collect(),
+        convs: b
+            .convs
+            .iter()
+            .map(|c| ConvInfo {
+                name: c.to_string(),
+                members: if c.is_group() {
+                    Vec::new()
+                } else {
+                    let (x, y) = c.direct_members();
+                    vec![x.to_string(), y.to_string()]
+                },
+            })
+            .collect(),
+        messages: b.messages,
+        events,
+        faults: fault_windows(h),
+        violations,
+        violations_total,
+        places,
+    }
+}
+
+/// Each message's hops: its phone-side steps from the kept events, and the frames that name it
+/// (by id, or, for frames that carry no id, by its conversation and sequence number: a
+/// sequence number two messages were given lists the frames under both), merged in time
+/// order. With a cut, frames after it are left out like the events. Gives the places hops
+/// name, in the order first named.
+fn add_hops(
+    b: &mut Builder,
+    events: &[ViewerEvent],
+    frames: &[FrameRecord],
+    cut: Option<Millis>,
+) -> Vec<String> {
+    let mut places: Vec<String> = Vec::new();
+    let mut place_ix: BTreeMap<String, usize> = BTreeMap::new();
+    let mut place = |name: String| -> usize {
+        if let Some(i) = place_ix.get(&name) {
+            return *i;
+        }
+        places.push(name.clone());
+        place_ix.insert(name, places.len() - 1);
+        places.len() - 1
+    };
+    let mut hops: Vec<Vec<Hop>> = vec![Vec::new(); b.messages.len()];
+    // A Read names a conversation up to a sequence number: it reads every message there up to
+    // it that the device had not read yet.
+    let mut by_conv: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, m) in b.messages.iter().enumerate() {
+        by_conv.entry(m.conv).or_default().push(i);
+    }
+    let mut read_by: BTreeSet<(usize, Option<usize>)> = BTreeSet::new();
+    for e in events {
+        let at = place(
+            e.d.and_then(|d| b.devices.get(d))
+                .map_or_else(String::new, ToString::to_string),
+        );
+        let Some(m) = e.m else {
+            if let (Some(c), Some(upto), "read") = (e.c, e.s, e.k) {
+                for &m in by_conv.get(&c).into_iter().flatten() {
+                    let seq = b.messages[m].seq;
+                    if seq.is_some_and(|s| s <= upto) && read_by.insert((m, e.d)) {
+                        hops[m].push(Hop {
+                            t: e.t,
+                            kind: "read",
+                            label: format!("up to seq {upto}"),
+                            at,
+                        });
+                    }
+                }
+            }
+            continue;
+        };
+        let (kind, label) = match (e.k, e.p) {
+            ("sent", _) => ("send", String::new()),
+            ("acked", _) => ("acked", format!("seq {}", e.s.unwrap_or(0))),
+            ("displayed", Some(p)) => ("display", format!("via {p}")),
+            ("duplicate", Some(p)) => ("duplicate", format!("via {p}")),
+            ("ticks", Some("read")) => ("read-ticks", String::new()),
+            ("ticks", _) => ("delivered", String::new()),
+            _ => continue,
+        };
+        hops[m].push(Hop {
+            t: e.t,
+            kind,
+            label,
+            at,
+        });
+    }
+    let mut by_key: BTreeMap<(ConvId, Seq), Vec<usize>> = BTreeMap::new();
+    for (i, m) in b.messages.iter().enumerate() {
+        if let (Some(c), Some(s)) = (b.convs.get(m.conv), m.seq) {
+            by_key.entry((*c, s)).or_default().push(i);
+        }
+    }
+    for f in frames {
+        if cut.is_some_and(|c| f.recv_ms > c) {
+            continue;
+        }
+        let owners: Vec<usize> = match (f.msg, f.key) {
+            (Some(id), _) => b.by_id.get(&id).copied().into_iter().collect(),
+            (None, Some(key)) => by_key.get(&key).cloned().unwrap_or_default(),
+            (None, None) => Vec::new(),
+        };
+        if owners.is_empty() {
+            continue;
+        }
+        let kind = frame_kind(f);
+        let at = place(format!("{} → {}", f.from, f.to));
+        for m in owners {
+            hops[m].push(Hop {
+                t: f.recv_ms,
+                kind,
+                label: f.label.clone(),
+                at,
+            });
+        }
+    }
+    for (m, mut hs) in b.messages.iter_mut().zip(hops) {
+        // Stable: at one millisecond, the phone's own steps come first, then frames in
+        // delivery order, the orders the history and the frame log give.
+        hs.sort_by_key(|x| x.t);
+        m.hops_cut = hs.len().saturating_sub(VIEWER_HOPS_MAX);
+        hs.truncate(VIEWER_HOPS_MAX);
+        m.hops = hs;
+    }
+    places
+}
+
+/// The data as JSON safe inside a `<script>` element: no `<` can close it early.
+pub fn data_json(d: &ViewerData) -> String {
+    serde_json::to_string(d)
+        .unwrap_or_else(|_| "null".into())
+        .replace('<', "\\u003c")
+}
+
+/// The viewer's section of a run page: its markup, its data, its style and its script.
+pub fn section(r: &RunReport) -> String {
+    let d = viewer_data(r);
+    let cut = if d.events.len() < d.events_total {
+        format!(
+            " <b id=\"v-cut\">The cap cut this run: {} of {} events kept, up to {} ms; later events, and hops after that time, are not shown.</b>",
+            d.events.len(),
+            d.events_total,
+            d.events.last().map_or(0, |e| e.t)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r##"<h2 id="viewer-title">Viewer</h2>
+<p class="v-help">Step through the run: <kbd>←</kbd>/<kbd>→</kbd> one event, <kbd>Shift</kbd>+arrow ten, <kbd>Home</kbd>/<kbd>End</kbd> the first and last, or drag the scrubber and click the timeline. Fault windows are the shaded bands, violations the red marks (click one to jump to its moment). Pick a device to see its chats as its screen showed them at that moment; click a message to follow its hops. Cap rule: the first {max} events of the history are kept (each message's first {hops} hops); {n} of {total} kept here.{cut}</p>
+<div id="viewer" data-ready="0" tabindex="0">
+<div id="v-timeline"></div>
+<div class="v-controls"><button id="v-prev" type="button" title="previous event (←)">◀</button><input id="v-scrub" type="range" min="0" max="0" value="0" step="1" aria-label="event"><button id="v-next" type="button" title="next event (→)">▶</button> <span id="v-now"></span></div>
+<div id="v-event"></div>
+<div class="v-cols">
+<div class="v-col"><h3>Devices</h3><div id="v-devices"></div><h3>Violations</h3><ol id="v-violations"></ol></div>
+<div class="v-col"><h3 id="v-phone-title">Phone</h3><div id="v-phone"></div></div>
+<div class="v-col"><h3>Messages</h3><div id="v-messages"></div><h3 id="v-hops-title">Hops</h3><ol id="v-hops"></ol></div>
+</div>
+</div>
+<script type="application/json" id="viewer-data">{json}</script>
+<style>{STYLE}</style>
+<script>{SCRIPT}</script>
+"##,
+        max = VIEWER_EVENTS_MAX,
+        hops = VIEWER_HOPS_MAX,
+        n = d.events.len(),
+        total = d.events_total,
+        json = data_json(&d),
+        cut = cut,
+    )
+}
