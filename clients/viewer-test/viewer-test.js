@@ -341,6 +341,36 @@ async function passingRun(browser, dir) {
   await page.close();
 }
 
+// Presence as each phone was told it: walk to just after a device learned a peer's presence,
+// with key presses only, and check the chat header says what the history says.
+async function presenceRun(browser, dir) {
+  const h = loadHistory(dir);
+  const { page, errors } = await open(browser, dir);
+  let k = 0;
+  await expectStep(page, h, k, 'presence run, on load');
+  // The first presence a device was told about a peer it has a chat with, some way in.
+  let target = null;
+  for (let j = 0; j < h.steps.length && target === null; j++) {
+    const o = obsOf(h.records[h.steps[j]]);
+    if (o && o.kind === 'Presence') {
+      const want = phoneModel(h, o.dev, h.steps[j]);
+      if (want.chats.some((c) => c.presence !== 'unknown' && c.presence !== null)) { target = [j, o.dev]; }
+    }
+  }
+  check(target !== null, 'the presence run tells some phone about a peer it chats with');
+  await clickDevice(page, target[1]);
+  await page.focus('#v-scrub');
+  await press(page, 'ArrowRight', Math.floor(target[0] / 10), true);
+  await press(page, 'ArrowRight', target[0] % 10);
+  k = target[0];
+  const s = await expectStep(page, h, k, `presence run, ${target[1]} just told a presence`);
+  check(s.chats.some((c) => c.presence === 'online' || c.presence === 'last-seen'), 'a chat header shows the peer online or last seen');
+  await press(page, 'ArrowLeft'); k -= 1;
+  await expectStep(page, h, k, 'presence run, one step before');
+  same(errors, [], 'no script error on the presence run\'s page');
+  await page.close();
+}
+
 async function main() {
   const started = Date.now();
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'viewer-test-'));
@@ -348,6 +378,8 @@ async function main() {
   const good = path.join(tmp, 'passing');
   chatsim(['run', 'scenarios/shard-crash-after-persist.toml', '--seed', '1', '--bug', 'ack-before-persist', '--report', bad], 1);
   chatsim(['run', 'scenarios/smoke.toml', '--seed', '3', '--report', good], 0);
+  const presence = path.join(tmp, 'presence');
+  chatsim(['run', 'scenarios/presence.toml', '--seed', '2', '--report', presence], 0);
   const browser = await puppeteer.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -358,6 +390,7 @@ async function main() {
   try {
     await failingRun(browser, bad);
     await passingRun(browser, good);
+    await presenceRun(browser, presence);
   } finally {
     await browser.close();
   }

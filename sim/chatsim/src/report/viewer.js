@@ -162,6 +162,10 @@
       go(stepAt(t));
     });
     $('v-timeline').appendChild(svg);
+    // Time labels as HTML: text inside the stretched SVG would be stretched too.
+    var axis = el('div', { 'class': 'v-axis' });
+    for (var q = 0; q <= 5; q++) { axis.appendChild(el('span', {}, ((end * q) / 5000).toFixed(1) + ' s')); }
+    $('v-timeline').appendChild(axis);
   }
 
   function drawDevices() {

@@ -798,3 +798,240 @@ pub fn section(r: &RunReport) -> String {
         cut = cut,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatsim_judge::{Verdict, Violation};
+    use chatsim_system::proto::UserId;
+
+    fn dev(u: u32) -> DeviceId {
+        DeviceId::primary(UserId(u))
+    }
+
+    fn frame(
+        from: Host,
+        to: Host,
+        t: Millis,
+        label: &str,
+        msg: Option<MsgId>,
+        key: Option<(ConvId, Seq)>,
+    ) -> FrameRecord {
+        FrameRecord {
+            from,
+            to,
+            sent_ms: t - 1,
+            recv_ms: t,
+            label: label.into(),
+            msg,
+            key,
+        }
+    }
+
+    // One text's way through a small hand-built run: the kept events (a connection attempt is
+    // not one), the hops from the history and from frames found by id and by (conversation,
+    // seq) merged in time order, a fault window with its host, and each violation's moment
+    // (the verdict's own, or the first event of the message it names).
+    #[test]
+    fn a_texts_events_hops_faults_and_violation_moments() {
+        let (a, b) = (dev(0), dev(1));
+        let conv = ConvId::direct(a.user, b.user);
+        let id = MsgId { device: a, n: 0 };
+        let other = MsgId { device: b, n: 0 };
+        let mut h = History::new(2);
+        let body = b"hi".to_vec();
+        h.observe(1, a, Observation::Connecting { gateway: 0 });
+        h.observe(
+            10,
+            a,
+            Observation::Sent {
+                id,
+                conv,
+                body: body.clone(),
+            },
+        );
+        h.push(15, Event::Fault(Fault::Kill(Host::Shard(0))));
+        h.observe(20, a, Observation::Acked { id, conv, seq: 1 });
+        h.push(25, Event::Fault(Fault::Restart(Host::Shard(0))));
+        let shown = Observation::Displayed {
+            id,
+            conv,
+            seq: 1,
+            path: Path::Inbox,
+            body,
+            sent_at: 10,
+        };
+        h.observe(30, b, shown);
+        let tick = |tick| Observation::Ticks {
+            id,
+            conv,
+            seq: 1,
+            tick,
+        };
+        h.observe(40, a, tick(ReceiptKind::Delivered));
+        h.observe(50, b, Observation::Read { conv, upto: 1 });
+        h.observe(60, a, tick(ReceiptKind::Read));
+        h.end = 100;
+        let frames = [
+            frame(
+                Host::Device(a),
+                Host::Gateway(0),
+                11,
+                "Send u0.d0#0",
+                Some(id),
+                None,
+            ),
+            frame(
+                Host::Shard(0),
+                Host::Storage(0),
+                18,
+                "Append seq 1",
+                None,
+                Some((conv, 1)),
+            ),
+            frame(
+                Host::Shard(0),
+                Host::Storage(0),
+                19,
+                "Append seq 2",
+                None,
+                Some((conv, 2)),
+            ),
+            frame(
+                Host::Device(b),
+                Host::Gateway(0),
+                12,
+                "Send u1.d0#0",
+                Some(other),
+                None,
+            ),
+            frame(
+                Host::Gateway(0),
+                Host::Device(b),
+                29,
+                "Deliver seq 1 (inbox)",
+                Some(id),
+                Some((conv, 1)),
+            ),
+        ];
+        let violation = |at, detail: &str| Violation {
+            invariant: "no_loss",
+            message: Some(id.to_string()),
+            body: None,
+            device: Some(b.to_string()),
+            conv: Some(conv.to_string()),
+            at,
+            detail: detail.into(),
+        };
+        let verdicts = [Verdict {
+            name: "no_loss",
+            holds: false,
+            violations: vec![violation(Some(55), "late"), violation(None, "no time")],
+            checked: 1,
+        }];
+        let d = viewer_data_of(&h, &frames, &verdicts);
+
+        let kinds: Vec<(usize, Millis, &str)> = d.events.iter().map(|e| (e.i, e.t, e.k)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (1, 10, "sent"),
+                (2, 15, "fault"),
+                (3, 20, "acked"),
+                (4, 25, "fault"),
+                (5, 30, "displayed"),
+                (6, 40, "ticks"),
+                (7, 50, "read"),
+                (8, 60, "ticks"),
+            ]
+        );
+        assert_eq!(d.events_total, 8);
+        assert_eq!(
+            d.messages.len(),
+            1,
+            "the other device's frame names no kept message"
+        );
+        let m = &d.messages[0];
+        assert_eq!(
+            (m.id.as_str(), m.text.as_str(), m.seq),
+            ("u0.d0#0", "hi", Some(1))
+        );
+        let hops: Vec<(Millis, &str, &str)> = m
+            .hops
+            .iter()
+            .map(|x| (x.t, x.kind, d.places[x.at].as_str()))
+            .collect();
+        assert_eq!(
+            hops,
+            vec![
+                (10, "send", "u0.d0"),
+                (11, "gateway", "device-u0.d0 → gateway-1"),
+                (18, "persist", "shard-1 → storage-1"),
+                (20, "acked", "u0.d0"),
+                (29, "drain-phone", "gateway-1 → device-u1.d0"),
+                (30, "display", "u1.d0"),
+                (40, "delivered", "u0.d0"),
+                (50, "read", "u1.d0"),
+                (60, "read-ticks", "u0.d0"),
+            ]
+        );
+        assert_eq!(
+            d.faults,
+            vec![FaultWindow {
+                from: 15,
+                to: 25,
+                label: "kill shard-1".into(),
+                hosts: vec!["shard-1".into()],
+                open: false,
+            }]
+        );
+        let moments: Vec<(Millis, &str, &str)> = d
+            .violations
+            .iter()
+            .map(|v| (v.t, v.source, v.detail.as_str()))
+            .collect();
+        assert_eq!(
+            moments,
+            vec![(10, "history", "no time"), (55, "verdict", "late")]
+        );
+    }
+
+    // Past the cap the first events are kept, and the data says how many there were.
+    #[test]
+    fn the_cap_keeps_the_first_events_and_counts_the_rest() {
+        let a = dev(0);
+        let mut h = History::new(2);
+        for t in 0..(VIEWER_EVENTS_MAX as Millis + 5) {
+            h.observe(t, a, Observation::Woken);
+        }
+        let d = viewer_data_of(&h, &[], &[]);
+        assert_eq!(d.events.len(), VIEWER_EVENTS_MAX);
+        assert_eq!(d.events_total, VIEWER_EVENTS_MAX + 5);
+        assert_eq!(d.events.last().map(|e| e.i), Some(VIEWER_EVENTS_MAX - 1));
+    }
+
+    // Text a user typed cannot close the data's script element early.
+    #[test]
+    fn the_data_cannot_close_its_script_element() {
+        let a = dev(0);
+        let conv = ConvId::direct(a.user, UserId(1));
+        let mut h = History::new(2);
+        let body = b"</script><script>alert(1)</script>".to_vec();
+        h.observe(
+            1,
+            a,
+            Observation::Sent {
+                id: MsgId { device: a, n: 0 },
+                conv,
+                body,
+            },
+        );
+        let json = data_json(&viewer_data_of(&h, &[], &[]));
+        assert!(!json.contains('<'), "{json}");
+        let back: serde_json::Value = serde_json::from_str(&json).expect("still JSON");
+        assert_eq!(
+            back["messages"][0]["text"],
+            "</script><script>alert(1)</script>"
+        );
+    }
+}
