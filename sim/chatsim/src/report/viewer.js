@@ -22,7 +22,9 @@
     'ack-phone': '✓ reaches the sender', fanout: 'fan-out step (inbox write)',
     push: 'live delivery', 'push-phone': 'live delivery reaches the device',
     drain: 'inbox drain', 'drain-phone': 'inbox drain reaches the device', fetch: 'gap fetch',
-    'device-ack': 'device acks receipt', 'inbox-delete': 'inbox entry deleted', other: 'frame'
+    'device-ack': 'device acks receipt', 'inbox-delete': 'inbox entry deleted', other: 'frame',
+    'push-notify': 'push notification for the away device', wake: 'push provider wakes the device',
+    woken: 'the app is woken by the push', 'drain-request': 'device asks to drain its inbox'
   };
   var SVGNS = 'http://www.w3.org/2000/svg';
   var k = 0;

@@ -111,7 +111,8 @@ pub struct Hop {
     /// What step it is; the page words each kind. Phone side: `send`, `acked`, `display`,
     /// `duplicate`, `delivered`, `read-ticks`, `read`. Frames: `gateway`, `shard`, `persist`,
     /// `stored`, `replicate`, `ack-sent`, `ack-phone`, `fanout`, `push`, `push-phone`,
-    /// `drain`, `drain-phone`, `fetch`, `device-ack`, `inbox-delete`, `other`.
+    /// `drain`, `drain-phone`, `fetch`, `device-ack`, `inbox-delete`, `other`; tied by device
+    /// and time (see `add_wake_hops`): `push-notify`, `wake`, `woken`, `drain-request`.
     pub kind: &'static str,
     /// The frame's own label, or a detail of the history event (`seq 4`, `via live`).
     pub label: String,
@@ -742,6 +743,7 @@ fn add_hops(
             });
         }
     }
+    add_wake_hops(b, events, frames, cut, &mut hops, &mut place);
     for (m, mut hs) in b.messages.iter_mut().zip(hops) {
         // Stable: at one millisecond, the phone's own steps come first, then frames in
         // delivery order, the orders the history and the frame log give.
@@ -751,6 +753,78 @@ fn add_hops(
         m.hops = hs;
     }
     places
+}
+
+/// How a message that waited in an inbox reached a device that was away: the push and the
+/// drain carry no message id (a push names only the device, a drain asks for everything
+/// waiting), so they are tied to a message by device and time: for each display via the inbox,
+/// the last push notification for that device, the last wake-up it saw and the last drain it
+/// asked for, each between the send and that display.
+fn add_wake_hops(
+    b: &Builder,
+    events: &[ViewerEvent],
+    frames: &[FrameRecord],
+    cut: Option<Millis>,
+    hops: &mut [Vec<Hop>],
+    place: &mut impl FnMut(String) -> usize,
+) {
+    // Per device: (time, kind, label, place), in time order.
+    let mut steps: BTreeMap<String, Vec<(Millis, &'static str, String, usize)>> = BTreeMap::new();
+    for f in frames {
+        if cut.is_some_and(|c| f.recv_ms > c) {
+            continue;
+        }
+        let (device, kind) = match (&f.from, &f.to, f.label.as_str()) {
+            (_, Host::Push, l) if l.starts_with("Notify ") => {
+                (l.trim_start_matches("Notify ").to_string(), "push-notify")
+            }
+            (Host::Push, Host::Device(d), "Wake") => (d.to_string(), "wake"),
+            (Host::Device(d), _, "Drain") => (d.to_string(), "drain-request"),
+            _ => continue,
+        };
+        let at = place(format!("{} → {}", f.from, f.to));
+        steps
+            .entry(device)
+            .or_default()
+            .push((f.recv_ms, kind, f.label.clone(), at));
+    }
+    for e in events.iter().filter(|e| e.k == "woken") {
+        if let Some(d) = e.d.and_then(|d| b.devices.get(d)) {
+            let at = place(d.to_string());
+            let list = steps.entry(d.to_string()).or_default();
+            list.push((e.t, "woken", String::new(), at));
+            list.sort_by_key(|x| x.0);
+        }
+    }
+    let sent: BTreeMap<usize, Millis> = events
+        .iter()
+        .filter(|e| e.k == "sent")
+        .filter_map(|e| e.m.map(|m| (m, e.t)))
+        .collect();
+    for e in events
+        .iter()
+        .filter(|e| e.k == "displayed" && e.p == Some("inbox"))
+    {
+        let (Some(m), Some(d)) = (e.m, e.d.and_then(|d| b.devices.get(d))) else {
+            continue;
+        };
+        let (Some(t0), Some(list)) = (sent.get(&m), steps.get(&d.to_string())) else {
+            continue;
+        };
+        for kind in ["push-notify", "wake", "woken", "drain-request"] {
+            let last = list
+                .iter()
+                .rfind(|x| x.1 == kind && x.0 >= *t0 && x.0 <= e.t);
+            if let Some((t, kind, label, at)) = last {
+                hops[m].push(Hop {
+                    t: *t,
+                    kind,
+                    label: label.clone(),
+                    at: *at,
+                });
+            }
+        }
+    }
 }
 
 /// The data as JSON safe inside a `<script>` element: no `<` can close it early.
@@ -830,8 +904,9 @@ mod tests {
 
     // One text's way through a small hand-built run: the kept events (a connection attempt is
     // not one), the hops from the history and from frames found by id and by (conversation,
-    // seq) merged in time order, a fault window with its host, and each violation's moment
-    // (the verdict's own, or the first event of the message it names).
+    // seq) merged in time order, with the push, wake-up and drain request tied to its inbox
+    // display by device and time (an earlier push is not), a fault window with its host, and
+    // each violation's moment (the verdict's own, or the first event of the message it names).
     #[test]
     fn a_texts_events_hops_faults_and_violation_moments() {
         let (a, b) = (dev(0), dev(1));
@@ -853,6 +928,7 @@ mod tests {
         h.push(15, Event::Fault(Fault::Kill(Host::Shard(0))));
         h.observe(20, a, Observation::Acked { id, conv, seq: 1 });
         h.push(25, Event::Fault(Fault::Restart(Host::Shard(0))));
+        h.observe(26, b, Observation::Woken);
         let shown = Observation::Displayed {
             id,
             conv,
@@ -913,6 +989,10 @@ mod tests {
                 Some(id),
                 Some((conv, 1)),
             ),
+            // A push for the recipient before the send is not this message's.
+            frame(Host::Shard(0), Host::Push, 5, "Notify u1.d0", None, None),
+            frame(Host::Shard(0), Host::Push, 22, "Notify u1.d0", None, None),
+            frame(Host::Device(b), Host::Gateway(0), 27, "Drain", None, None),
         ];
         let violation = |at, detail: &str| Violation {
             invariant: "no_loss",
@@ -939,13 +1019,14 @@ mod tests {
                 (2, 15, "fault"),
                 (3, 20, "acked"),
                 (4, 25, "fault"),
-                (5, 30, "displayed"),
-                (6, 40, "ticks"),
-                (7, 50, "read"),
-                (8, 60, "ticks"),
+                (5, 26, "woken"),
+                (6, 30, "displayed"),
+                (7, 40, "ticks"),
+                (8, 50, "read"),
+                (9, 60, "ticks"),
             ]
         );
-        assert_eq!(d.events_total, 8);
+        assert_eq!(d.events_total, 9);
         assert_eq!(
             d.messages.len(),
             1,
@@ -968,6 +1049,9 @@ mod tests {
                 (11, "gateway", "device-u0.d0 → gateway-1"),
                 (18, "persist", "shard-1 → storage-1"),
                 (20, "acked", "u0.d0"),
+                (22, "push-notify", "shard-1 → push"),
+                (26, "woken", "u1.d0"),
+                (27, "drain-request", "device-u1.d0 → gateway-1"),
                 (29, "drain-phone", "gateway-1 → device-u1.d0"),
                 (30, "display", "u1.d0"),
                 (40, "delivered", "u0.d0"),
