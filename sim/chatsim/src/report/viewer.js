@@ -190,6 +190,11 @@
       b.title = v.detail;
       b.addEventListener('click', function () { jumpToViolation(i); });
       li.appendChild(b);
+      if (n && n < D.events_total && v.t > ev[n - 1].t) {
+        // Past the cap's cut the page cannot show the moment itself: say where it goes instead.
+        b.setAttribute('data-after-cut', '1');
+        li.appendChild(el('div', { 'class': 'v-detail' }, 'after the cap cut the events: goes to the last kept step, ' + ev[n - 1].t + ' ms'));
+      }
       li.appendChild(el('div', { 'class': 'v-detail' }, v.detail));
       box.appendChild(li);
     });
