@@ -222,7 +222,10 @@ async function checkHops(page, h, id) {
   const phoneSide = new Set(['send', 'acked', 'display', 'duplicate', 'delivered', 'read-ticks', 'read']);
   const want = deviceHops(h, id).sort((a, b) => a[0] - b[0]);
   const got = hops.filter((x) => phoneSide.has(x[1]));
-  same(got, want, `phone-side hops of ${id}`);
+  // The page lists a message's first hops only; when it cut some, what it lists must be the
+  // start of what the history says.
+  const cut = await page.$$eval('#v-hops .v-none', (l) => l.length > 0);
+  same(got, cut ? want.slice(0, got.length) : want, `phone-side hops of ${id}`);
   const servers = hops.filter((x) => !phoneSide.has(x[1])).map((x) => x[1]);
   check(servers.includes('shard') && servers.includes('gateway'), `hops of ${id} include the gateway and the shard: ${servers}`);
   return hops;
@@ -378,6 +381,8 @@ async function main() {
   const good = path.join(tmp, 'passing');
   chatsim(['run', 'scenarios/shard-crash-after-persist.toml', '--seed', '1', '--bug', 'ack-before-persist', '--report', bad], 1);
   chatsim(['run', 'scenarios/smoke.toml', '--seed', '3', '--report', good], 0);
+  const groups = path.join(tmp, 'groups');
+  chatsim(['run', 'scenarios/groups.toml', '--seed', '2', '--report', groups], 0);
   const presence = path.join(tmp, 'presence');
   chatsim(['run', 'scenarios/presence.toml', '--seed', '2', '--report', presence], 0);
   const browser = await puppeteer.launch({
@@ -390,6 +395,7 @@ async function main() {
   try {
     await failingRun(browser, bad);
     await passingRun(browser, good);
+    await passingRun(browser, groups);
     await presenceRun(browser, presence);
   } finally {
     await browser.close();

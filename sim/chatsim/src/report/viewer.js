@@ -242,7 +242,7 @@
       li.addEventListener('click', function () { go(stepAt(t)); });
       ol.appendChild(li);
     });
-    if (m.hops_cut) { ol.appendChild(el('li', { 'class': 'v-none' }, m.hops_cut + ' later hops cut (at most ' + D.hops_max + ')')); }
+    if (m.hops_cut) { ol.appendChild(el('li', { 'class': 'v-none' }, m.hops_cut + ' later hops cut (at most ' + D.phone_hops_max + ' phone-side and ' + D.hops_max + ' server-side)')); }
   }
 
   // Hops already taken at the current time are marked, so stepping shows the message move.
@@ -286,6 +286,7 @@
         var attrs = { 'class': 'v-bubble ' + (b.out ? 'v-out' : 'v-in'), 'data-msg': m.id };
         if (m.from === dev) { attrs['data-tick'] = TICKS[st.level[b.m] || 0]; }
         if (b.m === sel) { attrs['class'] += ' v-sel'; }
+        if (m.change) { attrs['class'] += ' v-change'; }
         var div = el('div', attrs, m.text);
         if (m.from === dev) {
           var tk = TICKS[st.level[b.m] || 0];

@@ -12,7 +12,8 @@
 //!
 //! Cap rule, for large runs: the first [`VIEWER_EVENTS_MAX`] events (in history order) are
 //! kept and the rest cut, so the state at every kept step is exact; each message keeps its
-//! first [`VIEWER_HOPS_MAX`] hops. The page says when either cut something.
+//! first [`VIEWER_PHONE_HOPS_MAX`] phone-side hops and its first [`VIEWER_HOPS_MAX`]
+//! server-side ones. The page says when either cut something.
 
 use super::sequence::fault_hosts;
 use crate::run::RunReport;
@@ -25,8 +26,22 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Events the viewer keeps at most: the first ones, in history order.
 pub const VIEWER_EVENTS_MAX: usize = 20_000;
-/// Hops listed per message at most: the first ones, in time order.
+/// Server-side hops (frames, and the push and drain tied to an inbox display) listed per
+/// message at most: the first ones, in time order.
 pub const VIEWER_HOPS_MAX: usize = 40;
+/// Phone-side hops (from the history: send, ✓, displays, ✓✓, reads) listed per message at
+/// most: the first ones, in time order.
+pub const VIEWER_PHONE_HOPS_MAX: usize = 200;
+/// The hop kinds that come from the history's phone-side steps.
+const PHONE_HOPS: [&str; 7] = [
+    "send",
+    "acked",
+    "display",
+    "duplicate",
+    "delivered",
+    "read-ticks",
+    "read",
+];
 /// Violations the viewer lists at most (all of them are in `run.json`).
 pub const VIEWER_VIOLATIONS_MAX: usize = 200;
 
@@ -42,8 +57,10 @@ pub struct ViewerData {
     pub events_max: usize,
     /// Viewer events in the whole history (more than `events.len()` when the cap cut some).
     pub events_total: usize,
-    /// Hops per message at most.
+    /// Server-side hops per message at most.
     pub hops_max: usize,
+    /// Phone-side hops per message at most.
+    pub phone_hops_max: usize,
     /// Devices, sorted; events name them by index.
     pub devices: Vec<DeviceInfo>,
     /// Conversations, sorted; events and messages name them by index.
@@ -367,6 +384,8 @@ impl Builder<'_> {
         let i = self.messages.len();
         self.messages.push(MessageInfo {
             id: id.to_string(),
+            // Every conversation a kept observation names was collected up front, so the
+            // fallback is never taken; it keeps a bad index out of the page all the same.
             conv: self.conv(conv).unwrap_or(0),
             from: self.dev(id.device),
             text: String::new(),
@@ -618,6 +637,7 @@ pub fn viewer_data_of(
         events_max: VIEWER_EVENTS_MAX,
         events_total,
         hops_max: VIEWER_HOPS_MAX,
+        phone_hops_max: VIEWER_PHONE_HOPS_MAX,
         devices: b
             .devices
             .iter()
@@ -744,13 +764,22 @@ fn add_hops(
         }
     }
     add_wake_hops(b, events, frames, cut, &mut hops, &mut place);
-    for (m, mut hs) in b.messages.iter_mut().zip(hops) {
+    for (m, hs) in b.messages.iter_mut().zip(hops) {
+        // Capped apart: a group text's frames would otherwise crowd out the later members'
+        // displays, which say more about where it got to.
+        let (mut phone, mut server): (Vec<Hop>, Vec<Hop>) =
+            hs.into_iter().partition(|x| PHONE_HOPS.contains(&x.kind));
+        phone.sort_by_key(|x| x.t);
+        server.sort_by_key(|x| x.t);
+        m.hops_cut = phone.len().saturating_sub(VIEWER_PHONE_HOPS_MAX)
+            + server.len().saturating_sub(VIEWER_HOPS_MAX);
+        phone.truncate(VIEWER_PHONE_HOPS_MAX);
+        server.truncate(VIEWER_HOPS_MAX);
+        phone.append(&mut server);
         // Stable: at one millisecond, the phone's own steps come first, then frames in
         // delivery order, the orders the history and the frame log give.
-        hs.sort_by_key(|x| x.t);
-        m.hops_cut = hs.len().saturating_sub(VIEWER_HOPS_MAX);
-        hs.truncate(VIEWER_HOPS_MAX);
-        m.hops = hs;
+        phone.sort_by_key(|x| x.t);
+        m.hops = phone;
     }
     places
 }
@@ -849,7 +878,7 @@ pub fn section(r: &RunReport) -> String {
     };
     format!(
         r##"<h2 id="viewer-title">Viewer</h2>
-<p class="v-help">Step through the run: <kbd>←</kbd>/<kbd>→</kbd> one event, <kbd>Shift</kbd>+arrow ten, <kbd>Home</kbd>/<kbd>End</kbd> the first and last, or drag the scrubber and click the timeline. Fault windows are the shaded bands, violations the red marks (click one to jump to its moment). Pick a device to see its chats as its screen showed them at that moment; click a message to follow its hops. Cap rule: the first {max} events of the history are kept (each message's first {hops} hops); {n} of {total} kept here.{cut}</p>
+<p class="v-help">Step through the run: <kbd>←</kbd>/<kbd>→</kbd> one event, <kbd>Shift</kbd>+arrow ten, <kbd>Home</kbd>/<kbd>End</kbd> the first and last, or drag the scrubber and click the timeline. Fault windows are the shaded bands, violations the red marks (click one to jump to its moment). Pick a device to see its chats as its screen showed them at that moment; click a message to follow its hops. Cap rule: the first {max} events of the history are kept (each message's first {phone_hops} phone-side hops and first {hops} server-side ones); {n} of {total} kept here.{cut}</p>
 <div id="viewer" data-ready="0" tabindex="0">
 <div id="v-timeline"></div>
 <div class="v-controls"><button id="v-prev" type="button" title="previous event (←)">◀</button><input id="v-scrub" type="range" min="0" max="0" value="0" step="1" aria-label="event"><button id="v-next" type="button" title="next event (→)">▶</button> <span id="v-now"></span></div>
@@ -866,6 +895,7 @@ pub fn section(r: &RunReport) -> String {
 "##,
         max = VIEWER_EVENTS_MAX,
         hops = VIEWER_HOPS_MAX,
+        phone_hops = VIEWER_PHONE_HOPS_MAX,
         n = d.events.len(),
         total = d.events_total,
         json = data_json(&d),
@@ -1092,6 +1122,63 @@ mod tests {
         assert_eq!(d.events.len(), VIEWER_EVENTS_MAX);
         assert_eq!(d.events_total, VIEWER_EVENTS_MAX + 5);
         assert_eq!(d.events.last().map(|e| e.i), Some(VIEWER_EVENTS_MAX - 1));
+    }
+
+    // A message with more frames than the cap keeps its first frames and every phone-side
+    // step, and counts what it cut.
+    #[test]
+    fn the_hop_cap_keeps_phone_steps_and_the_first_frames() {
+        let (a, b) = (dev(0), dev(1));
+        let conv = ConvId::direct(a.user, b.user);
+        let id = MsgId { device: a, n: 0 };
+        let mut h = History::new(2);
+        h.observe(
+            1,
+            a,
+            Observation::Sent {
+                id,
+                conv,
+                body: b"x".to_vec(),
+            },
+        );
+        let late = VIEWER_HOPS_MAX as Millis + 100;
+        let shown = Observation::Displayed {
+            id,
+            conv,
+            seq: 1,
+            path: Path::Live,
+            body: b"x".to_vec(),
+            sent_at: 1,
+        };
+        h.observe(late, b, shown);
+        let frames: Vec<FrameRecord> = (0..VIEWER_HOPS_MAX as Millis + 5)
+            .map(|t| {
+                frame(
+                    Host::Device(a),
+                    Host::Gateway(0),
+                    2 + t,
+                    "Send u0.d0#0",
+                    Some(id),
+                    None,
+                )
+            })
+            .collect();
+        let d = viewer_data_of(&h, &frames, &[]);
+        let m = &d.messages[0];
+        assert_eq!(m.hops_cut, 5);
+        assert_eq!(m.hops.len(), VIEWER_HOPS_MAX + 2);
+        assert_eq!(
+            m.hops.last().map(|x| (x.t, x.kind)),
+            Some((late, "display"))
+        );
+        assert_eq!(
+            m.hops
+                .iter()
+                .filter(|x| x.kind == "gateway")
+                .map(|x| x.t)
+                .max(),
+            Some(1 + VIEWER_HOPS_MAX as Millis)
+        );
     }
 
     // Text a user typed cannot close the data's script element early.
