@@ -314,7 +314,11 @@ async function failingRun(browser, dir) {
   check(!s.chats.some((c) => c.bubbles.some((b) => b[0] === first.message)) || first.invariant !== 'no_loss',
     `${first.device} never shows the lost ${first.message}`);
 
+  // Back to the violation for the screenshot: the moment a reader wants to see.
   await page.$eval('#viewer', (v) => v.scrollIntoView());
+  await page.click(btn);
+  k = stepAt(h, first.at);
+  await expectStep(page, h, k, `after clicking the ${first.invariant} violation again`);
   await (await page.$('#viewer')).screenshot({ path: path.join(path.dirname(dir), 'viewer.png') });
   same(errors, [], 'no script error on the page');
   await page.close();
