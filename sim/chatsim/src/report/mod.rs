@@ -7,6 +7,7 @@
 
 pub mod charts;
 pub mod sequence;
+pub mod viewer;
 
 use crate::run::RunReport;
 use crate::scenario::Scenario;
@@ -617,6 +618,7 @@ fn run_page(
         }
         b.push_str("</table>\n");
     }
+    b.push_str(&viewer::section(r));
     let st = &r.stats;
     let _ = writeln!(
         b,

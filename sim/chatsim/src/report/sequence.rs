@@ -61,7 +61,7 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn fault_hosts(f: &Fault) -> Vec<Host> {
+pub(crate) fn fault_hosts(f: &Fault) -> Vec<Host> {
     match f {
         Fault::Kill(h)
         | Fault::Restart(h)
