@@ -57,6 +57,12 @@ probes! {
     TamperedCopySkipped => "device: tampered copy skipped",
         "one bad copy from a compromised sender must not hold back the chat behind it";
     // Device: connection and outbox.
+    /// A polling phone's request answered everything it carried and closed.
+    PollClosed => "device: poll answered and closed",
+        "a polling request must close only after its drain, sends and receipts are answered";
+    /// A long poll's hold ran out with nothing delivered: the phone asked again.
+    LongPollHoldExpired => "device: long poll's hold ran out",
+        "a held request must end before the gateway's idle timeout and be asked again";
     /// No heartbeat answer came in time: the phone gave up on its connection.
     HeartbeatTimedOut => "device: heartbeat timed out",
         "a half-open connection is found only by the phone's own keepalive";

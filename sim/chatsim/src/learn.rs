@@ -36,11 +36,9 @@ pub enum Kind {
         scenario: &'static str,
         /// The seed.
         seed: u64,
-        /// The first way, as (label, edits of the scenario's text: each `(from, to)` replaces
+        /// The ways, each as (label, edits of the scenario's text: each `(from, to)` replaces
         /// the first `from`, which must be there).
-        a: (&'static str, Edits),
-        /// The second way.
-        b: (&'static str, Edits),
+        ways: &'static [(&'static str, Edits)],
         /// The measurements the lesson is about (keys of [`Variant::measures`]).
         about: &'static [&'static str],
     },
@@ -133,8 +131,8 @@ pub struct Outcome {
     pub seed: u64,
     /// The choice.
     pub choice: &'static str,
-    /// The broken (or first) variant, then the right (or second) one.
-    pub variants: [Variant; 2],
+    /// The broken variant then the right one, or a trade-off's ways in order.
+    pub variants: Vec<Variant>,
     /// For a mistake: the invariant it must break.
     pub invariant: Option<&'static str>,
     /// For a mistake: the shrunk story of the violation, one line an event.
@@ -166,7 +164,7 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
 }
 
 /// The measurements every variant carries.
-pub fn measures(r: &RunReport) -> BTreeMap<&'static str, f64> {
+pub fn measures(r: &RunReport, s: &Scenario) -> BTreeMap<&'static str, f64> {
     let mut sent: BTreeMap<MsgId, Millis> = BTreeMap::new();
     let mut acked: BTreeSet<MsgId> = BTreeSet::new();
     let mut ack_ms = Vec::new();
@@ -193,6 +191,7 @@ pub fn measures(r: &RunReport) -> BTreeMap<&'static str, f64> {
             _ => {}
         }
     }
+    let scenario = s;
     let s = &r.stats;
     let delivered = s.messages_delivered.max(1) as f64;
     let mut m = BTreeMap::new();
@@ -208,10 +207,31 @@ pub fn measures(r: &RunReport) -> BTreeMap<&'static str, f64> {
         s.inbox_written as f64 / delivered,
     );
     m.insert("texts storage kept", s.bodies_kept as f64);
+    // What the phones' transport cost, over every device (one transport a run here).
+    let costs = crate::transport::costs(
+        &r.history,
+        &r.frame_log,
+        scenario.topology.transport,
+        r.history.end,
+    );
+    let sum = |f: &dyn Fn(&crate::transport::TransportCost) -> f64| -> f64 {
+        let n: usize = costs.iter().map(|c| c.devices).sum();
+        costs.iter().map(|c| f(c) * c.devices as f64).sum::<f64>() / n.max(1) as f64
+    };
+    m.insert("requests per delivery", sum(&|c| c.requests_per_delivery));
+    m.insert(
+        "link bytes per delivery",
+        sum(&|c| c.link_bytes_per_delivery.unwrap_or(0.0)),
+    );
+    m.insert("idle phone: requests/h", sum(&|c| c.idle_requests_per_hour));
+    m.insert(
+        "idle phone: bytes/h",
+        sum(&|c| c.idle_bytes_per_hour.unwrap_or(0.0)),
+    );
     m
 }
 
-fn variant(label: String, r: &RunReport, report: &str) -> Variant {
+fn variant(label: String, r: &RunReport, s: &Scenario, report: &str) -> Variant {
     let broken: BTreeMap<String, usize> = r
         .invariants
         .iter()
@@ -230,7 +250,7 @@ fn variant(label: String, r: &RunReport, report: &str) -> Variant {
         passed: r.passed(),
         broken,
         first_violation,
-        measures: measures(r),
+        measures: measures(r, s),
         trace_hash: r.trace_hash.clone(),
         replay: r.replay.clone(),
         report: report.to_string(),
@@ -357,8 +377,8 @@ pub fn run(lesson: &'static Lesson, own: Option<&Path>, dir: &Path) -> Result<Ou
             let right = run(&base, seed, &Bugs::default())?;
             (
                 seed,
-                [(broken, base.clone()), (right, base.clone())],
-                [
+                vec![(broken, base.clone()), (right, base.clone())],
+                vec![
                     format!("broken: --bug {bug}"),
                     "right: the design".to_string(),
                 ],
@@ -368,45 +388,37 @@ pub fn run(lesson: &'static Lesson, own: Option<&Path>, dir: &Path) -> Result<Ou
             )
         }
         Kind::TradeOff {
-            seed, a, b, about, ..
+            seed, ways, about, ..
         } => {
-            let sa = edited(&base, a.1)?;
-            let sb = edited(&base, b.1)?;
-            let ra = run(&sa, seed, &Bugs::default())?;
-            let rb = run(&sb, seed, &Bugs::default())?;
-            (
-                seed,
-                [(ra, sa), (rb, sb)],
-                [a.0.to_string(), b.0.to_string()],
-                None,
-                about.to_vec(),
-                None,
-            )
+            let mut runs = Vec::new();
+            let mut labels = Vec::new();
+            for (label, edits) in ways {
+                let s = edited(&base, edits)?;
+                runs.push((run(&s, seed, &Bugs::default())?, s));
+                labels.push((*label).to_string());
+            }
+            (seed, runs, labels, None, about.to_vec(), None)
         }
     };
-    let sub = ["a", "b"];
     let mut variants = Vec::new();
     for (i, ((r, s), label)) in runs.iter().zip(labels).enumerate() {
-        let report_dir = dir.join(sub[i]);
-        write_run_report(&report_dir, r, s, None)?;
-        variants.push(variant(label, r, &format!("{}/index.html", sub[i])));
+        let sub = format!("{}", (b'a' + i as u8) as char);
+        write_run_report(&dir.join(&sub), r, s, None)?;
+        variants.push(variant(label, r, s, &format!("{sub}/index.html")));
     }
-    let [first, second]: [Variant; 2] = variants
-        .try_into()
-        .map_err(|_| "two variants ran".to_string())?;
     let (mut story, mut shrunk_events, mut phone) = (Vec::new(), None, Vec::new());
     let shown = match (invariant, &bugs) {
         (Some(inv), Some(bugs)) => {
-            if first.broken.contains_key(inv) {
+            if variants[0].broken.contains_key(inv) {
                 // The phones are shown from the shrunk run, so they tell the same story.
                 let x = shrink(&base, seed, bugs, Some(inv)).map_err(|e| e.to_string())?;
                 phone = phone_view(&x.report, inv);
                 story = x.story;
                 shrunk_events = Some((x.events_after, x.events_before));
             }
-            first.broken.contains_key(inv) && second.passed
+            variants[0].broken.contains_key(inv) && variants[1].passed
         }
-        _ => first.passed && second.passed,
+        _ => variants.iter().all(|v| v.passed),
     };
     let outcome = Outcome {
         lesson: lesson.name,
@@ -415,7 +427,7 @@ pub fn run(lesson: &'static Lesson, own: Option<&Path>, dir: &Path) -> Result<Ou
         scenario: base.name(),
         seed,
         choice: lesson.choice,
-        variants: [first, second],
+        variants,
         invariant,
         story,
         shrunk_events,
@@ -448,22 +460,24 @@ fn fmt_measure(x: f64) -> String {
     }
 }
 
-/// The measurement rows both variants share, the lesson's own first.
-fn measure_rows(o: &Outcome) -> Vec<(&'static str, f64, f64)> {
-    let [a, b] = &o.variants;
+/// The measurement rows every variant shares, the lesson's own first.
+fn measure_rows(o: &Outcome) -> Vec<(&'static str, Vec<f64>)> {
     let mut keys: Vec<&'static str> = o.about.clone();
-    for k in a.measures.keys() {
-        if !keys.contains(k) {
-            keys.push(k);
+    if let Some(first) = o.variants.first() {
+        for k in first.measures.keys() {
+            if !keys.contains(k) {
+                keys.push(k);
+            }
         }
     }
     keys.into_iter()
         .map(|k| {
-            (
-                k,
-                a.measures.get(k).copied().unwrap_or(0.0),
-                b.measures.get(k).copied().unwrap_or(0.0),
-            )
+            let row = o
+                .variants
+                .iter()
+                .map(|v| v.measures.get(k).copied().unwrap_or(0.0))
+                .collect();
+            (k, row)
         })
         .collect()
 }
@@ -471,7 +485,6 @@ fn measure_rows(o: &Outcome) -> Vec<(&'static str, f64, f64)> {
 /// The lesson in a terminal.
 pub fn text(o: &Outcome) -> String {
     let mut s = String::new();
-    let [a, b] = &o.variants;
     let _ = writeln!(s, "lesson {}: {} ({})\n", o.lesson, o.title, o.from);
     let _ = writeln!(s, "the choice: {}\n", o.choice);
     let _ = writeln!(
@@ -488,18 +501,27 @@ pub fn text(o: &Outcome) -> String {
         }
     };
     let short = |v: &Variant| v.label.split(':').next().unwrap_or("").to_string();
-    for v in [a, b] {
-        let _ = writeln!(s, "  {:<24} {}", v.label, verdict(v));
+    let width = o
+        .variants
+        .iter()
+        .map(|v| v.label.chars().count())
+        .max()
+        .unwrap_or(0);
+    for v in &o.variants {
+        let _ = writeln!(s, "  {:<width$}  {}", v.label, verdict(v));
     }
-    let _ = writeln!(s, "  {:<28} {:>12} {:>12}", "", short(a), short(b));
-    for (k, x, y) in measure_rows(o) {
+    let _ = write!(s, "  {:<28}", "");
+    for v in &o.variants {
+        let _ = write!(s, " {:>12}", short(v));
+    }
+    s.push('\n');
+    for (k, row) in measure_rows(o) {
         let mark = if o.about.contains(&k) { "*" } else { " " };
-        let _ = writeln!(
-            s,
-            " {mark}{k:<28} {:>12} {:>12}",
-            fmt_measure(x),
-            fmt_measure(y)
-        );
+        let _ = write!(s, " {mark}{k:<28}");
+        for x in row {
+            let _ = write!(s, " {:>12}", fmt_measure(x));
+        }
+        s.push('\n');
     }
     if !o.about.is_empty() {
         let _ = writeln!(s, "  (* what this trade-off is about)");
@@ -525,13 +547,19 @@ pub fn text(o: &Outcome) -> String {
     for (q, ans) in &o.questions {
         let _ = writeln!(s, "  Q: {q}\n     {ans}");
     }
-    let _ = writeln!(s, "\nreplay: {}\n        {}", a.replay, b.replay);
+    for (i, v) in o.variants.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "{} {}",
+            if i == 0 { "\nreplay:" } else { "       " },
+            v.replay
+        );
+    }
     let _ = writeln!(s, "page: {}", o.page);
     s
 }
 
 fn lesson_page(o: &Outcome) -> String {
-    let [a, b] = &o.variants;
     let mut h = String::new();
     let _ = writeln!(
         h,
@@ -544,7 +572,7 @@ fn lesson_page(o: &Outcome) -> String {
         esc(o.choice)
     );
     h.push_str("<h2>Side by side</h2><table id=\"side-by-side\"><tr><th></th>");
-    for v in [a, b] {
+    for v in &o.variants {
         let _ = write!(
             h,
             "<th>{} (<a href=\"{}\">full report</a>)</th>",
@@ -553,7 +581,7 @@ fn lesson_page(o: &Outcome) -> String {
         );
     }
     h.push_str("</tr><tr><td>verdict</td>");
-    for v in [a, b] {
+    for v in &o.variants {
         if v.passed {
             h.push_str("<td class=\"ok\">every invariant holds</td>");
         } else {
@@ -566,16 +594,14 @@ fn lesson_page(o: &Outcome) -> String {
         }
     }
     h.push_str("</tr>");
-    for (k, x, y) in measure_rows(o) {
+    for (k, row) in measure_rows(o) {
         let strong = o.about.contains(&k);
         let (o1, c1) = if strong { ("<b>", "</b>") } else { ("", "") };
-        let _ = write!(
-            h,
-            "<tr><td>{o1}{}{c1}</td><td>{}</td><td>{}</td></tr>",
-            esc(k),
-            fmt_measure(x),
-            fmt_measure(y)
-        );
+        let _ = write!(h, "<tr><td>{o1}{}{c1}</td>", esc(k));
+        for x in row {
+            let _ = write!(h, "<td>{}</td>", fmt_measure(x));
+        }
+        h.push_str("</tr>");
     }
     h.push_str("</table>");
     if let Some(inv) = o.invariant {
@@ -608,12 +634,11 @@ fn lesson_page(o: &Outcome) -> String {
     for (q, ans) in &o.questions {
         let _ = write!(h, "<dt><b>{}</b></dt><dd>{}</dd>", esc(q), esc(ans));
     }
-    let _ = write!(
-        h,
-        "</dl><p>Replay: <code>{}</code><br>and <code>{}</code></p>",
-        esc(&a.replay),
-        esc(&b.replay)
-    );
+    h.push_str("</dl><p>Replay:</p><ul>");
+    for v in &o.variants {
+        let _ = write!(h, "<li><code>{}</code></li>", esc(&v.replay));
+    }
+    h.push_str("</ul>");
     page(&format!("chatsim lesson: {}", o.title), &h)
 }
 

@@ -10,6 +10,7 @@ use crate::limits::{
     HEARTBEAT_TIMEOUT_MS, LONG_POLL_HOLD_MS, POLL_LINGER_MS, RECEIPTS_DRAIN_AGAIN_MS,
     SHORT_POLL_INTERVAL_MS,
 };
+use crate::probe::Probe;
 use crate::proto::Millis;
 use crate::{DisconnectReason, Effect, Observation, Transport};
 
@@ -91,6 +92,7 @@ impl Device {
             return;
         }
         if self.polling() == Some(Transport::LongPoll) && self.request_done(now) {
+            Self::probe(out, Probe::LongPollHoldExpired);
             self.end_request(now, out);
         } else {
             self.link_lost(now, DisconnectReason::HeartbeatTimeout, true, out);
@@ -99,6 +101,7 @@ impl Device {
 
     /// Close an answered request and schedule the next one.
     fn end_request(&mut self, now: Millis, out: &mut Vec<Effect>) {
+        Self::probe(out, Probe::PollClosed);
         out.push(Effect::Disconnect);
         self.link = Link::Down;
         for t in [

@@ -10,6 +10,28 @@ const TRADE_OFF: &str = "a trade-off, measured";
 /// Every lesson, in the order a learner should take them.
 pub static LESSONS: &[Lesson] = &[
     Lesson {
+        name: "polling",
+        title: "A persistent connection, not HTTP polling",
+        from: COMMON,
+        choice: "Chat needs the server to speak first. Short polling asks every few seconds, so a message waits up to an interval and every poll costs a full request even when nothing came; long polling holds each request open until something arrives, which cuts the wait but still pays a whole request (its headers and authentication) for nearly every message, where a WebSocket sends one small frame.",
+        fix: "Hold one persistent connection per device (WebSocket, or MQTT/XMPP) with a heartbeat only on an idle link; fall back to long polling only where a network blocks it.",
+        kind: Kind::TradeOff {
+            scenario: "transports",
+            seed: 1,
+            ways: &[
+                ("websocket: one persistent connection", &[("transport = \"mixed\"", "transport = \"websocket\"")]),
+                ("long-poll: held until something arrives", &[("transport = \"mixed\"", "transport = \"long-poll\"")]),
+                ("short-poll: ask every 2 s", &[("transport = \"mixed\"", "transport = \"short-poll\"")]),
+            ],
+            about: &["display p50 ms", "display p99 ms", "requests per delivery", "link bytes per delivery", "idle phone: requests/h", "idle phone: bytes/h"],
+        },
+        questions: &[
+            ("Isn't long polling as fast as a WebSocket?", "Nearly, for one message: the held request answers at once. But each answer ends the request, so a burst of messages pays a new request (and its authentication) per message, and the server holds a request per idle user anyway."),
+            ("What does the heartbeat cost a WebSocket?", "A ping frame of a few bytes per interval on an idle link; chatsim pings every 2 s of simulated time, which is why an idle websocket phone sends more frames here than a long poll, yet fewer bytes than a short poll."),
+            ("How many connections can one gateway hold?", "A few hundred thousand to a million idle ones with an event loop and small buffers (see chatsim capacity and the load reports)."),
+        ],
+    },
+    Lesson {
         name: "ack-before-persist",
         title: "Acknowledge only what is durable",
         from: COMMON,
@@ -227,8 +249,10 @@ pub static LESSONS: &[Lesson] = &[
         kind: Kind::TradeOff {
             scenario: "group-fanout",
             seed: 1,
-            a: ("write: fan-out on write, every group", &[]),
-            b: ("read: fan-out on read over 8 members", &[("[topology]\n", "[topology]\nfanout_on_read_over = 8\n")]),
+            ways: &[
+                ("write: fan-out on write, every group", &[]),
+                ("read: fan-out on read over 8 members", &[("[topology]\n", "[topology]\nfanout_on_read_over = 8\n")]),
+            ],
             about: &["inbox writes per delivery", "frames per delivery", "✓ p99 ms", "display p99 ms"],
         },
         questions: &[
@@ -245,8 +269,10 @@ pub static LESSONS: &[Lesson] = &[
         kind: Kind::TradeOff {
             scenario: "multi-device",
             seed: 1,
-            a: ("history: the log keeps every text", &[("storage_model = \"relay\"", "storage_model = \"history\"")]),
-            b: ("relay: delete once delivered", &[]),
+            ways: &[
+                ("history: the log keeps every text", &[("storage_model = \"relay\"", "storage_model = \"history\"")]),
+                ("relay: delete once delivered", &[]),
+            ],
             about: &["texts storage kept", "inbox writes per delivery"],
         },
         questions: &[
@@ -263,8 +289,10 @@ pub static LESSONS: &[Lesson] = &[
         kind: Kind::TradeOff {
             scenario: "group-fanout",
             seed: 1,
-            a: ("small: a group of 4-8", &[("size = [48, 64]", "size = [4, 8]")]),
-            b: ("big: a group of 48-64", &[]),
+            ways: &[
+                ("small: a group of 4-8", &[("size = [48, 64]", "size = [4, 8]")]),
+                ("big: a group of 48-64", &[]),
+            ],
             about: &["messages delivered", "frames per delivery", "✓ p99 ms", "display p99 ms"],
         },
         questions: &[
