@@ -929,6 +929,7 @@ mod tests {
             label: label.into(),
             msg,
             key,
+            bytes: 40,
         }
     }
 
