@@ -453,7 +453,7 @@ pub fn default_dir(name: &str) -> PathBuf {
 }
 
 fn fmt_measure(x: f64) -> String {
-    if x.fract() == 0.0 {
+    if x.fract() == 0.0 || x.abs() >= 100.0 {
         format!("{x:.0}")
     } else {
         format!("{x:.2}")
