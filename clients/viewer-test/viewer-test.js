@@ -31,8 +31,11 @@ function same(got, want, what) {
   check(g === w, what + '\n  page shows: ' + g + '\n  history says: ' + w);
 }
 
+// CHATSIM_BIN (set by sim/chatsim/tests/viewer.rs to the binary cargo test built) or cargo run.
 function chatsim(args, want) {
-  const r = spawnSync('cargo', ['run', '-q', '-p', 'chatsim', '--', ...args],
+  const bin = process.env.CHATSIM_BIN;
+  const [cmd, pre] = bin ? [bin, []] : ['cargo', ['run', '-q', '-p', 'chatsim', '--']];
+  const r = spawnSync(cmd, [...pre, ...args],
     { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
   if (r.status !== want) {
     throw new Error(`viewer test: chatsim ${args.join(' ')} exited ${r.status}, want ${want}\n${r.stderr}`);
