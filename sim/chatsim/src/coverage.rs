@@ -109,6 +109,80 @@ impl Coverage {
         }
     }
 
+    /// Add `other`'s runs of the same scenarios (another shard of the same swarm).
+    pub fn absorb(&mut self, other: &Coverage) -> Result<(), String> {
+        if self.scenarios != other.scenarios {
+            return Err(format!(
+                "coverage of {:?} cannot absorb coverage of {:?}",
+                self.scenarios, other.scenarios
+            ));
+        }
+        self.runs += other.runs;
+        for (probe, o) in &other.tallies {
+            let t = self.tallies.entry(*probe).or_default();
+            t.hits += o.hits;
+            t.seeds += o.seeds;
+            t.first = match (t.first, o.first) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(())
+    }
+
+    /// Coverage read back from its JSON (what a swarm's `--json` wrote).
+    pub fn from_json(v: &serde_json::Value) -> Result<Coverage, String> {
+        let scenarios: Vec<String> = v["scenarios"]
+            .as_array()
+            .ok_or("coverage: no `scenarios` list")?
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or("coverage: a scenario name is not a string")
+            })
+            .collect::<Result<_, _>>()?;
+        let runs = v["runs"].as_u64().ok_or("coverage: no `runs` count")?;
+        let mut tallies = BTreeMap::new();
+        for row in v["probes"].as_array().ok_or("coverage: no `probes` list")? {
+            let name = row["name"]
+                .as_str()
+                .ok_or("coverage: a probe without a name")?;
+            let probe = Probe::ALL
+                .iter()
+                .copied()
+                .find(|p| p.name() == name)
+                .ok_or_else(|| format!("coverage: probe `{name}` is not one this binary knows"))?;
+            let hits = row["hits"].as_u64().unwrap_or(0);
+            if hits == 0 {
+                continue;
+            }
+            let first = match (row["first_seed"].as_u64(), row["first_scenario"].as_str()) {
+                (Some(seed), Some(sc)) => Some((
+                    seed,
+                    scenarios
+                        .iter()
+                        .position(|x| x == sc)
+                        .ok_or_else(|| format!("coverage: `{sc}` is not among its scenarios"))?,
+                )),
+                _ => None,
+            };
+            tallies.insert(
+                probe,
+                Tally {
+                    hits,
+                    seeds: row["seeds"].as_u64().unwrap_or(0),
+                    first,
+                },
+            );
+        }
+        Ok(Coverage {
+            scenarios,
+            runs,
+            tallies,
+        })
+    }
+
     /// Scenario names, in the order added.
     pub fn scenarios(&self) -> &[String] {
         &self.scenarios

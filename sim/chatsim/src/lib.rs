@@ -13,6 +13,7 @@
 //! - [`output`]: the one-screen summary, JSON and the replay log.
 //! - [`shrink`]: a failing seed cut down to a minimal explicit scenario and its story.
 //! - [`swarm`]: many seeds in parallel, per-invariant counts, JUnit XML.
+//! - [`merge`]: `chatsim merge`: sharded swarms' JSON combined into one result.
 //! - [`coverage`]: which coverage probes runs reached, aggregated over seeds and scenarios.
 //! - [`load`]: `chatsim load`: real WebSocket phones against a running server (or the bare
 //!   relay it is measured against), latencies from the intended send time, the history judged.
@@ -31,6 +32,7 @@ pub mod engine;
 pub mod learn;
 pub mod live;
 pub mod load;
+pub mod merge;
 pub mod output;
 pub mod report;
 pub mod run;

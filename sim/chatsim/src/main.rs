@@ -2,14 +2,14 @@
 //! 2 bad input or usage, 3 the simulation itself failed (a panic, with the seed to replay).
 
 use chatsim::coverage::{judged_scenarios, measure};
+use chatsim::merge::Merged;
 use chatsim::output::{json, replay_log, summary};
 use chatsim::report::{default_run_dir, write_atomic, write_run_report, write_swarm_report};
 use chatsim::run::{run_seed_keeping, Engine, Keep};
 use chatsim::scenario::{FaultKind, Scenario, ScenarioError};
 use chatsim::shrink::{shrink, ShrinkError};
 use chatsim::swarm::{
-    junit as junit_xml, seeds_of, summary as swarm_summary, swarm_on, SeedRange,
-    Shard as SwarmShard,
+    junit as junit_xml, seeds_of, summary as swarm_summary, SeedRange, Shard as SwarmShard,
 };
 use chatsim_system::bugs::{Bug, Bugs, ZOO};
 use clap::{Parser, Subcommand};
@@ -103,10 +103,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Engine::Madsim)]
         engine: Engine,
     },
-    /// Run many seeds of a scenario in parallel and count what broke.
+    /// Run many seeds of a scenario in parallel and count what broke. Several scenarios, or a
+    /// folder (its judged scenarios), run as one gate on one pool: a summary, JSON and JUnit
+    /// over all of them.
     Swarm {
-        /// The scenario file.
-        scenario: PathBuf,
+        /// Scenario files, names or folders.
+        #[arg(required = true, num_args = 1..)]
+        scenarios: Vec<PathBuf>,
         /// Seeds to run, inclusive: `1..100`.
         #[arg(long, default_value = "1..20")]
         seeds: SeedRange,
@@ -122,9 +125,10 @@ enum Command {
         /// Also write JUnit XML here: one testcase per seed and invariant.
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
-        /// Run only every N-th seed starting at I (`I/N`, 0 <= I < N) to split a range over jobs.
+        /// Run only every N-th seed starting at I (`I/N`, 0 <= I < N) to split a range over
+        /// jobs; `N` alone takes I from JOB_COMPLETION_INDEX (a Kubernetes indexed Job).
         #[arg(long, default_value = "0/1")]
-        shard: SwarmShard,
+        shard: String,
         /// Write the swarm report here (default: reports/<scenario>-swarm/).
         #[arg(long, value_name = "DIR")]
         report: Option<PathBuf>,
@@ -185,6 +189,28 @@ enum Command {
         /// BUGGIFY, as `run --buggify` (the failing run's knobs come from its seed).
         #[arg(long)]
         buggify: bool,
+    },
+    /// Combine the `--json` output of `swarm --shard k/n` runs into the one result an unsharded
+    /// swarm gives: the same summary and JSON, one JUnit file, one report. Refuses pieces that
+    /// do not fit (another binary, engine, bug set, seed range or scenario set; a shard
+    /// missing or repeated).
+    Merge {
+        /// The pieces: JSON files written by `chatsim swarm ... --shard k/n --json`.
+        #[arg(required = true, num_args = 1..)]
+        pieces: Vec<PathBuf>,
+        /// Print the merged JSON instead of the summary.
+        #[arg(long)]
+        json: bool,
+        /// Also write JUnit XML here.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Write the swarm report here (default: reports/<scenario>-swarm/, or
+        /// reports/gate-swarm/ for several scenarios).
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+        /// Write no report.
+        #[arg(long, conflicts_with = "report")]
+        no_report: bool,
     },
     /// Run a zoo bug's scenario seed by seed until its invariant breaks, then shrink that seed.
     /// Exit 1 when the bug was caught, 0 when the budget ran out first.
@@ -585,6 +611,70 @@ fn load(path: &Path) -> Result<Scenario, ExitCode> {
     Ok(s)
 }
 
+/// What a swarm or a merge ends with: JUnit, the report, the summary or JSON, the exit code
+/// (3 when a seed panicked, 1 when one broke an invariant).
+fn finish_swarm(
+    outcome: Merged,
+    scenarios: &[Scenario],
+    junit: Option<PathBuf>,
+    report_dir: Option<PathBuf>,
+    no_report: bool,
+    as_json: bool,
+) -> ExitCode {
+    let reports: Vec<&chatsim::swarm::SwarmReport> = match &outcome {
+        Merged::One(r) => vec![r.as_ref()],
+        Merged::Gate(g) => g.scenarios.iter().collect(),
+    };
+    if let Some(path) = junit {
+        let xml = match &outcome {
+            Merged::One(r) => junit_xml(r),
+            Merged::Gate(g) => chatsim::swarm::junit_of(&g.scenarios, g.wall_seconds),
+        };
+        if let Err(e) = write_atomic(&path, xml) {
+            return fail(
+                EXIT_BAD_INPUT,
+                format!("{}: cannot write JUnit XML: {e}", path.display()),
+            );
+        }
+    }
+    if !no_report {
+        let written = match &outcome {
+            Merged::One(r) => {
+                let dir = report_dir
+                    .unwrap_or_else(|| PathBuf::from(format!("reports/{}-swarm", r.scenario)));
+                write_swarm_report(&dir, r, &scenarios[0]).map(|()| dir)
+            }
+            Merged::Gate(g) => {
+                let dir = report_dir.unwrap_or_else(|| PathBuf::from("reports/gate-swarm"));
+                chatsim::report::write_gate_report(&dir, g, scenarios).map(|()| dir)
+            }
+        };
+        match written {
+            Ok(dir) => eprintln!("report: {}", dir.join("index.html").display()),
+            Err(e) => return fail(EXIT_BAD_INPUT, format!("cannot write the report: {e}")),
+        }
+    }
+    if as_json {
+        let text = match &outcome {
+            Merged::One(r) => serde_json::to_string_pretty(r),
+            Merged::Gate(g) => serde_json::to_string_pretty(g),
+        };
+        println!("{}", text.expect("reports are serialisable"));
+    } else {
+        match &outcome {
+            Merged::One(r) => print!("{}", swarm_summary(r)),
+            Merged::Gate(g) => print!("{}", g.summary()),
+        }
+    }
+    if reports.iter().any(|r| !r.panicked_seeds.is_empty()) {
+        ExitCode::from(EXIT_ENGINE)
+    } else if reports.iter().any(|r| r.seeds_failed > 0) {
+        ExitCode::from(EXIT_BROKEN)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn shrink_and_write(
     s: &Scenario,
     seed: u64,
@@ -730,7 +820,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Swarm {
-            scenario,
+            scenarios,
             seeds,
             jobs,
             bugs,
@@ -742,50 +832,83 @@ fn main() -> ExitCode {
             engine,
             buggify,
         } => {
-            let s = match load(&scenario) {
-                Ok(s) => buggified(s, buggify),
-                Err(code) => return code,
+            let job_index = std::env::var(chatsim::swarm::JOB_INDEX_ENV).ok();
+            let shard = match SwarmShard::parse_with(&shard, job_index.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return fail(EXIT_BAD_INPUT, e),
             };
+            let mut paths = Vec::new();
+            let mut gate = scenarios.len() > 1;
+            for p in scenarios {
+                // `scenarios` with no such folder here is the bundled judged ones.
+                if p.is_dir() || p == Path::new("scenarios") {
+                    gate = true;
+                    match judged_scenarios(&p) {
+                        Ok(found) => paths.extend(found),
+                        Err(e) => return fail(EXIT_BAD_INPUT, e),
+                    }
+                } else {
+                    paths.push(p);
+                }
+            }
+            let mut loaded = Vec::new();
+            for p in &paths {
+                match load(p) {
+                    Ok(s) => loaded.push(buggified(s, buggify)),
+                    Err(code) => return code,
+                }
+            }
             let jobs =
                 jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            let report = swarm_on(
+            let started = std::time::Instant::now();
+            let mut reports = chatsim::swarm::swarm_many(
                 engine,
-                &s,
+                &loaded,
                 &seeds_of(seeds, shard),
                 jobs,
                 &bugs.into_iter().collect(),
             );
-            if let Some(path) = junit {
-                if let Err(e) = write_atomic(&path, junit_xml(&report)) {
-                    return fail(
-                        EXIT_BAD_INPUT,
-                        format!("{}: cannot write JUnit XML: {e}", path.display()),
-                    );
-                }
+            for r in &mut reports {
+                r.seed_range = seeds;
+                r.shard = shard;
             }
+            let outcome = if gate {
+                Merged::Gate(chatsim::swarm::Gate::of(
+                    reports,
+                    seeds,
+                    shard,
+                    started.elapsed().as_secs_f64(),
+                ))
+            } else {
+                Merged::One(Box::new(reports.remove(0)))
+            };
+            finish_swarm(outcome, &loaded, junit, report_dir, no_report, as_json)
+        }
+        Command::Merge {
+            pieces,
+            json: as_json,
+            junit,
+            report,
+            no_report,
+        } => {
+            let merged = match chatsim::merge::merge(&pieces) {
+                Ok(m) => m,
+                Err(e) => return fail(EXIT_BAD_INPUT, e),
+            };
+            let reports: Vec<&chatsim::swarm::SwarmReport> = match &merged {
+                Merged::One(r) => vec![r.as_ref()],
+                Merged::Gate(g) => g.scenarios.iter().collect(),
+            };
+            let mut loaded = Vec::new();
             if !no_report {
-                let dir = report_dir
-                    .unwrap_or_else(|| PathBuf::from(format!("reports/{}-swarm", s.name())));
-                match write_swarm_report(&dir, &report, &s) {
-                    Ok(()) => eprintln!("report: {}", dir.join("index.html").display()),
-                    Err(e) => return fail(EXIT_BAD_INPUT, format!("cannot write the report: {e}")),
+                for r in reports {
+                    match load(Path::new(&r.scenario_path)) {
+                        Ok(s) => loaded.push(s),
+                        Err(code) => return code,
+                    }
                 }
             }
-            if as_json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("reports are serialisable")
-                );
-            } else {
-                print!("{}", swarm_summary(&report));
-            }
-            if !report.panicked_seeds.is_empty() {
-                ExitCode::from(EXIT_ENGINE)
-            } else if report.seeds_failed > 0 {
-                ExitCode::from(EXIT_BROKEN)
-            } else {
-                ExitCode::SUCCESS
-            }
+            finish_swarm(merged, &loaded, junit, report, no_report, as_json)
         }
         Command::Coverage {
             scenarios,

@@ -11,7 +11,8 @@ use chatsim_judge::History;
 use chatsim_system::bugs::Bugs;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::str::FromStr;
@@ -21,7 +22,7 @@ use std::time::Instant;
 pub const FAILING_SEEDS_SHOWN_MAX: usize = 10;
 
 /// An inclusive seed range, written `A..B` or `A..=B` (both inclusive: `1..20` is 20 seeds).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeedRange {
     /// First seed.
     pub first: u64,
@@ -54,7 +55,7 @@ impl FromStr for SeedRange {
 
 /// Which part of a seed range this process runs: every `count`-th seed starting at `index`,
 /// so N CI jobs (or Kubernetes indexed jobs) split one range with no coordination.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shard {
     /// This job's index, `0..count`.
     pub index: u64,
@@ -82,6 +83,51 @@ impl FromStr for Shard {
     }
 }
 
+/// The environment variable a Kubernetes indexed Job sets to each pod's index.
+pub const JOB_INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
+
+impl Shard {
+    /// The whole range: one job.
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// `I/N`, or `N` alone with the index from [`JOB_INDEX_ENV`] (`job_index`, read by the
+    /// caller), so a Kubernetes indexed Job's pods need no per-pod arguments.
+    pub fn parse_with(s: &str, job_index: Option<&str>) -> Result<Shard, String> {
+        if s.contains('/') {
+            return s.parse();
+        }
+        let index = job_index.ok_or_else(|| {
+            format!("--shard {s}: no index given and {JOB_INDEX_ENV} is not set (write I/N)")
+        })?;
+        format!("{}/{s}", index.trim())
+            .parse()
+            .map_err(|e| format!("--shard {s} with {JOB_INDEX_ENV}={index}: {e}"))
+    }
+}
+
+/// What identifies the binary that ran a swarm: the SHA-256 of its executable (16 hex digits),
+/// so `chatsim merge` refuses pieces built from different code. `unknown` when the executable
+/// cannot be read.
+pub fn binary_id() -> String {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        std::env::current_exe()
+            .and_then(std::fs::read)
+            .map(|bytes| hex16(&Sha256::digest(&bytes)))
+            .unwrap_or_else(|_| "unknown".into())
+    })
+    .clone()
+}
+
+fn hex16(digest: &[u8]) -> String {
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A scenario's identity for merging: the SHA-256 of its text (16 hex digits).
+pub fn scenario_hash(s: &Scenario) -> String {
+    hex16(&Sha256::digest(s.source.as_bytes()))
+}
+
 /// The seeds a shard of a range runs, in order.
 pub fn seeds_of(range: SeedRange, shard: Shard) -> Vec<u64> {
     (range.first..=range.last)
@@ -91,7 +137,7 @@ pub fn seeds_of(range: SeedRange, shard: Shard) -> Vec<u64> {
 }
 
 /// One seed that failed, as the summary shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Failure {
     /// The seed.
     pub seed: u64,
@@ -103,11 +149,36 @@ pub struct Failure {
     pub replay: String,
 }
 
+/// One seed's outcome as a swarm's JSON carries it: what `chatsim merge` and JUnit read.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SeedOutcome {
+    /// The seed.
+    pub seed: u64,
+    /// Invariants it broke, with their violation counts (empty: it passed).
+    pub broken: BTreeMap<String, usize>,
+    /// Whether the simulation itself panicked.
+    pub panicked: bool,
+    /// Faults the engine skipped.
+    pub skipped: usize,
+    /// Wall seconds of its run (not part of any verdict).
+    pub wall_seconds: f64,
+}
+
 /// The outcome of a swarm.
 #[derive(Clone, Debug, Serialize)]
 pub struct SwarmReport {
     /// Scenario name.
     pub scenario: String,
+    /// The scenario file as given (what a merged report loads its story from).
+    pub scenario_path: String,
+    /// The SHA-256 of the scenario's text (16 hex digits).
+    pub scenario_hash: String,
+    /// The binary that ran it ([`binary_id`]).
+    pub binary: String,
+    /// The seed range the swarm was asked for.
+    pub seed_range: SeedRange,
+    /// Which part of it this process ran.
+    pub shard: Shard,
     /// Engine.
     pub engine: &'static str,
     /// Bugs switched on.
@@ -134,6 +205,8 @@ pub struct SwarmReport {
     /// Which coverage probes the seeds reached, aggregated as they finished (JSON: `probes`,
     /// unreached first, and `unreached`).
     pub coverage: Coverage,
+    /// Every seed's outcome, in seed order.
+    pub seeds: Vec<SeedOutcome>,
     /// Every seed's outcome, in seed order (for JUnit and reports): verdicts and counts; each
     /// history is dropped once judged and no frame log is kept.
     #[serde(skip)]
@@ -153,9 +226,28 @@ pub fn swarm_on(
     jobs: usize,
     bugs: &Bugs,
 ) -> SwarmReport {
+    swarm_many(engine, std::slice::from_ref(scenario), seeds, jobs, bugs)
+        .into_iter()
+        .next()
+        .expect("one scenario, one report")
+}
+
+/// Run `seeds` of every scenario on one pool of `jobs` worker threads, so a gate over many
+/// scenarios keeps every core busy to the end; a report per scenario, in the order given.
+pub fn swarm_many(
+    engine: Engine,
+    scenarios: &[Scenario],
+    seeds: &[u64],
+    jobs: usize,
+    bugs: &Bugs,
+) -> Vec<SwarmReport> {
     let started = Instant::now();
+    let pairs: Vec<(usize, u64)> = (0..scenarios.len())
+        .flat_map(|i| seeds.iter().map(move |&s| (i, s)))
+        .collect();
+    let many = scenarios.len() > 1;
     let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(seeds.len() as u64);
+        let bar = ProgressBar::new(pairs.len() as u64);
         bar.set_style(
             ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} seeds, {msg}",
@@ -168,17 +260,21 @@ pub fn swarm_on(
     };
     let failed = std::sync::atomic::AtomicUsize::new(0);
     // Probe counts are added here as each seed finishes and dropped from its report, so a
-    // long swarm holds one tally per probe, not one map per seed.
-    let coverage = std::sync::Mutex::new(Coverage::new(scenario.name()));
+    // long swarm holds one tally per probe and scenario, not one map per seed.
+    let coverage: Vec<std::sync::Mutex<Coverage>> = scenarios
+        .iter()
+        .map(|s| std::sync::Mutex::new(Coverage::new(s.name())))
+        .collect();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs.max(1))
         .thread_name(|i| format!("swarm-{i}"))
         .build()
         .expect("the OS can start worker threads");
-    let results: Vec<(u64, Result<RunReport, String>)> = pool.install(|| {
-        seeds
+    let results: Vec<(usize, u64, Result<RunReport, String>)> = pool.install(|| {
+        pairs
             .par_iter()
-            .map(|&seed| {
+            .map(|&(i, seed)| {
+                let scenario = &scenarios[i];
                 // A swarm reports verdicts, not runs: no frame log, and each seed's history
                 // goes as soon as it is judged, so a long swarm holds verdicts, not histories.
                 let r = run_seed_keeping(engine, scenario, seed, bugs, Keep::VERDICT)
@@ -186,7 +282,7 @@ pub fn swarm_on(
                         r.history = History::default();
                         // A poisoned lock only means another seed panicked while adding; the
                         // counts it holds are still sums of whole seeds.
-                        coverage
+                        coverage[i]
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .add_run(seed, &std::mem::take(&mut r.probes));
@@ -202,23 +298,46 @@ pub fn swarm_on(
                         bar.inc(1);
                         bar.set_message(format!("{nfailed} failing"));
                     }
+                    None if many => eprintln!(
+                        "{} seed {seed}: {}",
+                        scenario.name(),
+                        if ok { "pass" } else { "FAIL" }
+                    ),
                     None => eprintln!("seed {seed}: {}", if ok { "pass" } else { "FAIL" }),
                 }
-                (seed, r)
+                (i, seed, r)
             })
             .collect()
     });
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    summarise(
-        engine,
-        scenario,
-        bugs,
-        results,
-        coverage.into_inner().unwrap_or_else(|e| e.into_inner()),
-        started.elapsed().as_secs_f64(),
-    )
+    let wall = started.elapsed().as_secs_f64();
+    let mut per: Vec<Vec<(u64, Result<RunReport, String>)>> =
+        scenarios.iter().map(|_| Vec::new()).collect();
+    for (i, seed, r) in results {
+        per[i].push((seed, r));
+    }
+    let range = SeedRange {
+        first: seeds.iter().copied().min().unwrap_or(0),
+        last: seeds.iter().copied().max().unwrap_or(0),
+    };
+    scenarios
+        .iter()
+        .zip(per)
+        .zip(coverage)
+        .map(|((scenario, results), cov)| {
+            summarise(
+                engine,
+                scenario,
+                bugs,
+                results,
+                cov.into_inner().unwrap_or_else(|e| e.into_inner()),
+                wall,
+                range,
+            )
+        })
+        .collect()
 }
 
 fn summarise(
@@ -228,6 +347,7 @@ fn summarise(
     results: Vec<(u64, Result<RunReport, String>)>,
     coverage: Coverage,
     wall_seconds: f64,
+    seed_range: SeedRange,
 ) -> SwarmReport {
     let mut invariants: BTreeMap<String, usize> =
         CHECKS.iter().map(|n| (n.to_string(), 0)).collect();
@@ -283,8 +403,38 @@ fn summarise(
             }
         }
     }
+    let seeds = results
+        .iter()
+        .map(|(seed, r)| match r {
+            Ok(rep) => SeedOutcome {
+                seed: *seed,
+                broken: rep
+                    .invariants
+                    .iter()
+                    .filter(|v| !v.holds)
+                    .map(|v| (v.name.to_string(), v.violations.len()))
+                    .collect(),
+                panicked: false,
+                skipped: rep.skipped.len(),
+                wall_seconds: rep.stats.wall_seconds,
+            },
+            Err(_) => SeedOutcome {
+                seed: *seed,
+                broken: BTreeMap::new(),
+                panicked: true,
+                skipped: 0,
+                wall_seconds: 0.0,
+            },
+        })
+        .collect();
     SwarmReport {
         scenario: scenario.name(),
+        scenario_path: scenario.path.display().to_string(),
+        scenario_hash: scenario_hash(scenario),
+        binary: binary_id(),
+        seed_range,
+        shard: Shard::WHOLE,
+        seeds,
         engine: engine.name(),
         bugs: bugs.iter().map(|b| b.to_string()).collect(),
         seeds_run: results.len(),
@@ -377,69 +527,212 @@ fn xml_escape(s: &str) -> String {
 
 /// JUnit XML: one testcase per seed and invariant, so CI systems show each failure natively.
 pub fn junit(r: &SwarmReport) -> String {
+    junit_of(std::slice::from_ref(r), r.wall_seconds)
+}
+
+/// JUnit XML for several scenarios' swarms: a testsuite each.
+pub fn junit_of(reports: &[SwarmReport], wall_seconds: f64) -> String {
     use std::fmt::Write;
-    let cases = r.per_seed.len() * CHECKS.len();
-    let failures: usize = r
-        .per_seed
+    let tally = |r: &SwarmReport| {
+        let cases = r.seeds.len() * CHECKS.len();
+        let failures: usize = r
+            .seeds
+            .iter()
+            .map(|o| {
+                if o.panicked {
+                    CHECKS.len()
+                } else {
+                    o.broken.len()
+                }
+            })
+            .sum();
+        (cases, failures)
+    };
+    let (cases, failures) = reports
         .iter()
-        .map(|(_, res)| match res {
-            Ok(rep) => rep.invariants.iter().filter(|v| !v.holds).count(),
-            Err(_) => CHECKS.len(),
-        })
-        .sum();
+        .map(tally)
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let name = xml_escape(&r.scenario);
     let _ = writeln!(
         x,
-        "<testsuites name=\"chatsim\" tests=\"{cases}\" failures=\"{failures}\" time=\"{:.3}\">",
-        r.wall_seconds
+        "<testsuites name=\"chatsim\" tests=\"{cases}\" failures=\"{failures}\" time=\"{wall_seconds:.3}\">"
     );
-    let _ = writeln!(
-        x,
-        "  <testsuite name=\"{name}\" tests=\"{cases}\" failures=\"{failures}\" time=\"{:.3}\">",
-        r.wall_seconds
-    );
-    for (seed, res) in &r.per_seed {
-        for inv in CHECKS {
-            let time = res.as_ref().map_or(0.0, |rep| rep.stats.wall_seconds);
-            let _ = write!(
-                x,
-                "    <testcase classname=\"{name}.seed-{seed}\" name=\"{inv}\" time=\"{time:.3}\""
-            );
-            let failure = match res {
-                Ok(rep) => rep
-                    .invariants
-                    .iter()
-                    .find(|v| v.name == inv && !v.holds)
-                    .map(|v| {
-                        let details: Vec<String> = v
-                            .violations
-                            .iter()
-                            .take(20)
-                            .map(|x| x.detail.clone())
-                            .collect();
-                        (
-                            format!("{} violations of {inv}", v.violations.len()),
-                            format!("{}\nreplay: {}", details.join("\n"), rep.replay),
-                        )
-                    }),
-                Err(e) => Some(("the simulation panicked".to_string(), e.clone())),
-            };
-            match failure {
-                None => x.push_str("/>\n"),
-                Some((message, body)) => {
-                    let _ = writeln!(
-                        x,
-                        ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>",
-                        xml_escape(&message),
-                        xml_escape(&body)
-                    );
+    for r in reports {
+        let (cases, failures) = tally(r);
+        let name = xml_escape(&r.scenario);
+        let _ = writeln!(
+            x,
+            "  <testsuite name=\"{name}\" tests=\"{cases}\" failures=\"{failures}\" time=\"{:.3}\">",
+            r.wall_seconds
+        );
+        let by_seed: BTreeMap<u64, &Failure> = r.failures.iter().map(|f| (f.seed, f)).collect();
+        for o in &r.seeds {
+            let seed = o.seed;
+            for inv in CHECKS {
+                let _ = write!(
+                    x,
+                    "    <testcase classname=\"{name}.seed-{seed}\" name=\"{inv}\" time=\"{:.3}\"",
+                    o.wall_seconds
+                );
+                let said = by_seed.get(&seed);
+                let detail = said.map_or(String::new(), |f| {
+                    format!(
+                        "first violation: {}\nreplay: {}",
+                        f.first_violation, f.replay
+                    )
+                });
+                let failure = if o.panicked {
+                    Some(("the simulation panicked".to_string(), detail))
+                } else {
+                    o.broken
+                        .get(inv)
+                        .map(|n| (format!("{n} violations of {inv}"), detail))
+                };
+                match failure {
+                    None => x.push_str("/>\n"),
+                    Some((message, body)) => {
+                        let _ = writeln!(
+                            x,
+                            ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>",
+                            xml_escape(&message),
+                            xml_escape(&body)
+                        );
+                    }
                 }
             }
         }
+        x.push_str("  </testsuite>\n");
     }
-    x.push_str("  </testsuite>\n</testsuites>\n");
+    x.push_str("</testsuites>\n");
     x
+}
+
+/// A swarm over several scenarios at once: a CI gate sized in seeds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Gate {
+    /// The binary that ran it.
+    pub binary: String,
+    /// Engine.
+    pub engine: &'static str,
+    /// Bugs switched on.
+    pub bugs: Vec<String>,
+    /// The seed range each scenario was asked for.
+    pub seed_range: SeedRange,
+    /// Which part of it this process ran.
+    pub shard: Shard,
+    /// Seeds run, over every scenario.
+    pub seeds_run: usize,
+    /// Of those, how many broke an invariant or panicked.
+    pub seeds_failed: usize,
+    /// Wall seconds of the whole gate.
+    pub wall_seconds: f64,
+    /// Seeds a minute of wall.
+    pub seeds_per_minute: f64,
+    /// One swarm report per scenario, in the order given.
+    pub scenarios: Vec<SwarmReport>,
+}
+
+impl Gate {
+    /// The gate over `reports`, each of which ran `shard` of `seed_range`.
+    pub fn of(
+        reports: Vec<SwarmReport>,
+        seed_range: SeedRange,
+        shard: Shard,
+        wall_seconds: f64,
+    ) -> Gate {
+        let seeds_run = reports.iter().map(|r| r.seeds_run).sum();
+        Gate {
+            binary: reports.first().map_or_else(binary_id, |r| r.binary.clone()),
+            engine: reports.first().map_or("madsim", |r| r.engine),
+            bugs: reports.first().map(|r| r.bugs.clone()).unwrap_or_default(),
+            seed_range,
+            shard,
+            seeds_run,
+            seeds_failed: reports.iter().map(|r| r.seeds_failed).sum(),
+            wall_seconds,
+            seeds_per_minute: if wall_seconds > 0.0 {
+                seeds_run as f64 / wall_seconds * 60.0
+            } else {
+                0.0
+            },
+            scenarios: reports,
+        }
+    }
+
+    /// The gate's text summary: a line per scenario, the failing seeds, the totals.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let bugs = if self.bugs.is_empty() {
+            String::new()
+        } else {
+            format!(", bugs: {}", self.bugs.join(" "))
+        };
+        let _ = writeln!(
+            s,
+            "chatsim swarm: {} scenarios, {} seeds on {}{bugs}",
+            self.scenarios.len(),
+            self.seeds_run,
+            self.engine
+        );
+        let _ = writeln!(
+            s,
+            "  {:<28} {:>7} {:>7}  broken",
+            "scenario", "seeds", "failed"
+        );
+        for r in &self.scenarios {
+            let broken: Vec<String> = r
+                .invariants
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| format!("{k} ({n})"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  {:<28} {:>7} {:>7}  {}",
+                r.scenario,
+                r.seeds_run,
+                r.seeds_failed,
+                broken.join(", ")
+            );
+        }
+        let mut shown = 0;
+        for r in &self.scenarios {
+            for f in &r.failures {
+                if shown == FAILING_SEEDS_SHOWN_MAX {
+                    break;
+                }
+                shown += 1;
+                let _ = writeln!(
+                    s,
+                    "    {} seed {}: {} -- {}\n      replay: {}",
+                    r.scenario,
+                    f.seed,
+                    f.broken.join(", "),
+                    f.first_violation,
+                    f.replay
+                );
+            }
+        }
+        if self.seeds_failed > shown {
+            let _ = writeln!(
+                s,
+                "    ... and {} more (see --json)",
+                self.seeds_failed - shown
+            );
+        }
+        let _ =
+            writeln!(
+            s,
+            "  failing seeds: {} of {}\n  wall: {:.1} s ({:.0} seeds per minute)\n  verdict: {}",
+            self.seeds_failed,
+            self.seeds_run,
+            self.wall_seconds,
+            self.seeds_per_minute,
+            if self.seeds_failed == 0 { "PASS" } else { "FAIL" }
+        );
+        s
+    }
 }
 
 #[cfg(test)]

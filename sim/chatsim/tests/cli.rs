@@ -671,3 +671,149 @@ fn capacity_reproduces_the_design_and_its_check_passes() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--group-share"), "{}", stderr(&o));
 }
+
+/// A swarm's JSON with the wall-clock fields taken out: what must match across processes.
+fn without_walls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => m
+            .into_iter()
+            .filter(|(k, _)| !k.contains("wall") && k != "seeds_per_minute")
+            .map(|(k, x)| (k, without_walls(x)))
+            .collect(),
+        serde_json::Value::Array(a) => a.into_iter().map(without_walls).collect(),
+        x => x,
+    }
+}
+
+// Four shards of a gate over two scenarios (one with a bug on, so failures and coverage are
+// merged too), run as four processes and merged, give the JSON and JUnit of one unsharded
+// run; a Kubernetes indexed Job's index stands in for I; pieces that do not fit are refused.
+#[test]
+fn merge_of_four_shards_equals_one_unsharded_run_and_refuses_pieces_that_do_not_fit() {
+    let dir = std::env::temp_dir().join(format!("chatsim-merge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = |n: &str| dir.join(n).display().to_string();
+    let gate = [
+        "swarm",
+        "smoke",
+        "session-race",
+        "--seeds",
+        "1..10",
+        "--bug",
+        "session-clear-without-epoch",
+        "--json",
+        "--no-report",
+    ];
+    let whole = chatsim(&[&gate[..], &["--junit", &file("whole.xml")]].concat());
+    assert_eq!(
+        whole.status.code(),
+        Some(1),
+        "the bug breaks: {}",
+        stderr(&whole)
+    );
+    std::fs::write(file("whole.json"), &whole.stdout).expect("write");
+    let mut pieces = Vec::new();
+    for k in 0..4 {
+        let shard = format!("{k}/4");
+        let o = if k == 2 {
+            // The index from the environment a Kubernetes indexed Job sets.
+            Command::new(env!("CARGO_BIN_EXE_chatsim"))
+                .args(gate)
+                .args(["--shard", "4"])
+                .env("JOB_COMPLETION_INDEX", "2")
+                .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+                .output()
+                .expect("runs")
+        } else {
+            chatsim(&[&gate[..], &["--shard", &shard]].concat())
+        };
+        assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
+        let path = file(&format!("piece-{k}.json"));
+        std::fs::write(&path, &o.stdout).expect("write");
+        pieces.push(path);
+    }
+    let piece_args: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let merged = chatsim(
+        &[
+            &["merge"][..],
+            &piece_args,
+            &["--json", "--no-report", "--junit", &file("merged.xml")],
+        ]
+        .concat(),
+    );
+    assert_eq!(merged.status.code(), Some(1), "{}", stderr(&merged));
+    let a = without_walls(json_of(&whole));
+    let b = without_walls(json_of(&merged));
+    assert_eq!(a, b, "the merged JSON is the unsharded one");
+    assert!(
+        a["seeds_failed"].as_u64().expect("count") > 0,
+        "failures were merged"
+    );
+    let times = |p: String| {
+        let xml = std::fs::read_to_string(p).expect("junit");
+        xml.split("time=\"")
+            .enumerate()
+            .map(|(i, part)| {
+                if i == 0 {
+                    part
+                } else {
+                    part.split_once('"').map_or(part, |x| x.1)
+                }
+            })
+            .collect::<String>()
+    };
+    assert_eq!(
+        times(file("whole.xml")),
+        times(file("merged.xml")),
+        "the same JUnit"
+    );
+    // A merged report is written, one page per scenario under the gate's.
+    let o = chatsim(&[&["merge"][..], &piece_args, &["--report", &file("report")]].concat());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        dir.join("report/index.html").is_file() && dir.join("report/smoke/index.html").is_file()
+    );
+
+    let refused = |args: Vec<&str>, why: &str| {
+        let o = chatsim(&[&["merge", "--no-report"][..], &args].concat());
+        assert_eq!(o.status.code(), Some(2), "{why}: {}", stderr(&o));
+        assert!(stderr(&o).contains(why), "want `{why}` in: {}", stderr(&o));
+    };
+    refused(piece_args[..3].to_vec(), "shard 3/4 is missing");
+    refused(
+        vec![piece_args[0], piece_args[1], piece_args[1], piece_args[3]],
+        "shard 1/4 is given twice",
+    );
+    let text = std::fs::read_to_string(&pieces[3]).expect("piece");
+    let edit = |from: &str, to: &str, name: &str| {
+        let path = file(name);
+        std::fs::write(&path, text.replace(from, to)).expect("write");
+        path
+    };
+    let other_binary = edit("\"binary\": \"", "\"binary\": \"0000", "binary.json");
+    refused(
+        vec![piece_args[0], piece_args[1], piece_args[2], &other_binary],
+        "binary",
+    );
+    let other_range = edit("\"last\": 10", "\"last\": 11", "range.json");
+    refused(
+        vec![piece_args[0], piece_args[1], piece_args[2], &other_range],
+        "ran seeds",
+    );
+    let o = chatsim(&[
+        "swarm",
+        "smoke",
+        "--seeds",
+        "1..4",
+        "--shard",
+        "4",
+        "--no-report",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "no index anywhere");
+    assert!(
+        stderr(&o).contains("JOB_COMPLETION_INDEX"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -683,6 +683,59 @@ fn run_page(
 }
 
 /// Write a swarm's report into `dir`.
+/// Write a gate's report into `dir`: `gate.json`, an `index.html` with a line per scenario,
+/// and each scenario's swarm report in a folder of its name.
+pub fn write_gate_report(
+    dir: &Path,
+    g: &crate::swarm::Gate,
+    scenarios: &[Scenario],
+) -> Result<(), String> {
+    let w = folder(dir)?;
+    w(
+        "gate.json",
+        serde_json::to_string_pretty(g).expect("reports are serialisable"),
+    )?;
+    let verdict = if g.seeds_failed == 0 {
+        "<span class=\"ok\">PASS</span>"
+    } else {
+        "<span class=\"bad\">FAIL</span>"
+    };
+    let mut b = String::new();
+    let _ = writeln!(
+        b,
+        "<h1>chatsim swarm: {} scenarios {verdict}</h1><p>{} seeds on {} ({:.0} a minute), {} failed; seeds {}..{}; binary <code>{}</code>.</p>",
+        g.scenarios.len(),
+        g.seeds_run,
+        g.engine,
+        g.seeds_per_minute,
+        g.seeds_failed,
+        g.seed_range.first,
+        g.seed_range.last,
+        esc(&g.binary)
+    );
+    b.push_str("<table><tr><th>scenario</th><th>seeds</th><th>failed</th><th>broken</th></tr>");
+    for (r, s) in g.scenarios.iter().zip(scenarios) {
+        write_swarm_report(&dir.join(&r.scenario), r, s)?;
+        let broken: Vec<String> = r
+            .invariants
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{} ({n})", esc(k)))
+            .collect();
+        let _ = write!(
+            b,
+            "<tr><td><a href=\"{0}/index.html\">{0}</a></td><td>{1}</td><td class=\"{3}\">{2}</td><td>{4}</td></tr>",
+            esc(&r.scenario),
+            r.seeds_run,
+            r.seeds_failed,
+            if r.seeds_failed == 0 { "ok" } else { "bad" },
+            broken.join(", ")
+        );
+    }
+    b.push_str("</table>\n<p>Files: <a href=\"gate.json\">gate.json</a>.</p>");
+    w("index.html", page("chatsim swarm gate", &b))
+}
+
 pub fn write_swarm_report(dir: &Path, r: &SwarmReport, scenario: &Scenario) -> Result<(), String> {
     let w = folder(dir)?;
     w(
@@ -694,9 +747,10 @@ pub fn write_swarm_report(dir: &Path, r: &SwarmReport, scenario: &Scenario) -> R
         .map(|c| (c.to_string(), *r.invariants.get(*c).unwrap_or(&0) as f64))
         .collect();
     let walls: Vec<f64> = r
-        .per_seed
+        .seeds
         .iter()
-        .filter_map(|(_, x)| x.as_ref().ok().map(|rep| rep.stats.wall_seconds * 1000.0))
+        .filter(|o| !o.panicked)
+        .map(|o| o.wall_seconds * 1000.0)
         .collect();
     let max = walls.iter().copied().fold(1.0_f64, f64::max);
     let bins = 12usize;
