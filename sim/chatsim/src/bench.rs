@@ -46,6 +46,10 @@ pub struct Phase {
     pub invariants_hold: bool,
     /// Events in the history the checkers judged (0 for the floor).
     pub history_records: usize,
+    /// Frames by what they were for (empty for the floor, whose frames are filler).
+    pub frames_by_kind: std::collections::BTreeMap<&'static str, u64>,
+    /// Frames per (message, device) display (0 for the floor).
+    pub frames_per_delivery: f64,
     /// Wall seconds every checker took over that history together (not part of
     /// `wall_seconds`): compare it with `history_records` across worlds of different sizes
     /// to see the checkers stay linear.
@@ -111,6 +115,8 @@ fn phase(name: &'static str, s: &Scenario, raw: &RawRun, wall: f64) -> Phase {
         invariants_hold,
         history_records: raw.history.records.len(),
         judge_seconds,
+        frames_by_kind: st.frames_by_kind,
+        frames_per_delivery: st.frames_per_delivery,
     }
 }
 
@@ -238,6 +244,8 @@ pub fn bench(scenario: &Scenario, seed: u64, engine: Engine) -> Result<BenchRepo
         invariants_hold: frames == traced_frames,
         history_records: 0,
         judge_seconds: 0.0,
+        frames_by_kind: Default::default(),
+        frames_per_delivery: 0.0,
     };
 
     let (s, plan, run) = (scenario.clone(), calm(make_plan(scenario, seed)), p.run);
@@ -318,6 +326,22 @@ pub fn summary(r: &BenchReport) -> String {
         r.ratio,
         r.peak_rss_bytes as f64 / (1024.0 * 1024.0)
     );
+    if let Some(full) = r.phases.iter().find(|p| p.name == "full") {
+        let total = full.frames.max(1) as f64;
+        let mut kinds: Vec<(&&str, &u64)> = full.frames_by_kind.iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let parts: Vec<String> = kinds
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k} {:.0}%", **n as f64 * 100.0 / total))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  full: {:.1} frames per delivered message; {}",
+            full.frames_per_delivery,
+            parts.join(", ")
+        );
+    }
     s
 }
 

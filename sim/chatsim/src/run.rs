@@ -91,6 +91,12 @@ pub struct Stats {
     pub faults: usize,
     /// Frames delivered between hosts.
     pub frames: u64,
+    /// Of those, by what they were for (`device link`, `gateway-shard`, `shard-storage`,
+    /// `storage-replica`, `session`, `heartbeats`, `receipts`, `presence`, `push`, `engine
+    /// acks`).
+    pub frames_by_kind: BTreeMap<&'static str, u64>,
+    /// Frames per (message, device) display: what delivering one message costs the system.
+    pub frames_per_delivery: f64,
     /// Inbox entries left in storage at the end.
     pub inbox_left: usize,
     /// Inbox entries storage wrote over the run.
@@ -179,6 +185,11 @@ pub fn trace_hash(raw: &RawRun) -> String {
 pub(crate) fn stats(raw: &RawRun, wall_seconds: f64) -> Stats {
     let mut s = Stats {
         frames: raw.frames,
+        frames_by_kind: crate::wire::FrameKind::ALL
+            .iter()
+            .zip(raw.frames_by_kind)
+            .map(|(k, n)| (k.name(), n))
+            .collect(),
         inbox_left: raw.inbox_left,
         inbox_written: raw.inbox_written,
         bodies_kept: raw.bodies_kept,
@@ -209,6 +220,7 @@ pub(crate) fn stats(raw: &RawRun, wall_seconds: f64) -> Stats {
         }
     }
     s.messages_delivered = delivered.len();
+    s.frames_per_delivery = s.frames as f64 / s.messages_delivered.max(1) as f64;
     s
 }
 

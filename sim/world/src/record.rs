@@ -35,6 +35,8 @@ pub struct RawRun {
     /// Frames delivered between hosts.
     /// Frames delivered so far.
     pub frames: u64,
+    /// Of those, how many of each kind ([`crate::wire::FrameKind::ALL`] order).
+    pub frames_by_kind: [u64; crate::wire::FrameKind::ALL.len()],
     /// Digest of every delivered frame (time, receiver, bytes), in delivery order.
     pub frame_digest: [u8; 32],
     /// Simulated time at the end.
@@ -156,6 +158,8 @@ pub struct Recorder {
     /// Digest of every delivered frame (time, receiver, bytes): the trace hash's source.
     digest: Mutex<Sha256>,
     frames: AtomicU64,
+    /// Frames per [`crate::wire::FrameKind`], in its `ALL` order.
+    kinds: [AtomicU64; crate::wire::FrameKind::ALL.len()],
     /// Kept only when asked ([`Keep::frame_log`]).
     frame_log: Option<Mutex<Vec<FrameRecord>>>,
     /// Scans each frame a server receives for the plan's plaintexts, keeping only hits.
@@ -207,6 +211,7 @@ impl Recorder {
             }),
             digest: Mutex::new(Sha256::new()),
             frames: AtomicU64::new(0),
+            kinds: std::array::from_fn(|_| AtomicU64::new(0)),
             frame_log: keep.frame_log.then(|| Mutex::new(Vec::new())),
             screen: Mutex::new(Screen::new(texts)),
             samples: Mutex::new(Vec::new()),
@@ -277,6 +282,8 @@ impl Recorder {
                 .see(now, at, raw);
         }
         self.frames.fetch_add(1, Ordering::Relaxed);
+        let kind = crate::wire::FrameKind::of(frame.from, at, &frame.wire);
+        self.kinds[kind as usize].fetch_add(1, Ordering::Relaxed);
         PROGRESS_MS.store(now, Ordering::Relaxed);
         if let Some(trace) = &self.trace {
             trace.lock().expect("never poisoned").push(FrameTrace {
@@ -350,6 +357,7 @@ impl Recorder {
         RawRun {
             history,
             frames: self.frames.load(Ordering::Relaxed),
+            frames_by_kind: std::array::from_fn(|i| self.kinds[i].load(Ordering::Relaxed)),
             frame_digest: digest.into(),
             sim_ms: now,
             inbox_left,

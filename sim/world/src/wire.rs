@@ -120,6 +120,115 @@ fn describe_down(down: &Down) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) 
     }
 }
 
+/// What a delivered frame is for, as `chatsim run --json` and `bench` count frames: the
+/// purpose first (heartbeats, receipts, presence, push, the engine's own acks), then the link
+/// it crossed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FrameKind {
+    /// Phone and gateway, for messages, acks, drains and fetches.
+    DeviceLink,
+    /// Gateway and chat shard.
+    GatewayShard,
+    /// Chat shard and storage.
+    ShardStorage,
+    /// Storage coordinator and its replicas.
+    StorageReplica,
+    /// Anyone and the session service (registrations, lookups).
+    Session,
+    /// Pings and pongs.
+    Heartbeat,
+    /// Delivered and read receipts, wherever they travel.
+    Receipts,
+    /// Presence subscriptions and updates.
+    Presence,
+    /// The push provider and wake-ups.
+    Push,
+    /// An engine's own acknowledgement on a server link (turmoil's keepalive).
+    EngineAck,
+}
+
+impl FrameKind {
+    /// Every kind, in report order.
+    pub const ALL: [FrameKind; 10] = [
+        FrameKind::DeviceLink,
+        FrameKind::GatewayShard,
+        FrameKind::ShardStorage,
+        FrameKind::StorageReplica,
+        FrameKind::Session,
+        FrameKind::Heartbeat,
+        FrameKind::Receipts,
+        FrameKind::Presence,
+        FrameKind::Push,
+        FrameKind::EngineAck,
+    ];
+
+    /// Its name in JSON and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameKind::DeviceLink => "device link",
+            FrameKind::GatewayShard => "gateway-shard",
+            FrameKind::ShardStorage => "shard-storage",
+            FrameKind::StorageReplica => "storage-replica",
+            FrameKind::Session => "session",
+            FrameKind::Heartbeat => "heartbeats",
+            FrameKind::Receipts => "receipts",
+            FrameKind::Presence => "presence",
+            FrameKind::Push => "push",
+            FrameKind::EngineAck => "engine acks",
+        }
+    }
+
+    /// What a frame from `from` to `to` carrying `wire` is for.
+    pub fn of(from: Host, to: Host, wire: &Wire) -> FrameKind {
+        let up_kind = |up: &Up| match up {
+            Up::Ping => Some(FrameKind::Heartbeat),
+            Up::Receipt { .. } | Up::ReceiptSeen { .. } => Some(FrameKind::Receipts),
+            Up::Subscribe { .. } => Some(FrameKind::Presence),
+            _ => None,
+        };
+        let down_kind = |down: &Down| match down {
+            Down::Pong => Some(FrameKind::Heartbeat),
+            Down::Receipt { .. } | Down::ReceiptAck { .. } => Some(FrameKind::Receipts),
+            Down::Presence { .. } => Some(FrameKind::Presence),
+            _ => None,
+        };
+        let purpose = match wire {
+            Wire::LinkAck(_) => Some(FrameKind::EngineAck),
+            Wire::Up(up) => up_kind(up),
+            Wire::Down(down) => down_kind(down),
+            Wire::Server(Envelope { rpc, .. }) => match rpc {
+                Rpc::FromDevice { up, .. } => up_kind(up),
+                Rpc::ToDevice { down, .. } => down_kind(down),
+                Rpc::PutReceipt { .. }
+                | Rpc::ReceiptStored { .. }
+                | Rpc::ReadQueuedReceipts { .. }
+                | Rpc::QueuedReceipts { .. }
+                | Rpc::ReceiptSeen { .. } => Some(FrameKind::Receipts),
+                Rpc::Subscribe { .. } | Rpc::Notify { .. } => Some(FrameKind::Presence),
+                Rpc::Wake { .. } => Some(FrameKind::Push),
+                _ => None,
+            },
+        };
+        if let Some(k) = purpose {
+            return k;
+        }
+        let has = |f: fn(&Host) -> bool| f(&from) || f(&to);
+        if has(|h| matches!(h, Host::Push)) {
+            FrameKind::Push
+        } else if has(|h| matches!(h, Host::Device(_))) {
+            FrameKind::DeviceLink
+        } else if has(|h| matches!(h, Host::Session)) {
+            FrameKind::Session
+        } else if has(|h| matches!(h, Host::Replica(_))) {
+            FrameKind::StorageReplica
+        } else if has(|h| matches!(h, Host::Storage(_))) {
+            FrameKind::ShardStorage
+        } else {
+            FrameKind::GatewayShard
+        }
+    }
+}
+
 /// A short label for a frame and the message it concerns, for sequence diagrams.
 pub fn describe(w: &Wire) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
     match w {
