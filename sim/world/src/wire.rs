@@ -205,7 +205,7 @@ impl FrameKind {
                 | Rpc::QueuedReceipts { .. }
                 | Rpc::ReceiptSeen { .. } => Some(FrameKind::Receipts),
                 Rpc::Subscribe { .. } | Rpc::Notify { .. } => Some(FrameKind::Presence),
-                Rpc::Wake { .. } => Some(FrameKind::Push),
+                Rpc::Wake => Some(FrameKind::Push),
                 _ => None,
             },
         };
