@@ -428,6 +428,78 @@ pub fn skip_frames(buf: &mut BytesMut) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chatsim_system::proto::{DeviceId, UserId};
+
+    // A frame is counted by its purpose wherever it travels, else by the link it crossed.
+    #[test]
+    fn frames_are_counted_by_purpose_first_then_by_link() {
+        let phone = Host::Device(DeviceId {
+            user: UserId(1),
+            index: 0,
+        });
+        let (gw, shard, storage) = (Host::Gateway(0), Host::Shard(1), Host::Storage(0));
+        let server = |from: Host, rpc: Rpc| Wire::Server(Envelope { from, rpc });
+        let cases = [
+            (phone, gw, Wire::Up(Up::Ping), FrameKind::Heartbeat),
+            (gw, phone, Wire::Down(Down::Pong), FrameKind::Heartbeat),
+            (
+                phone,
+                gw,
+                Wire::Up(Up::Subscribe { user: None }),
+                FrameKind::Presence,
+            ),
+            (
+                phone,
+                gw,
+                Wire::Up(Up::Drain { after: None }),
+                FrameKind::DeviceLink,
+            ),
+            (
+                gw,
+                shard,
+                server(
+                    gw,
+                    Rpc::FromDevice {
+                        device: DeviceId {
+                            user: UserId(1),
+                            index: 0,
+                        },
+                        up: Up::Ping,
+                    },
+                ),
+                FrameKind::Heartbeat,
+            ),
+            (
+                gw,
+                shard,
+                server(
+                    gw,
+                    Rpc::FromDevice {
+                        device: DeviceId {
+                            user: UserId(1),
+                            index: 0,
+                        },
+                        up: Up::Drain { after: None },
+                    },
+                ),
+                FrameKind::GatewayShard,
+            ),
+            (shard, Host::Push, server(shard, Rpc::Wake), FrameKind::Push),
+            (shard, storage, Wire::LinkAck(3), FrameKind::EngineAck),
+        ];
+        for (from, to, wire, want) in cases {
+            assert_eq!(FrameKind::of(from, to, &wire), want, "{wire:?}");
+        }
+        let names: std::collections::BTreeSet<&str> =
+            FrameKind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names.len(), FrameKind::ALL.len(), "names are distinct");
+        for (i, k) in FrameKind::ALL.iter().enumerate() {
+            assert_eq!(
+                *k as usize, i,
+                "ALL is in declaration order: counters index by it"
+            );
+        }
+    }
 
     // The floor's frames count as frames: a filler of n bytes is n bytes, and a buffer of
     // fillers skips exactly the whole ones.
