@@ -20,31 +20,43 @@ use std::path::Path;
 const DAY_S: f64 = 86_400.0;
 
 /// Every assumption the estimate rests on; each is a flag of `chatsim capacity`.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, clap::Args)]
 pub struct Assumptions {
     /// Registered users.
+    #[arg(long, default_value_t = Assumptions::default().users)]
     pub users: f64,
     /// Messages sent per day, all users.
+    #[arg(long, default_value_t = Assumptions::default().messages_per_day)]
     pub messages_per_day: f64,
     /// Bytes of one message as stored (text, ids, timestamps).
+    #[arg(long, default_value_t = Assumptions::default().bytes_per_message)]
     pub bytes_per_message: f64,
     /// Peak rate over the day's average.
+    #[arg(long, default_value_t = Assumptions::default().peak_factor)]
     pub peak_factor: f64,
     /// Share of users connected at once.
+    #[arg(long, default_value_t = Assumptions::default().concurrent_share)]
     pub concurrent_share: f64,
     /// Connections one gateway holds.
+    #[arg(long, default_value_t = Assumptions::default().connections_per_gateway)]
     pub connections_per_gateway: f64,
     /// Messages a second one chat shard sequences and persists at peak.
+    #[arg(long, default_value_t = Assumptions::default().shard_messages_per_s)]
     pub shard_messages_per_s: f64,
     /// Share of deliveries whose device is offline, so they wait in the inbox.
+    #[arg(long, default_value_t = Assumptions::default().offline_share)]
     pub offline_share: f64,
     /// Share of messages sent to groups.
+    #[arg(long, default_value_t = Assumptions::default().group_share)]
     pub group_share: f64,
     /// Members of a group, on average, the sender included.
+    #[arg(long, default_value_t = Assumptions::default().group_size)]
     pub group_size: f64,
     /// Devices per user (a phone plus companions).
+    #[arg(long, default_value_t = Assumptions::default().devices_per_user)]
     pub devices_per_user: f64,
     /// Copies storage keeps of each message.
+    #[arg(long, default_value_t = Assumptions::default().replicas)]
     pub replicas: f64,
 }
 

@@ -451,42 +451,9 @@ enum Command {
     /// flag. `--check` runs a scaled world and compares predicted with measured figures (exit 1
     /// when one is outside its tolerance).
     Capacity {
-        /// Registered users.
-        #[arg(long, default_value_t = 2e9)]
-        users: f64,
-        /// Messages a day, all users.
-        #[arg(long, default_value_t = 100e9)]
-        messages_per_day: f64,
-        /// Bytes of one stored message.
-        #[arg(long, default_value_t = 200.0)]
-        bytes_per_message: f64,
-        /// Peak rate over the day's average.
-        #[arg(long, default_value_t = 3.0)]
-        peak_factor: f64,
-        /// Share of users connected at once.
-        #[arg(long, default_value_t = 0.25)]
-        concurrent_share: f64,
-        /// Connections one gateway holds.
-        #[arg(long, default_value_t = 500_000.0)]
-        connections_per_gateway: f64,
-        /// Messages a second one chat shard sequences and persists.
-        #[arg(long, default_value_t = 10_000.0)]
-        shard_messages_per_s: f64,
-        /// Share of deliveries to offline devices (they wait in the inbox).
-        #[arg(long, default_value_t = 0.3)]
-        offline_share: f64,
-        /// Share of messages sent to groups.
-        #[arg(long, default_value_t = 0.3)]
-        group_share: f64,
-        /// Members of a group on average, the sender included.
-        #[arg(long, default_value_t = 8.0)]
-        group_size: f64,
-        /// Devices per user.
-        #[arg(long, default_value_t = 1.0)]
-        devices_per_user: f64,
-        /// Copies storage keeps of each message.
-        #[arg(long, default_value_t = 3.0)]
-        replicas: f64,
+        /// The assumptions (each a flag; the defaults are the design page's figures).
+        #[command(flatten)]
+        assumptions: chatsim::capacity::Assumptions,
         /// Run a scaled world and compare the formulas' predictions with what it measured.
         #[arg(long)]
         check: bool,
@@ -1413,40 +1380,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Capacity {
-            users,
-            messages_per_day,
-            bytes_per_message,
-            peak_factor,
-            concurrent_share,
-            connections_per_gateway,
-            shard_messages_per_s,
-            offline_share,
-            group_share,
-            group_size,
-            devices_per_user,
-            replicas,
+            assumptions: a,
             check,
             check_users,
             seed,
             json: as_json,
         } => {
-            use chatsim::capacity::{
-                check as run_check, check_table, derivation, estimate, Assumptions,
-            };
-            let a = Assumptions {
-                users,
-                messages_per_day,
-                bytes_per_message,
-                peak_factor,
-                concurrent_share,
-                connections_per_gateway,
-                shard_messages_per_s,
-                offline_share,
-                group_share,
-                group_size,
-                devices_per_user,
-                replicas,
-            };
+            use chatsim::capacity::{check as run_check, check_table, derivation, estimate};
             if let Err(e) = a.validate() {
                 return fail(EXIT_BAD_INPUT, e);
             }

@@ -150,40 +150,50 @@ pub fn costs(
     out
 }
 
+/// The columns of a transport table, for the terminal and the report page alike.
+pub const COLUMNS: [&str; 10] = [
+    "transport",
+    "devices",
+    "delivered",
+    "p50 ms",
+    "p99 ms",
+    "req/deliv",
+    "bytes/deliv",
+    "idle req/h",
+    "idle frames/h",
+    "idle bytes/h",
+];
+
+/// One transport's cells, in [`COLUMNS`] order ("-" where the frame log was not kept).
+pub fn cells(c: &TransportCost) -> [String; 10] {
+    let opt = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
+    [
+        c.transport.to_string(),
+        c.devices.to_string(),
+        c.delivered.to_string(),
+        format!("{:.0}", c.display_p50_ms),
+        format!("{:.0}", c.display_p99_ms),
+        format!("{:.2}", c.requests_per_delivery),
+        opt(c.link_bytes_per_delivery),
+        format!("{:.0}", c.idle_requests_per_hour),
+        opt(c.idle_frames_per_hour),
+        opt(c.idle_bytes_per_hour),
+    ]
+}
+
 /// The figures as a table for the terminal.
 pub fn table(costs: &[TransportCost]) -> String {
-    use std::fmt::Write as _;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "  {:<11} {:>7} {:>9} {:>8} {:>8} {:>10} {:>11} {:>11} {:>13} {:>12}",
-        "transport",
-        "devices",
-        "delivered",
-        "p50 ms",
-        "p99 ms",
-        "req/deliv",
-        "bytes/deliv",
-        "idle req/h",
-        "idle frames/h",
-        "idle bytes/h"
-    );
-    let opt = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
+    let line = |s: &mut String, row: &[String]| {
+        s.push_str(&format!("  {:<11}", row[0]));
+        for cell in &row[1..] {
+            s.push_str(&format!(" {cell:>12}"));
+        }
+        s.push('\n');
+    };
+    line(&mut s, &COLUMNS.map(str::to_string));
     for c in costs {
-        let _ = writeln!(
-            s,
-            "  {:<11} {:>7} {:>9} {:>8.0} {:>8.0} {:>10.2} {:>11} {:>11.0} {:>13} {:>12}",
-            c.transport,
-            c.devices,
-            c.delivered,
-            c.display_p50_ms,
-            c.display_p99_ms,
-            c.requests_per_delivery,
-            opt(c.link_bytes_per_delivery),
-            c.idle_requests_per_hour,
-            opt(c.idle_frames_per_hour),
-            opt(c.idle_bytes_per_hour)
-        );
+        line(&mut s, &cells(c));
     }
     s
 }

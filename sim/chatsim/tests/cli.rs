@@ -90,12 +90,28 @@ fn two_processes_agree_on_the_trace_hash_and_the_json_has_the_promised_fields() 
         .expect("stats.frames_by_kind is an object");
     let counted: u64 = kinds.values().map(|v| v.as_u64().expect("a count")).sum();
     assert_eq!(Some(counted), ja["stats"]["frames"].as_u64(), "{kinds:?}");
-    for kind in ["device link", "gateway-shard", "shard-storage", "session", "heartbeats"] {
-        assert!(kinds[kind].as_u64().expect("a count") > 0, "no {kind} frames: {kinds:?}");
+    for kind in [
+        "device link",
+        "gateway-shard",
+        "shard-storage",
+        "session",
+        "heartbeats",
+    ] {
+        assert!(
+            kinds[kind].as_u64().expect("a count") > 0,
+            "no {kind} frames: {kinds:?}"
+        );
     }
-    let per = ja["stats"]["frames_per_delivery"].as_f64().expect("a number");
-    let delivered = ja["stats"]["messages_delivered"].as_f64().expect("a number");
-    assert!((per * delivered - counted as f64).abs() < 1.0, "{per} x {delivered}");
+    let per = ja["stats"]["frames_per_delivery"]
+        .as_f64()
+        .expect("a number");
+    let delivered = ja["stats"]["messages_delivered"]
+        .as_f64()
+        .expect("a number");
+    assert!(
+        (per * delivered - counted as f64).abs() < 1.0,
+        "{per} x {delivered}"
+    );
     // Each checker's time, under the same names the verdicts carry, and the facts they share,
     // adding up to the total.
     let by = ja["stats"]["judge_seconds_by_invariant"]

@@ -72,23 +72,17 @@ fn transports_html(costs: &[crate::transport::TransportCost]) -> String {
     if costs.is_empty() {
         return String::new();
     }
-    let opt = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
-    let mut b = String::from("<h2>Transports</h2><table id=\"transports\"><tr><th>transport</th><th>devices</th><th>delivered</th><th>display p50 ms</th><th>p99 ms</th><th>requests / delivery</th><th>link bytes / delivery</th><th>idle requests / h</th><th>idle frames / h</th><th>idle bytes / h</th></tr>");
+    let row = |tag: &str, cells: &[String]| {
+        let cells: String = cells
+            .iter()
+            .map(|c| format!("<{tag}>{}</{tag}>", esc(c)))
+            .collect();
+        format!("<tr>{cells}</tr>")
+    };
+    let mut b = String::from("<h2>Transports</h2><table id=\"transports\">");
+    b.push_str(&row("th", &crate::transport::COLUMNS.map(str::to_string)));
     for c in costs {
-        let _ = write!(
-            b,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.2}</td><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td></tr>",
-            c.transport,
-            c.devices,
-            c.delivered,
-            c.display_p50_ms,
-            c.display_p99_ms,
-            c.requests_per_delivery,
-            opt(c.link_bytes_per_delivery),
-            c.idle_requests_per_hour,
-            opt(c.idle_frames_per_hour),
-            opt(c.idle_bytes_per_hour)
-        );
+        b.push_str(&row("td", &crate::transport::cells(c)));
     }
     b.push_str("</table>\n");
     b
