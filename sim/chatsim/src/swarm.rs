@@ -242,9 +242,17 @@ pub fn swarm_many(
     bugs: &Bugs,
 ) -> Vec<SwarmReport> {
     let started = Instant::now();
-    let pairs: Vec<(usize, u64)> = (0..scenarios.len())
+    let mut pairs: Vec<(usize, u64)> = (0..scenarios.len())
         .flat_map(|i| seeds.iter().map(move |&s| (i, s)))
         .collect();
+    // Biggest worlds first (longest-processing-time order): a gate whose slowest seeds start
+    // last ends with one worker busy and the others idle. The sort is stable, so each
+    // scenario's seeds stay in order; the reports do not depend on it.
+    let cost: Vec<u64> = scenarios
+        .iter()
+        .map(|s| s.memory_estimate(false).bytes)
+        .collect();
+    pairs.sort_by_key(|&(i, _)| std::cmp::Reverse(cost[i]));
     let many = scenarios.len() > 1;
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(pairs.len() as u64);
@@ -271,8 +279,11 @@ pub fn swarm_many(
         .build()
         .expect("the OS can start worker threads");
     let results: Vec<(usize, u64, Result<RunReport, String>)> = pool.install(|| {
+        // One seed a task: seeds differ in cost by a hundredfold across scenarios, and a task of
+        // many seeds cannot be shared out once one worker is left with it.
         pairs
             .par_iter()
+            .with_max_len(1)
             .map(|&(i, seed)| {
                 let scenario = &scenarios[i];
                 // A swarm reports verdicts, not runs: no frame log, and each seed's history
