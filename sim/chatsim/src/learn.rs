@@ -11,6 +11,7 @@ use crate::report::{esc, folder, page, write_run_report};
 use crate::run::{run_seed_keeping, Engine, Keep, RunReport};
 use crate::scenario::Scenario;
 use crate::shrink::shrink;
+use crate::transport::percentile;
 use chatsim_judge::Event;
 use chatsim_system::bugs::{Bug, Bugs};
 use chatsim_system::proto::{Millis, MsgId};
@@ -152,15 +153,6 @@ pub struct Outcome {
     pub shown: bool,
     /// The lesson page.
     pub page: String,
-}
-
-fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i.min(v.len() - 1)]
 }
 
 /// The measurements every variant carries.

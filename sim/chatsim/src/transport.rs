@@ -43,12 +43,14 @@ pub struct TransportCost {
     pub idle_bytes_per_hour: Option<f64>,
 }
 
-fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+/// The `p` quantile of `v` (nearest rank; 0 for none), as lessons and transport tables show.
+pub(crate) fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
     v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)]
 }
 
 /// The figures per transport, in the order websocket, long-poll, short-poll (those in use).
