@@ -123,6 +123,9 @@ pub struct Disk {
     devices: BTreeSet<DeviceId>,
     /// Writes between two foldings.
     compact_every: u64,
+    /// How commits are made durable: `Immediate` always, but for the test that shows the
+    /// power-cut check failing without the fsync.
+    durability: Durability,
 }
 
 impl Disk {
@@ -138,13 +141,27 @@ impl Disk {
             path: path.clone(),
             reason: e.to_string(),
         };
+        std::fs::create_dir_all(dir).map_err(|e| open(&e))?;
+        let db = Database::create(&path).map_err(|e| open(&e))?;
+        Disk::load(db, path, deployment, model)
+    }
+
+    /// Read what `db` holds (`path` names it in errors) and keep it as the open data file.
+    fn load(
+        db: Database,
+        path: PathBuf,
+        deployment: &str,
+        model: StorageModel,
+    ) -> Result<(Disk, Recovered), DiskError> {
+        let open = |e: &dyn std::fmt::Display| DiskError::Open {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
         let corrupt = |what: String, e: &dyn std::fmt::Display| DiskError::Corrupt {
             path: path.clone(),
             what,
             reason: e.to_string(),
         };
-        std::fs::create_dir_all(dir).map_err(|e| open(&e))?;
-        let db = Database::create(&path).map_err(|e| open(&e))?;
         let tx = db.begin_write().map_err(|e| open(&e))?;
         let (mut next, mut log) = (0, Vec::new());
         let (storage, session) = {
@@ -222,6 +239,7 @@ impl Disk {
             convs: BTreeSet::new(),
             devices: BTreeSet::new(),
             compact_every: COMPACT_EVERY,
+            durability: Durability::Immediate,
         };
         let mut disk = disk;
         for w in &log {
@@ -279,7 +297,7 @@ impl Disk {
         };
         let bytes = postcard::to_allocvec(&logged).map_err(|e| e.to_string())?;
         let mut tx = self.db.begin_write().map_err(|e| e.to_string())?;
-        tx.set_durability(Durability::Immediate);
+        tx.set_durability(self.durability);
         {
             let mut t = tx.open_table(WRITES).map_err(|e| e.to_string())?;
             t.insert(self.next, bytes.as_slice())
@@ -303,7 +321,7 @@ impl Disk {
     ) -> Result<(), String> {
         let err = |e: &dyn std::fmt::Display| e.to_string();
         let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
-        tx.set_durability(Durability::Immediate);
+        tx.set_durability(self.durability);
         {
             let mut messages = tx.open_table(MESSAGES).map_err(|e| err(&e))?;
             let mut inbox = tx.open_table(INBOX).map_err(|e| err(&e))?;
@@ -382,6 +400,9 @@ impl Disk {
 }
 
 #[cfg(test)]
+mod power_cut;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use chatsim_system::proto::{Message, MsgId, Receipt, ReceiptKind};
@@ -408,7 +429,7 @@ mod tests {
     }
 
     /// Writes of a small conversation: appends parked for the reader, some taken again.
-    fn writes() -> Vec<Write> {
+    pub(super) fn writes() -> Vec<Write> {
         let conv = ConvId::direct(UserId(0), UserId(1));
         let reader = DeviceId::primary(UserId(1));
         let mut w = Vec::new();
