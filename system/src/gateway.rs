@@ -78,7 +78,8 @@ pub struct Gateway {
     /// Which gateway (0-based).
     index: u16,
     /// Who exists, and the bugs in force.
-    topo: Deployment,
+    /// Shared by every machine of a deployment: a model checker clones whole worlds per state.
+    topo: std::sync::Arc<Deployment>,
     /// Every connection open here, by the id the engine gave it.
     conns: BTreeMap<ConnId, Conn>,
     /// Each bound device's one connection here (a newer one replaces it).
@@ -91,7 +92,8 @@ pub struct Gateway {
 
 impl Gateway {
     /// Gateway number `index` (0-based) with no connections (first boot or after a crash).
-    pub fn new(index: u16, topo: Deployment) -> Gateway {
+    pub fn new(index: u16, topo: impl Into<std::sync::Arc<Deployment>>) -> Gateway {
+        let topo: std::sync::Arc<Deployment> = topo.into();
         Gateway {
             index,
             topo,

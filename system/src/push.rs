@@ -25,7 +25,8 @@ use rand_chacha::ChaCha8Rng;
 #[derive(Clone, Debug)]
 pub struct Push {
     /// The provider's behaviour (delays, losses).
-    topo: Deployment,
+    /// Shared by every machine of a deployment: a model checker clones whole worlds per state.
+    topo: std::sync::Arc<Deployment>,
     /// Draws each push's delay and whether it is lost.
     rng: ChaCha8Rng,
     /// One pending push per device, due when its delay runs out (a second notify before then
@@ -40,7 +41,8 @@ pub struct Push {
 impl Push {
     /// A provider with no pending pushes (first boot or after a crash); `seed` drives its
     /// delays and losses.
-    pub fn new(topo: Deployment, seed: u64) -> Push {
+    pub fn new(topo: impl Into<std::sync::Arc<Deployment>>, seed: u64) -> Push {
+        let topo: std::sync::Arc<Deployment> = topo.into();
         Push {
             topo,
             rng: ChaCha8Rng::seed_from_u64(seed),

@@ -103,7 +103,8 @@ struct Presence {
 #[derive(Clone, Debug)]
 pub struct Session {
     /// Who exists, and the bugs in force.
-    topo: Deployment,
+    /// Shared by every machine of a deployment: a model checker clones whole worlds per state.
+    topo: std::sync::Arc<Deployment>,
     /// Where each device is registered, and last seens: the durable part.
     table: SessionTable,
     /// Per watched user: the devices looking at them, with their gateway and lease end.
@@ -120,7 +121,8 @@ pub struct Session {
 
 impl Session {
     /// A session service recovering `table` (empty on first boot).
-    pub fn new(topo: Deployment, table: SessionTable) -> Session {
+    pub fn new(topo: impl Into<std::sync::Arc<Deployment>>, table: SessionTable) -> Session {
+        let topo: std::sync::Arc<Deployment> = topo.into();
         Session {
             topo,
             table,

@@ -34,6 +34,7 @@ use chatsim_system::{Action, Deployment, Effect, Input, Machine, Observation};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::{self, Write as _};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 pub use crate::bounds::{Budget, Cue, Limits, Scripts};
 
@@ -140,14 +141,18 @@ pub struct Packet {
 pub struct World {
     /// Virtual now (ms).
     pub now: Millis,
-    gateways: Vec<Gateway>,
-    session: Session,
-    shards: Vec<Shard>,
-    storage: Storage,
-    push: Push,
-    devices: BTreeMap<DeviceId, Device>,
+    // Machines and the durable state sit behind `Arc`s, copied on write: a step changes one or
+    // two of them, and a state's clone (and drop) then costs a pointer for each of the rest.
+    gateways: Vec<Arc<Gateway>>,
+    session: Arc<Session>,
+    shards: Vec<Arc<Shard>>,
+    storage: Arc<Storage>,
+    push: Arc<Push>,
+    devices: BTreeMap<DeviceId, Arc<Device>>,
     /// What the servers have synced (a crash keeps only this).
-    pub durable: DurableState,
+    pub durable: Arc<DurableState>,
+    /// What the state's hash is made of for the machines and `durable`.
+    digests: Digests,
     conns: BTreeMap<DeviceId, (u16, ConnId)>,
     next_conn: u64,
     /// Frames in flight on FIFO lanes.
@@ -177,9 +182,69 @@ impl<H: Hasher> fmt::Write for HashWriter<'_, H> {
     }
 }
 
+/// The hash of one value's `Debug` rendering.
+fn digest_of(value: &impl fmt::Debug) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    write!(HashWriter(&mut h), "{value:?}").expect("writing into a hasher cannot fail");
+    h.finish()
+}
+
+/// Each machine's and the durable state's digest, kept up to date as they change: a step
+/// changes one or two of them, and rendering only those (instead of the whole world, in which
+/// every machine carries the deployment and its key directory) is most of a state's cost.
+#[derive(Clone, Debug, Default)]
+struct Digests {
+    hosts: BTreeMap<Host, u64>,
+    durable: u64,
+}
+
+#[cfg(debug_assertions)]
+thread_local! {
+    /// States hashed on this thread, for the sampled freshness check.
+    static CHECKED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 impl Hash for World {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        write!(HashWriter(state), "{self:?}").expect("writing into a hasher cannot fail");
+        // Named field by field, so a new field must be placed: digested or rendered.
+        let World {
+            now,
+            gateways: _,
+            session: _,
+            shards: _,
+            storage: _,
+            push: _,
+            devices: _,
+            durable: _,
+            digests,
+            conns,
+            next_conn,
+            lanes,
+            net,
+            unordered,
+            cut,
+            script_at,
+            budget,
+            facts,
+        } = self;
+        // Checking costs a whole rendering, so debug builds check one state in 16.
+        #[cfg(debug_assertions)]
+        {
+            let n = CHECKED.with(|c| c.replace(c.get().wrapping_add(1)));
+            assert!(
+                n % 16 != 0 || self.digests_fresh(),
+                "a machine or the durable state changed without its digest"
+            );
+        }
+        for d in digests.hosts.values() {
+            state.write_u64(*d);
+        }
+        state.write_u64(digests.durable);
+        write!(
+            HashWriter(state),
+            "{now:?}{conns:?}{next_conn:?}{lanes:?}{net:?}{unordered:?}{cut:?}{script_at:?}{budget:?}{facts:?}"
+        )
+        .expect("writing into a hasher cannot fail");
     }
 }
 
@@ -223,27 +288,33 @@ impl World {
     /// Every component fresh, every device online and about to connect. `topo` must be
     /// [`keyed`].
     pub fn new(topo: &Deployment, budget: Budget, unordered: bool) -> World {
-        let topo = topo.clone();
+        // One copy for every machine: a state's clone then copies a pointer per machine.
+        let topo = Arc::new(topo.clone());
         let all: Vec<DeviceId> = (0..topo.users)
             .flat_map(|u| topo.devices_of(UserId(u)))
             .collect();
         let mut durable = DurableState::new(topo.storage_model);
-        World {
+        let mut world = World {
             now: 0,
             gateways: (0..topo.gateways)
-                .map(|i| Gateway::new(i, topo.clone()))
+                .map(|i| Arc::new(Gateway::new(i, Arc::clone(&topo))))
                 .collect(),
-            session: durable.start_session(&topo),
+            session: Arc::new(durable.start_session(&topo)),
             shards: (0..topo.shards)
-                .map(|i| Shard::new(i, topo.clone()))
+                .map(|i| Arc::new(Shard::new(i, Arc::clone(&topo))))
                 .collect(),
-            storage: durable.start_storage(&topo),
-            push: Push::new(topo.clone(), PUSH_SEED),
+            storage: Arc::new(durable.start_storage(&topo)),
+            push: Arc::new(Push::new(Arc::clone(&topo), PUSH_SEED)),
             devices: all
                 .iter()
-                .map(|d| (*d, Device::new(*d, topo.clone(), seed_of(*d), true)))
+                .map(|d| {
+                    (
+                        *d,
+                        Arc::new(Device::new(*d, Arc::clone(&topo), seed_of(*d), true)),
+                    )
+                })
                 .collect(),
-            durable,
+            durable: Arc::new(durable),
             conns: BTreeMap::new(),
             next_conn: 0,
             lanes: BTreeMap::new(),
@@ -253,17 +324,53 @@ impl World {
             script_at: all.iter().map(|d| (*d, 0)).collect(),
             budget,
             facts: Facts::default(),
+            digests: Digests::default(),
+        };
+        for h in world.hosts() {
+            world.redigest(h);
         }
+        world.digests.durable = digest_of(&world.durable);
+        world
+    }
+
+    /// Render `host` again into its digest, after it changed.
+    fn redigest(&mut self, host: Host) {
+        let d = match host {
+            Host::Gateway(i) => self.gateways.get(usize::from(i)).map(digest_of),
+            Host::Session => Some(digest_of(&self.session)),
+            Host::Shard(i) => self.shards.get(usize::from(i)).map(digest_of),
+            Host::Storage(_) => Some(digest_of(&self.storage)),
+            Host::Push => Some(digest_of(&self.push)),
+            Host::Device(d) => self.devices.get(&d).map(digest_of),
+            Host::Replica(_) => None,
+        };
+        if let Some(d) = d {
+            self.digests.hosts.insert(host, d);
+        }
+    }
+
+    /// Whether every digest matches what it digests (checked in debug builds on every hash).
+    fn digests_fresh(&self) -> bool {
+        let mut fresh = self.clone();
+        for h in self.hosts() {
+            fresh.redigest(h);
+        }
+        fresh.digests.durable = digest_of(&self.durable);
+        fresh.digests.hosts == self.digests.hosts && fresh.digests.durable == self.digests.durable
     }
 
     fn machine(&mut self, host: Host) -> Option<&mut dyn Machine> {
         Some(match host {
-            Host::Gateway(i) => self.gateways.get_mut(usize::from(i))? as &mut dyn Machine,
-            Host::Session => &mut self.session,
-            Host::Shard(i) => self.shards.get_mut(usize::from(i))?,
-            Host::Storage(_) => &mut self.storage,
-            Host::Push => &mut self.push,
-            Host::Device(d) => self.devices.get_mut(&d)?,
+            Host::Gateway(i) => {
+                Arc::make_mut(self.gateways.get_mut(usize::from(i))?) as &mut dyn Machine
+            }
+            Host::Session => Arc::make_mut(&mut self.session) as &mut dyn Machine,
+            Host::Shard(i) => {
+                Arc::make_mut(self.shards.get_mut(usize::from(i))?) as &mut dyn Machine
+            }
+            Host::Storage(_) => Arc::make_mut(&mut self.storage) as &mut dyn Machine,
+            Host::Push => Arc::make_mut(&mut self.push) as &mut dyn Machine,
+            Host::Device(d) => Arc::make_mut(self.devices.get_mut(&d)?) as &mut dyn Machine,
             Host::Replica(_) => return None,
         })
     }
@@ -286,8 +393,13 @@ impl World {
         let mut out = Vec::new();
         let Some(m) = self.machine(host) else { return };
         m.handle(now, input, &mut out);
+        self.redigest(host);
+        let mut durable = false;
         for e in out {
-            self.effect(host, e);
+            durable |= self.effect(host, e);
+        }
+        if durable {
+            self.digests.durable = digest_of(&self.durable);
         }
     }
 
@@ -318,8 +430,9 @@ impl World {
             .map(|(d, _)| *d)
     }
 
-    /// Carry one effect, routed by the shared router, into the model's network.
-    fn effect(&mut self, host: Host, e: Effect) {
+    /// Carry one effect, routed by the shared router, into the model's network; say whether
+    /// it changed the durable state.
+    fn effect(&mut self, host: Host, e: Effect) -> bool {
         match route(host, e) {
             Route::Wake(d) => self.send(host, Host::Device(d), Input::Pushed),
             Route::Peer { to, rpc } => {
@@ -358,10 +471,14 @@ impl World {
             }
             Route::Disconnect { device } => self.close_device_conn(device),
             Route::Observe { device, obs } => self.observe(device, obs),
-            Route::Durable(write) => self.durable.apply(write),
+            Route::Durable(write) => {
+                Arc::make_mut(&mut self.durable).apply(write);
+                return true;
+            }
             // Coverage is the swarm's question; counting here would split equal states.
             Route::Probe(_) => {}
         }
+        false
     }
 
     fn observe(&mut self, d: DeviceId, o: Observation) {
@@ -522,7 +639,7 @@ impl World {
         self.facts.crashes += 1;
         match host {
             Host::Gateway(g) => {
-                self.gateways[usize::from(g)] = Gateway::new(g, topo.clone());
+                self.gateways[usize::from(g)] = Arc::new(Gateway::new(g, topo.clone()));
                 self.lanes
                     .retain(|l, _| !matches!(l, Lane::Conn { to, .. } if *to == Host::Gateway(g)));
                 let gone: Vec<(DeviceId, ConnId)> = self
@@ -544,14 +661,20 @@ impl World {
                     self.lane(Host::Device(d), conn, Input::Disconnected);
                 }
             }
-            Host::Session => self.session = self.durable.start_session(topo),
-            Host::Shard(s) => {
-                self.shards[usize::from(s)] = Shard::new(s, topo.clone());
+            Host::Session => {
+                self.session = Arc::new(Arc::make_mut(&mut self.durable).start_session(topo))
             }
-            Host::Storage(_) => self.storage = self.durable.start_storage(topo),
-            Host::Push => self.push = Push::new(topo.clone(), PUSH_SEED),
+            Host::Shard(s) => {
+                self.shards[usize::from(s)] = Arc::new(Shard::new(s, topo.clone()));
+            }
+            Host::Storage(_) => {
+                self.storage = Arc::new(Arc::make_mut(&mut self.durable).start_storage(topo))
+            }
+            Host::Push => self.push = Arc::new(Push::new(topo.clone(), PUSH_SEED)),
             Host::Device(_) | Host::Replica(_) => {}
         }
+        self.redigest(host);
+        self.digests.durable = digest_of(&self.durable);
     }
 
     /// Apply one step (the model's `next_state`).
@@ -762,7 +885,7 @@ impl World {
         let scripts = Scripts::new();
         let mut steps = Vec::new();
         for _ in 0..steps_max {
-            let up = self.devices.values().all(Device::is_ready);
+            let up = self.devices.values().all(|d| d.is_ready());
             if up && usize::from(self.facts.drains) >= phones && self.quiet() {
                 return;
             }
@@ -832,5 +955,36 @@ fn breach(d: DeviceId, o: &Observation, durable: &DurableState) -> Option<String
             ))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The digests stand in for the machines in a state's hash: a machine changed behind their
+    // back must show up as stale, or merged states would go unnoticed.
+    #[test]
+    fn a_machine_changed_without_its_digest_is_caught() {
+        let topo = keyed(&Deployment {
+            users: 2,
+            gateways: 1,
+            shards: 1,
+            devices_per_user: 1,
+            ..Deployment::default()
+        });
+        let mut w = World::new(&topo, Budget::default(), false);
+        assert!(w.digests_fresh(), "a new world's digests are fresh");
+        let phone = Host::Device(DeviceId::primary(UserId(0)));
+        w.input(phone, Input::Timeout);
+        assert!(w.digests_fresh(), "input keeps them fresh");
+        let before = w.digests.hosts.clone();
+        let d = w
+            .devices
+            .get_mut(&DeviceId::primary(UserId(1)))
+            .expect("the phone is there");
+        Arc::make_mut(d).handle(0, Input::Timeout, &mut Vec::new());
+        assert_eq!(before, w.digests.hosts);
+        assert!(!w.digests_fresh(), "a phone changed behind the digests");
     }
 }

@@ -115,7 +115,8 @@ pub struct Device {
     /// Who this device is (its user and device number).
     id: DeviceId,
     /// The deployment it runs in: gateways, key directory, bugs switched on.
-    topo: Deployment,
+    /// Shared by every machine of a deployment: a model checker clones whole worlds per state.
+    topo: std::sync::Arc<Deployment>,
     /// The only source of randomness (gateway choice, jitter, sender keys), seeded.
     rng: ChaCha8Rng,
     /// Where the one connection stands.
@@ -207,7 +208,13 @@ pub struct Device {
 impl Device {
     /// A device, offline until its first `GoOnline` (or started with `online` true, in which
     /// case it connects on its first `Timeout`). `seed` drives its generator.
-    pub fn new(id: DeviceId, topo: Deployment, seed: u64, online: bool) -> Device {
+    pub fn new(
+        id: DeviceId,
+        topo: impl Into<std::sync::Arc<Deployment>>,
+        seed: u64,
+        online: bool,
+    ) -> Device {
+        let topo: std::sync::Arc<Deployment> = topo.into();
         let mut timers = Timers::default();
         let linked = !topo.late_devices.contains(&id);
         if online && linked {

@@ -127,7 +127,8 @@ pub struct Shard {
     /// This shard's number, and so its home slot.
     index: u16,
     /// The deployment it runs in: shard and gateway counts, users, bugs switched on.
-    topo: Deployment,
+    /// Shared by every machine of a deployment: a model checker clones whole worlds per state.
+    topo: std::sync::Arc<Deployment>,
     /// What this life knows of each conversation it sequences.
     convs: BTreeMap<ConvId, Conv>,
     /// Requests out to storage or the session service, by request id.
@@ -156,7 +157,8 @@ pub struct Shard {
 
 impl Shard {
     /// Shard number `index` with empty memory (first boot or after a crash).
-    pub fn new(index: u16, topo: Deployment) -> Shard {
+    pub fn new(index: u16, topo: impl Into<std::sync::Arc<Deployment>>) -> Shard {
+        let topo: std::sync::Arc<Deployment> = topo.into();
         let mut timers = Timers::default();
         // First thing after (re)boot: take the home slot (fencing out any earlier life); the
         // grant starts the sweeps that take up what that life left unfinished.
