@@ -232,7 +232,7 @@ impl Hash for World {
         {
             let n = CHECKED.with(|c| c.replace(c.get().wrapping_add(1)));
             assert!(
-                n % 16 != 0 || self.digests_fresh(),
+                !n.is_multiple_of(16) || self.digests_fresh(),
                 "a machine or the durable state changed without its digest"
             );
         }
