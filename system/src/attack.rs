@@ -16,7 +16,7 @@ pub const FORGED_N_BASE: u32 = 1 << 30;
 pub const FORGED_RECEIPT_UPTO: u64 = 1_000;
 
 /// One crafted request.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Attack {
     /// Send `to` a text whose id names `victim`'s phone as its author (the shard must check
     /// the id's device against the connection's; zoo: `trust-client-sender`).

@@ -102,7 +102,7 @@ pub enum Bug {
 }
 
 /// What the zoo says about one bug.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Hash)]
 pub struct BugInfo {
     /// The bug.
     pub bug: Bug,
@@ -175,7 +175,7 @@ impl fmt::Display for Bug {
 }
 
 /// A bug name that is not in the zoo.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct UnknownBug(pub String);
 
 impl fmt::Display for UnknownBug {
@@ -204,7 +204,7 @@ impl FromStr for Bug {
 }
 
 /// The set of bugs switched on.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Hash, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bugs(BTreeSet<Bug>);
 
 impl Bugs {

@@ -18,7 +18,7 @@ use crate::{Deployment, Machine, StorageModel};
 use std::collections::BTreeMap;
 
 /// One durable write, as a machine hands it to its host.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub enum Write {
     /// Storage synced these operations.
     Storage(Vec<StorageOp>),
@@ -37,7 +37,7 @@ pub enum Write {
 }
 
 /// Everything every server made durable.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub struct DurableState {
     /// Storage's synced records (with replicas: the coordinator's last rebuilt view, for
     /// reports only).

@@ -34,6 +34,13 @@ pub struct KeyPair {
     pub public: [u8; 32],
 }
 
+// The public half names the pair (the secret is the device's, fixed by its seed).
+impl std::hash::Hash for KeyPair {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.public.hash(state);
+    }
+}
+
 impl std::fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print a secret, even in a debug dump.
@@ -68,7 +75,7 @@ impl KeyPair {
 }
 
 /// One sealed copy per recipient device; this is the message body servers see.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Hash, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bundle {
     /// (recipient device, ciphertext) pairs.
     pub copies: Vec<(DeviceId, Vec<u8>)>,
@@ -184,7 +191,7 @@ impl Session {
 }
 
 /// A group message body: the membership version whose sender key sealed it, and the ciphertext.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupSealed {
     /// Which of the sender's keys (one per membership version).
     pub version: Seq,
@@ -267,6 +274,11 @@ pub fn encode_sender_key(version: Seq, key: &[u8; 32]) -> Vec<u8> {
 pub fn decode_sender_key(bytes: &[u8]) -> Option<(Seq, [u8; 32])> {
     let (version, key) = bytes.split_first_chunk::<8>()?;
     Some((Seq::from_le_bytes(*version), key.try_into().ok()?))
+}
+
+// A session is derived from the two devices' keys: a cache, nothing a state is told by.
+impl std::hash::Hash for Session {
+    fn hash<H: std::hash::Hasher>(&self, _state: &mut H) {}
 }
 
 impl std::fmt::Debug for Session {

@@ -36,7 +36,7 @@ fn to_session(out: &mut Vec<Effect>, rpc: Rpc) {
 }
 
 /// Where a device connection is in its handshake.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 enum ConnState {
     /// Accepted, no valid `Hello` yet.
     Unbound,
@@ -47,7 +47,7 @@ enum ConnState {
 }
 
 /// One device connection this gateway holds.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 struct Conn {
     /// The device its `Hello` proved it is (`None` until then).
     device: Option<DeviceId>,
@@ -60,7 +60,7 @@ struct Conn {
 }
 
 /// What a gateway waits for.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     /// Look for connections idle past [`GATEWAY_IDLE_TIMEOUT_MS`] (half-open ones) and close
     /// them; runs while any connection is open.
@@ -73,7 +73,7 @@ enum Timer {
 }
 
 /// A gateway.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub struct Gateway {
     /// Which gateway (0-based).
     index: u16,

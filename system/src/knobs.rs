@@ -16,7 +16,7 @@ use crate::proto::Millis;
 use serde::{Deserialize, Serialize};
 
 /// Per-run values of the bounds a BUGGIFY draw may shrink; [`Knobs::default`] is the design's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Knobs {
     /// Inbox entries per drain page ([`limits::INBOX_PAGE_ENTRIES`]).
     pub inbox_page_entries: u32,
@@ -58,7 +58,7 @@ impl Default for Knobs {
 }
 
 /// One knob's name, its value in a run, and the design's value: what a plan prints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, Serialize)]
 pub struct KnobValue {
     /// The knob's name (its field).
     pub name: &'static str,

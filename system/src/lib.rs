@@ -61,6 +61,7 @@
 pub mod attack;
 pub mod bugs;
 pub mod device;
+pub mod draws;
 pub mod durable;
 pub mod e2e;
 pub mod gateway;
@@ -84,7 +85,7 @@ use proto::{ConnId, ConvId, Down, Host, Millis, MsgId, Path, Rpc, Seq, StorageOp
 use serde::{Deserialize, Serialize};
 
 /// What an engine hands a component.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub enum Input {
     /// A server-to-server message arrived.
     Rpc {
@@ -130,7 +131,7 @@ pub enum Input {
 }
 
 /// The state of a storage node's disk, as the world sets it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Hash, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Disk {
     /// Syncs take the run's usual time.
     #[default]
@@ -152,7 +153,7 @@ pub(crate) fn not_for_this_host(who: &str, input: &Input) -> ! {
 }
 
 /// What a user or the world does to a device.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
     /// The user sends `body` to `to` in their direct conversation.
     SendDirect {
@@ -217,7 +218,7 @@ pub enum Action {
 }
 
 /// What a component asks its engine to do.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub enum Effect {
     /// Send a message to another server.
     Rpc {
@@ -264,7 +265,7 @@ pub enum Effect {
 }
 
 /// What a user could notice on one device: the history the checkers judge is made of these.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Observation {
     /// The user pressed send.
     Sent {
@@ -460,7 +461,7 @@ pub enum Observation {
 }
 
 /// Why a device's connection ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DisconnectReason {
     /// The user went offline.
     UserOffline,
@@ -489,7 +490,7 @@ pub trait Machine {
 
 /// What every component is configured with: the static directory of users and hosts, and the
 /// bug-zoo switches in force (none in a correct deployment).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Hash, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deployment {
     /// Number of users (ids 0..users).
     pub users: u32,
@@ -538,7 +539,9 @@ pub struct Deployment {
 /// How phones reach their gateway. Polling is the design page's first "common mistake": each
 /// request is modelled as a short connection (its handshake stands for the HTTP request and
 /// its authentication), so the cost and the latency are measured on the same machines.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Hash, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Transport {
     /// One persistent connection per phone, kept alive by heartbeats; the server pushes.
@@ -597,6 +600,13 @@ impl KeyDirectory {
     }
 }
 
+// One directory serves a whole deployment: its size tells it apart as well as its rendering.
+impl std::hash::Hash for KeyDirectory {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.len().hash(state);
+    }
+}
+
 impl std::fmt::Debug for KeyDirectory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "KeyDirectory({} keys)", self.0.len())
@@ -604,7 +614,7 @@ impl std::fmt::Debug for KeyDirectory {
 }
 
 /// What storage keeps of a conversation once it is delivered.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Hash, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StorageModel {
     /// Server history (Matrix, Slack): the log keeps every message; devices can sync from it.
@@ -616,7 +626,7 @@ pub enum StorageModel {
 }
 
 /// How the push provider behaves: how late a push arrives, and how many are lost.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushSpec {
     /// A push arrives this long after it was asked for, drawn per push (ms).
     pub delay_ms: (Millis, Millis),

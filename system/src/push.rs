@@ -18,17 +18,16 @@ use crate::probe::Probe;
 use crate::proto::{DeviceId, Host, Millis, Rpc};
 use crate::timers::Timers;
 use crate::{Deployment, Effect, Input, Machine};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 
 /// The push provider.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub struct Push {
     /// The provider's behaviour (delays, losses).
     /// Shared by every machine of a deployment: a model checker clones whole worlds per state.
     topo: std::sync::Arc<Deployment>,
     /// Draws each push's delay and whether it is lost.
-    rng: ChaCha8Rng,
+    rng: crate::draws::Draws,
     /// One pending push per device, due when its delay runs out (a second notify before then
     /// coalesces into it, as APNs collapses notifications).
     pending: Timers<DeviceId>,
@@ -45,7 +44,7 @@ impl Push {
         let topo: std::sync::Arc<Deployment> = topo.into();
         Push {
             topo,
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng: crate::draws::Draws::seeded(seed),
             pending: Timers::default(),
             delivered: 0,
             lost: 0,

@@ -28,7 +28,7 @@ pub type SharedOp = Arc<StorageOp>;
 pub const COORDINATOR: Host = Host::Storage(0);
 
 /// What a replica keeps across crashes: its synced operations by id.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Hash, Default, PartialEq, Eq)]
 pub struct ReplicaLog {
     /// Synced operations by id (ids are never reused).
     ops: BTreeMap<OpId, SharedOp>,
@@ -66,7 +66,7 @@ impl ReplicaLog {
 }
 
 /// A replica node.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub struct Replica {
     /// What it has synced: all a crash leaves.
     durable: ReplicaLog,

@@ -21,7 +21,7 @@ use crate::{Effect, Observation};
 
 /// Where one effect goes, with the producing host's identity where the destination depends on
 /// it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub enum Route {
     /// A server-to-server message over the chat network.
     Peer {

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One durable change to the session service's state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SessionChange {
     /// A device's (gateway, epoch), or `None` when its entry is cleared.
     Entry {
@@ -53,7 +53,7 @@ pub enum SessionChange {
 
 /// The session service's durable state: device -> (gateway index, connection epoch), and each
 /// user's last seen.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Hash, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionTable {
     /// device -> (gateway index, connection epoch, the gateway's clock at its `Register`).
     entries: BTreeMap<DeviceId, (u16, u64, Millis)>,
@@ -91,7 +91,7 @@ impl SessionTable {
 }
 
 /// What a user's contacts are shown: online, or when last seen (0: never).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 struct Presence {
     /// Any device registered.
     online: bool,
@@ -100,7 +100,7 @@ struct Presence {
 }
 
 /// The session service.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub struct Session {
     /// Who exists, and the bugs in force.
     /// Shared by every machine of a deployment: a model checker clones whole worlds per state.

@@ -6,7 +6,7 @@ use crate::proto::Millis;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Timers of kind `K`, at most one pending per key.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub struct Timers<K: Ord + Clone> {
     /// Deadlines in firing order (ties by key, so firing order is deterministic).
     by_time: BTreeSet<(Millis, K)>,

@@ -8,7 +8,7 @@ use chatsim_system::Action;
 use std::collections::BTreeMap;
 
 /// How many faults of each kind the world may still inject.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Budget {
     /// Server-to-server frames lost.
     pub drops: u8,

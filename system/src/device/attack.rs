@@ -16,7 +16,7 @@ use crate::{Effect, Observation};
 const FORGED_RESENDS_MAX: u8 = 3;
 
 /// A request an attack sent under an id it made up, kept to record the answer.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub(super) struct Forged {
     /// The frame, for a resend with a newer version.
     up: Up,

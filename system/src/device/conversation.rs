@@ -13,7 +13,7 @@ use crate::{Effect, Observation};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What fills one sequence number of a view, held until everything before it is shown.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub(super) enum Slot {
     /// Someone else's message (or our own from another device), and how it came.
     Theirs(Message, Path),
@@ -24,7 +24,7 @@ pub(super) enum Slot {
 }
 
 /// One conversation as this device shows it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub(super) struct ConvView {
     /// The first sequence number not yet shown (or filled by one of our own messages).
     pub(super) next_seq: Seq,

@@ -59,12 +59,11 @@ use crate::proto::{
 use crate::routing::device_token;
 use crate::timers::Timers;
 use crate::{Action, Deployment, DisconnectReason, Effect, Input, Machine, Observation};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Where the device's one connection stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 enum Link {
     /// No connection, nor one asked for (a reconnect may be scheduled).
     Down,
@@ -77,7 +76,7 @@ enum Link {
 }
 
 /// The device's timers; the derived order decides which of two due at once fires first.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     /// Try connecting again (backoff after a failure or a lost link).
     Reconnect,
@@ -110,7 +109,7 @@ enum Timer {
 }
 
 /// A device.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub struct Device {
     /// Who this device is (its user and device number).
     id: DeviceId,
@@ -118,7 +117,7 @@ pub struct Device {
     /// Shared by every machine of a deployment: a model checker clones whole worlds per state.
     topo: std::sync::Arc<Deployment>,
     /// The only source of randomness (gateway choice, jitter, sender keys), seeded.
-    rng: ChaCha8Rng,
+    rng: crate::draws::Draws,
     /// Where the one connection stands.
     link: Link,
     /// The gateway of the current (or last) connection.
@@ -227,7 +226,7 @@ impl Device {
             crate::e2e::keypair(seed).public,
             "the key directory disagrees with {id}'s own seed"
         );
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut rng = crate::draws::Draws::seeded(seed);
         let skew = topo.clock_skew_ms.unwrap_or(CLOCK_SKEW_MS_MAX) as i64;
         let clock_skew_ms = rng.gen_range(-skew..=skew);
         Device {

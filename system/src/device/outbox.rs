@@ -11,7 +11,7 @@ use crate::proto::{ConvId, GroupOp, Millis, MsgId, Refusal, Seq, Up};
 use crate::{Effect, Observation};
 
 /// A message in the outbox, kept until sent ✓ or refused for good.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub(super) struct Outgoing {
     /// The conversation it goes to.
     pub(super) conv: ConvId,

@@ -13,7 +13,7 @@ use crate::{Effect, Observation};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A receipt this device owes senders, until the server says it is stored.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Hash, Default)]
 pub(super) struct ReceiptOut {
     /// Cumulative mark to send.
     pub(super) want: Seq,
@@ -24,7 +24,7 @@ pub(super) struct ReceiptOut {
 }
 
 /// A text of ours on its way to ✓✓ and read.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub(super) struct MineTicks {
     /// Its client id, which the ticks name.
     pub(super) id: MsgId,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A change to a group's membership, as a member asks for it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GroupOp {
     /// Create the group with these members (the creator is added if missing).
     Create {
@@ -43,7 +43,7 @@ impl GroupOp {
 /// A membership change as the log stores it: the op and the member list after it. Membership
 /// is routing metadata, so servers see it (as WhatsApp's servers do); message bodies stay
 /// sealed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupEvent {
     /// What changed.
     pub op: GroupOp,
@@ -52,7 +52,7 @@ pub struct GroupEvent {
 }
 
 /// A stored and delivered chat message. `body` is opaque bytes to every server.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     /// The conversation it belongs to.
     pub conv: ConvId,

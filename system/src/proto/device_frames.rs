@@ -6,7 +6,7 @@ use super::{Message, Seq, UserId};
 use serde::{Deserialize, Serialize};
 
 /// Frames a device sends to its gateway.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Up {
     /// First frame on a connection: who I am, my token, and this connection's epoch (the
     /// device's own connection counter, so newer connections always win in the session table).
@@ -100,7 +100,7 @@ pub enum Up {
 }
 
 /// Why a gateway or shard turned a request down.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Refusal {
     /// The token did not match the claimed device.
     BadToken,
@@ -130,7 +130,7 @@ pub enum Refusal {
 }
 
 /// Frames a gateway sends down to a device.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Down {
     /// The connection is bound and registered: the device may drain and send.
     Welcome {

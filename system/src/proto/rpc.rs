@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// A slot's lease as storage holds it: the conversations hashed to shard number `slot` are
 /// owned by shard host `owner` under `epoch` (storage refuses writes under older epochs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseView {
     /// The slot.
     pub slot: u16,
@@ -22,7 +22,7 @@ pub struct LeaseView {
 }
 
 /// Messages between servers. The sender is carried beside each (see [`Envelope`]).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rpc {
     /// Gateway -> session: this device is connected to me with this epoch.
     Register {
@@ -432,7 +432,7 @@ pub enum Rpc {
 }
 
 /// A server-to-server message with its sender, as it travels on the wire.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     /// The sending host.
     pub from: Host,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// One durable change to storage. The storage node applies these to its state and, once
 /// synced, hands them to the engine to keep outside the node (a crash keeps only those).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StorageOp {
     /// Append a message to its conversation log and park a copy in each recipient's inbox
     /// (direct), or queue its fan-out (group).
@@ -133,7 +133,7 @@ impl StorageOp {
 }
 
 /// Which operations of one term a rebuild kept: counters `0..=upto` except `holes`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Hash, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TermSpan {
     /// The term.
     pub term: u64,

@@ -19,7 +19,7 @@ use crate::Effect;
 pub(super) type DeliveryKey = (DeviceId, ConvId, Seq);
 
 /// A delivery being tracked until the device acks.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub(super) struct Delivery {
     /// The message, with only this device's sealed key.
     pub(super) msg: Message,

@@ -9,7 +9,7 @@ use crate::proto::{ConvId, DeviceId, Down, Message, Millis, Rpc, Seq};
 use crate::Effect;
 
 /// A group message's fan-out in progress.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub(super) struct Job {
     /// The group message, with every member device's sealed key.
     pub(super) msg: Message,

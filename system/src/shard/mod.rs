@@ -76,7 +76,7 @@ use std::collections::{BTreeMap, BTreeSet};
 const STORAGE: Host = Host::Storage(0);
 
 /// What a request out to storage or the session service was for.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 enum Pending {
     /// Where the device of this delivery is.
     Locate(DeliveryKey),
@@ -105,7 +105,7 @@ enum Pending {
 }
 
 /// The shard's timers; the derived order decides which of two due at once fires first.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     /// Resend this conversation's storage request (load, lookup of a refused send, append).
     Storage(ConvId),
@@ -122,7 +122,7 @@ enum Timer {
 }
 
 /// A chat shard.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub struct Shard {
     /// This shard's number, and so its home slot.
     index: u16,

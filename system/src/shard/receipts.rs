@@ -10,7 +10,7 @@ use crate::Effect;
 pub(super) type ReceiptPushKey = (DeviceId, ConvId, DeviceId, ReceiptKind);
 
 /// A receipt push being retried until the sender device saw it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub(super) struct ReceiptPush {
     /// The newest mark to tell the sender device.
     pub(super) upto: Seq,

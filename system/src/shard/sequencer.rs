@@ -14,7 +14,7 @@ use crate::{Deployment, Effect};
 use std::collections::{BTreeSet, VecDeque};
 
 /// A send waiting in its conversation's queue, as the device framed it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub(super) struct PendingSend {
     /// The sending device.
     pub(super) device: DeviceId,
@@ -35,7 +35,7 @@ pub(super) struct PendingSend {
 }
 
 /// A write on its way to storage: the message with its sequence number, and who gets it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub(super) struct InFlight {
     /// The sending device.
     pub(super) device: DeviceId,
@@ -54,7 +54,7 @@ pub(super) struct InFlight {
 }
 
 /// A group's membership in force, as storage last said or our own writes made it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub(super) struct Group {
     /// Sequence number of the last membership change.
     pub(super) version: Seq,
@@ -63,7 +63,7 @@ pub(super) struct Group {
 }
 
 /// What this life knows of one conversation it sequences.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Hash, Default)]
 pub(super) struct Conv {
     /// The last sequence number taken (`None` until loaded from storage).
     pub(super) last_seq: Option<Seq>,

@@ -15,7 +15,7 @@ use crate::{Deployment, Effect};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A coordinator's dealings with its replicas.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub(super) struct Replication {
     /// Replicas behind this coordinator, numbered from 0.
     pub(super) replicas: u16,
@@ -46,7 +46,7 @@ const TERM_BOOT_BITS: u32 = 20;
 const TERM_BOOT_MASK: u64 = (1 << TERM_BOOT_BITS) - 1;
 
 /// One replica's answers to a rebuild's read.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Hash, Default)]
 pub(super) struct ReplicaRead {
     /// The operations it has sent so far, in its order.
     pub(super) ops: Vec<(OpId, StorageOp)>,
@@ -58,7 +58,7 @@ pub(super) struct ReplicaRead {
 
 /// Rebuilding the view after a (re)start: read every operation from a quorum of replicas,
 /// then make sure what was read is on a quorum before serving from it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Hash, Default)]
 pub(super) struct Rebuild {
     /// Per replica: what it has answered so far.
     pub(super) read: BTreeMap<u16, ReplicaRead>,

@@ -60,7 +60,7 @@ use crate::Deployment;
 use crate::{Disk, Effect, Input, Machine, StorageModel};
 
 /// A request waiting in the buffer for the sync (a coordinator: for a quorum).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 struct Buffered {
     /// The durable change, if the request makes one.
     op: Option<StorageOp>,
@@ -74,7 +74,7 @@ struct Buffered {
 }
 
 /// A storage node.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub struct Storage {
     /// What is synced (a coordinator: what a quorum has); every read is served from this.
     durable: StorageState,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One row of the two big tables that differs between two states.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Hash, PartialEq, Eq)]
 pub enum RowChange<'a> {
     /// Message `seq` of conversation `conv` is now this (`None`: gone).
     Message(ConvId, Seq, Option<&'a Message>),
@@ -22,7 +22,7 @@ pub enum RowChange<'a> {
 }
 
 /// Everything of a storage node's state but its messages and inbox entries.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Hash, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StorageRest {
     fanouts: BTreeMap<(ConvId, Seq), (Vec<DeviceId>, u32, bool)>,
     marks: BTreeMap<(ConvId, DeviceId, ReceiptKind), Seq>,
@@ -35,7 +35,7 @@ pub struct StorageRest {
 
 /// The rows of the two big tables as a store last wrote them: what its next folding diffs
 /// against, one conversation or device at a time.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Hash, Default, PartialEq, Eq)]
 pub struct TableRows {
     logs: BTreeMap<ConvId, BTreeMap<Seq, Message>>,
     inboxes: BTreeMap<DeviceId, BTreeSet<(ConvId, Seq)>>,

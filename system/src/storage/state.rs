@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// The durable contents of a storage node. The engine keeps a copy of this outside the node,
 /// updated from `Persist` effects, and hands it back on restart.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Hash, Default, PartialEq, Eq)]
 pub struct StorageState {
     /// Per conversation, its messages by sequence number.
     pub(super) logs: BTreeMap<ConvId, BTreeMap<Seq, Message>>,
