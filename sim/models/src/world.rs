@@ -154,8 +154,8 @@ pub struct World {
     digests: Digests,
     conns: BTreeMap<DeviceId, (u16, ConnId)>,
     next_conn: u64,
-    /// Frames in flight on FIFO lanes.
-    lanes: BTreeMap<Lane, VecDeque<Input>>,
+    /// Frames in flight on FIFO lanes (each copied on write, as the machines are).
+    lanes: BTreeMap<Lane, Arc<VecDeque<Input>>>,
     /// Server frames in flight when links are unordered: a multiset keyed by rendering, any
     /// of them may come next.
     net: BTreeMap<String, (Packet, u32)>,
@@ -167,15 +167,15 @@ pub struct World {
     script_at: BTreeMap<DeviceId, usize>,
     /// Faults left.
     pub budget: Budget,
-    /// What users saw.
-    pub facts: Facts,
+    /// What users saw (copied on write: most steps show nothing).
+    pub facts: Arc<Facts>,
 }
 
 /// One value's hash, as the checker's digests of machines keep it.
 fn digest_of(value: &impl Hash) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    value.hash(&mut h);
-    h.finish()
+    // aHash with fixed seeds: several times SipHash's speed on a machine's many small fields,
+    // and the same digests on every run.
+    ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(value)
 }
 
 /// Each machine's and the durable state's digest, kept up to date as they change: a step
@@ -183,7 +183,8 @@ fn digest_of(value: &impl Hash) -> u64 {
 /// every machine carries the deployment and its key directory) is most of a state's cost.
 #[derive(Clone, Debug, Default)]
 struct Digests {
-    hosts: BTreeMap<Host, u64>,
+    /// By host, in order (the hosts are fixed when the world is made).
+    hosts: Vec<(Host, u64)>,
     durable: u64,
 }
 
@@ -225,7 +226,7 @@ impl Hash for World {
                 "a machine or the durable state changed without its digest"
             );
         }
-        for d in digests.hosts.values() {
+        for (_, d) in &digests.hosts {
             state.write_u64(*d);
         }
         state.write_u64(digests.durable);
@@ -309,7 +310,7 @@ impl World {
             cut: BTreeSet::new(),
             script_at: all.iter().map(|d| (*d, 0)).collect(),
             budget,
-            facts: Facts::default(),
+            facts: Arc::default(),
             digests: Digests::default(),
         };
         for h in world.hosts() {
@@ -331,7 +332,10 @@ impl World {
             Host::Replica(_) => None,
         };
         if let Some(d) = d {
-            self.digests.hosts.insert(host, d);
+            match self.digests.hosts.binary_search_by_key(&host, |(h, _)| *h) {
+                Ok(at) => self.digests.hosts[at].1 = d,
+                Err(at) => self.digests.hosts.insert(at, (host, d)),
+            }
         }
     }
 
@@ -393,7 +397,7 @@ impl World {
     fn send(&mut self, from: Host, to: Host, input: Input) {
         if !self.unordered {
             let lane = Lane::Link { from, to };
-            self.lanes.entry(lane).or_default().push_back(input);
+            Arc::make_mut(self.lanes.entry(lane).or_default()).push_back(input);
             return;
         }
         let key = format!("{from} -> {to}: {input:?}");
@@ -404,10 +408,7 @@ impl World {
     }
 
     fn lane(&mut self, to: Host, conn: ConnId, input: Input) {
-        self.lanes
-            .entry(Lane::Conn { to, conn })
-            .or_default()
-            .push_back(input);
+        Arc::make_mut(self.lanes.entry(Lane::Conn { to, conn }).or_default()).push_back(input);
     }
 
     fn device_at(&self, gateway: u16, conn: ConnId) -> Option<DeviceId> {
@@ -424,7 +425,8 @@ impl World {
             Route::Wake(d) => self.send(host, Host::Device(d), Input::Pushed),
             Route::Peer { to, rpc } => {
                 if matches!(rpc, Rpc::Unregister { .. }) {
-                    self.facts.unregisters = self.facts.unregisters.saturating_add(1);
+                    let f = Arc::make_mut(&mut self.facts);
+                    f.unregisters = f.unregisters.saturating_add(1);
                 }
                 self.send(host, to, Input::Rpc { from: host, rpc })
             }
@@ -469,7 +471,7 @@ impl World {
     }
 
     fn observe(&mut self, d: DeviceId, o: Observation) {
-        let f = &mut self.facts;
+        let f = Arc::make_mut(&mut self.facts);
         match o.clone() {
             Observation::Sent { id, conv, body } => {
                 f.texts.insert(id, (conv, body));
@@ -506,7 +508,7 @@ impl World {
             _ => {}
         }
         if let Some(b) = breach(d, &o, &self.durable) {
-            self.facts.breach.get_or_insert(b);
+            Arc::make_mut(&mut self.facts).breach.get_or_insert(b);
         }
         if matches!(
             o,
@@ -515,7 +517,8 @@ impl World {
                 ..
             }
         ) {
-            self.facts.outsiders_refused = self.facts.outsiders_refused.saturating_add(1);
+            let f = Arc::make_mut(&mut self.facts);
+            f.outsiders_refused = f.outsiders_refused.saturating_add(1);
         }
     }
 
@@ -563,7 +566,7 @@ impl World {
 
     /// The frame at the head of `lane`, if any.
     pub fn head(&self, lane: &Lane) -> Option<&Input> {
-        self.lanes.get(lane).and_then(VecDeque::front)
+        self.lanes.get(lane).and_then(|q| q.front())
     }
 
     /// Frames in flight that may arrive now: a partition's held frames pile up one per
@@ -623,7 +626,7 @@ impl World {
         self.net.retain(|_, (p, _)| p.to != host);
         self.lanes
             .retain(|l, _| !matches!(l, Lane::Link { to, .. } if *to == host));
-        self.facts.crashes += 1;
+        Arc::make_mut(&mut self.facts).crashes += 1;
         match host {
             Host::Gateway(g) => {
                 self.gateways[usize::from(g)] = Arc::new(Gateway::new(g, topo.clone()));
@@ -692,7 +695,7 @@ impl World {
                 }
             }
             Step::Arrive(lane) | Step::Lose(lane) | Step::Repeat(lane) => {
-                let Some(q) = self.lanes.get_mut(lane) else {
+                let Some(q) = self.lanes.get_mut(lane).map(Arc::make_mut) else {
                     return;
                 };
                 let input = match step {
