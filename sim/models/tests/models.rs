@@ -180,18 +180,26 @@ fn receipts_property_sees_an_unearned_tick() {
         n: 0,
     };
     let conv = ConvId::direct(UserId(0), UserId(1));
-    w.facts.texts.insert(id, (conv, b"hi".to_vec()));
-    w.facts.acked.insert(id, (conv, 1));
-    w.facts.ticks.insert(id, ReceiptKind::Delivered);
+    std::sync::Arc::make_mut(&mut w.facts)
+        .texts
+        .insert(id, (conv, b"hi".to_vec()));
+    std::sync::Arc::make_mut(&mut w.facts)
+        .acked
+        .insert(id, (conv, 1));
+    std::sync::Arc::make_mut(&mut w.facts)
+        .ticks
+        .insert(id, ReceiptKind::Delivered);
     let why = m.bad_tick(&w).expect("an unearned ✓✓ is caught");
     assert!(why.contains("shows it nowhere"), "{why}");
-    w.facts
+    std::sync::Arc::make_mut(&mut w.facts)
         .shown
         .entry(DeviceId::primary(UserId(1)))
         .or_default()
         .push((conv, 1, id, b"hi".to_vec()));
     assert_eq!(m.bad_tick(&w), None, "earned once shown");
-    w.facts.ticks.insert(id, ReceiptKind::Read);
+    std::sync::Arc::make_mut(&mut w.facts)
+        .ticks
+        .insert(id, ReceiptKind::Read);
     assert!(m.bad_tick(&w).is_some(), "read, but never read");
 }
 
