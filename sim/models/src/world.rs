@@ -178,13 +178,14 @@ fn digest_of(value: &impl Hash) -> u64 {
     ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(value)
 }
 
-/// Each machine's and the durable state's digest, kept up to date as they change: a step
+/// Each machine's and the durable state's digest (and each machine's next timer), kept up to date as they change: a step
 /// changes one or two of them, and rendering only those (instead of the whole world, in which
 /// every machine carries the deployment and its key directory) is most of a state's cost.
 #[derive(Clone, Debug, Default)]
 struct Digests {
-    /// By host, in order (the hosts are fixed when the world is made).
-    hosts: Vec<(Host, u64)>,
+    /// By host, in order (the hosts are fixed when the world is made), each with its next
+    /// timer: the search asks for the earliest at every state.
+    hosts: Vec<(Host, u64, Option<Millis>)>,
     durable: u64,
 }
 
@@ -226,7 +227,7 @@ impl Hash for World {
                 "a machine or the durable state changed without its digest"
             );
         }
-        for (_, d) in &digests.hosts {
+        for (_, d, _) in &digests.hosts {
             state.write_u64(*d);
         }
         state.write_u64(digests.durable);
@@ -322,19 +323,22 @@ impl World {
 
     /// Render `host` again into its digest, after it changed.
     fn redigest(&mut self, host: Host) {
+        fn of(m: &(impl Hash + Machine)) -> (u64, Option<Millis>) {
+            (digest_of(m), m.poll_timeout())
+        }
         let d = match host {
-            Host::Gateway(i) => self.gateways.get(usize::from(i)).map(digest_of),
-            Host::Session => Some(digest_of(&self.session)),
-            Host::Shard(i) => self.shards.get(usize::from(i)).map(digest_of),
-            Host::Storage(_) => Some(digest_of(&self.storage)),
-            Host::Push => Some(digest_of(&self.push)),
-            Host::Device(d) => self.devices.get(&d).map(digest_of),
+            Host::Gateway(i) => self.gateways.get(usize::from(i)).map(|m| of(&**m)),
+            Host::Session => Some(of(&*self.session)),
+            Host::Shard(i) => self.shards.get(usize::from(i)).map(|m| of(&**m)),
+            Host::Storage(_) => Some(of(&*self.storage)),
+            Host::Push => Some(of(&*self.push)),
+            Host::Device(d) => self.devices.get(&d).map(|m| of(&**m)),
             Host::Replica(_) => None,
         };
-        if let Some(d) = d {
-            match self.digests.hosts.binary_search_by_key(&host, |(h, _)| *h) {
-                Ok(at) => self.digests.hosts[at].1 = d,
-                Err(at) => self.digests.hosts.insert(at, (host, d)),
+        if let Some((d, deadline)) = d {
+            match self.digests.hosts.binary_search_by_key(&host, |(h, ..)| *h) {
+                Ok(at) => self.digests.hosts[at] = (host, d, deadline),
+                Err(at) => self.digests.hosts.insert(at, (host, d, deadline)),
             }
         }
     }
@@ -587,24 +591,19 @@ impl World {
     }
 
     /// When `host` next wants a timeout.
+    /// `host`'s next timer, as kept beside its digest.
     fn deadline(&self, host: Host) -> Option<Millis> {
-        match host {
-            Host::Gateway(i) => self.gateways.get(usize::from(i))?.poll_timeout(),
-            Host::Session => self.session.poll_timeout(),
-            Host::Shard(i) => self.shards.get(usize::from(i))?.poll_timeout(),
-            Host::Storage(_) => self.storage.poll_timeout(),
-            Host::Push => self.push.poll_timeout(),
-            Host::Device(d) => self.devices.get(&d)?.poll_timeout(),
-            Host::Replica(_) => None,
-        }
+        let at = self
+            .digests
+            .hosts
+            .binary_search_by_key(&host, |(h, ..)| *h)
+            .ok()?;
+        self.digests.hosts[at].2
     }
 
     /// The earliest timer of any component.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.hosts()
-            .into_iter()
-            .filter_map(|h| self.deadline(h))
-            .min()
+        self.digests.hosts.iter().filter_map(|(.., t)| *t).min()
     }
 
     /// Fire every timer due at the next deadline, in a fixed host order.
