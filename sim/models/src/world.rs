@@ -178,9 +178,9 @@ fn digest_of(value: &impl Hash) -> u64 {
     ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(value)
 }
 
-/// Each machine's and the durable state's digest (and each machine's next timer), kept up to date as they change: a step
-/// changes one or two of them, and rendering only those (instead of the whole world, in which
-/// every machine carries the deployment and its key directory) is most of a state's cost.
+/// Each machine's and the durable state's digest (and each machine's next timer), kept up to
+/// date as they change: a step changes one or two of them, and hashing only those instead of
+/// the whole world took most of a state's cost away.
 #[derive(Clone, Debug, Default)]
 struct Digests {
     /// By host, in order (the hosts are fixed when the world is made), each with its next
@@ -197,7 +197,7 @@ thread_local! {
 
 impl Hash for World {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        // Named field by field, so a new field must be placed: digested or rendered.
+        // Named field by field, so a new field must be placed: digested or hashed here.
         let World {
             now,
             gateways: _,
@@ -218,7 +218,7 @@ impl Hash for World {
             budget,
             facts,
         } = self;
-        // Checking costs a whole rendering, so debug builds check one state in 16.
+        // Checking hashes every machine again, so debug builds check one state in 16.
         #[cfg(debug_assertions)]
         {
             let n = CHECKED.with(|c| c.replace(c.get().wrapping_add(1)));
@@ -236,16 +236,11 @@ impl Hash for World {
     }
 }
 
-impl World {
-    /// The rendering two states are compared by (the same text their hashes are made of).
-    fn rendering(&self) -> String {
-        format!("{self:?}")
-    }
-}
-
+// Two states are the same state exactly when the search merges them: by their hash (the
+// `Hash` above), so equality and hashing cannot disagree.
 impl PartialEq for World {
     fn eq(&self, other: &World) -> bool {
-        self.rendering() == other.rendering()
+        digest_of(self) == digest_of(other)
     }
 }
 
@@ -321,7 +316,7 @@ impl World {
         world
     }
 
-    /// Render `host` again into its digest, after it changed.
+    /// Hash `host` again into its digest (and read its next timer), after it changed.
     fn redigest(&mut self, host: Host) {
         fn of(m: &(impl Hash + Machine)) -> (u64, Option<Millis>) {
             (digest_of(m), m.poll_timeout())
