@@ -175,15 +175,13 @@ enum Found {
 
 /// Run the writes (folding every 4) until the power goes at change-making call `cut`, then
 /// restart on what the cut left and compare with the acked prefix.
-fn cut_at(cut: u64, tear: Option<u64>, durability: Durability) -> Found {
-    let all = super::tests::writes();
-    let disk = CuttableDisk::default();
-    let (d, _) = open_on(&disk, durability).expect("a fresh disk opens");
-    disk.platter().calls_left = Some(cut);
+/// Append `all` (folding every 4) until the disk fails: the writes acked, and the state they
+/// made.
+fn write_until_failure(d: Disk, all: &[Write]) -> (usize, StorageState) {
     let mut d = d.compacting_every(4);
     let mut acked = 0;
     let mut state = StorageState::new(StorageModel::History);
-    for w in &all {
+    for w in all {
         if d.append(w).is_err() {
             break;
         }
@@ -195,7 +193,15 @@ fn cut_at(cut: u64, tear: Option<u64>, durability: Durability) -> Found {
             break;
         }
     }
-    drop(d);
+    (acked, state)
+}
+
+fn cut_at(cut: u64, tear: Option<u64>, durability: Durability) -> Found {
+    let all = super::tests::writes();
+    let disk = CuttableDisk::default();
+    let (d, _) = open_on(&disk, durability).expect("a fresh disk opens");
+    disk.platter().calls_left = Some(cut);
+    let (acked, state) = write_until_failure(d, &all);
     let restarted = disk.after_cut(tear);
     let (_, rec) = match open_on(&restarted, durability) {
         Ok(opened) => opened,
@@ -218,20 +224,12 @@ fn cut_at(cut: u64, tear: Option<u64>, durability: Durability) -> Found {
 
 /// How many change-making calls the whole run makes with the power on.
 fn calls_in_full_run(durability: Durability) -> u64 {
+    let all = super::tests::writes();
     let disk = CuttableDisk::default();
     let (d, _) = open_on(&disk, durability).expect("a fresh disk opens");
     let before = disk.platter().calls;
-    let mut d = d.compacting_every(4);
-    let mut state = StorageState::new(StorageModel::History);
-    for w in &super::tests::writes() {
-        d.append(w).expect("the power stays on");
-        if let Write::Storage(ops) = w {
-            ops.iter().for_each(|op| state.apply(op));
-        }
-        if d.due() {
-            d.compact(&state, None).expect("the power stays on");
-        }
-    }
+    let (acked, _) = write_until_failure(d, &all);
+    assert_eq!(acked, all.len(), "the power stays on");
     let calls = disk.platter().calls;
     calls - before
 }
