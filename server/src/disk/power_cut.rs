@@ -1,7 +1,7 @@
 //! The data file under power cuts: a redb storage backend that holds what was written since the
-//! last fsync the way a page cache does, and a cut that keeps only what an fsync made durable
-//! (plus, when the cut tears, any subset of the unsynced writes). It stands in for a filesystem
-//! that drops unsynced writes (LazyFS, dm-flakey), which this machine cannot mount without root.
+//! last fsync the way a page cache does, and a cut that keeps only what an fsync made durable.
+//! It stands in for a filesystem that drops unsynced writes (LazyFS, dm-flakey), which this
+//! machine cannot mount without root.
 
 use super::*;
 use redb::StorageBackend;
@@ -72,22 +72,9 @@ impl CuttableDisk {
         }
     }
 
-    /// The bytes a restart finds: the durable ones, and when `tear` is given, each unsynced
-    /// change kept or lost by its bits (a drive writes back its cache in any order).
-    fn after_cut(&self, tear: Option<u64>) -> CuttableDisk {
-        let p = self.platter();
-        let mut bytes = p.durable.clone();
-        if let Some(mut bits) = tear {
-            for change in &p.pending {
-                // xorshift: every change gets a fresh bit whatever the count.
-                bits ^= bits << 13;
-                bits ^= bits >> 7;
-                bits ^= bits << 17;
-                if bits & 1 == 1 {
-                    apply(&mut bytes, change);
-                }
-            }
-        }
+    /// The bytes a restart finds: only what an fsync made durable.
+    fn after_cut(&self) -> CuttableDisk {
+        let bytes = self.platter().durable.clone();
         CuttableDisk(Arc::new(Mutex::new(Platter {
             durable: bytes.clone(),
             cached: bytes,
@@ -196,13 +183,13 @@ fn write_until_failure(d: Disk, all: &[Write]) -> (usize, StorageState) {
     (acked, state)
 }
 
-fn cut_at(cut: u64, tear: Option<u64>, durability: Durability) -> Found {
+fn cut_at(cut: u64, durability: Durability) -> Found {
     let all = super::tests::writes();
     let disk = CuttableDisk::default();
     let (d, _) = open_on(&disk, durability).expect("a fresh disk opens");
     disk.platter().calls_left = Some(cut);
     let (acked, state) = write_until_failure(d, &all);
-    let restarted = disk.after_cut(tear);
+    let restarted = disk.after_cut();
     let (_, rec) = match open_on(&restarted, durability) {
         Ok(opened) => opened,
         Err(e) => return Found::Unopenable(e.to_string()),
@@ -246,7 +233,7 @@ fn every_acked_write_survives_a_power_cut_at_any_call() {
         // A torn write-back (some unsynced writes kept, others lost) is not tried here: once
         // in CI it kept a header naming a file longer than the size kept, and redb 2.6.4
         // asserted on open (`raw_file_len >= layout.len`); see docs/protocol.md.
-        let found = cut_at(cut, None, Durability::Immediate);
+        let found = cut_at(cut, Durability::Immediate);
         assert_eq!(
             found,
             Found::Whole,
@@ -262,7 +249,7 @@ fn every_acked_write_survives_a_power_cut_at_any_call() {
 fn without_the_fsync_a_power_cut_loses_acked_writes() {
     let calls = calls_in_full_run(Durability::None);
     let lost: Vec<usize> = (0..=calls)
-        .filter_map(|cut| match cut_at(cut, None, Durability::None) {
+        .filter_map(|cut| match cut_at(cut, Durability::None) {
             Found::Lost { acked } => Some(acked),
             Found::Whole => None,
             Found::Unopenable(e) => panic!("cut at call {cut}: the file does not open: {e}"),
