@@ -158,10 +158,14 @@ impl Machine for Replica {
     fn handle(&mut self, now: Millis, input: Input, out: &mut Vec<Effect>) {
         match input {
             Input::Rpc {
-                rpc: Rpc::Replicate { id, op },
+                rpc: Rpc::Replicate { ops },
                 ..
             } => {
-                self.buffer.push((id, Arc::new(op)));
+                if ops.is_empty() {
+                    return; // Nothing to sync: a sync armed for it would ack nothing.
+                }
+                self.buffer
+                    .extend(ops.into_iter().map(|(id, op)| (id, Arc::new(op))));
                 let delay = match self.disk {
                     Disk::Slow(ms) => {
                         if self.sync_at.is_none() {
@@ -235,8 +239,7 @@ mod tests {
     fn replicate(r: &mut Replica, now: Millis, n: u64) -> Vec<Effect> {
         let mut out = Vec::new();
         let rpc = Rpc::Replicate {
-            id: OpId { term: 1, n },
-            op: op(n),
+            ops: vec![(OpId { term: 1, n }, op(n))],
         };
         r.handle(
             now,

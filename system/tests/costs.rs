@@ -289,7 +289,9 @@ fn an_operations_size_grows_with_each_of_its_parts() {
 fn replicate(r: &mut Replica, now: u64, n: u64, op: StorageOp) -> Vec<Effect> {
     let mut out = Vec::new();
     let id = OpId { term: 1, n };
-    let rpc = Rpc::Replicate { id, op };
+    let rpc = Rpc::Replicate {
+        ops: vec![(id, op)],
+    };
     let from = Host::Storage(0);
     r.handle(now, Input::Rpc { from, rpc }, &mut out);
     out

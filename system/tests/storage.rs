@@ -292,12 +292,12 @@ fn a_page_read_twice_in_a_rebuild_does_not_count_its_replica_twice() {
     );
     let repaired: Vec<OpId> = out
         .iter()
-        .filter_map(|e| match e {
+        .flat_map(|e| match e {
             Effect::Rpc {
                 to: Host::Replica(1),
-                rpc: Rpc::Replicate { id, .. },
-            } => Some(*id),
-            _ => None,
+                rpc: Rpc::Replicate { ops },
+            } => ops.iter().map(|(id, _)| *id).collect(),
+            _ => Vec::new(),
         })
         .collect();
     assert!(
@@ -310,12 +310,12 @@ fn a_page_read_twice_in_a_rebuild_does_not_count_its_replica_twice() {
     assert!(!s.serving(), "served before the repair was on a quorum");
     let repair: Vec<OpId> = out
         .iter()
-        .filter_map(|e| match e {
+        .flat_map(|e| match e {
             Effect::Rpc {
                 to: Host::Replica(2),
-                rpc: Rpc::Replicate { id, .. },
-            } => Some(*id),
-            _ => None,
+                rpc: Rpc::Replicate { ops },
+            } => ops.iter().map(|(id, _)| *id).collect(),
+            _ => Vec::new(),
         })
         .collect();
     out.clear();
@@ -362,4 +362,141 @@ fn a_rebuilds_unanswered_reads_are_asked_again() {
     out.clear();
     s.handle(500 + READ_OPS_RETRY_MS, Input::Timeout, &mut out);
     assert_eq!(reads(&out), 3, "asked again: {out:?}");
+}
+
+// Coordinator `arm_sync` (the batch delay): writes that come within a replica's sync delay
+// of the last send go out together, one frame per replica, and each is answered once a
+// quorum syncs that frame; a write after a quiet spell goes at once. One frame per write per
+// replica was a third of all frames on the reference world.
+#[test]
+fn a_coordinator_sends_what_comes_within_a_sync_delay_in_one_frame() {
+    use chatsim_system::limits::STORAGE_SYNC_MS;
+    use chatsim_system::proto::{ConvId, OpId, Receipt, ReceiptKind, Rpc};
+    use chatsim_system::{Effect, Input, Machine};
+    let mut s = chatsim_system::storage::Storage::replicated(&replicated(), 1);
+    let batches = |out: &[Effect], r: u16| -> Vec<Vec<OpId>> {
+        out.iter()
+            .filter_map(|e| match e {
+                Effect::Rpc {
+                    to: Host::Replica(to),
+                    rpc: Rpc::Replicate { ops },
+                } if *to == r => Some(ops.iter().map(|(id, _)| *id).collect()),
+                _ => None,
+            })
+            .collect()
+    };
+    let ack = |s: &mut chatsim_system::storage::Storage, now, r, ids: &[OpId], out: &mut _| {
+        let rpc = Rpc::Replicated { ids: ids.to_vec() };
+        let from = Host::Replica(r);
+        s.handle(now, Input::Rpc { from, rpc }, out);
+    };
+    // Serve first: every replica answers the rebuild's read empty, and a quorum syncs the
+    // new term's opening.
+    let mut out = Vec::new();
+    s.handle(0, Input::Timeout, &mut out);
+    for r in 0..3 {
+        let rpc = Rpc::Ops {
+            after: None,
+            ops: Vec::new(),
+            more: false,
+        };
+        s.handle(
+            1,
+            Input::Rpc {
+                from: Host::Replica(r),
+                rpc,
+            },
+            &mut out,
+        );
+    }
+    let opening = batches(&out, 0).concat();
+    assert_eq!(opening.len(), 1, "{out:?}");
+    for r in 0..2 {
+        ack(&mut s, 2, r, &opening, &mut out);
+    }
+    assert!(s.serving());
+    let put = |upto| Rpc::PutReceipt {
+        receipt: Receipt {
+            conv: ConvId::direct(A.user, B.user),
+            reader: B,
+            kind: ReceiptKind::Delivered,
+            upto,
+        },
+        notify: Vec::new(),
+        via: 0,
+    };
+    let shard = Host::Shard(0);
+    let stored = |out: &[Effect]| {
+        out.iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Effect::Rpc {
+                        rpc: Rpc::ReceiptStored { .. },
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    // A write after a quiet spell goes out at the same instant.
+    let t = 100;
+    out.clear();
+    s.handle(
+        t,
+        Input::Rpc {
+            from: shard,
+            rpc: put(1),
+        },
+        &mut out,
+    );
+    assert_eq!(
+        s.poll_timeout(),
+        Some(t),
+        "sent at once after a quiet spell"
+    );
+    s.handle(t, Input::Timeout, &mut out);
+    let first = batches(&out, 1).concat();
+    assert_eq!(first.len(), 1, "{out:?}");
+    // Two more within the sync delay wait for it, then share one frame per replica.
+    out.clear();
+    s.handle(
+        t + 1,
+        Input::Rpc {
+            from: shard,
+            rpc: put(2),
+        },
+        &mut out,
+    );
+    s.handle(
+        t + 1,
+        Input::Rpc {
+            from: shard,
+            rpc: put(3),
+        },
+        &mut out,
+    );
+    assert_eq!(s.poll_timeout(), Some(t + STORAGE_SYNC_MS));
+    s.handle(t + 1, Input::Timeout, &mut out);
+    assert!(batches(&out, 0).is_empty(), "not before the delay: {out:?}");
+    s.handle(t + STORAGE_SYNC_MS, Input::Timeout, &mut out);
+    for r in 0..3 {
+        let frames = batches(&out, r);
+        assert_eq!(frames.len(), 1, "one frame to replica {r}: {out:?}");
+        assert_eq!(frames[0].len(), 2, "carrying both writes: {out:?}");
+    }
+    let second = batches(&out, 1).concat();
+    // Answers wait for a quorum of each operation, and come in order.
+    out.clear();
+    ack(&mut s, t + 10, 1, &second, &mut out);
+    assert_eq!(stored(&out), 0, "one replica is no quorum: {out:?}");
+    ack(&mut s, t + 10, 2, &second, &mut out);
+    assert_eq!(stored(&out), 0, "the first write is not on a quorum yet");
+    ack(&mut s, t + 11, 1, &first, &mut out);
+    ack(&mut s, t + 11, 2, &first, &mut out);
+    assert_eq!(
+        stored(&out),
+        3,
+        "all three, once the first is on a quorum: {out:?}"
+    );
 }

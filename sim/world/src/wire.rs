@@ -335,12 +335,20 @@ pub fn describe(w: &Wire) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
                 None,
                 None,
             ),
-            Rpc::Replicate { id, op } => {
-                let key = match op {
+            Rpc::Replicate { ops } => {
+                // A batch is drawn under its first append, the message a diagram follows.
+                let key = ops.iter().find_map(|(_, op)| match op {
                     StorageOp::Append { msg, .. } => Some((msg.conv, msg.seq)),
                     _ => None,
+                });
+                let ids = match (ops.first(), ops.last()) {
+                    (Some((a, _)), Some((b, _))) if a != b => {
+                        format!("{}.{}..{}.{}", a.term, a.n, b.term, b.n)
+                    }
+                    (Some((a, _)), _) => format!("{}.{}", a.term, a.n),
+                    _ => "nothing".into(),
                 };
-                (format!("Replicate {}.{}", id.term, id.n), None, key)
+                (format!("Replicate {ids}"), None, key)
             }
             Rpc::Replicated { ids } => (format!("Replicated ({})", ids.len()), None, None),
             Rpc::ReadOps { .. } => ("ReadOps".into(), None, None),

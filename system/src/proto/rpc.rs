@@ -400,12 +400,12 @@ pub enum Rpc {
         /// A device missing its copy.
         device: DeviceId,
     },
-    /// Coordinator -> replica: keep this operation (repeats of an id are harmless).
+    /// Coordinator -> replica: keep these operations (repeats of an id are harmless). One
+    /// frame carries every operation the coordinator gathered since its last send (at most
+    /// one send per replica sync delay), not one frame per operation.
     Replicate {
-        /// Its place in the order.
-        id: OpId,
-        /// The operation.
-        op: StorageOp,
+        /// Each operation with its place in the order, in that order.
+        ops: Vec<(OpId, StorageOp)>,
     },
     /// Replica -> coordinator: these operations are synced here.
     Replicated {

@@ -28,6 +28,9 @@ pub(super) struct Replication {
     pub(super) term: u64,
     /// The counter of the last operation sent in this term.
     pub(super) next: u64,
+    /// When operations last went out: the next send waits until a replica sync delay after
+    /// it, so one frame carries what a replica would have synced together anyway.
+    pub(super) last_send: Option<Millis>,
     /// Leading buffer entries already sent out.
     pub(super) sent: usize,
     /// Replicas that acknowledged each operation in flight.
@@ -85,6 +88,7 @@ impl Storage {
                 quorum,
                 term: 0,
                 next: 0,
+                last_send: None,
                 sent: 0,
                 acks: BTreeMap::new(),
                 retry_at: Some(0),
@@ -95,9 +99,13 @@ impl Storage {
         }
     }
 
-    /// Send the buffer's new operations to every replica, each under the next id.
+    /// Send the buffer's new operations to every replica, each under the next id, all in one
+    /// frame per replica (split only past the page size).
     pub(super) fn send_out(&mut self, now: Millis, out: &mut Vec<Effect>) {
+        let page_bytes = self.knobs.ops_page_bytes;
         let repl = self.repl.as_mut().expect("only a coordinator sends out");
+        let mut batch = Vec::new();
+        let len = self.buffer.len();
         for b in &mut self.buffer[repl.sent..] {
             if let Some(op) = &b.op {
                 repl.next += 1;
@@ -109,19 +117,18 @@ impl Storage {
                 let reused = repl.acks.insert(id, BTreeSet::new());
                 // The counter only rises within a term, and a term is opened once per life.
                 assert!(reused.is_none(), "operation id {id:?} sent out twice");
-                for r in 0..repl.replicas {
-                    let rpc = Rpc::Replicate { id, op: op.clone() };
-                    out.push(Effect::Rpc {
-                        to: Host::Replica(r),
-                        rpc,
-                    });
-                }
+                batch.push((id, op));
             }
         }
-        repl.sent = self.buffer.len();
-        if !repl.acks.is_empty() {
-            repl.retry_at.get_or_insert(now + REPLICATE_RETRY_MS);
+        repl.sent = len;
+        if batch.is_empty() {
+            return;
         }
+        repl.last_send = Some(now);
+        for r in 0..repl.replicas {
+            replicate(Host::Replica(r), &batch, page_bytes, out);
+        }
+        repl.retry_at.get_or_insert(now + REPLICATE_RETRY_MS);
     }
 
     /// Apply and answer, in order, every leading buffered entry a quorum has: the view (and
@@ -280,39 +287,35 @@ impl Storage {
         }
     }
 
-    /// Send again what `only` (or every replica) has not acknowledged.
+    /// Send again what `only` (or every replica) has not acknowledged, in one frame per
+    /// replica (split only past the page size).
     pub(super) fn resend(&self, only: Option<u16>, out: &mut Vec<Effect>) {
         let repl = self.repl.as_ref().expect("only a coordinator resends");
-        let targets = |acks: &BTreeSet<u16>| -> Vec<u16> {
-            (0..repl.replicas)
-                .filter(|r| only.is_none_or(|o| o == *r) && !acks.contains(r))
-                .collect()
+        let pending: Vec<(OpId, &StorageOp, &BTreeSet<u16>)> = match &repl.rebuild {
+            Some(rb) => rb
+                .repair
+                .iter()
+                .map(|(id, (op, acks))| (*id, op, acks))
+                .collect(),
+            None => self.buffer[..repl.sent]
+                .iter()
+                .filter_map(|b| {
+                    let (id, op) = (b.id?, b.op.as_ref()?);
+                    Some((id, op, repl.acks.get(&id)?))
+                })
+                .collect(),
         };
-        let mut send = |id: OpId, op: &StorageOp, acks: &BTreeSet<u16>| {
-            for r in targets(acks) {
-                let rpc = Rpc::Replicate { id, op: op.clone() };
-                out.push(Effect::Rpc {
-                    to: Host::Replica(r),
-                    rpc,
-                });
-            }
-        };
-        if let Some(rb) = &repl.rebuild {
-            for (id, (op, acks)) in &rb.repair {
-                send(*id, op, acks);
-            }
-            return;
-        }
         let mut resent = false;
-        for b in &self.buffer[..repl.sent] {
-            if let (Some(id), Some(op)) = (b.id, &b.op) {
-                if let Some(acks) = repl.acks.get(&id) {
-                    resent |= !targets(acks).is_empty();
-                    send(id, op, acks);
-                }
-            }
+        for r in (0..repl.replicas).filter(|r| only.is_none_or(|o| o == *r)) {
+            let batch: Vec<(OpId, &StorageOp)> = pending
+                .iter()
+                .filter(|(_, _, acks)| !acks.contains(&r))
+                .map(|(id, op, _)| (*id, *op))
+                .collect();
+            resent |= !batch.is_empty();
+            replicate(Host::Replica(r), &batch, self.knobs.ops_page_bytes, out);
         }
-        if resent {
+        if resent && repl.rebuild.is_none() {
             out.push(Effect::Probe(Probe::CoordinatorResent));
         }
     }
@@ -428,5 +431,31 @@ impl Storage {
             repl.retry_at = Some(now + REPLICATE_RETRY_MS);
         }
         self.resend(None, out);
+    }
+}
+
+/// Send `batch` to replica `to` in as few frames as the page size allows (at least one
+/// operation a frame, so an operation bigger than a page still goes).
+fn replicate(to: Host, batch: &[(OpId, &StorageOp)], page_bytes: usize, out: &mut Vec<Effect>) {
+    let mut frame: Vec<(OpId, StorageOp)> = Vec::new();
+    let mut bytes = 0;
+    for (id, op) in batch {
+        let size = op.approx_bytes();
+        if !frame.is_empty() && bytes + size > page_bytes {
+            let ops = std::mem::take(&mut frame);
+            out.push(Effect::Rpc {
+                to,
+                rpc: Rpc::Replicate { ops },
+            });
+            bytes = 0;
+        }
+        bytes += size;
+        frame.push((*id, StorageOp::clone(op)));
+    }
+    if !frame.is_empty() {
+        out.push(Effect::Rpc {
+            to,
+            rpc: Rpc::Replicate { ops: frame },
+        });
     }
 }

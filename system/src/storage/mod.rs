@@ -169,12 +169,20 @@ impl Storage {
         self.arm_sync(now);
     }
 
-    /// A single node syncs a little later, with whatever else came meanwhile (group commit);
-    /// a coordinator sends at once, and each replica groups its own syncs.
+    /// A single node syncs a little later, with whatever else came meanwhile (group commit).
+    /// A coordinator sends at once after a quiet spell, else one sync delay after its last
+    /// send: a replica syncs at most once per delay anyway, so gathering what comes meanwhile
+    /// into one frame costs a write at most that delay and saves a frame per operation per
+    /// replica under load (a third of all frames on the reference world).
     fn arm_sync(&mut self, now: Millis) {
-        let delay = if self.repl.is_some() {
-            0
-        } else if let Disk::Slow(ms) = self.disk {
+        if let Some(repl) = &self.repl {
+            let at = repl
+                .last_send
+                .map_or(now, |t| now.max(t + self.knobs.storage_sync_ms));
+            self.sync_at.get_or_insert(at);
+            return;
+        }
+        let delay = if let Disk::Slow(ms) = self.disk {
             if self.sync_at.is_none() {
                 self.probes_due.push(Probe::StorageSyncSlowed);
             }
