@@ -346,16 +346,22 @@ impl Machine for Session {
             (Host::Gateway(g), Rpc::Subscribe { device, user }) => {
                 self.subscribe(now, device, g, user, out);
             }
-            (Host::Shard(_), Rpc::Lookup { req, user }) => {
-                let at = self
-                    .topo
-                    .devices_of(user)
+            (Host::Shard(_), Rpc::Lookup { asks }) => {
+                let answers = asks
                     .into_iter()
-                    .filter_map(|d| self.entry(d).map(|(g, _)| (d, g)))
+                    .map(|(req, user)| {
+                        let at = self
+                            .topo
+                            .devices_of(user)
+                            .into_iter()
+                            .filter_map(|d| self.entry(d).map(|(g, _)| (d, g)))
+                            .collect();
+                        (req, at)
+                    })
                     .collect();
                 out.push(Effect::Rpc {
                     to: from,
-                    rpc: Rpc::Located { req, at },
+                    rpc: Rpc::Located { answers },
                 });
             }
             (from, rpc) => {

@@ -58,6 +58,9 @@ pub struct Cluster {
     /// Every frame a device sent, whether a connection carried it or not: what a test
     /// counts to see a phone that asks more often than it needs to.
     pub ups: Vec<(Millis, DeviceId, Up)>,
+    /// How many questions each session lookup a shard sent carried: what a test counts to
+    /// see a shard ask once per member where once per fan-out step would do.
+    pub lookups: Vec<usize>,
     /// How often each probe was reached.
     pub probes: BTreeMap<crate::probe::Probe, u64>,
     /// Server-to-server messages into these hosts are lost (a lossy link, not a crash).
@@ -108,6 +111,7 @@ impl Cluster {
             next_conn: 0,
             observations: Vec::new(),
             ups: Vec::new(),
+            lookups: Vec::new(),
             probes: BTreeMap::new(),
             lossy: std::collections::BTreeSet::new(),
             frozen: std::collections::BTreeSet::new(),
@@ -225,6 +229,9 @@ impl Cluster {
         match route(host, e) {
             Route::Wake(d) => self.enqueue(Host::Device(d), Input::Pushed),
             Route::Peer { to, rpc } => {
+                if let crate::proto::Rpc::Lookup { asks } = &rpc {
+                    self.lookups.push(asks.len());
+                }
                 if !self.lossy.contains(&to) {
                     self.enqueue(to, Input::Rpc { from: host, rpc });
                 }

@@ -254,7 +254,10 @@ pub fn describe(w: &Wire) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
             Rpc::DeleteInbox { conv, seq, .. } => {
                 (format!("DeleteInbox seq {seq}"), None, Some((*conv, *seq)))
             }
-            Rpc::Lookup { user, .. } => (format!("Lookup {user}"), None, None),
+            Rpc::Lookup { asks } => match &asks[..] {
+                [(_, user)] => (format!("Lookup {user}"), None, None),
+                _ => (format!("Lookup ({} users)", asks.len()), None, None),
+            },
             Rpc::Notify { device } => (format!("Notify {device}"), None, None),
             Rpc::Alive { devices, at } => (
                 format!("Alive ({} devices, as of {at})", devices.len()),
@@ -263,7 +266,10 @@ pub fn describe(w: &Wire) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
             ),
             Rpc::Wake => ("Wake".into(), None, None),
             Rpc::Subscribe { user, .. } => (format!("Subscribe {user:?}"), None, None),
-            Rpc::Located { at, .. } => (format!("Located ({} devices)", at.len()), None, None),
+            Rpc::Located { answers } => {
+                let devices: usize = answers.iter().map(|(_, at)| at.len()).sum();
+                (format!("Located ({devices} devices)"), None, None)
+            }
             Rpc::Register { epoch, .. } => (format!("Register (epoch {epoch})"), None, None),
             Rpc::Registered { current, .. } => {
                 (format!("Registered current={current}"), None, None)

@@ -72,19 +72,16 @@ pub enum Rpc {
         /// not its to judge (the two can arrive in either order over a replaced link).
         at: Millis,
     },
-    /// Shard -> session: where are this user's devices?
+    /// Shard -> session: where are these users' devices? One frame carries every question a
+    /// shard's input raised (a group fan-out step asks for up to a page of members at once).
     Lookup {
-        /// Matches the answer to the question.
-        req: u64,
-        /// The user.
-        user: UserId,
+        /// Each question: the id that matches its answer, and the user.
+        asks: Vec<(u64, UserId)>,
     },
-    /// Session -> shard: connected devices of a user and their gateways.
+    /// Session -> shard: the answers to one `Lookup`, in its order.
     Located {
-        /// The question's `req`.
-        req: u64,
-        /// Each connected device with its gateway index.
-        at: Vec<(DeviceId, u16)>,
+        /// Each question's id, with every connected device of its user and their gateways.
+        answers: Vec<(u64, Vec<(DeviceId, u16)>)>,
     },
     /// Gateway -> shard: a frame from an authenticated device.
     FromDevice {

@@ -81,7 +81,7 @@ impl Shard {
         d.attempts += 1;
         let delay = Self::push_retry_delay(d.attempts);
         self.timers.set(Timer::Push(key), now + delay);
-        self.locate(now, key.0.user, Pending::Locate(key), out);
+        self.locate(now, key.0.user, Pending::Locate(key));
     }
 
     /// The wait before the next try of a push tried `attempts` times: doubling, capped.
@@ -91,18 +91,22 @@ impl Shard {
             .min(PUSH_RETRY_MS_MAX)
     }
 
-    /// Ask the session service where `user`'s devices are; the answer goes to `then`.
-    pub(super) fn locate(
-        &mut self,
-        now: Millis,
-        user: UserId,
-        then: Pending,
-        out: &mut Vec<Effect>,
-    ) {
+    /// Ask the session service where `user`'s devices are, with the input's other questions
+    /// ([`Shard::send_asks`]); the answer goes to `then`.
+    pub(super) fn locate(&mut self, now: Millis, user: UserId, then: Pending) {
         let req = self.request(now, then);
+        self.asks.push((req, user));
+    }
+
+    /// Ask the session service, in one frame, every question this input raised.
+    pub(super) fn send_asks(&mut self, out: &mut Vec<Effect>) {
+        if self.asks.is_empty() {
+            return;
+        }
+        let asks = std::mem::take(&mut self.asks);
         out.push(Effect::Rpc {
             to: Host::Session,
-            rpc: Rpc::Lookup { req, user },
+            rpc: Rpc::Lookup { asks },
         });
     }
 

@@ -138,6 +138,8 @@ pub struct Shard {
     /// Receipts pushed to sender devices, retried until seen (or the device is not connected:
     /// then its next drain brings them, from storage's queue).
     receipt_pushes: BTreeMap<ReceiptPushKey, ReceiptPush>,
+    /// Session lookups this input raised, sent together when it is handled.
+    asks: Vec<(u64, crate::proto::UserId)>,
     /// Unfinished group fan-outs, by (conversation, seq).
     jobs: BTreeMap<(ConvId, Seq), Job>,
     /// The last request id handed out.
@@ -170,6 +172,7 @@ impl Shard {
             pending: BTreeMap::new(),
             deliveries: BTreeMap::new(),
             receipt_pushes: BTreeMap::new(),
+            asks: Vec::new(),
             jobs: BTreeMap::new(),
             next_req: 0,
             leases: BTreeMap::new(),
@@ -386,7 +389,7 @@ impl Shard {
                 if self.topo.bugs.has(Bug::FireAndForgetReceipts) {
                     // Passed on once, kept nowhere, acknowledged to nobody.
                     for to in notify {
-                        self.push_receipt(now, to, receipt, false, out);
+                        self.push_receipt(now, to, receipt, false);
                     }
                     return;
                 }
@@ -546,7 +549,7 @@ impl Shard {
                 if let Some(Pending::ReceiptSweep { slot, .. }) = self.pending.remove(&req) {
                     self.timers.cancel(&Timer::Expire(req));
                     for (to, receipt) in receipts {
-                        self.push_receipt(now, to, receipt, true, out);
+                        self.push_receipt(now, to, receipt, true);
                     }
                     if more {
                         self.sweep_receipts(now, slot, next, out);
@@ -574,7 +577,7 @@ impl Shard {
                 };
                 Self::to_device(receipt.reader, via, ack, out);
                 for to in notify {
-                    self.push_receipt(now, to, receipt, true, out);
+                    self.push_receipt(now, to, receipt, true);
                 }
             }
             Rpc::InboxPage {
@@ -691,7 +694,7 @@ impl Shard {
                     .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
             }
             Timer::Push(key) => self.attempt(now, key, out),
-            Timer::ReceiptPush(key) => self.attempt_receipt(now, key, out),
+            Timer::ReceiptPush(key) => self.attempt_receipt(now, key),
             Timer::Fanout(key) => {
                 let step = self.step_devices();
                 let job = self.jobs.get(&key).filter(|j| j.stepping);
@@ -750,8 +753,12 @@ impl Machine for Shard {
             }
             Input::Rpc {
                 from: Host::Session,
-                rpc: Rpc::Located { req, at },
-            } => self.on_located(req, at, out),
+                rpc: Rpc::Located { answers },
+            } => {
+                for (req, at) in answers {
+                    self.on_located(req, at, out);
+                }
+            }
             Input::Rpc {
                 from: Host::Storage(_),
                 rpc,
@@ -769,6 +776,7 @@ impl Machine for Shard {
             // these to this machine.
             input => crate::not_for_this_host("a shard", &input),
         }
+        self.send_asks(out);
     }
 
     fn poll_timeout(&self) -> Option<Millis> {

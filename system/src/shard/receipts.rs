@@ -27,7 +27,6 @@ impl Shard {
         to: DeviceId,
         receipt: Receipt,
         retry: bool,
-        out: &mut Vec<Effect>,
     ) {
         let key = (to, receipt.conv, receipt.reader, receipt.kind);
         let p = self.receipt_pushes.entry(key).or_insert(ReceiptPush {
@@ -37,15 +36,10 @@ impl Shard {
         p.upto = p.upto.max(receipt.upto);
         // Without retries this first attempt is also the last.
         p.attempts = if retry { 0 } else { PUSH_ATTEMPTS_MAX - 1 };
-        self.attempt_receipt(now, key, out);
+        self.attempt_receipt(now, key);
     }
 
-    pub(super) fn attempt_receipt(
-        &mut self,
-        now: Millis,
-        key: ReceiptPushKey,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(super) fn attempt_receipt(&mut self, now: Millis, key: ReceiptPushKey) {
         let Some(p) = self.receipt_pushes.get_mut(&key) else {
             return;
         };
@@ -56,7 +50,7 @@ impl Shard {
         p.attempts += 1;
         let delay = Self::push_retry_delay(p.attempts);
         self.timers.set(Timer::ReceiptPush(key), now + delay);
-        self.locate(now, key.0.user, Pending::LocateReceipt(key), out);
+        self.locate(now, key.0.user, Pending::LocateReceipt(key));
     }
 
     /// Receipts a previous life stored but may not have pushed: push them again.
