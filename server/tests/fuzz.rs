@@ -59,12 +59,6 @@ fn corpus() -> Vec<Vec<u8>> {
         device: me(),
         n: 77,
     };
-    let receipt = Receipt {
-        conv,
-        reader: DeviceId::primary(UserId(4)),
-        kind: ReceiptKind::Read,
-        upto: 9,
-    };
     let mut frames = vec![
         up(Up::Hello {
             device: me(),
@@ -110,7 +104,10 @@ fn corpus() -> Vec<Vec<u8>> {
             upto: 7,
             notify: vec![DeviceId::primary(UserId(4))],
         }),
-        up(Up::ReceiptSeen { receipt }),
+        up(Up::ReceiptSeen {
+            conv,
+            seen: vec![(DeviceId::primary(UserId(4)), ReceiptKind::Read, 9)],
+        }),
         up(Up::Subscribe {
             user: Some(UserId(4)),
         }),

@@ -22,7 +22,7 @@ use crate::limits::{
     GATEWAY_ALIVE_MS, GATEWAY_IDLE_TIMEOUT_MS, HEARTBEAT_CHECK_MS, REGISTER_RETRY_MS,
 };
 use crate::probe::Probe;
-use crate::proto::{ConnId, DeviceId, Down, Host, Millis, Receipt, Refusal, Rpc, Up};
+use crate::proto::{ConnId, DeviceId, Down, Host, Millis, Refusal, Rpc, Up};
 use crate::routing::{device_token, shard_for_conv, shard_for_user};
 use crate::timers::Timers;
 use crate::{Deployment, Effect, Input, Machine};
@@ -229,9 +229,7 @@ impl Gateway {
                     | Up::Ack { conv, .. }
                     | Up::Pull { conv }
                     | Up::Receipt { conv, .. }
-                    | Up::ReceiptSeen {
-                        receipt: Receipt { conv, .. },
-                    } => shard_for_conv(*conv, self.topo.shards),
+                    | Up::ReceiptSeen { conv, .. } => shard_for_conv(*conv, self.topo.shards),
                     _ => shard_for_user(device.user, self.topo.shards),
                 };
                 out.push(Effect::Rpc {

@@ -335,3 +335,40 @@ fn a_fanout_asks_where_all_its_members_are_in_one_frame() {
         c.lookups
     );
 }
+
+// Device `send_seen`: a group's sender hears a receipt from every member at about the same
+// time, and says it saw them in one frame a moment later, not one frame per receipt (those
+// frames, three hops each, were a quarter of group-flood's).
+#[test]
+fn a_sender_says_it_saw_a_groups_receipts_in_few_frames() {
+    use chatsim_system::proto::Up;
+    let mut c = Cluster::new(group_topo(9));
+    c.run_for(1_000);
+    let a = user(0);
+    let members: Vec<UserId> = (1..9).map(UserId).collect();
+    c.act(a, Action::CreateGroup { group: 1, members });
+    c.run_for(2_000);
+    c.ups.clear();
+    c.act(
+        a,
+        Action::SendGroup {
+            group: 1,
+            body: b"tick tock".to_vec(),
+        },
+    );
+    c.run_for(3_000);
+    let frames: Vec<usize> = c
+        .ups
+        .iter()
+        .filter_map(|(_, d, up)| match up {
+            Up::ReceiptSeen { seen, .. } if *d == a => Some(seen.len()),
+            _ => None,
+        })
+        .collect();
+    let said: usize = frames.iter().sum();
+    assert!(said >= 8, "every member's receipt is said seen: {frames:?}");
+    assert!(
+        frames.len() * 2 <= said,
+        "several receipts a frame: {frames:?}"
+    );
+}

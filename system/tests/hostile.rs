@@ -142,7 +142,11 @@ fn up() -> impl Strategy<Value = Up> {
                 notify,
             }
         ),
-        receipt().prop_map(|receipt| Up::ReceiptSeen { receipt }),
+        (
+            conv(),
+            prop::collection::vec((device(), kind(), seq()), 0..3)
+        )
+            .prop_map(|(conv, seen)| Up::ReceiptSeen { conv, seen }),
         prop::option::of(user()).prop_map(|user| Up::Subscribe { user }),
         Just(Up::Ping),
         Just(Up::Link),

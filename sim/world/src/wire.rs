@@ -71,11 +71,10 @@ fn describe_up(up: &Up) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
         Up::Subscribe { user: Some(u) } => (format!("Subscribe {u}"), None, None),
         Up::Subscribe { user: None } => ("Unsubscribe".into(), None, None),
         Up::Receipt { kind, upto, .. } => (format!("Receipt {kind:?} ≤{upto}"), None, None),
-        Up::ReceiptSeen { receipt } => (
-            format!("ReceiptSeen {:?} ≤{}", receipt.kind, receipt.upto),
-            None,
-            None,
-        ),
+        Up::ReceiptSeen { seen, .. } => match &seen[..] {
+            [(_, kind, upto)] => (format!("ReceiptSeen {kind:?} ≤{upto}"), None, None),
+            _ => (format!("ReceiptSeen ({})", seen.len()), None, None),
+        },
         Up::Ping => ("Ping".into(), None, None),
     }
 }
@@ -336,11 +335,10 @@ pub fn describe(w: &Wire) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
             Rpc::QueuedReceipts { receipts, .. } => {
                 (format!("QueuedReceipts ({})", receipts.len()), None, None)
             }
-            Rpc::ReceiptSeen { receipt, .. } => (
-                format!("ReceiptSeen {:?} ≤{}", receipt.kind, receipt.upto),
-                None,
-                None,
-            ),
+            Rpc::ReceiptSeen { receipts, .. } => match &receipts[..] {
+                [r] => (format!("ReceiptSeen {:?} ≤{}", r.kind, r.upto), None, None),
+                _ => (format!("ReceiptSeen ({})", receipts.len()), None, None),
+            },
             Rpc::Replicate { ops } => {
                 // A batch is drawn under its first append, the message a diagram follows.
                 let key = ops.iter().find_map(|(_, op)| match op {

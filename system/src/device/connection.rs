@@ -91,6 +91,7 @@ impl Device {
     ) {
         if after.is_none() {
             self.drain_pages = 0;
+            self.flush_seen(out);
         }
         self.drain = Some(after);
         out.push(Effect::Up(Up::Drain { after }));

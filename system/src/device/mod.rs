@@ -96,6 +96,8 @@ enum Timer {
     Pull(ConvId),
     /// Send this conversation's owed receipts: a moment after a show, then as retries.
     Receipt(ConvId),
+    /// Say which receipts of this conversation we saw, a moment after the first.
+    Seen(ConvId),
     /// Renew the presence subscription of the open chat.
     Presence,
     /// The push's wake-up is over: back to sleep in the background.
@@ -185,6 +187,8 @@ pub struct Device {
     unread: BTreeMap<ConvId, BTreeMap<Seq, DeviceId>>,
     /// Receipt marks other devices sent us: (conversation, reader, kind) -> seq.
     marks: BTreeMap<(ConvId, DeviceId, ReceiptKind), Seq>,
+    /// Receipts we got and have not yet said we saw: the newest mark per reader and kind.
+    seen: BTreeMap<ConvId, BTreeMap<(DeviceId, ReceiptKind), Seq>>,
     /// Our texts not yet read by all, per conversation and seq.
     mine: BTreeMap<ConvId, BTreeMap<Seq, MineTicks>>,
     /// The id and conversation of the latest text of ours stored (sent ✓): what a compromised
@@ -264,6 +268,7 @@ impl Device {
             receipts_out: BTreeMap::new(),
             unread: BTreeMap::new(),
             marks: BTreeMap::new(),
+            seen: BTreeMap::new(),
             mine: BTreeMap::new(),
             last_acked_text: None,
             attacks_due: Vec::new(),
@@ -417,6 +422,7 @@ impl Device {
                         self.believes_drained = false;
                         self.timers.cancel(&Timer::Drain);
                         let again = if std::mem::take(&mut self.receipts_pending) {
+                            self.flush_seen(out);
                             RECEIPTS_DRAIN_AGAIN_MS
                         } else {
                             INBOX_SYNC_MS
@@ -438,7 +444,7 @@ impl Device {
                 }
             }
             Down::ReceiptAck { conv, kind, upto } => self.on_receipt_ack(conv, kind, upto),
-            Down::Receipt { receipt } => self.on_receipt(receipt, out),
+            Down::Receipt { receipt } => self.on_receipt(now, receipt, out),
             Down::Presence {
                 user,
                 online,
@@ -583,6 +589,7 @@ impl Device {
                 }
             }
             Timer::Receipt(conv) => self.send_receipts(now, conv, out),
+            Timer::Seen(conv) => self.send_seen(conv, out),
             Timer::Link => {
                 // The link (or its answer) was lost: a shard or storage died with it.
                 if !self.link_stored && self.link == Link::Ready {

@@ -59,6 +59,7 @@ impl Device {
                         | Timer::Gap(_)
                         | Timer::Pull(_)
                         | Timer::Receipt(_)
+                        | Timer::Seen(_)
                         | Timer::Drain
                         | Timer::Link
                 )

@@ -141,8 +141,12 @@ impl Device {
 
     /// A receipt for our messages: keep the newest mark per reader and kind, move the ticks
     /// of what it covers, and say we saw it (so the server drops its copy).
-    pub(super) fn on_receipt(&mut self, receipt: Receipt, out: &mut Vec<Effect>) {
-        out.push(Effect::Up(Up::ReceiptSeen { receipt }));
+    pub(super) fn on_receipt(&mut self, now: Millis, receipt: Receipt, out: &mut Vec<Effect>) {
+        let seen = self.seen.entry(receipt.conv).or_default();
+        let upto = seen.entry((receipt.reader, receipt.kind)).or_default();
+        *upto = (*upto).max(receipt.upto);
+        self.timers
+            .set_min(Timer::Seen(receipt.conv), now + RECEIPT_DELAY_MS);
         let key = (receipt.conv, receipt.reader, receipt.kind);
         let mark = self.marks.entry(key).or_default();
         if receipt.upto <= *mark {
@@ -164,6 +168,36 @@ impl Device {
             .unwrap_or_default();
         for seq in seqs {
             self.update_ticks(receipt.conv, seq, out);
+        }
+    }
+
+    /// Say which receipts of `conv` we saw, in one frame. Without a link they wait: the next
+    /// receipt (a drain brings queued ones again) arms the timer anew.
+    pub(super) fn send_seen(&mut self, conv: ConvId, out: &mut Vec<Effect>) {
+        if self.link != Link::Ready {
+            return;
+        }
+        let Some(seen) = self.seen.remove(&conv) else {
+            return;
+        };
+        assert!(
+            !seen.is_empty(),
+            "a conversation is listed only with receipts seen"
+        );
+        let seen = seen
+            .into_iter()
+            .map(|((reader, kind), upto)| (reader, kind, upto))
+            .collect();
+        out.push(Effect::Up(Up::ReceiptSeen { conv, seen }));
+    }
+
+    /// Say now which receipts of every conversation we saw: before a drain, so storage drops
+    /// them before it hands out the next page of queued receipts.
+    pub(super) fn flush_seen(&mut self, out: &mut Vec<Effect>) {
+        let convs: Vec<ConvId> = self.seen.keys().copied().collect();
+        for conv in convs {
+            self.timers.cancel(&Timer::Seen(conv));
+            self.send_seen(conv, out);
         }
     }
 

@@ -81,10 +81,15 @@ pub enum Up {
         /// Sender devices to tell.
         notify: Vec<DeviceId>,
     },
-    /// A sender device got this receipt: the server may drop its copy of it.
+    /// A sender device got these receipts of one conversation: the server may drop its copies
+    /// of them. Sent a moment after the first, with what came meanwhile (a group's sender
+    /// hears from every member at about the same time).
     ReceiptSeen {
-        /// The receipt.
-        receipt: Receipt,
+        /// Conversation.
+        conv: ConvId,
+        /// Each receipt seen: reader, kind and how far it reached (the newest per reader and
+        /// kind).
+        seen: Vec<(DeviceId, ReceiptKind, Seq)>,
     },
     /// Watch this user's presence (the chat with them is open), or stop watching (`None`).
     /// A lease: renewed while the chat stays open.
@@ -222,7 +227,7 @@ impl Up {
             Up::Drain { after } => after.is_none_or(|c| sane(c.seq)),
             Up::Fetch { from, to, .. } => sane(*from) && sane(*to),
             Up::Receipt { upto, .. } => sane(*upto),
-            Up::ReceiptSeen { receipt } => sane(receipt.upto),
+            Up::ReceiptSeen { seen, .. } => seen.iter().all(|(_, _, upto)| sane(*upto)),
             Up::Hello { .. } | Up::Pull { .. } | Up::Subscribe { .. } | Up::Ping | Up::Link => true,
         }
     }

@@ -311,12 +311,12 @@ pub enum Rpc {
         /// Whether more remain.
         more: bool,
     },
-    /// Shard -> storage: a sender device saw this receipt. No answer.
+    /// Shard -> storage: a sender device saw these receipts. No answer.
     ReceiptSeen {
         /// The sender device.
         device: DeviceId,
-        /// The receipt.
-        receipt: Receipt,
+        /// The receipts.
+        receipts: Vec<Receipt>,
     },
     /// Shard -> storage: delete one inbox entry (the device acked it). No answer.
     DeleteInbox {

@@ -400,18 +400,29 @@ impl Shard {
                 };
                 out.push(Effect::Rpc { to: STORAGE, rpc });
             }
-            Up::ReceiptSeen { receipt } => {
-                let key = (device, receipt.conv, receipt.reader, receipt.kind);
-                if self
-                    .receipt_pushes
-                    .get(&key)
-                    .is_some_and(|p| p.upto <= receipt.upto)
-                {
-                    self.receipt_pushes.remove(&key);
-                    self.timers.cancel(&Timer::ReceiptPush(key));
+            Up::ReceiptSeen { conv, seen } => {
+                let mut receipts = Vec::with_capacity(seen.len());
+                for (reader, kind, upto) in seen {
+                    let key = (device, conv, reader, kind);
+                    if self
+                        .receipt_pushes
+                        .get(&key)
+                        .is_some_and(|p| p.upto <= upto)
+                    {
+                        self.receipt_pushes.remove(&key);
+                        self.timers.cancel(&Timer::ReceiptPush(key));
+                    }
+                    receipts.push(Receipt {
+                        conv,
+                        reader,
+                        kind,
+                        upto,
+                    });
                 }
-                let rpc = Rpc::ReceiptSeen { device, receipt };
-                out.push(Effect::Rpc { to: STORAGE, rpc });
+                if !receipts.is_empty() {
+                    let rpc = Rpc::ReceiptSeen { device, receipts };
+                    out.push(Effect::Rpc { to: STORAGE, rpc });
+                }
             }
             // The gateway takes these itself (subscriptions go to the session service).
             Up::Link => {

@@ -476,9 +476,11 @@ impl Storage {
                 };
                 out.push(Effect::Rpc { to: from, rpc });
             }
-            Rpc::ReceiptSeen { device, receipt } => {
-                let op = StorageOp::DeleteReceipt { device, receipt };
-                self.buffer(now, Some(op), None);
+            Rpc::ReceiptSeen { device, receipts } => {
+                for receipt in receipts {
+                    let op = StorageOp::DeleteReceipt { device, receipt };
+                    self.buffer(now, Some(op), None);
+                }
             }
             Rpc::DeleteInbox { device, conv, seq } => {
                 self.buffer(

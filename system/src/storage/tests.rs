@@ -355,7 +355,7 @@ fn queued_receipts_come_a_page_per_drain_and_say_when_more_remain() {
     for receipt in first {
         let rpc = Rpc::ReceiptSeen {
             device: sender,
-            receipt,
+            receipts: vec![receipt],
         };
         s.handle(
             20,
