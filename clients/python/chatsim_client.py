@@ -229,8 +229,10 @@ def read_receipt(r: Reader) -> dict:
     return {"conv": r.varint(), "reader": read_device(r), "kind": r.varint(), "upto": r.varint()}
 
 
-def write_receipt(w: Writer, rc: dict) -> None:
-    w.varint(rc["conv"])
+def write_seen(w: Writer, rc: dict) -> None:
+    """`ReceiptSeen { conv, seen }` for one receipt: the server takes a list per conversation
+    (the Rust phone gathers a moment's worth; this client says each one at once)."""
+    w.varint(rc["conv"]).varint(1)
     write_device(w, rc["reader"])
     w.varint(rc["kind"]).varint(rc["upto"])
 
@@ -666,7 +668,7 @@ class Phone:
                 if conv == rc["conv"] and seq <= rc["upto"]:
                     self._tick(i, mark)
             w = Writer().varint(UP_RECEIPT_SEEN)
-            write_receipt(w, rc)
+            write_seen(w, rc)
             await self._send(w)
 
     TICKS = ["clock", "sent", "delivered", "read"]
