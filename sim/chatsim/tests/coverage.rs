@@ -155,12 +155,13 @@ const RARE: &[(&str, Engine, &str, &[u64])] = &[
         &[11],
     ),
     // A phone's register retry lands after the same phone registered elsewhere (seed 14 until
-    // the gap-repair change of 2026-12-05 moved the traces; 1 seed of 1..60 now).
+    // the gap-repair change of 2026-12-05 moved the traces, then 20 until the frame cuts of
+    // 2026-12-06 moved them again; 1 seed of 1..80 now).
     (
         "gateway: stale connection closed",
         Engine::Madsim,
         "reconnect-storm",
-        &[20],
+        &[12],
     ),
     // A gateway's list of its devices overtaken by a registration it sent later: only over a
     // server link that was replaced mid-flight, which turmoil's keepalive does under a spike
