@@ -203,11 +203,11 @@ fn a_slow_storage_rebuild_is_waited_out_not_blamed_on_the_receipts() {
         .find(|v| v.name == "receipt_latency")
         .expect("judged");
     assert!(receipts.holds, "{:?}", receipts.violations.first());
-    // The last restart (22.0 s) rebuilt until 43.7 s: too late in a 54 s run for a receipt
-    // to be owed within its promise, so none is judged, and none is blamed.
+    // The last restart (22.0 s) rebuilt until 37.2 s (43.7 s before the replica writes were
+    // batched, 2026-12-06): a 15 s rebuild, long past any receipt's promise.
     let last = r.history.rebuilt.last().copied().unwrap_or(0);
     assert!(
-        last > 40_000,
+        last > 35_000,
         "the slow rebuild this seed is kept for: {last}"
     );
     assert!(r.stats.messages_acked > 0, "vacuous: nothing acked");
