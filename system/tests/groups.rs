@@ -306,25 +306,32 @@ fn a_group_read_from_its_log_parks_nothing_and_an_offline_member_pulls() {
     assert_eq!(c.durable().inbox_entries(), 0);
 }
 
+/// A group of u0 and eight members, settled; then u0 posts `body`, with the frame counters
+/// cleared just before.
+fn post_to_eight(body: &[u8]) -> Cluster {
+    let mut c = Cluster::new(group_topo(9));
+    c.run_for(1_000);
+    let members: Vec<UserId> = (1..9).map(UserId).collect();
+    c.act(user(0), Action::CreateGroup { group: 1, members });
+    c.run_for(2_000);
+    c.lookups.clear();
+    c.ups.clear();
+    c.act(
+        user(0),
+        Action::SendGroup {
+            group: 1,
+            body: body.to_vec(),
+        },
+    );
+    c
+}
+
 // Shard `send_asks`: a group message's fan-out asks the session service where every member is
 // in one frame, not one frame per member (lookups were a sixth to a quarter of all frames in
 // the group scenarios), and every member still gets it.
 #[test]
 fn a_fanout_asks_where_all_its_members_are_in_one_frame() {
-    let mut c = Cluster::new(group_topo(9));
-    c.run_for(1_000);
-    let a = user(0);
-    let members: Vec<UserId> = (1..9).map(UserId).collect();
-    c.act(a, Action::CreateGroup { group: 1, members });
-    c.run_for(2_000);
-    c.lookups.clear();
-    c.act(
-        a,
-        Action::SendGroup {
-            group: 1,
-            body: b"all at once".to_vec(),
-        },
-    );
+    let mut c = post_to_eight(b"all at once");
     c.run_for(150);
     for u in 1..9 {
         assert_eq!(texts(&c, user(u)), vec!["all at once"], "member {u}");
@@ -342,26 +349,13 @@ fn a_fanout_asks_where_all_its_members_are_in_one_frame() {
 #[test]
 fn a_sender_says_it_saw_a_groups_receipts_in_few_frames() {
     use chatsim_system::proto::Up;
-    let mut c = Cluster::new(group_topo(9));
-    c.run_for(1_000);
-    let a = user(0);
-    let members: Vec<UserId> = (1..9).map(UserId).collect();
-    c.act(a, Action::CreateGroup { group: 1, members });
-    c.run_for(2_000);
-    c.ups.clear();
-    c.act(
-        a,
-        Action::SendGroup {
-            group: 1,
-            body: b"tick tock".to_vec(),
-        },
-    );
+    let mut c = post_to_eight(b"tick tock");
     c.run_for(3_000);
     let frames: Vec<usize> = c
         .ups
         .iter()
         .filter_map(|(_, d, up)| match up {
-            Up::ReceiptSeen { seen, .. } if *d == a => Some(seen.len()),
+            Up::ReceiptSeen { seen, .. } if *d == user(0) => Some(seen.len()),
             _ => None,
         })
         .collect();
