@@ -6,10 +6,10 @@ use chatsim_models::{explain, ChatModel};
 use chatsim_system::bugs::{Bug, Bugs};
 use stateright::{Checker, HasDiscoveries, Model};
 
-/// Search `m` completely and check it reached exactly `reached` (sorted; a broken invariant
+/// Search `m` completely (depth first, as `chatsim check` does) and check it reached exactly `reached` (sorted; a broken invariant
 /// would show among them) in `states` unique states.
 fn passes(what: &str, m: ChatModel, reached: &[&str], states: usize) {
-    let c = m.checker().threads(1).spawn_bfs().join();
+    let c = m.checker().threads(1).spawn_dfs().join();
     let mut found: Vec<&'static str> = c.discoveries().keys().copied().collect();
     found.sort();
     assert_eq!(found, reached, "{what}");
