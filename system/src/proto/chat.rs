@@ -77,13 +77,26 @@ pub struct Message {
 impl Message {
     /// This message as `device` receives it: only its own sealed key, if any.
     pub fn for_device(&self, device: DeviceId) -> Message {
-        let mut m = Message {
-            keys: Vec::new(),
-            ..self.clone()
-        };
-        m.keys
-            .extend(self.keys.iter().filter(|(d, _)| *d == device).cloned());
-        m
+        // Field by field: cloning the whole message first copied every member's sealed key
+        // for each member, quadratic in a big group's fan-out.
+        let Message {
+            conv,
+            seq,
+            id,
+            body,
+            sent_at,
+            event,
+            keys,
+        } = self;
+        Message {
+            conv: *conv,
+            seq: *seq,
+            id: *id,
+            body: body.clone(),
+            sent_at: *sent_at,
+            event: event.clone(),
+            keys: keys.iter().filter(|(d, _)| *d == device).cloned().collect(),
+        }
     }
 }
 

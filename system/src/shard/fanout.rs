@@ -91,23 +91,27 @@ impl Shard {
         }
         // A job with devices got past the check above; one without has its cursor at zero.
         assert!(next >= job.next, "a fan-out cursor only moves forward");
-        let parked: Vec<DeviceId> =
-            job.devices[job.next as usize..(next as usize).min(job.devices.len())].to_vec();
+        // Each device's own copy, not the whole message (which carries every member's key).
+        let parked: Vec<(DeviceId, Message)> = job.devices
+            [job.next as usize..(next as usize).min(job.devices.len())]
+            .iter()
+            .map(|d| (*d, job.msg.for_device(*d)))
+            .collect();
         job.next = next;
         job.stepping = false;
-        let msg = job.msg.clone();
+        let id = job.msg.id;
         let park = job.park;
         let done = next as usize >= job.devices.len();
         self.timers.cancel(&Timer::Fanout(key));
-        for device in parked {
-            self.track(now, device, msg.for_device(device), park, out);
+        for (device, msg) in parked {
+            self.track(now, device, msg, park, out);
         }
         if done {
             if let Some(job) = self.jobs.remove(&key) {
                 if let Some((device, gateway)) = job.ack {
                     let sent = Down::Sent {
                         conv: key.0,
-                        id: msg.id,
+                        id,
                         seq: key.1,
                     };
                     Self::to_device(device, gateway, sent, out);
