@@ -181,6 +181,8 @@ impl Config {
             storage_model: StorageModel::default(),
             replicas: 0,
             keys: KeyDirectory::default(),
+            // Keys of their own per deployment (whoever has its seed can derive them).
+            key_seed: self.seed,
             knobs: Default::default(),
             // The real server speaks WebSocket; polling is a simulated comparison.
             transport: Default::default(),
@@ -188,7 +190,12 @@ impl Config {
         topo.keys = KeyDirectory::new(
             (0..topo.users)
                 .flat_map(|u| topo.devices_of(UserId(u)))
-                .map(|d| (d, chatsim_system::e2e::keypair(self.device_seed(d)).public))
+                .map(|d| {
+                    (
+                        d,
+                        chatsim_system::e2e::device_keypair(topo.key_seed, d, None).public,
+                    )
+                })
                 .collect(),
         );
         topo

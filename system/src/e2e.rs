@@ -54,6 +54,14 @@ pub fn keypair(seed: u64) -> KeyPair {
     keypair_known(seed, None)
 }
 
+/// Device `d`'s key pair in a deployment whose keys come from `key_seed`
+/// ([`crate::Deployment::key_seed`]), with its public half if the directory already has it.
+pub fn device_keypair(key_seed: u64, d: DeviceId, public: Option<[u8; 32]>) -> KeyPair {
+    // One seed per device, distinct for distinct devices under one `key_seed`.
+    let id = u64::from(d.user.0) << 8 | u64::from(d.index);
+    keypair_known(key_seed.rotate_left(29) ^ id, public)
+}
+
 /// As [`keypair`], with the public half already known (the deployment's key directory computed
 /// it from the same seed): deriving a public key is a scalar multiplication, and at 100,000
 /// devices computing each twice was half of an idle world's instructions (callgrind).
@@ -144,15 +152,15 @@ fn key_nonce(id: MsgId, version: Seq) -> [u8; 12] {
     n
 }
 
-thread_local! {
-    /// Agreements made on this thread, by their pair of public keys, lower first: X25519 is
-    /// symmetric, so both ends of a pair share one entry. One simulated run holds every device of
-    /// its world on one thread, and a device that restarts (or a model checker's state that rebuilds
-    /// one) agrees again with every peer: on big-group, 24,398 agreements were 35% of the run's
-    /// time, and reusing them took a fifth off its wall time. The secret is a pure function of the two keys, so reusing it
-    /// changes nothing a run does. Lookups only (never iterated), and emptied when full.
-    static AGREED: std::cell::RefCell<Agreed> = std::cell::RefCell::new(Agreed::new());
-}
+/// Agreements made in this process, by their pair of public keys, lower first: X25519 is
+/// symmetric, so both ends of a pair share one entry. A device that restarts (or a model
+/// checker's state that rebuilds one) agrees again with every peer, and the simulators give a
+/// device the same keys in every seed (`Deployment::key_seed`), so every seed of a swarm, a
+/// hunt or a shrink after the first finds its pairs here: on big-group, 24,398 agreements per
+/// run were 35% of its time. The secret is a pure function of the two keys, so reusing it
+/// changes nothing a run does. Lookups only (never iterated), and emptied when full.
+static AGREED: std::sync::LazyLock<std::sync::Mutex<Agreed>> =
+    std::sync::LazyLock::new(Default::default);
 
 /// Shared secrets by their pair of public keys.
 type Agreed = std::collections::HashMap<([u8; 32], [u8; 32]), [u8; 32]>;
@@ -167,21 +175,20 @@ fn agree(mine: &KeyPair, peer_public: &[u8; 32]) -> [u8; 32] {
     } else {
         (*peer_public, mine.public)
     };
-    AGREED.with(|agreed| {
-        if let Some(shared) = agreed.borrow().get(&pair) {
-            return *shared;
-        }
-        let shared = mine
-            .secret
-            .diffie_hellman(&PublicKey::from(*peer_public))
-            .to_bytes();
-        let mut agreed = agreed.borrow_mut();
-        if agreed.len() >= AGREED_MAX {
-            agreed.clear();
-        }
-        agreed.insert(pair, shared);
-        shared
-    })
+    if let Some(shared) = AGREED.lock().expect("never poisoned").get(&pair) {
+        return *shared;
+    }
+    // Outside the lock: another thread may make the same agreement meanwhile, to the same end.
+    let shared = mine
+        .secret
+        .diffie_hellman(&PublicKey::from(*peer_public))
+        .to_bytes();
+    let mut agreed = AGREED.lock().expect("never poisoned");
+    if agreed.len() >= AGREED_MAX {
+        agreed.clear();
+    }
+    agreed.insert(pair, shared);
+    shared
 }
 
 /// The keys one device shares with one peer, one per direction: the X25519 agreement runs
@@ -454,5 +461,30 @@ mod tests {
         let wire = encode_sender_key(9, &new);
         assert_eq!(decode_sender_key(&wire), Some((9, new)));
         assert_eq!(decode_sender_key(&wire[..20]), None);
+    }
+
+    // A device's keys are its own: no two devices of a deployment, and no two deployments'
+    // copies of a device, share a key pair; the same device and key seed always give the same.
+    #[test]
+    fn device_keys_differ_by_device_and_key_seed_and_repeat_for_both() {
+        let devices: Vec<DeviceId> = (0..300)
+            .flat_map(|u| {
+                (0..5).map(move |index| DeviceId {
+                    user: UserId(u),
+                    index,
+                })
+            })
+            .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for key_seed in [0, 1, 7] {
+            for d in &devices {
+                let k = device_keypair(key_seed, *d, None);
+                assert!(
+                    seen.insert(k.public),
+                    "{d} under key seed {key_seed} repeats a key"
+                );
+                assert_eq!(k.public, device_keypair(key_seed, *d, None).public);
+            }
+        }
     }
 }

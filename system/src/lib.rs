@@ -528,6 +528,12 @@ pub struct Deployment {
     pub replicas: u16,
     /// Every device's public key (the stand-in for a key server).
     pub keys: KeyDirectory,
+    /// What every device's key pair is derived from, with its id
+    /// ([`e2e::device_keypair`]). The simulators keep it 0, so a device has the same keys in
+    /// every seed and a swarm makes each pair's X25519 agreement once; a live deployment uses
+    /// its own seed.
+    #[serde(default)]
+    pub key_seed: u64,
     /// The bounds a BUGGIFY draw may shrink ([`knobs`]); the design's values by default.
     #[serde(default)]
     pub knobs: knobs::Knobs,

@@ -81,7 +81,12 @@ impl Cluster {
             .collect();
         topo.keys = crate::KeyDirectory::new(
             all.iter()
-                .map(|d| (*d, crate::e2e::keypair(seed_of(*d)).public))
+                .map(|d| {
+                    (
+                        *d,
+                        crate::e2e::device_keypair(topo.key_seed, *d, None).public,
+                    )
+                })
                 .collect(),
         );
         let devices = all

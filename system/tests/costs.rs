@@ -8,7 +8,7 @@
 mod common;
 
 use chatsim_system::device::Device;
-use chatsim_system::e2e::{keypair, seal, Bundle};
+use chatsim_system::e2e::{device_keypair, seal, Bundle};
 use chatsim_system::knobs::Knobs;
 use chatsim_system::limits::{GAP_REPAIR_DELAY_MS, GAP_RETRY_MS};
 use chatsim_system::probe::Probe;
@@ -33,7 +33,7 @@ fn welcomed(id: DeviceId, topo: Deployment) -> Device {
 
 /// The two-phone topology with real keys, so a phone alone can open what `text` seals.
 fn keyed() -> (Deployment, impl Fn(u64) -> Message) {
-    let (ka, kb) = (keypair(100), keypair(1));
+    let (ka, kb) = (device_keypair(0, A, None), device_keypair(0, B, None));
     let mut t = topo();
     t.keys = KeyDirectory::new([(A, ka.public), (B, kb.public)].into_iter().collect());
     let text = move |seq: u64| {

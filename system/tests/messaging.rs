@@ -67,11 +67,11 @@ fn an_offline_recipient_gets_the_message_from_its_inbox_on_reconnect() {
 #[test]
 fn a_gap_is_held_back_and_repaired_by_fetch() {
     use chatsim_system::device::Device;
-    use chatsim_system::e2e::{keypair, seal, Bundle};
+    use chatsim_system::e2e::{device_keypair, seal, Bundle};
     use chatsim_system::limits::GAP_REPAIR_DELAY_MS;
     use chatsim_system::proto::{Down, Message, MsgId, Up};
     let conv = ConvId::direct(A.user, B.user);
-    let (ka, kb) = (keypair(100), keypair(1));
+    let (ka, kb) = (device_keypair(0, A, None), device_keypair(0, B, None));
     let mut t = topo();
     t.keys =
         chatsim_system::KeyDirectory::new([(A, ka.public), (B, kb.public)].into_iter().collect());

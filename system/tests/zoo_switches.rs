@@ -10,7 +10,7 @@ mod common;
 
 use chatsim_system::bugs::{Bug, Bugs};
 use chatsim_system::device::Device;
-use chatsim_system::e2e::{keypair, seal, Bundle};
+use chatsim_system::e2e::{device_keypair, seal, Bundle};
 use chatsim_system::limits::{
     GAP_REPAIR_DELAY_MS, GAP_RETRY_MS, INBOX_SYNC_MS, OUTBOX_RETRY_MS_MIN, RECEIPT_DELAY_MS,
 };
@@ -35,9 +35,9 @@ fn conv() -> ConvId {
 
 /// The two-user world with real keys (a phone only shows what it can open) and `bugs` on.
 fn world(bugs: &[Bug]) -> Deployment {
-    let keys = [(A, SEED_A), (A1, SEED_A1), (B, SEED_B)]
+    let keys = [A, A1, B]
         .into_iter()
-        .map(|(d, seed)| (d, keypair(seed).public))
+        .map(|d| (d, device_keypair(0, d, None).public))
         .collect();
     Deployment {
         keys: KeyDirectory::new(keys),
@@ -53,9 +53,9 @@ fn text(from: (DeviceId, u64), to: (DeviceId, u64), seq: Seq) -> Message {
         n: seq as u32,
     };
     let copy = seal(
-        &keypair(from.1),
+        &device_keypair(0, from.0, None),
         to.0,
-        &keypair(to.1).public,
+        &device_keypair(0, to.0, None).public,
         id,
         format!("m{seq}").as_bytes(),
     );

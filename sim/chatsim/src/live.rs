@@ -192,7 +192,7 @@ pub fn parse_command(me: DeviceId, line: &str) -> Result<Option<Action>, String>
 pub fn provisioning(cfg: &Config, me: DeviceId) -> serde_json::Value {
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let topo = cfg.deployment();
-    let keys = chatsim_system::e2e::keypair(cfg.device_seed(me));
+    let keys = chatsim_system::e2e::device_keypair(topo.key_seed, me, None);
     let directory: Vec<serde_json::Value> = (0..cfg.users)
         .flat_map(|u| topo.devices_of(UserId(u)))
         .filter_map(|d| {

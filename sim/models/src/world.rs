@@ -261,7 +261,12 @@ pub fn keyed(topo: &Deployment) -> Deployment {
     topo.keys = chatsim_system::KeyDirectory::new(
         (0..topo.users)
             .flat_map(|u| topo.devices_of(UserId(u)))
-            .map(|d| (d, chatsim_system::e2e::keypair(seed_of(d)).public))
+            .map(|d| {
+                (
+                    d,
+                    chatsim_system::e2e::device_keypair(topo.key_seed, d, None).public,
+                )
+            })
             .collect(),
     );
     topo

@@ -686,7 +686,7 @@ pub fn run_carried(
     bugs: Bugs,
     keep: Keep,
 ) -> Result<RawRun, EngineError> {
-    let topo = deployment(scenario, seed, &plan, bugs);
+    let topo = deployment(scenario, &plan, bugs);
     let lat = scenario.network.latency_ms;
     let mut sim = simulation(
         scenario,

@@ -25,7 +25,7 @@ pub fn device_seed(seed: u64, d: DeviceId) -> u64 {
 }
 
 /// The deployment a scenario describes for one seed, its key directory included.
-pub fn deployment(scenario: &Scenario, seed: u64, plan: &Plan, bugs: Bugs) -> Deployment {
+pub fn deployment(scenario: &Scenario, plan: &Plan, bugs: Bugs) -> Deployment {
     let t = &scenario.topology;
     let mut topo = Deployment {
         users: t.users,
@@ -39,6 +39,8 @@ pub fn deployment(scenario: &Scenario, seed: u64, plan: &Plan, bugs: Bugs) -> De
         push: scenario.push.spec(),
         bugs,
         keys: Default::default(),
+        // Fixed: a device keeps its keys from seed to seed, so a swarm agrees each pair once.
+        key_seed: 0,
         late_devices: plan.late_devices(),
         knobs: plan.knobs,
         transport: t.transport,
@@ -46,7 +48,12 @@ pub fn deployment(scenario: &Scenario, seed: u64, plan: &Plan, bugs: Bugs) -> De
     topo.keys = KeyDirectory::new(
         (0..topo.users)
             .flat_map(|u| topo.devices_of(UserId(u)))
-            .map(|d| (d, chatsim_system::e2e::keypair(device_seed(seed, d)).public))
+            .map(|d| {
+                (
+                    d,
+                    chatsim_system::e2e::device_keypair(topo.key_seed, d, None).public,
+                )
+            })
             .collect(),
     );
     topo

@@ -223,12 +223,12 @@ impl Device {
         if online && linked {
             timers.set(Timer::Reconnect, 0);
         }
-        // The directory's copy was derived from this same seed (a test world may have none).
-        let keys = crate::e2e::keypair_known(seed, topo.keys.get(&id).copied());
+        // The directory's copy was derived from the same key seed (a test world may have none).
+        let keys = crate::e2e::device_keypair(topo.key_seed, id, topo.keys.get(&id).copied());
         debug_assert_eq!(
             keys.public,
-            crate::e2e::keypair(seed).public,
-            "the key directory disagrees with {id}'s own seed"
+            crate::e2e::device_keypair(topo.key_seed, id, None).public,
+            "the key directory disagrees with {id}'s own keys"
         );
         let mut rng = crate::draws::Draws::seeded(seed);
         let skew = topo.clock_skew_ms.unwrap_or(CLOCK_SKEW_MS_MAX) as i64;

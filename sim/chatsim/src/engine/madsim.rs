@@ -241,6 +241,7 @@ impl Shared {
             let mut queue: VecDeque<(Instant, Bytes)> = VecDeque::new();
             let mut last = Instant::now();
             let mut open = true;
+            let mut alarm = Alarm::default();
             while open || !queue.is_empty() {
                 let front = queue.front().map(|(at, _)| *at);
                 tokio::select! {
@@ -263,7 +264,7 @@ impl Shared {
                         }
                         None => open = false,
                     },
-                    _ = sleep_until(front.unwrap_or(last)), if front.is_some() => {
+                    _ = alarm.until(front.unwrap_or(last)), if front.is_some() => {
                         // Everything due goes now: madsim sleeps at least 1 ms, so releasing one
                         // frame per wake-up would cap the link at 1,000 frames a second.
                         let now = Instant::now();
@@ -444,6 +445,53 @@ fn acceptors(host: Host, topo: &Deployment) -> u64 {
     }
 }
 
+/// A host loop's timer. madsim's `Sleep` adds a timer to the scheduler on every poll and
+/// cannot take one back, so a fresh `sleep_until` per turn of a `select!` loop left one timer
+/// per event behind, each waking the task again when it fired. An alarm asks for a wake-up only
+/// when none is outstanding at or before the deadline it waits for.
+#[derive(Default)]
+struct Alarm {
+    /// The earliest wake-up asked for and not yet passed.
+    armed: Option<Instant>,
+}
+
+impl Alarm {
+    /// Ready once `at` has passed.
+    fn until(&mut self, at: Instant) -> AlarmWait<'_> {
+        AlarmWait { alarm: self, at }
+    }
+}
+
+/// [`Alarm::until`]'s future.
+struct AlarmWait<'a> {
+    alarm: &'a mut Alarm,
+    at: Instant,
+}
+
+impl Future for AlarmWait<'_> {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let now = Instant::now();
+        if now >= self.at {
+            return std::task::Poll::Ready(());
+        }
+        // A wake-up still to come no later than `at` re-polls this task in time.
+        let pending = self.alarm.armed.filter(|a| *a > now);
+        if pending.is_none_or(|a| a > self.at) {
+            let mut sleep = std::pin::pin!(sleep_until(self.at));
+            // Registers the wake-up with this task's waker; the timer outlives the `Sleep`.
+            let _ = sleep.as_mut().poll(cx);
+            let at = self.at;
+            self.alarm.armed = Some(pending.map_or(at, |a| a.min(at)));
+        }
+        std::task::Poll::Pending
+    }
+}
+
 async fn server_main(host: Host, sh: Arc<Shared>) {
     let machine = sh.durable.machine(host, &sh.topo, sh.seed);
     let listener = TcpListener::bind(addr_of(host))
@@ -483,6 +531,7 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
         peers: BTreeMap::new(),
     };
     let mut server = ServerHost::new(host, machine);
+    let mut alarm = Alarm::default();
     loop {
         let deadline = server.deadline().map(|t| sh.t0 + Duration::from_millis(t));
         tokio::select! {
@@ -491,7 +540,7 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
                 let ev = ev.expect("this task holds a sender");
                 server.on_event(sh.now(), ev, &mut links);
             }
-            _ = sleep_until(deadline.unwrap_or(sh.t0 + NEVER)), if deadline.is_some() => {
+            _ = alarm.until(deadline.unwrap_or(sh.t0 + NEVER)), if deadline.is_some() => {
                 server.on_deadline(sh.now(), &mut links);
             }
         }
@@ -564,6 +613,7 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
         me: Host::Device(id),
         events: tx,
     };
+    let mut alarm = Alarm::default();
     loop {
         let deadline_at = phone.deadline().map(|t| sh.t0 + Duration::from_millis(t));
         tokio::select! {
@@ -572,7 +622,7 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
                 let ev = ev.expect("this task holds a sender");
                 phone.on_event(sh.now(), ev, &sh.rec, &mut links);
             }
-            _ = sleep_until(deadline_at.unwrap_or(sh.t0 + NEVER)), if deadline_at.is_some() => {
+            _ = alarm.until(deadline_at.unwrap_or(sh.t0 + NEVER)), if deadline_at.is_some() => {
                 phone.on_deadline(sh.now(), &sh.rec, &mut links);
             }
         }
@@ -679,7 +729,7 @@ async fn simulate_keeping(
         .iter()
         .map(|l| ((l.from, l.to), l.extra_latency_ms))
         .collect();
-    let topo = deployment(scenario, seed, &plan, bugs);
+    let topo = deployment(scenario, &plan, bugs);
     world(topo, seed, server_hosts(scenario), plan, links, keep).await
 }
 
