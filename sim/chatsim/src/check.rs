@@ -2,7 +2,7 @@
 //! `chatsim-models` with stateright, and its Explorer on loopback. Stories of counterexamples
 //! are told in the same words as the models' `describe`.
 
-use chatsim_models::models::{by_name, model_for, NAMES};
+use chatsim_models::models::{by_name, model_for, BIGGER, NAMES};
 use chatsim_models::{describe, explain, routine, ChatModel, ALWAYS};
 use chatsim_system::bugs::{Bug, Bugs};
 use serde::Serialize;
@@ -13,7 +13,7 @@ use std::time::Instant;
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
     /// No model of that name.
-    #[error("--model: no model named {0:?}; the models are {models}", models = NAMES.join(", "))]
+    #[error("--model: no model named {0:?}; the models are {models}, and one size up {bigger}", models = NAMES.join(", "), bigger = BIGGER.join(", "))]
     UnknownModel(String),
     /// The bug shows in no small model.
     #[error("--bug {0}: no small model shows this bug (yet); `chatsim bugs` names the scenario that does")]

@@ -248,7 +248,7 @@ enum Command {
     /// Explore small worlds exhaustively (stateright) over the same state machines; with
     /// `--bug`, find the shortest story that shows it.
     Check {
-        /// One model (direct, read, reconnect, group, failover, handover, adversary; default: all, or the bug's).
+        /// One model (direct, read, reconnect, group, failover, handover, adversary; default: all, or the bug's; one size up, only when named: direct-3, direct-2-faults).
         #[arg(long, value_name = "NAME")]
         model: Option<String>,
         /// Switch on a bug-zoo mistake and stop at its first counterexample.

@@ -26,6 +26,10 @@ pub const NAMES: [&str; 7] = [
     "adversary",
 ];
 
+/// Worlds one size up, searched only when named (`chatsim check --model direct-3`): the depth
+/// first search made them affordable on a laptop, not in CI's budget.
+pub const BIGGER: [&str; 2] = ["direct-3", "direct-2-faults"];
+
 fn user(u: u32) -> DeviceId {
     DeviceId::primary(UserId(u))
 }
@@ -509,6 +513,22 @@ pub fn by_name(name: &str, bugs: &Bugs) -> Option<ChatModel> {
         "failover" => Failover::default().into_model(bugs),
         "handover" => Handover::default().into_model(bugs),
         "adversary" => Adversary::default().into_model(bugs),
+        "direct-3" => ChatModel {
+            name: "direct-3",
+            ..Direct {
+                messages: 3,
+                ..Direct::default()
+            }
+            .into_model(bugs)
+        },
+        "direct-2-faults" => ChatModel {
+            name: "direct-2-faults",
+            ..Direct {
+                faults: 2,
+                ..Direct::default()
+            }
+            .into_model(bugs)
+        },
         _ => return None,
     })
 }

@@ -1,7 +1,9 @@
 //! The models searched completely: pinned state counts for small clean variants (an accidental
 //! change to the state space shows here), and each bug's counterexample found.
 
-use chatsim_models::models::{by_name, model_for, Adversary, Direct, Failover, Group, Handover};
+use chatsim_models::models::{
+    by_name, model_for, Adversary, Direct, Failover, Group, Handover, BIGGER,
+};
 use chatsim_models::{explain, ChatModel};
 use chatsim_system::bugs::{Bug, Bugs};
 use stateright::{Checker, HasDiscoveries, Model};
@@ -305,4 +307,15 @@ fn the_default_group_model_is_searched_whole() {
     let m = by_name("group", &Bugs::none()).expect("group exists");
     let reached = [SHOWN, "a server crashes", DELIVERED];
     passes("group, as chatsim check runs it", m, &reached, 149_533);
+}
+
+// The worlds one size up answer to their names (searched by hand, `chatsim check --model
+// direct-3`: millions of states, past CI's budget; reports/bench/bigger-models.txt).
+#[test]
+fn the_bigger_worlds_answer_to_their_names() {
+    for name in BIGGER {
+        let m = by_name(name, &Bugs::none()).unwrap_or_else(|| panic!("{name} exists"));
+        assert_eq!(m.name, name);
+    }
+    assert!(by_name("direct-4", &Bugs::none()).is_none());
 }
