@@ -24,7 +24,8 @@ pub fn device_seed(seed: u64, d: DeviceId) -> u64 {
     )
 }
 
-/// The deployment a scenario describes for one seed, its key directory included.
+/// The deployment a scenario and a seed's plan describe, its key directory included (the keys
+/// are the same for every seed).
 pub fn deployment(scenario: &Scenario, plan: &Plan, bugs: Bugs) -> Deployment {
     let t = &scenario.topology;
     let mut topo = Deployment {
