@@ -300,6 +300,24 @@ fn the_default_direct_model_is_searched_whole() {
     passes("direct, as chatsim check runs it", m, &reached, 260_471);
 }
 
+// The other default models, searched whole as `chatsim check` runs them, since the search went
+// depth first: every model `check` runs by default has its count pinned here.
+#[test]
+fn the_default_read_reconnect_and_failover_models_are_searched_whole() {
+    let whole = |name: &str| by_name(name, &Bugs::none()).expect("the model exists");
+    let crash = "a server crashes";
+    passes(
+        "read",
+        whole("read"),
+        &["a message is read", SHOWN, DELIVERED],
+        281_180,
+    );
+    let reached = ["a drain completes", SHOWN, crash, DELIVERED];
+    passes("reconnect", whole("reconnect"), &reached, 437_032);
+    let reached = [SHOWN, "a shard takes over", DELIVERED];
+    passes("failover", whole("failover"), &reached, 389_715);
+}
+
 // The full `group` model (three users, a group made and posted to, a shard crash): before the
 // speed-up the slowest search, 73 s on two threads in release.
 #[test]
