@@ -26,7 +26,6 @@ const A1: DeviceId = DeviceId {
     index: 1,
 };
 const SEED_A: u64 = 100;
-const SEED_A1: u64 = 101;
 const SEED_B: u64 = 1;
 
 fn conv() -> ConvId {
@@ -47,15 +46,15 @@ fn world(bugs: &[Bug]) -> Deployment {
 }
 
 /// A text in the A–B chat from `from` to `to`, stored at `seq`.
-fn text(from: (DeviceId, u64), to: (DeviceId, u64), seq: Seq) -> Message {
+fn text(from: DeviceId, to: DeviceId, seq: Seq) -> Message {
     let id = MsgId {
-        device: from.0,
+        device: from,
         n: seq as u32,
     };
     let copy = seal(
-        &device_keypair(0, from.0, None),
-        to.0,
-        &device_keypair(0, to.0, None).public,
+        &device_keypair(0, from, None),
+        to,
+        &device_keypair(0, to, None).public,
         id,
         format!("m{seq}").as_bytes(),
     );
@@ -64,7 +63,7 @@ fn text(from: (DeviceId, u64), to: (DeviceId, u64), seq: Seq) -> Message {
         seq,
         id,
         body: Bundle {
-            copies: vec![(to.0, copy)],
+            copies: vec![(to, copy)],
         }
         .encode(),
         sent_at: 0,
@@ -75,7 +74,7 @@ fn text(from: (DeviceId, u64), to: (DeviceId, u64), seq: Seq) -> Message {
 
 /// A's text to B at `seq`.
 fn from_a(seq: Seq) -> Message {
-    text((A, SEED_A), (B, SEED_B), seq)
+    text(A, B, seq)
 }
 
 /// One phone driven by hand, with its own clock.
@@ -396,7 +395,7 @@ fn read_before_delivered_does_not_read_our_own_companions_text() {
     };
     let mut a = Phone::ready(A, SEED_A, topo);
     a.act(Action::OpenChat { conv: conv() });
-    let ours = |seq| text((A1, SEED_A1), (A, SEED_A), seq);
+    let ours = |seq| text(A1, A, seq);
     let mut out = a.deliver(ours(1));
     out.extend(a.deliver(ours(3)));
     out.extend(a.wait(RECEIPT_DELAY_MS));
