@@ -189,6 +189,10 @@ enum Command {
         /// BUGGIFY, as `run --buggify` (the failing run's knobs come from its seed).
         #[arg(long)]
         buggify: bool,
+        /// Runs tried at once (default: one per core). The shrunk scenario is the same at
+        /// any number: removals are judged in order, the later ones only speculation.
+        #[arg(long)]
+        jobs: Option<usize>,
     },
     /// Combine the `--json` output of `swarm --shard k/n` runs into the one result an unsharded
     /// swarm gives: the same summary and JSON, one JUnit file, one report. Refuses pieces that
@@ -224,6 +228,10 @@ enum Command {
         /// Where to write the shrunk scenario.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Runs tried at once, seeds and shrink steps (default: one per core). What is
+        /// caught and kept is the same at any number.
+        #[arg(long)]
+        jobs: Option<usize>,
     },
     /// Measure the simulator against its engine's floor, side by side in one process: bare
     /// nodes replaying the same frames, the full system with faults off, and with faults on.
@@ -644,6 +652,18 @@ fn finish_swarm(
     }
 }
 
+/// Run `f` on a pool of `jobs` worker threads (default: one per core), which is how wide the
+/// shrinker and the hunt try runs at once.
+fn in_pool<T: Send>(jobs: Option<usize>, f: impl FnOnce() -> T + Send) -> T {
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs.max(1))
+        .thread_name(|i| format!("shrink-{i}"))
+        .build()
+        .expect("the OS can start worker threads")
+        .install(f)
+}
+
 fn shrink_and_write(
     s: &Scenario,
     seed: u64,
@@ -923,15 +943,23 @@ fn main() -> ExitCode {
             invariant,
             out,
             buggify,
+            jobs,
         } => {
             let s = match load(&scenario) {
                 Ok(s) => buggified(s, buggify),
                 Err(code) => return code,
             };
             let bugs: Bugs = bugs.into_iter().collect();
-            shrink_and_write(&s, seed, &bugs, invariant.as_deref(), out)
+            in_pool(jobs, || {
+                shrink_and_write(&s, seed, &bugs, invariant.as_deref(), out)
+            })
         }
-        Command::Hunt { bug, seeds, out } => {
+        Command::Hunt {
+            bug,
+            seeds,
+            out,
+            jobs,
+        } => {
             let info = bug.info();
             if !info.available {
                 return fail(
@@ -947,15 +975,31 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let bugs: Bugs = [bug].into_iter().collect();
-            match chatsim::shrink::hunt(&s, &bugs, info.caught_by, seeds, 0) {
+            let hunted = in_pool(jobs, || {
+                chatsim::shrink::hunt(
+                    &s,
+                    &bugs,
+                    info.caught_by,
+                    seeds,
+                    chatsim::shrink::HUNT_SHORT_ENOUGH,
+                    &mut |seed, at| {
+                        eprintln!("caught on seed {seed} after {at:.1} s of wall; shrinking it");
+                    },
+                )
+            });
+            match hunted {
                 Ok(Some(h)) => {
                     let seeds: Vec<String> = h.caught.iter().map(ToString::to_string).collect();
                     println!(
-                        "caught `{bug}` on seeds {} of {}: {} broke; kept seed {}, the shortest story",
+                        "caught `{bug}` on seeds {} of {}: {} broke; kept seed {}, the shortest story \
+                         shrunk ({} events; first caught after {:.1} s, all shrunk after {:.1} s)",
                         seeds.join(", "),
                         info.scenario,
                         info.caught_by,
-                        h.seed
+                        h.seed,
+                        h.shrunk.events_after,
+                        h.first_catch_seconds,
+                        h.seconds
                     );
                     write_shrunk(&s, h.seed, &bugs, &h.shrunk, out)
                 }

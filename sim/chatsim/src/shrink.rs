@@ -12,6 +12,8 @@ use crate::scenario::{action_name, EventAction, Role, Scenario, ScheduledEvent, 
 use chatsim_judge::{Event, Fault};
 use chatsim_system::bugs::Bugs;
 use chatsim_system::Observation;
+use rayon::prelude::*;
+use std::collections::BTreeSet;
 use std::fmt::Write;
 
 /// Simulation runs one shrink may spend.
@@ -46,6 +48,37 @@ pub struct Shrunk {
 /// seeds 1 to 3).
 pub const HUNT_CATCHES: usize = 3;
 
+/// Runs a hunt's shrink may spend removing nothing before it gives that catch up (it still
+/// counts as caught, with its story unshrunk). Some seeds' failures are races that any
+/// removal reshuffles away: measured, shard-failover seed 11 with `unfenced-failover` and
+/// session-race seed 11 with `session-register-last-wins` spent the whole 2,000-run budget
+/// and kept all of their 735 and 553 events, while another catch of the same bug shrank to 22
+/// and 2 events in under 100 runs. ddmin's first six rounds (halves to 64ths) take 126 runs.
+pub const HUNT_BARREN_RUNS: usize = 100;
+
+/// A story this short (in events) is short enough for `chatsim hunt`: it stops there rather
+/// than shrink more catches in search of a shorter one.
+pub const HUNT_SHORT_ENOUGH: usize = 3;
+
+/// Runs each of a hunt's shrinks may spend in all. A hunt keeps the shortest of several
+/// catches, so one that shrinks slowly need not be followed to the end: measured, the kept
+/// stories took 37 to 441 runs, while a catch that would not shrink took the whole 2,000.
+/// `chatsim shrink` of one seed keeps [`SHRINK_RUNS_MAX`].
+pub const HUNT_SHRINK_RUNS: usize = 500;
+
+/// How far a shrink goes: its run budget, and the runs after which it stops if it has
+/// removed nothing.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    runs: usize,
+    barren: Option<usize>,
+}
+
+const HUNT_LIMITS: Limits = Limits {
+    runs: HUNT_SHRINK_RUNS,
+    barren: Some(HUNT_BARREN_RUNS),
+};
+
 /// What a hunt found: the seed whose shrunk story is shortest, and every seed that caught it.
 #[derive(Clone, Debug)]
 pub struct Hunted {
@@ -55,46 +88,79 @@ pub struct Hunted {
     pub shrunk: Shrunk,
     /// Every catching seed that was shrunk, in order.
     pub caught: Vec<u64>,
+    /// Wall time from the hunt's start until its first catch was judged: how long finding
+    /// the bug took, before any shrinking.
+    pub first_catch_seconds: f64,
+    /// Wall time of the whole hunt, shrinks included.
+    pub seconds: f64,
 }
 
 /// Run `scenario` with `bugs` on seeds 1..=`seeds` until `invariant` breaks on
 /// [`HUNT_CATCHES`] of them (or the seeds run out), shrink each catch, and keep the shortest;
-/// stop early at a story of `enough` events or fewer. `None` when no seed caught it.
+/// stop early at a story of `enough` events or fewer. `None` when no seed caught it. Seeds are
+/// tried, and each shrink's removals, as many at once as the current rayon pool has threads;
+/// what is found is the same at any width (seeds are judged in order, later ones in a window
+/// only ever wasted). `on_catch` hears of each catching seed, with the wall seconds since the
+/// start, before it is shrunk: a catch is news while its shrink still runs.
 pub fn hunt(
     scenario: &Scenario,
     bugs: &Bugs,
     invariant: &str,
     seeds: u64,
     enough: usize,
+    on_catch: &mut dyn FnMut(u64, f64),
 ) -> Result<Option<Hunted>, ShrinkError> {
+    let started = std::time::Instant::now();
+    let mut first_catch_seconds = 0.0;
+    let width = u64::try_from(rayon::current_num_threads().max(1)).unwrap_or(1);
     let mut best: Option<Hunted> = None;
     let mut caught = Vec::new();
-    for seed in 1..=seeds {
-        let r = run_seed_keeping(Engine::Madsim, scenario, seed, bugs, Keep::VERDICT)?;
-        if !r.invariants.iter().any(|v| v.name == invariant && !v.holds) {
-            continue;
-        }
-        caught.push(seed);
-        let shrunk = shrink(scenario, seed, bugs, Some(invariant))?;
-        if best
-            .as_ref()
-            .is_none_or(|b| shrunk.events_after < b.shrunk.events_after)
-        {
-            best = Some(Hunted {
-                seed,
-                shrunk,
-                caught: Vec::new(),
-            });
-        }
-        let short = best
-            .as_ref()
-            .is_some_and(|b| b.shrunk.events_after <= enough);
-        if caught.len() >= HUNT_CATCHES || short {
-            break;
+    let mut from = 1;
+    'windows: while from <= seeds {
+        let window: Vec<u64> = (from..=seeds.min(from + width - 1)).collect();
+        from += width;
+        let runs: Vec<Result<RunReport, RunError>> = window
+            .par_iter()
+            .map(|&seed| run_seed_keeping(Engine::Madsim, scenario, seed, bugs, Keep::VERDICT))
+            .collect();
+        for (seed, r) in window.into_iter().zip(runs) {
+            if !r?
+                .invariants
+                .iter()
+                .any(|v| v.name == invariant && !v.holds)
+            {
+                continue;
+            }
+            let at = started.elapsed().as_secs_f64();
+            if caught.is_empty() {
+                first_catch_seconds = at;
+            }
+            on_catch(seed, at);
+            caught.push(seed);
+            let shrunk = shrink_within(scenario, seed, bugs, Some(invariant), HUNT_LIMITS)?;
+            if best
+                .as_ref()
+                .is_none_or(|b| shrunk.events_after < b.shrunk.events_after)
+            {
+                best = Some(Hunted {
+                    seed,
+                    shrunk,
+                    caught: Vec::new(),
+                    first_catch_seconds,
+                    seconds: 0.0,
+                });
+            }
+            let short = best
+                .as_ref()
+                .is_some_and(|b| b.shrunk.events_after <= enough);
+            if caught.len() >= HUNT_CATCHES || short {
+                break 'windows;
+            }
         }
     }
     Ok(best.map(|mut b| {
         b.caught = caught;
+        b.seconds = started.elapsed().as_secs_f64();
         b
     }))
 }
@@ -233,6 +299,10 @@ struct Trial<'a> {
     bugs: &'a Bugs,
     invariant: String,
     runs: usize,
+    /// Runs this shrink may spend.
+    budget: usize,
+    /// Stop ddmin after this many runs if nothing was removed yet.
+    give_up: Option<usize>,
 }
 
 impl Trial<'_> {
@@ -246,47 +316,163 @@ impl Trial<'_> {
 
     /// Whether the variant still breaks the invariant (false once the run budget is spent).
     fn fails(&mut self, s: &Scenario) -> Option<RunReport> {
-        if self.runs >= SHRINK_RUNS_MAX {
+        if self.runs >= self.budget {
             return None;
         }
         self.runs += 1;
+        self.breaks(s)
+    }
+
+    fn breaks(&self, s: &Scenario) -> Option<RunReport> {
         let r = run_seed_keeping(Engine::Madsim, s, self.seed, self.bugs, Keep::VERDICT).ok()?;
         r.invariants
             .iter()
             .any(|v| v.name == self.invariant && !v.holds)
             .then_some(r)
     }
+
+    /// The first of `candidates`, in order, that still breaks the invariant, as
+    /// [`Trial::fails`] on each in turn would find it, and with the runs counted as it would
+    /// count them (up to and including that one, within the budget). Up to as many run at once
+    /// as the current rayon pool has threads: the ones after the first that breaks were
+    /// speculative and are not counted, so the outcome never depends on the pool's width.
+    fn first_failing(&mut self, candidates: &[Scenario]) -> Option<(usize, RunReport)> {
+        let width = rayon::current_num_threads().max(1);
+        let budget = self.budget.saturating_sub(self.runs);
+        let candidates = &candidates[..candidates.len().min(budget)];
+        for (b, batch) in candidates.chunks(width).enumerate() {
+            let broke: Vec<Option<RunReport>> = if batch.len() == 1 {
+                vec![self.breaks(&batch[0])]
+            } else {
+                let me = &*self;
+                batch.par_iter().map(|s| me.breaks(s)).collect()
+            };
+            match broke
+                .into_iter()
+                .enumerate()
+                .find_map(|(i, r)| Some((i, r?)))
+            {
+                Some((i, r)) => {
+                    self.runs += i + 1;
+                    return Some((b * width + i, r));
+                }
+                None => self.runs += batch.len(),
+            }
+        }
+        None
+    }
 }
 
-/// ddmin over units: remove chunks while the invariant still breaks.
-fn ddmin(trial: &mut Trial<'_>, mut units: Vec<Unit>) -> Vec<Unit> {
-    let mut n = 2usize;
-    while units.len() >= 2 {
-        let chunk = units.len().div_ceil(n);
-        let chunks = n;
-        let mut reduced = false;
-        for i in 0..chunks {
-            let (lo, hi) = (i * chunk, ((i + 1) * chunk).min(units.len()));
-            if lo >= hi {
-                continue;
-            }
-            let rest: Vec<Unit> = units[..lo].iter().chain(&units[hi..]).cloned().collect();
-            let s = trial.variant(flatten(&rest));
-            if trial.fails(&s).is_some() {
-                units = rest;
-                n = (n - 1).max(2);
-                reduced = true;
-                break;
-            }
+/// Who a violation is about: the users of its message's conversation (its sender, and the
+/// other member of a direct one), the user of the device that saw it, and its group. `None`
+/// when it names neither a message nor a device (a load bound: everyone may matter).
+fn concerned(report: &RunReport, invariant: &str) -> Option<(BTreeSet<u32>, Option<u32>)> {
+    let v = report
+        .invariants
+        .iter()
+        .find(|v| v.name == invariant)
+        .and_then(|v| v.violations.first())?;
+    if v.message.is_none() && v.device.is_none() {
+        return None;
+    }
+    let (mut users, mut group) = (BTreeSet::new(), None);
+    for rec in &report.history.records {
+        let Event::Device { device, obs } = &rec.event else {
+            continue;
+        };
+        if v.device.as_deref() == Some(device.to_string().as_str()) {
+            users.insert(device.user.0);
         }
-        if !reduced {
-            if n >= units.len() {
-                break;
+        if let Observation::Sent { id, conv, .. } = obs {
+            if v.message.as_deref() == Some(id.to_string().as_str()) {
+                users.insert(id.device.user.0);
+                match conv.group_number() {
+                    Some(g) => group = Some(g),
+                    None => {
+                        let (a, b) = conv.direct_members();
+                        users.extend([a.0, b.0]);
+                    }
+                }
             }
-            n = (n * 2).min(units.len());
         }
     }
-    units
+    Some((users, group))
+}
+
+/// Before ddmin, one try at keeping only the units that concern the violation's users and
+/// group, with every fault on a server or the network (the units that name no user). A
+/// seed's hundreds of unrelated sends would otherwise cost ddmin many runs to remove in
+/// chunks, each of which may reshuffle the draws enough to lose the failure; when this one
+/// run still fails, ddmin starts from tens of units instead. One run, and nothing changes
+/// when it no longer fails. With the focused units, the run that showed they still fail.
+fn focus(
+    trial: &mut Trial<'_>,
+    units: Vec<Unit>,
+    report: &RunReport,
+) -> (Vec<Unit>, Option<RunReport>) {
+    let Some((users, group)) = concerned(report, &trial.invariant.clone()) else {
+        return (units, None);
+    };
+    let relevant = |e: &ScheduledEvent| {
+        let named: Vec<u32> = [e.user, e.to, e.member]
+            .into_iter()
+            .flatten()
+            .chain(e.members.iter().copied())
+            .collect();
+        (named.is_empty() && e.group.is_none())
+            || named.iter().any(|u| users.contains(u))
+            || (e.group.is_some() && e.group == group)
+    };
+    let focused: Vec<Unit> = units
+        .iter()
+        .filter(|u| u.iter().any(relevant))
+        .cloned()
+        .collect();
+    if focused.len() == units.len() || focused.is_empty() {
+        return (units, None);
+    }
+    let s = trial.variant(flatten(&focused));
+    match trial.fails(&s) {
+        Some(r) => (focused, Some(r)),
+        None => (units, None),
+    }
+}
+
+/// ddmin over units: remove chunks while the invariant still breaks. A round's removals are
+/// tried in order and the first that still breaks is taken, several at once when the rayon
+/// pool has threads to spare (the choice is the same as one at a time). With the units kept,
+/// the run of the last removal taken (`None` if none was): each taken removal was a run that
+/// still failed, so the result needs no run of its own, which the budget may no longer allow.
+fn ddmin(trial: &mut Trial<'_>, mut units: Vec<Unit>) -> (Vec<Unit>, Option<RunReport>) {
+    let mut last = None;
+    let mut n = 2usize;
+    let start = units.len();
+    while units.len() >= 2 {
+        if units.len() == start && trial.give_up.is_some_and(|g| trial.runs >= g) {
+            break;
+        }
+        let chunk = units.len().div_ceil(n);
+        let rests: Vec<Vec<Unit>> = (0..n)
+            .map(|i| (i * chunk, ((i + 1) * chunk).min(units.len())))
+            .filter(|(lo, hi)| lo < hi)
+            .map(|(lo, hi)| units[..lo].iter().chain(&units[hi..]).cloned().collect())
+            .collect();
+        let variants: Vec<Scenario> = rests.iter().map(|r| trial.variant(flatten(r))).collect();
+        match trial.first_failing(&variants) {
+            Some((i, r)) => {
+                units = rests.into_iter().nth(i).expect("the index is of a rest");
+                last = Some(r);
+                n = (n - 1).max(2);
+            }
+            None => {
+                if n >= units.len() {
+                    break;
+                }
+                n = (n * 2).min(units.len());
+            }
+        }
+    }
+    (units, last)
 }
 
 /// Shrink `seed` of `scenario` with `bugs` until `invariant` (default: the first broken one)
@@ -296,6 +482,21 @@ pub fn shrink(
     seed: u64,
     bugs: &Bugs,
     invariant: Option<&str>,
+) -> Result<Shrunk, ShrinkError> {
+    let limits = Limits {
+        runs: SHRINK_RUNS_MAX,
+        barren: None,
+    };
+    shrink_within(scenario, seed, bugs, invariant, limits)
+}
+
+/// As [`shrink`], within `limits`.
+fn shrink_within(
+    scenario: &Scenario,
+    seed: u64,
+    bugs: &Bugs,
+    invariant: Option<&str>,
+    limits: Limits,
 ) -> Result<Shrunk, ShrinkError> {
     let original = run_seed_keeping(Engine::Madsim, scenario, seed, bugs, Keep::VERDICT)?;
     let broken: Vec<&str> = original
@@ -337,16 +538,18 @@ pub fn shrink(
         bugs,
         invariant: invariant.clone(),
         runs: 0,
+        budget: limits.runs,
+        give_up: limits.barren,
     };
 
     // The explicit schedule must still fail before anything is removed; if the conversion
     // itself changed the run, shrinking would chase a different failure.
     let mut best = trial.variant(events.clone());
     let mut report = trial.fails(&best).unwrap_or(original);
-    let kept = ddmin(&mut trial, units(events));
-    let candidate = trial.variant(flatten(&kept));
-    if let Some(r) = trial.fails(&candidate) {
-        best = candidate;
+    let (kept, focused) = focus(&mut trial, units(events), &report);
+    let (kept, reduced) = ddmin(&mut trial, kept);
+    if let Some(r) = reduced.or(focused) {
+        best = trial.variant(flatten(&kept));
         report = r;
     }
 
@@ -674,6 +877,8 @@ mod tests {
             bugs: &Bugs::none(),
             invariant: String::new(),
             runs: 0,
+            budget: SHRINK_RUNS_MAX,
+            give_up: None,
         };
         let explicit = trial.variant(plan_events(&make_plan(&s, 4)));
         let text = scenario_text(&explicit, &s, 4, &Bugs::none(), "none", &[], 0);
@@ -684,6 +889,78 @@ mod tests {
     }
 
     // Faults shrink as units: a kill is never kept without its restart.
+    // The focus keeps the units that name the violation's users (the sender and the reader of
+    // the late message) or no user at all, drops the rest, and its one run still fails.
+    #[test]
+    fn the_focus_keeps_the_violations_users_and_every_server_fault() {
+        let s = scenario("long-absence");
+        let bugs: Bugs = [chatsim_system::bugs::Bug::DrainFirstPageOnly]
+            .into_iter()
+            .collect();
+        let r = run_seed_keeping(Engine::Madsim, &s, 1, &bugs, Keep::VERDICT).expect("runs");
+        let (users, group) = concerned(&r, "liveness").expect("a liveness breach names a message");
+        assert_eq!(group, None);
+        assert!(
+            users.len() >= 2 && users.len() < s.topology.users as usize,
+            "{users:?}"
+        );
+        let events = plan_events(&make_plan(&s, 1));
+        let all = units(events);
+        let mut trial = Trial {
+            base: &s,
+            seed: 1,
+            bugs: &bugs,
+            invariant: "liveness".into(),
+            runs: 0,
+            budget: SHRINK_RUNS_MAX,
+            give_up: None,
+        };
+        let (kept, report) = focus(&mut trial, all.clone(), &r);
+        assert_eq!(trial.runs, 1);
+        assert!(report.is_some(), "the focused schedule still fails");
+        assert!(
+            kept.len() < all.len(),
+            "{} of {} units kept",
+            kept.len(),
+            all.len()
+        );
+        for e in kept.iter().flatten() {
+            let named: Vec<u32> = [e.user, e.to, e.member].into_iter().flatten().collect();
+            assert!(
+                named.is_empty() || named.iter().any(|u| users.contains(u)),
+                "{e:?}"
+            );
+        }
+    }
+
+    // A shrink cut short by its budget keeps what it removed: every removal taken was a run
+    // that still failed (before, the result was run once more, which a spent budget refused,
+    // and the whole schedule came back).
+    #[test]
+    fn a_shrink_out_of_runs_keeps_what_it_removed() {
+        let s = scenario("smoke");
+        let bugs: Bugs = [chatsim_system::bugs::Bug::AckSeqOffByOne]
+            .into_iter()
+            .collect();
+        let limits = Limits {
+            runs: 4,
+            barren: None,
+        };
+        let x = shrink_within(&s, 1, &bugs, Some("no_loss"), limits).expect("shrinks");
+        assert_eq!(x.runs, 4);
+        assert!(
+            x.events_after < x.events_before,
+            "{} of {}",
+            x.events_after,
+            x.events_before
+        );
+        let again = run_seed(&x.scenario, 1, &bugs).expect("runs");
+        assert!(again
+            .invariants
+            .iter()
+            .any(|v| v.name == "no_loss" && !v.holds));
+    }
+
     #[test]
     fn a_fault_start_and_its_end_form_one_unit() {
         let s = scenario("shard-crash-after-persist");

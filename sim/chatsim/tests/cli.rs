@@ -302,6 +302,8 @@ fn hunt_writes_a_replayable_shrunk_scenario_and_refuses_what_it_cannot_do() {
         "no-client-dedup",
         "--seeds",
         "5",
+        "--jobs",
+        "2",
         "--out",
         &out_arg,
     ]);
@@ -316,7 +318,31 @@ fn hunt_writes_a_replayable_shrunk_scenario_and_refuses_what_it_cannot_do() {
     );
     let r = chatsim(&["run", &out_arg, "--seed", "1"]);
     assert_eq!(r.status.code(), Some(0), "and passes without the bug");
+    // The catch is told as it happens, before its shrink.
+    assert!(
+        stderr(&o).contains("caught on seed 1 after"),
+        "{}",
+        stderr(&o)
+    );
+    // Seeds and shrink steps tried two at a time find and keep exactly what one at a time does.
+    let one = std::env::temp_dir().join(format!("chatsim-hunt1-{}.toml", std::process::id()));
+    let one_arg = one.display().to_string();
+    let o1 = chatsim(&[
+        "hunt",
+        "--bug",
+        "no-client-dedup",
+        "--seeds",
+        "5",
+        "--jobs",
+        "1",
+        "--out",
+        &one_arg,
+    ]);
+    assert_eq!(o1.status.code(), Some(1), "{}", stderr(&o1));
+    let two = std::fs::read_to_string(&out).expect("written");
+    assert_eq!(std::fs::read_to_string(&one).expect("written"), two);
     std::fs::remove_file(&out).ok();
+    std::fs::remove_file(&one).ok();
 
     let o = chatsim(&["shrink", "scenarios/smoke.toml", "--seed", "1"]);
     assert_eq!(o.status.code(), Some(2));

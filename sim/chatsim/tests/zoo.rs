@@ -20,17 +20,11 @@ const SEED_BUDGET: u64 = 20;
 const SHRUNK_EVENTS_MAX: usize = 30;
 /// Bugs whose shortest story is longer by nature, and their limit. `drain-first-page-only`
 /// shows only past a full inbox page: 33 texts to one phone away, its going and coming back
-/// (measured: 35 events). `session-register-last-wins` is a race between two gateways'
-/// registrations of one phone, which needs the reconnects around it: once the receipt fix
-/// (issue 22, session 4) moved the traces, the shortest of its three catches kept 41 events
-/// (10 before; the shrinker's 2,000-run budget ends first on this race).
-const LONGER_STORIES: &[(&str, usize)] = &[
-    (
-        "drain-first-page-only",
-        chatsim_system::limits::INBOX_PAGE_ENTRIES as usize + 13,
-    ),
-    ("session-register-last-wins", 45),
-];
+/// (measured: 35 events).
+const LONGER_STORIES: &[(&str, usize)] = &[(
+    "drain-first-page-only",
+    chatsim_system::limits::INBOX_PAGE_ENTRIES as usize + 13,
+)];
 
 fn shrunk_max(bug: &str) -> usize {
     LONGER_STORIES
@@ -42,7 +36,7 @@ fn shrunk_max(bug: &str) -> usize {
 #[test]
 fn every_available_zoo_bug_is_caught_within_the_seed_budget_and_shrinks_to_a_short_story() {
     let dir = common::scenarios_dir();
-    // One bug per core at a time: each hunt runs its seeds and shrink steps one after another.
+    // Bugs in parallel, and within each hunt its seeds and shrink steps as the pool has room.
     let available: Vec<_> = ZOO.iter().filter(|i| i.available).collect();
     let outcomes: Vec<Result<String, String>> = available
         .par_iter()
@@ -54,7 +48,15 @@ fn every_available_zoo_bug_is_caught_within_the_seed_budget_and_shrinks_to_a_sho
             // Catch it, and shrink the catch: a short explicit story that still breaks the same
             // invariant with the bug, and passes without it, so the bug and nothing else is what
             // breaks it. The hunt shrinks up to three catching seeds and keeps the shortest.
-            let hunted = hunt(&scenario, &bugs, info.caught_by, SEED_BUDGET, max).expect("hunts");
+            let hunted = hunt(
+                &scenario,
+                &bugs,
+                info.caught_by,
+                SEED_BUDGET,
+                max,
+                &mut |_, _| {},
+            )
+            .expect("hunts");
             let Some(Hunted { seed, shrunk, .. }) = hunted else {
                 return Err(format!(
                     "{} ({} on {})",
