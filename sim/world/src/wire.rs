@@ -387,12 +387,20 @@ pub const LEN_BYTES: usize = 4;
 
 /// Encode one frame with its length prefix.
 pub fn encode(f: &Frame) -> Bytes {
-    let body = postcard::to_allocvec(f).expect("every Frame is serialisable");
-    let mut buf = Vec::with_capacity(LEN_BYTES + body.len());
-    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    buf.extend_from_slice(&body);
+    // Written once, behind room for the prefix, into a buffer sized for most frames: encoding
+    // into a fresh vector and copying it behind the prefix cost two allocations and a copy
+    // per frame, and the vector's growth from empty a few more.
+    let mut buf = Vec::with_capacity(ENCODE_CAPACITY);
+    buf.extend_from_slice(&[0; LEN_BYTES]);
+    let mut buf = postcard::to_extend(f, buf).expect("every Frame is serialisable");
+    let len = u32::try_from(buf.len() - LEN_BYTES).expect("a frame is far below 4 GiB");
+    buf[..LEN_BYTES].copy_from_slice(&len.to_be_bytes());
     Bytes::from(buf)
 }
+
+/// The buffer a frame is encoded into at first: most frames (acks, receipts, a sealed text
+/// with its envelope) fit, and a bigger one grows it.
+const ENCODE_CAPACITY: usize = 256;
 
 /// Take one complete frame off the front of `buf`, if there is one, with its bytes on the wire
 /// (length prefix included), so a caller can digest exactly what travelled without copying.
@@ -441,6 +449,45 @@ pub fn skip_frames(buf: &mut BytesMut) -> u64 {
 mod tests {
     use super::*;
     use chatsim_system::proto::{DeviceId, UserId};
+
+    // A frame is its postcard body behind a 4-byte big-endian length, and a ciphertext is a
+    // plain length and its bytes (what a `Vec<u8>` would be, and what clients/python reads),
+    // whichever way the encoder writes them; decoding gives the frame back.
+    #[test]
+    fn a_frame_is_its_length_then_its_postcard_body_with_ciphertexts_as_plain_bytes() {
+        let d = DeviceId {
+            user: UserId(3),
+            index: 0,
+        };
+        let body: Vec<u8> = (0..=200).collect();
+        let f = Frame {
+            from: Host::Device(d),
+            sent_ms: 12_345,
+            wire: Wire::Up(chatsim_system::proto::Up::Send {
+                conv: chatsim_system::proto::ConvId::direct(UserId(3), UserId(9)),
+                id: chatsim_system::proto::MsgId { device: d, n: 7 },
+                body: body.clone(),
+                sent_at: 1_000,
+                op: None,
+                version: 0,
+                keys: Vec::new(),
+            }),
+        };
+        let bytes = encode(&f);
+        let inner = postcard::to_allocvec(&f).expect("serialisable");
+        assert_eq!(&bytes[..LEN_BYTES], &(inner.len() as u32).to_be_bytes());
+        assert_eq!(&bytes[LEN_BYTES..], &inner[..]);
+        let mut plain = postcard::to_allocvec(&body.len()).expect("a varint");
+        plain.extend_from_slice(&body);
+        assert!(
+            bytes.windows(plain.len()).any(|w| w == &plain[..]),
+            "the body is its varint length and its bytes"
+        );
+        let mut buf = BytesMut::from(&bytes[..]);
+        let (back, raw) = decode(&mut buf).expect("decodes").expect("whole");
+        assert_eq!(raw, bytes);
+        assert_eq!(encode(&back), bytes);
+    }
 
     // A frame is counted by its purpose wherever it travels, else by the link it crossed.
     #[test]

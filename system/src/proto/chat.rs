@@ -60,7 +60,9 @@ pub struct Message {
     pub seq: Seq,
     /// The sender's id for it; the sender device is `id.device`.
     pub id: MsgId,
-    /// The payload: sealed per device (direct) or under the sender's key (group).
+    /// The payload: sealed per device (direct) or under the sender's key (group). As bytes, not
+    /// a sequence: postcard writes it the same, but in one copy instead of byte by byte.
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
     /// The sender's clock when composed: shown to users, never used for ordering.
     pub sent_at: Millis,

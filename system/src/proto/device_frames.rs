@@ -25,7 +25,8 @@ pub enum Up {
         conv: ConvId,
         /// Client-generated id.
         id: MsgId,
-        /// Payload.
+        /// Payload (as bytes: see [`Message::body`](super::Message::body)).
+        #[serde(with = "serde_bytes")]
         body: Vec<u8>,
         /// Client clock at compose time.
         sent_at: Millis,
