@@ -470,7 +470,7 @@ mod tests {
                 sent_at: 1_000,
                 op: None,
                 version: 0,
-                keys: Vec::new(),
+                keys: vec![(d, vec![0xAB; 48])],
             }),
         };
         let bytes = encode(&f);
@@ -482,6 +482,13 @@ mod tests {
         assert!(
             bytes.windows(plain.len()).any(|w| w == &plain[..]),
             "the body is its varint length and its bytes"
+        );
+        let mut key = postcard::to_allocvec(&d).expect("an id");
+        key.push(48);
+        key.extend_from_slice(&[0xAB; 48]);
+        assert!(
+            bytes.windows(key.len()).any(|w| w == &key[..]),
+            "a sealed key is its device, its length and its bytes"
         );
         let mut buf = BytesMut::from(&bytes[..]);
         let (back, raw) = decode(&mut buf).expect("decodes").expect("whole");

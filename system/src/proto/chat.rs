@@ -72,8 +72,35 @@ pub struct Message {
     /// The sender's group key, sealed once per recipient device (only on the first message
     /// after a membership change). Servers hand each device its own entry and nobody else's,
     /// as WhatsApp's servers split a stanza's per-device parts.
-    #[serde(default)]
+    #[serde(default, with = "sealed_keys")]
     pub keys: Vec<(DeviceId, Vec<u8>)>,
+}
+
+/// Sealed keys on the wire: each device with its key as a byte string, which postcard writes
+/// as it writes a `Vec<u8>` (a varint length and the bytes) but in one copy, not byte by byte.
+/// A group's first message after a change carries one per member device: hundreds of keys.
+pub(crate) mod sealed_keys {
+    use super::DeviceId;
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(keys: &[(DeviceId, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(keys.len()))?;
+        for (device, key) in keys {
+            seq.serialize_element(&(device, serde_bytes::Bytes::new(key)))?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(DeviceId, Vec<u8>)>, D::Error> {
+        let keys: Vec<(DeviceId, serde_bytes::ByteBuf)> = Deserialize::deserialize(d)?;
+        Ok(keys
+            .into_iter()
+            .map(|(device, key)| (device, key.into_vec()))
+            .collect())
+    }
 }
 
 impl Message {

@@ -39,7 +39,7 @@ pub enum Up {
         #[serde(default)]
         version: Seq,
         /// Groups: the sender's key sealed per recipient device (see [`Message::keys`]).
-        #[serde(default)]
+        #[serde(default, with = "super::chat::sealed_keys")]
         keys: Vec<(DeviceId, Vec<u8>)>,
     },
     /// I have stored this message: the server may delete its inbox entry.
