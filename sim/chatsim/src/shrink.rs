@@ -74,6 +74,12 @@ struct Limits {
     barren: Option<usize>,
 }
 
+/// A lone shrink's: the whole budget, never given up.
+const UNBOUNDED: Limits = Limits {
+    runs: SHRINK_RUNS_MAX,
+    barren: None,
+};
+
 const HUNT_LIMITS: Limits = Limits {
     runs: HUNT_SHRINK_RUNS,
     barren: Some(HUNT_BARREN_RUNS),
@@ -305,7 +311,19 @@ struct Trial<'a> {
     give_up: Option<usize>,
 }
 
-impl Trial<'_> {
+impl<'a> Trial<'a> {
+    fn new(base: &'a Scenario, seed: u64, bugs: &'a Bugs, invariant: &str, limits: Limits) -> Self {
+        Trial {
+            base,
+            seed,
+            bugs,
+            invariant: invariant.to_string(),
+            runs: 0,
+            budget: limits.runs,
+            give_up: limits.barren,
+        }
+    }
+
     fn variant(&self, events: Vec<ScheduledEvent>) -> Scenario {
         let mut s = self.base.clone();
         s.workload = WorkloadSpec::default();
@@ -483,11 +501,7 @@ pub fn shrink(
     bugs: &Bugs,
     invariant: Option<&str>,
 ) -> Result<Shrunk, ShrinkError> {
-    let limits = Limits {
-        runs: SHRINK_RUNS_MAX,
-        barren: None,
-    };
-    shrink_within(scenario, seed, bugs, invariant, limits)
+    shrink_within(scenario, seed, bugs, invariant, UNBOUNDED)
 }
 
 /// As [`shrink`], within `limits`.
@@ -532,15 +546,7 @@ fn shrink_within(
     };
     let events = plan_events(&make_plan(scenario, seed));
     let events_before = events.len();
-    let mut trial = Trial {
-        base: scenario,
-        seed,
-        bugs,
-        invariant: invariant.clone(),
-        runs: 0,
-        budget: limits.runs,
-        give_up: limits.barren,
-    };
+    let mut trial = Trial::new(scenario, seed, bugs, &invariant, limits);
 
     // The explicit schedule must still fail before anything is removed; if the conversion
     // itself changed the run, shrinking would chase a different failure.
@@ -871,15 +877,8 @@ mod tests {
     fn a_plan_written_as_explicit_events_replays_the_same_trace() {
         let s = scenario("gateway-crash");
         let original = run_seed(&s, 4, &Bugs::none()).expect("runs");
-        let trial = Trial {
-            base: &s,
-            seed: 4,
-            bugs: &Bugs::none(),
-            invariant: String::new(),
-            runs: 0,
-            budget: SHRINK_RUNS_MAX,
-            give_up: None,
-        };
+        let none = Bugs::none();
+        let trial = Trial::new(&s, 4, &none, "", UNBOUNDED);
         let explicit = trial.variant(plan_events(&make_plan(&s, 4)));
         let text = scenario_text(&explicit, &s, 4, &Bugs::none(), "none", &[], 0);
         let reloaded =
@@ -888,7 +887,6 @@ mod tests {
         assert_eq!(original.trace_hash, again.trace_hash);
     }
 
-    // Faults shrink as units: a kill is never kept without its restart.
     // The focus keeps the units that name the violation's users (the sender and the reader of
     // the late message) or no user at all, drops the rest, and its one run still fails.
     #[test]
@@ -906,15 +904,7 @@ mod tests {
         );
         let events = plan_events(&make_plan(&s, 1));
         let all = units(events);
-        let mut trial = Trial {
-            base: &s,
-            seed: 1,
-            bugs: &bugs,
-            invariant: "liveness".into(),
-            runs: 0,
-            budget: SHRINK_RUNS_MAX,
-            give_up: None,
-        };
+        let mut trial = Trial::new(&s, 1, &bugs, "liveness", UNBOUNDED);
         let (kept, report) = focus(&mut trial, all.clone(), &r);
         assert_eq!(trial.runs, 1);
         assert!(report.is_some(), "the focused schedule still fails");
@@ -961,6 +951,7 @@ mod tests {
             .any(|v| v.name == "no_loss" && !v.holds));
     }
 
+    // Faults shrink as units: a kill is never kept without its restart.
     #[test]
     fn a_fault_start_and_its_end_form_one_unit() {
         let s = scenario("shard-crash-after-persist");

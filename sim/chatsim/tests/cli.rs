@@ -294,19 +294,22 @@ fn swarm_reports_failing_seeds_in_json_and_junit_and_shards_split_the_range() {
 // hunting a bug whose part of the design is not built is refused as bad input.
 #[test]
 fn hunt_writes_a_replayable_shrunk_scenario_and_refuses_what_it_cannot_do() {
+    let hunt = |jobs: &str, out: &str| {
+        chatsim(&[
+            "hunt",
+            "--bug",
+            "no-client-dedup",
+            "--seeds",
+            "5",
+            "--jobs",
+            jobs,
+            "--out",
+            out,
+        ])
+    };
     let out = std::env::temp_dir().join(format!("chatsim-hunt-{}.toml", std::process::id()));
     let out_arg = out.display().to_string();
-    let o = chatsim(&[
-        "hunt",
-        "--bug",
-        "no-client-dedup",
-        "--seeds",
-        "5",
-        "--jobs",
-        "2",
-        "--out",
-        &out_arg,
-    ]);
+    let o = hunt("2", &out_arg);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let said = String::from_utf8_lossy(&o.stdout);
     assert!(said.contains("exactly_once"), "{said}");
@@ -327,17 +330,7 @@ fn hunt_writes_a_replayable_shrunk_scenario_and_refuses_what_it_cannot_do() {
     // Seeds and shrink steps tried two at a time find and keep exactly what one at a time does.
     let one = std::env::temp_dir().join(format!("chatsim-hunt1-{}.toml", std::process::id()));
     let one_arg = one.display().to_string();
-    let o1 = chatsim(&[
-        "hunt",
-        "--bug",
-        "no-client-dedup",
-        "--seeds",
-        "5",
-        "--jobs",
-        "1",
-        "--out",
-        &one_arg,
-    ]);
+    let o1 = hunt("1", &one_arg);
     assert_eq!(o1.status.code(), Some(1), "{}", stderr(&o1));
     let two = std::fs::read_to_string(&out).expect("written");
     assert_eq!(std::fs::read_to_string(&one).expect("written"), two);
