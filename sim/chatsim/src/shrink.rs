@@ -49,11 +49,11 @@ pub struct Shrunk {
 pub const HUNT_CATCHES: usize = 3;
 
 /// Runs a hunt's shrink may spend removing nothing before it gives that catch up (it still
-/// counts as caught, with its story unshrunk). Some seeds' failures are races that any
+/// counts as caught, with its story unshrunk). Some seeds' failures are races that almost any
 /// removal reshuffles away: measured, shard-failover seed 11 with `unfenced-failover` and
 /// session-race seed 11 with `session-register-last-wins` spent the whole 2,000-run budget
-/// and kept all of their 735 and 553 events, while another catch of the same bug shrank to 22
-/// and 2 events in under 100 runs. ddmin's first six rounds (halves to 64ths) take 126 runs.
+/// for little, while another catch of the same bug shrank to 22 and 2 events in 441 and 37
+/// runs. ddmin's first six rounds (halves to 64ths) take 126 runs.
 pub const HUNT_BARREN_RUNS: usize = 100;
 
 /// A story this short (in events) is short enough for `chatsim hunt`: it stops there rather
@@ -428,7 +428,7 @@ fn focus(
     units: Vec<Unit>,
     report: &RunReport,
 ) -> (Vec<Unit>, Option<RunReport>) {
-    let Some((users, group)) = concerned(report, &trial.invariant.clone()) else {
+    let Some((users, group)) = concerned(report, &trial.invariant) else {
         return (units, None);
     };
     let relevant = |e: &ScheduledEvent| {
