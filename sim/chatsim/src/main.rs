@@ -110,9 +110,15 @@ enum Command {
         /// Scenario files, names or folders.
         #[arg(required = true, num_args = 1..)]
         scenarios: Vec<PathBuf>,
-        /// Seeds to run, inclusive: `1..100`.
-        #[arg(long, default_value = "1..20")]
-        seeds: SeedRange,
+        /// Seeds to run, inclusive: `1..100` (default 1..20; with --for, the seeds each
+        /// scenario draws from in order, default 1..1000000000).
+        #[arg(long)]
+        seeds: Option<SeedRange>,
+        /// Size the gate in time instead: run each scenario's seeds in order until this much
+        /// wall has passed (`900s`, `15m`, `1h`), each scenario an equal share of the workers'
+        /// time, then say which seeds each ran.
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration, conflicts_with = "shard")]
+        budget: Option<f64>,
         /// Worker threads (default: one per core).
         #[arg(long)]
         jobs: Option<usize>,
@@ -127,8 +133,8 @@ enum Command {
         junit: Option<PathBuf>,
         /// Run only every N-th seed starting at I (`I/N`, 0 <= I < N) to split a range over
         /// jobs; `N` alone takes I from JOB_COMPLETION_INDEX (a Kubernetes indexed Job).
-        #[arg(long, default_value = "0/1")]
-        shard: String,
+        #[arg(long)]
+        shard: Option<String>,
         /// Write the swarm report here (default: reports/<scenario>-swarm/).
         #[arg(long, value_name = "DIR")]
         report: Option<PathBuf>,
@@ -588,6 +594,27 @@ fn load(path: &Path) -> Result<Scenario, ExitCode> {
     Ok(s)
 }
 
+/// A wall-clock length as `--for` takes it: a number of seconds, minutes or hours (`900s`,
+/// `15m`, `1.5h`; a bare number is seconds).
+fn parse_duration(s: &str) -> Result<f64, String> {
+    let (number, unit) = match s.trim().strip_suffix(['s', 'm', 'h']) {
+        Some(n) => (n, s.trim().chars().last().unwrap_or('s')),
+        None => (s.trim(), 's'),
+    };
+    let n: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration: write e.g. 900s, 15m or 1h"))?;
+    if !n.is_finite() || n <= 0.0 {
+        return Err(format!("`{s}`: a duration must be above zero"));
+    }
+    Ok(n * match unit {
+        'm' => 60.0,
+        'h' => 3600.0,
+        _ => 1.0,
+    })
+}
+
 /// What a swarm or a merge ends with: JUnit, the report, the summary or JSON, the exit code
 /// (3 when a seed panicked, 1 when one broke an invariant).
 fn finish_swarm(
@@ -645,7 +672,10 @@ fn finish_swarm(
     }
     if reports.iter().any(|r| !r.panicked_seeds.is_empty()) {
         ExitCode::from(EXIT_ENGINE)
-    } else if reports.iter().any(|r| r.seeds_failed > 0) {
+    } else if reports
+        .iter()
+        .any(|r| r.seeds_failed > 0 || r.seeds_run == 0)
+    {
         ExitCode::from(EXIT_BROKEN)
     } else {
         ExitCode::SUCCESS
@@ -811,6 +841,7 @@ fn main() -> ExitCode {
         Command::Swarm {
             scenarios,
             seeds,
+            budget,
             jobs,
             bugs,
             json: as_json,
@@ -822,10 +853,18 @@ fn main() -> ExitCode {
             buggify,
         } => {
             let job_index = std::env::var(chatsim::swarm::JOB_INDEX_ENV).ok();
-            let shard = match SwarmShard::parse_with(&shard, job_index.as_deref()) {
-                Ok(s) => s,
-                Err(e) => return fail(EXIT_BAD_INPUT, e),
+            let shard = match shard.map(|s| SwarmShard::parse_with(&s, job_index.as_deref())) {
+                None => SwarmShard::WHOLE,
+                Some(Ok(s)) => s,
+                Some(Err(e)) => return fail(EXIT_BAD_INPUT, e),
             };
+            let seeds = seeds.unwrap_or(match budget {
+                None => SeedRange { first: 1, last: 20 },
+                Some(_) => SeedRange {
+                    first: 1,
+                    last: 1_000_000_000,
+                },
+            });
             let mut paths = Vec::new();
             let mut gate = scenarios.len() > 1;
             for p in scenarios {
@@ -850,24 +889,41 @@ fn main() -> ExitCode {
             let jobs =
                 jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let started = std::time::Instant::now();
-            let mut reports = chatsim::swarm::swarm_many(
+            // Only a listed swarm spells its seeds out: a budget's range may be a billion long.
+            let listed = match budget {
+                None => seeds_of(seeds, shard),
+                Some(_) => Vec::new(),
+            };
+            let which = match budget {
+                None => chatsim::swarm::Seeds::Listed(&listed),
+                Some(seconds) => chatsim::swarm::Seeds::Budget(chatsim::swarm::Budget {
+                    range: seeds,
+                    seconds,
+                }),
+            };
+            let mut reports = chatsim::swarm::swarm_seeds(
                 engine,
                 &loaded,
-                &seeds_of(seeds, shard),
+                which,
                 jobs,
                 &bugs.into_iter().collect(),
             );
             for r in &mut reports {
-                r.seed_range = seeds;
+                // A budgeted scenario's range is what it ran; a listed one's, what was asked.
+                if budget.is_none() {
+                    r.seed_range = seeds;
+                }
                 r.shard = shard;
             }
             let outcome = if gate {
-                Merged::Gate(chatsim::swarm::Gate::of(
+                let mut g = chatsim::swarm::Gate::of(
                     reports,
                     seeds,
                     shard,
                     started.elapsed().as_secs_f64(),
-                ))
+                );
+                g.budget_seconds = budget;
+                Merged::Gate(g)
             } else {
                 Merged::One(Box::new(reports.remove(0)))
             };

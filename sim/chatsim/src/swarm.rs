@@ -232,7 +232,94 @@ pub fn swarm_on(
         .expect("one scenario, one report")
 }
 
-/// Run `seeds` of every scenario on one pool of `jobs` worker threads, so a gate over many
+/// Which seeds of each scenario a swarm runs.
+#[derive(Clone, Copy, Debug)]
+pub enum Seeds<'a> {
+    /// These seeds, of every scenario.
+    Listed(&'a [u64]),
+    /// Seeds from the range's first upwards, for `seconds` of wall: see [`Budget`].
+    Budget(Budget),
+}
+
+/// A gate sized in time: each scenario runs its seeds in order from `range.first` (never past
+/// `range.last`), the next seed always going to the scenario that has had the least run time so
+/// far, until `seconds` of wall have passed. Every scenario gets an equal share of the workers'
+/// time, so a cheap scenario judges hundreds of seeds for each of a costly one's, and each
+/// scenario's seeds are one unbroken range: `--seeds FIRST..LAST` with what it ran replays it
+/// exactly. Which seeds fit depends on the machine; each seed's verdict does not.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Budget {
+    /// The seeds each scenario may draw from, in order.
+    pub range: SeedRange,
+    /// Wall seconds: no seed starts when its scenario's mean run so far would end past them.
+    pub seconds: f64,
+}
+
+/// A budgeted swarm's dispatcher: which seed goes next, and what each scenario has spent.
+struct Dispatcher {
+    budget: Budget,
+    started: Instant,
+    /// The next seed of each scenario.
+    next: Vec<u64>,
+    /// Run seconds of each scenario's finished seeds, plus a guess for those in flight.
+    spent: Vec<f64>,
+    /// Finished seeds of each scenario, and their run seconds.
+    finished: Vec<(u32, f64)>,
+    /// Scenarios by cost, costliest first: the order ties are broken in, so the first round
+    /// starts the biggest worlds first.
+    order: Vec<usize>,
+}
+
+impl Dispatcher {
+    fn new(budget: Budget, order: Vec<usize>) -> Dispatcher {
+        let n = order.len();
+        Dispatcher {
+            budget,
+            started: Instant::now(),
+            next: vec![budget.range.first; n],
+            spent: vec![0.0; n],
+            finished: vec![(0, 0.0); n],
+            order,
+        }
+    }
+
+    /// A scenario's mean run so far (`None` before its first seed finished).
+    fn mean(&self, i: usize) -> Option<f64> {
+        let (n, s) = self.finished[i];
+        (n > 0).then(|| s / f64::from(n))
+    }
+
+    /// The next (scenario, seed) to run, charged with its scenario's mean run; `None` once
+    /// nothing more fits in the budget.
+    fn take(&mut self) -> Option<(usize, u64)> {
+        let now = self.started.elapsed().as_secs_f64();
+        let fits = |d: &Dispatcher, i: usize| {
+            d.next[i] <= d.budget.range.last
+                && now + d.mean(i).unwrap_or(0.0) <= d.budget.seconds
+                // A scenario whose first seed is still running has no measure yet: one at a time.
+                && (d.finished[i].0 > 0 || d.next[i] == d.budget.range.first)
+        };
+        let i = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&i| fits(self, i))
+            .min_by(|&a, &b| self.spent[a].total_cmp(&self.spent[b]))?;
+        let seed = self.next[i];
+        self.next[i] += 1;
+        self.spent[i] += self.mean(i).unwrap_or(0.0);
+        Some((i, seed))
+    }
+
+    /// Seed of scenario `i` finished after `seconds` of run: its guess becomes the measure.
+    fn done(&mut self, i: usize, seconds: f64) {
+        self.spent[i] += seconds - self.mean(i).unwrap_or(0.0);
+        self.finished[i].0 += 1;
+        self.finished[i].1 += seconds;
+    }
+}
+
+/// Run seeds of every scenario on one pool of `jobs` worker threads, so a gate over many
 /// scenarios keeps every core busy to the end; a report per scenario, in the order given.
 pub fn swarm_many(
     engine: Engine,
@@ -241,31 +328,56 @@ pub fn swarm_many(
     jobs: usize,
     bugs: &Bugs,
 ) -> Vec<SwarmReport> {
+    swarm_seeds(engine, scenarios, Seeds::Listed(seeds), jobs, bugs)
+}
+
+/// Run `seeds` of every scenario on one pool of `jobs` worker threads: [`swarm_many`], or a
+/// gate sized in time ([`Budget`]), where each report's `seed_range` is what its scenario ran.
+pub fn swarm_seeds(
+    engine: Engine,
+    scenarios: &[Scenario],
+    seeds: Seeds<'_>,
+    jobs: usize,
+    bugs: &Bugs,
+) -> Vec<SwarmReport> {
     let started = Instant::now();
-    let mut pairs: Vec<(usize, u64)> = (0..scenarios.len())
-        .flat_map(|i| seeds.iter().map(move |&s| (i, s)))
-        .collect();
     // Biggest worlds first (longest-processing-time order): a gate whose slowest seeds start
-    // last ends with one worker busy and the others idle. The sort is stable, so each
-    // scenario's seeds stay in order; the reports do not depend on it.
+    // last ends with one worker busy and the others idle.
     let cost: Vec<u64> = scenarios
         .iter()
         .map(|s| s.memory_estimate(false).bytes)
         .collect();
-    pairs.sort_by_key(|&(i, _)| std::cmp::Reverse(cost[i]));
+    let mut order: Vec<usize> = (0..scenarios.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(cost[i]));
     let many = scenarios.len() > 1;
     let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(pairs.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} seeds, {msg}",
-            )
-            .expect("the template is valid"),
-        );
+        let bar = match seeds {
+            Seeds::Listed(list) => {
+                let bar = ProgressBar::new((list.len() * scenarios.len()) as u64);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} seeds, {msg}",
+                    )
+                    .expect("the template is valid"),
+                );
+                bar
+            }
+            Seeds::Budget(b) => {
+                let bar = ProgressBar::new(b.seconds.ceil() as u64);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} [{elapsed_precise}] {bar:40} of {len} s, {msg}",
+                    )
+                    .expect("the template is valid"),
+                );
+                bar
+            }
+        };
         Some(bar)
     } else {
         None
     };
+    let ran = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicUsize::new(0);
     // Probe counts are added here as each seed finishes and dropped from its report, so a
     // long swarm holds one tally per probe and scenario, not one map per seed.
@@ -273,71 +385,115 @@ pub fn swarm_many(
         .iter()
         .map(|s| std::sync::Mutex::new(Coverage::new(s.name())))
         .collect();
+    let run_one = |i: usize, seed: u64| -> Result<RunReport, String> {
+        let scenario = &scenarios[i];
+        // A swarm reports verdicts, not runs: no frame log, and each seed's history goes as
+        // soon as it is judged, so a long swarm holds verdicts, not histories.
+        let r = run_seed_keeping(engine, scenario, seed, bugs, Keep::VERDICT)
+            .map(|mut r| {
+                r.history = History::default();
+                // A poisoned lock only means another seed panicked while adding; the counts it
+                // holds are still sums of whole seeds.
+                coverage[i]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .add_run(seed, &std::mem::take(&mut r.probes));
+                r
+            })
+            .map_err(|e: RunError| e.to_string());
+        let ok = matches!(&r, Ok(rep) if rep.passed());
+        let nfailed = failed.fetch_add(usize::from(!ok), std::sync::atomic::Ordering::Relaxed)
+            + usize::from(!ok);
+        let nran = ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        match &bar {
+            Some(bar) => {
+                match seeds {
+                    Seeds::Listed(_) => bar.inc(1),
+                    Seeds::Budget(_) => bar.set_position(started.elapsed().as_secs()),
+                }
+                bar.set_message(format!("{nran} seeds, {nfailed} failing"));
+            }
+            None if many => eprintln!(
+                "{} seed {seed}: {}",
+                scenario.name(),
+                if ok { "pass" } else { "FAIL" }
+            ),
+            None => eprintln!("seed {seed}: {}", if ok { "pass" } else { "FAIL" }),
+        }
+        r
+    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs.max(1))
         .thread_name(|i| format!("swarm-{i}"))
         .build()
         .expect("the OS can start worker threads");
-    let results: Vec<(usize, u64, Result<RunReport, String>)> = pool.install(|| {
-        // One seed a task: seeds differ in cost by a hundredfold across scenarios, and a task of
-        // many seeds cannot be shared out once one worker is left with it.
-        pairs
-            .par_iter()
-            .with_max_len(1)
-            .map(|&(i, seed)| {
-                let scenario = &scenarios[i];
-                // A swarm reports verdicts, not runs: no frame log, and each seed's history
-                // goes as soon as it is judged, so a long swarm holds verdicts, not histories.
-                let r = run_seed_keeping(engine, scenario, seed, bugs, Keep::VERDICT)
-                    .map(|mut r| {
-                        r.history = History::default();
-                        // A poisoned lock only means another seed panicked while adding; the
-                        // counts it holds are still sums of whole seeds.
-                        coverage[i]
+    let mut results: Vec<(usize, u64, Result<RunReport, String>)> = match seeds {
+        Seeds::Listed(list) => {
+            let pairs: Vec<(usize, u64)> = order
+                .iter()
+                .flat_map(|&i| list.iter().map(move |&s| (i, s)))
+                .collect();
+            pool.install(|| {
+                // One seed a task: seeds differ in cost by a hundredfold across scenarios, and a
+                // task of many seeds cannot be shared out once one worker is left with it.
+                pairs
+                    .par_iter()
+                    .with_max_len(1)
+                    .map(|&(i, seed)| (i, seed, run_one(i, seed)))
+                    .collect()
+            })
+        }
+        Seeds::Budget(budget) => {
+            let dispatcher = std::sync::Mutex::new(Dispatcher::new(budget, order));
+            let done = std::sync::Mutex::new(Vec::new());
+            pool.scope(|s| {
+                for _ in 0..jobs.max(1) {
+                    s.spawn(|_| loop {
+                        // A poisoned lock means a run panicked past its own catch; what the
+                        // dispatcher holds is still whole.
+                        let next = dispatcher.lock().unwrap_or_else(|e| e.into_inner()).take();
+                        let Some((i, seed)) = next else { break };
+                        let r = run_one(i, seed);
+                        let seconds = r.as_ref().map_or(0.0, |r| r.stats.wall_seconds);
+                        dispatcher
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .add_run(seed, &std::mem::take(&mut r.probes));
-                        r
-                    })
-                    .map_err(|e: RunError| e.to_string());
-                let ok = matches!(&r, Ok(rep) if rep.passed());
-                let nfailed = failed
-                    .fetch_add(usize::from(!ok), std::sync::atomic::Ordering::Relaxed)
-                    + usize::from(!ok);
-                match &bar {
-                    Some(bar) => {
-                        bar.inc(1);
-                        bar.set_message(format!("{nfailed} failing"));
-                    }
-                    None if many => eprintln!(
-                        "{} seed {seed}: {}",
-                        scenario.name(),
-                        if ok { "pass" } else { "FAIL" }
-                    ),
-                    None => eprintln!("seed {seed}: {}", if ok { "pass" } else { "FAIL" }),
+                            .done(i, seconds);
+                        done.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((i, seed, r));
+                    });
                 }
-                (i, seed, r)
-            })
-            .collect()
-    });
+            });
+            done.into_inner().unwrap_or_else(|e| e.into_inner())
+        }
+    };
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     let wall = started.elapsed().as_secs_f64();
+    results.sort_by_key(|&(i, seed, _)| (i, seed));
     let mut per: Vec<Vec<(u64, Result<RunReport, String>)>> =
         scenarios.iter().map(|_| Vec::new()).collect();
     for (i, seed, r) in results {
         per[i].push((seed, r));
     }
-    let range = SeedRange {
-        first: seeds.iter().copied().min().unwrap_or(0),
-        last: seeds.iter().copied().max().unwrap_or(0),
-    };
     scenarios
         .iter()
         .zip(per)
         .zip(coverage)
         .map(|((scenario, results), cov)| {
+            let range = match seeds {
+                Seeds::Listed(list) => SeedRange {
+                    first: list.iter().copied().min().unwrap_or(0),
+                    last: list.iter().copied().max().unwrap_or(0),
+                },
+                // What it ran: one unbroken range from the first (`seeds_run` 0: nothing).
+                Seeds::Budget(b) => SeedRange {
+                    first: b.range.first,
+                    last: b.range.first + (results.len() as u64).saturating_sub(1),
+                },
+            };
             summarise(
                 engine,
                 scenario,
@@ -639,6 +795,13 @@ pub struct Gate {
     pub wall_seconds: f64,
     /// Seeds a minute of wall.
     pub seeds_per_minute: f64,
+    /// A gate sized in time (`swarm --for`): its wall seconds. Each scenario's report says
+    /// which seeds it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_seconds: Option<f64>,
+    /// Scenarios that ran no seed (a budget too short to reach them): the gate did not judge
+    /// them, so it fails.
+    pub unjudged: Vec<String>,
     /// One swarm report per scenario, in the order given.
     pub scenarios: Vec<SwarmReport>,
 }
@@ -666,8 +829,19 @@ impl Gate {
             } else {
                 0.0
             },
+            budget_seconds: None,
+            unjudged: reports
+                .iter()
+                .filter(|r| r.seeds_run == 0)
+                .map(|r| r.scenario.clone())
+                .collect(),
             scenarios: reports,
         }
+    }
+
+    /// Whether every scenario was judged and no seed failed.
+    pub fn passed(&self) -> bool {
+        self.seeds_failed == 0 && self.unjudged.is_empty()
     }
 
     /// The gate's text summary: a line per scenario, the failing seeds, the totals.
@@ -686,6 +860,13 @@ impl Gate {
             self.seeds_run,
             self.engine
         );
+        if let Some(budget) = self.budget_seconds {
+            let _ = writeln!(
+                s,
+                "  sized in time: {budget:.0} s of wall, each scenario an equal share of the \
+                 workers' time, its seeds in order (replay one with --seeds and its range)"
+            );
+        }
         let _ = writeln!(
             s,
             "  {:<28} {:>7} {:>7}  broken",
@@ -698,9 +879,14 @@ impl Gate {
                 .filter(|(_, n)| **n > 0)
                 .map(|(k, n)| format!("{k} ({n})"))
                 .collect();
+            let ran = match (self.budget_seconds, r.seeds_run) {
+                (Some(_), 0) => "  not reached".to_string(),
+                (Some(_), _) => format!("  seeds {}..{}", r.seed_range.first, r.seed_range.last),
+                (None, _) => String::new(),
+            };
             let _ = writeln!(
                 s,
-                "  {:<28} {:>7} {:>7}  {}",
+                "  {:<28} {:>7} {:>7}  {}{ran}",
                 r.scenario,
                 r.seeds_run,
                 r.seeds_failed,
@@ -732,15 +918,21 @@ impl Gate {
                 self.seeds_failed - shown
             );
         }
-        let _ =
-            writeln!(
+        if !self.unjudged.is_empty() {
+            let _ = writeln!(
+                s,
+                "  not judged (the budget ran out before their first seed): {}",
+                self.unjudged.join(", ")
+            );
+        }
+        let _ = writeln!(
             s,
             "  failing seeds: {} of {}\n  wall: {:.1} s ({:.0} seeds per minute)\n  verdict: {}",
             self.seeds_failed,
             self.seeds_run,
             self.wall_seconds,
             self.seeds_per_minute,
-            if self.seeds_failed == 0 { "PASS" } else { "FAIL" }
+            if self.passed() { "PASS" } else { "FAIL" }
         );
         s
     }
@@ -765,6 +957,90 @@ mod tests {
         assert_eq!(seeds_of(range, Shard { index: 1, count: 3 }), vec![2, 5, 8]);
         all.sort();
         assert_eq!(all, (1..=10).collect::<Vec<_>>());
+    }
+
+    fn budget(first: u64, last: u64, seconds: f64) -> Budget {
+        Budget {
+            range: SeedRange { first, last },
+            seconds,
+        }
+    }
+
+    // One worker, two scenarios a seed of which costs 1.0 and 0.1: each is handed its seeds in
+    // order, the cheap one ten for each of the costly one's, and neither is ever more than one
+    // seed's cost ahead of the other.
+    #[test]
+    fn a_budget_gives_each_scenario_an_equal_share_of_time_and_its_seeds_in_order() {
+        let cost = [1.0, 0.1];
+        let mut d = Dispatcher::new(budget(5, 1_000_000, 1e9), vec![0, 1]);
+        let mut seeds: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..220 {
+            let (i, seed) = d.take().expect("the budget is far off");
+            seeds[i].push(seed);
+            d.done(i, cost[i]);
+            assert!(
+                (d.spent[0] - d.spent[1]).abs() <= 1.0 + 1e-9,
+                "{:?}",
+                d.spent
+            );
+        }
+        assert_eq!(seeds[0], (5..25).collect::<Vec<_>>());
+        assert_eq!(seeds[1], (5..205).collect::<Vec<_>>());
+    }
+
+    // Nothing past the range's last seed; a scenario whose first seed is still running (no
+    // measure yet) gets no second; nothing starts once the budget has passed.
+    #[test]
+    fn a_budget_stops_at_the_range_end_at_an_unmeasured_scenario_and_at_the_deadline() {
+        let mut d = Dispatcher::new(budget(1, 2, 1e9), vec![1, 0]);
+        assert_eq!(d.take(), Some((1, 1)), "ties go in the given order");
+        assert_eq!(d.take(), Some((0, 1)));
+        assert_eq!(d.take(), None, "both first seeds are still running");
+        d.done(0, 0.5);
+        assert_eq!(d.take(), Some((0, 2)));
+        d.done(0, 0.5);
+        d.done(1, 0.5);
+        assert_eq!(d.take(), Some((1, 2)));
+        d.done(1, 0.5);
+        assert_eq!(d.take(), None, "the range is spent");
+
+        let mut d = Dispatcher::new(budget(1, 100, 5.0), vec![0]);
+        d.started -= std::time::Duration::from_secs(10);
+        assert_eq!(d.take(), None, "the budget has passed");
+        let mut d = Dispatcher::new(budget(1, 100, 5.0), vec![0]);
+        d.started -= std::time::Duration::from_secs(3);
+        d.finished[0] = (1, 3.0);
+        d.next[0] = 2;
+        assert_eq!(d.take(), None, "a seed of 3 s would end past the budget");
+    }
+
+    // A gate where a scenario ran no seed did not judge it: it fails and says which.
+    #[test]
+    fn a_gate_with_a_scenario_that_ran_no_seed_fails() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/smoke.toml");
+        let scenario = Scenario::load(&path).expect("the bundled smoke scenario loads");
+        let report = summarise(
+            Engine::Madsim,
+            &scenario,
+            &Bugs::default(),
+            Vec::new(),
+            Coverage::new(scenario.name()),
+            1.0,
+            SeedRange { first: 1, last: 1 },
+        );
+        let mut gate = Gate::of(
+            vec![report],
+            SeedRange { first: 1, last: 1 },
+            Shard::WHOLE,
+            1.0,
+        );
+        gate.budget_seconds = Some(1.0);
+        assert!(!gate.passed());
+        assert_eq!(gate.unjudged, vec![scenario.name()]);
+        let summary = gate.summary();
+        assert!(summary.contains("not judged"), "{summary}");
+        assert!(summary.contains("verdict: FAIL"), "{summary}");
     }
 
     // The XML escapes what must be escaped, so a violation's text cannot break the file.

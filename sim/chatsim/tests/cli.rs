@@ -290,6 +290,78 @@ fn swarm_reports_failing_seeds_in_json_and_junit_and_shards_split_the_range() {
     );
 }
 
+// A gate sized in time runs each scenario's seeds in order from the first, one unbroken range
+// each, and ends near its budget; a scenario's range run again gives the same verdicts; `--for`
+// with `--shard`, or a duration that is none, is refused as bad input.
+#[test]
+fn a_gate_sized_in_time_runs_unbroken_seed_ranges_that_replay_alike() {
+    let o = chatsim(&[
+        "swarm",
+        "smoke",
+        "silent-phone",
+        "--for",
+        "4s",
+        "--seeds",
+        "3..1000",
+        "--jobs",
+        "2",
+        "--bug",
+        "no-client-dedup",
+        "--json",
+        "--no-report",
+    ]);
+    assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
+    let j = json_of(&o);
+    assert_eq!(j["budget_seconds"], 4.0);
+    let wall = j["wall_seconds"].as_f64().expect("seconds");
+    // No seed starts once the budget is spent; one already running may end after it.
+    assert!((3.0..30.0).contains(&wall), "took {wall} s");
+    let mut total = 0;
+    for r in j["scenarios"].as_array().expect("array") {
+        let ran: Vec<u64> = r["seeds"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|s| s["seed"].as_u64().expect("seed"))
+            .collect();
+        assert!(!ran.is_empty(), "every scenario judged: {r}");
+        let last = r["seed_range"]["last"].as_u64().expect("last");
+        assert_eq!(r["seed_range"]["first"], 3);
+        assert_eq!(ran, (3..=last).collect::<Vec<_>>(), "{}", r["scenario"]);
+        total += ran.len();
+        // The same seeds, asked for by range: the same verdicts.
+        let replay_last = last.min(6).to_string();
+        let again = chatsim(&[
+            "swarm",
+            r["scenario_path"].as_str().expect("path"),
+            "--seeds",
+            &format!("3..{replay_last}"),
+            "--bug",
+            "no-client-dedup",
+            "--json",
+            "--no-report",
+        ]);
+        let again = json_of(&again);
+        for (a, b) in r["seeds"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .zip(again["seeds"].as_array().expect("array"))
+        {
+            assert_eq!((&a["seed"], &a["broken"]), (&b["seed"], &b["broken"]));
+        }
+    }
+    assert_eq!(j["seeds_run"].as_u64(), Some(total as u64));
+    for bad in [
+        &["--for", "4s", "--shard", "0/2"][..],
+        &["--for", "soon"][..],
+        &["--for", "0s"][..],
+    ] {
+        let o = chatsim(&[&["swarm", "smoke", "--no-report"][..], bad].concat());
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+    }
+}
+
 // hunt catches a bug and writes a shrunk scenario that replays it; shrinking a passing seed or
 // hunting a bug whose part of the design is not built is refused as bad input.
 #[test]
