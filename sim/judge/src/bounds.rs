@@ -179,8 +179,11 @@ pub const GAP_REPAIR_BOUND_MS: Millis = GAP_REPAIR_DELAY_MS + GAP_RETRY_MS + FET
 /// the repair. A design that repairs a gap only by luck (a push retried seconds later, the
 /// next drain) keeps its messages, so `no_loss` and `liveness` pass it: this is where the
 /// mechanism that should have done the work is seen to fail. A gap is repaired when the phone
-/// shows a message at or past its last number, or gets the ✓ of its own message there (a
-/// sender's view holds its own numbers, which it learns from its ✓s, not from a display). Gaps of a companion linked mid-run are not
+/// shows a message at or past its last number, gets the ✓ of its own message there (a
+/// sender's view holds its own numbers, which it learns from its ✓s, not from a display), or
+/// receives one there that it cannot open (a tampered text takes its number, and the phone
+/// skips it: malicious seed 1812's gap was filled so 15 ms after it opened, unseen until the
+/// next display 4.8 s later). Gaps of a companion linked mid-run are not
 /// judged: they may hold messages sent before it joined, never owed to it, which a fetch
 /// answers with nothing and which only its own later texts (never shown to it as arrivals)
 /// carry it past.
@@ -203,7 +206,9 @@ pub fn gap_repair(h: &History, fetch_extra_ms: Millis, fetch_max: u64) -> Verdic
                 let gap = open.entry((device, *conv)).or_insert((*from, *to, r.t));
                 gap.1 = gap.1.max(*to);
             }
-            Observation::Displayed { conv, seq, .. } | Observation::Acked { conv, seq, .. } => {
+            Observation::Displayed { conv, seq, .. }
+            | Observation::Acked { conv, seq, .. }
+            | Observation::Undecryptable { conv, seq, .. } => {
                 let Some(&(from, to, detected)) = open.get(&(device, *conv)) else {
                     continue;
                 };
@@ -682,6 +687,23 @@ mod tests {
         );
         unfilled.observe(9_000, d, late_display(conv, from, 2));
         assert!(!gap_repair(&unfilled, 0, 64).holds);
+        // A tampered text at the gap's number arrives and cannot be opened: the phone skips
+        // it, and that fills the gap as surely as a display.
+        let mut skipped = unfilled.clone();
+        skipped.records.pop();
+        let tampered = MsgId { device: from, n: 7 };
+        skipped.observe(
+            1_015,
+            d,
+            Observation::Undecryptable {
+                id: tampered,
+                conv,
+                seq: 1,
+            },
+        );
+        skipped.observe(9_000, d, late_display(conv, from, 2));
+        let v = gap_repair(&skipped, 0, 64);
+        assert!(v.holds && v.checked == 1, "{v:?}");
     }
 
     fn late_display(conv: chatsim_system::proto::ConvId, from: DeviceId, seq: u64) -> Observation {

@@ -4,6 +4,7 @@
 //! messages. Everything else it does stays the honest app's, so the attack runs inside a live
 //! workload, as a stolen phone would.
 
+use super::conversation::Slot;
 use super::keys::SealedGroup;
 use super::{Device, Link};
 use crate::attack::{Attack, FORGED_N_BASE, FORGED_RECEIPT_UPTO};
@@ -159,15 +160,29 @@ impl Device {
     /// from the honest outbox, which never heard of it. Returns whether it was one.
     pub(super) fn forged_sent(
         &mut self,
+        now: Millis,
         conv: ConvId,
         id: MsgId,
         seq: Seq,
         out: &mut Vec<Effect>,
     ) -> bool {
-        if self.forged.remove(&id).is_none() {
+        let Some(f) = self.forged.remove(&id) else {
             return false;
-        }
+        };
         Self::observe(out, Observation::Acked { id, conv, seq });
+        // A text under our own id stored in a chat we are in (a tampered one): its number is
+        // ours, as an honest ✓'s is. Left out of the view, the honest app took it for a gap,
+        // fetched its own text back and filled the gap unseen by the judges (gap_repair,
+        // malicious seeds 421, 707, 840, 987, 1075, 1215).
+        let text = matches!(f.up, Up::Send { op: None, .. });
+        let ours = if conv.is_group() {
+            self.convs.get(&conv).is_some_and(|v| v.joined)
+        } else {
+            conv.direct_peer(self.id.user).is_some()
+        };
+        if text && ours && id.device == self.id {
+            self.fill_slot(now, conv, seq, Slot::Mine(id, None), out);
+        }
         true
     }
 

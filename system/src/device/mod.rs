@@ -387,7 +387,7 @@ impl Device {
                 }
             }
             Down::Sent { conv, id, seq } => {
-                if !self.forged_sent(conv, id, seq, out) {
+                if !self.forged_sent(now, conv, id, seq, out) {
                     self.on_sent(now, conv, id, seq, out)
                 }
             }
