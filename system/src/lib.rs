@@ -653,9 +653,12 @@ impl Default for PushSpec {
 impl Deployment {
     /// The devices of `user`: the primary (index 0) first, then its companions.
     pub fn devices_of(&self, user: UserId) -> Vec<proto::DeviceId> {
-        (0..self.devices_per_user.max(1))
-            .map(|index| proto::DeviceId { user, index })
-            .collect()
+        self.device_ids(user).collect()
+    }
+
+    /// [`Deployment::devices_of`] without the vector, for loops over a big group's members.
+    pub fn device_ids(&self, user: UserId) -> impl Iterator<Item = proto::DeviceId> {
+        (0..self.devices_per_user.max(1)).map(move |index| proto::DeviceId { user, index })
     }
 
     /// Whether `user` exists.
