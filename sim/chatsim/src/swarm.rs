@@ -255,6 +255,18 @@ pub struct Budget {
     pub seconds: f64,
 }
 
+/// What a budgeted swarm's worker does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Next {
+    /// Run this seed of this scenario.
+    Run(usize, u64),
+    /// Wait for a running seed to end: the only seeds left that fit are of scenarios whose
+    /// first seed is still running.
+    Wait,
+    /// Nothing more fits in the budget.
+    Done,
+}
+
 /// A budgeted swarm's dispatcher: which seed goes next, and what each scenario has spent.
 struct Dispatcher {
     budget: Budget,
@@ -289,26 +301,37 @@ impl Dispatcher {
         (n > 0).then(|| s / f64::from(n))
     }
 
-    /// The next (scenario, seed) to run, charged with its scenario's mean run; `None` once
-    /// nothing more fits in the budget.
-    fn take(&mut self) -> Option<(usize, u64)> {
+    /// The next (scenario, seed) to run, charged with its scenario's mean run.
+    fn take(&mut self) -> Next {
         let now = self.started.elapsed().as_secs_f64();
         let fits = |d: &Dispatcher, i: usize| {
-            d.next[i] <= d.budget.range.last
-                && now + d.mean(i).unwrap_or(0.0) <= d.budget.seconds
-                // A scenario whose first seed is still running has no measure yet: one at a time.
-                && (d.finished[i].0 > 0 || d.next[i] == d.budget.range.first)
+            d.next[i] <= d.budget.range.last && now + d.mean(i).unwrap_or(0.0) <= d.budget.seconds
         };
-        let i = self
-            .order
-            .iter()
-            .copied()
-            .filter(|&i| fits(self, i))
-            .min_by(|&a, &b| self.spent[a].total_cmp(&self.spent[b]))?;
+        // A scenario whose first seed is still running has no measure yet, so no second seed:
+        // charged nothing, it would win every pick until its first ended.
+        let measured =
+            |d: &Dispatcher, i: usize| d.finished[i].0 > 0 || d.next[i] == d.budget.range.first;
+        let mut waiting = false;
+        let mut best: Option<usize> = None;
+        for &i in &self.order {
+            if !fits(self, i) {
+                continue;
+            }
+            if !measured(self, i) {
+                waiting = true;
+                continue;
+            }
+            if best.is_none_or(|b| self.spent[i] < self.spent[b]) {
+                best = Some(i);
+            }
+        }
+        let Some(i) = best else {
+            return if waiting { Next::Wait } else { Next::Done };
+        };
         let seed = self.next[i];
         self.next[i] += 1;
         self.spent[i] += self.mean(i).unwrap_or(0.0);
-        Some((i, seed))
+        Next::Run(i, seed)
     }
 
     /// Seed of scenario `i` finished after `seconds` of run: its guess becomes the measure.
@@ -445,23 +468,33 @@ pub fn swarm_seeds(
         }
         Seeds::Budget(budget) => {
             let dispatcher = std::sync::Mutex::new(Dispatcher::new(budget, order));
+            // Rung whenever a seed ends, for workers waiting on a scenario's first seed.
+            let ended = std::sync::Condvar::new();
             let done = std::sync::Mutex::new(Vec::new());
             pool.scope(|s| {
                 for _ in 0..jobs.max(1) {
-                    s.spawn(|_| loop {
+                    s.spawn(|_| {
                         // A poisoned lock means a run panicked past its own catch; what the
                         // dispatcher holds is still whole.
-                        let next = dispatcher.lock().unwrap_or_else(|e| e.into_inner()).take();
-                        let Some((i, seed)) = next else { break };
-                        let r = run_one(i, seed);
-                        let seconds = r.as_ref().map_or(0.0, |r| r.stats.wall_seconds);
-                        dispatcher
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .done(i, seconds);
-                        done.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push((i, seed, r));
+                        let lock = || dispatcher.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut d = lock();
+                        loop {
+                            match d.take() {
+                                Next::Done => break,
+                                Next::Wait => d = ended.wait(d).unwrap_or_else(|e| e.into_inner()),
+                                Next::Run(i, seed) => {
+                                    drop(d);
+                                    let r = run_one(i, seed);
+                                    let seconds = r.as_ref().map_or(0.0, |r| r.stats.wall_seconds);
+                                    done.lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .push((i, seed, r));
+                                    d = lock();
+                                    d.done(i, seconds);
+                                    ended.notify_all();
+                                }
+                            }
+                        }
                     });
                 }
             });
@@ -975,7 +1008,9 @@ mod tests {
         let mut d = Dispatcher::new(budget(5, 1_000_000, 1e9), vec![0, 1]);
         let mut seeds: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
         for _ in 0..220 {
-            let (i, seed) = d.take().expect("the budget is far off");
+            let Next::Run(i, seed) = d.take() else {
+                panic!("the budget is far off")
+            };
             seeds[i].push(seed);
             d.done(i, cost[i]);
             assert!(
@@ -989,29 +1024,40 @@ mod tests {
     }
 
     // Nothing past the range's last seed; a scenario whose first seed is still running (no
-    // measure yet) gets no second; nothing starts once the budget has passed.
+    // measure yet) gets no second, and a worker with nothing else waits for it rather than
+    // ending (a one-scenario budget would run on one worker); nothing starts once the budget
+    // has passed.
     #[test]
     fn a_budget_stops_at_the_range_end_at_an_unmeasured_scenario_and_at_the_deadline() {
         let mut d = Dispatcher::new(budget(1, 2, 1e9), vec![1, 0]);
-        assert_eq!(d.take(), Some((1, 1)), "ties go in the given order");
-        assert_eq!(d.take(), Some((0, 1)));
-        assert_eq!(d.take(), None, "both first seeds are still running");
+        assert_eq!(d.take(), Next::Run(1, 1), "ties go in the given order");
+        assert_eq!(d.take(), Next::Run(0, 1));
+        assert_eq!(d.take(), Next::Wait, "both first seeds are still running");
         d.done(0, 0.5);
-        assert_eq!(d.take(), Some((0, 2)));
+        assert_eq!(d.take(), Next::Run(0, 2));
+        assert_eq!(
+            d.take(),
+            Next::Wait,
+            "scenario 1's first seed is still running"
+        );
         d.done(0, 0.5);
         d.done(1, 0.5);
-        assert_eq!(d.take(), Some((1, 2)));
+        assert_eq!(d.take(), Next::Run(1, 2));
         d.done(1, 0.5);
-        assert_eq!(d.take(), None, "the range is spent");
+        assert_eq!(d.take(), Next::Done, "the range is spent");
 
         let mut d = Dispatcher::new(budget(1, 100, 5.0), vec![0]);
         d.started -= std::time::Duration::from_secs(10);
-        assert_eq!(d.take(), None, "the budget has passed");
+        assert_eq!(d.take(), Next::Done, "the budget has passed");
         let mut d = Dispatcher::new(budget(1, 100, 5.0), vec![0]);
         d.started -= std::time::Duration::from_secs(3);
         d.finished[0] = (1, 3.0);
         d.next[0] = 2;
-        assert_eq!(d.take(), None, "a seed of 3 s would end past the budget");
+        assert_eq!(
+            d.take(),
+            Next::Done,
+            "a seed of 3 s would end past the budget"
+        );
     }
 
     // A gate where a scenario ran no seed did not judge it: it fails and says which.
