@@ -341,3 +341,33 @@ fn a_compromised_phones_own_tampered_text_takes_its_number_and_opens_no_gap() {
         }
     }
 }
+
+/// malicious seed 771 with BUGGIFY (a 10-minute `swarm scenarios --for 10m --buggify` found
+/// it) lost a message: g1 is read from its log (`fanout_on_read_over`), so its fan-out parks
+/// nothing and the job's durable cursor is the only record that members still need a push.
+/// The shard sent the step that moved the cursor, then was killed before it pushed; storage
+/// committed the cursor, the restarted shard found no job, and the group's last text (seq
+/// 17) never reached its 11 devices. A push-only step now pushes first and moves its cursor
+/// once every push has settled, so a successor pushes again.
+#[test]
+fn a_shard_killed_mid_push_only_fan_out_leaves_the_step_to_its_successor() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/malicious.toml");
+    let mut s = Scenario::load(&path).expect("scenario files are valid");
+    s.buggify = true;
+    s.buggify_forced = true;
+    let r = run_seed(&s, 771, &Bugs::none()).expect("the run completes");
+    let broken: Vec<_> = r.invariants.iter().filter(|v| !v.holds).collect();
+    assert!(
+        broken.is_empty(),
+        "{:?}",
+        broken.first().map(|v| &v.violations[0])
+    );
+    assert!(
+        r.history
+            .records
+            .iter()
+            .any(|rec| matches!(&rec.event, Event::Fault(Fault::Kill(Host::Shard(_))))),
+        "the seed no longer kills a shard"
+    );
+}

@@ -60,9 +60,11 @@ impl Shard {
         self.attempt(now, key, out);
     }
 
-    pub(super) fn untrack(&mut self, key: DeliveryKey) {
+    pub(super) fn untrack(&mut self, now: Millis, key: DeliveryKey, out: &mut Vec<Effect>) {
         self.deliveries.remove(&key);
         self.timers.cancel(&Timer::Push(key));
+        // A push-only fan-out step waits for its pushes to settle before its cursor moves.
+        self.fanout_pushed(now, (key.1, key.2), out);
     }
 
     /// One delivery attempt: ask where the device is; retry later unless it acks first.
@@ -72,7 +74,7 @@ impl Shard {
         };
         if d.attempts >= PUSH_ATTEMPTS_MAX {
             // Given up; the message still waits in the inbox for the device's next drain.
-            self.untrack(key);
+            self.untrack(now, key, out);
             return;
         }
         if d.attempts > 0 {
@@ -110,7 +112,13 @@ impl Shard {
         });
     }
 
-    pub(super) fn on_located(&mut self, req: u64, at: Vec<(DeviceId, u16)>, out: &mut Vec<Effect>) {
+    pub(super) fn on_located(
+        &mut self,
+        now: Millis,
+        req: u64,
+        at: Vec<(DeviceId, u16)>,
+        out: &mut Vec<Effect>,
+    ) {
         let key = match self.pending.remove(&req) {
             Some(Pending::Locate(key)) => key,
             Some(Pending::LocateReceipt(key)) => {
@@ -148,13 +156,13 @@ impl Shard {
                 self.push(device, &msg, gateway, out);
                 if self.topo.bugs.has(Bug::DeleteInboxOnPush) {
                     // Pushed counts as delivered: no entry, no retry.
-                    self.untrack(key);
+                    self.untrack(now, key, out);
                 }
             }
             // Not connected: it drains its inbox when it connects, so stop here, and ask the
             // push provider to wake it (a push only hurries that along).
             None => {
-                self.untrack(key);
+                self.untrack(now, key, out);
                 let rpc = Rpc::Notify { device: key.0 };
                 out.push(Effect::Rpc {
                     to: Host::Push,

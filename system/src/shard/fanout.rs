@@ -42,6 +42,44 @@ impl Shard {
             return;
         };
         job.stepping = true;
+        if !job.park {
+            // Read from its log: nothing is parked, so the durable cursor is the only record
+            // that these devices still need the message. Push first; the cursor moves only
+            // once every push of the step is settled ([`Shard::fanout_pushed`]), so a shard
+            // that dies in between leaves the step to be pushed again by its successor.
+            let from = job.next as usize;
+            let to = (from + step).min(job.devices.len());
+            let pushes: Vec<(DeviceId, Message)> = job.devices[from.min(to)..to]
+                .iter()
+                .map(|d| (*d, job.msg.for_device(*d)))
+                .collect();
+            for (device, msg) in pushes {
+                self.track(now, device, msg, false, out);
+            }
+            return self.fanout_pushed(now, key, out);
+        }
+        Self::send_step(key, job, step, fence, out);
+        self.timers.set(Timer::Fanout(key), now + STORAGE_RETRY_MS);
+    }
+
+    /// A push-only step whose pushes are all settled (acked, device not connected, or given
+    /// up) writes its cursor; until then it waits.
+    pub(super) fn fanout_pushed(&mut self, now: Millis, key: (ConvId, Seq), out: &mut Vec<Effect>) {
+        let step = self.step_devices();
+        let Some(job) = self.jobs.get(&key).filter(|j| j.stepping && !j.park) else {
+            return;
+        };
+        if self.timers.is_set(&Timer::Fanout(key)) {
+            return; // Its cursor write is out already.
+        }
+        let from = job.next as usize;
+        let to = (from + step).min(job.devices.len());
+        let pending = job.devices[from.min(to)..to]
+            .iter()
+            .any(|d| self.deliveries.contains_key(&(*d, key.0, key.1)));
+        let Some(fence) = self.fence(key.0).filter(|_| !pending) else {
+            return;
+        };
         Self::send_step(key, job, step, fence, out);
         self.timers.set(Timer::Fanout(key), now + STORAGE_RETRY_MS);
     }
@@ -103,7 +141,8 @@ impl Shard {
         let park = job.park;
         let done = next as usize >= job.devices.len();
         self.timers.cancel(&Timer::Fanout(key));
-        for (device, msg) in parked {
+        // A push-only step was pushed before its cursor moved.
+        for (device, msg) in parked.into_iter().filter(|_| park) {
             self.track(now, device, msg, park, out);
         }
         if done {

@@ -309,7 +309,7 @@ impl Shard {
                 // entry: delete unless we know there is none.
                 let key = (device, conv, seq);
                 let parked = self.deliveries.get(&key).is_none_or(|d| d.parked);
-                self.untrack(key);
+                self.untrack(now, key, out);
                 if parked {
                     out.push(Effect::Rpc {
                         to: STORAGE,
@@ -767,7 +767,7 @@ impl Machine for Shard {
                 rpc: Rpc::Located { answers },
             } => {
                 for (req, at) in answers {
-                    self.on_located(req, at, out);
+                    self.on_located(now, req, at, out);
                 }
             }
             Input::Rpc {
