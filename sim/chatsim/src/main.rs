@@ -500,9 +500,18 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// The scenario with BUGGIFY forced on when the command line asks for it.
+/// The scenario with BUGGIFY forced on when the command line asks for it, unless its file
+/// says it must never buggify: then it runs as written, and standard error says why, so a
+/// `swarm scenarios --buggify` gate judges the others without false alarms from it.
 fn buggified(mut s: Scenario, on: bool) -> Scenario {
     if on && !s.buggify {
+        if let Some(why) = &s.buggify_never {
+            eprintln!(
+                "note: {}: not buggified, its file says never: {why}",
+                s.name()
+            );
+            return s;
+        }
         s.buggify = true;
         s.buggify_forced = true;
     }

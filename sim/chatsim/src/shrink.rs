@@ -768,6 +768,9 @@ fn scenario_text(
         // The knobs come from the seed, as in the failing run.
         let _ = writeln!(t, "buggify = true");
     }
+    if let Some(why) = &s.buggify_never {
+        let _ = writeln!(t, "buggify_never = {}", quote(why));
+    }
     let tp = &s.topology;
     let _ = writeln!(
         t,

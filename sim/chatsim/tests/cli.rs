@@ -936,3 +936,50 @@ fn merge_of_four_shards_equals_one_unsharded_run_and_refuses_pieces_that_do_not_
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+// `--buggify` leaves a scenario whose file says it must never buggify as written, and says
+// why on standard error; the same file without that line buggifies on the same seed.
+#[test]
+fn buggify_on_the_command_line_skips_a_scenario_that_must_never_buggify() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/smoke.toml"),
+    )
+    .expect("smoke scenario");
+    // smoke buggifies by its file; without that line, only `--buggify` can make it.
+    let text = text.replace("\nbuggify = true\n", "\n");
+    let plain = scratch("buggify-plain.toml", &text);
+    let never = scratch(
+        "buggify-never.toml",
+        &text.replacen(
+            "\ndescription = ",
+            "\nbuggify_never = \"a test's reason\"\ndescription = ",
+            1,
+        ),
+    );
+    let run = |path: &str, seed: u64| {
+        let seed = seed.to_string();
+        let o = chatsim(&[
+            "run",
+            path,
+            "--seed",
+            &seed,
+            "--buggify",
+            "--json",
+            "--no-report",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        // `knobs` is left out of the JSON when no knob shrank.
+        let knobs = json_of(&o)["knobs"].as_array().map_or(0, Vec::len);
+        (knobs, stderr(&o))
+    };
+    // Half the seeds buggify; one of the first eight surely does.
+    let seed = (1..=8)
+        .find(|&seed| run(&plain, seed).0 > 0)
+        .expect("a buggified seed among 1..8");
+    let (knobs, err) = run(&never, seed);
+    assert_eq!(knobs, 0, "seed {seed} buggified a never-buggify scenario");
+    assert!(
+        err.contains("not buggified") && err.contains("a test's reason"),
+        "{err}"
+    );
+}

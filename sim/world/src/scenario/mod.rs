@@ -76,6 +76,12 @@ pub struct Scenario {
     /// reference and bench worlds.
     #[serde(default)]
     pub buggify: bool,
+    /// Why this scenario must never buggify, not even when the command line asks for it
+    /// (`--buggify` on a swarm of every scenario skips it and says why). For a scenario whose
+    /// point is a throughput the shrunken bounds cannot reach within the run, so the checkers
+    /// would report as lost what is only late.
+    #[serde(default)]
+    pub buggify_never: Option<String>,
     /// The command line turned BUGGIFY on for a file that does not ask for it (not a TOML
     /// field): a replay command must say so.
     #[serde(skip)]

@@ -72,6 +72,33 @@ fn out_of_range_values_name_their_field() {
     );
 }
 
+// A scenario that must never buggify says why, and cannot also ask to buggify.
+#[test]
+fn buggify_never_needs_a_reason_and_contradicts_buggify() {
+    let never = GOOD.replace(
+        "description = \"ok\"",
+        "description = \"ok\"\nbuggify_never = \"too slow under small bounds\"",
+    );
+    let s = Scenario::parse(Path::new("x.toml"), &never).expect("valid");
+    assert_eq!(
+        s.buggify_never.as_deref(),
+        Some("too slow under small bounds")
+    );
+    let e = err(&never.replace(
+        "description = \"ok\"",
+        "description = \"ok\"\nbuggify = true",
+    ));
+    assert!(
+        e.contains("`buggify_never`") && e.contains("buggify = true"),
+        "{e}"
+    );
+    let e = err(&never.replace("too slow under small bounds", " "));
+    assert!(
+        e.contains("`buggify_never`") && e.contains("say why"),
+        "{e}"
+    );
+}
+
 // `chatsim scenarios` lists every fault kind under the name a scenario file uses for it.
 #[test]
 fn every_fault_kind_is_listed_under_its_file_name() {

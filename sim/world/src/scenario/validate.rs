@@ -71,6 +71,23 @@ fn invalid(path: &Path, field: &str, reason: impl Into<String>) -> ScenarioError
 impl Scenario {
     pub(super) fn validate(&self) -> Result<(), ScenarioError> {
         let p = self.path.as_path();
+        match &self.buggify_never {
+            Some(_) if self.buggify => {
+                return Err(invalid(
+                    p,
+                    "buggify_never",
+                    "says the scenario must never buggify, but the file sets `buggify = true`",
+                ));
+            }
+            Some(why) if why.trim().is_empty() => {
+                return Err(invalid(
+                    p,
+                    "buggify_never",
+                    "is empty: say why the scenario must never buggify",
+                ));
+            }
+            _ => {}
+        }
         let t = &self.topology;
         if !(USERS_MIN..=USERS_MAX).contains(&t.users) {
             return Err(invalid(
