@@ -890,6 +890,25 @@ mod tests {
         assert_eq!(original.trace_hash, again.trace_hash);
     }
 
+    // A shrunk file keeps what its scenario's file says of BUGGIFY: a scenario that must never
+    // buggify stays one when its shrunk story is run with `--buggify`.
+    #[test]
+    fn a_shrunk_file_keeps_buggify_never() {
+        let s = scenario("group-flood");
+        let why = s
+            .buggify_never
+            .clone()
+            .expect("group-flood must never buggify");
+        let none = Bugs::none();
+        let explicit =
+            Trial::new(&s, 1, &none, "", UNBOUNDED).variant(plan_events(&make_plan(&s, 1)));
+        let text = scenario_text(&explicit, &s, 1, &none, "none", &[], 0);
+        let reloaded =
+            Scenario::parse(Path::new("shrunk.toml"), &text).expect("the written file parses");
+        assert_eq!(reloaded.buggify_never, Some(why));
+        assert!(!reloaded.buggify);
+    }
+
     // The focus keeps the units that name the violation's users (the sender and the reader of
     // the late message) or no user at all, drops the rest, and its one run still fails.
     #[test]
