@@ -1,8 +1,8 @@
 //! `chatsim merge`: the JSON of `swarm --shard k/n --json` runs (CI matrix jobs, a Kubernetes
 //! indexed Job's pods) combined into the one result an unsharded swarm would have given: the
 //! same JSON, one JUnit file, one report. Pieces that do not fit are refused, each refusal
-//! naming the file and what is wrong: another binary, engine, bug set, seed range or scenario
-//! set; a shard missing or given twice; a seed missing or run twice.
+//! naming the file and what is wrong: another binary, engine, bug set, BUGGIFY, seed range or
+//! scenario set; a shard missing or given twice; a seed missing or run twice.
 
 use crate::coverage::Coverage;
 use crate::run::Engine;
@@ -21,6 +21,7 @@ struct ScenarioPiece {
     binary: String,
     engine: String,
     bugs: Vec<String>,
+    buggify: bool,
     seed_range: SeedRange,
     shard: Shard,
     faults_skipped: usize,
@@ -190,6 +191,18 @@ pub fn merge(paths: &[PathBuf]) -> Result<Merged, String> {
                 format!("{:?}", key(first)),
             );
         }
+        // The same scenarios in the same order (just checked), each with BUGGIFY as in the
+        // first piece: one run with `--buggify` and one without are not shards of one swarm.
+        let on = |b: bool| if b { "on" } else { "off" }.to_string();
+        for (mine, theirs) in p.scenarios.iter().zip(&first.scenarios) {
+            if mine.buggify != theirs.buggify {
+                return differs(
+                    &format!("ran {} with BUGGIFY", mine.scenario),
+                    on(mine.buggify),
+                    on(theirs.buggify),
+                );
+            }
+        }
     }
     let count = first.shard.count;
     let mut seen: BTreeMap<u64, &Path> = BTreeMap::new();
@@ -293,6 +306,7 @@ fn merge_scenario(
         shard: Shard::WHOLE,
         engine,
         bugs: head.bugs.clone(),
+        buggify: head.buggify,
         seeds_run: seeds.len(),
         seeds_failed: failures.len(),
         failing_seeds: failures.iter().map(|f| f.seed).collect(),

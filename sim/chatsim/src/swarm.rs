@@ -183,6 +183,10 @@ pub struct SwarmReport {
     pub engine: &'static str,
     /// Bugs switched on.
     pub bugs: Vec<String>,
+    /// Whether BUGGIFY was on for these seeds: the file's `buggify`, or `--buggify` for a file
+    /// that does not say `buggify_never` (a gate run with `--buggify` shows here which of its
+    /// scenarios ran as written).
+    pub buggify: bool,
     /// Seeds this process ran.
     pub seeds_run: usize,
     /// Of those, how many broke an invariant or panicked.
@@ -637,6 +641,7 @@ fn summarise(
         seeds,
         engine: engine.name(),
         bugs: bugs.iter().map(|b| b.to_string()).collect(),
+        buggify: scenario.buggify,
         seeds_run: results.len(),
         seeds_failed: failures.len(),
         failing_seeds: failures.iter().map(|f| f.seed).collect(),

@@ -914,6 +914,12 @@ fn merge_of_four_shards_equals_one_unsharded_run_and_refuses_pieces_that_do_not_
         vec![piece_args[0], piece_args[1], piece_args[2], &other_binary],
         "binary",
     );
+    // The last piece's second scenario is session-race, whose file does not buggify.
+    let other_buggify = edit("\"buggify\": false", "\"buggify\": true", "buggify.json");
+    refused(
+        vec![piece_args[0], piece_args[1], piece_args[2], &other_buggify],
+        "ran session-race with BUGGIFY on",
+    );
     let other_range = edit("\"last\": 10", "\"last\": 11", "range.json");
     refused(
         vec![piece_args[0], piece_args[1], piece_args[2], &other_range],
