@@ -366,3 +366,59 @@ fn a_sender_says_it_saw_a_groups_receipts_in_few_frames() {
         "several receipts a frame: {frames:?}"
     );
 }
+
+// Device `update_ticks`: a group text shows ✓✓ only once every member has it and read only
+// once every member read it, whichever order their receipts come in. The first member in the
+// device's order is the last to receive and to read, so a count of members already heard
+// from that skipped ahead (or never went back to look) would show a tick too early or never.
+#[test]
+fn group_ticks_wait_for_the_first_member_when_it_is_the_last_to_answer() {
+    use chatsim_system::proto::ReceiptKind::{Delivered, Read};
+    let mut c = Cluster::new(group_topo(4));
+    c.run_for(1_000);
+    let (a, b, cc, d) = (user(0), user(1), user(2), user(3));
+    c.act(
+        a,
+        Action::CreateGroup {
+            group: 1,
+            members: vec![b.user, cc.user, d.user],
+        },
+    );
+    c.run_for(500);
+    c.act(b, Action::GoOffline);
+    c.run_for(500);
+    c.act(
+        a,
+        Action::SendGroup {
+            group: 1,
+            body: b"who has it".to_vec(),
+        },
+    );
+    let ticks = |c: &Cluster| -> Vec<_> {
+        c.seen(a, |o| matches!(o, Observation::Ticks { .. }))
+            .map(|o| match o {
+                Observation::Ticks { tick, .. } => *tick,
+                _ => unreachable!(),
+            })
+            .collect()
+    };
+    c.run_for(2_000);
+    assert_eq!(texts(&c, cc), vec!["who has it"]);
+    assert!(
+        ticks(&c).is_empty(),
+        "b has not received it: {:?}",
+        ticks(&c)
+    );
+    c.act(b, Action::GoOnline);
+    c.run_for(2_000);
+    assert_eq!(ticks(&c), vec![Delivered]);
+    let conv = ConvId::group(1);
+    for reader in [d, cc] {
+        c.act(reader, Action::OpenChat { conv });
+        c.run_for(1_000);
+        assert_eq!(ticks(&c), vec![Delivered], "b has not read it");
+    }
+    c.act(b, Action::OpenChat { conv });
+    c.run_for(1_000);
+    assert_eq!(ticks(&c), vec![Delivered, Read]);
+}
