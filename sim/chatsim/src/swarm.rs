@@ -770,6 +770,14 @@ pub fn junit_of(reports: &[SwarmReport], wall_seconds: f64) -> String {
             "  <testsuite name=\"{name}\" tests=\"{cases}\" failures=\"{failures}\" time=\"{:.3}\">",
             r.wall_seconds
         );
+        // How the suite ran, for whoever reads only this file: a `--buggify` gate leaves a
+        // scenario whose file says `buggify_never` as written, and the seeds say what to replay.
+        let seeds = format!("{}..{}", r.seed_range.first, r.seed_range.last);
+        let _ = writeln!(
+            x,
+            "    <properties>\n      <property name=\"buggify\" value=\"{}\"/>\n      <property name=\"seeds\" value=\"{seeds}\"/>\n    </properties>",
+            r.buggify
+        );
         let by_seed: BTreeMap<u64, &Failure> = r.failures.iter().map(|f| (f.seed, f)).collect();
         for o in &r.seeds {
             let seed = o.seed;

@@ -132,5 +132,14 @@ fn a_swarm_report_and_its_junit_parse() {
         .count();
     assert_eq!(cases, 3 * chatsim_judge::checkers::CHECKS.len());
     assert!(doc.descendants().any(|n| n.has_tag_name("failure")));
+    let property = |name: &str| {
+        doc.descendants()
+            .find(|n| n.has_tag_name("property") && n.attribute("name") == Some(name))
+            .and_then(|n| n.attribute("value"))
+            .map(str::to_string)
+    };
+    assert_eq!(property("seeds").as_deref(), Some("1..3"));
+    // partition-heal's file says `buggify = true`.
+    assert_eq!(property("buggify").as_deref(), Some("true"));
     std::fs::remove_dir_all(&dir).ok();
 }
