@@ -45,6 +45,17 @@ fn texts(c: &Cluster, d: DeviceId) -> Vec<String> {
         .collect()
 }
 
+/// `from` posts `text` to group 1.
+fn say(c: &mut Cluster, from: DeviceId, text: &str) {
+    c.act(
+        from,
+        Action::SendGroup {
+            group: 1,
+            body: text.as_bytes().to_vec(),
+        },
+    );
+}
+
 // Membership at the moment of sequencing decides who receives a group message: a removed
 // member sees nothing sent after the removal, an added one nothing sent before the add, and
 // everyone in between sees it all, in one order.
@@ -61,15 +72,6 @@ fn group_membership_at_sequencing_decides_who_receives() {
         },
     );
     c.run_for(500);
-    let say = |c: &mut Cluster, from: DeviceId, text: &str| {
-        c.act(
-            from,
-            Action::SendGroup {
-                group: 1,
-                body: text.as_bytes().to_vec(),
-            },
-        );
-    };
     say(&mut c, a, "before");
     c.run_for(500);
     c.act(
@@ -377,23 +379,12 @@ fn group_ticks_wait_for_the_first_member_when_it_is_the_last_to_answer() {
     let mut c = Cluster::new(group_topo(4));
     c.run_for(1_000);
     let (a, b, cc, d) = (user(0), user(1), user(2), user(3));
-    c.act(
-        a,
-        Action::CreateGroup {
-            group: 1,
-            members: vec![b.user, cc.user, d.user],
-        },
-    );
+    let members = vec![b.user, cc.user, d.user];
+    c.act(a, Action::CreateGroup { group: 1, members });
     c.run_for(500);
     c.act(b, Action::GoOffline);
     c.run_for(500);
-    c.act(
-        a,
-        Action::SendGroup {
-            group: 1,
-            body: b"who has it".to_vec(),
-        },
-    );
+    say(&mut c, a, "who has it");
     let ticks = |c: &Cluster| -> Vec<_> {
         c.seen(a, |o| matches!(o, Observation::Ticks { .. }))
             .map(|o| match o {
