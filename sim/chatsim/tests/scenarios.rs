@@ -342,6 +342,43 @@ fn a_compromised_phones_own_tampered_text_takes_its_number_and_opens_no_gap() {
     }
 }
 
+/// malicious seeds 401272 and 400847 broke `receipts`, found by a 15-minute gate on fresh
+/// seeds: a compromised phone's tampered group text, refused as stale, was resent naming the
+/// current membership version while its body stayed sealed under the old one. u0.d0, added to
+/// g1 at seq 11, held no key for that old version and took the text at seq 12 for a hole, so
+/// its receipts never passed seq 11 and u4.d1's honest text at seq 14 never got ✓✓. A text
+/// sealed for another membership than the one in force where it stands is the sender's doing,
+/// and receipts pass it as they pass a tampered copy.
+#[test]
+fn a_group_text_sealed_for_a_stale_membership_does_not_stop_a_new_members_receipts() {
+    use chatsim_system::Observation;
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/malicious.toml");
+    let s = Scenario::load(&path).expect("scenario files are valid");
+    for seed in [401272, 400847] {
+        let r = run_seed(&s, seed, &Bugs::none()).expect("the run completes");
+        let receipts = r
+            .invariants
+            .iter()
+            .find(|v| v.name == "receipts")
+            .expect("judged");
+        assert!(
+            receipts.holds,
+            "seed {seed}: {:?}",
+            receipts.violations.first()
+        );
+        let forged = chatsim_system::attack::FORGED_N_BASE;
+        assert!(
+            r.history.records.iter().any(|rec| matches!(
+                &rec.event,
+                Event::Device { obs: Observation::Undecryptable { id, conv, .. }, .. }
+                    if id.n >= forged && conv.is_group()
+            )),
+            "seed {seed} no longer has a forged group text no member could open"
+        );
+    }
+}
+
 /// malicious seed 771 with BUGGIFY (a 10-minute `swarm scenarios --for 10m --buggify` found
 /// it) lost a message: g1 is read from its log (`fanout_on_read_over`), so its fan-out parks
 /// nothing and the job's durable cursor is the only record that members still need a push.

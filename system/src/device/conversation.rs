@@ -241,13 +241,21 @@ impl Device {
             }
             None => {
                 // A text whose key we hold and which does not open was tampered with by its
-                // sender: receipts pass it (see the direct case). Without the key, it is a
-                // hole: receipts stop short of it.
-                let keyed = crate::e2e::GroupSealed::decode(&msg.body).is_some_and(|s| {
-                    self.peer_keys
-                        .contains_key(&(msg.id.device, msg.conv, s.version))
+                // sender: receipts pass it (see the direct case). So does one sealed for
+                // another membership than the one in force where it stands: the shard takes
+                // only texts naming the current version, so the sender named one and sealed
+                // under another (a stale body resent with a fresh version: malicious seed
+                // 401272, where a member who joined since held no key for it and its hole
+                // kept every later text of the group from ✓✓). Without the key for the
+                // version in force, it is a hole: receipts stop short of it.
+                let in_force = self.convs.get(&msg.conv).map_or(0, |v| v.version);
+                let senders_doing = crate::e2e::GroupSealed::decode(&msg.body).is_some_and(|s| {
+                    s.version != in_force
+                        || self
+                            .peer_keys
+                            .contains_key(&(msg.id.device, msg.conv, s.version))
                 });
-                if keyed && !self.bug(Bug::TamperedCopyHolds) {
+                if senders_doing && !self.bug(Bug::TamperedCopyHolds) {
                     Self::probe(out, Probe::TamperedCopySkipped);
                 } else {
                     let hole = self.holes.entry(msg.conv).or_insert(msg.seq);
