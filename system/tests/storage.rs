@@ -415,7 +415,30 @@ fn a_coordinator_sends_what_comes_within_a_sync_delay_in_one_frame() {
         ack(&mut s, 2, r, &opening, &mut out);
     }
     assert!(s.serving());
+    // Shard 0 takes its slot (receipts are written under its fence), on a quorum well
+    // before the writes below.
+    out.clear();
+    let rpc = Rpc::Lease {
+        shard: 0,
+        renew: Vec::new(),
+        acquire: vec![0],
+    };
+    s.handle(
+        3,
+        Input::Rpc {
+            from: Host::Shard(0),
+            rpc,
+        },
+        &mut out,
+    );
+    s.handle(3, Input::Timeout, &mut out);
+    let lease = batches(&out, 0).concat();
+    assert_eq!(lease.len(), 1, "{out:?}");
+    for r in 0..2 {
+        ack(&mut s, 4, r, &lease, &mut out);
+    }
     let put = |upto| Rpc::PutReceipt {
+        fence: (0, 1),
         receipt: Receipt {
             conv: ConvId::direct(A.user, B.user),
             reader: B,

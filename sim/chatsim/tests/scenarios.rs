@@ -379,6 +379,38 @@ fn a_group_text_sealed_for_a_stale_membership_does_not_stop_a_new_members_receip
     }
 }
 
+/// shard-crash-after-persist seed 400703 (BUGGIFY) broke `receipts`, found by a 15-minute
+/// gate on fresh seeds: while storage was killed again and again, shard 1 took slot 0 over and
+/// swept its queued receipts; shard 0, not yet told, stored u11's "delivered up to 29" for
+/// u24 (unfenced), began the push and dropped it on hearing the slot was gone. The receipt
+/// then waited for u24's next drain, which never came (u24 stayed online): no ✓✓ on five
+/// texts. A receipt is now written under its shard's fence, so the old owner's write is
+/// refused and the reader's retry reaches the new one.
+#[test]
+fn a_receipt_stored_by_a_shard_that_lost_its_slot_is_refused_and_retried() {
+    use chatsim_system::probe::Probe;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scenarios/shard-crash-after-persist.toml");
+    let mut s = Scenario::load(&path).expect("scenario files are valid");
+    s.buggify = true;
+    s.buggify_forced = true;
+    let r = run_seed(&s, 400703, &Bugs::none()).expect("the run completes");
+    let broken: Vec<_> = r.invariants.iter().filter(|v| !v.holds).collect();
+    assert!(
+        broken.is_empty(),
+        "{:?}",
+        broken.first().map(|v| &v.violations[0])
+    );
+    assert!(
+        r.probes
+            .get(&Probe::StorageFenceRefused)
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "the seed no longer has storage refuse a write from a shard whose slot was taken over"
+    );
+}
+
 /// malicious seed 771 with BUGGIFY (a 10-minute `swarm scenarios --for 10m --buggify` found
 /// it) lost a message: g1 is read from its log (`fanout_on_read_over`), so its fan-out parks
 /// nothing and the job's durable cursor is the only record that members still need a push.

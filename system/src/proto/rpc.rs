@@ -272,6 +272,9 @@ pub enum Rpc {
     },
     /// Shard -> storage: store a receipt (see [`StorageOp::Receipt`]); answered once durable.
     PutReceipt {
+        /// The writer's (slot, epoch): refused from a shard whose slot was taken over, whose
+        /// stored receipt the new owner's sweep (already done) would never push.
+        fence: (u16, u64),
         /// The receipt.
         receipt: Receipt,
         /// Sender devices to tell.

@@ -393,7 +393,16 @@ impl Shard {
                     }
                     return;
                 }
+                // A slot we do not hold (taken over while a gateway still routes here, or not
+                // yet ours after a restart): the reader retries, by then at the owner. Stored
+                // from here, the receipt would wait for a drain: the owner's sweep is over and
+                // our push dies with the slot (shard-crash-after-persist seed 400703, where a
+                // sender online to the end never got ✓✓ for five texts).
+                let Some(fence) = self.fence(conv) else {
+                    return;
+                };
                 let rpc = Rpc::PutReceipt {
+                    fence,
                     receipt,
                     notify,
                     via: gateway,

@@ -426,10 +426,14 @@ impl Storage {
                 self.buffer(now, Some(StorageOp::Link { device }), Some(reply));
             }
             Rpc::PutReceipt {
+                fence,
                 receipt,
                 notify,
                 via,
             } => {
+                if self.fenced(fence, from, out) {
+                    return;
+                }
                 let reply = Rpc::ReceiptStored {
                     receipt,
                     notify: notify.clone(),

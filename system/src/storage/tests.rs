@@ -246,6 +246,68 @@ fn leases_pass_on_expiry_and_fence_out_the_old_owner() {
     assert_eq!(s.durable().last_seq(msg(1, 1).conv), 1);
 }
 
+// A receipt is written under its shard's fence too: stored by an old owner after the new
+// one swept the slot's queued receipts, it would be pushed by nobody until the sender's next
+// drain (shard-crash-after-persist seed 400703: ✓✓ never came to a sender online to the end).
+#[test]
+fn a_receipt_from_a_shard_whose_slot_was_taken_over_is_refused() {
+    let mut s = Storage::new(StorageState::default());
+    lease(&mut s, 0, 0, vec![], vec![0]);
+    let late = SHARD_LEASE_MS + 10;
+    let t = lease(&mut s, late, 1, vec![], vec![0]);
+    assert_eq!((t[0].owner, t[0].epoch), (1, 2));
+    let sender = DeviceId::primary(UserId(0));
+    let put = |fence| Rpc::PutReceipt {
+        fence,
+        receipt: Receipt {
+            conv: ConvId::direct(UserId(0), UserId(1)),
+            reader: DeviceId::primary(UserId(1)),
+            kind: ReceiptKind::Delivered,
+            upto: 1,
+        },
+        notify: vec![sender],
+        via: 0,
+    };
+    let mut out = Vec::new();
+    let from = Host::Shard(0);
+    s.handle(
+        late + 1,
+        Input::Rpc {
+            from,
+            rpc: put((0, 1)),
+        },
+        &mut out,
+    );
+    s.handle(late + 1 + STORAGE_SYNC_MS, Input::Timeout, &mut out);
+    assert!(
+        matches!(
+            out[..],
+            [
+                Effect::Probe(Probe::StorageFenceRefused),
+                Effect::Rpc {
+                    rpc: Rpc::Fenced { slot: 0, epoch: 2 },
+                    ..
+                }
+            ]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(s.durable().receipts_queued(), 0);
+    // The new owner's write goes in.
+    out.clear();
+    let from = Host::Shard(1);
+    s.handle(
+        late + 50,
+        Input::Rpc {
+            from,
+            rpc: put((0, 2)),
+        },
+        &mut out,
+    );
+    s.handle(late + 50 + STORAGE_SYNC_MS, Input::Timeout, &mut out);
+    assert_eq!(s.durable().receipts_queued(), 1, "{out:?}");
+}
+
 // A renewal is of one life's lease: a late renewal from a shard's earlier life (its epoch
 // since raised by the shard's own re-acquisition) renews nothing, and above all does not put
 // the old epoch back, which would let that life's fenced writes in again. (Storage `on_lease`,
@@ -298,6 +360,8 @@ fn queued_receipts_come_a_page_per_drain_and_say_when_more_remain() {
     let sender = DeviceId::primary(UserId(0));
     let conv = ConvId::group(1);
     let readers = RECEIPTS_PAGE_ENTRIES_MAX as u32 + 44;
+    let t = lease(&mut s, 0, 0, vec![], vec![0]);
+    let fence = (t[0].slot, t[0].epoch);
     for u in 1..=readers {
         let receipt = Receipt {
             conv,
@@ -306,6 +370,7 @@ fn queued_receipts_come_a_page_per_drain_and_say_when_more_remain() {
             upto: 1,
         };
         let rpc = Rpc::PutReceipt {
+            fence,
             receipt,
             notify: vec![sender],
             via: 0,
