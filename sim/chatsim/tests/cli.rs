@@ -7,10 +7,9 @@ use common::{chatsim, stderr};
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn scratch(name: &str, text: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("chatsim-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(name);
+/// A scenario file written into `dir` (a test's own temporary folder, removed when it ends).
+fn scratch(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
     std::fs::write(&path, text).expect("write scratch scenario");
     path.display().to_string()
 }
@@ -161,6 +160,7 @@ fn the_summary_names_invariants_counts_hash_and_replay_command() {
 // Bad input exits 2 with a message naming the file, the line and the field; never a panic.
 #[test]
 fn bad_input_exits_2_naming_file_line_and_field() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
     let o = chatsim(&["run", "scenarios/no-such-file.toml"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no-such-file.toml"), "{}", stderr(&o));
@@ -170,6 +170,7 @@ fn bad_input_exits_2_naming_file_line_and_field() {
     )
     .expect("smoke");
     let typo = scratch(
+        &tmp,
         "typo.toml",
         &good.replace("shards = 2", "shards = 2\nshard_count = 2"),
     );
@@ -181,7 +182,11 @@ fn bad_input_exits_2_naming_file_line_and_field() {
         "{e}"
     );
 
-    let broken = scratch("broken.toml", "description = \"x\"\n[topology\nusers = 3\n");
+    let broken = scratch(
+        &tmp,
+        "broken.toml",
+        "description = \"x\"\n[topology\nusers = 3\n",
+    );
     let o = chatsim(&["run", &broken]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
@@ -191,6 +196,7 @@ fn bad_input_exits_2_naming_file_line_and_field() {
     );
 
     let range = scratch(
+        &tmp,
         "range.toml",
         &good.replace("latency_ms = [1, 10]", "latency_ms = [10, 1]"),
     );
@@ -609,6 +615,7 @@ fn a_fault_madsim_cannot_express_is_skipped_out_loud() {
 // refused by validation. (Found from outside: groups count = 9999999 grew to 5.2 GB in 30 s.)
 #[test]
 fn a_scenario_too_big_for_the_machine_is_refused_before_it_starts() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let limited = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_chatsim"))
@@ -620,6 +627,7 @@ fn a_scenario_too_big_for_the_machine_is_refused_before_it_starts() {
     };
     let good = std::fs::read_to_string(root.join("scenarios/smoke.toml")).expect("smoke");
     let huge = scratch(
+        &tmp,
         "huge.toml",
         &good.replace("messages = 200", "messages = 9999999"),
     );
@@ -649,6 +657,7 @@ fn a_scenario_too_big_for_the_machine_is_refused_before_it_starts() {
     let fanout =
         std::fs::read_to_string(root.join("scenarios/group-fanout.toml")).expect("group-fanout");
     let groups = scratch(
+        &tmp,
         "groups.toml",
         &fanout.replace("count = 1\n", "count = 9999999\n"),
     );
@@ -809,9 +818,8 @@ fn without_walls(v: serde_json::Value) -> serde_json::Value {
 // run; a Kubernetes indexed Job's index stands in for I; pieces that do not fit are refused.
 #[test]
 fn merge_of_four_shards_equals_one_unsharded_run_and_refuses_pieces_that_do_not_fit() {
-    let dir = std::env::temp_dir().join(format!("chatsim-merge-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = |n: &str| dir.join(n).display().to_string();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = |n: &str| dir.path().join(n).display().to_string();
     let gate = [
         "swarm",
         "smoke",
@@ -890,7 +898,8 @@ fn merge_of_four_shards_equals_one_unsharded_run_and_refuses_pieces_that_do_not_
     let o = chatsim(&[&["merge"][..], &piece_args, &["--report", &file("report")]].concat());
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(
-        dir.join("report/index.html").is_file() && dir.join("report/smoke/index.html").is_file()
+        dir.path().join("report/index.html").is_file()
+            && dir.path().join("report/smoke/index.html").is_file()
     );
 
     let refused = |args: Vec<&str>, why: &str| {
@@ -940,21 +949,22 @@ fn merge_of_four_shards_equals_one_unsharded_run_and_refuses_pieces_that_do_not_
         "{}",
         stderr(&o)
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 // `--buggify` leaves a scenario whose file says it must never buggify as written, and says
 // why on standard error; the same file without that line buggifies on the same seed.
 #[test]
 fn buggify_on_the_command_line_skips_a_scenario_that_must_never_buggify() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/smoke.toml"),
     )
     .expect("smoke scenario");
     // smoke buggifies by its file; without that line, only `--buggify` can make it.
     let text = text.replace("\nbuggify = true\n", "\n");
-    let plain = scratch("buggify-plain.toml", &text);
+    let plain = scratch(&tmp, "buggify-plain.toml", &text);
     let never = scratch(
+        &tmp,
         "buggify-never.toml",
         &text.replacen(
             "\ndescription = ",

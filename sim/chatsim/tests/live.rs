@@ -10,7 +10,7 @@ use std::time::Duration;
 fn two_terminal_clients_talk_through_chatsim_serve_and_sigterm_stops_it() {
     let addr = addr(350);
     let server = start_server(&addr, &["--memory"]);
-    let st = state("two");
+    let (_dir, st) = state("two");
     let mut reader = client("u1", &addr, &st);
     let mut writer = client("u0", &addr, &st);
     let (mut r_seen, mut w_seen) = (Vec::new(), Vec::new());
@@ -78,7 +78,7 @@ fn an_acked_text_survives_sigkill_of_chatsim_serve() {
     let data_arg = data.to_str().expect("a UTF-8 temp path");
     let server = start_server(&addr, &["--data", data_arg]);
     let t = Duration::from_secs(20);
-    let st = state("sigkill");
+    let (_dir, st) = state("sigkill");
     let mut sender = client("u0", &addr, &st);
     let mut seen = Vec::new();
     assert!(sender.wait_for("connected", t, &mut seen), "{seen:#?}");
@@ -116,7 +116,7 @@ fn a_client_started_again_never_reuses_a_message_id() {
     let addr = addr(10);
     let server = start_server(&addr, &["--memory"]);
     let t = Duration::from_secs(20);
-    let st = state("again");
+    let (_dir, st) = state("again");
     let _ = std::fs::remove_dir_all(&st);
     let mut reader = client("u1", &addr, &st);
     let mut r_seen = Vec::new();

@@ -48,7 +48,8 @@ fn the_python_client_talks_to_chatsim_serve_and_to_the_rust_client() {
     };
     let addr = addr(60);
     let server = start_server(&addr, &["--memory"]);
-    let dir = PathBuf::from(state("python"));
+    let (_guard, dir) = state("python");
+    let dir = PathBuf::from(dir);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a temp folder");
     for d in ["u0", "u1"] {

@@ -86,10 +86,14 @@ pub struct Client {
     pub lines: Receiver<String>,
 }
 
-/// A client's own state folder, one per test (`name`) and process.
-pub fn state(name: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("chatsim-client-{name}-{}", std::process::id()));
-    dir.to_str().expect("a UTF-8 temp path").to_string()
+/// A client's own state folder, one per test (`name`), removed when the guard is dropped.
+pub fn state(name: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("chatsim-client-{name}-"))
+        .tempdir()
+        .expect("a temp dir");
+    let path = dir.path().to_str().expect("a UTF-8 temp path").to_string();
+    (dir, path)
 }
 
 pub fn client(device: &str, addr: &str, state: &str) -> Client {
