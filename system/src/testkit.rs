@@ -81,12 +81,7 @@ impl Cluster {
             .collect();
         topo.keys = crate::KeyDirectory::new(
             all.iter()
-                .map(|d| {
-                    (
-                        *d,
-                        crate::e2e::device_keypair(topo.key_seed, *d, None).public,
-                    )
-                })
+                .map(|d| (*d, crate::e2e::device_public(topo.key_seed, *d)))
                 .collect(),
         );
         let devices = all
