@@ -342,6 +342,24 @@ fn a_compromised_phones_own_tampered_text_takes_its_number_and_opens_no_gap() {
     }
 }
 
+/// Run `seed` of the bundled scenario `name` with BUGGIFY forced on, and check every invariant
+/// holds.
+fn buggified_seed_holds(name: &str, seed: u64) -> chatsim::run::RunReport {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../../scenarios/{name}.toml"));
+    let mut s = Scenario::load(&path).expect("scenario files are valid");
+    s.buggify = true;
+    s.buggify_forced = true;
+    let r = run_seed(&s, seed, &Bugs::none()).expect("the run completes");
+    let broken: Vec<_> = r.invariants.iter().filter(|v| !v.holds).collect();
+    assert!(
+        broken.is_empty(),
+        "{name} seed {seed}: {:?}",
+        broken.first().map(|v| &v.violations[0])
+    );
+    r
+}
+
 /// malicious seeds 401272 and 400847 broke `receipts`, found by a 15-minute gate on fresh
 /// seeds: a compromised phone's tampered group text, refused as stale, was resent naming the
 /// current membership version while its body stayed sealed under the old one. u0.d0, added to
@@ -389,18 +407,7 @@ fn a_group_text_sealed_for_a_stale_membership_does_not_stop_a_new_members_receip
 #[test]
 fn a_receipt_stored_by_a_shard_that_lost_its_slot_is_refused_and_retried() {
     use chatsim_system::probe::Probe;
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../scenarios/shard-crash-after-persist.toml");
-    let mut s = Scenario::load(&path).expect("scenario files are valid");
-    s.buggify = true;
-    s.buggify_forced = true;
-    let r = run_seed(&s, 400703, &Bugs::none()).expect("the run completes");
-    let broken: Vec<_> = r.invariants.iter().filter(|v| !v.holds).collect();
-    assert!(
-        broken.is_empty(),
-        "{:?}",
-        broken.first().map(|v| &v.violations[0])
-    );
+    let r = buggified_seed_holds("shard-crash-after-persist", 400703);
     assert!(
         r.probes
             .get(&Probe::StorageFenceRefused)
@@ -420,18 +427,7 @@ fn a_receipt_stored_by_a_shard_that_lost_its_slot_is_refused_and_retried() {
 /// once every push has settled, so a successor pushes again.
 #[test]
 fn a_shard_killed_mid_push_only_fan_out_leaves_the_step_to_its_successor() {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/malicious.toml");
-    let mut s = Scenario::load(&path).expect("scenario files are valid");
-    s.buggify = true;
-    s.buggify_forced = true;
-    let r = run_seed(&s, 771, &Bugs::none()).expect("the run completes");
-    let broken: Vec<_> = r.invariants.iter().filter(|v| !v.holds).collect();
-    assert!(
-        broken.is_empty(),
-        "{:?}",
-        broken.first().map(|v| &v.violations[0])
-    );
+    let r = buggified_seed_holds("malicious", 771);
     assert!(
         r.history
             .records

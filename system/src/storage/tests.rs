@@ -198,6 +198,23 @@ fn fenced_append(s: &mut Storage, now: Millis, fence: (u16, u64), m: Message) ->
     out
 }
 
+/// Storage refused a write to slot 0 (and said so) because the slot is at epoch 2 now.
+fn assert_fenced_at_epoch_2(out: &[Effect]) {
+    assert!(
+        matches!(
+            out,
+            [
+                Effect::Probe(Probe::StorageFenceRefused),
+                Effect::Rpc {
+                    rpc: Rpc::Fenced { slot: 0, epoch: 2 },
+                    ..
+                }
+            ]
+        ),
+        "{out:?}"
+    );
+}
+
 // A slot goes to its home shard first; nobody else may take it while the lease lives;
 // once it runs out another shard takes it under a higher epoch, and the old owner's
 // writes are refused from then on: a zombie cannot get a sequence number accepted.
@@ -227,19 +244,7 @@ fn leases_pass_on_expiry_and_fence_out_the_old_owner() {
     let t = lease(&mut s, late, 1, vec![], vec![0]);
     assert_eq!((t[0].owner, t[0].epoch), (1, 2));
     let out = fenced_append(&mut s, late + 10, (0, 1), msg(2, 2));
-    assert!(
-        matches!(
-            out[..],
-            [
-                Effect::Probe(Probe::StorageFenceRefused),
-                Effect::Rpc {
-                    rpc: Rpc::Fenced { slot: 0, epoch: 2 },
-                    ..
-                }
-            ]
-        ),
-        "{out:?}"
-    );
+    assert_fenced_at_epoch_2(&out);
     // The old owner's renewal fails too.
     let t = lease(&mut s, late + 20, 0, vec![(0, 1)], vec![]);
     assert_eq!((t[0].owner, t[0].epoch), (1, 2));
@@ -279,19 +284,7 @@ fn a_receipt_from_a_shard_whose_slot_was_taken_over_is_refused() {
         &mut out,
     );
     s.handle(late + 1 + STORAGE_SYNC_MS, Input::Timeout, &mut out);
-    assert!(
-        matches!(
-            out[..],
-            [
-                Effect::Probe(Probe::StorageFenceRefused),
-                Effect::Rpc {
-                    rpc: Rpc::Fenced { slot: 0, epoch: 2 },
-                    ..
-                }
-            ]
-        ),
-        "{out:?}"
-    );
+    assert_fenced_at_epoch_2(&out);
     assert_eq!(s.durable().receipts_queued(), 0);
     // The new owner's write goes in.
     out.clear();
