@@ -262,42 +262,29 @@ fn a_receipt_from_a_shard_whose_slot_was_taken_over_is_refused() {
     let t = lease(&mut s, late, 1, vec![], vec![0]);
     assert_eq!((t[0].owner, t[0].epoch), (1, 2));
     let sender = DeviceId::primary(UserId(0));
-    let put = |fence| Rpc::PutReceipt {
-        fence,
-        receipt: Receipt {
-            conv: ConvId::direct(UserId(0), UserId(1)),
-            reader: DeviceId::primary(UserId(1)),
-            kind: ReceiptKind::Delivered,
-            upto: 1,
-        },
-        notify: vec![sender],
-        via: 0,
+    // Shard `from` writes a receipt under `fence` at `t`; what storage answered, once synced.
+    let put = |s: &mut Storage, t: Millis, from: u16, fence: (u16, u64)| {
+        let rpc = Rpc::PutReceipt {
+            fence,
+            receipt: Receipt {
+                conv: ConvId::direct(UserId(0), UserId(1)),
+                reader: DeviceId::primary(UserId(1)),
+                kind: ReceiptKind::Delivered,
+                upto: 1,
+            },
+            notify: vec![sender],
+            via: 0,
+        };
+        let mut out = Vec::new();
+        let from = Host::Shard(from);
+        s.handle(t, Input::Rpc { from, rpc }, &mut out);
+        s.handle(t + STORAGE_SYNC_MS, Input::Timeout, &mut out);
+        out
     };
-    let mut out = Vec::new();
-    let from = Host::Shard(0);
-    s.handle(
-        late + 1,
-        Input::Rpc {
-            from,
-            rpc: put((0, 1)),
-        },
-        &mut out,
-    );
-    s.handle(late + 1 + STORAGE_SYNC_MS, Input::Timeout, &mut out);
-    assert_fenced_at_epoch_2(&out);
+    assert_fenced_at_epoch_2(&put(&mut s, late + 1, 0, (0, 1)));
     assert_eq!(s.durable().receipts_queued(), 0);
     // The new owner's write goes in.
-    out.clear();
-    let from = Host::Shard(1);
-    s.handle(
-        late + 50,
-        Input::Rpc {
-            from,
-            rpc: put((0, 2)),
-        },
-        &mut out,
-    );
-    s.handle(late + 50 + STORAGE_SYNC_MS, Input::Timeout, &mut out);
+    let out = put(&mut s, late + 50, 1, (0, 2));
     assert_eq!(s.durable().receipts_queued(), 1, "{out:?}");
 }
 
