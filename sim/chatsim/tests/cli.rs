@@ -391,17 +391,24 @@ fn hunt_writes_a_replayable_shrunk_scenario_and_refuses_what_it_cannot_do() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let said = String::from_utf8_lossy(&o.stdout);
     assert!(said.contains("exactly_once"), "{said}");
-    let r = chatsim(&["run", &out_arg, "--seed", "1", "--bug", "no-client-dedup"]);
+    // Replayed on the seed the hunt names (which seed catches it is the trace's business).
+    let seed = said
+        .split("--seed ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the replay line names a seed")
+        .to_string();
+    let r = chatsim(&["run", &out_arg, "--seed", &seed, "--bug", "no-client-dedup"]);
     assert_eq!(
         r.status.code(),
         Some(1),
         "the shrunk file replays the failure"
     );
-    let r = chatsim(&["run", &out_arg, "--seed", "1"]);
+    let r = chatsim(&["run", &out_arg, "--seed", &seed]);
     assert_eq!(r.status.code(), Some(0), "and passes without the bug");
     // The catch is told as it happens, before its shrink.
     assert!(
-        stderr(&o).contains("caught on seed 1 after"),
+        stderr(&o).contains(&format!("caught on seed {seed} after")),
         "{}",
         stderr(&o)
     );

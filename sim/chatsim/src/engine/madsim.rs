@@ -28,9 +28,11 @@ use chatsim_world::nemesis::{FaultLedger, FaultPrimitives};
 use chatsim_world::record::{FloorPlan, Keep, Recorder, SAMPLE_MS};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::cell::{RefCell, RefMut};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,6 +63,12 @@ const READ_KEEP_BYTES: usize = 8 * 1024;
 /// 11 KB a phone.
 fn spawn_boxed(task: impl Future<Output = ()> + Send + 'static) {
     tokio::spawn(Box::pin(task));
+}
+
+/// As [`spawn_boxed`], for a task of a host's node that reaches the host's [`Seat`] (not
+/// `Send`: a run is one thread).
+fn spawn_local_boxed(task: impl Future<Output = ()> + 'static) {
+    tokio::task::spawn_local(Box::pin(task));
 }
 
 /// Make room for the next read, giving back a buffer grown past [`READ_KEEP_BYTES`] once it
@@ -503,59 +511,130 @@ impl Future for AlarmWait<'_> {
     }
 }
 
+/// A host's machine, shared by the host's own task (its deadlines) and its connections' tasks,
+/// which hand the machine each frame in their own task the moment they read it. Through a
+/// channel to the host's task, every frame cost a send, a wake-up and a poll of that task,
+/// with a clock read in each: a quarter of a small run's wall.
+struct Seat<T> {
+    inner: RefCell<T>,
+    /// Told when handling an event brought the machine's deadline forward, so the host's
+    /// task re-arms its alarm (a permit is kept if the task is busy).
+    rearm: tokio::sync::Notify,
+}
+
+impl<T> Seat<T> {
+    fn new(inner: T) -> Seat<T> {
+        Seat {
+            inner: RefCell::new(inner),
+            rearm: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The host, to act on. A host is never re-entered: a connection's task or the host's
+    /// own reaches it only between polls, and nothing it calls hands it an event.
+    fn lock(&self) -> RefMut<'_, T> {
+        self.inner.borrow_mut()
+    }
+
+    /// Tell the host's task if the deadline moved from `before` to an earlier `after`: its
+    /// alarm waits for no sooner than `before`. A later deadline needs no word: the alarm
+    /// fires early, and the task checks the deadline again before it acts.
+    fn moved(&self, before: Option<Millis>, after: Option<Millis>) {
+        if after.is_some_and(|a| before.is_none_or(|b| a < b)) {
+            self.rearm.notify_one();
+        }
+    }
+
+    /// Wait for the deadline `deadline()` reads to pass, or for word that it moved forward;
+    /// then, if it has passed, `fire` at the time it fired. Loops so each turn reads the
+    /// deadline afresh.
+    async fn serve(
+        &self,
+        sh: &Shared,
+        deadline: impl Fn(&T) -> Option<Millis>,
+        mut fire: impl FnMut(&mut T, Millis),
+    ) {
+        let mut alarm = Alarm::default();
+        loop {
+            let at = deadline(&self.lock()).map(|t| sh.t0 + Duration::from_millis(t));
+            tokio::select! {
+                biased;
+                _ = self.rearm.notified() => {}
+                _ = alarm.until(at.unwrap_or(sh.t0 + NEVER)), if at.is_some() => {
+                    let now = sh.now();
+                    let mut inner = self.lock();
+                    if deadline(&inner).is_some_and(|d| d <= now) {
+                        fire(&mut inner, now);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A server host and how its bytes leave it, in one seat.
+struct ServerSeat {
+    server: ServerHost<UnboundedSender<Bytes>>,
+    links: ServerIo,
+}
+
+impl Seat<ServerSeat> {
+    fn on_event(&self, now: Millis, ev: ConnEvent<UnboundedSender<Bytes>>) {
+        let mut inner = self.lock();
+        let ServerSeat { server, links } = &mut *inner;
+        let before = server.deadline();
+        server.on_event(now, ev, links);
+        self.moved(before, server.deadline());
+    }
+}
+
 async fn server_main(host: Host, sh: Arc<Shared>) {
     let machine = sh.durable.machine(host, &sh.topo, sh.seed);
     let listener = TcpListener::bind(addr_of(host))
         .await
         .expect("a restarted node's old socket was released by the kill");
-    let (tx, mut rx) = unbounded_channel::<ConnEvent<UnboundedSender<Bytes>>>();
+    let seat = Rc::new(Seat::new(ServerSeat {
+        server: ServerHost::new(host, machine),
+        links: ServerIo {
+            sh: sh.clone(),
+            host,
+            peers: BTreeMap::new(),
+        },
+    }));
     let listener = Arc::new(listener);
     let next_conn = Arc::new(AtomicU64::new(0));
     for _ in 0..acceptors(host, &sh.topo) {
-        let accept_tx = tx.clone();
+        let accept_seat = seat.clone();
         let accept_sh = sh.clone();
         let (listener, next_conn) = (listener.clone(), next_conn.clone());
-        tokio::spawn(async move {
+        tokio::task::spawn_local(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let next = next_conn.fetch_add(1, Ordering::Relaxed) + 1;
                 let conn = ConnId(next);
                 let (wtx, wrx) = unbounded_channel();
                 // Only a gateway writes on accepted connections, and only to devices.
                 let mut wrx = accept_sh.delayed(host, Role::Device, None, next, wrx);
-                let _ = accept_tx.send(ConnEvent::Opened(conn, wtx));
-                let (etx, sh) = (accept_tx.clone(), accept_sh.clone());
-                spawn_boxed(async move {
+                accept_seat.on_event(accept_sh.now(), ConnEvent::Opened(conn, wtx));
+                let (seat, sh) = (accept_seat.clone(), accept_sh.clone());
+                spawn_local_boxed(async move {
                     run_conn(&mut stream, &mut wrx, |at, f, raw| {
-                        sh.rec.delivered(sh.millis(at), host, raw, &f);
-                        let _ = etx.send(ConnEvent::Frame(conn, Box::new(f.wire)));
+                        let now = sh.millis(at);
+                        sh.rec.delivered(now, host, raw, &f);
+                        seat.on_event(now, ConnEvent::Frame(conn, Box::new(f.wire)));
                     })
                     .await;
                     drop(stream);
-                    let _ = etx.send(ConnEvent::Closed(conn));
+                    seat.on_event(sh.now(), ConnEvent::Closed(conn));
                 });
             }
         });
     }
-    let mut links = ServerIo {
-        sh: sh.clone(),
-        host,
-        peers: BTreeMap::new(),
-    };
-    let mut server = ServerHost::new(host, machine);
-    let mut alarm = Alarm::default();
-    loop {
-        let deadline = server.deadline().map(|t| sh.t0 + Duration::from_millis(t));
-        tokio::select! {
-            biased;
-            ev = rx.recv() => {
-                let ev = ev.expect("this task holds a sender");
-                server.on_event(sh.now(), ev, &mut links);
-            }
-            _ = alarm.until(deadline.unwrap_or(sh.t0 + NEVER)), if deadline.is_some() => {
-                server.on_deadline(sh.now(), &mut links);
-            }
-        }
-    }
+    seat.serve(
+        &sh,
+        |s| s.server.deadline(),
+        |s, now| s.server.on_deadline(now, &mut s.links),
+    )
+    .await
 }
 
 /// How a madsim server host's bytes leave it.
@@ -611,32 +690,53 @@ impl ServerLinks<UnboundedSender<Bytes>> for ServerIo {
     }
 }
 
+/// A phone and how its bytes leave it, in one seat.
+struct PhoneSeat {
+    phone: PhoneHost<UnboundedSender<Bytes>>,
+    links: PhoneIo,
+}
+
+impl Seat<PhoneSeat> {
+    fn on_event(&self, now: Millis, ev: PhoneEvent, rec: &Recorder) {
+        let mut inner = self.lock();
+        let PhoneSeat { phone, links } = &mut *inner;
+        let before = phone.deadline();
+        phone.on_event(now, ev, rec, links);
+        self.moved(before, phone.deadline());
+    }
+}
+
 async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool, sh: Arc<Shared>) {
     let machine = Device::new(id, sh.topo.clone(), device_seed(sh.seed, id), online);
-    let mut phone = PhoneHost::new(id, machine, actions);
-    let (tx, mut rx) = unbounded_channel::<PhoneEvent>();
-    sh.wakers
-        .lock()
-        .expect("never poisoned")
-        .insert(id, tx.clone());
-    let mut links = PhoneIo {
-        sh: sh.clone(),
-        me: Host::Device(id),
-        events: tx,
-    };
-    let mut alarm = Alarm::default();
-    loop {
-        let deadline_at = phone.deadline().map(|t| sh.t0 + Duration::from_millis(t));
-        tokio::select! {
-            biased;
-            ev = rx.recv() => {
-                let ev = ev.expect("this task holds a sender");
-                phone.on_event(sh.now(), ev, &sh.rec, &mut links);
-            }
-            _ = alarm.until(deadline_at.unwrap_or(sh.t0 + NEVER)), if deadline_at.is_some() => {
-                phone.on_deadline(sh.now(), &sh.rec, &mut links);
-            }
+    // Pushes come from the push server's task, so they arrive through a channel to this one:
+    // whatever the phone does about one (connect, above all) must start on the phone's node.
+    let (tx, mut pushes) = unbounded_channel::<PhoneEvent>();
+    sh.wakers.lock().expect("never poisoned").insert(id, tx);
+    let seat = Rc::new_cyclic(|me| {
+        Seat::new(PhoneSeat {
+            phone: PhoneHost::new(id, machine, actions),
+            links: PhoneIo {
+                sh: sh.clone(),
+                me: Host::Device(id),
+                seat: me.clone(),
+            },
+        })
+    });
+    let serve = seat.serve(
+        &sh,
+        |s| s.phone.deadline(),
+        |s, now| s.phone.on_deadline(now, &sh.rec, &mut s.links),
+    );
+    let pushed = async {
+        while let Some(ev) = pushes.recv().await {
+            seat.on_event(sh.now(), ev, &sh.rec);
         }
+    };
+    // Biased: an unbiased select draws from tokio's own RNG, which nothing seeds.
+    tokio::select! {
+        biased;
+        _ = pushed => {}
+        _ = serve => {}
     }
 }
 
@@ -644,8 +744,8 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
 struct PhoneIo {
     sh: Arc<Shared>,
     me: Host,
-    /// The phone's own event channel, which its connection tasks report on.
-    events: UnboundedSender<PhoneEvent>,
+    /// The seat this sits in, which its connection tasks report to (weak: the seat holds this).
+    seat: Weak<Seat<PhoneSeat>>,
 }
 
 impl PhoneLinks<UnboundedSender<Bytes>> for PhoneIo {
@@ -653,21 +753,28 @@ impl PhoneLinks<UnboundedSender<Bytes>> for PhoneIo {
         let (wtx, wrx) = unbounded_channel();
         let to = Host::Gateway(gateway);
         let mut wrx = self.sh.delayed(self.me, Role::Gateway, Some(to), gen, wrx);
-        let (tx, sh, me) = (self.events.clone(), self.sh.clone(), self.me);
+        let (seat, sh, me) = (self.seat.clone(), self.sh.clone(), self.me);
         let hole = match me {
             Host::Device(d) => sh.holes.get(&d).map(watch::Sender::subscribe),
             _ => None,
         };
-        spawn_boxed(async move {
-            match TcpStream::connect(addr_of(Host::Gateway(gateway))).await {
-                Err(_) => {
-                    let _ = tx.send(PhoneEvent::ConnectFailed(gen));
+        spawn_local_boxed(async move {
+            // `connect` is asked for with the seat held; this task first runs once it is let go.
+            let tell = |ev: PhoneEvent| {
+                if let Some(seat) = seat.upgrade() {
+                    seat.on_event(sh.now(), ev, &sh.rec);
                 }
+            };
+            match TcpStream::connect(addr_of(Host::Gateway(gateway))).await {
+                Err(_) => tell(PhoneEvent::ConnectFailed(gen)),
                 Ok(mut stream) => {
-                    let _ = tx.send(PhoneEvent::Connected(gen));
+                    tell(PhoneEvent::Connected(gen));
                     let conn = run_conn(&mut stream, &mut wrx, |at, f, raw| {
-                        sh.rec.delivered(sh.millis(at), me, raw, &f);
-                        let _ = tx.send(PhoneEvent::Frame(gen, Box::new(f.wire)));
+                        let now = sh.millis(at);
+                        sh.rec.delivered(now, me, raw, &f);
+                        if let Some(seat) = seat.upgrade() {
+                            seat.on_event(now, PhoneEvent::Frame(gen, Box::new(f.wire)), &sh.rec);
+                        }
                     });
                     let swallowed = match hole {
                         Some(mut hole) => tokio::select! {
@@ -685,7 +792,7 @@ impl PhoneLinks<UnboundedSender<Bytes>> for PhoneIo {
                         swallow(stream, wrx).await;
                     } else {
                         drop(stream);
-                        let _ = tx.send(PhoneEvent::Closed(gen));
+                        tell(PhoneEvent::Closed(gen));
                     }
                 }
             }
