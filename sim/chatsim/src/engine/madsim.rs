@@ -5,6 +5,11 @@
 //! into socket writes; all protocol logic lives in `chatsim-system`. It is written against the
 //! tokio API (`madsim-tokio`), so the node code also compiles against real tokio.
 //!
+//! A node's machine sits in a [`Seat`] its tasks share (a run is one thread): a connection's
+//! task hands the machine each frame as it reads it, and the host writes each step's frames
+//! itself at the step's end ([`Outlet`], [`PeerLink`]), leaving a task only what must wait (the
+//! pace, a cut, a connection to open). A frame costs no task hop beyond madsim's own.
+//!
 //! Durable state (storage's synced records) lives in [`Shared`], outside the nodes, so a kill
 //! keeps exactly what was synced. Traps handled here, measured: madsim's `write_all` only
 //! buffers until `flush()`; restarting a node that was not killed panics ("address in use"),
@@ -36,7 +41,7 @@ use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::watch;
@@ -218,6 +223,12 @@ impl Shared {
         }
     }
 
+    /// Whether frames from `from` to `to` may take extra latency: the scenario sets some for
+    /// the link, or spikes slow links now and then.
+    fn delays(&self, from: Host, to: Role) -> bool {
+        self.spiked.is_some() || self.links.contains_key(&(role_of(from), to))
+    }
+
     /// Wrap a connection's outgoing frames in the scenario's extra latency for `from -> to`, if
     /// it sets one, and in a spike's while `from` or `to_host` (when known) is spiked. `nth`
     /// tells this connection from earlier ones between the same hosts, so each draws its own
@@ -230,10 +241,10 @@ impl Shared {
         nth: u64,
         rx: UnboundedReceiver<Bytes>,
     ) -> UnboundedReceiver<Bytes> {
-        let range = self.links.get(&(role_of(from), to)).copied();
-        if range.is_none() && self.spiked.is_none() {
+        if !self.delays(from, to) {
             return rx;
         }
+        let range = self.links.get(&(role_of(from), to)).copied();
         let sh = self.clone();
         let spiked = move || {
             sh.spiked.as_ref().is_some_and(|s| {
@@ -338,35 +349,301 @@ fn batch(first: Bytes, rx: &mut UnboundedReceiver<Bytes>) -> Bytes {
     buf.freeze()
 }
 
-/// Pump one connection: write what arrives on `outgoing` (a burst as one payload, flushed,
-/// since madsim only sends on flush) and hand every decoded frame to `on_frame`. Ends, closing
-/// the connection, when `outgoing` is dropped, the peer closes, or a frame is bad.
+/// A wake-up one task waits for and anything on the run's thread gives; one given while the
+/// task is busy is kept for its next wait. tokio's `Notify` did the same at 5% of a small run:
+/// each wait entered and left a locked waiter list, where one thread needs a flag.
+#[derive(Default)]
+struct Poke {
+    given: std::cell::Cell<bool>,
+    waiter: RefCell<Option<std::task::Waker>>,
+}
+
+impl Poke {
+    fn poke(&self) {
+        self.given.set(true);
+        if let Some(waker) = self.waiter.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// Ready once poked (at once, if a poke is kept).
+    fn wait(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.given.replace(false) {
+                return std::task::Poll::Ready(());
+            }
+            let mut waiter = self.waiter.borrow_mut();
+            if !waiter.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waiter = Some(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
+    }
+}
+
+/// One connection's socket and what is waiting to be written on it, shared by the
+/// connection's task (which reads, and writes what the pace held back) and its host (which
+/// writes at the end of each step, in its own turn). A host that handed each frame to the
+/// connection's task through a channel cost a send, a wake-up and a poll of that task per
+/// payload.
+struct Outlet {
+    st: RefCell<OutletState>,
+    /// Wakes the connection's task: a payload is held for the pace, the host let go, or a
+    /// write failed.
+    poke: Poke,
+}
+
+#[derive(Default)]
+struct OutletState {
+    /// `None` until a phone's connection is made, and again once the connection ended.
+    stream: Option<TcpStream>,
+    /// Frames written since the last payload went.
+    held: BytesMut,
+    last_write: Option<Instant>,
+    /// The host dropped its writer: write what is held, then close.
+    let_go: bool,
+    /// Frames written now are lost: the connection ended, or fell into a black hole.
+    dead: bool,
+}
+
+/// Write `bytes` as one payload, now. madsim's stream takes a whole write at once and sends it
+/// on flush, never pending; a write that did pend, or failed (the peer's socket is gone, like a
+/// TCP reset), counts as failed. False if it failed.
+fn write_now(stream: &mut TcpStream, bytes: &[u8]) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let wrote = matches!(
+        std::pin::Pin::new(&mut *stream).poll_write(&mut cx, bytes),
+        std::task::Poll::Ready(Ok(n)) if n == bytes.len()
+    );
+    wrote
+        && matches!(
+            std::pin::Pin::new(stream).poll_flush(&mut cx),
+            std::task::Poll::Ready(Ok(()))
+        )
+}
+
+impl OutletState {
+    /// Send what is held as one payload; false if the write failed.
+    fn put(&mut self, now: Instant) -> bool {
+        let Some(stream) = self.stream.as_mut() else {
+            return true;
+        };
+        if self.held.is_empty() {
+            return true;
+        }
+        let bytes = self.held.split().freeze();
+        let ok = write_now(stream, &bytes);
+        self.last_write = Some(now);
+        if !ok {
+            self.dead = true;
+            self.held.clear();
+        }
+        ok
+    }
+}
+
+impl Outlet {
+    fn new(stream: Option<TcpStream>) -> Rc<Outlet> {
+        Rc::new(Outlet {
+            st: RefCell::new(OutletState {
+                stream,
+                ..OutletState::default()
+            }),
+            poke: Poke::default(),
+        })
+    }
+
+    /// Keep `frame` for the next payload; true if it is the first kept since the last one went
+    /// (the caller then releases the outlet at the end of its step).
+    fn hold(&self, frame: &[u8]) -> bool {
+        let mut st = self.st.borrow_mut();
+        if st.dead {
+            return false;
+        }
+        let first = st.held.is_empty();
+        st.held.extend_from_slice(frame);
+        first
+    }
+
+    /// Send what is held now if the pace allows, else leave it to the connection's task.
+    /// Frames written within [`WRITE_PACE`] of the last payload wait for it to pass, and go
+    /// as one payload with whatever else is written meanwhile.
+    fn release(&self, now: Instant) {
+        let mut st = self.st.borrow_mut();
+        if st.held.is_empty() || st.stream.is_none() {
+            // Nothing to send, or not connected yet: the task sends what is held once it is.
+            return;
+        }
+        let paced = st.last_write.is_some_and(|l| l + WRITE_PACE > now);
+        if paced || !st.put(now) {
+            drop(st);
+            self.poke.poke();
+        }
+    }
+
+    /// The connection's task's turn to write: wait out the pace, then send what is held.
+    async fn drain(&self) {
+        let due = {
+            let st = self.st.borrow();
+            if st.held.is_empty() || st.stream.is_none() {
+                return;
+            }
+            st.last_write.map(|l| l + WRITE_PACE)
+        };
+        if let Some(due) = due.filter(|d| *d > Instant::now()) {
+            sleep_until(due).await;
+        }
+        self.st.borrow_mut().put(Instant::now());
+    }
+
+    /// Read what the socket has into `buf`: bytes read, 0 at its end.
+    fn poll_read(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut BytesMut,
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let mut st = self.st.borrow_mut();
+        let Some(stream) = st.stream.as_mut() else {
+            return std::task::Poll::Ready(Ok(0));
+        };
+        // Made and polled once per poll, so no borrow of the socket outlives it: madsim's
+        // stream keeps its own read state, and read_buf is cancel-safe.
+        let read = stream.read_buf(buf);
+        std::pin::pin!(read).poll(cx)
+    }
+
+    /// The connection is over: drop the socket (the peer reads its end) and whatever is held.
+    fn end(&self) {
+        let mut st = self.st.borrow_mut();
+        st.dead = true;
+        st.held.clear();
+        st.stream = None;
+    }
+}
+
+/// A host's writer of one connection: frames go straight into the outlet, or, on a link with
+/// extra latency, through the queue that delays them. Dropping it lets the connection go.
+enum ConnWriter {
+    Direct(OutletHold),
+    Delayed(UnboundedSender<Bytes>),
+}
+
+/// The host's hold on an outlet; dropping it closes the connection once what it holds is sent.
+struct OutletHold(Rc<Outlet>);
+
+impl Drop for OutletHold {
+    fn drop(&mut self) {
+        self.0.st.borrow_mut().let_go = true;
+        self.0.poke.poke();
+    }
+}
+
+/// What a host writes in one step, released at the step's end so a step's frames to one
+/// connection go as one payload.
+#[derive(Default)]
+struct Outbox {
+    dirty: Vec<Rc<Outlet>>,
+    /// Peer links written to in this step.
+    links: Vec<Rc<PeerLink>>,
+}
+
+impl Outbox {
+    fn write(&mut self, conn: &ConnWriter, frame: Bytes) {
+        match conn {
+            ConnWriter::Direct(hold) => {
+                if hold.0.hold(&frame) {
+                    self.dirty.push(hold.0.clone());
+                }
+            }
+            ConnWriter::Delayed(tx) => {
+                let _ = tx.send(frame);
+            }
+        }
+    }
+
+    fn release(&mut self) {
+        if self.dirty.is_empty() && self.links.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for outlet in self.dirty.drain(..) {
+            outlet.release(now);
+        }
+        for link in self.links.drain(..) {
+            link.release(now);
+        }
+    }
+}
+
+impl Shared {
+    /// The writer a host gets for `outlet`: direct, or through [`Shared::delayed`]'s queue
+    /// when the link has extra latency (a local task then moves what the queue lets out into
+    /// the outlet, and lets the outlet go once the host's writer and the queue are done).
+    fn writer(
+        self: &Arc<Self>,
+        outlet: &Rc<Outlet>,
+        from: Host,
+        to: Role,
+        to_host: Option<Host>,
+        nth: u64,
+    ) -> ConnWriter {
+        if !self.delays(from, to) {
+            return ConnWriter::Direct(OutletHold(outlet.clone()));
+        }
+        let (tx, rx) = unbounded_channel();
+        let mut out = self.delayed(from, to, to_host, nth, rx);
+        let hold = OutletHold(outlet.clone());
+        spawn_local_boxed(async move {
+            while let Some(frame) = out.recv().await {
+                hold.0.hold(&frame);
+                while let Ok(more) = out.try_recv() {
+                    hold.0.hold(&more);
+                }
+                hold.0.release(Instant::now());
+            }
+        });
+        ConnWriter::Delayed(tx)
+    }
+}
+
+/// How a connection ended, as its task reports it.
+#[derive(PartialEq)]
+enum Ended {
+    /// Closed: by the peer, a failed write, a bad frame, or the host letting it go.
+    Closed,
+    /// Fell into a black hole: neither end hears of it.
+    Swallowed,
+}
+
+/// Serve one connection: hand every decoded frame to `on_frame`, write what the pace held
+/// back, and close once the host lets go (after writing what it held), the peer closes, a
+/// write fails or a frame is bad. A phone's connection may fall into `hole`: from then on it
+/// reads and drops everything, never closes from this end (a close would be a frame too), and
+/// ends, unheard, once the peer gives up and closes.
 async fn run_conn(
-    stream: &mut TcpStream,
-    outgoing: &mut UnboundedReceiver<Bytes>,
+    outlet: &Outlet,
+    mut hole: Option<watch::Receiver<bool>>,
     mut on_frame: impl FnMut(Instant, Frame, &[u8]),
-) {
+) -> Ended {
     let mut buf = BytesMut::new();
-    let mut last_write = None;
-    loop {
+    let ended = loop {
         read_room(&mut buf);
         tokio::select! {
             biased;
-            msg = outgoing.recv() => match msg {
-                Some(first) => {
-                    // In the branch body, not the select: a read finishing during the pace
-                    // must not drop a frame already taken off the queue.
-                    let bytes = paced(first, outgoing, &mut last_write).await;
-                    if stream.write_all(&bytes).await.is_err() || stream.flush().await.is_err() {
-                        return;
-                    }
+            _ = hole_opens(hole.as_mut()) => break Ended::Swallowed,
+            _ = outlet.poke.wait() => {
+                // In the branch body, not the select: a read finishing during the pace must
+                // not race the write.
+                outlet.drain().await;
+                let st = outlet.st.borrow();
+                if st.dead || (st.let_go && st.held.is_empty()) {
+                    break Ended::Closed;
                 }
-                None => return,
-            },
+            }
             // read_buf is cancel-safe: a frame half-read when a write wins the race stays in `buf`.
-            n = stream.read_buf(&mut buf) => {
+            n = std::future::poll_fn(|cx| outlet.poll_read(cx, &mut buf)) => {
                 if !matches!(n, Ok(n) if n > 0) {
-                    return;
+                    break Ended::Closed;
                 }
                 // No time passes while a read's frames are handed on: one clock read for all.
                 let at = Instant::now();
@@ -374,37 +651,41 @@ async fn run_conn(
                     match decode(&mut buf) {
                         Ok(Some((f, raw))) => on_frame(at, f, &raw),
                         Ok(None) => break,
-                        Err(_) => return,
+                        Err(_) => {
+                            outlet.end();
+                            return Ended::Closed;
+                        }
                     }
                 }
             }
         }
-    }
-}
-
-/// A connection in a black hole: whatever either side writes is lost, and it never closes from
-/// this end (a close would be a frame too). Reads are drained so the peer's writes never back
-/// up; ends, dropping the socket unheard, once the peer gives up and closes.
-async fn swallow(mut stream: TcpStream, mut outgoing: UnboundedReceiver<Bytes>) {
-    let mut buf = BytesMut::new();
-    let mut writer_open = true;
-    loop {
-        buf.clear();
-        read_room(&mut buf);
-        tokio::select! {
-            biased;
-            frame = outgoing.recv(), if writer_open => writer_open = frame.is_some(),
-            n = stream.read_buf(&mut buf) => {
-                if !matches!(n, Ok(n) if n > 0) {
-                    return;
-                }
+    };
+    if ended == Ended::Swallowed {
+        // Whatever either side writes from now on is lost; reads are drained so the peer's
+        // writes never back up.
+        {
+            let mut st = outlet.st.borrow_mut();
+            st.dead = true;
+            st.held.clear();
+        }
+        loop {
+            buf.clear();
+            read_room(&mut buf);
+            let n = std::future::poll_fn(|cx| outlet.poll_read(cx, &mut buf)).await;
+            if !matches!(n, Ok(n) if n > 0) {
+                break;
             }
         }
     }
+    outlet.end();
+    ended
 }
 
-/// Until `hole` opens (never, if its switch is gone).
-async fn hole_opens(hole: &mut watch::Receiver<bool>) {
+/// Until `hole` opens (never, if there is none or its switch is gone).
+async fn hole_opens(hole: Option<&mut watch::Receiver<bool>>) {
+    let Some(hole) = hole else {
+        return std::future::pending().await;
+    };
     if hole.wait_for(|on| *on).await.is_err() {
         std::future::pending::<()>().await;
     }
@@ -414,34 +695,113 @@ async fn write_frame(stream: &mut TcpStream, frame: &[u8]) -> bool {
     stream.write_all(frame).await.is_ok() && stream.flush().await.is_ok()
 }
 
-async fn peer_link(sh: Arc<Shared>, from: Host, to: Host, mut rx: UnboundedReceiver<Bytes>) {
-    let mut stream: Option<TcpStream> = None;
-    let mut last_write = None;
+/// A server's link to another server: its socket and what waits to go on it, shared by the
+/// host, which writes at the end of a step when nothing stands in the way, and the link's
+/// task, which waits out the pace, a cut, or a reconnect. The link only writes: the peer
+/// answers on its own link back.
+struct PeerLink {
+    sh: Arc<Shared>,
+    from: Host,
+    to: Host,
+    st: RefCell<PeerState>,
+    /// Wakes the link's task: frames wait for it.
+    poke: Poke,
+}
+
+#[derive(Default)]
+struct PeerState {
+    stream: Option<TcpStream>,
+    /// Frames written and not yet taken for a payload, in order.
+    held: BytesMut,
+    last_write: Option<Instant>,
+    /// The task has taken a payload it has not written yet: later frames wait behind it.
+    busy: bool,
+}
+
+impl PeerLink {
+    /// Send what is held now if nothing stands in the way (the pace, a cut, a connection to
+    /// open, a payload the task holds), else leave it to the task.
+    fn release(&self, now: Instant) {
+        let mut st = self.st.borrow_mut();
+        if st.held.is_empty() || st.busy {
+            return;
+        }
+        let paced = st.last_write.is_some_and(|l| l + WRITE_PACE > now);
+        let cut = || {
+            let cuts = self.sh.cuts.lock().expect("never poisoned");
+            cuts.since(self.from, self.to).is_some()
+        };
+        let st = &mut *st;
+        if let Some(stream) = st.stream.as_mut().filter(|_| !paced && !cut()) {
+            let payload = st.held.split();
+            st.last_write = Some(now);
+            if write_now(stream, &payload) {
+                return;
+            }
+            // The peer restarted: the task sends the payload again on a fresh connection.
+            st.stream = None;
+            st.held = payload;
+        }
+        self.poke.poke();
+    }
+}
+
+/// A peer link's task: each payload the host could not send waits out the pace and any cut,
+/// then goes, on a fresh connection if the old one failed.
+async fn peer_link(link: Rc<PeerLink>) {
+    let (sh, from, to) = (&link.sh, link.from, link.to);
     let (switch, mut changed) = watch::channel(());
     sh.cut_switches.lock().expect("never poisoned").push(switch);
-    while let Some(first) = rx.recv().await {
-        let frame = paced(first, &mut rx, &mut last_write).await;
-        if !sh.wait_out_cut(from, to, &mut changed).await {
-            // The keepalive gave the connection up: it goes, and this frame with it.
-            stream = None;
-            continue;
-        }
-        // A write to a connection whose peer has restarted fails at once (the peer's socket is
-        // gone, like a TCP reset): the frame was not sent, so it goes again on a fresh
-        // connection. A frame that cannot get through a fresh one either is dropped, as a
-        // network would drop it; the protocol's own retries cover that.
-        if let Some(s) = stream.as_mut() {
-            if write_frame(s, &frame).await {
+    loop {
+        link.poke.wait().await;
+        loop {
+            let due = {
+                let mut st = link.st.borrow_mut();
+                if st.held.is_empty() {
+                    st.busy = false;
+                    break;
+                }
+                st.busy = true;
+                st.last_write.map(|l| l + WRITE_PACE)
+            };
+            if let Some(due) = due.filter(|d| *d > Instant::now()) {
+                sleep_until(due).await;
+            }
+            let payload = {
+                let mut st = link.st.borrow_mut();
+                st.last_write = Some(Instant::now());
+                st.held.split().freeze()
+            };
+            if !sh.wait_out_cut(from, to, &mut changed).await {
+                // The keepalive gave the connection up: it goes, and this payload with it.
+                link.st.borrow_mut().stream = None;
                 continue;
             }
-        }
-        stream = None;
-        if let Ok(mut s) = TcpStream::connect(addr_of(to)).await {
-            if write_frame(&mut s, &frame).await {
-                stream = Some(s);
+            // A write to a connection whose peer has restarted fails at once (the peer's
+            // socket is gone, like a TCP reset): the payload was not sent, so it goes again on
+            // a fresh connection. One that cannot get through a fresh one either is dropped,
+            // as a network would drop it; the protocol's own retries cover that.
+            let old = link.st.borrow_mut().stream.take();
+            if let Some(mut s) = old {
+                if write_now(&mut s, &payload) {
+                    link.st.borrow_mut().stream = Some(s);
+                    continue;
+                }
+            }
+            if let Ok(mut s) = TcpStream::connect(addr_of(to)).await {
+                if write_now(&mut s, &payload) {
+                    link.st.borrow_mut().stream = Some(s);
+                }
             }
         }
     }
+}
+
+/// A host's writer of one peer link: straight into the link, or, on a link with extra
+/// latency, through the queue that delays them.
+enum PeerWriter {
+    Direct(Rc<PeerLink>),
+    Delayed(UnboundedSender<Bytes>),
 }
 
 /// Devices one accepting task serves. madsim's `accept` sleeps before it returns and a sleep
@@ -519,14 +879,14 @@ struct Seat<T> {
     inner: RefCell<T>,
     /// Told when handling an event brought the machine's deadline forward, so the host's
     /// task re-arms its alarm (a permit is kept if the task is busy).
-    rearm: tokio::sync::Notify,
+    rearm: Poke,
 }
 
 impl<T> Seat<T> {
     fn new(inner: T) -> Seat<T> {
         Seat {
             inner: RefCell::new(inner),
-            rearm: tokio::sync::Notify::new(),
+            rearm: Poke::default(),
         }
     }
 
@@ -541,7 +901,7 @@ impl<T> Seat<T> {
     /// fires early, and the task checks the deadline again before it acts.
     fn moved(&self, before: Option<Millis>, after: Option<Millis>) {
         if after.is_some_and(|a| before.is_none_or(|b| a < b)) {
-            self.rearm.notify_one();
+            self.rearm.poke();
         }
     }
 
@@ -559,7 +919,7 @@ impl<T> Seat<T> {
             let at = deadline(&self.lock()).map(|t| sh.t0 + Duration::from_millis(t));
             tokio::select! {
                 biased;
-                _ = self.rearm.notified() => {}
+                _ = self.rearm.wait() => {}
                 _ = alarm.until(at.unwrap_or(sh.t0 + NEVER)), if at.is_some() => {
                     let now = sh.now();
                     let mut inner = self.lock();
@@ -574,16 +934,17 @@ impl<T> Seat<T> {
 
 /// A server host and how its bytes leave it, in one seat.
 struct ServerSeat {
-    server: ServerHost<UnboundedSender<Bytes>>,
+    server: ServerHost<ConnWriter>,
     links: ServerIo,
 }
 
 impl Seat<ServerSeat> {
-    fn on_event(&self, now: Millis, ev: ConnEvent<UnboundedSender<Bytes>>) {
+    fn on_event(&self, now: Millis, ev: ConnEvent<ConnWriter>) {
         let mut inner = self.lock();
         let ServerSeat { server, links } = &mut *inner;
         let before = server.deadline();
         server.on_event(now, ev, links);
+        links.outbox.release();
         self.moved(before, server.deadline());
     }
 }
@@ -599,6 +960,7 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
             sh: sh.clone(),
             host,
             peers: BTreeMap::new(),
+            outbox: Outbox::default(),
         },
     }));
     let listener = Arc::new(listener);
@@ -608,22 +970,21 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
         let accept_sh = sh.clone();
         let (listener, next_conn) = (listener.clone(), next_conn.clone());
         tokio::task::spawn_local(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
+            while let Ok((stream, _)) = listener.accept().await {
                 let next = next_conn.fetch_add(1, Ordering::Relaxed) + 1;
                 let conn = ConnId(next);
-                let (wtx, wrx) = unbounded_channel();
+                let outlet = Outlet::new(Some(stream));
                 // Only a gateway writes on accepted connections, and only to devices.
-                let mut wrx = accept_sh.delayed(host, Role::Device, None, next, wrx);
-                accept_seat.on_event(accept_sh.now(), ConnEvent::Opened(conn, wtx));
+                let writer = accept_sh.writer(&outlet, host, Role::Device, None, next);
+                accept_seat.on_event(accept_sh.now(), ConnEvent::Opened(conn, writer));
                 let (seat, sh) = (accept_seat.clone(), accept_sh.clone());
                 spawn_local_boxed(async move {
-                    run_conn(&mut stream, &mut wrx, |at, f, raw| {
+                    run_conn(&outlet, None, |at, f, raw| {
                         let now = sh.millis(at);
                         sh.rec.delivered(now, host, raw, &f);
                         seat.on_event(now, ConnEvent::Frame(conn, Box::new(f.wire)));
                     })
                     .await;
-                    drop(stream);
                     seat.on_event(sh.now(), ConnEvent::Closed(conn));
                 });
             }
@@ -632,7 +993,10 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
     seat.serve(
         &sh,
         |s| s.server.deadline(),
-        |s, now| s.server.on_deadline(now, &mut s.links),
+        |s, now| {
+            s.server.on_deadline(now, &mut s.links);
+            s.links.outbox.release();
+        },
     )
     .await
 }
@@ -643,29 +1007,57 @@ struct ServerIo {
     host: Host,
     /// Outgoing server-to-server links, one connection per destination, opened on first use
     /// and reopened after a failure.
-    peers: BTreeMap<Host, UnboundedSender<Bytes>>,
+    peers: BTreeMap<Host, PeerWriter>,
+    /// What this step wrote on its accepted connections and its links.
+    outbox: Outbox,
 }
 
-impl ServerLinks<UnboundedSender<Bytes>> for ServerIo {
+impl ServerLinks<ConnWriter> for ServerIo {
     fn to_peer(&mut self, to: Host, frame: Bytes) {
         let (sh, from) = (&self.sh, self.host);
-        let tx = self.peers.entry(to).or_insert_with(|| {
-            let (tx, rx) = unbounded_channel();
-            tokio::spawn(peer_link(
-                sh.clone(),
+        let writer = self.peers.entry(to).or_insert_with(|| {
+            let link = Rc::new(PeerLink {
+                sh: sh.clone(),
                 from,
                 to,
-                sh.delayed(from, role_of(to), Some(to), 0, rx),
-            ));
-            tx
+                st: RefCell::default(),
+                poke: Poke::default(),
+            });
+            spawn_local_boxed(peer_link(link.clone()));
+            if !sh.delays(from, role_of(to)) {
+                return PeerWriter::Direct(link);
+            }
+            let (tx, rx) = unbounded_channel();
+            let mut out = sh.delayed(from, role_of(to), Some(to), 0, rx);
+            spawn_local_boxed(async move {
+                while let Some(frame) = out.recv().await {
+                    link.st.borrow_mut().held.extend_from_slice(&frame);
+                    while let Ok(more) = out.try_recv() {
+                        link.st.borrow_mut().held.extend_from_slice(&more);
+                    }
+                    link.release(Instant::now());
+                }
+            });
+            PeerWriter::Delayed(tx)
         });
         // A frame that cannot be delivered is dropped, as a network would: the protocol's own
         // retries cover it.
-        let _ = tx.send(frame);
+        match writer {
+            PeerWriter::Direct(link) => {
+                let mut st = link.st.borrow_mut();
+                if st.held.is_empty() {
+                    self.outbox.links.push(link.clone());
+                }
+                st.held.extend_from_slice(&frame);
+            }
+            PeerWriter::Delayed(tx) => {
+                let _ = tx.send(frame);
+            }
+        }
     }
 
-    fn to_conn(&mut self, conn: &UnboundedSender<Bytes>, frame: Bytes) {
-        let _ = conn.send(frame);
+    fn to_conn(&mut self, conn: &ConnWriter, frame: Bytes) {
+        self.outbox.write(conn, frame);
     }
 
     fn wake(&mut self, device: DeviceId) {
@@ -692,7 +1084,7 @@ impl ServerLinks<UnboundedSender<Bytes>> for ServerIo {
 
 /// A phone and how its bytes leave it, in one seat.
 struct PhoneSeat {
-    phone: PhoneHost<UnboundedSender<Bytes>>,
+    phone: PhoneHost<ConnWriter>,
     links: PhoneIo,
 }
 
@@ -702,6 +1094,7 @@ impl Seat<PhoneSeat> {
         let PhoneSeat { phone, links } = &mut *inner;
         let before = phone.deadline();
         phone.on_event(now, ev, rec, links);
+        links.outbox.release();
         self.moved(before, phone.deadline());
     }
 }
@@ -719,13 +1112,17 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
                 sh: sh.clone(),
                 me: Host::Device(id),
                 seat: me.clone(),
+                outbox: Outbox::default(),
             },
         })
     });
     let serve = seat.serve(
         &sh,
         |s| s.phone.deadline(),
-        |s, now| s.phone.on_deadline(now, &sh.rec, &mut s.links),
+        |s, now| {
+            s.phone.on_deadline(now, &sh.rec, &mut s.links);
+            s.links.outbox.release();
+        },
     );
     let pushed = async {
         while let Some(ev) = pushes.recv().await {
@@ -746,13 +1143,17 @@ struct PhoneIo {
     me: Host,
     /// The seat this sits in, which its connection tasks report to (weak: the seat holds this).
     seat: Weak<Seat<PhoneSeat>>,
+    /// What this step wrote.
+    outbox: Outbox,
 }
 
-impl PhoneLinks<UnboundedSender<Bytes>> for PhoneIo {
-    fn connect(&mut self, gateway: u16, gen: u64) -> UnboundedSender<Bytes> {
-        let (wtx, wrx) = unbounded_channel();
+impl PhoneLinks<ConnWriter> for PhoneIo {
+    fn connect(&mut self, gateway: u16, gen: u64) -> ConnWriter {
         let to = Host::Gateway(gateway);
-        let mut wrx = self.sh.delayed(self.me, Role::Gateway, Some(to), gen, wrx);
+        let outlet = Outlet::new(None);
+        let writer = self
+            .sh
+            .writer(&outlet, self.me, Role::Gateway, Some(to), gen);
         let (seat, sh, me) = (self.seat.clone(), self.sh.clone(), self.me);
         let hole = match me {
             Host::Device(d) => sh.holes.get(&d).map(watch::Sender::subscribe),
@@ -765,43 +1166,37 @@ impl PhoneLinks<UnboundedSender<Bytes>> for PhoneIo {
                     seat.on_event(sh.now(), ev, &sh.rec);
                 }
             };
-            match TcpStream::connect(addr_of(Host::Gateway(gateway))).await {
-                Err(_) => tell(PhoneEvent::ConnectFailed(gen)),
-                Ok(mut stream) => {
+            match TcpStream::connect(addr_of(to)).await {
+                Err(_) => {
+                    outlet.end();
+                    tell(PhoneEvent::ConnectFailed(gen));
+                }
+                Ok(stream) => {
+                    outlet.st.borrow_mut().stream = Some(stream);
                     tell(PhoneEvent::Connected(gen));
-                    let conn = run_conn(&mut stream, &mut wrx, |at, f, raw| {
+                    // What the phone wrote before the connection was made goes now.
+                    outlet.release(Instant::now());
+                    let ended = run_conn(&outlet, hole, |at, f, raw| {
                         let now = sh.millis(at);
                         sh.rec.delivered(now, me, raw, &f);
                         if let Some(seat) = seat.upgrade() {
                             seat.on_event(now, PhoneEvent::Frame(gen, Box::new(f.wire)), &sh.rec);
                         }
-                    });
-                    let swallowed = match hole {
-                        Some(mut hole) => tokio::select! {
-                            biased;
-                            _ = hole_opens(&mut hole) => true,
-                            _ = conn => false,
-                        },
-                        None => {
-                            conn.await;
-                            false
-                        }
-                    };
-                    if swallowed {
-                        // Neither the phone nor its gateway hears of it: only a keepalive can.
-                        swallow(stream, wrx).await;
-                    } else {
-                        drop(stream);
+                    })
+                    .await;
+                    // A swallowed connection is one neither the phone nor its gateway hears of:
+                    // only a keepalive can.
+                    if ended == Ended::Closed {
                         tell(PhoneEvent::Closed(gen));
                     }
                 }
             }
         });
-        wtx
+        writer
     }
 
-    fn send(&mut self, conn: &UnboundedSender<Bytes>, frame: Bytes) {
-        let _ = conn.send(frame);
+    fn send(&mut self, conn: &ConnWriter, frame: Bytes) {
+        self.outbox.write(conn, frame);
     }
 }
 

@@ -126,7 +126,7 @@ pub static LESSONS: &[Lesson] = &[
         from: "Signal-Desktop #1503: \"queue empty\" fired early",
         choice: "A reconnecting phone pages through its backlog. If a connection lost mid-drain is taken as a finished drain, the next connection fetches nothing and the rest of the backlog waits.",
         fix: "A drain completes only on the server's last page (more=false) on the same connection; a drain cut short starts over on the next connection.",
-        kind: Kind::Mistake { bug: Bug::EarlyQueueEmpty, seed: 3 },
+        kind: Kind::Mistake { bug: Bug::EarlyQueueEmpty, seed: 2 },
         questions: &[
             ("What about live messages arriving during the drain?", "They carry seqs; the phone holds them back until the drain reaches them, so they never land in the middle of the backlog out of order."),
             ("How big should a page be?", "Bounded in count and bytes, so a phone back after a month does not get one giant frame."),
