@@ -313,7 +313,8 @@ impl Shared {
 /// writes at once, so quiet links gain no latency.
 const WRITE_PACE: Duration = Duration::from_millis(2);
 
-/// The payload to write after `first` arrived: wait out the pace, then take `first` and
+/// The payload the floor's writer sends after `first` arrived, paced as the full system's
+/// hosts pace theirs ([`Outlet`], [`PeerLink`]): wait out the pace, then take `first` and
 /// whatever else is queued by then. Call it only where it cannot be cancelled (never as a
 /// `select!` branch): `first` is already off the queue.
 async fn paced(
