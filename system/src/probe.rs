@@ -56,6 +56,14 @@ probes! {
     /// and the chat moved on past it.
     TamperedCopySkipped => "device: tampered copy skipped",
         "one bad copy from a compromised sender must not hold back the chat behind it";
+    /// A device linked mid-run passed a direct text stored before its link, with no copy for
+    /// it.
+    StoredBeforeLinkPassed => "device: text stored before its link passed",
+        "a new device must move past what was sealed before it existed, without a hole";
+    /// A receipt from a device that may have no copy of a text of ours covered it, and was
+    /// not counted towards its ✓✓.
+    ReceiptWithoutCopyIgnored => "device: receipt from a device without a copy not counted",
+        "a device that passed a text it never had must not give that text ✓✓";
     // Device: connection and outbox.
     /// A polling phone's request answered everything it carried and closed.
     PollClosed => "device: poll answered and closed",

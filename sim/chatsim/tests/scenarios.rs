@@ -436,3 +436,24 @@ fn a_shard_killed_mid_push_only_fan_out_leaves_the_step_to_its_successor() {
         "the seed no longer kills a shard"
     );
 }
+
+/// device-added seed 700064 (BUGGIFY) broke `receipts`, found by an 8-minute gate on fresh
+/// seeds: u5's laptop, linked after u2's text at seq 23 was sealed for u5's other devices
+/// only, passed seq 23 as stored before its time and sent "delivered up to 25"; u2 counted it
+/// and showed ✓✓ on seq 23 before any device of u5 had shown it. A sender now counts a
+/// device's marks only for texts that device may have a copy of.
+#[test]
+fn a_receipt_from_a_device_linked_after_a_text_was_sealed_does_not_tick_it() {
+    use chatsim_system::probe::Probe;
+    let r = buggified_seed_holds("device-added", 700064);
+    for probe in [
+        Probe::StoredBeforeLinkPassed,
+        Probe::ReceiptWithoutCopyIgnored,
+    ] {
+        assert!(
+            r.probes.get(&probe).copied().unwrap_or(0) > 0,
+            "the seed no longer reaches {:?}",
+            probe.name()
+        );
+    }
+}

@@ -8,7 +8,9 @@ use crate::bugs::Bug;
 use crate::e2e::Bundle;
 use crate::limits::{DRAIN_RETRY_MS, GAP_REPAIR_DELAY_MS, GAP_RETRY_MS};
 use crate::probe::Probe;
-use crate::proto::{ConvId, GroupOp, Message, Millis, MsgId, Path, ReceiptKind, Seq, Up, UserId};
+use crate::proto::{
+    ConvId, DeviceId, GroupOp, Message, Millis, MsgId, Path, ReceiptKind, Seq, Up, UserId,
+};
 use crate::{Effect, Observation};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,7 +22,8 @@ pub(super) enum Slot {
     /// Stored before this device was linked: not sealed for it, nothing to show.
     BeforeMyTime,
     /// One of ours, stored; a membership change of ours is applied when the view reaches it.
-    Mine(MsgId, Option<GroupOp>),
+    /// The devices it may have been stored without a copy for come last.
+    Mine(MsgId, Option<GroupOp>, Vec<DeviceId>),
 }
 
 /// One conversation as this device shows it.
@@ -124,7 +127,7 @@ impl Device {
             match slot {
                 Slot::Theirs(msg, path) => self.display(now, out, &msg, path),
                 Slot::BeforeMyTime => {}
-                Slot::Mine(_, Some(op)) => {
+                Slot::Mine(_, Some(op), _) => {
                     let view = self.convs.entry(conv).or_default();
                     let mut members = view.members.clone();
                     match op {
@@ -141,7 +144,7 @@ impl Device {
                     }
                     self.apply_members(out, conv, seq, members);
                 }
-                Slot::Mine(id, None) => self.track_mine(conv, seq, id, out),
+                Slot::Mine(id, None, unsealed) => self.track_mine(conv, seq, id, unsealed, out),
             }
         }
         let view = self.convs.entry(conv).or_default();
@@ -297,8 +300,7 @@ impl Device {
         if id.device == self.id {
             // Our own message came back through a fetch: it is stored, so it counts as ✓ (and
             // a membership change of ours applies even if the outbox no longer has it).
-            let op = msg.event.map(|e| e.op);
-            self.on_sent_with(now, conv, id, seq, op, out);
+            self.on_sent_with(now, conv, id, seq, Some(&msg), out);
             return;
         }
         let mut jumped = false;
@@ -324,6 +326,7 @@ impl Device {
             if !mine && self.topo.late_devices.contains(&self.id) {
                 // Stored before we were linked, sealed for the devices there were then
                 // (storage refuses anything later without our copy): not ours to show.
+                Self::probe(out, Probe::StoredBeforeLinkPassed);
                 return self.fill_slot(now, conv, seq, Slot::BeforeMyTime, out);
             }
             match self.open(&msg) {

@@ -93,8 +93,9 @@ impl Device {
     pub(super) fn seal(&mut self, conv: ConvId, id: MsgId, plaintext: &[u8]) -> Vec<u8> {
         let tls_only = self.bug(Bug::TlsOnly);
         let mut copies = Vec::new();
+        let left_out: Vec<DeviceId> = self.left_out(conv).collect();
         for to in self.topo.recipients(conv, self.id) {
-            if self.topo.late_devices.contains(&to) && !self.known_late.contains(&to) {
+            if left_out.contains(&to) {
                 continue; // Not known to be linked (storage says so if it is).
             }
             if tls_only {
@@ -105,6 +106,29 @@ impl Device {
             // A device missing from the directory cannot be written to.
         }
         Bundle { copies }.encode()
+    }
+
+    /// The recipient devices of a direct text that a copy sealed now leaves out: linked
+    /// mid-run and not yet known to be.
+    pub(super) fn left_out(&self, conv: ConvId) -> impl Iterator<Item = DeviceId> + '_ {
+        self.topo
+            .recipients(conv, self.id)
+            .into_iter()
+            .filter(|to| self.topo.late_devices.contains(to) && !self.known_late.contains(to))
+    }
+
+    /// The devices linked mid-run that a stored direct text of ours has no copy for.
+    pub(super) fn unsealed_in(&self, stored: &Message) -> Vec<DeviceId> {
+        if self.topo.late_devices.is_empty() {
+            return Vec::new();
+        }
+        let bundle = Bundle::decode(&stored.body);
+        self.topo
+            .recipients(stored.conv, self.id)
+            .into_iter()
+            .filter(|d| self.topo.late_devices.contains(d))
+            .filter(|d| bundle.as_ref().is_none_or(|b| b.copy_for(*d).is_none()))
+            .collect()
     }
 
     pub(super) fn session(&mut self, peer: DeviceId) -> Option<&Session> {

@@ -7,7 +7,7 @@ use super::{Device, Link, Timer};
 use crate::bugs::Bug;
 use crate::limits::{OUTBOX_RETRY_MS_MAX, OUTBOX_RETRY_MS_MIN};
 use crate::probe::Probe;
-use crate::proto::{ConvId, GroupOp, Millis, MsgId, Refusal, Seq, Up};
+use crate::proto::{ConvId, DeviceId, GroupOp, Message, Millis, MsgId, Refusal, Seq, Up};
 use crate::{Effect, Observation};
 
 /// A message in the outbox, kept until sent ✓ or refused for good.
@@ -27,6 +27,10 @@ pub(super) struct Outgoing {
     pub(super) op: Option<GroupOp>,
     /// The membership version whose sender key the last transmission carried, if it did.
     pub(super) carried_key: Option<Seq>,
+    /// Devices linked mid-run that some transmission left without a copy (not yet known to
+    /// be linked). Which transmission storage kept is not known here, so a device left out
+    /// of any may have no copy: its receipts do not count for this text's ✓✓.
+    pub(super) unsealed: Vec<DeviceId>,
 }
 
 impl Device {
@@ -76,6 +80,14 @@ impl Device {
         // Sealed at each transmission: deterministic for one id, and right for a new one (or
         // for a membership that changed since the last try).
         let (body, version, keys) = if !conv.is_group() {
+            let left_out: Vec<DeviceId> = self.left_out(conv).collect();
+            if let Some(o) = self.outbox.get_mut(&id) {
+                for d in left_out {
+                    if !o.unsealed.contains(&d) {
+                        o.unsealed.push(d);
+                    }
+                }
+            }
             (self.seal(conv, id, &plaintext), 0, Vec::new())
         } else if op.is_some() {
             let version = self.convs.get(&conv).map_or(0, |v| v.version);
@@ -131,18 +143,23 @@ impl Device {
         self.on_sent_with(now, conv, id, seq, None, out);
     }
 
-    /// Sent ✓ (or our own message seen stored); `stored_op` is the membership change the
-    /// stored copy carries, used when the outbox no longer knows it.
+    /// Sent ✓ (or our own message seen stored, `stored`): the stored copy says what the
+    /// outbox may no longer know, the membership change it carries and whom it was sealed
+    /// for.
     pub(super) fn on_sent_with(
         &mut self,
         now: Millis,
         conv: ConvId,
         id: MsgId,
         seq: Seq,
-        stored_op: Option<GroupOp>,
+        stored: Option<&Message>,
         out: &mut Vec<Effect>,
     ) {
-        let mut op = stored_op;
+        let mut op = stored.and_then(|m| m.event.as_ref()).map(|e| e.op.clone());
+        let mut unsealed = match stored {
+            Some(m) if !conv.is_group() => self.unsealed_in(m),
+            _ => Vec::new(),
+        };
         if let Some(o) = self.outbox.remove(&id) {
             self.timers.cancel(&Timer::Retry(id));
             Self::observe(out, Observation::Acked { id, conv, seq });
@@ -154,8 +171,13 @@ impl Device {
                 self.distributed.insert((conv, version));
             }
             op = o.op.or(op);
+            for d in o.unsealed {
+                if !unsealed.contains(&d) {
+                    unsealed.push(d);
+                }
+            }
         }
-        self.fill_slot(now, conv, seq, Slot::Mine(id, op), out);
+        self.fill_slot(now, conv, seq, Slot::Mine(id, op, unsealed), out);
         self.fill_window(now, out);
     }
 
@@ -250,6 +272,7 @@ impl Device {
                 transmitted: false,
                 op,
                 carried_key: None,
+                unsealed: Vec::new(),
             },
         );
         assert!(reused.is_none(), "client id {id:?} handed out twice");

@@ -6,6 +6,7 @@ use super::conversation::Slot;
 use super::{Device, Link, Timer};
 use crate::bugs::Bug;
 use crate::limits::{RECEIPT_DELAY_MS, RECEIPT_RETRY_MS};
+use crate::probe::Probe;
 use crate::proto::{
     ConvId, DeviceId, Message, Millis, MsgId, Receipt, ReceiptKind, Seq, Up, UserId,
 };
@@ -32,6 +33,11 @@ pub(super) struct MineTicks {
     pub(super) recipients: Vec<UserId>,
     /// The ticks shown so far.
     pub(super) tick: Option<ReceiptKind>,
+    /// Recipient devices it may be stored without a copy for (linked mid-run): they pass it
+    /// unseen, so their marks say nothing of it (device-added seed 700064 under BUGGIFY: a
+    /// laptop linked after seq 23 was sealed passed it, and its "delivered up to 25" drew
+    /// ✓✓ before any device of its user had shown seq 23).
+    unsealed: Vec<DeviceId>,
     /// How many recipients, from the first, are known to have read it. Marks only rise, so
     /// they are never looked at again: each receipt of a 1,024-member group's message had
     /// rescanned them from the first (10% of the 100,000-user world).
@@ -47,6 +53,7 @@ impl std::hash::Hash for MineTicks {
         self.id.hash(state);
         self.recipients.hash(state);
         self.tick.hash(state);
+        self.unsealed.hash(state);
     }
 }
 
@@ -218,7 +225,14 @@ impl Device {
     }
 
     /// Our text at `seq` took its place in the view: from here on its ticks follow receipts.
-    pub(super) fn track_mine(&mut self, conv: ConvId, seq: Seq, id: MsgId, out: &mut Vec<Effect>) {
+    pub(super) fn track_mine(
+        &mut self,
+        conv: ConvId,
+        seq: Seq,
+        id: MsgId,
+        unsealed: Vec<DeviceId>,
+        out: &mut Vec<Effect>,
+    ) {
         let me = self.id.user;
         // Members are a set: in order, each once.
         let recipients: Vec<UserId> = if conv.is_group() {
@@ -239,6 +253,7 @@ impl Device {
             id,
             recipients,
             tick: None,
+            unsealed,
             read: 0,
             delivered: 0,
         };
@@ -254,9 +269,10 @@ impl Device {
             return;
         };
         let mark = |user: UserId, kind: ReceiptKind| {
-            self.topo
-                .device_ids(user)
-                .any(|d| self.marks.get(&(conv, d, kind)).is_some_and(|m| *m >= seq))
+            self.topo.device_ids(user).any(|d| {
+                !t.unsealed.contains(&d)
+                    && self.marks.get(&(conv, d, kind)).is_some_and(|m| *m >= seq)
+            })
         };
         // Each count goes on from where the last receipt left it (a reader who read it had it
         // delivered too), so a big group's receipts cost one look per recipient and kind in
@@ -275,6 +291,16 @@ impl Device {
             {
                 delivered += 1;
             }
+        }
+        if delivered < n
+            && t.unsealed.iter().any(|d| {
+                t.recipients[delivered] == d.user
+                    && [ReceiptKind::Delivered, ReceiptKind::Read]
+                        .iter()
+                        .any(|k| self.marks.get(&(conv, *d, *k)).is_some_and(|m| *m >= seq))
+            })
+        {
+            Self::probe(out, Probe::ReceiptWithoutCopyIgnored);
         }
         let tick = if read == n {
             Some(ReceiptKind::Read)
