@@ -229,8 +229,8 @@ impl Shared {
         self.spiked.is_some() || self.links.contains_key(&(role_of(from), to))
     }
 
-    /// Wrap a connection's outgoing frames in the scenario's extra latency for `from -> to`, if
-    /// it sets one, and in a spike's while `from` or `to_host` (when known) is spiked. `nth`
+    /// Wrap a connection's outgoing frames in the scenario's extra latency for `from -> to`
+    /// (callers ask [`Shared::delays`] first), and in a spike's while `from` or `to_host` (when known) is spiked. `nth`
     /// tells this connection from earlier ones between the same hosts, so each draws its own
     /// latencies.
     fn delayed(
@@ -241,9 +241,10 @@ impl Shared {
         nth: u64,
         rx: UnboundedReceiver<Bytes>,
     ) -> UnboundedReceiver<Bytes> {
-        if !self.delays(from, to) {
-            return rx;
-        }
+        assert!(
+            self.delays(from, to),
+            "only a link that may delay gets a queue"
+        );
         let range = self.links.get(&(role_of(from), to)).copied();
         let sh = self.clone();
         let spiked = move || {
@@ -312,43 +313,6 @@ impl Shared {
 /// coalesced into one payload, as TCP coalesces a burst into segments; an idle connection
 /// writes at once, so quiet links gain no latency.
 const WRITE_PACE: Duration = Duration::from_millis(2);
-
-/// The payload the floor's writer sends after `first` arrived, paced as the full system's
-/// hosts pace theirs ([`Outlet`], [`PeerLink`]): wait out the pace, then take `first` and
-/// whatever else is queued by then. Call it only where it cannot be cancelled (never as a
-/// `select!` branch): `first` is already off the queue.
-async fn paced(
-    first: Bytes,
-    rx: &mut UnboundedReceiver<Bytes>,
-    last: &mut Option<Instant>,
-) -> Bytes {
-    // The clock is read once per write where it can be: each read is a call into madsim's
-    // clock (`clock_gettime`, answered from the simulated time), 5% of a small run in all.
-    let now = Instant::now();
-    let now = match last.map(|l| l + WRITE_PACE).filter(|due| *due > now) {
-        Some(due) => {
-            sleep_until(due).await;
-            Instant::now()
-        }
-        None => now,
-    };
-    *last = Some(now);
-    batch(first, rx)
-}
-
-/// Every frame already waiting on `rx` after `first`, as one buffer.
-fn batch(first: Bytes, rx: &mut UnboundedReceiver<Bytes>) -> Bytes {
-    let Ok(second) = rx.try_recv() else {
-        return first;
-    };
-    let mut buf = BytesMut::with_capacity(first.len() + second.len());
-    buf.extend_from_slice(&first);
-    buf.extend_from_slice(&second);
-    while let Ok(more) = rx.try_recv() {
-        buf.extend_from_slice(&more);
-    }
-    buf.freeze()
-}
 
 /// A wake-up one task waits for and anything on the run's thread gives; one given while the
 /// task is busy is kept for its next wait. tokio's `Notify` did the same at 5% of a small run:
@@ -592,19 +556,32 @@ impl Shared {
             return ConnWriter::Direct(OutletHold(outlet.clone()));
         }
         let (tx, rx) = unbounded_channel();
-        let mut out = self.delayed(from, to, to_host, nth, rx);
+        let out = self.delayed(from, to, to_host, nth, rx);
         let hold = OutletHold(outlet.clone());
-        spawn_local_boxed(async move {
-            while let Some(frame) = out.recv().await {
-                hold.0.hold(&frame);
-                while let Ok(more) = out.try_recv() {
-                    hold.0.hold(&more);
-                }
-                hold.0.release(Instant::now());
+        forward_delayed(out, move |frames| {
+            for frame in frames {
+                hold.0.hold(frame);
             }
+            hold.0.release(Instant::now());
         });
         ConnWriter::Delayed(tx)
     }
+}
+
+/// Hand what a delay queue lets out to `put`, a batch at a time (everything due at once goes
+/// as one payload), until the queue's writer is gone.
+fn forward_delayed(mut out: UnboundedReceiver<Bytes>, mut put: impl FnMut(&[Bytes]) + 'static) {
+    spawn_local_boxed(async move {
+        let mut batch = Vec::new();
+        while let Some(frame) = out.recv().await {
+            batch.push(frame);
+            while let Ok(more) = out.try_recv() {
+                batch.push(more);
+            }
+            put(&batch);
+            batch.clear();
+        }
+    });
 }
 
 /// How a connection ended, as its task reports it.
@@ -690,10 +667,6 @@ async fn hole_opens(hole: Option<&mut watch::Receiver<bool>>) {
     if hole.wait_for(|on| *on).await.is_err() {
         std::future::pending::<()>().await;
     }
-}
-
-async fn write_frame(stream: &mut TcpStream, frame: &[u8]) -> bool {
-    stream.write_all(frame).await.is_ok() && stream.flush().await.is_ok()
 }
 
 /// A server's link to another server: its socket and what waits to go on it, shared by the
@@ -1029,15 +1002,14 @@ impl ServerLinks<ConnWriter> for ServerIo {
                 return PeerWriter::Direct(link);
             }
             let (tx, rx) = unbounded_channel();
-            let mut out = sh.delayed(from, role_of(to), Some(to), 0, rx);
-            spawn_local_boxed(async move {
-                while let Some(frame) = out.recv().await {
-                    link.st.borrow_mut().held.extend_from_slice(&frame);
-                    while let Ok(more) = out.try_recv() {
-                        link.st.borrow_mut().held.extend_from_slice(&more);
-                    }
-                    link.release(Instant::now());
+            let out = sh.delayed(from, role_of(to), Some(to), 0, rx);
+            forward_delayed(out, move |frames| {
+                let mut st = link.st.borrow_mut();
+                for frame in frames {
+                    st.held.extend_from_slice(frame);
                 }
+                drop(st);
+                link.release(Instant::now());
             });
             PeerWriter::Delayed(tx)
         });
@@ -1487,6 +1459,48 @@ async fn floor_world(plan: Arc<FloorPlan>) -> (u64, Millis) {
         handle.kill(id);
     }
     (received.load(Ordering::Relaxed), sim_ms)
+}
+
+/// The payload the floor's writer sends after `first` arrived, paced as the full system's
+/// hosts pace theirs ([`Outlet`], [`PeerLink`]): wait out the pace, then take `first` and
+/// whatever else is queued by then. Call it only where it cannot be cancelled (never as a
+/// `select!` branch): `first` is already off the queue.
+async fn paced(
+    first: Bytes,
+    rx: &mut UnboundedReceiver<Bytes>,
+    last: &mut Option<Instant>,
+) -> Bytes {
+    // The clock is read once per write where it can be: each read is a call into madsim's
+    // clock (`clock_gettime`, answered from the simulated time), 5% of a small run in all.
+    let now = Instant::now();
+    let now = match last.map(|l| l + WRITE_PACE).filter(|due| *due > now) {
+        Some(due) => {
+            sleep_until(due).await;
+            Instant::now()
+        }
+        None => now,
+    };
+    *last = Some(now);
+    batch(first, rx)
+}
+
+/// Every frame already waiting on `rx` after `first`, as one buffer.
+fn batch(first: Bytes, rx: &mut UnboundedReceiver<Bytes>) -> Bytes {
+    let Ok(second) = rx.try_recv() else {
+        return first;
+    };
+    let mut buf = BytesMut::with_capacity(first.len() + second.len());
+    buf.extend_from_slice(&first);
+    buf.extend_from_slice(&second);
+    while let Ok(more) = rx.try_recv() {
+        buf.extend_from_slice(&more);
+    }
+    buf.freeze()
+}
+
+/// Write one payload whole; false once the connection is gone.
+async fn write_frame(stream: &mut TcpStream, frame: &[u8]) -> bool {
+    stream.write_all(frame).await.is_ok() && stream.flush().await.is_ok()
 }
 
 async fn floor_node(host: Host, plan: Arc<FloorPlan>, received: Arc<AtomicU64>, t0: Instant) {
