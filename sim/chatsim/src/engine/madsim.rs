@@ -289,10 +289,9 @@ impl Shared {
                         }
                         None => open = false,
                     },
-                    _ = alarm.until(front.unwrap_or(last)), if front.is_some() => {
+                    now = alarm.until(front.unwrap_or(last)), if front.is_some() => {
                         // Everything due goes now: madsim sleeps at least 1 ms, so releasing one
                         // frame per wake-up would cap the link at 1,000 frames a second.
-                        let now = Instant::now();
                         while let Some((_, frame)) = queue.pop_front_if(|(at, _)| *at <= now) {
                             if tx.send(frame).is_err() {
                                 return;
@@ -526,11 +525,13 @@ impl Outbox {
         }
     }
 
-    fn release(&mut self) {
+    /// Write what the step held, at `now`, the step's time: no simulated time passes in a
+    /// step, and the caller has already read the clock once (each read is a call into
+    /// madsim's clock, a lock and two reference counts).
+    fn release(&mut self, now: Instant) {
         if self.dirty.is_empty() && self.links.is_empty() {
             return;
         }
-        let now = Instant::now();
         for outlet in self.dirty.drain(..) {
             outlet.release(now);
         }
@@ -809,7 +810,7 @@ struct Alarm {
 }
 
 impl Alarm {
-    /// Ready once `at` has passed.
+    /// Ready, with the time it saw, once `at` has passed.
     fn until(&mut self, at: Instant) -> AlarmWait<'_> {
         AlarmWait { alarm: self, at }
     }
@@ -822,15 +823,15 @@ struct AlarmWait<'a> {
 }
 
 impl Future for AlarmWait<'_> {
-    type Output = ();
+    type Output = Instant;
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
+    ) -> std::task::Poll<Instant> {
         let now = Instant::now();
         if now >= self.at {
-            return std::task::Poll::Ready(());
+            return std::task::Poll::Ready(now);
         }
         // A wake-up still to come no later than `at` re-polls this task in time.
         let pending = self.alarm.armed.filter(|a| *a > now);
@@ -886,7 +887,7 @@ impl<T> Seat<T> {
         &self,
         sh: &Shared,
         deadline: impl Fn(&T) -> Option<Millis>,
-        mut fire: impl FnMut(&mut T, Millis),
+        mut fire: impl FnMut(&mut T, Millis, Instant),
     ) {
         let mut alarm = Alarm::default();
         loop {
@@ -894,11 +895,11 @@ impl<T> Seat<T> {
             tokio::select! {
                 biased;
                 _ = self.rearm.wait() => {}
-                _ = alarm.until(at.unwrap_or(sh.t0 + NEVER)), if at.is_some() => {
-                    let now = sh.now();
+                fired = alarm.until(at.unwrap_or(sh.t0 + NEVER)), if at.is_some() => {
+                    let now = sh.millis(fired);
                     let mut inner = self.lock();
                     if deadline(&inner).is_some_and(|d| d <= now) {
-                        fire(&mut inner, now);
+                        fire(&mut inner, now, fired);
                     }
                 }
             }
@@ -913,12 +914,12 @@ struct ServerSeat {
 }
 
 impl Seat<ServerSeat> {
-    fn on_event(&self, now: Millis, ev: ConnEvent<ConnWriter>) {
+    fn on_event(&self, at: Instant, ev: ConnEvent<ConnWriter>) {
         let mut inner = self.lock();
         let ServerSeat { server, links } = &mut *inner;
         let before = server.deadline();
-        server.on_event(now, ev, links);
-        links.outbox.release();
+        server.on_event(links.sh.millis(at), ev, links);
+        links.outbox.release(at);
         self.moved(before, server.deadline());
     }
 }
@@ -950,16 +951,15 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
                 let outlet = Outlet::new(Some(stream));
                 // Only a gateway writes on accepted connections, and only to devices.
                 let writer = accept_sh.writer(&outlet, host, Role::Device, None, next);
-                accept_seat.on_event(accept_sh.now(), ConnEvent::Opened(conn, writer));
+                accept_seat.on_event(Instant::now(), ConnEvent::Opened(conn, writer));
                 let (seat, sh) = (accept_seat.clone(), accept_sh.clone());
                 spawn_local_boxed(async move {
                     run_conn(&outlet, None, |at, f, raw| {
-                        let now = sh.millis(at);
-                        sh.rec.delivered(now, host, raw, &f);
-                        seat.on_event(now, ConnEvent::Frame(conn, Box::new(f.wire)));
+                        sh.rec.delivered(sh.millis(at), host, raw, &f);
+                        seat.on_event(at, ConnEvent::Frame(conn, Box::new(f.wire)));
                     })
                     .await;
-                    seat.on_event(sh.now(), ConnEvent::Closed(conn));
+                    seat.on_event(Instant::now(), ConnEvent::Closed(conn));
                 });
             }
         });
@@ -967,9 +967,9 @@ async fn server_main(host: Host, sh: Arc<Shared>) {
     seat.serve(
         &sh,
         |s| s.server.deadline(),
-        |s, now| {
+        |s, now, at| {
             s.server.on_deadline(now, &mut s.links);
-            s.links.outbox.release();
+            s.links.outbox.release(at);
         },
     )
     .await
@@ -1062,12 +1062,12 @@ struct PhoneSeat {
 }
 
 impl Seat<PhoneSeat> {
-    fn on_event(&self, now: Millis, ev: PhoneEvent, rec: &Recorder) {
+    fn on_event(&self, at: Instant, ev: PhoneEvent, rec: &Recorder) {
         let mut inner = self.lock();
         let PhoneSeat { phone, links } = &mut *inner;
         let before = phone.deadline();
-        phone.on_event(now, ev, rec, links);
-        links.outbox.release();
+        phone.on_event(links.sh.millis(at), ev, rec, links);
+        links.outbox.release(at);
         self.moved(before, phone.deadline());
     }
 }
@@ -1092,14 +1092,14 @@ async fn device_main(id: DeviceId, actions: Vec<(Millis, Action)>, online: bool,
     let serve = seat.serve(
         &sh,
         |s| s.phone.deadline(),
-        |s, now| {
+        |s, now, at| {
             s.phone.on_deadline(now, &sh.rec, &mut s.links);
-            s.links.outbox.release();
+            s.links.outbox.release(at);
         },
     );
     let pushed = async {
         while let Some(ev) = pushes.recv().await {
-            seat.on_event(sh.now(), ev, &sh.rec);
+            seat.on_event(Instant::now(), ev, &sh.rec);
         }
     };
     // Biased: an unbiased select draws from tokio's own RNG, which nothing seeds.
@@ -1136,7 +1136,7 @@ impl PhoneLinks<ConnWriter> for PhoneIo {
             // `connect` is asked for with the seat held; this task first runs once it is let go.
             let tell = |ev: PhoneEvent| {
                 if let Some(seat) = seat.upgrade() {
-                    seat.on_event(sh.now(), ev, &sh.rec);
+                    seat.on_event(Instant::now(), ev, &sh.rec);
                 }
             };
             match TcpStream::connect(addr_of(to)).await {
@@ -1150,10 +1150,9 @@ impl PhoneLinks<ConnWriter> for PhoneIo {
                     // What the phone wrote before the connection was made goes now.
                     outlet.release(Instant::now());
                     let ended = run_conn(&outlet, hole, |at, f, raw| {
-                        let now = sh.millis(at);
-                        sh.rec.delivered(now, me, raw, &f);
+                        sh.rec.delivered(sh.millis(at), me, raw, &f);
                         if let Some(seat) = seat.upgrade() {
-                            seat.on_event(now, PhoneEvent::Frame(gen, Box::new(f.wire)), &sh.rec);
+                            seat.on_event(at, PhoneEvent::Frame(gen, Box::new(f.wire)), &sh.rec);
                         }
                     })
                     .await;
