@@ -69,8 +69,15 @@ pub struct BenchReport {
     pub floor_frames_per_sec: f64,
     /// Frames per wall second of the full system, faults off.
     pub full_frames_per_sec: f64,
-    /// full / floor, frames per wall second.
+    /// full / floor, frames per wall second: of the median rounds when there are several.
     pub ratio: f64,
+    /// Rounds of floor then full (faults off) timed one after the other; each phase shown is
+    /// the round of median wall time. On a shared machine one short floor phase varies by a
+    /// third from run to run (bench-quick, 2026-12-07: 520,000 to 777,000 frames a second for
+    /// one binary), so a single round's ratio says little on its own.
+    pub rounds: u32,
+    /// Each round's full / floor, in the order run.
+    pub round_ratios: Vec<f64>,
     /// Messages delivered per wall second, full system, faults off.
     pub messages_per_sec: f64,
     /// Simulated seconds per wall second, full system, faults off.
@@ -202,6 +209,28 @@ fn turmoil_phases() -> Phases {
 /// Run the three phases of `scenario` at `seed` on `engine`, each on a fresh thread, after an
 /// untimed run that records the frames the floor replays.
 pub fn bench(scenario: &Scenario, seed: u64, engine: Engine) -> Result<BenchReport, RunError> {
+    bench_rounds(scenario, seed, engine, 1)
+}
+
+/// The middle of `phases` by wall time (the later of the two middles for an even count), with
+/// its verdict the verdict of every round: a round that failed fails the phase.
+fn median(mut phases: Vec<Phase>) -> Phase {
+    let all_hold = phases.iter().all(|p| p.invariants_hold);
+    phases.sort_by(|a, b| a.wall_seconds.total_cmp(&b.wall_seconds));
+    let mut m = phases.swap_remove(phases.len() / 2);
+    m.invariants_hold = all_hold;
+    m
+}
+
+/// [`bench`] with the floor and the full system (faults off) timed `rounds` times, one after
+/// the other, and each reported by its median round.
+pub fn bench_rounds(
+    scenario: &Scenario,
+    seed: u64,
+    engine: Engine,
+    rounds: u32,
+) -> Result<BenchReport, RunError> {
+    let rounds = rounds.max(1);
     let p = match engine {
         Engine::Madsim => madsim_phases()?,
         Engine::Turmoil => turmoil_phases(),
@@ -226,36 +255,17 @@ pub fn bench(scenario: &Scenario, seed: u64, engine: Engine) -> Result<BenchRepo
     let replay = FloorPlan::new(std::mem::take(&mut raw.frame_trace));
     drop(raw);
 
-    let (s, floor) = (scenario.clone(), p.floor);
-    let started = Instant::now();
-    let (frames, sim_ms) =
-        on_fresh_thread(thread(), seed, move || floor(&s, seed, replay))?.map_err(failed)?;
-    let wall = started.elapsed().as_secs_f64();
-    let floor_phase = Phase {
-        name: "floor",
-        frames,
-        wall_seconds: wall,
-        frames_per_sec: per(frames as f64, wall),
-        messages_delivered: 0,
-        messages_per_sec: 0.0,
-        sim_seconds: sim_ms as f64 / 1000.0,
-        sim_seconds_per_wall_second: per(sim_ms as f64 / 1000.0, wall),
-        // The floor has no invariants; what it must do is replay every frame.
-        invariants_hold: frames == traced_frames,
-        history_records: 0,
-        judge_seconds: 0.0,
-        frames_by_kind: Default::default(),
-        frames_per_delivery: 0.0,
-    };
-
-    let (s, plan, run) = (scenario.clone(), calm(make_plan(scenario, seed)), p.run);
-    let started = Instant::now();
-    let raw = on_fresh_thread(thread(), seed, move || run(&s, seed, plan))?.map_err(failed)?;
-    let mut full = phase("full", scenario, &raw, started.elapsed().as_secs_f64());
-    // The same seed and plan as the untimed run: anything but the same frames is a determinism
-    // bug, and the floor would have replayed another run's.
-    full.invariants_hold &= full.frames == traced_frames;
-    drop(raw);
+    let mut floors = Vec::new();
+    let mut fulls = Vec::new();
+    let mut round_ratios = Vec::new();
+    for _ in 0..rounds {
+        let floor_phase = time_floor(scenario, seed, &p, replay.clone(), traced_frames)?;
+        let full = time_full(scenario, seed, &p, traced_frames)?;
+        round_ratios.push(per(full.frames_per_sec, floor_phase.frames_per_sec));
+        floors.push(floor_phase);
+        fulls.push(full);
+    }
+    let (floor_phase, full) = (median(floors), median(fulls));
 
     let (s, plan, run) = (scenario.clone(), make_plan(scenario, seed), p.run);
     let started = Instant::now();
@@ -275,11 +285,74 @@ pub fn bench(scenario: &Scenario, seed: u64, engine: Engine) -> Result<BenchRepo
         floor_frames_per_sec: floor_phase.frames_per_sec,
         full_frames_per_sec: full.frames_per_sec,
         ratio: per(full.frames_per_sec, floor_phase.frames_per_sec),
+        rounds,
+        round_ratios,
         messages_per_sec: full.messages_per_sec,
         sim_seconds_per_wall_second: full.sim_seconds_per_wall_second,
         peak_rss_bytes: peak_rss_bytes(),
         phases: vec![floor_phase, full, faults],
     })
+}
+
+/// One timed run of the floor over `replay`.
+fn time_floor(
+    scenario: &Scenario,
+    seed: u64,
+    p: &Phases,
+    replay: FloorPlan,
+    traced_frames: u64,
+) -> Result<Phase, RunError> {
+    let failed = |message: String| RunError::Engine {
+        engine: p.engine,
+        seed,
+        message,
+    };
+    let (s, floor) = (scenario.clone(), p.floor);
+    let started = Instant::now();
+    let (frames, sim_ms) = on_fresh_thread(format!("bench-{seed}"), seed, move || {
+        floor(&s, seed, replay)
+    })?
+    .map_err(failed)?;
+    let wall = started.elapsed().as_secs_f64();
+    Ok(Phase {
+        name: "floor",
+        frames,
+        wall_seconds: wall,
+        frames_per_sec: per(frames as f64, wall),
+        messages_delivered: 0,
+        messages_per_sec: 0.0,
+        sim_seconds: sim_ms as f64 / 1000.0,
+        sim_seconds_per_wall_second: per(sim_ms as f64 / 1000.0, wall),
+        // The floor has no invariants; what it must do is replay every frame.
+        invariants_hold: frames == traced_frames,
+        history_records: 0,
+        judge_seconds: 0.0,
+        frames_by_kind: Default::default(),
+        frames_per_delivery: 0.0,
+    })
+}
+
+/// One timed run of the full system with the scenario's faults off.
+fn time_full(
+    scenario: &Scenario,
+    seed: u64,
+    p: &Phases,
+    traced_frames: u64,
+) -> Result<Phase, RunError> {
+    let failed = |message: String| RunError::Engine {
+        engine: p.engine,
+        seed,
+        message,
+    };
+    let (s, plan, run) = (scenario.clone(), calm(make_plan(scenario, seed)), p.run);
+    let started = Instant::now();
+    let raw = on_fresh_thread(format!("bench-{seed}"), seed, move || run(&s, seed, plan))?
+        .map_err(failed)?;
+    let mut full = phase("full", scenario, &raw, started.elapsed().as_secs_f64());
+    // The same seed and plan as the untimed run: anything but the same frames is a determinism
+    // bug, and the floor would have replayed another run's.
+    full.invariants_hold &= full.frames == traced_frames;
+    Ok(full)
 }
 
 /// The human-readable table.
@@ -326,6 +399,16 @@ pub fn summary(r: &BenchReport) -> String {
         r.ratio,
         r.peak_rss_bytes as f64 / (1024.0 * 1024.0)
     );
+    if r.rounds > 1 {
+        let lo = r.round_ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = r.round_ratios.iter().copied().fold(0.0, f64::max);
+        let _ = writeln!(
+            s,
+            "  {} rounds of floor then full, the median round of each shown; each round's ratio \
+             from {lo:.2} to {hi:.2}",
+            r.rounds
+        );
+    }
     if let Some(full) = r.phases.iter().find(|p| p.name == "full") {
         let total = full.frames.max(1) as f64;
         let mut kinds: Vec<(&&str, &u64)> = full.frames_by_kind.iter().collect();

@@ -261,6 +261,11 @@ enum Command {
         /// for the floor).
         #[arg(long, value_enum, default_value_t = Engine::Madsim)]
         engine: Engine,
+        /// Time the floor and the full system (faults off) this many times, one after the
+        /// other, and report each by its median round: on a shared machine one round's ratio
+        /// can be a third off.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
+        rounds: u32,
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
@@ -1090,6 +1095,7 @@ fn main() -> ExitCode {
             scenario,
             seed,
             engine,
+            rounds,
             json: as_json,
         } => {
             let path = scenario.unwrap_or_else(|| {
@@ -1103,7 +1109,7 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            match chatsim::bench::bench(&s, seed, engine) {
+            match chatsim::bench::bench_rounds(&s, seed, engine, rounds) {
                 Ok(r) => {
                     if as_json {
                         println!(

@@ -451,6 +451,34 @@ fn bench_prints_the_floor_the_full_system_and_their_ratio() {
     }
 }
 
+// `--rounds` times the floor and the full system that many times and reports the median round
+// of each, with every round's ratio; zero rounds is bad input.
+#[test]
+fn bench_rounds_reports_the_median_round_and_every_rounds_ratio() {
+    let args = ["bench", "--scenario", "scenarios/smoke.toml", "--json"];
+    let o = chatsim(&[&args[..], &["--rounds", "3"]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j = json_of(&o);
+    bench_json_is_complete(&j);
+    assert_eq!(j["rounds"], 3);
+    let ratios: Vec<f64> = j["round_ratios"]
+        .as_array()
+        .expect("round_ratios")
+        .iter()
+        .map(|r| r.as_f64().expect("a ratio"))
+        .collect();
+    assert_eq!(ratios.len(), 3, "{j}");
+    assert!(ratios.iter().all(|r| *r > 0.0), "{ratios:?}");
+    // The ratio is of the phases shown (the median floor and the median full, which need not
+    // come from one round).
+    let ratio = j["ratio"].as_f64().expect("ratio");
+    let floor = j["phases"][0]["frames_per_sec"].as_f64().expect("floor");
+    let full = j["phases"][1]["frames_per_sec"].as_f64().expect("full");
+    assert!((ratio - full / floor).abs() < 1e-9, "{j}");
+    let o = chatsim(&[&args[..], &["--rounds", "0"]].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
 fn bench_json_is_complete(j: &serde_json::Value) {
     for field in [
         "floor_frames_per_sec",

@@ -79,7 +79,8 @@ pub struct FrameTrace {
 /// One route's frames, (send time, bytes), in send order; shared, not copied, by its sender.
 pub type Frames = Arc<[(Millis, u32)]>;
 
-/// The frames the benchmark's floor replays, sorted into routes.
+/// The frames the benchmark's floor replays, sorted into routes. Cloning shares the frames.
+#[derive(Clone)]
 pub struct FloorPlan {
     /// Per sender: per receiver, the frames to send, (send time, bytes), in send order.
     pub routes: BTreeMap<Host, Vec<(Host, Frames)>>,
