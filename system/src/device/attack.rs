@@ -181,7 +181,13 @@ impl Device {
             conv.direct_peer(self.id.user).is_some()
         };
         if text && ours && id.device == self.id {
-            self.fill_slot(now, conv, seq, Slot::Mine(id, None, Vec::new()), out);
+            self.fill_slot(
+                now,
+                conv,
+                seq,
+                Slot::Mine(id, None, Default::default()),
+                out,
+            );
         }
         true
     }

@@ -22,8 +22,8 @@ pub(super) enum Slot {
     /// Stored before this device was linked: not sealed for it, nothing to show.
     BeforeMyTime,
     /// One of ours, stored; a membership change of ours is applied when the view reaches it.
-    /// The devices it may have been stored without a copy for come last.
-    Mine(MsgId, Option<GroupOp>, Vec<DeviceId>),
+    /// Its ticks must not count the devices it may have been stored without a copy for.
+    Mine(MsgId, Option<GroupOp>, BTreeSet<DeviceId>),
 }
 
 /// One conversation as this device shows it.

@@ -7,6 +7,7 @@ use crate::bugs::Bug;
 use crate::e2e::{Bundle, GroupSealed, Session};
 use crate::proto::{ConvId, DeviceId, Message, MsgId, Seq};
 use rand::RngCore;
+use std::collections::BTreeSet;
 
 /// A group text ready to send: body, the membership version it was sealed for, and the
 /// sender key sealed per member device (empty once distributed).
@@ -118,9 +119,9 @@ impl Device {
     }
 
     /// The devices linked mid-run that a stored direct text of ours has no copy for.
-    pub(super) fn unsealed_in(&self, stored: &Message) -> Vec<DeviceId> {
+    pub(super) fn unsealed_in(&self, stored: &Message) -> BTreeSet<DeviceId> {
         if self.topo.late_devices.is_empty() {
-            return Vec::new();
+            return BTreeSet::new();
         }
         let bundle = Bundle::decode(&stored.body);
         self.topo

@@ -9,6 +9,7 @@ use crate::limits::{OUTBOX_RETRY_MS_MAX, OUTBOX_RETRY_MS_MIN};
 use crate::probe::Probe;
 use crate::proto::{ConvId, DeviceId, GroupOp, Message, Millis, MsgId, Refusal, Seq, Up};
 use crate::{Effect, Observation};
+use std::collections::BTreeSet;
 
 /// A message in the outbox, kept until sent ✓ or refused for good.
 #[derive(Clone, Debug, Hash)]
@@ -28,9 +29,10 @@ pub(super) struct Outgoing {
     /// The membership version whose sender key the last transmission carried, if it did.
     pub(super) carried_key: Option<Seq>,
     /// Devices linked mid-run that some transmission left without a copy (not yet known to
-    /// be linked). Which transmission storage kept is not known here, so a device left out
-    /// of any may have no copy: its receipts do not count for this text's ✓✓.
-    pub(super) unsealed: Vec<DeviceId>,
+    /// be linked), less those storage refused it for. Which transmission storage kept is not
+    /// known here, so a device left out of any other may have no copy: its receipts do not
+    /// count for this text's ✓✓.
+    pub(super) unsealed: BTreeSet<DeviceId>,
 }
 
 impl Device {
@@ -82,11 +84,7 @@ impl Device {
         let (body, version, keys) = if !conv.is_group() {
             let left_out: Vec<DeviceId> = self.left_out(conv).collect();
             if let Some(o) = self.outbox.get_mut(&id) {
-                for d in left_out {
-                    if !o.unsealed.contains(&d) {
-                        o.unsealed.push(d);
-                    }
-                }
+                o.unsealed.extend(left_out);
             }
             (self.seal(conv, id, &plaintext), 0, Vec::new())
         } else if op.is_some() {
@@ -156,10 +154,13 @@ impl Device {
         out: &mut Vec<Effect>,
     ) {
         let mut op = stored.and_then(|m| m.event.as_ref()).map(|e| e.op.clone());
-        let mut unsealed = match stored {
-            Some(m) if !conv.is_group() => self.unsealed_in(m),
-            _ => Vec::new(),
+        // The stored copy says exactly whom it was sealed for; the outbox only what each
+        // transmission left out.
+        let exact = match stored {
+            Some(m) if !conv.is_group() => Some(self.unsealed_in(m)),
+            _ => None,
         };
+        let mut unsealed = BTreeSet::new();
         if let Some(o) = self.outbox.remove(&id) {
             self.timers.cancel(&Timer::Retry(id));
             Self::observe(out, Observation::Acked { id, conv, seq });
@@ -171,12 +172,9 @@ impl Device {
                 self.distributed.insert((conv, version));
             }
             op = o.op.or(op);
-            for d in o.unsealed {
-                if !unsealed.contains(&d) {
-                    unsealed.push(d);
-                }
-            }
+            unsealed = o.unsealed;
         }
+        let unsealed = exact.unwrap_or(unsealed);
         self.fill_slot(now, conv, seq, Slot::Mine(id, op, unsealed), out);
         self.fill_window(now, out);
     }
@@ -191,6 +189,11 @@ impl Device {
         if let Refusal::StaleDevices { device } = reason {
             // Sealed again for it at the retry.
             self.known_late.insert(device);
+            // Storage refuses only while no copy of the id is stored or buffered, and from
+            // now on refuses every one without `device`'s copy: whichever it keeps has one.
+            if let Some(o) = id.and_then(|id| self.outbox.get_mut(&id)) {
+                o.unsealed.remove(&device);
+            }
         }
         if let (Refusal::StaleMembers { version }, Some(id)) = (reason, id) {
             // Behind on the membership: fetch up to the version the shard named rather than
@@ -272,7 +275,7 @@ impl Device {
                 transmitted: false,
                 op,
                 carried_key: None,
-                unsealed: Vec::new(),
+                unsealed: BTreeSet::new(),
             },
         );
         assert!(reused.is_none(), "client id {id:?} handed out twice");

@@ -37,7 +37,7 @@ pub(super) struct MineTicks {
     /// unseen, so their marks say nothing of it (device-added seed 700064 under BUGGIFY: a
     /// laptop linked after seq 23 was sealed passed it, and its "delivered up to 25" drew
     /// ✓✓ before any device of its user had shown seq 23).
-    unsealed: Vec<DeviceId>,
+    unsealed: BTreeSet<DeviceId>,
     /// How many recipients, from the first, are known to have read it. Marks only rise, so
     /// they are never looked at again: each receipt of a 1,024-member group's message had
     /// rescanned them from the first (10% of the 100,000-user world).
@@ -230,7 +230,7 @@ impl Device {
         conv: ConvId,
         seq: Seq,
         id: MsgId,
-        unsealed: Vec<DeviceId>,
+        unsealed: BTreeSet<DeviceId>,
         out: &mut Vec<Effect>,
     ) {
         let me = self.id.user;
