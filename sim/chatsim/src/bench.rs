@@ -186,6 +186,18 @@ fn madsim_phases() -> Result<Phases, RunError> {
     })
 }
 
+impl Phases {
+    /// How a run of `seed` that the engine could not finish is reported.
+    fn failed(&self, seed: u64) -> impl Fn(String) -> RunError + Copy {
+        let engine = self.engine;
+        move |message| RunError::Engine {
+            engine,
+            seed,
+            message,
+        }
+    }
+}
+
 /// Without the simulator there is nothing to measure.
 #[cfg(not(madsim))]
 fn madsim_phases() -> Result<Phases, RunError> {
@@ -237,11 +249,7 @@ pub fn bench_rounds(
         Engine::Served => served_phases(),
     };
     let thread = || format!("bench-{seed}");
-    let failed = |message: String| RunError::Engine {
-        engine: p.engine,
-        seed,
-        message,
-    };
+    let failed = p.failed(seed);
 
     // An untimed first run records the frames the floor replays, and warms the process: a
     // phase on a heap nobody has grown yet pays the kernel for every page it touches first.
@@ -302,11 +310,7 @@ fn time_floor(
     replay: FloorPlan,
     traced_frames: u64,
 ) -> Result<Phase, RunError> {
-    let failed = |message: String| RunError::Engine {
-        engine: p.engine,
-        seed,
-        message,
-    };
+    let failed = p.failed(seed);
     let (s, floor) = (scenario.clone(), p.floor);
     let started = Instant::now();
     let (frames, sim_ms) = on_fresh_thread(format!("bench-{seed}"), seed, move || {
@@ -339,11 +343,7 @@ fn time_full(
     p: &Phases,
     traced_frames: u64,
 ) -> Result<Phase, RunError> {
-    let failed = |message: String| RunError::Engine {
-        engine: p.engine,
-        seed,
-        message,
-    };
+    let failed = p.failed(seed);
     let (s, plan, run) = (scenario.clone(), calm(make_plan(scenario, seed)), p.run);
     let started = Instant::now();
     let raw = on_fresh_thread(format!("bench-{seed}"), seed, move || run(&s, seed, plan))?
