@@ -94,7 +94,7 @@ impl Device {
     pub(super) fn seal(&mut self, conv: ConvId, id: MsgId, plaintext: &[u8]) -> Vec<u8> {
         let tls_only = self.bug(Bug::TlsOnly);
         let mut copies = Vec::new();
-        let left_out: Vec<DeviceId> = self.left_out(conv).collect();
+        let left_out = self.left_out(conv);
         for to in self.topo.recipients(conv, self.id) {
             if left_out.contains(&to) {
                 continue; // Not known to be linked (storage says so if it is).
@@ -110,12 +110,17 @@ impl Device {
     }
 
     /// The recipient devices of a direct text that a copy sealed now leaves out: linked
-    /// mid-run and not yet known to be.
-    pub(super) fn left_out(&self, conv: ConvId) -> impl Iterator<Item = DeviceId> + '_ {
+    /// mid-run and not yet known to be. Empty, without a look at the recipients, in a world
+    /// that links no device mid-run (every transmission asks).
+    pub(super) fn left_out(&self, conv: ConvId) -> Vec<DeviceId> {
+        if self.topo.late_devices.is_empty() {
+            return Vec::new();
+        }
         self.topo
             .recipients(conv, self.id)
             .into_iter()
             .filter(|to| self.topo.late_devices.contains(to) && !self.known_late.contains(to))
+            .collect()
     }
 
     /// The devices linked mid-run that a stored direct text of ours has no copy for.

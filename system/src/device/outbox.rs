@@ -82,7 +82,7 @@ impl Device {
         // Sealed at each transmission: deterministic for one id, and right for a new one (or
         // for a membership that changed since the last try).
         let (body, version, keys) = if !conv.is_group() {
-            let left_out: Vec<DeviceId> = self.left_out(conv).collect();
+            let left_out = self.left_out(conv);
             if let Some(o) = self.outbox.get_mut(&id) {
                 o.unsealed.extend(left_out);
             }
