@@ -22,7 +22,7 @@ use crate::limits::{
     GATEWAY_ALIVE_MS, GATEWAY_IDLE_TIMEOUT_MS, HEARTBEAT_CHECK_MS, REGISTER_RETRY_MS,
 };
 use crate::probe::Probe;
-use crate::proto::{ConnId, DeviceId, Down, Host, Millis, Refusal, Rpc, Up};
+use crate::proto::{ConnId, DeviceId, Down, Host, Millis, Missed, Path, Refusal, Rpc, Up};
 use crate::routing::{device_token, shard_for_conv, shard_for_user};
 use crate::timers::Timers;
 use crate::{Deployment, Effect, Input, Machine};
@@ -352,16 +352,34 @@ impl Machine for Gateway {
                 self.owners.insert(slot, (host, epoch));
             }
             Input::Rpc {
-                from: Host::Shard(_) | Host::Session,
+                from,
                 rpc: Rpc::ToDevice { device, down },
-            } => {
-                // A device that is not (or no longer) here simply misses the push: the message
-                // is already in its inbox.
-                if let Some(&conn) = self.by_device.get(&device) {
-                    if self
-                        .conns
-                        .get(&conn)
+            } if matches!(from, Host::Shard(_) | Host::Session) => {
+                // A device that is not (or no longer) here misses the push (the message is
+                // already in its inbox); the shard hears so, since it may have sent it here
+                // on the strength of the device's last frame, and asks where it went.
+                let here = self.by_device.get(&device).copied().filter(|conn| {
+                    self.conns
+                        .get(conn)
                         .is_some_and(|c| c.state == ConnState::Ready)
+                });
+                let missed = match &down {
+                    Down::Deliver {
+                        msg,
+                        path: Path::Live,
+                    } => Some(Missed::Deliver(msg.conv, msg.seq)),
+                    Down::Receipt { receipt } => {
+                        Some(Missed::Receipt(receipt.conv, receipt.reader, receipt.kind))
+                    }
+                    _ => None,
+                };
+                if let (None, Some(missed), Host::Shard(_)) = (here, missed, from) {
+                    out.push(Effect::Rpc {
+                        to: from,
+                        rpc: Rpc::NotHere { device, missed },
+                    });
+                }
+                if let Some(conn) = here {
                     {
                         if let (Down::Deliver { msg, .. }, true) =
                             (&down, self.topo.bugs.has(Bug::SocketWriteIsDelivery))

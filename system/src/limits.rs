@@ -130,6 +130,11 @@ pub const STORAGE_RETRY_MS: Millis = 500;
 pub const CONV_QUEUE_SENDS_MAX: usize = 256;
 /// First retry of a push the device has not acked; doubles per attempt up to the max.
 pub const PUSH_RETRY_MS_MIN: Millis = 1_000;
+/// A shard's first push to a device goes straight to the gateway the device's own frame came
+/// through this recently, without asking the session service (a lookup and its answer were
+/// two frames of every push). A device gone from there since costs the first retry's wait
+/// ([`PUSH_RETRY_MS_MIN`]), which always asks.
+pub const LOCATION_HINT_MS: Millis = 1_000;
 /// Cap on the push retry delay.
 pub const PUSH_RETRY_MS_MAX: Millis = 8_000;
 /// Push attempts per delivery before the shard leaves it to the inbox alone (about 80 s of

@@ -131,6 +131,9 @@ probes! {
     PresenceFlapAbsorbed => "session: presence flap absorbed",
         "a reconnect must not flicker a contact offline";
     // Shard.
+    /// A push sent to the gateway of a device's last frame found it gone: asked anew at once.
+    ShardStaleHintCorrected => "shard: push to a device's last gateway missed it",
+        "a device that moved must not wait out a retry for what it could have now";
     /// A send was refused because its conversation's queue was full.
     ShardQueueFull => "shard: conversation queue full",
         "a flood must be refused, not buffered without bound";

@@ -137,20 +137,55 @@ fn a_phone_keeps_no_more_sends_in_flight_than_its_window() {
     assert_eq!(sends(&out).len(), 1, "one ✓ frees one place: {out:?}");
 }
 
-// shard `Up::Ack`: the phone's ack of a pushed text deletes its inbox entry at once, without
-// waiting for the delivered mark (a receipt delay later, and retried). The quick delete keeps
-// a busy inbox from holding every live message for a moment; `inbox_drained` only looks at
-// the end, so a defect here is a cost the swarm cannot see.
+// device `on_deliver` and shard `Up::Receipt`: a shown text of a direct chat is acked by its
+// delivered mark alone, a receipt delay later, which deletes its inbox entry and stops the
+// shard's pushes; a per-message ack said the same three frames sooner. `inbox_drained` only
+// looks at the end, so a defect here is a cost the swarm cannot see.
 #[test]
-fn a_pushed_text_leaves_the_inbox_as_soon_as_the_phone_acks_it() {
-    // Frames take a millisecond a hop; the delivered mark waits RECEIPT_DELAY_MS (200).
-    let c = one_text(topo(), "quick", 50);
+fn a_pushed_direct_text_leaves_the_inbox_with_its_delivered_mark() {
+    use chatsim_system::limits::{PUSH_RETRY_MS_MIN, RECEIPT_DELAY_MS};
+    // Frames take a millisecond a hop; the delivered mark waits RECEIPT_DELAY_MS.
+    let mut c = one_text(topo(), "quick", 50);
     assert_eq!(displayed(&c, B).len(), 1);
     assert_eq!(c.durable().inbox_written(), 1, "an entry was parked for it");
+    assert_eq!(c.durable().inbox_entries(), 1, "gone before any mark went");
+    c.run_for(RECEIPT_DELAY_MS);
+    assert_eq!(c.durable().inbox_entries(), 0, "the mark left the entry");
+    c.run_for(2 * PUSH_RETRY_MS_MIN);
+    assert_eq!(displayed(&c, B).len(), 1);
+    assert!(
+        !c.probes.contains_key(&Probe::ShardPushRetried),
+        "the mark did not stop the shard's pushes"
+    );
+}
+
+// device `on_deliver`: only a text its delivered mark is about to cover goes without an ack.
+// One held behind a gap is acked at once (else the shard pushes it again every retry until
+// the gap fills); so is a group's (its fan-out step waits on the acks).
+#[test]
+fn a_phone_acks_at_once_what_its_mark_does_not_cover_yet() {
+    let acks = |out: &[Effect]| -> Vec<u64> {
+        out.iter()
+            .filter_map(|e| match e {
+                Effect::Up(Up::Ack { seq, .. }) => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    };
+    let (topo, text) = keyed();
+    let mut b = welcomed(B, topo);
     assert_eq!(
-        c.durable().inbox_entries(),
-        0,
-        "the ack deletes the entry, not the mark"
+        acks(&deliver(&mut b, 3, text(1), Path::Live)),
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        acks(&deliver(&mut b, 4, text(3), Path::Live)),
+        vec![3],
+        "held"
+    );
+    assert_eq!(
+        acks(&deliver(&mut b, 5, text(2), Path::Live)),
+        Vec::<u64>::new()
     );
 }
 
@@ -1136,4 +1171,143 @@ fn a_shard_that_finds_its_slot_taken_drops_the_slots_fan_out_jobs() {
     assert_eq!(c.shard(home).fanouts(), 1, "a fan-out job under way");
     slot_taken_while_frozen(&mut c, home);
     assert_eq!(c.shard(home).fanouts(), 0, "the slot and its jobs are gone");
+}
+
+// device heartbeat: a ping on every interval, busy or not, was 16% of silent-phone's frames.
+// A link both ends used within the interval gets none; a link quiet either way still does
+// (the phone must hear a pong to trust it, the gateway must hear the phone to keep it).
+#[test]
+fn a_phone_pings_only_a_link_quiet_one_way_or_the_other() {
+    use chatsim_system::limits::HEARTBEAT_INTERVAL_MS;
+    assert_eq!(HEARTBEAT_INTERVAL_MS, 2_000, "the times below assume it");
+    let pings = |out: &[Effect]| out.iter().filter(|e| **e == Effect::Up(Up::Ping)).count();
+    let conv = ConvId::direct(A.user, B.user);
+    let receipt = |upto| {
+        Input::Down(Down::Receipt {
+            receipt: Receipt {
+                conv,
+                reader: B,
+                kind: ReceiptKind::Delivered,
+                upto,
+            },
+        })
+    };
+    let mut d = welcomed(A, topo());
+    let mut out = Vec::new();
+    // Busy both ways: a receipt heard every 1.5 s, said seen 0.3 s later.
+    for upto in 1..=4 {
+        let at = 1_500 * upto - 1_000;
+        d.handle(at, receipt(upto), &mut out);
+        d.handle(at + 300, Input::Timeout, &mut out);
+    }
+    let seen = out
+        .iter()
+        .filter(|e| matches!(e, Effect::Up(Up::ReceiptSeen { .. })))
+        .count();
+    assert_eq!(
+        seen, 4,
+        "the phone did not say it saw each receipt: {out:?}"
+    );
+    assert_eq!(pings(&out), 0, "a busy link was pinged: {out:?}");
+    // Heard from, but silent itself for an interval: the gateway's idle scan needs a frame.
+    out.clear();
+    d.handle(6_500, Input::Down(Down::Pong), &mut out);
+    d.handle(7_400, Input::Timeout, &mut out);
+    assert_eq!(pings(&out), 1, "a silent phone did not ping: {out:?}");
+    // Quiet both ways: pinged again an interval later.
+    out.clear();
+    d.handle(9_500, Input::Timeout, &mut out);
+    assert_eq!(pings(&out), 1, "an idle link was not pinged: {out:?}");
+}
+
+// shard `attempt_receipt`, `hint` and `not_here`: a lookup and its answer were two frames of
+// every push. A first push goes straight to the gateway the device's own frame came through
+// within LOCATION_HINT_MS; an older frame, or that gateway saying the device is gone, asks
+// the session service once.
+#[test]
+fn a_first_push_goes_where_the_device_last_spoke_and_a_miss_asks_where_it_went() {
+    use chatsim_system::limits::LOCATION_HINT_MS;
+    use chatsim_system::proto::Missed;
+    let conv = ConvId::direct(A.user, B.user);
+    let from_a = |g: u16| Input::Rpc {
+        from: Host::Gateway(g),
+        rpc: Rpc::FromDevice {
+            device: A,
+            up: Up::ReceiptSeen { conv, seen: vec![] },
+        },
+    };
+    let stored = |upto| Input::Rpc {
+        from: Host::Storage(0),
+        rpc: Rpc::ReceiptStored {
+            receipt: Receipt {
+                conv,
+                reader: B,
+                kind: ReceiptKind::Delivered,
+                upto,
+            },
+            notify: vec![A],
+            via: 0,
+        },
+    };
+    let pushed_to = |out: &[Effect]| -> Vec<Host> {
+        out.iter()
+            .filter_map(|e| match e {
+                Effect::Rpc {
+                    to,
+                    rpc:
+                        Rpc::ToDevice {
+                            device,
+                            down: Down::Receipt { .. },
+                        },
+                } if *device == A => Some(*to),
+                _ => None,
+            })
+            .collect()
+    };
+    let lookups = |out: &[Effect]| {
+        out.iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Effect::Rpc {
+                        rpc: Rpc::Lookup { .. },
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    let mut s = booted_shard();
+    let mut out = Vec::new();
+    s.handle(10, from_a(1), &mut out);
+    out.clear();
+    s.handle(20, stored(1), &mut out);
+    assert_eq!(pushed_to(&out), vec![Host::Gateway(1)], "{out:?}");
+    assert_eq!(
+        lookups(&out),
+        0,
+        "asked where a device is that just spoke: {out:?}"
+    );
+    // The gateway says A is gone: ask at once; the same push missing again asks no more
+    // (its next try is the retry's, by a lookup).
+    out.clear();
+    let gone = Input::Rpc {
+        from: Host::Gateway(1),
+        rpc: Rpc::NotHere {
+            device: A,
+            missed: Missed::Receipt(conv, B, ReceiptKind::Delivered),
+        },
+    };
+    s.handle(30, gone.clone(), &mut out);
+    assert_eq!(lookups(&out), 1, "{out:?}");
+    assert_eq!(pushed_to(&out), vec![]);
+    out.clear();
+    s.handle(31, gone, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    // The hint went with the miss; a fresh frame brings one, and it ages out.
+    out.clear();
+    s.handle(40, from_a(0), &mut out);
+    s.handle(40 + LOCATION_HINT_MS, stored(2), &mut out);
+    assert_eq!(pushed_to(&out), vec![], "{out:?}");
+    assert_eq!(lookups(&out), 1, "a stale hint was trusted: {out:?}");
 }

@@ -416,11 +416,12 @@ fn a_group_text_sealed_for_a_stale_membership_does_not_stop_a_new_members_receip
 /// texts. A receipt is now written under its shard's fence, so the old owner's write is
 /// refused and the reader's retry reaches the new one. The scenario's storage links have been
 /// slower since (2026-12-07, for its zoo bugs), which moved every trace, so the seed runs on
-/// the links as they were.
+/// the links as they were; the frame cuts of session 21 moved them again, and seed 400301 is
+/// the one of 400001..400600 on those links where storage still refuses a stale owner.
 #[test]
 fn a_receipt_stored_by_a_shard_that_lost_its_slot_is_refused_and_retried() {
     use chatsim_system::probe::Probe;
-    let r = buggified_seed_holds_with("shard-crash-after-persist", 400703, |s| {
+    let r = buggified_seed_holds_with("shard-crash-after-persist", 400301, |s| {
         s.network.links.clear();
     });
     assert!(

@@ -4,7 +4,9 @@
 
 use bytes::{Bytes, BytesMut};
 use chatsim_system::limits::FRAME_BYTES_MAX;
-use chatsim_system::proto::{ConvId, Down, Envelope, Host, Millis, MsgId, Rpc, Seq, StorageOp, Up};
+use chatsim_system::proto::{
+    ConvId, Down, Envelope, Host, Millis, Missed, MsgId, Rpc, Seq, StorageOp, Up,
+};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -202,7 +204,11 @@ impl FrameKind {
                 | Rpc::ReceiptStored { .. }
                 | Rpc::ReadQueuedReceipts { .. }
                 | Rpc::QueuedReceipts { .. }
-                | Rpc::ReceiptSeen { .. } => Some(FrameKind::Receipts),
+                | Rpc::ReceiptSeen { .. }
+                | Rpc::NotHere {
+                    missed: Missed::Receipt(..),
+                    ..
+                } => Some(FrameKind::Receipts),
                 Rpc::Subscribe { .. } | Rpc::Notify { .. } => Some(FrameKind::Presence),
                 Rpc::Wake => Some(FrameKind::Push),
                 _ => None,
@@ -258,6 +264,14 @@ pub fn describe(w: &Wire) -> (String, Option<MsgId>, Option<(ConvId, Seq)>) {
                 _ => (format!("Lookup ({} users)", asks.len()), None, None),
             },
             Rpc::Notify { device } => (format!("Notify {device}"), None, None),
+            Rpc::NotHere { device, missed } => match missed {
+                Missed::Deliver(conv, seq) => (
+                    format!("NotHere {device} seq {seq}"),
+                    None,
+                    Some((*conv, *seq)),
+                ),
+                Missed::Receipt(..) => (format!("NotHere {device} (receipt)"), None, None),
+            },
             Rpc::Alive { devices, at } => (
                 format!("Alive ({} devices, as of {at})", devices.len()),
                 None,

@@ -288,15 +288,32 @@ impl Device {
         out.push(Effect::Observe(o));
     }
 
+    /// A message came: take it, then ack it unless a direct chat's delivered mark, still to
+    /// be stored, covers it. That mark deletes the inbox entries up to it and stops the
+    /// shard's pushes, so a per-message ack of a shown text was three frames (ack, its hop to
+    /// the shard, the shard's delete) saying what the mark says a moment later. A group keeps
+    /// its acks: its push-only fan-out step waits for them before it moves on.
     pub(super) fn on_deliver(
         &mut self,
         now: Millis,
-        mut msg: Message,
+        msg: Message,
         path: Path,
         out: &mut Vec<Effect>,
     ) {
+        let (conv, seq) = (msg.conv, msg.seq);
+        self.take_delivered(now, msg, path, out);
+        let below_hole = self.holes.get(&conv).is_none_or(|h| seq < *h);
+        let marked = self
+            .receipts_out
+            .get(&(conv, ReceiptKind::Delivered))
+            .is_some_and(|r| r.acked < seq && seq <= r.want);
+        if conv.is_group() || !marked || !below_hole {
+            out.push(Effect::Up(Up::Ack { conv, seq }));
+        }
+    }
+
+    fn take_delivered(&mut self, now: Millis, mut msg: Message, path: Path, out: &mut Vec<Effect>) {
         let (conv, seq, id) = (msg.conv, msg.seq, msg.id);
-        out.push(Effect::Up(Up::Ack { conv, seq }));
         if id.device == self.id {
             // Our own message came back through a fetch: it is stored, so it counts as ✓ (and
             // a membership change of ours applies even if the outbox no longer has it).

@@ -132,6 +132,9 @@ pub struct Device {
     reconnect_failures: u32,
     /// When the gateway was last heard from, for the heartbeat timeout.
     last_heard: Millis,
+    /// When this device last sent the gateway anything: a link busy both ways within the
+    /// interval needs no ping (MQTT and XMPP ping only an idle link).
+    last_sent: Millis,
     /// Messages composed and not yet sent ✓ (or refused for good), by client id.
     outbox: BTreeMap<MsgId, Outgoing>,
     /// The number of the next client message id this device hands out.
@@ -243,6 +246,7 @@ impl Device {
             online,
             reconnect_failures: 0,
             last_heard: 0,
+            last_sent: 0,
             outbox: BTreeMap::new(),
             next_n: 0,
             convs: BTreeMap::new(),
@@ -551,9 +555,16 @@ impl Device {
                 if self.link == Link::Down || self.link == Link::Connecting {
                     return;
                 }
+                let quiet = |at: Millis| now.saturating_sub(at) >= HEARTBEAT_INTERVAL_MS;
                 if now.saturating_sub(self.last_heard) >= HEARTBEAT_TIMEOUT_MS {
                     Self::probe(out, Probe::HeartbeatTimedOut);
                     self.link_lost(now, DisconnectReason::HeartbeatTimeout, true, out);
+                } else if !quiet(self.last_heard) && !quiet(self.last_sent) {
+                    // Both ends spoke within the interval: the link is alive and the gateway's
+                    // idle scan has heard us, so a ping would say nothing. Look again once
+                    // the older of the two is an interval old.
+                    let next = self.last_heard.min(self.last_sent) + HEARTBEAT_INTERVAL_MS;
+                    self.timers.set(Timer::Heartbeat, next.max(now + 1));
                 } else {
                     out.push(Effect::Up(Up::Ping));
                     if self.bug(Bug::HeartbeatHearsOwnPings) {
@@ -622,6 +633,7 @@ impl Device {
 
 impl Machine for Device {
     fn handle(&mut self, now: Millis, input: Input, out: &mut Vec<Effect>) {
+        let before = out.len();
         match input {
             Input::Connected if self.link == Link::Connecting => {
                 self.epoch += 1;
@@ -686,6 +698,9 @@ impl Machine for Device {
                 self.launch_attacks(now, out);
             }
             self.maybe_hang_up(now);
+        }
+        if out[before..].iter().any(|e| matches!(e, Effect::Up(_))) {
+            self.last_sent = now;
         }
     }
 

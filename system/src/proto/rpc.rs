@@ -2,7 +2,8 @@
 //! replicas and the push provider say to each other, and the envelope naming the sender.
 
 use super::{
-    ConvId, DeviceId, Down, Host, InboxCursor, Message, Millis, MsgId, OpId, Receipt, Seq,
+    ConvId, DeviceId, Down, Host, InboxCursor, Message, Millis, MsgId, OpId, Receipt, ReceiptKind,
+    Seq,
 };
 use super::{StorageOp, Up, UserId};
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,15 @@ pub struct LeaseView {
     pub epoch: u64,
     /// False once the lease ran out unrenewed: any shard may take the slot over.
     pub live: bool,
+}
+
+/// A push that found its device gone from the gateway it was sent to (see [`Rpc::NotHere`]).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Missed {
+    /// A live message: its conversation and number.
+    Deliver(ConvId, Seq),
+    /// A receipt for the device's texts: conversation, reader and kind.
+    Receipt(ConvId, DeviceId, ReceiptKind),
 }
 
 /// Messages between servers. The sender is carried beside each (see [`Envelope`]).
@@ -96,6 +106,15 @@ pub enum Rpc {
         device: DeviceId,
         /// The frame.
         down: Down,
+    },
+    /// Gateway -> shard: a push for a device not connected here (gone, or moved to another
+    /// gateway since its last frame came through here): the shard asks where it is now
+    /// rather than wait out its retry.
+    NotHere {
+        /// The device.
+        device: DeviceId,
+        /// What missed it.
+        missed: Missed,
     },
     /// Shard -> storage: what is the last sequence number of this conversation?
     LoadConv {

@@ -140,6 +140,9 @@ pub struct Shard {
     receipt_pushes: BTreeMap<ReceiptPushKey, ReceiptPush>,
     /// Session lookups this input raised, sent together when it is handled.
     asks: Vec<(u64, crate::proto::UserId)>,
+    /// The gateway each device's latest frame came through, and when: where a first push
+    /// goes without a lookup while fresh ([`LOCATION_HINT_MS`]).
+    heard: BTreeMap<DeviceId, (u16, Millis)>,
     /// Unfinished group fan-outs, by (conversation, seq).
     jobs: BTreeMap<(ConvId, Seq), Job>,
     /// The last request id handed out.
@@ -173,6 +176,7 @@ impl Shard {
             deliveries: BTreeMap::new(),
             receipt_pushes: BTreeMap::new(),
             asks: Vec::new(),
+            heard: BTreeMap::new(),
             jobs: BTreeMap::new(),
             next_req: 0,
             leases: BTreeMap::new(),
@@ -282,6 +286,7 @@ impl Shard {
         up: Up,
         out: &mut Vec<Effect>,
     ) {
+        self.heard.insert(device, (gateway, now));
         match up {
             Up::Send {
                 conv,
@@ -374,6 +379,18 @@ impl Shard {
                     Self::refuse(device, gateway, Refusal::NotMember, None, out);
                     return;
                 }
+                if kind == ReceiptKind::Delivered {
+                    // The mark says the device has everything up to it: a phone acks a shown
+                    // text of a direct chat with its mark alone, so the pushes stop here.
+                    let done: Vec<Seq> = self
+                        .deliveries
+                        .range((device, conv, 0)..=(device, conv, upto))
+                        .map(|(key, _)| key.2)
+                        .collect();
+                    for seq in done {
+                        self.untrack(now, (device, conv, seq), out);
+                    }
+                }
                 let mut upto = upto;
                 if kind == ReceiptKind::Read && self.topo.bugs.has(Bug::ReadBeforeDelivered) {
                     // "Mark the chat read": up to the log's end, in flight or not.
@@ -389,7 +406,7 @@ impl Shard {
                 if self.topo.bugs.has(Bug::FireAndForgetReceipts) {
                     // Passed on once, kept nowhere, acknowledged to nobody.
                     for to in notify {
-                        self.push_receipt(now, to, receipt, false);
+                        self.push_receipt(now, to, receipt, false, out);
                     }
                     return;
                 }
@@ -569,7 +586,7 @@ impl Shard {
                 if let Some(Pending::ReceiptSweep { slot, .. }) = self.pending.remove(&req) {
                     self.timers.cancel(&Timer::Expire(req));
                     for (to, receipt) in receipts {
-                        self.push_receipt(now, to, receipt, true);
+                        self.push_receipt(now, to, receipt, true, out);
                     }
                     if more {
                         self.sweep_receipts(now, slot, next, out);
@@ -597,7 +614,7 @@ impl Shard {
                 };
                 Self::to_device(receipt.reader, via, ack, out);
                 for to in notify {
-                    self.push_receipt(now, to, receipt, true);
+                    self.push_receipt(now, to, receipt, true, out);
                 }
             }
             Rpc::InboxPage {
@@ -667,6 +684,7 @@ impl Shard {
             | Rpc::Located { .. }
             | Rpc::FromDevice { .. }
             | Rpc::ToDevice { .. }
+            | Rpc::NotHere { .. }
             | Rpc::LoadConv { .. }
             | Rpc::Lease { .. }
             | Rpc::Owner { .. }
@@ -714,7 +732,7 @@ impl Shard {
                     .set(Timer::Storage(conv), now + STORAGE_RETRY_MS);
             }
             Timer::Push(key) => self.attempt(now, key, out),
-            Timer::ReceiptPush(key) => self.attempt_receipt(now, key),
+            Timer::ReceiptPush(key) => self.attempt_receipt(now, key, out),
             Timer::Fanout(key) => {
                 let step = self.step_devices();
                 let job = self.jobs.get(&key).filter(|j| j.stepping);
@@ -771,6 +789,10 @@ impl Machine for Shard {
             } => {
                 self.on_from_device(now, g, device, up, out);
             }
+            Input::Rpc {
+                from: Host::Gateway(g),
+                rpc: Rpc::NotHere { device, missed },
+            } => self.not_here(now, g, device, missed, out),
             Input::Rpc {
                 from: Host::Session,
                 rpc: Rpc::Located { answers },

@@ -3,7 +3,7 @@
 
 use super::{Pending, Shard, Timer, STORAGE};
 use crate::limits::PUSH_ATTEMPTS_MAX;
-use crate::proto::{ConvId, DeviceId, Millis, Receipt, ReceiptKind, Rpc, Seq};
+use crate::proto::{ConvId, DeviceId, Down, Millis, Receipt, ReceiptKind, Rpc, Seq};
 use crate::Effect;
 
 /// One receipt on its way to one sender device: (sender device, conversation, reader, kind).
@@ -16,6 +16,8 @@ pub(super) struct ReceiptPush {
     pub(super) upto: Seq,
     /// Attempts so far, for the backoff and the give-up bound.
     pub(super) attempts: u32,
+    /// The latest attempt went to the device's last gateway without a lookup.
+    pub(super) hinted: bool,
 }
 
 impl Shard {
@@ -27,19 +29,26 @@ impl Shard {
         to: DeviceId,
         receipt: Receipt,
         retry: bool,
+        out: &mut Vec<Effect>,
     ) {
         let key = (to, receipt.conv, receipt.reader, receipt.kind);
         let p = self.receipt_pushes.entry(key).or_insert(ReceiptPush {
             upto: 0,
             attempts: 0,
+            hinted: false,
         });
         p.upto = p.upto.max(receipt.upto);
         // Without retries this first attempt is also the last.
         p.attempts = if retry { 0 } else { PUSH_ATTEMPTS_MAX - 1 };
-        self.attempt_receipt(now, key);
+        self.attempt_receipt(now, key, out);
     }
 
-    pub(super) fn attempt_receipt(&mut self, now: Millis, key: ReceiptPushKey) {
+    pub(super) fn attempt_receipt(
+        &mut self,
+        now: Millis,
+        key: ReceiptPushKey,
+        out: &mut Vec<Effect>,
+    ) {
         let Some(p) = self.receipt_pushes.get_mut(&key) else {
             return;
         };
@@ -48,9 +57,36 @@ impl Shard {
             return;
         }
         p.attempts += 1;
+        let first = p.attempts == 1;
         let delay = Self::push_retry_delay(p.attempts);
         self.timers.set(Timer::ReceiptPush(key), now + delay);
-        self.locate(now, key.0.user, Pending::LocateReceipt(key));
+        // A retry always asks: the device may have moved since its frame.
+        let hinted = if first { self.hint(now, key.0) } else { None };
+        let p = self
+            .receipt_pushes
+            .get_mut(&key)
+            .expect("looked up above, and nothing since removes it");
+        p.hinted = hinted.is_some();
+        match hinted {
+            Some(gateway) => Self::send_receipt(key, p, gateway, out),
+            None => self.locate(now, key.0.user, Pending::LocateReceipt(key)),
+        }
+    }
+
+    /// Push the newest mark of `key` to its sender device at `gateway`.
+    pub(super) fn send_receipt(
+        key: ReceiptPushKey,
+        p: &ReceiptPush,
+        gateway: u16,
+        out: &mut Vec<Effect>,
+    ) {
+        let receipt = Receipt {
+            conv: key.1,
+            reader: key.2,
+            kind: key.3,
+            upto: p.upto,
+        };
+        Self::to_device(key.0, gateway, Down::Receipt { receipt }, out);
     }
 
     /// Receipts a previous life stored but may not have pushed: push them again.

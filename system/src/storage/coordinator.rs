@@ -252,6 +252,7 @@ impl Storage {
             | Rpc::Located { .. }
             | Rpc::FromDevice { .. }
             | Rpc::ToDevice { .. }
+            | Rpc::NotHere { .. }
             | Rpc::LoadConv { .. }
             | Rpc::ConvLoaded { .. }
             | Rpc::Lease { .. }

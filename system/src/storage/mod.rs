@@ -575,6 +575,7 @@ impl Storage {
             | Rpc::Located { .. }
             | Rpc::FromDevice { .. }
             | Rpc::ToDevice { .. }
+            | Rpc::NotHere { .. }
             | Rpc::Owner { .. } => {}
             // Replication: requests are a replica's to serve, and replicas' answers reach here
             // only on a node without replicas (a coordinator routes them to `on_replica`), or

@@ -76,7 +76,7 @@ pub static LESSONS: &[Lesson] = &[
         from: COMMON,
         choice: "Most recipients are not connected at the moment a message arrives. A design that only pushes to live connections drops everything sent to a phone that is asleep, in a tunnel or switched off.",
         fix: "Write an inbox entry per recipient device before pushing; delete it only when the device acknowledges the message, and drain the inbox on every reconnect.",
-        kind: Kind::Mistake { bug: Bug::NoOfflineInbox, seed: 1 },
+        kind: Kind::Mistake { bug: Bug::NoOfflineInbox, seed: 4 },
         questions: &[
             ("How long does the inbox keep entries?", "Until the device acks, or a retention limit (WhatsApp: about 30 days); past that, a phone that comes back is told what expired."),
             ("Does the inbox not double the writes?", "An entry is a small key (device, conversation, seq), not a copy of the text; fan-out on read for huge groups avoids even that."),
@@ -126,7 +126,7 @@ pub static LESSONS: &[Lesson] = &[
         from: "Signal-Desktop #1503: \"queue empty\" fired early",
         choice: "A reconnecting phone pages through its backlog. If a connection lost mid-drain is taken as a finished drain, the next connection fetches nothing and the rest of the backlog waits.",
         fix: "A drain completes only on the server's last page (more=false) on the same connection; a drain cut short starts over on the next connection.",
-        kind: Kind::Mistake { bug: Bug::EarlyQueueEmpty, seed: 2 },
+        kind: Kind::Mistake { bug: Bug::EarlyQueueEmpty, seed: 1 },
         questions: &[
             ("What about live messages arriving during the drain?", "They carry seqs; the phone holds them back until the drain reaches them, so they never land in the middle of the backlog out of order."),
             ("How big should a page be?", "Bounded in count and bytes, so a phone back after a month does not get one giant frame."),
