@@ -380,24 +380,22 @@ impl Machine for Gateway {
                     });
                 }
                 if let Some(conn) = here {
+                    if let (Down::Deliver { msg, .. }, true) =
+                        (&down, self.topo.bugs.has(Bug::SocketWriteIsDelivery))
                     {
-                        if let (Down::Deliver { msg, .. }, true) =
-                            (&down, self.topo.bugs.has(Bug::SocketWriteIsDelivery))
-                        {
-                            // The write went into the socket buffer; that is not the phone.
-                            let up = Up::Ack {
-                                conv: msg.conv,
-                                seq: msg.seq,
-                            };
-                            let slot = shard_for_conv(msg.conv, self.topo.shards);
-                            let rpc = Rpc::FromDevice { device, up };
-                            out.push(Effect::Rpc {
-                                to: self.owner(slot),
-                                rpc,
-                            });
-                        }
-                        out.push(Effect::Down { conn, frame: down });
+                        // The write went into the socket buffer; that is not the phone.
+                        let up = Up::Ack {
+                            conv: msg.conv,
+                            seq: msg.seq,
+                        };
+                        let slot = shard_for_conv(msg.conv, self.topo.shards);
+                        let rpc = Rpc::FromDevice { device, up };
+                        out.push(Effect::Rpc {
+                            to: self.owner(slot),
+                            rpc,
+                        });
                     }
+                    out.push(Effect::Down { conn, frame: down });
                 }
             }
             Input::Timeout => {
