@@ -85,6 +85,16 @@ fn deliver(d: &mut Device, now: u64, msg: Message, path: Path) -> Vec<Effect> {
     out
 }
 
+/// The sequence numbers a phone acked in `out`.
+fn acks(out: &[Effect]) -> Vec<u64> {
+    out.iter()
+        .filter_map(|e| match e {
+            Effect::Up(Up::Ack { seq, .. }) => Some(*seq),
+            _ => None,
+        })
+        .collect()
+}
+
 fn fetches(out: &[Effect]) -> Vec<(u64, u64)> {
     out.iter()
         .filter_map(|e| match e {
@@ -164,14 +174,6 @@ fn a_pushed_direct_text_leaves_the_inbox_with_its_delivered_mark() {
 // the gap fills); so is a group's (its fan-out step waits on the acks).
 #[test]
 fn a_phone_acks_at_once_what_its_mark_does_not_cover_yet() {
-    let acks = |out: &[Effect]| -> Vec<u64> {
-        out.iter()
-            .filter_map(|e| match e {
-                Effect::Up(Up::Ack { seq, .. }) => Some(*seq),
-                _ => None,
-            })
-            .collect()
-    };
     let (topo, text) = keyed();
     let mut b = welcomed(B, topo);
     assert_eq!(
